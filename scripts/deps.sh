@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages that building and testing hypura need, when
+# they are missing. As root it runs apt-get; otherwise it prints the command.
+set -e
+PKGS="gcc make cmake pkg-config libjansson-dev clang libclang-rt-14-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+    echo "deps: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+    echo "deps: missing Debian packages:$missing"
+    echo "deps: run: sudo apt-get install -y$missing"
+    exit 1
+fi

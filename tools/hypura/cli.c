@@ -1,0 +1,156 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/sizes.h"
+#include "core/timing.h"
+
+void cli_init(struct cli *c, const char *cmd, int argc, char **argv)
+{
+    memset(c, 0, sizeof(*c));
+    c->cmd = cmd;
+    c->argc = argc;
+    c->argv = argv;
+}
+
+bool cli_more(const struct cli *c)
+{
+    return c->i < c->argc;
+}
+
+bool cli_is_opt(const struct cli *c)
+{
+    const char *a = c->argv[c->i];
+    return a[0] == '-' && a[1] != '\0';
+}
+
+bool cli_match(struct cli *c, const char *short_name, const char *long_name)
+{
+    const char *a = c->argv[c->i];
+    const char *names[2] = {short_name, long_name};
+    for (int k = 0; k < 2; k++) {
+        const char *n = names[k];
+        if (!n) continue;
+        size_t len = strlen(n);
+        if (strncmp(a, n, len) != 0) continue;
+        if (a[len] == '\0') {
+            c->opt = n;
+            c->inline_val = NULL;
+            c->i++;
+            return true;
+        }
+        if (a[len] == '=' && n[1] == '-') {
+            c->opt = n;
+            c->inline_val = a + len + 1;
+            c->i++;
+            return true;
+        }
+    }
+    return false;
+}
+
+enum hy_status cli_value(struct cli *c, const char **out)
+{
+    if (c->inline_val) {
+        *out = c->inline_val;
+        c->inline_val = NULL;
+        return HY_OK;
+    }
+    if (c->i >= c->argc)
+        return err_set(HY_ERR_INVALID_ARG, "option %s needs a value", c->opt);
+    *out = c->argv[c->i++];
+    return HY_OK;
+}
+
+enum hy_status cli_int(struct cli *c, int64_t lo, int64_t hi, int64_t *out)
+{
+    const char *v = NULL;
+    enum hy_status st = cli_value(c, &v);
+    if (st) return st;
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end != '\0')
+        return err_set(HY_ERR_INVALID_ARG, "option %s: '%s' is not an integer", c->opt, v);
+    if (x < lo || x > hi)
+        return err_set(HY_ERR_INVALID_ARG, "option %s: %lld is out of range [%lld, %lld]", c->opt, x,
+                       (long long)lo, (long long)hi);
+    *out = x;
+    return HY_OK;
+}
+
+enum hy_status cli_double(struct cli *c, double lo, double hi, double *out)
+{
+    const char *v = NULL;
+    enum hy_status st = cli_value(c, &v);
+    if (st) return st;
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || !isfinite(x))
+        return err_set(HY_ERR_INVALID_ARG, "option %s: '%s' is not a number", c->opt, v);
+    if (x < lo || x > hi)
+        return err_set(HY_ERR_INVALID_ARG, "option %s: %g is out of range [%g, %g]", c->opt, x, lo, hi);
+    *out = x;
+    return HY_OK;
+}
+
+enum hy_status cli_size(struct cli *c, uint64_t *out)
+{
+    const char *v = NULL;
+    enum hy_status st = cli_value(c, &v);
+    if (st) return st;
+    st = sizes_parse(v, out);
+    if (st) return err_prefix(st, "option %s: ", c->opt);
+    return HY_OK;
+}
+
+const char *cli_positional(struct cli *c)
+{
+    return c->i < c->argc ? c->argv[c->i++] : NULL;
+}
+
+enum hy_status cli_unknown(struct cli *c)
+{
+    const char *a = c->argv[c->i];
+    if (a[0] == '-') return err_set(HY_ERR_INVALID_ARG, "unknown option '%s' (see hypura %s --help)", a, c->cmd);
+    return err_set(HY_ERR_INVALID_ARG, "unexpected argument '%s' (see hypura %s --help)", a, c->cmd);
+}
+
+int cli_fail(const char *cmd, enum hy_status st)
+{
+    fprintf(stderr, "hypura %s: error: %s\n", cmd, err_msg());
+    return st == HY_ERR_INVALID_ARG ? 2 : 1;
+}
+
+bool cli_stderr_is_tty(void)
+{
+    return isatty(STDERR_FILENO) == 1;
+}
+
+static int64_t progress_last_us;
+
+void cli_progress(const char *label, uint64_t done, uint64_t total)
+{
+    if (!cli_stderr_is_tty()) return;
+    int64_t now = timing_now_us();
+    if (done < total && now - progress_last_us < 100000) return;
+    progress_last_us = now;
+    char a[32], b[32];
+    double pct = total ? 100.0 * (double)done / (double)total : 100.0;
+    fprintf(stderr, "\r%s %5.1f%% (%s / %s)  ", label, pct, sizes_format(done, a, sizeof a),
+            sizes_format(total, b, sizeof b));
+    fflush(stderr);
+}
+
+void cli_progress_end(void)
+{
+    if (!cli_stderr_is_tty()) return;
+    fputc('\n', stderr);
+    progress_last_us = 0;
+}

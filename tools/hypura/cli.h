@@ -1,0 +1,52 @@
+/*
+ * Command-line helpers shared by the subcommands: a tiny option parser over
+ * argv that understands "--flag value", "--flag=value" and short "-m value",
+ * and prints clear errors for unknown flags and bad values.
+ */
+#ifndef HY_TOOLS_CLI_H
+#define HY_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/base.h"
+
+struct cli {
+    int argc;
+    char **argv;
+    int i;             /* next argument */
+    const char *cmd;   /* subcommand name, for messages */
+    const char *opt;   /* the option just matched */
+    const char *inline_val; /* value after '=' in --flag=value */
+};
+
+void cli_init(struct cli *c, const char *cmd, int argc, char **argv);
+/* True while arguments remain. */
+bool cli_more(const struct cli *c);
+/* Current argument is an option (starts with '-' and is not just "-"). */
+bool cli_is_opt(const struct cli *c);
+/* If the current argument is one of the names (NULL-terminated list of up to
+ * two: short, long), consume it and return true. */
+bool cli_match(struct cli *c, const char *short_name, const char *long_name);
+/* Value of the option just matched; HY_ERR_INVALID_ARG when missing. */
+HY_MUST_CHECK enum hy_status cli_value(struct cli *c, const char **out);
+HY_MUST_CHECK enum hy_status cli_int(struct cli *c, int64_t lo, int64_t hi, int64_t *out);
+HY_MUST_CHECK enum hy_status cli_double(struct cli *c, double lo, double hi, double *out);
+HY_MUST_CHECK enum hy_status cli_size(struct cli *c, uint64_t *out);
+/* Consumes a positional argument. */
+const char *cli_positional(struct cli *c);
+/* Error for the current (unknown) argument. */
+HY_MUST_CHECK enum hy_status cli_unknown(struct cli *c);
+
+/* Prints "hypura <cmd>: <message>" for a failed status to stderr; returns the
+ * process exit code (1, or 2 for usage errors). */
+int cli_fail(const char *cmd, enum hy_status st);
+
+/* True when stderr is a terminal (progress display). */
+bool cli_stderr_is_tty(void);
+
+/* Progress line on stderr when it is a TTY: "label  42% (1.2 GiB / 2.8 GiB)". */
+void cli_progress(const char *label, uint64_t done, uint64_t total);
+void cli_progress_end(void);
+
+#endif

@@ -1,0 +1,8 @@
+/* Subcommand entry points: argv[0] is the subcommand name. Return the exit code. */
+#ifndef HY_TOOLS_CMDS_H
+#define HY_TOOLS_CMDS_H
+
+int cmd_inspect(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+#endif
