@@ -16,7 +16,7 @@ struct command {
 
 static const struct command commands[] = {
     {"inspect", cmd_inspect, "show a GGUF model's architecture, hyperparameters and tensors"},
-
+    {"synth", cmd_synth, "write a random-weight GGUF model at a real model's shape"},
 };
 
 static void usage(FILE *f)
