@@ -54,76 +54,81 @@ static inline bool check_true(bool ok, const char *expr, const char *file, int l
     return check_result(ok);
 }
 
-static inline bool check_eq_int(int64_t a, int64_t b, const char *ea, const char *eb, const char *file,
-                                int line)
+static inline bool check_eq_int(int64_t a, int64_t b, const char *ea, const char *eb,
+                                const char *file, int line)
 {
     bool ok = a == b;
     if (!ok)
-        fprintf(stderr, "%s:%d: CHECK_EQ_INT(%s, %s) failed: %" PRId64 " != %" PRId64 "\n", file, line, ea, eb,
-                a, b);
+        fprintf(stderr, "%s:%d: CHECK_EQ_INT(%s, %s) failed: %" PRId64 " != %" PRId64 "\n", file,
+                line, ea, eb, a, b);
     return check_result(ok);
 }
 
-static inline bool check_eq_u64(uint64_t a, uint64_t b, const char *ea, const char *eb, const char *file,
-                                int line)
+static inline bool check_eq_u64(uint64_t a, uint64_t b, const char *ea, const char *eb,
+                                const char *file, int line)
 {
     bool ok = a == b;
     if (!ok)
-        fprintf(stderr, "%s:%d: CHECK_EQ_U64(%s, %s) failed: %" PRIu64 " (0x%" PRIx64 ") != %" PRIu64
-                        " (0x%" PRIx64 ")\n",
+        fprintf(stderr,
+                "%s:%d: CHECK_EQ_U64(%s, %s) failed: %" PRIu64 " (0x%" PRIx64 ") != %" PRIu64
+                " (0x%" PRIx64 ")\n",
                 file, line, ea, eb, a, a, b, b);
     return check_result(ok);
 }
 
-static inline bool check_eq_str(const char *a, const char *b, const char *ea, const char *eb, const char *file,
-                                int line)
+static inline bool check_eq_str(const char *a, const char *b, const char *ea, const char *eb,
+                                const char *file, int line)
 {
     bool ok = (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
     if (!ok)
-        fprintf(stderr, "%s:%d: CHECK_EQ_STR(%s, %s) failed: %s%s%s != %s%s%s\n", file, line, ea, eb,
-                a ? "\"" : "", a ? a : "NULL", a ? "\"" : "", b ? "\"" : "", b ? b : "NULL", b ? "\"" : "");
+        fprintf(stderr, "%s:%d: CHECK_EQ_STR(%s, %s) failed: %s%s%s != %s%s%s\n", file, line, ea,
+                eb, a ? "\"" : "", a ? a : "NULL", a ? "\"" : "", b ? "\"" : "", b ? b : "NULL",
+                b ? "\"" : "");
     return check_result(ok);
 }
 
-static inline bool check_near(double a, double b, double tol, const char *ea, const char *eb, const char *file,
-                              int line)
+static inline bool check_near(double a, double b, double tol, const char *ea, const char *eb,
+                              const char *file, int line)
 {
     bool ok = fabs(a - b) <= tol;
     if (!ok)
-        fprintf(stderr, "%s:%d: CHECK_NEAR(%s, %s) failed: %.17g vs %.17g (difference %.3g > %.3g)\n", file,
+        fprintf(stderr,
+                "%s:%d: CHECK_NEAR(%s, %s) failed: %.17g vs %.17g (difference %.3g > %.3g)\n", file,
                 line, ea, eb, a, b, fabs(a - b), tol);
     return check_result(ok);
 }
 
-static inline bool check_contains(const char *hay, const char *needle, const char *eh, const char *file,
-                                  int line)
+static inline bool check_contains(const char *hay, const char *needle, const char *eh,
+                                  const char *file, int line)
 {
     bool ok = hay && needle && strstr(hay, needle) != NULL;
     if (!ok)
-        fprintf(stderr, "%s:%d: CHECK_CONTAINS(%s) failed: \"%s\" does not contain \"%s\"\n", file, line, eh,
-                hay ? hay : "NULL", needle ? needle : "NULL");
+        fprintf(stderr, "%s:%d: CHECK_CONTAINS(%s) failed: \"%s\" does not contain \"%s\"\n", file,
+                line, eh, hay ? hay : "NULL", needle ? needle : "NULL");
     return check_result(ok);
 }
 
 /* The last error message is printed with the status, since it says why. */
-static inline bool check_status(enum hy_status got, enum hy_status want, const char *expr, const char *file,
-                                int line)
+static inline bool check_status(enum hy_status got, enum hy_status want, const char *expr,
+                                const char *file, int line)
 {
     bool ok = got == want;
     if (!ok)
-        fprintf(stderr, "%s:%d: %s returned %s, expected %s%s%s\n", file, line, expr, hy_status_str(got),
-                hy_status_str(want), got != HY_OK ? "; message: " : "", got != HY_OK ? err_msg() : "");
+        fprintf(stderr, "%s:%d: %s returned %s, expected %s%s%s\n", file, line, expr,
+                hy_status_str(got), hy_status_str(want), got != HY_OK ? "; message: " : "",
+                got != HY_OK ? err_msg() : "");
     return check_result(ok);
 }
 
-#define CHECK(cond) check_true((cond), #cond, __FILE__, __LINE__)
+#define CHECK(cond)        check_true((cond), #cond, __FILE__, __LINE__)
 #define CHECK_EQ_INT(a, b) check_eq_int((int64_t)(a), (int64_t)(b), #a, #b, __FILE__, __LINE__)
 #define CHECK_EQ_U64(a, b) check_eq_u64((uint64_t)(a), (uint64_t)(b), #a, #b, __FILE__, __LINE__)
 #define CHECK_EQ_STR(a, b) check_eq_str((a), (b), #a, #b, __FILE__, __LINE__)
-#define CHECK_NEAR(a, b, tol) check_near((double)(a), (double)(b), (double)(tol), #a, #b, __FILE__, __LINE__)
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    check_near((double)(a), (double)(b), (double)(tol), #a, #b, __FILE__, __LINE__)
 #define CHECK_CONTAINS(hay, needle) check_contains((hay), (needle), #hay, __FILE__, __LINE__)
-#define CHECK_STATUS(expr, want) check_status((expr), (want), #expr, __FILE__, __LINE__)
-#define CHECK_OK(expr) check_status((expr), HY_OK, #expr, __FILE__, __LINE__)
+#define CHECK_STATUS(expr, want)    check_status((expr), (want), #expr, __FILE__, __LINE__)
+#define CHECK_OK(expr)              check_status((expr), HY_OK, #expr, __FILE__, __LINE__)
 
 /* Prints the summary; the value to return from main. */
 static inline int check_report(const char *prog)

@@ -10,10 +10,11 @@
  * some options, plus up to two patches at marks, or a truncation at a mark.
  *
  * The base file (GGUF v3, 10 key/values, 2 tensors, alignment 32):
+ *   general.description   STRING (150 bytes: puts every later field past the
+ *                         parser's up-front bound on the key/value and tensor
+ *                         counts, so that a truncation there tests the field
+ *                         it cuts)
  *   general.architecture  STRING "llama"
- *   general.description   STRING (150 bytes: keeps later truncations past the
- *                         parser's up-front count bounds, so they test the
- *                         field they cut)
  *   general.alignment     UINT32 32
  *   test.u32              UINT32 7
  *   test.flag             BOOL   1
@@ -57,11 +58,11 @@ struct gen_patch {
 };
 
 struct gen_case {
-    const char *name;        /* file stem, e.g. "trunc-key" */
-    const char *rule;        /* the rule the case breaks, for messages */
+    const char *name; /* file stem, e.g. "trunc-key" */
+    const char *rule; /* the rule the case breaks, for messages */
     struct gen_opts opts;
     struct gen_patch patch[2];
-    const char *want[3];     /* substrings the error message must contain */
+    const char *want[3]; /* substrings the error message must contain */
 };
 
 struct gen_file {

@@ -23,6 +23,7 @@
 
 static void test_sizes_parse(void)
 {
+    /* clang-format off */
     static const struct {
         const char *text;
         uint64_t bytes;
@@ -56,12 +57,14 @@ static void test_sizes_parse(void)
         {"9000000000G", 9000000000ull << 30},
         {"15T", 15ull << 40},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         uint64_t got = 0xdeadbeef;
         if (CHECK_OK(sizes_parse(good[i].text, &got)) && !CHECK_EQ_U64(got, good[i].bytes))
             fprintf(stderr, "  input: \"%s\"\n", good[i].text);
     }
 
+    /* clang-format off */
     static const struct {
         const char *text;
         const char *in_message;
@@ -81,6 +84,7 @@ static void test_sizes_parse(void)
         {"99999999999999999999", "too large"},
         {"1e30", "too large"},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t got = 12345;
         enum hy_status st = sizes_parse(bad[i].text, &got);
@@ -218,9 +222,12 @@ static void test_f16_round_trip(void)
     CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x3c00)), f32_bits(1.0f));
     CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0xc000)), f32_bits(-2.0f));
     CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x7bff)), f32_bits(65504.0f));
-    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x0001)), f32_bits(ldexpf(1.0f, -24))); /* smallest subnormal */
-    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x03ff)), f32_bits(ldexpf(1023.0f, -24))); /* largest subnormal */
-    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x0400)), f32_bits(ldexpf(1.0f, -14))); /* smallest normal */
+    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x0001)),
+                 f32_bits(ldexpf(1.0f, -24))); /* smallest subnormal */
+    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x03ff)),
+                 f32_bits(ldexpf(1023.0f, -24))); /* largest subnormal */
+    CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x0400)),
+                 f32_bits(ldexpf(1.0f, -14))); /* smallest normal */
     CHECK_EQ_U64(f32_bits(quant_f16_to_f32(0x8000)), f32_bits(-0.0f));
     CHECK(isinf(quant_f16_to_f32(0x7c00)) && quant_f16_to_f32(0x7c00) > 0);
     CHECK(isinf(quant_f16_to_f32(0xfc00)) && quant_f16_to_f32(0xfc00) < 0);
@@ -248,10 +255,12 @@ static void test_f16_rounding(void)
             uint16_t got_above = quant_f32_to_f16(sg * nextafterf(mid, INFINITY));
             if (got_mid != want_mid || got_below != want_below || got_above != want_above) {
                 if (bad++ < 5)
-                    fprintf(stderr, "  between halfs 0x%04x and 0x%04x (sign %d): mid %a -> 0x%04x (want 0x%04x), "
-                                    "below -> 0x%04x (want 0x%04x), above -> 0x%04x (want 0x%04x)\n",
-                            h, h + 1, s, (double)mid, got_mid, want_mid, got_below, want_below, got_above,
-                            want_above);
+                    fprintf(stderr,
+                            "  between halfs 0x%04x and 0x%04x (sign %d): mid %a -> 0x%04x (want "
+                            "0x%04x), "
+                            "below -> 0x%04x (want 0x%04x), above -> 0x%04x (want 0x%04x)\n",
+                            h, h + 1, s, (double)mid, got_mid, want_mid, got_below, want_below,
+                            got_above, want_above);
             }
         }
     }
@@ -266,13 +275,16 @@ static void test_f16_rounding(void)
     CHECK_EQ_U64(quant_f32_to_f16(-1e10f), 0xfc00);
     CHECK_EQ_U64(quant_f32_to_f16(INFINITY), 0x7c00);
     CHECK_EQ_U64(quant_f32_to_f16(-INFINITY), 0xfc00);
-    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);  /* tie between 0 and the smallest subnormal */
+    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(1.0f, -25)),
+                 0x0000); /* tie between 0 and the smallest subnormal */
     CHECK_EQ_U64(quant_f32_to_f16(ldexpf(1.5f, -25)), 0x0001);
-    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(3.0f, -25)), 0x0002);  /* tie 1.5 subnormal ulps: up to even 2 */
-    CHECK_EQ_U64(quant_f32_to_f16(1e-10f), 0x0000);             /* underflows to zero */
-    CHECK_EQ_U64(quant_f32_to_f16(-1e-10f), 0x8000);            /* ... keeping the sign */
+    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(3.0f, -25)),
+                 0x0002);                            /* tie 1.5 subnormal ulps: up to even 2 */
+    CHECK_EQ_U64(quant_f32_to_f16(1e-10f), 0x0000);  /* underflows to zero */
+    CHECK_EQ_U64(quant_f32_to_f16(-1e-10f), 0x8000); /* ... keeping the sign */
     CHECK_EQ_U64(quant_f32_to_f16(FLT_TRUE_MIN), 0x0000);
-    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(1023.5f, -24)), 0x0400); /* largest subnormal rounds up to normal */
+    CHECK_EQ_U64(quant_f32_to_f16(ldexpf(1023.5f, -24)),
+                 0x0400); /* largest subnormal rounds up to normal */
     CHECK_EQ_U64(quant_f32_to_f16(-0.0f), 0x8000);
     CHECK(half_is_nan(quant_f32_to_f16(NAN)));
     CHECK(half_is_nan(quant_f32_to_f16(f32_from_bits(0x7f800001u)))); /* payload only in low bits */
@@ -303,11 +315,13 @@ static void test_bf16(void)
             uint16_t got_mid = quant_f32_to_bf16(f32_from_bits(sign | mid_bits));
             uint16_t got_below = quant_f32_to_bf16(f32_from_bits(sign | (mid_bits - 1)));
             uint16_t got_above = quant_f32_to_bf16(f32_from_bits(sign | (mid_bits + 1)));
-            if (got_mid != (uint16_t)((sign >> 16) | even) || got_below != (uint16_t)((sign >> 16) | h) ||
+            if (got_mid != (uint16_t)((sign >> 16) | even) ||
+                got_below != (uint16_t)((sign >> 16) | h) ||
                 got_above != (uint16_t)((sign >> 16) | (h + 1))) {
                 if (bad++ < 5)
-                    fprintf(stderr, "  bf16 rounding between 0x%04x and 0x%04x: 0x%04x 0x%04x 0x%04x\n", h, h + 1,
-                            got_below, got_mid, got_above);
+                    fprintf(stderr,
+                            "  bf16 rounding between 0x%04x and 0x%04x: 0x%04x 0x%04x 0x%04x\n", h,
+                            h + 1, got_below, got_mid, got_above);
             }
         }
     }
@@ -317,8 +331,10 @@ static void test_bf16(void)
     CHECK_EQ_U64(quant_f32_to_bf16(FLT_MAX), 0x7f80); /* rounds up to infinity */
     CHECK_EQ_U64(quant_f32_to_bf16(-INFINITY), 0xff80);
     CHECK_EQ_U64(quant_f32_to_bf16(f32_from_bits(0x00010000u)), 0x0001); /* subnormals are kept */
-    CHECK(bf16_is_nan(quant_f32_to_bf16(f32_from_bits(0x7f800001u)))); /* must not become infinity */
-    CHECK(bf16_is_nan(quant_f32_to_bf16(f32_from_bits(0x7fffffffu)))); /* must not carry into the sign */
+    CHECK(
+        bf16_is_nan(quant_f32_to_bf16(f32_from_bits(0x7f800001u)))); /* must not become infinity */
+    CHECK(bf16_is_nan(
+        quant_f32_to_bf16(f32_from_bits(0x7fffffffu)))); /* must not carry into the sign */
     CHECK_EQ_U64(quant_f32_to_bf16(f32_from_bits(0x7fffffffu)) & 0x8000, 0);
 }
 
@@ -329,10 +345,10 @@ static void test_rng(void)
     /* First outputs of xoshiro256** seeded through splitmix64, computed by an
      * independent implementation of the published algorithms: the stream must
      * not change between platforms or releases (synthetic models depend on it). */
-    static const uint64_t want0[] = {0x99ec5f36cb75f2b4ull, 0xbf6e1f784956452aull, 0x1a5f849d4933e6e0ull,
-                                     0x6aa594f1262d2d2cull};
-    static const uint64_t want42[] = {0x15780b2e0c2ec716ull, 0x6104d9866d113a7eull, 0xae17533239e499a1ull,
-                                      0xecb8ad4703b360a1ull};
+    static const uint64_t want0[] = {0x99ec5f36cb75f2b4ull, 0xbf6e1f784956452aull,
+                                     0x1a5f849d4933e6e0ull, 0x6aa594f1262d2d2cull};
+    static const uint64_t want42[] = {0x15780b2e0c2ec716ull, 0x6104d9866d113a7eull,
+                                      0xae17533239e499a1ull, 0xecb8ad4703b360a1ull};
     struct rng r;
     rng_init(&r, 0);
     for (int i = 0; i < 4; i++) CHECK_EQ_U64(rng_u64(&r), want0[i]);
@@ -384,24 +400,31 @@ static void test_rng(void)
 static void test_quant_traits(void)
 {
     /* Block geometry as ggml defines it (ggml.c type_traits). */
+    /* clang-format off */
     static const struct {
         uint32_t id;
         const char *name;
         uint32_t block_size, block_bytes;
         bool quantized;
     } want[] = {
-        {0, "F32", 1, 4, false},         {1, "F16", 1, 2, false},          {2, "Q4_0", 32, 18, true},
-        {3, "Q4_1", 32, 20, true},       {6, "Q5_0", 32, 22, true},        {7, "Q5_1", 32, 24, true},
-        {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, true},        {10, "Q2_K", 256, 84, true},
-        {11, "Q3_K", 256, 110, true},    {12, "Q4_K", 256, 144, true},     {13, "Q5_K", 256, 176, true},
-        {14, "Q6_K", 256, 210, true},    {15, "Q8_K", 256, 292, true},     {16, "IQ2_XXS", 256, 66, true},
-        {17, "IQ2_XS", 256, 74, true},   {18, "IQ3_XXS", 256, 98, true},   {19, "IQ1_S", 256, 50, true},
-        {20, "IQ4_NL", 32, 18, true},    {21, "IQ3_S", 256, 110, true},    {22, "IQ2_S", 256, 82, true},
-        {23, "IQ4_XS", 256, 136, true},  {24, "I8", 1, 1, false},          {25, "I16", 1, 2, false},
-        {26, "I32", 1, 4, false},        {27, "I64", 1, 8, false},         {28, "F64", 1, 8, false},
-        {29, "IQ1_M", 256, 56, true},    {30, "BF16", 1, 2, false},        {34, "TQ1_0", 256, 54, true},
-        {35, "TQ2_0", 256, 66, true},    {39, "MXFP4", 32, 17, true},
+        {0, "F32", 1, 4, false},        {1, "F16", 1, 2, false},
+        {2, "Q4_0", 32, 18, true},      {3, "Q4_1", 32, 20, true},
+        {6, "Q5_0", 32, 22, true},      {7, "Q5_1", 32, 24, true},
+        {8, "Q8_0", 32, 34, true},      {9, "Q8_1", 32, 36, true},
+        {10, "Q2_K", 256, 84, true},    {11, "Q3_K", 256, 110, true},
+        {12, "Q4_K", 256, 144, true},   {13, "Q5_K", 256, 176, true},
+        {14, "Q6_K", 256, 210, true},   {15, "Q8_K", 256, 292, true},
+        {16, "IQ2_XXS", 256, 66, true}, {17, "IQ2_XS", 256, 74, true},
+        {18, "IQ3_XXS", 256, 98, true}, {19, "IQ1_S", 256, 50, true},
+        {20, "IQ4_NL", 32, 18, true},   {21, "IQ3_S", 256, 110, true},
+        {22, "IQ2_S", 256, 82, true},   {23, "IQ4_XS", 256, 136, true},
+        {24, "I8", 1, 1, false},        {25, "I16", 1, 2, false},
+        {26, "I32", 1, 4, false},       {27, "I64", 1, 8, false},
+        {28, "F64", 1, 8, false},       {29, "IQ1_M", 256, 56, true},
+        {30, "BF16", 1, 2, false},      {34, "TQ1_0", 256, 54, true},
+        {35, "TQ2_0", 256, 66, true},   {39, "MXFP4", 32, 17, true},
     };
+    /* clang-format on */
     bool known[HY_TYPE_COUNT + 64] = {false};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const struct quant_traits *t = quant_traits(want[i].id);
@@ -416,12 +439,14 @@ static void test_quant_traits(void)
         CHECK_EQ_INT(t->is_quantized, want[i].quantized);
         CHECK_EQ_STR(quant_type_name(want[i].id), want[i].name);
         CHECK_EQ_INT(quant_type_from_name(want[i].name), want[i].id);
-        CHECK_EQ_U64(quant_bytes(want[i].id, (uint64_t)want[i].block_size * 3), 3ull * want[i].block_bytes);
+        CHECK_EQ_U64(quant_bytes(want[i].id, (uint64_t)want[i].block_size * 3),
+                     3ull * want[i].block_bytes);
     }
     /* retired (4, 5, 31-33, 36-38) and out-of-range ids are unknown */
     for (uint32_t id = 0; id < HY_TYPE_COUNT + 64; id++) {
         if (known[id]) continue;
-        if (!CHECK(quant_traits(id) == NULL)) fprintf(stderr, "  type id %u should be unknown\n", id);
+        if (!CHECK(quant_traits(id) == NULL))
+            fprintf(stderr, "  type id %u should be unknown\n", id);
     }
     CHECK(quant_traits(UINT32_MAX) == NULL);
     CHECK_EQ_STR(quant_type_name(31), "type#31");

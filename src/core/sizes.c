@@ -32,10 +32,13 @@ enum hy_status sizes_parse(const char *text, uint64_t *out_bytes)
     while (*end == ' ') end++;
     for (size_t i = 0; i < HY_ARRAY_LEN(units); i++) {
         if (strcasecmp(end, units[i].suffix) == 0) {
-            double bytes = v * units[i].mult;
-            if (bytes >= 18446744073709551615.0)
+            /* Rounded in double and converted directly: llround() goes
+             * through long long and is undefined from 2^63 up, which valid
+             * sizes reach ("9000000000G"). 2^64 is exact as a double. */
+            double bytes = floor(v * units[i].mult + 0.5);
+            if (bytes >= 18446744073709551616.0)
                 return err_set(HY_ERR_INVALID_ARG, "size '%s' is too large", text);
-            *out_bytes = (uint64_t)llround(bytes);
+            *out_bytes = (uint64_t)bytes;
             return HY_OK;
         }
     }

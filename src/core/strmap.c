@@ -7,7 +7,7 @@
 
 uint64_t strmap_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a 64 offset basis, 0xcbf29ce484222325 */
     for (; *s; s++) {
         h ^= (unsigned char)*s;
         h *= 1099511628211ull;

@@ -42,6 +42,15 @@ HY_MUST_CHECK enum hy_status cli_unknown(struct cli *c);
  * process exit code (1, or 2 for usage errors). */
 int cli_fail(const char *cmd, enum hy_status st);
 
+/* Physical cores this process may run on (hyperthread siblings counted
+ * once), from the affinity mask and /sys topology; at least 1. */
+int cli_physical_cores(void);
+
+/* Memory this process can still use: MemAvailable from /proc/meminfo,
+ * capped by the cgroup v2 limit minus its current usage when there is one.
+ * 0 when neither can be read. */
+uint64_t cli_available_ram(void);
+
 /* True when stderr is a terminal (progress display). */
 bool cli_stderr_is_tty(void);
 

@@ -15,6 +15,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"run", cmd_run, "generate text from a prompt"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, hyperparameters and tensors"},
     {"synth", cmd_synth, "write a random-weight GGUF model at a real model's shape"},
 };

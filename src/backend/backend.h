@@ -1,0 +1,190 @@
+/*
+ * Compute backends: the small table of operations that the forward pass is
+ * written in. The CPU backend (backend/cpu) implements all of it and is the
+ * reference that other backends (CUDA next) are tested against, op by op.
+ *
+ * Data model. Activations are F32 arrays in memory the backend allocated
+ * (backend_alloc); for the CPU that is host memory, for a GPU it will be
+ * device memory, so the forward pass never dereferences an activation itself:
+ * it reads results back with backend_download. Weights arrive as a
+ * struct backend_weight, a borrowed view of one matrix (or one expert's
+ * slice of a stacked tensor) in its file type, row-major: row r starts at
+ * data + r * row_bytes and holds n_cols elements (GGUF ne[0]). The view
+ * comes from the weight store (model_acquire), which decides where the bytes
+ * live; the backend only computes on them.
+ *
+ * Shapes. A batch of n_tok tokens is stored token-major: x[t * n + i].
+ * matmul computes y[t][r] = sum_c W[r][c] * x[t][c] for every token: the
+ * same product as a matvec, so one op serves decode (n_tok = 1) and prompt
+ * batches, and each output element is computed the same way in both, which
+ * keeps batch and token-by-token evaluation bit-identical.
+ *
+ * Ops take no status: their inputs were validated when the model was bound
+ * (shapes, types) and sizes were reserved up front (backend_reserve), so a
+ * failure inside an op is a bug (HY_ASSERT). Ops allocate nothing.
+ *
+ * Not here yet: quantized types (the type-traits table will give each its
+ * dequantize and vec_dot; supports_type reports what a backend can do) and
+ * multi-sequence batches (positions are one contiguous run per call).
+ */
+#ifndef HY_BACKEND_BACKEND_H
+#define HY_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/base.h"
+
+/* A weight matrix as the backend sees it. */
+struct backend_weight {
+    const void *data; /* borrowed from the weight store; valid until model_release */
+    uint32_t type;    /* enum hy_type of the elements */
+    int64_t n_cols;   /* elements per row: the input length */
+    int64_t n_rows;   /* rows: the output length */
+    size_t row_bytes; /* bytes from one row to the next */
+    const char *name; /* tensor name for messages; borrowed, may be NULL */
+};
+
+enum backend_rope_mode {
+    BACKEND_ROPE_NORM = 0, /* rotates adjacent pairs (x[2i], x[2i+1]): llama */
+    BACKEND_ROPE_NEOX = 1, /* rotates halves (x[i], x[i + n_rot/2]): NeoX, qwen2, qwen3 */
+};
+
+struct backend_rope {
+    enum backend_rope_mode mode;
+    int64_t n_rot;    /* rotated dims per head: even, <= head_dim; the rest pass through */
+    double freq_base; /* theta_i = pos * freq_base^(-2i / n_rot) */
+};
+
+/* Worst case sizes, given once before any op runs (backend_reserve). */
+struct backend_limits {
+    int64_t max_batch;    /* tokens per op call */
+    int64_t max_ctx;      /* KV cache rows */
+    int64_t max_head_dim; /* head_dim and head_dim_v */
+};
+
+/* One layer's attention over its KV cache. */
+struct backend_attn {
+    float *k_cache; /* backend memory, [n_ctx][n_head_kv * head_dim] */
+    float *v_cache; /* backend memory, [n_ctx][n_head_kv * head_dim_v] */
+    int64_t n_ctx;  /* rows in the cache */
+    int64_t n_head; /* query heads; a multiple of n_head_kv (GQA) */
+    int64_t n_head_kv;
+    int64_t head_dim;   /* of queries and keys */
+    int64_t head_dim_v; /* of values */
+    int64_t pos0;  /* position of the first new token: cache rows [0, pos0) hold earlier tokens */
+    int64_t n_tok; /* new tokens, at positions pos0 .. pos0 + n_tok - 1; pos0 + n_tok <= n_ctx */
+    float scale;   /* applied to q.k before the softmax (1/sqrt(head_dim) for llama) */
+};
+
+struct backend;
+
+struct backend_ops {
+    const char *name;
+    void (*free)(struct backend *be);
+    /* True when matmul and get_rows accept weights of this type. */
+    bool (*supports_type)(uint32_t type);
+    /* Sizes scratch for the limits; HY_ERR_OOM naming the size. May be called
+     * again with larger limits. */
+    enum hy_status (*reserve)(struct backend *be, const struct backend_limits *lim);
+    /* Backend memory of bytes (aligned for any op); NULL when out of memory. */
+    void *(*alloc)(struct backend *be, size_t bytes);
+    void (*dealloc)(struct backend *be, void *buf);
+    /* Copies backend memory to host memory. */
+    void (*download)(struct backend *be, const void *src, void *host_dst, size_t bytes);
+
+    /* y[t][r] = sum_c W[r][c] * x[t][c]; x [n_tok][W.n_cols], y [n_tok][W.n_rows]. */
+    void (*matmul)(struct backend *be, const struct backend_weight *w, const float *x,
+                   int64_t n_tok, float *y);
+    /* out[i] = row ids[i] of w converted to F32; out [n][w.n_cols]. Ids are in range. */
+    void (*get_rows)(struct backend *be, const struct backend_weight *w, const int32_t *ids,
+                     int64_t n, float *out);
+    /* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for n_tok rows of n; y may be x. */
+    void (*rms_norm)(struct backend *be, const float *x, const float *weight, float eps,
+                     int64_t n_tok, int64_t n, float *y);
+    /* Rotates x [n_tok][n_head][head_dim] in place; token t is at position pos0 + t. */
+    void (*rope)(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                 int64_t pos0, const struct backend_rope *rope);
+    /* Stores k [n_tok][n_head_kv * head_dim] and v [n_tok][n_head_kv * head_dim_v] at cache rows
+     * pos0.., then out[t] = softmax(scale * q[t] . K[0..pos0+t]) V for every head (causal).
+     * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. */
+    void (*attention)(struct backend *be, const struct backend_attn *a, const float *q,
+                      const float *k, const float *v, float *out);
+    /* Softmax of each of n_rows rows of n, in place. */
+    void (*softmax)(struct backend *be, float *x, int64_t n_rows, int64_t n);
+    /* gate[i] = silu(gate[i]) * up[i] for i < n. */
+    void (*silu_mul)(struct backend *be, float *gate, const float *up, int64_t n);
+    /* y[i] += alpha * x[i] for i < n. */
+    void (*add)(struct backend *be, float *y, const float *x, float alpha, int64_t n);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    int n_threads; /* threads the backend computes with (informational) */
+};
+
+/* Wrappers, so that the forward pass reads as a list of operations. */
+static inline void backend_free(struct backend *be)
+{
+    if (be) be->ops->free(be);
+}
+
+HY_MUST_CHECK static inline enum hy_status backend_reserve(struct backend *be,
+                                                           const struct backend_limits *lim)
+{
+    return be->ops->reserve(be, lim);
+}
+
+static inline void backend_matmul(struct backend *be, const struct backend_weight *w,
+                                  const float *x, int64_t n_tok, float *y)
+{
+    be->ops->matmul(be, w, x, n_tok, y);
+}
+
+static inline void backend_get_rows(struct backend *be, const struct backend_weight *w,
+                                    const int32_t *ids, int64_t n, float *out)
+{
+    be->ops->get_rows(be, w, ids, n, out);
+}
+
+static inline void backend_rms_norm(struct backend *be, const float *x, const float *weight,
+                                    float eps, int64_t n_tok, int64_t n, float *y)
+{
+    be->ops->rms_norm(be, x, weight, eps, n_tok, n, y);
+}
+
+static inline void backend_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
+                                int64_t head_dim, int64_t pos0, const struct backend_rope *rope)
+{
+    be->ops->rope(be, x, n_tok, n_head, head_dim, pos0, rope);
+}
+
+static inline void backend_attention(struct backend *be, const struct backend_attn *a,
+                                     const float *q, const float *k, const float *v, float *out)
+{
+    be->ops->attention(be, a, q, k, v, out);
+}
+
+static inline void backend_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
+{
+    be->ops->softmax(be, x, n_rows, n);
+}
+
+static inline void backend_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
+{
+    be->ops->silu_mul(be, gate, up, n);
+}
+
+static inline void backend_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
+{
+    be->ops->add(be, y, x, alpha, n);
+}
+
+static inline void backend_download(struct backend *be, const void *src, void *host_dst,
+                                    size_t bytes)
+{
+    be->ops->download(be, src, host_dst, bytes);
+}
+
+#endif

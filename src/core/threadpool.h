@@ -1,0 +1,45 @@
+/*
+ * A small persistent thread pool for data-parallel kernels.
+ *
+ * threadpool_run(p, fn, ctx) calls fn(ctx, ith, nth) once for every ith in
+ * [0, nth), nth = the pool's thread count, and returns when all calls have
+ * returned. The calling thread is ith 0; the pool starts nth - 1 workers once,
+ * at init, so a run allocates nothing and creates no thread. Kernels split
+ * their work by ith/nth themselves (rows, heads), which keeps each output
+ * element computed by exactly one thread in a fixed order: results do not
+ * depend on the thread count.
+ *
+ * Workers wait for the next run by spinning briefly, then blocking on a
+ * condition variable: decode issues many short runs back to back, and a
+ * futex wake-up per run would cost more than the work of a small matvec.
+ *
+ * Threads: one run at a time, always from the thread that created the pool.
+ * fn must not call threadpool_run on the same pool.
+ *
+ * Rejected: a work queue with per-task allocation (the per-token path must
+ * not allocate) and OpenMP (not in the dependency list, and its spin policy
+ * is not ours to control).
+ */
+#ifndef HY_CORE_THREADPOOL_H
+#define HY_CORE_THREADPOOL_H
+
+#include "core/base.h"
+
+struct threadpool;
+
+typedef void (*threadpool_fn)(void *ctx, int ith, int nth);
+
+/* Starts a pool of n_threads (>= 1) threads including the caller. Errors:
+ * HY_ERR_INVALID_ARG (n_threads < 1), HY_ERR_OOM naming the thread that
+ * could not be started (the ones started before are stopped again). */
+HY_MUST_CHECK enum hy_status threadpool_init(int n_threads, struct threadpool **out);
+
+/* Stops and joins the workers. NULL is a no-op. */
+void threadpool_free(struct threadpool *p);
+
+int threadpool_n_threads(const struct threadpool *p);
+
+/* Runs fn(ctx, ith, nth) for every ith and waits for all of them. */
+void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,380 @@
+#include "model/forward.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/mem.h"
+#include "core/sizes.h"
+
+#define FORWARD_MAX_BUFS 24
+
+struct forward {
+    struct model *m;    /* borrowed; outlives this */
+    struct backend *be; /* borrowed; outlives this */
+    const struct hparams *hp;
+    int64_t n_ctx;
+    int64_t n_batch;
+    int64_t n_past;  /* tokens in the KV cache */
+    int64_t q_dim;   /* n_head * head_dim */
+    int64_t k_dim;   /* n_head_kv * head_dim: one KV cache row of K */
+    int64_t v_dim;   /* n_head_kv * head_dim_v */
+    int64_t att_dim; /* n_head * head_dim_v */
+    int64_t ff_dim;  /* n_ff (dense) or n_ff_exp (MoE) */
+    struct backend_rope rope;
+
+    /* Backend memory. */
+    float *k_cache;    /* [n_layer][n_ctx][k_dim] */
+    float *v_cache;    /* [n_layer][n_ctx][v_dim] */
+    float *x;          /* [n_batch][n_embd] residual stream */
+    float *xb;         /* [n_batch][n_embd] normed input of a block */
+    float *xb2;        /* [n_batch][n_embd] block output; MoE: one expert's outputs */
+    float *q;          /* [n_batch][q_dim] */
+    float *k;          /* [n_batch][k_dim] */
+    float *v;          /* [n_batch][v_dim] */
+    float *att;        /* [n_batch][att_dim] */
+    float *hb;         /* [n_batch][ff_dim] */
+    float *hb2;        /* [n_batch][ff_dim] */
+    float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
+    float *router;     /* MoE: [n_batch][n_expert] router probabilities */
+    float *logits_dev; /* [n_vocab] */
+    void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
+    int n_bufs;
+    uint64_t kv_bytes;
+
+    /* Host memory. */
+    float *logits;      /* owned, [n_vocab] */
+    float *router_host; /* owned, [n_batch][n_expert] */
+    int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
+    float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
+    int64_t *grp_n;   /* owned, [n_expert] */
+    int32_t *sel_ids; /* owned, [n_expert]: the experts a layer uses in a step */
+    struct forward_routes routes;
+};
+
+HY_MUST_CHECK static enum hy_status alloc_buf(struct forward *f, float **p, uint64_t n_floats,
+                                              const char *what)
+{
+    HY_ASSERT(f->n_bufs < FORWARD_MAX_BUFS);
+    uint64_t bytes = n_floats * sizeof(float);
+    void *b = bytes <= SIZE_MAX ? f->be->ops->alloc(f->be, (size_t)bytes) : NULL;
+    if (!b) {
+        char sz[32];
+        return err_set(HY_ERR_OOM, "%s memory: cannot allocate %s for the %s", f->be->ops->name,
+                       sizes_format(bytes, sz, sizeof sz), what);
+    }
+    f->bufs[f->n_bufs++] = b;
+    *p = b;
+    return HY_OK;
+}
+
+enum hy_status forward_init(struct model *m, struct backend *be, const struct forward_config *cfg,
+                            struct forward **out)
+{
+    *out = NULL;
+    const struct hparams *hp = m->hp;
+    if (cfg->n_ctx < 1)
+        return err_set(HY_ERR_INVALID_ARG, "context length %" PRId64 " (need at least 1)",
+                       cfg->n_ctx);
+    if (cfg->n_batch < 0)
+        return err_set(HY_ERR_INVALID_ARG, "batch size %" PRId64 " is negative", cfg->n_batch);
+    enum hy_status st = model_check_types(m, be->ops->supports_type);
+    if (st) return st;
+
+    struct forward *f = mem_xcalloc(1, sizeof(*f));
+    f->m = m;
+    f->be = be;
+    f->hp = hp;
+    f->n_ctx = cfg->n_ctx;
+    f->n_batch = HY_MIN(cfg->n_batch ? cfg->n_batch : FORWARD_DEFAULT_BATCH, cfg->n_ctx);
+    f->q_dim = hp->n_head * hp->head_dim;
+    f->k_dim = hp->n_head_kv * hp->head_dim;
+    f->v_dim = hp->n_head_kv * hp->head_dim_v;
+    f->att_dim = hp->n_head * hp->head_dim_v;
+    f->ff_dim = m->is_moe ? hp->n_ff_exp : hp->n_ff;
+    f->rope.mode = BACKEND_ROPE_NORM;
+    f->rope.n_rot = hp->n_rot;
+    f->rope.freq_base = hp->rope_freq_base;
+
+    const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer, C = (uint64_t)f->n_ctx;
+    const uint64_t E = (uint64_t)hp->n_embd;
+    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v)};
+    if ((st = backend_reserve(be, &lim))) goto fail;
+    if ((st = alloc_buf(f, &f->k_cache, L * C * (uint64_t)f->k_dim, "KV cache (K)"))) goto fail;
+    if ((st = alloc_buf(f, &f->v_cache, L * C * (uint64_t)f->v_dim, "KV cache (V)"))) goto fail;
+    f->kv_bytes = L * C * (uint64_t)(f->k_dim + f->v_dim) * sizeof(float);
+    if ((st = alloc_buf(f, &f->x, nb * E, "activations (residual)"))) goto fail;
+    if ((st = alloc_buf(f, &f->xb, nb * E, "activations (normed)"))) goto fail;
+    if ((st = alloc_buf(f, &f->xb2, nb * E, "activations (block output)"))) goto fail;
+    if ((st = alloc_buf(f, &f->q, nb * (uint64_t)f->q_dim, "activations (Q)"))) goto fail;
+    if ((st = alloc_buf(f, &f->k, nb * (uint64_t)f->k_dim, "activations (K)"))) goto fail;
+    if ((st = alloc_buf(f, &f->v, nb * (uint64_t)f->v_dim, "activations (V)"))) goto fail;
+    if ((st = alloc_buf(f, &f->att, nb * (uint64_t)f->att_dim, "activations (attention)")))
+        goto fail;
+    if ((st = alloc_buf(f, &f->hb, nb * (uint64_t)f->ff_dim, "activations (FFN gate)"))) goto fail;
+    if ((st = alloc_buf(f, &f->hb2, nb * (uint64_t)f->ff_dim, "activations (FFN up)"))) goto fail;
+    if ((st = alloc_buf(f, &f->logits_dev, (uint64_t)m->n_vocab, "logits"))) goto fail;
+    f->logits = mem_xcalloc((size_t)m->n_vocab, sizeof(float));
+
+    struct forward_routes *r = &f->routes;
+    if (m->is_moe) {
+        const uint64_t X = (uint64_t)hp->n_expert;
+        if ((st = alloc_buf(f, &f->xg, nb * E, "activations (expert inputs)"))) goto fail;
+        if ((st = alloc_buf(f, &f->router, nb * X, "activations (router)"))) goto fail;
+        f->router_host = mem_xcalloc(nb * X, sizeof(float));
+        f->grp_tok = mem_xcalloc(X * nb, sizeof(int32_t));
+        f->grp_w = mem_xcalloc(X * nb, sizeof(float));
+        f->grp_n = mem_xcalloc(X, sizeof(int64_t));
+        f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
+        r->n_layer = hp->n_layer;
+        r->n_expert = hp->n_expert;
+        r->n_used = hp->n_expert_used;
+        r->ids = mem_xcalloc(nb * L * (uint64_t)r->n_used, sizeof(int32_t));
+        r->weights = mem_xcalloc(nb * L * (uint64_t)r->n_used, sizeof(float));
+        r->counts = mem_xcalloc(L * X, sizeof(uint64_t));
+    }
+    *out = f;
+    return HY_OK;
+fail:
+    forward_free(f);
+    return st;
+}
+
+void forward_free(struct forward *f)
+{
+    if (!f) return;
+    for (int i = 0; i < f->n_bufs; i++) f->be->ops->dealloc(f->be, f->bufs[i]);
+    free(f->logits);
+    free(f->router_host);
+    free(f->grp_tok);
+    free(f->grp_w);
+    free(f->grp_n);
+    free(f->sel_ids);
+    free(f->routes.ids);
+    free(f->routes.weights);
+    free(f->routes.counts);
+    free(f);
+}
+
+int64_t forward_n_past(const struct forward *f)
+{
+    return f->n_past;
+}
+
+int64_t forward_n_ctx(const struct forward *f)
+{
+    return f->n_ctx;
+}
+
+uint64_t forward_kv_bytes(const struct forward *f)
+{
+    return f->kv_bytes;
+}
+
+void forward_reset(struct forward *f)
+{
+    f->n_past = 0;
+}
+
+const struct forward_routes *forward_routes(const struct forward *f)
+{
+    return &f->routes;
+}
+
+void forward_reset_stats(struct forward *f)
+{
+    struct forward_routes *r = &f->routes;
+    if (r->counts) memset(r->counts, 0, (size_t)(r->n_layer * r->n_expert) * sizeof(uint64_t));
+    r->n_routed = 0;
+}
+
+/* y = norm(x) with the F32 norm weight of role. */
+HY_MUST_CHECK static enum hy_status norm(struct forward *f, int layer, enum model_wrole role,
+                                         const float *x, int64_t n_tok, float *y)
+{
+    struct backend_weight w;
+    enum hy_status st = model_acquire(f->m, layer, role, -1, &w);
+    if (st) return st;
+    backend_rms_norm(f->be, x, (const float *)w.data, (float)f->hp->rms_eps, n_tok, f->hp->n_embd,
+                     y);
+    model_release(f->m, &w);
+    return HY_OK;
+}
+
+/* y = W(role) · x for n_tok tokens; expert selects a slice of a stacked tensor (-1: none). */
+HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum model_wrole role,
+                                           int expert, const float *x, int64_t n_tok, float *y)
+{
+    struct backend_weight w;
+    enum hy_status st = model_acquire(f->m, layer, role, expert, &w);
+    if (st) return st;
+    backend_matmul(f->be, &w, x, n_tok, y);
+    model_release(f->m, &w);
+    return HY_OK;
+}
+
+HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, int64_t n,
+                                                    int64_t pos0)
+{
+    const struct hparams *hp = f->hp;
+    enum hy_status st;
+    if ((st = norm(f, l, MODEL_W_ATTN_NORM, f->x, n, f->xb))) return st;
+    if ((st = linear(f, l, MODEL_W_ATTN_Q, -1, f->xb, n, f->q))) return st;
+    if ((st = linear(f, l, MODEL_W_ATTN_K, -1, f->xb, n, f->k))) return st;
+    if ((st = linear(f, l, MODEL_W_ATTN_V, -1, f->xb, n, f->v))) return st;
+    backend_rope(f->be, f->q, n, hp->n_head, hp->head_dim, pos0, &f->rope);
+    backend_rope(f->be, f->k, n, hp->n_head_kv, hp->head_dim, pos0, &f->rope);
+    struct backend_attn a = {
+        .k_cache = f->k_cache + (size_t)l * (size_t)(f->n_ctx * f->k_dim),
+        .v_cache = f->v_cache + (size_t)l * (size_t)(f->n_ctx * f->v_dim),
+        .n_ctx = f->n_ctx,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .head_dim_v = hp->head_dim_v,
+        .pos0 = pos0,
+        .n_tok = n,
+        .scale = (float)(1.0 / sqrt((double)hp->head_dim)),
+    };
+    backend_attention(f->be, &a, f->q, f->k, f->v, f->att);
+    if ((st = linear(f, l, MODEL_W_ATTN_OUT, -1, f->att, n, f->xb2))) return st;
+    backend_add(f->be, f->x, f->xb2, 1.0f, n * hp->n_embd);
+    return HY_OK;
+}
+
+HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t n)
+{
+    enum hy_status st;
+    if ((st = linear(f, l, MODEL_W_FFN_GATE, -1, f->xb, n, f->hb))) return st;
+    if ((st = linear(f, l, MODEL_W_FFN_UP, -1, f->xb, n, f->hb2))) return st;
+    backend_silu_mul(f->be, f->hb, f->hb2, n * f->ff_dim);
+    if ((st = linear(f, l, MODEL_W_FFN_DOWN, -1, f->hb, n, f->xb2))) return st;
+    backend_add(f->be, f->x, f->xb2, 1.0f, n * f->hp->n_embd);
+    return HY_OK;
+}
+
+/* Top-k of one token's router probabilities p[0..n_expert): descending
+ * probability, ties to the lower id; weights renormalised to sum 1. */
+static void route_token(const float *p, int64_t n_expert, int64_t k, int32_t *ids, float *w)
+{
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int64_t i = 0; i < j; i++) taken |= ids[i] == e;
+            if (!taken && (best < 0 || p[e] > p[best])) best = e;
+        }
+        ids[j] = (int32_t)best;
+        w[j] = p[best];
+        sum += p[best];
+    }
+    for (int64_t j = 0; j < k; j++) w[j] = sum > 0.0 ? (float)(w[j] / sum) : 1.0f / (float)k;
+}
+
+HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
+{
+    const struct hparams *hp = f->hp;
+    struct forward_routes *r = &f->routes;
+    const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
+    enum hy_status st;
+    if ((st = linear(f, l, MODEL_W_FFN_ROUTER, -1, f->xb, n, f->router))) return st;
+    backend_softmax(f->be, f->router, n, X);
+    backend_download(f->be, f->router, f->router_host, (size_t)(n * X) * sizeof(float));
+
+    memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
+    for (int64_t t = 0; t < n; t++) {
+        int32_t *ids = r->ids + (t * r->n_layer + l) * K;
+        float *w = r->weights + (t * r->n_layer + l) * K;
+        route_token(f->router_host + t * X, X, K, ids, w);
+        for (int64_t j = 0; j < K; j++) {
+            const int32_t e = ids[j];
+            f->grp_tok[e * f->n_batch + f->grp_n[e]] = (int32_t)t;
+            f->grp_w[e * f->n_batch + f->grp_n[e]] = w[j];
+            f->grp_n[e]++;
+            r->counts[l * X + e]++;
+        }
+    }
+    /* tell the store which experts come, before acquiring any */
+    int64_t n_sel = 0;
+    for (int64_t e = 0; e < X; e++)
+        if (f->grp_n[e]) f->sel_ids[n_sel++] = (int32_t)e;
+    model_route(f->m, l, f->sel_ids, n_sel);
+
+    /* the normed inputs as a matrix, to gather the rows routed to an expert */
+    const struct backend_weight xb_rows = {f->xb,      HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
+                                           "ffn input"};
+    for (int64_t e = 0; e < X; e++) {
+        const int64_t cnt = f->grp_n[e];
+        if (!cnt) continue;
+        const int32_t *toks = f->grp_tok + e * f->n_batch;
+        const float *ws = f->grp_w + e * f->n_batch;
+        backend_get_rows(f->be, &xb_rows, toks, cnt, f->xg);
+        if ((st = linear(f, l, MODEL_W_FFN_GATE_EXPS, (int)e, f->xg, cnt, f->hb))) return st;
+        if ((st = linear(f, l, MODEL_W_FFN_UP_EXPS, (int)e, f->xg, cnt, f->hb2))) return st;
+        backend_silu_mul(f->be, f->hb, f->hb2, cnt * f->ff_dim);
+        if ((st = linear(f, l, MODEL_W_FFN_DOWN_EXPS, (int)e, f->hb, cnt, f->xb2))) return st;
+        for (int64_t i = 0; i < cnt; i++)
+            backend_add(f->be, f->x + toks[i] * E, f->xb2 + i * E, ws[i], E);
+    }
+    return HY_OK;
+}
+
+/* One step of n <= n_batch tokens at positions pos0... */
+HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *tokens, int64_t n,
+                                              int64_t pos0)
+{
+    const struct hparams *hp = f->hp;
+    enum hy_status st;
+    struct backend_weight w;
+    if ((st = model_acquire(f->m, -1, MODEL_W_TOKEN_EMBD, -1, &w))) return st;
+    backend_get_rows(f->be, &w, tokens, n, f->x);
+    model_release(f->m, &w);
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        if ((st = attention_block(f, l, n, pos0))) return st;
+        if ((st = norm(f, l, MODEL_W_FFN_NORM, f->x, n, f->xb))) return st;
+        st = f->m->is_moe ? moe_ffn(f, l, n) : dense_ffn(f, l, n);
+        if (st) return st;
+    }
+    if (f->m->is_moe) {
+        f->routes.pos0 = pos0;
+        f->routes.n_tok = n;
+        f->routes.n_routed += (uint64_t)n;
+    }
+
+    const float *last = f->x + (n - 1) * hp->n_embd;
+    if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, last, 1, f->xb))) return st;
+    if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, 1, f->logits_dev))) return st;
+    return HY_OK;
+}
+
+enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
+                            const float **logits)
+{
+    *logits = NULL;
+    if (n < 1) return err_set(HY_ERR_INVALID_ARG, "forward: nothing to evaluate (0 tokens)");
+    if (n > f->n_ctx - f->n_past)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "context full: %" PRId64 " tokens in the KV cache + %" PRId64
+                       " new > context length %" PRId64
+                       "\nhint: a larger -c gives the model more context",
+                       f->n_past, n, f->n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= f->m->n_vocab)
+            return err_set(HY_ERR_INVALID_ARG,
+                           "forward: token %" PRId64 " has id %" PRId32
+                           ", outside the vocabulary [0, %" PRId64 ")",
+                           i, tokens[i], f->m->n_vocab);
+    for (int64_t i = 0; i < n; i += f->n_batch) {
+        const int64_t step = HY_MIN(f->n_batch, n - i);
+        enum hy_status st = eval_step(f, tokens + i, step, f->n_past);
+        if (st) return st;
+        f->n_past += step;
+    }
+    backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
+    *logits = f->logits;
+    return HY_OK;
+}

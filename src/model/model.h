@@ -1,0 +1,128 @@
+/*
+ * A model ready to run: the parsed GGUF header, hyperparameters, every tensor
+ * the forward pass needs bound to its role and checked against the
+ * hyperparameters, and the weights' bytes.
+ *
+ * Binding. A table names each role (token_embd, blk.N.attn_q, ...), whether
+ * it is global or per layer, whether dense or MoE models need it, and its
+ * shape from the hyperparameters. model_open checks all of it before any
+ * weight is read, so that a wrong file fails in milliseconds with the
+ * tensor's name, its shape and the expected one.
+ *
+ * Weight access. The forward pass gets every weight through model_acquire,
+ * right before it uses it, and hands it back with model_release; it never
+ * holds a pointer across layers. Today every weight is resident (one
+ * allocation covering the tensor data, filled by model_load with large
+ * sequential reads), so acquire is pointer arithmetic and release does
+ * nothing. The streaming weight store of DESIGN.md replaces these three
+ * functions (acquire may then block on a read, fail with HY_ERR_IO, and
+ * release unpins) without a change to the forward pass. model_route is where
+ * the forward pass tells the store which experts a layer's router picked,
+ * before it acquires them.
+ *
+ * Stacked experts: blk.N.ffn_{gate,up,down}_exps have the expert index as the
+ * outermost dimension (ne[2]), so expert e of a tensor is the contiguous
+ * byte range [e * slice, (e + 1) * slice) with slice = n_bytes / n_expert.
+ *
+ * Not here: architectures other than llama (the flags of their arch rows
+ * name what is missing), quantized types (checked by the backend through
+ * model_check_types).
+ */
+#ifndef HY_MODEL_MODEL_H
+#define HY_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/model_info.h"
+
+/* What a weight is for. Global roles first, then per-layer ones. */
+enum model_wrole {
+    MODEL_W_TOKEN_EMBD = 0, /* token_embd [n_embd, n_vocab] */
+    MODEL_W_OUTPUT_NORM,    /* output_norm [n_embd], F32 */
+    MODEL_W_OUTPUT,         /* output [n_embd, n_vocab]; token_embd when absent (tied) */
+    MODEL_W_ATTN_NORM,      /* blk.N.attn_norm [n_embd], F32 */
+    MODEL_W_ATTN_Q,         /* [n_embd, n_head * head_dim] */
+    MODEL_W_ATTN_K,         /* [n_embd, n_head_kv * head_dim] */
+    MODEL_W_ATTN_V,         /* [n_embd, n_head_kv * head_dim_v] */
+    MODEL_W_ATTN_OUT,       /* [n_head * head_dim_v, n_embd] */
+    MODEL_W_FFN_NORM,       /* [n_embd], F32 */
+    MODEL_W_FFN_GATE,       /* dense: [n_embd, n_ff] */
+    MODEL_W_FFN_UP,         /* dense: [n_embd, n_ff] */
+    MODEL_W_FFN_DOWN,       /* dense: [n_ff, n_embd] */
+    MODEL_W_FFN_ROUTER,     /* MoE: ffn_gate_inp [n_embd, n_expert] */
+    MODEL_W_FFN_GATE_EXPS,  /* MoE: [n_embd, n_ff_exp, n_expert] */
+    MODEL_W_FFN_UP_EXPS,    /* MoE: [n_embd, n_ff_exp, n_expert] */
+    MODEL_W_FFN_DOWN_EXPS,  /* MoE: [n_ff_exp, n_embd, n_expert] */
+    MODEL_W_COUNT
+};
+
+#define MODEL_W_FIRST_LAYER_ROLE MODEL_W_ATTN_NORM
+
+typedef void (*model_progress_fn)(void *user, uint64_t done_bytes, uint64_t total_bytes);
+
+struct model {
+    char *path;               /* owned */
+    struct gguf_ctx *gguf;    /* owned */
+    struct model_info info;   /* owned; borrows gguf */
+    const struct hparams *hp; /* &info.hp */
+    int64_t n_vocab;          /* rows of token_embd (the logits' length) */
+    bool is_moe;              /* n_expert > 0 */
+    bool tied_output;         /* no output.weight: the head is token_embd */
+    /* owned, [(1 + n_layer) * MODEL_W_COUNT]: slot 0 holds the global roles,
+     * slot 1 + l the roles of layer l; NULL where the model has no such tensor */
+    const struct gguf_tensor **bound;
+    uint64_t weight_bytes; /* bytes of the distinct bound tensors */
+
+    /* Resident tier: file bytes [resident_off, resident_off + resident_bytes). */
+    uint8_t *resident; /* owned (mem_aligned_alloc); NULL until model_load */
+    uint64_t resident_off;
+    uint64_t resident_bytes;
+    uint64_t bytes_read; /* by model_load */
+    int64_t load_us;     /* wall time of model_load */
+};
+
+/* Opens a GGUF file, reads hyperparameters and binds every tensor the
+ * forward pass needs. Reads the header only. Errors: HY_ERR_IO, HY_ERR_FORMAT
+ * (malformed file; a missing tensor or a wrong shape, naming it and the
+ * expected shape), HY_ERR_UNSUPPORTED (an architecture or architecture
+ * feature the forward pass does not have yet, or a norm weight that is not
+ * F32). */
+HY_MUST_CHECK enum hy_status model_open(const char *path, struct model **out);
+
+/* Closes the model and frees its memory. NULL is a no-op. */
+void model_close(struct model *m);
+
+/* HY_ERR_UNSUPPORTED naming the first bound tensor whose type supported()
+ * rejects, and the type. */
+HY_MUST_CHECK enum hy_status model_check_types(const struct model *m,
+                                               bool (*supported)(uint32_t type));
+
+/* Reads all bound weights into one RAM allocation with large sequential
+ * reads; progress (may be NULL) is called as bytes arrive. Errors: HY_ERR_OOM
+ * (naming the RAM tier and the size), HY_ERR_IO (naming the file, offset and
+ * the system's reason). Calling it again is a no-op. */
+HY_MUST_CHECK enum hy_status model_load(struct model *m, model_progress_fn progress, void *user);
+
+/* The weight of role in layer (-1 for global roles); expert >= 0 selects one
+ * expert's slice of a stacked *_EXPS tensor and must be -1 otherwise. Valid
+ * until model_release. The role must exist for this model (asserted): dense
+ * roles for dense models, MoE roles for MoE ones. Today it cannot fail; a
+ * streaming store will return HY_ERR_IO here. */
+HY_MUST_CHECK enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role,
+                                           int expert, struct backend_weight *out);
+
+/* Ends the use of a weight from model_acquire. */
+void model_release(struct model *m, const struct backend_weight *w);
+
+/* The experts layer's router picked for the tokens being evaluated
+ * (ids[0..n), distinct, ascending), told before any of them is acquired.
+ * Resident weights need no preparation; a streaming store starts reads here. */
+void model_route(struct model *m, int layer, const int32_t *ids, int64_t n);
+
+/* Name of a role for messages ("attn_q"). */
+const char *model_wrole_name(enum model_wrole role);
+
+#endif

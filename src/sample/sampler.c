@@ -1,0 +1,191 @@
+#include "sample/sampler.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/mem.h"
+
+struct sampler_params sampler_default_params(void)
+{
+    return (struct sampler_params){
+        .temp = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .repeat_penalty = 1.0f,
+        .repeat_last_n = 64,
+        .seed = 0,
+    };
+}
+
+enum hy_status sampler_init(struct sampler *s, int32_t n_vocab, const struct sampler_params *p)
+{
+    memset(s, 0, sizeof(*s));
+    if (n_vocab < 1)
+        return err_set(HY_ERR_INVALID_ARG, "sampler: vocabulary of %d tokens", (int)n_vocab);
+    if (!(p->top_p >= 0.0f && p->top_p <= 1.0f))
+        return err_set(HY_ERR_INVALID_ARG, "top-p %g is outside [0, 1]", (double)p->top_p);
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return err_set(HY_ERR_INVALID_ARG, "min-p %g is outside [0, 1]", (double)p->min_p);
+    if (!(p->repeat_penalty > 0.0f))
+        return err_set(HY_ERR_INVALID_ARG, "repeat penalty %g must be positive",
+                       (double)p->repeat_penalty);
+    if (p->repeat_last_n < 0)
+        return err_set(HY_ERR_INVALID_ARG, "repeat-last-n %d is negative", (int)p->repeat_last_n);
+    if (isnan(p->temp)) return err_set(HY_ERR_INVALID_ARG, "temperature is not a number");
+    s->par = *p;
+    s->n_vocab = n_vocab;
+    s->cand = mem_xcalloc((size_t)n_vocab, sizeof(*s->cand));
+    s->recent =
+        mem_xcalloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1), sizeof(*s->recent));
+    rng_init(&s->rng, p->seed);
+    return HY_OK;
+}
+
+void sampler_free(struct sampler *s)
+{
+    if (!s) return;
+    free(s->cand);
+    free(s->recent);
+    memset(s, 0, sizeof(*s));
+}
+
+void sampler_accept(struct sampler *s, int32_t id)
+{
+    const int32_t n = s->par.repeat_last_n;
+    if (n <= 0) return;
+    s->recent[s->recent_head] = id;
+    s->recent_head = (s->recent_head + 1) % n;
+    if (s->n_recent < n) s->n_recent++;
+}
+
+/* cand sorted by descending logit, ties to the lower id */
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct sampler_cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+static bool cand_worse(const struct sampler_cand *a, const struct sampler_cand *b)
+{
+    return cand_cmp(a, b) > 0;
+}
+
+/* Moves the k best candidates to c[0..k) (unordered): a min-heap of the best
+ * k so far, O(n log k). */
+static void select_top_k(struct sampler_cand *c, int32_t n, int32_t k)
+{
+    /* heapify c[0..k) with the worst at the root */
+    for (int32_t start = k / 2 - 1; start >= 0; start--) {
+        int32_t i = start;
+        for (;;) {
+            int32_t w = i, l = 2 * i + 1, r = l + 1;
+            if (l < k && cand_worse(&c[l], &c[w])) w = l;
+            if (r < k && cand_worse(&c[r], &c[w])) w = r;
+            if (w == i) break;
+            struct sampler_cand t = c[i];
+            c[i] = c[w];
+            c[w] = t;
+            i = w;
+        }
+    }
+    for (int32_t j = k; j < n; j++) {
+        if (!cand_worse(&c[0], &c[j])) continue;
+        struct sampler_cand t = c[0];
+        c[0] = c[j];
+        c[j] = t;
+        int32_t i = 0;
+        for (;;) {
+            int32_t w = i, l = 2 * i + 1, r = l + 1;
+            if (l < k && cand_worse(&c[l], &c[w])) w = l;
+            if (r < k && cand_worse(&c[r], &c[w])) w = r;
+            if (w == i) break;
+            struct sampler_cand u = c[i];
+            c[i] = c[w];
+            c[w] = u;
+            i = w;
+        }
+    }
+}
+
+static void apply_penalty(struct sampler *s)
+{
+    const float pen = s->par.repeat_penalty;
+    if (pen == 1.0f || s->n_recent == 0) return;
+    for (int32_t i = 0; i < s->n_recent; i++) {
+        int32_t id = s->recent[i];
+        if (id < 0 || id >= s->n_vocab) continue;
+        /* once per distinct id: an earlier equal entry has already applied it */
+        bool seen = false;
+        for (int32_t j = 0; j < i && !seen; j++) seen = s->recent[j] == id;
+        if (seen) continue;
+        float *l = &s->cand[id].logit;
+        *l = *l > 0.0f ? *l / pen : *l * pen;
+    }
+}
+
+/* Softmax of c[0..n).logit / temp into c[].p; c sorted descending. */
+static void softmax_cands(struct sampler_cand *c, int32_t n, float temp)
+{
+    const float mx = c[0].logit;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        c[i].p = expf((c[i].logit - mx) / temp);
+        sum += c[i].p;
+    }
+    for (int32_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
+}
+
+int32_t sampler_sample(struct sampler *s, const float *logits)
+{
+    const int32_t n = s->n_vocab;
+    struct sampler_cand *c = s->cand;
+    for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, logits[i], 0.0f};
+    apply_penalty(s);
+
+    if (!(s->par.temp > 0.0f)) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (c[i].logit > c[best].logit) best = i;
+        return best;
+    }
+
+    int32_t m = n;
+    if (s->par.top_k > 0 && s->par.top_k < n) {
+        m = s->par.top_k;
+        select_top_k(c, n, m);
+    }
+    qsort(c, (size_t)m, sizeof(*c), cand_cmp);
+
+    softmax_cands(c, m, 1.0f);
+    if (s->par.top_p < 1.0f) {
+        double cum = 0.0;
+        int32_t keep = m;
+        for (int32_t i = 0; i < m; i++) {
+            cum += c[i].p;
+            if (cum >= s->par.top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        m = keep;
+    }
+    if (s->par.min_p > 0.0f) {
+        const float floor_p = s->par.min_p * c[0].p;
+        int32_t keep = 1;
+        while (keep < m && c[keep].p >= floor_p) keep++;
+        m = keep;
+    }
+
+    softmax_cands(c, m, s->par.temp);
+    double u = rng_uniform(&s->rng), cum = 0.0;
+    for (int32_t i = 0; i < m; i++) {
+        cum += c[i].p;
+        if (u < cum) return c[i].id;
+    }
+    return c[m - 1].id;
+}

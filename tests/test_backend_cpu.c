@@ -1,0 +1,314 @@
+/*
+ * Unit tests of the CPU backend's ops against naive double-precision
+ * references written out here: matmul for F32, F16 and BF16 weights (both
+ * kernel sets, several thread counts, batch against one token at a time),
+ * get_rows, rms_norm, RoPE in both orderings (with pass-through dims),
+ * attention over a KV cache (a prompt batch against token-by-token decode
+ * and against the reference), softmax, silu*mul and add.
+ *
+ * Tolerances are relative to the magnitude of the terms summed, since F32
+ * accumulation over n terms is accurate to about n * 2^-24 of that.
+ * Bit-identity is required where the design promises it: across thread
+ * counts and between batch and single-token evaluation.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "check.h"
+#include "core/rng.h"
+#include "quant/quant.h"
+
+static struct backend *make_backend(int n_threads, bool portable)
+{
+    struct backend *be = NULL;
+    struct cpu_backend_opts o = {n_threads, portable};
+    if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
+    struct backend_limits lim = {64, 64, 128};
+    if (!CHECK_OK(backend_reserve(be, &lim))) exit(1);
+    return be;
+}
+
+static void fill_normal(struct rng *r, float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+}
+
+/* A weight of the given type holding (a rounding of) src [rows][cols];
+ * *ref receives the exact values the weight holds. */
+static void *make_weight(uint32_t type, const float *src, int64_t rows, int64_t cols, float *ref,
+                         struct backend_weight *w)
+{
+    size_t n = (size_t)(rows * cols);
+    size_t esz = type == HY_TYPE_F32 ? 4 : 2;
+    void *data = malloc(n * esz);
+    for (size_t i = 0; i < n; i++) {
+        if (type == HY_TYPE_F32) {
+            ((float *)data)[i] = src[i];
+            ref[i] = src[i];
+        } else if (type == HY_TYPE_F16) {
+            uint16_t h = quant_f32_to_f16(src[i]);
+            ((uint16_t *)data)[i] = h;
+            ref[i] = quant_f16_to_f32(h);
+        } else {
+            uint16_t h = quant_f32_to_bf16(src[i]);
+            ((uint16_t *)data)[i] = h;
+            ref[i] = quant_bf16_to_f32(h);
+        }
+    }
+    *w = (struct backend_weight){data, type, cols, rows, (size_t)cols * esz, "test"};
+    return data;
+}
+
+static void test_matmul(void)
+{
+    static const uint32_t types[] = {HY_TYPE_F32, HY_TYPE_F16, HY_TYPE_BF16};
+    /* odd sizes: tails of the 8/32-lane loops and of the 256-element chunks */
+    static const int64_t shapes[][2] = {{37, 300}, {64, 256}, {5, 7}, {130, 1000}};
+    struct rng r;
+    rng_init(&r, 42);
+    struct backend *be1 = make_backend(1, false), *be3 = make_backend(3, false);
+    struct backend *bp1 = make_backend(1, true), *bp2 = make_backend(2, true);
+    const int64_t n_tok = 19;
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++) {
+            const int64_t rows = shapes[si][0], cols = shapes[si][1];
+            float *src = malloc(sizeof(float) * (size_t)(rows * cols));
+            float *ref = malloc(sizeof(float) * (size_t)(rows * cols));
+            float *x = malloc(sizeof(float) * (size_t)(n_tok * cols));
+            float *y[4], *y_one = malloc(sizeof(float) * (size_t)rows);
+            for (int k = 0; k < 4; k++) y[k] = malloc(sizeof(float) * (size_t)(n_tok * rows));
+            fill_normal(&r, src, (size_t)(rows * cols), 1.0f);
+            fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
+            struct backend_weight w;
+            void *data = make_weight(types[ti], src, rows, cols, ref, &w);
+            backend_matmul(be1, &w, x, n_tok, y[0]);
+            backend_matmul(be3, &w, x, n_tok, y[1]);
+            backend_matmul(bp1, &w, x, n_tok, y[2]);
+            backend_matmul(bp2, &w, x, n_tok, y[3]);
+            int bad_ref = 0, bad_thr = 0, bad_one = 0;
+            for (int64_t t = 0; t < n_tok; t++) {
+                for (int64_t rr = 0; rr < rows; rr++) {
+                    double s = 0, mag = 0;
+                    for (int64_t c = 0; c < cols; c++) {
+                        s += (double)ref[rr * cols + c] * x[t * cols + c];
+                        mag += fabs((double)ref[rr * cols + c] * x[t * cols + c]);
+                    }
+                    /* n * 2^-24 * sum|terms|: a bound for any order of F32 summation */
+                    const double tol = (double)cols * 6e-8 * mag + 1e-6;
+                    for (int k = 0; k < 4; k++) bad_ref += fabs(y[k][t * rows + rr] - s) > tol;
+                    bad_thr += y[0][t * rows + rr] != y[1][t * rows + rr];
+                    bad_thr += y[2][t * rows + rr] != y[3][t * rows + rr];
+                }
+            }
+            /* one token at a time gives exactly the batch's rows */
+            for (int64_t t = 0; t < n_tok; t++) {
+                backend_matmul(be3, &w, x + t * cols, 1, y_one);
+                for (int64_t rr = 0; rr < rows; rr++) bad_one += y_one[rr] != y[1][t * rows + rr];
+            }
+            if (!CHECK_EQ_INT(bad_ref, 0) || !CHECK_EQ_INT(bad_thr, 0) || !CHECK_EQ_INT(bad_one, 0))
+                fprintf(stderr, "  type %s, shape [%lld, %lld]\n", quant_type_name(types[ti]),
+                        (long long)cols, (long long)rows);
+            free(data);
+            free(src);
+            free(ref);
+            free(x);
+            free(y_one);
+            for (int k = 0; k < 4; k++) free(y[k]);
+        }
+    }
+    backend_free(be1);
+    backend_free(be3);
+    backend_free(bp1);
+    backend_free(bp2);
+}
+
+static void test_get_rows(void)
+{
+    struct backend *be = make_backend(2, false);
+    struct rng r;
+    rng_init(&r, 7);
+    const int64_t rows = 10, cols = 33;
+    float src[330], ref[330], out[3 * 33];
+    fill_normal(&r, src, 330, 2.0f);
+    static const uint32_t types[] = {HY_TYPE_F32, HY_TYPE_F16, HY_TYPE_BF16};
+    const int32_t ids[3] = {9, 0, 4};
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        struct backend_weight w;
+        void *data = make_weight(types[ti], src, rows, cols, ref, &w);
+        backend_get_rows(be, &w, ids, 3, out);
+        int bad = 0;
+        for (int i = 0; i < 3; i++)
+            for (int64_t c = 0; c < cols; c++) bad += out[i * cols + c] != ref[ids[i] * cols + c];
+        CHECK_EQ_INT(bad, 0);
+        free(data);
+    }
+    backend_free(be);
+}
+
+static void test_elementwise(void)
+{
+    struct backend *be = make_backend(1, false);
+    struct rng r;
+    rng_init(&r, 9);
+    float x[2 * 50], w[50], y[2 * 50];
+    fill_normal(&r, x, 100, 3.0f);
+    fill_normal(&r, w, 50, 1.0f);
+    backend_rms_norm(be, x, w, 1e-5f, 2, 50, y);
+    for (int t = 0; t < 2; t++) {
+        double ss = 0;
+        for (int i = 0; i < 50; i++) ss += (double)x[t * 50 + i] * x[t * 50 + i];
+        double s = 1.0 / sqrt(ss / 50 + 1e-5);
+        double err = 0;
+        for (int i = 0; i < 50; i++)
+            err = fmax(err, fabs(y[t * 50 + i] - x[t * 50 + i] * s * w[i]));
+        CHECK(err < 1e-5);
+    }
+
+    float sm[2 * 5] = {1, 2, 3, 4, 5, -100, 0, 100, 0, 0};
+    backend_softmax(be, sm, 2, 5);
+    double sum0 = 0;
+    for (int i = 0; i < 5; i++) sum0 += sm[i];
+    CHECK_NEAR(sum0, 1.0, 1e-6);
+    CHECK_NEAR(sm[4], exp(5.0) / (exp(1.0) + exp(2.0) + exp(3.0) + exp(4.0) + exp(5.0)), 1e-6);
+    CHECK_NEAR(sm[7], 1.0, 1e-6);
+
+    float g[4] = {-2, 0, 1, 3}, u[4] = {1, 2, 3, -1};
+    backend_silu_mul(be, g, u, 4);
+    const double gin[4] = {-2, 0, 1, 3};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(g[i], gin[i] / (1 + exp(-gin[i])) * u[i], 1e-6);
+
+    float a[3] = {1, 2, 3}, b[3] = {10, 20, 30};
+    backend_add(be, a, b, 0.5f, 3);
+    CHECK_NEAR(a[2], 18.0, 0);
+    backend_add(be, a, b, 1.0f, 3);
+    CHECK_NEAR(a[0], 16.0, 0);
+    backend_free(be);
+}
+
+/* RoPE reference: pairs (2i, 2i+1) or (i, i + n_rot/2), angle pos * base^(-2i/n_rot). */
+static void rope_ref(double *v, int64_t head_dim, int64_t n_rot, int64_t pos, double base,
+                     bool neox)
+{
+    (void)head_dim;
+    for (int64_t i = 0; i < n_rot / 2; i++) {
+        double th = (double)pos * pow(base, -2.0 * (double)i / (double)n_rot);
+        int64_t a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+        double x0 = v[a], x1 = v[b];
+        v[a] = x0 * cos(th) - x1 * sin(th);
+        v[b] = x0 * sin(th) + x1 * cos(th);
+    }
+}
+
+static void test_rope(void)
+{
+    struct backend *be = make_backend(1, false);
+    struct rng r;
+    rng_init(&r, 11);
+    const int64_t n_tok = 3, n_head = 2, hd = 16, pos0 = 1000;
+    for (int mode = 0; mode < 2; mode++) {
+        for (int64_t n_rot = 8; n_rot <= 16; n_rot += 8) {
+            float x[3 * 2 * 16];
+            double ref[3 * 2 * 16];
+            fill_normal(&r, x, HY_ARRAY_LEN(x), 1.0f);
+            for (size_t i = 0; i < HY_ARRAY_LEN(x); i++) ref[i] = x[i];
+            struct backend_rope rp = {mode ? BACKEND_ROPE_NEOX : BACKEND_ROPE_NORM, n_rot, 10000.0};
+            backend_rope(be, x, n_tok, n_head, hd, pos0, &rp);
+            for (int64_t t = 0; t < n_tok; t++)
+                for (int64_t h = 0; h < n_head; h++)
+                    rope_ref(ref + (t * n_head + h) * hd, hd, n_rot, pos0 + t, 1e4, mode);
+            double err = 0;
+            for (size_t i = 0; i < HY_ARRAY_LEN(x); i++) err = fmax(err, fabs(x[i] - ref[i]));
+            if (!CHECK(err < 1e-5))
+                fprintf(stderr, "  mode %d n_rot %lld: max error %g\n", mode, (long long)n_rot,
+                        err);
+        }
+    }
+    /* the two orderings differ (a NORM/NEOX mix-up must not go unnoticed) */
+    float a[16], b[16];
+    for (int i = 0; i < 16; i++) a[i] = b[i] = (float)(i + 1);
+    struct backend_rope norm = {BACKEND_ROPE_NORM, 16, 1e4}, neox = {BACKEND_ROPE_NEOX, 16, 1e4};
+    backend_rope(be, a, 1, 1, 16, 5, &norm);
+    backend_rope(be, b, 1, 1, 16, 5, &neox);
+    CHECK(memcmp(a, b, sizeof a) != 0);
+    backend_free(be);
+}
+
+/* Causal GQA attention reference for token t at position pos over cache rows [0, pos]. */
+static void attn_ref(const float *q, const float *kc, const float *vc, int64_t pos, int64_t n_head,
+                     int64_t n_kv, int64_t hd, double *out)
+{
+    double s[64];
+    for (int64_t h = 0; h < n_head; h++) {
+        int64_t g = h / (n_head / n_kv);
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j <= pos; j++) {
+            double d = 0;
+            for (int64_t i = 0; i < hd; i++)
+                d += (double)q[h * hd + i] * kc[j * n_kv * hd + g * hd + i];
+            s[j] = d / sqrt((double)hd);
+            mx = fmax(mx, s[j]);
+        }
+        for (int64_t j = 0; j <= pos; j++) sum += (s[j] = exp(s[j] - mx));
+        for (int64_t i = 0; i < hd; i++) {
+            double o = 0;
+            for (int64_t j = 0; j <= pos; j++) o += s[j] / sum * vc[j * n_kv * hd + g * hd + i];
+            out[h * hd + i] = o;
+        }
+    }
+}
+
+static void test_attention(void)
+{
+    const int64_t n_head = 4, n_kv = 2, hd = 8, n_ctx = 16, n_tok = 10;
+    struct rng r;
+    rng_init(&r, 13);
+    float q[10 * 4 * 8], k[10 * 2 * 8], v[10 * 2 * 8];
+    fill_normal(&r, q, HY_ARRAY_LEN(q), 1.0f);
+    fill_normal(&r, k, HY_ARRAY_LEN(k), 1.0f);
+    fill_normal(&r, v, HY_ARRAY_LEN(v), 1.0f);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        struct backend *be = make_backend(threads, false);
+        float kc1[16 * 16], vc1[16 * 16], kc2[16 * 16], vc2[16 * 16];
+        float out_batch[10 * 32], out_step[10 * 32];
+        struct backend_attn a = {kc1, vc1, n_ctx, n_head, n_kv,
+                                 hd,  hd,  0,     0,      (float)(1.0 / sqrt((double)hd))};
+        /* 3 tokens, then a batch of 7: a prompt split in two steps */
+        a.pos0 = 0;
+        a.n_tok = 3;
+        backend_attention(be, &a, q, k, v, out_batch);
+        a.pos0 = 3;
+        a.n_tok = 7;
+        backend_attention(be, &a, q + 3 * 32, k + 3 * 16, v + 3 * 16, out_batch + 3 * 32);
+        /* one token at a time */
+        struct backend_attn b = a;
+        b.k_cache = kc2;
+        b.v_cache = vc2;
+        b.n_tok = 1;
+        for (int64_t t = 0; t < n_tok; t++) {
+            b.pos0 = t;
+            backend_attention(be, &b, q + t * 32, k + t * 16, v + t * 16, out_step + t * 32);
+        }
+        CHECK(memcmp(out_batch, out_step, sizeof out_batch) == 0);
+        double err = 0, ref[32];
+        for (int64_t t = 0; t < n_tok; t++) {
+            attn_ref(q + t * 32, k, v, t, n_head, n_kv, hd, ref);
+            for (int i = 0; i < 32; i++) err = fmax(err, fabs(out_batch[t * 32 + i] - ref[i]));
+        }
+        if (!CHECK(err < 1e-5))
+            fprintf(stderr, "  attention max error %g (%d threads)\n", err, threads);
+        backend_free(be);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    test_matmul();
+    test_get_rows();
+    test_elementwise();
+    test_rope();
+    test_attention();
+    return check_report(argv[0]);
+}
