@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
@@ -129,6 +130,27 @@ static inline bool check_status(enum hy_status got, enum hy_status want, const c
 #define CHECK_CONTAINS(hay, needle) check_contains((hay), (needle), #hay, __FILE__, __LINE__)
 #define CHECK_STATUS(expr, want)    check_status((expr), (want), #expr, __FILE__, __LINE__)
 #define CHECK_OK(expr)              check_status((expr), HY_OK, #expr, __FILE__, __LINE__)
+
+/* Whole file as a NUL-terminated buffer (free() it); *len gets its size when
+ * len is not NULL. NULL with a message naming the path when it cannot be read. */
+static inline char *check_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\nhint: tests read ../shared/testdata next to the source tree\n", path);
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
+    size_t got = buf && n > 0 ? fread(buf, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (!buf) return NULL;
+    buf[got] = '\0';
+    if (len) *len = got;
+    return buf;
+}
 
 /* Prints the summary; the value to return from main. */
 static inline int check_report(const char *prog)

@@ -27,26 +27,6 @@
 #error "HY_TESTDATA_DIR must be defined (tests/CMakeLists.txt does)"
 #endif
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr,
-                "cannot open %s\nhint: the golden tests read ../shared/testdata next to the source "
-                "tree\n",
-                path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = '\0';
-    return buf;
-}
-
 static int32_t argmax(const float *x, int64_t n)
 {
     int64_t best = 0;
@@ -82,7 +62,7 @@ static void runner_close(struct runner *r)
 /* portable: the reference kernels instead of the SIMD ones */
 static void test_stories(bool portable)
 {
-    char *txt = read_file(HY_TESTDATA_DIR "/models/stories260K.greedy-t0.ids");
+    char *txt = check_read_file(HY_TESTDATA_DIR "/models/stories260K.greedy-t0.ids", NULL);
     if (!CHECK(txt != NULL)) return;
     int32_t want[256];
     int n_want = 0;
@@ -199,7 +179,7 @@ static int json_int_array(const char *line, const char *key, int32_t *out, int c
 
 static void test_llama_f16(void)
 {
-    char *jsonl = read_file(HY_TESTDATA_DIR "/synth/greedy.jsonl");
+    char *jsonl = check_read_file(HY_TESTDATA_DIR "/synth/greedy.jsonl", NULL);
     if (!CHECK(jsonl != NULL)) return;
     struct runner r, rs;
     if (!runner_open(&r, HY_TESTDATA_DIR "/synth/llama-F16.gguf", 2, false, 256)) {

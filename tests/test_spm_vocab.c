@@ -21,24 +21,6 @@
 
 #define SEP "\n__ggml_vocab_test__\n"
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = '\0';
-    *len = got;
-    return buf;
-}
-
 static void run_cases(const char *model_path, const char *inp, const char *out_txt)
 {
     struct gguf_ctx *g = NULL;
@@ -131,8 +113,8 @@ int main(int argc, char **argv)
 {
     (void)argc;
     size_t n_inp, n_out;
-    char *inp = read_file(HY_TESTDATA_DIR "/vocab/ggml-vocab-llama-spm.gguf.inp", &n_inp);
-    char *out = read_file(HY_TESTDATA_DIR "/vocab/ggml-vocab-llama-spm.gguf.out", &n_out);
+    char *inp = check_read_file(HY_TESTDATA_DIR "/vocab/ggml-vocab-llama-spm.gguf.inp", &n_inp);
+    char *out = check_read_file(HY_TESTDATA_DIR "/vocab/ggml-vocab-llama-spm.gguf.out", &n_out);
     if (!CHECK(inp && out)) {
         fprintf(stderr, "hint: the golden tests read ../shared/testdata next to the source tree\n");
         return check_report(argv[0]);

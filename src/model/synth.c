@@ -449,16 +449,30 @@ static void gen_router(struct synth_state *s, float *w)
 
 #define CHUNK_ELEMS (1u << 20)
 
-enum hy_status synth_file_bytes(const struct synth_config *cfg, uint64_t *out)
+/* Validates cfg and lays the file out: vocabulary, key/values and tensor
+ * infos in *w, generators in *s. On success the caller frees all three. */
+HY_MUST_CHECK static enum hy_status synth_prepare(const struct synth_config *cfg, struct synth_vocab *vocab,
+                                                  struct synth_state *s, struct gguf_writer **w)
 {
     enum hy_status st = synth_validate(cfg);
     if (st) return st;
+    if ((st = synth_vocab_init(vocab, cfg->n_vocab))) return st;
+    memset(s, 0, sizeof(*s));
+    s->cfg = cfg;
+    s->arch = arch_find(cfg->arch);
+    s->n_ff_exp = expert_ff_of(cfg, s->arch);
+    *w = gguf_writer_init(GGUF_DEFAULT_ALIGNMENT);
+    build_layout(*w, s, vocab);
+    return HY_OK;
+}
+
+enum hy_status synth_file_bytes(const struct synth_config *cfg, uint64_t *out)
+{
     struct synth_vocab vocab;
-    if ((st = synth_vocab_init(&vocab, cfg->n_vocab))) return st;
-    struct synth_state s = {.cfg = cfg, .arch = arch_find(cfg->arch)};
-    s.n_ff_exp = expert_ff_of(cfg, s.arch);
-    struct gguf_writer *w = gguf_writer_init(GGUF_DEFAULT_ALIGNMENT);
-    build_layout(w, &s, &vocab);
+    struct synth_state s;
+    struct gguf_writer *w;
+    enum hy_status st = synth_prepare(cfg, &vocab, &s, &w);
+    if (st) return st;
     *out = gguf_writer_total_bytes(w);
     gguf_writer_free(w);
     synth_vocab_free(&vocab);
@@ -470,14 +484,11 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
                            void *user, struct synth_route_stats *stats)
 {
     memset(stats, 0, sizeof(*stats));
-    enum hy_status st = synth_validate(cfg);
-    if (st) return st;
     struct synth_vocab vocab;
-    if ((st = synth_vocab_init(&vocab, cfg->n_vocab))) return st;
-    struct synth_state s = {.cfg = cfg, .arch = arch_find(cfg->arch)};
-    s.n_ff_exp = expert_ff_of(cfg, s.arch);
-    struct gguf_writer *w = gguf_writer_init(GGUF_DEFAULT_ALIGNMENT);
-    build_layout(w, &s, &vocab);
+    struct synth_state s;
+    struct gguf_writer *w;
+    enum hy_status st = synth_prepare(cfg, &vocab, &s, &w);
+    if (st) return st;
     state_init_routing(&s);
     uint64_t total = gguf_writer_total_bytes(w), done = 0;
 
