@@ -25,7 +25,7 @@ static struct backend *make_backend(int n_threads, bool portable)
     struct backend *be = NULL;
     struct cpu_backend_opts o = {n_threads, portable};
     if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
-    struct backend_limits lim = {64, 64, 128};
+    struct backend_limits lim = {64, 64, 128, 4096};
     if (!CHECK_OK(backend_reserve(be, &lim))) exit(1);
     return be;
 }
@@ -83,6 +83,13 @@ static void test_matmul(void)
             fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
             struct backend_weight w;
             void *data = make_weight(types[ti], src, rows, cols, ref, &w);
+            /* the activations as the dot product sees them: converted to the
+             * weight's vec_dot_type (F16 for F16 weights, BF16 for BF16), as llama.cpp does */
+            float *xr = malloc(sizeof(float) * (size_t)(n_tok * cols));
+            for (int64_t i = 0; i < n_tok * cols; i++)
+                xr[i] = types[ti] == HY_TYPE_F16    ? quant_f16_to_f32(quant_f32_to_f16(x[i]))
+                        : types[ti] == HY_TYPE_BF16 ? quant_bf16_to_f32(quant_f32_to_bf16(x[i]))
+                                                    : x[i];
             backend_matmul(be1, &w, x, n_tok, y[0]);
             backend_matmul(be3, &w, x, n_tok, y[1]);
             backend_matmul(bp1, &w, x, n_tok, y[2]);
@@ -92,8 +99,8 @@ static void test_matmul(void)
                 for (int64_t rr = 0; rr < rows; rr++) {
                     double s = 0, mag = 0;
                     for (int64_t c = 0; c < cols; c++) {
-                        s += (double)ref[rr * cols + c] * x[t * cols + c];
-                        mag += fabs((double)ref[rr * cols + c] * x[t * cols + c]);
+                        s += (double)ref[rr * cols + c] * xr[t * cols + c];
+                        mag += fabs((double)ref[rr * cols + c] * xr[t * cols + c]);
                     }
                     /* n * 2^-24 * sum|terms|: a bound for any order of F32 summation */
                     const double tol = (double)cols * 6e-8 * mag + 1e-6;
@@ -111,6 +118,7 @@ static void test_matmul(void)
                 fprintf(stderr, "  type %s, shape [%lld, %lld]\n", quant_type_name(types[ti]),
                         (long long)cols, (long long)rows);
             free(data);
+            free(xr);
             free(src);
             free(ref);
             free(x);

@@ -319,7 +319,7 @@ static void test_moe_routes(void)
     cfg.n_vocab = 400;
     cfg.n_expert = 6;
     cfg.n_expert_used = 2;
-    cfg.type = HY_TYPE_F16;
+    cfg.ftype = QUANT_MIX_F16;
     struct synth_route_stats rs;
     if (!CHECK_OK(synth_write(&cfg, p, true, NULL, NULL, &rs))) return;
     int32_t toks[20];

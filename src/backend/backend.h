@@ -23,9 +23,13 @@
  * (shapes, types) and sizes were reserved up front (backend_reserve), so a
  * failure inside an op is a bug (HY_ASSERT). Ops allocate nothing.
  *
- * Not here yet: quantized types (the type-traits table will give each its
- * dequantize and vec_dot; supports_type reports what a backend can do) and
- * multi-sequence batches (positions are one contiguous run per call).
+ * Weight types: whatever the type-traits table (src/quant/quant.h) can
+ * compute with; supports_type reports what a backend can do. matmul converts
+ * the activations once per call to the weight type's vec_dot_type (Q8_0,
+ * Q8_K, F16, ...), as llama.cpp does, so results agree with it.
+ *
+ * Not here yet: multi-sequence batches (positions are one contiguous run per
+ * call).
  */
 #ifndef HY_BACKEND_BACKEND_H
 #define HY_BACKEND_BACKEND_H
@@ -62,6 +66,7 @@ struct backend_limits {
     int64_t max_batch;    /* tokens per op call */
     int64_t max_ctx;      /* KV cache rows */
     int64_t max_head_dim; /* head_dim and head_dim_v */
+    int64_t max_cols;     /* longest weight row (n_cols) any matmul gets */
 };
 
 /* One layer's attention over its KV cache. */

@@ -100,7 +100,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
 
     const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer, C = (uint64_t)f->n_ctx;
     const uint64_t E = (uint64_t)hp->n_embd;
-    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v)};
+    const int64_t max_cols = HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, hp->n_ff_shexp));
+    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v), max_cols};
     if ((st = backend_reserve(be, &lim))) goto fail;
     if ((st = alloc_buf(f, &f->k_cache, L * C * (uint64_t)f->k_dim, "KV cache (K)"))) goto fail;
     if ((st = alloc_buf(f, &f->v_cache, L * C * (uint64_t)f->v_dim, "KV cache (V)"))) goto fail;

@@ -317,9 +317,9 @@ enum hy_status model_check_types(const struct model *m, bool (*supported)(uint32
         if (t && !supported(t->type))
             return err_set(
                 HY_ERR_UNSUPPORTED,
-                "%s: tensor '%s' has type %s, which the forward pass cannot compute on yet\n"
-                "hint: quantized types arrive with the quantization issue; F32, F16 and BF16 "
-                "models run today",
+                "%s: tensor '%s' has type %s, which hypura cannot compute with yet\n"
+                "hint: supported types are F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the "
+                "K-quants Q2_K..Q6_K (files such as Q4_K_M, Q5_K_M, Q6_K)",
                 m->gguf->name, t->name, quant_type_name(t->type));
     }
     return HY_OK;

@@ -11,12 +11,13 @@
 #include "core/rng.h"
 #include "gguf/gguf_writer.h"
 #include "model/arch.h"
+#include "model/quant_mix.h"
 #include "model/synth_vocab.h"
 #include "quant/quant.h"
 
 /* ---- presets ------------------------------------------------------------ */
 
-#define P(...) {__VA_ARGS__, .type = HY_TYPE_F16, .seed = 1, \
+#define P(...) {__VA_ARGS__, .ftype = QUANT_MIX_F16, .seed = 1, \
                 .route_skew = SYNTH_DEFAULT_ROUTE_SKEW, .route_corr = SYNTH_DEFAULT_ROUTE_CORR}
 
 static const struct synth_preset presets[] = {
@@ -138,9 +139,6 @@ enum hy_status synth_validate(const struct synth_config *c)
     }
     if ((a->flags & ARCH_SHARED_EXPERT) && c->n_ff_shexp <= 0)
         return err_set(HY_ERR_INVALID_ARG, "architecture %s needs a shared expert width (--shared-ff > 0)", a->name);
-    if (c->type != HY_TYPE_F32 && c->type != HY_TYPE_F16)
-        return err_set(HY_ERR_UNSUPPORTED, "synth writes F32 or F16 weights; %s is not supported yet",
-                       quant_type_name(c->type));
     if (!(c->route_skew >= 0 && c->route_skew <= 10))
         return err_set(HY_ERR_INVALID_ARG, "--route-skew %g is out of range [0, 10]", c->route_skew);
     if (!(c->route_corr >= 0 && c->route_corr <= 1))
@@ -159,7 +157,8 @@ enum gen_kind {
 
 struct gen_tensor {
     enum gen_kind kind;
-    uint32_t type; /* HY_TYPE_F32 or HY_TYPE_F16 */
+    uint32_t type; /* enum hy_type */
+    int64_t ne0;   /* row length */
     float sigma;
     int layer;
 };
@@ -170,6 +169,9 @@ struct synth_state {
     struct gen_tensor *gens; /* owned, per tensor in writer order */
     uint64_t n_gens, cap_gens;
     int64_t n_ff_exp;
+    int64_t max_ne0;          /* longest row of any tensor */
+    struct quant_mix_model mix; /* what the type mixture needs */
+    enum hy_status status;    /* first failure while laying out */
     float alpha;   /* weight of the shared direction u in embeddings */
     float *u;      /* owned, n_embd, |u|^2 = n_embd */
     /* router state of the previous MoE layer */
@@ -186,20 +188,28 @@ struct synth_state {
     int top20_layers, hit_layers;
 };
 
-static void add_tensor(struct gguf_writer *w, struct synth_state *s, const char *name, uint32_t type,
-                       uint32_t n_dims, int64_t ne0, int64_t ne1, int64_t ne2, enum gen_kind kind, float sigma,
-                       int layer)
+/* Adds a tensor; its type is F32 for vectors and routers, else the file
+ * type's mixture. A failure (a row length the mixture cannot take) is kept in
+ * s->status and reported by build_layout. */
+static void add_tensor(struct gguf_writer *w, struct synth_state *s, const char *name, uint32_t n_dims,
+                       int64_t ne0, int64_t ne1, int64_t ne2, enum gen_kind kind, float sigma, int layer)
 {
     int64_t ne[3] = {ne0, ne1, ne2};
+    uint32_t type = HY_TYPE_F32;
+    if (s->status) return;
+    if (kind != GEN_ROUTER && (s->status = quant_mix_tensor_type(&s->mix, s->cfg->ftype, name, n_dims, ne0, &type)))
+        return;
     gguf_writer_add_tensor(w, name, type, n_dims, ne);
+    if (ne0 > s->max_ne0) s->max_ne0 = ne0;
     if (s->n_gens == s->cap_gens) {
         s->cap_gens = s->cap_gens ? s->cap_gens * 2 : 256;
         s->gens = mem_xrealloc(s->gens, s->cap_gens * sizeof(*s->gens));
     }
-    s->gens[s->n_gens++] = (struct gen_tensor){kind, type, sigma, layer};
+    s->gens[s->n_gens++] = (struct gen_tensor){kind, type, ne0, sigma, layer};
 }
 
-static void build_layout(struct gguf_writer *w, struct synth_state *s, const struct synth_vocab *vocab)
+HY_MUST_CHECK static enum hy_status build_layout(struct gguf_writer *w, struct synth_state *s,
+                                                const struct synth_vocab *vocab)
 {
     const struct synth_config *c = s->cfg;
     const struct arch_info *a = s->arch;
@@ -211,7 +221,11 @@ static void build_layout(struct gguf_writer *w, struct synth_state *s, const str
     gguf_writer_set_str(w, "general.architecture", an);
     gguf_writer_set_str(w, "general.name", c->name ? c->name : "synth");
     gguf_writer_set_str(w, "general.description", "hypura synth: random weights, generated text is noise");
-    gguf_writer_set_u32(w, "general.file_type", c->type == HY_TYPE_F32 ? 0 : 1);
+    gguf_writer_set_u32(w, "general.file_type", (uint32_t)c->ftype);
+    if (quant_traits(quant_mix_base_type(c->ftype))->is_quantized)
+        gguf_writer_set_u32(w, "general.quantization_version", 2);
+    s->mix = (struct quant_mix_model){c->n_layer, c->n_head, c->n_head_kv, c->n_expert,
+                                      !strcmp(an, "llama") && c->n_layer == 80, c->tied_output};
     gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)c->n_ctx);
     gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)c->n_embd);
     gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)c->n_layer);
@@ -243,55 +257,55 @@ static void build_layout(struct gguf_writer *w, struct synth_state *s, const str
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false);
 
-    const uint32_t mt = c->type, f32 = HY_TYPE_F32;
     const int64_t E = c->n_embd, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
     const float s_in = 1.0f / sqrtf((float)E);
     /* layer outputs small against the embedding: the residual stream (and so
      * the router input) changes slowly from layer to layer */
     const float s_out = 0.5f / sqrtf((float)c->n_layer);
     char name[96];
-    add_tensor(w, s, "token_embd.weight", mt, 2, E, c->n_vocab, 1, GEN_EMBED, 1.0f, -1);
+    add_tensor(w, s, "token_embd.weight", 2, E, c->n_vocab, 1, GEN_EMBED, 1.0f, -1);
     for (int l = 0; l < c->n_layer; l++) {
 #define TN(part) (snprintf(name, sizeof name, "blk.%d." part, l), name)
-        add_tensor(w, s, TN("attn_norm.weight"), f32, 1, E, 1, 1, GEN_ONES, 0, l);
-        add_tensor(w, s, TN("attn_q.weight"), mt, 2, E, q_dim, 1, GEN_NORMAL, s_in, l);
-        add_tensor(w, s, TN("attn_k.weight"), mt, 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
-        add_tensor(w, s, TN("attn_v.weight"), mt, 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
+        add_tensor(w, s, TN("attn_norm.weight"), 1, E, 1, 1, GEN_ONES, 0, l);
+        add_tensor(w, s, TN("attn_q.weight"), 2, E, q_dim, 1, GEN_NORMAL, s_in, l);
+        add_tensor(w, s, TN("attn_k.weight"), 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
+        add_tensor(w, s, TN("attn_v.weight"), 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
         if (a->flags & ARCH_QKV_BIAS) {
-            add_tensor(w, s, TN("attn_q.bias"), f32, 1, q_dim, 1, 1, GEN_NORMAL, 0.1f, l);
-            add_tensor(w, s, TN("attn_k.bias"), f32, 1, kv_dim, 1, 1, GEN_NORMAL, 0.1f, l);
-            add_tensor(w, s, TN("attn_v.bias"), f32, 1, kv_dim, 1, 1, GEN_NORMAL, 0.1f, l);
+            add_tensor(w, s, TN("attn_q.bias"), 1, q_dim, 1, 1, GEN_NORMAL, 0.1f, l);
+            add_tensor(w, s, TN("attn_k.bias"), 1, kv_dim, 1, 1, GEN_NORMAL, 0.1f, l);
+            add_tensor(w, s, TN("attn_v.bias"), 1, kv_dim, 1, 1, GEN_NORMAL, 0.1f, l);
         }
         if (a->flags & ARCH_QK_NORM) {
-            add_tensor(w, s, TN("attn_q_norm.weight"), f32, 1, hd, 1, 1, GEN_ONES, 0, l);
-            add_tensor(w, s, TN("attn_k_norm.weight"), f32, 1, hd, 1, 1, GEN_ONES, 0, l);
+            add_tensor(w, s, TN("attn_q_norm.weight"), 1, hd, 1, 1, GEN_ONES, 0, l);
+            add_tensor(w, s, TN("attn_k_norm.weight"), 1, hd, 1, 1, GEN_ONES, 0, l);
         }
-        add_tensor(w, s, TN("attn_output.weight"), mt, 2, q_dim, E, 1, GEN_NORMAL, s_out / sqrtf((float)q_dim), l);
-        add_tensor(w, s, TN("ffn_norm.weight"), f32, 1, E, 1, 1, GEN_ONES, 0, l);
+        add_tensor(w, s, TN("attn_output.weight"), 2, q_dim, E, 1, GEN_NORMAL, s_out / sqrtf((float)q_dim), l);
+        add_tensor(w, s, TN("ffn_norm.weight"), 1, E, 1, 1, GEN_ONES, 0, l);
         if (moe) {
             int64_t F = s->n_ff_exp, X = c->n_expert;
-            add_tensor(w, s, TN("ffn_gate_inp.weight"), f32, 2, E, X, 1, GEN_ROUTER, 0, l);
-            add_tensor(w, s, TN("ffn_gate_exps.weight"), mt, 3, E, F, X, GEN_NORMAL, s_in, l);
-            add_tensor(w, s, TN("ffn_up_exps.weight"), mt, 3, E, F, X, GEN_NORMAL, s_in, l);
-            add_tensor(w, s, TN("ffn_down_exps.weight"), mt, 3, F, E, X, GEN_NORMAL, 2.0f * s_out / sqrtf((float)F), l);
+            add_tensor(w, s, TN("ffn_gate_inp.weight"), 2, E, X, 1, GEN_ROUTER, 0, l);
+            add_tensor(w, s, TN("ffn_gate_exps.weight"), 3, E, F, X, GEN_NORMAL, s_in, l);
+            add_tensor(w, s, TN("ffn_up_exps.weight"), 3, E, F, X, GEN_NORMAL, s_in, l);
+            add_tensor(w, s, TN("ffn_down_exps.weight"), 3, F, E, X, GEN_NORMAL, 2.0f * s_out / sqrtf((float)F), l);
             if (a->flags & ARCH_SHARED_EXPERT) {
                 int64_t S = c->n_ff_shexp;
-                add_tensor(w, s, TN("ffn_gate_inp_shexp.weight"), f32, 1, E, 1, 1, GEN_NORMAL, s_in, l);
-                add_tensor(w, s, TN("ffn_gate_shexp.weight"), mt, 2, E, S, 1, GEN_NORMAL, s_in, l);
-                add_tensor(w, s, TN("ffn_up_shexp.weight"), mt, 2, E, S, 1, GEN_NORMAL, s_in, l);
-                add_tensor(w, s, TN("ffn_down_shexp.weight"), mt, 2, S, E, 1, GEN_NORMAL,
+                add_tensor(w, s, TN("ffn_gate_inp_shexp.weight"), 1, E, 1, 1, GEN_NORMAL, s_in, l);
+                add_tensor(w, s, TN("ffn_gate_shexp.weight"), 2, E, S, 1, GEN_NORMAL, s_in, l);
+                add_tensor(w, s, TN("ffn_up_shexp.weight"), 2, E, S, 1, GEN_NORMAL, s_in, l);
+                add_tensor(w, s, TN("ffn_down_shexp.weight"), 2, S, E, 1, GEN_NORMAL,
                            2.0f * s_out / sqrtf((float)S), l);
             }
         } else {
             int64_t F = c->n_ff;
-            add_tensor(w, s, TN("ffn_gate.weight"), mt, 2, E, F, 1, GEN_NORMAL, s_in, l);
-            add_tensor(w, s, TN("ffn_up.weight"), mt, 2, E, F, 1, GEN_NORMAL, s_in, l);
-            add_tensor(w, s, TN("ffn_down.weight"), mt, 2, F, E, 1, GEN_NORMAL, 2.0f * s_out / sqrtf((float)F), l);
+            add_tensor(w, s, TN("ffn_gate.weight"), 2, E, F, 1, GEN_NORMAL, s_in, l);
+            add_tensor(w, s, TN("ffn_up.weight"), 2, E, F, 1, GEN_NORMAL, s_in, l);
+            add_tensor(w, s, TN("ffn_down.weight"), 2, F, E, 1, GEN_NORMAL, 2.0f * s_out / sqrtf((float)F), l);
         }
 #undef TN
     }
-    add_tensor(w, s, "output_norm.weight", f32, 1, E, 1, 1, GEN_ONES, 0, -1);
-    if (!c->tied_output) add_tensor(w, s, "output.weight", mt, 2, E, c->n_vocab, 1, GEN_NORMAL, s_in, -1);
+    add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_ONES, 0, -1);
+    if (!c->tied_output) add_tensor(w, s, "output.weight", 2, E, c->n_vocab, 1, GEN_NORMAL, s_in, -1);
+    return s->status;
 }
 
 /* ---- value generation --------------------------------------------------- */
@@ -462,8 +476,12 @@ HY_MUST_CHECK static enum hy_status synth_prepare(const struct synth_config *cfg
     s->arch = arch_find(cfg->arch);
     s->n_ff_exp = expert_ff_of(cfg, s->arch);
     *w = gguf_writer_init(GGUF_DEFAULT_ALIGNMENT);
-    build_layout(*w, s, vocab);
-    return HY_OK;
+    if ((st = build_layout(*w, s, vocab))) {
+        gguf_writer_free(*w);
+        synth_vocab_free(vocab);
+        state_free(s);
+    }
+    return st;
 }
 
 enum hy_status synth_file_bytes(const struct synth_config *cfg, uint64_t *out)
@@ -493,8 +511,10 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
     uint64_t total = gguf_writer_total_bytes(w), done = 0;
 
     struct gguf_writer_file f;
-    float *vals = mem_xmalloc(CHUNK_ELEMS * sizeof(float));
-    uint16_t *halfs = mem_xmalloc(CHUNK_ELEMS * sizeof(uint16_t));
+    /* chunks of whole rows: quantization works row by row */
+    const uint64_t cap_el = HY_MAX((uint64_t)CHUNK_ELEMS, (uint64_t)s.max_ne0);
+    float *vals = mem_xmalloc(cap_el * sizeof(float));
+    void *packed = mem_xmalloc(cap_el * sizeof(float)); /* no type takes more than 4 bytes a value */
     float *router = NULL;
     if ((st = gguf_writer_file_open(&f, path, force))) goto out;
     struct gguf_sink sink = gguf_writer_file_sink(&f);
@@ -513,26 +533,27 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
             if (progress) progress(user, done, total);
             continue;
         }
-        uint32_t esz = g->type == HY_TYPE_F16 ? 2 : 4;
-        uint64_t n_el = n_bytes / esz;
-        uint64_t row = (uint64_t)cfg->n_embd;
-        for (uint64_t off = 0; off < n_el; off += CHUNK_ELEMS) {
-            uint32_t m = (uint32_t)HY_MIN((uint64_t)CHUNK_ELEMS, n_el - off);
-            for (uint32_t j = 0; j < m; j++) {
+        const struct quant_traits *tr = quant_traits(g->type);
+        const uint64_t n_el = n_bytes / tr->block_bytes * tr->block_size;
+        const uint64_t ne0 = (uint64_t)g->ne0, chunk = cap_el / ne0 * ne0;
+        for (uint64_t off = 0; off < n_el; off += chunk) {
+            const uint64_t m = HY_MIN(chunk, n_el - off);
+            for (uint64_t j = 0; j < m; j++) {
                 switch (g->kind) {
                 case GEN_ONES: vals[j] = 1.0f; break;
-                case GEN_EMBED: vals[j] = fast_normal(&r) + s.alpha * s.u[(off + j) % row]; break;
+                case GEN_EMBED: vals[j] = fast_normal(&r) + s.alpha * s.u[(off + j) % ne0]; break;
                 default: vals[j] = g->sigma * fast_normal(&r); break;
                 }
             }
-            if (esz == 2) {
-                for (uint32_t j = 0; j < m; j++) halfs[j] = quant_f32_to_f16(vals[j]);
-                st = gguf_writer_write_data(w, halfs, (size_t)m * 2);
+            const uint64_t m_bytes = quant_bytes(g->type, m);
+            if (g->type == HY_TYPE_F32) {
+                st = gguf_writer_write_data(w, vals, (size_t)m_bytes);
             } else {
-                st = gguf_writer_write_data(w, vals, (size_t)m * 4);
+                tr->from_float(vals, packed, (int64_t)m);
+                st = gguf_writer_write_data(w, packed, (size_t)m_bytes);
             }
             if (st) goto fail;
-            done += (uint64_t)m * esz;
+            done += m_bytes;
             if (progress) progress(user, done, total);
         }
     }
@@ -550,7 +571,7 @@ fail:
     gguf_writer_file_abort(&f);
 out:
     free(vals);
-    free(halfs);
+    free(packed);
     free(router);
     gguf_writer_free(w);
     synth_vocab_free(&vocab);

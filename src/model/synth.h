@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "core/base.h"
+#include "model/quant_mix.h"
 
 struct synth_config {
     const char *arch;  /* "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe" */
@@ -54,7 +55,7 @@ struct synth_config {
     double rope_base;
     double rms_eps;
     bool tied_output;  /* no output.weight: the head reuses token_embd */
-    uint32_t type;     /* enum hy_type of the matrices: F32 or F16 */
+    enum quant_mix_ftype ftype; /* file type: the matrices' types follow llama.cpp's mixture (quant_mix.h) */
     uint64_t seed;
     double route_skew; /* std of the per-expert router logit offsets, in units of the token-dependent std */
     double route_corr; /* correlation of router rows between consecutive layers, in [0, 1] */

@@ -1,5 +1,5 @@
 /*
- * hypura synth -o OUT.gguf [--like PRESET] [shape flags] [--type f32|f16] ...
+ * hypura synth -o OUT.gguf [--like PRESET] [shape flags] [--type TYPE] ...
  *
  * Writes a random-weight model (see src/model/synth.h). Explicit shape flags
  * override the preset's values.
@@ -44,7 +44,10 @@ static void synth_help(void)
            "  --shared-ff N         shared expert feed-forward length (qwen2moe)\n"
            "  --rope-base X         RoPE frequency base\n"
            "  --tied                no output.weight: the output head reuses token_embd\n"
-           "  --type f32|f16        type of the weight matrices (default: f16; norms and router stay f32)\n"
+           "  --type TYPE           file type: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k,\n"
+           "                        q3_k_m, q4_k_m, q5_k_m, q6_k (default: f16). Matrices get the\n"
+           "                        per-tensor types llama.cpp's quantizer gives that file type;\n"
+           "                        norms, biases and the router stay f32\n"
            "  --seed N              random seed (default: 1); the same seed gives the same file\n"
            "  --route-skew X        expert popularity skew: std of per-expert router offsets in units\n"
            "                        of the token-dependent logit std (default: %.1f; 0 = uniform)\n"
@@ -162,10 +165,9 @@ int cmd_synth(int argc, char **argv)
     if (skew >= 0) cfg.route_skew = skew;
     if (corr >= 0) cfg.route_corr = corr;
     if (type_name) {
-        int t = quant_type_from_name(type_name);
-        if (t != HY_TYPE_F32 && t != HY_TYPE_F16)
-            return cli_fail("synth", err_set(HY_ERR_INVALID_ARG, "--type '%s': synth writes f32 or f16", type_name));
-        cfg.type = (uint32_t)t;
+        if (!quant_mix_ftype_from_name(type_name, &cfg.ftype))
+            return cli_fail("synth", err_set(HY_ERR_INVALID_ARG, "--type '%s' is not one of: %s", type_name,
+                                             quant_mix_ftype_names()));
     }
     snprintf(name, sizeof name, "%s%s", preset->cfg.name, layers.set ? " (layers rescaled)" : "");
     cfg.name = name;
@@ -192,7 +194,7 @@ int cmd_synth(int argc, char **argv)
     if (cfg.n_expert > 0)
         fprintf(stderr, ", experts %" PRId64 " (top-%" PRId64 ", ff %" PRId64 ")", cfg.n_expert, cfg.n_expert_used,
                 cfg.n_ff_exp);
-    fprintf(stderr, ", %s, %s\n", quant_type_name(cfg.type), sizes_format(bytes, a, sizeof a));
+    fprintf(stderr, ", %s, %s\n", type_name ? type_name : "f16", sizes_format(bytes, a, sizeof a));
 
     struct synth_route_stats rs;
     int64_t t0 = timing_now_us();

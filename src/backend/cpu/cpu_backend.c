@@ -9,28 +9,23 @@
 #include "core/threadpool.h"
 #include "quant/quant.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#include <immintrin.h>
-#define CPU_HAVE_X86_KERNELS 1
-#endif
 
 /* Tokens whose activations are dotted with one converted chunk of a row.
  * Bounds the x tile a row pass touches (TILE * n_cols floats) so that it
  * stays in cache for the next row. */
 #define MATMUL_TILE 16
 
-typedef float (*dot_fn)(const float *a, const float *b, int64_t n);
-typedef void (*f16_to_f32_fn)(const uint16_t *src, float *dst, int64_t n);
 
 struct cpu_backend {
     struct backend base;     /* first: a struct backend * is a struct cpu_backend * */
     struct threadpool *pool; /* owned */
     int n_threads;
-    dot_fn dot;
-    f16_to_f32_fn f16_to_f32;
+    quant_vec_dot_fn dot; /* F32 dot product (attention scores) */
     const char *kernels;
     struct backend_limits lim;
+    bool portable;      /* reference quant kernels instead of the selected SIMD ones */
+    void *act;          /* owned: activations converted to a vec_dot_type, [max_batch][row] */
+    size_t act_bytes;
     float *att_scratch; /* owned, [n_threads][lim.max_ctx] attention scores */
     float *rope_cs;     /* owned, [lim.max_head_dim] cos then sin of one position */
 };
@@ -40,121 +35,57 @@ static struct cpu_backend *cpu_of(struct backend *be)
     return (struct cpu_backend *)be;
 }
 
-/* ---- kernels ------------------------------------------------------------ */
-
-/* Eight independent partial sums combined in a fixed tree: the same order on
- * every call, and vectorizable without reassociation. */
-static float dot_portable(const float *a, const float *b, int64_t n)
-{
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void f16_to_f32_portable(const uint16_t *src, float *dst, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) dst[i] = quant_f16_to_f32(src[i]);
-}
-
-static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) dst[i] = quant_bf16_to_f32(src[i]);
-}
-
-#ifdef CPU_HAVE_X86_KERNELS
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n)
-{
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_hadd_ps(h, h);
-    h = _mm_hadd_ps(h, h);
-    float r = _mm_cvtss_f32(h);
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
-}
-
-/* Exact (every half is a float), so it agrees bit for bit with the portable
- * conversion. */
-__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst,
-                                                                 int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(
-            dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + i))));
-    for (; i < n; i++) dst[i] = quant_f16_to_f32(src[i]);
-}
-#endif
-
-#ifdef CPU_HAVE_X86_KERNELS
-/* CPUID and XGETBV directly: __builtin_cpu_supports does not know "f16c" in
- * every compiler we build with. */
-static bool x86_has_avx2_fma_f16c(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
-               f16c = c & (1u << 29);
-    if (!(fma && osxsave && avx && f16c)) return false;
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    (void)xcr0_hi;
-    if ((xcr0_lo & 6u) != 6u) return false; /* the OS saves XMM and YMM state */
-    if (__get_cpuid_max(0, NULL) < 7) return false;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 5)) != 0; /* AVX2 */
-}
-#endif
-
-/* Elements [c0, c0 + n) of a row as F32: a pointer into the row for F32,
- * else converted into buf (n <= CPU_BACKEND_CHUNK). */
-static const float *row_chunk(const struct cpu_backend *cb, uint32_t type, const void *row,
-                              int64_t c0, int64_t n, float *buf)
-{
-    switch (type) {
-    case HY_TYPE_F32:
-        return (const float *)row + c0;
-    case HY_TYPE_F16:
-        cb->f16_to_f32((const uint16_t *)row + c0, buf, n);
-        return buf;
-    case HY_TYPE_BF16:
-        bf16_to_f32((const uint16_t *)row + c0, buf, n);
-        return buf;
-    default:
-        HY_ASSERT(!"weight type not supported by the CPU backend");
-        return NULL;
-    }
-}
-
 static bool cpu_supports_type(uint32_t type)
 {
-    return type == HY_TYPE_F32 || type == HY_TYPE_F16 || type == HY_TYPE_BF16;
+    return quant_is_supported(type);
+}
+
+/* The dot product and conversions this backend uses for a type: the
+ * selected SIMD kernels, or the reference ones when portable. */
+static quant_vec_dot_fn kernel_vec_dot(const struct cpu_backend *cb, uint32_t type)
+{
+    return cb->portable ? quant_traits(type)->vec_dot : quant_kernels(type)->vec_dot;
+}
+
+static quant_from_float_fn kernel_from_float(const struct cpu_backend *cb, uint32_t type)
+{
+    return cb->portable ? quant_traits(type)->from_float : quant_kernels(type)->from_float;
+}
+
+static quant_to_float_fn kernel_to_float(const struct cpu_backend *cb, uint32_t type)
+{
+    return cb->portable ? quant_traits(type)->to_float : quant_kernels(type)->to_float;
 }
 
 /* ---- matmul --------------------------------------------------------------- */
 
+/* Every output y[t][r] is one vec_dot of weight row r with activation row t,
+ * computed by one thread, so results do not depend on the thread count or on
+ * how a prompt is split into batches. Rows are split among the threads; each
+ * thread walks its rows once per tile of MATMUL_TILE tokens, so a weight row
+ * is read from memory once per tile and the tile's activations stay in cache.
+ * The activations are converted to the weight's vec_dot_type once per call
+ * (in parallel over tokens for prompt batches). */
 struct matmul_task {
     const struct cpu_backend *cb;
     const struct backend_weight *w;
     const float *x;
     int64_t n_tok;
     float *y;
+    const void *xq;   /* activations in vec_dot_type */
+    size_t xq_row;    /* bytes per activation row */
+    quant_vec_dot_fn vec_dot;
+    quant_from_float_fn from_float;
 };
+
+static void convert_worker(void *arg, int ith, int nth)
+{
+    const struct matmul_task *task = arg;
+    const int64_t t0 = task->n_tok * ith / nth, t1 = task->n_tok * (ith + 1) / nth;
+    const int64_t n = task->w->n_cols;
+    for (int64_t t = t0; t < t1; t++)
+        task->from_float(task->x + t * n, (uint8_t *)task->xq + (size_t)t * task->xq_row, n);
+}
 
 static void matmul_worker(void *arg, int ith, int nth)
 {
@@ -162,21 +93,14 @@ static void matmul_worker(void *arg, int ith, int nth)
     const struct backend_weight *w = task->w;
     const int64_t n_rows = w->n_rows, n_cols = w->n_cols;
     const int64_t r0 = n_rows * ith / nth, r1 = n_rows * (ith + 1) / nth;
-    float buf[CPU_BACKEND_CHUNK];
-    float acc[MATMUL_TILE];
     for (int64_t t0 = 0; t0 < task->n_tok; t0 += MATMUL_TILE) {
         const int64_t nt = HY_MIN(MATMUL_TILE, task->n_tok - t0);
-        const float *xt = task->x + t0 * n_cols;
+        const uint8_t *xt = (const uint8_t *)task->xq + (size_t)t0 * task->xq_row;
         for (int64_t r = r0; r < r1; r++) {
             const void *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int64_t t = 0; t < nt; t++) acc[t] = 0.0f;
-            for (int64_t c0 = 0; c0 < n_cols; c0 += CPU_BACKEND_CHUNK) {
-                const int64_t n = HY_MIN(CPU_BACKEND_CHUNK, n_cols - c0);
-                const float *wf = row_chunk(task->cb, w->type, row, c0, n, buf);
-                for (int64_t t = 0; t < nt; t++)
-                    acc[t] += task->cb->dot(wf, xt + t * n_cols + c0, n);
-            }
-            for (int64_t t = 0; t < nt; t++) task->y[(t0 + t) * n_rows + r] = acc[t];
+            float *yr = task->y + t0 * n_rows + r;
+            for (int64_t t = 0; t < nt; t++)
+                yr[t * n_rows] = task->vec_dot(n_cols, row, xt + (size_t)t * task->xq_row);
         }
     }
 }
@@ -185,10 +109,23 @@ static void cpu_matmul(struct backend *be, const struct backend_weight *w, const
                        int64_t n_tok, float *y)
 {
     struct cpu_backend *cb = cpu_of(be);
-    HY_ASSERT(cpu_supports_type(w->type) && n_tok >= 1);
-    struct matmul_task task = {cb, w, x, n_tok, y};
+    const struct quant_traits *tr = quant_traits(w->type);
+    HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
+    struct matmul_task task = {cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
+                               kernel_vec_dot(cb, w->type), NULL};
     /* a tiny matrix (a router) is not worth waking the workers for */
-    if (w->n_rows * w->n_cols * n_tok < 32768)
+    const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
+    if (tr->vec_dot_type != HY_TYPE_F32) {
+        task.xq_row = (size_t)quant_bytes(tr->vec_dot_type, (uint64_t)w->n_cols);
+        HY_ASSERT((size_t)n_tok * task.xq_row <= cb->act_bytes);
+        task.xq = cb->act;
+        task.from_float = kernel_from_float(cb, tr->vec_dot_type);
+        if (serial || n_tok == 1)
+            convert_worker(&task, 0, 1);
+        else
+            threadpool_run(cb->pool, convert_worker, &task);
+    }
+    if (serial)
         matmul_worker(&task, 0, 1);
     else
         threadpool_run(cb->pool, matmul_worker, &task);
@@ -198,23 +135,12 @@ static void cpu_get_rows(struct backend *be, const struct backend_weight *w, con
                          int64_t n, float *out)
 {
     struct cpu_backend *cb = cpu_of(be);
+    quant_to_float_fn to_float = kernel_to_float(cb, w->type);
+    HY_ASSERT(to_float);
     for (int64_t i = 0; i < n; i++) {
         HY_ASSERT(ids[i] >= 0 && ids[i] < w->n_rows);
         const void *row = (const uint8_t *)w->data + (size_t)ids[i] * w->row_bytes;
-        float *dst = out + i * w->n_cols;
-        switch (w->type) {
-        case HY_TYPE_F32:
-            memcpy(dst, row, (size_t)w->n_cols * sizeof(float));
-            break;
-        case HY_TYPE_F16:
-            cb->f16_to_f32(row, dst, w->n_cols);
-            break;
-        case HY_TYPE_BF16:
-            bf16_to_f32(row, dst, w->n_cols);
-            break;
-        default:
-            HY_ASSERT(!"weight type not supported by the CPU backend");
-        }
+        to_float(row, out + i * w->n_cols, w->n_cols);
     }
 }
 
@@ -330,7 +256,7 @@ static void attn_worker(void *arg, int ith, int nth)
         const float *q = task->q + (t * a->n_head + h) * a->head_dim;
         const float *k = a->k_cache + g * a->head_dim;
         for (int64_t j = 0; j < n_kv; j++)
-            scores[j] = task->cb->dot(q, k + j * k_stride, a->head_dim) * a->scale;
+            scores[j] = task->cb->dot(a->head_dim, q, k + j * k_stride) * a->scale;
         softmax_row(scores, n_kv);
         float *o = task->out + (t * a->n_head + h) * a->head_dim_v;
         const float *v = a->v_cache + g * a->head_dim_v;
@@ -379,6 +305,19 @@ static enum hy_status cpu_reserve(struct backend *be, const struct backend_limit
         cb->lim.max_head_dim = lim->max_head_dim;
     }
     cb->lim.max_batch = HY_MAX(cb->lim.max_batch, lim->max_batch);
+    cb->lim.max_cols = HY_MAX(cb->lim.max_cols, lim->max_cols);
+    /* the widest activation row of any vec_dot_type: F32 is never converted,
+     * F16/BF16 take 2 bytes per value, Q8_1 (36 bytes per 32) the most of the
+     * 8-bit types; rounded up to whole Q8_K super-blocks */
+    const int64_t cols = (cb->lim.max_cols + 255) / 256 * 256;
+    const size_t need = (size_t)cb->lim.max_batch * (size_t)cols * 2;
+    if (need > cb->act_bytes) {
+        void *p = mem_aligned_alloc(64, need);
+        if (!p) return err_set(HY_ERR_OOM, "RAM: cannot allocate %zu bytes of activation scratch", need);
+        mem_aligned_free(cb->act);
+        cb->act = p;
+        cb->act_bytes = need;
+    }
     return HY_OK;
 }
 
@@ -405,6 +344,7 @@ static void cpu_free(struct backend *be)
     struct cpu_backend *cb = cpu_of(be);
     threadpool_free(cb->pool);
     mem_aligned_free(cb->att_scratch);
+    mem_aligned_free(cb->act);
     free(cb->rope_cs);
     free(cb);
 }
@@ -437,16 +377,9 @@ enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct back
     cb->base.ops = &cpu_ops;
     cb->base.n_threads = opts->n_threads;
     cb->n_threads = opts->n_threads;
-    cb->dot = dot_portable;
-    cb->f16_to_f32 = f16_to_f32_portable;
-    cb->kernels = "portable";
-#ifdef CPU_HAVE_X86_KERNELS
-    if (!opts->portable && x86_has_avx2_fma_f16c()) {
-        cb->dot = dot_avx2;
-        cb->f16_to_f32 = f16_to_f32_f16c;
-        cb->kernels = "avx2+fma+f16c";
-    }
-#endif
+    cb->portable = opts->portable;
+    cb->dot = kernel_vec_dot(cb, HY_TYPE_F32);
+    cb->kernels = opts->portable ? "reference" : quant_isa_name(quant_isa_current());
     enum hy_status st = threadpool_init(opts->n_threads, &cb->pool);
     if (st) {
         free(cb);

@@ -4,16 +4,16 @@
  * thread pool. The small element-wise ops run on the calling thread: at the
  * sizes of one token they cost less than waking the workers.
  *
- * Weights: F32, F16 and BF16. A row of a 16-bit type is converted to F32 in
- * chunks of CPU_BACKEND_CHUNK elements on the stack and dotted with the
- * activations of every token of the batch, so a matrix is never converted as
- * a whole and a prompt batch converts each chunk once per tile of tokens.
+ * Weights: every type the type-traits table computes with (F32, F16, BF16,
+ * the legacy and K quants). matmul converts the activations once per call to
+ * the weight type's vec_dot_type and takes each output from one vec_dot of
+ * the quant kernels selected for this CPU (src/quant/quant_cpu.c).
  *
- * Kernels: a portable version of each (the reference) and, on x86-64 CPUs
- * that have them, AVX2/FMA/F16C versions chosen once at init. Both accumulate
- * in F32 over a fixed lane structure, so results do not depend on the thread
- * count or the batch size; they do differ in the last bits between the two
- * kernel sets (FMA), which the unit tests bound.
+ * Kernels: matmul, get_rows and the attention scores (an F32 vec_dot) use
+ * the quant kernels of the ISA selected when the backend is made, or the
+ * reference ones with opts.portable. Results do not depend on the thread
+ * count or the batch size; the two kernel sets differ in the last bits
+ * (summation order, FMA), which the unit tests bound.
  */
 #ifndef HY_BACKEND_CPU_CPU_BACKEND_H
 #define HY_BACKEND_CPU_CPU_BACKEND_H
@@ -22,11 +22,9 @@
 
 #include "backend/backend.h"
 
-#define CPU_BACKEND_CHUNK 256
-
 struct cpu_backend_opts {
     int n_threads; /* >= 1, including the calling thread */
-    bool portable; /* use the portable kernels even where SIMD ones exist (tests) */
+    bool portable; /* reference kernels even where SIMD ones exist (tests) */
 };
 
 /* A new CPU backend (free with backend_free). Errors: HY_ERR_INVALID_ARG
@@ -34,7 +32,7 @@ struct cpu_backend_opts {
 HY_MUST_CHECK enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts,
                                               struct backend **out);
 
-/* Name of the kernel set in use ("avx2+fma+f16c" or "portable"). */
+/* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);
 
 #endif
