@@ -68,6 +68,7 @@ struct cur {
     uint64_t buf_off;
     size_t buf_len;
     char where[320]; /* what is being parsed, for messages */
+    unsigned flags;  /* enum gguf_parse_flags */
 };
 
 static void cur_where(struct cur *c, const char *fmt, ...) HY_PRINTF(2, 3);
@@ -397,7 +398,9 @@ HY_MUST_CHECK static enum hy_status parse_tensor_infos(struct cur *c, struct ggu
         const struct quant_traits *tr = quant_traits(t->type);
         if (!tr)
             return err_set(HY_ERR_FORMAT, "%s: tensor '%s': unknown type id %u", ctx->name, t->name, t->type);
-        if (t->ne[0] % tr->block_size != 0)
+        /* ragged rows: see GGUF_PARSE_ALLOW_RAGGED_ROWS in gguf.h */
+        bool ragged_ok = (c->flags & GGUF_PARSE_ALLOW_RAGGED_ROWS) && n_el % tr->block_size == 0;
+        if (t->ne[0] % tr->block_size != 0 && !ragged_ok)
             return err_set(HY_ERR_FORMAT,
                            "%s: tensor '%s': row length ne[0]=%" PRId64 " is not a multiple of the %s block size %u",
                            ctx->name, t->name, t->ne[0], tr->name, tr->block_size);
@@ -504,6 +507,11 @@ HY_MUST_CHECK static enum hy_status parse_all(struct cur *c, struct gguf_ctx *ct
 
 enum hy_status gguf_parse(const struct gguf_source *src, struct gguf_ctx **out)
 {
+    return gguf_parse_flags(src, 0, out);
+}
+
+enum hy_status gguf_parse_flags(const struct gguf_source *src, unsigned flags, struct gguf_ctx **out)
+{
     *out = NULL;
     struct gguf_ctx *ctx = mem_xcalloc(1, sizeof(*ctx));
     arena_init(&ctx->arena, 256 * 1024);
@@ -512,7 +520,7 @@ enum hy_status gguf_parse(const struct gguf_source *src, struct gguf_ctx **out)
     ctx->file_size = src->size;
     struct gguf_source named = *src;
     named.name = ctx->name;
-    struct cur c = {.src = &named, .buf = mem_xmalloc(CUR_BUF_BYTES)};
+    struct cur c = {.src = &named, .buf = mem_xmalloc(CUR_BUF_BYTES), .flags = flags};
     enum hy_status st = parse_all(&c, ctx);
     free(c.buf);
     if (st) {
@@ -524,6 +532,11 @@ enum hy_status gguf_parse(const struct gguf_source *src, struct gguf_ctx **out)
 }
 
 enum hy_status gguf_open(const char *path, struct gguf_ctx **out)
+{
+    return gguf_open_flags(path, 0, out);
+}
+
+enum hy_status gguf_open_flags(const char *path, unsigned flags, struct gguf_ctx **out)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -540,7 +553,7 @@ enum hy_status gguf_open(const char *path, struct gguf_ctx **out)
     }
     struct fd_source fs = {fd};
     struct gguf_source src = {gguf_fd_read_at, &fs, (uint64_t)sb.st_size, path};
-    enum hy_status st = gguf_parse(&src, out);
+    enum hy_status st = gguf_parse_flags(&src, flags, out);
     close(fd);
     return st;
 }

@@ -136,13 +136,33 @@ struct gguf_source gguf_source_buffer(const void *buf, uint64_t size, const char
 
 /* Parses a whole header. On success *out is a new context (free with
  * gguf_free). Errors: HY_ERR_FORMAT (malformed, unsupported version),
- * HY_ERR_IO (the source failed). The message names src->name. */
+ * HY_ERR_IO (the source failed). The message names src->name.
+ * Same as gguf_parse_flags(src, 0, out). */
 HY_MUST_CHECK enum hy_status gguf_parse(const struct gguf_source *src, struct gguf_ctx **out);
 
 /* Opens path read-only and parses it; the file is closed before returning
  * (the ctx holds no descriptor). Errors as gguf_parse, plus HY_ERR_IO when the
- * file cannot be opened or read. */
+ * file cannot be opened or read. Same as gguf_open_flags(path, 0, out). */
 HY_MUST_CHECK enum hy_status gguf_open(const char *path, struct gguf_ctx **out);
+
+/* Relaxations of the rules above, for tools and tests that must read legacy
+ * files. Loading a model never sets any: a file that needs one is refused. */
+enum gguf_parse_flags {
+    /* Accept a block-quantized tensor whose row length ne[0] is not a
+     * multiple of its block size, as long as its total element count is:
+     * early (2023) quantizers wrote such tensors as one flat array, blocks
+     * running across row boundaries (e.g. the ffn_down [172, 64] tensors of
+     * testdata's tinyllamas-stories-260k-q8_0.gguf). n_bytes is then
+     * n_elements / block_size * block_bytes; a row does not start on a
+     * block, so such a tensor can only be read whole. */
+    GGUF_PARSE_ALLOW_RAGGED_ROWS = 1,
+};
+
+/* gguf_parse and gguf_open with flags (a bitwise OR of enum gguf_parse_flags). */
+HY_MUST_CHECK enum hy_status gguf_parse_flags(const struct gguf_source *src, unsigned flags,
+                                              struct gguf_ctx **out);
+HY_MUST_CHECK enum hy_status gguf_open_flags(const char *path, unsigned flags,
+                                             struct gguf_ctx **out);
 
 void gguf_free(struct gguf_ctx *ctx);
 

@@ -1,14 +1,30 @@
 /*
- * Tensor element types, indexed by the GGUF type id (ggml_type numbering).
+ * Tensor element types, indexed by the GGUF type id (ggml_type numbering):
+ * the one type-traits table of the project.
  *
  * quant_traits() gives, for every id that a GGUF file may carry, its name, the
  * number of elements per block and the bytes per block. Row bytes of a tensor
  * are ne[0] / block_size * block_bytes; ne[0] must be a multiple of the block
  * size. Ids that GGUF once used and then retired (31-33, 36-38) are unknown.
+ * For the types hypura computes with, the table also gives the reference
+ * (scalar, portable) dequantize, quantize and dot product, and the type the
+ * activations are converted to for that dot product (vec_dot_type): Q8_0 for
+ * Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F16/BF16/F32 for
+ * those float types — as llama.cpp does, so that results agree with it.
  *
- * Adding a type: (1) its id and name in enum hy_type and the table, (2) its
- * block struct with a static assert on its size in the shared block header,
- * (3) reference dequantize/quantize, (4) vec_dot, (5) a round-trip test.
+ * The reference functions are the definition. quant_kernels() returns the
+ * fastest implementation for this CPU (AVX2, AVX-512, AVX-512 VNNI, NEON or
+ * scalar, chosen at run time), which tests check against the reference.
+ *
+ * Adding a type — checklist:
+ *   1. its id in enum hy_type and its row in quant_table (name, block geometry);
+ *   2. its block struct in blocks.h with a static assert on the size;
+ *   3. reference to_float, from_float (bit-exact with llama.cpp's reference
+ *      quantizer), vec_dot against its vec_dot_type, in quant_ref.c;
+ *   4. SIMD kernels where they pay, registered in quant_cpu.c;
+ *   5. tests: quantize/dequantize error bound, vec_dot vs float64, SIMD vs
+ *      reference, vectors compared with llama.cpp; a CUDA kernel when the
+ *      CUDA backend exists.
  */
 #ifndef HY_QUANT_QUANT_H
 #define HY_QUANT_QUANT_H
@@ -53,11 +69,38 @@ enum hy_type {
     HY_TYPE_COUNT = 40
 };
 
+/* n is always a multiple of the type's block size. restrict: no overlap. */
+typedef void (*quant_to_float_fn)(const void *restrict src, float *restrict dst, int64_t n);
+typedef void (*quant_from_float_fn)(const float *restrict src, void *restrict dst, int64_t n);
+/* Dot product of n elements: x a row of the weight type, y a row of its vec_dot_type. */
+typedef float (*quant_vec_dot_fn)(int64_t n, const void *restrict x, const void *restrict y);
+
 struct quant_traits {
     const char *name;     /* "Q4_K"; NULL for an id that is not a type */
     uint32_t block_size;  /* elements per block */
     uint32_t block_bytes; /* bytes per block */
     bool is_quantized;    /* block-quantized (not a plain scalar type) */
+    /* NULL below: hypura does not compute with this type */
+    quant_to_float_fn to_float;     /* reference dequantize */
+    quant_from_float_fn from_float; /* reference quantize, bit-exact with llama.cpp's */
+    uint32_t vec_dot_type;          /* enum hy_type the activations are converted to */
+    quant_vec_dot_fn vec_dot;       /* reference dot product against vec_dot_type */
+};
+
+/* Fast kernels for one type on this CPU. Never NULL where the reference
+ * function exists (falls back to it). */
+struct quant_kernels {
+    quant_to_float_fn to_float;
+    quant_from_float_fn from_float; /* used for activation types (Q8_0, Q8_1, Q8_K, F16, ...) */
+    quant_vec_dot_fn vec_dot;
+};
+
+enum quant_isa {
+    QUANT_ISA_SCALAR = 0,
+    QUANT_ISA_NEON,
+    QUANT_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    QUANT_ISA_AVX512,      /* AVX-512 F/BW/VL/DQ */
+    QUANT_ISA_AVX512_VNNI, /* AVX-512 + VNNI */
 };
 
 /* Traits of type id, or NULL when the id is not a known type. */
@@ -72,7 +115,24 @@ int quant_type_from_name(const char *name);
 /* Bytes of n_elements of a known type; n_elements a multiple of its block size. */
 uint64_t quant_bytes(uint32_t type, uint64_t n_elements);
 
-/* IEEE half and bfloat16 conversions (round to nearest even, NaN kept). */
+/* True when hypura can compute with the type (reference functions exist). */
+bool quant_is_supported(uint32_t type);
+
+/* Fast kernels of a supported type for the selected ISA (quant_cpu.c). */
+const struct quant_kernels *quant_kernels(uint32_t type);
+/* The best ISA this CPU and build support. */
+enum quant_isa quant_isa_detect(void);
+/* Selects the kernels of at most `isa` (tests compare levels); returns the
+ * level actually selected. Not thread-safe: call before computing. */
+enum quant_isa quant_isa_select(enum quant_isa isa);
+/* The ISA whose kernels quant_kernels() returns now. */
+enum quant_isa quant_isa_current(void);
+const char *quant_isa_name(enum quant_isa isa);
+
+/* IEEE half and bfloat16 conversions (round to nearest even, NaN kept and made
+ * quiet, overflow to inf), bit for bit as ggml's GGML_FP32_TO_FP16,
+ * GGML_FP16_TO_FP32 and GGML_FP32_TO_BF16 (checked on all inputs against
+ * ggml when the test vectors of tests/data/quant were made). */
 static inline float quant_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -93,7 +153,8 @@ static inline float quant_f16_to_f32(uint16_t h)
             bits = sign | (exp << 23) | (mant << 13);
         }
     } else if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);
+        /* inf, or NaN made quiet as ggml's conversion and F16C do */
+        bits = sign | 0x7f800000u | (mant << 13) | (mant ? 0x00400000u : 0);
     } else {
         bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
     }
