@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/threadpool.h"
 #include "gguf/gguf_writer.h"
 #include "model/arch.h"
 #include "model/quant_mix.h"
@@ -139,6 +140,8 @@ enum hy_status synth_validate(const struct synth_config *c)
     }
     if ((a->flags & ARCH_SHARED_EXPERT) && c->n_ff_shexp <= 0)
         return err_set(HY_ERR_INVALID_ARG, "architecture %s needs a shared expert width (--shared-ff > 0)", a->name);
+    if (c->n_threads < 0 || c->n_threads > SYNTH_MAX_THREADS)
+        return err_set(HY_ERR_INVALID_ARG, "threads %d out of range [1, %d]", c->n_threads, SYNTH_MAX_THREADS);
     if (!(c->route_skew >= 0 && c->route_skew <= 10))
         return err_set(HY_ERR_INVALID_ARG, "--route-skew %g is out of range [0, 10]", c->route_skew);
     if (!(c->route_corr >= 0 && c->route_corr <= 1))
@@ -463,6 +466,45 @@ static void gen_router(struct synth_state *s, float *w)
 
 #define CHUNK_ELEMS (1u << 20)
 
+/* One tensor's values, generated and converted chunk by chunk: chunk j
+ * (whole rows) has its own generator seeded from (tensor seed, j), so the
+ * bytes do not depend on the thread count. */
+struct gen_job {
+    const struct synth_state *s;
+    const struct gen_tensor *g;
+    const struct quant_traits *tr;
+    uint64_t seed;  /* of the tensor */
+    uint64_t n_el;
+    uint64_t chunk; /* elements per chunk, a multiple of the row length */
+    uint64_t first; /* chunk that thread 0 makes in this run */
+    float **vals;   /* per thread, chunk floats */
+    void **packed;  /* per thread, the chunk in the tensor's type */
+    uint64_t *out_bytes; /* per thread */
+};
+
+static void gen_worker(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    const struct gen_job *job = ctx;
+    const uint64_t j = job->first + (uint64_t)ith;
+    const uint64_t off = j * job->chunk;
+    if (off >= job->n_el) return;
+    const uint64_t m = HY_MIN(job->chunk, job->n_el - off), ne0 = (uint64_t)job->g->ne0;
+    float *v = job->vals[ith];
+    struct rng r;
+    rng_init(&r, job->seed ^ (j * 0xd1b54a32d192ed03ull));
+    for (uint64_t k = 0; k < m; k++) {
+        switch (job->g->kind) {
+        case GEN_ONES: v[k] = 1.0f; break;
+        case GEN_EMBED: v[k] = fast_normal(&r) + job->s->alpha * job->s->u[(off + k) % ne0]; break;
+        default: v[k] = job->g->sigma * fast_normal(&r); break;
+        }
+    }
+    if (job->g->type == HY_TYPE_F32) memcpy(job->packed[ith], v, m * sizeof(float));
+    else job->tr->from_float(v, job->packed[ith], (int64_t)m);
+    job->out_bytes[ith] = quant_bytes(job->g->type, m);
+}
+
 /* Validates cfg and lays the file out: vocabulary, key/values and tensor
  * infos in *w, generators in *s. On success the caller frees all three. */
 HY_MUST_CHECK static enum hy_status synth_prepare(const struct synth_config *cfg, struct synth_vocab *vocab,
@@ -510,20 +552,26 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
     state_init_routing(&s);
     uint64_t total = gguf_writer_total_bytes(w), done = 0;
 
-    struct gguf_writer_file f;
-    /* chunks of whole rows: quantization works row by row */
+    struct gguf_writer_file f = {.fd = -1};
+    /* chunks of whole rows (quantization works row by row), one per thread */
+    const int n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
     const uint64_t cap_el = HY_MAX((uint64_t)CHUNK_ELEMS, (uint64_t)s.max_ne0);
-    float *vals = mem_xmalloc(cap_el * sizeof(float));
-    void *packed = mem_xmalloc(cap_el * sizeof(float)); /* no type takes more than 4 bytes a value */
+    float *vals[SYNTH_MAX_THREADS];
+    void *packed[SYNTH_MAX_THREADS]; /* no type takes more than 4 bytes a value */
+    uint64_t out_bytes[SYNTH_MAX_THREADS];
+    for (int t = 0; t < n_threads; t++) {
+        vals[t] = mem_xmalloc(cap_el * sizeof(float));
+        packed[t] = mem_xmalloc(cap_el * sizeof(float));
+    }
     float *router = NULL;
+    struct threadpool *pool = NULL;
+    if ((st = threadpool_init(n_threads, &pool))) goto out;
     if ((st = gguf_writer_file_open(&f, path, force))) goto out;
     struct gguf_sink sink = gguf_writer_file_sink(&f);
     if ((st = gguf_writer_begin(w, &sink))) goto fail;
     for (uint64_t i = 0; i < s.n_gens; i++) {
         const struct gen_tensor *g = &s.gens[i];
         uint64_t n_bytes = gguf_writer_tensor_bytes(w, i);
-        struct rng r;
-        rng_init(&r, cfg->seed * 0x9e3779b97f4a7c15ull + i + 1);
         if (g->kind == GEN_ROUTER) {
             int64_t X = cfg->n_expert, E = cfg->n_embd;
             router = mem_xrealloc(router, (size_t)(X * E) * sizeof(float));
@@ -535,26 +583,17 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
         }
         const struct quant_traits *tr = quant_traits(g->type);
         const uint64_t n_el = n_bytes / tr->block_bytes * tr->block_size;
-        const uint64_t ne0 = (uint64_t)g->ne0, chunk = cap_el / ne0 * ne0;
-        for (uint64_t off = 0; off < n_el; off += chunk) {
-            const uint64_t m = HY_MIN(chunk, n_el - off);
-            for (uint64_t j = 0; j < m; j++) {
-                switch (g->kind) {
-                case GEN_ONES: vals[j] = 1.0f; break;
-                case GEN_EMBED: vals[j] = fast_normal(&r) + s.alpha * s.u[(off + j) % ne0]; break;
-                default: vals[j] = g->sigma * fast_normal(&r); break;
-                }
+        const uint64_t ne0 = (uint64_t)g->ne0;
+        struct gen_job job = {&s, g, tr, cfg->seed * 0x9e3779b97f4a7c15ull + i + 1, n_el,
+                              cap_el / ne0 * ne0, 0, vals, packed, out_bytes};
+        const uint64_t n_chunks = (n_el + job.chunk - 1) / job.chunk;
+        for (job.first = 0; job.first < n_chunks; job.first += (uint64_t)n_threads) {
+            threadpool_run(pool, gen_worker, &job);
+            for (int t = 0; t < n_threads && job.first + (uint64_t)t < n_chunks; t++) {
+                if ((st = gguf_writer_write_data(w, packed[t], (size_t)out_bytes[t]))) goto fail;
+                done += out_bytes[t];
+                if (progress) progress(user, done, total);
             }
-            const uint64_t m_bytes = quant_bytes(g->type, m);
-            if (g->type == HY_TYPE_F32) {
-                st = gguf_writer_write_data(w, vals, (size_t)m_bytes);
-            } else {
-                tr->from_float(vals, packed, (int64_t)m);
-                st = gguf_writer_write_data(w, packed, (size_t)m_bytes);
-            }
-            if (st) goto fail;
-            done += m_bytes;
-            if (progress) progress(user, done, total);
         }
     }
     if ((st = gguf_writer_finish(w))) goto fail;
@@ -570,8 +609,11 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
 fail:
     gguf_writer_file_abort(&f);
 out:
-    free(vals);
-    free(packed);
+    for (int t = 0; t < n_threads; t++) {
+        free(vals[t]);
+        free(packed[t]);
+    }
+    threadpool_free(pool);
     free(router);
     gguf_writer_free(w);
     synth_vocab_free(&vocab);

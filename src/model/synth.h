@@ -25,8 +25,9 @@
  * (top-20% share, layer-to-layer agreement), so the report states outcomes,
  * not just parameters.
  *
- * Determinism: tensor i's values come from a generator seeded by (seed, i),
- * so the output does not depend on chunk sizes or threads.
+ * Determinism: chunk j of tensor i (whole rows, about 1M values) comes from a
+ * generator seeded by (seed, i, j), so the output does not depend on the
+ * number of threads that generate and quantize the chunks.
  */
 #ifndef HY_MODEL_SYNTH_H
 #define HY_MODEL_SYNTH_H
@@ -57,10 +58,12 @@ struct synth_config {
     bool tied_output;  /* no output.weight: the head reuses token_embd */
     enum quant_mix_ftype ftype; /* file type: the matrices' types follow llama.cpp's mixture (quant_mix.h) */
     uint64_t seed;
+    int n_threads;     /* threads generating and quantizing (0: 1), at most SYNTH_MAX_THREADS */
     double route_skew; /* std of the per-expert router logit offsets, in units of the token-dependent std */
     double route_corr; /* correlation of router rows between consecutive layers, in [0, 1] */
 };
 
+#define SYNTH_MAX_THREADS 256
 #define SYNTH_DEFAULT_ROUTE_SKEW 0.4
 #define SYNTH_DEFAULT_ROUTE_CORR 0.7
 

@@ -49,13 +49,15 @@ static void synth_help(void)
            "                        per-tensor types llama.cpp's quantizer gives that file type;\n"
            "                        norms, biases and the router stay f32\n"
            "  --seed N              random seed (default: 1); the same seed gives the same file\n"
+           "  -t, --threads N       threads generating and quantizing (default: physical cores, here %d);\n"
+           "                        the file does not depend on it\n"
            "  --route-skew X        expert popularity skew: std of per-expert router offsets in units\n"
            "                        of the token-dependent logit std (default: %.1f; 0 = uniform)\n"
            "  --route-corr X        correlation of routers between consecutive layers, 0..1 (default: %.1f)\n"
            "  --force               overwrite OUT if it exists\n"
            "  --list-presets        list the presets and exit\n"
            "  -h, --help            show this help\n\npresets:\n",
-           SYNTH_DEFAULT_ROUTE_SKEW, SYNTH_DEFAULT_ROUTE_CORR);
+           cli_physical_cores(), SYNTH_DEFAULT_ROUTE_SKEW, SYNTH_DEFAULT_ROUTE_CORR);
     for (int i = 0; i < n; i++) printf("  %-20s %s\n", p[i].like, p[i].desc);
 }
 
@@ -77,7 +79,7 @@ int cmd_synth(int argc, char **argv)
     const char *out = NULL, *like = NULL, *arch = NULL, *type_name = NULL;
     bool force = false, tied = false, list = false;
     struct override embd = {0}, ff = {0}, heads = {0}, kv = {0}, hd = {0}, layers = {0}, vocab = {0}, ctx = {0},
-                    experts = {0}, used = {0}, eff = {0}, sff = {0}, seed = {0};
+                    experts = {0}, used = {0}, eff = {0}, sff = {0}, seed = {0}, threads = {0};
     double rope = 0, skew = -1, corr = -1;
     enum hy_status st = HY_OK;
     const int64_t big = (int64_t)1 << 40;
@@ -94,7 +96,7 @@ int cmd_synth(int argc, char **argv)
                     {"--kv-heads", &kv, 1},    {"--head-dim", &hd, 1},     {"--layers", &layers, 1},
                     {"--vocab", &vocab, 1},    {"--ctx", &ctx, 1},         {"--experts", &experts, 0},
                     {"--experts-used", &used, 1}, {"--expert-ff", &eff, 1}, {"--shared-ff", &sff, 1},
-                    {"--seed", &seed, 0}};
+                    {"--seed", &seed, 0},         {"--threads", &threads, 1}};
         bool matched = false;
         for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]) && !matched; i++) {
             if (cli_match(&c, NULL, ints[i].name)) {
@@ -104,7 +106,10 @@ int cmd_synth(int argc, char **argv)
             }
         }
         if (matched) continue;
-        if (cli_match(&c, "-o", "--output")) st = cli_value(&c, &out);
+        if (cli_match(&c, "-t", NULL)) {
+            st = cli_int(&c, 1, SYNTH_MAX_THREADS, &threads.v);
+            threads.set = true;
+        } else if (cli_match(&c, "-o", "--output")) st = cli_value(&c, &out);
         else if (cli_match(&c, NULL, "--like")) st = cli_value(&c, &like);
         else if (cli_match(&c, NULL, "--arch")) st = cli_value(&c, &arch);
         else if (cli_match(&c, NULL, "--type")) st = cli_value(&c, &type_name);
@@ -162,6 +167,7 @@ int cmd_synth(int argc, char **argv)
     if (rope > 0) cfg.rope_base = rope;
     if (tied) cfg.tied_output = true;
     if (seed.set) cfg.seed = (uint64_t)seed.v;
+    cfg.n_threads = threads.set ? (int)threads.v : cli_physical_cores();
     if (skew >= 0) cfg.route_skew = skew;
     if (corr >= 0) cfg.route_corr = corr;
     if (type_name) {
