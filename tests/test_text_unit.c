@@ -197,7 +197,8 @@ static void test_stream(const struct spm *t)
 
 static struct sampler_params plain(float temp, uint64_t seed)
 {
-    struct sampler_params p = {temp, 0, 1.0f, 0.0f, 1.0f, 64, seed};
+    struct sampler_params p = {.temp = temp, .top_p = 1.0f, .repeat_penalty = 1.0f,
+                               .repeat_last_n = 64, .seed = seed};
     return p;
 }
 

@@ -6,44 +6,13 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "text/unicode.h"
 
 /* "▁" (U+2581), SentencePiece's visible space. */
 static const char SPACE_MARK[] = "\xe2\x96\x81";
 #define SPACE_MARK_LEN 3
 /* "▅" (U+2585): how llama.cpp prints the unknown token. */
 static const char UNK_TEXT[] = "\xe2\x96\x85";
-
-/* Bytes of the UTF-8 sequence a lead byte starts; 1 for ASCII and for bytes
- * that cannot start a sequence (so that invalid input still advances). */
-static int utf8_seq_len(unsigned char b)
-{
-    if (b < 0xc0) return 1;
-    if (b < 0xe0) return 2;
-    if (b < 0xf0) return 3;
-    if (b < 0xf8) return 4;
-    return 1;
-}
-
-/* Special piece a goes after b: shorter, or as long and a higher id. */
-static bool special_after(const struct spm *t, int32_t a, int32_t b)
-{
-    if (t->piece_len[a] != t->piece_len[b]) return t->piece_len[a] < t->piece_len[b];
-    return a > b;
-}
-
-/* Insertion sort by descending length (few special tokens; no qsort_r in C11). */
-static void sort_specials(struct spm *t)
-{
-    for (int32_t i = 1; i < t->n_special; i++) {
-        int32_t v = t->special_ids[i];
-        int32_t j = i - 1;
-        while (j >= 0 && special_after(t, t->special_ids[j], v)) {
-            t->special_ids[j + 1] = t->special_ids[j];
-            j--;
-        }
-        t->special_ids[j + 1] = v;
-    }
-}
 
 enum hy_status spm_init(struct spm *t, const struct gguf_ctx *g)
 {
@@ -77,11 +46,14 @@ enum hy_status spm_init(struct spm *t, const struct gguf_ctx *g)
                        " tokens (expected integers)",
                        g->name, types->n, gguf_vtype_name(types->elem_type), tokens->n);
     int64_t bos, eos, unk;
-    bool add_bos, add_space;
+    bool add_bos, add_eos, add_space;
+    const char *model_name = NULL;
     if ((st = gguf_get_int_or(g, "tokenizer.ggml.bos_token_id", -1, &bos))) return st;
     if ((st = gguf_get_int_or(g, "tokenizer.ggml.eos_token_id", -1, &eos))) return st;
     if ((st = gguf_get_int_or(g, "tokenizer.ggml.unknown_token_id", -1, &unk))) return st;
     if ((st = gguf_get_bool_or(g, "tokenizer.ggml.add_bos_token", true, &add_bos))) return st;
+    if ((st = gguf_get_bool_or(g, "tokenizer.ggml.add_eos_token", false, &add_eos))) return st;
+    if ((st = gguf_get_str_or_null(g, "general.name", &model_name))) return st;
     if ((st = gguf_get_bool_or(g, "tokenizer.ggml.add_space_prefix", true, &add_space))) return st;
 
     const int32_t n = (int32_t)tokens->n;
@@ -92,13 +64,13 @@ enum hy_status spm_init(struct spm *t, const struct gguf_ctx *g)
     t->eos_id = eos >= 0 && eos < n ? (int32_t)eos : -1;
     t->unk_id = unk >= 0 && unk < n ? (int32_t)unk : -1;
     t->add_bos = add_bos;
+    t->add_eos = add_eos;
     t->add_space_prefix = add_space;
     arena_init(&t->arena, 256 * 1024);
     t->pieces = mem_xcalloc((size_t)n, sizeof(*t->pieces));
     t->piece_len = mem_xcalloc((size_t)n, sizeof(*t->piece_len));
     t->scores = mem_xcalloc((size_t)n, sizeof(*t->scores));
     t->types = mem_xcalloc((size_t)n, sizeof(*t->types));
-    t->special_ids = mem_xcalloc((size_t)n, sizeof(*t->special_ids));
     for (int32_t i = 0; i < n; i++) {
         t->pieces[i] = arena_strndup(&t->arena, strs[i].data, (size_t)strs[i].len);
         t->piece_len[i] = (uint32_t)strs[i].len;
@@ -106,15 +78,16 @@ enum hy_status spm_init(struct spm *t, const struct gguf_ctx *g)
         int64_t ty = types ? gguf_arr_int(types, (uint64_t)i) : SPM_TOK_NORMAL;
         t->types[i] = ty >= SPM_TOK_NORMAL && ty <= SPM_TOK_BYTE ? (uint8_t)ty : SPM_TOK_NORMAL;
         if (t->piece_len[i] > t->max_piece_bytes) t->max_piece_bytes = t->piece_len[i];
-        if (t->piece_len[i] > 0 &&
-            (t->types[i] == SPM_TOK_CONTROL || t->types[i] == SPM_TOK_USER_DEFINED ||
-             t->types[i] == SPM_TOK_UNKNOWN))
-            t->special_ids[t->n_special++] = i;
     }
-    sort_specials(t);
     /* in reverse so that, as in llama.cpp, the highest id of duplicate pieces wins */
     strmap_init(&t->map, (size_t)n);
     for (int32_t i = n - 1; i >= 0; i--) strmap_put(&t->map, t->pieces[i], i);
+    struct vocab_view v = {n, t->pieces, t->piece_len, t->types, &t->map};
+    if ((st = vocab_find_eog(g, &v, t->eos_id, &t->eog_ids, &t->n_eog))) {
+        spm_free(t);
+        return st;
+    }
+    vocab_specials_init(&t->specials, &v, model_name);
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
@@ -133,7 +106,8 @@ void spm_free(struct spm *t)
     free(t->piece_len);
     free(t->scores);
     free(t->types);
-    free(t->special_ids);
+    free(t->eog_ids);
+    vocab_specials_free(&t->specials);
     memset(t, 0, sizeof(*t));
 }
 
@@ -246,7 +220,7 @@ static bool tokenize_run(struct session *s, size_t len)
 {
     int32_t n_sym = 0;
     for (size_t off = 0; off < len; n_sym++) {
-        size_t n = (size_t)utf8_seq_len((unsigned char)s->text[off]);
+        size_t n = (size_t)unicode_utf8_seq_len((unsigned char)s->text[off]);
         if (n > len - off) n = len - off;
         s->sym[n_sym] = (struct symbol){n_sym - 1, -1, off, n};
         if (n_sym > 0) s->sym[n_sym - 1].next = n_sym;
@@ -271,25 +245,19 @@ static bool tokenize_run(struct session *s, size_t len)
     return true;
 }
 
-/* The special piece that starts at text[off], or -1. */
-static int32_t match_special(const struct spm *t, const char *text, size_t len, size_t off,
-                             bool parse_special)
-{
-    for (int32_t i = 0; i < t->n_special; i++) {
-        int32_t id = t->special_ids[i];
-        if (!parse_special && t->types[id] != SPM_TOK_USER_DEFINED) continue;
-        uint32_t n = t->piece_len[id];
-        if (n <= len - off && memcmp(text + off, t->pieces[id], n) == 0) return id;
-    }
-    return -1;
-}
-
 enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, unsigned flags,
                             int32_t *out, int64_t cap, int64_t *n_out)
 {
     *n_out = 0;
+    const struct vocab_view v = {t->n_vocab, t->pieces, t->piece_len, t->types, &t->map};
+    struct vocab_frag *frags = NULL;
+    const size_t n_frags = vocab_partition(&t->specials, &v, text, len,
+                                           (flags & SPM_PARSE_SPECIAL) != 0, &frags);
+    size_t max_run = 0;
+    for (size_t i = 0; i < n_frags; i++)
+        if (frags[i].id < 0 && frags[i].len > max_run) max_run = frags[i].len;
     /* escaped run: "▁" prefix + every byte possibly tripled */
-    const size_t esc_cap = SPACE_MARK_LEN + 3 * len + 1;
+    const size_t esc_cap = SPACE_MARK_LEN + 3 * max_run + 1;
     struct session s = {
         .t = t,
         .sym = mem_xcalloc(esc_cap, sizeof(struct symbol)),
@@ -303,36 +271,30 @@ enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, u
     bool ok = true;
     if ((flags & SPM_ADD_BOS) && t->bos_id >= 0) ok = emit(&s, t->bos_id);
     bool prev_special = true; /* the text's start counts as following a special piece */
-    size_t off = 0;
-    while (ok && off < len) {
-        int32_t sp = match_special(t, text, len, off, (flags & SPM_PARSE_SPECIAL) != 0);
-        if (sp >= 0) {
-            ok = emit(&s, sp);
-            off += t->piece_len[sp];
+    for (size_t f = 0; ok && f < n_frags; f++) {
+        if (frags[f].id >= 0) {
+            ok = emit(&s, frags[f].id);
             prev_special = true;
             continue;
         }
-        /* a raw run up to the next special piece */
-        size_t end = off + 1;
-        while (end < len && match_special(t, text, len, end, (flags & SPM_PARSE_SPECIAL) != 0) < 0)
-            end++;
         size_t n = 0;
         if (t->add_space_prefix && prev_special) {
             memcpy(esc, SPACE_MARK, SPACE_MARK_LEN);
             n = SPACE_MARK_LEN;
         }
-        for (size_t i = off; i < end; i++) {
-            if (text[i] == ' ') {
+        const char *run = text + frags[f].off;
+        for (size_t i = 0; i < frags[f].len; i++) {
+            if (run[i] == ' ') {
                 memcpy(esc + n, SPACE_MARK, SPACE_MARK_LEN);
                 n += SPACE_MARK_LEN;
             } else {
-                esc[n++] = text[i];
+                esc[n++] = run[i];
             }
         }
         ok = tokenize_run(&s, n);
-        off = end;
         prev_special = false;
     }
+    free(frags);
     free(esc);
     free(s.sym);
     free(s.heap);
@@ -373,6 +335,8 @@ size_t spm_piece(const struct spm *t, int32_t id, char *buf, size_t cap)
         return 0;
     case SPM_TOK_UNKNOWN:
         return put(buf, cap, 0, UNK_TEXT, sizeof(UNK_TEXT) - 1);
+    case SPM_TOK_USER_DEFINED:
+        return put(buf, cap, 0, p, n);
     case SPM_TOK_BYTE:
         if (n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' &&
             hex_digit(p[3]) >= 0 && hex_digit(p[4]) >= 0) {
@@ -427,24 +391,7 @@ const char *spm_stream_push(struct spm_stream *s, int32_t id, size_t *len)
         s->at_start = false;
     }
     n += pn;
-    /* longest prefix made of whole characters; an incomplete sequence at
-     * the end is held back, an invalid byte goes out as it is */
-    size_t i = 0;
-    while (i < n) {
-        size_t need = (size_t)utf8_seq_len((unsigned char)s->buf[i]);
-        if (need == 1) {
-            i++;
-            continue;
-        }
-        size_t j = 1;
-        while (j < need && i + j < n && ((unsigned char)s->buf[i + j] & 0xc0) == 0x80) j++;
-        if (j == need)
-            i += need; /* complete */
-        else if (i + j == n)
-            break; /* incomplete so far: wait for more */
-        else
-            i++; /* broken sequence: pass the lead byte through */
-    }
+    const size_t i = unicode_utf8_ready(s->buf, n);
     s->n_pend = (int)(n - i);
     HY_ASSERT(s->n_pend <= 3);
     memcpy(s->pend, s->buf + i, (size_t)s->n_pend);

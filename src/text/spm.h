@@ -12,8 +12,8 @@
  * Tokenizing text:
  *   1. Special pieces are cut out first and become their ids directly:
  *      user-defined tokens always, control and unknown tokens only with
- *      SPM_PARSE_SPECIAL (a prompt containing "<s>"). At each position the
- *      longest matching piece wins.
+ *      SPM_PARSE_SPECIAL (a prompt containing "<s>"), in llama.cpp's order
+ *      (longest piece first over the whole text; see src/text/vocab.h).
  *   2. Each remaining run of text gets a leading space when it starts the
  *      text or follows a special piece (add_space_prefix), and every ' '
  *      becomes "▁".
@@ -26,14 +26,19 @@
  *      tokens <0xXX> (byte fallback), or the unknown token without them.
  *
  * Detokenizing: a normal piece with "▁" turned back into ' ', a byte token
- * as its byte, control and unused tokens as nothing, the unknown token as
- * "▅" (as llama.cpp prints it). A multi-byte character may be spread over
- * several byte tokens, so streamed output goes through struct spm_stream,
- * which holds back an incomplete UTF-8 sequence until its last byte arrives
- * and never writes half a character. The leading space that step 2 added is
- * dropped from the first piece, as SentencePiece's decoder does.
+ * as its byte, a user-defined token as its text, control and unused tokens
+ * as nothing, the unknown token as "▅". A multi-byte character may be
+ * spread over several byte tokens, so streamed output goes through struct
+ * spm_stream, which holds back an incomplete UTF-8 sequence until its last
+ * byte arrives (unicode_utf8_ready) and never writes half a character. The
+ * leading space that step 2 added is dropped from the first piece, as
+ * SentencePiece's decoder does.
  *
- * Not here: BPE vocabularies (tokenizer.ggml.model = "gpt2"), chat templates.
+ * End of generation: eos plus the tokens llama.cpp also stops on
+ * (src/text/vocab.h), in eog_ids.
+ *
+ * Not here: BPE vocabularies (src/text/bpe.h); one interface over both is
+ * src/text/tokenizer.h.
  */
 #ifndef HY_TEXT_SPM_H
 #define HY_TEXT_SPM_H
@@ -46,14 +51,16 @@
 #include "core/mem.h"
 #include "core/strmap.h"
 #include "gguf/gguf.h"
+#include "text/vocab.h"
 
+/* enum vocab_token_type under this module's names */
 enum spm_token_type {
-    SPM_TOK_NORMAL = 1,
-    SPM_TOK_UNKNOWN = 2,
-    SPM_TOK_CONTROL = 3,
-    SPM_TOK_USER_DEFINED = 4,
-    SPM_TOK_UNUSED = 5,
-    SPM_TOK_BYTE = 6,
+    SPM_TOK_NORMAL = VOCAB_TOK_NORMAL,
+    SPM_TOK_UNKNOWN = VOCAB_TOK_UNKNOWN,
+    SPM_TOK_CONTROL = VOCAB_TOK_CONTROL,
+    SPM_TOK_USER_DEFINED = VOCAB_TOK_USER_DEFINED,
+    SPM_TOK_UNUSED = VOCAB_TOK_UNUSED,
+    SPM_TOK_BYTE = VOCAB_TOK_BYTE,
 };
 
 /* Flags of spm_tokenize. */
@@ -71,9 +78,11 @@ struct spm {
     int32_t byte_ids[256];          /* id of <0xXX>, -1 when absent */
     int32_t bos_id, eos_id, unk_id; /* -1 when absent */
     bool add_bos;                   /* tokenizer.ggml.add_bos_token, default true */
+    bool add_eos;                   /* tokenizer.ggml.add_eos_token, default false */
     bool add_space_prefix;          /* tokenizer.ggml.add_space_prefix, default true */
-    int32_t *special_ids; /* owned, [n_special]: non-normal pieces matched whole, longest first */
-    int32_t n_special;
+    int32_t *eog_ids;               /* owned, [n_eog] ascending: end-of-generation tokens */
+    int32_t n_eog;
+    struct vocab_specials specials; /* pieces matched whole before tokenizing */
     size_t max_piece_bytes;
     struct arena arena; /* owns the piece strings */
 };
