@@ -221,7 +221,8 @@ static void test_rope(void)
             double ref[3 * 2 * 16];
             fill_normal(&r, x, HY_ARRAY_LEN(x), 1.0f);
             for (size_t i = 0; i < HY_ARRAY_LEN(x); i++) ref[i] = x[i];
-            struct backend_rope rp = {mode ? BACKEND_ROPE_NEOX : BACKEND_ROPE_NORM, n_rot, 10000.0};
+            struct backend_rope rp = {.mode = mode ? BACKEND_ROPE_NEOX : BACKEND_ROPE_NORM,
+                                      .n_rot = n_rot, .freq_base = 10000.0, .freq_scale = 1.0};
             backend_rope(be, x, n_tok, n_head, hd, pos0, &rp);
             for (int64_t t = 0; t < n_tok; t++)
                 for (int64_t h = 0; h < n_head; h++)
@@ -236,7 +237,9 @@ static void test_rope(void)
     /* the two orderings differ (a NORM/NEOX mix-up must not go unnoticed) */
     float a[16], b[16];
     for (int i = 0; i < 16; i++) a[i] = b[i] = (float)(i + 1);
-    struct backend_rope norm = {BACKEND_ROPE_NORM, 16, 1e4}, neox = {BACKEND_ROPE_NEOX, 16, 1e4};
+    struct backend_rope
+        norm = {.mode = BACKEND_ROPE_NORM, .n_rot = 16, .freq_base = 1e4, .freq_scale = 1},
+        neox = {.mode = BACKEND_ROPE_NEOX, .n_rot = 16, .freq_base = 1e4, .freq_scale = 1};
     backend_rope(be, a, 1, 1, 16, 5, &norm);
     backend_rope(be, b, 1, 1, 16, 5, &neox);
     CHECK(memcmp(a, b, sizeof a) != 0);
@@ -280,8 +283,10 @@ static void test_attention(void)
         struct backend *be = make_backend(threads, false);
         float kc1[16 * 16], vc1[16 * 16], kc2[16 * 16], vc2[16 * 16];
         float out_batch[10 * 32], out_step[10 * 32];
-        struct backend_attn a = {kc1, vc1, n_ctx, n_head, n_kv,
-                                 hd,  hd,  0,     0,      (float)(1.0 / sqrt((double)hd))};
+        struct backend_attn a = {.k_cache = kc1, .v_cache = vc1, .n_ctx = n_ctx, .n_head = n_head,
+                                 .n_head_kv = n_kv, .head_dim = hd, .head_dim_v = hd,
+                                 .scale = (float)(1.0 / sqrt((double)hd)), .k_type = HY_TYPE_F32,
+                                 .v_type = HY_TYPE_F32};
         /* 3 tokens, then a batch of 7: a prompt split in two steps */
         a.pos0 = 0;
         a.n_tok = 3;

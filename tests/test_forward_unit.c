@@ -242,7 +242,7 @@ static bool eval_all(const char *path, const int32_t *toks, int64_t n, float *lo
     struct backend *be = NULL;
     struct forward *f = NULL;
     struct cpu_backend_opts bo = {2, false};
-    struct forward_config fc = {64, n_batch};
+    struct forward_config fc = {.n_ctx = 64, .n_batch = n_batch};
     bool ok = CHECK_OK(model_open(path, &m)) && CHECK_OK(cpu_backend_init(&bo, &be)) &&
               CHECK_OK(forward_init(m, be, &fc, &f)) && CHECK_OK(model_load(m, NULL, NULL));
     const float *logits = NULL;

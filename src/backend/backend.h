@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "core/base.h"
+#include "quant/quant.h"
 
 /* A weight matrix as the backend sees it. */
 struct backend_weight {
@@ -55,10 +56,22 @@ enum backend_rope_mode {
     BACKEND_ROPE_NEOX = 1, /* rotates halves (x[i], x[i + n_rot/2]): NeoX, qwen2, qwen3 */
 };
 
+/* Rotation angle of pair i (i < n_rot / 2) at position pos, as llama.cpp's
+ * ggml_rope_ext computes it without YaRN:
+ *
+ *   theta_i = pos * freq_scale * freq_base^(-2i / n_rot) / freq_factors[i]
+ *
+ * freq_scale is 1 / factor of linear position interpolation
+ * (rope.scaling.type = linear), so that position 2p with factor 2 rotates
+ * exactly as position p without scaling. freq_factors are Llama 3's
+ * per-frequency divisors (the rope_freqs.weight tensor). */
 struct backend_rope {
     enum backend_rope_mode mode;
-    int64_t n_rot;    /* rotated dims per head: even, <= head_dim; the rest pass through */
-    double freq_base; /* theta_i = pos * freq_base^(-2i / n_rot) */
+    int64_t n_rot;     /* rotated dims per head: even, <= head_dim; the rest pass through */
+    double freq_base;  /* rope.freq_base, > 0 */
+    double freq_scale; /* (0, 1]: 1 / linear scaling factor; 1: no scaling */
+    /* borrowed host memory, [n_rot / 2], valid while the rope is used; NULL: all 1 */
+    const float *freq_factors;
 };
 
 /* Worst case sizes, given once before any op runs (backend_reserve). */
@@ -69,19 +82,45 @@ struct backend_limits {
     int64_t max_cols;     /* longest weight row (n_cols) any matmul gets */
 };
 
-/* One layer's attention over its KV cache. */
+/* One layer's attention over its KV cache.
+ *
+ * Cache types and layouts (both caches hold n_ctx positions):
+ *   K, any type: row-major, row p = the keys of position p, n_head_kv * head_dim
+ *     elements of k_type, quant_bytes(k_type, n_head_kv * head_dim) bytes;
+ *   V, F32 or F16: transposed, row d (d < n_head_kv * head_dim_v) = dim d of
+ *     every position, n_ctx elements of v_type;
+ *   V, Q8_0: row-major like K (a block must lie along the head dimension).
+ * These are llama.cpp's layouts: without flash attention it stores V
+ * transposed, and it quantizes V only with flash attention, row by row.
+ *
+ * The arithmetic follows llama.cpp's CPU path for each type, so that results
+ * agree with it: q is converted to the vec_dot_type of k_type (F16 for F16,
+ * Q8_0 for Q8_0) and each score is one vec_dot with a cached key; the
+ * softmax is in F32; for a transposed V the softmax weights are converted to
+ * v_type and each output dim is one vec_dot with a V row (llama.cpp's
+ * kq · V^T matmul); for a Q8_0 V each cached row is dequantized and summed
+ * with the F32 weights (its flash-attention path). Types: F32, F16, Q8_0;
+ * head_dim and head_dim_v multiples of the block size (32 for Q8_0). */
 struct backend_attn {
-    float *k_cache; /* backend memory, [n_ctx][n_head_kv * head_dim] */
-    float *v_cache; /* backend memory, [n_ctx][n_head_kv * head_dim_v] */
-    int64_t n_ctx;  /* rows in the cache */
+    void *k_cache;  /* backend memory, layout above */
+    void *v_cache;  /* backend memory, layout above */
+    int64_t n_ctx;  /* positions in the cache */
     int64_t n_head; /* query heads; a multiple of n_head_kv (GQA) */
     int64_t n_head_kv;
     int64_t head_dim;   /* of queries and keys */
     int64_t head_dim_v; /* of values */
-    int64_t pos0;  /* position of the first new token: cache rows [0, pos0) hold earlier tokens */
-    int64_t n_tok; /* new tokens, at positions pos0 .. pos0 + n_tok - 1; pos0 + n_tok <= n_ctx */
-    float scale;   /* applied to q.k before the softmax (1/sqrt(head_dim) for llama) */
+    int64_t pos0;    /* position of the first new token: cache rows [0, pos0) hold earlier tokens */
+    int64_t n_tok;   /* new tokens, at positions pos0 .. pos0 + n_tok - 1; pos0 + n_tok <= n_ctx */
+    float scale;     /* applied to q.k before the softmax (1/sqrt(head_dim) for llama) */
+    uint32_t k_type; /* enum hy_type of the K cache */
+    uint32_t v_type; /* enum hy_type of the V cache */
 };
+
+/* True when V of this type is stored transposed (see struct backend_attn). */
+static inline bool backend_kv_v_transposed(uint32_t v_type)
+{
+    return v_type == HY_TYPE_F32 || v_type == HY_TYPE_F16;
+}
 
 struct backend;
 
@@ -111,9 +150,11 @@ struct backend_ops {
     /* Rotates x [n_tok][n_head][head_dim] in place; token t is at position pos0 + t. */
     void (*rope)(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                  int64_t pos0, const struct backend_rope *rope);
-    /* Stores k [n_tok][n_head_kv * head_dim] and v [n_tok][n_head_kv * head_dim_v] at cache rows
-     * pos0.., then out[t] = softmax(scale * q[t] . K[0..pos0+t]) V for every head (causal).
-     * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. */
+    /* Stores k [n_tok][n_head_kv * head_dim] and v [n_tok][n_head_kv * head_dim_v] (F32) in
+     * the caches at positions pos0.. (converted to their types), then
+     * out[t] = softmax(scale * q[t] . K[0..pos0+t]) V for every head (causal).
+     * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. The output of a
+     * token does not depend on n_tok (a batch equals token-by-token calls, bit for bit). */
     void (*attention)(struct backend *be, const struct backend_attn *a, const float *q,
                       const float *k, const float *v, float *out);
     /* Softmax of each of n_rows rows of n, in place. */

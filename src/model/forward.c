@@ -1,13 +1,18 @@
 #include "model/forward.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/sizes.h"
+#include "quant/quant.h"
 
 #define FORWARD_MAX_BUFS 24
 
@@ -17,17 +22,22 @@ struct forward {
     const struct hparams *hp;
     int64_t n_ctx;
     int64_t n_batch;
-    int64_t n_past;  /* tokens in the KV cache */
-    int64_t q_dim;   /* n_head * head_dim */
-    int64_t k_dim;   /* n_head_kv * head_dim: one KV cache row of K */
-    int64_t v_dim;   /* n_head_kv * head_dim_v */
-    int64_t att_dim; /* n_head * head_dim_v */
-    int64_t ff_dim;  /* n_ff (dense) or n_ff_exp (MoE) */
-    struct backend_rope rope;
+    int64_t n_past;           /* tokens in the KV cache */
+    int64_t q_dim;            /* n_head * head_dim */
+    int64_t k_dim;            /* n_head_kv * head_dim: one KV cache row of K */
+    int64_t v_dim;            /* n_head_kv * head_dim_v */
+    int64_t att_dim;          /* n_head * head_dim_v */
+    int64_t ff_dim;           /* n_ff (dense) or n_ff_exp (MoE) */
+    struct backend_rope rope; /* freq_factors borrowed from rope_factors */
+    float *rope_factors;      /* owned, [n_rot / 2] from rope_freqs.weight; NULL without it */
+    uint32_t kv_type;         /* enum hy_type of both caches */
+    bool logits_all;
+    size_t k_layer_bytes; /* one layer's K cache: n_ctx rows of k_dim elements of kv_type */
+    size_t v_layer_bytes; /* one layer's V cache (transposed or not, see backend.h) */
 
     /* Backend memory. */
-    float *k_cache;    /* [n_layer][n_ctx][k_dim] */
-    float *v_cache;    /* [n_layer][n_ctx][v_dim] */
+    uint8_t *k_cache;  /* [n_layer][k_layer_bytes] */
+    uint8_t *v_cache;  /* [n_layer][v_layer_bytes] */
     float *x;          /* [n_batch][n_embd] residual stream */
     float *xb;         /* [n_batch][n_embd] normed input of a block */
     float *xb2;        /* [n_batch][n_embd] block output; MoE: one expert's outputs */
@@ -39,13 +49,13 @@ struct forward {
     float *hb2;        /* [n_batch][ff_dim] */
     float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
     float *router;     /* MoE: [n_batch][n_expert] router probabilities */
-    float *logits_dev; /* [n_vocab] */
+    float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
     int n_bufs;
     uint64_t kv_bytes;
 
     /* Host memory. */
-    float *logits;      /* owned, [n_vocab] */
+    float *logits;      /* owned (mem_aligned_alloc), as logits_dev */
     float *router_host; /* owned, [n_batch][n_expert] */
     int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
@@ -54,11 +64,12 @@ struct forward {
     struct forward_routes routes;
 };
 
-HY_MUST_CHECK static enum hy_status alloc_buf(struct forward *f, float **p, uint64_t n_floats,
+/* Backend memory of bytes, freed by forward_free; p is the address of the
+ * pointer to set (of any object type, hence memcpy rather than a void ** cast). */
+HY_MUST_CHECK static enum hy_status alloc_buf(struct forward *f, void *p, uint64_t bytes,
                                               const char *what)
 {
     HY_ASSERT(f->n_bufs < FORWARD_MAX_BUFS);
-    uint64_t bytes = n_floats * sizeof(float);
     void *b = bytes <= SIZE_MAX ? f->be->ops->alloc(f->be, (size_t)bytes) : NULL;
     if (!b) {
         char sz[32];
@@ -66,7 +77,111 @@ HY_MUST_CHECK static enum hy_status alloc_buf(struct forward *f, float **p, uint
                        sizes_format(bytes, sz, sizeof sz), what);
     }
     f->bufs[f->n_bufs++] = b;
-    *p = b;
+    memcpy(p, &b, sizeof b);
+    return HY_OK;
+}
+
+/* Reads rope_freqs.weight (F32 [n_rot / 2]) from the model file into f->rope_factors. */
+HY_MUST_CHECK static enum hy_status read_rope_factors(struct forward *f,
+                                                      const struct gguf_tensor *t)
+{
+    const char *file = f->m->gguf->name;
+    const int64_t half = f->hp->n_rot / 2;
+    if (t->type != HY_TYPE_F32 || t->n_dims != 1 || t->ne[0] != half)
+        return err_set(HY_ERR_FORMAT,
+                       "%s: tensor 'rope_freqs.weight' is %s with %" PRIu32 " dims [%" PRId64
+                       ", ...], expected F32 [%" PRId64 "] (rope.dimension_count / 2)",
+                       file, quant_type_name(t->type), t->n_dims, t->ne[0], half);
+    f->rope_factors = mem_xcalloc((size_t)half, sizeof(float));
+    int fd = open(f->m->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return err_set(HY_ERR_IO, "%s: cannot open: %s", f->m->path, strerror(errno));
+    const size_t want = (size_t)half * sizeof(float);
+    size_t done = 0;
+    while (done < want) {
+        ssize_t n =
+            pread(fd, (uint8_t *)f->rope_factors + done, want - done, (off_t)(t->file_off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : 0;
+            close(fd);
+            return err_set(
+                HY_ERR_IO,
+                "%s: reading tensor 'rope_freqs.weight' (%zu bytes at offset %" PRIu64 "): %s",
+                f->m->path, want, t->file_off, e ? strerror(e) : "unexpected end of file");
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    for (int64_t i = 0; i < half; i++)
+        if (!(f->rope_factors[i] > 0.0f) || !isfinite(f->rope_factors[i]))
+            return err_set(HY_ERR_FORMAT,
+                           "%s: tensor 'rope_freqs.weight': factor %" PRId64
+                           " is %g; frequency factors must be positive and finite",
+                           file, i, (double)f->rope_factors[i]);
+    f->rope.freq_factors = f->rope_factors;
+    return HY_OK;
+}
+
+/* RoPE from the metadata, as llama.cpp's loader resolves it (see forward.h). */
+HY_MUST_CHECK static enum hy_status rope_init(struct forward *f)
+{
+    const struct model *m = f->m;
+    const struct gguf_ctx *g = m->gguf;
+    const char *arch = m->info.arch;
+    const bool neox = m->info.arch_row && (m->info.arch_row->flags & ARCH_ROPE_NEOX);
+    f->rope.mode = neox ? BACKEND_ROPE_NEOX : BACKEND_ROPE_NORM;
+    f->rope.n_rot = f->hp->n_rot;
+    f->rope.freq_base = f->hp->rope_freq_base;
+    f->rope.freq_scale = 1.0;
+    f->rope.freq_factors = NULL;
+
+    char key[128], key_type[128];
+    enum hy_status st;
+    const char *type = NULL;
+    snprintf(key_type, sizeof key_type, "%s.rope.scaling.type", arch);
+    if ((st = gguf_get_str_or_null(g, key_type, &type))) return st;
+    double factor = 0.0;
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+    if (!gguf_find_kv(g, key)) snprintf(key, sizeof key, "%s.rope.scale_linear", arch);
+    if ((st = gguf_get_float_or(g, key, 0.0, &factor))) return st;
+    if (!type || strcmp(type, "linear") == 0) {
+        if (!isfinite(factor) || factor < 0.0)
+            return err_set(
+                HY_ERR_FORMAT,
+                "%s: %s = %g: a linear RoPE scaling factor must be positive (or 0: none)", g->name,
+                key, factor);
+        if (factor > 0.0) f->rope.freq_scale = 1.0 / factor;
+    } else if (strcmp(type, "none") != 0) {
+        return err_set(HY_ERR_UNSUPPORTED,
+                       "%s: %s = '%s': only 'linear' and 'none' RoPE scaling are implemented "
+                       "(YaRN and LongRoPE are not yet)",
+                       g->name, key_type, type);
+    }
+    const struct gguf_tensor *t = gguf_find_tensor(g, "rope_freqs.weight");
+    return t ? read_rope_factors(f, t) : HY_OK;
+}
+
+/* The KV cache type and its bytes per layer, checked against the model. */
+HY_MUST_CHECK static enum hy_status kv_init(struct forward *f, uint32_t kv_type)
+{
+    if (kv_type != HY_TYPE_F32 && kv_type != HY_TYPE_F16 && kv_type != HY_TYPE_Q8_0)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "KV cache type %s is not supported (use F32, F16 or Q8_0)",
+                       quant_type_name(kv_type));
+    const uint32_t bs = quant_traits(kv_type)->block_size;
+    if (f->hp->head_dim % bs != 0 || f->hp->head_dim_v % bs != 0)
+        return err_set(HY_ERR_UNSUPPORTED,
+                       "%s: a %s KV cache needs head dimensions that are multiples of %" PRIu32
+                       ", and this model's are %" PRId64 " (keys) and %" PRId64
+                       " (values)\nhint: use an F16 KV cache (--kv-type f16)",
+                       f->m->gguf->name, quant_type_name(kv_type), bs, f->hp->head_dim,
+                       f->hp->head_dim_v);
+    f->kv_type = kv_type;
+    const uint64_t C = (uint64_t)f->n_ctx;
+    f->k_layer_bytes = (size_t)(C * quant_bytes(kv_type, (uint64_t)f->k_dim));
+    /* transposed, V is v_dim rows of n_ctx elements; a block size of 1 makes
+     * that the same number of bytes */
+    f->v_layer_bytes = (size_t)(C * quant_bytes(kv_type, (uint64_t)f->v_dim));
     return HY_OK;
 }
 
@@ -89,41 +204,52 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     f->hp = hp;
     f->n_ctx = cfg->n_ctx;
     f->n_batch = HY_MIN(cfg->n_batch ? cfg->n_batch : FORWARD_DEFAULT_BATCH, cfg->n_ctx);
+    f->logits_all = cfg->logits_all;
     f->q_dim = hp->n_head * hp->head_dim;
     f->k_dim = hp->n_head_kv * hp->head_dim;
     f->v_dim = hp->n_head_kv * hp->head_dim_v;
     f->att_dim = hp->n_head * hp->head_dim_v;
     f->ff_dim = m->is_moe ? hp->n_ff_exp : hp->n_ff;
-    f->rope.mode = BACKEND_ROPE_NORM;
-    f->rope.n_rot = hp->n_rot;
-    f->rope.freq_base = hp->rope_freq_base;
+    if ((st = kv_init(f, cfg->kv_type))) goto fail;
+    if ((st = rope_init(f))) goto fail;
 
-    const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer, C = (uint64_t)f->n_ctx;
-    const uint64_t E = (uint64_t)hp->n_embd;
-    const int64_t max_cols = HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, hp->n_ff_shexp));
-    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v), max_cols};
+    const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer;
+    const uint64_t E = (uint64_t)hp->n_embd, F = sizeof(float);
+    const int64_t max_cols =
+        HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, hp->n_ff_shexp));
+    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v),
+                                 max_cols};
     if ((st = backend_reserve(be, &lim))) goto fail;
-    if ((st = alloc_buf(f, &f->k_cache, L * C * (uint64_t)f->k_dim, "KV cache (K)"))) goto fail;
-    if ((st = alloc_buf(f, &f->v_cache, L * C * (uint64_t)f->v_dim, "KV cache (V)"))) goto fail;
-    f->kv_bytes = L * C * (uint64_t)(f->k_dim + f->v_dim) * sizeof(float);
-    if ((st = alloc_buf(f, &f->x, nb * E, "activations (residual)"))) goto fail;
-    if ((st = alloc_buf(f, &f->xb, nb * E, "activations (normed)"))) goto fail;
-    if ((st = alloc_buf(f, &f->xb2, nb * E, "activations (block output)"))) goto fail;
-    if ((st = alloc_buf(f, &f->q, nb * (uint64_t)f->q_dim, "activations (Q)"))) goto fail;
-    if ((st = alloc_buf(f, &f->k, nb * (uint64_t)f->k_dim, "activations (K)"))) goto fail;
-    if ((st = alloc_buf(f, &f->v, nb * (uint64_t)f->v_dim, "activations (V)"))) goto fail;
-    if ((st = alloc_buf(f, &f->att, nb * (uint64_t)f->att_dim, "activations (attention)")))
+    if ((st = alloc_buf(f, &f->k_cache, L * f->k_layer_bytes, "KV cache (K)"))) goto fail;
+    if ((st = alloc_buf(f, &f->v_cache, L * f->v_layer_bytes, "KV cache (V)"))) goto fail;
+    f->kv_bytes = L * (f->k_layer_bytes + f->v_layer_bytes);
+    if ((st = alloc_buf(f, &f->x, nb * E * F, "activations (residual)"))) goto fail;
+    if ((st = alloc_buf(f, &f->xb, nb * E * F, "activations (normed)"))) goto fail;
+    if ((st = alloc_buf(f, &f->xb2, nb * E * F, "activations (block output)"))) goto fail;
+    if ((st = alloc_buf(f, &f->q, nb * (uint64_t)f->q_dim * F, "activations (Q)"))) goto fail;
+    if ((st = alloc_buf(f, &f->k, nb * (uint64_t)f->k_dim * F, "activations (K)"))) goto fail;
+    if ((st = alloc_buf(f, &f->v, nb * (uint64_t)f->v_dim * F, "activations (V)"))) goto fail;
+    if ((st = alloc_buf(f, &f->att, nb * (uint64_t)f->att_dim * F, "activations (attention)")))
         goto fail;
-    if ((st = alloc_buf(f, &f->hb, nb * (uint64_t)f->ff_dim, "activations (FFN gate)"))) goto fail;
-    if ((st = alloc_buf(f, &f->hb2, nb * (uint64_t)f->ff_dim, "activations (FFN up)"))) goto fail;
-    if ((st = alloc_buf(f, &f->logits_dev, (uint64_t)m->n_vocab, "logits"))) goto fail;
-    f->logits = mem_xcalloc((size_t)m->n_vocab, sizeof(float));
+    if ((st = alloc_buf(f, &f->hb, nb * (uint64_t)f->ff_dim * F, "activations (FFN gate)")))
+        goto fail;
+    if ((st = alloc_buf(f, &f->hb2, nb * (uint64_t)f->ff_dim * F, "activations (FFN up)")))
+        goto fail;
+    const uint64_t logit_bytes = (f->logits_all ? nb : 1) * (uint64_t)m->n_vocab * F;
+    if ((st = alloc_buf(f, &f->logits_dev, logit_bytes, "logits"))) goto fail;
+    f->logits = logit_bytes <= SIZE_MAX ? mem_aligned_alloc(64, (size_t)logit_bytes) : NULL;
+    if (!f->logits) {
+        char sz[32];
+        st = err_set(HY_ERR_OOM, "RAM: cannot allocate %s for the logits",
+                     sizes_format(logit_bytes, sz, sizeof sz));
+        goto fail;
+    }
 
     struct forward_routes *r = &f->routes;
     if (m->is_moe) {
         const uint64_t X = (uint64_t)hp->n_expert;
-        if ((st = alloc_buf(f, &f->xg, nb * E, "activations (expert inputs)"))) goto fail;
-        if ((st = alloc_buf(f, &f->router, nb * X, "activations (router)"))) goto fail;
+        if ((st = alloc_buf(f, &f->xg, nb * E * F, "activations (expert inputs)"))) goto fail;
+        if ((st = alloc_buf(f, &f->router, nb * X * F, "activations (router)"))) goto fail;
         f->router_host = mem_xcalloc(nb * X, sizeof(float));
         f->grp_tok = mem_xcalloc(X * nb, sizeof(int32_t));
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
@@ -147,7 +273,8 @@ void forward_free(struct forward *f)
 {
     if (!f) return;
     for (int i = 0; i < f->n_bufs; i++) f->be->ops->dealloc(f->be, f->bufs[i]);
-    free(f->logits);
+    mem_aligned_free(f->logits);
+    free(f->rope_factors);
     free(f->router_host);
     free(f->grp_tok);
     free(f->grp_w);
@@ -172,6 +299,26 @@ int64_t forward_n_ctx(const struct forward *f)
 uint64_t forward_kv_bytes(const struct forward *f)
 {
     return f->kv_bytes;
+}
+
+uint32_t forward_kv_type(const struct forward *f)
+{
+    return f->kv_type;
+}
+
+const struct backend_rope *forward_rope(const struct forward *f)
+{
+    return &f->rope;
+}
+
+int64_t forward_n_batch(const struct forward *f)
+{
+    return f->n_batch;
+}
+
+int64_t forward_n_vocab(const struct forward *f)
+{
+    return f->m->n_vocab;
 }
 
 void forward_reset(struct forward *f)
@@ -228,8 +375,8 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
     backend_rope(f->be, f->q, n, hp->n_head, hp->head_dim, pos0, &f->rope);
     backend_rope(f->be, f->k, n, hp->n_head_kv, hp->head_dim, pos0, &f->rope);
     struct backend_attn a = {
-        .k_cache = f->k_cache + (size_t)l * (size_t)(f->n_ctx * f->k_dim),
-        .v_cache = f->v_cache + (size_t)l * (size_t)(f->n_ctx * f->v_dim),
+        .k_cache = f->k_cache + (size_t)l * f->k_layer_bytes,
+        .v_cache = f->v_cache + (size_t)l * f->v_layer_bytes,
         .n_ctx = f->n_ctx,
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,
@@ -238,6 +385,8 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
         .pos0 = pos0,
         .n_tok = n,
         .scale = (float)(1.0 / sqrt((double)hp->head_dim)),
+        .k_type = f->kv_type,
+        .v_type = f->kv_type,
     };
     backend_attention(f->be, &a, f->q, f->k, f->v, f->att);
     if ((st = linear(f, l, MODEL_W_ATTN_OUT, -1, f->att, n, f->xb2))) return st;
@@ -323,9 +472,10 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     return HY_OK;
 }
 
-/* One step of n <= n_batch tokens at positions pos0... */
+/* One step of n <= n_batch tokens at positions pos0...; logits of the last
+ * token, or of all n with all. */
 HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *tokens, int64_t n,
-                                              int64_t pos0)
+                                              int64_t pos0, bool all)
 {
     const struct hparams *hp = f->hp;
     enum hy_status st;
@@ -346,16 +496,18 @@ HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *
         f->routes.n_routed += (uint64_t)n;
     }
 
-    const float *last = f->x + (n - 1) * hp->n_embd;
-    if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, last, 1, f->xb))) return st;
-    if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, 1, f->logits_dev))) return st;
+    /* one token's logits are computed alike either way: norm and matmul are per token */
+    const int64_t n_out = all ? n : 1;
+    const float *first = f->x + (n - n_out) * hp->n_embd;
+    if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, first, n_out, f->xb))) return st;
+    if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, n_out, f->logits_dev))) return st;
     return HY_OK;
 }
 
-enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
-                            const float **logits)
+/* The checks both evaluation calls share; nothing is evaluated when they fail. */
+HY_MUST_CHECK static enum hy_status check_tokens(const struct forward *f, const int32_t *tokens,
+                                                 int64_t n)
 {
-    *logits = NULL;
     if (n < 1) return err_set(HY_ERR_INVALID_ARG, "forward: nothing to evaluate (0 tokens)");
     if (n > f->n_ctx - f->n_past)
         return err_set(HY_ERR_INVALID_ARG,
@@ -369,13 +521,41 @@ enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
                            "forward: token %" PRId64 " has id %" PRId32
                            ", outside the vocabulary [0, %" PRId64 ")",
                            i, tokens[i], f->m->n_vocab);
+    return HY_OK;
+}
+
+enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
+                            const float **logits)
+{
+    *logits = NULL;
+    enum hy_status st = check_tokens(f, tokens, n);
+    if (st) return st;
     for (int64_t i = 0; i < n; i += f->n_batch) {
         const int64_t step = HY_MIN(f->n_batch, n - i);
-        enum hy_status st = eval_step(f, tokens + i, step, f->n_past);
-        if (st) return st;
+        if ((st = eval_step(f, tokens + i, step, f->n_past, false))) return st;
         f->n_past += step;
     }
     backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
+    *logits = f->logits;
+    return HY_OK;
+}
+
+enum hy_status forward_eval_all(struct forward *f, const int32_t *tokens, int64_t n,
+                                const float **logits)
+{
+    *logits = NULL;
+    if (!f->logits_all)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "forward: logits of every token need a forward made with logits_all");
+    if (n > f->n_batch)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "forward: %" PRId64 " tokens in one step, more than the step size %" PRId64,
+                       n, f->n_batch);
+    enum hy_status st = check_tokens(f, tokens, n);
+    if (st) return st;
+    if ((st = eval_step(f, tokens, n, f->n_past, true))) return st;
+    f->n_past += n;
+    backend_download(f->be, f->logits_dev, f->logits, (size_t)(n * f->m->n_vocab) * sizeof(float));
     *logits = f->logits;
     return HY_OK;
 }

@@ -8,10 +8,22 @@
  *                                      MoE:   sum over the top-k experts e of w_e · FFN_e(h)
  *   logits = W_out · norm(x)   (last token only)
  *
- * RMSNorm with the model's epsilon; RoPE on adjacent pairs with
- * rope.freq_base over rope.dimension_count dims; grouped-query attention
- * (query head h reads KV head h / (n_head / n_head_kv)) with scores scaled by
- * 1/sqrt(head_dim); an F32 KV cache of n_ctx positions per layer.
+ * RMSNorm with the model's epsilon; grouped-query attention (query head h
+ * reads KV head h / (n_head / n_head_kv)) with scores scaled by
+ * 1/sqrt(head_dim); a KV cache of n_ctx positions per layer in F32, F16 or
+ * Q8_0 (forward_config.kv_type; the attention op computes on the cache in
+ * its type as llama.cpp does, see backend.h).
+ *
+ * RoPE, resolved from the metadata at init as llama.cpp resolves it:
+ * adjacent pairs (NeoX halves for architectures flagged so) over the first
+ * rope.dimension_count dims of each head (the rest pass through), base
+ * rope.freq_base; linear position scaling when <arch>.rope.scaling.type is
+ * "linear" (or absent) with the factor <arch>.rope.scaling.factor, or the
+ * legacy <arch>.rope.scale_linear; "none" means no scaling, and YaRN or
+ * LongRoPE are refused (not implemented). A rope_freqs.weight tensor (Llama
+ * 3.1's frequency factors, F32 [n_rot / 2]) divides each pair's frequency.
+ * That tensor is not a role of the model's binding table, so forward_init
+ * reads its few bytes from the file itself.
  *
  * MoE routing, as Mixtral: router logits = ffn_gate_inp · h, softmax over
  * all experts, the k most probable (ties: the lower id), their
@@ -26,6 +38,10 @@
  * same way whatever the batch size, so evaluating a prompt in one call and
  * token by token gives bit-identical logits.
  *
+ * Logits: of the last token of a call (forward_eval), or with
+ * forward_config.logits_all of every token of a step (forward_eval_all, for
+ * perplexity); each token's logits are computed the same way in both.
+ *
  * Memory: all buffers (KV cache, activations for n_batch tokens, logits) are
  * allocated by forward_init from the worst case; forward_eval allocates
  * nothing. Weights are acquired from the model right before each use and
@@ -37,16 +53,24 @@
 #ifndef HY_MODEL_FORWARD_H
 #define HY_MODEL_FORWARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
 #include "model/model.h"
 
 #define FORWARD_DEFAULT_BATCH 512
+/* The KV cache type commands use unless told otherwise: llama.cpp's default,
+ * half the memory of F32 (the zero value of forward_config.kv_type). */
+#define FORWARD_DEFAULT_KV_TYPE HY_TYPE_F16
 
 struct forward_config {
     int64_t n_ctx;   /* KV cache length in tokens, >= 1 */
     int64_t n_batch; /* tokens per step; 0: FORWARD_DEFAULT_BATCH; clamped to n_ctx */
+    /* enum hy_type of the K and V caches: HY_TYPE_F32 (the zero value), HY_TYPE_F16
+     * (llama.cpp's default, and the CLI's) or HY_TYPE_Q8_0 (head dims multiples of 32) */
+    uint32_t kv_type;
+    bool logits_all; /* size for forward_eval_all: logits of every token of a step */
 };
 
 /* Router decisions. ids and weights hold the last step of forward_eval (all
@@ -68,12 +92,16 @@ struct forward_routes {
 struct forward;
 
 /* Sizes and allocates everything for a model: checks that the backend
- * supports every weight's type, reserves backend scratch, allocates the KV
- * cache and activations. The model's weights need not be loaded yet (they
- * are first touched by forward_eval). m and be are borrowed and must outlive
- * the forward. Errors: HY_ERR_INVALID_ARG (config), HY_ERR_UNSUPPORTED (a
- * weight type the backend cannot compute on, naming the tensor), HY_ERR_OOM
- * (naming the buffer and its size). */
+ * supports every weight's type, resolves RoPE from the metadata, reserves
+ * backend scratch, allocates the KV cache and activations. The model's
+ * weights need not be loaded yet (they are first touched by forward_eval).
+ * m and be are borrowed and must outlive the forward. Errors:
+ * HY_ERR_INVALID_ARG (config: sizes, a KV type other than F32/F16/Q8_0),
+ * HY_ERR_UNSUPPORTED (a weight type the backend cannot compute on, naming the
+ * tensor; Q8_0 KV with head dims that are not multiples of 32; a RoPE scaling
+ * type other than none/linear, naming the key and value), HY_ERR_FORMAT (a
+ * bad scaling factor or rope_freqs.weight, naming it), HY_ERR_IO (reading
+ * rope_freqs.weight), HY_ERR_OOM (naming the buffer and its size). */
 HY_MUST_CHECK enum hy_status forward_init(struct model *m, struct backend *be,
                                           const struct forward_config *cfg, struct forward **out);
 
@@ -87,11 +115,29 @@ void forward_free(struct forward *f);
 HY_MUST_CHECK enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
                                           const float **logits);
 
+/* Like forward_eval for n <= the step size (forward_config.n_batch after
+ * clamping) tokens evaluated as one step, but *logits gets every token's
+ * logits: [n][n_vocab] host memory, row i for tokens[i], valid until the next
+ * call. Errors: those of forward_eval, and HY_ERR_INVALID_ARG when the
+ * forward was not made with logits_all or n exceeds the step size. */
+HY_MUST_CHECK enum hy_status forward_eval_all(struct forward *f, const int32_t *tokens, int64_t n,
+                                              const float **logits);
+
+/* Tokens evaluated per step (forward_config.n_batch after defaults and clamping). */
+int64_t forward_n_batch(const struct forward *f);
+
+/* Length of a logits row (the model's n_vocab). */
+int64_t forward_n_vocab(const struct forward *f);
+
 /* Tokens in the KV cache. */
 int64_t forward_n_past(const struct forward *f);
 int64_t forward_n_ctx(const struct forward *f);
 /* Bytes of the KV cache (K and V, all layers). */
 uint64_t forward_kv_bytes(const struct forward *f);
+/* enum hy_type of the KV cache. */
+uint32_t forward_kv_type(const struct forward *f);
+/* The RoPE the model runs with (resolved from its metadata); valid for the forward's lifetime. */
+const struct backend_rope *forward_rope(const struct forward *f);
 
 /* Empties the KV cache (the next token is at position 0). */
 void forward_reset(struct forward *f);

@@ -18,6 +18,8 @@ struct sampler_params sampler_default_params(void)
         .repeat_penalty = 1.0f,
         .repeat_last_n = 64,
         .seed = 0,
+        .frequency_penalty = 0.0f,
+        .presence_penalty = 0.0f,
     };
 }
 
@@ -30,15 +32,22 @@ enum hy_status sampler_init(struct sampler *s, int32_t n_vocab, const struct sam
         return err_set(HY_ERR_INVALID_ARG, "top-p %g is outside [0, 1]", (double)p->top_p);
     if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
         return err_set(HY_ERR_INVALID_ARG, "min-p %g is outside [0, 1]", (double)p->min_p);
-    if (!(p->repeat_penalty > 0.0f))
+    if (!(p->repeat_penalty > 0.0f) || !isfinite(p->repeat_penalty))
         return err_set(HY_ERR_INVALID_ARG, "repeat penalty %g must be positive",
                        (double)p->repeat_penalty);
+    if (!isfinite(p->frequency_penalty))
+        return err_set(HY_ERR_INVALID_ARG, "frequency penalty %g is not a finite number",
+                       (double)p->frequency_penalty);
+    if (!isfinite(p->presence_penalty))
+        return err_set(HY_ERR_INVALID_ARG, "presence penalty %g is not a finite number",
+                       (double)p->presence_penalty);
     if (p->repeat_last_n < 0)
         return err_set(HY_ERR_INVALID_ARG, "repeat-last-n %d is negative", (int)p->repeat_last_n);
     if (isnan(p->temp)) return err_set(HY_ERR_INVALID_ARG, "temperature is not a number");
     s->par = *p;
     s->n_vocab = n_vocab;
     s->cand = mem_xcalloc((size_t)n_vocab, sizeof(*s->cand));
+    s->count = mem_xcalloc((size_t)n_vocab, sizeof(*s->count));
     s->recent =
         mem_xcalloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1), sizeof(*s->recent));
     rng_init(&s->rng, p->seed);
@@ -49,6 +58,7 @@ void sampler_free(struct sampler *s)
 {
     if (!s) return;
     free(s->cand);
+    free(s->count);
     free(s->recent);
     memset(s, 0, sizeof(*s));
 }
@@ -56,10 +66,21 @@ void sampler_free(struct sampler *s)
 void sampler_accept(struct sampler *s, int32_t id)
 {
     const int32_t n = s->par.repeat_last_n;
-    if (n <= 0) return;
+    if (n <= 0 || id < 0 || id >= s->n_vocab) return;
+    if (s->n_recent == n)
+        s->count[s->recent[s->recent_head]]--; /* the oldest leaves the window */
+    else
+        s->n_recent++;
     s->recent[s->recent_head] = id;
+    s->count[id]++;
     s->recent_head = (s->recent_head + 1) % n;
-    if (s->n_recent < n) s->n_recent++;
+}
+
+void sampler_reset(struct sampler *s)
+{
+    for (int32_t i = 0; i < s->n_recent; i++) s->count[s->recent[i]] = 0;
+    s->n_recent = 0;
+    s->recent_head = 0;
 }
 
 /* cand sorted by descending logit, ties to the lower id */
@@ -112,19 +133,27 @@ static void select_top_k(struct sampler_cand *c, int32_t n, int32_t k)
     }
 }
 
-static void apply_penalty(struct sampler *s)
+/* The penalties of every distinct id in the window. The first walk marks an
+ * id as done by negating its count (so that a repeated entry is skipped);
+ * the second restores the counts. */
+static void apply_penalties(struct sampler *s)
 {
-    const float pen = s->par.repeat_penalty;
-    if (pen == 1.0f || s->n_recent == 0) return;
+    const struct sampler_params *p = &s->par;
+    if (s->n_recent == 0 ||
+        (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f))
+        return;
     for (int32_t i = 0; i < s->n_recent; i++) {
-        int32_t id = s->recent[i];
-        if (id < 0 || id >= s->n_vocab) continue;
-        /* once per distinct id: an earlier equal entry has already applied it */
-        bool seen = false;
-        for (int32_t j = 0; j < i && !seen; j++) seen = s->recent[j] == id;
-        if (seen) continue;
+        const int32_t id = s->recent[i];
+        const int32_t cnt = s->count[id];
+        if (cnt <= 0) continue; /* negative: applied earlier in this walk */
         float *l = &s->cand[id].logit;
-        *l = *l > 0.0f ? *l / pen : *l * pen;
+        *l = *l <= 0.0f ? *l * p->repeat_penalty : *l / p->repeat_penalty;
+        *l -= (float)cnt * p->frequency_penalty + p->presence_penalty;
+        s->count[id] = -cnt;
+    }
+    for (int32_t i = 0; i < s->n_recent; i++) {
+        const int32_t id = s->recent[i];
+        if (s->count[id] < 0) s->count[id] = -s->count[id];
     }
 }
 
@@ -145,7 +174,7 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     const int32_t n = s->n_vocab;
     struct sampler_cand *c = s->cand;
     for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, logits[i], 0.0f};
-    apply_penalty(s);
+    apply_penalties(s);
 
     if (!(s->par.temp > 0.0f)) {
         int32_t best = 0;

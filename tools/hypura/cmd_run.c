@@ -1,16 +1,32 @@
 /*
- * hypura run -m MODEL [-p PROMPT] [-n N] [options]
+ * hypura run -m MODEL (-p PROMPT | -f FILE) [-n N] [options]
  *
- * Loads a model, prints the plan (mode, budget, sizes) to stderr, echoes the
- * prompt and streams the generated text to stdout, then prints timings and,
- * for MoE models, how the routers spread their picks over the experts.
+ * Loads a model, prints the plan (mode, budget, sizes, KV cache, RoPE) to
+ * stderr, evaluates the prompt and streams the generated text to stdout, then
+ * prints timings, a one-line summary and, for MoE models, how the routers
+ * spread their picks over the experts, all on stderr.
+ *
+ * stdout carries exactly the generated text, so that it can be piped: no
+ * prompt echo, no logs, and the text of a stop string is never printed (the
+ * stream holds back what could still become one, src/sample/stop_filter.h).
+ * Only when stdout is a terminal does a final newline follow. The first
+ * generated piece keeps its leading space, as llama.cpp prints it: the text
+ * continues the prompt.
+ *
+ * Generation ends at an end-of-generation token (EOS, EOT, <|im_end|>, ...:
+ * the tokenizer's set, as llama.cpp's), a stop string, the -n limit or a full context. --stats-json
+ * writes the run's numbers as one JSON object (see write_stats).
+ *
  * Only the resident mode exists so far: a model above the RAM budget is
  * still loaded whole, with a line saying so.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
@@ -24,7 +40,8 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "sample/sampler.h"
-#include "text/spm.h"
+#include "sample/stop_filter.h"
+#include "text/tokenizer.h"
 
 #define RUN_DEFAULT_N_PREDICT 128
 #define RUN_DEFAULT_CTX       2048
@@ -32,13 +49,20 @@
 
 struct run_opts {
     const char *model;
-    const char *prompt;
+    const char *prompt;      /* -p, or the contents of -f (owned by prompt_buf) */
+    const char *prompt_file; /* -f */
+    char *prompt_buf;        /* owned: the file's text */
     int64_t n_predict;
     int64_t n_ctx;
     int64_t n_threads;
     int64_t n_batch;
     struct sampler_params sp;
+    int64_t repeat_last_n; /* -1: the context length */
     bool seed_set;
+    const char **stops; /* owned array of borrowed argv strings */
+    int n_stops;
+    uint32_t kv_type;
+    const char *stats_json;
     uint64_t ram_budget;
     bool ram_budget_set;
     const char *mode;
@@ -46,33 +70,59 @@ struct run_opts {
     bool verbose_prompt;
 };
 
+/* What a finished generation reports (stderr lines and --stats-json). */
+struct run_stats {
+    int64_t n_prompt;
+    int64_t n_gen;
+    int64_t n_decode; /* forward passes of one token */
+    int64_t prompt_us;
+    int64_t gen_us; /* sampling, detokenizing and decoding after the prompt */
+    int64_t decode_us;
+    uint64_t gen_bytes_read; /* read from the model file during generation (streaming) */
+    const char *stop;        /* why generation ended */
+};
+
 static void run_help(void)
 {
     struct sampler_params d = sampler_default_params();
     printf(
-        "usage: hypura run -m MODEL.gguf [options]\n\n"
-        "Generates text from a prompt on the CPU and streams it to stdout (the prompt is echoed\n"
-        "first). The plan goes to stderr before loading, timings after. Runs llama-architecture\n"
-        "models (dense and Mixtral-style MoE) in F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0\n"
-        "and the K-quants (Q2_K..Q6_K: Q4_K_M, Q5_K_M, ... files).\n\n"
+        "usage: hypura run -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n\n"
+        "Generates text from a prompt on the CPU. stdout gets exactly the generated text (no\n"
+        "prompt echo, no logs), so it can be piped; the plan, timings and a summary go to\n"
+        "stderr. Runs llama-architecture models (dense and Mixtral-style MoE) in F32, F16,\n"
+        "BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants (Q4_K_M, Q5_K_M, ... files).\n\n"
         "options:\n"
         "  -m, --model FILE       GGUF model to run (required)\n"
         "  -p, --prompt TEXT      prompt; control-token text such as <s> in it is that token\n"
         "                         (default: empty: generate from BOS)\n"
-        "  -n, --n-predict N      tokens to generate; -1: until EOS or the context is full "
-        "(default: %d)\n"
+        "  -f, --file FILE        read the prompt from FILE (one trailing newline dropped, as\n"
+        "                         llama.cpp does); not together with -p\n"
+        "  -n, --n-predict N      tokens to generate; -1: until end of generation or a full\n"
+        "                         context (default: %d)\n"
         "  -c, --ctx-size N       context length (KV cache) in tokens; 0: the model's training\n"
         "                         context (default: %d)\n"
         "  -t, --threads N        CPU threads (default: physical cores, here %d)\n"
         "  -b, --batch-size N     prompt tokens evaluated per step (default: %d)\n"
+        "  --kv-type TYPE         KV cache type: f32, f16 or q8_0 (default: f16)\n"
         "  --temp X               temperature; 0: greedy (default: %.2f)\n"
         "  --top-k N              keep the N most likely tokens; 0: off (default: %d)\n"
         "  --top-p X              nucleus sampling threshold; 1: off (default: %.2f)\n"
-        "  --min-p X              drop tokens below X times the top probability; 0: off (default: "
-        "%.2f)\n"
-        "  --repeat-penalty X     penalty for recently seen tokens; 1: off (default: %.2f)\n"
-        "  --repeat-last-n N      tokens the penalty looks back over (default: %d)\n"
+        "  --min-p X              drop tokens below X times the top probability; 0: off\n"
+        "                         (default: %.2f)\n"
+        "  --repeat-penalty X     divide (multiply, if negative) the logits of recent tokens by\n"
+        "                         X; 1: off (default: %.2f)\n"
+        "  --repeat-last-n N      recent tokens the penalties look at; 0: off, -1: the context\n"
+        "                         (default: %d)\n"
+        "  --frequency-penalty X  subtract X per occurrence of a recent token; 0: off (default:\n"
+        "                         %.2f)\n"
+        "  --presence-penalty X   subtract X once from each recent token; 0: off (default: %.2f)\n"
         "  --seed N               random seed (default: random, printed with the plan)\n"
+        "  --stop TEXT            stop when the output contains TEXT (not printed); repeatable\n"
+        "  --stats-json FILE      write the run's statistics as one JSON object to FILE: mode,\n"
+        "                         n_prompt, n_gen, prompt_tok_per_s, gen_tok_per_s,\n"
+        "                         peak_rss_bytes, bytes_read (from the model file, loading\n"
+        "                         included), bytes_read_per_token (read per generated token while\n"
+        "                         generating: 0 when resident), and more\n"
         "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: available RAM\n"
         "                         minus 1 GiB)\n"
         "  --mode MODE            placement mode; only 'resident' exists yet (default: resident)\n"
@@ -81,13 +131,28 @@ static void run_help(void)
         "  -h, --help             show this help\n",
         RUN_DEFAULT_N_PREDICT, RUN_DEFAULT_CTX, cli_physical_cores(), FORWARD_DEFAULT_BATCH,
         (double)d.temp, (int)d.top_k, (double)d.top_p, (double)d.min_p, (double)d.repeat_penalty,
-        (int)d.repeat_last_n);
+        (int)d.repeat_last_n, (double)d.frequency_penalty, (double)d.presence_penalty);
+}
+
+/* The KV cache type of a --kv-type value. */
+HY_MUST_CHECK static enum hy_status parse_kv_type(struct cli *c, uint32_t *out)
+{
+    const char *v = NULL;
+    enum hy_status st = cli_value(c, &v);
+    if (st) return st;
+    int t = quant_type_from_name(v);
+    if (t != HY_TYPE_F32 && t != HY_TYPE_F16 && t != HY_TYPE_Q8_0)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "option %s: '%s' is not a KV cache type (f32, f16, q8_0)", c->opt, v);
+    *out = (uint32_t)t;
+    return HY_OK;
 }
 
 /* Returns -1 after --help, else a status. */
 static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
 {
     *st = HY_OK;
+    const char *prompt = NULL;
     while (cli_more(c) && !*st) {
         int64_t iv;
         double dv;
@@ -97,7 +162,9 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
         } else if (cli_match(c, "-m", "--model")) {
             *st = cli_value(c, &o->model);
         } else if (cli_match(c, "-p", "--prompt")) {
-            *st = cli_value(c, &o->prompt);
+            *st = cli_value(c, &prompt);
+        } else if (cli_match(c, "-f", "--file")) {
+            *st = cli_value(c, &o->prompt_file);
         } else if (cli_match(c, "-n", "--n-predict")) {
             *st = cli_int(c, -1, INT32_MAX, &o->n_predict);
         } else if (cli_match(c, "-c", "--ctx-size")) {
@@ -106,6 +173,8 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             *st = cli_int(c, 1, 1024, &o->n_threads);
         } else if (cli_match(c, "-b", "--batch-size")) {
             *st = cli_int(c, 1, 1 << 20, &o->n_batch);
+        } else if (cli_match(c, NULL, "--kv-type")) {
+            *st = parse_kv_type(c, &o->kv_type);
         } else if (cli_match(c, NULL, "--temp")) {
             if (!(*st = cli_double(c, 0.0, 100.0, &dv))) o->sp.temp = (float)dv;
         } else if (cli_match(c, NULL, "--top-k")) {
@@ -117,12 +186,26 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
         } else if (cli_match(c, NULL, "--repeat-penalty")) {
             if (!(*st = cli_double(c, 0.01, 100.0, &dv))) o->sp.repeat_penalty = (float)dv;
         } else if (cli_match(c, NULL, "--repeat-last-n")) {
-            if (!(*st = cli_int(c, 0, 1 << 20, &iv))) o->sp.repeat_last_n = (int32_t)iv;
+            *st = cli_int(c, -1, 1 << 24, &o->repeat_last_n);
+        } else if (cli_match(c, NULL, "--frequency-penalty")) {
+            if (!(*st = cli_double(c, -100.0, 100.0, &dv))) o->sp.frequency_penalty = (float)dv;
+        } else if (cli_match(c, NULL, "--presence-penalty")) {
+            if (!(*st = cli_double(c, -100.0, 100.0, &dv))) o->sp.presence_penalty = (float)dv;
         } else if (cli_match(c, NULL, "--seed")) {
             if (!(*st = cli_int(c, 0, INT64_MAX, &iv))) {
                 o->sp.seed = (uint64_t)iv;
                 o->seed_set = true;
             }
+        } else if (cli_match(c, NULL, "--stop")) {
+            const char *v = NULL;
+            if (!(*st = cli_value(c, &v))) {
+                if (!v[0])
+                    *st = err_set(HY_ERR_INVALID_ARG, "option --stop: the stop string is empty");
+                else
+                    o->stops[o->n_stops++] = v;
+            }
+        } else if (cli_match(c, NULL, "--stats-json")) {
+            *st = cli_value(c, &o->stats_json);
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
             o->ram_budget_set = true;
@@ -139,12 +222,49 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
     if (*st) return 0;
     if (!o->model)
         *st = err_set(HY_ERR_INVALID_ARG, "no model given (-m MODEL.gguf)");
+    else if (prompt && o->prompt_file)
+        *st =
+            err_set(HY_ERR_INVALID_ARG, "both -p and -f given: the prompt comes from one of them");
     else if (strcmp(o->mode, "resident") != 0)
         *st = err_set(HY_ERR_INVALID_ARG,
                       "--mode '%s': only 'resident' is implemented yet (the streaming modes "
                       "of the plan come with the weight store)",
                       o->mode);
+    if (prompt) o->prompt = prompt;
     return 0;
+}
+
+/* The prompt file's text, without one trailing newline (as llama.cpp's -f). */
+HY_MUST_CHECK static enum hy_status read_prompt_file(struct run_opts *o)
+{
+    FILE *f = fopen(o->prompt_file, "rb");
+    if (!f)
+        return err_set(HY_ERR_IO, "%s: cannot open the prompt file: %s", o->prompt_file,
+                       strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *buf = mem_xmalloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) buf = mem_xrealloc(buf, cap *= 2);
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) break;
+    }
+    const bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return err_set(HY_ERR_IO, "%s: cannot read the prompt file", o->prompt_file);
+    }
+    if (len > 0 && buf[len - 1] == '\n') len--;
+    buf[len] = '\0';
+    if (strlen(buf) != len) {
+        free(buf);
+        return err_set(HY_ERR_INVALID_ARG, "%s: the prompt file contains a NUL byte",
+                       o->prompt_file);
+    }
+    o->prompt_buf = buf;
+    o->prompt = buf;
+    return HY_OK;
 }
 
 static void load_progress(void *user, uint64_t done, uint64_t total)
@@ -166,11 +286,16 @@ static void print_plan(const struct run_opts *o, const struct model *m, const st
     fprintf(stderr, ", vocab %" PRId64 ", %s%s%s weights\n", m->n_vocab, ft ? ft : "",
             ft ? " " : "", sizes_format(m->weight_bytes, a, sizeof a));
     fprintf(stderr,
-            "plan: mode resident, RAM budget %s, weights %s + KV cache %s (ctx %" PRId64
+            "plan: mode resident, RAM budget %s, weights %s + KV cache %s (%s, ctx %" PRId64
             "), %d threads (%s kernels)\n",
             sizes_format(o->ram_budget, b, sizeof b), a,
-            sizes_format(forward_kv_bytes(f), k, sizeof k), forward_n_ctx(f), be->n_threads,
-            cpu_backend_kernels(be));
+            sizes_format(forward_kv_bytes(f), k, sizeof k), quant_type_name(forward_kv_type(f)),
+            forward_n_ctx(f), be->n_threads, cpu_backend_kernels(be));
+    const struct backend_rope *rp = forward_rope(f);
+    fprintf(stderr, "rope: %s, %" PRId64 " of %" PRId64 " dims, base %g, linear scale %g%s\n",
+            rp->mode == BACKEND_ROPE_NEOX ? "neox" : "normal", rp->n_rot, hp->head_dim,
+            rp->freq_base, 1.0 / rp->freq_scale,
+            rp->freq_factors ? ", frequency factors (rope_freqs.weight)" : "");
     if (hp->n_ctx_train > 0 && forward_n_ctx(f) > hp->n_ctx_train)
         fprintf(stderr,
                 "plan: warning: context %" PRId64
@@ -183,16 +308,16 @@ static void print_plan(const struct run_opts *o, const struct model *m, const st
             "plan: the weights (%s) exceed the RAM budget (%s), but streaming is not implemented "
             "yet: all weights are loaded resident anyway\n",
             a, b);
-    if (o->sp.temp > 0.0f)
-        fprintf(
-            stderr,
-            "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat-penalty %.2f (last %d), "
-            "seed %" PRIu64 "\n",
-            (double)o->sp.temp, (int)o->sp.top_k, (double)o->sp.top_p, (double)o->sp.min_p,
-            (double)o->sp.repeat_penalty, (int)o->sp.repeat_last_n, o->sp.seed);
+    const struct sampler_params *sp = &o->sp;
+    if (sp->temp > 0.0f)
+        fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, seed %" PRIu64 "\n",
+                (double)sp->temp, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p, sp->seed);
     else
-        fprintf(stderr, "sampling: greedy (temp 0), repeat-penalty %.2f (last %d)\n",
-                (double)o->sp.repeat_penalty, (int)o->sp.repeat_last_n);
+        fprintf(stderr, "sampling: greedy (temp 0)\n");
+    fprintf(stderr,
+            "penalties: repeat %.2f, frequency %.2f, presence %.2f over the last %d tokens\n",
+            (double)sp->repeat_penalty, (double)sp->frequency_penalty, (double)sp->presence_penalty,
+            (int)sp->repeat_last_n);
 }
 
 static void write_out(const char *s, size_t n)
@@ -257,6 +382,73 @@ static double per_s(int64_t n, int64_t us)
     return us > 0 ? (double)n * 1e6 / (double)us : 0.0;
 }
 
+/* Peak resident set of this process in bytes (Linux reports ru_maxrss in KiB). */
+static uint64_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+/* One JSON object with the run's numbers; HY_ERR_IO naming the path when it cannot be written. */
+HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const struct model *m,
+                                                const struct forward *f, const struct run_stats *s)
+{
+    const uint64_t bytes_read = m->bytes_read + s->gen_bytes_read;
+    json_t *j = json_object();
+    json_object_set_new(j, "mode", json_string("resident"));
+    json_object_set_new(j, "model", json_string(o->model));
+    json_object_set_new(j, "n_prompt", json_integer(s->n_prompt));
+    json_object_set_new(j, "n_gen", json_integer(s->n_gen));
+    json_object_set_new(j, "n_ctx", json_integer(forward_n_ctx(f)));
+    json_object_set_new(j, "n_threads", json_integer(o->n_threads));
+    json_object_set_new(j, "kv_type", json_string(quant_type_name(forward_kv_type(f))));
+    json_object_set_new(j, "kv_bytes", json_integer((json_int_t)forward_kv_bytes(f)));
+    json_object_set_new(j, "weight_bytes", json_integer((json_int_t)m->weight_bytes));
+    json_object_set_new(j, "load_s", json_real((double)m->load_us / 1e6));
+    json_object_set_new(j, "prompt_s", json_real((double)s->prompt_us / 1e6));
+    json_object_set_new(j, "gen_s", json_real((double)s->gen_us / 1e6));
+    json_object_set_new(j, "prompt_tok_per_s", json_real(per_s(s->n_prompt, s->prompt_us)));
+    json_object_set_new(j, "gen_tok_per_s", json_real(per_s(s->n_gen, s->gen_us)));
+    json_object_set_new(j, "peak_rss_bytes", json_integer((json_int_t)peak_rss_bytes()));
+    json_object_set_new(j, "bytes_read", json_integer((json_int_t)bytes_read));
+    json_object_set_new(
+        j, "bytes_read_per_token",
+        json_real(s->n_gen > 0 ? (double)s->gen_bytes_read / (double)s->n_gen : 0.0));
+    json_object_set_new(j, "stop_reason", json_string(s->stop));
+    const int rc = json_dump_file(j, o->stats_json, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (rc != 0)
+        return err_set(HY_ERR_IO, "--stats-json %s: cannot write the file: %s", o->stats_json,
+                       strerror(errno));
+    return HY_OK;
+}
+
+static void print_stats(const struct model *m, const struct run_stats *s)
+{
+    char a[32], b[32];
+    fprintf(stderr, "load: %.3f s, %s read (%.1f MiB/s)\n", (double)m->load_us / 1e6,
+            sizes_format(m->bytes_read, a, sizeof a),
+            m->load_us > 0 ? (double)m->bytes_read / 1048576.0 / ((double)m->load_us / 1e6) : 0.0);
+    fprintf(stderr, "prompt: %" PRId64 " tokens in %.3f s (%.1f tok/s)\n", s->n_prompt,
+            (double)s->prompt_us / 1e6, per_s(s->n_prompt, s->prompt_us));
+    fprintf(stderr, "generate: %" PRId64 " tokens in %.3f s (%.1f tok/s); stopped at %s\n",
+            s->n_gen, (double)s->gen_us / 1e6, per_s(s->n_gen, s->gen_us), s->stop);
+    if (s->n_decode > 0)
+        fprintf(stderr,
+                "decode: %" PRId64 " forward passes of 1 token, %.2f ms each (%.1f tok/s)\n",
+                s->n_decode, (double)s->decode_us / 1e3 / (double)s->n_decode,
+                per_s(s->n_decode, s->decode_us));
+    fprintf(stderr,
+            "summary: mode resident, prompt %" PRId64 " tok at %.1f tok/s, generated %" PRId64
+            " tok at %.1f tok/s, peak RSS %s, read %s (%.0f B/token while generating), stopped "
+            "at %s\n",
+            s->n_prompt, per_s(s->n_prompt, s->prompt_us), s->n_gen, per_s(s->n_gen, s->gen_us),
+            sizes_format(peak_rss_bytes(), a, sizeof a),
+            sizes_format(m->bytes_read + s->gen_bytes_read, b, sizeof b),
+            s->n_gen > 0 ? (double)s->gen_bytes_read / (double)s->n_gen : 0.0, s->stop);
+}
+
 int cmd_run(int argc, char **argv)
 {
     struct cli c;
@@ -268,11 +460,30 @@ int cmd_run(int argc, char **argv)
         .n_threads = 0,
         .n_batch = FORWARD_DEFAULT_BATCH,
         .sp = sampler_default_params(),
+        .kv_type = FORWARD_DEFAULT_KV_TYPE,
         .mode = "resident",
     };
+    o.repeat_last_n = o.sp.repeat_last_n;
+    o.stops = mem_xcalloc((size_t)argc + 1, sizeof(*o.stops));
+
+    struct model *m = NULL;
+    struct backend *be = NULL;
+    struct forward *f = NULL;
+    struct tokenizer tok = {0};
+    struct sampler smp = {0};
+    struct tokenizer_stream stream = {0};
+    struct stop_filter stopf = {0};
+    int32_t *prompt = NULL;
+    bool have_tok = false, have_smp = false, have_stream = false, have_stopf = false;
+    int rc = 1;
     enum hy_status st;
-    if (parse_opts(&c, &o, &st) < 0) return 0;
-    if (st) return cli_fail("run", st);
+
+    if (parse_opts(&c, &o, &st) < 0) {
+        rc = 0;
+        goto done;
+    }
+    if (st) goto fail;
+    if (o.prompt_file && (st = read_prompt_file(&o))) goto fail;
     if (!o.n_threads) o.n_threads = cli_physical_cores();
     if (!o.seed_set) o.sp.seed = (uint64_t)timing_now_us() ^ ((uint64_t)getpid() << 32);
     if (!o.ram_budget_set) {
@@ -280,23 +491,14 @@ int cmd_run(int argc, char **argv)
         o.ram_budget = avail > RUN_RAM_HEADROOM ? avail - RUN_RAM_HEADROOM : 0;
     }
 
-    struct model *m = NULL;
-    struct backend *be = NULL;
-    struct forward *f = NULL;
-    struct spm tok = {0};
-    struct sampler smp = {0};
-    struct spm_stream stream = {0};
-    int32_t *prompt = NULL;
-    bool have_tok = false, have_smp = false, have_stream = false;
-    int rc = 1;
-
     if ((st = model_open(o.model, &m))) goto fail;
     if (o.n_ctx == 0) o.n_ctx = m->hp->n_ctx_train > 0 ? m->hp->n_ctx_train : RUN_DEFAULT_CTX;
+    o.sp.repeat_last_n = (int32_t)(o.repeat_last_n < 0 ? o.n_ctx : o.repeat_last_n);
     struct cpu_backend_opts bo = {.n_threads = (int)o.n_threads};
     if ((st = cpu_backend_init(&bo, &be))) goto fail;
-    struct forward_config fc = {.n_ctx = o.n_ctx, .n_batch = o.n_batch};
+    struct forward_config fc = {.n_ctx = o.n_ctx, .n_batch = o.n_batch, .kv_type = o.kv_type};
     if ((st = forward_init(m, be, &fc, &f))) goto fail;
-    if ((st = spm_init(&tok, m->gguf))) goto fail;
+    if ((st = tokenizer_init(&tok, m->gguf))) goto fail;
     have_tok = true;
     if (tok.n_vocab > m->n_vocab) {
         st = err_set(HY_ERR_FORMAT, "%s: vocabulary of %d tokens for %" PRId64 " embedding rows",
@@ -305,17 +507,25 @@ int cmd_run(int argc, char **argv)
     }
     if ((st = sampler_init(&smp, (int32_t)m->n_vocab, &o.sp))) goto fail;
     have_smp = true;
+    tokenizer_stream_init(&stream, &tok);
+    have_stream = true;
+    /* generated text continues the prompt: its first piece keeps its leading space */
+    stream.at_start = false;
+    if ((st = stop_filter_init(&stopf, o.stops, o.n_stops, stream.cap))) goto fail;
+    have_stopf = true;
 
     print_plan(&o, m, f, be);
 
     /* tokenize before loading, so that a prompt that does not fit fails fast */
     const size_t plen = strlen(o.prompt);
-    const int64_t pcap = spm_max_tokens(plen);
+    const int64_t pcap = tokenizer_max_tokens(&tok, plen);
     prompt = mem_xcalloc((size_t)pcap, sizeof(int32_t));
     int64_t n_prompt = 0;
-    /* as llama.cpp's CLI: control-token text in the prompt ("<s>") is that token */
-    unsigned flags = SPM_PARSE_SPECIAL | ((tok.add_bos && !o.no_bos) ? SPM_ADD_BOS : 0);
-    if ((st = spm_tokenize(&tok, o.prompt, plen, flags, prompt, pcap, &n_prompt))) goto fail;
+    /* as llama.cpp's CLI: the vocabulary's BOS/EOS, and control-token text in the
+     * prompt ("<s>") is that token */
+    unsigned flags =
+        TOKENIZER_PARSE_SPECIAL | TOKENIZER_ADD_EOS | (o.no_bos ? 0 : TOKENIZER_ADD_BOS);
+    if ((st = tokenizer_tokenize(&tok, o.prompt, plen, flags, prompt, pcap, &n_prompt))) goto fail;
     if (n_prompt == 0) {
         st = err_set(HY_ERR_INVALID_ARG,
                      "nothing to evaluate: the prompt is empty and --no-bos is set (or the "
@@ -333,73 +543,66 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "prompt: %" PRId64 " tokens\n", n_prompt);
         for (int64_t i = 0; i < n_prompt; i++) {
             int32_t id = prompt[i];
-            fprintf(stderr, "%8d -> '%s'\n", (int)id, tok.pieces[id]);
+            fprintf(stderr, "%8d -> '%s'\n", (int)id, tokenizer_token_text(&tok, id));
         }
     }
 
     if ((st = model_load(m, load_progress, NULL))) goto fail;
     cli_progress_end();
 
-    spm_stream_init(&stream, &tok);
-    have_stream = true;
-    size_t n_txt;
-    const char *txt;
-    for (int64_t i = 0; i < n_prompt; i++) {
-        sampler_accept(&smp, prompt[i]);
-        txt = spm_stream_push(&stream, prompt[i], &n_txt);
-        write_out(txt, n_txt);
-    }
-    fflush(stdout);
-
+    for (int64_t i = 0; i < n_prompt; i++) sampler_accept(&smp, prompt[i]);
+    struct run_stats rs = {.n_prompt = n_prompt, .stop = "the -n limit"};
     const float *logits = NULL;
     int64_t t0 = timing_now_us();
     if ((st = forward_eval(f, prompt, n_prompt, &logits))) goto fail;
-    const int64_t prompt_us = timing_now_us() - t0;
+    rs.prompt_us = timing_now_us() - t0;
 
-    const char *stop = "the -n limit";
-    int64_t n_gen = 0, n_decode = 0, decode_us = 0;
+    size_t n_txt, n_out;
+    const char *txt, *out;
+    bool stopped = false;
     t0 = timing_now_us();
     for (;;) {
-        if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
+        if (o.n_predict >= 0 && rs.n_gen >= o.n_predict) break;
         int32_t id = sampler_sample(&smp, logits);
-        if (id == tok.eos_id) {
-            stop = "end of sequence";
+        if (tokenizer_is_eog(&tok, id)) {
+            rs.stop = "end of generation";
             break;
         }
-        n_gen++;
+        rs.n_gen++;
         sampler_accept(&smp, id);
-        txt = spm_stream_push(&stream, id, &n_txt);
-        write_out(txt, n_txt);
+        txt = tokenizer_stream_push(&stream, id, &n_txt);
+        stopped = stop_filter_push(&stopf, txt, n_txt, &out, &n_out);
+        write_out(out, n_out);
         fflush(stdout);
-        if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
+        if (stopped) {
+            rs.stop = "a stop string";
+            break;
+        }
+        if (o.n_predict >= 0 && rs.n_gen >= o.n_predict) break;
         if (forward_n_past(f) >= o.n_ctx) {
-            stop = "a full context";
+            rs.stop = "a full context";
             break;
         }
         int64_t t1 = timing_now_us();
         if ((st = forward_eval(f, &id, 1, &logits))) goto fail;
-        decode_us += timing_now_us() - t1;
-        n_decode++;
+        rs.decode_us += timing_now_us() - t1;
+        rs.n_decode++;
     }
-    const int64_t gen_us = timing_now_us() - t0;
-    txt = spm_stream_flush(&stream, &n_txt);
-    write_out(txt, n_txt);
-    fputc('\n', stdout);
+    if (!stopped) {
+        /* an incomplete character at the very end goes out as it is */
+        txt = tokenizer_stream_flush(&stream, &n_txt);
+        if (stop_filter_push(&stopf, txt, n_txt, &out, &n_out)) rs.stop = "a stop string";
+        write_out(out, n_out);
+        stop_filter_flush(&stopf, &out, &n_out);
+        write_out(out, n_out);
+    }
+    rs.gen_us = timing_now_us() - t0;
+    if (isatty(STDOUT_FILENO)) fputc('\n', stdout);
     fflush(stdout);
 
-    char a[32];
-    fprintf(stderr, "\nload: %.3f s, %s read (%.1f MiB/s)\n", (double)m->load_us / 1e6,
-            sizes_format(m->bytes_read, a, sizeof a),
-            m->load_us > 0 ? (double)m->bytes_read / 1048576.0 / ((double)m->load_us / 1e6) : 0.0);
-    fprintf(stderr, "prompt: %" PRId64 " tokens in %.3f s (%.1f tok/s)\n", n_prompt,
-            (double)prompt_us / 1e6, per_s(n_prompt, prompt_us));
-    fprintf(stderr, "generate: %" PRId64 " tokens in %.3f s (%.1f tok/s); stopped at %s\n", n_gen,
-            (double)gen_us / 1e6, per_s(n_gen, gen_us), stop);
-    if (n_decode > 0)
-        fprintf(stderr,
-                "decode: %" PRId64 " forward passes of 1 token, %.2f ms each (%.1f tok/s)\n",
-                n_decode, (double)decode_us / 1e3 / (double)n_decode, per_s(n_decode, decode_us));
+    print_stats(m, &rs);
     if (m->is_moe) print_routes(forward_routes(f));
+    if (o.stats_json && (st = write_stats(&o, m, f, &rs))) goto fail;
     rc = 0;
     goto done;
 fail:
@@ -407,12 +610,15 @@ fail:
     fflush(stdout);
     rc = cli_fail("run", st);
 done:
-    if (have_stream) spm_stream_free(&stream);
+    if (have_stopf) stop_filter_free(&stopf);
+    if (have_stream) tokenizer_stream_free(&stream);
     free(prompt);
     if (have_smp) sampler_free(&smp);
-    if (have_tok) spm_free(&tok);
+    if (have_tok) tokenizer_free(&tok);
     forward_free(f);
     backend_free(be);
     model_close(m);
+    free(o.stops);
+    free(o.prompt_buf);
     return rc;
 }

@@ -3,7 +3,9 @@
 #define HY_TOOLS_CMDS_H
 
 int cmd_inspect(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

@@ -17,7 +17,9 @@ struct command {
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, hyperparameters and tensors"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama-perplexity's protocol)"},
     {"synth", cmd_synth, "write a random-weight GGUF model at a real model's shape"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text under a model's tokenizer"},
 };
 
 static void usage(FILE *f)

@@ -20,14 +20,18 @@ struct cpu_backend {
     struct backend base;     /* first: a struct backend * is a struct cpu_backend * */
     struct threadpool *pool; /* owned */
     int n_threads;
-    quant_vec_dot_fn dot; /* F32 dot product (attention scores) */
     const char *kernels;
     struct backend_limits lim;
     bool portable;      /* reference quant kernels instead of the selected SIMD ones */
     void *act;          /* owned: activations converted to a vec_dot_type, [max_batch][row] */
     size_t act_bytes;
-    float *att_scratch; /* owned, [n_threads][lim.max_ctx] attention scores */
-    float *rope_cs;     /* owned, [lim.max_head_dim] cos then sin of one position */
+    /* owned, [n_threads][att_stride] floats: per attention worker, the scores
+     * [max_ctx], the scores converted to the V type [max_ctx], the query
+     * converted to the K vec_dot_type [max_head_dim] and one dequantized V
+     * row [max_head_dim] (see attn_worker) */
+    float *att_scratch;
+    size_t att_stride;
+    double *rope_tab; /* owned, [3 * lim.max_head_dim / 2]: frequencies, cos, sin of one call */
 };
 
 static struct cpu_backend *cpu_of(struct backend *be)
@@ -160,15 +164,19 @@ static void cpu_rms_norm(struct backend *be, const float *x, const float *weight
     }
 }
 
-/* cos and sin of pos * base^(-2i / n_rot) for i < n_rot / 2, computed in
- * double: positions reach 1e5 and more, where a float angle has lost digits. */
-static void rope_angles(const struct backend_rope *rp, int64_t pos, float *cs)
+/* The angle of pair i at position pos is pos * freq[i] with
+ * freq[i] = freq_scale * base^(-2i / n_rot) / freq_factors[i] (backend.h).
+ * Frequencies are computed once per call and the angles in double:
+ * positions reach 1e5 and more, where a float angle has lost digits.
+ * (llama.cpp multiplies a float theta by base^(-2 / n_rot) pair after pair;
+ * at the positions of its test outputs the two differ in the last bits of
+ * cos and sin only.) */
+static void rope_freqs(const struct backend_rope *rp, double *freq)
 {
     const int64_t half = rp->n_rot / 2;
     for (int64_t i = 0; i < half; i++) {
-        double theta = (double)pos * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
-        cs[i] = (float)cos(theta);
-        cs[half + i] = (float)sin(theta);
+        double f = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
+        freq[i] = rp->freq_factors ? f / (double)rp->freq_factors[i] : f;
     }
 }
 
@@ -177,18 +185,23 @@ static void cpu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(rp->n_rot > 0 && rp->n_rot % 2 == 0 && rp->n_rot <= head_dim &&
-              head_dim <= cb->lim.max_head_dim);
+              head_dim <= cb->lim.max_head_dim && rp->freq_scale > 0.0 && rp->freq_base > 0.0);
     const int64_t half = rp->n_rot / 2;
-    float *cs = cb->rope_cs;
+    double *freq = cb->rope_tab, *cs = freq + half, *sn = cs + half;
+    rope_freqs(rp, freq);
     for (int64_t t = 0; t < n_tok; t++) {
-        rope_angles(rp, pos0 + t, cs);
+        const double pos = (double)(pos0 + t);
+        for (int64_t i = 0; i < half; i++) {
+            cs[i] = cos(pos * freq[i]);
+            sn[i] = sin(pos * freq[i]);
+        }
         for (int64_t h = 0; h < n_head; h++) {
             float *v = x + (t * n_head + h) * head_dim;
             for (int64_t i = 0; i < half; i++) {
                 /* NORM pairs dims (2i, 2i+1); NEOX pairs (i, i + n_rot/2) */
                 const int64_t a = rp->mode == BACKEND_ROPE_NEOX ? i : 2 * i;
                 const int64_t b = rp->mode == BACKEND_ROPE_NEOX ? i + half : 2 * i + 1;
-                const float c = cs[i], s = cs[half + i];
+                const float c = (float)cs[i], s = (float)sn[i];
                 const float x0 = v[a], x1 = v[b];
                 v[a] = x0 * c - x1 * s;
                 v[b] = x0 * s + x1 * c;
@@ -234,11 +247,23 @@ static void cpu_add(struct backend *be, float *y, const float *x, float alpha, i
 
 /* ---- attention ------------------------------------------------------------- */
 
+/* Work is split over (token, head) pairs; each pair is computed by one
+ * thread start to end, so its output does not depend on the thread count or
+ * on the other tokens of the batch. The kernels are resolved once per call. */
 struct attn_task {
     const struct cpu_backend *cb;
     const struct backend_attn *a;
     const float *q;
     float *out;
+    size_t k_row, k_head;       /* bytes of a K cache row and of one KV head in it */
+    uint32_t q_type;            /* the K type's vec_dot_type */
+    quant_from_float_fn q_conv; /* F32 -> q_type; NULL when q_type is F32 */
+    quant_vec_dot_fn k_dot;
+    bool v_trans;
+    size_t v_row, v_head;       /* transposed: bytes of a row; else as k_row, k_head */
+    quant_from_float_fn w_conv; /* transposed, F16: the softmax weights -> F16 */
+    quant_vec_dot_fn v_dot;     /* transposed: weights . V row */
+    quant_to_float_fn v_deq;    /* row-major: one V row -> F32 */
 };
 
 static void attn_worker(void *arg, int ith, int nth)
@@ -248,24 +273,75 @@ static void attn_worker(void *arg, int ith, int nth)
     const int64_t n_work = a->n_tok * a->n_head;
     const int64_t w0 = n_work * ith / nth, w1 = n_work * (ith + 1) / nth;
     const int64_t group = a->n_head / a->n_head_kv;
-    const int64_t k_stride = a->n_head_kv * a->head_dim, v_stride = a->n_head_kv * a->head_dim_v;
-    float *scores = task->cb->att_scratch + (size_t)ith * (size_t)task->cb->lim.max_ctx;
+    const int64_t max_ctx = task->cb->lim.max_ctx, max_hd = task->cb->lim.max_head_dim;
+    float *scores = task->cb->att_scratch + (size_t)ith * task->cb->att_stride;
+    float *wconv = scores + max_ctx;
+    float *qconv = wconv + max_ctx;
+    float *vrow = qconv + max_hd;
+    const uint8_t *kc = a->k_cache, *vc = a->v_cache;
     for (int64_t wi = w0; wi < w1; wi++) {
         const int64_t t = wi / a->n_head, h = wi % a->n_head, g = h / group;
         const int64_t n_kv = a->pos0 + t + 1;
         const float *q = task->q + (t * a->n_head + h) * a->head_dim;
-        const float *k = a->k_cache + g * a->head_dim;
+        const void *qc = q;
+        if (task->q_conv) {
+            task->q_conv(q, qconv, a->head_dim);
+            qc = qconv;
+        }
+        const uint8_t *k = kc + (size_t)g * task->k_head;
         for (int64_t j = 0; j < n_kv; j++)
-            scores[j] = task->cb->dot(a->head_dim, q, k + j * k_stride) * a->scale;
+            scores[j] = task->k_dot(a->head_dim, k + (size_t)j * task->k_row, qc) * a->scale;
         softmax_row(scores, n_kv);
         float *o = task->out + (t * a->n_head + h) * a->head_dim_v;
-        const float *v = a->v_cache + g * a->head_dim_v;
-        for (int64_t d = 0; d < a->head_dim_v; d++) o[d] = 0.0f;
-        for (int64_t j = 0; j < n_kv; j++) {
-            const float s = scores[j];
-            const float *vj = v + j * v_stride;
-            for (int64_t d = 0; d < a->head_dim_v; d++) o[d] += s * vj[d];
+        if (task->v_trans) {
+            const void *wc = scores;
+            if (task->w_conv) {
+                task->w_conv(scores, wconv, n_kv);
+                wc = wconv;
+            }
+            const uint8_t *v = vc + (size_t)(g * a->head_dim_v) * task->v_row;
+            for (int64_t d = 0; d < a->head_dim_v; d++)
+                o[d] = task->v_dot(n_kv, v + (size_t)d * task->v_row, wc);
+        } else {
+            for (int64_t d = 0; d < a->head_dim_v; d++) o[d] = 0.0f;
+            const uint8_t *v = vc + (size_t)g * task->v_head;
+            for (int64_t j = 0; j < n_kv; j++) {
+                task->v_deq(v + (size_t)j * task->v_row, vrow, a->head_dim_v);
+                const float s = scores[j];
+                for (int64_t d = 0; d < a->head_dim_v; d++) o[d] += s * vrow[d];
+            }
         }
+    }
+}
+
+static bool attn_type_ok(uint32_t type, int64_t dim)
+{
+    if (type != HY_TYPE_F32 && type != HY_TYPE_F16 && type != HY_TYPE_Q8_0) return false;
+    return dim % quant_traits(type)->block_size == 0;
+}
+
+/* Writes the new tokens' keys and values into the caches, converted to their types. */
+static void attn_store(const struct cpu_backend *cb, const struct backend_attn *a,
+                       const struct attn_task *task, const float *k, const float *v)
+{
+    const int64_t k_dim = a->n_head_kv * a->head_dim, v_dim = a->n_head_kv * a->head_dim_v;
+    quant_from_float_fn k_put = kernel_from_float(cb, a->k_type);
+    for (int64_t t = 0; t < a->n_tok; t++)
+        k_put(k + t * k_dim, (uint8_t *)a->k_cache + (size_t)(a->pos0 + t) * task->k_row, k_dim);
+    if (!task->v_trans) {
+        quant_from_float_fn v_put = kernel_from_float(cb, a->v_type);
+        for (int64_t t = 0; t < a->n_tok; t++)
+            v_put(v + t * v_dim, (uint8_t *)a->v_cache + (size_t)(a->pos0 + t) * task->v_row,
+                  v_dim);
+    } else if (a->v_type == HY_TYPE_F32) {
+        float *vt = a->v_cache;
+        for (int64_t t = 0; t < a->n_tok; t++)
+            for (int64_t d = 0; d < v_dim; d++) vt[d * a->n_ctx + a->pos0 + t] = v[t * v_dim + d];
+    } else {
+        uint16_t *vt = a->v_cache;
+        for (int64_t t = 0; t < a->n_tok; t++)
+            for (int64_t d = 0; d < v_dim; d++)
+                vt[d * a->n_ctx + a->pos0 + t] = quant_f32_to_f16(v[t * v_dim + d]);
     }
 }
 
@@ -276,11 +352,31 @@ static void cpu_attention(struct backend *be, const struct backend_attn *a, cons
     HY_ASSERT(a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0);
     HY_ASSERT(a->pos0 >= 0 && a->n_tok >= 1 && a->pos0 + a->n_tok <= a->n_ctx &&
               a->n_ctx <= cb->lim.max_ctx);
-    const size_t k_row = (size_t)(a->n_head_kv * a->head_dim),
-                 v_row = (size_t)(a->n_head_kv * a->head_dim_v);
-    memcpy(a->k_cache + (size_t)a->pos0 * k_row, k, (size_t)a->n_tok * k_row * sizeof(float));
-    memcpy(a->v_cache + (size_t)a->pos0 * v_row, v, (size_t)a->n_tok * v_row * sizeof(float));
-    struct attn_task task = {cb, a, q, out};
+    HY_ASSERT(a->head_dim <= cb->lim.max_head_dim && a->head_dim_v <= cb->lim.max_head_dim);
+    HY_ASSERT(attn_type_ok(a->k_type, a->head_dim) && attn_type_ok(a->v_type, a->head_dim_v));
+    const struct quant_traits *kt = quant_traits(a->k_type);
+    struct attn_task task = {
+        .cb = cb,
+        .a = a,
+        .q = q,
+        .out = out,
+        .k_row = (size_t)quant_bytes(a->k_type, (uint64_t)(a->n_head_kv * a->head_dim)),
+        .k_head = (size_t)quant_bytes(a->k_type, (uint64_t)a->head_dim),
+        .q_type = kt->vec_dot_type,
+        .k_dot = kernel_vec_dot(cb, a->k_type),
+        .v_trans = backend_kv_v_transposed(a->v_type),
+    };
+    if (task.q_type != HY_TYPE_F32) task.q_conv = kernel_from_float(cb, task.q_type);
+    if (task.v_trans) {
+        task.v_row = (size_t)quant_bytes(a->v_type, (uint64_t)a->n_ctx);
+        task.v_dot = kernel_vec_dot(cb, a->v_type);
+        if (a->v_type != HY_TYPE_F32) task.w_conv = kernel_from_float(cb, a->v_type);
+    } else {
+        task.v_row = (size_t)quant_bytes(a->v_type, (uint64_t)(a->n_head_kv * a->head_dim_v));
+        task.v_head = (size_t)quant_bytes(a->v_type, (uint64_t)a->head_dim_v);
+        task.v_deq = kernel_to_float(cb, a->v_type);
+    }
+    attn_store(cb, a, &task, k, v);
     threadpool_run(cb->pool, attn_worker, &task);
 }
 
@@ -289,20 +385,23 @@ static void cpu_attention(struct backend *be, const struct backend_attn *a, cons
 static enum hy_status cpu_reserve(struct backend *be, const struct backend_limits *lim)
 {
     struct cpu_backend *cb = cpu_of(be);
-    if (lim->max_ctx > cb->lim.max_ctx) {
-        size_t bytes = (size_t)cb->n_threads * (size_t)lim->max_ctx * sizeof(float);
+    if (lim->max_ctx > cb->lim.max_ctx || lim->max_head_dim > cb->lim.max_head_dim) {
+        const int64_t max_ctx = HY_MAX(lim->max_ctx, cb->lim.max_ctx);
+        const int64_t max_hd = HY_MAX(lim->max_head_dim, cb->lim.max_head_dim);
+        /* see att_scratch; a multiple of 16 floats keeps each thread's part 64-byte aligned */
+        const size_t stride = (size_t)(2 * max_ctx + 2 * max_hd + 15) / 16 * 16;
+        size_t bytes = (size_t)cb->n_threads * stride * sizeof(float);
         float *p = mem_aligned_alloc(64, bytes);
         if (!p)
             return err_set(HY_ERR_OOM, "RAM: cannot allocate %zu bytes of attention scratch",
                            bytes);
         mem_aligned_free(cb->att_scratch);
         cb->att_scratch = p;
-        cb->lim.max_ctx = lim->max_ctx;
-    }
-    if (lim->max_head_dim > cb->lim.max_head_dim) {
-        free(cb->rope_cs);
-        cb->rope_cs = mem_xcalloc((size_t)lim->max_head_dim, sizeof(float));
-        cb->lim.max_head_dim = lim->max_head_dim;
+        cb->att_stride = stride;
+        free(cb->rope_tab);
+        cb->rope_tab = mem_xcalloc((size_t)(3 * max_hd / 2 + 1), sizeof(double));
+        cb->lim.max_ctx = max_ctx;
+        cb->lim.max_head_dim = max_hd;
     }
     cb->lim.max_batch = HY_MAX(cb->lim.max_batch, lim->max_batch);
     cb->lim.max_cols = HY_MAX(cb->lim.max_cols, lim->max_cols);
@@ -345,7 +444,7 @@ static void cpu_free(struct backend *be)
     threadpool_free(cb->pool);
     mem_aligned_free(cb->att_scratch);
     mem_aligned_free(cb->act);
-    free(cb->rope_cs);
+    free(cb->rope_tab);
     free(cb);
 }
 
@@ -378,7 +477,6 @@ enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct back
     cb->base.n_threads = opts->n_threads;
     cb->n_threads = opts->n_threads;
     cb->portable = opts->portable;
-    cb->dot = kernel_vec_dot(cb, HY_TYPE_F32);
     cb->kernels = opts->portable ? "reference" : quant_isa_name(quant_isa_current());
     enum hy_status st = threadpool_init(opts->n_threads, &cb->pool);
     if (st) {

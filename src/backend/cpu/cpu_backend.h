@@ -9,8 +9,8 @@
  * the weight type's vec_dot_type and takes each output from one vec_dot of
  * the quant kernels selected for this CPU (src/quant/quant_cpu.c).
  *
- * Kernels: matmul, get_rows and the attention scores (an F32 vec_dot) use
- * the quant kernels of the ISA selected when the backend is made, or the
+ * Kernels: matmul, get_rows and attention (vec_dots and conversions of the
+ * KV cache types) use the quant kernels of the ISA selected when the backend is made, or the
  * reference ones with opts.portable. Results do not depend on the thread
  * count or the batch size; the two kernel sets differ in the last bits
  * (summation order, FMA), which the unit tests bound.

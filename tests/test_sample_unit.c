@@ -1,0 +1,303 @@
+/*
+ * Unit tests of the sample layer: the sampler's penalties (repeat,
+ * frequency, presence; the window), the order of its truncations (top-k,
+ * then top-p over what top-k kept, then min-p, then temperature), seed
+ * determinism, and the stop-string filter's hold-back.
+ *
+ * Expected values are worked out in the comments from the definitions in
+ * src/sample/sampler.h, which follow llama.cpp's samplers.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "sample/sampler.h"
+#include "sample/stop_filter.h"
+
+static struct sampler_params params(float temp, uint64_t seed)
+{
+    struct sampler_params p = {
+        .temp = temp, .top_p = 1.0f, .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = seed};
+    return p;
+}
+
+/* Draws n tokens and counts them per id (ids < n_vocab <= 16). */
+static void histogram(struct sampler *s, const float *logits, int n, int *hist)
+{
+    memset(hist, 0, sizeof(int) * 16);
+    for (int i = 0; i < n; i++) hist[sampler_sample(s, logits)]++;
+}
+
+static void test_penalties(void)
+{
+    struct sampler s;
+    /* frequency: id 0 (logit 3) seen 3 times loses 3 * 0.6 = 1.8 -> 1.2 < 1.5 (id 1) */
+    const float lg[3] = {3.0f, 1.5f, 0.0f};
+    struct sampler_params p = params(0.0f, 1);
+    p.frequency_penalty = 0.6f;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    for (int i = 0; i < 3; i++) sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 1);
+    sampler_free(&s);
+    /* twice: 3 - 1.2 = 1.8 > 1.5: id 0 still wins; the count matters */
+    CHECK_OK(sampler_init(&s, 3, &p));
+    sampler_accept(&s, 0);
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    sampler_free(&s);
+
+    /* presence: once per present id, whatever the count: 3 - 1.4 = 1.6 > 1.5
+     * after any number of occurrences; 1.4 + 0.2 more would not be */
+    p = params(0.0f, 1);
+    p.presence_penalty = 1.4f;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    for (int i = 0; i < 5; i++) sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    sampler_free(&s);
+    p.presence_penalty = 1.6f;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 1);
+    sampler_free(&s);
+
+    /* the repeat penalty comes first, then frequency and presence:
+     * 3.2 / 2 - 0.1 - 0.05 = 1.45 < 1.5 (id 1 wins), while the other order would
+     * give (3.2 - 0.15) / 2 = 1.525 > 1.5 (id 0) */
+    const float lg2[3] = {3.2f, 1.5f, 0.0f};
+    p = params(0.0f, 1);
+    p.repeat_penalty = 2.0f;
+    p.frequency_penalty = 0.1f;
+    p.presence_penalty = 0.05f;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg2), 1);
+    sampler_free(&s);
+
+    /* a negative logit is multiplied by the repeat penalty: -1 * 3 = -3 < -2.5 */
+    const float neg[2] = {-1.0f, -2.5f};
+    p = params(0.0f, 1);
+    p.repeat_penalty = 3.0f;
+    CHECK_OK(sampler_init(&s, 2, &p));
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, neg), 1);
+    sampler_free(&s);
+
+    /* the window: with repeat_last_n 2, id 0 leaves it after two newer tokens,
+     * and its count goes back to 0 (frequency 0.6 * 3 would make id 1 win) */
+    p = params(0.0f, 1);
+    p.frequency_penalty = 0.6f;
+    p.repeat_last_n = 2;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    sampler_accept(&s, 0);
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0); /* 3 - 1.2 = 1.8 */
+    sampler_accept(&s, 0);                   /* still 2 in the window */
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    sampler_accept(&s, 2);
+    sampler_accept(&s, 2);
+    CHECK_EQ_INT(s.count[0], 0);
+    CHECK_EQ_INT(s.count[2], 2);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    /* ids outside the vocabulary are ignored, reset forgets */
+    sampler_accept(&s, -1);
+    sampler_accept(&s, 3);
+    CHECK_EQ_INT(s.n_recent, 2);
+    sampler_reset(&s);
+    CHECK_EQ_INT(s.n_recent, 0);
+    CHECK_EQ_INT(s.count[2], 0);
+    sampler_free(&s);
+
+    /* repeat_last_n 0 turns all penalties off */
+    p = params(0.0f, 1);
+    p.frequency_penalty = 10.0f;
+    p.repeat_last_n = 0;
+    CHECK_OK(sampler_init(&s, 3, &p));
+    sampler_accept(&s, 0);
+    CHECK_EQ_INT(sampler_sample(&s, lg), 0);
+    sampler_free(&s);
+}
+
+static void test_truncation_order(void)
+{
+    struct sampler s;
+    int hist[16];
+    /* probabilities 0.4, 0.3, 0.2, 0.1 */
+    const float lp[4] = {logf(0.4f), logf(0.3f), logf(0.2f), logf(0.1f)};
+
+    /* top-p 0.75 alone keeps 0.4 + 0.3 + 0.2 (0.7 < 0.75): ids 0, 1, 2 */
+    struct sampler_params p = params(1.0f, 11);
+    p.top_p = 0.75f;
+    CHECK_OK(sampler_init(&s, 4, &p));
+    histogram(&s, lp, 3000, hist);
+    CHECK(hist[0] > 0 && hist[1] > 0 && hist[2] > 0 && hist[3] == 0);
+    sampler_free(&s);
+
+    /* top-k 2 first, then top-p over the two kept (renormalised 4/7, 3/7): 4/7 = 0.571
+     * < 0.75, so both stay. Top-p before top-k would have kept three, then two: the
+     * same; so make top-p decide: 0.55 keeps only id 0 after top-k (4/7 >= 0.55),
+     * while over all four 0.4 < 0.55 would keep ids 0 and 1 */
+    p = params(1.0f, 12);
+    p.top_k = 2;
+    p.top_p = 0.55f;
+    CHECK_OK(sampler_init(&s, 4, &p));
+    histogram(&s, lp, 500, hist);
+    CHECK_EQ_INT(hist[0], 500);
+    sampler_free(&s);
+
+    /* min-p after top-p, and relative to the largest probability left: top-p 0.95
+     * keeps all four; min-p 0.45 keeps p >= 0.18: ids 0, 1, 2 */
+    p = params(1.0f, 13);
+    p.top_p = 0.95f;
+    p.min_p = 0.45f;
+    CHECK_OK(sampler_init(&s, 4, &p));
+    histogram(&s, lp, 3000, hist);
+    CHECK(hist[0] > 0 && hist[1] > 0 && hist[2] > 0 && hist[3] == 0);
+    sampler_free(&s);
+
+    /* truncation uses the untempered probabilities, temperature only reshapes what
+     * is left: at temp 100 the four would be near uniform, but top-k 2 still
+     * removes ids 2 and 3, and ids 0 and 1 come out about equally often */
+    p = params(100.0f, 14);
+    p.top_k = 2;
+    CHECK_OK(sampler_init(&s, 4, &p));
+    histogram(&s, lp, 4000, hist);
+    CHECK(hist[2] == 0 && hist[3] == 0);
+    CHECK_NEAR((double)hist[0] / 4000.0, 0.5, 0.05);
+    sampler_free(&s);
+
+    /* temperature 0.5 squares the odds: 0.4^2 : 0.3^2 : 0.2^2 : 0.1^2 = 16:9:4:1 */
+    p = params(0.5f, 15);
+    CHECK_OK(sampler_init(&s, 4, &p));
+    int big[16] = {0};
+    for (int i = 0; i < 30000; i++) big[sampler_sample(&s, lp)]++;
+    CHECK_NEAR((double)big[0] / 30000.0, 16.0 / 30.0, 0.015);
+    CHECK_NEAR((double)big[3] / 30000.0, 1.0 / 30.0, 0.01);
+    sampler_free(&s);
+}
+
+static void test_seeds(void)
+{
+    struct sampler s;
+    float flat[500];
+    for (int i = 0; i < 500; i++) flat[i] = (float)(i % 7) * 0.1f;
+    int32_t a[64], b[64], c[64];
+    struct sampler_params pa = sampler_default_params(), pc;
+    pa.seed = 1234;
+    pc = pa;
+    pc.seed = 1235;
+    CHECK_OK(sampler_init(&s, 500, &pa));
+    for (int i = 0; i < 64; i++) a[i] = sampler_sample(&s, flat);
+    sampler_free(&s);
+    CHECK_OK(sampler_init(&s, 500, &pa));
+    for (int i = 0; i < 64; i++) b[i] = sampler_sample(&s, flat);
+    sampler_free(&s);
+    CHECK_OK(sampler_init(&s, 500, &pc));
+    for (int i = 0; i < 64; i++) c[i] = sampler_sample(&s, flat);
+    sampler_free(&s);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+
+    /* the defaults are llama.cpp's (common/common.h) */
+    struct sampler_params d = sampler_default_params();
+    CHECK_NEAR(d.temp, 0.8, 1e-7);
+    CHECK_EQ_INT(d.top_k, 40);
+    CHECK_NEAR(d.top_p, 0.95, 1e-7);
+    CHECK_NEAR(d.min_p, 0.05, 1e-7);
+    CHECK_NEAR(d.repeat_penalty, 1.0, 0);
+    CHECK_EQ_INT(d.repeat_last_n, 64);
+    CHECK_NEAR(d.frequency_penalty, 0.0, 0);
+    CHECK_NEAR(d.presence_penalty, 0.0, 0);
+
+    /* bad parameters name themselves */
+    struct sampler_params p = params(1.0f, 1);
+    p.frequency_penalty = NAN;
+    CHECK_STATUS(sampler_init(&s, 4, &p), HY_ERR_INVALID_ARG);
+    CHECK_CONTAINS(err_msg(), "frequency penalty");
+    p = params(1.0f, 1);
+    p.presence_penalty = INFINITY;
+    CHECK_STATUS(sampler_init(&s, 4, &p), HY_ERR_INVALID_ARG);
+    CHECK_CONTAINS(err_msg(), "presence penalty");
+}
+
+/* Pushes pieces through a filter; returns what was printed and whether a stop hit. */
+static bool filter(const char *const *stops, int n_stops, const char *const *pieces, int n,
+                   char *printed, size_t cap)
+{
+    struct stop_filter sf;
+    printed[0] = '\0';
+    if (!CHECK_OK(stop_filter_init(&sf, stops, n_stops, 8))) return false;
+    size_t len = 0;
+    bool hit = false;
+    const char *out;
+    size_t n_out;
+    for (int i = 0; i < n && !hit; i++) {
+        hit = stop_filter_push(&sf, pieces[i], strlen(pieces[i]), &out, &n_out);
+        CHECK(len + n_out < cap);
+        memcpy(printed + len, out, n_out);
+        len += n_out;
+    }
+    if (!hit) {
+        stop_filter_flush(&sf, &out, &n_out);
+        memcpy(printed + len, out, n_out);
+        len += n_out;
+    }
+    printed[len] = '\0';
+    stop_filter_free(&sf);
+    return hit;
+}
+
+static void test_stop_filter(void)
+{
+    char buf[256];
+    const char *stops[] = {"END", "\n\n"};
+    /* a stop string across pieces: nothing of it is printed, nor what follows */
+    const char *p1[] = {"Hello E", "N", "D tail", "more"};
+    CHECK(filter(stops, 2, p1, 4, buf, sizeof buf));
+    CHECK_EQ_STR(buf, "Hello ");
+    /* held back while it could still become a stop string */
+    struct stop_filter sf;
+    const char *out;
+    size_t n_out;
+    if (CHECK_OK(stop_filter_init(&sf, stops, 2, 8))) {
+        CHECK(!stop_filter_push(&sf, "abcE", 4, &out, &n_out));
+        CHECK_EQ_INT(n_out, 3);
+        CHECK(memcmp(out, "abc", 3) == 0);
+        CHECK(!stop_filter_push(&sf, "N", 1, &out, &n_out));
+        CHECK_EQ_INT(n_out, 0);
+        /* it did not become one: out it comes, with the rest */
+        CHECK(!stop_filter_push(&sf, "x", 1, &out, &n_out));
+        CHECK_EQ_INT(n_out, 3);
+        CHECK(memcmp(out, "ENx", 3) == 0);
+        stop_filter_free(&sf);
+    }
+    /* no stop string: everything comes out, the held tail at the end */
+    const char *p2[] = {"one\n", "two E"};
+    CHECK(!filter(stops, 2, p2, 2, buf, sizeof buf));
+    CHECK_EQ_STR(buf, "one\ntwo E");
+    /* the earliest of several stop strings wins */
+    const char *p3[] = {"a\n\nbEND"};
+    CHECK(filter(stops, 2, p3, 1, buf, sizeof buf));
+    CHECK_EQ_STR(buf, "a");
+    /* a push longer than announced grows the buffer */
+    const char *p4[] = {"0123456789abcdefghijklmnopqrstuvwxyzEN", "D"};
+    CHECK(filter(stops, 2, p4, 2, buf, sizeof buf));
+    CHECK_EQ_STR(buf, "0123456789abcdefghijklmnopqrstuvwxyz");
+    /* without stop strings the filter passes everything through */
+    const char *p5[] = {"x", "y"};
+    CHECK(!filter(NULL, 0, p5, 2, buf, sizeof buf));
+    CHECK_EQ_STR(buf, "xy");
+    /* an empty stop string is refused */
+    const char *empty[] = {"ok", ""};
+    CHECK_STATUS(stop_filter_init(&sf, empty, 2, 8), HY_ERR_INVALID_ARG);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    test_penalties();
+    test_truncation_order();
+    test_seeds();
+    test_stop_filter();
+    return check_report(argv[0]);
+}
