@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/heap.h"
 #include "text/unicode.h"
 
 static struct vocab_view view_of(const struct bpe *t)
@@ -216,45 +217,17 @@ struct session {
     size_t enc_cap;
     char *key; /* NUL-terminated lookups: "a b" or a symbol */
     struct symbol *sym;
-    struct bigram *heap;
-    size_t heap_n, word_cap; /* sym holds word_cap entries, heap 3 * word_cap */
+    struct bigram *heap_items; /* 3 * word_cap entries */
+    struct heap heap;          /* merge queue over heap_items */
+    size_t word_cap;           /* sym holds word_cap entries */
 };
 
 /* a before b: lower rank, then further left */
-static bool bigram_before(const struct bigram *a, const struct bigram *b)
+static bool bigram_before(const void *pa, const void *pb)
 {
+    const struct bigram *a = pa, *b = pb;
     if (a->rank != b->rank) return a->rank < b->rank;
     return a->left < b->left;
-}
-
-static void heap_push(struct session *s, struct bigram bg)
-{
-    HY_ASSERT(s->heap_n < 3 * s->word_cap);
-    size_t i = s->heap_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_before(&bg, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
-        i = p;
-    }
-    s->heap[i] = bg;
-}
-
-static struct bigram heap_pop(struct session *s)
-{
-    struct bigram top = s->heap[0];
-    struct bigram last = s->heap[--s->heap_n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->heap_n) break;
-        if (c + 1 < s->heap_n && bigram_before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!bigram_before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->heap_n) s->heap[i] = last;
-    return top;
 }
 
 static void try_bigram(struct session *s, int32_t left, int32_t right)
@@ -267,7 +240,7 @@ static void try_bigram(struct session *s, int32_t left, int32_t right)
     s->key[l->n + 1 + r->n] = '\0';
     int64_t rank = strmap_find(&s->t->ranks, s->key);
     if (rank < 0) return;
-    heap_push(s, (struct bigram){left, right, (int32_t)rank, l->n + r->n});
+    heap_push(&s->heap, &(struct bigram){left, right, (int32_t)rank, l->n + r->n});
 }
 
 static bool emit(struct session *s, int32_t id)
@@ -309,7 +282,7 @@ static void reserve_word(struct session *s, size_t n)
     if (4 * n > s->word_cap) {
         s->word_cap = 4 * n;
         s->sym = mem_xrealloc(s->sym, sizeof(*s->sym) * s->word_cap);
-        s->heap = mem_xrealloc(s->heap, sizeof(*s->heap) * 3 * s->word_cap);
+        s->heap_items = mem_xrealloc(s->heap_items, sizeof(*s->heap_items) * 3 * s->word_cap);
     }
 }
 
@@ -337,10 +310,11 @@ static bool tokenize_word(struct session *s, const uint32_t *cp, size_t n)
         if (n_sym > 0) s->sym[n_sym - 1].next = n_sym;
         off += k;
     }
-    s->heap_n = 0;
+    heap_init(&s->heap, s->heap_items, 3 * s->word_cap, sizeof(struct bigram), bigram_before);
     for (int32_t i = 1; i < n_sym; i++) try_bigram(s, i - 1, i);
-    while (s->heap_n) {
-        struct bigram bg = heap_pop(s);
+    while (s->heap.n) {
+        struct bigram bg;
+        heap_pop(&s->heap, &bg);
         struct symbol *l = &s->sym[bg.left], *r = &s->sym[bg.right];
         /* stale: one side was merged away, or grew, since this pair was queued */
         if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
@@ -411,7 +385,7 @@ enum hy_status bpe_tokenize(const struct bpe *t, const char *text, size_t len, u
     free(s.enc);
     free(s.key);
     free(s.sym);
-    free(s.heap);
+    free(s.heap_items);
     if (!ok)
         return err_set(HY_ERR_INVALID_ARG,
                        "tokenizer: output buffer of %" PRId64 " tokens is too small for %zu bytes"

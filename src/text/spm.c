@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/heap.h"
 #include "text/unicode.h"
 
 /* "▁" (U+2581), SentencePiece's visible space. */
@@ -134,47 +135,20 @@ struct session {
     const struct spm *t;
     const char *text; /* escaped run */
     struct symbol *sym;
-    struct bigram *heap;
-    size_t heap_n;
+    struct bigram *heap_items; /* owned */
+    size_t heap_cap;
+    struct heap heap; /* merge queue over heap_items */
     char *key; /* scratch for NUL-terminated lookups, max_piece_bytes + 1 */
     int32_t *out;
     int64_t cap, n_out;
 };
 
 /* a before b in the queue: higher score, then further left */
-static bool bigram_before(const struct bigram *a, const struct bigram *b)
+static bool bigram_before(const void *pa, const void *pb)
 {
+    const struct bigram *a = pa, *b = pb;
     if (a->score != b->score) return a->score > b->score;
     return a->left < b->left;
-}
-
-static void heap_push(struct session *s, struct bigram bg)
-{
-    size_t i = s->heap_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_before(&bg, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
-        i = p;
-    }
-    s->heap[i] = bg;
-}
-
-static struct bigram heap_pop(struct session *s)
-{
-    struct bigram top = s->heap[0];
-    struct bigram last = s->heap[--s->heap_n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->heap_n) break;
-        if (c + 1 < s->heap_n && bigram_before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!bigram_before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->heap_n) s->heap[i] = last;
-    return top;
 }
 
 /* Id of text[off, off + n) as a whole piece, or -1. */
@@ -192,7 +166,7 @@ static void try_bigram(struct session *s, int32_t left, int32_t right)
     const size_t n = s->sym[left].n + s->sym[right].n;
     int64_t id = lookup(s, s->sym[left].off, n);
     if (id < 0) return;
-    heap_push(s, (struct bigram){left, right, s->t->scores[id], n});
+    heap_push(&s->heap, &(struct bigram){left, right, s->t->scores[id], n});
 }
 
 static bool emit(struct session *s, int32_t id)
@@ -226,10 +200,11 @@ static bool tokenize_run(struct session *s, size_t len)
         if (n_sym > 0) s->sym[n_sym - 1].next = n_sym;
         off += n;
     }
-    s->heap_n = 0;
+    heap_init(&s->heap, s->heap_items, s->heap_cap, sizeof(struct bigram), bigram_before);
     for (int32_t i = 1; i < n_sym; i++) try_bigram(s, i - 1, i);
-    while (s->heap_n) {
-        struct bigram bg = heap_pop(s);
+    while (s->heap.n) {
+        struct bigram bg;
+        heap_pop(&s->heap, &bg);
         struct symbol *l = &s->sym[bg.left], *r = &s->sym[bg.right];
         /* stale: one side was merged away, or grew, since this pair was queued */
         if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
@@ -261,7 +236,8 @@ enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, u
     struct session s = {
         .t = t,
         .sym = mem_xcalloc(esc_cap, sizeof(struct symbol)),
-        .heap = mem_xcalloc(3 * esc_cap + 1, sizeof(struct bigram)),
+        .heap_items = mem_xcalloc(3 * esc_cap + 1, sizeof(struct bigram)),
+        .heap_cap = 3 * esc_cap + 1,
         .key = mem_xmalloc(t->max_piece_bytes + 1),
         .out = out,
         .cap = cap,
@@ -297,7 +273,7 @@ enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, u
     free(frags);
     free(esc);
     free(s.sym);
-    free(s.heap);
+    free(s.heap_items);
     free(s.key);
     if (!ok)
         return err_set(HY_ERR_INVALID_ARG,
