@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -19,6 +20,7 @@
 #define MODEL_SUPPORTED_ARCH_FLAGS ((unsigned)ARCH_MOE_OPTIONAL)
 
 /* Reads of this size keep the disk busy without a huge bounce buffer. */
+#define MODEL_HUGE_PAGE_BYTES ((uint64_t)2 << 20)
 #define LOAD_READ_BYTES ((size_t)16 << 20)
 
 enum bind_need {
@@ -343,10 +345,17 @@ enum hy_status model_load(struct model *m, model_progress_fn progress, void *use
     char sz[32];
     if (bytes > SIZE_MAX)
         return err_set(HY_ERR_OOM, "RAM tier: %" PRIu64 " bytes do not fit in memory", bytes);
-    uint8_t *buf = mem_aligned_alloc(4096, (size_t)bytes);
+    /* 2 MiB aligned and marked for transparent huge pages before the first
+     * touch: decode streams every weight once per token, and with 4 KiB pages
+     * the TLB misses of that stream cost a measurable share of the bandwidth. */
+    const size_t alloc_bytes = (size_t)base_align_up(bytes, MODEL_HUGE_PAGE_BYTES);
+    uint8_t *buf = mem_aligned_alloc(MODEL_HUGE_PAGE_BYTES, alloc_bytes);
     if (!buf)
         return err_set(HY_ERR_OOM, "RAM tier: cannot allocate %s for the resident weights of %s",
                        sizes_format(bytes, sz, sizeof sz), m->path);
+#ifdef MADV_HUGEPAGE
+    (void)madvise(buf, alloc_bytes, MADV_HUGEPAGE);
+#endif
     int64_t t0 = timing_now_us();
     int fd = open(m->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
