@@ -5,9 +5,10 @@
  *  - stories260K.gguf (F32, a trained model): greedy decoding from BOS alone
  *    for 256 steps must give exactly the 256 ids of stories260K.greedy-t0.ids
  *    (llama2.c's output for this model), with the SIMD and the portable kernels;
- *  - synth/llama-F16.gguf: for both of its cases in greedy.jsonl (the prompt
- *    tokenized with BOS, evaluated as one batch, then argmax steps), the ids
- *    llama.cpp produced. Expected ids and prompts are read from the jsonl
+ *  - the synth/ models (llama in every type, mixtral, qwen2, qwen2moe): for both
+ *    cases of each in greedy.jsonl (the prompt tokenized by the model's own
+ *    tokenizer, BOS as the case says, evaluated as one batch, then argmax
+ *    steps), the ids llama.cpp produced. Expected ids and prompts are read from the jsonl
  *    file; nothing expected is written here.
  *
  * Also: evaluating a prompt as a batch and token by token gives bit-identical
@@ -22,7 +23,7 @@
 #include "gguf/gguf_writer.h"
 #include "model/forward.h"
 #include "model/model.h"
-#include "text/spm.h"
+#include "text/tokenizer.h"
 
 #ifndef HY_TESTDATA_DIR
 #error "HY_TESTDATA_DIR must be defined (tests/CMakeLists.txt does)"
@@ -191,8 +192,8 @@ static void test_synth_greedy(const char *model_name)
         free(jsonl);
         return;
     }
-    struct spm tok;
-    if (!CHECK_OK(spm_init(&tok, r.m->gguf))) {
+    struct tokenizer tok;
+    if (!CHECK_OK(tokenizer_init(&tok, r.m->gguf))) {
         runner_close(&r);
         free(jsonl);
         return;
@@ -213,8 +214,9 @@ static void test_synth_greedy(const char *model_name)
             if (CHECK(prompt != NULL) && CHECK_EQ_INT(n_want, n_predict) && CHECK(n_want > 0)) {
                 int32_t ids[256];
                 int64_t n_ids = 0;
-                if (CHECK_OK(spm_tokenize(&tok, prompt, strlen(prompt), add_bos ? SPM_ADD_BOS : 0,
-                                          ids, 256, &n_ids))) {
+                if (CHECK_OK(tokenizer_tokenize(&tok, prompt, strlen(prompt),
+                                                add_bos ? TOKENIZER_ADD_BOS : 0, ids, 256,
+                                                &n_ids))) {
                     forward_reset(r.f);
                     const float *logits = NULL;
                     int first_bad = -1;
@@ -248,7 +250,7 @@ static void test_synth_greedy(const char *model_name)
     }
     CHECK_EQ_INT(n_cases, 2);
     if (have_single) runner_close(&rs);
-    spm_free(&tok);
+    tokenizer_free(&tok);
     runner_close(&r);
     free(jsonl);
 }
@@ -308,11 +310,12 @@ int main(int argc, char **argv)
     (void)argc;
     test_stories(false);
     test_stories(true);
-    /* llama.cpp's greedy continuations on the llama-architecture models it
-     * quantized: every type, and the Mixtral-style MoE */
+    /* llama.cpp's greedy continuations on the models it quantized: llama in
+     * every type, the Mixtral-style MoE, qwen2 (biases, NeoX RoPE, BPE) and
+     * qwen2moe (shared expert, unnormalised expert weights) */
     const char *models[] = {"llama-F16.gguf",    "llama-Q8_0.gguf", "llama-Q6_K.gguf",
                             "llama-Q4_K_M.gguf", "llama-Q4_0.gguf", "llama-Q2_K.gguf",
-                            "mixtral-Q4_K_M.gguf"};
+                            "mixtral-Q4_K_M.gguf", "qwen2-Q5_K_M.gguf", "qwen2moe-Q4_K_M.gguf"};
     for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) test_synth_greedy(models[i]);
     test_unsupported_type();
     return check_report(argv[0]);

@@ -45,7 +45,8 @@ enum tiny_variant {
     TINY_BAD_K,       /* blk.1.attn_k.weight with n_head * head_dim rows */
     TINY_F16_NORM,    /* blk.0.attn_norm.weight in F16 */
     TINY_TIED,        /* no output.weight */
-    TINY_QWEN2,       /* general.architecture qwen2 */
+    TINY_QWEN2,       /* general.architecture qwen2 (its biases are optional) */
+    TINY_UNKNOWN_ARCH, /* general.architecture falcon, which hypura does not know */
 };
 
 struct tensor_spec {
@@ -145,7 +146,7 @@ static bool write_tiny(const char *path, enum tiny_variant v)
     struct tiny m;
     build_tiny(&m, v);
     struct gguf_writer *w = gguf_writer_init(GGUF_DEFAULT_ALIGNMENT);
-    const char *arch = v == TINY_QWEN2 ? "qwen2" : "llama";
+    const char *arch = v == TINY_QWEN2 ? "qwen2" : v == TINY_UNKNOWN_ARCH ? "falcon" : "llama";
     char k[96];
 #define KEY(s) (snprintf(k, sizeof k, "%s." s, arch), k)
     gguf_writer_set_str(w, "general.architecture", arch);
@@ -218,9 +219,16 @@ static void test_binding_errors(void)
         CHECK_CONTAINS(err_msg(), "blk.0.attn_norm.weight");
     }
     p = tmp_path("qwen2.gguf");
-    if (write_tiny(p, TINY_QWEN2)) {
+    if (write_tiny(p, TINY_QWEN2) && CHECK_OK(model_open(p, &m))) {
+        CHECK(m->arch_flags & ARCH_ROPE_NEOX);
+        CHECK(!model_has_weight(m, 0, MODEL_W_ATTN_Q_BIAS));
+        model_close(m);
+        m = NULL;
+    }
+    p = tmp_path("unknown_arch.gguf");
+    if (write_tiny(p, TINY_UNKNOWN_ARCH)) {
         CHECK_STATUS(model_open(p, &m), HY_ERR_UNSUPPORTED);
-        CHECK_CONTAINS(err_msg(), "qwen2");
+        CHECK_CONTAINS(err_msg(), "'falcon' is not known");
     }
     p = tmp_path("tied.gguf");
     if (write_tiny(p, TINY_TIED) && CHECK_OK(model_open(p, &m))) {
@@ -373,7 +381,7 @@ int main(int argc, char **argv)
     test_moe_routes();
     static const char *const files[] = {"no_down.gguf", "bad_k.gguf",    "f16_norm.gguf",
                                         "qwen2.gguf",   "tied.gguf",     "dense.gguf",
-                                        "moe.gguf",     "synth_moe.gguf"};
+                                        "moe.gguf",     "synth_moe.gguf", "unknown_arch.gguf"};
     for (size_t i = 0; i < HY_ARRAY_LEN(files); i++) unlink(tmp_path(files[i]));
     rmdir(tmp_dir);
     return check_report(argv[0]);

@@ -9,7 +9,8 @@ static const struct arch_info arch_table[] = {
     {"llama", ARCH_MOE_OPTIONAL, "Llama 2/3, Mistral, TinyLlama; Mixtral when expert_count > 0"},
     {"qwen2", ARCH_QKV_BIAS | ARCH_ROPE_NEOX, "Qwen2, Qwen2.5"},
     {"qwen3", ARCH_QK_NORM | ARCH_ROPE_NEOX, "Qwen3 dense"},
-    {"qwen2moe", ARCH_MOE | ARCH_SHARED_EXPERT | ARCH_QKV_BIAS | ARCH_ROPE_NEOX,
+    {"qwen2moe",
+     ARCH_MOE | ARCH_MOE_NO_RENORM | ARCH_SHARED_EXPERT | ARCH_QKV_BIAS | ARCH_ROPE_NEOX,
      "Qwen1.5-MoE, Qwen2-MoE (routed + shared expert)"},
     {"qwen3moe", ARCH_MOE | ARCH_QK_NORM | ARCH_ROPE_NEOX, "Qwen3 MoE"},
 };

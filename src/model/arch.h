@@ -24,6 +24,9 @@ enum arch_flag {
     ARCH_QK_NORM = 1u << 3,       /* per-head RMSNorm on Q and K */
     ARCH_QKV_BIAS = 1u << 4,      /* biases on q, k, v projections */
     ARCH_ROPE_NEOX = 1u << 5,     /* RoPE rotates halves (NeoX) instead of adjacent pairs */
+    /* expert weights are the softmax probabilities of the chosen experts as
+     * they are, not renormalised over the top k (qwen2moe) */
+    ARCH_MOE_NO_RENORM = 1u << 6,
 };
 
 struct arch_info {

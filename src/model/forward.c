@@ -28,6 +28,7 @@ struct forward {
     int64_t v_dim;            /* n_head_kv * head_dim_v */
     int64_t att_dim;          /* n_head * head_dim_v */
     int64_t ff_dim;           /* n_ff (dense) or n_ff_exp (MoE) */
+    int64_t shexp_dim;        /* the shared expert's width (model n_ff_shexp); 0: none */
     struct backend_rope rope; /* freq_factors borrowed from rope_factors */
     float *rope_factors;      /* owned, [n_rot / 2] from rope_freqs.weight; NULL without it */
     uint32_t kv_type;         /* enum hy_type of both caches */
@@ -45,18 +46,20 @@ struct forward {
     float *k;          /* [n_batch][k_dim] */
     float *v;          /* [n_batch][v_dim] */
     float *att;        /* [n_batch][att_dim] */
-    float *hb;         /* [n_batch][ff_dim] */
-    float *hb2;        /* [n_batch][ff_dim] */
+    float *hb;         /* [n_batch][max(ff_dim, shexp_dim)] */
+    float *hb2;        /* [n_batch][max(ff_dim, shexp_dim)] */
     float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
     float *router;     /* MoE: [n_batch][n_expert] router probabilities */
+    float *shexp_gate; /* shared expert: [n_batch] gate logits */
     float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
     int n_bufs;
     uint64_t kv_bytes;
 
     /* Host memory. */
-    float *logits;      /* owned (mem_aligned_alloc), as logits_dev */
-    float *router_host; /* owned, [n_batch][n_expert] */
+    float *logits;          /* owned (mem_aligned_alloc), as logits_dev */
+    float *router_host;     /* owned, [n_batch][n_expert] */
+    float *shexp_gate_host; /* owned, [n_batch]: gate logits of the shared expert */
     int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
     int64_t *grp_n;   /* owned, [n_expert] */
@@ -210,13 +213,15 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     f->v_dim = hp->n_head_kv * hp->head_dim_v;
     f->att_dim = hp->n_head * hp->head_dim_v;
     f->ff_dim = m->is_moe ? hp->n_ff_exp : hp->n_ff;
+    f->shexp_dim = m->is_moe ? m->n_ff_shexp : 0;
+    const uint64_t hb_dim = (uint64_t)HY_MAX(f->ff_dim, f->shexp_dim);
     if ((st = kv_init(f, cfg->kv_type))) goto fail;
     if ((st = rope_init(f))) goto fail;
 
     const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer;
     const uint64_t E = (uint64_t)hp->n_embd, F = sizeof(float);
     const int64_t max_cols =
-        HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, hp->n_ff_shexp));
+        HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, f->shexp_dim));
     struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v),
                                  max_cols};
     if ((st = backend_reserve(be, &lim))) goto fail;
@@ -231,10 +236,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     if ((st = alloc_buf(f, &f->v, nb * (uint64_t)f->v_dim * F, "activations (V)"))) goto fail;
     if ((st = alloc_buf(f, &f->att, nb * (uint64_t)f->att_dim * F, "activations (attention)")))
         goto fail;
-    if ((st = alloc_buf(f, &f->hb, nb * (uint64_t)f->ff_dim * F, "activations (FFN gate)")))
-        goto fail;
-    if ((st = alloc_buf(f, &f->hb2, nb * (uint64_t)f->ff_dim * F, "activations (FFN up)")))
-        goto fail;
+    if ((st = alloc_buf(f, &f->hb, nb * hb_dim * F, "activations (FFN gate)"))) goto fail;
+    if ((st = alloc_buf(f, &f->hb2, nb * hb_dim * F, "activations (FFN up)"))) goto fail;
     const uint64_t logit_bytes = (f->logits_all ? nb : 1) * (uint64_t)m->n_vocab * F;
     if ((st = alloc_buf(f, &f->logits_dev, logit_bytes, "logits"))) goto fail;
     f->logits = logit_bytes <= SIZE_MAX ? mem_aligned_alloc(64, (size_t)logit_bytes) : NULL;
@@ -251,6 +254,11 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         if ((st = alloc_buf(f, &f->xg, nb * E * F, "activations (expert inputs)"))) goto fail;
         if ((st = alloc_buf(f, &f->router, nb * X * F, "activations (router)"))) goto fail;
         f->router_host = mem_xcalloc(nb * X, sizeof(float));
+        if (f->shexp_dim > 0) {
+            if ((st = alloc_buf(f, &f->shexp_gate, nb * F, "activations (shared expert gate)")))
+                goto fail;
+            f->shexp_gate_host = mem_xcalloc(nb, sizeof(float));
+        }
         f->grp_tok = mem_xcalloc(X * nb, sizeof(int32_t));
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
@@ -276,6 +284,7 @@ void forward_free(struct forward *f)
     mem_aligned_free(f->logits);
     free(f->rope_factors);
     free(f->router_host);
+    free(f->shexp_gate_host);
     free(f->grp_tok);
     free(f->grp_w);
     free(f->grp_n);
@@ -363,6 +372,34 @@ HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum mo
     return HY_OK;
 }
 
+/* x[t] += bias for n_tok rows of n, when the layer has that bias (ARCH_QKV_BIAS). */
+HY_MUST_CHECK static enum hy_status add_bias(struct forward *f, int layer, enum model_wrole role,
+                                             float *x, int64_t n_tok, int64_t n)
+{
+    if (!model_has_weight(f->m, layer, role)) return HY_OK;
+    struct backend_weight w;
+    enum hy_status st = model_acquire(f->m, layer, role, -1, &w);
+    if (st) return st;
+    for (int64_t t = 0; t < n_tok; t++)
+        backend_add(f->be, x + t * n, (const float *)w.data, 1.0f, n);
+    model_release(f->m, &w);
+    return HY_OK;
+}
+
+/* RMSNorm of each of n_rows heads of head_dim in place (ARCH_QK_NORM): the
+ * same op as the block norms, over head-sized rows. */
+HY_MUST_CHECK static enum hy_status head_norm(struct forward *f, int layer, enum model_wrole role,
+                                              float *x, int64_t n_rows)
+{
+    struct backend_weight w;
+    enum hy_status st = model_acquire(f->m, layer, role, -1, &w);
+    if (st) return st;
+    backend_rms_norm(f->be, x, (const float *)w.data, (float)f->hp->rms_eps, n_rows,
+                     f->hp->head_dim, x);
+    model_release(f->m, &w);
+    return HY_OK;
+}
+
 HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, int64_t n,
                                                     int64_t pos0)
 {
@@ -372,6 +409,13 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
     if ((st = linear(f, l, MODEL_W_ATTN_Q, -1, f->xb, n, f->q))) return st;
     if ((st = linear(f, l, MODEL_W_ATTN_K, -1, f->xb, n, f->k))) return st;
     if ((st = linear(f, l, MODEL_W_ATTN_V, -1, f->xb, n, f->v))) return st;
+    if ((st = add_bias(f, l, MODEL_W_ATTN_Q_BIAS, f->q, n, f->q_dim))) return st;
+    if ((st = add_bias(f, l, MODEL_W_ATTN_K_BIAS, f->k, n, f->k_dim))) return st;
+    if ((st = add_bias(f, l, MODEL_W_ATTN_V_BIAS, f->v, n, f->v_dim))) return st;
+    if (f->m->arch_flags & ARCH_QK_NORM) {
+        if ((st = head_norm(f, l, MODEL_W_ATTN_Q_NORM, f->q, n * hp->n_head))) return st;
+        if ((st = head_norm(f, l, MODEL_W_ATTN_K_NORM, f->k, n * hp->n_head_kv))) return st;
+    }
     backend_rope(f->be, f->q, n, hp->n_head, hp->head_dim, pos0, &f->rope);
     backend_rope(f->be, f->k, n, hp->n_head_kv, hp->head_dim, pos0, &f->rope);
     struct backend_attn a = {
@@ -406,8 +450,10 @@ HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t 
 }
 
 /* Top-k of one token's router probabilities p[0..n_expert): descending
- * probability, ties to the lower id; weights renormalised to sum 1. */
-static void route_token(const float *p, int64_t n_expert, int64_t k, int32_t *ids, float *w)
+ * probability, ties to the lower id; weights renormalised to sum 1, or with
+ * !renorm the probabilities themselves. */
+static void route_token(const float *p, int64_t n_expert, int64_t k, bool renorm, int32_t *ids,
+                        float *w)
 {
     double sum = 0.0;
     for (int64_t j = 0; j < k; j++) {
@@ -421,7 +467,26 @@ static void route_token(const float *p, int64_t n_expert, int64_t k, int32_t *id
         w[j] = p[best];
         sum += p[best];
     }
+    if (!renorm) return;
     for (int64_t j = 0; j < k; j++) w[j] = sum > 0.0 ? (float)(w[j] / sum) : 1.0f / (float)k;
+}
+
+/* x += sigmoid(gate_inp_shexp · h) * FFN_shexp(h) for every token (ARCH_SHARED_EXPERT). */
+HY_MUST_CHECK static enum hy_status shared_expert(struct forward *f, int l, int64_t n)
+{
+    const int64_t E = f->hp->n_embd;
+    enum hy_status st;
+    if ((st = linear(f, l, MODEL_W_FFN_GATE_INP_SHEXP, -1, f->xb, n, f->shexp_gate))) return st;
+    backend_download(f->be, f->shexp_gate, f->shexp_gate_host, (size_t)n * sizeof(float));
+    if ((st = linear(f, l, MODEL_W_FFN_GATE_SHEXP, -1, f->xb, n, f->hb))) return st;
+    if ((st = linear(f, l, MODEL_W_FFN_UP_SHEXP, -1, f->xb, n, f->hb2))) return st;
+    backend_silu_mul(f->be, f->hb, f->hb2, n * f->shexp_dim);
+    if ((st = linear(f, l, MODEL_W_FFN_DOWN_SHEXP, -1, f->hb, n, f->xb2))) return st;
+    for (int64_t t = 0; t < n; t++) {
+        const float g = 1.0f / (1.0f + expf(-f->shexp_gate_host[t]));
+        backend_add(f->be, f->x + t * E, f->xb2 + t * E, g, E);
+    }
+    return HY_OK;
 }
 
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
@@ -438,7 +503,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     for (int64_t t = 0; t < n; t++) {
         int32_t *ids = r->ids + (t * r->n_layer + l) * K;
         float *w = r->weights + (t * r->n_layer + l) * K;
-        route_token(f->router_host + t * X, X, K, ids, w);
+        route_token(f->router_host + t * X, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), ids, w);
         for (int64_t j = 0; j < K; j++) {
             const int32_t e = ids[j];
             f->grp_tok[e * f->n_batch + f->grp_n[e]] = (int32_t)t;
@@ -469,6 +534,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         for (int64_t i = 0; i < cnt; i++)
             backend_add(f->be, f->x + toks[i] * E, f->xb2 + i * E, ws[i], E);
     }
+    if (f->shexp_dim > 0) return shared_expert(f, l, n);
     return HY_OK;
 }
 

@@ -1,12 +1,22 @@
 /*
- * The llama forward pass (Llama 2/3, Mistral; Mixtral when the model has
- * experts), written as backend ops over a KV cache:
+ * The forward pass of every architecture in the arch table (llama: Llama 2/3,
+ * Mistral, Mixtral; qwen2, qwen3, qwen2moe, qwen3moe), written as backend
+ * ops over a KV cache:
  *
  *   x = token_embd[tokens]
- *   per layer:  x += W_o · attention(rope(W_q · norm(x)), rope(W_k · norm(x)), W_v · norm(x))
+ *   per layer:  q, k, v = W_q · norm(x) (+ b_q), W_k · norm(x) (+ b_k), W_v · norm(x) (+ b_v)
+ *               q, k = qk_norm(q), qk_norm(k)          (ARCH_QK_NORM: RMSNorm per head)
+ *               x += W_o · attention(rope(q), rope(k), v)
  *               x += FFN(norm(x))      dense: W_down · (silu(W_gate · h) * (W_up · h))
  *                                      MoE:   sum over the top-k experts e of w_e · FFN_e(h)
- *   logits = W_out · norm(x)   (last token only)
+ *                                             + sigmoid(g_shexp · h) · FFN_shexp(h)
+ *                                               (ARCH_SHARED_EXPERT)
+ *   logits = W_out · norm(x)   (last token only; W_out is token_embd when the
+ *                               file has no output.weight)
+ *
+ * The architecture only switches these optional pieces on through its arch
+ * flags (arch.h); there is one graph. Biases are added when the layer has
+ * them (ARCH_QKV_BIAS binds them when present).
  *
  * RMSNorm with the model's epsilon; grouped-query attention (query head h
  * reads KV head h / (n_head / n_head_kv)) with scores scaled by
@@ -25,9 +35,10 @@
  * That tensor is not a role of the model's binding table, so forward_init
  * reads its few bytes from the file itself.
  *
- * MoE routing, as Mixtral: router logits = ffn_gate_inp · h, softmax over
- * all experts, the k most probable (ties: the lower id), their
- * probabilities renormalised to sum 1. A batch is grouped by expert: each
+ * MoE routing, as llama.cpp's build_moe_ffn with softmax gating: router
+ * logits = ffn_gate_inp · h, softmax over all experts, the k most probable
+ * (ties: the lower id), their probabilities renormalised to sum 1 (Mixtral,
+ * qwen3moe) or used as they are (ARCH_MOE_NO_RENORM: qwen2moe). A batch is grouped by expert: each
  * chosen expert's weights are acquired once and applied to all the tokens
  * that chose it, in ascending expert order. Every decision is recorded in
  * struct forward_routes and counted per layer and expert.
@@ -76,7 +87,7 @@ struct forward_config {
 /* Router decisions. ids and weights hold the last step of forward_eval (all
  * tokens of a call of at most n_batch tokens); counts accumulate. */
 struct forward_routes {
-    int64_t n_layer;  /* layers with a router: every layer of an MoE llama, 0 for a dense model */
+    int64_t n_layer;  /* layers with a router: every layer of an MoE model, 0 for a dense one */
     int64_t n_expert; /* experts per layer */
     int64_t n_used;   /* experts chosen per token (k) */
     int64_t pos0;     /* position of the first token of the last step */
@@ -84,7 +95,9 @@ struct forward_routes {
     /* owned, [n_batch][n_layer][n_used]: token t of the step, layer l, choice j is at
      * [(t * n_layer + l) * n_used + j]; choices in descending probability */
     int32_t *ids;
-    float *weights;   /* owned, same layout: renormalised weights, summing to 1 over j */
+    /* owned, same layout: the weights applied, renormalised to sum 1 over j, or
+     * the softmax probabilities themselves for ARCH_MOE_NO_RENORM */
+    float *weights;
     uint64_t *counts; /* owned, [n_layer][n_expert]: selections since init or forward_reset_stats */
     uint64_t n_routed; /* tokens routed since then (each token once, not once per layer) */
 };

@@ -17,17 +17,19 @@
 
 /* Architecture features the forward pass implements. An arch row with any
  * other flag is refused by name until its graph code exists. */
-#define MODEL_SUPPORTED_ARCH_FLAGS ((unsigned)ARCH_MOE_OPTIONAL)
+#define MODEL_SUPPORTED_ARCH_FLAGS                                                                 \
+    ((unsigned)(ARCH_MOE | ARCH_MOE_OPTIONAL | ARCH_SHARED_EXPERT | ARCH_QK_NORM | ARCH_QKV_BIAS | \
+                ARCH_ROPE_NEOX | ARCH_MOE_NO_RENORM))
 
 /* Reads of this size keep the disk busy without a huge bounce buffer. */
 #define MODEL_HUGE_PAGE_BYTES ((uint64_t)2 << 20)
-#define LOAD_READ_BYTES ((size_t)16 << 20)
+#define LOAD_READ_BYTES       ((size_t)16 << 20)
 
 enum bind_need {
     NEED_ALWAYS,
     NEED_DENSE,    /* dense FFN models only */
     NEED_MOE,      /* MoE models only */
-    NEED_OPTIONAL, /* output: falls back to token_embd */
+    NEED_OPTIONAL, /* bound when present (output falls back to token_embd) */
 };
 
 struct bind_row {
@@ -35,50 +37,99 @@ struct bind_row {
     const char *name; /* GGUF name; "%d" is the layer */
     bool per_layer;
     enum bind_need need;
-    const char *dims; /* the expected shape in hyperparameter names, for messages */
+    unsigned arch_flag; /* bound only for architectures with this enum arch_flag; 0: all */
+    const char *dims;   /* the expected shape in hyperparameter names, for messages */
 };
 
 static const struct bind_row bind_table[MODEL_W_COUNT] = {
-    {MODEL_W_TOKEN_EMBD, "token_embd.weight", false, NEED_ALWAYS, "n_embd, n_vocab"},
-    {MODEL_W_OUTPUT_NORM, "output_norm.weight", false, NEED_ALWAYS, "n_embd"},
-    {MODEL_W_OUTPUT, "output.weight", false, NEED_OPTIONAL, "n_embd, n_vocab"},
-    {MODEL_W_ATTN_NORM, "blk.%d.attn_norm.weight", true, NEED_ALWAYS, "n_embd"},
-    {MODEL_W_ATTN_Q, "blk.%d.attn_q.weight", true, NEED_ALWAYS, "n_embd, n_head * head_dim"},
-    {MODEL_W_ATTN_K, "blk.%d.attn_k.weight", true, NEED_ALWAYS, "n_embd, n_head_kv * head_dim"},
-    {MODEL_W_ATTN_V, "blk.%d.attn_v.weight", true, NEED_ALWAYS, "n_embd, n_head_kv * head_dim_v"},
-    {MODEL_W_ATTN_OUT, "blk.%d.attn_output.weight", true, NEED_ALWAYS,
+    {MODEL_W_TOKEN_EMBD, "token_embd.weight", false, NEED_ALWAYS, 0, "n_embd, n_vocab"},
+    {MODEL_W_OUTPUT_NORM, "output_norm.weight", false, NEED_ALWAYS, 0, "n_embd"},
+    {MODEL_W_OUTPUT, "output.weight", false, NEED_OPTIONAL, 0, "n_embd, n_vocab"},
+    {MODEL_W_ATTN_NORM, "blk.%d.attn_norm.weight", true, NEED_ALWAYS, 0, "n_embd"},
+    {MODEL_W_ATTN_Q, "blk.%d.attn_q.weight", true, NEED_ALWAYS, 0, "n_embd, n_head * head_dim"},
+    {MODEL_W_ATTN_K, "blk.%d.attn_k.weight", true, NEED_ALWAYS, 0, "n_embd, n_head_kv * head_dim"},
+    {MODEL_W_ATTN_V, "blk.%d.attn_v.weight", true, NEED_ALWAYS, 0,
+     "n_embd, n_head_kv * head_dim_v"},
+    {MODEL_W_ATTN_OUT, "blk.%d.attn_output.weight", true, NEED_ALWAYS, 0,
      "n_head * head_dim_v, n_embd"},
-    {MODEL_W_FFN_NORM, "blk.%d.ffn_norm.weight", true, NEED_ALWAYS, "n_embd"},
-    {MODEL_W_FFN_GATE, "blk.%d.ffn_gate.weight", true, NEED_DENSE, "n_embd, n_ff"},
-    {MODEL_W_FFN_UP, "blk.%d.ffn_up.weight", true, NEED_DENSE, "n_embd, n_ff"},
-    {MODEL_W_FFN_DOWN, "blk.%d.ffn_down.weight", true, NEED_DENSE, "n_ff, n_embd"},
-    {MODEL_W_FFN_ROUTER, "blk.%d.ffn_gate_inp.weight", true, NEED_MOE, "n_embd, n_expert"},
-    {MODEL_W_FFN_GATE_EXPS, "blk.%d.ffn_gate_exps.weight", true, NEED_MOE,
+    /* optional as in llama.cpp, which loads qwen2moe files without them */
+    {MODEL_W_ATTN_Q_BIAS, "blk.%d.attn_q.bias", true, NEED_OPTIONAL, ARCH_QKV_BIAS,
+     "n_head * head_dim"},
+    {MODEL_W_ATTN_K_BIAS, "blk.%d.attn_k.bias", true, NEED_OPTIONAL, ARCH_QKV_BIAS,
+     "n_head_kv * head_dim"},
+    {MODEL_W_ATTN_V_BIAS, "blk.%d.attn_v.bias", true, NEED_OPTIONAL, ARCH_QKV_BIAS,
+     "n_head_kv * head_dim_v"},
+    {MODEL_W_ATTN_Q_NORM, "blk.%d.attn_q_norm.weight", true, NEED_ALWAYS, ARCH_QK_NORM, "head_dim"},
+    {MODEL_W_ATTN_K_NORM, "blk.%d.attn_k_norm.weight", true, NEED_ALWAYS, ARCH_QK_NORM, "head_dim"},
+    {MODEL_W_FFN_NORM, "blk.%d.ffn_norm.weight", true, NEED_ALWAYS, 0, "n_embd"},
+    {MODEL_W_FFN_GATE, "blk.%d.ffn_gate.weight", true, NEED_DENSE, 0, "n_embd, n_ff"},
+    {MODEL_W_FFN_UP, "blk.%d.ffn_up.weight", true, NEED_DENSE, 0, "n_embd, n_ff"},
+    {MODEL_W_FFN_DOWN, "blk.%d.ffn_down.weight", true, NEED_DENSE, 0, "n_ff, n_embd"},
+    {MODEL_W_FFN_ROUTER, "blk.%d.ffn_gate_inp.weight", true, NEED_MOE, 0, "n_embd, n_expert"},
+    {MODEL_W_FFN_GATE_EXPS, "blk.%d.ffn_gate_exps.weight", true, NEED_MOE, 0,
      "n_embd, n_ff_exp, n_expert"},
-    {MODEL_W_FFN_UP_EXPS, "blk.%d.ffn_up_exps.weight", true, NEED_MOE,
+    {MODEL_W_FFN_UP_EXPS, "blk.%d.ffn_up_exps.weight", true, NEED_MOE, 0,
      "n_embd, n_ff_exp, n_expert"},
-    {MODEL_W_FFN_DOWN_EXPS, "blk.%d.ffn_down_exps.weight", true, NEED_MOE,
+    {MODEL_W_FFN_DOWN_EXPS, "blk.%d.ffn_down_exps.weight", true, NEED_MOE, 0,
      "n_ff_exp, n_embd, n_expert"},
+    {MODEL_W_FFN_GATE_INP_SHEXP, "blk.%d.ffn_gate_inp_shexp.weight", true, NEED_MOE,
+     ARCH_SHARED_EXPERT, "n_embd"},
+    {MODEL_W_FFN_GATE_SHEXP, "blk.%d.ffn_gate_shexp.weight", true, NEED_MOE, ARCH_SHARED_EXPERT,
+     "n_embd, n_ff_shexp"},
+    {MODEL_W_FFN_UP_SHEXP, "blk.%d.ffn_up_shexp.weight", true, NEED_MOE, ARCH_SHARED_EXPERT,
+     "n_embd, n_ff_shexp"},
+    {MODEL_W_FFN_DOWN_SHEXP, "blk.%d.ffn_down_shexp.weight", true, NEED_MOE, ARCH_SHARED_EXPERT,
+     "n_ff_shexp, n_embd"},
 };
 
 const char *model_wrole_name(enum model_wrole role)
 {
     static const char *const names[MODEL_W_COUNT] = {
-        [MODEL_W_TOKEN_EMBD] = "token_embd",   [MODEL_W_OUTPUT_NORM] = "output_norm",
-        [MODEL_W_OUTPUT] = "output",           [MODEL_W_ATTN_NORM] = "attn_norm",
-        [MODEL_W_ATTN_Q] = "attn_q",           [MODEL_W_ATTN_K] = "attn_k",
-        [MODEL_W_ATTN_V] = "attn_v",           [MODEL_W_ATTN_OUT] = "attn_output",
-        [MODEL_W_FFN_NORM] = "ffn_norm",       [MODEL_W_FFN_GATE] = "ffn_gate",
-        [MODEL_W_FFN_UP] = "ffn_up",           [MODEL_W_FFN_DOWN] = "ffn_down",
-        [MODEL_W_FFN_ROUTER] = "ffn_gate_inp", [MODEL_W_FFN_GATE_EXPS] = "ffn_gate_exps",
-        [MODEL_W_FFN_UP_EXPS] = "ffn_up_exps", [MODEL_W_FFN_DOWN_EXPS] = "ffn_down_exps",
+        [MODEL_W_TOKEN_EMBD] = "token_embd",
+        [MODEL_W_OUTPUT_NORM] = "output_norm",
+        [MODEL_W_OUTPUT] = "output",
+        [MODEL_W_ATTN_NORM] = "attn_norm",
+        [MODEL_W_ATTN_Q] = "attn_q",
+        [MODEL_W_ATTN_K] = "attn_k",
+        [MODEL_W_ATTN_V] = "attn_v",
+        [MODEL_W_ATTN_OUT] = "attn_output",
+        [MODEL_W_FFN_NORM] = "ffn_norm",
+        [MODEL_W_FFN_GATE] = "ffn_gate",
+        [MODEL_W_FFN_UP] = "ffn_up",
+        [MODEL_W_FFN_DOWN] = "ffn_down",
+        [MODEL_W_FFN_ROUTER] = "ffn_gate_inp",
+        [MODEL_W_FFN_GATE_EXPS] = "ffn_gate_exps",
+        [MODEL_W_FFN_UP_EXPS] = "ffn_up_exps",
+        [MODEL_W_FFN_DOWN_EXPS] = "ffn_down_exps",
+        [MODEL_W_ATTN_Q_BIAS] = "attn_q.bias",
+        [MODEL_W_ATTN_K_BIAS] = "attn_k.bias",
+        [MODEL_W_ATTN_V_BIAS] = "attn_v.bias",
+        [MODEL_W_ATTN_Q_NORM] = "attn_q_norm",
+        [MODEL_W_ATTN_K_NORM] = "attn_k_norm",
+        [MODEL_W_FFN_GATE_INP_SHEXP] = "ffn_gate_inp_shexp",
+        [MODEL_W_FFN_GATE_SHEXP] = "ffn_gate_shexp",
+        [MODEL_W_FFN_UP_SHEXP] = "ffn_up_shexp",
+        [MODEL_W_FFN_DOWN_SHEXP] = "ffn_down_shexp",
     };
     return (unsigned)role < MODEL_W_COUNT ? names[role] : "?";
 }
 
-static bool is_norm(enum model_wrole role)
+/* Vectors the backend reads as F32 (norm weights and biases). */
+static bool is_f32_vector(enum model_wrole role)
 {
-    return role == MODEL_W_OUTPUT_NORM || role == MODEL_W_ATTN_NORM || role == MODEL_W_FFN_NORM;
+    switch (role) {
+    case MODEL_W_OUTPUT_NORM:
+    case MODEL_W_ATTN_NORM:
+    case MODEL_W_FFN_NORM:
+    case MODEL_W_ATTN_Q_NORM:
+    case MODEL_W_ATTN_K_NORM:
+    case MODEL_W_ATTN_Q_BIAS:
+    case MODEL_W_ATTN_K_BIAS:
+    case MODEL_W_ATTN_V_BIAS:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* Expected ne[0..3) of a role; unused dims are 1. */
@@ -111,6 +162,31 @@ static void expected_shape(const struct model *m, enum model_wrole role, int64_t
         break;
     case MODEL_W_ATTN_OUT:
         ne[0] = hp->n_head * hp->head_dim_v;
+        ne[1] = hp->n_embd;
+        break;
+    case MODEL_W_ATTN_Q_BIAS:
+        ne[0] = hp->n_head * hp->head_dim;
+        break;
+    case MODEL_W_ATTN_K_BIAS:
+        ne[0] = hp->n_head_kv * hp->head_dim;
+        break;
+    case MODEL_W_ATTN_V_BIAS:
+        ne[0] = hp->n_head_kv * hp->head_dim_v;
+        break;
+    case MODEL_W_ATTN_Q_NORM:
+    case MODEL_W_ATTN_K_NORM:
+        ne[0] = hp->head_dim;
+        break;
+    case MODEL_W_FFN_GATE_INP_SHEXP:
+        ne[0] = hp->n_embd;
+        break;
+    case MODEL_W_FFN_GATE_SHEXP:
+    case MODEL_W_FFN_UP_SHEXP:
+        ne[0] = hp->n_embd;
+        ne[1] = m->n_ff_shexp;
+        break;
+    case MODEL_W_FFN_DOWN_SHEXP:
+        ne[0] = m->n_ff_shexp;
         ne[1] = hp->n_embd;
         break;
     case MODEL_W_FFN_GATE:
@@ -183,9 +259,10 @@ HY_MUST_CHECK static enum hy_status bind_one(struct model *m, const struct bind_
                        "%s: tensor '%s' has shape %s, expected %s = [%s] from the hyperparameters",
                        m->gguf->name, name, got_s, want_s, row->dims);
     }
-    if (is_norm(row->role) && t->type != HY_TYPE_F32)
-        return err_set(HY_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; norm weights must be F32",
-                       m->gguf->name, name, quant_type_name(t->type));
+    if (is_f32_vector(row->role) && t->type != HY_TYPE_F32)
+        return err_set(HY_ERR_UNSUPPORTED,
+                       "%s: tensor '%s' is %s; norm weights and biases must be F32", m->gguf->name,
+                       name, quant_type_name(t->type));
     *slot(m, layer, row->role) = t;
     return HY_OK;
 }
@@ -206,7 +283,7 @@ HY_MUST_CHECK static enum hy_status check_arch(struct model *m)
         } feats[] = {
             {ARCH_MOE, "routed experts"},  {ARCH_SHARED_EXPERT, "shared experts"},
             {ARCH_QK_NORM, "Q/K norms"},   {ARCH_QKV_BIAS, "q/k/v biases"},
-            {ARCH_ROPE_NEOX, "NeoX RoPE"},
+            {ARCH_ROPE_NEOX, "NeoX RoPE"}, {ARCH_MOE_NO_RENORM, "unnormalised expert weights"},
         };
         char list[160] = "";
         for (size_t i = 0; i < HY_ARRAY_LEN(feats); i++) {
@@ -217,7 +294,7 @@ HY_MUST_CHECK static enum hy_status check_arch(struct model *m)
         return err_set(
             HY_ERR_UNSUPPORTED,
             "%s: architecture '%s' is not supported by the forward pass yet (it needs %s)\n"
-            "hint: llama models (Llama 2/3, Mistral, Mixtral) run today",
+            "hint: llama, qwen2, qwen3, qwen2moe and qwen3moe models run today",
             file, mi->arch, list);
     }
     const struct hparams *hp = &mi->hp;
@@ -240,6 +317,17 @@ HY_MUST_CHECK static enum hy_status check_arch(struct model *m)
                        "%s: %" PRId64 " experts but expert_used_count %" PRId64
                        " and expert FFN length %" PRId64,
                        file, hp->n_expert, hp->n_expert_used, hp->n_ff_exp);
+    if ((mi->arch_row->flags & ARCH_MOE) && hp->n_expert == 0)
+        return err_set(
+            HY_ERR_FORMAT,
+            "%s: architecture '%s' has routed experts but %s.expert_count is 0 or missing", file,
+            mi->arch, mi->arch);
+    if ((mi->arch_row->flags & ARCH_SHARED_EXPERT) && m->n_ff_shexp <= 0)
+        return err_set(
+            HY_ERR_FORMAT,
+            "%s: the shared expert's width is 0 (neither %s.expert_shared_feed_forward_length "
+            "nor %s.feed_forward_length is set)",
+            file, mi->arch, mi->arch);
     if (hp->n_expert == 0 && hp->n_ff <= 0)
         return err_set(HY_ERR_FORMAT, "%s: missing or zero %s.feed_forward_length", file, mi->arch);
     return HY_OK;
@@ -263,6 +351,7 @@ HY_MUST_CHECK static enum hy_status bind_all(struct model *m)
         const struct bind_row *row = &bind_table[i];
         if ((row->need == NEED_DENSE && m->is_moe) || (row->need == NEED_MOE && !m->is_moe))
             continue;
+        if (row->arch_flag && !(m->arch_flags & row->arch_flag)) continue;
         if (!row->per_layer) {
             if ((st = bind_one(m, row, -1))) return st;
             continue;
@@ -290,6 +379,12 @@ enum hy_status model_open(const char *path, struct model **out)
     if (!st) {
         m->hp = &m->info.hp;
         m->is_moe = m->info.hp.n_expert > 0;
+        if (m->info.arch_row) {
+            m->arch_flags = m->info.arch_row->flags;
+            /* llama.cpp's default for a missing or zero key */
+            if (m->arch_flags & ARCH_SHARED_EXPERT)
+                m->n_ff_shexp = m->info.hp.n_ff_shexp ? m->info.hp.n_ff_shexp : m->info.hp.n_ff;
+        }
         st = check_arch(m);
     }
     if (!st) st = bind_all(m);
@@ -417,6 +512,11 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
     out->row_bytes = (size_t)row_bytes;
     out->name = t->name;
     return HY_OK;
+}
+
+bool model_has_weight(const struct model *m, int layer, enum model_wrole role)
+{
+    return *slot(m, layer, role) != NULL;
 }
 
 void model_release(struct model *m, const struct backend_weight *w)

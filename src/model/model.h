@@ -24,8 +24,12 @@
  * outermost dimension (ne[2]), so expert e of a tensor is the contiguous
  * byte range [e * slice, (e + 1) * slice) with slice = n_bytes / n_expert.
  *
- * Not here: architectures other than llama (the flags of their arch rows
- * name what is missing), quantized types (checked by the backend through
+ * Architecture features (arch.h flags) add roles: q/k/v biases (bound when
+ * present), per-head Q/K norms, the shared expert. A role whose flag the
+ * architecture lacks is never bound, so the forward pass asks
+ * model_has_weight before using an optional one.
+ *
+ * Not here: quantized types (checked by the backend through
  * model_check_types).
  */
 #ifndef HY_MODEL_MODEL_H
@@ -40,22 +44,31 @@
 
 /* What a weight is for. Global roles first, then per-layer ones. */
 enum model_wrole {
-    MODEL_W_TOKEN_EMBD = 0, /* token_embd [n_embd, n_vocab] */
-    MODEL_W_OUTPUT_NORM,    /* output_norm [n_embd], F32 */
-    MODEL_W_OUTPUT,         /* output [n_embd, n_vocab]; token_embd when absent (tied) */
-    MODEL_W_ATTN_NORM,      /* blk.N.attn_norm [n_embd], F32 */
-    MODEL_W_ATTN_Q,         /* [n_embd, n_head * head_dim] */
-    MODEL_W_ATTN_K,         /* [n_embd, n_head_kv * head_dim] */
-    MODEL_W_ATTN_V,         /* [n_embd, n_head_kv * head_dim_v] */
-    MODEL_W_ATTN_OUT,       /* [n_head * head_dim_v, n_embd] */
-    MODEL_W_FFN_NORM,       /* [n_embd], F32 */
-    MODEL_W_FFN_GATE,       /* dense: [n_embd, n_ff] */
-    MODEL_W_FFN_UP,         /* dense: [n_embd, n_ff] */
-    MODEL_W_FFN_DOWN,       /* dense: [n_ff, n_embd] */
-    MODEL_W_FFN_ROUTER,     /* MoE: ffn_gate_inp [n_embd, n_expert] */
-    MODEL_W_FFN_GATE_EXPS,  /* MoE: [n_embd, n_ff_exp, n_expert] */
-    MODEL_W_FFN_UP_EXPS,    /* MoE: [n_embd, n_ff_exp, n_expert] */
-    MODEL_W_FFN_DOWN_EXPS,  /* MoE: [n_ff_exp, n_embd, n_expert] */
+    MODEL_W_TOKEN_EMBD = 0,     /* token_embd [n_embd, n_vocab] */
+    MODEL_W_OUTPUT_NORM,        /* output_norm [n_embd], F32 */
+    MODEL_W_OUTPUT,             /* output [n_embd, n_vocab]; token_embd when absent (tied) */
+    MODEL_W_ATTN_NORM,          /* blk.N.attn_norm [n_embd], F32 */
+    MODEL_W_ATTN_Q,             /* [n_embd, n_head * head_dim] */
+    MODEL_W_ATTN_K,             /* [n_embd, n_head_kv * head_dim] */
+    MODEL_W_ATTN_V,             /* [n_embd, n_head_kv * head_dim_v] */
+    MODEL_W_ATTN_OUT,           /* [n_head * head_dim_v, n_embd] */
+    MODEL_W_ATTN_Q_BIAS,        /* ARCH_QKV_BIAS, when present: [n_head * head_dim], F32 */
+    MODEL_W_ATTN_K_BIAS,        /* ARCH_QKV_BIAS, when present: [n_head_kv * head_dim], F32 */
+    MODEL_W_ATTN_V_BIAS,        /* ARCH_QKV_BIAS, when present: [n_head_kv * head_dim_v], F32 */
+    MODEL_W_ATTN_Q_NORM,        /* ARCH_QK_NORM: per-head RMSNorm weight [head_dim], F32 */
+    MODEL_W_ATTN_K_NORM,        /* ARCH_QK_NORM: [head_dim], F32 */
+    MODEL_W_FFN_NORM,           /* [n_embd], F32 */
+    MODEL_W_FFN_GATE,           /* dense: [n_embd, n_ff] */
+    MODEL_W_FFN_UP,             /* dense: [n_embd, n_ff] */
+    MODEL_W_FFN_DOWN,           /* dense: [n_ff, n_embd] */
+    MODEL_W_FFN_ROUTER,         /* MoE: ffn_gate_inp [n_embd, n_expert] */
+    MODEL_W_FFN_GATE_EXPS,      /* MoE: [n_embd, n_ff_exp, n_expert] */
+    MODEL_W_FFN_UP_EXPS,        /* MoE: [n_embd, n_ff_exp, n_expert] */
+    MODEL_W_FFN_DOWN_EXPS,      /* MoE: [n_ff_exp, n_embd, n_expert] */
+    MODEL_W_FFN_GATE_INP_SHEXP, /* ARCH_SHARED_EXPERT: shared expert's gate [n_embd] (1 row) */
+    MODEL_W_FFN_GATE_SHEXP,     /* ARCH_SHARED_EXPERT: [n_embd, n_ff_shexp] */
+    MODEL_W_FFN_UP_SHEXP,       /* ARCH_SHARED_EXPERT: [n_embd, n_ff_shexp] */
+    MODEL_W_FFN_DOWN_SHEXP,     /* ARCH_SHARED_EXPERT: [n_ff_shexp, n_embd] */
     MODEL_W_COUNT
 };
 
@@ -71,6 +84,8 @@ struct model {
     int64_t n_vocab;          /* rows of token_embd (the logits' length) */
     bool is_moe;              /* n_expert > 0 */
     bool tied_output;         /* no output.weight: the head is token_embd */
+    unsigned arch_flags;      /* enum arch_flag of the architecture's row */
+    int64_t n_ff_shexp;       /* shared expert width (n_ff when the key is 0); 0 without one */
     /* owned, [(1 + n_layer) * MODEL_W_COUNT]: slot 0 holds the global roles,
      * slot 1 + l the roles of layer l; NULL where the model has no such tensor */
     const struct gguf_tensor **bound;
@@ -113,6 +128,9 @@ HY_MUST_CHECK enum hy_status model_load(struct model *m, model_progress_fn progr
  * streaming store will return HY_ERR_IO here. */
 HY_MUST_CHECK enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role,
                                            int expert, struct backend_weight *out);
+
+/* True when the model has a tensor for role (in layer; -1 for global roles). */
+bool model_has_weight(const struct model *m, int layer, enum model_wrole role);
 
 /* Ends the use of a weight from model_acquire. */
 void model_release(struct model *m, const struct backend_weight *w);
