@@ -35,7 +35,7 @@ struct gguf_writer {
     struct strmap tensor_map;
     uint64_t data_bytes; /* data section size, padded */
 
-    const struct gguf_sink *sink;
+    struct gguf_sink sink; /* copied in gguf_writer_begin: the caller's may go out of scope */
     unsigned char *buf; /* owned, WRITER_BUF_BYTES */
     size_t buf_len;
     uint64_t cur_tensor;  /* tensor whose data is being written */
@@ -248,7 +248,7 @@ uint64_t gguf_writer_tensor_bytes(const struct gguf_writer *w, uint64_t i)
 HY_MUST_CHECK static enum hy_status wflush(struct gguf_writer *w)
 {
     if (w->buf_len == 0) return HY_OK;
-    if (w->sink->write(w->sink->user, w->buf, w->buf_len) != 0) return HY_ERR_IO;
+    if (w->sink.write(w->sink.user, w->buf, w->buf_len) != 0) return HY_ERR_IO;
     w->buf_len = 0;
     return HY_OK;
 }
@@ -259,7 +259,7 @@ HY_MUST_CHECK static enum hy_status wbytes(struct gguf_writer *w, const void *p,
     while (n > 0) {
         if (w->buf_len == 0 && n >= WRITER_BUF_BYTES) {
             /* big chunk: straight through */
-            if (w->sink->write(w->sink->user, b, n) != 0) return HY_ERR_IO;
+            if (w->sink.write(w->sink.user, b, n) != 0) return HY_ERR_IO;
             return HY_OK;
         }
         size_t take = HY_MIN(n, WRITER_BUF_BYTES - w->buf_len);
@@ -395,7 +395,7 @@ static uint64_t header_size(const struct gguf_writer *w)
     uint64_t count = 0;
     struct gguf_sink counter = {count_write, &count};
     struct gguf_writer c = *w;
-    c.sink = &counter;
+    c.sink = counter;
     c.buf = mem_xmalloc(WRITER_BUF_BYTES);
     c.buf_len = 0;
     enum hy_status st = write_header(&c);
@@ -413,7 +413,7 @@ uint64_t gguf_writer_total_bytes(const struct gguf_writer *w)
 enum hy_status gguf_writer_begin(struct gguf_writer *w, const struct gguf_sink *sink)
 {
     HY_ASSERT(!w->began);
-    w->sink = sink;
+    w->sink = *sink;
     w->buf = mem_xmalloc(WRITER_BUF_BYTES);
     w->buf_len = 0;
     w->began = true;

@@ -62,6 +62,7 @@ uint64_t gguf_writer_tensor_bytes(const struct gguf_writer *w, uint64_t i);
 /* Total bytes of the file that gguf_writer_finish will have produced. */
 uint64_t gguf_writer_total_bytes(const struct gguf_writer *w);
 
+/* The sink is copied; what its user pointer points to must outlive the writing. */
 HY_MUST_CHECK enum hy_status gguf_writer_begin(struct gguf_writer *w, const struct gguf_sink *sink);
 HY_MUST_CHECK enum hy_status gguf_writer_write_data(struct gguf_writer *w, const void *p, size_t n);
 HY_MUST_CHECK enum hy_status gguf_writer_finish(struct gguf_writer *w);

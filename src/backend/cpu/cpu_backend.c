@@ -8,6 +8,7 @@
 #include "core/mem.h"
 #include "core/threadpool.h"
 #include "quant/quant.h"
+#include "quant/quant_gemm.h"
 
 
 /* Tokens whose activations are dotted with one converted chunk of a row.
@@ -69,7 +70,11 @@ static quant_to_float_fn kernel_to_float(const struct cpu_backend *cb, uint32_t 
  * thread walks its rows once per tile of MATMUL_TILE tokens, so a weight row
  * is read from memory once per tile and the tile's activations stay in cache.
  * The activations are converted to the weight's vec_dot_type once per call
- * (in parallel over tokens for prompt batches). */
+ * (in parallel over tokens for prompt batches).
+ * Batches of QUANT_GEMM_MIN_TOK tokens or more go to the type's gemm kernel
+ * where there is one (quant_gemm.h): it unpacks a weight row once per tile of
+ * tokens rather than once per token, and computes each output exactly as the
+ * vec_dot would, so batch and token-by-token results stay equal bit for bit. */
 struct matmul_task {
     const struct cpu_backend *cb;
     const struct backend_weight *w;
@@ -80,6 +85,7 @@ struct matmul_task {
     size_t xq_row;    /* bytes per activation row */
     quant_vec_dot_fn vec_dot;
     quant_from_float_fn from_float;
+    quant_gemm_fn gemm; /* NULL: vec_dot per output */
 };
 
 static void convert_worker(void *arg, int ith, int nth)
@@ -97,6 +103,11 @@ static void matmul_worker(void *arg, int ith, int nth)
     const struct backend_weight *w = task->w;
     const int64_t n_rows = w->n_rows, n_cols = w->n_cols;
     const int64_t r0 = n_rows * ith / nth, r1 = n_rows * (ith + 1) / nth;
+    if (task->gemm) {
+        task->gemm(n_cols, (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes,
+                   r1 - r0, task->xq, task->xq_row, task->n_tok, task->y + r0, n_rows);
+        return;
+    }
     for (int64_t t0 = 0; t0 < task->n_tok; t0 += MATMUL_TILE) {
         const int64_t nt = HY_MIN(MATMUL_TILE, task->n_tok - t0);
         const uint8_t *xt = (const uint8_t *)task->xq + (size_t)t0 * task->xq_row;
@@ -116,7 +127,8 @@ static void cpu_matmul(struct backend *be, const struct backend_weight *w, const
     const struct quant_traits *tr = quant_traits(w->type);
     HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
     struct matmul_task task = {cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
-                               kernel_vec_dot(cb, w->type), NULL};
+                               kernel_vec_dot(cb, w->type), NULL, NULL};
+    if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task.gemm = quant_gemm_kernel(w->type);
     /* a tiny matrix (a router) is not worth waking the workers for */
     const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
     if (tr->vec_dot_type != HY_TYPE_F32) {

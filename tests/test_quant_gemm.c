@@ -1,0 +1,141 @@
+/*
+ * The gemm kernels (quant_gemm.h) against vec_dot: for every weight type with
+ * a kernel at the selected ISA level, each output must equal the selected
+ * vec_dot of quant_kernels() bit for bit (the gemm contract, which keeps
+ * batch and token-by-token logits equal) and the reference vec_dot up to
+ * float rounding. Odd row counts (below and above the kernel's row block),
+ * token counts 1..33 (every register-tile remainder, more than one tile),
+ * column counts with an odd number of 32-blocks, an output stride wider than
+ * the rows (the gaps must stay untouched), and weights and activations in
+ * buffers of exactly their size, so that ASan sees any read past them.
+ * quant_gemm_ref, the naive form, is checked too.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "quant/quant.h"
+#include "quant/quant_gemm.h"
+
+#define MAX_TOK  33
+#define SENTINEL (-12345.0f)
+
+static int64_t g_kernels_tested;
+
+static void check_shape(uint32_t type, int64_t rows, int64_t cols, struct rng *r)
+{
+    const struct quant_traits *tr = quant_traits(type);
+    const struct quant_traits *at = quant_traits(tr->vec_dot_type);
+    const quant_vec_dot_fn fast = quant_kernels(type)->vec_dot;
+    const quant_gemm_fn gemm = quant_gemm_kernel(type);
+    const size_t row_bytes = (size_t)quant_bytes(type, (uint64_t)cols);
+    const size_t xq_row = (size_t)quant_bytes(tr->vec_dot_type, (uint64_t)cols);
+    const int64_t ldy = rows + 3;
+    float *src = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *x = malloc(sizeof(float) * (size_t)(MAX_TOK * cols));
+    uint8_t *wq = malloc(row_bytes * (size_t)rows);
+    float *y = malloc(sizeof(float) * (size_t)(MAX_TOK * ldy));
+    float *yr = malloc(sizeof(float) * (size_t)(MAX_TOK * ldy));
+    HY_ASSERT(src && x && wq && y && yr);
+    for (int64_t i = 0; i < rows * cols; i++) src[i] = (float)rng_normal(r) * 0.05f;
+    for (int64_t i = 0; i < MAX_TOK * cols; i++) x[i] = (float)rng_normal(r);
+    for (int64_t i = 0; i < rows; i++)
+        tr->from_float(src + i * cols, wq + (size_t)i * row_bytes, cols);
+    /* exactly n_tok activation rows per call below, so that a read past them
+     * faults under ASan; the expected outputs are those of all MAX_TOK */
+    uint8_t *xall = malloc(xq_row * MAX_TOK);
+    float *want = malloc(sizeof(float) * (size_t)(MAX_TOK * rows));
+    float *want_fast = malloc(sizeof(float) * (size_t)(MAX_TOK * rows));
+    HY_ASSERT(xall && want && want_fast);
+    for (int64_t t = 0; t < MAX_TOK; t++) {
+        const uint8_t *xt = xall + (size_t)t * xq_row;
+        at->from_float(x + t * cols, xall + (size_t)t * xq_row, cols);
+        for (int64_t i = 0; i < rows; i++) {
+            want[t * rows + i] = tr->vec_dot(cols, wq + (size_t)i * row_bytes, xt);
+            want_fast[t * rows + i] = fast(cols, wq + (size_t)i * row_bytes, xt);
+        }
+    }
+    int64_t bad_fast = 0, bad_ref = 0, bad_naive = 0, bad_gap = 0;
+    for (int64_t i = 0; i < MAX_TOK * ldy; i++) yr[i] = SENTINEL;
+    quant_gemm_ref(type, cols, wq, row_bytes, rows, xall, xq_row, MAX_TOK, yr, ldy);
+    for (int64_t t = 0; t < MAX_TOK; t++) {
+        for (int64_t i = 0; i < rows; i++) bad_naive += yr[t * ldy + i] != want[t * rows + i];
+        for (int64_t i = rows; i < ldy; i++) bad_gap += yr[t * ldy + i] != SENTINEL;
+    }
+    for (int64_t n_tok = 1; gemm && n_tok <= MAX_TOK; n_tok++) {
+        uint8_t *xq = malloc(xq_row * (size_t)n_tok);
+        HY_ASSERT(xq);
+        memcpy(xq, xall, xq_row * (size_t)n_tok);
+        for (int64_t i = 0; i < MAX_TOK * ldy; i++) y[i] = SENTINEL;
+        gemm(cols, wq, row_bytes, rows, xq, xq_row, n_tok, y, ldy);
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t i = 0; i < rows; i++) {
+                const float got = y[t * ldy + i], w = want[t * rows + i];
+                bad_fast += got != want_fast[t * rows + i];
+                bad_ref += !(fabs((double)got - w) <= 1e-5 * (fabs((double)w) + 1.0));
+            }
+            for (int64_t i = rows; i < ldy; i++) bad_gap += y[t * ldy + i] != SENTINEL;
+        }
+        for (int64_t i = n_tok * ldy; i < MAX_TOK * ldy; i++) bad_gap += y[i] != SENTINEL;
+        free(xq);
+    }
+    if (!CHECK_EQ_INT(bad_fast, 0) || !CHECK_EQ_INT(bad_ref, 0) || !CHECK_EQ_INT(bad_naive, 0) ||
+        !CHECK_EQ_INT(bad_gap, 0))
+        fprintf(stderr, "  type %s (%s), %lld rows x %lld cols\n", tr->name,
+                quant_isa_name(quant_isa_current()), (long long)rows, (long long)cols);
+    g_kernels_tested += gemm != NULL;
+    free(src);
+    free(x);
+    free(wq);
+    free(y);
+    free(yr);
+    free(xall);
+    free(want);
+    free(want_fast);
+}
+
+static void check_level(struct rng *r)
+{
+    static const int64_t row_counts[] = {1, 7, 19};
+    for (uint32_t type = 0; type < HY_TYPE_COUNT; type++) {
+        const struct quant_traits *tr = quant_traits(type);
+        if (!tr || !tr->vec_dot || !quant_traits(tr->vec_dot_type)->from_float) continue;
+        /* block types: 1, 3, 4, 5 blocks (of 32 at least); float types also
+         * lengths with a masked tail and whole 16s after the last 64 */
+        const int64_t bs = tr->block_size < 32 ? 32 : tr->block_size;
+        const int64_t block_cols[] = {bs, 3 * bs, 4 * bs, 5 * bs};
+        const int64_t float_cols[] = {7, 48, 71, 160, 200};
+        const bool is_float = tr->block_size == 1;
+        const int64_t *cols = is_float ? float_cols : block_cols;
+        const size_t n_cols = is_float ? 5 : 4;
+        for (size_t ri = 0; ri < sizeof(row_counts) / sizeof(row_counts[0]); ri++)
+            for (size_t ci = 0; ci < n_cols; ci++) check_shape(type, row_counts[ri], cols[ci], r);
+    }
+}
+
+int main(void)
+{
+    struct rng r;
+    rng_init(&r, 11);
+    const enum quant_isa best = quant_isa_detect();
+    /* lower levels: no kernel is offered there (the caller loops vec_dot) */
+    for (int level = (int)best - 1; level >= QUANT_ISA_SCALAR; level--) {
+        if (quant_isa_select((enum quant_isa)level) != (enum quant_isa)level) continue;
+        for (uint32_t type = 0; type < HY_TYPE_COUNT; type++)
+            CHECK(quant_gemm_kernel(type) == NULL);
+    }
+    quant_isa_select(best);
+    check_level(&r);
+    if (best == QUANT_ISA_AVX512_VNNI) {
+        /* the kernels this level has (quant_gemm_avx512.c) */
+        CHECK(quant_gemm_kernel(HY_TYPE_Q4_K) != NULL);
+        CHECK(quant_gemm_kernel(HY_TYPE_Q6_K) != NULL);
+        CHECK(quant_gemm_kernel(HY_TYPE_Q8_0) != NULL);
+        CHECK(quant_gemm_kernel(HY_TYPE_F16) != NULL);
+    }
+    fprintf(stderr, "test_quant_gemm: %s, %lld shapes with a gemm kernel\n", quant_isa_name(best),
+            (long long)g_kernels_tested);
+    return check_report("test_quant_gemm");
+}
