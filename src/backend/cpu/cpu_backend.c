@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,10 @@
  * Bounds the x tile a row pass touches (TILE * n_cols floats) so that it
  * stays in cache for the next row. */
 #define MATMUL_TILE 16
+
+/* Row chunks per thread and matmul: enough for the counter to even out a slow
+ * thread, few enough that taking a chunk costs nothing next to computing it. */
+#define MATMUL_CHUNKS_PER_THREAD 8
 
 
 struct cpu_backend {
@@ -66,9 +71,13 @@ static quant_to_float_fn kernel_to_float(const struct cpu_backend *cb, uint32_t 
 
 /* Every output y[t][r] is one vec_dot of weight row r with activation row t,
  * computed by one thread, so results do not depend on the thread count or on
- * how a prompt is split into batches. Rows are split among the threads; each
- * thread walks its rows once per tile of MATMUL_TILE tokens, so a weight row
- * is read from memory once per tile and the tile's activations stay in cache.
+ * how a prompt is split into batches. Rows are handed out in chunks from a
+ * shared counter, so a thread that runs slower (a busy core, a neighbour on
+ * the VM) takes fewer chunks instead of holding everyone up at the end, as a
+ * fixed split would; which thread computes a row changes nothing in the
+ * result. A thread walks its chunk once per tile of MATMUL_TILE tokens, so a
+ * weight row is read from memory once per tile and the tile's activations
+ * stay in cache.
  * The activations are converted to the weight's vec_dot_type once per call
  * (in parallel over tokens for prompt batches).
  * Batches of QUANT_GEMM_MIN_TOK tokens or more go to the type's gemm kernel
@@ -86,6 +95,8 @@ struct matmul_task {
     quant_vec_dot_fn vec_dot;
     quant_from_float_fn from_float;
     quant_gemm_fn gemm; /* NULL: vec_dot per output */
+    int64_t chunk_rows;
+    atomic_llong next_row; /* first row of the next chunk to hand out */
 };
 
 static void convert_worker(void *arg, int ith, int nth)
@@ -97,12 +108,11 @@ static void convert_worker(void *arg, int ith, int nth)
         task->from_float(task->x + t * n, (uint8_t *)task->xq + (size_t)t * task->xq_row, n);
 }
 
-static void matmul_worker(void *arg, int ith, int nth)
+/* Rows [r0, r1) for every token. */
+static void matmul_rows(const struct matmul_task *task, int64_t r0, int64_t r1)
 {
-    const struct matmul_task *task = arg;
     const struct backend_weight *w = task->w;
     const int64_t n_rows = w->n_rows, n_cols = w->n_cols;
-    const int64_t r0 = n_rows * ith / nth, r1 = n_rows * (ith + 1) / nth;
     if (task->gemm) {
         task->gemm(n_cols, (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes,
                    r1 - r0, task->xq, task->xq_row, task->n_tok, task->y + r0, n_rows);
@@ -120,6 +130,19 @@ static void matmul_worker(void *arg, int ith, int nth)
     }
 }
 
+static void matmul_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct matmul_task *task = arg;
+    const int64_t n_rows = task->w->n_rows;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add_explicit(&task->next_row, task->chunk_rows, memory_order_relaxed);
+        if (r0 >= n_rows) break;
+        matmul_rows(task, r0, HY_MIN(r0 + task->chunk_rows, n_rows));
+    }
+}
+
 static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
                        int64_t n_tok, float *y)
 {
@@ -127,7 +150,12 @@ static void cpu_matmul(struct backend *be, const struct backend_weight *w, const
     const struct quant_traits *tr = quant_traits(w->type);
     HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
     struct matmul_task task = {cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
-                               kernel_vec_dot(cb, w->type), NULL, NULL};
+                               kernel_vec_dot(cb, w->type), NULL, NULL, 0, 0};
+    /* about MATMUL_CHUNKS_PER_THREAD chunks per thread, in multiples of 8 rows
+     * (the gemm kernels block rows by 2 and 4) */
+    const int64_t per = w->n_rows / ((int64_t)cb->n_threads * MATMUL_CHUNKS_PER_THREAD);
+    task.chunk_rows = HY_MAX((int64_t)8, (per + 7) / 8 * 8);
+    atomic_init(&task.next_row, 0);
     if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task.gemm = quant_gemm_kernel(w->type);
     /* a tiny matrix (a router) is not worth waking the workers for */
     const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
