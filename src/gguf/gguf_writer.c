@@ -459,6 +459,12 @@ enum hy_status gguf_writer_write_data(struct gguf_writer *w, const void *p, size
     return HY_OK;
 }
 
+enum hy_status gguf_writer_flush(struct gguf_writer *w)
+{
+    HY_ASSERT(w->began);
+    return wflush(w);
+}
+
 enum hy_status gguf_writer_finish(struct gguf_writer *w)
 {
     HY_ASSERT(w->began);

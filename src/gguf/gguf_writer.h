@@ -66,6 +66,9 @@ uint64_t gguf_writer_total_bytes(const struct gguf_writer *w);
 HY_MUST_CHECK enum hy_status gguf_writer_begin(struct gguf_writer *w, const struct gguf_sink *sink);
 HY_MUST_CHECK enum hy_status gguf_writer_write_data(struct gguf_writer *w, const void *p, size_t n);
 HY_MUST_CHECK enum hy_status gguf_writer_finish(struct gguf_writer *w);
+/* Hands what is buffered to the sink now (e.g. to keep just the header after
+ * gguf_writer_begin). Errors: the sink's. */
+HY_MUST_CHECK enum hy_status gguf_writer_flush(struct gguf_writer *w);
 
 /* File sink. */
 struct gguf_writer_file {

@@ -540,6 +540,49 @@ enum hy_status synth_file_bytes(const struct synth_config *cfg, uint64_t *out)
     return HY_OK;
 }
 
+struct mem_sink {
+    unsigned char *buf; /* owned */
+    uint64_t n, cap;
+};
+
+static int mem_sink_write(void *user, const void *p, size_t n)
+{
+    struct mem_sink *m = user;
+    if (m->n + n > m->cap) {
+        m->cap = HY_MAX(m->cap * 2, m->n + n);
+        m->buf = mem_xrealloc(m->buf, (size_t)m->cap);
+    }
+    memcpy(m->buf + m->n, p, n);
+    m->n += n;
+    return 0;
+}
+
+enum hy_status synth_header(const struct synth_config *cfg, void **out, uint64_t *out_bytes, uint64_t *file_bytes)
+{
+    struct synth_vocab vocab;
+    struct synth_state s;
+    struct gguf_writer *w;
+    *out = NULL;
+    *out_bytes = 0;
+    enum hy_status st = synth_prepare(cfg, &vocab, &s, &w);
+    if (st) return st;
+    struct mem_sink m = {0};
+    struct gguf_sink sink = {mem_sink_write, &m};
+    /* begin writes everything before the first tensor's data */
+    if ((st = gguf_writer_begin(w, &sink)) == HY_OK && (st = gguf_writer_flush(w)) == HY_OK)
+        *file_bytes = gguf_writer_total_bytes(w);
+    gguf_writer_free(w);
+    synth_vocab_free(&vocab);
+    state_free(&s);
+    if (st) {
+        free(m.buf);
+        return st;
+    }
+    *out = m.buf;
+    *out_bytes = m.n;
+    return HY_OK;
+}
+
 enum hy_status synth_write(const struct synth_config *cfg, const char *path, bool force, synth_progress_fn progress,
                            void *user, struct synth_route_stats *stats)
 {

@@ -83,6 +83,15 @@ HY_MUST_CHECK enum hy_status synth_validate(const struct synth_config *cfg);
 /* Bytes of the GGUF file that synth_write would produce. */
 HY_MUST_CHECK enum hy_status synth_file_bytes(const struct synth_config *cfg, uint64_t *out);
 
+/* The file's header alone (key/values, tensor directory, padding up to the
+ * data section) in a new malloc'd buffer *out (*out_bytes long, free with
+ * free()), and the size the whole file would have in *file_bytes. With a
+ * source that reads zeros past the header, gguf_parse and model_info_init
+ * then see the full-size model without its weights: plans and size reports
+ * for 70B shapes in tests. Errors as synth_validate. */
+HY_MUST_CHECK enum hy_status synth_header(const struct synth_config *cfg, void **out, uint64_t *out_bytes,
+                                          uint64_t *file_bytes);
+
 struct synth_route_stats {
     double top20_share;    /* share of selections taken by the 20% most popular experts, mean over layers */
     double uniform_top20;  /* the same for uniform routing */

@@ -17,9 +17,12 @@ struct command {
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, hyperparameters and tensors"},
+    {"plan", cmd_plan, "plan where a model's tensors live and predict its speed (header only)"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama-perplexity's protocol)"},
     {"synth", cmd_synth, "write a random-weight GGUF model at a real model's shape"},
     {"tokenize", cmd_tokenize, "print the token ids of a text under a model's tokenizer"},
+    {"profile", cmd_profile, "measure this machine (CPU, RAM, storage, GPUs) and cache the profile"},
+    {"iobench", cmd_iobench, "read-only benchmark of a model file's read patterns (O_DIRECT, buffered, mmap)"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,400 @@
+/*
+ * Placement plan and cost model; the rules and assumptions are in plan.h.
+ *
+ * Rejected: a knapsack over individual tensors. The value of a byte is the
+ * same within a class (dense FFN: read every token; experts: k/E of tokens),
+ * so filling by class in the order of the rules is optimal up to the
+ * granularity of a layer, and it keeps the streamed set regular (whole
+ * layers, the same cache size per MoE layer) for the store and prefetcher.
+ */
+#include "plan/plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/mem.h"
+#include "core/sizes.h"
+
+#define MIB (1024ull * 1024ull)
+
+void plan_hw_defaults(struct plan_hw *hw)
+{
+    memset(hw, 0, sizeof(*hw));
+    hw->disk_read_bytes_per_s = 3e9;
+    hw->disk_best_request_bytes = 4 * MIB;
+    hw->mem_read_bytes_per_s = 20e9;
+    hw->n_threads = 4;
+}
+
+const char *plan_tier_name(enum plan_tier t)
+{
+    switch (t) {
+    case PLAN_TIER_GPU: return "gpu";
+    case PLAN_TIER_RAM: return "ram";
+    case PLAN_TIER_NVME: return "nvme";
+    }
+    return "?";
+}
+
+const char *plan_mode_name(enum plan_mode m)
+{
+    switch (m) {
+    case PLAN_MODE_RESIDENT: return "resident";
+    case PLAN_MODE_DENSE_STREAM: return "dense-stream";
+    case PLAN_MODE_EXPERT_STREAM: return "expert-stream";
+    }
+    return "?";
+}
+
+const char *plan_bound_name(enum plan_bound b)
+{
+    return b == PLAN_BOUND_DISK ? "disk" : "compute";
+}
+
+uint64_t plan_kv_bytes(const struct hparams *hp, int64_t n_ctx)
+{
+    if (n_ctx <= 0 || hp->n_layer <= 0) return 0;
+    uint64_t per_pos = (uint64_t)(hp->n_head_kv * hp->head_dim + hp->n_head_kv * hp->head_dim_v);
+    return (uint64_t)hp->n_layer * (uint64_t)n_ctx * per_pos * 2;
+}
+
+uint64_t plan_headroom_bytes(uint64_t bytes)
+{
+    uint64_t h = HY_MAX(512 * MIB, bytes / 16);
+    return HY_MIN(h, bytes);
+}
+
+uint64_t plan_ram_budget(uint64_t requested, uint64_t available, uint64_t cgroup_limit, bool *clamped)
+{
+    uint64_t b = requested ? requested : available - plan_headroom_bytes(available);
+    bool c = false;
+    if (cgroup_limit) {
+        uint64_t cap = cgroup_limit - plan_headroom_bytes(cgroup_limit);
+        if (b > cap) {
+            c = requested != 0;
+            b = cap;
+        }
+    }
+    if (clamped) *clamped = c;
+    return b;
+}
+
+static double harmonic_s(int64_t n, double s)
+{
+    double h = 0;
+    for (int64_t i = 1; i <= n; i++) h += pow((double)i, -s);
+    return h;
+}
+
+double plan_expert_hit_rate(int64_t c, int64_t n_expert)
+{
+    if (n_expert <= 0 || c <= 0) return 0;
+    if (c >= n_expert) return 1;
+    return harmonic_s(c, PLAN_EXPERT_ZIPF_S) / harmonic_s(n_expert, PLAN_EXPERT_ZIPF_S);
+}
+
+void plan_free(struct plan *p)
+{
+    if (!p) return;
+    free(p->layers);
+    free(p->tensors);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Whether layer l is among r of n evenly spread layers. */
+static bool spread_pick(int l, int r, int n)
+{
+    if (r <= 0) return false;
+    if (r >= n) return true;
+    return (int64_t)(l + 1) * r / n > (int64_t)l * r / n;
+}
+
+static double matvec_rate(const struct plan_hw *hw, uint32_t type)
+{
+    double r = type < HY_TYPE_COUNT ? hw->cpu_matvec_bytes_per_s[type] : 0;
+    return r > 0 ? r : hw->mem_read_bytes_per_s;
+}
+
+struct layer_sizes {
+    uint64_t ffn, exp;       /* dense FFN and routed-expert weight bytes */
+};
+
+/* Steady-state decode over the layers (see plan.h): reads go one after
+ * another on the disk, each into a slot freed when the layer that used it
+ * S streamed layers earlier finished computing. Returns the token time; fills
+ * t_layer_s from the last simulated token. */
+static double simulate(struct plan_layer *L, int n, double t_tail, int n_slots)
+{
+    enum { TOKENS = 3, MAX_SLOTS = 16 };
+    double slot_free[MAX_SLOTS] = {0};
+    int slot = 0;
+    double disk_free = 0, t = 0, t_tok_start = 0;
+    if (n_slots < 1) n_slots = 1;
+    if (n_slots > MAX_SLOTS) n_slots = MAX_SLOTS;
+    for (int tok = 0; tok < TOKENS; tok++) {
+        t_tok_start = t;
+        for (int l = 0; l < n; l++) {
+            double read_end = 0, t0 = t;
+            bool reads = L[l].t_io_s > 0;
+            if (reads) {
+                double start = HY_MAX(disk_free, slot_free[slot]);
+                read_end = start + L[l].t_io_s;
+                disk_free = read_end;
+            }
+            t = HY_MAX(t, read_end) + L[l].t_compute_s;
+            if (reads) {
+                slot_free[slot] = t;
+                slot = (slot + 1) % n_slots;
+            }
+            if (tok == TOKENS - 1) L[l].t_layer_s = t - t0;
+        }
+        t += t_tail;
+    }
+    return t - t_tok_start;
+}
+
+static enum hy_status below_minimum(uint64_t budget, uint64_t min, const uint64_t *by_role, uint64_t kv,
+                                    uint64_t pool)
+{
+    char b[32], m[32], x[5][32];
+    uint64_t attn = by_role[ROLE_ATTN];
+    uint64_t emb = by_role[ROLE_EMBED] + by_role[ROLE_OUTPUT];
+    uint64_t rest = by_role[ROLE_NORM] + by_role[ROLE_ROUTER] + by_role[ROLE_SHARED_EXPERT] + by_role[ROLE_OTHER];
+    return err_set(HY_ERR_INVALID_ARG,
+                   "RAM budget %s is below the resident minimum %s (attention %s, embeddings+output %s, "
+                   "norms+routers+shared experts %s, KV cache %s, stream pool %s)\n"
+                   "hint: raise --ram-budget, or shrink the KV cache with a smaller context (-c)",
+                   sizes_format(budget, b, sizeof b), sizes_format(min, m, sizeof m),
+                   sizes_format(attn, x[0], sizeof x[0]), sizes_format(emb, x[1], sizeof x[1]),
+                   sizes_format(rest, x[2], sizeof x[2]), sizes_format(kv, x[3], sizeof x[3]),
+                   sizes_format(pool, x[4], sizeof x[4]));
+}
+
+enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
+                         const struct plan_params *params)
+{
+    memset(p, 0, sizeof(*p));
+    const struct hparams *hp = &info->hp;
+    const struct gguf_ctx *g = info->gguf;
+    if (params->n_ctx <= 0)
+        return err_set(HY_ERR_INVALID_ARG, "context length %lld must be positive", (long long)params->n_ctx);
+    if (!(hw->disk_read_bytes_per_s > 0) || !(hw->mem_read_bytes_per_s > 0))
+        return err_set(HY_ERR_INVALID_ARG, "disk (%g B/s) and memory (%g B/s) bandwidths must be positive",
+                       hw->disk_read_bytes_per_s, hw->mem_read_bytes_per_s);
+    const int n = info->n_layer_seen;
+    if (n <= 0) return err_set(HY_ERR_UNSUPPORTED, "%s: the model has no layers (blk.N tensors) to plan", g->name);
+
+    const int64_t E = hp->n_expert, k = hp->n_expert_used;
+    const uint64_t kv = plan_kv_bytes(hp, params->n_ctx);
+    uint64_t fixed_by_role[ROLE_COUNT] = {0}, fixed = 0;
+    struct layer_sizes *ls = mem_xcalloc((size_t)n, sizeof(*ls));
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        enum tensor_role r = info->tensor_role[i];
+        int l = info->tensor_layer[i];
+        uint64_t b = g->tensors[i].n_bytes;
+        if (r == ROLE_FFN && l >= 0) ls[l].ffn += b;
+        else if (r == ROLE_EXPERT && l >= 0 && E > 0) ls[l].exp += b;
+        else {
+            fixed_by_role[r] += b;
+            fixed += b;
+        }
+    }
+    uint64_t sum_ffn = 0, sum_exp = 0, max_ffn = 0, max_kslice = 0;
+    for (int l = 0; l < n; l++) {
+        sum_ffn += ls[l].ffn;
+        sum_exp += ls[l].exp;
+        max_ffn = HY_MAX(max_ffn, ls[l].ffn);
+        if (E > 0) max_kslice = HY_MAX(max_kslice, (uint64_t)k * (ls[l].exp / (uint64_t)E));
+    }
+    const uint64_t budget = params->ram_budget_bytes;
+    const uint64_t all = fixed + kv + sum_ffn + sum_exp;
+    const int n_slots = PLAN_PREFETCH_DEPTH + 1;
+
+    /* worst-case pool: dense FFN layers may stream */
+    uint64_t slot_bytes = HY_MAX(max_ffn, max_kslice);
+    const uint64_t min = fixed + kv + (uint64_t)n_slots * slot_bytes;
+    p->min_resident_bytes = min;
+    int *cache = mem_xcalloc((size_t)n, sizeof(*cache));
+    bool *ffn_res = mem_xcalloc((size_t)n, sizeof(*ffn_res));
+    bool resident = budget >= all;
+    if (resident) {
+        for (int l = 0; l < n; l++) {
+            ffn_res[l] = true;
+            cache[l] = (int)E;
+        }
+        slot_bytes = 0;
+    } else {
+        if (budget < min) {
+            free(ls);
+            free(cache);
+            free(ffn_res);
+            return below_minimum(budget, min, fixed_by_role, kv, (uint64_t)n_slots * slot_bytes);
+        }
+        /* a smaller pool when every dense FFN fits beside an experts-only pool */
+        if (sum_exp > 0 && fixed + kv + sum_ffn + (uint64_t)n_slots * max_kslice <= budget)
+            slot_bytes = max_kslice;
+        uint64_t avail = budget - fixed - kv - (uint64_t)n_slots * slot_bytes;
+        /* rule 3: whole dense FFN layers, as many as fit, evenly spread */
+        int n_ffn_layers = 0;
+        for (int l = 0; l < n; l++) n_ffn_layers += ls[l].ffn > 0;
+        for (int r = n_ffn_layers; r >= 0; r--) {
+            uint64_t need = 0;
+            for (int l = 0, j = 0; l < n; l++)
+                if (ls[l].ffn > 0) need += spread_pick(j++, r, n_ffn_layers) ? ls[l].ffn : 0;
+            if (need <= avail) {
+                for (int l = 0, j = 0; l < n; l++)
+                    if (ls[l].ffn > 0) ffn_res[l] = spread_pick(j++, r, n_ffn_layers);
+                avail -= need;
+                break;
+            }
+        }
+        /* rule 4: the expert cache, the same size in every MoE layer, the
+         * rest one more in evenly spread layers; only with every dense FFN
+         * resident (dense bytes are worth more) */
+        bool all_ffn = true;
+        for (int l = 0; l < n; l++) all_ffn &= ls[l].ffn == 0 || ffn_res[l];
+        if (E > 0 && sum_exp > 0 && all_ffn) {
+            uint64_t per_round = 0; /* one expert more in every MoE layer */
+            int n_moe = 0;
+            for (int l = 0; l < n; l++)
+                if (ls[l].exp) {
+                    per_round += ls[l].exp / (uint64_t)E;
+                    n_moe++;
+                }
+            int64_t c = per_round ? (int64_t)(avail / per_round) : 0;
+            if (c > E) c = E;
+            avail -= (uint64_t)c * per_round;
+            for (int l = 0; l < n; l++) cache[l] = ls[l].exp ? (int)c : 0;
+            if (c < E) {
+                for (int r = n_moe; r > 0; r--) {
+                    uint64_t need = 0;
+                    for (int l = 0, j = 0; l < n; l++)
+                        if (ls[l].exp) need += spread_pick(j++, r, n_moe) ? ls[l].exp / (uint64_t)E : 0;
+                    if (need <= avail) {
+                        for (int l = 0, j = 0; l < n; l++)
+                            if (ls[l].exp) cache[l] += spread_pick(j++, r, n_moe);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /* per tensor tiers and per layer accounting */
+    p->tensors = mem_xcalloc((size_t)g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*p->tensors));
+    p->n_tensors = g->n_tensors;
+    p->layers = mem_xcalloc((size_t)n, sizeof(*p->layers));
+    p->n_layer = n;
+    double t_tail = 0, active_params = 0;
+    bool has_output = info->bytes_by_role[ROLE_OUTPUT] > 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const struct gguf_tensor *t = &g->tensors[i];
+        struct plan_tensor *pt = &p->tensors[i];
+        enum tensor_role r = info->tensor_role[i];
+        int l = info->tensor_layer[i];
+        *pt = (struct plan_tensor){t->name, r, l, t->type, t->n_bytes, PLAN_TIER_RAM, t->n_bytes};
+        double use = (double)t->n_bytes, params_used = (double)t->n_elements; /* bytes a token reads */
+        if (r == ROLE_FFN && l >= 0 && !ffn_res[l]) {
+            pt->tier = PLAN_TIER_NVME;
+            pt->resident_bytes = 0;
+        } else if (r == ROLE_EXPERT && l >= 0 && E > 0) {
+            if (cache[l] < E) {
+                pt->tier = PLAN_TIER_NVME;
+                pt->resident_bytes = t->n_bytes / (uint64_t)E * (uint64_t)cache[l];
+            }
+            use *= (double)k / (double)E;
+            params_used *= (double)k / (double)E;
+        }
+        if (r == ROLE_EMBED) {
+            /* a row lookup, unless the embeddings double as the output head */
+            use = has_output ? 0 : use;
+            params_used = has_output ? 0 : params_used;
+        }
+        active_params += params_used;
+        double tc = use / matvec_rate(hw, t->type);
+        if (l >= 0 && l < n) {
+            struct plan_layer *pl = &p->layers[l];
+            pl->t_compute_s += tc;
+            pl->resident_bytes += pt->resident_bytes;
+            pl->streamed_bytes += pt->bytes - pt->resident_bytes;
+        } else {
+            t_tail += tc;
+        }
+        if (pt->tier == PLAN_TIER_RAM) p->bytes_by_role_resident[r] += pt->bytes;
+        else {
+            p->bytes_by_role_resident[r] += pt->resident_bytes;
+            p->bytes_by_role_streamed[r] += pt->bytes - pt->resident_bytes;
+        }
+        p->weights_resident_bytes += pt->resident_bytes;
+        p->weights_streamed_bytes += pt->bytes - pt->resident_bytes;
+    }
+
+    bool any_ffn_stream = false, any_exp_stream = false;
+    double sel_hit = 0, prompt_bytes = 0;
+    int n_moe_layers = 0;
+    for (int l = 0; l < n; l++) {
+        struct plan_layer *pl = &p->layers[l];
+        pl->ffn_streamed = ls[l].ffn > 0 && !ffn_res[l];
+        if (pl->ffn_streamed) {
+            any_ffn_stream = true;
+            pl->read_bytes_per_token += (double)ls[l].ffn;
+            prompt_bytes += (double)ls[l].ffn;
+        }
+        if (ls[l].exp && E > 0) {
+            n_moe_layers++;
+            pl->expert_cache = cache[l];
+            pl->expert_slice_bytes = ls[l].exp / (uint64_t)E;
+            pl->hit_rate = plan_expert_hit_rate(cache[l], E);
+            sel_hit += pl->hit_rate;
+            if (cache[l] < E) {
+                any_exp_stream = true;
+                pl->read_bytes_per_token += (double)k * (double)pl->expert_slice_bytes * (1.0 - pl->hit_rate);
+                prompt_bytes += (double)(E - cache[l]) * (double)pl->expert_slice_bytes;
+            }
+            p->expert_cache_entries += (uint64_t)cache[l];
+            p->expert_cache_bytes += (uint64_t)cache[l] * pl->expert_slice_bytes;
+            if (n_moe_layers == 1 || cache[l] < p->expert_cache_min) p->expert_cache_min = cache[l];
+            if (cache[l] > p->expert_cache_max) p->expert_cache_max = cache[l];
+        }
+        pl->t_io_s = pl->read_bytes_per_token / hw->disk_read_bytes_per_s;
+        p->streamed_bytes_per_token += pl->read_bytes_per_token;
+        p->t_compute_per_token_s += pl->t_compute_s;
+        p->t_io_per_token_s += pl->t_io_s;
+    }
+    p->t_compute_per_token_s += t_tail;
+    p->mode = any_exp_stream ? PLAN_MODE_EXPERT_STREAM : any_ffn_stream ? PLAN_MODE_DENSE_STREAM : PLAN_MODE_RESIDENT;
+    bool streams = p->mode != PLAN_MODE_RESIDENT;
+    p->pool_slots = streams ? n_slots : 0;
+    p->pool_slot_bytes = streams ? slot_bytes : 0;
+    p->pool_bytes = (uint64_t)p->pool_slots * p->pool_slot_bytes;
+    p->prefetch_depth = streams ? PLAN_PREFETCH_DEPTH : 0;
+    p->ram_budget_bytes = budget;
+    p->gpu_budget_bytes = params->gpu_budget_bytes;
+    p->n_ctx = params->n_ctx;
+    p->kv_bytes = kv;
+    p->n_expert = E;
+    p->n_expert_used = k;
+    p->expert_hit_rate = n_moe_layers ? sel_hit / n_moe_layers : 0;
+    p->expert_zipf_s = PLAN_EXPERT_ZIPF_S;
+    /* the expert cache's share is counted in weights_resident_bytes */
+    p->resident_bytes = p->weights_resident_bytes + kv + p->pool_bytes;
+    HY_ASSERT(p->resident_bytes <= budget);
+
+    p->t_token_s = simulate(p->layers, n, t_tail, p->pool_slots);
+    p->predicted_gen_tok_per_s = p->t_token_s > 0 ? 1.0 / p->t_token_s : 0;
+    p->gen_bound = p->t_io_per_token_s > p->t_compute_per_token_s ? PLAN_BOUND_DISK : PLAN_BOUND_COMPUTE;
+
+    double flops = hw->cpu_flops_per_s > 0 ? hw->cpu_flops_per_s : 50e9 * (hw->n_threads > 0 ? hw->n_threads : 1);
+    double t_batch_c = PLAN_PROMPT_BATCH * 2.0 * active_params / flops;
+    double t_batch_io = prompt_bytes / hw->disk_read_bytes_per_s;
+    double t_batch = HY_MAX(t_batch_c, t_batch_io);
+    p->predicted_prompt_tok_per_s = t_batch > 0 ? PLAN_PROMPT_BATCH / t_batch : 0;
+    p->prompt_bound = t_batch_io > t_batch_c ? PLAN_BOUND_DISK : PLAN_BOUND_COMPUTE;
+
+    free(ls);
+    free(cache);
+    free(ffn_res);
+    return HY_OK;
+}

@@ -1,0 +1,192 @@
+/*
+ * The placement plan and its cost model (DESIGN.md §3): which tensor lives in
+ * which tier, which mode the run is in, how large the KV cache, the streaming
+ * pool and the expert cache are, how deep the prefetch goes, how many bytes a
+ * generated token reads from the disk and what speed that predicts.
+ *
+ * Inputs are plain numbers: the model as `model_info` describes it from the
+ * GGUF header (no tensor data is touched), `struct plan_hw` (what the machine
+ * can do; filled by the tool from flags now, from the hardware profile later)
+ * and `struct plan_params` (budgets and context length). The plan is a pure
+ * function of them: no I/O, no clock, no environment.
+ *
+ * Placement rules, in order:
+ *   1. Always resident (the "resident minimum"): embeddings, attention,
+ *      norms, routers, shared experts, the output head, anything unknown,
+ *      the KV cache (F16, n_ctx positions), and one streaming pool of
+ *      PLAN_PREFETCH_DEPTH + 1 slots (one being computed on, the others being
+ *      read ahead). A budget below this fails with HY_ERR_INVALID_ARG naming
+ *      the minimum and what takes it.
+ *   2. If everything fits: mode resident, no pool.
+ *   3. Otherwise dense FFN layers become resident (a layer's gate/up/down go
+ *      together: a streamed layer is one read into one pool slot), as many
+ *      as fit, spread evenly over the depth so that the disk can read ahead
+ *      while resident layers compute. Dense FFN comes first because every one
+ *      of its bytes is read every token (1 byte/token per byte) while an
+ *      expert's bytes are read k/E of the time.
+ *   4. Then experts: the expert cache gets the same number of experts in
+ *      every MoE layer, and what is left one more in evenly spread layers.
+ *      Whatever does not fit streams.
+ *
+ * Expert hit rate (an assumption, stated in the output): routers are skewed,
+ * so the cache is assumed to hold each layer's most popular experts, with
+ * popularity following a Zipf law p_i ∝ i^-PLAN_EXPERT_ZIPF_S. A cache of c of
+ * E experts then hits h(c) = H_s(c) / H_s(E) of the selections (H_s the
+ * generalized harmonic number). With s = 0.7 the top 20% of 128 experts take
+ * about half of the selections, the top 2 of 8 about 40% — in the range that
+ * published router statistics and `hypura synth`'s default skew show. Misses
+ * per token and layer: k · (1 − h(c)), each reading one expert slice (its
+ * rows of gate, up and down).
+ *
+ * Timing model (decode): per layer, t_compute = Σ bytes used / the CPU's
+ * matvec rate for the tensor's type (experts: k/E of their bytes), t_io =
+ * bytes read / disk bandwidth. Reads for layer i + d are issued while layer i
+ * computes (d = prefetch depth, bounded by the pool's slots), and the disk
+ * reads one layer after another. A small pipeline simulation over two
+ * tokens gives t_layer = max(t_compute, t_io − overlap), the overlap being
+ * what the reads could start early behind earlier layers' compute; the
+ * steady-state token time is Σ t_layer plus the output head. The deciding
+ * bound is the disk when Σ t_io > Σ t_compute, the compute otherwise.
+ * Expert reads are assumed issued early by prediction (DESIGN.md §5), as
+ * dense reads are; a wrong prediction's stall is not modelled. Attention over
+ * the KV cache is not counted (small at moderate context next to weights).
+ *
+ * Prompt model: batches of PLAN_PROMPT_BATCH tokens; compute = 2 FLOPs per
+ * active parameter per token at hw->cpu_flops_per_s; every streamed byte is
+ * read once per batch (a batch of hundreds of tokens touches every expert);
+ * reads overlap compute.
+ *
+ * Not done yet: the GPU tier (gpu_budget is recorded, nothing is placed
+ * there), per-tensor rather than per-layer streaming of dense FFN.
+ */
+#ifndef HY_PLAN_PLAN_H
+#define HY_PLAN_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/base.h"
+#include "model/arch.h"
+#include "model/model_info.h"
+#include "quant/quant.h"
+
+#define PLAN_PREFETCH_DEPTH 2   /* layers read ahead of the one computing */
+#define PLAN_EXPERT_ZIPF_S 0.7  /* assumed expert popularity skew (see above) */
+#define PLAN_PROMPT_BATCH 512   /* prompt tokens per batch in the prompt model */
+
+/* What the machine can do. Rates of 0 fall back as noted; the tool fills
+ * this from flags (and, later, from the hardware profile). */
+struct plan_hw {
+    uint64_t ram_total_bytes;
+    uint64_t ram_available_bytes;
+    uint64_t cgroup_limit_bytes;     /* 0: none */
+    double disk_read_bytes_per_s;    /* O_DIRECT sequential read; must be > 0 */
+    uint64_t disk_best_request_bytes; /* request size that reaches it; 0: 4 MiB */
+    double mem_read_bytes_per_s;     /* RAM read bandwidth, all threads; must be > 0 */
+    /* CPU matvec throughput in weight bytes per second, per enum hy_type;
+     * 0: mem_read_bytes_per_s (the memory-bound case) */
+    double cpu_matvec_bytes_per_s[HY_TYPE_COUNT];
+    double cpu_flops_per_s;          /* batched matmul rate; 0: 50 GFLOP/s per thread */
+    int n_threads;                   /* 0: 1 */
+    /* GPU tier, not planned yet: keep 0 */
+    int n_gpu;
+    uint64_t gpu_mem_bytes;
+    double pcie_bytes_per_s;
+};
+
+/* Conservative defaults (3 GB/s disk, 20 GB/s memory, 4 threads); RAM sizes 0. */
+void plan_hw_defaults(struct plan_hw *hw);
+
+struct plan_params {
+    uint64_t ram_budget_bytes; /* > 0; see plan_ram_budget for the default */
+    uint64_t gpu_budget_bytes; /* recorded only, for now */
+    int64_t n_ctx;             /* > 0: KV cache positions */
+};
+
+enum plan_tier { PLAN_TIER_GPU, PLAN_TIER_RAM, PLAN_TIER_NVME };
+enum plan_mode { PLAN_MODE_RESIDENT, PLAN_MODE_DENSE_STREAM, PLAN_MODE_EXPERT_STREAM };
+enum plan_bound { PLAN_BOUND_COMPUTE, PLAN_BOUND_DISK };
+
+const char *plan_tier_name(enum plan_tier t);   /* "gpu", "ram", "nvme" */
+const char *plan_mode_name(enum plan_mode m);   /* "resident", "dense-stream", "expert-stream" */
+const char *plan_bound_name(enum plan_bound b); /* "compute", "disk" */
+
+struct plan_tensor {
+    const char *name;     /* borrowed from the gguf ctx */
+    enum tensor_role role;
+    int layer;            /* -1 outside blocks */
+    uint32_t type;        /* enum hy_type */
+    uint64_t bytes;
+    enum plan_tier tier;  /* RAM: whole tensor resident; NVME: read from the file */
+    uint64_t resident_bytes; /* bytes kept in RAM: all, 0, or (experts) the cache's share */
+};
+
+struct plan_layer {
+    uint64_t resident_bytes;   /* weights of this layer held in RAM (expert cache included) */
+    uint64_t streamed_bytes;   /* weights of this layer left on the NVMe tier */
+    double read_bytes_per_token; /* expected disk reads per generated token */
+    bool ffn_streamed;         /* dense FFN read each token */
+    int expert_cache;          /* experts of this layer in the cache (MoE layers) */
+    uint64_t expert_slice_bytes; /* one expert's rows of gate+up+down */
+    double hit_rate;           /* assumed expert cache hit rate */
+    double t_compute_s, t_io_s, t_layer_s; /* decode, steady state */
+};
+
+struct plan {
+    enum plan_mode mode;
+    uint64_t ram_budget_bytes, gpu_budget_bytes;
+    int64_t n_ctx;
+    uint64_t kv_bytes;
+    uint64_t min_resident_bytes;   /* the resident minimum (rule 1) */
+    uint64_t resident_bytes;       /* RAM used: weights + expert cache + KV + pool; ≤ budget */
+    uint64_t weights_resident_bytes; /* weights in RAM, expert cache included */
+    uint64_t weights_streamed_bytes; /* weights on the NVMe tier */
+    uint64_t bytes_by_role_resident[ROLE_COUNT];
+    uint64_t bytes_by_role_streamed[ROLE_COUNT];
+    int pool_slots;                /* 0 when nothing streams */
+    uint64_t pool_slot_bytes, pool_bytes;
+    int prefetch_depth;            /* 0 when nothing streams */
+    int64_t n_expert, n_expert_used;
+    int expert_cache_min, expert_cache_max; /* experts per MoE layer in the cache */
+    uint64_t expert_cache_entries, expert_cache_bytes;
+    double expert_hit_rate;        /* assumed, selection-weighted mean over MoE layers */
+    double expert_zipf_s;          /* the skew behind it */
+    double streamed_bytes_per_token;
+    double t_compute_per_token_s, t_io_per_token_s, t_token_s;
+    double predicted_gen_tok_per_s;
+    enum plan_bound gen_bound;
+    double predicted_prompt_tok_per_s;
+    enum plan_bound prompt_bound;
+    int n_layer;
+    struct plan_layer *layers;     /* owned, n_layer */
+    uint64_t n_tensors;
+    struct plan_tensor *tensors;   /* owned, file order */
+};
+
+/* Plans the placement of info's model. info (and its gguf ctx) must outlive
+ * *p (tensor names are borrowed). Errors: HY_ERR_INVALID_ARG when the budget
+ * is below the resident minimum (naming it and its parts), or when a
+ * parameter is out of range (n_ctx ≤ 0, rates ≤ 0); HY_ERR_UNSUPPORTED when
+ * the model has no layers. On error *p is left empty (plan_free is safe). */
+HY_MUST_CHECK enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
+                                       const struct plan_params *params);
+void plan_free(struct plan *p);
+
+/* Bytes of an F16 KV cache for n_ctx positions:
+ * n_layer · n_ctx · (n_head_kv · head_dim + n_head_kv · head_dim_v) · 2. */
+uint64_t plan_kv_bytes(const struct hparams *hp, int64_t n_ctx);
+
+/* RAM kept free for the OS, activations and compute buffers when a budget is
+ * derived from `bytes` of memory: max(512 MiB, bytes / 16), at most bytes. */
+uint64_t plan_headroom_bytes(uint64_t bytes);
+
+/* The RAM budget. requested = 0 means "default": available − headroom. A
+ * cgroup limit (0: none) caps any budget at limit − headroom(limit), since the
+ * kernel kills the process past it whatever /proc/meminfo says. *clamped
+ * (may be NULL) says whether a requested budget was lowered. */
+uint64_t plan_ram_budget(uint64_t requested, uint64_t available, uint64_t cgroup_limit, bool *clamped);
+
+/* Assumed hit rate of a cache of c of n_expert experts (see above). */
+double plan_expert_hit_rate(int64_t c, int64_t n_expert);
+
+#endif
