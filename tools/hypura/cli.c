@@ -4,6 +4,8 @@
 #include <inttypes.h>
 #include <math.h>
 #include <sched.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,4 +229,25 @@ void cli_progress_end(void)
     if (!cli_stderr_is_tty()) return;
     fputc('\n', stderr);
     progress_last_us = 0;
+}
+
+/* "$XDG_CACHE_HOME/hypura" or "$HOME/.cache/hypura"; created. */
+enum hy_status cli_cache_dir(char *out, size_t cap)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char base[PATH_MAX];
+    if (xdg && xdg[0] == '/')
+        snprintf(base, sizeof base, "%s", xdg);
+    else if (home && home[0])
+        snprintf(base, sizeof base, "%s/.cache", home);
+    else
+        return err_set(HY_ERR_IO, "cannot locate the cache directory: neither XDG_CACHE_HOME nor HOME is set");
+    if (mkdir(base, 0755) != 0 && errno != EEXIST)
+        return err_set(HY_ERR_IO, "%s: cannot create: %s", base, strerror(errno));
+    if (snprintf(out, cap, "%s/hypura", base) >= (int)cap)
+        return err_set(HY_ERR_IO, "%s: cache directory path too long", base);
+    if (mkdir(out, 0755) != 0 && errno != EEXIST)
+        return err_set(HY_ERR_IO, "%s: cannot create: %s", out, strerror(errno));
+    return HY_OK;
 }

@@ -58,4 +58,8 @@ bool cli_stderr_is_tty(void);
 void cli_progress(const char *label, uint64_t done, uint64_t total);
 void cli_progress_end(void);
 
+/* hypura's cache directory, "$XDG_CACHE_HOME/hypura" or "$HOME/.cache/hypura",
+ * created when missing. HY_ERR_IO naming the path when it cannot be. */
+HY_MUST_CHECK enum hy_status cli_cache_dir(char *out, size_t cap);
+
 #endif

@@ -8,6 +8,8 @@
  */
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include "core/sizes.h"
 #include "gguf/gguf.h"
 #include "model/model_info.h"
+#include "hw/hw.h"
 #include "plan/plan.h"
 
 #define DEFAULT_CTX 4096
@@ -36,45 +39,48 @@ static void plan_help(void)
            "  --gpu-budget SIZE    GPU memory (default: 0; the GPU tier is not planned yet)\n"
            "  -c, --ctx-size N     context length for the KV cache (default: %d, at most the\n"
            "                       model's training context)\n"
-           "  --disk-gbs X         disk read bandwidth in GB/s (default: 3)\n"
-           "  --mem-gbs X          RAM read bandwidth in GB/s, the CPU matvec rate (default: 20)\n"
+           "  --disk-gbs X         disk read bandwidth in GB/s (default: the cached 'hypura profile',\n"
+           "                       else 3)\n"
+           "  --mem-gbs X          RAM read bandwidth in GB/s (default: the cached profile, else 20);\n"
+           "                       the CPU matvec rate per type also comes from the profile\n"
            "  -t, --threads N      CPU threads for the prompt estimate (default: physical cores)\n"
            "  --json               print the plan as one JSON object, every tensor included\n"
            "  -h, --help           show this help\n",
            DEFAULT_CTX);
 }
 
-/* A number from a file (first token); 0 when absent or "max". */
-static uint64_t read_u64_file(const char *path)
+/* The plan's hardware: RAM and the cgroup limit probed now; bandwidths from
+ * the cached `hypura profile` when there is one, else conservative
+ * defaults; --disk-gbs / --mem-gbs override either. *source says which. */
+static void plan_hw_from_machine(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *source, size_t cap)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    char buf[64] = {0};
-    uint64_t v = 0;
-    if (fgets(buf, sizeof buf, f) && strncmp(buf, "max", 3)) v = strtoull(buf, NULL, 10);
-    fclose(f);
-    return v;
-}
-
-/* cgroup v2 memory.max, else v1 memory.limit_in_bytes (its "no limit" is a
- * huge number); 0 when none. */
-static uint64_t cgroup_limit(void)
-{
-    uint64_t v = read_u64_file("/sys/fs/cgroup/memory.max");
-    if (!v) v = read_u64_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-    return v >= (1ull << 60) ? 0 : v;
-}
-
-static uint64_t meminfo_total(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    uint64_t kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemTotal: %" SCNu64 " kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
+    plan_hw_defaults(hw);
+    struct hw_profile now;
+    hw_probe_static(&now);
+    hw->ram_total_bytes = now.ram_total_bytes;
+    hw->ram_available_bytes = hw_available_bytes(&now);
+    hw->cgroup_limit_bytes = now.cgroup_version ? now.cgroup_limit_bytes : 0;
+    hw->n_threads = now.physical_cores > 0 ? now.physical_cores : 1;
+    snprintf(source, cap, "defaults (no measured profile: run 'hypura profile')");
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    struct hw_profile prof;
+    if (cli_cache_dir(dir, sizeof dir) == HY_OK) {
+        snprintf(path, sizeof path, "%s/profile.json", dir);
+        if (access(path, R_OK) == 0 && hw_profile_load(path, &prof) == HY_OK) {
+            if (prof.has_storage && prof.storage.best_read_bytes_per_s > 0) {
+                hw->disk_read_bytes_per_s = prof.storage.best_read_bytes_per_s;
+                hw->disk_best_request_bytes = prof.storage.best_req_bytes;
+            }
+            if (prof.ram_read_bytes_per_s_all > 0) hw->mem_read_bytes_per_s = prof.ram_read_bytes_per_s_all;
+            for (int i = 0; i < prof.n_matvec; i++)
+                if (prof.matvec[i].type < HY_TYPE_COUNT)
+                    hw->cpu_matvec_bytes_per_s[prof.matvec[i].type] = prof.matvec[i].bytes_per_s;
+            snprintf(source, cap, "measured profile %s", path);
+        }
+    }
+    if (disk_gbs > 0) hw->disk_read_bytes_per_s = disk_gbs * 1e9;
+    if (mem_gbs > 0) hw->mem_read_bytes_per_s = mem_gbs * 1e9;
+    if (disk_gbs > 0 || mem_gbs > 0) strncat(source, ", with flags overriding bandwidths", cap - strlen(source) - 1);
 }
 
 static const char *fmt(uint64_t b, char *buf)
@@ -201,7 +207,8 @@ int cmd_plan(int argc, char **argv)
     const char *path = NULL;
     uint64_t ram_budget = 0, gpu_budget = 0;
     int64_t n_ctx = 0, n_threads = 0;
-    double disk_gbs = 3.0, mem_gbs = 20.0;
+    double disk_gbs = 0, mem_gbs = 0; /* 0: from the profile or the defaults */
+    char hw_source[PATH_MAX + 96];
     bool json = false;
     enum hy_status st = HY_OK;
     while (cli_more(&c)) {
@@ -235,13 +242,9 @@ int cmd_plan(int argc, char **argv)
     }
 
     struct plan_hw hw;
-    plan_hw_defaults(&hw);
-    hw.disk_read_bytes_per_s = disk_gbs * 1e9;
-    hw.mem_read_bytes_per_s = mem_gbs * 1e9;
-    hw.n_threads = n_threads ? (int)n_threads : cli_physical_cores();
-    hw.ram_total_bytes = meminfo_total();
-    hw.ram_available_bytes = cli_available_ram();
-    hw.cgroup_limit_bytes = cgroup_limit();
+    plan_hw_from_machine(&hw, disk_gbs, mem_gbs, hw_source, sizeof hw_source);
+    if (n_threads) hw.n_threads = (int)n_threads;
+    fprintf(stderr, "hypura plan: hardware from %s\n", hw_source);
 
     bool clamped = false;
     uint64_t budget = plan_ram_budget(ram_budget, hw.ram_available_bytes, hw.cgroup_limit_bytes, &clamped);

@@ -38,27 +38,6 @@ static void profile_help(void)
            "  -h, --help   show this help\n");
 }
 
-/* "$XDG_CACHE_HOME/hypura" or "$HOME/.cache/hypura"; created. */
-static enum hy_status cache_dir(char *out, size_t cap)
-{
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    char base[PATH_MAX];
-    if (xdg && xdg[0] == '/')
-        snprintf(base, sizeof base, "%s", xdg);
-    else if (home && home[0])
-        snprintf(base, sizeof base, "%s/.cache", home);
-    else
-        return err_set(HY_ERR_IO, "cannot locate the cache directory: neither XDG_CACHE_HOME nor HOME is set");
-    if (mkdir(base, 0755) != 0 && errno != EEXIST)
-        return err_set(HY_ERR_IO, "%s: cannot create: %s", base, strerror(errno));
-    if (snprintf(out, cap, "%s/hypura", base) >= (int)cap)
-        return err_set(HY_ERR_IO, "%s: cache directory path too long", base);
-    if (mkdir(out, 0755) != 0 && errno != EEXIST)
-        return err_set(HY_ERR_IO, "%s: cannot create: %s", out, strerror(errno));
-    return HY_OK;
-}
-
 static void on_progress(void *user, const char *stage, int done, int total)
 {
     (void)user;
@@ -158,7 +137,7 @@ int cmd_profile(int argc, char **argv)
         return cli_fail("profile", err_set(HY_ERR_INVALID_ARG, "--dir %s: %s", dir, strerror(errno)));
 
     char cdir[PATH_MAX - 32], path[PATH_MAX];
-    if ((st = cache_dir(cdir, sizeof cdir))) return cli_fail("profile", st);
+    if ((st = cli_cache_dir(cdir, sizeof cdir))) return cli_fail("profile", st);
     snprintf(path, sizeof path, "%s/profile.json", cdir);
 
     struct hw_profile *p = calloc(1, sizeof *p);
