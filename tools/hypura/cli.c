@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "hw/hw.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -250,4 +252,38 @@ enum hy_status cli_cache_dir(char *out, size_t cap)
     if (mkdir(out, 0755) != 0 && errno != EEXIST)
         return err_set(HY_ERR_IO, "%s: cannot create: %s", out, strerror(errno));
     return HY_OK;
+}
+
+/* The plan's hardware: RAM and the cgroup limit probed now; bandwidths from
+ * the cached `hypura profile` when there is one, else conservative
+ * defaults; --disk-gbs / --mem-gbs override either. *source says which. */
+void cli_plan_hw(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *source, size_t cap)
+{
+    plan_hw_defaults(hw);
+    struct hw_profile now;
+    hw_probe_static(&now);
+    hw->ram_total_bytes = now.ram_total_bytes;
+    hw->ram_available_bytes = hw_available_bytes(&now);
+    hw->cgroup_limit_bytes = now.cgroup_version ? now.cgroup_limit_bytes : 0;
+    hw->n_threads = now.physical_cores > 0 ? now.physical_cores : 1;
+    snprintf(source, cap, "defaults (no measured profile: run 'hypura profile')");
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    struct hw_profile prof;
+    if (cli_cache_dir(dir, sizeof dir) == HY_OK) {
+        snprintf(path, sizeof path, "%s/profile.json", dir);
+        if (access(path, R_OK) == 0 && hw_profile_load(path, &prof) == HY_OK) {
+            if (prof.has_storage && prof.storage.best_read_bytes_per_s > 0) {
+                hw->disk_read_bytes_per_s = prof.storage.best_read_bytes_per_s;
+                hw->disk_best_request_bytes = prof.storage.best_req_bytes;
+            }
+            if (prof.ram_read_bytes_per_s_all > 0) hw->mem_read_bytes_per_s = prof.ram_read_bytes_per_s_all;
+            for (int i = 0; i < prof.n_matvec; i++)
+                if (prof.matvec[i].type < HY_TYPE_COUNT)
+                    hw->cpu_matvec_bytes_per_s[prof.matvec[i].type] = prof.matvec[i].bytes_per_s;
+            snprintf(source, cap, "measured profile %s", path);
+        }
+    }
+    if (disk_gbs > 0) hw->disk_read_bytes_per_s = disk_gbs * 1e9;
+    if (mem_gbs > 0) hw->mem_read_bytes_per_s = mem_gbs * 1e9;
+    if (disk_gbs > 0 || mem_gbs > 0) strncat(source, ", with flags overriding bandwidths", cap - strlen(source) - 1);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/base.h"
+#include "plan/plan.h"
 
 struct cli {
     int argc;
@@ -61,5 +62,11 @@ void cli_progress_end(void);
 /* hypura's cache directory, "$XDG_CACHE_HOME/hypura" or "$HOME/.cache/hypura",
  * created when missing. HY_ERR_IO naming the path when it cannot be. */
 HY_MUST_CHECK enum hy_status cli_cache_dir(char *out, size_t cap);
+
+/* Hardware for the placement plan: RAM and the process's cgroup limit probed
+ * now; disk, RAM and matvec bandwidths from the cached `hypura profile` when
+ * there is one, else conservative defaults; disk_gbs / mem_gbs > 0 override.
+ * source gets a line saying where the numbers came from. */
+void cli_plan_hw(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *source, size_t cap);
 
 #endif

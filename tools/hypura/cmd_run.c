@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,6 @@
 
 #define RUN_DEFAULT_N_PREDICT 128
 #define RUN_DEFAULT_CTX       2048
-#define RUN_RAM_HEADROOM      ((uint64_t)1 << 30)
 
 struct run_opts {
     const char *model;
@@ -72,6 +72,7 @@ struct run_opts {
 
 /* What a finished generation reports (stderr lines and --stats-json). */
 struct run_stats {
+    const struct plan *plan; /* borrowed; NULL when the budget has no plan */
     int64_t n_prompt;
     int64_t n_gen;
     int64_t n_decode; /* forward passes of one token */
@@ -124,8 +125,8 @@ static void run_help(void)
         "                         peak_rss_bytes, bytes_read (from the model file, loading\n"
         "                         included), bytes_read_per_token (read per generated token while\n"
         "                         generating: 0 when resident), and more\n"
-        "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: available RAM\n"
-        "                         minus 1 GiB)\n"
+        "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: available RAM minus\n"
+        "                         headroom, never above a cgroup memory limit; as hypura plan)\n"
         "  --mode MODE            placement mode; only 'resident' exists yet (default: resident)\n"
         "  --no-bos               do not put the BOS token before the prompt\n"
         "  --verbose-prompt       print the prompt's tokens to stderr\n"
@@ -440,6 +441,17 @@ static void print_stats(const struct model *m, const struct run_stats *s)
                 "decode: %" PRId64 " forward passes of 1 token, %.2f ms each (%.1f tok/s)\n",
                 s->n_decode, (double)s->decode_us / 1e3 / (double)s->n_decode,
                 per_s(s->n_decode, s->decode_us));
+    if (s->plan && s->n_decode > 0) {
+        if (s->plan->mode == PLAN_MODE_RESIDENT)
+            fprintf(stderr, "predicted: decode %.1f tok/s by the plan, measured %.1f (measured/predicted %.2f)\n",
+                    s->plan->predicted_gen_tok_per_s, per_s(s->n_decode, s->decode_us),
+                    per_s(s->n_decode, s->decode_us) / s->plan->predicted_gen_tok_per_s);
+        else
+            fprintf(stderr, "predicted: decode %.1f tok/s by the plan in mode %s, which run does not execute yet "
+                            "(it ran resident at %.1f tok/s)\n",
+                    s->plan->predicted_gen_tok_per_s, plan_mode_name(s->plan->mode),
+                    per_s(s->n_decode, s->decode_us));
+    }
     fprintf(stderr,
             "summary: mode resident, prompt %" PRId64 " tok at %.1f tok/s, generated %" PRId64
             " tok at %.1f tok/s, peak RSS %s, read %s (%.0f B/token while generating), stopped "
@@ -476,6 +488,8 @@ int cmd_run(int argc, char **argv)
     struct stop_filter stopf = {0};
     int32_t *prompt = NULL;
     bool have_tok = false, have_smp = false, have_stream = false, have_stopf = false;
+    struct plan plan;
+    bool have_plan = false;
     int rc = 1;
     enum hy_status st;
 
@@ -487,10 +501,13 @@ int cmd_run(int argc, char **argv)
     if (o.prompt_file && (st = read_prompt_file(&o))) goto fail;
     if (!o.n_threads) o.n_threads = cli_physical_cores();
     if (!o.seed_set) o.sp.seed = (uint64_t)timing_now_us() ^ ((uint64_t)getpid() << 32);
-    if (!o.ram_budget_set) {
-        uint64_t avail = cli_available_ram();
-        o.ram_budget = avail > RUN_RAM_HEADROOM ? avail - RUN_RAM_HEADROOM : 0;
-    }
+    struct plan_hw phw;
+    char hw_source[PATH_MAX + 96];
+    cli_plan_hw(&phw, 0, 0, hw_source, sizeof hw_source);
+    bool clamped = false;
+    o.ram_budget = plan_ram_budget(o.ram_budget_set ? o.ram_budget : 0, phw.ram_available_bytes,
+                                   phw.cgroup_limit_bytes, &clamped);
+    if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
 
     if ((st = model_open(o.model, &m))) goto fail;
     if (o.n_ctx == 0) o.n_ctx = m->hp->n_ctx_train > 0 ? m->hp->n_ctx_train : RUN_DEFAULT_CTX;
@@ -516,6 +533,19 @@ int cmd_run(int argc, char **argv)
     have_stopf = true;
 
     print_plan(&o, m, f, be);
+    /* the placement `hypura plan` gives this budget, printed beside what this
+     * run measures; run itself executes resident mode only for now */
+    phw.n_threads = (int)o.n_threads;
+    struct plan_params pp = {.ram_budget_bytes = o.ram_budget, .n_ctx = o.n_ctx};
+    if (plan_init(&plan, &m->info, &phw, &pp) == HY_OK) {
+        have_plan = true;
+        fprintf(stderr, "plan: placement for this budget (hypura plan; hardware from %s): mode %s, predicted "
+                        "decode %.1f tok/s (bound: %s), prompt %.1f tok/s\n",
+                hw_source, plan_mode_name(plan.mode), plan.predicted_gen_tok_per_s,
+                plan_bound_name(plan.gen_bound), plan.predicted_prompt_tok_per_s);
+    } else {
+        fprintf(stderr, "plan: no placement for this budget: %s\n", err_msg());
+    }
 
     /* tokenize before loading, so that a prompt that does not fit fails fast */
     const size_t plen = strlen(o.prompt);
@@ -601,6 +631,7 @@ int cmd_run(int argc, char **argv)
     if (isatty(STDOUT_FILENO)) fputc('\n', stdout);
     fflush(stdout);
 
+    rs.plan = have_plan ? &plan : NULL;
     print_stats(m, &rs);
     if (m->is_moe) print_routes(forward_routes(f));
     if (o.stats_json && (st = write_stats(&o, m, f, &rs))) goto fail;
@@ -611,6 +642,7 @@ fail:
     fflush(stdout);
     rc = cli_fail("run", st);
 done:
+    if (have_plan) plan_free(&plan);
     if (have_stopf) stop_filter_free(&stopf);
     if (have_stream) tokenizer_stream_free(&stream);
     free(prompt);
