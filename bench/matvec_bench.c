@@ -13,7 +13,6 @@
  * product streams from DRAM, as decode of a model larger than the cache does.
  * Each cell is the best of --reps products.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/rng.h"
 #include "core/timing.h"
+#include "hw/hw.h"
 #include "quant/quant.h"
 
 #define MAX_THREADS 64
@@ -28,49 +28,6 @@
 static const uint32_t all_types[] = {HY_TYPE_Q4_0, HY_TYPE_Q4_1, HY_TYPE_Q5_0, HY_TYPE_Q5_1, HY_TYPE_Q8_0,
                                      HY_TYPE_Q2_K, HY_TYPE_Q3_K, HY_TYPE_Q4_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K,
                                      HY_TYPE_F16,  HY_TYPE_BF16, HY_TYPE_F32};
-
-struct sum_job {
-    const float *a;
-    size_t n;
-    double out;
-};
-
-static void *sum_thread(void *arg)
-{
-    struct sum_job *j = arg;
-    float acc[16] = {0};
-    size_t i = 0;
-    /* independent accumulators and a software prefetch 4 KiB ahead, as the
-     * kernels read: the ceiling they are compared with is the best a core gets */
-    for (; i + 16 <= j->n; i += 16) {
-        __builtin_prefetch(j->a + i + 1024);
-        for (int k = 0; k < 16; k++) acc[k] += j->a[i + k];
-    }
-    double s = 0;
-    for (int k = 0; k < 16; k++) s += acc[k];
-    j->out = s;
-    return NULL;
-}
-
-/* Best of 5 reads of a 512 MiB array split over n threads, GB/s. */
-static double mem_gbs(const float *a, size_t n, int threads)
-{
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        pthread_t th[MAX_THREADS];
-        struct sum_job jobs[MAX_THREADS];
-        const int64_t t0 = timing_now_us();
-        for (int t = 0; t < threads; t++) {
-            jobs[t] = (struct sum_job){a + n * (size_t)t / (size_t)threads,
-                                       n * (size_t)(t + 1) / (size_t)threads - n * (size_t)t / (size_t)threads, 0};
-            pthread_create(&th[t], NULL, sum_thread, &jobs[t]);
-        }
-        for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
-        const double gbs = (double)(n * sizeof(float)) / ((double)(timing_now_us() - t0) * 1e3);
-        if (gbs > best) best = gbs;
-    }
-    return best;
-}
 
 int main(int argc, char **argv)
 {
@@ -132,7 +89,7 @@ int main(int argc, char **argv)
     if (!mem) return 1;
     for (size_t i = 0; i < mem_n; i++) mem[i] = (float)(i & 1023);
     double mem_bw[8];
-    for (int t = 0; t < n_threads; t++) mem_bw[t] = mem_gbs(mem, mem_n, threads[t]);
+    for (int t = 0; t < n_threads; t++) mem_bw[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
     free(mem);
 
     struct backend *be[8];

@@ -298,8 +298,7 @@ static void *sum_thread(void *arg)
     return NULL;
 }
 
-/* Best of 3 reads of a[0..n) split over threads, bytes/s. */
-static double ram_read_bw(const float *a, size_t n, int threads)
+double hw_ram_read_bw(const float *a, size_t n, int threads)
 {
     double best = 0;
     for (int r = 0; r < 3; r++) {
@@ -329,8 +328,8 @@ static enum hy_status measure_ram(struct hw_profile *p, uint64_t bytes)
     if (!a) return err_set(HY_ERR_OOM, "RAM bandwidth test: cannot allocate %llu bytes", (unsigned long long)bytes);
     for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
     p->ram_threads = HY_MIN(p->logical_cpus, MAX_RAM_THREADS);
-    p->ram_read_bytes_per_s_1t = ram_read_bw(a, n, 1);
-    p->ram_read_bytes_per_s_all = ram_read_bw(a, n, p->ram_threads);
+    p->ram_read_bytes_per_s_1t = hw_ram_read_bw(a, n, 1);
+    p->ram_read_bytes_per_s_all = hw_ram_read_bw(a, n, p->ram_threads);
     free(a);
     return HY_OK;
 }

@@ -142,6 +142,11 @@ uint64_t hw_available_bytes(const struct hw_profile *p);
 /* Matrix-vector throughput of type, or 0 when it was not measured. */
 double hw_matvec_bytes_per_s(const struct hw_profile *p, uint32_t type);
 
+/* Read bandwidth of memory, bytes/s: the best of 3 sums of a[0..n) split over
+ * threads (<= 256), with the independent accumulators and the prefetch the
+ * kernels use, so that it is the ceiling they are compared with. */
+double hw_ram_read_bw(const float *a, size_t n, int threads);
+
 /* ---- parsers over file contents (text), testable without the files ---- */
 
 /* /proc/meminfo: MemTotal and MemAvailable (bytes; 0 when a line is missing). */

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <sched.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -134,76 +133,18 @@ int cli_fail(const char *cmd, enum hy_status st)
     return st == HY_ERR_INVALID_ARG ? 2 : 1;
 }
 
-/* First unsigned integer in a small file, or -1. */
-static int64_t read_int_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    unsigned long long v;
-    int ok = fscanf(f, "%llu", &v);
-    fclose(f);
-    return ok == 1 ? (int64_t)v : -1;
-}
-
 int cli_physical_cores(void)
 {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        return n > 0 ? (int)n : 1;
-    }
-    /* (package, core) pairs seen so far */
-    int64_t seen[CPU_SETSIZE][2];
-    int n_seen = 0, n_cpus = 0;
-    bool topo_ok = true;
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (!CPU_ISSET(cpu, &set)) continue;
-        n_cpus++;
-        char path[128];
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", cpu);
-        int64_t pkg = read_int_file(path);
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", cpu);
-        int64_t core = read_int_file(path);
-        if (pkg < 0 || core < 0) {
-            topo_ok = false;
-            continue;
-        }
-        bool dup = false;
-        for (int i = 0; i < n_seen && !dup; i++) dup = seen[i][0] == pkg && seen[i][1] == core;
-        if (!dup) {
-            seen[n_seen][0] = pkg;
-            seen[n_seen][1] = core;
-            n_seen++;
-        }
-    }
-    int n = topo_ok && n_seen > 0 ? n_seen : n_cpus;
-    return n > 0 ? n : 1;
+    struct hw_profile p;
+    hw_probe_static(&p);
+    return p.physical_cores > 0 ? p.physical_cores : 1;
 }
 
 uint64_t cli_available_ram(void)
 {
-    uint64_t avail = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        char line[256];
-        while (fgets(line, sizeof line, f)) {
-            unsigned long long kib;
-            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-                avail = (uint64_t)kib * 1024;
-                break;
-            }
-        }
-        fclose(f);
-    }
-    /* cgroup v2: "max" (no limit) does not parse as a number */
-    int64_t limit = read_int_file("/sys/fs/cgroup/memory.max");
-    int64_t used = read_int_file("/sys/fs/cgroup/memory.current");
-    if (limit > 0) {
-        uint64_t left = used >= 0 && used < limit ? (uint64_t)(limit - used) : 0;
-        if (avail == 0 || left < avail) avail = left;
-    }
-    return avail;
+    struct hw_profile p;
+    hw_probe_static(&p);
+    return hw_available_bytes(&p);
 }
 
 bool cli_stderr_is_tty(void)
