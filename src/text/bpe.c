@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
-#include "core/heap.h"
+#include "text/merge.h"
 #include "text/unicode.h"
 
 static struct vocab_view view_of(const struct bpe *t)
@@ -192,18 +192,6 @@ int64_t bpe_max_tokens(size_t len)
 
 /* ---- the merge loop --------------------------------------------------------- */
 
-struct symbol {
-    int32_t prev, next; /* neighbours in the current segmentation, -1 at the ends */
-    uint32_t off;       /* start in the encoded word */
-    uint32_t n;         /* bytes; 0 once merged into its left neighbour */
-};
-
-struct bigram {
-    int32_t left, right; /* symbol indices */
-    int32_t rank;
-    uint32_t size; /* bytes of left + right when it was queued */
-};
-
 struct session {
     const struct bpe *t;
     int32_t *out;
@@ -216,31 +204,23 @@ struct session {
     char *enc; /* the word in the byte-level alphabet */
     size_t enc_cap;
     char *key; /* NUL-terminated lookups: "a b" or a symbol */
-    struct symbol *sym;
-    struct bigram *heap_items; /* 3 * word_cap entries */
-    struct heap heap;          /* merge queue over heap_items */
-    size_t word_cap;           /* sym holds word_cap entries */
+    struct merge merge;
 };
 
-/* a before b: lower rank, then further left */
-static bool bigram_before(const void *pa, const void *pb)
+/* Two adjacent symbols may merge when "left right" is a merge; the lower its
+ * rank, the earlier. */
+static bool pair_priority(void *ctx, uint32_t l_off, uint32_t l_n, uint32_t r_off, uint32_t r_n,
+                          double *priority)
 {
-    const struct bigram *a = pa, *b = pb;
-    if (a->rank != b->rank) return a->rank < b->rank;
-    return a->left < b->left;
-}
-
-static void try_bigram(struct session *s, int32_t left, int32_t right)
-{
-    if (left < 0 || right < 0) return;
-    const struct symbol *l = &s->sym[left], *r = &s->sym[right];
-    memcpy(s->key, s->enc + l->off, l->n);
-    s->key[l->n] = ' ';
-    memcpy(s->key + l->n + 1, s->enc + r->off, r->n);
-    s->key[l->n + 1 + r->n] = '\0';
+    struct session *s = ctx;
+    memcpy(s->key, s->enc + l_off, l_n);
+    s->key[l_n] = ' ';
+    memcpy(s->key + l_n + 1, s->enc + r_off, r_n);
+    s->key[l_n + 1 + r_n] = '\0';
     int64_t rank = strmap_find(&s->t->ranks, s->key);
-    if (rank < 0) return;
-    heap_push(&s->heap, &(struct bigram){left, right, (int32_t)rank, l->n + r->n});
+    if (rank < 0) return false;
+    *priority = (double)rank;
+    return true;
 }
 
 static bool emit(struct session *s, int32_t id)
@@ -258,7 +238,7 @@ static int64_t lookup(struct session *s, size_t off, size_t n)
     return strmap_find(&s->t->map, s->key);
 }
 
-static bool emit_symbol(struct session *s, const struct symbol *sym)
+static bool emit_symbol(struct session *s, const struct merge_symbol *sym)
 {
     int64_t id = lookup(s, sym->off, sym->n);
     if (id >= 0) return emit(s, (int32_t)id);
@@ -279,11 +259,7 @@ static void reserve_word(struct session *s, size_t n)
         s->enc = mem_xrealloc(s->enc, s->enc_cap);
         s->key = mem_xrealloc(s->key, s->enc_cap + 2);
     }
-    if (4 * n > s->word_cap) {
-        s->word_cap = 4 * n;
-        s->sym = mem_xrealloc(s->sym, sizeof(*s->sym) * s->word_cap);
-        s->heap_items = mem_xrealloc(s->heap_items, sizeof(*s->heap_items) * 3 * s->word_cap);
-    }
+    merge_reserve(&s->merge, enc_need);
 }
 
 static bool tokenize_word(struct session *s, const uint32_t *cp, size_t n)
@@ -301,32 +277,10 @@ static bool tokenize_word(struct session *s, const uint32_t *cp, size_t n)
         int64_t id = strmap_find(&s->t->map, s->enc);
         if (id >= 0) return emit(s, (int32_t)id);
     }
-    int32_t n_sym = 0;
-    for (size_t off = 0; off < len; n_sym++) {
-        size_t k = (size_t)unicode_utf8_seq_len((unsigned char)s->enc[off]);
-        if (k > len - off) k = len - off;
-        HY_ASSERT((size_t)n_sym < s->word_cap);
-        s->sym[n_sym] = (struct symbol){n_sym - 1, -1, (uint32_t)off, (uint32_t)k};
-        if (n_sym > 0) s->sym[n_sym - 1].next = n_sym;
-        off += k;
-    }
-    heap_init(&s->heap, s->heap_items, 3 * s->word_cap, sizeof(struct bigram), bigram_before);
-    for (int32_t i = 1; i < n_sym; i++) try_bigram(s, i - 1, i);
-    while (s->heap.n) {
-        struct bigram bg;
-        heap_pop(&s->heap, &bg);
-        struct symbol *l = &s->sym[bg.left], *r = &s->sym[bg.right];
-        /* stale: one side was merged away, or grew, since this pair was queued */
-        if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->sym[r->next].prev = bg.left;
-        try_bigram(s, l->prev, bg.left);
-        try_bigram(s, bg.left, l->next);
-    }
-    for (int32_t i = 0; i >= 0 && i < n_sym; i = s->sym[i].next)
-        if (!emit_symbol(s, &s->sym[i])) return false;
+    const int32_t n_sym = merge_run(&s->merge, s->enc, len, pair_priority, s);
+    const struct merge_symbol *sym = s->merge.sym;
+    for (int32_t i = 0; i >= 0 && i < n_sym; i = sym[i].next)
+        if (!emit_symbol(s, &sym[i])) return false;
     return true;
 }
 
@@ -384,8 +338,7 @@ enum hy_status bpe_tokenize(const struct bpe *t, const char *text, size_t len, u
     free(s.tmp);
     free(s.enc);
     free(s.key);
-    free(s.sym);
-    free(s.heap_items);
+    merge_free(&s.merge);
     if (!ok)
         return err_set(HY_ERR_INVALID_ARG,
                        "tokenizer: output buffer of %" PRId64 " tokens is too small for %zu bytes"

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
-#include "core/heap.h"
+#include "text/merge.h"
 #include "text/unicode.h"
 
 /* "▁" (U+2581), SentencePiece's visible space. */
@@ -119,37 +119,14 @@ int64_t spm_max_tokens(size_t len)
 
 /* ---- the merge loop --------------------------------------------------------- */
 
-struct symbol {
-    int32_t prev, next; /* neighbours in the current segmentation, -1 at the ends */
-    size_t off;         /* start in the escaped text */
-    size_t n;           /* bytes; 0 once merged into its left neighbour */
-};
-
-struct bigram {
-    int32_t left, right; /* symbol indices */
-    float score;
-    size_t size; /* bytes of left + right when it was queued */
-};
-
 struct session {
     const struct spm *t;
     const char *text; /* escaped run */
-    struct symbol *sym;
-    struct bigram *heap_items; /* owned */
-    size_t heap_cap;
-    struct heap heap; /* merge queue over heap_items */
+    struct merge merge;
     char *key; /* scratch for NUL-terminated lookups, max_piece_bytes + 1 */
     int32_t *out;
     int64_t cap, n_out;
 };
-
-/* a before b in the queue: higher score, then further left */
-static bool bigram_before(const void *pa, const void *pb)
-{
-    const struct bigram *a = pa, *b = pb;
-    if (a->score != b->score) return a->score > b->score;
-    return a->left < b->left;
-}
 
 /* Id of text[off, off + n) as a whole piece, or -1. */
 static int64_t lookup(struct session *s, size_t off, size_t n)
@@ -160,13 +137,17 @@ static int64_t lookup(struct session *s, size_t off, size_t n)
     return strmap_find(&s->t->map, s->key);
 }
 
-static void try_bigram(struct session *s, int32_t left, int32_t right)
+/* Two adjacent symbols may merge when their concatenation is a piece; the
+ * higher its score, the earlier. */
+static bool pair_priority(void *ctx, uint32_t l_off, uint32_t l_n, uint32_t r_off, uint32_t r_n,
+                          double *priority)
 {
-    if (left < 0 || right < 0) return;
-    const size_t n = s->sym[left].n + s->sym[right].n;
-    int64_t id = lookup(s, s->sym[left].off, n);
-    if (id < 0) return;
-    heap_push(&s->heap, &(struct bigram){left, right, s->t->scores[id], n});
+    (void)r_off;
+    struct session *s = ctx;
+    int64_t id = lookup(s, l_off, (size_t)l_n + r_n);
+    if (id < 0) return false;
+    *priority = -(double)s->t->scores[id];
+    return true;
 }
 
 static bool emit(struct session *s, int32_t id)
@@ -177,7 +158,7 @@ static bool emit(struct session *s, int32_t id)
 }
 
 /* A final symbol: its piece, or its bytes. */
-static bool emit_symbol(struct session *s, const struct symbol *sym)
+static bool emit_symbol(struct session *s, const struct merge_symbol *sym)
 {
     int64_t id = lookup(s, sym->off, sym->n);
     if (id >= 0) return emit(s, (int32_t)id);
@@ -192,31 +173,10 @@ static bool emit_symbol(struct session *s, const struct symbol *sym)
 /* Tokenizes an escaped run text[0..len). */
 static bool tokenize_run(struct session *s, size_t len)
 {
-    int32_t n_sym = 0;
-    for (size_t off = 0; off < len; n_sym++) {
-        size_t n = (size_t)unicode_utf8_seq_len((unsigned char)s->text[off]);
-        if (n > len - off) n = len - off;
-        s->sym[n_sym] = (struct symbol){n_sym - 1, -1, off, n};
-        if (n_sym > 0) s->sym[n_sym - 1].next = n_sym;
-        off += n;
-    }
-    heap_init(&s->heap, s->heap_items, s->heap_cap, sizeof(struct bigram), bigram_before);
-    for (int32_t i = 1; i < n_sym; i++) try_bigram(s, i - 1, i);
-    while (s->heap.n) {
-        struct bigram bg;
-        heap_pop(&s->heap, &bg);
-        struct symbol *l = &s->sym[bg.left], *r = &s->sym[bg.right];
-        /* stale: one side was merged away, or grew, since this pair was queued */
-        if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->sym[r->next].prev = bg.left;
-        try_bigram(s, l->prev, bg.left);
-        try_bigram(s, bg.left, l->next);
-    }
-    for (int32_t i = 0; i >= 0 && i < n_sym; i = s->sym[i].next)
-        if (!emit_symbol(s, &s->sym[i])) return false;
+    const int32_t n_sym = merge_run(&s->merge, s->text, len, pair_priority, s);
+    const struct merge_symbol *sym = s->merge.sym;
+    for (int32_t i = 0; i >= 0 && i < n_sym; i = sym[i].next)
+        if (!emit_symbol(s, &sym[i])) return false;
     return true;
 }
 
@@ -235,13 +195,12 @@ enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, u
     const size_t esc_cap = SPACE_MARK_LEN + 3 * max_run + 1;
     struct session s = {
         .t = t,
-        .sym = mem_xcalloc(esc_cap, sizeof(struct symbol)),
-        .heap_items = mem_xcalloc(3 * esc_cap + 1, sizeof(struct bigram)),
-        .heap_cap = 3 * esc_cap + 1,
         .key = mem_xmalloc(t->max_piece_bytes + 1),
         .out = out,
         .cap = cap,
     };
+    merge_init(&s.merge);
+    merge_reserve(&s.merge, esc_cap);
     char *esc = mem_xmalloc(esc_cap);
     s.text = esc;
     bool ok = true;
@@ -272,8 +231,7 @@ enum hy_status spm_tokenize(const struct spm *t, const char *text, size_t len, u
     }
     free(frags);
     free(esc);
-    free(s.sym);
-    free(s.heap_items);
+    merge_free(&s.merge);
     free(s.key);
     if (!ok)
         return err_set(HY_ERR_INVALID_ARG,
