@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "quant/blocks.h"
+#include "quant/quant_avx512_inl.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -52,52 +53,16 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Prefetch of the weights QUANT_PREFETCH_BYTES ahead of p, for a step that
- * reads `bytes` from p (64-byte lines; a line split between two steps is
- * covered by the next step's first prefetch). By integer arithmetic: the
- * address may lie past the end of the matrix. */
-static inline void prefetch_ahead(const void *p, size_t bytes)
-{
-    for (size_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)((uintptr_t)p + QUANT_PREFETCH_BYTES + o), _MM_HINT_T0);
-}
 
-static inline __m128i load128(const void *p)
-{
-    return _mm_loadu_si128((const __m128i *)p);
-}
 
-static inline __m256i load256(const void *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
 
-static inline __m512i load512(const void *p)
-{
-    return _mm512_loadu_si512(p);
-}
 
 static inline const float *half_table(void)
 {
     return quant_cpu_f16_table;
 }
 
-static inline float hsum512(__m512 v)
-{
-    const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
-}
 
-static inline float hsum256(__m256 s)
-{
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
-}
 
 /* acc + the sums of four u[k] * s[k] per int32 lane (u unsigned, s signed).
  * Without VNNI exact while every pair u * s + u' * s' fits int16. */
@@ -187,10 +152,6 @@ static float f32_vec_dot(int64_t n, const void *restrict vx, const void *restric
     return hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-static inline __m512 f16x16(const hy_half *p)
-{
-    return _mm512_cvtph_ps(load256(p));
-}
 
 static float f16_vec_dot(int64_t n, const void *restrict vx, const void *restrict vy)
 {
@@ -501,29 +462,8 @@ static const int16_t k_quad16[4][32] = {
 static const int16_t k_dup_mins[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
 /* clang-format on */
 
-static inline __m512i perm16(const int16_t *idx, __m512i words)
-{
-    return _mm512_permutexvar_epi16(load512(idx), words);
-}
 
-/* 32 bytes at p in both halves, each 64-bit lane shifted right by the
- * lane's count: 64 elements of two bit planes in element order. */
-static inline __m512i planes(const uint8_t *p, __m512i counts)
-{
-    return _mm512_srlv_epi64(_mm512_broadcast_i64x4(load256(p)), counts);
-}
 
-/* The 12 scale bytes of Q4_K/Q5_K unpacked into bytes 0..7 = scales, 8..15
- * = mins (the same arithmetic as quant_avx2.c's k4_scales). */
-static inline __m128i k4_scales(const uint8_t *scales)
-{
-    const __m128i v = load128(scales);
-    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0x98), _mm_setr_epi32(0, 0, 0, 4));
-    const __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(v, 0x50), 2);
-    return _mm_or_si128(
-        _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
-        _mm_and_si128(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
-}
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32, 6-bit scales and mins. `hbits`
  * selects Q5_K (the fifth bit from qh). */

@@ -20,9 +20,9 @@
  * and one vpdpwssd per two chunks, see pack_pair, where vec_dot has maddubs
  * and vpdpwssd per chunk; Q4_0/Q8_0: the offset term as the vpdpbusd start
  * value) as long as each int32 lane ends with the same value. The helpers
- * below repeat quant_avx512.c's (hsum512, k4_scales, ...) operation for
- * operation; tests/test_quant_gemm.c checks the equality, so a change to
- * either file that breaks it fails there.
+ * both use (hsum512, k4_scales, ...) are defined once, in
+ * quant_avx512_inl.h; tests/test_quant_gemm.c checks the equality, so a
+ * change to either file that breaks it fails there.
  *
  * Tiling, for the caches: a thread's tokens go in tiles of GEMM_TOK_BLOCK
  * (their converted activations stay in L2), its rows in blocks of
@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "quant/blocks.h"
+#include "quant/quant_avx512_inl.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -59,45 +60,7 @@
 #define GEMM_TOK_BLOCK 64
 #define GEMM_ROW_BLOCK 16
 
-/* ---- helpers: as in quant_avx512.c, operation for operation ------------- */
-
-static inline void prefetch_ahead(const void *p, size_t bytes)
-{
-    for (size_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)((uintptr_t)p + QUANT_PREFETCH_BYTES + o), _MM_HINT_T0);
-}
-
-static inline __m128i load128(const void *p)
-{
-    return _mm_loadu_si128((const __m128i *)p);
-}
-
-static inline __m256i load256(const void *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
-
-static inline __m512i load512(const void *p)
-{
-    return _mm512_loadu_si512(p);
-}
-
-static inline float hsum512(__m512 v)
-{
-    const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
-}
-
-static inline float hsum256(__m256 s)
-{
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
-}
+/* ---- helpers (the shared ones are in quant_avx512_inl.h) ----------------- */
 
 G_INLINE __m512i load_pair32(const void *a, const void *b, bool two)
 {
@@ -137,26 +100,6 @@ static const int16_t g_q6_pair[2][32] = {
 };
 #undef PAIR4
 #undef PAIR8
-
-static inline __m512i perm16(const int16_t *idx, __m512i words)
-{
-    return _mm512_permutexvar_epi16(load512(idx), words);
-}
-
-static inline __m512i planes(const uint8_t *p, __m512i counts)
-{
-    return _mm512_srlv_epi64(_mm512_broadcast_i64x4(load256(p)), counts);
-}
-
-static inline __m128i k4_scales(const uint8_t *scales)
-{
-    const __m128i v = load128(scales);
-    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0x98), _mm_setr_epi32(0, 0, 0, 4));
-    const __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(v, 0x50), 2);
-    return _mm_or_si128(
-        _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
-        _mm_and_si128(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
-}
 
 /* vec_dot's int32 lane k of a chunk of 4 bytes x 4 is the scale times
  * maddubs' two words = scale * (the vpdpbusd sum of lane k), a sum of 4
@@ -492,11 +435,6 @@ static void q8_0_gemm(int64_t n_cols, const void *w, size_t w_row, int64_t n_row
  * F16_TOK tokens, each converted activation vector F16_ROWS rows. */
 #define F16_ROWS 4
 #define F16_TOK  6
-
-static inline __m512 f16x16(const hy_half *p)
-{
-    return _mm512_cvtph_ps(load256(p));
-}
 
 static inline __m512 f16x16_masked(const hy_half *p, __mmask16 m)
 {
