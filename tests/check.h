@@ -152,6 +152,23 @@ static inline char *check_read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* Token ids got[0..n) equal want[0..n_want); on a mismatch prints both after
+ * the label (e.g. the text and flags that produced them). */
+static inline bool check_ids(const int32_t *got, int64_t n, const int32_t *want, int n_want,
+                             const char *label)
+{
+    bool same = n == n_want;
+    for (int i = 0; same && i < n_want; i++) same = got[i] == want[i];
+    if (!check_true(same, "token ids equal", __FILE__, __LINE__)) {
+        fprintf(stderr, "  %s: got", label);
+        for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", (int)got[i]);
+        fprintf(stderr, ", want");
+        for (int i = 0; i < n_want; i++) fprintf(stderr, " %d", (int)want[i]);
+        fprintf(stderr, "\n");
+    }
+    return same;
+}
+
 /* Prints the summary; the value to return from main. */
 static inline int check_report(const char *prog)
 {

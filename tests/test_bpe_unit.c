@@ -98,15 +98,9 @@ static void check_tokens(const struct tokenizer *t, const char *text, unsigned f
     int32_t out[128];
     int64_t n = 0;
     if (!CHECK_OK(tokenizer_tokenize(t, text, strlen(text), flags, out, 128, &n))) return;
-    bool same = n == n_want;
-    for (int i = 0; same && i < n_want; i++) same = out[i] == want[i];
-    if (!CHECK(same)) {
-        fprintf(stderr, "  text \"%s\" flags %u: got", text, flags);
-        for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", (int)out[i]);
-        fprintf(stderr, ", want");
-        for (int i = 0; i < n_want; i++) fprintf(stderr, " %d", (int)want[i]);
-        fprintf(stderr, "\n");
-    }
+    char label[160];
+    snprintf(label, sizeof label, "text \"%s\" flags %u", text, flags);
+    check_ids(out, n, want, n_want, label);
 }
 
 #define TOKS(t, text, flags, ...)                                                                  \

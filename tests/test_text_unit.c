@@ -101,15 +101,9 @@ static void check_tokens(const struct spm *t, const char *text, unsigned flags, 
     int32_t out[64];
     int64_t n = 0;
     if (!CHECK_OK(spm_tokenize(t, text, strlen(text), flags, out, 64, &n))) return;
-    bool same = n == n_want;
-    for (int i = 0; same && i < n_want; i++) same = out[i] == want[i];
-    if (!CHECK(same)) {
-        fprintf(stderr, "  text \"%s\" flags %u: got", text, flags);
-        for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", (int)out[i]);
-        fprintf(stderr, ", want");
-        for (int i = 0; i < n_want; i++) fprintf(stderr, " %d", (int)want[i]);
-        fprintf(stderr, "\n");
-    }
+    char label[160];
+    snprintf(label, sizeof label, "text \"%s\" flags %u", text, flags);
+    check_ids(out, n, want, n_want, label);
 }
 
 #define TOKS(t, text, flags, ...)                                                                  \
