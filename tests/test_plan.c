@@ -90,7 +90,7 @@ static void sweep(const char *like, enum plan_mode mid_mode)
     uint64_t min_seen = 0;
     for (uint64_t budget = GiB; budget <= top + 2 * GiB; budget += budget < 16 * GiB ? GiB / 2 : 2 * GiB) {
         struct plan p;
-        struct plan_params pp = {budget, 0, ctx};
+        struct plan_params pp = {.ram_budget_bytes = budget, .n_ctx = ctx};
         enum hy_status st = plan_init(&p, &s.mi, &hw, &pp);
         if (st) {
             CHECK_EQ_INT(st, HY_ERR_INVALID_ARG);
@@ -155,12 +155,12 @@ static void test_error_message(void)
     struct plan_hw hw;
     hw_fixed(&hw);
     struct plan p;
-    struct plan_params pp = {512 * MiB, 0, 4096};
+    struct plan_params pp = {.ram_budget_bytes = 512 * MiB, .n_ctx = 4096};
     CHECK_STATUS(plan_init(&p, &s.mi, &hw, &pp), HY_ERR_INVALID_ARG);
     CHECK_CONTAINS(err_msg(), "RAM budget 512");
     CHECK_CONTAINS(err_msg(), "embeddings+output");
     plan_free(&p); /* safe on a failed plan */
-    pp = (struct plan_params){64 * GiB, 0, 0};
+    pp = (struct plan_params){.ram_budget_bytes = 64 * GiB, .n_ctx = 0};
     CHECK_STATUS(plan_init(&p, &s.mi, &hw, &pp), HY_ERR_INVALID_ARG);
     shape_close(&s);
 }
@@ -172,7 +172,7 @@ static void test_dense_spread(void)
     struct plan_hw hw;
     hw_fixed(&hw);
     struct plan p;
-    struct plan_params pp = {24 * GiB, 0, 4096};
+    struct plan_params pp = {.ram_budget_bytes = 24 * GiB, .n_ctx = 4096};
     if (CHECK_OK(plan_init(&p, &s.mi, &hw, &pp))) {
         CHECK_EQ_INT(p.mode, PLAN_MODE_DENSE_STREAM);
         CHECK_EQ_INT(p.gen_bound, PLAN_BOUND_DISK);

@@ -168,6 +168,7 @@ struct backend_ops {
 struct backend {
     const struct backend_ops *ops;
     int n_threads; /* threads the backend computes with (informational) */
+    uint64_t scratch_bytes; /* host memory its scratch takes (set by reserve) */
 };
 
 /* Wrappers, so that the forward pass reads as a list of operations. */

@@ -17,6 +17,7 @@
 #define FORWARD_MAX_BUFS 24
 
 struct forward {
+    uint64_t buf_bytes; /* KV cache, activations and logits allocated by forward_init */
     struct model *m;    /* borrowed; outlives this */
     struct backend *be; /* borrowed; outlives this */
     const struct hparams *hp;
@@ -80,6 +81,7 @@ HY_MUST_CHECK static enum hy_status alloc_buf(struct forward *f, void *p, uint64
                        sizes_format(bytes, sz, sizeof sz), what);
     }
     f->bufs[f->n_bufs++] = b;
+    f->buf_bytes += bytes;
     memcpy(p, &b, sizeof b);
     return HY_OK;
 }
@@ -241,6 +243,7 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     const uint64_t logit_bytes = (f->logits_all ? nb : 1) * (uint64_t)m->n_vocab * F;
     if ((st = alloc_buf(f, &f->logits_dev, logit_bytes, "logits"))) goto fail;
     f->logits = logit_bytes <= SIZE_MAX ? mem_aligned_alloc(64, (size_t)logit_bytes) : NULL;
+    f->buf_bytes += logit_bytes;
     if (!f->logits) {
         char sz[32];
         st = err_set(HY_ERR_OOM, "RAM: cannot allocate %s for the logits",
@@ -305,6 +308,11 @@ int64_t forward_n_ctx(const struct forward *f)
     return f->n_ctx;
 }
 
+uint64_t forward_buffer_bytes(const struct forward *f)
+{
+    return f->buf_bytes;
+}
+
 uint64_t forward_kv_bytes(const struct forward *f)
 {
     return f->kv_bytes;
@@ -335,6 +343,12 @@ void forward_reset(struct forward *f)
     f->n_past = 0;
 }
 
+void forward_truncate(struct forward *f, int64_t n_past)
+{
+    if (n_past < 0) n_past = 0;
+    if (n_past < f->n_past) f->n_past = n_past;
+}
+
 const struct forward_routes *forward_routes(const struct forward *f)
 {
     return &f->routes;
@@ -356,7 +370,7 @@ HY_MUST_CHECK static enum hy_status norm(struct forward *f, int layer, enum mode
     if (st) return st;
     backend_rms_norm(f->be, x, (const float *)w.data, (float)f->hp->rms_eps, n_tok, f->hp->n_embd,
                      y);
-    model_release(f->m, &w);
+    model_release(f->m, layer, role);
     return HY_OK;
 }
 
@@ -368,7 +382,7 @@ HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum mo
     enum hy_status st = model_acquire(f->m, layer, role, expert, &w);
     if (st) return st;
     backend_matmul(f->be, &w, x, n_tok, y);
-    model_release(f->m, &w);
+    model_release(f->m, layer, role);
     return HY_OK;
 }
 
@@ -382,7 +396,7 @@ HY_MUST_CHECK static enum hy_status add_bias(struct forward *f, int layer, enum 
     if (st) return st;
     for (int64_t t = 0; t < n_tok; t++)
         backend_add(f->be, x + t * n, (const float *)w.data, 1.0f, n);
-    model_release(f->m, &w);
+    model_release(f->m, layer, role);
     return HY_OK;
 }
 
@@ -396,12 +410,15 @@ HY_MUST_CHECK static enum hy_status head_norm(struct forward *f, int layer, enum
     if (st) return st;
     backend_rms_norm(f->be, x, (const float *)w.data, (float)f->hp->rms_eps, n_rows,
                      f->hp->head_dim, x);
-    model_release(f->m, &w);
+    model_release(f->m, layer, role);
     return HY_OK;
 }
 
+/* Attention of layer l over n tokens at pos0.. (their K and V enter the
+ * cache); the output projection and the residual only for rows r0..n-1 (the
+ * rows a later op still needs). */
 HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, int64_t n,
-                                                    int64_t pos0)
+                                                    int64_t pos0, int64_t r0)
 {
     const struct hparams *hp = f->hp;
     enum hy_status st;
@@ -433,19 +450,22 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
         .v_type = f->kv_type,
     };
     backend_attention(f->be, &a, f->q, f->k, f->v, f->att);
-    if ((st = linear(f, l, MODEL_W_ATTN_OUT, -1, f->att, n, f->xb2))) return st;
-    backend_add(f->be, f->x, f->xb2, 1.0f, n * hp->n_embd);
+    if (r0 >= n) return HY_OK;
+    if ((st = linear(f, l, MODEL_W_ATTN_OUT, -1, f->att + r0 * f->att_dim, n - r0, f->xb2)))
+        return st;
+    backend_add(f->be, f->x + r0 * hp->n_embd, f->xb2, 1.0f, (n - r0) * hp->n_embd);
     return HY_OK;
 }
 
-HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t n)
+/* x[0..n) += FFN(xb[0..n)) for a dense layer. */
+HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t n, float *x)
 {
     enum hy_status st;
     if ((st = linear(f, l, MODEL_W_FFN_GATE, -1, f->xb, n, f->hb))) return st;
     if ((st = linear(f, l, MODEL_W_FFN_UP, -1, f->xb, n, f->hb2))) return st;
     backend_silu_mul(f->be, f->hb, f->hb2, n * f->ff_dim);
     if ((st = linear(f, l, MODEL_W_FFN_DOWN, -1, f->hb, n, f->xb2))) return st;
-    backend_add(f->be, f->x, f->xb2, 1.0f, n * f->hp->n_embd);
+    backend_add(f->be, x, f->xb2, 1.0f, n * f->hp->n_embd);
     return HY_OK;
 }
 
@@ -539,21 +559,27 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 }
 
 /* One step of n <= n_batch tokens at positions pos0...; logits of the last
- * token, or of all n with all. */
+ * n_out tokens (0: none, 1: the last token's, n: all). In a dense model's
+ * last layer only the rows whose logits are wanted go past attention (as
+ * llama.cpp does): every op is per token, so their logits are the same. */
 HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *tokens, int64_t n,
-                                              int64_t pos0, bool all)
+                                              int64_t pos0, int64_t n_out)
 {
     const struct hparams *hp = f->hp;
     enum hy_status st;
     struct backend_weight w;
     if ((st = model_acquire(f->m, -1, MODEL_W_TOKEN_EMBD, -1, &w))) return st;
     backend_get_rows(f->be, &w, tokens, n, f->x);
-    model_release(f->m, &w);
+    model_release(f->m, -1, MODEL_W_TOKEN_EMBD);
 
     for (int l = 0; l < hp->n_layer; l++) {
-        if ((st = attention_block(f, l, n, pos0))) return st;
-        if ((st = norm(f, l, MODEL_W_FFN_NORM, f->x, n, f->xb))) return st;
-        st = f->m->is_moe ? moe_ffn(f, l, n) : dense_ffn(f, l, n);
+        /* MoE layers route every token (the routing statistics count them all) */
+        const int64_t r0 = l == hp->n_layer - 1 && !f->m->is_moe ? n - n_out : 0;
+        if ((st = attention_block(f, l, n, pos0, r0))) return st;
+        if (r0 >= n) continue;
+        float *x = f->x + r0 * hp->n_embd;
+        if ((st = norm(f, l, MODEL_W_FFN_NORM, x, n - r0, f->xb))) return st;
+        st = f->m->is_moe ? moe_ffn(f, l, n) : dense_ffn(f, l, n - r0, x);
         if (st) return st;
     }
     if (f->m->is_moe) {
@@ -563,7 +589,7 @@ HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *
     }
 
     /* one token's logits are computed alike either way: norm and matmul are per token */
-    const int64_t n_out = all ? n : 1;
+    if (n_out == 0) return HY_OK;
     const float *first = f->x + (n - n_out) * hp->n_embd;
     if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, first, n_out, f->xb))) return st;
     if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, n_out, f->logits_dev))) return st;
@@ -598,7 +624,8 @@ enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
     if (st) return st;
     for (int64_t i = 0; i < n; i += f->n_batch) {
         const int64_t step = HY_MIN(f->n_batch, n - i);
-        if ((st = eval_step(f, tokens + i, step, f->n_past, false))) return st;
+        const bool last = i + step >= n;
+        if ((st = eval_step(f, tokens + i, step, f->n_past, last ? 1 : 0))) return st;
         f->n_past += step;
     }
     backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
@@ -619,7 +646,7 @@ enum hy_status forward_eval_all(struct forward *f, const int32_t *tokens, int64_
                        n, f->n_batch);
     enum hy_status st = check_tokens(f, tokens, n);
     if (st) return st;
-    if ((st = eval_step(f, tokens, n, f->n_past, true))) return st;
+    if ((st = eval_step(f, tokens, n, f->n_past, n))) return st;
     f->n_past += n;
     backend_download(f->be, f->logits_dev, f->logits, (size_t)(n * f->m->n_vocab) * sizeof(float));
     *logits = f->logits;

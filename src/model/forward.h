@@ -147,6 +147,9 @@ int64_t forward_n_past(const struct forward *f);
 int64_t forward_n_ctx(const struct forward *f);
 /* Bytes of the KV cache (K and V, all layers). */
 uint64_t forward_kv_bytes(const struct forward *f);
+/* Bytes forward_init allocated: the KV cache, activations and logits (the
+ * backend's own scratch not included: backend_scratch_bytes). */
+uint64_t forward_buffer_bytes(const struct forward *f);
 /* enum hy_type of the KV cache. */
 uint32_t forward_kv_type(const struct forward *f);
 /* The RoPE the model runs with (resolved from its metadata); valid for the forward's lifetime. */
@@ -154,6 +157,14 @@ const struct backend_rope *forward_rope(const struct forward *f);
 
 /* Empties the KV cache (the next token is at position 0). */
 void forward_reset(struct forward *f);
+
+/* Keeps the first n_past tokens of the KV cache and forgets the rest (the
+ * next token is at position n_past): a sequence that shares a prefix with the
+ * cached one re-evaluates only what differs. n_past at or above the tokens in
+ * the cache changes nothing; below 0 it is taken as 0. The entries past it
+ * are not cleared: attention never reads beyond the current position, and
+ * the next eval overwrites them. */
+void forward_truncate(struct forward *f, int64_t n_past);
 
 /* Router decisions and counters; valid for the forward's lifetime. */
 const struct forward_routes *forward_routes(const struct forward *f);

@@ -14,6 +14,7 @@
 #include "core/sizes.h"
 #include "core/timing.h"
 #include "quant/quant.h"
+#include "store/store.h"
 
 /* Architecture features the forward pass implements. An arch row with any
  * other flag is refused by name until its graph code exists. */
@@ -399,7 +400,7 @@ enum hy_status model_open(const char *path, struct model **out)
 void model_close(struct model *m)
 {
     if (!m) return;
-    mem_aligned_free(m->resident);
+    store_close(m->store);
     free(m->bound);
     if (m->gguf) model_info_free(&m->info);
     gguf_free(m->gguf);
@@ -424,71 +425,11 @@ enum hy_status model_check_types(const struct model *m, bool (*supported)(uint32
 
 enum hy_status model_load(struct model *m, model_progress_fn progress, void *user)
 {
-    if (m->resident) return HY_OK;
-    const size_t n_slots = (size_t)(m->hp->n_layer + 1) * MODEL_W_COUNT;
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (size_t i = 0; i < n_slots; i++) {
-        const struct gguf_tensor *t = m->bound[i];
-        if (!t) continue;
-        lo = HY_MIN(lo, t->file_off);
-        hi = HY_MAX(hi, t->file_off + t->n_bytes);
-    }
-    HY_ASSERT(lo < hi);
-    /* One range covering every bound tensor: the tensors of a model file are
-     * (nearly) all bound, so a hole costs less than many small reads. */
-    const uint64_t bytes = hi - lo;
-    char sz[32];
-    if (bytes > SIZE_MAX)
-        return err_set(HY_ERR_OOM, "RAM tier: %" PRIu64 " bytes do not fit in memory", bytes);
-    /* 2 MiB aligned and marked for transparent huge pages before the first
-     * touch: decode streams every weight once per token, and with 4 KiB pages
-     * the TLB misses of that stream cost a measurable share of the bandwidth. */
-    const size_t alloc_bytes = (size_t)base_align_up(bytes, MODEL_HUGE_PAGE_BYTES);
-    uint8_t *buf = mem_aligned_alloc(MODEL_HUGE_PAGE_BYTES, alloc_bytes);
-    if (!buf)
-        return err_set(HY_ERR_OOM, "RAM tier: cannot allocate %s for the resident weights of %s",
-                       sizes_format(bytes, sz, sizeof sz), m->path);
-#ifdef MADV_HUGEPAGE
-    (void)madvise(buf, alloc_bytes, MADV_HUGEPAGE);
-#endif
-    int64_t t0 = timing_now_us();
-    int fd = open(m->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        mem_aligned_free(buf);
-        return err_set(HY_ERR_IO, "%s: cannot open: %s", m->path, strerror(e));
-    }
-#ifdef POSIX_FADV_SEQUENTIAL
-    (void)posix_fadvise(fd, (off_t)lo, (off_t)bytes, POSIX_FADV_SEQUENTIAL);
-#endif
-    uint64_t done = 0;
-    while (done < bytes) {
-        size_t want = (size_t)HY_MIN((uint64_t)LOAD_READ_BYTES, bytes - done);
-        ssize_t n = pread(fd, buf + done, want, (off_t)(lo + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : 0;
-            close(fd);
-            mem_aligned_free(buf);
-            if (e)
-                return err_set(HY_ERR_IO, "%s: read of %zu bytes at offset %" PRIu64 " failed: %s",
-                               m->path, want, lo + done, strerror(e));
-            return err_set(HY_ERR_IO,
-                           "%s: unexpected end of file at offset %" PRIu64
-                           " (the tensor data runs to %" PRIu64
-                           "); was the file truncated after it was opened?",
-                           m->path, lo + done, hi);
-        }
-        done += (uint64_t)n;
-        if (progress) progress(user, done, bytes);
-    }
-    close(fd);
-    m->resident = buf;
-    m->resident_off = lo;
-    m->resident_bytes = bytes;
-    m->bytes_read = bytes;
-    m->load_us = timing_now_us() - t0;
-    return HY_OK;
+    if (m->store) return HY_OK;
+    struct store *st;
+    const struct store_config cfg = {.mode = STORE_RESIDENT, .progress = progress,
+                                     .progress_user = user};
+    return store_open(m, &cfg, &st);
 }
 
 enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, int expert,
@@ -496,15 +437,15 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
 {
     HY_ASSERT((role < MODEL_W_FIRST_LAYER_ROLE) == (layer < 0));
     const struct gguf_tensor *t = *slot(m, layer, role);
-    HY_ASSERT(t != NULL && m->resident != NULL);
-    HY_ASSERT(t->file_off >= m->resident_off &&
-              t->file_off + t->n_bytes <= m->resident_off + m->resident_bytes);
-    const uint8_t *data = m->resident + (t->file_off - m->resident_off);
+    HY_ASSERT(t != NULL && m->store != NULL);
     const bool stacked = role == MODEL_W_FFN_GATE_EXPS || role == MODEL_W_FFN_UP_EXPS ||
                          role == MODEL_W_FFN_DOWN_EXPS;
     HY_ASSERT(stacked ? (expert >= 0 && expert < t->ne[2]) : expert == -1);
     const uint64_t row_bytes = quant_bytes(t->type, (uint64_t)t->ne[0]);
-    if (stacked) data += (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]);
+    const uint64_t off = stacked ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
+    const uint8_t *data;
+    enum hy_status st = store_acquire(m->store, layer, role, t, off, &data);
+    if (st) return st;
     out->data = data;
     out->type = t->type;
     out->n_cols = t->ne[0];
@@ -519,16 +460,12 @@ bool model_has_weight(const struct model *m, int layer, enum model_wrole role)
     return *slot(m, layer, role) != NULL;
 }
 
-void model_release(struct model *m, const struct backend_weight *w)
+void model_release(struct model *m, int layer, enum model_wrole role)
 {
-    (void)m;
-    (void)w;
+    store_release(m->store, layer, role);
 }
 
 void model_route(struct model *m, int layer, const int32_t *ids, int64_t n)
 {
-    (void)m;
-    (void)layer;
-    (void)ids;
-    (void)n;
+    store_route(m->store, layer, ids, n);
 }

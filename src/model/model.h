@@ -11,12 +11,11 @@
  *
  * Weight access. The forward pass gets every weight through model_acquire,
  * right before it uses it, and hands it back with model_release; it never
- * holds a pointer across layers. Today every weight is resident (one
- * allocation covering the tensor data, filled by model_load with large
- * sequential reads), so acquire is pointer arithmetic and release does
- * nothing. The streaming weight store of DESIGN.md replaces these three
- * functions (acquire may then block on a read, fail with HY_ERR_IO, and
- * release unpins) without a change to the forward pass. model_route is where
+ * holds a pointer across layers. The three functions forward to the weight
+ * store (src/store/store.h) attached by model_load (everything resident) or
+ * store_open (a plan's placement, streaming, or the mmap baseline): acquire
+ * may then block on a read and fail with HY_ERR_IO, and release unpins.
+ * The forward pass does not know which. model_route is where
  * the forward pass tells the store which experts a layer's router picked,
  * before it acquires them.
  *
@@ -76,6 +75,8 @@ enum model_wrole {
 
 typedef void (*model_progress_fn)(void *user, uint64_t done_bytes, uint64_t total_bytes);
 
+struct store;
+
 struct model {
     char *path;               /* owned */
     struct gguf_ctx *gguf;    /* owned */
@@ -91,12 +92,11 @@ struct model {
     const struct gguf_tensor **bound;
     uint64_t weight_bytes; /* bytes of the distinct bound tensors */
 
-    /* Resident tier: file bytes [resident_off, resident_off + resident_bytes). */
-    uint8_t *resident; /* owned (mem_aligned_alloc); NULL until model_load */
-    uint64_t resident_off;
-    uint64_t resident_bytes;
-    uint64_t bytes_read; /* by model_load */
-    int64_t load_us;     /* wall time of model_load */
+    /* Where the weights come from (src/store): attached by store_open or
+     * model_load; NULL until then. Owned: model_close closes it. */
+    struct store *store;
+    uint64_t bytes_read; /* read at load (the store's resident tensors) */
+    int64_t load_us;     /* wall time of the load */
 };
 
 /* Opens a GGUF file, reads hyperparameters and binds every tensor the
@@ -115,25 +115,28 @@ void model_close(struct model *m);
 HY_MUST_CHECK enum hy_status model_check_types(const struct model *m,
                                                bool (*supported)(uint32_t type));
 
-/* Reads all bound weights into one RAM allocation with large sequential
- * reads; progress (may be NULL) is called as bytes arrive. Errors: HY_ERR_OOM
+/* Attaches a weight store that keeps every bound weight resident (one RAM
+ * allocation, large direct reads; src/store); progress (may be NULL) is
+ * called as bytes arrive. Other placements: store_open. Errors: HY_ERR_OOM
  * (naming the RAM tier and the size), HY_ERR_IO (naming the file, offset and
- * the system's reason). Calling it again is a no-op. */
+ * the system's reason). A no-op when a store is attached. */
 HY_MUST_CHECK enum hy_status model_load(struct model *m, model_progress_fn progress, void *user);
 
 /* The weight of role in layer (-1 for global roles); expert >= 0 selects one
  * expert's slice of a stacked *_EXPS tensor and must be -1 otherwise. Valid
  * until model_release. The role must exist for this model (asserted): dense
- * roles for dense models, MoE roles for MoE ones. Today it cannot fail; a
- * streaming store will return HY_ERR_IO here. */
+ * roles for dense models, MoE roles for MoE ones. A weight store must be
+ * attached (model_load or store_open). Errors: HY_ERR_IO from a streamed
+ * read (naming the file, offset and length). */
 HY_MUST_CHECK enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role,
                                            int expert, struct backend_weight *out);
 
 /* True when the model has a tensor for role (in layer; -1 for global roles). */
 bool model_has_weight(const struct model *m, int layer, enum model_wrole role);
 
-/* Ends the use of a weight from model_acquire. */
-void model_release(struct model *m, const struct backend_weight *w);
+/* Ends the use of the weight model_acquire gave for (layer, role); for a
+ * stacked expert tensor, of the expert acquired last. */
+void model_release(struct model *m, int layer, enum model_wrole role);
 
 /* The experts layer's router picked for the tokens being evaluated
  * (ids[0..n), distinct, ascending), told before any of them is acquired.

@@ -156,20 +156,20 @@ static double simulate(struct plan_layer *L, int n, double t_tail, int n_slots)
 }
 
 static enum hy_status below_minimum(uint64_t budget, uint64_t min, const uint64_t *by_role, uint64_t kv,
-                                    uint64_t pool)
+                                    uint64_t work, uint64_t pool)
 {
-    char b[32], m[32], x[5][32];
+    char b[32], m[32], x[6][32];
     uint64_t attn = by_role[ROLE_ATTN];
     uint64_t emb = by_role[ROLE_EMBED] + by_role[ROLE_OUTPUT];
     uint64_t rest = by_role[ROLE_NORM] + by_role[ROLE_ROUTER] + by_role[ROLE_SHARED_EXPERT] + by_role[ROLE_OTHER];
     return err_set(HY_ERR_INVALID_ARG,
                    "RAM budget %s is below the resident minimum %s (attention %s, embeddings+output %s, "
-                   "norms+routers+shared experts %s, KV cache %s, stream pool %s)\n"
-                   "hint: raise --ram-budget, or shrink the KV cache with a smaller context (-c)",
+                   "norms+routers+shared experts %s, KV cache %s, compute buffers %s, stream pool %s)\n"
+                   "hint: raise --ram-budget, or shrink the KV cache with a smaller context (-c) and the compute buffers with a smaller batch (-b)",
                    sizes_format(budget, b, sizeof b), sizes_format(min, m, sizeof m),
                    sizes_format(attn, x[0], sizeof x[0]), sizes_format(emb, x[1], sizeof x[1]),
                    sizes_format(rest, x[2], sizeof x[2]), sizes_format(kv, x[3], sizeof x[3]),
-                   sizes_format(pool, x[4], sizeof x[4]));
+                   sizes_format(work, x[4], sizeof x[4]), sizes_format(pool, x[5], sizeof x[5]));
 }
 
 enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
@@ -209,16 +209,32 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         if (E > 0) max_kslice = HY_MAX(max_kslice, (uint64_t)k * (ls[l].exp / (uint64_t)E));
     }
     const uint64_t budget = params->ram_budget_bytes;
-    const uint64_t all = fixed + kv + sum_ffn + sum_exp;
+    const uint64_t work = params->compute_bytes;
+    const uint64_t all = fixed + kv + work + sum_ffn + sum_exp;
     const int n_slots = PLAN_PREFETCH_DEPTH + 1;
 
     /* worst-case pool: dense FFN layers may stream */
     uint64_t slot_bytes = HY_MAX(max_ffn, max_kslice);
-    const uint64_t min = fixed + kv + (uint64_t)n_slots * slot_bytes;
+    const uint64_t min = fixed + kv + work + (uint64_t)n_slots * slot_bytes;
     p->min_resident_bytes = min;
     int *cache = mem_xcalloc((size_t)n, sizeof(*cache));
     bool *ffn_res = mem_xcalloc((size_t)n, sizeof(*ffn_res));
-    bool resident = budget >= all;
+    const enum plan_force force = params->force;
+    if (force == PLAN_FORCE_DENSE_STREAM && sum_ffn == 0) {
+        free(ls);
+        free(cache);
+        free(ffn_res);
+        return err_set(HY_ERR_INVALID_ARG, "%s: mode dense-stream: the model has no dense FFN layers "
+                       "to stream\nhint: its experts stream in mode expert-stream", g->name);
+    }
+    if (force == PLAN_FORCE_EXPERT_STREAM && sum_exp == 0) {
+        free(ls);
+        free(cache);
+        free(ffn_res);
+        return err_set(HY_ERR_INVALID_ARG, "%s: mode expert-stream: the model has no experts",
+                       g->name);
+    }
+    bool resident = force == PLAN_FORCE_RESIDENT || (budget >= all && force == PLAN_FORCE_NONE);
     if (resident) {
         for (int l = 0; l < n; l++) {
             ffn_res[l] = true;
@@ -230,12 +246,12 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             free(ls);
             free(cache);
             free(ffn_res);
-            return below_minimum(budget, min, fixed_by_role, kv, (uint64_t)n_slots * slot_bytes);
+            return below_minimum(budget, min, fixed_by_role, kv, work, (uint64_t)n_slots * slot_bytes);
         }
         /* a smaller pool when every dense FFN fits beside an experts-only pool */
-        if (sum_exp > 0 && fixed + kv + sum_ffn + (uint64_t)n_slots * max_kslice <= budget)
+        if (sum_exp > 0 && fixed + kv + work + sum_ffn + (uint64_t)n_slots * max_kslice <= budget)
             slot_bytes = max_kslice;
-        uint64_t avail = budget - fixed - kv - (uint64_t)n_slots * slot_bytes;
+        uint64_t avail = budget - fixed - kv - work - (uint64_t)n_slots * slot_bytes;
         /* rule 3: whole dense FFN layers, as many as fit, evenly spread */
         int n_ffn_layers = 0;
         for (int l = 0; l < n; l++) n_ffn_layers += ls[l].ffn > 0;
@@ -243,6 +259,8 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             uint64_t need = 0;
             for (int l = 0, j = 0; l < n; l++)
                 if (ls[l].ffn > 0) need += spread_pick(j++, r, n_ffn_layers) ? ls[l].ffn : 0;
+            /* forced streaming with a budget that holds everything streams all */
+            if (force == PLAN_FORCE_DENSE_STREAM && budget >= all && r > 0) continue;
             if (need <= avail) {
                 for (int l = 0, j = 0; l < n; l++)
                     if (ls[l].ffn > 0) ffn_res[l] = spread_pick(j++, r, n_ffn_layers);
@@ -265,10 +283,12 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
                 }
             int64_t c = per_round ? (int64_t)(avail / per_round) : 0;
             if (c > E) c = E;
+            /* forced expert streaming keeps at least one expert per layer streamed */
+            if (force == PLAN_FORCE_EXPERT_STREAM && c >= E) c = E - 1;
             avail -= (uint64_t)c * per_round;
             for (int l = 0; l < n; l++) cache[l] = ls[l].exp ? (int)c : 0;
             if (c < E) {
-                for (int r = n_moe; r > 0; r--) {
+                for (int r = force == PLAN_FORCE_EXPERT_STREAM ? 0 : n_moe; r > 0; r--) {
                     uint64_t need = 0;
                     for (int l = 0, j = 0; l < n; l++)
                         if (ls[l].exp) need += spread_pick(j++, r, n_moe) ? ls[l].exp / (uint64_t)E : 0;
@@ -379,8 +399,11 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     p->expert_hit_rate = n_moe_layers ? sel_hit / n_moe_layers : 0;
     p->expert_zipf_s = PLAN_EXPERT_ZIPF_S;
     /* the expert cache's share is counted in weights_resident_bytes */
-    p->resident_bytes = p->weights_resident_bytes + kv + p->pool_bytes;
-    HY_ASSERT(p->resident_bytes <= budget);
+    p->compute_bytes = work;
+    p->resident_bytes = p->weights_resident_bytes + kv + work + p->pool_bytes;
+    p->forced = force != PLAN_FORCE_NONE;
+    p->over_budget = p->resident_bytes > budget;
+    HY_ASSERT(!p->over_budget || force == PLAN_FORCE_RESIDENT);
 
     p->t_token_s = simulate(p->layers, n, t_tail, p->pool_slots);
     p->predicted_gen_tok_per_s = p->t_token_s > 0 ? 1.0 / p->t_token_s : 0;

@@ -13,7 +13,8 @@
  * Placement rules, in order:
  *   1. Always resident (the "resident minimum"): embeddings, attention,
  *      norms, routers, shared experts, the output head, anything unknown,
- *      the KV cache (F16, n_ctx positions), and one streaming pool of
+ *      the KV cache (F16, n_ctx positions), the forward pass's compute
+ *      buffers (plan_params.compute_bytes), and one streaming pool of
  *      PLAN_PREFETCH_DEPTH + 1 slots (one being computed on, the others being
  *      read ahead). A budget below this fails with HY_ERR_INVALID_ARG naming
  *      the minimum and what takes it.
@@ -97,10 +98,23 @@ struct plan_hw {
 /* Conservative defaults (3 GB/s disk, 20 GB/s memory, 4 threads); RAM sizes 0. */
 void plan_hw_defaults(struct plan_hw *hw);
 
+/* A mode the user asked for (--mode), instead of the plan's choice:
+ *   RESIDENT       everything in RAM, even above the budget (over_budget says so);
+ *   DENSE_STREAM   dense FFN layers stream: as many as the budget holds stay
+ *                  resident, and all of them stream when it would hold them all
+ *                  (a model without dense FFN layers is an error);
+ *   EXPERT_STREAM  experts stream through the cache the budget allows, at
+ *                  most E − 1 per layer (a model without experts is an error). */
+enum plan_force { PLAN_FORCE_NONE = 0, PLAN_FORCE_RESIDENT, PLAN_FORCE_DENSE_STREAM, PLAN_FORCE_EXPERT_STREAM };
+
 struct plan_params {
     uint64_t ram_budget_bytes; /* > 0; see plan_ram_budget for the default */
     uint64_t gpu_budget_bytes; /* recorded only, for now */
     int64_t n_ctx;             /* > 0: KV cache positions */
+    /* activations, logits and scratch of the forward pass (forward_buffer_bytes
+     * minus the KV cache): part of the resident minimum; 0 when unknown */
+    uint64_t compute_bytes;
+    enum plan_force force;
 };
 
 enum plan_tier { PLAN_TIER_GPU, PLAN_TIER_RAM, PLAN_TIER_NVME };
@@ -138,7 +152,11 @@ struct plan {
     int64_t n_ctx;
     uint64_t kv_bytes;
     uint64_t min_resident_bytes;   /* the resident minimum (rule 1) */
-    uint64_t resident_bytes;       /* RAM used: weights + expert cache + KV + pool; ≤ budget */
+    uint64_t compute_bytes;        /* plan_params.compute_bytes */
+    /* RAM used: weights + expert cache + KV + compute buffers + pool; ≤ budget
+     * unless over_budget (only with PLAN_FORCE_RESIDENT) */
+    uint64_t resident_bytes;
+    bool forced, over_budget;
     uint64_t weights_resident_bytes; /* weights in RAM, expert cache included */
     uint64_t weights_streamed_bytes; /* weights on the NVMe tier */
     uint64_t bytes_by_role_resident[ROLE_COUNT];

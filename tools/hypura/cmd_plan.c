@@ -222,7 +222,7 @@ int cmd_plan(int argc, char **argv)
         fprintf(stderr, "hypura plan: note: the GPU tier is not planned yet; --gpu-budget is recorded only\n");
     if (!n_ctx) n_ctx = mi.hp.n_ctx_train > 0 && mi.hp.n_ctx_train < DEFAULT_CTX ? mi.hp.n_ctx_train : DEFAULT_CTX;
 
-    struct plan_params pp = {budget, gpu_budget, n_ctx};
+    struct plan_params pp = {.ram_budget_bytes = budget, .gpu_budget_bytes = gpu_budget, .n_ctx = n_ctx};
     struct plan p;
     if ((st = plan_init(&p, &mi, &hw, &pp))) {
         model_info_free(&mi);
