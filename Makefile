@@ -13,7 +13,7 @@ ifeq ($(CI),true)
 CMAKE_ARGS += -DHY_FATAL_WARNINGS=ON
 endif
 
-.PHONY: all build deps demo test test-main test-asan test-fuzz clean format
+.PHONY: all build deps demo test test-deps test-main test-asan test-fuzz clean format
 
 all: build
 
@@ -35,8 +35,18 @@ ifeq ($(CI),true)
 	@$(MAKE) --no-print-directory test-fuzz
 endif
 
-test-main: build
+test-main: build test-deps
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The npm clients the server test drives (tests/server/package.json, exact
+# versions), installed into $(BUILD)/server-node when missing or changed.
+test-deps:
+	@mkdir -p $(BUILD)/server-node
+	@if ! cmp -s tests/server/package.json $(BUILD)/server-node/package.json || \
+	    [ ! -d $(BUILD)/server-node/node_modules ]; then \
+	  cp tests/server/package.json $(BUILD)/server-node/package.json && \
+	  cd $(BUILD)/server-node && npm install --no-audit --no-fund --loglevel=error; \
+	fi
 
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off).
 test-asan:

@@ -26,7 +26,7 @@ model="$dir/m.gguf"
     >"$dir/out.txt" 2>"$dir/err.txt"
 rc=$?
 [ "$rc" -eq 0 ] || fail "hypura run exited $rc: $(cat "$dir/err.txt")"
-grep -q "^plan: mode resident" "$dir/err.txt" || fail "no plan line on stderr"
+grep -q "^plan: placement for this budget.*mode resident" "$dir/err.txt" || fail "no plan line on stderr"
 grep -q "The cat sat on the mat and looked at" "$dir/out.txt" && fail "the prompt is echoed on stdout (stdout carries only the generated text)"
 
 routed=$(sed -n 's/^experts: \([0-9]*\) tokens routed, top-\([0-9]*\) of \([0-9]*\).*/\1/p' "$dir/err.txt")

@@ -113,7 +113,7 @@ static void test_greedy_text(const char *prompt, const char *n_predict, const ch
         struct result r = run(args);
         CHECK_EQ_INT(r.rc, 0);
         if (!CHECK_EQ_STR(r.out, want)) fprintf(stderr, "  --kv-type %s\n", kv_types[i]);
-        CHECK_CONTAINS(r.err, "plan: mode resident");
+        CHECK_CONTAINS(r.err, "mode resident");
         CHECK_CONTAINS(r.err, "summary:");
         result_free(&r);
     }
@@ -159,6 +159,11 @@ static void test_stats_json(const char *prompt, const char *n_predict)
             fprintf(stderr, "  field %s missing or not positive\n", positive[i]);
     }
     CHECK(json_is_integer(json_object_get(j, "peak_rss_bytes")));
+    const char *present[] = {"disk_gb_per_s",  "io_stall_s",    "predicted_gen_tok_per_s",
+                             "ram_budget_bytes", "resident_bytes"};
+    for (size_t i = 0; i < HY_ARRAY_LEN(present); i++)
+        if (!CHECK(json_is_number(json_object_get(j, present[i]))))
+            fprintf(stderr, "  field %s missing\n", present[i]);
     const json_t *bpt = json_object_get(j, "bytes_read_per_token");
     CHECK(json_is_number(bpt) && json_number_value(bpt) >= 0);
     CHECK_EQ_STR(json_string_value(json_object_get(j, "kv_type")), "F16");

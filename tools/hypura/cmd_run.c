@@ -37,15 +37,16 @@
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+#include "engine/engine.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "quant/quant.h"
 #include "sample/sampler.h"
-#include "sample/stop_filter.h"
+#include "store/store.h"
 #include "text/tokenizer.h"
 
 #define RUN_DEFAULT_N_PREDICT 128
-#define RUN_DEFAULT_CTX       2048
+#define RUN_DEFAULT_CTX       ENGINE_DEFAULT_CTX
 
 struct run_opts {
     const char *model;
@@ -68,6 +69,7 @@ struct run_opts {
     const char *mode;
     bool no_bos;
     bool verbose_prompt;
+    enum io_kind io;
 };
 
 /* What a finished generation reports (stderr lines and --stats-json). */
@@ -81,6 +83,7 @@ struct run_stats {
     int64_t decode_us;
     uint64_t gen_bytes_read; /* read from the model file during generation (streaming) */
     const char *stop;        /* why generation ended */
+    const struct engine *e;  /* borrowed */
 };
 
 static void run_help(void)
@@ -127,7 +130,12 @@ static void run_help(void)
         "                         generating: 0 when resident), and more\n"
         "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: available RAM minus\n"
         "                         headroom, never above a cgroup memory limit; as hypura plan)\n"
-        "  --mode MODE            placement mode; only 'resident' exists yet (default: resident)\n"
+        "  --mode MODE            placement: auto (the plan's choice), resident, dense-stream\n"
+        "                         (FFN layers that do not fit stream from the file), mmap (the\n"
+        "                         baseline: weights through a memory map, as llama.cpp) (default:\n"
+        "                         auto)\n"
+        "  --io KIND              how streamed weights are read: auto (io_uring, else a pread\n"
+        "                         thread pool), uring, pread (default: auto)\n"
         "  --no-bos               do not put the BOS token before the prompt\n"
         "  --verbose-prompt       print the prompt's tokens to stderr\n"
         "  -h, --help             show this help\n",
@@ -213,6 +221,10 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             o->ram_budget_set = true;
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
+        } else if (cli_match(c, NULL, "--io")) {
+            const char *v = NULL;
+            if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
+                *st = err_set(HY_ERR_INVALID_ARG, "option --io: '%s' is not auto, uring or pread", v);
         } else if (cli_match(c, NULL, "--no-bos")) {
             o->no_bos = true;
         } else if (cli_match(c, NULL, "--verbose-prompt")) {
@@ -227,11 +239,6 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
     else if (prompt && o->prompt_file)
         *st =
             err_set(HY_ERR_INVALID_ARG, "both -p and -f given: the prompt comes from one of them");
-    else if (strcmp(o->mode, "resident") != 0)
-        *st = err_set(HY_ERR_INVALID_ARG,
-                      "--mode '%s': only 'resident' is implemented yet (the streaming modes "
-                      "of the plan come with the weight store)",
-                      o->mode);
     if (prompt) o->prompt = prompt;
     return 0;
 }
@@ -288,7 +295,7 @@ static void print_plan(const struct run_opts *o, const struct model *m, const st
     fprintf(stderr, ", vocab %" PRId64 ", %s%s%s weights\n", m->n_vocab, ft ? ft : "",
             ft ? " " : "", sizes_format(m->weight_bytes, a, sizeof a));
     fprintf(stderr,
-            "plan: mode resident, RAM budget %s, weights %s + KV cache %s (%s, ctx %" PRId64
+            "plan: RAM budget %s, weights %s + KV cache %s (%s, ctx %" PRId64
             "), %d threads (%s kernels)\n",
             sizes_format(o->ram_budget, b, sizeof b), a,
             sizes_format(forward_kv_bytes(f), k, sizeof k), quant_type_name(forward_kv_type(f)),
@@ -304,12 +311,6 @@ static void print_plan(const struct run_opts *o, const struct model *m, const st
                 " is longer than the model was trained for (%" PRId64
                 "); output may degrade past it\n",
                 forward_n_ctx(f), hp->n_ctx_train);
-    if (o->ram_budget < m->weight_bytes)
-        fprintf(
-            stderr,
-            "plan: the weights (%s) exceed the RAM budget (%s), but streaming is not implemented "
-            "yet: all weights are loaded resident anyway\n",
-            a, b);
     const struct sampler_params *sp = &o->sp;
     if (sp->temp > 0.0f)
         fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, seed %" PRIu64 "\n",
@@ -379,6 +380,16 @@ static void print_routes(const struct forward_routes *r)
     free(order);
 }
 
+/* RAM the run holds for its model: the store's arena and pool, the
+ * sequences' buffers (KV cache, activations, logits) and the backend's scratch. */
+static uint64_t run_resident_bytes(const struct engine *e)
+{
+    const struct engine_io io = engine_io(e);
+    uint64_t b = io.resident_bytes + io.pool_bytes + e->be->scratch_bytes;
+    for (int i = 0; i < e->n_seq; i++) b += forward_buffer_bytes(e->seq[i].f);
+    return b;
+}
+
 static double per_s(int64_t n, int64_t us)
 {
     return us > 0 ? (double)n * 1e6 / (double)us : 0.0;
@@ -396,9 +407,21 @@ static uint64_t peak_rss_bytes(void)
 HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const struct model *m,
                                                 const struct forward *f, const struct run_stats *s)
 {
-    const uint64_t bytes_read = m->bytes_read + s->gen_bytes_read;
+    const struct engine_io eio0 = engine_io(s->e);
+    const uint64_t bytes_read = eio0.load_bytes + eio0.run_bytes;
     json_t *j = json_object();
-    json_object_set_new(j, "mode", json_string("resident"));
+    const struct engine_io eio = engine_io(s->e);
+    json_object_set_new(j, "mode", json_string(s->e->mode));
+    json_object_set_new(j, "io", json_string(s->e->m->store && store_io_kind(s->e->m->store)
+                                                 ? store_io_kind(s->e->m->store) : "mmap"));
+    json_object_set_new(j, "ram_budget_bytes", json_integer((json_int_t)o->ram_budget));
+    json_object_set_new(j, "resident_bytes", json_integer((json_int_t)run_resident_bytes(s->e)));
+    json_object_set_new(j, "predicted_gen_tok_per_s",
+                        json_real(s->plan ? s->plan->predicted_gen_tok_per_s : 0.0));
+    json_object_set_new(j, "io_stall_s", json_real((double)eio.stall_us / 1e6));
+    json_object_set_new(j, "io_stalls", json_integer((json_int_t)eio.stalls));
+    json_object_set_new(j, "disk_gb_per_s",
+                        json_real(s->gen_us > 0 ? (double)s->gen_bytes_read / 1e9 / ((double)s->gen_us / 1e6) : 0.0));
     json_object_set_new(j, "model", json_string(o->model));
     json_object_set_new(j, "n_prompt", json_integer(s->n_prompt));
     json_object_set_new(j, "n_gen", json_integer(s->n_gen));
@@ -441,25 +464,33 @@ static void print_stats(const struct model *m, const struct run_stats *s)
                 "decode: %" PRId64 " forward passes of 1 token, %.2f ms each (%.1f tok/s)\n",
                 s->n_decode, (double)s->decode_us / 1e3 / (double)s->n_decode,
                 per_s(s->n_decode, s->decode_us));
-    if (s->plan && s->n_decode > 0) {
-        if (s->plan->mode == PLAN_MODE_RESIDENT)
-            fprintf(stderr, "predicted: decode %.1f tok/s by the plan, measured %.1f (measured/predicted %.2f)\n",
-                    s->plan->predicted_gen_tok_per_s, per_s(s->n_decode, s->decode_us),
-                    per_s(s->n_decode, s->decode_us) / s->plan->predicted_gen_tok_per_s);
-        else
-            fprintf(stderr, "predicted: decode %.1f tok/s by the plan in mode %s, which run does not execute yet "
-                            "(it ran resident at %.1f tok/s)\n",
-                    s->plan->predicted_gen_tok_per_s, plan_mode_name(s->plan->mode),
-                    per_s(s->n_decode, s->decode_us));
-    }
+    const struct engine_io eio = engine_io(s->e);
+    if (eio.run_bytes > 0 || eio.stalls > 0)
+        fprintf(stderr, "stream: %s read while running (%.2f GB/s while generating), %" PRIu64
+                        " read stalls, %.3f s waiting\n",
+                sizes_format(eio.run_bytes, a, sizeof a),
+                s->gen_us > 0 ? (double)s->gen_bytes_read / 1e9 / ((double)s->gen_us / 1e6) : 0.0,
+                eio.stalls, (double)eio.stall_us / 1e6);
+    if (s->plan && s->n_decode > 0 && !s->e->use_mmap)
+        fprintf(stderr, "predicted: decode %.1f tok/s by the plan, measured %.1f (measured/predicted %.2f)\n",
+                s->plan->predicted_gen_tok_per_s, per_s(s->n_decode, s->decode_us),
+                per_s(s->n_decode, s->decode_us) / s->plan->predicted_gen_tok_per_s);
     fprintf(stderr,
-            "summary: mode resident, prompt %" PRId64 " tok at %.1f tok/s, generated %" PRId64
+            "summary: mode %s, prompt %" PRId64 " tok at %.1f tok/s, generated %" PRId64
             " tok at %.1f tok/s, peak RSS %s, read %s (%.0f B/token while generating), stopped "
             "at %s\n",
-            s->n_prompt, per_s(s->n_prompt, s->prompt_us), s->n_gen, per_s(s->n_gen, s->gen_us),
-            sizes_format(peak_rss_bytes(), a, sizeof a),
-            sizes_format(m->bytes_read + s->gen_bytes_read, b, sizeof b),
+            s->e->mode, s->n_prompt, per_s(s->n_prompt, s->prompt_us), s->n_gen,
+            per_s(s->n_gen, s->gen_us), sizes_format(peak_rss_bytes(), a, sizeof a),
+            sizes_format(eio.load_bytes + eio.run_bytes, b, sizeof b),
             s->n_gen > 0 ? (double)s->gen_bytes_read / (double)s->n_gen : 0.0, s->stop);
+}
+
+static bool write_piece(void *user, const char *text, size_t len)
+{
+    (void)user;
+    write_out(text, len);
+    fflush(stdout);
+    return true;
 }
 
 int cmd_run(int argc, char **argv)
@@ -474,22 +505,13 @@ int cmd_run(int argc, char **argv)
         .n_batch = FORWARD_DEFAULT_BATCH,
         .sp = sampler_default_params(),
         .kv_type = FORWARD_DEFAULT_KV_TYPE,
-        .mode = "resident",
+        .mode = "auto",
     };
     o.repeat_last_n = o.sp.repeat_last_n;
     o.stops = mem_xcalloc((size_t)argc + 1, sizeof(*o.stops));
 
-    struct model *m = NULL;
-    struct backend *be = NULL;
-    struct forward *f = NULL;
-    struct tokenizer tok = {0};
-    struct sampler smp = {0};
-    struct tokenizer_stream stream = {0};
-    struct stop_filter stopf = {0};
+    struct engine *e = NULL;
     int32_t *prompt = NULL;
-    bool have_tok = false, have_smp = false, have_stream = false, have_stopf = false;
-    struct plan plan;
-    bool have_plan = false;
     int rc = 1;
     enum hy_status st;
 
@@ -509,54 +531,51 @@ int cmd_run(int argc, char **argv)
                                    phw.cgroup_limit_bytes, &clamped);
     if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
 
-    if ((st = model_open(o.model, &m))) goto fail;
-    if (o.n_ctx == 0) o.n_ctx = m->hp->n_ctx_train > 0 ? m->hp->n_ctx_train : RUN_DEFAULT_CTX;
+    /* the engine plans the placement `hypura plan` gives this budget and
+     * runs in its mode (or the one --mode forces) */
+    struct engine_opts eo = {
+        .model_path = o.model,
+        .n_ctx = o.n_ctx,
+        .n_threads = o.n_threads,
+        .n_batch = o.n_batch,
+        .kv_type = o.kv_type,
+        .hw = &phw,
+        .ram_budget_bytes = o.ram_budget,
+        .mode = o.mode,
+        .io = {.kind = o.io},
+    };
+    if ((st = engine_open(&eo, &e))) goto fail;
+    o.n_ctx = e->n_ctx;
     o.sp.repeat_last_n = (int32_t)(o.repeat_last_n < 0 ? o.n_ctx : o.repeat_last_n);
-    struct cpu_backend_opts bo = {.n_threads = (int)o.n_threads};
-    if ((st = cpu_backend_init(&bo, &be))) goto fail;
-    struct forward_config fc = {.n_ctx = o.n_ctx, .n_batch = o.n_batch, .kv_type = o.kv_type};
-    if ((st = forward_init(m, be, &fc, &f))) goto fail;
-    if ((st = tokenizer_init(&tok, m->gguf))) goto fail;
-    have_tok = true;
-    if (tok.n_vocab > m->n_vocab) {
-        st = err_set(HY_ERR_FORMAT, "%s: vocabulary of %d tokens for %" PRId64 " embedding rows",
-                     o.model, (int)tok.n_vocab, m->n_vocab);
-        goto fail;
-    }
-    if ((st = sampler_init(&smp, (int32_t)m->n_vocab, &o.sp))) goto fail;
-    have_smp = true;
-    tokenizer_stream_init(&stream, &tok);
-    have_stream = true;
-    /* generated text continues the prompt: its first piece keeps its leading space */
-    stream.at_start = false;
-    if ((st = stop_filter_init(&stopf, o.stops, o.n_stops, stream.cap))) goto fail;
-    have_stopf = true;
 
-    print_plan(&o, m, f, be);
-    /* the placement `hypura plan` gives this budget, printed beside what this
-     * run measures; run itself executes resident mode only for now */
-    phw.n_threads = (int)o.n_threads;
-    struct plan_params pp = {.ram_budget_bytes = o.ram_budget, .n_ctx = o.n_ctx};
-    if (plan_init(&plan, &m->info, &phw, &pp) == HY_OK) {
-        have_plan = true;
-        fprintf(stderr, "plan: placement for this budget (hypura plan; hardware from %s): mode %s, predicted "
+    print_plan(&o, e->m, e->seq[0].f, e->be);
+    if (e->have_plan) {
+        const struct plan *pl = &e->plan;
+        char r[32], w[32], q[32], t[32];
+        fprintf(stderr, "plan: placement for this budget (hypura plan; hardware from %s): mode %s%s, predicted "
                         "decode %.1f tok/s (bound: %s), prompt %.1f tok/s\n",
-                hw_source, plan_mode_name(plan.mode), plan.predicted_gen_tok_per_s,
-                plan_bound_name(plan.gen_bound), plan.predicted_prompt_tok_per_s);
-    } else {
-        fprintf(stderr, "plan: no placement for this budget: %s\n", err_msg());
-    }
+                hw_source, e->use_mmap ? "mmap" : plan_mode_name(pl->mode),
+                pl->forced ? " (--mode)" : "", pl->predicted_gen_tok_per_s,
+                plan_bound_name(pl->gen_bound), pl->predicted_prompt_tok_per_s);
+        fprintf(stderr, "plan: RAM %s (weights %s, KV cache, compute buffers, pool %d x %s), "
+                        "streamed %s of weights, %.1f MiB read per token, prefetch depth %d%s\n",
+                sizes_format(pl->resident_bytes, r, sizeof r),
+                sizes_format(pl->weights_resident_bytes, w, sizeof w), pl->pool_slots,
+                sizes_format(pl->pool_slot_bytes, q, sizeof q),
+                sizes_format(pl->weights_streamed_bytes, t, sizeof t),
+                pl->streamed_bytes_per_token / 1048576.0, pl->prefetch_depth,
+                pl->over_budget ? " (over the budget: --mode resident)" : "");
+    } else
+        fprintf(stderr, "plan: no placement for this budget: %s\n", e->plan_err);
 
-    /* tokenize before loading, so that a prompt that does not fit fails fast */
-    const size_t plen = strlen(o.prompt);
-    const int64_t pcap = tokenizer_max_tokens(&tok, plen);
-    prompt = mem_xcalloc((size_t)pcap, sizeof(int32_t));
+    /* tokenize before loading, so that a prompt that does not fit fails fast;
+     * as llama.cpp's CLI: the vocabulary's BOS/EOS, and control-token text in
+     * the prompt ("<s>") is that token */
     int64_t n_prompt = 0;
-    /* as llama.cpp's CLI: the vocabulary's BOS/EOS, and control-token text in the
-     * prompt ("<s>") is that token */
     unsigned flags =
         TOKENIZER_PARSE_SPECIAL | TOKENIZER_ADD_EOS | (o.no_bos ? 0 : TOKENIZER_ADD_BOS);
-    if ((st = tokenizer_tokenize(&tok, o.prompt, plen, flags, prompt, pcap, &n_prompt))) goto fail;
+    if ((st = engine_tokenize(e, o.prompt, strlen(o.prompt), flags, &prompt, &n_prompt)))
+        goto fail;
     if (n_prompt == 0) {
         st = err_set(HY_ERR_INVALID_ARG,
                      "nothing to evaluate: the prompt is empty and --no-bos is set (or the "
@@ -574,67 +593,38 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "prompt: %" PRId64 " tokens\n", n_prompt);
         for (int64_t i = 0; i < n_prompt; i++) {
             int32_t id = prompt[i];
-            fprintf(stderr, "%8d -> '%s'\n", (int)id, tokenizer_token_text(&tok, id));
+            fprintf(stderr, "%8d -> '%s'\n", (int)id, tokenizer_token_text(&e->tok, id));
         }
     }
 
-    if ((st = model_load(m, load_progress, NULL))) goto fail;
+    if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
 
-    for (int64_t i = 0; i < n_prompt; i++) sampler_accept(&smp, prompt[i]);
-    struct run_stats rs = {.n_prompt = n_prompt, .stop = "the -n limit"};
-    const float *logits = NULL;
-    int64_t t0 = timing_now_us();
-    if ((st = forward_eval(f, prompt, n_prompt, &logits))) goto fail;
-    rs.prompt_us = timing_now_us() - t0;
-
-    size_t n_txt, n_out;
-    const char *txt, *out;
-    bool stopped = false;
-    t0 = timing_now_us();
-    for (;;) {
-        if (o.n_predict >= 0 && rs.n_gen >= o.n_predict) break;
-        int32_t id = sampler_sample(&smp, logits);
-        if (tokenizer_is_eog(&tok, id)) {
-            rs.stop = "end of generation";
-            break;
-        }
-        rs.n_gen++;
-        sampler_accept(&smp, id);
-        txt = tokenizer_stream_push(&stream, id, &n_txt);
-        stopped = stop_filter_push(&stopf, txt, n_txt, &out, &n_out);
-        write_out(out, n_out);
-        fflush(stdout);
-        if (stopped) {
-            rs.stop = "a stop string";
-            break;
-        }
-        if (o.n_predict >= 0 && rs.n_gen >= o.n_predict) break;
-        if (forward_n_past(f) >= o.n_ctx) {
-            rs.stop = "a full context";
-            break;
-        }
-        int64_t t1 = timing_now_us();
-        if ((st = forward_eval(f, &id, 1, &logits))) goto fail;
-        rs.decode_us += timing_now_us() - t1;
-        rs.n_decode++;
-    }
-    if (!stopped) {
-        /* an incomplete character at the very end goes out as it is */
-        txt = tokenizer_stream_flush(&stream, &n_txt);
-        if (stop_filter_push(&stopf, txt, n_txt, &out, &n_out)) rs.stop = "a stop string";
-        write_out(out, n_out);
-        stop_filter_flush(&stopf, &out, &n_out);
-        write_out(out, n_out);
-    }
-    rs.gen_us = timing_now_us() - t0;
+    struct engine_gen_params gp = {
+        .sp = o.sp, .n_predict = o.n_predict, .stops = o.stops, .n_stops = o.n_stops};
+    struct engine_gen_stats gs;
+    const int seq = engine_seq_acquire(e, prompt, n_prompt);
+    st = engine_generate(e, seq, prompt, n_prompt, &gp, write_piece, NULL, &gs);
+    engine_seq_release(e, seq);
+    if (st) goto fail;
     if (isatty(STDOUT_FILENO)) fputc('\n', stdout);
     fflush(stdout);
 
-    rs.plan = have_plan ? &plan : NULL;
-    print_stats(m, &rs);
-    if (m->is_moe) print_routes(forward_routes(f));
-    if (o.stats_json && (st = write_stats(&o, m, f, &rs))) goto fail;
+    struct run_stats rs = {
+        .plan = e->have_plan ? &e->plan : NULL,
+        .n_prompt = gs.n_prompt,
+        .n_gen = gs.n_gen,
+        .n_decode = gs.n_decode,
+        .prompt_us = gs.prompt_us,
+        .gen_us = gs.gen_us,
+        .decode_us = gs.decode_us,
+        .stop = engine_stop_text(gs.stop),
+        .gen_bytes_read = gs.gen_read_bytes,
+        .e = e,
+    };
+    print_stats(e->m, &rs);
+    if (e->m->is_moe) print_routes(forward_routes(e->seq[0].f));
+    if (o.stats_json && (st = write_stats(&o, e->m, e->seq[0].f, &rs))) goto fail;
     rc = 0;
     goto done;
 fail:
@@ -642,15 +632,8 @@ fail:
     fflush(stdout);
     rc = cli_fail("run", st);
 done:
-    if (have_plan) plan_free(&plan);
-    if (have_stopf) stop_filter_free(&stopf);
-    if (have_stream) tokenizer_stream_free(&stream);
     free(prompt);
-    if (have_smp) sampler_free(&smp);
-    if (have_tok) tokenizer_free(&tok);
-    forward_free(f);
-    backend_free(be);
-    model_close(m);
+    engine_close(e);
     free(o.stops);
     free(o.prompt_buf);
     return rc;

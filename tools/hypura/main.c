@@ -16,6 +16,7 @@ struct command {
 
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
+    {"serve", cmd_serve, "serve a model over the Ollama and OpenAI HTTP APIs"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, hyperparameters and tensors"},
     {"plan", cmd_plan, "plan where a model's tensors live and predict its speed (header only)"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama-perplexity's protocol)"},

@@ -1,0 +1,469 @@
+#include "engine/engine.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/sizes.h"
+#include "core/timing.h"
+#include "sample/stop_filter.h"
+#include "store/store.h"
+
+struct engine_gen {
+    struct engine *e;      /* borrowed */
+    struct engine_seq *s;  /* borrowed: held by the caller for the generation's lifetime */
+    int64_t n_predict;
+    struct sampler smp;
+    struct tokenizer_stream stream;
+    struct stop_filter stopf;
+    bool have_smp, have_stream, have_stopf;
+    const float *logits; /* the sequence's forward's, for the next sample */
+    int32_t *gen;        /* owned, [n_ctx]: generated ids */
+    char *out;           /* owned, out_cap bytes: the text of the last engine_gen_next */
+    size_t out_cap, out_len;
+    int64_t t_gen0; /* timing_now_us when the prompt was done */
+    uint64_t read_gen0; /* engine_io().run_bytes then */
+    atomic_bool cancel;
+    bool done;
+    struct engine_gen_stats st;
+};
+
+enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
+{
+    *out = NULL;
+    struct engine *e = mem_xcalloc(1, sizeof(*e));
+    e->model_path = mem_xstrdup(o->model_path);
+    e->io = o->io;
+    e->force = PLAN_FORCE_NONE;
+    if (o->mode && strcmp(o->mode, "auto") != 0) {
+        if (strcmp(o->mode, "resident") == 0) e->force = PLAN_FORCE_RESIDENT;
+        else if (strcmp(o->mode, "dense-stream") == 0) e->force = PLAN_FORCE_DENSE_STREAM;
+        else if (strcmp(o->mode, "expert-stream") == 0) e->force = PLAN_FORCE_EXPERT_STREAM;
+        else if (strcmp(o->mode, "mmap") == 0) e->use_mmap = true;
+        else {
+            free(e->model_path);
+            free(e);
+            return err_set(HY_ERR_INVALID_ARG,
+                           "--mode '%s': not a mode (auto, resident, dense-stream, expert-stream, "
+                           "mmap)",
+                           o->mode);
+        }
+    }
+    e->mode = e->use_mmap ? "mmap" : "resident";
+    e->n_threads = o->n_threads;
+    e->n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->seq_free, NULL);
+    enum hy_status st;
+
+    if ((st = model_open(o->model_path, &e->m))) goto fail;
+    e->n_ctx = o->n_ctx;
+    if (e->n_ctx == 0) e->n_ctx = e->m->hp->n_ctx_train > 0 ? e->m->hp->n_ctx_train : ENGINE_DEFAULT_CTX;
+    struct cpu_backend_opts bo = {.n_threads = (int)o->n_threads};
+    if ((st = cpu_backend_init(&bo, &e->be))) goto fail;
+    e->seq = mem_xcalloc((size_t)e->n_seq, sizeof(*e->seq));
+    struct forward_config fc = {.n_ctx = e->n_ctx, .n_batch = o->n_batch, .kv_type = o->kv_type};
+    for (int i = 0; i < e->n_seq; i++) {
+        if ((st = forward_init(e->m, e->be, &fc, &e->seq[i].f))) goto fail;
+        e->seq[i].tokens = mem_xcalloc((size_t)e->n_ctx, sizeof(int32_t));
+    }
+    if ((st = tokenizer_init(&e->tok, e->m->gguf))) goto fail;
+    e->have_tok = true;
+    if (e->tok.n_vocab > e->m->n_vocab) {
+        st = err_set(HY_ERR_FORMAT, "%s: vocabulary of %d tokens for %" PRId64 " embedding rows",
+                     o->model_path, (int)e->tok.n_vocab, e->m->n_vocab);
+        goto fail;
+    }
+    const char *tmpl = NULL;
+    if (gguf_get_str_or_null(e->m->gguf, "tokenizer.chat_template", &tmpl) == HY_OK && tmpl)
+        e->chat_template = mem_xstrdup(tmpl);
+    err_clear();
+    if (o->hw) {
+        struct plan_hw hw = *o->hw;
+        hw.n_threads = (int)o->n_threads;
+        /* the compute buffers are part of the budget: all sequences' forward
+         * buffers and the backend's scratch, beyond the KV cache the plan counts */
+        uint64_t work = e->be->scratch_bytes;
+        for (int i = 0; i < e->n_seq; i++) work += forward_buffer_bytes(e->seq[i].f);
+        const uint64_t kv = plan_kv_bytes(e->m->hp, e->n_ctx);
+        work = work > kv ? work - kv : 0;
+        struct plan_params pp = {.ram_budget_bytes = o->ram_budget_bytes, .n_ctx = e->n_ctx,
+                                 .compute_bytes = work, .force = e->force};
+        if (plan_init(&e->plan, &e->m->info, &hw, &pp) == HY_OK) {
+            e->have_plan = true;
+            if (!e->use_mmap) e->mode = plan_mode_name(e->plan.mode);
+        } else if (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes) {
+            /* the budget cannot be honoured: refuse rather than overrun it */
+            st = HY_ERR_INVALID_ARG;
+            goto fail;
+        } else {
+            snprintf(e->plan_err, sizeof e->plan_err, "%s", err_msg());
+            err_clear();
+        }
+    }
+    *out = e;
+    return HY_OK;
+fail:
+    engine_close(e);
+    return st;
+}
+
+void engine_close(struct engine *e)
+{
+    if (!e) return;
+    if (e->have_plan) plan_free(&e->plan);
+    free(e->chat_template);
+    if (e->have_tok) tokenizer_free(&e->tok);
+    for (int i = 0; e->seq && i < e->n_seq; i++) {
+        forward_free(e->seq[i].f);
+        free(e->seq[i].tokens);
+    }
+    free(e->seq);
+    backend_free(e->be);
+    model_close(e->m);
+    pthread_cond_destroy(&e->seq_free);
+    pthread_mutex_destroy(&e->lock);
+    free(e->model_path);
+    free(e);
+}
+
+/* Bytes the kernel read from storage for this process (/proc/self/io
+ * read_bytes); 0 when unavailable. */
+static uint64_t proc_read_bytes(void)
+{
+    FILE *fp = fopen("/proc/self/io", "r");
+    if (!fp) return 0;
+    char line[128];
+    unsigned long long v = 0;
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "read_bytes: %llu", &v) == 1) break;
+    fclose(fp);
+    return (uint64_t)v;
+}
+
+enum hy_status engine_load_weights(struct engine *e, model_progress_fn progress, void *user)
+{
+    if (e->m->store) return HY_OK;
+    struct store_config sc = {.mode = STORE_RESIDENT, .io = e->io, .progress = progress,
+                              .progress_user = user};
+    if (e->use_mmap) {
+        sc.mode = STORE_MMAP;
+    } else if (e->have_plan && e->plan.mode == PLAN_MODE_DENSE_STREAM) {
+        sc.mode = STORE_DENSE_STREAM;
+        sc.plan = &e->plan;
+    } else if (e->have_plan && e->plan.mode == PLAN_MODE_EXPERT_STREAM) {
+        char a[32], b[32];
+        LOG_W("plan: mode expert-stream is not implemented yet: all %s of weights are loaded "
+              "resident, above the RAM budget of %s",
+              sizes_format(e->m->weight_bytes, a, sizeof a),
+              sizes_format(e->plan.ram_budget_bytes, b, sizeof b));
+    }
+    struct store *s;
+    enum hy_status st = store_open(e->m, &sc, &s);
+    if (st) return st;
+    e->mode = store_mode_name(sc.mode);
+    e->proc_read0 = proc_read_bytes();
+    return HY_OK;
+}
+
+struct engine_io engine_io(const struct engine *e)
+{
+    struct engine_io r = {0};
+    if (!e->m->store) return r;
+    struct store_stats ss = store_stats(e->m->store);
+    r.load_bytes = ss.load_bytes;
+    r.run_bytes = ss.stream_bytes;
+    r.stalls = ss.stalls;
+    r.stall_us = ss.stall_us;
+    r.resident_bytes = ss.resident_bytes;
+    r.pool_bytes = ss.pool_bytes;
+    if (store_mode_of(e->m->store) == STORE_MMAP) {
+        uint64_t now = proc_read_bytes();
+        r.run_bytes = now > e->proc_read0 ? now - e->proc_read0 : 0;
+    }
+    return r;
+}
+
+enum hy_status engine_tokenize(const struct engine *e, const char *text, size_t len,
+                               unsigned flags, int32_t **out, int64_t *n_out)
+{
+    const int64_t cap = tokenizer_max_tokens(&e->tok, len);
+    int32_t *ids = mem_xcalloc((size_t)(cap > 0 ? cap : 1), sizeof(int32_t));
+    enum hy_status st = tokenizer_tokenize(&e->tok, text, len, flags, ids, cap, n_out);
+    if (st) {
+        free(ids);
+        *out = NULL;
+        return st;
+    }
+    *out = ids;
+    return HY_OK;
+}
+
+static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)
+{
+    int64_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+int engine_seq_acquire(struct engine *e, const int32_t *prompt, int64_t n_prompt)
+{
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        int best = -1;
+        int64_t best_len = -1;
+        for (int i = 0; i < e->n_seq; i++) {
+            const struct engine_seq *s = &e->seq[i];
+            if (s->busy) continue;
+            int64_t l = common_prefix(s->tokens, s->n_tokens, prompt, n_prompt);
+            if (l > best_len) {
+                best = i;
+                best_len = l;
+            }
+        }
+        if (best >= 0) {
+            e->seq[best].busy = true;
+            pthread_mutex_unlock(&e->lock);
+            return best;
+        }
+        pthread_cond_wait(&e->seq_free, &e->lock);
+    }
+}
+
+void engine_seq_release(struct engine *e, int seq)
+{
+    pthread_mutex_lock(&e->lock);
+    HY_ASSERT(seq >= 0 && seq < e->n_seq && e->seq[seq].busy);
+    e->seq[seq].busy = false;
+    pthread_cond_signal(&e->seq_free);
+    pthread_mutex_unlock(&e->lock);
+}
+
+const char *engine_stop_text(enum engine_stop s)
+{
+    switch (s) {
+    case ENGINE_STOP_EOG: return "end of generation";
+    case ENGINE_STOP_STRING: return "a stop string";
+    case ENGINE_STOP_LIMIT: return "the -n limit";
+    case ENGINE_STOP_CTX: return "a full context";
+    case ENGINE_STOP_CANCEL: return "cancelled";
+    case ENGINE_STOP_NONE: break;
+    }
+    return "running";
+}
+
+const char *engine_stop_api(enum engine_stop s)
+{
+    return s == ENGINE_STOP_LIMIT || s == ENGINE_STOP_CTX ? "length" : "stop";
+}
+
+/* Evaluates tokens[0..n) in s under the engine's lock and records them as
+ * cached; on an error the cache is emptied (it may hold part of them). */
+HY_MUST_CHECK static enum hy_status seq_eval(struct engine *e, struct engine_seq *s,
+                                             const int32_t *tokens, int64_t n,
+                                             const float **logits)
+{
+    HY_ASSERT(forward_n_past(s->f) == s->n_tokens);
+    pthread_mutex_lock(&e->lock);
+    enum hy_status st = forward_eval(s->f, tokens, n, logits);
+    pthread_mutex_unlock(&e->lock);
+    if (st) {
+        forward_reset(s->f);
+        s->n_tokens = 0;
+        return st;
+    }
+    memcpy(s->tokens + s->n_tokens, tokens, (size_t)n * sizeof(int32_t));
+    s->n_tokens += n;
+    return HY_OK;
+}
+
+void engine_gen_free(struct engine_gen *g)
+{
+    if (!g) return;
+    if (g->have_stopf) stop_filter_free(&g->stopf);
+    if (g->have_stream) tokenizer_stream_free(&g->stream);
+    if (g->have_smp) sampler_free(&g->smp);
+    free(g->gen);
+    free(g->out);
+    free(g);
+}
+
+enum hy_status engine_gen_start(struct engine *e, int seq, const int32_t *prompt, int64_t n_prompt,
+                                const struct engine_gen_params *p, struct engine_gen **out)
+{
+    *out = NULL;
+    HY_ASSERT(seq >= 0 && seq < e->n_seq);
+    if (n_prompt < 1)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "nothing to evaluate: the prompt has no tokens (and the vocabulary adds "
+                       "no BOS token)");
+    if (n_prompt >= e->n_ctx)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "the prompt has %" PRId64
+                       " tokens, which leaves no room in a context of %" PRId64,
+                       n_prompt, e->n_ctx);
+    struct engine_gen *g = mem_xcalloc(1, sizeof(*g));
+    g->e = e;
+    g->s = &e->seq[seq];
+    g->n_predict = p->n_predict;
+    atomic_init(&g->cancel, false);
+    enum hy_status st;
+    if ((st = sampler_init(&g->smp, (int32_t)e->m->n_vocab, &p->sp))) goto fail;
+    g->have_smp = true;
+    tokenizer_stream_init(&g->stream, &e->tok);
+    g->have_stream = true;
+    /* generated text continues the prompt: its first piece keeps its leading space */
+    g->stream.at_start = false;
+    if ((st = stop_filter_init(&g->stopf, p->stops, p->n_stops, g->stream.cap))) goto fail;
+    g->have_stopf = true;
+    size_t max_stop = 0;
+    for (int i = 0; i < p->n_stops; i++) max_stop = HY_MAX(max_stop, strlen(p->stops[i]));
+    /* one push and the flushes after it: the stream's piece, its held-back
+     * UTF-8 bytes and the stop filter's held-back text */
+    g->out_cap = 2 * g->stream.cap + 2 * max_stop + 64;
+    g->out = mem_xmalloc(g->out_cap);
+    g->gen = mem_xcalloc((size_t)e->n_ctx, sizeof(int32_t));
+
+    for (int64_t i = 0; i < n_prompt; i++) sampler_accept(&g->smp, prompt[i]);
+    g->st.n_prompt = n_prompt;
+    const int64_t t0 = timing_now_us();
+    struct engine_seq *s = g->s;
+    int64_t keep = common_prefix(s->tokens, s->n_tokens, prompt, n_prompt);
+    if (keep >= n_prompt) keep = n_prompt - 1; /* the last token's logits are needed */
+    forward_truncate(s->f, keep);
+    s->n_tokens = keep;
+    g->st.n_prompt_eval = n_prompt - keep;
+    const uint64_t read0 = engine_io(e).run_bytes;
+    if ((st = seq_eval(e, s, prompt + keep, n_prompt - keep, &g->logits))) goto fail;
+    g->read_gen0 = engine_io(e).run_bytes;
+    g->st.prompt_read_bytes = g->read_gen0 - read0;
+    g->t_gen0 = timing_now_us();
+    g->st.prompt_us = g->t_gen0 - t0;
+    *out = g;
+    return HY_OK;
+fail:
+    engine_gen_free(g);
+    return st;
+}
+
+static void out_append(struct engine_gen *g, const char *s, size_t n)
+{
+    if (!n) return;
+    if (g->out_len + n > g->out_cap) {
+        g->out_cap = 2 * (g->out_len + n);
+        g->out = mem_xrealloc(g->out, g->out_cap);
+    }
+    memcpy(g->out + g->out_len, s, n);
+    g->out_len += n;
+}
+
+/* Ends the generation for reason: what the detokenizer and the stop filter
+ * still hold goes out (a stop string completed by it still counts). */
+static void gen_finish(struct engine_gen *g, enum engine_stop reason)
+{
+    size_t n_txt, n_out;
+    const char *out;
+    g->st.stop = reason;
+    const char *txt = tokenizer_stream_flush(&g->stream, &n_txt);
+    if (stop_filter_push(&g->stopf, txt, n_txt, &out, &n_out)) g->st.stop = ENGINE_STOP_STRING;
+    out_append(g, out, n_out);
+    stop_filter_flush(&g->stopf, &out, &n_out);
+    out_append(g, out, n_out);
+    g->done = true;
+    g->st.gen_us = timing_now_us() - g->t_gen0;
+}
+
+enum hy_status engine_gen_next(struct engine_gen *g, const char **text, size_t *len, bool *done)
+{
+    g->out_len = 0;
+    *text = g->out;
+    *len = 0;
+    *done = true;
+    if (g->done) return HY_OK;
+    struct engine_gen_stats *st = &g->st;
+    if (atomic_load(&g->cancel)) {
+        gen_finish(g, ENGINE_STOP_CANCEL);
+    } else if (g->n_predict >= 0 && st->n_gen >= g->n_predict) {
+        gen_finish(g, ENGINE_STOP_LIMIT);
+    } else {
+        int32_t id = sampler_sample(&g->smp, g->logits);
+        if (tokenizer_is_eog(&g->e->tok, id)) {
+            gen_finish(g, ENGINE_STOP_EOG);
+        } else {
+            g->gen[st->n_gen++] = id;
+            sampler_accept(&g->smp, id);
+            size_t n_txt, n_out;
+            const char *out;
+            const char *txt = tokenizer_stream_push(&g->stream, id, &n_txt);
+            const bool stopped = stop_filter_push(&g->stopf, txt, n_txt, &out, &n_out);
+            out_append(g, out, n_out);
+            if (stopped) {
+                /* the text after a stop string is dropped, held-back bytes too */
+                st->stop = ENGINE_STOP_STRING;
+                g->done = true;
+                st->gen_us = timing_now_us() - g->t_gen0;
+            } else if (g->n_predict >= 0 && st->n_gen >= g->n_predict) {
+                gen_finish(g, ENGINE_STOP_LIMIT);
+            } else if (forward_n_past(g->s->f) >= g->e->n_ctx) {
+                gen_finish(g, ENGINE_STOP_CTX);
+            } else {
+                const int64_t t1 = timing_now_us();
+                enum hy_status es = seq_eval(g->e, g->s, &id, 1, &g->logits);
+                if (es) {
+                    g->done = true;
+                    st->stop = ENGINE_STOP_CANCEL;
+                    st->gen_us = timing_now_us() - g->t_gen0;
+                    g->out_len = 0;
+                    return es;
+                }
+                st->decode_us += timing_now_us() - t1;
+                st->n_decode++;
+                st->gen_read_bytes = engine_io(g->e).run_bytes - g->read_gen0;
+            }
+        }
+    }
+    *len = g->out_len;
+    *done = g->done;
+    return HY_OK;
+}
+
+void engine_gen_cancel(struct engine_gen *g)
+{
+    atomic_store(&g->cancel, true);
+}
+
+const struct engine_gen_stats *engine_gen_stats(const struct engine_gen *g)
+{
+    return &g->st;
+}
+
+const int32_t *engine_gen_tokens(const struct engine_gen *g, int64_t *n)
+{
+    *n = g->st.n_gen;
+    return g->gen;
+}
+
+enum hy_status engine_generate(struct engine *e, int seq, const int32_t *prompt, int64_t n_prompt,
+                               const struct engine_gen_params *p, engine_piece_fn piece,
+                               void *user, struct engine_gen_stats *stats)
+{
+    struct engine_gen *g = NULL;
+    enum hy_status st = engine_gen_start(e, seq, prompt, n_prompt, p, &g);
+    if (st) return st;
+    bool done = false;
+    while (!done) {
+        const char *txt;
+        size_t n;
+        if ((st = engine_gen_next(g, &txt, &n, &done))) break;
+        if (n && !piece(user, txt, n)) engine_gen_cancel(g);
+    }
+    *stats = g->st;
+    engine_gen_free(g);
+    return st;
+}
