@@ -204,14 +204,19 @@ static void test_budget_rules(void)
     /* a request is taken as it is without a cgroup limit */
     CHECK_EQ_U64(plan_ram_budget(100 * GiB, 64 * GiB, 0, &cl), 100 * GiB);
     CHECK(!cl);
-    /* never above the cgroup limit minus headroom */
-    CHECK_EQ_U64(plan_ram_budget(100 * GiB, 64 * GiB, 32 * GiB, &cl), 30 * GiB);
+    /* a request never above the cgroup limit minus the margin */
+    CHECK_EQ_U64(plan_ram_budget(100 * GiB, 64 * GiB, 32 * GiB, &cl), 32 * GiB - 256 * MiB);
     CHECK(cl);
     CHECK_EQ_U64(plan_ram_budget(8 * GiB, 64 * GiB, 32 * GiB, &cl), 8 * GiB);
     CHECK(!cl);
     CHECK_EQ_U64(plan_ram_budget(0, 64 * GiB, 16 * GiB, &cl), 15 * GiB);
     CHECK(!cl); /* a default is not "lowered" */
     CHECK_EQ_U64(plan_ram_budget(0, 0, 0, NULL), 0);
+    /* a requested budget may use a small cgroup up to the margin */
+    CHECK_EQ_U64(plan_ram_budget(112 * MiB, 64 * GiB, 368 * MiB, &cl), 112 * MiB);
+    CHECK(!cl);
+    CHECK_EQ_U64(plan_ram_budget(200 * MiB, 64 * GiB, 368 * MiB, &cl), 112 * MiB);
+    CHECK(cl);
 }
 
 static void test_kv_and_hits(void)

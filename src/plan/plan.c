@@ -71,7 +71,12 @@ uint64_t plan_ram_budget(uint64_t requested, uint64_t available, uint64_t cgroup
     uint64_t b = requested ? requested : available - plan_headroom_bytes(available);
     bool c = false;
     if (cgroup_limit) {
-        uint64_t cap = cgroup_limit - plan_headroom_bytes(cgroup_limit);
+        /* a budget asked for may come up to the margin the process needs
+         * beyond its budget; a default one keeps the usual headroom */
+        uint64_t cap = requested ? (cgroup_limit > PLAN_CGROUP_MARGIN
+                                        ? cgroup_limit - PLAN_CGROUP_MARGIN
+                                        : cgroup_limit / 2)
+                                 : cgroup_limit - plan_headroom_bytes(cgroup_limit);
         if (b > cap) {
             c = requested != 0;
             b = cap;

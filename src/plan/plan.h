@@ -198,10 +198,17 @@ uint64_t plan_kv_bytes(const struct hparams *hp, int64_t n_ctx);
  * derived from `bytes` of memory: max(512 MiB, bytes / 16), at most bytes. */
 uint64_t plan_headroom_bytes(uint64_t bytes);
 
+/* What a process needs beyond its RAM budget under a cgroup memory limit:
+ * the fixed overhead (code, tokenizer, header, thread stacks; README) with
+ * room to spare. */
+#define PLAN_CGROUP_MARGIN ((uint64_t)256 << 20)
+
 /* The RAM budget. requested = 0 means "default": available − headroom. A
- * cgroup limit (0: none) caps any budget at limit − headroom(limit), since the
- * kernel kills the process past it whatever /proc/meminfo says. *clamped
- * (may be NULL) says whether a requested budget was lowered. */
+ * cgroup limit (0: none) caps it, since the kernel kills the process past
+ * the limit whatever /proc/meminfo says: a default budget at limit −
+ * headroom(limit), a requested one at limit − PLAN_CGROUP_MARGIN (half the
+ * limit when the limit is not above the margin). *clamped (may be NULL) says whether a
+ * requested budget was lowered. */
 uint64_t plan_ram_budget(uint64_t requested, uint64_t available, uint64_t cgroup_limit, bool *clamped);
 
 /* Assumed hit rate of a cache of c of n_expert experts (see above). */
