@@ -40,6 +40,7 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     struct engine *e = mem_xcalloc(1, sizeof(*e));
     e->model_path = mem_xstrdup(o->model_path);
     e->io = o->io;
+    if (o->cache_dir) e->cache_dir = mem_xstrdup(o->cache_dir);
     e->force = PLAN_FORCE_NONE;
     if (o->mode && strcmp(o->mode, "auto") != 0) {
         if (strcmp(o->mode, "resident") == 0) e->force = PLAN_FORCE_RESIDENT;
@@ -129,6 +130,7 @@ void engine_close(struct engine *e)
     model_close(e->m);
     pthread_cond_destroy(&e->seq_free);
     pthread_mutex_destroy(&e->lock);
+    free(e->cache_dir);
     free(e->model_path);
     free(e);
 }
@@ -158,11 +160,9 @@ enum hy_status engine_load_weights(struct engine *e, model_progress_fn progress,
         sc.mode = STORE_DENSE_STREAM;
         sc.plan = &e->plan;
     } else if (e->have_plan && e->plan.mode == PLAN_MODE_EXPERT_STREAM) {
-        char a[32], b[32];
-        LOG_W("plan: mode expert-stream is not implemented yet: all %s of weights are loaded "
-              "resident, above the RAM budget of %s",
-              sizes_format(e->m->weight_bytes, a, sizeof a),
-              sizes_format(e->plan.ram_budget_bytes, b, sizeof b));
+        sc.mode = STORE_EXPERT_STREAM;
+        sc.plan = &e->plan;
+        sc.cache_dir = e->cache_dir;
     }
     struct store *s;
     enum hy_status st = store_open(e->m, &sc, &s);

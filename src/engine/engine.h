@@ -72,6 +72,8 @@ struct engine_opts {
      * "expert-stream", "mmap" (the baseline: weights through a memory map) */
     const char *mode;
     struct io_config io; /* how streamed weights are read (--io) */
+    /* where per-model statistics persist (expert co-activation); NULL: nowhere */
+    const char *cache_dir;
 };
 
 /* A sequence: a KV cache and the tokens in it. */
@@ -89,6 +91,7 @@ struct engine {
     enum plan_force force; /* from engine_opts.mode */
     bool use_mmap;         /* engine_opts.mode "mmap" */
     struct io_config io;
+    char *cache_dir;       /* owned; NULL: none */
     uint64_t proc_read0;   /* /proc/self/io read_bytes after the load (mmap accounting) */
     struct model *m;      /* owned */
     struct backend *be;   /* owned */

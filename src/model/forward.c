@@ -17,6 +17,8 @@
 #define FORWARD_MAX_BUFS 24
 
 struct forward {
+    int32_t *hint_ids; /* MoE: the next layer's guessed experts, [n_expert] */
+    float *hint_w;
     uint64_t buf_bytes; /* KV cache, activations and logits allocated by forward_init */
     struct model *m;    /* borrowed; outlives this */
     struct backend *be; /* borrowed; outlives this */
@@ -266,6 +268,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
+        f->hint_ids = mem_xcalloc(X, sizeof(int32_t));
+        f->hint_w = mem_xcalloc(X, sizeof(float));
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
         r->n_used = hp->n_expert_used;
@@ -292,6 +296,8 @@ void forward_free(struct forward *f)
     free(f->grp_w);
     free(f->grp_n);
     free(f->sel_ids);
+    free(f->hint_ids);
+    free(f->hint_w);
     free(f->routes.ids);
     free(f->routes.weights);
     free(f->routes.counts);
@@ -537,6 +543,15 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     for (int64_t e = 0; e < X; e++)
         if (f->grp_n[e]) f->sel_ids[n_sel++] = (int32_t)e;
     model_route(f->m, l, f->sel_ids, n_sel);
+    /* a guess at the next layer's experts for the store to read ahead: that
+     * layer's router applied to this layer's FFN input (decode only: a
+     * prompt batch touches most experts anyway) */
+    if (n == 1 && l + 1 < hp->n_layer && model_wants_hints(f->m)) {
+        if ((st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router))) return st;
+        backend_download(f->be, f->router, f->router_host, (size_t)X * sizeof(float));
+        route_token(f->router_host, X, K, false, f->hint_ids, f->hint_w);
+        model_hint(f->m, l + 1, f->hint_ids, K);
+    }
 
     /* the normed inputs as a matrix, to gather the rows routed to an expert */
     const struct backend_weight xb_rows = {f->xb,      HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
@@ -586,6 +601,7 @@ HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *
         f->routes.pos0 = pos0;
         f->routes.n_tok = n;
         f->routes.n_routed += (uint64_t)n;
+        model_routed(f->m, f->routes.ids, n, hp->n_layer, hp->n_expert_used);
     }
 
     /* one token's logits are computed alike either way: norm and matmul are per token */

@@ -444,7 +444,7 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
     const uint64_t row_bytes = quant_bytes(t->type, (uint64_t)t->ne[0]);
     const uint64_t off = stacked ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
     const uint8_t *data;
-    enum hy_status st = store_acquire(m->store, layer, role, t, off, &data);
+    enum hy_status st = store_acquire(m->store, layer, role, expert, t, off, &data);
     if (st) return st;
     out->data = data;
     out->type = t->type;
@@ -468,4 +468,19 @@ void model_release(struct model *m, int layer, enum model_wrole role)
 void model_route(struct model *m, int layer, const int32_t *ids, int64_t n)
 {
     store_route(m->store, layer, ids, n);
+}
+
+void model_routed(struct model *m, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
+{
+    store_routed(m->store, ids, n_tok, n_layer, k);
+}
+
+bool model_wants_hints(const struct model *m)
+{
+    return store_wants_hints(m->store);
+}
+
+void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n)
+{
+    store_hint(m->store, layer, ids, n);
 }

@@ -143,6 +143,18 @@ void model_release(struct model *m, int layer, enum model_wrole role);
  * Resident weights need no preparation; a streaming store starts reads here. */
 void model_route(struct model *m, int layer, const int32_t *ids, int64_t n);
 
+/* The routing of a whole step, for statistics (co-activation): token t's
+ * choices at layer l are ids[(t * n_layer + l) * k + j]. */
+void model_routed(struct model *m, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k);
+
+/* Whether the store reads experts ahead and wants model_hint. */
+bool model_wants_hints(const struct model *m);
+
+/* A guess at the experts layer will pick (ids[0..n), most likely first),
+ * told while the layer before computes, so that the store can read them
+ * ahead. Only a hint: model_route still says what is used. */
+void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n);
+
 /* Name of a role for messages ("attn_q"). */
 const char *model_wrole_name(enum model_wrole role);
 

@@ -18,6 +18,8 @@
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+#include "store/coact.h"
+#include "store/expert_cache.h"
 
 #define STORE_HUGE_PAGE ((uint64_t)2 << 20)
 /* Resident tensors closer than this in the file are read as one range (the
@@ -54,7 +56,10 @@ struct slot {
     uint8_t *buf;
 };
 
-/* Where a bound (layer, role) lives: resident pointer, or unit and segment. */
+#define LOC_EXPERT (-2) /* loc.unit of an expert tensor in expert-stream mode */
+
+/* Where a bound (layer, role) lives: resident pointer, unit and segment, or
+ * the expert cache (unit LOC_EXPERT, seg = gate 0, up 1, down 2). */
 struct loc {
     const uint8_t *data; /* resident or mapped; NULL when streamed */
     int unit, seg;
@@ -78,6 +83,9 @@ struct store {
     bool ring;          /* n_units > n_slots */
     int64_t cur;        /* current sequence number; -1 before the first */
     int64_t issued_end; /* sequence numbers below this have been issued (ring) */
+    struct expert_cache *xc; /* STORE_EXPERT_STREAM */
+    bool hints;              /* the expert cache takes model_hint's guesses */
+    struct coact *coact;     /* STORE_EXPERT_STREAM: co-activation statistics */
     struct store_stats st;
     struct io_done done[32];
 };
@@ -88,6 +96,7 @@ const char *store_mode_name(enum store_mode m)
     case STORE_RESIDENT: return "resident";
     case STORE_DENSE_STREAM: return "dense-stream";
     case STORE_MMAP: return "mmap";
+    case STORE_EXPERT_STREAM: return "expert-stream";
     }
     return "?";
 }
@@ -262,7 +271,7 @@ static enum hy_status wait_ready(struct store *s, int si, int u)
     return HY_OK;
 }
 
-enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role,
+enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role, int expert,
                              const struct gguf_tensor *t, uint64_t byte_off, const uint8_t **data)
 {
     const struct loc *lc = &s->locs[loc_index(s->m, layer, role)];
@@ -270,6 +279,7 @@ enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role,
         *data = lc->data + byte_off;
         return HY_OK;
     }
+    if (lc->unit == LOC_EXPERT) return expert_cache_acquire(s->xc, layer, lc->seg, expert, data);
     HY_ASSERT(lc->unit >= 0 && lc->unit < s->n_units);
     int si;
     enum hy_status st;
@@ -294,6 +304,10 @@ void store_release(struct store *s, int layer, enum model_wrole role)
 {
     const struct loc *lc = &s->locs[loc_index(s->m, layer, role)];
     if (lc->data) return;
+    if (lc->unit == LOC_EXPERT) {
+        expert_cache_release(s->xc, layer, lc->seg);
+        return;
+    }
     struct unit *un = &s->units[lc->unit];
     HY_ASSERT(un->slot >= 0);
     struct slot *sl = &s->slots[un->slot];
@@ -309,10 +323,22 @@ void store_release(struct store *s, int layer, enum model_wrole role)
 
 void store_route(struct store *s, int layer, const int32_t *ids, int64_t n)
 {
-    (void)s;
-    (void)layer;
-    (void)ids;
-    (void)n;
+    if (s->xc) expert_cache_route(s->xc, layer, ids, n);
+}
+
+void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
+{
+    if (s->xc) expert_cache_routed(s->xc, ids, n_tok, n_layer, k);
+}
+
+bool store_wants_hints(const struct store *s)
+{
+    return s->xc != NULL && s->hints;
+}
+
+void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n)
+{
+    if (s->xc) expert_cache_hint(s->xc, layer, ids, n);
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -409,6 +435,37 @@ out:
     return st;
 }
 
+/* Entries of the expert cache: the plan's cache plus its stream pool (k
+ * slices per slot), at least two routes' worth. */
+static int expert_capacity(const struct model *m, const struct plan *p)
+{
+    const int64_t k = m->hp->n_expert_used;
+    int64_t c = p ? (int64_t)p->expert_cache_entries + (int64_t)p->pool_slots * k : 0;
+    return (int)HY_MAX(c, 2 * k);
+}
+
+static enum hy_status open_experts(struct store *s, const struct store_config *cfg)
+{
+    struct model *m = s->m;
+    enum hy_status st;
+    if (cfg->cache_dir && !cfg->no_coact) {
+        uint64_t key = 0;
+        if ((st = coact_model_key(m->path, m->gguf->data_off, &key))) return st;
+        if ((st = coact_open((int)m->hp->n_layer, (int)m->hp->n_expert, key, cfg->cache_dir,
+                             &s->coact)))
+            return st;
+    } else if (!cfg->no_coact) {
+        if ((st = coact_open((int)m->hp->n_layer, (int)m->hp->n_expert, 0, NULL, &s->coact)))
+            return st;
+    }
+    s->hints = !cfg->no_hints;
+    struct expert_cache_config xc = {.m = m, .io = s->io, .capacity = expert_capacity(m, cfg->plan),
+                                     .coact = s->coact, .hints = s->hints, .lru = cfg->lru};
+    if ((st = expert_cache_open(&xc, &s->xc))) return st;
+    expert_cache_warm(s->xc);
+    return HY_OK;
+}
+
 /* Whether the plan puts tensor t on the NVMe tier. */
 static bool plan_streams(const struct plan *p, const struct gguf_ctx *g, const struct gguf_tensor *t)
 {
@@ -498,10 +555,25 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
             if (un->n_seg > 0) s->n_units++;
         }
     }
+    if (cfg->mode == STORE_EXPERT_STREAM) {
+        if (!m->is_moe) {
+            st = err_set(HY_ERR_INVALID_ARG, "%s: expert streaming needs an MoE model", m->path);
+            goto fail;
+        }
+        static const enum model_wrole xroles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
+                                                   MODEL_W_FFN_DOWN_EXPS};
+        for (int l = 0; l < m->hp->n_layer; l++)
+            for (int r = 0; r < 3; r++) {
+                size_t k = loc_index(m, l, xroles[r]);
+                if (!m->bound[k]) continue;
+                s->locs[k].unit = LOC_EXPERT;
+                s->locs[k].seg = r;
+            }
+    }
     /* resident tensors: every other bound tensor, once each */
     for (size_t k = 0; k < n_loc; k++) {
         const struct gguf_tensor *t = m->bound[k];
-        if (!t || s->locs[k].unit >= 0) continue;
+        if (!t || s->locs[k].unit != -1) continue;
         bool seen = false;
         for (size_t j = 0; j < n_res && !seen; j++) seen = res[j] == t;
         if (!seen) res[n_res++] = t;
@@ -525,6 +597,13 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
         /* the queue holds every slot's reads, or a resident load's */
         struct io_config ic = cfg->io;
         ic.max_queued = (int)HY_MAX((uint64_t)64, max_unit * (uint64_t)(s->n_slots + 1));
+        if (cfg->mode == STORE_EXPERT_STREAM) {
+            /* every entry loading at once, each slice in IO_MAX_READ_BYTES pieces */
+            uint64_t per = 3 * (expert_cache_entry_bytes(m, 4096) / 3 / IO_MAX_READ_BYTES + 2);
+            ic.max_queued = (int)HY_MIN((uint64_t)1 << 20,
+                                        HY_MAX((uint64_t)ic.max_queued,
+                                               per * (uint64_t)expert_capacity(m, cfg->plan)));
+        }
         if ((st = io_open(m->path, &ic, &s->io))) goto fail;
     }
     const uint32_t al = io_align(s->io);
@@ -540,6 +619,7 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
         s->slot_bytes = HY_MAX(s->slot_bytes, un->bytes);
     }
     if ((st = load_resident(s, res, n_res, cfg))) goto fail;
+    if (cfg->mode == STORE_EXPERT_STREAM && (st = open_experts(s, cfg))) goto fail;
     if (s->n_units > 0) {
         char sz[32];
         s->slots = mem_xcalloc((size_t)s->n_slots, sizeof *s->slots);
@@ -587,6 +667,12 @@ void store_close(struct store *s)
 {
     if (!s) return;
     if (s->m && s->m->store == s) s->m->store = NULL;
+    expert_cache_close(s->xc);
+    if (s->coact && coact_save(s->coact) != HY_OK) {
+        LOG_W("%s", err_msg());
+        err_clear();
+    }
+    coact_close(s->coact);
     io_close(s->io);
     mem_aligned_free(s->arena);
     mem_aligned_free(s->pool);
@@ -599,7 +685,19 @@ void store_close(struct store *s)
 
 enum store_mode store_mode_of(const struct store *s) { return s->mode; }
 
-struct store_stats store_stats(const struct store *s) { return s->st; }
+struct store_stats store_stats(const struct store *s)
+{
+    struct store_stats st = s->st;
+    if (s->xc) {
+        st.experts = expert_cache_stats(s->xc);
+        st.has_experts = true;
+        st.stream_bytes += st.experts.bytes_read;
+        st.stalls += st.experts.stalls;
+        st.stall_us += st.experts.stall_us;
+        st.pool_bytes = (uint64_t)st.experts.capacity * st.experts.entry_bytes;
+    }
+    return st;
+}
 
 const char *store_io_kind(const struct store *s)
 {
@@ -608,6 +706,7 @@ const char *store_io_kind(const struct store *s)
 
 enum hy_status store_check(const struct store *s)
 {
+    if (s->xc) return expert_cache_check(s->xc);
     int reads = 0, pinned = 0;
     for (int i = 0; i < s->n_slots; i++) {
         const struct slot *sl = &s->slots[i];

@@ -48,8 +48,10 @@
  *   - only the current unit's slot may be pinned.
  *
  * Modes: STORE_RESIDENT (everything in the arena), STORE_DENSE_STREAM (the
- * plan's NVMe-tier FFN layers stream), STORE_MMAP (the baseline: the file
- * mapped, weights read through the page cache as llama.cpp and Ollama do).
+ * plan's NVMe-tier FFN layers stream), STORE_EXPERT_STREAM (everything but
+ * the routed experts resident; experts through the expert cache,
+ * expert_cache.h), STORE_MMAP (the baseline: the file mapped, weights read
+ * through the page cache as llama.cpp and Ollama do).
  *
  * Threads: the forward's thread only. Memory: the arena, the pool and the
  * I/O queues are allocated at open; acquire, release and route allocate
@@ -65,10 +67,12 @@
 #include "io/io.h"
 #include "model/model.h"
 #include "plan/plan.h"
+#include "store/expert_cache.h"
 
-enum store_mode { STORE_RESIDENT = 0, STORE_DENSE_STREAM, STORE_MMAP };
+enum store_mode { STORE_RESIDENT = 0, STORE_DENSE_STREAM, STORE_MMAP, STORE_EXPERT_STREAM };
 
-const char *store_mode_name(enum store_mode m); /* "resident", "dense-stream", "mmap" */
+/* "resident", "dense-stream", "mmap", "expert-stream" */
+const char *store_mode_name(enum store_mode m);
 
 struct store_config {
     enum store_mode mode;
@@ -81,6 +85,10 @@ struct store_config {
     struct io *io_override;
     model_progress_fn progress; /* resident load progress; may be NULL */
     void *progress_user;
+    /* STORE_EXPERT_STREAM: where co-activation statistics persist (NULL:
+     * not persisted); switches for tests and benches */
+    const char *cache_dir;
+    bool no_coact, no_hints, lru;
 };
 
 struct store_stats {
@@ -95,6 +103,8 @@ struct store_stats {
     uint64_t pool_bytes;     /* slot bytes, all slots */
     int pool_slots;
     int n_units;
+    bool has_experts; /* STORE_EXPERT_STREAM: the expert cache's counters */
+    struct expert_cache_stats experts;
 };
 
 struct store;
@@ -121,9 +131,12 @@ HY_MUST_CHECK enum hy_status store_check(const struct store *s);
 
 /* Called by model_acquire / model_release / model_route (model.h). */
 HY_MUST_CHECK enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role,
-                                           const struct gguf_tensor *t, uint64_t byte_off,
-                                           const uint8_t **data);
+                                           int expert, const struct gguf_tensor *t,
+                                           uint64_t byte_off, const uint8_t **data);
 void store_release(struct store *s, int layer, enum model_wrole role);
 void store_route(struct store *s, int layer, const int32_t *ids, int64_t n);
+void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k);
+bool store_wants_hints(const struct store *s);
+void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n);
 
 #endif

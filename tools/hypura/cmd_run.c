@@ -38,6 +38,7 @@
 #include "core/sizes.h"
 #include "core/timing.h"
 #include "engine/engine.h"
+#include "run_chat.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "quant/quant.h"
@@ -69,6 +70,8 @@ struct run_opts {
     const char *mode;
     bool no_bos;
     bool verbose_prompt;
+    bool chat;          /* --chat: -p is the system message */
+    bool n_predict_set; /* -n given (--chat replies default to no limit) */
     enum io_kind io;
 };
 
@@ -136,6 +139,10 @@ static void run_help(void)
         "                         auto)\n"
         "  --io KIND              how streamed weights are read: auto (io_uring, else a pread\n"
         "                         thread pool), uring, pread (default: auto)\n"
+        "  --chat                 interactive chat in the model's chat format (one line per\n"
+        "                         turn; /exit or EOF ends); -p is the system message, -n\n"
+        "                         bounds each reply (default: none); the KV cache is kept\n"
+        "                         between turns\n"
         "  --no-bos               do not put the BOS token before the prompt\n"
         "  --verbose-prompt       print the prompt's tokens to stderr\n"
         "  -h, --help             show this help\n",
@@ -177,6 +184,7 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             *st = cli_value(c, &o->prompt_file);
         } else if (cli_match(c, "-n", "--n-predict")) {
             *st = cli_int(c, -1, INT32_MAX, &o->n_predict);
+            o->n_predict_set = true;
         } else if (cli_match(c, "-c", "--ctx-size")) {
             *st = cli_int(c, 0, INT32_MAX, &o->n_ctx);
         } else if (cli_match(c, "-t", "--threads")) {
@@ -225,6 +233,8 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             const char *v = NULL;
             if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
                 *st = err_set(HY_ERR_INVALID_ARG, "option --io: '%s' is not auto, uring or pread", v);
+        } else if (cli_match(c, NULL, "--chat")) {
+            o->chat = true;
         } else if (cli_match(c, NULL, "--no-bos")) {
             o->no_bos = true;
         } else if (cli_match(c, NULL, "--verbose-prompt")) {
@@ -531,6 +541,12 @@ int cmd_run(int argc, char **argv)
                                    phw.cgroup_limit_bytes, &clamped);
     if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
 
+    /* per-model statistics (expert co-activation) persist in the cache directory */
+    char cache_dir[PATH_MAX];
+    if (cli_cache_dir(cache_dir, sizeof cache_dir) != HY_OK) {
+        cache_dir[0] = 0;
+        err_clear();
+    }
     /* the engine plans the placement `hypura plan` gives this budget and
      * runs in its mode (or the one --mode forces) */
     struct engine_opts eo = {
@@ -543,6 +559,7 @@ int cmd_run(int argc, char **argv)
         .ram_budget_bytes = o.ram_budget,
         .mode = o.mode,
         .io = {.kind = o.io},
+        .cache_dir = cache_dir[0] ? cache_dir : NULL,
     };
     if ((st = engine_open(&eo, &e))) goto fail;
     o.n_ctx = e->n_ctx;
@@ -599,6 +616,15 @@ int cmd_run(int argc, char **argv)
 
     if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
+
+    if (o.chat) {
+        struct engine_gen_params cp = {.sp = o.sp,
+                                       .n_predict = o.n_predict_set ? o.n_predict : -1,
+                                       .stops = o.stops,
+                                       .n_stops = o.n_stops};
+        rc = run_chat(e, o.prompt, &cp);
+        goto done;
+    }
 
     struct engine_gen_params gp = {
         .sp = o.sp, .n_predict = o.n_predict, .stops = o.stops, .n_stops = o.n_stops};
