@@ -46,7 +46,8 @@ static const uint32_t k_types[] = {
 };
 
 static const enum quant_isa k_levels[] = {
-    QUANT_ISA_SCALAR, QUANT_ISA_NEON, QUANT_ISA_AVX2, QUANT_ISA_AVX512, QUANT_ISA_AVX512_VNNI,
+    QUANT_ISA_SCALAR,     QUANT_ISA_NEON,        QUANT_ISA_AVX2,
+    QUANT_ISA_AVX512,     QUANT_ISA_AVX512_VNNI, QUANT_ISA_AVX512_AMX,
 };
 
 /* Sum of a float array with independent vector accumulators, so that the

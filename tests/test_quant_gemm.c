@@ -19,12 +19,23 @@
 #include "quant/quant.h"
 #include "quant/quant_gemm.h"
 
-#define MAX_TOK  33
+#define MAX_TOK  70
 #define SENTINEL (-12345.0f)
 
 static int64_t g_kernels_tested;
 
-static void check_shape(uint32_t type, int64_t rows, int64_t cols, struct rng *r)
+/* Token counts: every count up to 33 for the small shapes; for the wide
+ * ones (two AMX token blocks) those around the tile and block edges. */
+static bool tok_count_tested(int64_t n_tok, bool wide)
+{
+    if (!wide) return n_tok <= 33;
+    static const int64_t k_wide[] = {1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 70};
+    for (size_t i = 0; i < sizeof(k_wide) / sizeof(k_wide[0]); i++)
+        if (k_wide[i] == n_tok) return true;
+    return false;
+}
+
+static void check_shape(uint32_t type, int64_t rows, int64_t cols, struct rng *r, bool wide)
 {
     const struct quant_traits *tr = quant_traits(type);
     const struct quant_traits *at = quant_traits(tr->vec_dot_type);
@@ -65,6 +76,7 @@ static void check_shape(uint32_t type, int64_t rows, int64_t cols, struct rng *r
         for (int64_t i = rows; i < ldy; i++) bad_gap += yr[t * ldy + i] != SENTINEL;
     }
     for (int64_t n_tok = 1; gemm && n_tok <= MAX_TOK; n_tok++) {
+        if (!tok_count_tested(n_tok, wide)) continue;
         uint8_t *xq = malloc(xq_row * (size_t)n_tok);
         HY_ASSERT(xq);
         memcpy(xq, xall, xq_row * (size_t)n_tok);
@@ -111,7 +123,15 @@ static void check_level(struct rng *r)
         const int64_t *cols = is_float ? float_cols : block_cols;
         const size_t n_cols = is_float ? 5 : 4;
         for (size_t ri = 0; ri < sizeof(row_counts) / sizeof(row_counts[0]); ri++)
-            for (size_t ci = 0; ci < n_cols; ci++) check_shape(type, row_counts[ri], cols[ci], r);
+            for (size_t ci = 0; ci < n_cols; ci++)
+                check_shape(type, row_counts[ri], cols[ci], r, false);
+        /* more than one group of 16 blocks (the AMX level's float order)
+         * with a partial last one, 2 whole 16-row tiles and a tail, more
+         * tokens than one AMX token block */
+        if (!is_float) {
+            check_shape(type, 35, 37 * bs, r, true);
+            check_shape(type, 32, 16 * bs, r, true);
+        }
     }
 }
 
@@ -120,21 +140,25 @@ int main(void)
     struct rng r;
     rng_init(&r, 11);
     const enum quant_isa best = quant_isa_detect();
-    /* lower levels: no kernel is offered there (the caller loops vec_dot) */
+    /* levels below VNNI: no kernel is offered there (the caller loops vec_dot) */
     for (int level = (int)best - 1; level >= QUANT_ISA_SCALAR; level--) {
+        if (level >= QUANT_ISA_AVX512_VNNI) continue;
         if (quant_isa_select((enum quant_isa)level) != (enum quant_isa)level) continue;
         for (uint32_t type = 0; type < HY_TYPE_COUNT; type++)
             CHECK(quant_gemm_kernel(type) == NULL);
     }
-    quant_isa_select(best);
-    check_level(&r);
-    if (best == QUANT_ISA_AVX512_VNNI) {
-        /* the kernels this level has (quant_gemm_avx512.c) */
+    /* the levels with kernels: VNNI (quant_gemm_avx512.c), then AMX
+     * (quant_amx.c's Q8_0, and the VNNI kernels beside its own vec_dot) */
+    for (int level = QUANT_ISA_AVX512_VNNI; level <= (int)best; level++) {
+        if (quant_isa_select((enum quant_isa)level) != (enum quant_isa)level) continue;
+        check_level(&r);
         CHECK(quant_gemm_kernel(HY_TYPE_Q4_K) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_Q6_K) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_Q8_0) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_F16) != NULL);
     }
+    quant_isa_select(best);
+    if (best < QUANT_ISA_AVX512_VNNI) check_level(&r);
     fprintf(stderr, "test_quant_gemm: %s, %lld shapes with a gemm kernel\n", quant_isa_name(best),
             (long long)g_kernels_tested);
     return check_report("test_quant_gemm");

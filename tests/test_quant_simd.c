@@ -49,7 +49,8 @@ static const uint32_t k_act_types[] = {
 };
 
 static const enum quant_isa k_levels[] = {
-    QUANT_ISA_SCALAR, QUANT_ISA_NEON, QUANT_ISA_AVX2, QUANT_ISA_AVX512, QUANT_ISA_AVX512_VNNI,
+    QUANT_ISA_SCALAR,     QUANT_ISA_NEON,        QUANT_ISA_AVX2,
+    QUANT_ISA_AVX512,     QUANT_ISA_AVX512_VNNI, QUANT_ISA_AVX512_AMX,
 };
 
 /* Levels this CPU and build run, filled by main. */
@@ -514,7 +515,7 @@ static void test_dispatch(void)
     }
     CHECK(quant_kernels(HY_TYPE_COUNT) == NULL);
     /* asking for more than the CPU has gives the best there is, never more */
-    const enum quant_isa top = quant_isa_select(QUANT_ISA_AVX512_VNNI);
+    const enum quant_isa top = quant_isa_select(QUANT_ISA_AVX512_AMX);
     CHECK(top == best || (best == QUANT_ISA_NEON && top == QUANT_ISA_NEON));
     for (size_t l = 0; l < HY_ARRAY_LEN(k_levels); l++) {
         const enum quant_isa got = quant_isa_select(k_levels[l]);

@@ -101,6 +101,7 @@ enum quant_isa {
     QUANT_ISA_AVX2,        /* AVX2 + FMA + F16C */
     QUANT_ISA_AVX512,      /* AVX-512 F/BW/VL/DQ */
     QUANT_ISA_AVX512_VNNI, /* AVX-512 + VNNI */
+    QUANT_ISA_AVX512_AMX,  /* AVX-512 VNNI + AMX-TILE/INT8, tile state granted by the OS */
 };
 
 /* Traits of type id, or NULL when the id is not a known type. */

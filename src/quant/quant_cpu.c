@@ -3,7 +3,8 @@
  *
  * quant_isa_detect() asks the CPU (CPUID, and XGETBV for whether the OS saves
  * the AVX and AVX-512 register state; a CPU may have AVX-512 that the kernel
- * does not enable) and caps the answer by what this build compiled (see
+ * does not enable; for AMX also the OS's grant of the tile state, see
+ * quant_amx.c) and caps the answer by what this build compiled (see
  * quant_cpu.h). On arm64 Advanced SIMD is part of the base architecture.
  * CPUID is used rather than __builtin_cpu_supports: clang 14 does not know
  * "f16c" there, and the OS state check would still be needed.
@@ -61,7 +62,11 @@ static enum quant_isa cpu_detect_x86(void)
     /* opmask, upper halves of ZMM0-15 and ZMM16-31 state */
     const bool os_zmm = (xcr0 & 0xe0) == 0xe0;
     if (!(f && dq && bw && vl && os_zmm)) return QUANT_ISA_AVX2;
-    return vnni ? QUANT_ISA_AVX512_VNNI : QUANT_ISA_AVX512;
+    if (!vnni) return QUANT_ISA_AVX512;
+    /* AMX-TILE and AMX-INT8, XCR0 tile config and data, and the OS's grant */
+    const bool amx = (d & (1u << 24)) && (d & (1u << 25));
+    if (amx && (xcr0 & 0x60000) == 0x60000 && quant_amx_usable()) return QUANT_ISA_AVX512_AMX;
+    return QUANT_ISA_AVX512_VNNI;
 }
 #endif
 
@@ -81,6 +86,7 @@ enum quant_isa quant_isa_detect(void)
 {
     enum quant_isa isa = cpu_detect_raw();
     if (isa == QUANT_ISA_NEON) return quant_neon_built ? isa : QUANT_ISA_SCALAR;
+    if (isa == QUANT_ISA_AVX512_AMX && !quant_amx_built) isa = QUANT_ISA_AVX512_VNNI;
     if (isa >= QUANT_ISA_AVX512 && !quant_avx512_built) isa = QUANT_ISA_AVX2;
     if (isa >= QUANT_ISA_AVX2 && !quant_avx2_built) isa = QUANT_ISA_SCALAR;
     return isa;
@@ -123,6 +129,12 @@ static void cpu_resolve(enum quant_isa isa)
         break;
     case QUANT_ISA_NEON:
         cpu_layer(quant_neon_table);
+        break;
+    case QUANT_ISA_AVX512_AMX:
+        cpu_layer(quant_avx2_table);
+        cpu_layer(quant_avx512_table);
+        cpu_layer(quant_avx512_vnni_table);
+        cpu_layer(quant_amx_table);
         break;
     case QUANT_ISA_AVX512_VNNI:
         cpu_layer(quant_avx2_table);
@@ -183,6 +195,8 @@ const char *quant_isa_name(enum quant_isa isa)
         return "avx512";
     case QUANT_ISA_AVX512_VNNI:
         return "avx512-vnni";
+    case QUANT_ISA_AVX512_AMX:
+        return "avx512-amx";
     }
     return "unknown";
 }

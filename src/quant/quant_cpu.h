@@ -51,6 +51,15 @@ extern const bool quant_avx512_built;
 extern const struct quant_kernels quant_avx512_table[HY_TYPE_COUNT];
 extern const struct quant_kernels quant_avx512_vnni_table[HY_TYPE_COUNT];
 
+/* The AVX-512 AMX level's own kernels (quant_amx.c): only those whose
+ * order differs from the VNNI level's; the rest come from the VNNI table.
+ * quant_amx_usable asks the OS for the tile data state (Linux arch_prctl,
+ * process-wide) and says whether AMX code may run; false where the file was
+ * built without AMX. */
+extern const bool quant_amx_built;
+extern const struct quant_kernels quant_amx_table[HY_TYPE_COUNT];
+bool quant_amx_usable(void);
+
 /* arm64 Advanced SIMD (quant_neon.c). */
 extern const bool quant_neon_built;
 extern const struct quant_kernels quant_neon_table[HY_TYPE_COUNT];

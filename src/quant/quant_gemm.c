@@ -3,7 +3,8 @@
  * (see quant_gemm.h). A kernel is returned only at the level whose vec_dot it
  * reproduces bit for bit: the VNNI gemm matches the VNNI vec_dot, not the
  * AVX-512 one without VNNI, whose float work is the same but whose tests do
- * not cover the pairing.
+ * not cover the pairing. The AMX level keeps the VNNI vec_dots except where
+ * quant_amx.c has its own, and then has the matching gemm.
  */
 #include "quant/quant_gemm.h"
 
@@ -12,7 +13,10 @@
 quant_gemm_fn quant_gemm_kernel(uint32_t type)
 {
     if (type >= HY_TYPE_COUNT || !quant_gemm_avx512_built) return NULL;
-    if (quant_isa_current() != QUANT_ISA_AVX512_VNNI) return NULL;
+    const enum quant_isa isa = quant_isa_current();
+    if (isa == QUANT_ISA_AVX512_AMX && quant_gemm_amx_table[type])
+        return quant_gemm_amx_table[type];
+    if (isa != QUANT_ISA_AVX512_VNNI && isa != QUANT_ISA_AVX512_AMX) return NULL;
     return quant_gemm_avx512_vnni_table[type];
 }
 

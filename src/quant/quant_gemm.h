@@ -19,7 +19,8 @@
  * threads on disjoint outputs.
  *
  * Kernels exist only where they pay and only for the AVX-512 VNNI level
- * (quant_gemm_avx512.c); quant_gemm_kernel() returns NULL elsewhere and the
+ * (quant_gemm_avx512.c) and the AMX level (quant_amx.c for Q8_0, the VNNI
+ * ones for the rest); quant_gemm_kernel() returns NULL elsewhere and the
  * caller loops vec_dot. quant_gemm_ref() is the naive form (the reference
  * vec_dot per output) that tests hold the kernels against.
  * Rejected: repacking weights at load (a second copy of the model, or a
@@ -53,5 +54,7 @@ void quant_gemm_ref(uint32_t type, int64_t n_cols, const void *w, size_t w_row, 
  * where none), and whether quant_gemm_avx512.c was compiled for that level. */
 extern const bool quant_gemm_avx512_built;
 extern const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT];
+/* The AMX level's kernels (quant_amx.c), NULL where the VNNI one serves. */
+extern const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT];
 
 #endif

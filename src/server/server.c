@@ -244,6 +244,7 @@ static json_t *model_entry(const struct server *s, bool loaded)
         iso_time(exp, sizeof exp, (int64_t)100 * 365 * 86400); /* never unloaded */
         json_object_set_new(j, "expires_at", json_string(exp));
         json_object_set_new(j, "size_vram", json_integer(0));
+        json_object_set_new(j, "context_length", json_integer((json_int_t)s->e->n_ctx));
         uint64_t bytes = s->e->m->weight_bytes;
         for (int i = 0; i < s->e->n_seq; i++) bytes += forward_kv_bytes(s->e->seq[i].f);
         json_object_set_new(j, "size", json_integer((json_int_t)bytes));
@@ -934,9 +935,12 @@ static bool get_bool(json_t *b, const char *key, bool def, bool *out, struct per
 }
 
 /* Fields every generation request shares: format (accepted: "json" or a
- * schema), keep_alive (accepted), stream. */
+ * schema, not enforced), keep_alive (accepted), stream; tools are refused. */
 static bool parse_common(json_t *b, struct gen_req *r, struct perr *e)
 {
+    json_t *tools = json_object_get(b, "tools");
+    if (json_is_array(tools) && json_array_size(tools) > 0)
+        return fail(e, "this model does not support tools");
     json_t *f = json_object_get(b, "format");
     if (f && !json_is_null(f) && !json_is_object(f) &&
         !(json_is_string(f) && (!strcmp(json_string_value(f), "json") || !json_string_length(f))))
@@ -1332,8 +1336,9 @@ enum hy_status server_open(struct engine *e, const struct server_opts *o, struct
     }
     s->tmpl = chat_template_detect(e->chat_template);
 
+    /* poll(), not select(): no FD_SETSIZE ceiling on connections */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,

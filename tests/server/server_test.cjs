@@ -63,6 +63,7 @@ function startServer() {
         resolve({ proc: p, port: Number(m[1]), log: () => err });
       }
     });
+    p.on('error', reject);
     p.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${err}`)));
   });
 }

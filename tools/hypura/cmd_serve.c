@@ -1,7 +1,7 @@
 /*
  * hypura serve -m MODEL [--host H] [--port P] [-c CTX] [--parallel N] [options]
  *
- * Loads a model as `hypura run` does and serves it over the Ollama and
+ * Loads a model as `hypura run` does (the same plan, --mode and --io) and serves it over the Ollama and
  * OpenAI HTTP APIs (src/server/server.h) until SIGINT or SIGTERM. The line
  * "hypura: listening on http://HOST:PORT (model NAME)" on stderr says when
  * it is ready (with --port 0, which port it got); nothing goes to stdout.
@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/sizes.h"
 #include "engine/engine.h"
+#include "io/io.h"
 #include "quant/quant.h"
 #include "server/server.h"
 
@@ -39,6 +40,8 @@ struct serve_opts {
     bool ram_budget_set;
     uint64_t max_body;
     const char *chat_template; /* a family name forcing the format */
+    const char *mode;          /* --mode, passed to the engine; NULL: the plan's */
+    enum io_kind io;
 };
 
 static void serve_help(void)
@@ -60,6 +63,9 @@ static void serve_help(void)
            "  -b, --batch-size N     prompt tokens evaluated per step (default: %d)\n"
            "  --kv-type TYPE         KV cache type: f32, f16 or q8_0 (default: f16)\n"
            "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: as hypura plan)\n"
+           "  --mode MODE            placement: auto (the plan's), resident, dense-stream,\n"
+           "                         expert-stream, mmap; as hypura run (default: auto)\n"
+           "  --io KIND              reads of streamed weights: auto, uring, pread (default: auto)\n"
            "  --max-body SIZE        largest request body; larger ones get 413 (default: 8M)\n"
            "  --chat-template NAME   use this chat format instead of the one detected from the\n"
            "                         model: chatml, llama2, llama3, mistral-v7, gemma, phi3, ...\n"
@@ -101,6 +107,12 @@ static int parse_opts(struct cli *c, struct serve_opts *o, enum hy_status *st)
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
             o->ram_budget_set = true;
+        } else if (cli_match(c, NULL, "--mode")) {
+            *st = cli_value(c, &o->mode);
+        } else if (cli_match(c, NULL, "--io")) {
+            const char *v = NULL;
+            if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
+                *st = err_set(HY_ERR_INVALID_ARG, "option --io: '%s' is not auto, uring or pread", v);
         } else if (cli_match(c, NULL, "--max-body")) {
             *st = cli_size(c, &o->max_body);
         } else if (cli_match(c, NULL, "--chat-template")) {
@@ -157,6 +169,8 @@ int cmd_serve(int argc, char **argv)
         .n_seq = (int)o.n_parallel,
         .hw = &phw,
         .ram_budget_bytes = o.ram_budget,
+        .mode = o.mode,
+        .io = {.kind = o.io},
     };
     if ((st = engine_open(&eo, &e))) goto fail;
     char kv[32], w[32];
@@ -168,12 +182,16 @@ int cmd_serve(int argc, char **argv)
             o.model, e->m->info.arch, sizes_format(e->m->weight_bytes, w, sizeof w), e->n_seq,
             e->n_seq == 1 ? "" : "s", e->n_ctx, sizes_format(kv_bytes, kv, sizeof kv),
             (int)o.n_threads);
+    if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
     if (e->have_plan)
-        fprintf(stderr, "plan: mode %s for this budget, predicted decode %.1f tok/s; serving "
-                        "resident\n",
-                plan_mode_name(e->plan.mode), e->plan.predicted_gen_tok_per_s);
+        fprintf(stderr, "plan: mode %s for this budget (hardware from %s), predicted decode %.1f "
+                        "tok/s\n",
+                plan_mode_name(e->plan.mode), hw_source, e->plan.predicted_gen_tok_per_s);
+    else
+        fprintf(stderr, "plan: no placement for this budget: %s\n", e->plan_err);
     if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
+    fprintf(stderr, "weights: mode %s\n", e->mode);
 
     /* SIGINT/SIGTERM are waited for below, not delivered to a thread */
     sigset_t sigs;
