@@ -1,6 +1,7 @@
 /*
- * The AVX-512 AMX level (QUANT_ISA_AVX512_AMX): the Q8_0 prompt kernel on
- * the AMX int8 tiles, and the Q8_0 vec_dot whose float order it shares.
+ * The AVX-512 AMX level (QUANT_ISA_AVX512_AMX): prompt kernels on the AMX
+ * int8 tiles for Q8_0, Q4_K and Q5_K, and the vec_dots whose float order
+ * they share.
  * Every other kernel of this level is the AVX-512 VNNI one (quant_cpu.c
  * layers this file's table over the VNNI tables; quant_gemm.c takes the VNNI
  * gemm for the types that have none here, their vec_dots being unchanged).
@@ -11,7 +12,8 @@
  * partial sums of 4 products, so the two cannot agree bit for bit. Here the
  * vec_dot works on whole-block sums too, in an order both can follow:
  *
- *   Float order (Q8_0, n / 32 = nb blocks): sixteen chains. Block b belongs
+ *   Float order (Q8_0, n / 32 = nb blocks): sixteen chains (one chain of
+ *   FMAs per 34-byte block would bound the decode vec_dot by FMA latency). Block b belongs
  *   to group b / 16 and to chain k_lane[b % 16]; chain c's value starts at
  *   +0 and takes, for its blocks in increasing b, acc = fma(dx_b * dy_b,
  *   (float)s_b, acc), where s_b is the exact int32 block dot product and
@@ -47,9 +49,10 @@
  * Rejected: repacking the weights at load (a second copy of the model or a
  * layout that the decode path and the GGUF mapping cannot share); the B
  * tiles on the weight side (each weight block would be transposed once per
- * token block instead of each activation block once per row chunk); AMX
- * for the K-quants in this change (their 6-bit sub-block scales need
- * integer multiplies per sub-block after the tile product: not yet done).
+ * token block instead of each activation block once per row chunk); Q6_K
+ * here (16 sub-blocks of 16 values: 16 tile products and 16 integer
+ * multiplies per row, super-block and token tile; measured no faster than
+ * the VNNI kernel, so Q6_K keeps the VNNI vec_dot and gemm at this level).
  */
 #include "quant/quant_cpu.h"
 #include "quant/quant_gemm.h"
@@ -366,15 +369,17 @@ static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n
 }
 
 /* ---- K-quants ---------------------------------------------------------------
- * Float order (Q4_K, Q5_K, Q6_K): one chain. Super-block i gives the exact
- * int32 S_i = sum over its sub-blocks of scale * (the sub-block's dot
- * product; Q6_K's values taken as q - 32), and for Q4_K/Q5_K M_i = sum of
- * min * (the activation sum of the sub-block); then acc = fma(dx_i * dy_i,
+ * Float order (Q4_K, Q5_K): one chain. Super-block i gives the exact int32
+ * S_i = sum over its 8 sub-blocks of scale * (the sub-block's dot product)
+ * and M_i = sum of min * (the activation sum of the sub-block); then
+ * acc = fma(dx_i * dy_i,
  * (float)S_i, acc) and accm = fma(dmin_i * dy_i, (float)M_i, accm), i in
- * increasing order from +0, and the result is acc - accm (Q6_K: acc). The
- * vec_dot forms S_i and M_i with the VNNI level's integer code and a
- * horizontal sum; the gemm from one tile product per sub-block (AMX over
- * K = 32, Q6_K K = 16) and an integer multiply by the row's scale. */
+ * increasing order from +0, and the result is acc - accm. One chain costs
+ * the vec_dot nothing: a super-block's integer work is far longer than the
+ * FMA latency. The vec_dot forms S_i and M_i with the VNNI level's integer
+ * code and a horizontal sum; the gemm S_i from one tile product per
+ * sub-block (K = 32) and an integer multiply by the row's scale, M_i from
+ * the activation sums with vpmaddwd. */
 
 /* clang-format off */
 #define W16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
@@ -382,12 +387,6 @@ static const int16_t k_pair32[4][32] = {
     {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(4), W16(5)}, {W16(6), W16(7)},
 };
 #undef W16
-#define W8(v) v, v, v, v, v, v, v, v
-static const int16_t k_quad16[4][32] = {
-    {W8(0), W8(1), W8(2), W8(3)},     {W8(4), W8(5), W8(6), W8(7)},
-    {W8(8), W8(9), W8(10), W8(11)},   {W8(12), W8(13), W8(14), W8(15)},
-};
-#undef W8
 static const int16_t k_dup_mins[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
 /* clang-format on */
 
@@ -458,44 +457,6 @@ static float q5_K_vec_dot_amx(int64_t n, const void *restrict x, const void *res
                           offsetof(struct block_q5_K, qh), true, y);
 }
 
-/* S_i of a Q6_K super-block. */
-static inline int32_t q6_sum(const struct block_q6_K *x, const struct block_q8_K *y)
-{
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(load128(x->scales));
-    const __m256i off = _mm256_madd_epi16(sc16, load256(y->bsums));
-    const __m512i sc = _mm512_zextsi256_si512(sc16);
-    __m512i sumi = _mm512_setzero_si512();
-    for (int h = 0; h < 2; h++) {
-        const __m512i l = load512(x->ql + 64 * h);
-        const __m512i qh = _mm512_broadcast_i64x4(load256(x->qh + 32 * h));
-        const __m512i h01 = _mm512_and_si512(
-            _mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m30);
-        const __m512i q01 = _mm512_ternarylogic_epi32(l, h01, m4, 0xec);
-        const __m512i h23 = _mm512_and_si512(
-            _mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m30);
-        const __m512i q23 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), h23, m4, 0xec);
-        const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
-        const __m512i p23 = _mm512_maddubs_epi16(q23, load512(y->qs + 128 * h + 64));
-        sumi = _mm512_dpwssd_epi32(sumi, p01, perm16(k_quad16[2 * h], sc));
-        sumi = _mm512_dpwssd_epi32(sumi, p23, perm16(k_quad16[2 * h + 1], sc));
-    }
-    return _mm512_reduce_add_epi32(sumi) - 32 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(off));
-}
-
-static float q6_K_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
-{
-    const struct block_q6_K *x = vx;
-    const struct block_q8_K *y = vy;
-    const float *tab = quant_cpu_f16_table;
-    __m128 acc = _mm_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        prefetch_ahead(x + i, sizeof(*x));
-        acc = fma_scalar(tab[x[i].d], y[i].d, q6_sum(x + i, y + i), acc);
-    }
-    return _mm_cvtss_f32(acc);
-}
-
 /* The gemm. Per token block: the activations repacked per super-block i,
  * sub-block s and token tile tt (B tiles of sub/4 rows), their scales and,
  * for the mins, their 16-element sums in pairs. Per row tile: the weights
@@ -503,10 +464,10 @@ static float q6_K_vec_dot_amx(int64_t n, const void *restrict vx, const void *re
  * scales as int32, the mins as int16 pairs, the super-block scales as
  * floats. */
 struct kq_layout {
-    int sub;      /* values per sub-block: 32 (Q4_K, Q5_K) or 16 (Q6_K) */
+    int sub;      /* values per sub-block (one tile product): 32 */
     int n_sub;    /* sub-blocks per super-block */
-    bool mins;    /* Q4_K, Q5_K */
-    int type;     /* HY_TYPE_Q4_K, Q5_K or Q6_K */
+    bool mins;    /* a min term (both types here have one) */
+    int type;     /* HY_TYPE_Q4_K or HY_TYPE_Q5_K */
     size_t bb;    /* weight block bytes */
 };
 
@@ -544,42 +505,19 @@ static void kq_pack_tokens(const struct kq_layout *L, const uint8_t *xq, size_t 
 }
 
 /* Weights of rows [r, r + 16): ap[((i * n_sub + s) * 16 + n) * sub + e] =
- * value s * sub + e of super-block i of row r + n (int8; Q6_K's q - 32);
+ * value s * sub + e of super-block i of row r + n (int8);
  * scp[(i * n_sub + s) * 16 + n] its scale; mnp[(i * 8 + p) * 16 + n] min p
  * in both halves; dxp / dmp[i * 16 + n] the super-block scales. */
 static void kq_pack_rows(const struct kq_layout *L, const uint8_t *w, size_t w_row, int64_t nb,
                          int8_t *ap, int32_t *scp, int32_t *mnp, float *dxp, float *dmp)
 {
     const float *tab = quant_cpu_f16_table;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1), three = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     for (int n = 0; n < AMX_ROW_TILE; n++) {
         for (int64_t i = 0; i < nb; i++) {
             const uint8_t *b = w + (size_t)n * w_row + (size_t)i * L->bb;
             int8_t v[QK_K];
-            if (L->type == HY_TYPE_Q6_K) {
-                const struct block_q6_K *x = (const struct block_q6_K *)b;
-                for (int h = 0; h < 2; h++) {
-                    const __m256i l0 = load256(x->ql + 64 * h), l1 = load256(x->ql + 64 * h + 32);
-                    const __m256i qh = load256(x->qh + 32 * h);
-                    const __m256i c32 = _mm256_set1_epi8(32);
-                    __m256i e[4];
-                    e[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                           _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
-                    e[1] = _mm256_or_si256(
-                        _mm256_and_si256(l1, m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4));
-                    e[2] = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
-                    e[3] = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
-                    for (int k = 0; k < 4; k++)
-                        _mm256_storeu_si256((__m256i *)(v + 128 * h + 32 * k), _mm256_sub_epi8(e[k], c32));
-                }
-                for (int s = 0; s < 16; s++) scp[(i * 16 + s) * 16 + n] = x->scales[s];
-                dxp[i * 16 + n] = tab[x->d];
-            } else {
+            {
                 const bool q5 = L->type == HY_TYPE_Q5_K;
                 const uint8_t *qs = b + (q5 ? offsetof(struct block_q5_K, qs) : offsetof(struct block_q4_K, qs));
                 const __m256i hb = q5 ? load256(b + offsetof(struct block_q5_K, qh)) : _mm256_setzero_si256();
@@ -736,7 +674,6 @@ static void kq_gemm_amx(const struct kq_layout *L, quant_vec_dot_fn dot, int64_t
 
 static const struct kq_layout k_q4_K = {32, 8, true, HY_TYPE_Q4_K, sizeof(struct block_q4_K)};
 static const struct kq_layout k_q5_K = {32, 8, true, HY_TYPE_Q5_K, sizeof(struct block_q5_K)};
-static const struct kq_layout k_q6_K = {16, 16, false, HY_TYPE_Q6_K, sizeof(struct block_q6_K)};
 
 #define KQ_ENTRY(name)                                                                             \
     static void name##_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,       \
@@ -749,7 +686,6 @@ static const struct kq_layout k_q6_K = {16, 16, false, HY_TYPE_Q6_K, sizeof(stru
 
 KQ_ENTRY(q4_K)
 KQ_ENTRY(q5_K)
-KQ_ENTRY(q6_K)
 
 #undef KQ_ENTRY
 

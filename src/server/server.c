@@ -1,74 +1,35 @@
+/*
+ * The server's HTTP glue (see server.h for what it serves, server_impl.h
+ * for how the two APIs plug in): libmicrohttpd with one thread per
+ * connection; the route tables of ollama.c and openai.c; the body limit;
+ * request parsing shared by both APIs; generation jobs that run in the
+ * connection's thread, streamed through a response callback that generates
+ * as the client reads; disconnect detection.
+ *
+ * Why a thread per connection: a generation blocks its thread for seconds
+ * (waiting for a sequence, evaluating), and MHD's callback responses may
+ * block there. Connections are cheap next to a KV cache, and --parallel
+ * bounds the work, not the connections.
+ */
 #include "server/server.h"
 
-#include <ctype.h>
 #include <inttypes.h>
-#include <jansson.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#include "chat/chat_template.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "core/mem.h"
 #include "core/timing.h"
 #include "model/model_info.h"
-#include "quant/quant.h"
+#include "server/ollama.h"
+#include "server/openai.h"
+#include "server/server_impl.h"
 
-struct server {
-    struct engine *e; /* borrowed */
-    struct MHD_Daemon *d;
-    int port;
-    uint64_t max_body;
-    char *name;   /* owned: the model's API name */
-    char *digest; /* owned: 64 hex digits identifying the file version */
-    enum chat_template tmpl;
-    bool tmpl_forced; /* server_set_chat_template */
-    uint64_t file_bytes;
-    char modified_at[64];
-    atomic_bool stopping;
-    atomic_uint_fast64_t n_req; /* for ids and default seeds */
-};
-
-/* ---------------------------------------------------------------- text -- */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_addn(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = 2 * (b->len + n + 1);
-        b->p = mem_xrealloc(b->p, b->cap);
-    }
-    if (n) memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_add(struct sbuf *b, const char *s)
-{
-    sb_addn(b, s, strlen(s));
-}
-
-/* Appends j as compact JSON (and consumes the reference). */
-static void sb_add_json(struct sbuf *b, json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    HY_ASSERT(s != NULL);
-    sb_add(b, s);
-    free(s);
-    json_decref(j);
-}
+/* ------------------------------------------------------------------ text -- */
 
 /* Length of the valid UTF-8 sequence at s[0..n), 0 when it is not one. */
 static size_t utf8_valid_len(const unsigned char *s, size_t n)
@@ -92,7 +53,7 @@ static size_t utf8_valid_len(const unsigned char *s, size_t n)
 
 /* text[0..n) as a JSON string; bytes that are not UTF-8 (a model can emit
  * any byte) become U+FFFD, as JSON needs. */
-static json_t *json_text(const char *text, size_t n)
+json_t *server_json_text(const char *text, size_t n)
 {
     struct sbuf b = {0};
     sb_addn(&b, "", 0);
@@ -116,7 +77,7 @@ static json_t *json_text(const char *text, size_t n)
 }
 
 /* "2024-05-01T12:34:56.123456789Z" */
-static void iso_time(char *out, size_t cap, int64_t add_s)
+void server_iso_time(char *out, size_t cap, int64_t add_s)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -128,11 +89,9 @@ static void iso_time(char *out, size_t cap, int64_t add_s)
     snprintf(out, cap, "%s.%09ldZ", b, ts.tv_nsec);
 }
 
-/* ------------------------------------------------------------ responses -- */
+/* ------------------------------------------------------------- responses -- */
 
-enum api { API_OLLAMA, API_OPENAI };
-
-static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, const char *type,
+enum MHD_Result server_send_body(struct MHD_Connection *c, unsigned status, const char *type,
                                  const char *body, size_t len)
 {
     struct MHD_Response *r =
@@ -144,21 +103,21 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, cons
     return ret;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *j)
+enum MHD_Result server_send_json(struct MHD_Connection *c, unsigned status, json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     HY_ASSERT(s != NULL);
-    enum MHD_Result r = send_body(c, status, "application/json; charset=utf-8", s, strlen(s));
+    enum MHD_Result r = server_send_body(c, status, "application/json; charset=utf-8", s, strlen(s));
     free(s);
     return r;
 }
 
 /* The error body in the API's shape: Ollama {"error": msg}, OpenAI
  * {"error": {"message", "type", "param", "code"}}. */
-static json_t *error_json(enum api api, unsigned status, const char *msg)
+json_t *server_error_json(enum server_api api, unsigned status, const char *msg)
 {
-    if (api == API_OLLAMA) return json_pack("{s:s}", "error", msg);
+    if (api == SERVER_API_OLLAMA) return json_pack("{s:s}", "error", msg);
     const char *type = status == 404   ? "not_found_error"
                        : status >= 500 ? "api_error"
                                        : "invalid_request_error";
@@ -166,9 +125,7 @@ static json_t *error_json(enum api api, unsigned status, const char *msg)
                      "code");
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, enum api api, unsigned status,
-                                  const char *fmt, ...) HY_PRINTF(4, 5);
-static enum MHD_Result send_error(struct MHD_Connection *c, enum api api, unsigned status,
+enum MHD_Result server_send_error(struct MHD_Connection *c, enum server_api api, unsigned status,
                                   const char *fmt, ...)
 {
     char msg[1024];
@@ -176,17 +133,16 @@ static enum MHD_Result send_error(struct MHD_Connection *c, enum api api, unsign
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return send_json(c, status, error_json(api, status, msg));
+    return server_send_json(c, status, server_error_json(api, status, msg));
 }
 
-/* ---------------------------------------------------------- connections -- */
-
-struct route;
+/* ----------------------------------------------------------- connections -- */
 
 /* Per-request state, from the headers to the end of the response. */
 struct conn {
-    const struct route *route; /* NULL: unknown path */
-    unsigned early;            /* a status decided before the body is read (404, 405, 413) */
+    const struct server_route *route; /* NULL: unknown path */
+    enum server_api api;              /* the shape of error answers */
+    unsigned early; /* a status decided before the body is read (404, 405, 413) */
     struct sbuf body;
     int64_t t0_us; /* when the request arrived */
 };
@@ -208,16 +164,16 @@ static bool client_gone(struct MHD_Connection *c)
     return false;
 }
 
-/* ----------------------------------------------------------- model info -- */
+/* ----------------------------------------------------------------- model -- */
 
-static bool name_matches(const struct server *s, const char *name)
+bool server_name_matches(const struct server *s, const char *name)
 {
     size_t n = strlen(name);
     if (n > 7 && !strcmp(name + n - 7, ":latest")) n -= 7;
     return n == strlen(s->name) && !strncasecmp(name, s->name, n);
 }
 
-static json_t *model_details(const struct server *s)
+json_t *server_model_details(const struct server *s)
 {
     const struct model_info *mi = &s->e->m->info;
     char psize[32];
@@ -232,92 +188,46 @@ static json_t *model_details(const struct server *s)
                      ft ? ft : "unknown");
 }
 
-static json_t *model_entry(const struct server *s, bool loaded)
+const char *server_model_full_name(const struct server *s, char *buf, size_t cap)
 {
-    char full[512];
-    snprintf(full, sizeof full, "%s:latest", s->name);
-    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:o}", "name", full, "model", full, "size",
-                          (json_int_t)s->file_bytes, "digest", s->digest, "details",
-                          model_details(s));
-    if (loaded) {
-        char exp[64];
-        iso_time(exp, sizeof exp, (int64_t)100 * 365 * 86400); /* never unloaded */
-        json_object_set_new(j, "expires_at", json_string(exp));
-        json_object_set_new(j, "size_vram", json_integer(0));
-        json_object_set_new(j, "context_length", json_integer((json_int_t)s->e->n_ctx));
-        uint64_t bytes = s->e->m->weight_bytes;
-        for (int i = 0; i < s->e->n_seq; i++) bytes += forward_kv_bytes(s->e->seq[i].f);
-        json_object_set_new(j, "size", json_integer((json_int_t)bytes));
-    } else {
-        json_object_set_new(j, "modified_at", json_string(s->modified_at));
-    }
-    return j;
+    snprintf(buf, cap, "%s:latest", s->name);
+    return buf;
 }
 
-/* The GGUF's metadata as /api/show's model_info: scalars and strings (arrays,
- * such as the vocabulary, are left out, as Ollama does without "verbose"). */
-static json_t *model_info_json(const struct server *s)
+/* The request's model name (Ollama: "model", or "name" in older clients). */
+static const char *req_model(json_t *b)
 {
-    const struct gguf_ctx *g = s->e->m->gguf;
-    json_t *j = json_object();
-    for (uint64_t i = 0; i < g->n_kv; i++) {
-        const struct gguf_kv *kv = &g->kv[i];
-        const struct gguf_value *v = &kv->val;
-        json_t *x = NULL;
-        switch (v->type) {
-        case GGUF_UINT8: case GGUF_UINT16: case GGUF_UINT32: case GGUF_UINT64:
-            x = json_integer((json_int_t)v->v.u64);
-            break;
-        case GGUF_INT8: case GGUF_INT16: case GGUF_INT32: case GGUF_INT64:
-            x = json_integer((json_int_t)v->v.i64);
-            break;
-        case GGUF_FLOAT32: case GGUF_FLOAT64:
-            x = json_real(v->v.f64);
-            break;
-        case GGUF_BOOL:
-            x = json_boolean(v->v.b);
-            break;
-        case GGUF_STRING:
-            x = json_text(v->v.str.data, (size_t)v->v.str.len);
-            break;
-        default:
-            break;
-        }
-        if (x) json_object_set_new(j, kv->key, x);
-    }
-    json_object_set_new(j, "general.parameter_count", json_integer((json_int_t)s->e->m->info.n_params));
-    return j;
+    const char *m = json_string_value(json_object_get(b, "model"));
+    return m ? m : json_string_value(json_object_get(b, "name"));
+}
+
+enum MHD_Result server_check_model(struct server *s, struct MHD_Connection *c, enum server_api api,
+                                   json_t *b, bool *ok)
+{
+    *ok = false;
+    const char *m = req_model(b);
+    if (!m || !*m) return server_send_error(c, api, 400, "model is required");
+    if (!server_name_matches(s, m))
+        return server_send_error(c, api, 404, "model \"%s\" not found, try pulling it first", m);
+    *ok = true;
+    return MHD_YES;
+}
+
+bool server_templated(const struct server *s)
+{
+    return s->tmpl_forced || s->e->chat_template != NULL;
 }
 
 /* -------------------------------------------------------------- requests -- */
 
-/* What a generation request asks for, parsed and checked before any
- * response starts (so that every problem is a 400 with a message). */
-struct gen_req {
-    enum api api;
-    enum { KIND_GENERATE, KIND_CHAT } kind;
-    bool stream;
-    bool include_usage; /* OpenAI stream_options.include_usage */
-    int32_t *prompt;    /* owned */
-    int64_t n_prompt;
-    struct engine_gen_params gp;
-    char **stops; /* owned, [n_stops] */
-};
-
-static void gen_req_free(struct gen_req *r)
+void server_req_free(struct server_req *r)
 {
     free(r->prompt);
     for (int i = 0; i < r->gp.n_stops; i++) free(r->stops[i]);
     free(r->stops);
 }
 
-/* err holds the message of a failed parse. */
-struct perr {
-    char msg[512];
-};
-
-static bool fail(struct perr *e, const char *fmt, ...) HY_PRINTF(2, 3);
-static bool fail(struct perr *e, const char *fmt, ...)
+bool server_fail(struct server_perr *e, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -327,20 +237,20 @@ static bool fail(struct perr *e, const char *fmt, ...)
 }
 
 static bool get_num(json_t *o, const char *key, double lo, double hi, double *out, bool *set,
-                    struct perr *e)
+                    struct server_perr *e)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
-    if (!json_is_number(v)) return fail(e, "'%s' must be a number", key);
+    if (!json_is_number(v)) return server_fail(e, "'%s' must be a number", key);
     double d = json_number_value(v);
-    if (!(d >= lo && d <= hi)) return fail(e, "'%s' is %g, outside [%g, %g]", key, d, lo, hi);
+    if (!(d >= lo && d <= hi)) return server_fail(e, "'%s' is %g, outside [%g, %g]", key, d, lo, hi);
     *out = d;
     if (set) *set = true;
     return true;
 }
 
 static bool get_int(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out, bool *set,
-                    struct perr *e)
+                    struct server_perr *e)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
@@ -348,26 +258,26 @@ static bool get_int(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t 
     if (json_is_integer(v)) d = (double)json_integer_value(v);
     else if (json_is_real(v) && json_real_value(v) == (double)(int64_t)json_real_value(v))
         d = json_real_value(v);
-    else return fail(e, "'%s' must be an integer", key);
+    else return server_fail(e, "'%s' must be an integer", key);
     if (d < (double)lo || d > (double)hi)
-        return fail(e, "'%s' is %.0f, outside [%" PRId64 ", %" PRId64 "]", key, d, lo, hi);
+        return server_fail(e, "'%s' is %.0f, outside [%" PRId64 ", %" PRId64 "]", key, d, lo, hi);
     *out = (int64_t)d;
     if (set) *set = true;
     return true;
 }
 
 /* "stop": a string or an array of strings; empty strings are skipped. */
-static bool get_stops(json_t *o, struct gen_req *r, struct perr *e)
+static bool get_stops(json_t *o, struct server_req *r, struct server_perr *e)
 {
     json_t *v = json_object_get(o, "stop");
     if (!v || json_is_null(v)) return true;
     size_t n = json_is_array(v) ? json_array_size(v) : 1;
     if (!json_is_array(v) && !json_is_string(v))
-        return fail(e, "'stop' must be a string or an array of strings");
+        return server_fail(e, "'stop' must be a string or an array of strings");
     r->stops = mem_xcalloc(n + 1, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
-        if (!json_is_string(s)) return fail(e, "'stop' must be a string or an array of strings");
+        if (!json_is_string(s)) return server_fail(e, "'stop' must be a string or an array of strings");
         if (json_string_length(s) == 0) continue;
         r->stops[r->gp.n_stops++] = mem_xstrdup(json_string_value(s));
     }
@@ -377,7 +287,7 @@ static bool get_stops(json_t *o, struct gen_req *r, struct perr *e)
 
 /* Sampling options: Ollama's "options" object or the OpenAI body itself.
  * Left out: `hypura run`'s defaults. */
-static bool parse_sampling(struct server *s, json_t *o, struct gen_req *r, struct perr *e)
+bool server_parse_sampling(struct server *s, json_t *o, struct server_req *r, struct server_perr *e)
 {
     struct sampler_params *sp = &r->gp.sp;
     *sp = sampler_default_params();
@@ -386,7 +296,7 @@ static bool parse_sampling(struct server *s, json_t *o, struct gen_req *r, struc
     double d;
     int64_t i;
     bool seed_set = false;
-    if (!json_is_object(o)) return o == NULL || json_is_null(o) ? true : fail(e, "'options' must be an object");
+    if (!json_is_object(o)) return o == NULL || json_is_null(o) ? true : server_fail(e, "'options' must be an object");
     d = sp->temp;
     if (!get_num(o, "temperature", 0.0, 100.0, &d, NULL, e)) return false;
     sp->temp = (float)d;
@@ -418,29 +328,29 @@ static bool parse_sampling(struct server *s, json_t *o, struct gen_req *r, struc
     else
         sp->seed = (uint64_t)timing_now_us() ^ (atomic_fetch_add(&s->n_req, 1) << 40);
     /* Ollama: num_predict; OpenAI: max_tokens, or max_completion_tokens */
-    const char *np = r->api == API_OLLAMA ? "num_predict"
+    const char *np = r->api == SERVER_API_OLLAMA ? "num_predict"
                      : json_object_get(o, "max_completion_tokens") ? "max_completion_tokens"
                                                                     : "max_tokens";
     i = -1;
-    if (!get_int(o, np, r->api == API_OLLAMA ? -2 : 0, INT32_MAX, &i, NULL, e)) return false;
+    if (!get_int(o, np, r->api == SERVER_API_OLLAMA ? -2 : 0, INT32_MAX, &i, NULL, e)) return false;
     r->gp.n_predict = i < 0 ? -1 : i;
     i = 0;
     if (!get_int(o, "num_ctx", 0, INT32_MAX, &i, NULL, e)) return false;
     if (!get_stops(o, r, e)) return false;
     /* anything else the sampler refuses */
     struct sampler probe;
-    if (sampler_init(&probe, 1, sp) != HY_OK) return fail(e, "%s", err_msg());
+    if (sampler_init(&probe, 1, sp) != HY_OK) return server_fail(e, "%s", err_msg());
     sampler_free(&probe);
     return true;
 }
 
 /* The text of a message's content: a string, or OpenAI's array of parts of
  * which only "text" parts are supported. NULL after fail(). */
-static char *content_text(json_t *c, struct perr *e)
+static char *content_text(json_t *c, struct server_perr *e)
 {
     if (!c || json_is_null(c)) return mem_xstrdup("");
     if (json_is_string(c)) return mem_xstrdup(json_string_value(c));
-    if (!json_is_array(c)) return fail(e, "a message's 'content' must be a string"), NULL;
+    if (!json_is_array(c)) return server_fail(e, "a message's 'content' must be a string"), NULL;
     struct sbuf b = {0};
     sb_add(&b, "");
     for (size_t i = 0; i < json_array_size(c); i++) {
@@ -449,7 +359,7 @@ static char *content_text(json_t *c, struct perr *e)
         const char *text = json_string_value(json_object_get(p, "text"));
         if (!type || strcmp(type, "text") != 0 || !text) {
             free(b.p);
-            return fail(e, "content part %zu: only {\"type\": \"text\", \"text\": ...} parts are "
+            return server_fail(e, "content part %zu: only {\"type\": \"text\", \"text\": ...} parts are "
                            "supported", i), NULL;
         }
         sb_add(&b, text);
@@ -458,9 +368,9 @@ static char *content_text(json_t *c, struct perr *e)
 }
 
 /* messages -> prompt text through the model's chat template. */
-static bool format_messages(struct server *s, json_t *msgs, char **out, struct perr *e)
+bool server_format_messages(struct server *s, json_t *msgs, char **out, struct server_perr *e)
 {
-    if (!json_is_array(msgs)) return fail(e, "'messages' must be an array");
+    if (!json_is_array(msgs)) return server_fail(e, "'messages' must be an array");
     const size_t n = json_array_size(msgs);
     struct chat_msg *m = mem_xcalloc(n + 1, sizeof(*m));
     char **texts = mem_xcalloc(n + 1, sizeof(char *));
@@ -469,17 +379,17 @@ static bool format_messages(struct server *s, json_t *msgs, char **out, struct p
         json_t *x = json_array_get(msgs, i);
         const char *role = json_string_value(json_object_get(x, "role"));
         if (!json_is_object(x) || !role) {
-            ok = fail(e, "message %zu has no 'role'", i);
+            ok = server_fail(e, "message %zu has no 'role'", i);
             break;
         }
         if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") &&
             strcmp(role, "tool") && strcmp(role, "developer")) {
-            ok = fail(e, "message %zu: unknown role '%s' (system, user, assistant, tool)", i, role);
+            ok = server_fail(e, "message %zu: unknown role '%s' (system, user, assistant, tool)", i, role);
             break;
         }
         json_t *images = json_object_get(x, "images");
         if (json_is_array(images) && json_array_size(images) > 0) {
-            ok = fail(e, "message %zu: images are not supported by this model", i);
+            ok = server_fail(e, "message %zu: images are not supported by this model", i);
             break;
         }
         if (!(texts[i] = content_text(json_object_get(x, "content"), e))) {
@@ -496,43 +406,44 @@ static bool format_messages(struct server *s, json_t *msgs, char **out, struct p
     return ok;
 }
 
+bool server_get_bool(json_t *b, const char *key, bool def, bool *out, struct server_perr *e)
+{
+    json_t *v = json_object_get(b, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return true;
+    }
+    if (!json_is_boolean(v)) return server_fail(e, "'%s' must be true or false", key);
+    *out = json_is_true(v);
+    return true;
+}
+
+/* Fields every generation request shares: format (accepted: "json" or a
+ * schema, not enforced), keep_alive (accepted), stream; tools are refused. */
+bool server_parse_common(json_t *b, struct server_req *r, struct server_perr *e)
+{
+    json_t *tools = json_object_get(b, "tools");
+    if (json_is_array(tools) && json_array_size(tools) > 0)
+        return server_fail(e, "this model does not support tools");
+    json_t *f = json_object_get(b, "format");
+    if (f && !json_is_null(f) && !json_is_object(f) &&
+        !(json_is_string(f) && (!strcmp(json_string_value(f), "json") || !json_string_length(f))))
+        return server_fail(e, "'format' must be \"json\" or a JSON schema object");
+    return server_get_bool(b, "stream", r->api == SERVER_API_OLLAMA, &r->stream, e);
+}
+
 /* ------------------------------------------------------------------ jobs -- */
 
-/* One generation from the first token to the final object; it runs in the
- * connection's thread: in the request handler when not streamed, in the
- * response's reader when streamed. */
-struct job {
-    struct server *srv;
-    struct MHD_Connection *c;
-    struct gen_req r;
-    int64_t t0_us;   /* request arrival */
-    int64_t wait_us; /* waiting for a sequence */
-    char id[48];     /* OpenAI: chatcmpl-..., cmpl-... */
-    int64_t created; /* OpenAI: unix seconds */
-    int seq;         /* held sequence; -1 when none */
-    struct engine_gen *g;
-    struct engine_gen_stats st;
-    enum { JOB_NEW, JOB_RUNNING, JOB_END } state;
-    unsigned err_status; /* non-streamed: an error's HTTP status (0: none) */
-    struct sbuf text;    /* non-streamed: the whole reply */
-    struct sbuf out;     /* bytes to send: [out_off, out.len) */
-    size_t out_off;
-    int32_t *ctx_tokens; /* Ollama generate: prompt + reply tokens for "context" */
-    int64_t n_ctx_tokens;
-};
-
-static void job_release(struct job *j)
+static void job_release(struct server_job *j)
 {
     if (j->g) {
         j->st = *engine_gen_stats(j->g);
-        if (j->r.api == API_OLLAMA && j->r.kind == KIND_GENERATE) {
-            int64_t n;
-            const int32_t *t = engine_gen_tokens(j->g, &n);
-            j->ctx_tokens = mem_xcalloc((size_t)(j->r.n_prompt + n + 1), sizeof(int32_t));
-            memcpy(j->ctx_tokens, j->r.prompt, (size_t)j->r.n_prompt * sizeof(int32_t));
-            memcpy(j->ctx_tokens + j->r.n_prompt, t, (size_t)n * sizeof(int32_t));
-            j->n_ctx_tokens = j->r.n_prompt + n;
-        }
+        int64_t n;
+        const int32_t *t = engine_gen_tokens(j->g, &n);
+        j->tokens = mem_xcalloc((size_t)(j->r.n_prompt + n + 1), sizeof(int32_t));
+        memcpy(j->tokens, j->r.prompt, (size_t)j->r.n_prompt * sizeof(int32_t));
+        memcpy(j->tokens + j->r.n_prompt, t, (size_t)n * sizeof(int32_t));
+        j->n_tokens = j->r.n_prompt + n;
         engine_gen_free(j->g);
         j->g = NULL;
     }
@@ -542,159 +453,32 @@ static void job_release(struct job *j)
     }
 }
 
-static void job_free(struct job *j)
+static void job_free(struct server_job *j)
 {
     job_release(j);
-    gen_req_free(&j->r);
+    server_req_free(&j->r);
     free(j->text.p);
     free(j->out.p);
-    free(j->ctx_tokens);
+    free(j->tokens);
     free(j);
 }
 
-static const char *model_full_name(const struct server *s, char *buf, size_t cap)
+/* Not streamed: the whole answer becomes the error (with its status);
+ * streamed: the API's error object ends the stream. */
+static void emit_error(struct server_job *j, unsigned status, const char *msg)
 {
-    snprintf(buf, cap, "%s:latest", s->name);
-    return buf;
-}
-
-/* The streamed object for one piece of text. */
-static void emit_piece(struct job *j, const char *txt, size_t n)
-{
-    char name[512], now[64];
-    model_full_name(j->srv, name, sizeof name);
-    if (j->r.api == API_OLLAMA) {
-        iso_time(now, sizeof now, 0);
-        json_t *o = json_pack("{s:s,s:s}", "model", name, "created_at", now);
-        if (j->r.kind == KIND_CHAT)
-            json_object_set_new(o, "message",
-                                json_pack("{s:s,s:o}", "role", "assistant", "content",
-                                          json_text(txt, n)));
-        else
-            json_object_set_new(o, "response", json_text(txt, n));
-        json_object_set_new(o, "done", json_false());
-        sb_add_json(&j->out, o);
-        sb_add(&j->out, "\n");
+    if (j->r.stream) {
+        j->fmt->error(j, status, msg);
         return;
     }
-    json_t *choice;
-    if (j->r.kind == KIND_CHAT)
-        choice = json_pack("{s:i,s:{s:o},s:n}", "index", 0, "delta", "content", json_text(txt, n),
-                           "finish_reason");
-    else
-        choice = json_pack("{s:i,s:o,s:n,s:n}", "index", 0, "text", json_text(txt, n), "logprobs",
-                           "finish_reason");
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", j->id, "object",
-                          j->r.kind == KIND_CHAT ? "chat.completion.chunk" : "text_completion",
-                          "created", (json_int_t)j->created, "model", name, "choices", choice);
-    sb_add(&j->out, "data: ");
-    sb_add_json(&j->out, o);
-    sb_add(&j->out, "\n\n");
-}
-
-static json_t *usage_json(const struct job *j)
-{
-    return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)j->r.n_prompt,
-                     "completion_tokens", (json_int_t)j->st.n_gen, "total_tokens",
-                     (json_int_t)(j->r.n_prompt + j->st.n_gen));
-}
-
-/* The last object: Ollama's statistics, OpenAI's finish_reason (and usage). */
-static void emit_final(struct job *j)
-{
-    char name[512], now[64];
-    model_full_name(j->srv, name, sizeof name);
-    const bool stream = j->r.stream;
-    const struct engine_gen_stats *st = &j->st;
-    const char *reason = engine_stop_api(st->stop);
-    const char *txt = stream ? "" : (j->text.p ? j->text.p : "");
-    const size_t n = stream ? 0 : j->text.len;
-    if (j->r.api == API_OLLAMA) {
-        iso_time(now, sizeof now, 0);
-        json_t *o = json_pack("{s:s,s:s}", "model", name, "created_at", now);
-        if (j->r.kind == KIND_CHAT)
-            json_object_set_new(o, "message",
-                                json_pack("{s:s,s:o}", "role", "assistant", "content",
-                                          json_text(txt, n)));
-        else
-            json_object_set_new(o, "response", json_text(txt, n));
-        json_object_set_new(o, "done", json_true());
-        json_object_set_new(o, "done_reason", json_string(reason));
-        if (j->r.kind == KIND_GENERATE) {
-            json_t *ctx = json_array();
-            for (int64_t i = 0; i < j->n_ctx_tokens; i++)
-                json_array_append_new(ctx, json_integer(j->ctx_tokens[i]));
-            json_object_set_new(o, "context", ctx);
-        }
-        const int64_t total_us = timing_now_us() - j->t0_us;
-        json_object_set_new(o, "total_duration", json_integer((json_int_t)total_us * 1000));
-        json_object_set_new(o, "load_duration", json_integer((json_int_t)j->wait_us * 1000));
-        json_object_set_new(o, "prompt_eval_count", json_integer((json_int_t)j->r.n_prompt));
-        json_object_set_new(o, "prompt_eval_duration",
-                            json_integer((json_int_t)st->prompt_us * 1000));
-        json_object_set_new(o, "eval_count", json_integer((json_int_t)st->n_gen));
-        json_object_set_new(o, "eval_duration", json_integer((json_int_t)st->gen_us * 1000));
-        sb_add_json(&j->out, o);
-        if (stream) sb_add(&j->out, "\n");
-        return;
-    }
-    const bool chat = j->r.kind == KIND_CHAT;
-    json_t *choice;
-    if (stream)
-        choice = chat ? json_pack("{s:i,s:{},s:s}", "index", 0, "delta", "finish_reason", reason)
-                      : json_pack("{s:i,s:s,s:n,s:s}", "index", 0, "text", "", "logprobs",
-                                  "finish_reason", reason);
-    else
-        choice = chat ? json_pack("{s:i,s:{s:s,s:o},s:n,s:s}", "index", 0, "message", "role",
-                                  "assistant", "content", json_text(txt, n), "logprobs",
-                                  "finish_reason", reason)
-                      : json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text", json_text(txt, n),
-                                  "logprobs", "finish_reason", reason);
-    const char *object = stream ? (chat ? "chat.completion.chunk" : "text_completion")
-                                : (chat ? "chat.completion" : "text_completion");
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:[o]}", "id", j->id, "object", object, "created",
-                          (json_int_t)j->created, "model", name, "system_fingerprint", "hypura",
-                          "choices", choice);
-    if (!stream) {
-        json_object_set_new(o, "usage", usage_json(j));
-        sb_add_json(&j->out, o);
-        return;
-    }
-    sb_add(&j->out, "data: ");
-    sb_add_json(&j->out, o);
-    sb_add(&j->out, "\n\n");
-    if (j->r.include_usage) {
-        json_t *u = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", j->id, "object", object,
-                              "created", (json_int_t)j->created, "model", name, "choices",
-                              "usage", usage_json(j));
-        sb_add(&j->out, "data: ");
-        sb_add_json(&j->out, u);
-        sb_add(&j->out, "\n\n");
-    }
-    sb_add(&j->out, "data: [DONE]\n\n");
-}
-
-static void emit_error(struct job *j, unsigned status, const char *msg)
-{
-    if (!j->r.stream) {
-        j->err_status = status;
-        j->out.len = 0;
-        sb_add_json(&j->out, error_json(j->r.api, status, msg));
-        return;
-    }
-    if (j->r.api == API_OLLAMA) {
-        sb_add_json(&j->out, error_json(API_OLLAMA, status, msg));
-        sb_add(&j->out, "\n");
-    } else {
-        sb_add(&j->out, "data: ");
-        sb_add_json(&j->out, error_json(API_OPENAI, status, msg));
-        sb_add(&j->out, "\n\ndata: [DONE]\n\n");
-    }
+    j->err_status = status;
+    j->out.len = 0;
+    sb_add_json(&j->out, server_error_json(j->r.api, status, msg));
 }
 
 /* Advances the job: takes a sequence and evaluates the prompt, or generates
  * one token; what is to be sent lands in j->out. */
-static void job_step(struct job *j)
+static void job_step(struct server_job *j)
 {
     struct engine *e = j->srv->e;
     if (j->state == JOB_NEW) {
@@ -710,18 +494,7 @@ static void job_step(struct job *j)
             return;
         }
         j->state = JOB_RUNNING;
-        if (j->r.stream && j->r.api == API_OPENAI && j->r.kind == KIND_CHAT) {
-            char name[512];
-            json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:s},s:n}]}", "id", j->id,
-                                  "object", "chat.completion.chunk", "created",
-                                  (json_int_t)j->created, "model",
-                                  model_full_name(j->srv, name, sizeof name), "choices", "index",
-                                  0, "delta", "role", "assistant", "content", "",
-                                  "finish_reason");
-            sb_add(&j->out, "data: ");
-            sb_add_json(&j->out, o);
-            sb_add(&j->out, "\n\n");
-        }
+        if (j->r.stream && j->fmt->start) j->fmt->start(j);
         return;
     }
     if (j->state != JOB_RUNNING) return;
@@ -738,13 +511,13 @@ static void job_step(struct job *j)
     }
     if (n) {
         if (j->r.stream)
-            emit_piece(j, txt, n);
+            j->fmt->piece(j, txt, n);
         else
             sb_addn(&j->text, txt, n);
     }
     if (done) {
         job_release(j);
-        emit_final(j);
+        j->fmt->final(j);
         j->state = JOB_END;
     }
 }
@@ -752,7 +525,7 @@ static void job_step(struct job *j)
 static ssize_t job_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
-    struct job *j = cls;
+    struct server_job *j = cls;
     while (j->out_off == j->out.len) {
         j->out_off = j->out.len = 0;
         if (j->state == JOB_END) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -769,24 +542,24 @@ static void job_reader_free(void *cls)
     job_free(cls);
 }
 
-/* Runs (non-streamed) or starts (streamed) the generation of a parsed request. */
-static enum MHD_Result run_job(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                               struct gen_req *r)
+enum MHD_Result server_run_job(struct server *s, struct MHD_Connection *c, int64_t t0_us,
+                               struct server_req *r, const struct server_fmt *fmt)
 {
-    struct job *j = mem_xcalloc(1, sizeof(*j));
+    struct server_job *j = mem_xcalloc(1, sizeof(*j));
     j->srv = s;
     j->c = c;
+    j->fmt = fmt;
     j->r = *r;
     memset(r, 0, sizeof *r);
-    j->t0_us = cn->t0_us;
+    j->t0_us = t0_us;
     j->seq = -1;
     j->created = (int64_t)time(NULL);
     snprintf(j->id, sizeof j->id, "%s-%" PRIx64 "%04" PRIx64,
-             j->r.kind == KIND_CHAT ? "chatcmpl" : "cmpl", (uint64_t)timing_now_us(),
+             j->r.kind == SERVER_KIND_CHAT ? "chatcmpl" : "cmpl", (uint64_t)timing_now_us(),
              (uint64_t)(atomic_fetch_add(&s->n_req, 1) & 0xffff));
     if (!j->r.stream) {
         while (j->state != JOB_END) job_step(j);
-        enum MHD_Result ret = send_body(c, j->err_status ? j->err_status : 200,
+        enum MHD_Result ret = server_send_body(c, j->err_status ? j->err_status : 200,
                                         "application/json; charset=utf-8", j->out.p, j->out.len);
         job_free(j);
         return ret;
@@ -797,363 +570,38 @@ static enum MHD_Result run_job(struct server *s, struct MHD_Connection *c, struc
         job_free(j);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            j->r.api == API_OLLAMA
-                                ? "application/x-ndjson"
-                                : "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, fmt->stream_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
-/* Tokens of prompt text for a request: templated text gets the BOS the
- * vocabulary asks for; raw text is tokenized exactly as `hypura run -p`. */
-static bool tokenize_prompt(struct server *s, const char *text, bool raw, struct gen_req *r,
-                            struct perr *e)
+bool server_tokenize_prompt(struct server *s, const char *text, bool raw, struct server_req *r,
+                            struct server_perr *e)
 {
     unsigned flags = TOKENIZER_PARSE_SPECIAL | TOKENIZER_ADD_BOS | (raw ? TOKENIZER_ADD_EOS : 0);
     int32_t *ids = NULL;
     int64_t n = 0;
     if (engine_tokenize(s->e, text, strlen(text), flags, &ids, &n) != HY_OK)
-        return fail(e, "cannot tokenize the prompt: %s", err_msg());
+        return server_fail(e, "cannot tokenize the prompt: %s", err_msg());
     r->prompt = ids;
     r->n_prompt = n;
-    if (n == 0) return fail(e, "the prompt has no tokens");
+    if (n == 0) return server_fail(e, "the prompt has no tokens");
     if (n >= s->e->n_ctx)
-        return fail(e,
+        return server_fail(e,
                     "the prompt has %" PRId64 " tokens, which leaves no room in the context of %" PRId64
                     " tokens (hint: start the server with a larger -c)",
                     n, s->e->n_ctx);
     return true;
 }
 
-/* ---------------------------------------------------------------- routes -- */
+/* --------------------------------------------------------------- routing -- */
 
-/* /api/generate formats prompts when the model has a chat format. */
-static bool templated(const struct server *s)
+static const struct server_route *find_in(const struct server_route *t, size_t n, const char *url)
 {
-    return s->tmpl_forced || s->e->chat_template != NULL;
-}
-
-typedef enum MHD_Result (*route_fn)(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                    json_t *body);
-
-struct route {
-    const char *path; /* exact, or a prefix ending in '/' when prefix is set */
-    bool prefix;
-    const char *methods; /* "GET HEAD", "POST" */
-    enum api api;
-    bool json_body; /* parse the body as a JSON object */
-    route_fn fn;
-};
-
-static enum MHD_Result r_root(struct server *s, struct MHD_Connection *c, struct conn *cn, json_t *b)
-{
-    static const char msg[] = "Ollama is running";
-    return send_body(c, 200, "text/plain; charset=utf-8", msg, sizeof msg - 1);
-}
-
-static enum MHD_Result r_version(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                 json_t *b)
-{
-    return send_json(c, 200, json_pack("{s:s}", "version", hy_version()));
-}
-
-static enum MHD_Result r_tags(struct server *s, struct MHD_Connection *c, struct conn *cn, json_t *b)
-{
-    return send_json(c, 200, json_pack("{s:[o]}", "models", model_entry(s, false)));
-}
-
-static enum MHD_Result r_ps(struct server *s, struct MHD_Connection *c, struct conn *cn, json_t *b)
-{
-    return send_json(c, 200, json_pack("{s:[o]}", "models", model_entry(s, true)));
-}
-
-/* The request's model name (Ollama: "model", or "name" in older clients). */
-static const char *req_model(json_t *b)
-{
-    const char *m = json_string_value(json_object_get(b, "model"));
-    return m ? m : json_string_value(json_object_get(b, "name"));
-}
-
-/* 400 for a missing model, 404 for one this server does not have; MHD_YES
- * with *ok set when it is ours. */
-static enum MHD_Result check_model(struct server *s, struct MHD_Connection *c, enum api api,
-                                   json_t *b, bool *ok)
-{
-    *ok = false;
-    const char *m = req_model(b);
-    if (!m || !*m) return send_error(c, api, 400, "model is required");
-    if (!name_matches(s, m))
-        return send_error(c, api, 404, "model \"%s\" not found, try pulling it first", m);
-    *ok = true;
-    return MHD_YES;
-}
-
-static enum MHD_Result r_show(struct server *s, struct MHD_Connection *c, struct conn *cn, json_t *b)
-{
-    bool ok;
-    enum MHD_Result ret = check_model(s, c, API_OLLAMA, b, &ok);
-    if (!ok) return ret;
-    const char *tmpl = s->e->chat_template ? s->e->chat_template : "{{ .Prompt }}";
-    char mf[1024];
-    snprintf(mf, sizeof mf, "# Modelfile generated by hypura\nFROM %s\n", s->e->model_path);
-    json_t *o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:s,s:[s]}", "modelfile", mf, "parameters", "",
-                          "template", json_text(tmpl, strlen(tmpl)), "details", model_details(s),
-                          "model_info", model_info_json(s), "modified_at", s->modified_at,
-                          "capabilities", "completion");
-    return send_json(c, 200, o);
-}
-
-/* The Ollama "load" answer to a request with nothing to generate. */
-static enum MHD_Result send_loaded(struct server *s, struct MHD_Connection *c, bool chat)
-{
-    char name[512], now[64];
-    iso_time(now, sizeof now, 0);
-    json_t *o = json_pack("{s:s,s:s}", "model", model_full_name(s, name, sizeof name),
-                          "created_at", now);
-    if (chat)
-        json_object_set_new(o, "message", json_pack("{s:s,s:s}", "role", "assistant", "content", ""));
-    else
-        json_object_set_new(o, "response", json_string(""));
-    json_object_set_new(o, "done", json_true());
-    json_object_set_new(o, "done_reason", json_string("load"));
-    return send_json(c, 200, o);
-}
-
-static bool get_bool(json_t *b, const char *key, bool def, bool *out, struct perr *e)
-{
-    json_t *v = json_object_get(b, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return true;
-    }
-    if (!json_is_boolean(v)) return fail(e, "'%s' must be true or false", key);
-    *out = json_is_true(v);
-    return true;
-}
-
-/* Fields every generation request shares: format (accepted: "json" or a
- * schema, not enforced), keep_alive (accepted), stream; tools are refused. */
-static bool parse_common(json_t *b, struct gen_req *r, struct perr *e)
-{
-    json_t *tools = json_object_get(b, "tools");
-    if (json_is_array(tools) && json_array_size(tools) > 0)
-        return fail(e, "this model does not support tools");
-    json_t *f = json_object_get(b, "format");
-    if (f && !json_is_null(f) && !json_is_object(f) &&
-        !(json_is_string(f) && (!strcmp(json_string_value(f), "json") || !json_string_length(f))))
-        return fail(e, "'format' must be \"json\" or a JSON schema object");
-    return get_bool(b, "stream", r->api == API_OLLAMA, &r->stream, e);
-}
-
-static enum MHD_Result r_generate(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                  json_t *b)
-{
-    bool ok;
-    enum MHD_Result ret = check_model(s, c, API_OLLAMA, b, &ok);
-    if (!ok) return ret;
-    struct gen_req r = {.api = API_OLLAMA, .kind = KIND_GENERATE};
-    struct perr e = {{0}};
-    json_t *jp = json_object_get(b, "prompt"), *js = json_object_get(b, "system");
-    json_t *ctx = json_object_get(b, "context"), *images = json_object_get(b, "images");
-    bool raw = false;
-    char *text = NULL;
-    if (!parse_common(b, &r, &e) || !get_bool(b, "raw", false, &raw, &e)) goto bad;
-    if (jp && !json_is_null(jp) && !json_is_string(jp)) {
-        fail(&e, "'prompt' must be a string");
-        goto bad;
-    }
-    if (js && !json_is_null(js) && !json_is_string(js)) {
-        fail(&e, "'system' must be a string");
-        goto bad;
-    }
-    if (ctx && !json_is_null(ctx) && !json_is_array(ctx)) {
-        fail(&e, "'context' must be an array of token ids");
-        goto bad;
-    }
-    if (json_is_array(images) && json_array_size(images) > 0) {
-        fail(&e, "images are not supported by this model");
-        goto bad;
-    }
-    const char *prompt = jp ? json_string_value(jp) : NULL;
-    if ((!prompt || !*prompt) && json_array_size(ctx) == 0) {
-        gen_req_free(&r);
-        return send_loaded(s, c, false);
-    }
-    if (!parse_sampling(s, json_object_get(b, "options"), &r, &e)) goto bad;
-    if (raw || !templated(s)) {
-        text = mem_xstrdup(prompt ? prompt : "");
-    } else {
-        struct chat_msg m[2];
-        size_t n = 0;
-        const char *sys = js ? json_string_value(js) : NULL;
-        if (sys && *sys) m[n++] = (struct chat_msg){"system", sys};
-        m[n++] = (struct chat_msg){"user", prompt ? prompt : ""};
-        text = chat_template_format(s->tmpl, m, n, true);
-    }
-    if (json_array_size(ctx) > 0) {
-        /* a previous answer's context, then the new text without a second BOS */
-        const size_t nc = json_array_size(ctx);
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        if (engine_tokenize(s->e, text, strlen(text), TOKENIZER_PARSE_SPECIAL, &ids, &n)) {
-            fail(&e, "cannot tokenize the prompt: %s", err_msg());
-            goto bad;
-        }
-        r.prompt = mem_xcalloc(nc + (size_t)n + 1, sizeof(int32_t));
-        for (size_t i = 0; i < nc; i++) {
-            json_t *t = json_array_get(ctx, i);
-            if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-                json_integer_value(t) >= s->e->m->n_vocab) {
-                free(ids);
-                fail(&e, "'context' element %zu is not a token id of this model", i);
-                goto bad;
-            }
-            r.prompt[i] = (int32_t)json_integer_value(t);
-        }
-        memcpy(r.prompt + nc, ids, (size_t)n * sizeof(int32_t));
-        free(ids);
-        r.n_prompt = (int64_t)nc + n;
-        if (r.n_prompt >= s->e->n_ctx) {
-            fail(&e, "context and prompt have %" PRId64 " tokens, which leaves no room in the "
-                     "context of %" PRId64 " tokens", r.n_prompt, s->e->n_ctx);
-            goto bad;
-        }
-    } else if (!tokenize_prompt(s, text, raw || !templated(s), &r, &e)) {
-        goto bad;
-    }
-    free(text);
-    return run_job(s, c, cn, &r);
-bad:
-    free(text);
-    gen_req_free(&r);
-    return send_error(c, API_OLLAMA, 400, "%s", e.msg);
-}
-
-static enum MHD_Result r_chat(struct server *s, struct MHD_Connection *c, struct conn *cn, json_t *b)
-{
-    bool ok;
-    enum MHD_Result ret = check_model(s, c, API_OLLAMA, b, &ok);
-    if (!ok) return ret;
-    struct gen_req r = {.api = API_OLLAMA, .kind = KIND_CHAT};
-    struct perr e = {{0}};
-    char *text = NULL;
-    json_t *msgs = json_object_get(b, "messages");
-    if (!parse_common(b, &r, &e)) goto bad;
-    if (!msgs || json_is_null(msgs) || (json_is_array(msgs) && json_array_size(msgs) == 0)) {
-        gen_req_free(&r);
-        return send_loaded(s, c, true);
-    }
-    if (!parse_sampling(s, json_object_get(b, "options"), &r, &e)) goto bad;
-    if (!format_messages(s, msgs, &text, &e)) goto bad;
-    if (!tokenize_prompt(s, text, false, &r, &e)) goto bad;
-    free(text);
-    return run_job(s, c, cn, &r);
-bad:
-    free(text);
-    gen_req_free(&r);
-    return send_error(c, API_OLLAMA, 400, "%s", e.msg);
-}
-
-static json_t *openai_model(const struct server *s)
-{
-    char name[512];
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", model_full_name(s, name, sizeof name), "object",
-                     "model", "created", (json_int_t)0, "owned_by", "library");
-}
-
-static enum MHD_Result r_models(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                json_t *b)
-{
-    return send_json(c, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", openai_model(s)));
-}
-
-static enum MHD_Result r_model_one(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                   json_t *b)
-{
-    const char *id = json_string_value(json_object_get(b, "model"));
-    if (!id || !name_matches(s, id))
-        return send_error(c, API_OPENAI, 404, "model \"%s\" not found, try pulling it first",
-                          id ? id : "");
-    return send_json(c, 200, openai_model(s));
-}
-
-static enum MHD_Result r_openai(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                json_t *b, bool chat)
-{
-    bool ok;
-    enum MHD_Result ret = check_model(s, c, API_OPENAI, b, &ok);
-    if (!ok) return ret;
-    struct gen_req r = {.api = API_OPENAI, .kind = chat ? KIND_CHAT : KIND_GENERATE};
-    struct perr e = {{0}};
-    char *text = NULL;
-    if (!parse_common(b, &r, &e)) goto bad;
-    json_t *so = json_object_get(b, "stream_options");
-    if (json_is_object(so) && json_is_true(json_object_get(so, "include_usage")))
-        r.include_usage = true;
-    json_t *nn = json_object_get(b, "n");
-    if (nn && !json_is_null(nn) && !(json_is_integer(nn) && json_integer_value(nn) == 1)) {
-        fail(&e, "'n': only 1 choice is supported");
-        goto bad;
-    }
-    if (!parse_sampling(s, b, &r, &e)) goto bad;
-    if (chat) {
-        json_t *msgs = json_object_get(b, "messages");
-        if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-            fail(&e, "'messages' must be a non-empty array");
-            goto bad;
-        }
-        if (!format_messages(s, msgs, &text, &e)) goto bad;
-    } else {
-        json_t *p = json_object_get(b, "prompt");
-        if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
-        if (!json_is_string(p)) {
-            fail(&e, "'prompt' must be a string (or an array of one string)");
-            goto bad;
-        }
-        text = mem_xstrdup(json_string_value(p));
-    }
-    if (!tokenize_prompt(s, text, !chat, &r, &e)) goto bad;
-    free(text);
-    return run_job(s, c, cn, &r);
-bad:
-    free(text);
-    gen_req_free(&r);
-    return send_error(c, API_OPENAI, 400, "%s", e.msg);
-}
-
-static enum MHD_Result r_chat_completions(struct server *s, struct MHD_Connection *c,
-                                          struct conn *cn, json_t *b)
-{
-    return r_openai(s, c, cn, b, true);
-}
-
-static enum MHD_Result r_completions(struct server *s, struct MHD_Connection *c, struct conn *cn,
-                                     json_t *b)
-{
-    return r_openai(s, c, cn, b, false);
-}
-
-static const struct route routes[] = {
-    {"/", false, "GET HEAD", API_OLLAMA, false, r_root},
-    {"/api/version", false, "GET HEAD", API_OLLAMA, false, r_version},
-    {"/api/tags", false, "GET HEAD", API_OLLAMA, false, r_tags},
-    {"/api/ps", false, "GET HEAD", API_OLLAMA, false, r_ps},
-    {"/api/show", false, "POST", API_OLLAMA, true, r_show},
-    {"/api/generate", false, "POST", API_OLLAMA, true, r_generate},
-    {"/api/chat", false, "POST", API_OLLAMA, true, r_chat},
-    {"/v1/models", false, "GET HEAD", API_OPENAI, false, r_models},
-    {"/v1/models/", true, "GET HEAD", API_OPENAI, false, r_model_one},
-    {"/v1/chat/completions", false, "POST", API_OPENAI, true, r_chat_completions},
-    {"/v1/completions", false, "POST", API_OPENAI, true, r_completions},
-};
-
-static const struct route *find_route(const char *url)
-{
-    for (size_t i = 0; i < HY_ARRAY_LEN(routes); i++) {
-        const struct route *r = &routes[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct server_route *r = &t[i];
         if (r->prefix ? !strncmp(url, r->path, strlen(r->path)) && url[strlen(r->path)]
                       : !strcmp(url, r->path))
             return r;
@@ -1161,7 +609,7 @@ static const struct route *find_route(const char *url)
     return NULL;
 }
 
-static bool method_allowed(const struct route *r, const char *method)
+static bool method_allowed(const struct server_route *r, const char *method)
 {
     const size_t n = strlen(method);
     for (const char *p = r->methods; (p = strstr(p, method)); p += n)
@@ -1169,9 +617,10 @@ static bool method_allowed(const struct route *r, const char *method)
     return false;
 }
 
-static enum api url_api(const char *url)
+/* The API a path belongs to, for the shape of its errors. */
+static enum server_api url_api(const char *url)
 {
-    return strncmp(url, "/v1/", 4) == 0 ? API_OPENAI : API_OLLAMA;
+    return strncmp(url, "/v1/", 4) == 0 ? SERVER_API_OPENAI : SERVER_API_OLLAMA;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1185,12 +634,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cn = mem_xcalloc(1, sizeof(*cn));
         cn->t0_us = timing_now_us();
         *con_cls = cn;
-        cn->route = find_route(url);
+        cn->api = url_api(url);
+        cn->route = cn->api == SERVER_API_OPENAI ? find_in(openai_routes, openai_n_routes, url)
+                                                 : find_in(ollama_routes, ollama_n_routes, url);
         if (!cn->route) cn->early = 404;
         else if (!method_allowed(cn->route, method)) cn->early = 405;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->max_body)
-            return send_error(c, url_api(url), 413,
+            return server_send_error(c, cn->api, 413,
                               "the request body (%s bytes) is larger than the limit of %" PRIu64
                               " bytes", cl, s->max_body);
         return MHD_YES;
@@ -1205,15 +656,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    const enum api api = cn->route ? cn->route->api : url_api(url);
+    const enum server_api api = cn->api;
     switch (cn->early) {
     case 404:
-        return send_error(c, api, 404, "%s %s: no such endpoint", method, url);
+        return server_send_error(c, api, 404, "%s %s: no such endpoint", method, url);
     case 405: {
         char msg[256];
         snprintf(msg, sizeof msg, "method %s not allowed on %s (allowed: %s)", method, url,
                  cn->route->methods);
-        json_t *j = error_json(api, 405, msg);
+        json_t *j = server_error_json(api, 405, msg);
         char *body = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         struct MHD_Response *r =
@@ -1229,7 +680,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return ret;
     }
     case 413:
-        return send_error(c, api, 413, "the request body is larger than the limit of %" PRIu64
+        return server_send_error(c, api, 413, "the request body is larger than the limit of %" PRIu64
                                        " bytes", s->max_body);
     default:
         break;
@@ -1237,19 +688,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     json_t *body = NULL;
     if (cn->route->json_body) {
         json_error_t je;
-        if (cn->body.len == 0) return send_error(c, api, 400, "the request has no JSON body");
+        if (cn->body.len == 0) return server_send_error(c, api, 400, "the request has no JSON body");
         body = json_loadb(cn->body.p, cn->body.len, 0, &je);
         if (!body)
-            return send_error(c, api, 400, "invalid JSON in the request body: %s (line %d, column %d)",
+            return server_send_error(c, api, 400, "invalid JSON in the request body: %s (line %d, column %d)",
                               je.text, je.line, je.column);
         if (!json_is_object(body)) {
             json_decref(body);
-            return send_error(c, api, 400, "the request body must be a JSON object");
+            return server_send_error(c, api, 400, "the request body must be a JSON object");
         }
     } else if (cn->route->prefix) {
         body = json_pack("{s:s}", "model", url + strlen(cn->route->path));
     }
-    enum MHD_Result ret = cn->route->fn(s, c, cn, body);
+    enum MHD_Result ret = cn->route->fn(s, c, cn->t0_us, body);
     json_decref(body);
     return ret;
 }

@@ -38,6 +38,10 @@
  * an unknown model 404 ("model \"x\" not found, try pulling it first"), all
  * with a JSON error body in the API's own shape.
  *
+ * Files: server.c (HTTP glue, request parsing, generation jobs), ollama.c
+ * and openai.c (each API's routes and answer shapes), server_impl.h (what
+ * they share).
+ *
  * Not here: images, tools, format "json" enforcement (accepted, not
  * constrained), more than one model, unloading (keep_alive is accepted).
  */

@@ -13,8 +13,9 @@
 #include "store/coact.h"
 #include "store/expert_policy.h"
 
-/* Half-life, in routes, of the recency+frequency policy's memory: see
- * expert_policy.h for how it was chosen. */
+/* Half-life, in routes (one per MoE layer per step), of the
+ * recency+frequency policy's memory: see expert_policy.h for how it was
+ * chosen; ages count whole passes over the layers (the policy's period). */
 #define XC_HALF_LIFE_ROUTES(n_layer) (EXPERT_POLICY_HALF_LIFE_TOKENS * (double)(n_layer))
 
 enum xstate { X_FREE = 0, X_LOADING, X_READY, X_IN_USE };
@@ -149,7 +150,7 @@ static int take_entry(struct expert_cache *c, bool allow_used)
     for (int i = 0; i < c->cap; i++)
         if (c->e[i].state == X_FREE && c->e[i].reads == 0) return i;
     struct victim_ctx v = {c, allow_used};
-    int i = expert_policy_victim(c->pol, evictable, &v);
+    int i = expert_policy_victim(c->pol, c->route_no, evictable, &v);
     if (i < 0) return -1;
     if (c->e[i].prefetched) c->st.prefetch_wasted++;
     free_entry(c, i);
@@ -308,9 +309,12 @@ void expert_cache_warm(struct expert_cache *c)
     if (!c->coact || coact_tokens(c->coact) == 0) return;
     /* per layer an equal share of the entries a route does not need */
     const int spare = c->cap - 2 * c->k;
-    const int per = spare > 0 ? spare / c->n_layer : 0;
-    for (int l = 0; l < c->n_layer && per > 0; l++) {
-        int np = coact_popular(c->coact, l, c->scratch, per);
+    if (spare <= 0) return;
+    const int per = spare / c->n_layer, rem = spare % c->n_layer;
+    for (int l = 0; l < c->n_layer; l++) {
+        const int quota = per + (l < rem);
+        if (quota == 0) break;
+        int np = coact_popular(c->coact, l, c->scratch, quota);
         for (int j = 0; j < np; j++) {
             if (c->map[l * c->n_expert + c->scratch[j]] >= 0) continue;
             int i = take_entry(c, false);
@@ -411,6 +415,7 @@ enum hy_status expert_cache_open(const struct expert_cache_config *cfg, struct e
     c->pool = mem_aligned_alloc((size_t)huge, (size_t)((bytes + huge - 1) / huge * huge));
     c->pol = expert_policy_new(cfg->lru ? EXPERT_POLICY_LRU : EXPERT_POLICY_LRFU, c->cap,
                                XC_HALF_LIFE_ROUTES(c->n_layer));
+    if (c->pol) expert_policy_set_period(c->pol, (uint64_t)c->n_layer);
     if (!c->pool || !c->pol) {
         expert_cache_close(c);
         return err_set(HY_ERR_OOM, "expert cache: cannot allocate %d entries of %" PRIu64 " bytes",

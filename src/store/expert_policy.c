@@ -12,8 +12,8 @@
 struct expert_policy {
     enum expert_policy_kind kind;
     int n;
-    double inv_half_life; /* 1 / half_life, per token */
-    uint64_t period;      /* units of `now` per token (steps per token) */
+    double inv_half_life; /* 1 / half_life, per unit of `now` */
+    uint64_t period;      /* ages are whole multiples of this (expert_policy_set_period) */
     double *lcrf;         /* [n] log2 of the LRFU value at `last`; −∞: not used since reset; owned */
     uint64_t *last;       /* [n] time of the last touch or reset; owned */
 };
@@ -24,20 +24,25 @@ const char *expert_policy_kind_name(enum expert_policy_kind kind)
 }
 
 struct expert_policy *expert_policy_new(enum expert_policy_kind kind, int n_entries,
-                                        double half_life, int period)
+                                        double half_life)
 {
-    HY_ASSERT(period >= 1);
     HY_ASSERT(n_entries >= 1);
     HY_ASSERT(kind == EXPERT_POLICY_LRU || half_life > 0);
     struct expert_policy *p = mem_xcalloc(1, sizeof(*p));
     p->kind = kind;
     p->n = n_entries;
     p->inv_half_life = kind == EXPERT_POLICY_LRU ? 0 : 1.0 / half_life;
-    p->period = (uint64_t)period;
+    p->period = 1;
     p->lcrf = mem_xcalloc((size_t)n_entries, sizeof(*p->lcrf));
     p->last = mem_xcalloc((size_t)n_entries, sizeof(*p->last));
     for (int i = 0; i < n_entries; i++) p->lcrf[i] = -INFINITY;
     return p;
+}
+
+void expert_policy_set_period(struct expert_policy *p, uint64_t period)
+{
+    HY_ASSERT(period >= 1);
+    p->period = period;
 }
 
 void expert_policy_free(struct expert_policy *p)
@@ -52,7 +57,7 @@ void expert_policy_free(struct expert_policy *p)
  * last use / half-life. */
 static double expert_policy_value(const struct expert_policy *p, int i, uint64_t now)
 {
-    uint64_t age = (now - p->last[i]) / p->period;
+    uint64_t age = (now - p->last[i]) / p->period * p->period;
     return p->lcrf[i] - (double)age * p->inv_half_life;
 }
 
@@ -115,7 +120,8 @@ double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double
                               const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
 {
     HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
-    struct expert_policy *p = expert_policy_new(kind, capacity, half_life, n_layer);
+    struct expert_policy *p = expert_policy_new(kind, capacity, half_life * n_layer);
+    expert_policy_set_period(p, (uint64_t)n_layer);
     size_t n_keys = (size_t)n_layer * (size_t)n_expert;
     int32_t *where = mem_xmalloc(n_keys * sizeof(*where)); /* key → entry or −1 */
     int32_t *holds = mem_xmalloc((size_t)capacity * sizeof(*holds));

@@ -459,7 +459,8 @@ static enum hy_status open_experts(struct store *s, const struct store_config *c
             return st;
     }
     s->hints = !cfg->no_hints;
-    struct expert_cache_config xc = {.m = m, .io = s->io, .capacity = expert_capacity(m, cfg->plan),
+    const int cap = cfg->expert_capacity > 0 ? cfg->expert_capacity : expert_capacity(m, cfg->plan);
+    struct expert_cache_config xc = {.m = m, .io = s->io, .capacity = cap,
                                      .coact = s->coact, .hints = s->hints, .lru = cfg->lru};
     if ((st = expert_cache_open(&xc, &s->xc))) return st;
     expert_cache_warm(s->xc);
@@ -602,7 +603,8 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
             uint64_t per = 3 * (expert_cache_entry_bytes(m, 4096) / 3 / IO_MAX_READ_BYTES + 2);
             ic.max_queued = (int)HY_MIN((uint64_t)1 << 20,
                                         HY_MAX((uint64_t)ic.max_queued,
-                                               per * (uint64_t)expert_capacity(m, cfg->plan)));
+                                               per * (uint64_t)HY_MAX(cfg->expert_capacity,
+                                                                      expert_capacity(m, cfg->plan))));
         }
         if ((st = io_open(m->path, &ic, &s->io))) goto fail;
     }

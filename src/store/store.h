@@ -89,6 +89,7 @@ struct store_config {
      * not persisted); switches for tests and benches */
     const char *cache_dir;
     bool no_coact, no_hints, lru;
+    int expert_capacity; /* entries of the expert cache; 0: from the plan */
 };
 
 struct store_stats {

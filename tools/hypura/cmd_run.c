@@ -400,6 +400,11 @@ static uint64_t run_resident_bytes(const struct engine *e)
     return b;
 }
 
+static double ratio(uint64_t a, uint64_t b)
+{
+    return b ? (double)a / (double)b : 0.0;
+}
+
 static double per_s(int64_t n, int64_t us)
 {
     return us > 0 ? (double)n * 1e6 / (double)us : 0.0;
@@ -430,6 +435,29 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
                         json_real(s->plan ? s->plan->predicted_gen_tok_per_s : 0.0));
     json_object_set_new(j, "io_stall_s", json_real((double)eio.stall_us / 1e6));
     json_object_set_new(j, "io_stalls", json_integer((json_int_t)eio.stalls));
+    if (s->e->m->store) {
+        const struct store_stats ss = store_stats(s->e->m->store);
+        const struct expert_cache_stats *x = &ss.experts;
+        const uint64_t seen = x->hits + x->misses;
+        json_object_set_new(j, "expert_hits", json_integer((json_int_t)x->hits));
+        json_object_set_new(j, "expert_misses", json_integer((json_int_t)x->misses));
+        json_object_set_new(j, "expert_hit_rate", json_real(seen ? (double)x->hits / (double)seen : 0.0));
+        json_object_set_new(j, "expert_cache_bytes",
+                            json_integer((json_int_t)((uint64_t)x->capacity * x->entry_bytes)));
+        json_object_set_new(j, "expert_stalls", json_integer((json_int_t)x->stalls));
+        json_object_set_new(j, "prefetch_precision", json_real(ratio(x->prefetch_used, x->prefetched)));
+        json_object_set_new(j, "prefetch_recall",
+                            json_real(ratio(x->prefetch_used, x->prefetch_used + x->misses)));
+        json_object_set_new(j, "prefetched", json_integer((json_int_t)x->prefetched));
+        json_object_set_new(j, "prefetch_used", json_integer((json_int_t)x->prefetch_used));
+        json_object_set_new(j, "prefetch_wasted", json_integer((json_int_t)x->prefetch_wasted));
+        json_t *pr = json_object();
+        json_object_set_new(pr, "router_precision", json_real(ratio(x->hint_tp, x->hint_pred)));
+        json_object_set_new(pr, "router_recall", json_real(ratio(x->hint_tp, x->hint_actual)));
+        json_object_set_new(pr, "coact_precision", json_real(ratio(x->coact_tp, x->coact_pred)));
+        json_object_set_new(pr, "coact_recall", json_real(ratio(x->coact_tp, x->coact_actual)));
+        json_object_set_new(j, "predictors", pr);
+    }
     json_object_set_new(j, "disk_gb_per_s",
                         json_real(s->gen_us > 0 ? (double)s->gen_bytes_read / 1e9 / ((double)s->gen_us / 1e6) : 0.0));
     json_object_set_new(j, "model", json_string(o->model));
@@ -481,6 +509,25 @@ static void print_stats(const struct model *m, const struct run_stats *s)
                 sizes_format(eio.run_bytes, a, sizeof a),
                 s->gen_us > 0 ? (double)s->gen_bytes_read / 1e9 / ((double)s->gen_us / 1e6) : 0.0,
                 eio.stalls, (double)eio.stall_us / 1e6);
+    if (s->e->m->store && store_stats(s->e->m->store).has_experts) {
+        const struct store_stats ss = store_stats(s->e->m->store);
+        const struct expert_cache_stats *x = &ss.experts;
+        fprintf(stderr,
+                "experts: cache of %d entries (%s), %" PRIu64 " hits, %" PRIu64
+                " misses (hit rate %.1f%%), %" PRIu64 " late reads, %" PRIu64 " stalls\n",
+                x->capacity, sizes_format((uint64_t)x->capacity * x->entry_bytes, a, sizeof a),
+                x->hits, x->misses, 100.0 * ratio(x->hits, x->hits + x->misses), x->late_loads,
+                x->stalls);
+        fprintf(stderr,
+                "prefetch: %" PRIu64 " read ahead, %" PRIu64 " used, %" PRIu64
+                " wasted (precision %.2f, recall %.2f); next-layer router precision %.2f recall "
+                "%.2f, co-activation precision %.2f recall %.2f\n",
+                x->prefetched, x->prefetch_used, x->prefetch_wasted,
+                ratio(x->prefetch_used, x->prefetched),
+                ratio(x->prefetch_used, x->prefetch_used + x->misses), ratio(x->hint_tp, x->hint_pred),
+                ratio(x->hint_tp, x->hint_actual), ratio(x->coact_tp, x->coact_pred),
+                ratio(x->coact_tp, x->coact_actual));
+    }
     if (s->plan && s->n_decode > 0 && !s->e->use_mmap)
         fprintf(stderr, "predicted: decode %.1f tok/s by the plan, measured %.1f (measured/predicted %.2f)\n",
                 s->plan->predicted_gen_tok_per_s, per_s(s->n_decode, s->decode_us),
