@@ -45,7 +45,8 @@ test-deps:
 	@if ! cmp -s tests/server/package.json $(BUILD)/server-node/package.json || \
 	    [ ! -d $(BUILD)/server-node/node_modules ]; then \
 	  cp tests/server/package.json $(BUILD)/server-node/package.json && \
-	  cd $(BUILD)/server-node && npm install --no-audit --no-fund --loglevel=error; \
+	  (cd $(BUILD)/server-node && npm install --no-audit --no-fund --loglevel=error) || \
+	  echo "test-deps: npm install failed: the server client test will be skipped"; \
 	fi
 
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off).

@@ -5,6 +5,9 @@ set -e
 PKGS="gcc make cmake pkg-config libjansson-dev liburing-dev libmicrohttpd-dev curl nodejs npm clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
+    # Node.js from elsewhere (NodeSource bundles npm) serves as well
+    [ "$p" = nodejs ] && command -v node >/dev/null 2>&1 && continue
+    [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
