@@ -48,6 +48,7 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
         else if (strcmp(o->mode, "expert-stream") == 0) e->force = PLAN_FORCE_EXPERT_STREAM;
         else if (strcmp(o->mode, "mmap") == 0) e->use_mmap = true;
         else {
+            free(e->cache_dir);
             free(e->model_path);
             free(e);
             return err_set(HY_ERR_INVALID_ARG,
