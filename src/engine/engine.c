@@ -100,8 +100,10 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
         if (plan_init(&e->plan, &e->m->info, &hw, &pp) == HY_OK) {
             e->have_plan = true;
             if (!e->use_mmap) e->mode = plan_mode_name(e->plan.mode);
-        } else if (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes) {
-            /* the budget cannot be honoured: refuse rather than overrun it */
+        } else if (!e->use_mmap &&
+                   (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes)) {
+            /* the budget cannot be honoured: refuse rather than overrun it (the
+             * mmap baseline places nothing: the page cache decides) */
             st = HY_ERR_INVALID_ARG;
             goto fail;
         } else {

@@ -2,6 +2,7 @@
 #ifndef HY_TOOLS_CMDS_H
 #define HY_TOOLS_CMDS_H
 
+int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_iobench(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);

@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"synth", cmd_synth, "write a random-weight GGUF model at a real model's shape"},
     {"tokenize", cmd_tokenize, "print the token ids of a text under a model's tokenizer"},
     {"profile", cmd_profile, "measure this machine (CPU, RAM, storage, GPUs) and cache the profile"},
+    {"bench", cmd_bench, "prompt and decode tok/s over repetitions, against the mmap baseline"},
     {"iobench", cmd_iobench, "read-only benchmark of a model file's read patterns (O_DIRECT, buffered, mmap)"},
 };
 
