@@ -88,7 +88,8 @@ int main(int argc, char **argv)
         }
     }
     if (rows < 1 || cols < 256 || cols % 256 || n_tok < 1 || reps < 1) {
-        fprintf(stderr, "gemm_bench: --rows, --tok, --reps must be > 0, --cols a multiple of 256\n");
+        fprintf(stderr,
+                "gemm_bench: --rows, --tok, --reps must be > 0, --cols a multiple of 256\n");
         return 2;
     }
     struct rng r;
@@ -97,8 +98,8 @@ int main(int argc, char **argv)
     float *y = malloc(sizeof(float) * (size_t)(rows * n_tok));
     if (!src || !y) return 1;
     printf("isa %s, %lld x %lld weights, %lld tokens, best of %d\n\n",
-           quant_isa_name(quant_isa_current()), (long long)rows, (long long)cols,
-           (long long)n_tok, reps);
+           quant_isa_name(quant_isa_current()), (long long)rows, (long long)cols, (long long)n_tok,
+           reps);
     printf("| type | gemm GMAC/s | vec_dot GMAC/s | speed-up |\n| --- | ---: | ---: | ---: |\n");
     for (size_t k = 0; k < sizeof k_types / sizeof k_types[0]; k++) {
         const uint32_t type = k_types[k];
@@ -121,9 +122,8 @@ int main(int argc, char **argv)
         }
         const quant_gemm_fn gemm = quant_gemm_kernel(type);
         const double macs = (double)rows * (double)cols * (double)n_tok;
-        const double g_us = gemm ? best_us(reps, gemm, NULL, cols, w, w_row, rows, xg, xg_row,
-                                           n_tok, y)
-                                 : 0;
+        const double g_us =
+            gemm ? best_us(reps, gemm, NULL, cols, w, w_row, rows, xg, xg_row, n_tok, y) : 0;
         const double d_us = best_us(reps > 2 ? 2 : reps, NULL, quant_kernels(type)->vec_dot, cols,
                                     w, w_row, rows, xq, xq_row, n_tok, y);
         printf("| %s | %.1f | %.1f | %.2f |\n", tr->name, gemm ? macs / g_us / 1e3 : 0.0,

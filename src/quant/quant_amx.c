@@ -1,58 +1,49 @@
 /*
  * The AVX-512 AMX level (QUANT_ISA_AVX512_AMX): prompt kernels on the AMX
- * int8 tiles for Q8_0, Q4_K and Q5_K, and the vec_dots whose float order
- * they share.
- * Every other kernel of this level is the AVX-512 VNNI one (quant_cpu.c
- * layers this file's table over the VNNI tables; quant_gemm.c takes the VNNI
- * gemm for the types that have none here, their vec_dots being unchanged).
+ * int8 tiles for Q8_0, Q4_K, Q5_K and Q6_K, and the vec_dots whose float
+ * order they share. Every other kernel of this level is the AVX-512 VNNI
+ * one (quant_cpu.c layers this file's table over the VNNI tables;
+ * quant_gemm.c takes the VNNI or AVX-512 kernels where this file has none).
  *
- * Why a level of its own: an AMX tile product sums whole 32-element blocks
- * (tdpbssd over K = 32 bytes gives the exact int32 dot product of a weight
- * block and an activation block), while the VNNI vec_dot scales per-lane
- * partial sums of 4 products, so the two cannot agree bit for bit. Here the
- * vec_dot works on whole-block sums too, in an order both can follow:
+ * Why a level of its own: a tile product gives whole-block integer sums
+ * (tdpbssd over K = 32 bytes is the exact int32 dot product of a weight
+ * block and an activation block), while the VNNI vec_dots scale per-lane
+ * partial sums of 4 products, so the two cannot agree bit for bit. The
+ * vec_dots here work on whole-block (Q8_0) or whole-super-block (K-quants)
+ * integer sums, in a float order the gemm can follow; the orders are spelled
+ * out in the Q8_0 and K-quant sections. The integer sums are exact either
+ * way and each output sees the same float operations in the same order, so
+ * batch and token-by-token logits stay equal (quant_gemm.h); against the
+ * reference the results differ by float reassociation only
+ * (tests/test_quant_simd.c, tests/test_quant_gemm.c).
  *
- *   Float order (Q8_0, n / 32 = nb blocks): sixteen chains (one chain of
- *   FMAs per 34-byte block would bound the decode vec_dot by FMA latency). Block b belongs
- *   to group b / 16 and to chain k_lane[b % 16]; chain c's value starts at
- *   +0 and takes, for its blocks in increasing b, acc = fma(dx_b * dy_b,
- *   (float)s_b, acc), where s_b is the exact int32 block dot product and
- *   dx_b, dy_b the block scales as floats (dx_b * dy_b rounded once). The
- *   result is hsum512 of the sixteen chains, chain c in lane c (that is
- *   ((c0 + c8) + (c4 + c12)) + ((c2 + c10) + (c6 + c14)) for the even
- *   lanes, likewise the odd, then their sum).
- *
- * The vec_dot holds the chains in the lanes of one vector and computes a
- * group's sixteen block sums with vpdpbusd and a transposing reduction, which
- * leaves block k_perm[c] of the group in lane c (k_lane is its inverse). The
- * gemm holds a vector of tokens per (chain, weight row) in a per-thread
- * buffer and updates chain k_lane[b % 16] from the tile product of block b.
- * The integer sums are exact either way, the float operations per output the
- * same, so batch and token-by-token logits stay equal (quant_gemm.h), and
- * the result differs from the reference only by float reassociation.
- *
- * The gemm: weight rows are the A tiles (16 rows x one block's 32 bytes,
- * loaded straight from the GGUF layout with the row stride); activations
- * are the B tiles, which AMX wants with 4 consecutive bytes of a token
- * side by side for the 16 tokens, so a thread repacks the activations of
- * GEMM_TOK_BLOCK tokens (small next to the weights) into its buffer before
- * it walks the rows, and keeps the weight rows of a row tile in L2 while
- * the token tiles of the block pass over them. Two token tiles go per
- * tile product (tiles: A, B0, B1, C0, C1), so a weight tile load serves 32
- * tokens. Rows past the last whole 16 are computed with the vec_dot.
+ * The gemms: the activations are the B tiles, which AMX wants with 4
+ * consecutive bytes of a token side by side for 16 tokens, so a thread
+ * repacks a block of tokens (a 16 x 16 dword transpose per 64 bytes; as
+ * many tokens as keep them within 1 MiB of L2) before it walks its rows.
+ * Q8_0's weight rows are the A tiles straight from the GGUF layout (16 rows
+ * x a block's 32 bytes, loaded with the row stride). The K-quants' 4-6 bit
+ * values and 6-8 bit scales are repacked per row tile and token block into
+ * int8 "planes" that fold the scales into the tile products (see there).
+ * Rows past the last whole 16 are computed with the vec_dot.
  *
  * AMX on Linux: the tile data state must be requested once per process
  * (arch_prctl ARCH_REQ_XCOMP_PERM, see quant_amx_usable); each thread loads
  * its tile configuration at the start of a gemm call and releases the tiles
- * at the end, so that no tile state lives across calls.
+ * at the end, so that no tile state lives across calls. The per-thread
+ * buffer (scratch_get) grows on first use and is freed at thread exit.
  *
- * Rejected: repacking the weights at load (a second copy of the model or a
- * layout that the decode path and the GGUF mapping cannot share); the B
- * tiles on the weight side (each weight block would be transposed once per
- * token block instead of each activation block once per row chunk); Q6_K
- * here (16 sub-blocks of 16 values: 16 tile products and 16 integer
- * multiplies per row, super-block and token tile; measured no faster than
- * the VNNI kernel, so Q6_K keeps the VNNI vec_dot and gemm at this level).
+ * Rejected: repacking the weights at load (a second copy of the model, or
+ * a layout that the decode path and the GGUF mapping cannot share); the B
+ * tiles on the weight side (each weight block transposed once per token
+ * block instead of each activation block once per row chunk); for the
+ * K-quants, one tile product per sub-block and an integer multiply by its
+ * scale afterwards (16 vpmulld per row and super-block: no faster than the
+ * VNNI kernel for Q6_K); in the Q8_0 gemv, making the activation side of
+ * each block pair once per call instead of once per row (no faster: decode
+ * is bound by the weight streams); AMX-BF16 for F16 weights (BF16 rounds F16 values
+ * to 8 significant bits, and even split into exact BF16 pairs the tiles'
+ * own accumulation order is not one a decode vec_dot can follow).
  */
 #include "quant/quant_cpu.h"
 #include "quant/quant_gemm.h"
@@ -74,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base.h"
 #include "quant/blocks.h"
 #include "quant/quant_avx512_inl.h"
 
@@ -81,18 +73,36 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
+/* The per-block and per-group helpers are inlined into their loops: as
+ * calls, they reload their constants every time (the compiler left
+ * q8_group_sums out of line, 17% of decode time). */
+#define A_INLINE static inline __attribute__((always_inline))
+
 /* Lane c of a group's sums holds block k_perm[c] of the group (the order the
  * reduction in q8_group_sums leaves them in); block b goes to lane k_lane[b]. */
 static const int k_perm[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 static const int k_lane[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
 
-/* ---- vec_dot --------------------------------------------------------------- */
+/* ---- Q8_0 vec_dot -------------------------------------------------------------
+ * Float order (n / 32 = nb blocks): sixteen chains (one chain of FMAs per
+ * 34-byte block would bound the decode vec_dot by FMA latency). Block b
+ * belongs to group b / 16 and to chain k_lane[b % 16]; chain c starts at +0
+ * and takes, for its blocks in increasing b, acc = fma(dx_b * dy_b,
+ * (float)s_b, acc), s_b the exact int32 block dot product, dx_b and dy_b
+ * the block scales as floats (their product rounded once). The result is
+ * hsum512 of the chains, chain c in lane c: ((c0 + c8) + (c4 + c12)) +
+ * ((c2 + c10) + (c6 + c14)) for the even lanes, likewise the odd, then
+ * their sum. The vec_dot holds the chains in the lanes of one vector and
+ * gets a group's 16 block sums from vpdpbusd and a transposing reduction,
+ * which leaves block k_perm[c] of the group in lane c (k_lane is its
+ * inverse); the gemm holds a vector of tokens per (chain, weight row) and
+ * updates chain k_lane[b % 16] from the tile product of block b. */
 
 /* The int32 sums of x * y for blocks x[0], x[1] against y[0], y[1]: lanes 0-7
  * four products each of block 0, lanes 8-15 of block 1. x is signed; with
  * the sign bit flipped it is x + 128 unsigned, and 128 * y is taken out as
  * the start value (exact: no lane can overflow). */
-static inline __m512i q8_pair_lanes(const struct block_q8_0 *x, const struct block_q8_0 *y)
+A_INLINE __m512i q8_pair_lanes(const struct block_q8_0 *x, const struct block_q8_0 *y)
 {
     const __m512i c = _mm512_set1_epi8((char)0x80);
     const __m512i u = _mm512_xor_si512(
@@ -104,13 +114,12 @@ static inline __m512i q8_pair_lanes(const struct block_q8_0 *x, const struct blo
     return _mm512_dpbusd_epi32(negc, u, v);
 }
 
-/* The 16 block dot products of a group, block k_perm[c] in lane c: pairs of
- * vectors summed within 128-bit lanes (32-bit, then 64-bit interleave), then
- * the two 128-bit lanes of each block. */
-static inline __m512i q8_group_sums(const struct block_q8_0 *x, const struct block_q8_0 *y)
+/* The 16 block sums of a group from its 8 pair vectors, block k_perm[c] in
+ * lane c: pairs of vectors summed within 128-bit lanes (32-bit, then 64-bit
+ * interleave), then the two 128-bit lanes of each block. */
+A_INLINE __m512i q8_reduce(const __m512i v[8])
 {
-    __m512i v[8], a[4], b[2];
-    for (int k = 0; k < 8; k++) v[k] = q8_pair_lanes(x + 2 * k, y + 2 * k);
+    __m512i a[4], b[2];
     for (int k = 0; k < 4; k++)
         a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]),
                                 _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
@@ -119,6 +128,26 @@ static inline __m512i q8_group_sums(const struct block_q8_0 *x, const struct blo
                                 _mm512_unpackhi_epi64(a[2 * k], a[2 * k + 1]));
     return _mm512_add_epi32(_mm512_shuffle_i32x4(b[0], b[1], _MM_SHUFFLE(2, 0, 2, 0)),
                             _mm512_shuffle_i32x4(b[0], b[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The 16 block dot products of a group, block k_perm[c] in lane c. */
+A_INLINE __m512i q8_group_sums(const struct block_q8_0 *x, const struct block_q8_0 *y)
+{
+    __m512i v[8];
+    for (int k = 0; k < 8; k++) v[k] = q8_pair_lanes(x + 2 * k, y + 2 * k);
+    return q8_reduce(v);
+}
+
+/* The scales of a group's 16 blocks as floats, block k_perm[c] in lane c:
+ * one gather of the dwords at the blocks' starts, their low halves
+ * converted by vcvtph2ps (the same values as quant_cpu_f16_table). */
+A_INLINE __m512 group_scales(const struct block_q8_0 *b)
+{
+    const __m512i off =
+        _mm512_setr_epi32(0, 2 * 34, 4 * 34, 6 * 34, 1 * 34, 3 * 34, 5 * 34, 7 * 34, 8 * 34,
+                          10 * 34, 12 * 34, 14 * 34, 9 * 34, 11 * 34, 13 * 34, 15 * 34);
+    const __m512i v = _mm512_i32gather_epi32(off, (const void *)b, 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
 }
 
 /* One block's dot product (the tail of a row), exact. */
@@ -134,51 +163,54 @@ static inline int32_t q8_block_sum(const struct block_q8_0 *x, const struct bloc
     return _mm_cvtsi128_si32(t);
 }
 
+/* acc + the group of 16 blocks at x against y (scales dy), lane by lane. */
+A_INLINE __m512 q8_group(const struct block_q8_0 *x, const struct block_q8_0 *y, __m512 dy,
+                         __m512 acc)
+{
+    const __m512i s = q8_group_sums(x, y);
+    return _mm512_fmadd_ps(_mm512_mul_ps(group_scales(x), dy), _mm512_cvtepi32_ps(s), acc);
+}
+
+/* acc + the last, partial group (blocks g..nb-1), lanes of absent blocks kept. */
+static inline __m512 q8_tail(const struct block_q8_0 *x, const struct block_q8_0 *y, int64_t g,
+                             int64_t nb, __m512 acc)
+{
+    const float *tab = quant_cpu_f16_table;
+    int32_t s[16] = {0};
+    float dx[16] = {0}, dy[16] = {0};
+    __mmask16 m = 0;
+    for (int c = 0; c < 16; c++) {
+        const int64_t b = g + k_perm[c];
+        if (b >= nb) continue;
+        s[c] = q8_block_sum(x + b, y + b);
+        dx[c] = tab[x[b].d];
+        dy[c] = tab[y[b].d];
+        m |= (__mmask16)(1u << c);
+    }
+    const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dx), _mm512_loadu_ps(dy));
+    return _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_loadu_si512(s)), acc, m);
+}
+
 static float q8_0_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
 {
     const struct block_q8_0 *x = vx, *y = vy;
-    const float *tab = quant_cpu_f16_table;
     const int64_t nb = n / QK8_0;
     __m512 acc = _mm512_setzero_ps();
     int64_t g = 0;
     for (; g + 16 <= nb; g += 16) {
         prefetch_ahead(x + g, 16 * sizeof(*x));
-        const __m512i s = q8_group_sums(x + g, y + g);
-        float dx[16], dy[16];
-        for (int c = 0; c < 16; c++) {
-            dx[c] = tab[x[g + k_perm[c]].d];
-            dy[c] = tab[y[g + k_perm[c]].d];
-        }
-        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dx), _mm512_loadu_ps(dy));
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
+        acc = q8_group(x + g, y + g, group_scales(y + g), acc);
     }
-    if (g < nb) {
-        int32_t s[16] = {0};
-        float dx[16] = {0}, dy[16] = {0};
-        __mmask16 m = 0;
-        for (int c = 0; c < 16; c++) {
-            const int64_t b = g + k_perm[c];
-            if (b >= nb) continue;
-            s[c] = q8_block_sum(x + b, y + b);
-            dx[c] = tab[x[b].d];
-            dy[c] = tab[y[b].d];
-            m |= (__mmask16)(1u << c);
-        }
-        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dx), _mm512_loadu_ps(dy));
-        acc = _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_loadu_si512(s)), acc, m);
-    }
+    if (g < nb) acc = q8_tail(x, y, g, nb, acc);
     return hsum512(acc);
 }
 
 /* ---- gemm ------------------------------------------------------------------ */
 
-#define AMX_TOK_TILE   16 /* tokens per B tile (its 16 int32 columns) */
-#define AMX_ROW_TILE   16 /* weight rows per A tile */
-#define GEMM_TOK_BLOCK 64 /* tokens repacked at once: 2 pairs of token tiles */
+#define AMX_TOK_TILE 16 /* tokens per B tile (its 16 int32 columns) */
+#define AMX_ROW_TILE 16 /* weight rows per A tile */
 
-/* The tile configuration (the layout ldtilecfg reads): palette 1; tiles
- * 0, 1 = C of token tiles 0, 1 (16 rows x 16 int32); 2 = A (16 weight rows x
- * 32 bytes); 3, 4 = B of token tiles 0, 1 (8 rows x 16 tokens x 4 bytes). */
+/* The tile configuration, the layout ldtilecfg reads (palette 1). */
 struct amx_tilecfg {
     uint8_t palette;
     uint8_t start_row;
@@ -188,15 +220,9 @@ struct amx_tilecfg {
 };
 _Static_assert(sizeof(struct amx_tilecfg) == 64, "ldtilecfg reads 64 bytes");
 
-static const struct amx_tilecfg k_cfg = {
-    .palette = 1,
-    .colsb = {64, 64, 32, 64, 64},
-    .rows = {16, 16, 16, 8, 8},
-};
-
 /* Per-thread buffer, grown on demand (a thread keeps it until it exits):
- * the repacked activations of a token block, their scales, the chain
- * accumulators of a tile pair and the stored tile products. */
+ * the repacked activations of a token block and their scales, the K-quant
+ * weight planes of a row tile, the stored tile products. */
 struct amx_scratch {
     size_t bytes;
     uint8_t *mem; /* owned, 64-byte aligned */
@@ -242,88 +268,202 @@ static uint8_t *scratch_get(size_t bytes)
     return s->mem;
 }
 
-/* Activations of tokens [t0, t0 + nt) (nt <= GEMM_TOK_BLOCK), block by
- * block: bp[(b * 4 + tt) * 512 + k * 64 + m * 4 + j] = byte 4k + j of block
- * b of token t0 + 16 tt + m, and dyp[(b * 4 + tt) * 16 + m] its scale; zero
- * for the tokens past nt. */
-static void pack_tokens(const uint8_t *xq, size_t xq_row, int64_t t0, int nt, int64_t nb,
+/* r[m] dword k becomes r[k] dword m (a 16 x 16 dword transpose): 32-bit
+ * then 64-bit interleaves within 128-bit lanes, then the lanes. */
+static inline void transpose16(__m512i r[16])
+{
+    __m512i a[16], b[16];
+    for (int j = 0; j < 8; j++) {
+        a[2 * j] = _mm512_unpacklo_epi32(r[2 * j], r[2 * j + 1]);
+        a[2 * j + 1] = _mm512_unpackhi_epi32(r[2 * j], r[2 * j + 1]);
+    }
+    /* b[4j + q], lane L: dword 4L + q of rows 4j..4j+3 */
+    for (int j = 0; j < 4; j++)
+        for (int h = 0; h < 2; h++) {
+            b[4 * j + 2 * h] = _mm512_unpacklo_epi64(a[4 * j + h], a[4 * j + 2 + h]);
+            b[4 * j + 2 * h + 1] = _mm512_unpackhi_epi64(a[4 * j + h], a[4 * j + 2 + h]);
+        }
+    /* row 4L + q: lane L of b[q], b[4 + q], b[8 + q], b[12 + q] */
+    for (int q = 0; q < 4; q++) {
+        const __m512i c0 = _mm512_shuffle_i32x4(b[q], b[4 + q], 0x44);
+        const __m512i c1 = _mm512_shuffle_i32x4(b[q], b[4 + q], 0xee);
+        const __m512i c2 = _mm512_shuffle_i32x4(b[8 + q], b[12 + q], 0x44);
+        const __m512i c3 = _mm512_shuffle_i32x4(b[8 + q], b[12 + q], 0xee);
+        r[q] = _mm512_shuffle_i32x4(c0, c2, 0x88);
+        r[4 + q] = _mm512_shuffle_i32x4(c0, c2, 0xdd);
+        r[8 + q] = _mm512_shuffle_i32x4(c1, c3, 0x88);
+        r[12 + q] = _mm512_shuffle_i32x4(c1, c3, 0xdd);
+    }
+}
+
+/* One token (quant_gemm.h's gemv): GEMV_ROWS rows at once, each row's
+ * operations those of q8_0_vec_dot_amx, so that one core keeps several
+ * streams of weights in flight. Each stream prefetches QUANT_PREFETCH_BYTES
+ * ahead in its row and, past the row's end, in the same row of the next
+ * group (the next row is its neighbour stream's): without that, the rows
+ * after the first of a group (4 KiB ahead is most of a 4352-byte row) ran
+ * without software prefetch and the kernel was no faster than vec_dot. */
+#define GEMV_ROWS 4
+
+static void q8_0_gemv_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                          const void *xq, float *out)
+{
+    const struct block_q8_0 *y = xq;
+    const int64_t nb = n_cols / QK8_0;
+    const size_t grp_bytes = 16 * sizeof(struct block_q8_0);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += GEMV_ROWS) {
+        const int nr = (int)(n_rows - r0 < GEMV_ROWS ? n_rows - r0 : GEMV_ROWS);
+        const struct block_q8_0 *x[GEMV_ROWS];
+        __m512 acc[GEMV_ROWS];
+        for (int r = 0; r < nr; r++) {
+            x[r] = (const struct block_q8_0 *)((const uint8_t *)w + (size_t)(r0 + r) * w_row);
+            acc[r] = _mm512_setzero_ps();
+        }
+        int64_t g = 0;
+        for (; g + 16 <= nb; g += 16) {
+            const __m512 dy = group_scales(y + g);
+            const size_t ahead = (size_t)g * sizeof(struct block_q8_0) + QUANT_PREFETCH_BYTES;
+            const size_t skip = ahead >= w_row ? (size_t)(GEMV_ROWS - 1) * w_row : 0;
+            for (int r = 0; r < nr; r++) {
+                const uintptr_t pf = (uintptr_t)x[r] + ahead + skip;
+                for (size_t o = 0; o < grp_bytes; o += 64)
+                    _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+                acc[r] = q8_group(x[r] + g, y + g, dy, acc[r]);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            if (g < nb) acc[r] = q8_tail(x[r], y, g, nb, acc[r]);
+            out[r0 + r] = hsum512(acc[r]);
+        }
+    }
+}
+
+/* Token tiles per block of a gemm call: as many as keep the block's packed
+ * activations (tile_bytes per tile and block) within 1 MiB of L2, 4..32. */
+static int tiles_per_block(int64_t nb, size_t tile_bytes)
+{
+    const int64_t fit = ((int64_t)1 << 20) / (nb * (int64_t)tile_bytes);
+    return (int)(fit < 4 ? 4 : fit > 32 ? 32 : fit);
+}
+
+/* Activations of tokens [t0, t0 + nt) (nt <= 16 ntb), block by block:
+ * bp[(b * ntb + tt) * 512 + k * 64 + m * 4 + j] = byte 4k + j of block b of
+ * token t0 + 16 tt + m, and dyp[(b * ntb + tt) * 16 + m] its scale; zero
+ * for the tokens past nt. Two blocks per 16 x 16 dword transpose. */
+static void pack_tokens(const uint8_t *xq, size_t xq_row, int64_t t0, int nt, int ntb, int64_t nb,
                         uint8_t *bp, float *dyp)
 {
     const float *tab = quant_cpu_f16_table;
     const int n_tt = (nt + AMX_TOK_TILE - 1) / AMX_TOK_TILE;
-    for (int64_t b = 0; b < nb; b++) {
-        for (int tt = 0; tt < n_tt; tt++) {
-            uint32_t *dst = (uint32_t *)(bp + (size_t)(b * 4 + tt) * 512);
-            float *d = dyp + (b * 4 + tt) * 16;
+    for (int tt = 0; tt < n_tt; tt++) {
+        const struct block_q8_0 *row[AMX_TOK_TILE];
+        for (int m = 0; m < AMX_TOK_TILE; m++) {
+            const int t = tt * AMX_TOK_TILE + m;
+            row[m] = t < nt ? (const struct block_q8_0 *)(xq + (size_t)(t0 + t) * xq_row) : NULL;
+        }
+        for (int64_t b = 0; b < nb; b += 2) {
+            const bool two = b + 1 < nb;
+            __m512i r[16];
             for (int m = 0; m < AMX_TOK_TILE; m++) {
-                const int t = tt * AMX_TOK_TILE + m;
-                if (t >= nt) {
-                    for (int k = 0; k < 8; k++) dst[k * 16 + m] = 0;
-                    d[m] = 0.0f;
+                if (!row[m]) {
+                    r[m] = _mm512_setzero_si512();
+                    dyp[(b * ntb + tt) * 16 + m] = 0.0f;
+                    if (two) dyp[((b + 1) * ntb + tt) * 16 + m] = 0.0f;
                     continue;
                 }
-                const struct block_q8_0 *blk =
-                    (const struct block_q8_0 *)(xq + (size_t)(t0 + t) * xq_row) + b;
-                uint32_t q[8];
-                memcpy(q, blk->qs, sizeof(q));
-                for (int k = 0; k < 8; k++) dst[k * 16 + m] = q[k];
-                d[m] = tab[blk->d];
+                const __m256i lo = load256(row[m][b].qs);
+                r[m] = two ? _mm512_inserti64x4(_mm512_castsi256_si512(lo),
+                                                load256(row[m][b + 1].qs), 1)
+                           : _mm512_zextsi256_si512(lo);
+                dyp[(b * ntb + tt) * 16 + m] = tab[row[m][b].d];
+                if (two) dyp[((b + 1) * ntb + tt) * 16 + m] = tab[row[m][b + 1].d];
+            }
+            transpose16(r);
+            uint8_t *d0 = bp + (size_t)(b * ntb + tt) * 512;
+            for (int k = 0; k < 8; k++) _mm512_storeu_si512(d0 + 64 * k, r[k]);
+            if (two) {
+                uint8_t *d1 = bp + (size_t)((b + 1) * ntb + tt) * 512;
+                for (int k = 0; k < 8; k++) _mm512_storeu_si512(d1 + 64 * k, r[8 + k]);
             }
         }
     }
 }
 
-/* Rows [r, r + 16) against the token tiles tp, tp + 1 of the packed block
- * (n_tt of them valid, 1 or 2): y of token t0 + 16 (tp + u) + m, m < nt_u. */
+/* Rows [r, r + 16) against token tiles tp and tp + 1 (when two) of the
+ * packed block: y of tokens t0 + 16 (tp + u) + m, m < nt[u]. A weight tile
+ * serves both token tiles; the products of a block go to one of two sets
+ * of C tiles (3, 4 and 5, 6; A is 0, B 1 and 2), and the float work of a
+ * block is done while the tile products of the next one run. */
 static void q8_0_tile_pair(int64_t nb, const uint8_t *w, size_t w_row, const uint8_t *bp,
-                           const float *dyp, int tp, int two, __m512 *acc, int32_t *cbuf,
-                           float *y, int64_t ldy, const int nt_u[2])
+                           const float *dyp, int ntb, int tp, int two, int32_t *cbuf, float *y,
+                           int64_t ldy, const int nt[2])
 {
-    const float *tab = quant_cpu_f16_table;
     /* acc[(c * 16 + n) * 2 + u]: chain c, weight row n, token tile u */
-    for (int i = 0; i < 16 * 16 * 2; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *wa = w + (size_t)b * sizeof(struct block_q8_0);
-        _tile_loadd(2, wa + offsetof(struct block_q8_0, qs), (long)w_row);
-        _tile_loadd(3, bp + (size_t)(b * 4 + tp) * 512, 64);
-        _tile_zero(0);
-        _tile_dpbssd(0, 2, 3);
-        _tile_stored(0, cbuf, 64);
-        if (two) {
-            _tile_loadd(4, bp + (size_t)(b * 4 + tp + 1) * 512, 64);
-            _tile_zero(1);
-            _tile_dpbssd(1, 2, 4);
-            _tile_stored(1, cbuf + 256, 64);
+    __m512 acc[16 * AMX_ROW_TILE * 2];
+    for (int i = 0; i < 16 * AMX_ROW_TILE * 2; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b <= nb; b++) {
+        if (b < nb) {
+            const uint8_t *wa =
+                w + (size_t)b * sizeof(struct block_q8_0) + offsetof(struct block_q8_0, qs);
+            const uint8_t *bt = bp + (size_t)(b * ntb + tp) * 512;
+            int32_t *cb = cbuf + (b % 2) * 512;
+            _tile_loadd(0, wa, (long)w_row);
+            _tile_loadd(1, bt, 64);
+            if (two) _tile_loadd(2, bt + 512, 64);
+            if (b % 2) {
+                _tile_zero(5);
+                _tile_dpbssd(5, 0, 1);
+                _tile_stored(5, cb, 64);
+                if (two) {
+                    _tile_zero(6);
+                    _tile_dpbssd(6, 0, 2);
+                    _tile_stored(6, cb + 256, 64);
+                }
+            } else {
+                _tile_zero(3);
+                _tile_dpbssd(3, 0, 1);
+                _tile_stored(3, cb, 64);
+                if (two) {
+                    _tile_zero(4);
+                    _tile_dpbssd(4, 0, 2);
+                    _tile_stored(4, cb + 256, 64);
+                }
+            }
         }
-        __m512 *ac = acc + k_lane[b % 16] * 32;
-        const __m512 dy0 = _mm512_loadu_ps(dyp + (b * 4 + tp) * 16);
-        const __m512 dy1 = _mm512_loadu_ps(dyp + (b * 4 + tp + two) * 16);
-        for (int n = 0; n < AMX_ROW_TILE; n++) {
-            hy_half h;
-            memcpy(&h, wa + (size_t)n * w_row, sizeof(h));
-            const __m512 dx = _mm512_set1_ps(tab[h]);
-            ac[2 * n] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dy0),
-                                        _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 16 * n)),
-                                        ac[2 * n]);
-            if (two)
-                ac[2 * n + 1] =
-                    _mm512_fmadd_ps(_mm512_mul_ps(dx, dy1),
-                                    _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 256 + 16 * n)),
-                                    ac[2 * n + 1]);
+        if (b > 0) {
+            const int64_t pb = b - 1;
+            const float *tab = quant_cpu_f16_table;
+            const uint8_t *wa = w + (size_t)pb * sizeof(struct block_q8_0);
+            const int32_t *cb = cbuf + (pb % 2) * 512;
+            __m512 *ac = acc + k_lane[pb % 16] * 32;
+            const __m512 dy0 = _mm512_loadu_ps(dyp + (pb * ntb + tp) * 16);
+            const __m512 dy1 = _mm512_loadu_ps(dyp + (pb * ntb + tp + two) * 16);
+            for (int n = 0; n < AMX_ROW_TILE; n++) {
+                hy_half h;
+                memcpy(&h, wa + (size_t)n * w_row, sizeof(h));
+                const __m512 dx = _mm512_set1_ps(tab[h]);
+                ac[2 * n] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dx, dy0),
+                                    _mm512_cvtepi32_ps(_mm512_load_si512(cb + 16 * n)), ac[2 * n]);
+                if (two)
+                    ac[2 * n + 1] = _mm512_fmadd_ps(
+                        _mm512_mul_ps(dx, dy1),
+                        _mm512_cvtepi32_ps(_mm512_load_si512(cb + 256 + 16 * n)), ac[2 * n + 1]);
+            }
         }
     }
     /* the chains combined as hsum512 combines lanes */
     for (int n = 0; n < AMX_ROW_TILE; n++) {
         for (int u = 0; u <= two; u++) {
-            __m512 s[8];
+            __m512 s8[8];
             for (int c = 0; c < 8; c++)
-                s[c] = _mm512_add_ps(acc[(c * 16 + n) * 2 + u], acc[((c + 8) * 16 + n) * 2 + u]);
-            for (int c = 0; c < 4; c++) s[c] = _mm512_add_ps(s[c], s[c + 4]);
-            for (int c = 0; c < 2; c++) s[c] = _mm512_add_ps(s[c], s[c + 2]);
+                s8[c] = _mm512_add_ps(acc[(c * 16 + n) * 2 + u], acc[((c + 8) * 16 + n) * 2 + u]);
+            for (int c = 0; c < 4; c++) s8[c] = _mm512_add_ps(s8[c], s8[c + 4]);
+            for (int c = 0; c < 2; c++) s8[c] = _mm512_add_ps(s8[c], s8[c + 2]);
             float r[16];
-            _mm512_storeu_ps(r, _mm512_add_ps(s[0], s[1]));
+            _mm512_storeu_ps(r, _mm512_add_ps(s8[0], s8[1]));
             float *yo = y + (int64_t)(tp + u) * AMX_TOK_TILE * ldy + n;
-            for (int m = 0; m < nt_u[u]; m++) yo[m * ldy] = r[m];
+            for (int m = 0; m < nt[u]; m++) yo[m * ldy] = r[m];
         }
     }
 }
@@ -333,53 +473,61 @@ static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n
 {
     const int64_t nb = n_cols / QK8_0;
     const int64_t n_full = n_rows / AMX_ROW_TILE * AMX_ROW_TILE;
-    const size_t bp_bytes = (size_t)nb * 4 * 512, dy_bytes = (size_t)nb * 4 * 16 * sizeof(float);
-    const size_t acc_bytes = 16 * 16 * 2 * sizeof(__m512), c_bytes = 2 * 256 * sizeof(int32_t);
-    uint8_t *mem = n_full ? scratch_get(bp_bytes + dy_bytes + acc_bytes + c_bytes) : NULL;
+    const int ntb = tiles_per_block(nb, 512);
+    const size_t bp_bytes = (size_t)nb * (size_t)ntb * 512;
+    const size_t dy_bytes = (size_t)nb * (size_t)ntb * 16 * sizeof(float);
+    const size_t c_bytes = 2 * 512 * sizeof(int32_t);
+    uint8_t *mem = n_full ? scratch_get(c_bytes + bp_bytes + dy_bytes) : NULL;
     const uint8_t *wb = w, *xb = xq;
     if (mem) {
-        uint8_t *bp = mem;
-        float *dyp = (float *)(mem + bp_bytes);
-        __m512 *acc = (__m512 *)(mem + bp_bytes + dy_bytes);
-        int32_t *cbuf = (int32_t *)(mem + bp_bytes + dy_bytes + acc_bytes);
-        _tile_loadconfig(&k_cfg);
-        for (int64_t t0 = 0; t0 < n_tok; t0 += GEMM_TOK_BLOCK) {
-            const int nt = (int)(n_tok - t0 < GEMM_TOK_BLOCK ? n_tok - t0 : GEMM_TOK_BLOCK);
-            pack_tokens(xb, xq_row, t0, nt, nb, bp, dyp);
+        int32_t *cbuf = (int32_t *)mem;
+        uint8_t *bp = mem + c_bytes;
+        float *dyp = (float *)(bp + bp_bytes);
+        /* tile 0: A (16 weight rows x 32 bytes); 1, 2: B (8 rows x 16 tokens
+         * x 4 bytes); 3-6: C (16 rows x 16 int32) */
+        const struct amx_tilecfg cfg = {.palette = 1,
+                                        .colsb = {32, 64, 64, 64, 64, 64, 64},
+                                        .rows = {16, 8, 8, 16, 16, 16, 16}};
+        _tile_loadconfig(&cfg);
+        const int64_t tok_block = (int64_t)ntb * AMX_TOK_TILE;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
+            const int nt = (int)(n_tok - t0 < tok_block ? n_tok - t0 : tok_block);
+            pack_tokens(xb, xq_row, t0, nt, ntb, nb, bp, dyp);
             const int n_tt = (nt + AMX_TOK_TILE - 1) / AMX_TOK_TILE;
-            for (int64_t r = 0; r < n_full; r += AMX_ROW_TILE) {
+            for (int64_t r = 0; r < n_full; r += AMX_ROW_TILE)
                 for (int tp = 0; tp < n_tt; tp += 2) {
-                    const int two = tp + 1 < n_tt;
-                    int nt_u[2];
+                    int ntu[2];
                     for (int u = 0; u < 2; u++) {
                         const int left = nt - (tp + u) * AMX_TOK_TILE;
-                        nt_u[u] = left < 0 ? 0 : left < AMX_TOK_TILE ? left : AMX_TOK_TILE;
+                        ntu[u] = left < 0 ? 0 : left < AMX_TOK_TILE ? left : AMX_TOK_TILE;
                     }
-                    q8_0_tile_pair(nb, wb + (size_t)r * w_row, w_row, bp, dyp, tp, two, acc, cbuf,
-                                   y + t0 * ldy + r, ldy, nt_u);
+                    q8_0_tile_pair(nb, wb + (size_t)r * w_row, w_row, bp, dyp, ntb, tp,
+                                   tp + 1 < n_tt, cbuf, y + t0 * ldy + r, ldy, ntu);
                 }
-            }
         }
         _tile_release();
     }
     /* the rows past the last whole tile (all rows if there was no buffer) */
     for (int64_t r = mem ? n_full : 0; r < n_rows; r++)
         for (int64_t t = 0; t < n_tok; t++)
-            y[t * ldy + r] = q8_0_vec_dot_amx(n_cols, wb + (size_t)r * w_row, xb + (size_t)t * xq_row);
+            y[t * ldy + r] =
+                q8_0_vec_dot_amx(n_cols, wb + (size_t)r * w_row, xb + (size_t)t * xq_row);
 }
 
 /* ---- K-quants ---------------------------------------------------------------
- * Float order (Q4_K, Q5_K): one chain. Super-block i gives the exact int32
- * S_i = sum over its 8 sub-blocks of scale * (the sub-block's dot product)
- * and M_i = sum of min * (the activation sum of the sub-block); then
- * acc = fma(dx_i * dy_i,
- * (float)S_i, acc) and accm = fma(dmin_i * dy_i, (float)M_i, accm), i in
- * increasing order from +0, and the result is acc - accm. One chain costs
- * the vec_dot nothing: a super-block's integer work is far longer than the
- * FMA latency. The vec_dot forms S_i and M_i with the VNNI level's integer
- * code and a horizontal sum; the gemm S_i from one tile product per
- * sub-block (K = 32) and an integer multiply by the row's scale, M_i from
- * the activation sums with vpmaddwd. */
+ * Float order (Q4_K, Q5_K, Q6_K): four chains. Super-block i gives the
+ * exact int32 S_i = sum over its sub-blocks of scale * (the sub-block's dot
+ * product; Q6_K's values taken as q - 32) and, for Q4_K/Q5_K, M_i = sum of
+ * min * (the activation sum of the sub-block). Chain c = i % 4 takes, for
+ * its super-blocks in increasing i from +0, acc_c = fma(dx_i * dy_i,
+ * (float)S_i, acc_c) and accm_c = fma(dmin_i * dy_i, (float)M_i, accm_c);
+ * the result is ((acc_0 + acc_2) + (acc_1 + acc_3)) minus the same of accm
+ * (Q6_K: no accm). Four chains, not one: the vec_dot then reduces the lanes
+ * of four super-blocks' integer sums together and does the float work on
+ * 4-lane vectors, where one chain cost it a horizontal sum and scalar
+ * operations per super-block (a third of its speed in a compute-bound
+ * test). The vec_dot forms the lane sums with the VNNI level's integer
+ * code; the gemm S_i and M_i from tile products of weight planes (below). */
 
 /* clang-format off */
 #define W16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
@@ -387,8 +535,42 @@ static const int16_t k_pair32[4][32] = {
     {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(4), W16(5)}, {W16(6), W16(7)},
 };
 #undef W16
+#define W8(v) v, v, v, v, v, v, v, v
+static const int16_t k_quad16[4][32] = {
+    {W8(0), W8(1), W8(2), W8(3)},     {W8(4), W8(5), W8(6), W8(7)},
+    {W8(8), W8(9), W8(10), W8(11)},   {W8(12), W8(13), W8(14), W8(15)},
+};
+#undef W8
 static const int16_t k_dup_mins[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
 /* clang-format on */
+
+/* The sums of the 8-lane vectors h[0..3] in lanes 0..3. */
+A_INLINE __m128i sum4_256(const __m256i h[4])
+{
+    const __m256i t01 =
+        _mm256_add_epi32(_mm256_unpacklo_epi32(h[0], h[1]), _mm256_unpackhi_epi32(h[0], h[1]));
+    const __m256i t23 =
+        _mm256_add_epi32(_mm256_unpacklo_epi32(h[2], h[3]), _mm256_unpackhi_epi32(h[2], h[3]));
+    const __m256i u =
+        _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
+    return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+}
+
+/* The sums of the 16-lane vectors v[0..3] in lanes 0..3. */
+A_INLINE __m128i sum4_512(const __m512i v[4])
+{
+    __m256i h[4];
+    for (int k = 0; k < 4; k++)
+        h[k] = _mm256_add_epi32(_mm512_castsi512_si256(v[k]), _mm512_extracti64x4_epi64(v[k], 1));
+    return sum4_256(h);
+}
+
+/* (v0 + v2) + (v1 + v3), as the gemm combines its chains. */
+static inline float hsum128(__m128 v)
+{
+    const __m128 t = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
 
 /* acc + fx * fy * s in lane 0, as the gemm's vector FMA per lane. */
 static inline __m128 fma_scalar(float fx, float fy, int32_t s, __m128 acc)
@@ -397,14 +579,15 @@ static inline __m128 fma_scalar(float fx, float fy, int32_t s, __m128 acc)
     return _mm_fmadd_ss(d, _mm_cvtsi32_ss(_mm_setzero_ps(), s), acc);
 }
 
-/* S_i and M_i of a Q4_K/Q5_K super-block at b against y. */
-static inline void k4_sums(const uint8_t *b, size_t qs_off, size_t qh_off, bool hbits,
-                           const struct block_q8_K *y, int32_t *s, int32_t *m)
+/* The integer lanes of a Q4_K/Q5_K super-block at b against y: S_i is the
+ * sum of *s's 16 lanes, M_i of *m's 8. */
+A_INLINE void k4_lanes(const uint8_t *b, size_t qs_off, size_t qh_off, bool hbits,
+                       const struct block_q8_K *y, __m512i *s, __m256i *m)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(0x10);
     const __m512i nib = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     const __m256i sm16 = _mm256_cvtepu8_epi16(k4_scales(b + 4)); /* 0-7 scales, 8-15 mins */
-    const __m256i mins = _mm256_madd_epi16(
+    *m = _mm256_madd_epi16(
         _mm256_permutexvar_epi16(_mm256_loadu_si256((const __m256i *)k_dup_mins), sm16),
         load256(y->bsums));
     const __m512i sc = _mm512_zextsi256_si512(sm16);
@@ -422,27 +605,58 @@ static inline void k4_sums(const uint8_t *b, size_t qs_off, size_t qh_off, bool 
         const __m512i p = _mm512_maddubs_epi16(q, load512(y->qs + 64 * j));
         sumi = _mm512_dpwssd_epi32(sumi, p, perm16(k_pair32[j], sc));
     }
-    *s = _mm512_reduce_add_epi32(sumi);
-    *m = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(mins));
+    *s = sumi;
 }
 
 static inline float k4_vec_dot_amx(int64_t n, const uint8_t *x, size_t bb, size_t qs_off,
                                    size_t qh_off, bool hbits, const struct block_q8_K *y)
 {
     const float *tab = quant_cpu_f16_table;
+    const int64_t nb = n / QK_K;
     __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8_t *b = x + (size_t)i * bb;
-        prefetch_ahead(b, bb);
-        int32_t s, m;
-        k4_sums(b, qs_off, qh_off, hbits, y + i, &s, &m);
-        hy_half hd, hmin;
-        memcpy(&hd, b, sizeof(hd));
-        memcpy(&hmin, b + 2, sizeof(hmin));
-        acc = fma_scalar(tab[hd], y[i].d, s, acc);
-        accm = fma_scalar(tab[hmin], y[i].d, m, accm);
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m512i s[4];
+        __m256i m[4];
+        float dx[4], dm[4], dy[4];
+        for (int k = 0; k < 4; k++) {
+            const uint8_t *b = x + (size_t)(i + k) * bb;
+            prefetch_ahead(b, bb);
+            k4_lanes(b, qs_off, qh_off, hbits, y + i + k, &s[k], &m[k]);
+            hy_half hd, hmin;
+            memcpy(&hd, b, sizeof(hd));
+            memcpy(&hmin, b + 2, sizeof(hmin));
+            dx[k] = tab[hd];
+            dm[k] = tab[hmin];
+            dy[k] = y[i + k].d;
+        }
+        const __m128 vy = _mm_loadu_ps(dy);
+        acc = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(dx), vy), _mm_cvtepi32_ps(sum4_512(s)), acc);
+        accm = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(dm), vy), _mm_cvtepi32_ps(sum4_256(m)), accm);
     }
-    return _mm_cvtss_f32(_mm_sub_ss(acc, accm));
+    if (i < nb) {
+        /* the last 1-3 super-blocks, chain by chain */
+        float a[4], am[4];
+        _mm_storeu_ps(a, acc);
+        _mm_storeu_ps(am, accm);
+        for (int c = 0; i + c < nb; c++) {
+            const uint8_t *b = x + (size_t)(i + c) * bb;
+            __m512i s;
+            __m256i m;
+            k4_lanes(b, qs_off, qh_off, hbits, y + i + c, &s, &m);
+            hy_half hd, hmin;
+            memcpy(&hd, b, sizeof(hd));
+            memcpy(&hmin, b + 2, sizeof(hmin));
+            a[c] = _mm_cvtss_f32(
+                fma_scalar(tab[hd], y[i + c].d, _mm512_reduce_add_epi32(s), _mm_set_ss(a[c])));
+            am[c] = _mm_cvtss_f32(fma_scalar(tab[hmin], y[i + c].d,
+                                             _mm512_reduce_add_epi32(_mm512_zextsi256_si512(m)),
+                                             _mm_set_ss(am[c])));
+        }
+        acc = _mm_loadu_ps(a);
+        accm = _mm_loadu_ps(am);
+    }
+    return hsum128(acc) - hsum128(accm);
 }
 
 static float q4_K_vec_dot_amx(int64_t n, const void *restrict x, const void *restrict y)
@@ -457,87 +671,244 @@ static float q5_K_vec_dot_amx(int64_t n, const void *restrict x, const void *res
                           offsetof(struct block_q5_K, qh), true, y);
 }
 
-/* The gemm. Per token block: the activations repacked per super-block i,
- * sub-block s and token tile tt (B tiles of sub/4 rows), their scales and,
- * for the mins, their 16-element sums in pairs. Per row tile: the weights
- * unpacked to one int8 per value (A tiles, 16 rows x sub bytes), the
- * scales as int32, the mins as int16 pairs, the super-block scales as
- * floats. */
+/* The integer lanes of a Q6_K super-block (values q - 32, 16 sub-blocks of
+ * 16): S_i is the sum of the 16 lanes. */
+A_INLINE __m512i q6_lanes(const struct block_q6_K *x, const struct block_q8_K *y)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(load128(x->scales));
+    const __m256i off = _mm256_madd_epi16(sc16, load256(y->bsums));
+    const __m512i sc = _mm512_zextsi256_si512(sc16);
+    __m512i sumi = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        const __m512i l = load512(x->ql + 64 * h);
+        const __m512i qh = _mm512_broadcast_i64x4(load256(x->qh + 32 * h));
+        const __m512i h01 =
+            _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m30);
+        const __m512i q01 = _mm512_ternarylogic_epi32(l, h01, m4, 0xec);
+        const __m512i h23 =
+            _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m30);
+        const __m512i q23 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), h23, m4, 0xec);
+        const __m512i p01 = _mm512_maddubs_epi16(q01, load512(y->qs + 128 * h));
+        const __m512i p23 = _mm512_maddubs_epi16(q23, load512(y->qs + 128 * h + 64));
+        sumi = _mm512_dpwssd_epi32(sumi, p01, perm16(k_quad16[2 * h], sc));
+        sumi = _mm512_dpwssd_epi32(sumi, p23, perm16(k_quad16[2 * h + 1], sc));
+    }
+    return _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+}
+
+static float q6_K_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
+{
+    const struct block_q6_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const float *tab = quant_cpu_f16_table;
+    const int64_t nb = n / QK_K;
+    __m128 acc = _mm_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m512i s[4];
+        float dx[4], dy[4];
+        for (int k = 0; k < 4; k++) {
+            prefetch_ahead(x + i + k, sizeof(*x));
+            s[k] = q6_lanes(x + i + k, y + i + k);
+            dx[k] = tab[x[i + k].d];
+            dy[k] = y[i + k].d;
+        }
+        acc = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(dx), _mm_loadu_ps(dy)),
+                           _mm_cvtepi32_ps(sum4_512(s)), acc);
+    }
+    if (i < nb) {
+        float a[4];
+        _mm_storeu_ps(a, acc);
+        for (int c = 0; i + c < nb; c++)
+            a[c] = _mm_cvtss_f32(fma_scalar(tab[x[i + c].d], y[i + c].d,
+                                            _mm512_reduce_add_epi32(q6_lanes(x + i + c, y + i + c)),
+                                            _mm_set_ss(a[c])));
+        acc = _mm_loadu_ps(a);
+    }
+    return hsum128(acc);
+}
+
+/* The gemm. The row scales are folded into the tile products: each scale
+ * is split into small digits, and a weight "plane" holds the value times
+ * one digit, small enough for int8 (a last plane of Q4_K/Q5_K holds the
+ * sub-block's min itself); the AMX
+ * product of a plane with the activations over a whole super-block (4 tile
+ * products of K = 64, accumulated in the tile) is then the sum over the
+ * sub-blocks of digit * (sub-block dot product), and S_i is the digit
+ * planes' results weighted by the powers of the base (integer, exact):
+ *   Q4_K: q <= 15, scale = d0 + 8 d1 (digits 0..7): S = C0 + 8 C1;
+ *         a min plane (the min of the value's sub-block) gives M_i = C2.
+ *   Q5_K: q <= 31, scale = d0 + 4 d1 + 16 d2 (0..3): S = C0 + 4 C1 + 16 C2;
+ *         the min plane gives M_i = C3.
+ *   Q6_K: v = q - 32 in -32..31, scale (-128..127) = d0 + 8 d1 + 64 d2
+ *         with digits -3..4: S = C0 + 8 C1 + 64 C2.
+ * Every plane value fits int8 (15 * 7, 31 * 3, 63 for a min, and -32 * 4 =
+ * -128 .. 31 * 4 = 124).
+ * What is left per output is the float work of vec_dot; the cost moved to
+ * the weight repacking, which a row tile pays once per block of 64 or 128
+ * tokens. Per token block the activations are repacked per super-block
+ * i, token tile tt and 64-value chunk c (B tiles of 16 rows); per row tile
+ * the planes per (i, c, plane) (A tiles, 16 rows x 64 bytes). */
 struct kq_layout {
-    int sub;      /* values per sub-block (one tile product): 32 */
-    int n_sub;    /* sub-blocks per super-block */
-    bool mins;    /* a min term (both types here have one) */
-    int type;     /* HY_TYPE_Q4_K or HY_TYPE_Q5_K */
+    int type;     /* HY_TYPE_Q4_K, Q5_K or Q6_K */
     size_t bb;    /* weight block bytes */
+    int n_planes; /* digit planes, then the min (Q4_K, Q5_K) or scale (Q6_K) plane */
+    bool mins;    /* a min term: M_i is the last plane */
 };
 
-/* Activations of tokens [t0, t0 + nt): bp[((i * n_sub + s) * 4 + tt) * sub *
- * 16 + k * 64 + m * 4 + j] = value s * sub + 4k + j of super-block i of
- * token t0 + 16 tt + m; dyp[(i * 4 + tt) * 16 + m] its scale; bsp[((i * 8 +
- * p) * 4 + tt) * 16 + m] = bsums 2p and 2p + 1 as an int16 pair. */
-static void kq_pack_tokens(const struct kq_layout *L, const uint8_t *xq, size_t xq_row, int64_t t0,
-                           int nt, int64_t nb, uint8_t *bp, float *dyp, int32_t *bsp)
+static const struct kq_layout k_q4_K = {HY_TYPE_Q4_K, sizeof(struct block_q4_K), 3, true};
+static const struct kq_layout k_q5_K = {HY_TYPE_Q5_K, sizeof(struct block_q5_K), 4, true};
+static const struct kq_layout k_q6_K = {HY_TYPE_Q6_K, sizeof(struct block_q6_K), 3, false};
+
+#define KQ_MAX_PLANES 4
+
+/* Q6_K scale digits: g_q6_digits[sc + 128][p], sc = sum 8^p d_p, d_p in -3..4. */
+static int8_t g_q6_digits[256][3];
+
+static void q6_digits_init(void)
+{
+    for (int v0 = -128; v0 < 128; v0++) {
+        int v = v0;
+        for (int p = 0; p < 3; p++) {
+            const int r = ((v + 3) % 8 + 8) % 8 - 3;
+            g_q6_digits[v0 + 128][p] = (int8_t)r;
+            v = (v - r) / 8;
+        }
+        HY_ASSERT(v == 0);
+    }
+}
+
+/* Activations of tokens [t0, t0 + nt) (nt <= 16 ntb): bp[((i * ntb + tt) *
+ * 4 + c) * 1024 + k * 64 + m * 4 + j] = value 64c + 4k + j of super-block i
+ * of token t0 + 16 tt + m, dyp[(i * ntb + tt) * 16 + m] its scale; zero
+ * past nt. */
+static void kq_pack_tokens(const uint8_t *xq, size_t xq_row, int64_t t0, int nt, int ntb,
+                           int64_t nb, uint8_t *bp, float *dyp)
 {
     const int n_tt = (nt + AMX_TOK_TILE - 1) / AMX_TOK_TILE;
-    const int kr = L->sub / 4; /* B tile rows */
-    for (int64_t i = 0; i < nb; i++) {
-        for (int tt = 0; tt < n_tt; tt++) {
-            for (int m = 0; m < AMX_TOK_TILE; m++) {
-                const int t = tt * AMX_TOK_TILE + m;
-                const struct block_q8_K *blk =
-                    t < nt ? (const struct block_q8_K *)(xq + (size_t)(t0 + t) * xq_row) + i : NULL;
-                dyp[(i * 4 + tt) * 16 + m] = blk ? blk->d : 0.0f;
-                for (int p = 0; p < 8; p++) {
-                    uint32_t pr = 0;
-                    if (blk)
-                        pr = (uint16_t)blk->bsums[2 * p] | (uint32_t)(uint16_t)blk->bsums[2 * p + 1] << 16;
-                    bsp[((i * 8 + p) * 4 + tt) * 16 + m] = (int32_t)pr;
-                }
-                for (int s = 0; s < L->n_sub; s++) {
-                    uint32_t *dst = (uint32_t *)(bp + (size_t)((i * L->n_sub + s) * 4 + tt) * (size_t)L->sub * 16);
-                    uint32_t q[8] = {0};
-                    if (blk) memcpy(q, blk->qs + s * L->sub, (size_t)L->sub);
-                    for (int k = 0; k < kr; k++) dst[k * 16 + m] = q[k];
-                }
+    for (int tt = 0; tt < n_tt; tt++) {
+        const struct block_q8_K *row[AMX_TOK_TILE];
+        for (int m = 0; m < AMX_TOK_TILE; m++) {
+            const int t = tt * AMX_TOK_TILE + m;
+            row[m] = t < nt ? (const struct block_q8_K *)(xq + (size_t)(t0 + t) * xq_row) : NULL;
+        }
+        for (int64_t i = 0; i < nb; i++) {
+            for (int m = 0; m < AMX_TOK_TILE; m++)
+                dyp[(i * ntb + tt) * 16 + m] = row[m] ? row[m][i].d : 0.0f;
+            for (int c = 0; c < 4; c++) {
+                __m512i r[16];
+                for (int m = 0; m < AMX_TOK_TILE; m++)
+                    r[m] = row[m] ? load512(row[m][i].qs + 64 * c) : _mm512_setzero_si512();
+                transpose16(r);
+                uint8_t *dst = bp + (size_t)((i * ntb + tt) * 4 + c) * 1024;
+                for (int k = 0; k < 16; k++) _mm512_storeu_si512(dst + 64 * k, r[k]);
             }
         }
     }
 }
 
-/* Weights of rows [r, r + 16): ap[((i * n_sub + s) * 16 + n) * sub + e] =
- * value s * sub + e of super-block i of row r + n (int8);
- * scp[(i * n_sub + s) * 16 + n] its scale; mnp[(i * 8 + p) * 16 + n] min p
- * in both halves; dxp / dmp[i * 16 + n] the super-block scales. */
+/* Bytes v * d (v signed, d signed, every product within int8): vpmaddubsw
+ * wants one side unsigned, so |d| times v with d's sign. */
+static inline __m512i mul_bytes_signed(__m512i v, __m512i d)
+{
+    const __m512i sv = _mm512_mask_sub_epi8(v, _mm512_movepi8_mask(d), _mm512_setzero_si512(), v);
+    const __m512i ad = _mm512_abs_epi8(d);
+    const __m512i lo = _mm512_set1_epi16(0x00ff);
+    const __m512i even = _mm512_maddubs_epi16(_mm512_and_si512(ad, lo), sv);
+    const __m512i odd = _mm512_maddubs_epi16(_mm512_andnot_si512(lo, ad), sv);
+    return _mm512_ternarylogic_epi32(even, _mm512_slli_epi16(odd, 8), lo, 0xe4);
+}
+
+/* Bytes v * d (v unsigned, d signed, every product within int8). */
+static inline __m512i mul_bytes(__m512i v, __m512i d)
+{
+    const __m512i lo = _mm512_set1_epi16(0x00ff);
+    const __m512i even = _mm512_maddubs_epi16(v, _mm512_and_si512(d, lo));
+    const __m512i odd = _mm512_maddubs_epi16(v, _mm512_andnot_si512(lo, d));
+    return _mm512_ternarylogic_epi32(even, _mm512_slli_epi16(odd, 8), lo,
+                                     0xe4); /* lo ? even : odd<<8 */
+}
+
+/* Weights of rows [r, r + 16): ap[((i * 4 + c) * P + p) * 1024 + n * 64 + e]
+ * = plane p of value 64c + e of super-block i of row r + n; dxp, dmp[i * 16 +
+ * n] the super-block scales as floats. */
 static void kq_pack_rows(const struct kq_layout *L, const uint8_t *w, size_t w_row, int64_t nb,
-                         int8_t *ap, int32_t *scp, int32_t *mnp, float *dxp, float *dmp)
+                         int8_t *ap, float *dxp, float *dmp)
 {
     const float *tab = quant_cpu_f16_table;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const int P = L->n_planes;
+    /* sub-block of each value of a chunk, per chunk: 32-value sub-blocks
+     * (Q4_K, Q5_K) or 16-value ones (Q6_K), as pshufb indices */
+    __m512i idx[4];
+    for (int c = 0; c < 4; c++)
+        idx[c] = L->type == HY_TYPE_Q6_K
+                     ? _mm512_setr_epi32(0x01010101 * (4 * c), 0x01010101 * (4 * c),
+                                         0x01010101 * (4 * c), 0x01010101 * (4 * c),
+                                         0x01010101 * (4 * c + 1), 0x01010101 * (4 * c + 1),
+                                         0x01010101 * (4 * c + 1), 0x01010101 * (4 * c + 1),
+                                         0x01010101 * (4 * c + 2), 0x01010101 * (4 * c + 2),
+                                         0x01010101 * (4 * c + 2), 0x01010101 * (4 * c + 2),
+                                         0x01010101 * (4 * c + 3), 0x01010101 * (4 * c + 3),
+                                         0x01010101 * (4 * c + 3), 0x01010101 * (4 * c + 3))
+                     : _mm512_inserti64x4(_mm512_set1_epi8((char)(2 * c)),
+                                          _mm256_set1_epi8((char)(2 * c + 1)), 1);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(0x10);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    const __m512i nib = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     for (int n = 0; n < AMX_ROW_TILE; n++) {
         for (int64_t i = 0; i < nb; i++) {
             const uint8_t *b = w + (size_t)n * w_row + (size_t)i * L->bb;
-            int8_t v[QK_K];
-            {
-                const bool q5 = L->type == HY_TYPE_Q5_K;
-                const uint8_t *qs = b + (q5 ? offsetof(struct block_q5_K, qs) : offsetof(struct block_q4_K, qs));
-                const __m256i hb = q5 ? load256(b + offsetof(struct block_q5_K, qh)) : _mm256_setzero_si256();
-                for (int j = 0; j < 4; j++) {
-                    const __m256i q = load256(qs + 32 * j);
-                    __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                    if (q5) {
-                        /* bit s of qh[l]: the fifth bit of value 32 s + l */
-                        const __m128i s0 = _mm_cvtsi32_si128(2 * j), s1 = _mm_cvtsi32_si128(2 * j + 1);
-                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hb, s0), one), 4));
-                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hb, s1), one), 4));
-                    }
-                    _mm256_storeu_si256((__m256i *)(v + 64 * j), lo);
-                    _mm256_storeu_si256((__m256i *)(v + 64 * j + 32), hi);
+            __m512i v[4];              /* values 64c..64c+63 (Q6_K: q - 32) */
+            __m128i dg[KQ_MAX_PLANES]; /* per plane: the digit (or min, scale) per sub-block */
+            if (L->type == HY_TYPE_Q6_K) {
+                const struct block_q6_K *x = (const struct block_q6_K *)b;
+                for (int h = 0; h < 2; h++) {
+                    const __m512i l = load512(x->ql + 64 * h);
+                    const __m512i qh = _mm512_broadcast_i64x4(load256(x->qh + 32 * h));
+                    const __m512i h01 = _mm512_and_si512(
+                        _mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m30);
+                    v[2 * h] = _mm512_ternarylogic_epi32(l, h01, m4, 0xec);
+                    const __m512i h23 = _mm512_and_si512(
+                        _mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m30);
+                    v[2 * h + 1] =
+                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), h23, m4, 0xec);
                 }
-                uint8_t sm[16];
-                _mm_storeu_si128((__m128i *)sm, k4_scales(b + 4));
-                for (int s = 0; s < 8; s++) {
-                    scp[(i * 8 + s) * 16 + n] = sm[s];
-                    mnp[(i * 8 + s) * 16 + n] = (int32_t)(sm[8 + s] | (uint32_t)sm[8 + s] << 16);
+                for (int c = 0; c < 4; c++) v[c] = _mm512_sub_epi8(v[c], _mm512_set1_epi8(32));
+                int8_t d[3][16];
+                for (int s = 0; s < 16; s++)
+                    for (int p = 0; p < 3; p++) d[p][s] = g_q6_digits[x->scales[s] + 128][p];
+                for (int p = 0; p < 3; p++) dg[p] = _mm_loadu_si128((const __m128i *)d[p]);
+                dxp[i * 16 + n] = tab[x->d];
+            } else {
+                const bool q5 = L->type == HY_TYPE_Q5_K;
+                const uint8_t *qs =
+                    b + (q5 ? offsetof(struct block_q5_K, qs) : offsetof(struct block_q4_K, qs));
+                const __m512i hb =
+                    q5 ? _mm512_broadcast_i64x4(load256(b + offsetof(struct block_q5_K, qh)))
+                       : _mm512_setzero_si512();
+                for (int j = 0; j < 4; j++) {
+                    v[j] = _mm512_and_si512(planes(qs + 32 * j, nib), m4);
+                    if (q5) {
+                        const __m512i rot = _mm512_rolv_epi64(
+                            hb,
+                            _mm512_setr_epi64((4 - 2 * j) & 63, (4 - 2 * j) & 63, (4 - 2 * j) & 63,
+                                              (4 - 2 * j) & 63, (3 - 2 * j) & 63, (3 - 2 * j) & 63,
+                                              (3 - 2 * j) & 63, (3 - 2 * j) & 63));
+                        v[j] = _mm512_ternarylogic_epi32(v[j], rot, m16, 0xf8);
+                    }
+                }
+                const __m128i sm = k4_scales(b + 4); /* 0-7 scales, 8-15 mins */
+                const __m128i mins = _mm_srli_si128(sm, 8);
+                if (q5) {
+                    dg[0] = _mm_and_si128(sm, _mm_set1_epi8(3));
+                    dg[1] = _mm_and_si128(_mm_srli_epi16(sm, 2), _mm_set1_epi8(3));
+                    dg[2] = _mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(3));
+                    dg[3] = mins;
+                } else {
+                    dg[0] = _mm_and_si128(sm, _mm_set1_epi8(7));
+                    dg[1] = _mm_and_si128(_mm_srli_epi16(sm, 3), _mm_set1_epi8(7));
+                    dg[2] = mins;
                 }
                 hy_half hd, hmin;
                 memcpy(&hd, b, sizeof(hd));
@@ -545,123 +916,167 @@ static void kq_pack_rows(const struct kq_layout *L, const uint8_t *w, size_t w_r
                 dxp[i * 16 + n] = tab[hd];
                 dmp[i * 16 + n] = tab[hmin];
             }
-            for (int s = 0; s < L->n_sub; s++)
-                memcpy(ap + ((i * L->n_sub + s) * 16 + n) * L->sub, v + s * L->sub, (size_t)L->sub);
-        }
-    }
-}
-
-/* Rows [r, r + 16) (packed) against token tiles tp, tp + two. */
-static void kq_tile_pair(const struct kq_layout *L, int64_t nb, const int8_t *ap,
-                         const int32_t *scp, const int32_t *mnp, const float *dxp, const float *dmp,
-                         const uint8_t *bp, const float *dyp, const int32_t *bsp, int tp, int two,
-                         int32_t *cbuf, float *y, int64_t ldy, const int nt_u[2])
-{
-    __m512 acc[AMX_ROW_TILE][2], accm[AMX_ROW_TILE][2];
-    for (int n = 0; n < AMX_ROW_TILE; n++)
-        for (int u = 0; u < 2; u++) acc[n][u] = accm[n][u] = _mm512_setzero_ps();
-    const size_t b_bytes = (size_t)L->sub * 16, a_bytes = (size_t)L->sub * 16;
-    for (int64_t i = 0; i < nb; i++) {
-        for (int s = 0; s < L->n_sub; s++) {
-            const int64_t is = i * L->n_sub + s;
-            _tile_loadd(2, ap + (size_t)is * a_bytes, L->sub);
-            _tile_loadd(3, bp + (size_t)(is * 4 + tp) * b_bytes, 64);
-            _tile_zero(0);
-            _tile_dpbssd(0, 2, 3);
-            _tile_stored(0, cbuf + (s * 2) * 256, 64);
-            if (two) {
-                _tile_loadd(4, bp + (size_t)(is * 4 + tp + 1) * b_bytes, 64);
-                _tile_zero(1);
-                _tile_dpbssd(1, 2, 4);
-                _tile_stored(1, cbuf + (s * 2 + 1) * 256, 64);
-            }
-        }
-        for (int u = 0; u <= two; u++) {
-            const __m512 dy = _mm512_loadu_ps(dyp + (i * 4 + tp + u) * 16);
-            __m512i bs[8];
-            if (L->mins)
-                for (int p = 0; p < 8; p++) bs[p] = _mm512_loadu_si512(bsp + ((i * 8 + p) * 4 + tp + u) * 16);
-            for (int n = 0; n < AMX_ROW_TILE; n++) {
-                __m512i sv = _mm512_setzero_si512();
-                for (int s = 0; s < L->n_sub; s++)
-                    sv = _mm512_add_epi32(
-                        sv, _mm512_mullo_epi32(_mm512_set1_epi32(scp[(i * L->n_sub + s) * 16 + n]),
-                                               _mm512_load_si512(cbuf + (s * 2 + u) * 256 + 16 * n)));
-                const __m512 d = _mm512_mul_ps(_mm512_set1_ps(dxp[i * 16 + n]), dy);
-                acc[n][u] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sv), acc[n][u]);
-                if (L->mins) {
-                    __m512i mv = _mm512_setzero_si512();
-                    for (int p = 0; p < 8; p++)
-                        mv = _mm512_add_epi32(
-                            mv, _mm512_madd_epi16(bs[p], _mm512_set1_epi32(mnp[(i * 8 + p) * 16 + n])));
-                    const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(dmp[i * 16 + n]), dy);
-                    accm[n][u] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(mv), accm[n][u]);
+            for (int p = 0; p < P; p++) {
+                const __m512i dv = _mm512_broadcast_i32x4(dg[p]);
+                for (int c = 0; c < 4; c++) {
+                    const __m512i d = _mm512_shuffle_epi8(dv, idx[c]);
+                    /* Q4_K, Q5_K: the last plane holds the min itself */
+                    const __m512i a =
+                        L->mins ? (p == P - 1 ? d : mul_bytes(v[c], d)) : mul_bytes_signed(v[c], d);
+                    _mm512_storeu_si512(ap + ((size_t)(i * 4 + c) * (size_t)P + (size_t)p) * 1024 +
+                                            (size_t)n * 64,
+                                        a);
                 }
             }
         }
     }
-    for (int n = 0; n < AMX_ROW_TILE; n++) {
-        for (int u = 0; u <= two; u++) {
-            float r[16];
-            _mm512_storeu_ps(r, L->mins ? _mm512_sub_ps(acc[n][u], accm[n][u]) : acc[n][u]);
-            float *yo = y + (int64_t)(tp + u) * AMX_TOK_TILE * ldy + n;
-            for (int m = 0; m < nt_u[u]; m++) yo[m * ldy] = r[m];
+}
+
+/* Rows [r, r + 16) (packed) against token tile tt: the P plane products of a
+ * super-block accumulate in tiles 0..P-1; A and B use the tiles left. */
+static void kq_tile(const struct kq_layout *L, int64_t nb, const int8_t *ap, const float *dxp,
+                    const float *dmp, const uint8_t *bp, const float *dyp, int ntb, int tt,
+                    int32_t *cbuf, float *y, int64_t ldy, int nt)
+{
+    const int P = L->n_planes;
+    /* chain c, weight row n: the chains of super-blocks i % 4 (vectors over tokens) */
+    __m512 acc[4][AMX_ROW_TILE], accm[4][AMX_ROW_TILE];
+    for (int c = 0; c < 4; c++)
+        for (int n = 0; n < AMX_ROW_TILE; n++) acc[c][n] = accm[c][n] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        if (P > 3) _tile_zero(3);
+        /* A and B go to alternating tiles so that a load need not wait for
+         * the product still reading the tile it would overwrite */
+        for (int c = 0; c < 4; c++) {
+            const int8_t *a = ap + (size_t)(i * 4 + c) * (size_t)P * 1024;
+            const uint8_t *bt = bp + (size_t)((i * ntb + tt) * 4 + c) * 1024;
+            if (P == 3) {
+                _tile_loadd(3, a, 64);
+                _tile_loadd(4, a + 1024, 64);
+                _tile_loadd(5, a + 2048, 64);
+                if (c % 2) {
+                    _tile_loadd(7, bt, 64);
+                    _tile_dpbssd(0, 3, 7);
+                    _tile_dpbssd(1, 4, 7);
+                    _tile_dpbssd(2, 5, 7);
+                } else {
+                    _tile_loadd(6, bt, 64);
+                    _tile_dpbssd(0, 3, 6);
+                    _tile_dpbssd(1, 4, 6);
+                    _tile_dpbssd(2, 5, 6);
+                }
+            } else {
+                if (c % 2) {
+                    _tile_loadd(7, bt, 64);
+                    _tile_loadd(4, a, 64);
+                    _tile_dpbssd(0, 4, 7);
+                    _tile_loadd(5, a + 1024, 64);
+                    _tile_dpbssd(1, 5, 7);
+                    _tile_loadd(4, a + 2048, 64);
+                    _tile_dpbssd(2, 4, 7);
+                    _tile_loadd(5, a + 3072, 64);
+                    _tile_dpbssd(3, 5, 7);
+                } else {
+                    _tile_loadd(6, bt, 64);
+                    _tile_loadd(4, a, 64);
+                    _tile_dpbssd(0, 4, 6);
+                    _tile_loadd(5, a + 1024, 64);
+                    _tile_dpbssd(1, 5, 6);
+                    _tile_loadd(4, a + 2048, 64);
+                    _tile_dpbssd(2, 4, 6);
+                    _tile_loadd(5, a + 3072, 64);
+                    _tile_dpbssd(3, 5, 6);
+                }
+            }
+        }
+        _tile_stored(0, cbuf, 64);
+        _tile_stored(1, cbuf + 256, 64);
+        _tile_stored(2, cbuf + 512, 64);
+        if (P > 3) _tile_stored(3, cbuf + 768, 64);
+        const int ch = (int)(i % 4);
+        const __m512 dy = _mm512_loadu_ps(dyp + (i * ntb + tt) * 16);
+        for (int n = 0; n < AMX_ROW_TILE; n++) {
+            const __m512i c0 = _mm512_load_si512(cbuf + 16 * n);
+            const __m512i c1 = _mm512_load_si512(cbuf + 256 + 16 * n);
+            const __m512i c2 = _mm512_load_si512(cbuf + 512 + 16 * n);
+            __m512i s, m = _mm512_setzero_si512();
+            if (L->type == HY_TYPE_Q4_K) {
+                s = _mm512_add_epi32(c0, _mm512_slli_epi32(c1, 3));
+                m = c2;
+            } else if (L->type == HY_TYPE_Q5_K) {
+                s = _mm512_add_epi32(
+                    c0, _mm512_add_epi32(_mm512_slli_epi32(c1, 2), _mm512_slli_epi32(c2, 4)));
+                m = _mm512_load_si512(cbuf + 768 + 16 * n);
+            } else {
+                s = _mm512_add_epi32(
+                    c0, _mm512_add_epi32(_mm512_slli_epi32(c1, 3), _mm512_slli_epi32(c2, 6)));
+            }
+            const __m512 d = _mm512_mul_ps(_mm512_set1_ps(dxp[i * 16 + n]), dy);
+            acc[ch][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[ch][n]);
+            if (L->mins) {
+                const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(dmp[i * 16 + n]), dy);
+                accm[ch][n] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), accm[ch][n]);
+            }
         }
     }
+    for (int n = 0; n < AMX_ROW_TILE; n++) {
+        /* as hsum128: (c0 + c2) + (c1 + c3) */
+        const __m512 a =
+            _mm512_add_ps(_mm512_add_ps(acc[0][n], acc[2][n]), _mm512_add_ps(acc[1][n], acc[3][n]));
+        const __m512 am = _mm512_add_ps(_mm512_add_ps(accm[0][n], accm[2][n]),
+                                        _mm512_add_ps(accm[1][n], accm[3][n]));
+        float r[16];
+        _mm512_storeu_ps(r, L->mins ? _mm512_sub_ps(a, am) : a);
+        float *yo = y + (int64_t)tt * AMX_TOK_TILE * ldy + n;
+        for (int m = 0; m < nt; m++) yo[m * ldy] = r[m];
+    }
 }
+
+static pthread_once_t g_digits_once = PTHREAD_ONCE_INIT;
 
 static void kq_gemm_amx(const struct kq_layout *L, quant_vec_dot_fn dot, int64_t n_cols,
                         const void *w, size_t w_row, int64_t n_rows, const void *xq, size_t xq_row,
                         int64_t n_tok, float *y, int64_t ldy)
 {
+    pthread_once(&g_digits_once, q6_digits_init);
     const int64_t nb = n_cols / QK_K;
     const int64_t n_full = n_rows / AMX_ROW_TILE * AMX_ROW_TILE;
-    const size_t bp_bytes = (size_t)nb * QK_K * 4 * 16, dy_bytes = (size_t)nb * 4 * 16 * 4;
-    const size_t bs_bytes = (size_t)nb * 8 * 4 * 16 * 4, ap_bytes = (size_t)nb * QK_K * 16;
-    const size_t sc_bytes = (size_t)nb * 16 * 16 * 4, mn_bytes = (size_t)nb * 8 * 16 * 4;
-    const size_t dx_bytes = (size_t)nb * 16 * 4, c_bytes = 16 * 2 * 256 * 4;
-    const size_t total = bp_bytes + dy_bytes + bs_bytes + ap_bytes + sc_bytes + mn_bytes +
-                         2 * dx_bytes + c_bytes;
-    uint8_t *mem = n_full ? scratch_get(total) : NULL;
+    /* the planes of a row tile are made once per token block */
+    const int ntb = tiles_per_block(nb, 4096);
+    const size_t bp_bytes = (size_t)nb * (size_t)ntb * 4096;
+    const size_t dy_bytes = (size_t)nb * (size_t)ntb * 16 * sizeof(float);
+    const size_t ap_bytes = (size_t)nb * 4 * (size_t)L->n_planes * 1024;
+    const size_t dx_bytes = (size_t)nb * 16 * sizeof(float), c_bytes = KQ_MAX_PLANES * 1024;
+    uint8_t *mem =
+        n_full ? scratch_get(c_bytes + bp_bytes + ap_bytes + dy_bytes + 2 * dx_bytes) : NULL;
     const uint8_t *wb = w, *xb = xq;
     if (mem) {
-        uint8_t *p = mem;
-        int32_t *cbuf = (int32_t *)p;
-        p += c_bytes;
-        uint8_t *bp = p;
-        p += bp_bytes;
-        int8_t *ap = (int8_t *)p;
-        p += ap_bytes;
-        float *dyp = (float *)p;
-        p += dy_bytes;
-        int32_t *bsp = (int32_t *)p;
-        p += bs_bytes;
-        int32_t *scp = (int32_t *)p;
-        p += sc_bytes;
-        int32_t *mnp = (int32_t *)p;
-        p += mn_bytes;
-        float *dxp = (float *)p;
-        p += dx_bytes;
-        float *dmp = (float *)p;
-        struct amx_tilecfg cfg = {.palette = 1,
-                                  .colsb = {64, 64, (uint16_t)L->sub, 64, 64},
-                                  .rows = {16, 16, 16, (uint8_t)(L->sub / 4), (uint8_t)(L->sub / 4)}};
+        int32_t *cbuf = (int32_t *)mem;
+        uint8_t *bp = mem + c_bytes;
+        int8_t *ap = (int8_t *)(bp + bp_bytes);
+        float *dyp = (float *)((uint8_t *)ap + ap_bytes);
+        float *dxp = (float *)((uint8_t *)dyp + dy_bytes);
+        float *dmp = (float *)((uint8_t *)dxp + dx_bytes);
+        /* all eight tiles 16 rows x 64 bytes: C of the planes (16 x 16
+         * int32), A (16 rows x 64 values), B (16 rows x 16 tokens x 4) */
+        const struct amx_tilecfg cfg = {.palette = 1,
+                                        .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+                                        .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
         _tile_loadconfig(&cfg);
-        for (int64_t t0 = 0; t0 < n_tok; t0 += GEMM_TOK_BLOCK) {
-            const int nt = (int)(n_tok - t0 < GEMM_TOK_BLOCK ? n_tok - t0 : GEMM_TOK_BLOCK);
-            kq_pack_tokens(L, xb, xq_row, t0, nt, nb, bp, dyp, bsp);
+        const int64_t tok_block = (int64_t)ntb * AMX_TOK_TILE;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
+            const int nt = (int)(n_tok - t0 < tok_block ? n_tok - t0 : tok_block);
+            kq_pack_tokens(xb, xq_row, t0, nt, ntb, nb, bp, dyp);
             const int n_tt = (nt + AMX_TOK_TILE - 1) / AMX_TOK_TILE;
             for (int64_t r = 0; r < n_full; r += AMX_ROW_TILE) {
-                kq_pack_rows(L, wb + (size_t)r * w_row, w_row, nb, ap, scp, mnp, dxp, dmp);
-                for (int tp = 0; tp < n_tt; tp += 2) {
-                    const int two = tp + 1 < n_tt;
-                    int nt_u[2];
-                    for (int u = 0; u < 2; u++) {
-                        const int left = nt - (tp + u) * AMX_TOK_TILE;
-                        nt_u[u] = left < 0 ? 0 : left < AMX_TOK_TILE ? left : AMX_TOK_TILE;
-                    }
-                    kq_tile_pair(L, nb, ap, scp, mnp, dxp, dmp, bp, dyp, bsp, tp, two, cbuf,
-                                 y + t0 * ldy + r, ldy, nt_u);
+                kq_pack_rows(L, wb + (size_t)r * w_row, w_row, nb, ap, dxp, dmp);
+                for (int tt = 0; tt < n_tt; tt++) {
+                    const int left = nt - tt * AMX_TOK_TILE;
+                    kq_tile(L, nb, ap, dxp, dmp, bp, dyp, ntb, tt, cbuf, y + t0 * ldy + r, ldy,
+                            left < AMX_TOK_TILE ? left : AMX_TOK_TILE);
                 }
             }
         }
@@ -671,9 +1086,6 @@ static void kq_gemm_amx(const struct kq_layout *L, quant_vec_dot_fn dot, int64_t
         for (int64_t t = 0; t < n_tok; t++)
             y[t * ldy + r] = dot(n_cols, wb + (size_t)r * w_row, xb + (size_t)t * xq_row);
 }
-
-static const struct kq_layout k_q4_K = {32, 8, true, HY_TYPE_Q4_K, sizeof(struct block_q4_K)};
-static const struct kq_layout k_q5_K = {32, 8, true, HY_TYPE_Q5_K, sizeof(struct block_q5_K)};
 
 #define KQ_ENTRY(name)                                                                             \
     static void name##_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,       \
@@ -686,6 +1098,7 @@ static const struct kq_layout k_q5_K = {32, 8, true, HY_TYPE_Q5_K, sizeof(struct
 
 KQ_ENTRY(q4_K)
 KQ_ENTRY(q5_K)
+KQ_ENTRY(q6_K)
 
 #undef KQ_ENTRY
 
@@ -695,12 +1108,18 @@ const struct quant_kernels quant_amx_table[HY_TYPE_COUNT] = {
     [HY_TYPE_Q8_0] = {NULL, NULL, q8_0_vec_dot_amx},
     [HY_TYPE_Q4_K] = {NULL, NULL, q4_K_vec_dot_amx},
     [HY_TYPE_Q5_K] = {NULL, NULL, q5_K_vec_dot_amx},
+    [HY_TYPE_Q6_K] = {NULL, NULL, q6_K_vec_dot_amx},
+};
+
+const quant_gemv_fn quant_gemv_amx_table[HY_TYPE_COUNT] = {
+    [HY_TYPE_Q8_0] = q8_0_gemv_amx,
 };
 
 const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT] = {
     [HY_TYPE_Q8_0] = q8_0_gemm_amx,
     [HY_TYPE_Q4_K] = q4_K_gemm_amx,
     [HY_TYPE_Q5_K] = q5_K_gemm_amx,
+    [HY_TYPE_Q6_K] = q6_K_gemm_amx,
 };
 
 #else
@@ -708,6 +1127,7 @@ const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT] = {
 const bool quant_amx_built = false;
 const struct quant_kernels quant_amx_table[HY_TYPE_COUNT] = {[0] = {NULL, NULL, NULL}};
 const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT] = {NULL};
+const quant_gemv_fn quant_gemv_amx_table[HY_TYPE_COUNT] = {NULL};
 
 #endif
 

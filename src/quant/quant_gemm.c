@@ -20,6 +20,16 @@ quant_gemm_fn quant_gemm_kernel(uint32_t type)
     return quant_gemm_avx512_vnni_table[type];
 }
 
+quant_gemv_fn quant_gemv_kernel(uint32_t type)
+{
+    if (type >= HY_TYPE_COUNT || !quant_gemm_avx512_built) return NULL;
+    const enum quant_isa isa = quant_isa_current();
+    if (isa == QUANT_ISA_AVX512_AMX && quant_gemv_amx_table[type])
+        return quant_gemv_amx_table[type];
+    if (isa != QUANT_ISA_AVX512_VNNI && isa != QUANT_ISA_AVX512_AMX) return NULL;
+    return quant_gemv_avx512_table[type];
+}
+
 void quant_gemm_ref(uint32_t type, int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
                     const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
 {

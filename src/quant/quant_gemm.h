@@ -45,6 +45,19 @@ typedef void (*quant_gemm_fn)(int64_t n_cols, const void *w, size_t w_row, int64
  * or NULL when there is none: then loop quant_kernels(type)->vec_dot. */
 quant_gemm_fn quant_gemm_kernel(uint32_t type);
 
+/* Matrix-vector form for one token (decode): y[r] for r < n_rows equals
+ * quant_kernels(type)->vec_dot(n_cols, row r, xq) bit for bit, like the gemm
+ * kernels, but several rows are read at once: one core streaming one row at
+ * a time from DRAM keeps too few misses in flight to reach the bandwidth
+ * that several streams get (F16 decode: 21 against 25 GB/s on 2 cores of a
+ * Xeon). Same rules as quant_gemm_fn otherwise. */
+typedef void (*quant_gemv_fn)(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                              const void *xq, float *y);
+
+/* The gemv kernel of `type` at the ISA level selected now, or NULL: then
+ * loop quant_kernels(type)->vec_dot. */
+quant_gemv_fn quant_gemv_kernel(uint32_t type);
+
 /* The naive form: the reference vec_dot of quant_traits(type) per output.
  * type must be supported (quant_is_supported). */
 void quant_gemm_ref(uint32_t type, int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
@@ -54,7 +67,11 @@ void quant_gemm_ref(uint32_t type, int64_t n_cols, const void *w, size_t w_row, 
  * where none), and whether quant_gemm_avx512.c was compiled for that level. */
 extern const bool quant_gemm_avx512_built;
 extern const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT];
+/* The AVX-512 gemv kernels (quant_gemm_avx512.c), offered at the VNNI and
+ * AMX levels (whose vec_dot for these types is the AVX-512 one). */
+extern const quant_gemv_fn quant_gemv_avx512_table[HY_TYPE_COUNT];
 /* The AMX level's kernels (quant_amx.c), NULL where the VNNI one serves. */
 extern const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT];
+extern const quant_gemv_fn quant_gemv_amx_table[HY_TYPE_COUNT];
 
 #endif

@@ -535,6 +535,70 @@ static void f16_gemm(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows
     }
 }
 
+/* ---- F16 matrix-vector (quant_avx512.c's f16_vec_dot per row) -----------
+ * Four rows at once, each with vec_dot's four chains (16 accumulators), each
+ * FMA of a row as in vec_dot; the activation vector converted once serves
+ * the four rows. */
+#define GEMV_ROWS 4
+
+G_INLINE void f16_gemv_rows(int64_t n, const uint8_t *w, size_t w_row, int nr, const hy_half *y,
+                            float *out)
+{
+    const hy_half *x[GEMV_ROWS];
+    __m512 a[GEMV_ROWS][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        x[r] = (const hy_half *)(w + (size_t)r * w_row);
+        for (int c = 0; c < 4; c++) a[r][c] = _mm512_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const __m512 y0 = f16x16(y + i), y1 = f16x16(y + i + 16);
+        const __m512 y2 = f16x16(y + i + 32), y3 = f16x16(y + i + 48);
+        /* QUANT_PREFETCH_BYTES ahead in each row; past a row's end, in the
+         * same row of the next group of GEMV_ROWS (the next row is read by
+         * its own stream already) */
+        const size_t ahead = (size_t)(2 * i) + QUANT_PREFETCH_BYTES;
+        const size_t skip = ahead >= w_row ? (size_t)(GEMV_ROWS - 1) * w_row : 0;
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const uintptr_t pf = (uintptr_t)x[r] + ahead + skip;
+            _mm_prefetch((const char *)pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + 64), _MM_HINT_T0);
+            a[r][0] = _mm512_fmadd_ps(f16x16(x[r] + i), y0, a[r][0]);
+            a[r][1] = _mm512_fmadd_ps(f16x16(x[r] + i + 16), y1, a[r][1]);
+            a[r][2] = _mm512_fmadd_ps(f16x16(x[r] + i + 32), y2, a[r][2]);
+            a[r][3] = _mm512_fmadd_ps(f16x16(x[r] + i + 48), y3, a[r][3]);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        const __m512 yv = f16x16(y + i);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) a[r][0] = _mm512_fmadd_ps(f16x16(x[r] + i), yv, a[r][0]);
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 yv = f16x16_masked(y + i, m);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++)
+            a[r][1] = _mm512_fmadd_ps(f16x16_masked(x[r] + i, m), yv, a[r][1]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        out[r] = hsum512(
+            _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3])));
+}
+
+static void f16_gemv(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows, const void *xq,
+                     float *y)
+{
+    const uint8_t *wb = w;
+    int64_t r = 0;
+    for (; r + GEMV_ROWS <= n_rows; r += GEMV_ROWS)
+        f16_gemv_rows(n_cols, wb + (size_t)r * w_row, w_row, GEMV_ROWS, xq, y + r);
+    for (; r < n_rows; r++) f16_gemv_rows(n_cols, wb + (size_t)r * w_row, w_row, 1, xq, y + r);
+}
+
 /* ---- drivers ------------------------------------------------------------- */
 
 /* One row against nt tokens (1..GEMM_TILE), nt made a constant for the
@@ -615,9 +679,14 @@ const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT] = {
     [HY_TYPE_Q4_K] = q4_K_gemm, [HY_TYPE_Q5_K] = q5_K_gemm, [HY_TYPE_Q6_K] = q6_K_gemm,
 };
 
+const quant_gemv_fn quant_gemv_avx512_table[HY_TYPE_COUNT] = {
+    [HY_TYPE_F16] = f16_gemv,
+};
+
 #else
 
 const bool quant_gemm_avx512_built = false;
+const quant_gemv_fn quant_gemv_avx512_table[HY_TYPE_COUNT] = {NULL};
 const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT] = {NULL};
 
 #endif
