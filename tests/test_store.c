@@ -147,12 +147,6 @@ static void test_streamed_equals_resident(const char *path)
     backend_free(be);
 }
 
-/* The whole file in memory, for the memory I/O implementation. */
-static void *slurp(const char *path, size_t *n)
-{
-    return check_read_file(path, n);
-}
-
 /* EIO at the n-th read and short reads: a clean error, invariants intact,
  * and the next pass (with the faults behind it) gives the right logits. */
 static void test_faults(const char *path)
@@ -161,7 +155,7 @@ static void test_faults(const char *path)
     struct cpu_backend_opts bo = {.n_threads = 2};
     if (!CHECK_OK(cpu_backend_init(&bo, &be))) return;
     size_t size = 0;
-    void *data = slurp(path, &size);
+    void *data = check_read_file(path, &size);
     CHECK(data != NULL);
     struct model *m = NULL;
     struct run ref = {0};
@@ -241,7 +235,7 @@ static void test_faults(const char *path)
 static void test_io(const char *path)
 {
     size_t size = 0;
-    uint8_t *data = slurp(path, &size);
+    uint8_t *data = (uint8_t *)check_read_file(path, &size);
     if (!CHECK(data != NULL)) return;
     static const enum io_kind kinds[] = {IO_KIND_URING, IO_KIND_PREAD};
     for (int k = 0; k < 2; k++) {

@@ -307,6 +307,22 @@ void io_close(struct io *io)
     io_free(io);
 }
 
+enum hy_status io_submit_range(struct io *io, uint64_t a_off, uint64_t a_len, uint64_t need,
+                               void *buf, uint64_t tag, int *n_queued)
+{
+    *n_queued = 0;
+    for (uint64_t o = 0; o < a_len; o += IO_MAX_READ_BYTES) {
+        const uint64_t len = a_len - o < IO_MAX_READ_BYTES ? a_len - o : IO_MAX_READ_BYTES;
+        const uint64_t r_need = need <= o ? 0 : (need - o < len ? need - o : len);
+        const struct io_read r = {.off = a_off + o, .len = len, .need = r_need,
+                                  .buf = (uint8_t *)buf + o, .tag = tag};
+        enum hy_status st = io_submit(io, &r, 1);
+        if (st) return st;
+        (*n_queued)++;
+    }
+    return HY_OK;
+}
+
 enum hy_status io_read_range(struct io *io, uint64_t off, uint64_t need, void *buf,
                              void (*progress)(void *user, uint64_t done, uint64_t total), void *user,
                              uint64_t *data_at)

@@ -129,6 +129,15 @@ enum io_kind io_kind_of(const struct io *io);
 bool io_direct(const struct io *io);
 struct io_stats io_stats(const struct io *io);
 
+/* Queues the reads of the aligned range [a_off, a_off + a_len) into buf
+ * (aligned), in pieces of at most IO_MAX_READ_BYTES, all with tag; the first
+ * `need` bytes of the range must arrive (the rest may lie past the end of
+ * the file). *n_queued gets how many pieces were queued, also on error.
+ * Errors: those of io_submit. */
+HY_MUST_CHECK enum hy_status io_submit_range(struct io *io, uint64_t a_off, uint64_t a_len,
+                                             uint64_t need, void *buf, uint64_t tag,
+                                             int *n_queued);
+
 /* Synchronous helper: reads [off, off + need) (aligned covering range) into
  * buf (aligned, at least the covering length) in IO_MAX_READ_BYTES pieces
  * with the full queue depth; for loading resident tensors. *data_at is set to

@@ -171,8 +171,6 @@ static enum hy_status load(struct expert_cache *c, int i, int layer, int expert)
     expert_policy_reset(c->pol, i, c->route_no);
     const uint32_t al = io_align(c->io);
     uint64_t at = 0;
-    struct io_read rs[64];
-    int n = 0;
     enum hy_status st = HY_OK;
     for (int r = 0; r < 3 && st == HY_OK; r++) {
         const struct gguf_tensor *t = c->t[layer * 3 + r];
@@ -181,21 +179,11 @@ static enum hy_status load(struct expert_cache *c, int i, int layer, int expert)
         io_cover(al, t->file_off + (uint64_t)expert * sb, sb, &a_off, &a_len);
         x->seg_off[r] = at;
         x->data_at[r] = t->file_off + (uint64_t)expert * sb - a_off;
-        const uint64_t data_end = x->data_at[r] + sb;
-        for (uint64_t o = 0; o < a_len; o += IO_MAX_READ_BYTES) {
-            uint64_t len = a_len - o < IO_MAX_READ_BYTES ? a_len - o : IO_MAX_READ_BYTES;
-            uint64_t need = data_end <= o ? 0 : (data_end - o < len ? data_end - o : len);
-            rs[n++] = (struct io_read){.off = a_off + o, .len = len, .need = need,
-                                       .buf = x->buf + at + o, .tag = (uint64_t)i};
-            if (n == (int)(sizeof rs / sizeof rs[0])) {
-                if ((st = io_submit(c->io, rs, n))) break;
-                x->reads += n;
-                n = 0;
-            }
-        }
+        int n = 0;
+        st = io_submit_range(c->io, a_off, a_len, x->data_at[r] + sb, x->buf + at, (uint64_t)i, &n);
+        x->reads += n;
         at += a_len;
     }
-    if (st == HY_OK && n > 0 && (st = io_submit(c->io, rs, n)) == HY_OK) x->reads += n;
     HY_ASSERT(at <= c->entry_bytes);
     if (st) {
         drain(c, i);

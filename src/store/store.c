@@ -169,26 +169,14 @@ static enum hy_status issue(struct store *s, int si, int u, int64_t seq)
     sl->state = SLOT_LOADING;
     un->slot = si;
     un->used = 0;
-    struct io_read rs[STORE_MAX_SEGS * 8];
-    int n = 0;
     enum hy_status st = HY_OK;
-    for (int i = 0; i < un->n_seg; i++) {
+    for (int i = 0; i < un->n_seg && st == HY_OK; i++) {
         const struct seg *g = &un->seg[i];
-        for (uint64_t o = 0; o < g->a_len; o += IO_MAX_READ_BYTES) {
-            uint64_t len = HY_MIN((uint64_t)IO_MAX_READ_BYTES, g->a_len - o);
-            uint64_t data_end = g->data_at + g->t->n_bytes; /* within the covering range */
-            uint64_t need = data_end <= o ? 0 : HY_MIN(len, data_end - o);
-            rs[n++] = (struct io_read){.off = g->a_off + o, .len = len, .need = need,
-                                       .buf = sl->buf + g->slot_off + o, .tag = (uint64_t)si};
-            if (n == (int)(sizeof rs / sizeof rs[0])) {
-                if ((st = io_submit(s->io, rs, n))) break;
-                sl->reads += n;
-                n = 0;
-            }
-        }
-        if (st) break;
+        int n = 0;
+        st = io_submit_range(s->io, g->a_off, g->a_len, g->data_at + g->t->n_bytes,
+                             sl->buf + g->slot_off, (uint64_t)si, &n);
+        sl->reads += n;
     }
-    if (st == HY_OK && n > 0 && (st = io_submit(s->io, rs, n)) == HY_OK) sl->reads += n;
     s->st.stream_reads += (uint64_t)sl->reads;
     s->st.unit_loads++;
     if (st) {
