@@ -57,7 +57,8 @@ static void *make_weight(uint32_t type, const float *src, int64_t rows, int64_t 
             ref[i] = quant_bf16_to_f32(h);
         }
     }
-    *w = (struct backend_weight){data, type, cols, rows, (size_t)cols * esz, "test"};
+    *w = (struct backend_weight){data, type, cols, rows, (size_t)cols * esz, "test",
+                                 BACKEND_MEM_HOST, 0};
     return data;
 }
 

@@ -5,7 +5,10 @@
  * works from the header alone. Checks, over a range of budgets: resident
  * bytes within the budget, streamed bytes per token non-increasing as the
  * budget grows, sensible modes, a clean error below the resident minimum;
- * and the budget clamping rule, KV cache size and hit-rate assumption.
+ * the budget clamping rule, KV cache size and hit-rate assumption; and the
+ * GPU tier: placement against a reference of the priority rules, the GPU
+ * minimum, the VRAM expert cache, and a plan without a GPU unchanged by the
+ * GPU parameters.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +45,14 @@ struct shape {
     uint64_t file_bytes;
 };
 
-static bool shape_open(struct shape *s, const char *like)
+static bool shape_open_tied(struct shape *s, const char *like, bool tied)
 {
     memset(s, 0, sizeof(*s));
     const struct synth_preset *pr = synth_find_preset(like);
     if (!CHECK(pr != NULL)) return false;
     struct synth_config cfg = pr->cfg;
     cfg.ftype = QUANT_MIX_Q4_K_M;
+    cfg.tied_output = tied;
     uint64_t n = 0;
     if (!CHECK_OK(synth_header(&cfg, &s->hdr, &n, &s->file_bytes))) return false;
     s->src = (struct header_src){s->hdr, n};
@@ -56,6 +60,11 @@ static bool shape_open(struct shape *s, const char *like)
     if (!CHECK_OK(gguf_parse(&gs, &s->g))) return false;
     if (!CHECK_OK(model_info_init(&s->mi, s->g))) return false;
     return true;
+}
+
+static bool shape_open(struct shape *s, const char *like)
+{
+    return shape_open_tied(s, like, false);
 }
 
 static void shape_close(struct shape *s)
@@ -242,6 +251,411 @@ static void test_kv_and_hits(void)
     CHECK(top20 > 0.4 && top20 < 0.65);
 }
 
+/* ---- the GPU tier ---- */
+
+static void hw_gpu(struct plan_hw *hw)
+{
+    hw_fixed(hw);
+    hw->n_gpu = 1;
+    hw->gpu_mem_bytes = 80 * GiB;
+}
+
+static uint64_t role_bytes(const struct shape *s, enum tensor_role r)
+{
+    return s->mi.bytes_by_role[r];
+}
+
+/* Bytes of role r in layers [l0, l1) (layers differ: Q4_K_M mixes types). */
+static uint64_t layer_role_bytes(const struct shape *s, int l0, int l1, enum tensor_role r)
+{
+    uint64_t b = 0;
+    for (int l = l0; l < l1; l++) b += s->mi.bytes_by_layer_role[(size_t)l * ROLE_COUNT + r];
+    return b;
+}
+
+/* The placement rules G2-G3 of plan.h written out directly: which tensors
+ * the GPU gets for a budget (false when it is below the minimum). */
+static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work, bool *on)
+{
+    const struct gguf_ctx *g = s->g;
+    const struct model_info *mi = &s->mi;
+    const int n = mi->n_layer_seen;
+    const int64_t E = mi->hp.n_expert;
+    const bool tied = mi->bytes_by_role[ROLE_OUTPUT] == 0;
+    memset(on, 0, g->n_tensors * sizeof(*on));
+    uint64_t min = kv + work + mi->bytes_by_role[ROLE_NORM];
+    if (budget < min) return false;
+    uint64_t left = budget - min;
+    /* the single-tensor classes in order; -1 marks where the FFN and expert
+     * layers go */
+    const int order[] = {ROLE_NORM, ROLE_ATTN, ROLE_ROUTER, ROLE_SHARED_EXPERT, ROLE_OTHER,
+                         tied ? ROLE_EMBED : ROLE_OUTPUT, -1, tied ? ROLE_COUNT : ROLE_EMBED};
+    for (size_t c = 0; c < sizeof order / sizeof order[0]; c++) {
+        if (order[c] == -1) {
+            for (int pass = 0; pass < 2; pass++) {
+                enum tensor_role r = pass ? ROLE_EXPERT : ROLE_FFN;
+                if (r == ROLE_EXPERT && E <= 0) continue;
+                for (int l = 0; l < n; l++) {
+                    uint64_t need = 0;
+                    for (uint64_t i = 0; i < g->n_tensors; i++)
+                        if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) need += g->tensors[i].n_bytes;
+                    if (need > left) {
+                        if (r == ROLE_FFN) break;
+                        continue;
+                    }
+                    for (uint64_t i = 0; i < g->n_tensors; i++)
+                        if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) on[i] = true;
+                    left -= need;
+                }
+            }
+            continue;
+        }
+        for (int l = -1; l < n; l++)
+            for (uint64_t i = 0; i < g->n_tensors; i++) {
+                if (mi->tensor_role[i] != (enum tensor_role)order[c] || mi->tensor_layer[i] != l) continue;
+                if (order[c] == ROLE_NORM) {
+                    on[i] = true;
+                    continue;
+                }
+                if (g->tensors[i].n_bytes > left) continue;
+                on[i] = true;
+                left -= g->tensors[i].n_bytes;
+            }
+    }
+    return true;
+}
+
+/* Invariants of any plan with the GPU tier on. */
+static void check_gpu_plan(const struct shape *s, const struct plan *p, uint64_t gpu_budget, uint64_t kv,
+                           uint64_t gwork, uint64_t ram_budget, uint64_t work)
+{
+    CHECK(p->gpu_on && p->kv_on_gpu);
+    CHECK_EQ_U64(p->kv_bytes, kv);
+    CHECK_EQ_U64(p->gpu_budget_bytes, gpu_budget);
+    CHECK_EQ_U64(p->gpu_compute_bytes, gwork);
+    CHECK_EQ_U64(p->gpu_min_bytes, kv + gwork + role_bytes(s, ROLE_NORM));
+    CHECK_EQ_U64(p->gpu_used_bytes, kv + gwork + p->gpu_weights_bytes);
+    CHECK(p->gpu_used_bytes <= gpu_budget);
+    CHECK_EQ_U64(p->gpu_weights_bytes + p->weights_resident_bytes + p->weights_streamed_bytes, s->mi.tensor_bytes);
+    /* RAM: no KV cache, the compute buffers stay */
+    CHECK_EQ_U64(p->resident_bytes, p->weights_resident_bytes + work + p->pool_bytes);
+    CHECK(p->resident_bytes <= ram_budget);
+    uint64_t on = 0, by_role = 0;
+    bool all = true;
+    for (uint64_t i = 0; i < p->n_tensors; i++) {
+        const struct plan_tensor *t = &p->tensors[i];
+        if (t->tier == PLAN_TIER_GPU) {
+            on += t->bytes;
+            CHECK_EQ_U64(t->resident_bytes, 0);
+        }
+        all &= t->tier == PLAN_TIER_GPU;
+        if (t->role == ROLE_NORM) CHECK_EQ_INT(t->tier, PLAN_TIER_GPU);
+    }
+    for (int r = 0; r < ROLE_COUNT; r++) {
+        by_role += p->bytes_by_role_gpu[r];
+        CHECK_EQ_U64(p->bytes_by_role_gpu[r] + p->bytes_by_role_resident[r] + p->bytes_by_role_streamed[r],
+                     s->mi.bytes_by_role[r]);
+    }
+    CHECK_EQ_U64(on, p->gpu_weights_bytes);
+    CHECK_EQ_U64(by_role, p->gpu_weights_bytes);
+    CHECK(all == p->all_on_gpu);
+    for (int l = 0; l < p->n_layer; l++) {
+        const struct plan_layer *L = &p->layers[l];
+        if (L->ffn_on_gpu) CHECK(!L->ffn_streamed);
+        if (L->experts_on_gpu) {
+            CHECK_EQ_INT(L->expert_cache, 0);
+            CHECK(L->hit_rate == 1);
+            CHECK(L->read_bytes_per_token == 0);
+        }
+    }
+    /* the VRAM expert cache: what is left when experts stay on the host */
+    bool host_exp = p->n_expert > 0 && p->bytes_by_role_resident[ROLE_EXPERT] + p->bytes_by_role_streamed[ROLE_EXPERT] > 0;
+    CHECK_EQ_U64(p->gpu_expert_cache_bytes, host_exp ? gpu_budget - p->gpu_used_bytes : 0);
+    CHECK(p->predicted_gen_tok_per_s > 0 && p->predicted_prompt_tok_per_s > 0);
+}
+
+/* Plans with the GPU tier and compares the placement with ref_place. */
+static bool gpu_plan_ref(const struct shape *s, struct plan *p, uint64_t gpu_budget, uint64_t ram_budget,
+                         int64_t ctx, uint64_t work, uint64_t gwork)
+{
+    struct plan_hw hw;
+    hw_gpu(&hw);
+    struct plan_params pp = {.ram_budget_bytes = ram_budget, .gpu_budget_bytes = gpu_budget, .n_ctx = ctx,
+                             .compute_bytes = work, .gpu_compute_bytes = gwork};
+    if (!CHECK_OK(plan_init(p, &s->mi, &hw, &pp))) return false;
+    uint64_t kv = plan_kv_bytes(&s->mi.hp, ctx);
+    check_gpu_plan(s, p, gpu_budget, kv, gwork, ram_budget, work);
+    bool *on = calloc(s->g->n_tensors, sizeof(*on));
+    CHECK(ref_place(s, gpu_budget, kv, gwork, on));
+    uint64_t diff = 0;
+    for (uint64_t i = 0; i < p->n_tensors; i++) diff += on[i] != (p->tensors[i].tier == PLAN_TIER_GPU);
+    CHECK_EQ_U64(diff, 0);
+    free(on);
+    return true;
+}
+
+static void test_gpu_everything(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "llama-3-8b")) return;
+    const int64_t ctx = 8192;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 300 * MiB, work = 100 * MiB;
+    struct plan p;
+    /* exactly the whole model + KV + compute: everything on the GPU */
+    uint64_t gb = s.mi.tensor_bytes + kv + gwork;
+    if (gpu_plan_ref(&s, &p, gb, 1 * GiB, ctx, work, gwork)) {
+        CHECK(p.all_on_gpu);
+        CHECK_EQ_U64(p.gpu_weights_bytes, s.mi.tensor_bytes);
+        CHECK_EQ_U64(p.gpu_used_bytes, gb);
+        CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
+        CHECK_EQ_U64(p.resident_bytes, work); /* RAM: the compute buffers alone */
+        CHECK_EQ_U64(p.weights_resident_bytes, 0);
+        CHECK_EQ_U64(p.weights_streamed_bytes, 0);
+        CHECK_EQ_U64(p.pool_bytes, 0);
+        CHECK_EQ_U64(p.min_resident_bytes, work);
+        CHECK_EQ_U64(p.gpu_expert_cache_bytes, 0);
+        for (int l = 0; l < p.n_layer; l++) CHECK(p.layers[l].ffn_on_gpu);
+        /* decode reads every used byte at the GPU's bandwidth (default 2 TB/s) */
+        double used = (double)(s.mi.tensor_bytes - role_bytes(&s, ROLE_EMBED));
+        CHECK_NEAR(p.t_compute_per_token_s, used / 2e12, used / 2e12 * 1e-9);
+        CHECK_EQ_INT(p.prompt_bound, PLAN_BOUND_COMPUTE);
+        /* faster than the same model in RAM */
+        struct plan_hw hw;
+        hw_fixed(&hw);
+        struct plan q;
+        struct plan_params pp = {.ram_budget_bytes = 64 * GiB, .n_ctx = ctx, .compute_bytes = work};
+        if (CHECK_OK(plan_init(&q, &s.mi, &hw, &pp))) {
+            CHECK(p.predicted_gen_tok_per_s > 10 * q.predicted_gen_tok_per_s);
+            CHECK(p.predicted_prompt_tok_per_s > 10 * q.predicted_prompt_tok_per_s);
+            plan_free(&q);
+        }
+        plan_free(&p);
+    }
+    /* one byte less: the embeddings, placed last, stay in RAM */
+    if (gpu_plan_ref(&s, &p, gb - 1, 2 * GiB, ctx, work, gwork)) {
+        CHECK(!p.all_on_gpu);
+        CHECK_EQ_U64(p.bytes_by_role_resident[ROLE_EMBED], role_bytes(&s, ROLE_EMBED));
+        CHECK_EQ_U64(p.gpu_weights_bytes, s.mi.tensor_bytes - role_bytes(&s, ROLE_EMBED));
+        CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+static void test_gpu_priority(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "llama-3-70b")) return;
+    const int64_t ctx = 4096;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 512 * MiB, work = 256 * MiB;
+    const uint64_t head = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
+                          role_bytes(&s, ROLE_OUTPUT) + role_bytes(&s, ROLE_OTHER);
+    const uint64_t ffn = role_bytes(&s, ROLE_FFN);
+    struct plan p;
+    /* norms, attention and head, and about 40% of the dense FFN layers */
+    uint64_t gb = head + ffn * 2 / 5;
+    if (gpu_plan_ref(&s, &p, gb, 12 * GiB, ctx, work, gwork)) {
+        CHECK(!p.all_on_gpu);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_NORM], role_bytes(&s, ROLE_NORM));
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_ATTN], role_bytes(&s, ROLE_ATTN));
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], role_bytes(&s, ROLE_OUTPUT));
+        CHECK(p.gpu_weights_bytes <= gb - kv - gwork);
+        /* dense FFN on the GPU: a prefix of the layers, whole layers */
+        int n_on = 0;
+        bool prefix = true;
+        for (int l = 0; l < p.n_layer; l++) {
+            const struct plan_layer *L = &p.layers[l];
+            if (L->ffn_on_gpu) prefix &= n_on++ == l;
+        }
+        CHECK(prefix);
+        CHECK(n_on > 0 && n_on < p.n_layer);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], layer_role_bytes(&s, 0, n_on, ROLE_FFN));
+        CHECK(n_on >= p.n_layer * 2 / 5 - 2 && n_on <= p.n_layer * 2 / 5 + 2);
+        /* not one more layer fits */
+        CHECK(p.gpu_budget_bytes - p.gpu_used_bytes < layer_role_bytes(&s, n_on, n_on + 1, ROLE_FFN));
+        /* the RAM side streams, but only host layers */
+        CHECK_EQ_INT(p.mode, PLAN_MODE_DENSE_STREAM);
+        for (int l = 0; l < p.n_layer; l++)
+            if (p.layers[l].ffn_on_gpu) CHECK_EQ_U64(p.layers[l].streamed_bytes, 0);
+        printf("llama-3-70b, RAM 12 GiB, GPU %.1f GiB: %d of %d FFN layers on the GPU, %.2f tok/s (RAM only: ",
+               (double)gb / GiB, n_on, p.n_layer, p.predicted_gen_tok_per_s);
+        plan_free(&p);
+        struct plan_hw hw;
+        hw_fixed(&hw);
+        struct plan_params pp = {.ram_budget_bytes = 12 * GiB, .n_ctx = ctx, .compute_bytes = work};
+        if (CHECK_OK(plan_init(&p, &s.mi, &hw, &pp))) {
+            printf("%.2f tok/s)\n", p.predicted_gen_tok_per_s);
+            plan_free(&p);
+        }
+    }
+    /* a sweep of GPU budgets at a fixed RAM budget: always the reference
+     * placement, and more GPU is never slower */
+    double prev = 0;
+    for (uint64_t gb2 = kv + gwork + role_bytes(&s, ROLE_NORM); gb2 <= s.mi.tensor_bytes + kv + gwork + GiB;
+         gb2 += 3 * GiB / 2) {
+        if (!gpu_plan_ref(&s, &p, gb2, 16 * GiB, ctx, work, gwork)) break;
+        CHECK(p.predicted_gen_tok_per_s >= prev * (1 - 1e-9));
+        prev = p.predicted_gen_tok_per_s;
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+static void test_gpu_minimum(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "llama-3-70b")) return;
+    const int64_t ctx = 8192;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 512 * MiB;
+    const uint64_t min = kv + gwork + role_bytes(&s, ROLE_NORM);
+    struct plan_hw hw;
+    hw_gpu(&hw);
+    struct plan p;
+    struct plan_params pp = {.ram_budget_bytes = 64 * GiB, .gpu_budget_bytes = min - 1, .n_ctx = ctx,
+                             .gpu_compute_bytes = gwork};
+    CHECK_STATUS(plan_init(&p, &s.mi, &hw, &pp), HY_ERR_INVALID_ARG);
+    CHECK_CONTAINS(err_msg(), "GPU budget");
+    CHECK_CONTAINS(err_msg(), "below the GPU minimum");
+    CHECK_CONTAINS(err_msg(), "KV cache 2.5");
+    CHECK_CONTAINS(err_msg(), "norms");
+    CHECK_CONTAINS(err_msg(), "-c");
+    CHECK_CONTAINS(err_msg(), "--gpu off");
+    plan_free(&p);
+    /* exactly the minimum: the norms alone */
+    pp.gpu_budget_bytes = min;
+    if (CHECK_OK(plan_init(&p, &s.mi, &hw, &pp))) {
+        CHECK_EQ_U64(p.gpu_min_bytes, min);
+        CHECK_EQ_U64(p.gpu_weights_bytes, role_bytes(&s, ROLE_NORM));
+        CHECK_EQ_U64(p.gpu_used_bytes, min);
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+static void test_gpu_moe(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "qwen3-30b-a3b")) return;
+    const int64_t ctx = 4096;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB, work = 128 * MiB;
+    const uint64_t exp = role_bytes(&s, ROLE_EXPERT);
+    const uint64_t exp01 = layer_role_bytes(&s, 0, 2, ROLE_EXPERT), exp2 = layer_role_bytes(&s, 2, 3, ROLE_EXPERT);
+    /* everything but the experts and the embeddings, and 2.5 expert layers */
+    uint64_t gb = kv + gwork + s.mi.tensor_bytes - exp - role_bytes(&s, ROLE_EMBED) + exp01 + exp2 / 2;
+    struct plan p;
+    if (gpu_plan_ref(&s, &p, gb, 4 * GiB, ctx, work, gwork)) {
+        int n_on = 0;
+        for (int l = 0; l < p.n_layer; l++) n_on += p.layers[l].experts_on_gpu;
+        CHECK_EQ_INT(n_on, 2);
+        CHECK(p.layers[0].experts_on_gpu && p.layers[1].experts_on_gpu);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EXPERT], exp01);
+        CHECK_EQ_U64(p.gpu_expert_cache_bytes, gb - p.gpu_used_bytes);
+        /* the embeddings, last, fit in what the third layer left */
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], role_bytes(&s, ROLE_EMBED));
+        CHECK_EQ_U64(p.gpu_expert_cache_bytes, exp2 / 2 - role_bytes(&s, ROLE_EMBED));
+        CHECK_EQ_U64(p.bytes_by_role_resident[ROLE_EXPERT] + p.bytes_by_role_streamed[ROLE_EXPERT], exp - exp01);
+        CHECK_EQ_U64(p.bytes_by_role_resident[ROLE_ROUTER], 0);
+        CHECK_EQ_INT(p.mode, PLAN_MODE_EXPERT_STREAM);
+        CHECK(p.expert_cache_max - p.expert_cache_min <= 1);
+        plan_free(&p);
+    }
+    /* the whole model: no expert cache */
+    if (gpu_plan_ref(&s, &p, s.mi.tensor_bytes + kv + gwork + GiB, 1 * GiB, ctx, work, gwork)) {
+        CHECK(p.all_on_gpu);
+        CHECK_EQ_U64(p.gpu_expert_cache_bytes, 0);
+        CHECK(p.expert_hit_rate == 1);
+        plan_free(&p);
+    }
+    /* a sweep: the reference placement everywhere */
+    for (uint64_t gb2 = kv + gwork + GiB; gb2 <= s.mi.tensor_bytes + kv + gwork + GiB; gb2 += GiB) {
+        if (!gpu_plan_ref(&s, &p, gb2, 8 * GiB, ctx, work, gwork)) break;
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+static void test_gpu_tied(void)
+{
+    struct shape s;
+    if (!shape_open_tied(&s, "llama-3-8b", true)) return;
+    CHECK_EQ_U64(role_bytes(&s, ROLE_OUTPUT), 0);
+    const int64_t ctx = 4096;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB;
+    /* the embeddings are the head: they go before any FFN layer */
+    uint64_t gb = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) + role_bytes(&s, ROLE_OTHER) +
+                  role_bytes(&s, ROLE_EMBED) + MiB;
+    struct plan p;
+    if (gpu_plan_ref(&s, &p, gb, 16 * GiB, ctx, 64 * MiB, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], role_bytes(&s, ROLE_EMBED));
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], 0);
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+/* Without a GPU (n_gpu 0, or no GPU budget) the GPU parameters change nothing. */
+static bool same_plan(const struct plan *a, const struct plan *b)
+{
+    struct plan x = *a, y = *b;
+    x.layers = y.layers = NULL;
+    x.tensors = y.tensors = NULL;
+    y.gpu_budget_bytes = x.gpu_budget_bytes; /* recorded as given */
+    bool same = memcmp(&x, &y, sizeof x) == 0 && a->n_layer == b->n_layer && a->n_tensors == b->n_tensors;
+    same = same && memcmp(a->layers, b->layers, (size_t)a->n_layer * sizeof(*a->layers)) == 0;
+    for (uint64_t i = 0; same && i < a->n_tensors; i++) {
+        const struct plan_tensor *s = &a->tensors[i], *t = &b->tensors[i];
+        same = s->name == t->name && s->role == t->role && s->layer == t->layer && s->type == t->type &&
+               s->bytes == t->bytes && s->tier == t->tier && s->resident_bytes == t->resident_bytes;
+    }
+    return same;
+}
+
+static void test_gpu_off_unchanged(void)
+{
+    const char *likes[] = {"llama-3-70b", "mixtral-8x7b", "qwen3-30b-a3b"};
+    const enum plan_force forces[] = {PLAN_FORCE_NONE, PLAN_FORCE_RESIDENT, PLAN_FORCE_DENSE_STREAM,
+                                      PLAN_FORCE_EXPERT_STREAM};
+    for (size_t m = 0; m < sizeof likes / sizeof likes[0]; m++) {
+        struct shape s;
+        if (!shape_open(&s, likes[m])) continue;
+        for (uint64_t budget = 4 * GiB; budget <= s.mi.tensor_bytes + 4 * GiB; budget += 6 * GiB)
+            for (size_t f = 0; f < sizeof forces / sizeof forces[0]; f++) {
+                struct plan_hw hw0, hw1, hw2;
+                hw_fixed(&hw0);
+                hw1 = hw0; /* GPU rates but no GPU */
+                hw1.gpu_mem_bytes = 80 * GiB;
+                hw1.pcie_bytes_per_s = 50e9;
+                hw1.gpu_mem_bytes_per_s = 3e12;
+                hw1.gpu_flops_per_s = 5e14;
+                hw2 = hw1; /* a GPU but no GPU budget */
+                hw2.n_gpu = 1;
+                struct plan_params pp0 = {.ram_budget_bytes = budget, .n_ctx = 4096, .compute_bytes = 200 * MiB,
+                                          .force = forces[f]};
+                struct plan_params pp1 = pp0;
+                pp1.gpu_budget_bytes = 16 * GiB;
+                pp1.gpu_compute_bytes = GiB;
+                struct plan_params pp2 = pp1;
+                pp2.gpu_budget_bytes = 0;
+                struct plan a, b, c;
+                enum hy_status sa = plan_init(&a, &s.mi, &hw0, &pp0);
+                enum hy_status sb = plan_init(&b, &s.mi, &hw1, &pp1);
+                enum hy_status sc = plan_init(&c, &s.mi, &hw2, &pp2);
+                CHECK_EQ_INT(sb, sa);
+                CHECK_EQ_INT(sc, sa);
+                if (sa == HY_OK && sb == HY_OK && sc == HY_OK) {
+                    CHECK(same_plan(&a, &b));
+                    CHECK(same_plan(&a, &c));
+                    CHECK(!b.gpu_on && !b.kv_on_gpu && b.gpu_used_bytes == 0);
+                    CHECK_EQ_U64(b.gpu_budget_bytes, 16 * GiB);
+                }
+                plan_free(&a);
+                plan_free(&b);
+                plan_free(&c);
+            }
+        shape_close(&s);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -252,5 +666,11 @@ int main(int argc, char **argv)
     sweep("llama-3-70b", PLAN_MODE_DENSE_STREAM);
     sweep("mixtral-8x7b", PLAN_MODE_EXPERT_STREAM);
     sweep("qwen3-30b-a3b", PLAN_MODE_EXPERT_STREAM);
+    test_gpu_everything();
+    test_gpu_priority();
+    test_gpu_minimum();
+    test_gpu_moe();
+    test_gpu_tied();
+    test_gpu_off_unchanged();
     return check_report(argv[0]);
 }

@@ -41,6 +41,15 @@
 #include "core/base.h"
 #include "quant/quant.h"
 
+/* Where the bytes of a weight lie. Backend memory is what backend_alloc
+ * returned (weights placed there with backend_upload); for the CPU backend
+ * both are host memory. A GPU backend computes on host weights too: it copies
+ * them over PCIe or has the CPU compute where they lie (src/backend/cuda). */
+enum backend_mem {
+    BACKEND_MEM_HOST = 0, /* host RAM (the weight store's arena, slots, expert cache) */
+    BACKEND_MEM_BACKEND,  /* backend memory */
+};
+
 /* A weight matrix as the backend sees it. */
 struct backend_weight {
     const void *data; /* borrowed from the weight store; valid until model_release */
@@ -49,6 +58,11 @@ struct backend_weight {
     int64_t n_rows;   /* rows: the output length */
     size_t row_bytes; /* bytes from one row to the next */
     const char *name; /* tensor name for messages; borrowed, may be NULL */
+    uint8_t mem;      /* enum backend_mem of data */
+    /* Identity of these bytes for a backend's own weight cache: the same key
+     * always means the same bytes (wherever they lie now); 0: not cacheable.
+     * The store gives each expert slice one. */
+    uint64_t key;
 };
 
 enum backend_rope_mode {
@@ -135,8 +149,20 @@ struct backend_ops {
     /* Backend memory of bytes (aligned for any op); NULL when out of memory. */
     void *(*alloc)(struct backend *be, size_t bytes);
     void (*dealloc)(struct backend *be, void *buf);
-    /* Copies backend memory to host memory. */
+    /* Copies backend memory to host memory (waits for the ops before it). */
     void (*download)(struct backend *be, const void *src, void *host_dst, size_t bytes);
+    /* Copies host memory to backend memory (in order with the ops). */
+    void (*upload)(struct backend *be, void *dst, const void *host_src, size_t bytes);
+    /* Waits for every op queued so far; the first failure since the backend
+     * was made (a GPU call's error, naming the call and file:line), else
+     * HY_OK. Ops return nothing: a backend that can fail at run time records
+     * the failure, skips the later ops and reports it here. */
+    enum hy_status (*sync)(struct backend *be);
+    /* Optional (NULL: nothing to do): makes host memory that weights are
+     * read from fast to copy to the backend (page-locks it for DMA), and
+     * undoes that before the memory is freed. */
+    enum hy_status (*host_register)(struct backend *be, void *p, size_t bytes);
+    void (*host_unregister)(struct backend *be, void *p);
 
     /* y[t][r] = sum_c W[r][c] * x[t][c]; x [n_tok][W.n_cols], y [n_tok][W.n_rows]. */
     void (*matmul)(struct backend *be, const struct backend_weight *w, const float *x,
@@ -232,6 +258,17 @@ static inline void backend_download(struct backend *be, const void *src, void *h
                                     size_t bytes)
 {
     be->ops->download(be, src, host_dst, bytes);
+}
+
+static inline void backend_upload(struct backend *be, void *dst, const void *host_src,
+                                  size_t bytes)
+{
+    be->ops->upload(be, dst, host_src, bytes);
+}
+
+HY_MUST_CHECK static inline enum hy_status backend_sync(struct backend *be)
+{
+    return be->ops->sync(be);
 }
 
 #endif

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "backend/cuda/cuda_backend.h"
+
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -34,6 +37,58 @@ struct engine_gen {
     struct engine_gen_stats st;
 };
 
+/* The compute backend: CUDA when o->gpu asks for it and a device is
+ * present (never for the mmap baseline, which places nothing), else the CPU. */
+HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct engine_opts *o)
+{
+    const char *g = o->gpu ? o->gpu : "off";
+    if (strcmp(g, "off") != 0 && strcmp(g, "auto") != 0 && strcmp(g, "on") != 0)
+        return err_set(HY_ERR_INVALID_ARG, "--gpu '%s': not auto, on or off", g);
+    if (o->gpu_host < CUDA_HOST_AUTO || o->gpu_host > CUDA_HOST_COPY)
+        return err_set(HY_ERR_INVALID_ARG, "--gpu-host %d: not auto, cpu or copy", o->gpu_host);
+    bool want = strcmp(g, "on") == 0 || (strcmp(g, "auto") == 0 && cuda_device_count() > 0);
+    if (want && e->use_mmap) {
+        if (strcmp(g, "on") == 0)
+            return err_set(HY_ERR_INVALID_ARG,
+                           "--mode mmap runs on the CPU (the baseline places nothing on a GPU); "
+                           "use --gpu off or another mode");
+        want = false;
+    }
+    if (want) {
+        struct cuda_backend_config cc = {.device = 0, .n_threads = (int)o->n_threads,
+                                         .host_policy = (enum cuda_host_policy)o->gpu_host};
+        enum hy_status st = cuda_backend_create(&cc, &e->be);
+        if (st) return st;
+        e->on_gpu = true;
+        return HY_OK;
+    }
+    struct cpu_backend_opts bo = {.n_threads = (int)o->n_threads};
+    return cpu_backend_init(&bo, &e->be);
+}
+
+/* The GPU side of the plan's inputs: the GPU budget (asked for, or free
+ * VRAM plus what this engine already holds, minus headroom), the memory the
+ * forward passes hold there beyond the KV cache, and the measured PCIe rate.
+ * The KV cache and activations live on the GPU, so the RAM side keeps only
+ * the logits and the backend's pinned staging. */
+static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_params *pp)
+{
+    uint64_t free_b = 0, total_b = 0;
+    (void)cuda_device_memory(0, &free_b, &total_b);
+    const uint64_t held = cuda_backend_device_bytes(e->be);
+    const uint64_t kv = plan_kv_bytes(e->m->hp, e->n_ctx);
+    const uint64_t headroom = HY_MAX((uint64_t)512 << 20, total_b / 20);
+    uint64_t budget = e->gpu_budget_bytes;
+    if (!budget) budget = free_b + held > headroom ? free_b + held - headroom : 0;
+    e->gpu_budget_bytes = budget;
+    hw->n_gpu = 1;
+    hw->gpu_mem_bytes = total_b;
+    hw->pcie_bytes_per_s = cuda_backend_rates(e->be).pcie_h2d_bytes_per_s;
+    pp->gpu_budget_bytes = budget;
+    pp->gpu_compute_bytes = held > kv ? held - kv : 0;
+    pp->compute_bytes = e->be->scratch_bytes + (uint64_t)e->n_seq * (uint64_t)e->m->n_vocab * 4;
+}
+
 enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
 {
     *out = NULL;
@@ -60,6 +115,7 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     e->mode = e->use_mmap ? "mmap" : "resident";
     e->n_threads = o->n_threads;
     e->n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    e->gpu_budget_bytes = o->gpu_budget_bytes;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->seq_free, NULL);
     enum hy_status st;
@@ -67,8 +123,7 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     if ((st = model_open(o->model_path, &e->m))) goto fail;
     e->n_ctx = o->n_ctx;
     if (e->n_ctx == 0) e->n_ctx = e->m->hp->n_ctx_train > 0 ? e->m->hp->n_ctx_train : ENGINE_DEFAULT_CTX;
-    struct cpu_backend_opts bo = {.n_threads = (int)o->n_threads};
-    if ((st = cpu_backend_init(&bo, &e->be))) goto fail;
+    if ((st = open_backend(e, o))) goto fail;
     e->seq = mem_xcalloc((size_t)e->n_seq, sizeof(*e->seq));
     struct forward_config fc = {.n_ctx = e->n_ctx, .n_batch = o->n_batch, .kv_type = o->kv_type};
     for (int i = 0; i < e->n_seq; i++) {
@@ -86,8 +141,12 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     if (gguf_get_str_or_null(e->m->gguf, "tokenizer.chat_template", &tmpl) == HY_OK && tmpl)
         e->chat_template = mem_xstrdup(tmpl);
     err_clear();
-    if (o->hw) {
-        struct plan_hw hw = *o->hw;
+    struct plan_hw dhw;
+    if (e->on_gpu && !o->hw) plan_hw_defaults(&dhw); /* the GPU tier needs a plan */
+    const struct plan_hw *ohw = o->hw ? o->hw : e->on_gpu ? &dhw : NULL;
+    const uint64_t ram_budget = o->hw ? o->ram_budget_bytes : UINT64_MAX / 4;
+    if (ohw) {
+        struct plan_hw hw = *ohw;
         hw.n_threads = (int)o->n_threads;
         /* the compute buffers are part of the budget: all sequences' forward
          * buffers and the backend's scratch, beyond the KV cache the plan counts */
@@ -95,13 +154,18 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
         for (int i = 0; i < e->n_seq; i++) work += forward_buffer_bytes(e->seq[i].f);
         const uint64_t kv = plan_kv_bytes(e->m->hp, e->n_ctx);
         work = work > kv ? work - kv : 0;
-        struct plan_params pp = {.ram_budget_bytes = o->ram_budget_bytes, .n_ctx = e->n_ctx,
+        struct plan_params pp = {.ram_budget_bytes = ram_budget, .n_ctx = e->n_ctx,
                                  .compute_bytes = work, .force = e->force};
+        if (e->on_gpu) gpu_plan_params(e, &hw, &pp);
         if (plan_init(&e->plan, &e->m->info, &hw, &pp) == HY_OK) {
             e->have_plan = true;
             if (!e->use_mmap) e->mode = plan_mode_name(e->plan.mode);
-        } else if (!e->use_mmap &&
-                   (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes)) {
+            if (e->on_gpu && e->plan.gpu_expert_cache_bytes > 0 &&
+                (st = cuda_backend_set_weight_cache(e->be, e->plan.gpu_expert_cache_bytes)))
+                goto fail;
+        } else if (e->on_gpu ||
+                   (!e->use_mmap &&
+                    (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes))) {
             /* the budget cannot be honoured: refuse rather than overrun it (the
              * mmap baseline places nothing: the page cache decides) */
             st = HY_ERR_INVALID_ARG;
@@ -129,6 +193,8 @@ void engine_close(struct engine *e)
         free(e->seq[i].tokens);
     }
     free(e->seq);
+    /* the store holds memory of the backend (the GPU tier): it goes first */
+    if (e->m && e->m->store) store_close(e->m->store);
     backend_free(e->be);
     model_close(e->m);
     pthread_cond_destroy(&e->seq_free);
@@ -157,6 +223,10 @@ enum hy_status engine_load_weights(struct engine *e, model_progress_fn progress,
     if (e->m->store) return HY_OK;
     struct store_config sc = {.mode = STORE_RESIDENT, .io = e->io, .progress = progress,
                               .progress_user = user};
+    if (e->on_gpu && e->have_plan) {
+        sc.gpu = e->be;
+        sc.plan = &e->plan;
+    }
     if (e->use_mmap) {
         sc.mode = STORE_MMAP;
     } else if (e->have_plan && e->plan.mode == PLAN_MODE_DENSE_STREAM) {

@@ -74,6 +74,14 @@ struct engine_opts {
     struct io_config io; /* how streamed weights are read (--io) */
     /* where per-model statistics persist (expert co-activation); NULL: nowhere */
     const char *cache_dir;
+    /* The GPU: NULL or "off" (CPU only), "auto" (CUDA when a device is
+     * present), "on" (CUDA, an error without a device). With a GPU the plan
+     * places tensors on it up to gpu_budget_bytes (0: free VRAM minus
+     * headroom); gpu_host says how host weights are computed (cuda_host_policy:
+     * 0 auto, 1 cpu, 2 copy). */
+    const char *gpu;
+    uint64_t gpu_budget_bytes;
+    int gpu_host;
 };
 
 /* A sequence: a KV cache and the tokens in it. */
@@ -95,6 +103,8 @@ struct engine {
     uint64_t proc_read0;   /* /proc/self/io read_bytes after the load (mmap accounting) */
     struct model *m;      /* owned */
     struct backend *be;   /* owned */
+    bool on_gpu;          /* be is the CUDA backend */
+    uint64_t gpu_budget_bytes; /* the GPU tier's budget, when on_gpu */
     struct tokenizer tok; /* owned when have_tok */
     bool have_tok;
     int64_t n_ctx;

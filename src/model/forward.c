@@ -554,8 +554,8 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     }
 
     /* the normed inputs as a matrix, to gather the rows routed to an expert */
-    const struct backend_weight xb_rows = {f->xb,      HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
-                                           "ffn input"};
+    const struct backend_weight xb_rows = {f->xb, HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
+                                           "ffn input", BACKEND_MEM_BACKEND, 0};
     for (int64_t e = 0; e < X; e++) {
         const int64_t cnt = f->grp_n[e];
         if (!cnt) continue;
@@ -645,6 +645,7 @@ enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
         f->n_past += step;
     }
     backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
+    if ((st = backend_sync(f->be))) return st;
     *logits = f->logits;
     return HY_OK;
 }
@@ -665,6 +666,7 @@ enum hy_status forward_eval_all(struct forward *f, const int32_t *tokens, int64_
     if ((st = eval_step(f, tokens, n, f->n_past, n))) return st;
     f->n_past += n;
     backend_download(f->be, f->logits_dev, f->logits, (size_t)(n * f->m->n_vocab) * sizeof(float));
+    if ((st = backend_sync(f->be))) return st;
     *logits = f->logits;
     return HY_OK;
 }

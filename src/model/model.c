@@ -444,9 +444,13 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
     const uint64_t row_bytes = quant_bytes(t->type, (uint64_t)t->ne[0]);
     const uint64_t off = stacked ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
     const uint8_t *data;
-    enum hy_status st = store_acquire(m->store, layer, role, expert, t, off, &data);
+    bool on_gpu = false;
+    enum hy_status st = store_acquire(m->store, layer, role, expert, t, off, &data, &on_gpu);
     if (st) return st;
     out->data = data;
+    out->mem = on_gpu ? BACKEND_MEM_BACKEND : BACKEND_MEM_HOST;
+    /* an expert slice's identity, for a GPU backend's VRAM cache */
+    out->key = stacked ? ((uint64_t)(t - m->gguf->tensors) + 1) << 20 | (uint64_t)(expert + 1) : 0;
     out->type = t->type;
     out->n_cols = t->ne[0];
     out->n_rows = t->ne[1];

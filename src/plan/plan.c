@@ -50,7 +50,12 @@ const char *plan_mode_name(enum plan_mode m)
 
 const char *plan_bound_name(enum plan_bound b)
 {
-    return b == PLAN_BOUND_DISK ? "disk" : "compute";
+    switch (b) {
+    case PLAN_BOUND_COMPUTE: return "compute";
+    case PLAN_BOUND_DISK: return "disk";
+    case PLAN_BOUND_PCIE: return "pcie";
+    }
+    return "?";
 }
 
 uint64_t plan_kv_bytes(const struct hparams *hp, int64_t n_ctx)
@@ -177,6 +182,104 @@ static enum hy_status below_minimum(uint64_t budget, uint64_t min, const uint64_
                    sizes_format(work, x[4], sizeof x[4]), sizes_format(pool, x[5], sizeof x[5]));
 }
 
+static enum hy_status below_gpu_minimum(uint64_t budget, uint64_t min, uint64_t kv, uint64_t work, uint64_t norms)
+{
+    char b[32], m[32], x[3][32];
+    return err_set(HY_ERR_INVALID_ARG,
+                   "GPU budget %s is below the GPU minimum %s (KV cache %s, GPU compute buffers %s, norms %s)\n"
+                   "hint: raise --gpu-budget, shrink the KV cache with a smaller context (-c), or run without "
+                   "the GPU (--gpu off)",
+                   sizes_format(budget, b, sizeof b), sizes_format(min, m, sizeof m),
+                   sizes_format(kv, x[0], sizeof x[0]), sizes_format(work, x[1], sizeof x[1]),
+                   sizes_format(norms, x[2], sizeof x[2]));
+}
+
+/* GPU placement state: on[i] for tensor i, what is left of the budget and
+ * what the weights placed take. */
+struct gpu_fill {
+    const struct model_info *info;
+    int n;
+    int64_t E;
+    bool *on;
+    uint64_t left, weights;
+};
+
+/* A tensor placed with its layer's FFN or expert unit rather than alone. */
+static bool gpu_unit_tensor(const struct gpu_fill *f, uint64_t i)
+{
+    enum tensor_role r = f->info->tensor_role[i];
+    int l = f->info->tensor_layer[i];
+    return l >= 0 && (r == ROLE_FFN || (r == ROLE_EXPERT && f->E > 0));
+}
+
+/* Places the single tensors of role r (with loose FFN / expert tensors when
+ * r is ROLE_OTHER) in layer order, each if it fits; `force` places them
+ * whatever is left (their bytes are part of the minimum). */
+static void gpu_place_role(struct gpu_fill *f, enum tensor_role r, bool force)
+{
+    const struct gguf_ctx *g = f->info->gguf;
+    for (int l = -1; l < f->n; l++)
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            enum tensor_role ri = f->info->tensor_role[i];
+            if (f->on[i] || f->info->tensor_layer[i] != l || gpu_unit_tensor(f, i)) continue;
+            bool match = ri == r || (r == ROLE_OTHER && (ri == ROLE_FFN || ri == ROLE_EXPERT));
+            uint64_t b = g->tensors[i].n_bytes;
+            if (!match || (!force && b > f->left)) continue;
+            f->on[i] = true;
+            f->weights += b;
+            if (!force) f->left -= b;
+        }
+}
+
+/* Places layer l's unit tensors of role r (FFN or EXPERT) together if they
+ * fit; returns whether they did (true too when the layer has none). */
+static bool gpu_place_unit(struct gpu_fill *f, int l, enum tensor_role r)
+{
+    const struct gguf_ctx *g = f->info->gguf;
+    uint64_t need = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (f->info->tensor_layer[i] == l && f->info->tensor_role[i] == r && gpu_unit_tensor(f, i))
+            need += g->tensors[i].n_bytes;
+    if (need > f->left) return false;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (f->info->tensor_layer[i] == l && f->info->tensor_role[i] == r && gpu_unit_tensor(f, i)) f->on[i] = true;
+    f->left -= need;
+    f->weights += need;
+    return true;
+}
+
+/* Rules G2-G3 (plan.h): fills on[], the GPU minimum and the weights placed. */
+static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E, uint64_t kv, uint64_t work,
+                                uint64_t budget, enum plan_force force, bool *on, uint64_t *min_out,
+                                uint64_t *weights_out)
+{
+    const struct gguf_ctx *g = info->gguf;
+    uint64_t norms = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (info->tensor_role[i] == ROLE_NORM) norms += g->tensors[i].n_bytes;
+    const uint64_t min = kv + work + norms;
+    *min_out = min;
+    if (budget < min) return below_gpu_minimum(budget, min, kv, work, norms);
+    struct gpu_fill f = {info, n, E, on, budget - min, 0};
+    const bool tied = info->bytes_by_role[ROLE_OUTPUT] == 0;
+    gpu_place_role(&f, ROLE_NORM, true);
+    gpu_place_role(&f, ROLE_ATTN, false);
+    gpu_place_role(&f, ROLE_ROUTER, false);
+    gpu_place_role(&f, ROLE_SHARED_EXPERT, false);
+    gpu_place_role(&f, ROLE_OTHER, false);
+    gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
+    /* a forced streaming mode keeps what it streams off the GPU tier (the
+     * GPU backend's VRAM cache still holds hot experts) */
+    if (force != PLAN_FORCE_DENSE_STREAM)
+        for (int l = 0; l < n; l++)
+            if (!gpu_place_unit(&f, l, ROLE_FFN)) break; /* a prefix of the layers */
+    if (E > 0 && force != PLAN_FORCE_EXPERT_STREAM)
+        for (int l = 0; l < n; l++) (void)gpu_place_unit(&f, l, ROLE_EXPERT);
+    if (!tied) gpu_place_role(&f, ROLE_EMBED, false);
+    *weights_out = f.weights;
+    return HY_OK;
+}
+
 enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
                          const struct plan_params *params)
 {
@@ -193,12 +296,29 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
 
     const int64_t E = hp->n_expert, k = hp->n_expert_used;
     const uint64_t kv = plan_kv_bytes(hp, params->n_ctx);
+
+    /* the GPU tier first (rules G1-G3); the RAM plan runs over the rest */
+    const bool gpu_on = hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
+    const uint64_t gpu_work = gpu_on ? params->gpu_compute_bytes : 0;
+    bool *on_gpu = mem_xcalloc((size_t)g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*on_gpu));
+    uint64_t gpu_min = 0, gpu_weights = 0;
+    if (gpu_on) {
+        enum hy_status st = gpu_place(info, n, E, kv, gpu_work, params->gpu_budget_bytes, params->force, on_gpu, &gpu_min,
+                                      &gpu_weights);
+        if (st) {
+            free(on_gpu);
+            return st;
+        }
+    }
+    const uint64_t kv_ram = gpu_on ? 0 : kv; /* the KV cache's share of the RAM budget */
+
     uint64_t fixed_by_role[ROLE_COUNT] = {0}, fixed = 0;
     struct layer_sizes *ls = mem_xcalloc((size_t)n, sizeof(*ls));
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         enum tensor_role r = info->tensor_role[i];
         int l = info->tensor_layer[i];
         uint64_t b = g->tensors[i].n_bytes;
+        if (on_gpu[i]) continue;
         if (r == ROLE_FFN && l >= 0) ls[l].ffn += b;
         else if (r == ROLE_EXPERT && l >= 0 && E > 0) ls[l].exp += b;
         else {
@@ -215,12 +335,12 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     }
     const uint64_t budget = params->ram_budget_bytes;
     const uint64_t work = params->compute_bytes;
-    const uint64_t all = fixed + kv + work + sum_ffn + sum_exp;
+    const uint64_t all = fixed + kv_ram + work + sum_ffn + sum_exp;
     const int n_slots = PLAN_PREFETCH_DEPTH + 1;
 
     /* worst-case pool: dense FFN layers may stream */
     uint64_t slot_bytes = HY_MAX(max_ffn, max_kslice);
-    const uint64_t min = fixed + kv + work + (uint64_t)n_slots * slot_bytes;
+    const uint64_t min = fixed + kv_ram + work + (uint64_t)n_slots * slot_bytes;
     p->min_resident_bytes = min;
     int *cache = mem_xcalloc((size_t)n, sizeof(*cache));
     bool *ffn_res = mem_xcalloc((size_t)n, sizeof(*ffn_res));
@@ -229,6 +349,10 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         free(ls);
         free(cache);
         free(ffn_res);
+        free(on_gpu);
+        if (info->bytes_by_role[ROLE_FFN] > 0)
+            return err_set(HY_ERR_INVALID_ARG, "%s: mode dense-stream: every dense FFN layer is on the GPU",
+                           g->name);
         return err_set(HY_ERR_INVALID_ARG, "%s: mode dense-stream: the model has no dense FFN layers "
                        "to stream\nhint: its experts stream in mode expert-stream", g->name);
     }
@@ -236,6 +360,9 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         free(ls);
         free(cache);
         free(ffn_res);
+        free(on_gpu);
+        if (info->bytes_by_role[ROLE_EXPERT] > 0 && E > 0)
+            return err_set(HY_ERR_INVALID_ARG, "%s: mode expert-stream: every expert is on the GPU", g->name);
         return err_set(HY_ERR_INVALID_ARG, "%s: mode expert-stream: the model has no experts",
                        g->name);
     }
@@ -251,12 +378,13 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             free(ls);
             free(cache);
             free(ffn_res);
-            return below_minimum(budget, min, fixed_by_role, kv, work, (uint64_t)n_slots * slot_bytes);
+            free(on_gpu);
+            return below_minimum(budget, min, fixed_by_role, kv_ram, work, (uint64_t)n_slots * slot_bytes);
         }
         /* a smaller pool when every dense FFN fits beside an experts-only pool */
-        if (sum_exp > 0 && fixed + kv + work + sum_ffn + (uint64_t)n_slots * max_kslice <= budget)
+        if (sum_exp > 0 && fixed + kv_ram + work + sum_ffn + (uint64_t)n_slots * max_kslice <= budget)
             slot_bytes = max_kslice;
-        uint64_t avail = budget - fixed - kv - work - (uint64_t)n_slots * slot_bytes;
+        uint64_t avail = budget - fixed - kv_ram - work - (uint64_t)n_slots * slot_bytes;
         /* rule 3: whole dense FFN layers, as many as fit, evenly spread */
         int n_ffn_layers = 0;
         for (int l = 0; l < n; l++) n_ffn_layers += ls[l].ffn > 0;
@@ -314,6 +442,10 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     p->n_layer = n;
     double t_tail = 0, active_params = 0;
     bool has_output = info->bytes_by_role[ROLE_OUTPUT] > 0;
+    const double gpu_bw = hw->gpu_mem_bytes_per_s > 0 ? hw->gpu_mem_bytes_per_s : 2e12;
+    const double pcie = hw->pcie_bytes_per_s > 0 ? hw->pcie_bytes_per_s : 25e9;
+    double pcie_prompt_bytes = 0; /* host bytes copied to the GPU per prompt batch */
+    bool all_on_gpu = gpu_on && g->n_tensors > 0, host_experts = false;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const struct gguf_tensor *t = &g->tensors[i];
         struct plan_tensor *pt = &p->tensors[i];
@@ -321,14 +453,20 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         int l = info->tensor_layer[i];
         *pt = (struct plan_tensor){t->name, r, l, t->type, t->n_bytes, PLAN_TIER_RAM, t->n_bytes};
         double use = (double)t->n_bytes, params_used = (double)t->n_elements; /* bytes a token reads */
-        if (r == ROLE_FFN && l >= 0 && !ffn_res[l]) {
+        const bool is_exp = r == ROLE_EXPERT && l >= 0 && E > 0;
+        if (on_gpu[i]) {
+            pt->tier = PLAN_TIER_GPU;
+            pt->resident_bytes = 0;
+        } else if (r == ROLE_FFN && l >= 0 && !ffn_res[l]) {
             pt->tier = PLAN_TIER_NVME;
             pt->resident_bytes = 0;
-        } else if (r == ROLE_EXPERT && l >= 0 && E > 0) {
-            if (cache[l] < E) {
-                pt->tier = PLAN_TIER_NVME;
-                pt->resident_bytes = t->n_bytes / (uint64_t)E * (uint64_t)cache[l];
-            }
+        } else if (is_exp && cache[l] < E) {
+            pt->tier = PLAN_TIER_NVME;
+            pt->resident_bytes = t->n_bytes / (uint64_t)E * (uint64_t)cache[l];
+        }
+        all_on_gpu &= on_gpu[i];
+        host_experts |= is_exp && !on_gpu[i];
+        if (is_exp) {
             use *= (double)k / (double)E;
             params_used *= (double)k / (double)E;
         }
@@ -338,14 +476,32 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             params_used = has_output ? 0 : params_used;
         }
         active_params += params_used;
-        double tc = use / matvec_rate(hw, t->type);
+        double tc;
+        if (!gpu_on) tc = use / matvec_rate(hw, t->type);
+        else if (on_gpu[i]) tc = use / gpu_bw;
+        else {
+            /* rows split between the CPU and the GPU after a PCIe copy */
+            tc = use / (matvec_rate(hw, t->type) + pcie);
+            pcie_prompt_bytes += r == ROLE_EMBED && has_output ? 0 : (double)t->n_bytes;
+        }
         if (l >= 0 && l < n) {
             struct plan_layer *pl = &p->layers[l];
             pl->t_compute_s += tc;
-            pl->resident_bytes += pt->resident_bytes;
-            pl->streamed_bytes += pt->bytes - pt->resident_bytes;
+            if (on_gpu[i]) {
+                pl->gpu_bytes += pt->bytes;
+                pl->ffn_on_gpu |= r == ROLE_FFN;
+                pl->experts_on_gpu |= is_exp;
+                if (is_exp) pl->expert_slice_bytes += t->n_bytes / (uint64_t)E;
+            } else {
+                pl->resident_bytes += pt->resident_bytes;
+                pl->streamed_bytes += pt->bytes - pt->resident_bytes;
+            }
         } else {
             t_tail += tc;
+        }
+        if (pt->tier == PLAN_TIER_GPU) {
+            p->bytes_by_role_gpu[r] += pt->bytes;
+            continue;
         }
         if (pt->tier == PLAN_TIER_RAM) p->bytes_by_role_resident[r] += pt->bytes;
         else {
@@ -358,7 +514,7 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
 
     bool any_ffn_stream = false, any_exp_stream = false;
     double sel_hit = 0, prompt_bytes = 0;
-    int n_moe_layers = 0;
+    int n_moe_layers = 0, n_cache_layers = 0;
     for (int l = 0; l < n; l++) {
         struct plan_layer *pl = &p->layers[l];
         pl->ffn_streamed = ls[l].ffn > 0 && !ffn_res[l];
@@ -367,8 +523,15 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             pl->read_bytes_per_token += (double)ls[l].ffn;
             prompt_bytes += (double)ls[l].ffn;
         }
+        if (pl->experts_on_gpu) {
+            /* never read from the disk: counts as hits */
+            n_moe_layers++;
+            pl->hit_rate = 1;
+            sel_hit += 1;
+        }
         if (ls[l].exp && E > 0) {
             n_moe_layers++;
+            n_cache_layers++;
             pl->expert_cache = cache[l];
             pl->expert_slice_bytes = ls[l].exp / (uint64_t)E;
             pl->hit_rate = plan_expert_hit_rate(cache[l], E);
@@ -380,7 +543,7 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             }
             p->expert_cache_entries += (uint64_t)cache[l];
             p->expert_cache_bytes += (uint64_t)cache[l] * pl->expert_slice_bytes;
-            if (n_moe_layers == 1 || cache[l] < p->expert_cache_min) p->expert_cache_min = cache[l];
+            if (n_cache_layers == 1 || cache[l] < p->expert_cache_min) p->expert_cache_min = cache[l];
             if (cache[l] > p->expert_cache_max) p->expert_cache_max = cache[l];
         }
         pl->t_io_s = pl->read_bytes_per_token / hw->disk_read_bytes_per_s;
@@ -405,7 +568,18 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     p->expert_zipf_s = PLAN_EXPERT_ZIPF_S;
     /* the expert cache's share is counted in weights_resident_bytes */
     p->compute_bytes = work;
-    p->resident_bytes = p->weights_resident_bytes + kv + work + p->pool_bytes;
+    p->resident_bytes = p->weights_resident_bytes + kv_ram + work + p->pool_bytes;
+    if (gpu_on) {
+        p->gpu_on = true;
+        p->kv_on_gpu = true;
+        p->all_on_gpu = all_on_gpu;
+        p->gpu_compute_bytes = gpu_work;
+        p->gpu_min_bytes = gpu_min;
+        p->gpu_weights_bytes = gpu_weights;
+        p->gpu_used_bytes = kv + gpu_work + gpu_weights;
+        HY_ASSERT(p->gpu_used_bytes <= p->gpu_budget_bytes);
+        p->gpu_expert_cache_bytes = host_experts ? p->gpu_budget_bytes - p->gpu_used_bytes : 0;
+    }
     p->forced = force != PLAN_FORCE_NONE;
     p->over_budget = p->resident_bytes > budget;
     HY_ASSERT(!p->over_budget || force == PLAN_FORCE_RESIDENT);
@@ -415,14 +589,18 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     p->gen_bound = p->t_io_per_token_s > p->t_compute_per_token_s ? PLAN_BOUND_DISK : PLAN_BOUND_COMPUTE;
 
     double flops = hw->cpu_flops_per_s > 0 ? hw->cpu_flops_per_s : 50e9 * (hw->n_threads > 0 ? hw->n_threads : 1);
+    if (gpu_on) flops = hw->gpu_flops_per_s > 0 ? hw->gpu_flops_per_s : 1e14; /* the whole batch on the GPU */
     double t_batch_c = PLAN_PROMPT_BATCH * 2.0 * active_params / flops;
     double t_batch_io = prompt_bytes / hw->disk_read_bytes_per_s;
-    double t_batch = HY_MAX(t_batch_c, t_batch_io);
+    double t_batch_pcie = pcie_prompt_bytes / pcie; /* 0 without the GPU tier */
+    double t_batch = HY_MAX(HY_MAX(t_batch_c, t_batch_io), t_batch_pcie);
     p->predicted_prompt_tok_per_s = t_batch > 0 ? PLAN_PROMPT_BATCH / t_batch : 0;
     p->prompt_bound = t_batch_io > t_batch_c ? PLAN_BOUND_DISK : PLAN_BOUND_COMPUTE;
+    if (t_batch_pcie > t_batch_c && t_batch_pcie > t_batch_io) p->prompt_bound = PLAN_BOUND_PCIE;
 
     free(ls);
     free(cache);
     free(ffn_res);
+    free(on_gpu);
     return HY_OK;
 }

@@ -10,11 +10,36 @@
  * and `struct plan_params` (budgets and context length). The plan is a pure
  * function of them: no I/O, no clock, no environment.
  *
- * Placement rules, in order:
+ * GPU tier (on when hw->n_gpu > 0 and params->gpu_budget_bytes > 0; when it
+ * is off the plan is exactly the RAM plan below and the GPU fields stay 0):
+ *   G1. The KV cache moves to the GPU: it counts against the GPU budget, not
+ *       the RAM budget (kv_on_gpu).
+ *   G2. The GPU minimum: KV cache + gpu_compute_bytes (the forward pass's
+ *       activations, logits and scratch on the GPU) + every norm tensor
+ *       (they must be on the GPU). A GPU budget below it fails with
+ *       HY_ERR_INVALID_ARG naming the minimum and its parts.
+ *   G3. Then tensors go to the GPU whole, in this priority order, each one
+ *       if it fits in what is left of the budget (a tensor that does not fit
+ *       is skipped, and later, smaller ones may still go): norms, attention
+ *       (layer order), routers, shared experts, anything else (ROLE_OTHER,
+ *       and FFN or expert tensors outside blocks), the output head (with
+ *       tied embeddings token_embd is the head and goes here), dense FFN
+ *       layers whole (gate+up+down) in layer order up to the first that
+ *       does not fit (so a prefix of the layers), routed experts a whole
+ *       layer's stacked tensors at a time in layer order (a layer that does
+ *       not fit is skipped), and last the token embeddings.
+ *   G4. What is left of the GPU budget, when routed experts stay on the
+ *       host, is the VRAM expert cache (gpu_expert_cache_bytes).
+ *   G5. The RAM rules below run over the tensors not on the GPU; a layer
+ *       whose dense FFN or experts are on the GPU has none on the RAM side
+ *       (never streamed, nothing in the RAM expert cache).
+ *
+ * Placement rules (RAM / NVMe), in order:
  *   1. Always resident (the "resident minimum"): embeddings, attention,
- *      norms, routers, shared experts, the output head, anything unknown,
- *      the KV cache (F16, n_ctx positions), the forward pass's compute
- *      buffers (plan_params.compute_bytes), and one streaming pool of
+ *      norms, routers, shared experts, the output head, anything unknown
+ *      (of these, those not on the GPU), the KV cache (F16, n_ctx positions;
+ *      not when it is on the GPU), the forward pass's compute buffers
+ *      (plan_params.compute_bytes), and one streaming pool of
  *      PLAN_PREFETCH_DEPTH + 1 slots (one being computed on, the others being
  *      read ahead). A budget below this fails with HY_ERR_INVALID_ARG naming
  *      the minimum and what takes it.
@@ -51,14 +76,26 @@
  * Expert reads are assumed issued early by prediction (DESIGN.md §5), as
  * dense reads are; a wrong prediction's stall is not modelled. Attention over
  * the KV cache is not counted (small at moderate context next to weights).
+ * With the GPU tier on, a GPU tensor's compute time is bytes used /
+ * hw->gpu_mem_bytes_per_s, and a host tensor's (RAM or NVMe) bytes used /
+ * (CPU matvec rate + hw->pcie_bytes_per_s): the backend splits its rows
+ * between the CPU, computing them where they lie, and the GPU, computing them
+ * after a copy over PCIe. Disk reads are as without the GPU. A layer whose
+ * experts are on the GPU counts with hit rate 1 in expert_hit_rate.
  *
  * Prompt model: batches of PLAN_PROMPT_BATCH tokens; compute = 2 FLOPs per
  * active parameter per token at hw->cpu_flops_per_s; every streamed byte is
  * read once per batch (a batch of hundreds of tokens touches every expert);
- * reads overlap compute.
+ * reads overlap compute. With the GPU tier on, the whole batch computes on
+ * the GPU at hw->gpu_flops_per_s, and every host tensor's bytes (all of an
+ * expert tensor; token embeddings only when they are the head) are copied
+ * once per batch over PCIe, t = bytes / pcie; disk reads, copies and compute
+ * overlap, so a batch takes the longest of the three (prompt_bound says
+ * which).
  *
- * Not done yet: the GPU tier (gpu_budget is recorded, nothing is placed
- * there), per-tensor rather than per-layer streaming of dense FFN.
+ * Not done yet: per-tensor rather than per-layer streaming of dense FFN;
+ * several GPUs (n_gpu > 1 is planned as one GPU of gpu_budget_bytes); the
+ * VRAM expert cache's hit rate (its size is reported, not used).
  */
 #ifndef HY_PLAN_PLAN_H
 #define HY_PLAN_PLAN_H
@@ -89,10 +126,12 @@ struct plan_hw {
     double cpu_matvec_bytes_per_s[HY_TYPE_COUNT];
     double cpu_flops_per_s;          /* batched matmul rate; 0: 50 GFLOP/s per thread */
     int n_threads;                   /* 0: 1 */
-    /* GPU tier, not planned yet: keep 0 */
+    /* GPU tier (see above); n_gpu 0: no GPU */
     int n_gpu;
     uint64_t gpu_mem_bytes;
-    double pcie_bytes_per_s;
+    double pcie_bytes_per_s;         /* host-to-device copy rate; 0: 25e9 */
+    double gpu_mem_bytes_per_s;      /* HBM read bandwidth; 0: 2e12 */
+    double gpu_flops_per_s;          /* batched matmul rate; 0: 1e14 */
 };
 
 /* Conservative defaults (3 GB/s disk, 20 GB/s memory, 4 threads); RAM sizes 0. */
@@ -109,21 +148,24 @@ enum plan_force { PLAN_FORCE_NONE = 0, PLAN_FORCE_RESIDENT, PLAN_FORCE_DENSE_STR
 
 struct plan_params {
     uint64_t ram_budget_bytes; /* > 0; see plan_ram_budget for the default */
-    uint64_t gpu_budget_bytes; /* recorded only, for now */
+    uint64_t gpu_budget_bytes; /* 0: no GPU tier (nor when hw->n_gpu is 0) */
     int64_t n_ctx;             /* > 0: KV cache positions */
     /* activations, logits and scratch of the forward pass (forward_buffer_bytes
      * minus the KV cache): part of the resident minimum; 0 when unknown */
     uint64_t compute_bytes;
+    /* activations, logits and scratch the forward pass allocates on the GPU:
+     * part of the GPU minimum; ignored without the GPU tier */
+    uint64_t gpu_compute_bytes;
     enum plan_force force;
 };
 
 enum plan_tier { PLAN_TIER_GPU, PLAN_TIER_RAM, PLAN_TIER_NVME };
 enum plan_mode { PLAN_MODE_RESIDENT, PLAN_MODE_DENSE_STREAM, PLAN_MODE_EXPERT_STREAM };
-enum plan_bound { PLAN_BOUND_COMPUTE, PLAN_BOUND_DISK };
+enum plan_bound { PLAN_BOUND_COMPUTE, PLAN_BOUND_DISK, PLAN_BOUND_PCIE /* prompt, GPU tier on */ };
 
 const char *plan_tier_name(enum plan_tier t);   /* "gpu", "ram", "nvme" */
 const char *plan_mode_name(enum plan_mode m);   /* "resident", "dense-stream", "expert-stream" */
-const char *plan_bound_name(enum plan_bound b); /* "compute", "disk" */
+const char *plan_bound_name(enum plan_bound b); /* "compute", "disk", "pcie" */
 
 struct plan_tensor {
     const char *name;     /* borrowed from the gguf ctx */
@@ -131,16 +173,19 @@ struct plan_tensor {
     int layer;            /* -1 outside blocks */
     uint32_t type;        /* enum hy_type */
     uint64_t bytes;
-    enum plan_tier tier;  /* RAM: whole tensor resident; NVME: read from the file */
-    uint64_t resident_bytes; /* bytes kept in RAM: all, 0, or (experts) the cache's share */
+    enum plan_tier tier;  /* GPU: on the GPU; RAM: whole tensor resident; NVME: read from the file */
+    uint64_t resident_bytes; /* bytes kept in RAM: all, 0, or (experts) the cache's share; 0 on the GPU */
 };
 
 struct plan_layer {
     uint64_t resident_bytes;   /* weights of this layer held in RAM (expert cache included) */
     uint64_t streamed_bytes;   /* weights of this layer left on the NVMe tier */
+    uint64_t gpu_bytes;        /* weights of this layer on the GPU */
+    bool ffn_on_gpu;           /* its dense FFN is on the GPU */
+    bool experts_on_gpu;       /* its routed experts are on the GPU */
     double read_bytes_per_token; /* expected disk reads per generated token */
     bool ffn_streamed;         /* dense FFN read each token */
-    int expert_cache;          /* experts of this layer in the cache (MoE layers) */
+    int expert_cache;          /* experts of this layer in the RAM cache (MoE layers; 0 on the GPU) */
     uint64_t expert_slice_bytes; /* one expert's rows of gate+up+down */
     double hit_rate;           /* assumed expert cache hit rate */
     double t_compute_s, t_io_s, t_layer_s; /* decode, steady state */
@@ -153,11 +198,21 @@ struct plan {
     uint64_t kv_bytes;
     uint64_t min_resident_bytes;   /* the resident minimum (rule 1) */
     uint64_t compute_bytes;        /* plan_params.compute_bytes */
-    /* RAM used: weights + expert cache + KV + compute buffers + pool; ≤ budget
+    /* the GPU tier; all 0 / false when it is off */
+    bool gpu_on;
+    bool kv_on_gpu;                /* the KV cache counts against the GPU budget */
+    bool all_on_gpu;               /* every tensor is on the GPU */
+    uint64_t gpu_compute_bytes;    /* plan_params.gpu_compute_bytes */
+    uint64_t gpu_min_bytes;        /* KV cache + GPU compute buffers + norms (rule G2) */
+    uint64_t gpu_weights_bytes;    /* weights placed on the GPU */
+    uint64_t gpu_used_bytes;       /* KV cache + GPU compute buffers + GPU weights */
+    uint64_t gpu_expert_cache_bytes; /* GPU budget left for a VRAM expert cache (rule G4) */
+    uint64_t bytes_by_role_gpu[ROLE_COUNT];
+    /* RAM used: weights + expert cache + KV (unless on the GPU) + compute buffers + pool; ≤ budget
      * unless over_budget (only with PLAN_FORCE_RESIDENT) */
     uint64_t resident_bytes;
     bool forced, over_budget;
-    uint64_t weights_resident_bytes; /* weights in RAM, expert cache included */
+    uint64_t weights_resident_bytes; /* weights in RAM, expert cache included (GPU weights not) */
     uint64_t weights_streamed_bytes; /* weights on the NVMe tier */
     uint64_t bytes_by_role_resident[ROLE_COUNT];
     uint64_t bytes_by_role_streamed[ROLE_COUNT];
@@ -183,7 +238,8 @@ struct plan {
 
 /* Plans the placement of info's model. info (and its gguf ctx) must outlive
  * *p (tensor names are borrowed). Errors: HY_ERR_INVALID_ARG when the budget
- * is below the resident minimum (naming it and its parts), or when a
+ * is below the resident minimum or the GPU budget below the GPU minimum
+ * (naming it and its parts), or when a
  * parameter is out of range (n_ctx ≤ 0, rates ≤ 0); HY_ERR_UNSUPPORTED when
  * the model has no layers. On error *p is left empty (plan_free is safe). */
 HY_MUST_CHECK enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,

@@ -419,6 +419,13 @@ enum hy_status expert_cache_open(const struct expert_cache_config *cfg, struct e
     return HY_OK;
 }
 
+void expert_cache_memory(const struct expert_cache *c, void **p, uint64_t *bytes)
+{
+    const uint64_t huge = (uint64_t)2 << 20;
+    *p = c->pool;
+    *bytes = (c->entry_bytes * (uint64_t)c->cap + huge - 1) / huge * huge;
+}
+
 void expert_cache_close(struct expert_cache *c)
 {
     if (!c) return;

@@ -79,6 +79,9 @@ HY_MUST_CHECK enum hy_status expert_cache_open(const struct expert_cache_config 
 /* Waits for reads in flight, counts unused prefetches as wasted, frees. */
 void expert_cache_close(struct expert_cache *c);
 
+/* The entries' memory (one allocation), for registering it with a GPU backend. */
+void expert_cache_memory(const struct expert_cache *c, void **p, uint64_t *bytes);
+
 /* Bytes one entry takes (the largest expert slice's covering reads). */
 uint64_t expert_cache_entry_bytes(const struct model *m, uint32_t align);
 

@@ -57,12 +57,16 @@ struct slot {
 };
 
 #define LOC_EXPERT (-2) /* loc.unit of an expert tensor in expert-stream mode */
+#define LOC_GPU (-3)    /* loc.unit of a tensor on the GPU tier */
+#define GPU_STAGE_BYTES ((uint64_t)64 << 20) /* read piece of a GPU tensor */
+#define STORE_MAX_REG 3 /* host buffers registered with the GPU backend */
 
 /* Where a bound (layer, role) lives: resident pointer, unit and segment, or
  * the expert cache (unit LOC_EXPERT, seg = gate 0, up 1, down 2). */
 struct loc {
-    const uint8_t *data; /* resident or mapped; NULL when streamed */
+    const uint8_t *data; /* resident, mapped or in GPU memory; NULL when streamed */
     int unit, seg;
+    bool gpu; /* data is GPU memory */
 };
 
 struct store {
@@ -88,6 +92,11 @@ struct store {
     struct coact *coact;     /* STORE_EXPERT_STREAM: co-activation statistics */
     struct store_stats st;
     struct io_done done[32];
+    struct backend *gpu;  /* the GPU tier's backend; NULL: none */
+    void **gpu_bufs;      /* GPU tensors' memory, freed by store_close */
+    int n_gpu_bufs;
+    void *reg[STORE_MAX_REG]; /* host memory registered with gpu */
+    int n_reg;
 };
 
 const char *store_mode_name(enum store_mode m)
@@ -260,9 +269,11 @@ static enum hy_status wait_ready(struct store *s, int si, int u)
 }
 
 enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role, int expert,
-                             const struct gguf_tensor *t, uint64_t byte_off, const uint8_t **data)
+                             const struct gguf_tensor *t, uint64_t byte_off, const uint8_t **data,
+                             bool *on_gpu)
 {
     const struct loc *lc = &s->locs[loc_index(s->m, layer, role)];
+    *on_gpu = lc->gpu;
     if (lc->data) {
         *data = lc->data + byte_off;
         return HY_OK;
@@ -309,9 +320,16 @@ void store_release(struct store *s, int layer, enum model_wrole role)
     }
 }
 
+/* Whether layer's experts are on the GPU tier (not in the expert cache). */
+static bool experts_on_gpu(const struct store *s, int layer)
+{
+    return layer >= 0 && layer < s->m->hp->n_layer &&
+           s->locs[loc_index(s->m, layer, MODEL_W_FFN_GATE_EXPS)].unit == LOC_GPU;
+}
+
 void store_route(struct store *s, int layer, const int32_t *ids, int64_t n)
 {
-    if (s->xc) expert_cache_route(s->xc, layer, ids, n);
+    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_route(s->xc, layer, ids, n);
 }
 
 void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
@@ -326,7 +344,7 @@ bool store_wants_hints(const struct store *s)
 
 void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n)
 {
-    if (s->xc) expert_cache_hint(s->xc, layer, ids, n);
+    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_hint(s->xc, layer, ids, n);
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -491,6 +509,68 @@ static enum hy_status open_mmap(struct store *s)
     return HY_OK;
 }
 
+/* Reads every GPU-tier tensor through a staging buffer into GPU memory. */
+static enum hy_status load_gpu(struct store *s)
+{
+    struct model *m = s->m;
+    const size_t n_loc = (size_t)(m->hp->n_layer + 1) * MODEL_W_COUNT;
+    const uint32_t al = io_align(s->io);
+    uint8_t *stage = NULL;
+    enum hy_status st = HY_OK;
+    char sz[32];
+    s->gpu_bufs = mem_xcalloc(n_loc, sizeof *s->gpu_bufs);
+    for (size_t k = 0; k < n_loc && st == HY_OK; k++) {
+        const struct gguf_tensor *t = m->bound[k];
+        if (!t || s->locs[k].unit != LOC_GPU || s->locs[k].data) continue;
+        uint8_t *dev = s->gpu->ops->alloc(s->gpu, (size_t)t->n_bytes);
+        if (!dev) {
+            st = err_set(HY_ERR_OOM, "GPU tier: cannot allocate %s for tensor '%s' of %s",
+                         sizes_format(t->n_bytes, sz, sizeof sz), t->name, m->path);
+            break;
+        }
+        s->gpu_bufs[s->n_gpu_bufs++] = dev;
+        if (!stage) {
+            stage = mem_aligned_alloc(al, (size_t)(GPU_STAGE_BYTES + 2 * (uint64_t)al));
+            if (!stage) {
+                st = err_set(HY_ERR_OOM, "GPU tier: cannot allocate the staging buffer");
+                break;
+            }
+        }
+        for (uint64_t o = 0; o < t->n_bytes && st == HY_OK; o += GPU_STAGE_BYTES) {
+            const uint64_t n = HY_MIN(GPU_STAGE_BYTES, t->n_bytes - o);
+            uint64_t at;
+            if ((st = io_read_range(s->io, t->file_off + o, n, stage, NULL, NULL, &at))) break;
+            backend_upload(s->gpu, dev + o, stage + at, (size_t)n);
+            /* the staging buffer is rewritten next: the copy must have left */
+            st = backend_sync(s->gpu);
+        }
+        s->st.gpu_bytes += t->n_bytes;
+        /* every bound slot of this tensor (tied embeddings: two) */
+        for (size_t j = 0; j < n_loc; j++)
+            if (m->bound[j] == t) {
+                s->locs[j].data = dev;
+                s->locs[j].gpu = true;
+            }
+    }
+    mem_aligned_free(stage);
+    s->st.load_bytes = io_stats(s->io).bytes_read;
+    return st;
+}
+
+/* Page-locks host memory the GPU backend copies weights from; a failure
+ * only makes copies slower (a warning). */
+static void register_host(struct store *s, void *p, uint64_t bytes)
+{
+    if (!s->gpu || !p || !bytes || !s->gpu->ops->host_register || s->n_reg >= STORE_MAX_REG)
+        return;
+    if (s->gpu->ops->host_register(s->gpu, p, (size_t)bytes) == HY_OK) {
+        s->reg[s->n_reg++] = p;
+    } else {
+        LOG_W("%s (host weights are copied to the GPU through pageable memory)", err_msg());
+        err_clear();
+    }
+}
+
 enum hy_status store_open(struct model *m, const struct store_config *cfg, struct store **out)
 {
     *out = NULL;
@@ -514,8 +594,24 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
     const size_t n_loc = (size_t)(m->hp->n_layer + 1) * MODEL_W_COUNT;
     s->locs = mem_xcalloc(n_loc, sizeof *s->locs);
     for (size_t k = 0; k < n_loc; k++) s->locs[k].unit = -1;
+    s->gpu = cfg->gpu;
     enum hy_status st = HY_OK;
     const struct gguf_tensor **res = NULL;
+    /* the GPU tier, from the plan */
+    if (cfg->plan && cfg->mode != STORE_MMAP) {
+        for (size_t k = 0; k < n_loc; k++) {
+            const struct gguf_tensor *t = m->bound[k];
+            if (!t || cfg->plan->tensors[t - m->gguf->tensors].tier != PLAN_TIER_GPU) continue;
+            if (!cfg->gpu) {
+                io_close(override);
+                st = err_set(HY_ERR_INVALID_ARG,
+                             "%s: the plan puts tensor '%s' on the GPU, and there is no GPU backend",
+                             m->path, t->name);
+                goto fail;
+            }
+            s->locs[k].unit = LOC_GPU;
+        }
+    }
     if (cfg->mode == STORE_MMAP) {
         io_close(override);
         if ((st = open_mmap(s))) goto fail;
@@ -554,7 +650,7 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
         for (int l = 0; l < m->hp->n_layer; l++)
             for (int r = 0; r < 3; r++) {
                 size_t k = loc_index(m, l, xroles[r]);
-                if (!m->bound[k]) continue;
+                if (!m->bound[k] || s->locs[k].unit == LOC_GPU) continue;
                 s->locs[k].unit = LOC_EXPERT;
                 s->locs[k].seg = r;
             }
@@ -609,7 +705,15 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
         s->slot_bytes = HY_MAX(s->slot_bytes, un->bytes);
     }
     if ((st = load_resident(s, res, n_res, cfg))) goto fail;
+    if (s->gpu && (st = load_gpu(s))) goto fail;
+    if (s->arena) register_host(s, s->arena, base_align_up(s->arena_bytes, STORE_HUGE_PAGE));
     if (cfg->mode == STORE_EXPERT_STREAM && (st = open_experts(s, cfg))) goto fail;
+    if (s->xc) {
+        void *xp;
+        uint64_t xb;
+        expert_cache_memory(s->xc, &xp, &xb);
+        register_host(s, xp, xb);
+    }
     if (s->n_units > 0) {
         char sz[32];
         s->slots = mem_xcalloc((size_t)s->n_slots, sizeof *s->slots);
@@ -623,6 +727,7 @@ enum hy_status store_open(struct model *m, const struct store_config *cfg, struc
 #ifdef MADV_HUGEPAGE
         (void)madvise(s->pool, (size_t)base_align_up(pool, STORE_HUGE_PAGE), MADV_HUGEPAGE);
 #endif
+        register_host(s, s->pool, base_align_up(pool, STORE_HUGE_PAGE));
         for (int i = 0; i < s->n_slots; i++)
             s->slots[i] = (struct slot){.unit = -1, .seq = -1, .buf = s->pool + s->slot_bytes * (uint64_t)i};
         s->st.pool_bytes = pool;
@@ -657,6 +762,13 @@ void store_close(struct store *s)
 {
     if (!s) return;
     if (s->m && s->m->store == s) s->m->store = NULL;
+    if (s->gpu) {
+        /* kernels may still read GPU tensors or copy from host memory */
+        if (backend_sync(s->gpu) != HY_OK) err_clear();
+        for (int i = 0; i < s->n_reg; i++) s->gpu->ops->host_unregister(s->gpu, s->reg[i]);
+        for (int i = 0; i < s->n_gpu_bufs; i++) s->gpu->ops->dealloc(s->gpu, s->gpu_bufs[i]);
+    }
+    free(s->gpu_bufs);
     expert_cache_close(s->xc);
     if (s->coact && coact_save(s->coact) != HY_OK) {
         LOG_W("%s", err_msg());

@@ -90,6 +90,11 @@ struct store_config {
     const char *cache_dir;
     bool no_coact, no_hints, lru;
     int expert_capacity; /* entries of the expert cache; 0: from the plan */
+    /* The GPU tier: tensors the plan puts on PLAN_TIER_GPU are read through
+     * a staging buffer into this backend's memory and never kept in RAM, and
+     * the store's host memory is registered with it for fast copies. NULL:
+     * no GPU tier (the plan's GPU tiers are then an error). */
+    struct backend *gpu;
 };
 
 struct store_stats {
@@ -104,6 +109,7 @@ struct store_stats {
     uint64_t pool_bytes;     /* slot bytes, all slots */
     int pool_slots;
     int n_units;
+    uint64_t gpu_bytes;   /* weights placed in GPU memory */
     bool has_experts; /* STORE_EXPERT_STREAM: the expert cache's counters */
     struct expert_cache_stats experts;
 };
@@ -133,7 +139,8 @@ HY_MUST_CHECK enum hy_status store_check(const struct store *s);
 /* Called by model_acquire / model_release / model_route (model.h). */
 HY_MUST_CHECK enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role,
                                            int expert, const struct gguf_tensor *t,
-                                           uint64_t byte_off, const uint8_t **data);
+                                           uint64_t byte_off, const uint8_t **data,
+                                           bool *on_gpu);
 void store_release(struct store *s, int layer, enum model_wrole role);
 void store_route(struct store *s, int layer, const int32_t *ids, int64_t n);
 void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k);

@@ -85,6 +85,9 @@ struct bench_opts {
     uint64_t ram_budget;
     bool ram_budget_set;
     const char *mode; /* hypura's run: --mode */
+    const char *gpu;  /* passed to run: --gpu, --gpu-budget, --gpu-host; NULL: run's default */
+    const char *gpu_budget;
+    const char *gpu_host;
     bool baseline, force_baseline, cold;
     const char *json_path, *plot_path;
 };
@@ -127,6 +130,8 @@ static void bench_help(void)
            "  --mode MODE          hypura's placement: auto, resident, dense-stream,\n"
            "                       expert-stream (default: auto)\n"
            "  --ram-budget SIZE    RAM budget of every run, e.g. 16G (default: run's)\n"
+           "  --gpu WHEN, --gpu-budget SIZE, --gpu-host HOW\n"
+           "                       passed to every hypura run (see hypura run --help)\n"
            "  -t, --threads N      CPU threads (default: run's, physical cores)\n"
            "  -c, --ctx-size N     context length (default: run's)\n"
            "  -h, --help           show this help\n\n"
@@ -157,6 +162,12 @@ static int parse_opts(struct cli *c, struct bench_opts *o, enum hy_status *st)
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
             o->ram_budget_set = true;
+        } else if (cli_match(c, NULL, "--gpu")) {
+            *st = cli_value(c, &o->gpu);
+        } else if (cli_match(c, NULL, "--gpu-budget")) {
+            *st = cli_value(c, &o->gpu_budget);
+        } else if (cli_match(c, NULL, "--gpu-host")) {
+            *st = cli_value(c, &o->gpu_host);
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
         } else if (cli_match(c, NULL, "--baseline")) {
@@ -427,6 +438,9 @@ HY_MUST_CHECK static enum hy_status run_once(const struct bench_opts *o, const c
     if (o->n_threads) argv[a++] = "-t", argv[a++] = threads;
     if (o->n_ctx) argv[a++] = "-c", argv[a++] = ctx;
     if (o->ram_budget_set) argv[a++] = "--ram-budget", argv[a++] = budget;
+    if (o->gpu) argv[a++] = "--gpu", argv[a++] = o->gpu;
+    if (o->gpu_budget) argv[a++] = "--gpu-budget", argv[a++] = o->gpu_budget;
+    if (o->gpu_host) argv[a++] = "--gpu-host", argv[a++] = o->gpu_host;
     argv[a] = NULL;
 
     fflush(stdout);

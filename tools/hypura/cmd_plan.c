@@ -1,5 +1,6 @@
 /*
- * hypura plan -m MODEL [--ram-budget SIZE] [--gpu-budget SIZE] [-c CTX] [--disk-gbs X] [--mem-gbs X] [--json]
+ * hypura plan -m MODEL [--ram-budget SIZE] [--gpu-budget SIZE] [--gpu-mem SIZE] [-c CTX] [--disk-gbs X]
+ *             [--mem-gbs X] [--json]
  *
  * Reads the model's header and prints where every tensor would live, the
  * mode, pool and cache sizes, bytes read per token and the predicted speed
@@ -36,7 +37,10 @@ static void plan_help(void)
            "  --ram-budget SIZE    RAM for weights, KV cache and pools, e.g. 24G, 512MiB\n"
            "                       (default: available RAM minus headroom; never above a\n"
            "                       cgroup memory limit minus headroom)\n"
-           "  --gpu-budget SIZE    GPU memory (default: 0; the GPU tier is not planned yet)\n"
+           "  --gpu-budget SIZE    GPU memory for the KV cache, GPU buffers and weights (default: 0,\n"
+           "                       no GPU tier; with --gpu-mem: that minus headroom)\n"
+           "  --gpu-mem SIZE       plan for one GPU with this much memory (default: none, or one of\n"
+           "                       --gpu-budget's size when that is given)\n"
            "  -c, --ctx-size N     context length for the KV cache (default: %d, at most the\n"
            "                       model's training context)\n"
            "  --disk-gbs X         disk read bandwidth in GB/s (default: the cached 'hypura profile',\n"
@@ -63,6 +67,18 @@ static void print_text(const struct model_info *mi, const struct plan *p, const 
     printf("hardware:     disk %.2f GB/s, memory %.1f GB/s, %d threads\n", hw->disk_read_bytes_per_s / 1e9,
            hw->mem_read_bytes_per_s / 1e9, hw->n_threads);
     printf("budgets:      RAM %s, GPU %s\n", fmt(p->ram_budget_bytes, a), fmt(p->gpu_budget_bytes, b));
+    if (p->gpu_on) {
+        char d[32], e[32], f[32], g[32], h[32];
+        printf("gpu:          budget %s, minimum %s (KV cache %s, buffers %s, norms %s), used %s; weights %s "
+               "placed%s; expert cache %s\n",
+               fmt(p->gpu_budget_bytes, a), fmt(p->gpu_min_bytes, b), fmt(p->kv_bytes, c),
+               fmt(p->gpu_compute_bytes, d), fmt(p->bytes_by_role_gpu[ROLE_NORM], e), fmt(p->gpu_used_bytes, f),
+               fmt(p->gpu_weights_bytes, g), p->all_on_gpu ? " (all)" : "", fmt(p->gpu_expert_cache_bytes, h));
+        printf("tiers:        weights gpu %s, ram %s, nvme %s; KV cache on the GPU\n", fmt(p->gpu_weights_bytes, a),
+               fmt(p->weights_resident_bytes, b), fmt(p->weights_streamed_bytes, c));
+    } else {
+        printf("gpu:          off\n");
+    }
     printf("mode:         %s\n", plan_mode_name(p->mode));
     printf("RAM use:      %s of %s (minimum %s)\n", fmt(p->resident_bytes, a), fmt(p->ram_budget_bytes, b),
            fmt(p->min_resident_bytes, c));
@@ -86,19 +102,27 @@ static void print_text(const struct model_info *mi, const struct plan *p, const 
     printf("prompt:       %.1f tok/s predicted (batches of %d), bound: %s\n", p->predicted_prompt_tok_per_s,
            PLAN_PROMPT_BATCH, plan_bound_name(p->prompt_bound));
 
-    printf("\nby role:\n  %-16s %12s %12s\n", "role", "resident", "streamed");
+    if (p->gpu_on)
+        printf("\nby role:\n  %-16s %12s %12s %12s\n", "role", "gpu", "resident", "streamed");
+    else
+        printf("\nby role:\n  %-16s %12s %12s\n", "role", "resident", "streamed");
     for (int r = 0; r < ROLE_COUNT; r++) {
-        if (!p->bytes_by_role_resident[r] && !p->bytes_by_role_streamed[r]) continue;
-        printf("  %-16s %12s %12s\n", arch_role_name((enum tensor_role)r), fmt(p->bytes_by_role_resident[r], a),
-               fmt(p->bytes_by_role_streamed[r], b));
+        if (!p->bytes_by_role_resident[r] && !p->bytes_by_role_streamed[r] && !p->bytes_by_role_gpu[r]) continue;
+        if (p->gpu_on)
+            printf("  %-16s %12s %12s %12s\n", arch_role_name((enum tensor_role)r), fmt(p->bytes_by_role_gpu[r], c),
+                   fmt(p->bytes_by_role_resident[r], a), fmt(p->bytes_by_role_streamed[r], b));
+        else
+            printf("  %-16s %12s %12s\n", arch_role_name((enum tensor_role)r), fmt(p->bytes_by_role_resident[r], a),
+                   fmt(p->bytes_by_role_streamed[r], b));
     }
     printf("\nby layer:\n  %5s %12s %12s %12s %6s %9s %9s\n", "layer", "resident", "streamed", "read/token",
            p->n_expert ? "cache" : "ffn", "t_comp ms", "t_layer ms");
     for (int l = 0; l < p->n_layer; l++) {
         const struct plan_layer *L = &p->layers[l];
         char cache[16];
-        if (p->n_expert) snprintf(cache, sizeof cache, "%d", L->expert_cache);
-        else snprintf(cache, sizeof cache, "%s", L->ffn_streamed ? "nvme" : "ram");
+        if (p->n_expert && L->experts_on_gpu) snprintf(cache, sizeof cache, "gpu");
+        else if (p->n_expert) snprintf(cache, sizeof cache, "%d", L->expert_cache);
+        else snprintf(cache, sizeof cache, "%s", L->ffn_on_gpu ? "gpu" : L->ffn_streamed ? "nvme" : "ram");
         printf("  %5d %12s %12s %12s %6s %9.3f %9.3f\n", l, fmt(L->resident_bytes, a), fmt(L->streamed_bytes, b),
                fmt((uint64_t)(L->read_bytes_per_token + 0.5), c), cache, 1e3 * L->t_compute_s, 1e3 * L->t_layer_s);
     }
@@ -116,6 +140,21 @@ static json_t *plan_json(const struct model_info *mi, const struct plan *p, cons
     json_object_set_new(o, "resident_bytes", json_integer((json_int_t)p->resident_bytes));
     json_object_set_new(o, "weights_resident_bytes", json_integer((json_int_t)p->weights_resident_bytes));
     json_object_set_new(o, "weights_streamed_bytes", json_integer((json_int_t)p->weights_streamed_bytes));
+    json_object_set_new(o, "gpu_on", json_boolean(p->gpu_on));
+    json_object_set_new(o, "kv_on_gpu", json_boolean(p->kv_on_gpu));
+    json_object_set_new(o, "all_on_gpu", json_boolean(p->all_on_gpu));
+    json_object_set_new(o, "gpu_min_bytes", json_integer((json_int_t)p->gpu_min_bytes));
+    json_object_set_new(o, "gpu_compute_bytes", json_integer((json_int_t)p->gpu_compute_bytes));
+    json_object_set_new(o, "gpu_weights_bytes", json_integer((json_int_t)p->gpu_weights_bytes));
+    json_object_set_new(o, "gpu_used_bytes", json_integer((json_int_t)p->gpu_used_bytes));
+    json_object_set_new(o, "gpu_expert_cache_bytes", json_integer((json_int_t)p->gpu_expert_cache_bytes));
+    json_t *by_role = json_object();
+    for (int r = 0; r < ROLE_COUNT; r++)
+        json_object_set_new(by_role, arch_role_name((enum tensor_role)r),
+                            json_pack("{s:I, s:I, s:I}", "gpu", (json_int_t)p->bytes_by_role_gpu[r], "resident",
+                                      (json_int_t)p->bytes_by_role_resident[r], "streamed",
+                                      (json_int_t)p->bytes_by_role_streamed[r]));
+    json_object_set_new(o, "bytes_by_role", by_role);
     json_object_set_new(o, "n_ctx", json_integer(p->n_ctx));
     json_object_set_new(o, "kv_bytes", json_integer((json_int_t)p->kv_bytes));
     json_object_set_new(o, "pool_slots", json_integer(p->pool_slots));
@@ -142,15 +181,20 @@ static json_t *plan_json(const struct model_info *mi, const struct plan *p, cons
                                            hw->mem_read_bytes_per_s, "n_threads", hw->n_threads,
                                            "ram_total_bytes", (json_int_t)hw->ram_total_bytes,
                                            "cgroup_limit_bytes", (json_int_t)hw->cgroup_limit_bytes));
+    json_t *jhw = json_object_get(o, "hw");
+    json_object_set_new(jhw, "n_gpu", json_integer(hw->n_gpu));
+    json_object_set_new(jhw, "gpu_mem_bytes", json_integer((json_int_t)hw->gpu_mem_bytes));
     json_t *layers = json_array();
     for (int l = 0; l < p->n_layer; l++) {
         const struct plan_layer *L = &p->layers[l];
         json_array_append_new(
-            layers, json_pack("{s:i, s:I, s:I, s:I, s:b, s:i, s:f, s:f, s:f, s:f}", "layer", l, "resident_bytes",
-                              (json_int_t)L->resident_bytes, "streamed_bytes", (json_int_t)L->streamed_bytes,
+            layers, json_pack("{s:i, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:i, s:f, s:f, s:f, s:f}", "layer", l,
+                              "resident_bytes", (json_int_t)L->resident_bytes, "streamed_bytes",
+                              (json_int_t)L->streamed_bytes, "gpu_bytes", (json_int_t)L->gpu_bytes,
                               "read_bytes_per_token", (json_int_t)(L->read_bytes_per_token + 0.5), "ffn_streamed",
-                              L->ffn_streamed, "expert_cache", L->expert_cache, "hit_rate", L->hit_rate,
-                              "t_compute_s", L->t_compute_s, "t_io_s", L->t_io_s, "t_layer_s", L->t_layer_s));
+                              L->ffn_streamed, "ffn_on_gpu", L->ffn_on_gpu, "experts_on_gpu", L->experts_on_gpu,
+                              "expert_cache", L->expert_cache, "hit_rate", L->hit_rate, "t_compute_s",
+                              L->t_compute_s, "t_io_s", L->t_io_s, "t_layer_s", L->t_layer_s));
     }
     json_object_set_new(o, "layers", layers);
     json_t *tensors = json_array();
@@ -171,7 +215,7 @@ int cmd_plan(int argc, char **argv)
     struct cli c;
     cli_init(&c, "plan", argc, argv);
     const char *path = NULL;
-    uint64_t ram_budget = 0, gpu_budget = 0;
+    uint64_t ram_budget = 0, gpu_budget = 0, gpu_mem = 0;
     int64_t n_ctx = 0, n_threads = 0;
     double disk_gbs = 0, mem_gbs = 0; /* 0: from the profile or the defaults */
     char hw_source[PATH_MAX + 96];
@@ -184,6 +228,7 @@ int cmd_plan(int argc, char **argv)
         } else if (cli_match(&c, "-m", "--model")) st = cli_value(&c, &path);
         else if (cli_match(&c, NULL, "--ram-budget")) st = cli_size(&c, &ram_budget);
         else if (cli_match(&c, NULL, "--gpu-budget")) st = cli_size(&c, &gpu_budget);
+        else if (cli_match(&c, NULL, "--gpu-mem")) st = cli_size(&c, &gpu_mem);
         else if (cli_match(&c, "-c", "--ctx-size")) st = cli_int(&c, 1, INT32_MAX, &n_ctx);
         else if (cli_match(&c, NULL, "--disk-gbs")) st = cli_double(&c, 1e-3, 1e4, &disk_gbs);
         else if (cli_match(&c, NULL, "--mem-gbs")) st = cli_double(&c, 1e-3, 1e5, &mem_gbs);
@@ -218,8 +263,17 @@ int cmd_plan(int argc, char **argv)
     if (clamped)
         fprintf(stderr, "hypura plan: RAM budget %s lowered to %s: the cgroup memory limit is %s\n",
                 fmt(ram_budget, a), fmt(budget, b), fmt(hw.cgroup_limit_bytes, l));
-    if (gpu_budget)
-        fprintf(stderr, "hypura plan: note: the GPU tier is not planned yet; --gpu-budget is recorded only\n");
+    /* a GPU from the flags: --gpu-mem, or one of --gpu-budget's size */
+    if (gpu_mem || gpu_budget) {
+        hw.n_gpu = 1;
+        hw.gpu_mem_bytes = gpu_mem ? gpu_mem : gpu_budget;
+        if (!gpu_budget) gpu_budget = gpu_mem - plan_headroom_bytes(gpu_mem);
+        if (gpu_budget > hw.gpu_mem_bytes) {
+            fprintf(stderr, "hypura plan: GPU budget %s lowered to the GPU's memory %s\n", fmt(gpu_budget, a),
+                    fmt(hw.gpu_mem_bytes, b));
+            gpu_budget = hw.gpu_mem_bytes;
+        }
+    }
     if (!n_ctx) n_ctx = mi.hp.n_ctx_train > 0 && mi.hp.n_ctx_train < DEFAULT_CTX ? mi.hp.n_ctx_train : DEFAULT_CTX;
 
     struct plan_params pp = {.ram_budget_bytes = budget, .gpu_budget_bytes = gpu_budget, .n_ctx = n_ctx};

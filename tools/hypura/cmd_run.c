@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "cli.h"
 #include "cmds.h"
 #include "core/err.h"
@@ -73,6 +74,9 @@ struct run_opts {
     bool chat;          /* --chat: -p is the system message */
     bool n_predict_set; /* -n given (--chat replies default to no limit) */
     enum io_kind io;
+    const char *gpu;    /* --gpu auto|on|off */
+    uint64_t gpu_budget; /* --gpu-budget; 0: free VRAM minus headroom */
+    int gpu_host;       /* --gpu-host: enum cuda_host_policy */
 };
 
 /* What a finished generation reports (stderr lines and --stats-json). */
@@ -140,6 +144,13 @@ static void run_help(void)
         "                         auto)\n"
         "  --io KIND              how streamed weights are read: auto (io_uring, else a pread\n"
         "                         thread pool), uring, pread (default: auto)\n"
+        "  --gpu WHEN             CUDA GPU: auto (when a device is present), on, off\n"
+        "                         (default: auto)\n"
+        "  --gpu-budget SIZE      VRAM for weights, KV cache and buffers, e.g. 20G (default:\n"
+        "                         free VRAM minus headroom); what does not fit stays in RAM or\n"
+        "                         the file and is computed by the CPU or copied over PCIe\n"
+        "  --gpu-host HOW         host weights with a GPU: auto (by measured PCIe and CPU\n"
+        "                         rates), cpu, copy (default: auto)\n"
         "  --chat                 interactive chat in the model's chat format (one line per\n"
         "                         turn; /exit or EOF ends); -p is the system message, -n\n"
         "                         bounds each reply (default: none); the KV cache is kept\n"
@@ -234,6 +245,25 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             const char *v = NULL;
             if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
                 *st = err_set(HY_ERR_INVALID_ARG, "option --io: '%s' is not auto, uring or pread", v);
+        } else if (cli_match(c, NULL, "--gpu")) {
+            *st = cli_value(c, &o->gpu);
+            if (!*st && strcmp(o->gpu, "auto") && strcmp(o->gpu, "on") && strcmp(o->gpu, "off"))
+                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu: '%s' is not auto, on or off",
+                              o->gpu);
+        } else if (cli_match(c, NULL, "--gpu-budget")) {
+            *st = cli_size(c, &o->gpu_budget);
+            if (!*st && o->gpu_budget == 0)
+                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
+        } else if (cli_match(c, NULL, "--gpu-host")) {
+            const char *v = NULL;
+            if (!(*st = cli_value(c, &v))) {
+                if (strcmp(v, "auto") == 0) o->gpu_host = CUDA_HOST_AUTO;
+                else if (strcmp(v, "cpu") == 0) o->gpu_host = CUDA_HOST_CPU;
+                else if (strcmp(v, "copy") == 0) o->gpu_host = CUDA_HOST_COPY;
+                else
+                    *st = err_set(HY_ERR_INVALID_ARG,
+                                  "option --gpu-host: '%s' is not auto, cpu or copy", v);
+            }
         } else if (cli_match(c, NULL, "--chat")) {
             o->chat = true;
         } else if (cli_match(c, NULL, "--no-bos")) {
@@ -310,7 +340,8 @@ static void print_plan(const struct run_opts *o, const struct model *m, const st
             "), %d threads (%s kernels)\n",
             sizes_format(o->ram_budget, b, sizeof b), a,
             sizes_format(forward_kv_bytes(f), k, sizeof k), quant_type_name(forward_kv_type(f)),
-            forward_n_ctx(f), be->n_threads, cpu_backend_kernels(be));
+            forward_n_ctx(f), be->n_threads,
+            backend_is_cuda(be) ? "cuda" : cpu_backend_kernels(be));
     const struct backend_rope *rp = forward_rope(f);
     fprintf(stderr, "rope: %s, %" PRId64 " of %" PRId64 " dims, base %g, linear scale %g%s\n",
             rp->mode == BACKEND_ROPE_NEOX ? "neox" : "normal", rp->n_rot, hp->head_dim,
@@ -431,6 +462,23 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
     json_object_set_new(j, "io", json_string(s->e->m->store && store_io_kind(s->e->m->store)
                                                  ? store_io_kind(s->e->m->store) : "mmap"));
     json_object_set_new(j, "ram_budget_bytes", json_integer((json_int_t)o->ram_budget));
+    json_object_set_new(j, "backend", json_string(s->e->on_gpu ? "cuda" : "cpu"));
+    {
+        const bool g = s->e->on_gpu;
+        const struct cuda_backend_stats cs = g ? cuda_backend_stats(s->e->be)
+                                               : (struct cuda_backend_stats){0};
+        const uint64_t gw = g && s->e->m->store ? store_stats(s->e->m->store).gpu_bytes : 0;
+        json_object_set_new(j, "gpu_budget_bytes",
+                            json_integer((json_int_t)(g ? s->e->gpu_budget_bytes : 0)));
+        json_object_set_new(j, "gpu_used_bytes",
+                            json_integer((json_int_t)(g ? cuda_backend_device_bytes(s->e->be) : 0)));
+        json_object_set_new(j, "gpu_weights_bytes", json_integer((json_int_t)gw));
+        json_object_set_new(j, "gpu_host_cpu_bytes", json_integer((json_int_t)cs.host_cpu_bytes));
+        json_object_set_new(j, "gpu_host_copy_bytes", json_integer((json_int_t)cs.host_copy_bytes));
+        json_object_set_new(j, "gpu_cache_hits", json_integer((json_int_t)cs.cache_hits));
+        json_object_set_new(j, "gpu_cache_misses", json_integer((json_int_t)cs.cache_misses));
+        json_object_set_new(j, "gpu_cache_bytes", json_integer((json_int_t)cs.cache_bytes));
+    }
     json_object_set_new(j, "resident_bytes", json_integer((json_int_t)run_resident_bytes(s->e)));
     json_object_set_new(j, "predicted_gen_tok_per_s",
                         json_real(s->plan ? s->plan->predicted_gen_tok_per_s : 0.0));
@@ -564,6 +612,7 @@ int cmd_run(int argc, char **argv)
         .sp = sampler_default_params(),
         .kv_type = FORWARD_DEFAULT_KV_TYPE,
         .mode = "auto",
+        .gpu = "auto",
     };
     o.repeat_last_n = o.sp.repeat_last_n;
     o.stops = mem_xcalloc((size_t)argc + 1, sizeof(*o.stops));
@@ -608,6 +657,9 @@ int cmd_run(int argc, char **argv)
         .mode = o.mode,
         .io = {.kind = o.io},
         .cache_dir = cache_dir[0] ? cache_dir : NULL,
+        .gpu = o.gpu,
+        .gpu_budget_bytes = o.gpu_budget,
+        .gpu_host = o.gpu_host,
     };
     if ((st = engine_open(&eo, &e))) goto fail;
     o.n_ctx = e->n_ctx;

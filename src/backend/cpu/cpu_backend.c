@@ -505,6 +505,18 @@ static void cpu_download(struct backend *be, const void *src, void *host_dst, si
     if (bytes) memcpy(host_dst, src, bytes);
 }
 
+static void cpu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, host_src, bytes);
+}
+
+static enum hy_status cpu_sync(struct backend *be)
+{
+    (void)be;
+    return HY_OK;
+}
+
 static void cpu_free(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
@@ -523,6 +535,8 @@ static const struct backend_ops cpu_ops = {
     .alloc = cpu_alloc,
     .dealloc = cpu_dealloc,
     .download = cpu_download,
+    .upload = cpu_upload,
+    .sync = cpu_sync,
     .matmul = cpu_matmul,
     .get_rows = cpu_get_rows,
     .rms_norm = cpu_rms_norm,

@@ -1,0 +1,793 @@
+/*
+ * The CUDA backend object (see cuda_backend.h): memory, streams, the error
+ * record, the op table, and the three ways a weight product is computed
+ * (from VRAM, by the CPU where a host weight lies, copied over PCIe).
+ *
+ * Streams. Ops are queued in order on one compute stream; PCIe copies of
+ * host weights go on a second (copy) stream into a ring of COPY_SLOTS device
+ * slots. A piece's copy records an event the compute stream waits for before
+ * the piece's kernel; the kernel records an event the next copy into the same
+ * slot waits for. A call on a host weight returns only once its copies are
+ * done, because the weight store may reuse that host memory after
+ * model_release; its kernels may still run.
+ */
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "core/err.h"
+#include "core/mem.h"
+#include "core/sizes.h"
+#include "core/timing.h"
+
+#define COPY_SLOTS 3
+#define DEFAULT_COPY_SLOT ((uint64_t)8 << 20)
+#define W16_TILE_BYTES ((size_t)64 << 20) /* dequantized binary16 rows per GEMM */
+#define CPU_BATCH_TOKENS 4 /* the CPU's cost grows with the batch past this */
+
+struct wc_entry {
+    uint64_t key; /* 0: free */
+    uint64_t tick;
+    bool filled;
+};
+
+struct cuda_backend {
+    struct backend base; /* first */
+    int dev;
+    cudaStream_t st, cp;
+    cublasHandle_t blas;
+    struct backend *cpu; /* owned: computes host weights where they lie */
+    enum cuda_host_policy policy;
+
+    enum hy_status err; /* first failure; later ops are skipped */
+    char err_msg[512];
+
+    struct backend_limits lim;
+    /* device scratch */
+    uint16_t *x16; /* activations as binary16, [max_batch][max_cols] */
+    size_t x16_bytes;
+    uint16_t *w16; /* W16_TILE_BYTES of dequantized rows */
+    int32_t *ids;  /* row ids of get_rows */
+    size_t ids_bytes;
+    float *part; /* attention split partials */
+    size_t part_bytes;
+    float *ff;   /* RoPE frequency factors */
+    float *ff_host;
+    int64_t ff_n;
+    /* pinned host staging for the CPU path */
+    float *hx, *hy;
+    size_t hx_bytes, hy_bytes;
+    /* PCIe copy ring */
+    uint8_t *slot[COPY_SLOTS];
+    uint64_t slot_bytes;
+    cudaEvent_t copied[COPY_SLOTS], freed[COPY_SLOTS];
+    cudaEvent_t wc_copied; /* a VRAM cache fill */
+    cudaEvent_t st_mark;   /* the compute stream's progress, for the copy stream to wait on */
+    cudaEvent_t hy_free;   /* the last upload from hy has left */
+    int next_slot;
+    /* VRAM weight cache: fixed-size entries carved from one allocation */
+    uint8_t *wc;
+    uint64_t wc_bytes, wc_entry_bytes;
+    struct wc_entry *wce; /* [wc_cap] */
+    int wc_n, wc_cap;
+    uint64_t wc_tick;
+
+    uint64_t dev_bytes; /* allocated through alloc + scratch */
+    struct cuda_backend_rates rates;
+    struct cuda_backend_stats stats;
+};
+
+static struct cuda_backend *cb_of(struct backend *be) { return (struct cuda_backend *)be; }
+static const struct cuda_backend *cb_ofc(const struct backend *be)
+{
+    return (const struct cuda_backend *)be;
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+static void fail(struct cuda_backend *cb, enum hy_status st, const char *call, const char *what,
+                 const char *file, int line)
+{
+    if (cb->err) return;
+    cb->err = st;
+    snprintf(cb->err_msg, sizeof cb->err_msg, "CUDA: %s failed at %s:%d: %s", call, file, line,
+             what);
+}
+
+static bool cuda_ok(struct cuda_backend *cb, cudaError_t e, const char *call, const char *file,
+                    int line)
+{
+    if (e == cudaSuccess) return true;
+    fail(cb, e == cudaErrorMemoryAllocation ? HY_ERR_OOM : HY_ERR_INTERNAL, call,
+         cudaGetErrorString(e), file, line);
+    return false;
+}
+
+static bool blas_ok(struct cuda_backend *cb, cublasStatus_t e, const char *call, const char *file,
+                    int line)
+{
+    if (e == CUBLAS_STATUS_SUCCESS) return true;
+    char what[64];
+    snprintf(what, sizeof what, "cuBLAS status %d", (int)e);
+    fail(cb, e == CUBLAS_STATUS_ALLOC_FAILED ? HY_ERR_OOM : HY_ERR_INTERNAL, call, what, file,
+         line);
+    return false;
+}
+
+#define CK(call) cuda_ok(cb, (call), #call, __FILE__, __LINE__)
+#define CKB(call) blas_ok(cb, (call), #call, __FILE__, __LINE__)
+
+/* ---- memory ------------------------------------------------------------- */
+
+/* Device scratch of at least bytes (grown once, never per token: sizes are
+ * bounded by the limits given to reserve). */
+static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
+{
+    if (*have >= bytes) return true;
+    if (*p) {
+        if (!CK(cudaStreamSynchronize(cb->st))) return false;
+        cudaFree(*p);
+        cb->dev_bytes -= *have;
+        *p = NULL;
+        *have = 0;
+    }
+    if (!CK(cudaMalloc(p, bytes))) return false;
+    *have = bytes;
+    cb->dev_bytes += bytes;
+    return true;
+}
+
+static bool ensure_host(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
+{
+    if (*have >= bytes) return true;
+    if (*p) {
+        if (!CK(cudaStreamSynchronize(cb->st))) return false;
+        cudaFreeHost(*p);
+        cb->base.scratch_bytes -= *have;
+        *p = NULL;
+        *have = 0;
+    }
+    if (!CK(cudaMallocHost(p, bytes))) return false;
+    *have = bytes;
+    cb->base.scratch_bytes += bytes;
+    return true;
+}
+
+static void *cu_alloc(struct backend *be, size_t bytes)
+{
+    struct cuda_backend *cb = cb_of(be);
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
+        return NULL;
+    }
+    cb->dev_bytes += bytes;
+    return p;
+}
+
+static void cu_dealloc(struct backend *be, void *buf)
+{
+    (void)be;
+    if (buf) cudaFree(buf);
+}
+
+static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err || !bytes) return;
+    if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st)))
+        CK(cudaStreamSynchronize(cb->st));
+}
+
+static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err || !bytes) return;
+    /* from pageable memory the call returns once the source is staged */
+    CK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cb->st));
+}
+
+static enum hy_status cu_sync(struct backend *be)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (!cb->err) CK(cudaStreamSynchronize(cb->st));
+    if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
+    return HY_OK;
+}
+
+static enum hy_status cu_host_register(struct backend *be, void *p, size_t bytes)
+{
+    (void)be;
+    if (!p || !bytes) return HY_OK;
+    cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        char sz[32];
+        return err_set(HY_ERR_OOM, "CUDA: cudaHostRegister of %s failed: %s",
+                       sizes_format(bytes, sz, sizeof sz), cudaGetErrorString(e));
+    }
+    return HY_OK;
+}
+
+static void cu_host_unregister(struct backend *be, void *p)
+{
+    (void)be;
+    if (p && cudaHostUnregister(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+static bool cu_supports_type(uint32_t type)
+{
+    return cuq_supports(type);
+}
+
+static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
+{
+    struct cuda_backend *cb = cb_of(be);
+    enum hy_status st = backend_reserve(cb->cpu, lim);
+    if (st) return st;
+    struct backend_limits l = cb->lim;
+    l.max_batch = HY_MAX(l.max_batch, lim->max_batch);
+    l.max_ctx = HY_MAX(l.max_ctx, lim->max_ctx);
+    l.max_head_dim = HY_MAX(l.max_head_dim, lim->max_head_dim);
+    l.max_cols = HY_MAX(l.max_cols, lim->max_cols);
+    cb->lim = l;
+    const size_t x16 = (size_t)(l.max_batch * l.max_cols) * sizeof(uint16_t);
+    if (!ensure_dev(cb, (void **)&cb->x16, &cb->x16_bytes, x16)) return cu_sync(be);
+    size_t have = cb->w16 ? W16_TILE_BYTES : 0;
+    if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
+    const size_t hx = (size_t)(l.max_batch * l.max_cols) * sizeof(float);
+    if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, hx)) return cu_sync(be);
+    return HY_OK;
+}
+
+/* ---- weight products ---------------------------------------------------- */
+
+/* y[t][r0 + r] (row stride ldy) for the n_rows rows of a weight in device
+ * memory at w. x16_ready: x has already been converted to binary16 in
+ * cb->x16 by this call (prompt batches only). */
+static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w, size_t row_bytes,
+                       int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y,
+                       int64_t ldy, bool *x16_ready)
+{
+    if (cb->err || n_rows <= 0) return;
+    if (n_tok <= CUQ_MATVEC_MAX_TOK) {
+        CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st));
+        return;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    if (type == HY_TYPE_F32) {
+        CKB(cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
+                        &one, (const float *)w, (int)(row_bytes / sizeof(float)), x, (int)n_cols,
+                        &zero, y, (int)ldy));
+        return;
+    }
+    if (!*x16_ready) {
+        if (!CK(cuk_f32_to_f16(x, n_tok * n_cols, cb->x16, cb->st))) return;
+        *x16_ready = true;
+    }
+    if (type == HY_TYPE_F16) {
+        CKB(cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
+                         &one, w, CUDA_R_16F, (int)(row_bytes / sizeof(uint16_t)), cb->x16,
+                         CUDA_R_16F, (int)n_cols, &zero, y, CUDA_R_32F, (int)ldy,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    const int64_t tile = HY_MAX((int64_t)1, (int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2)));
+    for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += tile) {
+        const int64_t nr = HY_MIN(tile, n_rows - r0);
+        if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols, cb->w16,
+                                cb->st)))
+            return;
+        CKB(cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok, (int)n_cols,
+                         &one, cb->w16, CUDA_R_16F, (int)n_cols, cb->x16, CUDA_R_16F, (int)n_cols,
+                         &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT));
+    }
+}
+
+/* Rows [r0, r0 + n) of host weight w copied over PCIe in pieces of whole
+ * rows and computed on the GPU as each piece lands. Returns the slot of the
+ * last copy (the caller waits for it before the host memory may change), or
+ * -1 when nothing was queued. */
+static int copy_matmul(struct cuda_backend *cb, const struct backend_weight *w, int64_t r0,
+                       int64_t n, const float *x, int64_t n_tok, float *y)
+{
+    if (n <= 0 || cb->err) return -1;
+    if (w->row_bytes > cb->slot_bytes) {
+        fail(cb, HY_ERR_INTERNAL, "copy_matmul", "a weight row is larger than a copy slot",
+             __FILE__, __LINE__);
+        return -1;
+    }
+    const int64_t per = (int64_t)(cb->slot_bytes / w->row_bytes);
+    bool x16_ready = false;
+    int last = -1;
+    for (int64_t a = r0; a < r0 + n && !cb->err; a += per) {
+        const int64_t rows = HY_MIN(per, r0 + n - a);
+        const size_t bytes = (size_t)rows * w->row_bytes;
+        const int s = cb->next_slot;
+        cb->next_slot = (s + 1) % COPY_SLOTS;
+        if (!CK(cudaStreamWaitEvent(cb->cp, cb->freed[s], 0))) break;
+        if (!CK(cudaMemcpyAsync(cb->slot[s], (const uint8_t *)w->data + (size_t)a * w->row_bytes,
+                                bytes, cudaMemcpyHostToDevice, cb->cp)))
+            break;
+        if (!CK(cudaEventRecord(cb->copied[s], cb->cp))) break;
+        last = s;
+        if (!CK(cudaStreamWaitEvent(cb->st, cb->copied[s], 0))) break;
+        gpu_matmul(cb, w->type, cb->slot[s], w->row_bytes, rows, w->n_cols, x, n_tok, y + a,
+                   w->n_rows, &x16_ready);
+        if (!CK(cudaEventRecord(cb->freed[s], cb->st))) break;
+    }
+    cb->stats.host_copy_bytes += (uint64_t)n * w->row_bytes;
+    return last;
+}
+
+/* Rows [0, n) of host weight w computed by the CPU where they lie, from the
+ * activations already downloaded to hx; the rows go up into y. */
+static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, int64_t n,
+                     const float *hx, int64_t n_tok, float *y)
+{
+    if (n <= 0 || cb->err) return;
+    if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)(n * n_tok) * sizeof(float)))
+        return;
+    /* the last upload from hy must have left before hy is rewritten */
+    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    struct backend_weight part = *w;
+    part.n_rows = n;
+    backend_matmul(cb->cpu, &part, hx, n_tok, cb->hy);
+    CK(cudaMemcpy2DAsync(y, (size_t)w->n_rows * sizeof(float), cb->hy, (size_t)n * sizeof(float),
+                         (size_t)n * sizeof(float), (size_t)n_tok, cudaMemcpyHostToDevice,
+                         cb->st));
+    CK(cudaEventRecord(cb->hy_free, cb->st));
+    cb->stats.host_cpu_bytes += (uint64_t)n * w->row_bytes;
+}
+
+/* Rows the CPU takes of a host weight: by policy, or so that the CPU and the
+ * PCIe copy finish together (both run at once). */
+static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_weight *w,
+                         int64_t n_tok)
+{
+    if (cb->policy == CUDA_HOST_CPU) return w->n_rows;
+    if (cb->policy == CUDA_HOST_COPY) return 0;
+    const double cpu = cb->rates.cpu_matvec_bytes_per_s /
+                       (double)HY_MAX((int64_t)1, n_tok / CPU_BATCH_TOKENS);
+    const double pcie = cb->rates.pcie_h2d_bytes_per_s;
+    if (!(cpu > 0)) return 0;
+    if (!(pcie > 0)) return w->n_rows;
+    int64_t r = (int64_t)llround((double)w->n_rows * cpu / (cpu + pcie));
+    /* small shares are not worth the round trip of the activations */
+    if (r < w->n_rows / 16) r = 0;
+    if (w->n_rows - r < w->n_rows / 16) r = w->n_rows;
+    return r;
+}
+
+/* The VRAM cache entry of key: hit (filled) or a slot to fill; -1: not cacheable. */
+static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *hit)
+{
+    *hit = false;
+    if (!cb->wc_cap || !key) return -1;
+    if (bytes > cb->wc_entry_bytes) {
+        /* entries are sized by the largest keyed weight seen: a larger one
+         * empties the cache and re-cuts it (the first calls of a model) */
+        const uint64_t eb = base_align_up(bytes, 256);
+        const int n = (int)HY_MIN((uint64_t)cb->wc_cap, cb->wc_bytes / eb);
+        if (n == 0) return -1;
+        cb->wc_entry_bytes = eb;
+        cb->wc_n = n;
+        memset(cb->wce, 0, (size_t)cb->wc_cap * sizeof *cb->wce);
+    }
+    int victim = 0;
+    for (int i = 0; i < cb->wc_n; i++) {
+        if (cb->wce[i].key == key && cb->wce[i].filled) {
+            cb->wce[i].tick = ++cb->wc_tick;
+            *hit = true;
+            return i;
+        }
+        if (cb->wce[i].tick < cb->wce[victim].tick) victim = i;
+    }
+    cb->wce[victim] = (struct wc_entry){key, ++cb->wc_tick, false};
+    return victim;
+}
+
+static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
+                      int64_t n_tok, float *y)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err) return;
+    bool x16_ready = false;
+    if (w->mem == BACKEND_MEM_BACKEND) {
+        gpu_matmul(cb, w->type, w->data, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y,
+                   w->n_rows, &x16_ready);
+        return;
+    }
+    const size_t bytes = (size_t)w->n_rows * w->row_bytes;
+    bool hit = false;
+    const int e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &hit);
+    if (e >= 0) {
+        uint8_t *dst = cb->wc + (size_t)e * cb->wc_entry_bytes;
+        if (hit) {
+            cb->stats.cache_hits++;
+        } else {
+            /* a miss fills the entry: the copy overlaps the previous ops */
+            cb->stats.cache_misses++;
+            /* the entry may hold a weight that queued kernels still read */
+            if (!CK(cudaEventRecord(cb->st_mark, cb->st))) return;
+            if (!CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0))) return;
+            if (!CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp))) return;
+            if (!CK(cudaEventRecord(cb->wc_copied, cb->cp))) return;
+            if (!CK(cudaStreamWaitEvent(cb->st, cb->wc_copied, 0))) return;
+            cb->stats.host_copy_bytes += bytes;
+        }
+        gpu_matmul(cb, w->type, dst, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
+                   &x16_ready);
+        if (!hit && CK(cudaEventSynchronize(cb->wc_copied))) cb->wce[e].filled = true;
+        return;
+    }
+    const int64_t nc = cpu_share(cb, w, n_tok);
+    int last = -1;
+    if (nc == 0) {
+        last = copy_matmul(cb, w, 0, w->n_rows, x, n_tok, y);
+    } else {
+        /* activations down first; then the copies and the GPU's rows are
+         * queued, and run while the CPU computes its rows */
+        const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
+        if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
+        if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
+        if (!CK(cudaStreamSynchronize(cb->st))) return;
+        last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
+        cpu_rows(cb, w, nc, cb->hx, n_tok, y);
+    }
+    if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
+}
+
+static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
+                        int64_t n, float *out)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err || n <= 0) return;
+    if (w->mem == BACKEND_MEM_BACKEND) {
+        if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t)))
+            return;
+        if (!CK(cudaMemcpyAsync(cb->ids, ids, (size_t)n * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, cb->st)))
+            return;
+        CK(cuq_get_rows(w->type, w->data, w->row_bytes, w->n_cols, cb->ids, n, out, cb->st));
+        return;
+    }
+    /* rows of a host weight (token embeddings in RAM): gathered by the CPU */
+    const size_t bytes = (size_t)(n * w->n_cols) * sizeof(float);
+    if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, bytes)) return;
+    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    backend_get_rows(cb->cpu, w, ids, n, cb->hy);
+    CK(cudaMemcpyAsync(out, cb->hy, bytes, cudaMemcpyHostToDevice, cb->st));
+    CK(cudaEventRecord(cb->hy_free, cb->st));
+}
+
+/* ---- the other ops ------------------------------------------------------ */
+
+static void cu_rms_norm(struct backend *be, const float *x, const float *weight, float eps,
+                        int64_t n_tok, int64_t n, float *y)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st));
+}
+
+static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                    int64_t pos0, const struct backend_rope *rp)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err) return;
+    const float *ff = NULL;
+    if (rp->freq_factors) {
+        const int64_t half = rp->n_rot / 2;
+        const size_t b = (size_t)half * sizeof(float);
+        if (cb->ff_n != half || memcmp(cb->ff_host, rp->freq_factors, b) != 0) {
+            size_t have = cb->ff ? (size_t)cb->ff_n * sizeof(float) : 0;
+            if (!ensure_dev(cb, (void **)&cb->ff, &have, b)) return;
+            free(cb->ff_host);
+            cb->ff_host = mem_xcalloc((size_t)half, sizeof(float));
+            memcpy(cb->ff_host, rp->freq_factors, b);
+            cb->ff_n = half;
+            if (!CK(cudaMemcpyAsync(cb->ff, cb->ff_host, b, cudaMemcpyHostToDevice, cb->st)))
+                return;
+        }
+        ff = cb->ff;
+    }
+    CK(cuk_rope(x, n_tok, n_head, head_dim, pos0, rp->mode == BACKEND_ROPE_NEOX, rp->n_rot,
+                (float)rp->freq_base, (float)rp->freq_scale, ff, cb->st));
+}
+
+static void cu_attention(struct backend *be, const struct backend_attn *a, const float *q,
+                         const float *k, const float *v, float *out)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err) return;
+    const size_t part =
+        cuk_attention_scratch(a->n_tok, a->n_head, a->n_ctx, a->head_dim_v) * sizeof(float);
+    if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
+    struct cuk_attn c = {a->k_cache, a->v_cache, a->n_ctx,      a->n_head,
+                         a->n_head_kv, a->head_dim, a->head_dim_v, a->pos0,
+                         a->n_tok,   a->scale,   a->k_type,     a->v_type};
+    CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st));
+}
+
+static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
+}
+
+static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (!cb->err) CK(cuk_silu_mul(gate, up, n, cb->st));
+}
+
+static void cu_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (!cb->err) CK(cuk_add(y, x, alpha, n, cb->st));
+}
+
+static void cu_free(struct backend *be)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cudaSetDevice(cb->dev);
+    cudaDeviceSynchronize();
+    cudaFree(cb->x16);
+    cudaFree(cb->w16);
+    cudaFree(cb->ids);
+    cudaFree(cb->part);
+    cudaFree(cb->ff);
+    cudaFree(cb->wc);
+    for (int i = 0; i < COPY_SLOTS; i++) {
+        cudaFree(cb->slot[i]);
+        if (cb->copied[i]) cudaEventDestroy(cb->copied[i]);
+        if (cb->freed[i]) cudaEventDestroy(cb->freed[i]);
+    }
+    if (cb->wc_copied) cudaEventDestroy(cb->wc_copied);
+    if (cb->st_mark) cudaEventDestroy(cb->st_mark);
+    if (cb->hy_free) cudaEventDestroy(cb->hy_free);
+    if (cb->hx) cudaFreeHost(cb->hx);
+    if (cb->hy) cudaFreeHost(cb->hy);
+    if (cb->blas) cublasDestroy(cb->blas);
+    if (cb->st) cudaStreamDestroy(cb->st);
+    if (cb->cp) cudaStreamDestroy(cb->cp);
+    (void)cudaGetLastError();
+    backend_free(cb->cpu);
+    free(cb->ff_host);
+    free(cb->wce);
+    free(cb);
+}
+
+static const struct backend_ops cuda_ops = {
+    .name = "cuda",
+    .free = cu_free,
+    .supports_type = cu_supports_type,
+    .reserve = cu_reserve,
+    .alloc = cu_alloc,
+    .dealloc = cu_dealloc,
+    .download = cu_download,
+    .upload = cu_upload,
+    .sync = cu_sync,
+    .host_register = cu_host_register,
+    .host_unregister = cu_host_unregister,
+    .matmul = cu_matmul,
+    .get_rows = cu_get_rows,
+    .rms_norm = cu_rms_norm,
+    .rope = cu_rope,
+    .attention = cu_attention,
+    .softmax = cu_softmax,
+    .silu_mul = cu_silu_mul,
+    .add = cu_add,
+};
+
+/* ---- rates -------------------------------------------------------------- */
+
+/* Pinned host-to-device copy rate: the best of three 64 MiB copies. */
+static double measure_pcie(struct cuda_backend *cb)
+{
+    const size_t n = (size_t)64 << 20;
+    void *h = NULL, *d = NULL;
+    double best = 0;
+    cudaEvent_t a = NULL, b = NULL;
+    if (cudaMallocHost(&h, n) != cudaSuccess || cudaMalloc(&d, n) != cudaSuccess ||
+        cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess)
+        goto out;
+    memset(h, 1, n);
+    for (int i = 0; i < 3; i++) {
+        cudaEventRecord(a, cb->cp);
+        cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, cb->cp);
+        cudaEventRecord(b, cb->cp);
+        if (cudaEventSynchronize(b) != cudaSuccess) break;
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        if (ms > 0) best = HY_MAX(best, (double)n / (ms * 1e-3));
+    }
+out:
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    if (d) cudaFree(d);
+    if (h) cudaFreeHost(h);
+    (void)cudaGetLastError();
+    return best;
+}
+
+/* The CPU's decode rate on a Q4_K matrix larger than the caches (32 MiB):
+ * the best of three products, in weight bytes per second. */
+static double measure_cpu(struct cuda_backend *cb)
+{
+    const int64_t cols = 4096, rows = 7168;
+    const size_t rb = (size_t)quant_bytes(HY_TYPE_Q4_K, (uint64_t)cols);
+    uint8_t *w = mem_aligned_alloc(64, rb * (size_t)rows);
+    float *x = mem_xcalloc((size_t)cols, sizeof(float)), *y = mem_xcalloc((size_t)rows, sizeof(float));
+    if (!w) {
+        free(x);
+        free(y);
+        return 0;
+    }
+    /* valid blocks: small scales, arbitrary nibbles */
+    uint32_t s = 12345;
+    for (size_t i = 0; i < rb * (size_t)rows; i++) {
+        s = s * 1664525u + 1013904223u;
+        w[i] = (uint8_t)(s >> 24);
+    }
+    const size_t blk = rb / (size_t)(cols / 256);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < cols / 256; b++) {
+            uint8_t *p = w + (size_t)r * rb + (size_t)b * blk;
+            p[0] = 0x00;
+            p[1] = 0x1c; /* d = 2^-8 */
+            p[2] = 0x00;
+            p[3] = 0x1c;
+        }
+    for (int64_t i = 0; i < cols; i++) x[i] = (float)(i % 7) * 0.1f;
+    struct backend_weight bw = {w, HY_TYPE_Q4_K, cols, rows, rb, "rate probe", BACKEND_MEM_HOST, 0};
+    double best = 0;
+    const struct backend_limits lim = {1, 1, 32, cols};
+    if (backend_reserve(cb->cpu, &lim) != HY_OK) {
+        err_clear();
+        mem_aligned_free(w);
+        free(x);
+        free(y);
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = timing_now_us();
+        backend_matmul(cb->cpu, &bw, x, 1, y);
+        int64_t dt = timing_now_us() - t0;
+        if (dt > 0) best = HY_MAX(best, (double)(rb * (size_t)rows) / ((double)dt * 1e-6));
+    }
+    mem_aligned_free(w);
+    free(x);
+    free(y);
+    return best;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
+{
+    if (cb->wc || !bytes) return;
+    if (!CK(cudaMalloc((void **)&cb->wc, bytes))) return;
+    cb->wc_bytes = bytes;
+    cb->dev_bytes += bytes;
+    /* at most one entry per 64 KiB until the entry size is known */
+    cb->wc_cap = (int)HY_MIN((uint64_t)1 << 20, HY_MAX((uint64_t)1, bytes >> 16));
+    cb->wc_n = cb->wc_cap;
+    cb->wce = mem_xcalloc((size_t)cb->wc_cap, sizeof *cb->wce);
+}
+
+enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
+{
+    struct cuda_backend *cb = cb_of(be);
+    wc_alloc(cb, bytes);
+    if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
+    return HY_OK;
+}
+
+int cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+bool cuda_device_memory(int dev, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    size_t f = 0, t = 0;
+    if (dev < 0 || dev >= cuda_device_count() || cudaSetDevice(dev) != cudaSuccess ||
+        cudaMemGetInfo(&f, &t) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    *free_bytes = f;
+    *total_bytes = t;
+    return true;
+}
+
+enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct backend **out)
+{
+    *out = NULL;
+    const int n_dev = cuda_device_count();
+    if (n_dev == 0)
+        return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: the driver reports none");
+    if (cfg->device < 0 || cfg->device >= n_dev)
+        return err_set(HY_ERR_UNSUPPORTED, "no CUDA device %d (%d present)", cfg->device, n_dev);
+    struct cuda_backend *cb = mem_xcalloc(1, sizeof *cb);
+    cb->base.ops = &cuda_ops;
+    cb->base.n_threads = HY_MAX(1, cfg->n_threads);
+    cb->dev = cfg->device;
+    cb->policy = cfg->host_policy;
+    cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
+    enum hy_status st;
+    struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};
+    if ((st = cpu_backend_init(&co, &cb->cpu))) {
+        free(cb);
+        return st;
+    }
+    CK(cudaSetDevice(cb->dev));
+    CK(cudaStreamCreateWithFlags(&cb->st, cudaStreamNonBlocking));
+    CK(cudaStreamCreateWithFlags(&cb->cp, cudaStreamNonBlocking));
+    if (!cb->err && CKB(cublasCreate(&cb->blas))) {
+        CKB(cublasSetStream(cb->blas, cb->st));
+        CKB(cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH));
+    }
+    for (int i = 0; i < COPY_SLOTS && !cb->err; i++) {
+        if (!CK(cudaMalloc((void **)&cb->slot[i], cb->slot_bytes))) break;
+        cb->dev_bytes += cb->slot_bytes;
+        CK(cudaEventCreateWithFlags(&cb->copied[i], cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->freed[i], cudaEventDisableTiming));
+        if (!cb->err) CK(cudaEventRecord(cb->freed[i], cb->st));
+    }
+    if (!cb->err) {
+        CK(cudaEventCreateWithFlags(&cb->wc_copied, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
+    }
+    if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
+    if (!cb->err && cfg->weight_cache_bytes > 0) wc_alloc(cb, cfg->weight_cache_bytes);
+    if (cb->err) {
+        st = err_set(cb->err, "%s", cb->err_msg);
+        cu_free(&cb->base);
+        return st;
+    }
+    cb->rates.pcie_h2d_bytes_per_s = measure_pcie(cb);
+    cb->rates.cpu_matvec_bytes_per_s = measure_cpu(cb);
+    *out = &cb->base;
+    return HY_OK;
+}
+
+bool backend_is_cuda(const struct backend *be)
+{
+    return be && be->ops == &cuda_ops;
+}
+
+struct cuda_backend_rates cuda_backend_rates(const struct backend *be)
+{
+    return cb_ofc(be)->rates;
+}
+
+struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
+{
+    struct cuda_backend_stats s = cb_ofc(be)->stats;
+    uint64_t filled = 0;
+    for (int i = 0; i < cb_ofc(be)->wc_n; i++) filled += cb_ofc(be)->wce[i].filled;
+    s.cache_bytes = filled * cb_ofc(be)->wc_entry_bytes;
+    return s;
+}
+
+uint64_t cuda_backend_device_bytes(const struct backend *be)
+{
+    return cb_ofc(be)->dev_bytes;
+}

@@ -1,0 +1,85 @@
+/*
+ * The CUDA backend: every op of backend.h on one NVIDIA GPU (kernels in
+ * cuda_quant.cu and cuda_ops.cu, cuBLAS for prompt batches), with host
+ * weights handled where they lie.
+ *
+ * Weights in backend memory (the GPU tier) are computed on the GPU: decode
+ * (n_tok <= CUQ_MATVEC_MAX_TOK) by matrix-vector kernels that dequantize on
+ * the fly, prompt batches by dequantizing row tiles to binary16 and one
+ * cuBLAS GEMM per tile (F32 accumulation).
+ *
+ * Host weights (BACKEND_MEM_HOST: the RAM tier and the store's streaming
+ * slots) are computed one of two ways, chosen per call from measured rates
+ * (cuda_backend_rates): the CPU computes them where they lie (the activations
+ * cross PCIe: download x, CPU matmul, upload y), or they are copied to a GPU
+ * slot over PCIe on the copy stream, in pieces, each piece's compute waiting
+ * on its copy's event, so that copying and computing overlap. With both
+ * available a call splits its rows: the CPU computes the first rows while the
+ * rest are copied and computed on the GPU. Weights with a key (expert slices)
+ * are kept in a VRAM cache (LRU over cfg.weight_cache_bytes) in front of the
+ * RAM tier: a hit computes from VRAM.
+ *
+ * Errors: each CUDA or cuBLAS call is checked; the first failure is
+ * recorded as HY_ERR_INTERNAL (HY_ERR_OOM for memory) naming the call and
+ * file:line, later ops are skipped, and backend_sync reports it.
+ */
+#ifndef HY_BACKEND_CUDA_CUDA_BACKEND_H
+#define HY_BACKEND_CUDA_CUDA_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+/* How a call on host weights is computed. */
+enum cuda_host_policy {
+    CUDA_HOST_AUTO = 0, /* from the measured rates, splitting rows when both help */
+    CUDA_HOST_CPU,      /* always on the CPU where the weights lie */
+    CUDA_HOST_COPY,     /* always copied to the GPU */
+};
+
+struct cuda_backend_config {
+    int device;                   /* CUDA device index */
+    int n_threads;                /* CPU threads for host weights (>= 1) */
+    uint64_t weight_cache_bytes;  /* VRAM for keyed host weights (expert slices); 0: none yet */
+    uint64_t copy_slot_bytes;     /* one PCIe copy piece; 0: 8 MiB */
+    enum cuda_host_policy host_policy;
+};
+
+/* Measured once when the backend is made. */
+struct cuda_backend_rates {
+    double pcie_h2d_bytes_per_s; /* pinned host to device */
+    double cpu_matvec_bytes_per_s; /* CPU decode rate on Q4_K weights, all threads */
+};
+
+struct cuda_backend_stats {
+    uint64_t host_cpu_bytes;    /* host weight bytes computed on the CPU */
+    uint64_t host_copy_bytes;   /* host weight bytes copied to the GPU */
+    uint64_t cache_hits, cache_misses; /* VRAM weight cache, per keyed call */
+    uint64_t cache_bytes;       /* in the VRAM cache now */
+};
+
+/* Number of usable CUDA devices (0 without a driver, a device, or a build
+ * without CUDA). */
+int cuda_device_count(void);
+
+/* Free and total memory of device dev; false when there is none. */
+bool cuda_device_memory(int dev, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* A new CUDA backend. Errors: HY_ERR_UNSUPPORTED (built without CUDA, or no
+ * such device), HY_ERR_OOM, HY_ERR_INTERNAL (a CUDA call failed; named). */
+HY_MUST_CHECK enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg,
+                                                 struct backend **out);
+
+/* Gives the VRAM weight cache bytes (once, before the first product; the
+ * engine sizes it from the plan). HY_ERR_OOM naming the size. */
+HY_MUST_CHECK enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes);
+
+/* True for a backend made by cuda_backend_create. */
+bool backend_is_cuda(const struct backend *be);
+struct cuda_backend_rates cuda_backend_rates(const struct backend *be);
+struct cuda_backend_stats cuda_backend_stats(const struct backend *be);
+/* Device memory the backend holds now (allocations, scratch, caches). */
+uint64_t cuda_backend_device_bytes(const struct backend *be);
+
+#endif

@@ -1,0 +1,103 @@
+/*
+ * Launchers of the CUDA kernels, callable from C (the backend object in
+ * cuda_backend.c is C; the kernels are in .cu files). Every launcher queues
+ * its work on stream s and returns the launch's error (cudaGetLastError), so
+ * that the caller can name the call that failed. Pointers are device memory
+ * unless a comment says otherwise. Layouts follow backend.h: a batch of
+ * n_tok rows is token-major, x[t * n + i].
+ */
+#ifndef HY_BACKEND_CUDA_CUDA_KERNELS_H
+#define HY_BACKEND_CUDA_CUDA_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- quantized weights (cuda_quant.cu) --------------------------------
+ * Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
+ * Q5_K, Q6_K, in the GGUF block layouts of src/quant/blocks.h. A weight is
+ * n_rows rows of n_cols elements, row r at w + r * row_bytes. */
+
+/* True when the kernels below take weights of this type. */
+bool cuq_supports(uint32_t type);
+
+/* Most tokens cuq_matvec takes in one call. */
+#define CUQ_MATVEC_MAX_TOK 8
+
+/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK,
+ * F32 activations and accumulation (weights dequantized on the fly). Each
+ * weight byte is read once per call: the decode path, memory bound. x is
+ * [n_tok][n_cols], y [n_tok][ldy] (ldy >= n_rows: rows of a larger output). */
+cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                       int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
+                       cudaStream_t s);
+
+/* out[r][c] = W[r][c] as binary16, for the n_rows rows from w (the prompt
+ * path: tiles of dequantized rows for cuBLAS). out is [n_rows][n_cols]. */
+cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                            int64_t n_cols, uint16_t *out, cudaStream_t s);
+
+/* out[i] = row ids[i] of W as F32; ids in device memory, in range. */
+cudaError_t cuq_get_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                         const int32_t *ids, int64_t n, float *out, cudaStream_t s);
+
+/* ---- everything else (cuda_ops.cu) ----------------------------------- */
+
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, n_tok rows of n; y may be x. */
+cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok, int64_t n,
+                         float *y, cudaStream_t s);
+
+/* RoPE of x [n_tok][n_head][head_dim] in place (backend.h's definition);
+ * neox: rotate halves, else adjacent pairs; ff: [n_rot / 2] frequency
+ * divisors or NULL. */
+cudaError_t cuk_rope(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t pos0,
+                     bool neox, int64_t n_rot, float freq_base, float freq_scale, const float *ff,
+                     cudaStream_t s);
+
+/* Softmax of n_rows rows of n, in place. */
+cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStream_t s);
+
+/* gate[i] = silu(gate[i]) * up[i]. */
+cudaError_t cuk_silu_mul(float *gate, const float *up, int64_t n, cudaStream_t s);
+
+/* y[i] += alpha * x[i]. */
+cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n, cudaStream_t s);
+
+/* y[i] += alpha[i / n] * x[i] for rows of n: per-row weights from device memory,
+ * scattered: y row rows[i] gets x row i (rows: device memory, [n_rows]). */
+cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *rows, const float *alpha,
+                         int64_t n_rows, int64_t n, cudaStream_t s);
+
+/* out[i] = F32 rows ids[i] of x (rows of n); ids in device memory. */
+cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
+                           float *out, cudaStream_t s);
+
+/* out[i] = (binary16) x[i]. */
+cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s);
+
+/* Attention (backend.h's struct backend_attn, with its cache types and
+ * layouts): stores k and v of the n_tok new tokens in the caches, then
+ * out = softmax(scale * q K^T) V, causal. part: scratch of
+ * cuk_attention_scratch floats (split-K partial results of decode). */
+struct cuk_attn {
+    void *k_cache, *v_cache;
+    int64_t n_ctx, n_head, n_head_kv, head_dim, head_dim_v, pos0, n_tok;
+    float scale;
+    uint32_t k_type, v_type;
+};
+size_t cuk_attention_scratch(int64_t max_tok, int64_t n_head, int64_t max_ctx,
+                             int64_t head_dim_v);
+cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, const float *k,
+                          const float *v, float *out, float *part, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

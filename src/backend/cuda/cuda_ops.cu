@@ -1,0 +1,536 @@
+/*
+ * The CUDA kernels of every op but the weight products (cuda_quant.cu):
+ * norms, RoPE, softmax, element-wise ops, gathers and attention. Each
+ * follows the arithmetic of the CPU backend (src/backend/cpu) where that
+ * matters for agreement: RMSNorm sums squares in double, RoPE angles are
+ * computed in double, the KV cache conversions round as the reference
+ * converters do.
+ *
+ * Attention. One block of ATT_THREADS threads computes one (query token,
+ * head, split) triple: the keys of its split in chunks of ATT_CHUNK, each
+ * key's score one warp-wide dot product (lanes over the head dimension, so
+ * a warp reads one cached row coalesced), an online softmax across chunks
+ * (running maximum and sum, rescaling the output), and the weighted sum of
+ * V rows with the threads over the value dimension. Decode (one token) splits
+ * the keys over up to ATT_MAX_SPLIT blocks per head (flash-decoding): each
+ * block writes its (maximum, sum, partial output) and a second kernel
+ * combines them. Prompt batches run one block per (token, head), each over
+ * its causal range.
+ */
+#include "backend/cuda/cuda_kernels.h"
+
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "quant/blocks.h"
+
+/* enum hy_type ids (src/quant/quant.h) of the KV cache types */
+#define T_F32 0u
+#define T_F16 1u
+#define T_Q8_0 8u
+
+#define ATT_THREADS 128
+#define ATT_WARPS (ATT_THREADS / 32)
+#define ATT_CHUNK 256
+#define ATT_MAX_SPLIT 32
+#define ATT_MAX_DIM 256 /* head_dim and head_dim_v */
+
+static inline unsigned n_blocks(int64_t n, int per)
+{
+    int64_t b = (n + per - 1) / per;
+    return (unsigned)(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
+}
+
+__device__ static inline float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ static inline double warp_sum_d(double v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ static inline float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* ---- RMSNorm ------------------------------------------------------------ */
+
+__global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
+{
+    const int64_t t = blockIdx.x;
+    const float *xt = x + t * n;
+    float *yt = y + t * n;
+    double ss = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xt[i] * xt[i];
+    __shared__ double part[32];
+    ss = warp_sum_d(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double v = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.0;
+        v = warp_sum_d(v);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    const float s = (float)(1.0 / sqrt(part[0] / (double)n + (double)eps));
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yt[i] = xt[i] * s * w[i];
+}
+
+extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok,
+                                    int64_t n, float *y, cudaStream_t s)
+{
+    if (n_tok <= 0) return cudaSuccess;
+    k_rms_norm<<<(unsigned)n_tok, 256, 0, s>>>(x, w, eps, n, y);
+    return cudaGetLastError();
+}
+
+/* ---- RoPE --------------------------------------------------------------- */
+
+__global__ static void k_rope(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                              int64_t pos0, bool neox, int64_t n_rot, double freq_base,
+                              double freq_scale, const float *ff)
+{
+    const int64_t half = n_rot / 2;
+    const int64_t total = n_tok * n_head * half;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = g % half;
+        const int64_t th = g / half; /* t * n_head + h */
+        const int64_t t = th / n_head;
+        double f = freq_scale * pow(freq_base, -2.0 * (double)i / (double)n_rot);
+        if (ff) f /= (double)ff[i];
+        const double ang = (double)(pos0 + t) * f;
+        const float c = (float)cos(ang), sn = (float)sin(ang);
+        float *v = x + th * head_dim;
+        const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * sn;
+        v[b] = x0 * sn + x1 * c;
+    }
+}
+
+extern "C" cudaError_t cuk_rope(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                                int64_t pos0, bool neox, int64_t n_rot, float freq_base,
+                                float freq_scale, const float *ff, cudaStream_t s)
+{
+    const int64_t total = n_tok * n_head * (n_rot / 2);
+    if (total <= 0) return cudaSuccess;
+    k_rope<<<n_blocks(total, 256), 256, 0, s>>>(x, n_tok, n_head, head_dim, pos0, neox, n_rot,
+                                                (double)freq_base, (double)freq_scale, ff);
+    return cudaGetLastError();
+}
+
+/* ---- softmax, element-wise ---------------------------------------------- */
+
+/* One block per row: maximum, exponentials and their sum (in double, as the
+ * CPU backend sums), then the scaling. */
+__global__ static void k_softmax(float *x, int64_t n)
+{
+    float *r = x + (int64_t)blockIdx.x * n;
+    __shared__ float pm[32];
+    __shared__ double ps[32];
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, r[i]);
+    mx = warp_max(mx);
+    if ((threadIdx.x & 31) == 0) pm[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? pm[threadIdx.x] : -INFINITY;
+        v = warp_max(v);
+        if (threadIdx.x == 0) pm[0] = v;
+    }
+    __syncthreads();
+    mx = pm[0];
+    double sum = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float e = expf(r[i] - mx);
+        r[i] = e;
+        sum += e;
+    }
+    sum = warp_sum_d(sum);
+    if ((threadIdx.x & 31) == 0) ps[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double v = threadIdx.x < (blockDim.x >> 5) ? ps[threadIdx.x] : 0.0;
+        v = warp_sum_d(v);
+        if (threadIdx.x == 0) ps[0] = v;
+    }
+    __syncthreads();
+    const float inv = (float)(1.0 / ps[0]);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) r[i] *= inv;
+}
+
+extern "C" cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStream_t s)
+{
+    if (n_rows <= 0 || n <= 0) return cudaSuccess;
+    k_softmax<<<(unsigned)n_rows, n >= 1024 ? 1024 : 128, 0, s>>>(x, n);
+    return cudaGetLastError();
+}
+
+__global__ static void k_silu_mul(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+extern "C" cudaError_t cuk_silu_mul(float *gate, const float *up, int64_t n, cudaStream_t s)
+{
+    if (n <= 0) return cudaSuccess;
+    k_silu_mul<<<n_blocks(n, 256), 256, 0, s>>>(gate, up, n);
+    return cudaGetLastError();
+}
+
+__global__ static void k_add(float *y, const float *x, float alpha, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = alpha == 1.0f ? y[i] + x[i] : y[i] + alpha * x[i];
+}
+
+extern "C" cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n, cudaStream_t s)
+{
+    if (n <= 0) return cudaSuccess;
+    k_add<<<n_blocks(n, 256), 256, 0, s>>>(y, x, alpha, n);
+    return cudaGetLastError();
+}
+
+__global__ static void k_add_rows(float *y, const float *x, const int32_t *rows,
+                                  const float *alpha, int64_t n_rows, int64_t n)
+{
+    const int64_t total = n_rows * n;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = g / n, i = g % n;
+        y[(int64_t)rows[r] * n + i] += alpha[r] * x[g];
+    }
+}
+
+extern "C" cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *rows,
+                                    const float *alpha, int64_t n_rows, int64_t n, cudaStream_t s)
+{
+    if (n_rows <= 0 || n <= 0) return cudaSuccess;
+    k_add_rows<<<n_blocks(n_rows * n, 256), 256, 0, s>>>(y, x, rows, alpha, n_rows, n);
+    return cudaGetLastError();
+}
+
+__global__ static void k_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
+                                    float *out)
+{
+    const int64_t total = n_ids * n;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x)
+        out[g] = x[(int64_t)ids[g / n] * n + g % n];
+}
+
+extern "C" cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids,
+                                      int64_t n_ids, float *out, cudaStream_t s)
+{
+    if (n_ids <= 0 || n <= 0) return cudaSuccess;
+    k_gather_f32<<<n_blocks(n_ids * n, 256), 256, 0, s>>>(x, n, ids, n_ids, out);
+    return cudaGetLastError();
+}
+
+__global__ static void k_f32_to_f16(const float *x, int64_t n, __half *out)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(x[i]);
+}
+
+extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s)
+{
+    if (n <= 0) return cudaSuccess;
+    k_f32_to_f16<<<n_blocks(n, 256), 256, 0, s>>>(x, n, (__half *)out);
+    return cudaGetLastError();
+}
+
+/* ---- attention: cache writes -------------------------------------------- */
+
+/* Row-major rows of dim elements of type ty (F32, F16 or Q8_0) at cache row
+ * pos0 + t for t < n_tok; one warp per 32 elements (one Q8_0 block). The
+ * Q8_0 rounding is the reference quantizer's: d = amax / 127, q =
+ * round(x / d) through the reciprocal, d stored as binary16. */
+__global__ static void k_store_rows(const float *src, int64_t n_tok, int64_t dim, uint32_t ty,
+                                    void *cache, size_t row_bytes, int64_t pos0)
+{
+    const int64_t n_grp = dim / 32;
+    const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (warp >= n_tok * n_grp) return;
+    const int64_t t = warp / n_grp, b = warp % n_grp;
+    const float v = src[t * dim + b * 32 + lane];
+    uint8_t *row = (uint8_t *)cache + (size_t)(pos0 + t) * row_bytes;
+    if (ty == T_F32) {
+        ((float *)row)[b * 32 + lane] = v;
+    } else if (ty == T_F16) {
+        ((__half *)row)[b * 32 + lane] = __float2half_rn(v);
+    } else {
+        struct block_q8_0 *blk = (struct block_q8_0 *)row + b;
+        const float amax = warp_max(fabsf(v));
+        const float d = amax / 127;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float r = roundf(v * id);
+        blk->qs[lane] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : (int)r));
+        if (lane == 0) {
+            __half h = __float2half_rn(d);
+            blk->d = *(const uint16_t *)&h;
+        }
+    }
+}
+
+/* Transposed V (F32, F16): v_cache[d * n_ctx + pos0 + t] = v[t][d]. */
+__global__ static void k_store_vt(const float *src, int64_t n_tok, int64_t dim, uint32_t ty,
+                                  void *cache, int64_t n_ctx, int64_t pos0)
+{
+    const int64_t total = n_tok * dim;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t d = g / n_tok, t = g % n_tok;
+        const float v = src[t * dim + d];
+        if (ty == T_F32) ((float *)cache)[d * n_ctx + pos0 + t] = v;
+        else ((__half *)cache)[d * n_ctx + pos0 + t] = __float2half_rn(v);
+    }
+}
+
+/* ---- attention: compute ------------------------------------------------- */
+
+/* Element d of cache row p (row-major layout) as F32. */
+__device__ static inline float kv_at(const uint8_t *base, size_t row_bytes, uint32_t ty,
+                                     int64_t p, int64_t d)
+{
+    const uint8_t *row = base + (size_t)p * row_bytes;
+    if (ty == T_F32) return ((const float *)row)[d];
+    if (ty == T_F16) return __half2float(((const __half *)row)[d]);
+    const struct block_q8_0 *blk = (const struct block_q8_0 *)row + (d >> 5);
+    return __half2float(*(const __half *)&blk->d) * (float)blk->qs[d & 31];
+}
+
+struct att_args {
+    const uint8_t *k, *v;
+    size_t k_row, v_row;   /* bytes of one cache row (row-major layouts) */
+    int64_t k_head_off;    /* elements from a row's start to kv head 0 (always 0) */
+    int64_t n_ctx, n_head, group, head_dim, head_dim_v, pos0, n_tok;
+    float scale;
+    uint32_t k_type, v_type;
+    bool v_trans;
+    int n_split;
+};
+
+/* Block (head h = blockIdx.x, split blockIdx.y, token blockIdx.z). Output:
+ * with one split, out[t][h * head_dim_v + d]; with several, the split's
+ * (max, sum, unnormalised output) in part. */
+__global__ static void __launch_bounds__(ATT_THREADS)
+    k_attention(struct att_args a, const float *q, float *out, float *part)
+{
+    const int64_t h = blockIdx.x, sp = blockIdx.y, t = blockIdx.z;
+    const int64_t hk = h / a.group;
+    const int64_t n_kv = a.pos0 + t + 1;
+    const int64_t per = (n_kv + a.n_split - 1) / a.n_split;
+    const int64_t k0 = sp * per, k1 = min(n_kv, k0 + per);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+    __shared__ float qs[ATT_MAX_DIM];
+    __shared__ float sc[ATT_CHUNK];
+    __shared__ float red[ATT_WARPS];
+    const float *qt = q + (t * a.n_head + h) * a.head_dim;
+    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) qs[d] = qt[d];
+
+    /* each thread owns value dims d = threadIdx.x + i * ATT_THREADS */
+    float acc[ATT_MAX_DIM / ATT_THREADS];
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) acc[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    __syncthreads();
+
+    const int64_t kh = hk * a.head_dim;   /* first K element of this head in a row */
+    const int64_t vh = hk * a.head_dim_v; /* first V element (or transposed row) */
+    for (int64_t c0 = k0; c0 < k1; c0 += ATT_CHUNK) {
+        const int64_t cn = min((int64_t)ATT_CHUNK, k1 - c0);
+        /* scores: one warp per key */
+        for (int64_t j = warp; j < cn; j += ATT_WARPS) {
+            float s = 0.0f;
+            for (int64_t d = lane; d < a.head_dim; d += 32)
+                s += qs[d] * kv_at(a.k, a.k_row, a.k_type, c0 + j, kh + d);
+            s = warp_sum(s);
+            if (lane == 0) sc[j] = s * a.scale;
+        }
+        __syncthreads();
+        /* chunk maximum */
+        float cm = -INFINITY;
+        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) cm = fmaxf(cm, sc[j]);
+        cm = warp_max(cm);
+        if (lane == 0) red[warp] = cm;
+        __syncthreads();
+        cm = red[0];
+#pragma unroll
+        for (int w = 1; w < ATT_WARPS; w++) cm = fmaxf(cm, red[w]);
+        const float m_new = fmaxf(m, cm);
+        const float corr = expf(m - m_new); /* 0 on the first chunk (m = -inf) */
+        __syncthreads(); /* red is reused below */
+        float ls = 0.0f;
+        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
+            const float e = expf(sc[j] - m_new);
+            sc[j] = e;
+            ls += e;
+        }
+        ls = warp_sum(ls);
+        if (lane == 0) red[warp] = ls;
+        __syncthreads();
+        float lsum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) lsum += red[w];
+        l = l * corr + lsum;
+        m = m_new;
+        /* weighted V */
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
+            const int64_t d = threadIdx.x + i * ATT_THREADS;
+            if (d >= a.head_dim_v) break;
+            float s = 0.0f;
+            if (a.v_trans) {
+                const int64_t row = vh + d;
+                if (a.v_type == T_F32) {
+                    const float *vr = (const float *)a.v + row * a.n_ctx + c0;
+                    for (int64_t j = 0; j < cn; j++) s += sc[j] * vr[j];
+                } else {
+                    const __half *vr = (const __half *)a.v + row * a.n_ctx + c0;
+                    for (int64_t j = 0; j < cn; j++) s += sc[j] * __half2float(vr[j]);
+                }
+            } else {
+                for (int64_t j = 0; j < cn; j++)
+                    s += sc[j] * kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d);
+            }
+            acc[i] = acc[i] * corr + s;
+        }
+        __syncthreads(); /* sc and red are rewritten by the next chunk */
+    }
+
+    if (a.n_split == 1) {
+        float *o = out + (t * a.n_head + h) * a.head_dim_v;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
+            const int64_t d = threadIdx.x + i * ATT_THREADS;
+            if (d < a.head_dim_v) o[d] = acc[i] * inv;
+        }
+    } else {
+        /* part[(t * n_head + h) * n_split + sp] = {m, l, acc[head_dim_v]} */
+        float *p = part + ((t * a.n_head + h) * a.n_split + sp) * (a.head_dim_v + 2);
+        if (threadIdx.x == 0) {
+            p[0] = m;
+            p[1] = l;
+        }
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
+            const int64_t d = threadIdx.x + i * ATT_THREADS;
+            if (d < a.head_dim_v) p[2 + d] = acc[i];
+        }
+    }
+}
+
+/* Combines the splits of each (token, head): block (h, t). */
+__global__ static void k_attention_combine(const float *part, int64_t n_head, int n_split,
+                                           int64_t head_dim_v, float *out)
+{
+    const int64_t h = blockIdx.x, t = blockIdx.y;
+    const float *p = part + (t * n_head + h) * n_split * (head_dim_v + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, p[s * (head_dim_v + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        const float ms = p[s * (head_dim_v + 2)];
+        if (ms != -INFINITY) L += expf(ms - M) * p[s * (head_dim_v + 2) + 1];
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int64_t d = threadIdx.x; d < head_dim_v; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_split; s++) {
+            const float ms = p[s * (head_dim_v + 2)];
+            if (ms != -INFINITY) o += expf(ms - M) * p[s * (head_dim_v + 2) + 2 + d];
+        }
+        out[(t * n_head + h) * head_dim_v + d] = o * inv;
+    }
+}
+
+extern "C" size_t cuk_attention_scratch(int64_t max_tok, int64_t n_head, int64_t max_ctx,
+                                        int64_t head_dim_v)
+{
+    (void)max_tok;
+    (void)max_ctx;
+    /* splits are used for single tokens only */
+    return (size_t)n_head * ATT_MAX_SPLIT * (size_t)(head_dim_v + 2);
+}
+
+static size_t row_bytes_of(uint32_t ty, int64_t dim)
+{
+    if (ty == T_F32) return (size_t)dim * 4;
+    if (ty == T_F16) return (size_t)dim * 2;
+    return (size_t)(dim / 32) * sizeof(struct block_q8_0);
+}
+
+extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, const float *k,
+                                     const float *v, float *out, float *part, cudaStream_t s)
+{
+    if (a->head_dim > ATT_MAX_DIM || a->head_dim_v > ATT_MAX_DIM || a->head_dim % 32 ||
+        a->head_dim_v % 32 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->n_tok <= 0)
+        return cudaErrorInvalidValue;
+    const int64_t k_dim = a->n_head_kv * a->head_dim, v_dim = a->n_head_kv * a->head_dim_v;
+    const bool v_trans = a->v_type == T_F32 || a->v_type == T_F16;
+    const size_t k_row = row_bytes_of(a->k_type, k_dim), v_row = row_bytes_of(a->v_type, v_dim);
+
+    /* the new rows into the caches */
+    int64_t warps = a->n_tok * (k_dim / 32);
+    k_store_rows<<<n_blocks(warps * 32, 256), 256, 0, s>>>(k, a->n_tok, k_dim, a->k_type,
+                                                           a->k_cache, k_row, a->pos0);
+    if (v_trans) {
+        k_store_vt<<<n_blocks(a->n_tok * v_dim, 256), 256, 0, s>>>(v, a->n_tok, v_dim, a->v_type,
+                                                                  a->v_cache, a->n_ctx, a->pos0);
+    } else {
+        warps = a->n_tok * (v_dim / 32);
+        k_store_rows<<<n_blocks(warps * 32, 256), 256, 0, s>>>(v, a->n_tok, v_dim, a->v_type,
+                                                               a->v_cache, v_row, a->pos0);
+    }
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+
+    struct att_args g;
+    g.k = (const uint8_t *)a->k_cache;
+    g.v = (const uint8_t *)a->v_cache;
+    g.k_row = k_row;
+    g.v_row = v_row;
+    g.k_head_off = 0;
+    g.n_ctx = a->n_ctx;
+    g.n_head = a->n_head;
+    g.group = a->n_head / a->n_head_kv;
+    g.head_dim = a->head_dim;
+    g.head_dim_v = a->head_dim_v;
+    g.pos0 = a->pos0;
+    g.n_tok = a->n_tok;
+    g.scale = a->scale;
+    g.k_type = a->k_type;
+    g.v_type = a->v_type;
+    g.v_trans = v_trans;
+    g.n_split = 1;
+    if (a->n_tok == 1) {
+        /* enough blocks to cover the machine, each at least one chunk of keys */
+        const int64_t n_kv = a->pos0 + 1;
+        int64_t sp = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;
+        if (sp > ATT_MAX_SPLIT) sp = ATT_MAX_SPLIT;
+        g.n_split = (int)sp;
+    }
+    dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, (unsigned)a->n_tok);
+    k_attention<<<grid, ATT_THREADS, 0, s>>>(g, q, out, part);
+    if (g.n_split > 1) {
+        dim3 cg((unsigned)a->n_head, (unsigned)a->n_tok);
+        k_attention_combine<<<cg, 128, 0, s>>>(part, a->n_head, g.n_split, a->head_dim_v, out);
+    }
+    return cudaGetLastError();
+}

@@ -1,0 +1,1415 @@
+/*
+ * Quantized weights on the GPU: the decode matrix-vector product, and full
+ * dequantization (to binary16 for cuBLAS, to F32 for row gathers). Contracts
+ * in cuda_kernels.h; block layouts in quant/blocks.h; the values are those of
+ * the reference dequantizers in quant/quant_ref.c.
+ *
+ * Work item. Every type is cut into items: P lanes (threads) share a block,
+ * each taking a fixed part of it: NRUN runs of 4 consecutive columns, in NG
+ * scale groups (a scale group is the elements of one sub-block that the
+ * lane holds). Consecutive lanes take consecutive parts of consecutive
+ * blocks, so a warp's loads are contiguous. A type is a struct of static
+ * functions (the traits below): load the item's bytes, decode its group
+ * scales, decode one run into 4 small integers as floats. The item functions
+ * are __host__ __device__ so that a host program can check them against the
+ * reference C dequantizers.
+ *
+ *   type  P  lane's part                                 loads
+ *   Q4_0  2  qs bytes 8p..8p+7: cols 8p.., 16+8p..       u16
+ *   Q4_1  2  as Q4_0                                     u32
+ *   Q5_0  2  as Q4_0, with qh                            u16
+ *   Q5_1  2  as Q4_0, with qh                            u32
+ *   Q8_0  2  qs bytes 16p..16p+15                        u16
+ *   Q2_K  8  half p/4, bytes l in 8(p%4).. of each qs    u32
+ *            row of 32: 4 quarters of 8 columns
+ *   Q3_K  8  as Q2_K, plus the hmask bytes l             u16
+ *   Q4_K  8  64-column group p/2, half p%2 of its 32     16-byte
+ *            qs bytes: 16 columns of each sub-block
+ *   Q5_K  8  as Q4_K, plus the qh bytes                  16-byte
+ *   Q6_K  8  as Q2_K over ql/qh                          u16
+ *   F32/F16/BF16  1  16 bytes: 4 or 8 columns            16-byte
+ *
+ * Integers become floats without I2F (a quarter-rate instruction): a byte b
+ * placed in the mantissa of 2^23 (bits 0x4B0000bb, one PRMT) minus
+ * 2^23 + offset is b - offset exactly. A value is then q * d (+ bias), with
+ * the reference's operations and rounding (__fmul_rn/__fadd_rn: no FMA
+ * contraction) in the dequantizers, so that those are bit-exact.
+ *
+ * Matvec. A CTA is 8 warps; a warp takes R rows (2, or 4 for 5..8 tokens)
+ * and walks their items, U steps of 32 items per trip with all loads issued
+ * first; x comes through the read-only cache (16-byte __ldg), weights with
+ * L1::no_allocate when loaded 16 bytes at a time (read once; x stays in L1).
+ * Each x run is loaded once per item and used for the R rows. When there are
+ * too few rows to fill the GPU, the warps of a CTA split a row's items
+ * (KS = 2, 4 or 8) and add their sums in shared memory. The matvec's
+ * arithmetic is not the reference's order: where it saves work (few tokens)
+ * a scale group is summed as d * sum(q * x) (+ bias * sum(x)), else each
+ * weight is fmaf(q, d, bias) before its products; F32 accumulation always.
+ * The dequantized weights themselves are exact in both.
+ *
+ * Alignment. The item loads need w and row_bytes aligned to ALIGN (the load
+ * width), x 16-byte aligned and n_cols a multiple of 4; otherwise (rare: odd
+ * views) a per-element fallback runs, byte loads and all.
+ */
+#include "backend/cuda/cuda_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <atomic>
+#include <type_traits>
+
+#include "quant/blocks.h"
+
+/* Type ids: enum hy_type in quant/quant.h (GGUF numbering; quant.h is C-only,
+ * so they are repeated here; a test compiles both and compares). */
+enum {
+    CQ_F32 = 0,
+    CQ_F16 = 1,
+    CQ_Q4_0 = 2,
+    CQ_Q4_1 = 3,
+    CQ_Q5_0 = 6,
+    CQ_Q5_1 = 7,
+    CQ_Q8_0 = 8,
+    CQ_Q2_K = 10,
+    CQ_Q3_K = 11,
+    CQ_Q4_K = 12,
+    CQ_Q5_K = 13,
+    CQ_Q6_K = 14,
+    CQ_BF16 = 30,
+};
+
+#define CQ_HD __host__ __device__ __forceinline__
+
+/* ---- scalar helpers (host versions for the host-side check) ------------- */
+
+CQ_HD float cq_as_float(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+/* __byte_perm: result byte n = byte (s >> 4n) & 7 of the pair {y:x}. */
+CQ_HD uint32_t cq_perm(uint32_t x, uint32_t y, uint32_t s)
+{
+#ifdef __CUDA_ARCH__
+    return __byte_perm(x, y, s);
+#else
+    const uint64_t v = ((uint64_t)y << 32) | x;
+    uint32_t r = 0;
+    for (int n = 0; n < 4; n++) r |= (uint32_t)((v >> (8 * ((s >> (4 * n)) & 7))) & 0xff) << (8 * n);
+    return r;
+#endif
+}
+
+CQ_HD float cq_h2f(uint32_t h)
+{
+    return __half2float(__ushort_as_half((unsigned short)h));
+}
+
+CQ_HD uint16_t cq_f2h(float f)
+{
+    return __half_as_ushort(__float2half_rn(f));
+}
+
+/* Products and sums that the compiler may not fuse into an FMA. */
+CQ_HD float cq_mul(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+CQ_HD float cq_add(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
+/* Loads. 16-byte ones skip L1 (weights are read once); narrower ones go
+ * through it, since the lanes of a block read neighbouring halfwords. */
+CQ_HD uint32_t cq_ld8(const uint8_t *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg(p);
+#else
+    return *p;
+#endif
+}
+
+CQ_HD uint32_t cq_ld16(const uint8_t *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg((const unsigned short *)p);
+#else
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+#endif
+}
+
+/* Two aligned halfwords at p and p + 2 as one word. */
+CQ_HD uint32_t cq_ld16x2(const uint8_t *p)
+{
+    return cq_perm(cq_ld16(p), cq_ld16(p + 2), 0x5410);
+}
+
+CQ_HD uint32_t cq_ld32(const uint8_t *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg((const unsigned int *)p);
+#else
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+#endif
+}
+
+CQ_HD uint4 cq_ld128(const uint8_t *p)
+{
+    uint4 v;
+#ifdef __CUDA_ARCH__
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+#else
+    memcpy(&v, p, 16);
+#endif
+    return v;
+}
+
+CQ_HD float4 cq_ldx4(const float *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg((const float4 *)p);
+#else
+    float4 v;
+    memcpy(&v, p, 16);
+    return v;
+#endif
+}
+
+CQ_HD float cq_ldx(const float *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg(p);
+#else
+    return *p;
+#endif
+}
+
+CQ_HD uint32_t cq_u4(const uint4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* Bytes k of v as floats, each minus off: 2^23 + b built by PRMT, then one
+ * exact subtraction. */
+CQ_HD void cq_bytes(uint32_t v, float off, float (&q)[4])
+{
+    const float base = 8388608.0f + off;
+    q[0] = cq_as_float(cq_perm(v, 0x4B000000u, 0x7440)) - base;
+    q[1] = cq_as_float(cq_perm(v, 0x4B000000u, 0x7441)) - base;
+    q[2] = cq_as_float(cq_perm(v, 0x4B000000u, 0x7442)) - base;
+    q[3] = cq_as_float(cq_perm(v, 0x4B000000u, 0x7443)) - base;
+}
+
+/* Bit 4 of byte k = bit k of h4 (h4 < 16): the four shifted copies of h4
+ * in the product do not overlap, so there are no carries. */
+CQ_HD uint32_t cq_spread4(uint32_t h4)
+{
+    return (h4 * 0x02040810u) & 0x10101010u;
+}
+
+/* ---- type traits ---------------------------------------------------------
+ * BS elements and BB bytes per block; P lanes per block; NRUN runs of 4 per
+ * lane in NG scale groups (runs g*NRUN/NG .. of group g); ALIGN: what the
+ * loads need of block addresses. cbase(p) + coff(j): the column of run j in
+ * the block. scales(): each group's d and bias, value = q * d + bias (bias
+ * only when HASMIN), rounded as the reference rounds. run(): the 4 integers
+ * of run j, offsets applied. FLOAT types have no scales; run() gives the
+ * values. */
+
+struct TQ4_0 {
+    static constexpr int BS = 32, BB = 18, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    struct Raw {
+        uint32_t d, w0, w1;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.d = cq_ld16(b);
+        r.w0 = cq_ld16x2(b + 2 + 8 * p);
+        r.w1 = cq_ld16x2(b + 6 + 8 * p);
+    }
+    static CQ_HD int cbase(int p) { return 8 * p; }
+    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
+    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        d[0] = cq_h2f(r.d);
+        b[0] = 0.0f;
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        cq_bytes((j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 8.0f, q);
+    }
+};
+
+struct TQ4_1 {
+    static constexpr int BS = 32, BB = 20, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
+    static constexpr bool HASMIN = true, FLOAT = false;
+    struct Raw {
+        uint32_t dm, w0, w1;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.dm = cq_ld32(b);
+        r.w0 = cq_ld32(b + 4 + 8 * p);
+        r.w1 = cq_ld32(b + 8 + 8 * p);
+    }
+    static CQ_HD int cbase(int p) { return 8 * p; }
+    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
+    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        d[0] = cq_h2f(r.dm & 0xffff);
+        b[0] = cq_h2f(r.dm >> 16);
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        cq_bytes((j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 0.0f, q);
+    }
+};
+
+struct TQ5_0 {
+    static constexpr int BS = 32, BB = 22, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    struct Raw {
+        uint32_t d, qh, w0, w1;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.d = cq_ld16(b);
+        r.qh = cq_ld16x2(b + 2) >> (8 * p); /* bit i: element 8p + i */
+        r.w0 = cq_ld16x2(b + 6 + 8 * p);
+        r.w1 = cq_ld16x2(b + 10 + 8 * p);
+    }
+    static CQ_HD int cbase(int p) { return 8 * p; }
+    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
+    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        d[0] = cq_h2f(r.d);
+        b[0] = 0.0f;
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        const uint32_t lo = (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
+        cq_bytes(lo | cq_spread4((r.qh >> coff(j)) & 0xF), 16.0f, q);
+    }
+};
+
+struct TQ5_1 {
+    static constexpr int BS = 32, BB = 24, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
+    static constexpr bool HASMIN = true, FLOAT = false;
+    struct Raw {
+        uint32_t dm, qh, w0, w1;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.dm = cq_ld32(b);
+        r.qh = cq_ld32(b + 4) >> (8 * p);
+        r.w0 = cq_ld32(b + 8 + 8 * p);
+        r.w1 = cq_ld32(b + 12 + 8 * p);
+    }
+    static CQ_HD int cbase(int p) { return 8 * p; }
+    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
+    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        d[0] = cq_h2f(r.dm & 0xffff);
+        b[0] = cq_h2f(r.dm >> 16);
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        const uint32_t lo = (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
+        cq_bytes(lo | cq_spread4((r.qh >> coff(j)) & 0xF), 0.0f, q);
+    }
+};
+
+struct TQ8_0 {
+    static constexpr int BS = 32, BB = 34, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    struct Raw {
+        uint32_t d, w[4];
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.d = cq_ld16(b);
+#pragma unroll
+        for (int i = 0; i < 4; i++) r.w[i] = cq_ld16x2(b + 2 + 16 * p + 4 * i);
+    }
+    static CQ_HD int cbase(int p) { return 16 * p; }
+    static CQ_HD int coff(int j) { return 4 * j; }
+    static CQ_HD int xsw(int L) { return L & 3; }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        d[0] = cq_h2f(r.d);
+        b[0] = 0.0f;
+    }
+    /* int8 v: (v ^ 0x80) read unsigned is v + 128 */
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        cq_bytes(r.w[j] ^ 0x80808080u, 128.0f, q);
+    }
+};
+
+/* Q2_K, Q3_K, Q6_K lanes: h = p / 4 the half of 128, c = p % 4; the lane
+ * holds bytes l = 8c .. 8c + 7 of that half's 32-byte rows, which are
+ * columns 128h + 32q + l for the 4 quarters q: run j = 2q + u is columns
+ * 128h + 32q + 8c + 4u .. + 3, in sub-block 8h + 2q + c / 2 (group q). */
+struct TQ2_K {
+    static constexpr int BS = 256, BB = 84, P = 8, NRUN = 8, NG = 4, ALIGN = 4;
+    static constexpr bool HASMIN = true, FLOAT = false;
+    struct Raw {
+        uint32_t w0, w1, s0, s1, dm;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        const int h = p >> 2, c = p & 3;
+        r.w0 = cq_ld32(b + 16 + 32 * h + 8 * c);
+        r.w1 = cq_ld32(b + 20 + 32 * h + 8 * c);
+        r.s0 = cq_ld32(b + 8 * h); /* scales[8h .. 8h + 7] */
+        r.s1 = cq_ld32(b + 8 * h + 4);
+        r.dm = cq_ld32(b + 80);
+    }
+    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
+    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
+    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        const float dd = cq_h2f(r.dm & 0xffff), dmin = cq_h2f(r.dm >> 16);
+        const int sh = 8 * ((p & 3) >> 1);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            /* scales[8h + 2q + c/2] */
+            const uint32_t sc = ((q < 2 ? r.s0 : r.s1) >> (16 * (q & 1) + sh)) & 0xff;
+            d[q] = cq_mul(dd, (float)(sc & 0xF));
+            b[q] = -cq_mul(dmin, (float)(sc >> 4));
+        }
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        cq_bytes((w >> (2 * (j >> 1))) & 0x03030303u, 0.0f, q);
+    }
+};
+
+struct TQ3_K {
+    static constexpr int BS = 256, BB = 110, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    struct Raw {
+        uint32_t hm0, hm1, w0, w1, sa, sb, sc, d;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        const int h = p >> 2, c = p & 3;
+        /* hmask bytes l, bits 4h.. moved to bits 0..3 of each byte */
+        r.hm0 = cq_ld16x2(b + 8 * c) >> (4 * h);
+        r.hm1 = cq_ld16x2(b + 8 * c + 4) >> (4 * h);
+        r.w0 = cq_ld16x2(b + 32 + 32 * h + 8 * c);
+        r.w1 = cq_ld16x2(b + 36 + 32 * h + 8 * c);
+        r.sa = cq_ld16x2(b + 96); /* scales[0..3] */
+        r.sb = cq_ld16x2(b + 100); /* scales[4..7] */
+        r.sc = cq_ld16x2(b + 104); /* scales[8..11] */
+        r.d = cq_ld16(b + 108);
+    }
+    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
+    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
+    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    /* sub-block s = 8h + 2q + c/2: low 4 bits in nibble h of scales[2q + c/2],
+     * high 2 bits at bit 2 * (s / 4) of scales[8 + s % 4]. */
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        const float dd = cq_h2f(r.d);
+        const int h = p >> 2, s0 = (p & 3) >> 1;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> (16 * (q & 1) + 8 * s0 + 4 * h)) & 0xF;
+            const uint32_t hi = (r.sc >> (16 * (q & 1) + 8 * s0 + 4 * h + 2 * (q >> 1))) & 3;
+            d[q] = cq_mul(dd, (float)((int)(lo | (hi << 4)) - 32));
+            b[q] = 0.0f;
+        }
+    }
+    /* value = low 2 bits + 4 * hmask bit - 4 */
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const int qq = j >> 1;
+        const uint32_t w = (j & 1) ? r.w1 : r.w0;
+        const uint32_t hm = (j & 1) ? r.hm1 : r.hm0;
+        const uint32_t hb = ((hm << 2) >> qq) & 0x04040404u;
+        cq_bytes(((w >> (2 * qq)) & 0x03030303u) | hb, 4.0f, q);
+    }
+};
+
+/* Q4_K, Q5_K lanes: g = p / 2 the 64-column group, hh = p % 2; the lane
+ * holds qs bytes 32g + 16hh .. + 15: runs 0..3 their low nibbles, columns
+ * 64g + 16hh + 4j (sub-block 2g), runs 4..7 the high nibbles, 32 columns
+ * on (sub-block 2g + 1). */
+CQ_HD void cq_k4_scales(const uint4 &hdr, int p, float (&d)[2], float (&b)[2])
+{
+    const float dd = cq_h2f(hdr.x & 0xffff), dmin = cq_h2f(hdr.x >> 16);
+    const int g = p >> 1;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int k = ((2 * g + i) & 3) * 8;
+        const uint32_t by = (hdr.y >> k) & 0xff, bz = (hdr.z >> k) & 0xff, bw = (hdr.w >> k) & 0xff;
+        uint32_t sc, m;
+        if (g < 2) { /* sub-block 2g + i < 4 */
+            sc = by & 63;
+            m = bz & 63;
+        } else {
+            sc = (bw & 0xF) | ((by >> 6) << 4);
+            m = (bw >> 4) | ((bz >> 6) << 4);
+        }
+        d[i] = cq_mul(dd, (float)sc);
+        b[i] = -cq_mul(dmin, (float)m);
+    }
+}
+
+struct TQ4_K {
+    static constexpr int BS = 256, BB = 144, P = 8, NRUN = 8, NG = 2, ALIGN = 16;
+    static constexpr bool HASMIN = true, FLOAT = false;
+    struct Raw {
+        uint4 hdr, qs;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.hdr = cq_ld128(b);
+        r.qs = cq_ld128(b + 16 + 16 * p);
+    }
+    static CQ_HD int cbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
+    static CQ_HD int coff(int j) { return (j & 3) * 4 + (j >> 2) * 32; }
+    static CQ_HD int xsw(int L) { return (L >> 1) & 3; }
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        cq_k4_scales(r.hdr, p, d, b);
+    }
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t w = cq_u4(r.qs, j & 3);
+        cq_bytes((j >> 2) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 0.0f, q);
+    }
+};
+
+struct TQ5_K {
+    static constexpr int BS = 256, BB = 176, P = 8, NRUN = 8, NG = 2, ALIGN = 16;
+    static constexpr bool HASMIN = true, FLOAT = false;
+    struct Raw {
+        uint4 hdr, qh, qs;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.hdr = cq_ld128(b);
+        r.qh = cq_ld128(b + 16 + 16 * (p & 1));
+        r.qs = cq_ld128(b + 48 + 16 * p);
+    }
+    static CQ_HD int cbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
+    static CQ_HD int coff(int j) { return (j & 3) * 4 + (j >> 2) * 32; }
+    static CQ_HD int xsw(int L) { return (L >> 1) & 3; }
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        cq_k4_scales(r.hdr, p, d, b);
+    }
+    /* 5th bit of column 32s + l: bit s of qh[l]; here s = 2g + (j >= 4) */
+    static CQ_HD void run(const Raw &r, int p, int j, float (&q)[4])
+    {
+        const uint32_t w = cq_u4(r.qs, j & 3);
+        const uint32_t hb = cq_u4(r.qh, j & 3) >> (2 * (p >> 1));
+        const uint32_t v = (j >> 2) ? ((w >> 4) & 0x0F0F0F0Fu) | ((hb << 3) & 0x10101010u)
+                                    : (w & 0x0F0F0F0Fu) | ((hb << 4) & 0x10101010u);
+        cq_bytes(v, 0.0f, q);
+    }
+};
+
+struct TQ6_K {
+    static constexpr int BS = 256, BB = 210, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    struct Raw {
+        uint32_t l0[2], l1[2], hq[2], sc, d;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        const int h = p >> 2, c = p & 3;
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            r.l0[u] = cq_ld16x2(b + 64 * h + 8 * c + 4 * u);      /* ql, quarters 0 and 2 */
+            r.l1[u] = cq_ld16x2(b + 64 * h + 32 + 8 * c + 4 * u); /* ql, quarters 1 and 3 */
+            r.hq[u] = cq_ld16x2(b + 128 + 32 * h + 8 * c + 4 * u);
+        }
+        /* scales[8h + 2q + c/2] as byte q */
+        const uint32_t a = cq_ld16x2(b + 192 + 8 * h), bb = cq_ld16x2(b + 196 + 8 * h);
+        const uint32_t s0 = (uint32_t)(c >> 1);
+        r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
+        r.d = cq_ld16(b + 208);
+    }
+    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
+    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
+    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
+    {
+        const float dd = cq_h2f(r.d);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            d[q] = cq_mul(dd, (float)(int8_t)(r.sc >> (8 * q)));
+            b[q] = 0.0f;
+        }
+    }
+    /* low 4 bits: quarter q's nibble of ql; bits 4-5: bits 2q of qh */
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const int qq = j >> 1, u = j & 1;
+        const uint32_t w = (qq & 1) ? r.l1[u] : r.l0[u];
+        const uint32_t lo = qq < 2 ? w & 0x0F0F0F0Fu : (w >> 4) & 0x0F0F0F0Fu;
+        const uint32_t hq = r.hq[u];
+        const uint32_t hi = qq == 0 ? hq << 4 : qq == 1 ? hq << 2 : qq == 2 ? hq : hq >> 2;
+        cq_bytes(lo | (hi & 0x30303030u), 32.0f, q);
+    }
+};
+
+struct TF32 {
+    static constexpr int BS = 4, BB = 16, P = 1, NRUN = 1, NG = 1, ALIGN = 16, ESIZE = 4;
+    static constexpr bool HASMIN = false, FLOAT = true;
+    struct Raw {
+        uint4 v;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
+    static CQ_HD int cbase(int) { return 0; }
+    static CQ_HD int coff(int) { return 0; }
+    static CQ_HD int xsw(int) { return 0; }
+    static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
+    static CQ_HD void run(const Raw &r, int, int, float (&q)[4])
+    {
+        q[0] = cq_as_float(r.v.x);
+        q[1] = cq_as_float(r.v.y);
+        q[2] = cq_as_float(r.v.z);
+        q[3] = cq_as_float(r.v.w);
+    }
+    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld32(row + 4 * c)); }
+};
+
+struct TF16 {
+    static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
+    static constexpr bool HASMIN = false, FLOAT = true;
+    struct Raw {
+        uint4 v;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
+    static CQ_HD int cbase(int) { return 0; }
+    static CQ_HD int coff(int j) { return 4 * j; }
+    static CQ_HD int xsw(int L) { return L & 1; }
+    static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t a = j ? r.v.z : r.v.x, b = j ? r.v.w : r.v.y;
+        q[0] = cq_h2f(a & 0xffff);
+        q[1] = cq_h2f(a >> 16);
+        q[2] = cq_h2f(b & 0xffff);
+        q[3] = cq_h2f(b >> 16);
+    }
+    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_h2f(cq_ld16(row + 2 * c)); }
+};
+
+struct TBF16 {
+    static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
+    static constexpr bool HASMIN = false, FLOAT = true;
+    struct Raw {
+        uint4 v;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
+    static CQ_HD int cbase(int) { return 0; }
+    static CQ_HD int coff(int j) { return 4 * j; }
+    static CQ_HD int xsw(int L) { return L & 1; }
+    static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
+    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    {
+        const uint32_t a = j ? r.v.z : r.v.x, b = j ? r.v.w : r.v.y;
+        q[0] = cq_as_float(a << 16);
+        q[1] = cq_as_float(a & 0xffff0000u);
+        q[2] = cq_as_float(b << 16);
+        q[3] = cq_as_float(b & 0xffff0000u);
+    }
+    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld16(row + 2 * c) << 16); }
+};
+
+/* ---- one element, any alignment (fallback kernels; checked too) -------- */
+
+CQ_HD uint32_t cq_b16(const uint8_t *p)
+{
+    return cq_ld8(p) | (cq_ld8(p + 1) << 8);
+}
+
+CQ_HD float cq_elem(uint32_t type, const uint8_t *row, int64_t c)
+{
+    switch (type) {
+    case CQ_F32: return cq_as_float(cq_b16(row + 4 * c) | (cq_b16(row + 4 * c + 2) << 16));
+    case CQ_F16: return cq_h2f(cq_b16(row + 2 * c));
+    case CQ_BF16: return cq_as_float(cq_b16(row + 2 * c) << 16);
+    case CQ_Q4_0:
+    case CQ_Q4_1:
+    case CQ_Q5_0:
+    case CQ_Q5_1: {
+        const int bb = type == CQ_Q4_0 ? 18 : type == CQ_Q4_1 ? 20 : type == CQ_Q5_0 ? 22 : 24;
+        const bool has_m = type == CQ_Q4_1 || type == CQ_Q5_1;
+        const bool q5 = type == CQ_Q5_0 || type == CQ_Q5_1;
+        const uint8_t *b = row + (c / 32) * bb;
+        const int j = (int)(c % 32);
+        const int qs_off = (has_m ? 4 : 2) + (q5 ? 4 : 0);
+        int q = j < 16 ? cq_ld8(b + qs_off + j) & 0xF : cq_ld8(b + qs_off + j - 16) >> 4;
+        if (q5) q |= (int)((cq_ld8(b + qs_off - 4 + j / 8) >> (j % 8)) & 1) << 4;
+        const float d = cq_h2f(cq_b16(b));
+        if (has_m) return cq_add(cq_mul((float)q, d), cq_h2f(cq_b16(b + 2)));
+        return cq_mul((float)(q - (q5 ? 16 : 8)), d);
+    }
+    case CQ_Q8_0: {
+        const uint8_t *b = row + (c / 32) * 34;
+        return cq_mul((float)(int8_t)cq_ld8(b + 2 + c % 32), cq_h2f(cq_b16(b)));
+    }
+    case CQ_Q2_K: {
+        const uint8_t *b = row + (c / 256) * 84;
+        const int e = (int)(c % 256);
+        const uint32_t sc = cq_ld8(b + e / 16);
+        const float dl = cq_mul(cq_h2f(cq_b16(b + 80)), (float)(sc & 0xF));
+        const float ml = cq_mul(cq_h2f(cq_b16(b + 82)), (float)(sc >> 4));
+        const int q = (cq_ld8(b + 16 + (e / 128) * 32 + e % 32) >> (2 * ((e % 128) / 32))) & 3;
+        return cq_add(cq_mul(dl, (float)q), -ml);
+    }
+    case CQ_Q3_K: {
+        const uint8_t *b = row + (c / 256) * 110;
+        const int e = (int)(c % 256), s = e / 16;
+        const int lo = s < 8 ? cq_ld8(b + 96 + s) & 0xF : cq_ld8(b + 96 + s - 8) >> 4;
+        const int hi = (cq_ld8(b + 96 + 8 + s % 4) >> (2 * (s / 4))) & 3;
+        const float dl = cq_mul(cq_h2f(cq_b16(b + 108)), (float)((lo | (hi << 4)) - 32));
+        const int q = (cq_ld8(b + 32 + (e / 128) * 32 + e % 32) >> (2 * ((e % 128) / 32))) & 3;
+        const int hb = (cq_ld8(b + e % 32) >> (e / 32)) & 1;
+        return cq_mul(dl, (float)(q - (hb ? 0 : 4)));
+    }
+    case CQ_Q4_K:
+    case CQ_Q5_K: {
+        const bool q5 = type == CQ_Q5_K;
+        const uint8_t *b = row + (c / 256) * (q5 ? 176 : 144);
+        const int e = (int)(c % 256), s = e / 32;
+        const uint8_t *sc = b + 4;
+        uint32_t scale, m;
+        if (s < 4) {
+            scale = cq_ld8(sc + s) & 63;
+            m = cq_ld8(sc + s + 4) & 63;
+        } else {
+            scale = (cq_ld8(sc + s + 4) & 0xF) | ((cq_ld8(sc + s - 4) >> 6) << 4);
+            m = (cq_ld8(sc + s + 4) >> 4) | ((cq_ld8(sc + s) >> 6) << 4);
+        }
+        const float d1 = cq_mul(cq_h2f(cq_b16(b)), (float)scale);
+        const float m1 = cq_mul(cq_h2f(cq_b16(b + 2)), (float)m);
+        const uint32_t byte = cq_ld8(b + (q5 ? 48 : 16) + (e / 64) * 32 + e % 32);
+        int q = (int)((e % 64) < 32 ? byte & 0xF : byte >> 4);
+        if (q5) q += ((cq_ld8(b + 16 + e % 32) >> (e / 32)) & 1) ? 16 : 0;
+        return cq_add(cq_mul(d1, (float)q), -m1);
+    }
+    case CQ_Q6_K: {
+        const uint8_t *b = row + (c / 256) * 210;
+        const int e = (int)(c % 256);
+        const int half = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+        const uint32_t ql = cq_ld8(b + 64 * half + l + 32 * (quarter & 1));
+        const int lo = (int)(quarter < 2 ? ql & 0xF : ql >> 4);
+        const int hi = (int)(cq_ld8(b + 128 + 32 * half + l) >> (2 * quarter)) & 3;
+        const float dl = cq_mul(cq_h2f(cq_b16(b + 208)), (float)(int8_t)cq_ld8(b + 192 + e / 16));
+        return cq_mul(dl, (float)((lo | (hi << 4)) - 32));
+    }
+    default: return 0.0f;
+    }
+}
+
+/* ---- item arithmetic ------------------------------------------------------ */
+
+/* Whether the matvec sums a scale group as d * sum(q x) (+ bias * sum(x))
+ * rather than weight by weight: per element that costs NT FMAs (+ NT / R adds
+ * for sum(x)) against 1 + NT, per group R * NT (or 2 R NT) more. */
+template <class T, int NT, int R>
+struct CqFactor {
+    static constexpr int GE = 4 * T::NRUN / T::NG;
+    static constexpr bool value =
+        !T::FLOAT && (T::HASMIN ? NT * GE + 2 * R * R * NT < R * GE : R * NT < GE);
+};
+
+/* acc[r][t] += sum over the item's columns of W[r][col] * x[t][col] for
+ * the R rows' items raw[r]; xp = x + the item's first column. */
+template <class T, int NT, int R>
+CQ_HD void cq_mv_item(const typename T::Raw (&raw)[R], int part, const float *xp, int64_t n_cols,
+                      float (&acc)[R][NT])
+{
+    constexpr int RPG = T::NRUN / T::NG;
+    constexpr bool FACT = CqFactor<T, NT, R>::value;
+    float d[R][T::NG], bias[R][T::NG];
+#pragma unroll
+    for (int r = 0; r < R; r++) T::scales(raw[r], part, d[r], bias[r]);
+#pragma unroll
+    for (int g = 0; g < T::NG; g++) {
+        float s[R][NT], xs[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            xs[t] = 0.0f;
+#pragma unroll
+            for (int r = 0; r < R; r++) s[r][t] = 0.0f;
+        }
+#pragma unroll
+        for (int jj = 0; jj < RPG; jj++) {
+            const int j = g * RPG + jj;
+            float4 xv[NT];
+#pragma unroll
+            for (int t = 0; t < NT; t++) xv[t] = cq_ldx4(xp + T::coff(j) + t * n_cols);
+            if (FACT && T::HASMIN) {
+#pragma unroll
+                for (int t = 0; t < NT; t++) xs[t] += (xv[t].x + xv[t].y) + (xv[t].z + xv[t].w);
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float q[4];
+                T::run(raw[r], part, j, q);
+                if (FACT) {
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        float v = s[r][t];
+                        v = fmaf(q[0], xv[t].x, v);
+                        v = fmaf(q[1], xv[t].y, v);
+                        v = fmaf(q[2], xv[t].z, v);
+                        v = fmaf(q[3], xv[t].w, v);
+                        s[r][t] = v;
+                    }
+                } else {
+                    if (!T::FLOAT) {
+#pragma unroll
+                        for (int k = 0; k < 4; k++)
+                            q[k] = T::HASMIN ? fmaf(q[k], d[r][g], bias[r][g]) : q[k] * d[r][g];
+                    }
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        float v = acc[r][t];
+                        v = fmaf(q[0], xv[t].x, v);
+                        v = fmaf(q[1], xv[t].y, v);
+                        v = fmaf(q[2], xv[t].z, v);
+                        v = fmaf(q[3], xv[t].w, v);
+                        acc[r][t] = v;
+                    }
+                }
+            }
+        }
+        if (FACT) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    acc[r][t] = fmaf(d[r][g], s[r][t], acc[r][t]);
+                    if (T::HASMIN) acc[r][t] = fmaf(bias[r][g], xs[t], acc[r][t]);
+                }
+            }
+        }
+    }
+}
+
+/* The item's values, exactly as the reference dequantizer gives them, in
+ * v[j][k]: column cbase(part) + coff(j) + k of the block. */
+template <class T>
+CQ_HD void cq_dq_item(const typename T::Raw &raw, int part, float (&v)[T::NRUN][4])
+{
+    constexpr int RPG = T::NRUN / T::NG;
+    float d[T::NG], bias[T::NG];
+    T::scales(raw, part, d, bias);
+#pragma unroll
+    for (int j = 0; j < T::NRUN; j++) {
+        T::run(raw, part, j, v[j]);
+        if (!T::FLOAT) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float p = cq_mul(v[j][k], d[j / RPG]);
+                v[j][k] = T::HASMIN ? cq_add(p, bias[j / RPG]) : p;
+            }
+        }
+    }
+}
+
+/* ---- kernels ---------------------------------------------------------------- */
+
+#define CQ_THREADS 256
+#define CQ_WARPS (CQ_THREADS / 32)
+/* Largest x (all tokens) staged in shared memory; larger ones are read
+ * from global memory through L1, at more L1 traffic. */
+#define CQ_XS_MAX_BYTES (96 * 1024)
+
+template <int P>
+struct CqLog2 {
+    static constexpr int value = P == 1 ? 0 : P == 2 ? 1 : P == 4 ? 2 : 3;
+};
+
+/* Rows per warp and steps per trip by token count. */
+template <int NT>
+struct CqShape {
+    static constexpr int R = NT <= 4 ? 2 : 4;
+    static constexpr int U = NT <= 2 ? 2 : 1;
+};
+
+/* x in shared memory: token t's row at t * xstride floats (xstride a
+ * multiple of 32, one 128-byte line per 32 columns); within line L the
+ * 16-byte quad k of a row sits at quad k ^ T::xsw(L). Each type's xsw
+ * spreads the quads its lanes read at once over all 8 bank groups (lanes
+ * of one block otherwise share a few), and depends only on line bits that
+ * a warp's step does not change, so a lane's swizzle is fixed. */
+CQ_HD int cq_xs_quad(int q, int sw)
+{
+    return (q & ~7) | ((q & 7) ^ sw);
+}
+
+extern __shared__ float4 cq_xs[];
+
+__device__ __forceinline__ void cq_cp_async16(void *smem, const void *gmem)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+
+/* One step's items of a warp: acc[r][t] += the item's products, x read from
+ * shared memory at byte offset xo of cq_xs (swizzled) or from global memory
+ * at xg. */
+template <class T, int NT, int R, bool XS>
+__device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int part, uint32_t xo,
+                                           const float *xg, int64_t xstride, float (&acc)[R][NT])
+{
+    if constexpr (XS) {
+        /* as cq_mv_item, with x from the swizzled rows in shared memory */
+        constexpr int RPG = T::NRUN / T::NG;
+        constexpr bool FACT = CqFactor<T, NT, R>::value;
+        float d[R][T::NG], bias[R][T::NG];
+#pragma unroll
+        for (int r = 0; r < R; r++) T::scales(raw[r], part, d[r], bias[r]);
+#pragma unroll
+        for (int g = 0; g < T::NG; g++) {
+            float s[R][NT], xs[NT];
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                xs[t] = 0.0f;
+#pragma unroll
+                for (int r = 0; r < R; r++) s[r][t] = 0.0f;
+            }
+#pragma unroll
+            for (int jj = 0; jj < RPG; jj++) {
+                const int j = g * RPG + jj;
+                const int qo = T::coff(j) / 4;
+                const uint32_t xr = (xo + (qo & ~7) * 16) ^ ((qo & 7) * 16);
+                float4 xv[NT];
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    xv[t] = *(const float4 *)((const char *)cq_xs + xr + (uint32_t)(t * xstride * 4));
+                if (FACT && T::HASMIN) {
+#pragma unroll
+                    for (int t = 0; t < NT; t++) xs[t] += (xv[t].x + xv[t].y) + (xv[t].z + xv[t].w);
+                }
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float q[4];
+                    T::run(raw[r], part, j, q);
+                    if (FACT) {
+#pragma unroll
+                        for (int t = 0; t < NT; t++) {
+                            float v = s[r][t];
+                            v = fmaf(q[0], xv[t].x, v);
+                            v = fmaf(q[1], xv[t].y, v);
+                            v = fmaf(q[2], xv[t].z, v);
+                            v = fmaf(q[3], xv[t].w, v);
+                            s[r][t] = v;
+                        }
+                    } else {
+                        if (!T::FLOAT) {
+#pragma unroll
+                            for (int k = 0; k < 4; k++)
+                                q[k] = T::HASMIN ? fmaf(q[k], d[r][g], bias[r][g]) : q[k] * d[r][g];
+                        }
+#pragma unroll
+                        for (int t = 0; t < NT; t++) {
+                            float v = acc[r][t];
+                            v = fmaf(q[0], xv[t].x, v);
+                            v = fmaf(q[1], xv[t].y, v);
+                            v = fmaf(q[2], xv[t].z, v);
+                            v = fmaf(q[3], xv[t].w, v);
+                            acc[r][t] = v;
+                        }
+                    }
+                }
+            }
+            if (FACT) {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        acc[r][t] = fmaf(d[r][g], s[r][t], acc[r][t]);
+                        if (T::HASMIN) acc[r][t] = fmaf(bias[r][g], xs[t], acc[r][t]);
+                    }
+                }
+            }
+        }
+    } else {
+        cq_mv_item<T, NT, R>(raw, part, xg, xstride, acc);
+    }
+}
+
+/* Persistent CTAs; tile = G = 8 / KS row groups of R rows; warp w is group
+ * w % G and takes steps w / G, w / G + KS, ... of 32 items (32 / P blocks)
+ * of its rows. XS: x staged in shared memory first (cp.async). */
+template <class T, int NT, int R, int U, bool XS>
+__global__ void __launch_bounds__(CQ_THREADS)
+    cq_matvec_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                     const float *__restrict__ x, float *__restrict__ y, int64_t ldy, int ks_log2)
+{
+    constexpr int LP = CqLog2<T::P>::value;
+    constexpr int SB = 32 >> LP; /* blocks per step */
+    __shared__ float red[CQ_WARPS][R * NT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int G = CQ_WARPS >> ks_log2, KS = 1 << ks_log2;
+    const int grp = warp & (G - 1), kidx = warp >> (3 - ks_log2);
+    const int part = lane & (T::P - 1), lblk = lane >> LP;
+    const int64_t nb = n_cols / T::BS;
+    const int64_t tile_rows = (int64_t)G * R;
+    const int64_t n_tiles = (n_rows + tile_rows - 1) / tile_rows;
+    const int64_t xstride = XS ? (n_cols + 31) & ~(int64_t)31 : n_cols;
+
+    /* this lane's x at step 0; a step moves it by SB * BS columns, a
+     * multiple of 32, which leaves its swizzle alone */
+    uint32_t xo = 0;
+    const float *xg = NULL;
+    const int c0 = lblk * T::BS + T::cbase(part);
+    if (XS) {
+        const int nq = (int)(n_cols / 4);
+        for (int i = threadIdx.x; i < NT * nq; i += CQ_THREADS) {
+            const int t = i / nq, q = i - t * nq;
+            cq_cp_async16(&cq_xs[t * (xstride / 4) + cq_xs_quad(q, T::xsw(q >> 3))], x + (int64_t)t * n_cols + 4 * q);
+        }
+        asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
+        __syncthreads();
+        const int q0 = c0 / 4;
+        xo = 16 * cq_xs_quad(q0, T::xsw(q0 >> 3));
+    } else {
+        xg = x + c0;
+    }
+
+    for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
+        const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
+        const uint8_t *rowp[R];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            rowp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + (size_t)lblk * T::BB;
+        float acc[R][NT];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+
+        for (int64_t s = kidx; s * SB < nb; s += (int64_t)U * KS) {
+            typename T::Raw raw[U][R];
+            bool ok[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t sb = (s + (int64_t)u * KS) * SB; /* first block of the step */
+                ok[u] = sb + lblk < nb;
+                if (ok[u]) {
+#pragma unroll
+                    for (int r = 0; r < R; r++) T::load(raw[u][r], rowp[r] + sb * T::BB, part);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t sb = (s + (int64_t)u * KS) * SB;
+                if (ok[u])
+                    cq_mv_step<T, NT, R, XS>(raw[u], part, xo + (uint32_t)(sb * T::BS * 4), xg + sb * T::BS,
+                                             xstride, acc);
+            }
+        }
+        if (T::FLOAT && kidx == 0) { /* columns past the last 16-byte chunk */
+            const int64_t c = nb * T::BS + lane;
+            if (c < n_cols) {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *row = rowp[r] - (size_t)lblk * T::BB;
+                    float wv = 0.0f;
+                    if constexpr (T::FLOAT) wv = T::elem(row, c);
+#pragma unroll
+                    for (int t = 0; t < NT; t++) acc[r][t] = fmaf(wv, cq_ldx(x + t * n_cols + c), acc[r][t]);
+                }
+            }
+        }
+
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float v = acc[r][t];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                acc[r][t] = v;
+            }
+        /* every lane holds the sums; lane r * NT + t stores (r, t) */
+        if (KS == 1) {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
+        } else {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
+            __syncthreads();
+            if (kidx == 0 && lane < R * NT) {
+                float v = red[warp][lane];
+                for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
+                const int r = lane / NT, t = lane % NT;
+                if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* Stores 4 values of a run, or 8 of two adjacent runs, as binary16 or F32. */
+template <bool F16OUT>
+__device__ __forceinline__ void cq_store4(void *out, int64_t idx, const float (&v)[4])
+{
+    if (F16OUT) {
+        uint2 h;
+        h.x = cq_f2h(v[0]) | ((uint32_t)cq_f2h(v[1]) << 16);
+        h.y = cq_f2h(v[2]) | ((uint32_t)cq_f2h(v[3]) << 16);
+        *(uint2 *)((uint16_t *)out + idx) = h;
+    } else {
+        *(float4 *)((float *)out + idx) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+}
+
+/* Dequantize rows to out (binary16 or F32): a thread per item, items of all
+ * rows in one sequence (row i's items at i * nitems ...; a float type's
+ * row has one more item for its tail). ids: the source rows. */
+template <class T, bool F16OUT>
+__global__ void __launch_bounds__(CQ_THREADS)
+    cq_dequant_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                      const int32_t *__restrict__ ids, void *__restrict__ out, bool wide)
+{
+    constexpr int LP = CqLog2<T::P>::value;
+    const int64_t nb = n_cols / T::BS;
+    const bool tail = T::FLOAT && nb * T::BS < n_cols;
+    const int64_t nitems = nb * T::P + (tail ? 1 : 0);
+    const int64_t total = n_rows * nitems;
+    for (int64_t gi = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; gi < total;
+         gi += (int64_t)gridDim.x * CQ_THREADS) {
+        const int64_t i = total <= 0xffffffff ? (int64_t)((uint32_t)gi / (uint32_t)nitems) : gi / nitems;
+        const int64_t it = gi - i * nitems;
+        const uint8_t *row = w + (ids ? (int64_t)ids[i] : i) * row_bytes;
+        if (it < nb * T::P) {
+            const int64_t b = it >> LP;
+            const int part = (int)(it & (T::P - 1));
+            typename T::Raw raw;
+            T::load(raw, row + b * T::BB, part);
+            float v[T::NRUN][4];
+            cq_dq_item<T>(raw, part, v);
+            const int64_t col = i * n_cols + b * T::BS + T::cbase(part);
+#pragma unroll
+            for (int j = 0; j < T::NRUN; j++) {
+                /* runs j, j + 1 adjacent: 8 halves in one 16-byte store when wide */
+                const bool pair = (j & 1) == 0 && j + 1 < T::NRUN && T::coff(j + 1) == T::coff(j) + 4;
+                if (F16OUT && std::is_same<T, TF16>::value) { /* F16 to F16: the bits themselves */
+                    if constexpr (std::is_same<T, TF16>::value) {
+                        uint16_t *o = (uint16_t *)out + col + T::coff(j);
+                        if (wide && j == 0) *(uint4 *)o = raw.v;
+                        else if (!wide) *(uint2 *)o = j ? make_uint2(raw.v.z, raw.v.w) : make_uint2(raw.v.x, raw.v.y);
+                    }
+                } else if (F16OUT && pair && wide) {
+                    uint4 h;
+                    h.x = cq_f2h(v[j][0]) | ((uint32_t)cq_f2h(v[j][1]) << 16);
+                    h.y = cq_f2h(v[j][2]) | ((uint32_t)cq_f2h(v[j][3]) << 16);
+                    h.z = cq_f2h(v[j + 1][0]) | ((uint32_t)cq_f2h(v[j + 1][1]) << 16);
+                    h.w = cq_f2h(v[j + 1][2]) | ((uint32_t)cq_f2h(v[j + 1][3]) << 16);
+                    *(uint4 *)((uint16_t *)out + col + T::coff(j)) = h;
+                } else if (!F16OUT || !wide || (j & 1) == 0 || T::coff(j) != T::coff(j - 1) + 4) {
+                    cq_store4<F16OUT>(out, col + T::coff(j), v[j]);
+                }
+            }
+        } else {
+            for (int64_t k = nb * T::BS; k < n_cols; k++) {
+                float e = 0.0f;
+                if constexpr (T::FLOAT) e = T::elem(row, k);
+                if (F16OUT) ((uint16_t *)out)[i * n_cols + k] = cq_f2h(e);
+                else ((float *)out)[i * n_cols + k] = e;
+            }
+        }
+    }
+}
+
+/* Fallbacks for any alignment: a warp per row, lanes over columns. */
+template <int NT>
+__global__ void __launch_bounds__(CQ_THREADS)
+    cq_matvec_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
+                         int64_t n_cols, const float *__restrict__ x, float *__restrict__ y, int64_t ldy)
+{
+    const int lane = threadIdx.x & 31;
+    for (int64_t r = ((int64_t)blockIdx.x * CQ_THREADS + threadIdx.x) >> 5; r < n_rows;
+         r += ((int64_t)gridDim.x * CQ_THREADS) >> 5) {
+        const uint8_t *row = w + r * row_bytes;
+        float acc[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+        for (int64_t c = lane; c < n_cols; c += 32) {
+            const float wv = cq_elem(type, row, c);
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[t] = fmaf(wv, cq_ldx(x + t * n_cols + c), acc[t]);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float v = acc[t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == t) y[t * ldy + r] = v;
+        }
+    }
+}
+
+template <bool F16OUT>
+__global__ void __launch_bounds__(CQ_THREADS)
+    cq_dequant_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
+                          int64_t n_cols, const int32_t *__restrict__ ids, void *__restrict__ out)
+{
+    const int64_t n = n_rows * n_cols;
+    for (int64_t e = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * CQ_THREADS) {
+        const int64_t i = e / n_cols, c = e - i * n_cols;
+        const float v = cq_elem(type, w + (ids ? (int64_t)ids[i] : i) * row_bytes, c);
+        if (F16OUT) ((uint16_t *)out)[e] = cq_f2h(v);
+        else ((float *)out)[e] = v;
+    }
+}
+
+/* ---- launchers ---------------------------------------------------------------- */
+
+static int cq_sm_count(void)
+{
+    static std::atomic<int> cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+    int n = cache[dev].load(std::memory_order_relaxed);
+    if (n == 0) {
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
+            n = 132;
+        cache[dev].store(n, std::memory_order_relaxed);
+    }
+    return n;
+}
+
+static unsigned cq_grid(int64_t work)
+{
+    const int64_t cap = (int64_t)1 << 30;
+    return (unsigned)(work < 1 ? 1 : work > cap ? cap : work);
+}
+
+static bool cq_aligned(const void *p, size_t a)
+{
+    return ((uintptr_t)p & (a - 1)) == 0;
+}
+
+/* CTAs of one instantiation resident per SM with smem bytes of x. */
+template <class T, int NT, int R, int U, bool XS>
+static int cq_matvec_occupancy(size_t smem)
+{
+    static std::atomic<int> attr_set{0};
+    if (XS && !attr_set.load(std::memory_order_relaxed)) {
+        cudaFuncSetAttribute(cq_matvec_kernel<T, NT, R, U, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             CQ_XS_MAX_BYTES);
+        attr_set.store(1, std::memory_order_relaxed);
+    }
+    int occ = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, cq_matvec_kernel<T, NT, R, U, XS>, CQ_THREADS,
+                                                      smem) != cudaSuccess ||
+        occ < 1) {
+        cudaGetLastError();
+        occ = 1;
+    }
+    return occ;
+}
+
+/* Persistent grid: as many CTAs as fit (or tiles), every CTA the same number
+ * of tiles (the last wave no emptier than the others). Warps split rows
+ * (KS) while there are fewer tiles than resident CTAs. */
+template <class T, int NT, bool XS>
+static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                             const float *x, float *y, int64_t ldy, cudaStream_t s)
+{
+    constexpr int R = CqShape<NT>::R, U = CqShape<NT>::U;
+    const size_t smem = XS ? (size_t)NT * (size_t)((n_cols + 31) & ~(int64_t)31) * 4 : 0;
+    const int64_t slots = (int64_t)cq_matvec_occupancy<T, NT, R, U, XS>(smem) * cq_sm_count();
+    const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
+    int ks_log2 = 0;
+    for (;;) {
+        const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
+        const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+        if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < U) break;
+        ks_log2++;
+    }
+    const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
+    const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+    const int64_t waves = (tiles + slots - 1) / slots;
+    cq_matvec_kernel<T, NT, R, U, XS><<<cq_grid((tiles + waves - 1) / waves), CQ_THREADS, smem, s>>>(
+        (const uint8_t *)w, row_bytes, n_rows, n_cols, x, y, ldy, ks_log2);
+}
+
+template <class T, int NT>
+static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                             const float *x, float *y, int64_t ldy, cudaStream_t s)
+{
+    const int64_t xs_bytes = (int64_t)NT * ((n_cols + 31) & ~(int64_t)31) * 4;
+    if (xs_bytes <= CQ_XS_MAX_BYTES) cq_matvec_launch<T, NT, true>(w, row_bytes, n_rows, n_cols, x, y, ldy, s);
+    else cq_matvec_launch<T, NT, false>(w, row_bytes, n_rows, n_cols, x, y, ldy, s);
+}
+
+template <class T>
+static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                                  int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
+                                  cudaStream_t s)
+{
+    if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
+    const bool fast = cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 && cq_aligned(x, 16) &&
+                      n_cols % 4 == 0;
+    if (!fast) {
+        const unsigned grid = cq_grid((n_rows + CQ_WARPS - 1) / CQ_WARPS);
+        const uint8_t *wb = (const uint8_t *)w;
+        switch (n_tok) {
+#define CQ_ANY(n)                                                                                  \
+    case n: cq_matvec_any_kernel<n><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, x, y, ldy); break;
+            CQ_ANY(1) CQ_ANY(2) CQ_ANY(3) CQ_ANY(4) CQ_ANY(5) CQ_ANY(6) CQ_ANY(7) CQ_ANY(8)
+#undef CQ_ANY
+        }
+        return cudaGetLastError();
+    }
+    switch (n_tok) {
+    case 1: cq_matvec_launch<T, 1>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 2: cq_matvec_launch<T, 2>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 3: cq_matvec_launch<T, 3>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 4: cq_matvec_launch<T, 4>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 5: cq_matvec_launch<T, 5>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 6: cq_matvec_launch<T, 6>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 7: cq_matvec_launch<T, 7>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    case 8: cq_matvec_launch<T, 8>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    }
+    return cudaGetLastError();
+}
+
+template <class T>
+static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                                   int64_t n_cols, const int32_t *ids, void *out, bool f16,
+                                   cudaStream_t s)
+{
+    if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
+    const bool fast = cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 &&
+                      cq_aligned(out, f16 ? 8 : 16) && n_cols % 4 == 0;
+    const uint8_t *wb = (const uint8_t *)w;
+    if (!fast) {
+        const unsigned grid = cq_grid((n_rows * n_cols + CQ_THREADS - 1) / CQ_THREADS);
+        if (f16) cq_dequant_any_kernel<true><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
+        else cq_dequant_any_kernel<false><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
+        return cudaGetLastError();
+    }
+    const int64_t nb = n_cols / T::BS;
+    const int64_t items = nb * T::P + (nb * T::BS < n_cols ? 1 : 0);
+    const unsigned grid = cq_grid(n_rows * items / CQ_THREADS + 1);
+    const bool wide = n_cols % 8 == 0 && cq_aligned(out, 16);
+    if (f16) cq_dequant_kernel<T, true><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
+    else cq_dequant_kernel<T, false><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
+    return cudaGetLastError();
+}
+
+/* Calls F<T>(args...) for the traits of type; cudaErrorInvalidValue for others. */
+#define CQ_DISPATCH(type, F, ...)                                                                  \
+    switch (type) {                                                                                \
+    case CQ_F32: return F<TF32>(__VA_ARGS__);                                                      \
+    case CQ_F16: return F<TF16>(__VA_ARGS__);                                                      \
+    case CQ_BF16: return F<TBF16>(__VA_ARGS__);                                                    \
+    case CQ_Q4_0: return F<TQ4_0>(__VA_ARGS__);                                                    \
+    case CQ_Q4_1: return F<TQ4_1>(__VA_ARGS__);                                                    \
+    case CQ_Q5_0: return F<TQ5_0>(__VA_ARGS__);                                                    \
+    case CQ_Q5_1: return F<TQ5_1>(__VA_ARGS__);                                                    \
+    case CQ_Q8_0: return F<TQ8_0>(__VA_ARGS__);                                                    \
+    case CQ_Q2_K: return F<TQ2_K>(__VA_ARGS__);                                                    \
+    case CQ_Q3_K: return F<TQ3_K>(__VA_ARGS__);                                                    \
+    case CQ_Q4_K: return F<TQ4_K>(__VA_ARGS__);                                                    \
+    case CQ_Q5_K: return F<TQ5_K>(__VA_ARGS__);                                                    \
+    case CQ_Q6_K: return F<TQ6_K>(__VA_ARGS__);                                                    \
+    default: return cudaErrorInvalidValue;                                                         \
+    }
+
+extern "C" bool cuq_supports(uint32_t type)
+{
+    switch (type) {
+    case CQ_F32:
+    case CQ_F16:
+    case CQ_BF16:
+    case CQ_Q4_0:
+    case CQ_Q4_1:
+    case CQ_Q5_0:
+    case CQ_Q5_1:
+    case CQ_Q8_0:
+    case CQ_Q2_K:
+    case CQ_Q3_K:
+    case CQ_Q4_K:
+    case CQ_Q5_K:
+    case CQ_Q6_K: return true;
+    default: return false;
+    }
+}
+
+extern "C" cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                                  int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
+                                  cudaStream_t s)
+{
+    if (!cuq_supports(type) || n_tok < 0 || n_tok > CUQ_MATVEC_MAX_TOK || n_rows < 0 || n_cols < 0)
+        return cudaErrorInvalidValue;
+    if (n_rows == 0 || n_tok == 0) return cudaSuccess;
+    CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s)
+}
+
+extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
+                                       int64_t n_cols, uint16_t *out, cudaStream_t s)
+{
+    if (!cuq_supports(type) || n_rows < 0 || n_cols < 0) return cudaErrorInvalidValue;
+    if (n_rows == 0 || n_cols == 0) return cudaSuccess;
+    CQ_DISPATCH(type, cq_dequant_type, type, w, row_bytes, n_rows, n_cols, (const int32_t *)NULL,
+                (void *)out, true, s)
+}
+
+extern "C" cudaError_t cuq_get_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                                    const int32_t *ids, int64_t n, float *out, cudaStream_t s)
+{
+    if (!cuq_supports(type) || n < 0 || n_cols < 0) return cudaErrorInvalidValue;
+    if (n == 0 || n_cols == 0) return cudaSuccess;
+    CQ_DISPATCH(type, cq_dequant_type, type, w, row_bytes, n, n_cols, ids, (void *)out, false, s)
+}

@@ -1,0 +1,60 @@
+/*
+ * The CUDA backend's entry points in a build without CUDA (HY_CUDA off):
+ * no device, and a clear error for whoever asks for one.
+ */
+#include "backend/cuda/cuda_backend.h"
+
+#include "core/err.h"
+
+int cuda_device_count(void)
+{
+    return 0;
+}
+
+bool cuda_device_memory(int dev, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    (void)dev;
+    *free_bytes = 0;
+    *total_bytes = 0;
+    return false;
+}
+
+enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct backend **out)
+{
+    (void)cfg;
+    *out = NULL;
+    return err_set(HY_ERR_UNSUPPORTED,
+                   "no CUDA device: hypura was built without CUDA (configure with -DHY_CUDA=ON "
+                   "where nvcc is installed)");
+}
+
+enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
+{
+    (void)be;
+    (void)bytes;
+    return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: hypura was built without CUDA");
+}
+
+bool backend_is_cuda(const struct backend *be)
+{
+    (void)be;
+    return false;
+}
+
+struct cuda_backend_rates cuda_backend_rates(const struct backend *be)
+{
+    (void)be;
+    return (struct cuda_backend_rates){0};
+}
+
+struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
+{
+    (void)be;
+    return (struct cuda_backend_stats){0};
+}
+
+uint64_t cuda_backend_device_bytes(const struct backend *be)
+{
+    (void)be;
+    return 0;
+}

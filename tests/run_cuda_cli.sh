@@ -1,0 +1,226 @@
+#!/bin/sh
+# run_cuda_cli.sh HYPURA TESTDATA_DIR [WORKDIR]
+#
+# `hypura run` on the GPU against the CPU, end to end, on every synth model
+# (TESTDATA_DIR/synth: llama in six types, mixtral-style, qwen2, qwen2moe):
+# the greedy text (--temp 0 -n 32) of `--gpu off` must equal, byte for byte,
+#   - `--gpu on` with the default budget: the whole model on the GPU (stats
+#     backend "cuda", gpu_weights_bytes at least the file's tensor bytes less
+#     the token embeddings);
+#   - `--gpu on --gpu-budget B` with B found so that a quarter to three
+#     quarters of the weights fit (0 < gpu_weights_bytes < tensors), under each
+#     --gpu-host policy (auto, cpu, copy): host weight bytes counted, on the
+#     side the policy names;
+#   - streaming on the GPU: --mode dense-stream (dense models) or
+#     --mode expert-stream (MoE models) at the smallest RAM budget the run
+#     accepts, with the partial GPU budget under each policy and, for MoE, with
+#     the default GPU budget too (the VRAM expert cache; its counters printed).
+#     The stats must name the mode; bytes read per token are printed (a model
+#     this small may fit the minimal stream pool: a note, not a failure).
+# Exit 77 (skipped) when `--gpu on` says there is no CUDA device or the build
+# has no CUDA. A mismatch prints both texts; the check stays strict (the synth
+# models keep the top-1/top-2 logit margin >= 1.58, see synth/README.md).
+set -u
+hy=$1
+data=$2
+dir=${3:-}
+if [ -z "$dir" ]; then
+    dir=$(mktemp -d) || exit 1
+    trap 'rm -rf "$dir"' EXIT
+fi
+mkdir -p "$dir" || exit 1
+synth=$data/synth
+prompt="The old clock in the hall"
+failed=0
+checks=0
+
+fail() {
+    echo "FAIL: $*"
+    failed=$((failed + 1))
+}
+
+json_num() { # FILE KEY: the first numeric value of "KEY" (pretty-printed JSON)
+    sed -n "s/^ *\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -n 1
+}
+
+json_str() { # FILE KEY
+    sed -n "s/^ *\"$2\": *\"\([^\"]*\)\".*/\1/p" "$1" | head -n 1
+}
+
+# "9.83 MiB" after "minimum" in a file, as bytes rounded up (the printed
+# value has two decimals); empty when there is none
+min_bytes() {
+    sed -n 's/.*minimum \([0-9][0-9.]*\) \([KMGT]*i*B\).*/\1 \2/p' "$1" | head -n 1 |
+        awk '{ m = 1; if ($2 == "KiB") m = 1024; else if ($2 == "MiB") m = 1048576;
+               else if ($2 == "GiB") m = 1073741824; else if ($2 == "TiB") m = 1099511627776;
+               printf "%.0f\n", ($1 + 0.01) * m }'
+}
+
+# hrun NAME MODEL [ARGS...]: the common run; NAME.txt (stdout), NAME.err,
+# NAME.json, its exit code in hrc
+hrun() {
+    _name=$1
+    _model=$2
+    shift 2
+    rm -f "$dir/$_name.json" "$dir/$_name.txt"
+    "$hy" run -m "$_model" -p "$prompt" -n 32 --temp 0 -c 512 --stats-json "$dir/$_name.json" "$@" \
+        >"$dir/$_name.txt" 2>"$dir/$_name.err"
+    hrc=$?
+    return $hrc
+}
+
+# same NAME REF LABEL: the last hrun (NAME) succeeded and printed the text REF
+# printed, on the GPU
+same() {
+    checks=$((checks + 1))
+    if [ $hrc -ne 0 ] || [ ! -s "$dir/$1.json" ]; then
+        fail "$3: exit $hrc: $(tail -n 3 "$dir/$1.err")"
+        return 1
+    fi
+    if ! cmp -s "$dir/$2.txt" "$dir/$1.txt"; then
+        fail "$3: greedy text differs from --gpu off"
+        printf '  --gpu off: %s\n' "$(cat "$dir/$2.txt")"
+        printf '  %s: %s\n' "$3" "$(cat "$dir/$1.txt")"
+    fi
+    be=$(json_str "$dir/$1.json" backend)
+    [ "$be" = cuda ] || fail "$3: stats backend '$be', expected cuda"
+    return 0
+}
+
+# ---- skip without a device -----------------------------------------------------------
+
+probe_model=$synth/llama-Q4_K_M.gguf
+[ -f "$probe_model" ] || { echo "FAIL: $probe_model missing"; exit 1; }
+"$hy" run -m "$probe_model" -p "$prompt" -n 1 --temp 0 -c 128 --gpu on >/dev/null 2>"$dir/probe.err"
+rc=$?
+if [ $rc -ne 0 ]; then
+    if grep -qi -e "no CUDA device" -e "built without CUDA" "$dir/probe.err"; then
+        echo "skipped: $(grep -i -m1 -e "no CUDA device" -e "built without CUDA" "$dir/probe.err")"
+        exit 77
+    fi
+    echo "FAIL: hypura run --gpu on exited $rc: $(cat "$dir/probe.err")"
+    exit 1
+fi
+
+# ---- every synth model ---------------------------------------------------------------
+
+for model in "$synth"/*.gguf; do
+    name=$(basename "$model" .gguf)
+    "$hy" inspect --json "$model" >"$dir/inspect.json" 2>"$dir/inspect.err" ||
+        { fail "$name: inspect: $(cat "$dir/inspect.err")"; continue; }
+    tensors=$(json_num "$dir/inspect.json" tensor_bytes)
+    embd=$(json_num "$dir/inspect.json" embeddings)
+    experts=$(json_num "$dir/inspect.json" n_expert)
+    if [ "${experts:-0}" -gt 0 ]; then smode=expert-stream; else smode=dense-stream; fi
+    echo "== $name: $tensors tensor bytes ($embd embeddings), $smode"
+
+    hrun ref "$model" --gpu off || { fail "$name --gpu off: $(tail -n 3 "$dir/ref.err")"; continue; }
+    [ -s "$dir/ref.txt" ] || fail "$name --gpu off printed nothing"
+    be=$(json_str "$dir/ref.json" backend)
+    [ "$be" = cpu ] || fail "$name --gpu off: stats backend '$be', expected cpu"
+    echo "  --gpu off: $(cat "$dir/ref.txt")"
+
+    # the whole model on the GPU
+    hrun full "$model" --gpu on
+    if same full ref "$name --gpu on"; then
+        gw=$(json_num "$dir/full.json" gpu_weights_bytes)
+        gb=$(json_num "$dir/full.json" gpu_budget_bytes)
+        echo "  --gpu on: budget $gb, weights on the GPU $gw"
+        [ "${gw:-0}" -ge $((tensors - embd)) ] && [ "${gw:-0}" -le "$tensors" ] ||
+            fail "$name --gpu on: gpu_weights_bytes ${gw:-?}, expected $((tensors - embd))..$tensors (all but the embeddings at least)"
+    fi
+
+    # a GPU budget that holds a quarter to three quarters of the weights: grow
+    # it from half the weights (jumping past a minimum an error names), then
+    # bisect; any budget leaving more than the embeddings on the host will do
+    budget=0 best=0 lo=0 hi=0 b=$((tensors / 2)) i=0
+    while [ $i -lt 30 ]; do
+        i=$((i + 1))
+        rm -f "$dir/probe.json"
+        if "$hy" run -m "$model" -p "$prompt" -n 1 --temp 0 -c 512 --gpu on --gpu-budget "$b" \
+            --stats-json "$dir/probe.json" >/dev/null 2>"$dir/probe.err"; then
+            f=$(json_num "$dir/probe.json" gpu_weights_bytes)
+            f=${f:-0}
+        else
+            f=-1
+            m=$(min_bytes "$dir/probe.err")
+            if [ -n "$m" ] && [ "$m" -gt "$b" ]; then
+                lo=$b
+                b=$((m + tensors / 2))
+                continue
+            fi
+        fi
+        [ "$f" -gt 0 ] && [ "$f" -lt $((tensors - embd)) ] && best=$b
+        if [ "$f" -ge $((tensors / 4)) ] && [ "$f" -le $((tensors * 3 / 4)) ]; then
+            budget=$b
+            break
+        fi
+        if [ "$f" -lt $((tensors / 4)) ]; then lo=$b; else hi=$b; fi
+        if [ $hi -eq 0 ]; then
+            b=$((b * 2))
+        else
+            [ $((hi - lo)) -le 4096 ] && break
+            b=$(((lo + hi) / 2))
+        fi
+    done
+    [ $budget -eq 0 ] && budget=$best
+    if [ $budget -eq 0 ]; then
+        fail "$name: no --gpu-budget found that puts part of the weights on the GPU (last: $b bytes, $f on the GPU; $(tail -n 1 "$dir/probe.err"))"
+        continue
+    fi
+    echo "  partial: --gpu-budget $budget ($i probes)"
+
+    for pol in auto cpu copy; do
+        hrun part "$model" --gpu on --gpu-budget "$budget" --gpu-host $pol
+        same part ref "$name --gpu-budget $budget --gpu-host $pol" || continue
+        gw=$(json_num "$dir/part.json" gpu_weights_bytes)
+        hc=$(json_num "$dir/part.json" gpu_host_cpu_bytes)
+        hp=$(json_num "$dir/part.json" gpu_host_copy_bytes)
+        echo "  --gpu-host $pol: weights on the GPU $gw, host bytes computed on the CPU $hc, copied $hp"
+        [ "${gw:-0}" -gt 0 ] && [ "${gw:-0}" -lt "$tensors" ] ||
+            fail "$name --gpu-host $pol: gpu_weights_bytes ${gw:-?} not in (0, $tensors)"
+        case $pol in
+        cpu) [ "${hc:-0}" -gt 0 ] && [ "${hp:-1}" -eq 0 ] ||
+            fail "$name --gpu-host cpu: host bytes on the CPU ${hc:-?}, copied ${hp:-?} (want > 0, 0)" ;;
+        copy) [ "${hp:-0}" -gt 0 ] && [ "${hc:-1}" -eq 0 ] ||
+            fail "$name --gpu-host copy: host bytes on the CPU ${hc:-?}, copied ${hp:-?} (want 0, > 0)" ;;
+        *) [ $((${hc:-0} + ${hp:-0})) -gt 0 ] ||
+            fail "$name --gpu-host auto: no host weight bytes computed (CPU ${hc:-?}, copied ${hp:-?})" ;;
+        esac
+    done
+
+    # streaming on the GPU at the smallest RAM budget the run accepts
+    hrun smin "$model" --gpu on --gpu-budget "$budget" --mode $smode --ram-budget 1M
+    ram=$(min_bytes "$dir/smin.err")
+    if [ -z "$ram" ]; then
+        fail "$name $smode: no resident minimum in the refusal of --ram-budget 1M: $(tail -n 2 "$dir/smin.err")"
+        continue
+    fi
+    for pol in auto cpu copy; do
+        hrun strm "$model" --gpu on --gpu-budget "$budget" --gpu-host $pol --mode $smode --ram-budget "$ram"
+        same strm ref "$name $smode --ram-budget $ram --gpu-budget $budget --gpu-host $pol" || continue
+        md=$(json_str "$dir/strm.json" mode)
+        bpt=$(json_num "$dir/strm.json" bytes_read_per_token)
+        echo "  $smode --gpu-host $pol: mode $md, bytes read per token $bpt," \
+            "GPU cache hits $(json_num "$dir/strm.json" gpu_cache_hits) misses $(json_num "$dir/strm.json" gpu_cache_misses)"
+        [ "$md" = $smode ] || fail "$name: mode $md, expected $smode"
+        awk "BEGIN { exit !(${bpt:-0} > 0) }" ||
+            echo "  note: nothing read per token: the streamed weights fit the minimal stream pool"
+    done
+    if [ $smode = expert-stream ]; then
+        # the default GPU budget: streamed experts meet the VRAM weight cache
+        hrun smin "$model" --gpu on --mode expert-stream --ram-budget 1M
+        ram2=$(min_bytes "$dir/smin.err")
+        hrun strm "$model" --gpu on --mode expert-stream --ram-budget "${ram2:-$ram}"
+        if same strm ref "$name expert-stream --ram-budget ${ram2:-$ram}, default GPU budget"; then
+            echo "  expert-stream, default GPU budget: mode $(json_str "$dir/strm.json" mode)," \
+                "weights on the GPU $(json_num "$dir/strm.json" gpu_weights_bytes)," \
+                "GPU cache hits $(json_num "$dir/strm.json" gpu_cache_hits) misses $(json_num "$dir/strm.json" gpu_cache_misses)"
+            [ "$(json_str "$dir/strm.json" mode)" = expert-stream ] ||
+                fail "$name: mode $(json_str "$dir/strm.json" mode), expected expert-stream"
+        fi
+    fi
+done
+
+echo "run_cuda_cli: $checks runs compared, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,1274 @@
+/*
+ * The CUDA backend against the CPU backend, op by op, on the same inputs
+ * (label cuda). Exits 77 (ctest: skipped) in a build without CUDA or on a
+ * machine without a device.
+ *
+ *  - matmul on F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K at
+ *    shapes with rows that are no multiple of 32/64/128, columns 256*k (32*k
+ *    for the legacy and float types), n_tok 1, 2, 7, 8 (matvec kernels), 9,
+ *    33, 512 (cuBLAS), 4096 x 4096 and 256 x 14336 for n_tok 1 and 9; each
+ *    case with the weight in backend memory (alloc + upload), in host memory
+ *    under each host policy (cpu, copy, auto, copy with 256 KiB slots; every
+ *    other case page-locked with host_register), and keyed (key != 0) twice
+ *    through a 256 MiB weight cache (cfg.weight_cache_bytes; the second call
+ *    must be a hit) and a 1 MiB one (cuda_backend_set_weight_cache; a weight
+ *    above 1 MiB can never hit, one under 512 KiB must); the host byte counters
+ *    of cuda_backend_stats follow the policy;
+ *  - get_rows on every type (host and backend-memory weights; F32 rows of
+ *    backend memory are the MoE gather), rms_norm (in place too), rope (norm
+ *    and neox, n_rot < head_dim, frequency factors, freq_scale != 1,
+ *    positions up to 30000), softmax, silu_mul, add;
+ *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128:
+ *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
+ *    calls, prompt batches of 17 and 128 at position 0 and later; every call
+ *    against the CPU, the caches the GPU wrote (downloaded) equal to the
+ *    CPU's byte for byte over the filled positions (the conversions F32 ->
+ *    F16 and F32 -> Q8_0 are defined to the bit: round to nearest even;
+ *    d = amax / 127, q = roundf(x / d) as quant_ref.c), and the three call
+ *    sequences giving bit-identical outputs at the positions they share
+ *    (backend.h: a token's output does not depend on n_tok);
+ *  - error paths: absurd allocations return NULL and leave the backend
+ *    working (sync HY_OK), a device that does not exist is refused.
+ *
+ * Every GPU output buffer is filled with NaN before the call (an element the
+ * kernel does not write stays NaN), the K/V caches with 0xff bytes (NaN in
+ * all three types: a kernel that lets a position past pos0 + t contribute
+ * gives NaN). No output may hold NaN or inf; after each case backend_sync
+ * must return HY_OK (a backend that fails is skipped from then on).
+ *
+ * Metric: e = ||gpu - cpu||_2 / ||cpu||_2 over one call's output. Bounds
+ * (measured maxima are printed in a table at the end, to tighten them):
+ *
+ *   op, type              bound   why
+ *   matmul quantized      3e-2    the CPU converts x to Q8_0 / Q8_1 / Q8_K (vec_dot_type),
+ *                                 the GPU may keep F32 or F16 x: e(cpu, exact) measures
+ *                                 0.5-0.6 % (Q8_0/Q8_1) and 0.7 % (Q8_K) on N(0,1) x;
+ *                                 a GPU quantizing x itself (Q8_1, as llama.cpp's MMVQ)
+ *                                 adds an independent 0.55 %: <= ~0.9 %; x3 for cases
+ *                                 with few outputs (>= 14 here)
+ *   matmul BF16           8e-3    the CPU rounds x to BF16 (1.7e-3 measured)
+ *   matmul F16            1.5e-3  the CPU rounds x to F16 (2.0e-4 measured against F32 x)
+ *   matmul F32 matvec     1e-5    F32 both sides: summation order only (1.6e-7 measured)
+ *   matmul F32 gemm       2e-3    n_tok > 8 goes through F16 tiles and cuBLAS: F16
+ *                                 rounding of w and x (3.3e-4 measured); TF32 the same
+ *   get_rows              1e-6    dequantization in F32: last-bit differences (FMA)
+ *   rms_norm, softmax,    1e-5    F32 with another summation order, expf vs __expf
+ *   silu_mul
+ *   add                   1e-6    y + a*x rounded once (FMA) or twice
+ *   rope                  1e-6 + 2e-8 * last position
+ *                                 the CPU takes angles in double; an angle computed in
+ *                                 float (as llama.cpp) is off by ~pos * 2^-24 rad:
+ *                                 7e-6 measured at 1000, 1.8e-4 at 30000
+ *   attention F32         2e-5    F32 throughout; 3e-7 against a double reference
+ *   attention F16         2e-3    the CPU rounds q and the softmax weights to F16 (5e-4
+ *                                 against F32 arithmetic, q ~ 2 N(0,1))
+ *   attention Q8_0        4e-2    the CPU quantizes q to Q8_0: 1.1e-2 per decode call
+ *                                 against F32 q (q ~ 2 N(0,1))
+ *
+ * The K/V caches must match exactly; outputs of the same positions from
+ * different call sequences must match exactly (backend.h's contract).
+ *
+ * Inputs are fresh per case from the printed seed (xoshiro256**, seeded by
+ * splitmix64 from the run's seed: `test_cuda_ops SEED` repeats a run).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "check.h"
+#include "core/mem.h"
+#include "core/rng.h"
+#include "core/threadpool.h"
+#include "quant/quant.h"
+
+#define TEST_SKIP 77
+
+#ifndef HY_HAVE_CUDA
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    printf("%s: built without CUDA (HY_CUDA=OFF): skipped\n", argv[0]);
+    return TEST_SKIP;
+}
+
+#else
+
+#define MATVEC_MAX_TOK 8 /* CUQ_MATVEC_MAX_TOK (cuda_kernels.h): matvec up to here, cuBLAS above */
+#define MAX_TOK 512
+#define MAX_COLS 14336
+#define MAX_CTX 1024
+#define MAX_HD 128
+#define N_BUF 4
+#define BUF_FLOATS ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
+#define CACHE_BIG ((uint64_t)256 << 20)
+#define CACHE_SMALL ((uint64_t)1 << 20)
+#define SLOT_SMALL ((uint64_t)256 << 10)
+
+#define BOUND_MM_QUANT 3e-2
+#define BOUND_MM_BF16 8e-3
+#define BOUND_MM_F16 1.5e-3
+#define BOUND_MM_F32_MATVEC 1e-5
+#define BOUND_MM_F32_GEMM 2e-3
+#define BOUND_GET_ROWS 1e-6
+#define BOUND_F32_OP 1e-5
+#define BOUND_ADD 1e-6
+#define BOUND_ATT_F32 2e-5
+#define BOUND_ATT_F16 2e-3
+#define BOUND_ATT_Q8_0 4e-2
+
+/* The CUDA backends under test: one per host policy, and two weight caches. */
+enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, N_GPU };
+
+static const struct {
+    const char *name;
+    enum cuda_host_policy policy;
+    uint64_t cache_bytes, slot_bytes;
+    bool cache_later; /* the cache given by cuda_backend_set_weight_cache, as the engine does */
+} gpu_cfg[N_GPU] = {
+    [G_AUTO] = {"auto", CUDA_HOST_AUTO, 0, 0, false},
+    [G_CPU] = {"host-cpu", CUDA_HOST_CPU, 0, 0, false},
+    [G_COPY] = {"host-copy", CUDA_HOST_COPY, 0, 0, false},
+    [G_SLOT] = {"copy-256KiB-slots", CUDA_HOST_COPY, 0, SLOT_SMALL, false},
+    [G_CACHE] = {"cache-256MiB", CUDA_HOST_AUTO, CACHE_BIG, 0, false},
+    [G_SMALL] = {"cache-1MiB", CUDA_HOST_AUTO, CACHE_SMALL, 0, true},
+};
+
+static struct {
+    struct backend *cpu;
+    struct threadpool *pool; /* quantizes the test weights */
+    struct backend *gpu[N_GPU];
+    bool dead[N_GPU];           /* failed (create, alloc or sync): skipped from then on */
+    float *buf[N_GPU][N_BUF];   /* device scratch, BUF_FLOATS floats each */
+    float *poison;              /* host, BUF_FLOATS quiet NaNs */
+    uint64_t seed0, n_case, next_key;
+    int n_threads;
+} T;
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    HY_ASSERT(p);
+    return p;
+}
+
+static uint64_t case_seed(void)
+{
+    return T.seed0 + 0x9e3779b97f4a7c15ull * ++T.n_case;
+}
+
+static void fill_normal(struct rng *r, float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+}
+
+static bool live(int g)
+{
+    return T.gpu[g] && !T.dead[g];
+}
+
+/* Waits for backend g; a failure is reported once and the backend skipped from then on. */
+static bool gpu_sync(int g, const char *what)
+{
+    if (!live(g)) return false;
+    if (!CHECK_OK(backend_sync(T.gpu[g]))) {
+        fprintf(stderr, "  backend %s, after %s: its later cases are skipped\n", gpu_cfg[g].name,
+                what);
+        T.dead[g] = true;
+        return false;
+    }
+    return true;
+}
+
+static void gpu_poison(int g, void *dst, size_t n_floats)
+{
+    HY_ASSERT(n_floats <= BUF_FLOATS);
+    backend_upload(T.gpu[g], dst, T.poison, n_floats * sizeof(float));
+}
+
+/* Largest measured error per check name, for the table at the end. */
+struct tally {
+    char name[48];
+    double bound, max;
+    long n, failed;
+};
+static struct tally tallies[160];
+static int n_tallies;
+
+static struct tally *tally_get(const char *name, double bound)
+{
+    for (int i = 0; i < n_tallies; i++)
+        if (!strcmp(tallies[i].name, name)) return &tallies[i];
+    HY_ASSERT(n_tallies < (int)HY_ARRAY_LEN(tallies));
+    struct tally *t = &tallies[n_tallies++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->bound = bound;
+    return t;
+}
+
+/* e(got, want) with the checks: every element finite (the NaN poison
+ * overwritten), e <= bound. Returns e (inf when an element is not finite). */
+static double check_close(const char *tally_name, double bound, const float *got,
+                          const float *want, size_t n, const char *what)
+{
+    double num = 0.0, den = 0.0, worst = -1.0;
+    size_t n_bad = 0, first_bad = 0, worst_i = 0, n_ref_bad = 0;
+    for (size_t i = 0; i < n; i++) n_ref_bad += !isfinite(want[i]);
+    if (!CHECK(n_ref_bad == 0))
+        fprintf(stderr, "  %s: %zu CPU reference values are not finite (a test bug)\n", what,
+                n_ref_bad);
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            if (!n_bad++) first_bad = i;
+            continue;
+        }
+        const double d = (double)got[i] - (double)want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        if (fabs(d) > worst) {
+            worst = fabs(d);
+            worst_i = i;
+        }
+    }
+    double e = den > 0.0 ? sqrt(num / den) : sqrt(num);
+    if (n_bad) e = INFINITY;
+    struct tally *t = tally_get(tally_name, bound);
+    t->n++;
+    if (e > t->max || isnan(t->max)) t->max = e;
+    bool ok = true;
+    if (!CHECK(n_bad == 0)) {
+        fprintf(stderr,
+                "  %s: %zu of %zu outputs NaN/inf, the first at index %zu (%g; CPU %g)\n"
+                "  (outputs are poisoned with NaN before the call: an element not written, or a\n"
+                "  cache position past pos0 + t (0xff bytes) read into the result)\n",
+                what, n_bad, n, first_bad, (double)got[first_bad], (double)want[first_bad]);
+        ok = false;
+    }
+    if (!check_true(n_bad || e <= bound, "error <= bound", __FILE__, __LINE__)) {
+        fprintf(stderr, "  %s: error %.3g above the bound %.3g; largest difference at index %zu: "
+                        "GPU %.9g, CPU %.9g\n",
+                what, e, bound, worst_i, (double)got[worst_i], (double)want[worst_i]);
+        ok = false;
+    }
+    if (!ok) t->failed++;
+    return e;
+}
+
+/* "1.2e-03", "-" (not run), "inf" (NaN outputs). */
+static const char *fmt_err(char *buf, size_t cap, double e)
+{
+    if (isnan(e))
+        snprintf(buf, cap, "-");
+    else if (isinf(e))
+        snprintf(buf, cap, "inf");
+    else
+        snprintf(buf, cap, "%.1e", e);
+    return buf;
+}
+
+/* ---- test weights ------------------------------------------------------------ */
+
+struct tweight {
+    struct backend_weight w; /* the host view */
+    void *host;              /* owned, page-aligned */
+    size_t bytes, alloc_bytes;
+};
+
+struct quant_job {
+    const struct quant_traits *tr;
+    int64_t rows, cols;
+    float scale;
+    uint64_t seed;
+    uint8_t *dst;
+    size_t row_bytes;
+};
+
+/* Row i from its own stream (seed, i): the weight does not depend on the thread count. */
+static void quant_worker(void *arg, int ith, int nth)
+{
+    const struct quant_job *j = arg;
+    float *row = xmalloc(sizeof(float) * (size_t)j->cols);
+    for (int64_t i = j->rows * ith / nth; i < j->rows * (ith + 1) / nth; i++) {
+        struct rng r;
+        rng_init(&r, j->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1));
+        fill_normal(&r, row, (size_t)j->cols, j->scale);
+        j->tr->from_float(row, j->dst + (size_t)i * j->row_bytes, j->cols);
+    }
+    free(row);
+}
+
+/* rows x cols of N(0, scale) values quantized to type by the reference quantizer. */
+static void tweight_make(struct rng *r, uint32_t type, int64_t rows, int64_t cols, float scale,
+                         struct tweight *tw)
+{
+    const struct quant_traits *tr = quant_traits(type);
+    HY_ASSERT(tr && tr->from_float && cols % tr->block_size == 0);
+    const size_t row_bytes = (size_t)quant_bytes(type, (uint64_t)cols);
+    tw->bytes = row_bytes * (size_t)rows;
+    tw->alloc_bytes = (size_t)base_align_up(tw->bytes, 4096);
+    tw->host = mem_aligned_alloc(4096, tw->alloc_bytes);
+    HY_ASSERT(tw->host);
+    struct quant_job job = {tr, rows, cols, scale, rng_u64(r), tw->host, row_bytes};
+    if (rows * cols < 65536)
+        quant_worker(&job, 0, 1);
+    else
+        threadpool_run(T.pool, quant_worker, &job);
+    tw->w = (struct backend_weight){tw->host,   type, cols, rows, row_bytes, "test weight",
+                                    BACKEND_MEM_HOST, 0};
+}
+
+static void tweight_free(struct tweight *tw)
+{
+    mem_aligned_free(tw->host);
+}
+
+/* The weight copied to backend g's memory; NULL (checked) when alloc fails. */
+static void *tweight_upload(int g, const struct tweight *tw, struct backend_weight *w)
+{
+    struct backend *be = T.gpu[g];
+    void *d = be->ops->alloc(be, tw->bytes);
+    if (!CHECK(d != NULL)) {
+        fprintf(stderr, "  %s: alloc of %zu bytes failed\n", gpu_cfg[g].name, tw->bytes);
+        return NULL;
+    }
+    backend_upload(be, d, tw->host, tw->bytes);
+    *w = tw->w;
+    w->data = d;
+    w->mem = BACKEND_MEM_BACKEND;
+    return d;
+}
+
+/* ---- matmul ------------------------------------------------------------------- */
+
+static double matmul_bound(uint32_t type, bool gemm)
+{
+    switch (type) {
+    case HY_TYPE_F32: return gemm ? BOUND_MM_F32_GEMM : BOUND_MM_F32_MATVEC;
+    case HY_TYPE_F16: return BOUND_MM_F16;
+    case HY_TYPE_BF16: return BOUND_MM_BF16;
+    default: return BOUND_MM_QUANT;
+    }
+}
+
+/* One matmul on backend g (x uploaded, the output poisoned) against want. */
+static double gpu_matmul(int g, const struct backend_weight *w, const float *x, int64_t n_tok,
+                         const float *want, float *got, const char *tally_name, double bound,
+                         const char *what)
+{
+    if (!live(g)) return NAN;
+    struct backend *be = T.gpu[g];
+    const size_t nx = (size_t)(n_tok * w->n_cols), ny = (size_t)(n_tok * w->n_rows);
+    HY_ASSERT(nx <= BUF_FLOATS && ny <= BUF_FLOATS);
+    backend_upload(be, T.buf[g][0], x, nx * sizeof(float));
+    gpu_poison(g, T.buf[g][1], ny);
+    backend_matmul(be, w, T.buf[g][0], n_tok, T.buf[g][1]);
+    backend_download(be, T.buf[g][1], got, ny * sizeof(float));
+    char label[256];
+    snprintf(label, sizeof label, "%s on %s", what, gpu_cfg[g].name);
+    if (!gpu_sync(g, label)) return NAN;
+    return check_close(tally_name, bound, got, want, ny, label);
+}
+
+/* e(y, exact) on a sample of outputs (up to 4 tokens x 48 rows, the first and
+ * last rows included), exact = the weights as stored times x, in double: what
+ * each side's activation conversion costs (printed, not checked). */
+static double sample_err_exact(const struct backend_weight *w, const float *x, int64_t n_tok,
+                               const float *y)
+{
+    const struct quant_traits *tr = quant_traits(w->type);
+    const int64_t nt = HY_MIN(n_tok, (int64_t)4), nr = HY_MIN(w->n_rows, (int64_t)48);
+    float *row = xmalloc(sizeof(float) * (size_t)w->n_cols);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < nr; i++) {
+        const int64_t r = nr > 1 ? i * (w->n_rows - 1) / (nr - 1) : 0;
+        tr->to_float((const uint8_t *)w->data + (size_t)r * w->row_bytes, row, w->n_cols);
+        for (int64_t t = 0; t < nt; t++) {
+            const int64_t tt = nt > 1 ? t * (n_tok - 1) / (nt - 1) : 0;
+            double s = 0.0;
+            for (int64_t c = 0; c < w->n_cols; c++) s += (double)row[c] * x[tt * w->n_cols + c];
+            const double d = (double)y[tt * w->n_rows + r] - s;
+            num += d * d;
+            den += s * s;
+        }
+    }
+    free(row);
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void host_stats_check(int g, const struct cuda_backend_stats *s0,
+                             const struct cuda_backend_stats *s1, size_t bytes, const char *what)
+{
+    const uint64_t dc = s1->host_cpu_bytes - s0->host_cpu_bytes;
+    const uint64_t dp = s1->host_copy_bytes - s0->host_copy_bytes;
+    bool ok;
+    switch (gpu_cfg[g].policy) {
+    case CUDA_HOST_CPU: ok = CHECK(dc >= bytes && dp == 0); break;
+    case CUDA_HOST_COPY: ok = CHECK(dp >= bytes && dc == 0); break;
+    default: ok = CHECK(dc + dp >= bytes); break;
+    }
+    if (!ok)
+        fprintf(stderr,
+                "  %s on %s: host weight of %zu bytes, stats: +%llu bytes computed on the CPU, "
+                "+%llu copied\n",
+                what, gpu_cfg[g].name, bytes, (unsigned long long)dc, (unsigned long long)dp);
+}
+
+/* Two calls with a keyed host weight on cache backend g. */
+static void keyed_pair(int g, const struct backend_weight *w, const float *x, int64_t n_tok,
+                       const float *want, float *got, const char *tally_name, double bound,
+                       const char *what, double *e1, double *e2)
+{
+    *e1 = *e2 = NAN;
+    if (!live(g)) return;
+    const uint64_t cap = gpu_cfg[g].cache_bytes;
+    const size_t bytes = (size_t)w->n_rows * w->row_bytes;
+    char label[256];
+    const struct cuda_backend_stats s0 = cuda_backend_stats(T.gpu[g]);
+    snprintf(label, sizeof label, "%s, key %#llx, call 1", what, (unsigned long long)w->key);
+    *e1 = gpu_matmul(g, w, x, n_tok, want, got, tally_name, bound, label);
+    const struct cuda_backend_stats s1 = cuda_backend_stats(T.gpu[g]);
+    snprintf(label, sizeof label, "%s, key %#llx, call 2", what, (unsigned long long)w->key);
+    *e2 = gpu_matmul(g, w, x, n_tok, want, got, tally_name, bound, label);
+    const struct cuda_backend_stats s2 = cuda_backend_stats(T.gpu[g]);
+    if (!live(g)) return;
+    if (!CHECK(s1.cache_bytes <= cap && s2.cache_bytes <= cap))
+        fprintf(stderr, "  %s on %s: %llu bytes in a cache of %llu\n", what, gpu_cfg[g].name,
+                (unsigned long long)HY_MAX(s1.cache_bytes, s2.cache_bytes),
+                (unsigned long long)cap);
+    if (bytes <= cap / 2) {
+        /* fits: a new key misses, the same key again hits */
+        if (!CHECK(s1.cache_misses == s0.cache_misses + 1 && s1.cache_hits == s0.cache_hits))
+            fprintf(stderr, "  %s on %s: first keyed call: misses +%llu, hits +%llu (want +1, +0)\n",
+                    what, gpu_cfg[g].name,
+                    (unsigned long long)(s1.cache_misses - s0.cache_misses),
+                    (unsigned long long)(s1.cache_hits - s0.cache_hits));
+        if (!CHECK(s2.cache_hits == s1.cache_hits + 1))
+            fprintf(stderr,
+                    "  %s on %s: the second call with the same key (%zu bytes, cache %llu) "
+                    "was not a hit (hits +%llu, misses +%llu)\n",
+                    what, gpu_cfg[g].name, bytes, (unsigned long long)cap,
+                    (unsigned long long)(s2.cache_hits - s1.cache_hits),
+                    (unsigned long long)(s2.cache_misses - s1.cache_misses));
+    } else if (bytes > cap) {
+        if (!CHECK(s2.cache_hits == s1.cache_hits))
+            fprintf(stderr, "  %s on %s: a hit for %zu bytes in a cache of %llu\n", what,
+                    gpu_cfg[g].name, bytes, (unsigned long long)cap);
+    }
+}
+
+static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    struct tweight tw;
+    tweight_make(&r, type, rows, cols, 0.05f, &tw);
+    const size_t nx = (size_t)(n_tok * cols), ny = (size_t)(n_tok * rows);
+    float *x = xmalloc(nx * sizeof(float)), *want = xmalloc(ny * sizeof(float));
+    float *got = xmalloc(ny * sizeof(float));
+    fill_normal(&r, x, nx, 1.0f);
+    backend_matmul(T.cpu, &tw.w, x, n_tok, want);
+
+    const bool gemm = n_tok > MATVEC_MAX_TOK;
+    const double bound = matmul_bound(type, gemm);
+    char tname[48], what[160];
+    snprintf(tname, sizeof tname, "matmul %s %s", quant_type_name(type), gemm ? "gemm" : "matvec");
+    snprintf(what, sizeof what, "matmul %s [%lld rows x %lld cols] n_tok %lld (seed %#llx)",
+             quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
+             (unsigned long long)seed);
+
+    /* weights in backend memory */
+    double e_dev = NAN, ex_gpu = NAN;
+    if (live(G_AUTO)) {
+        struct backend_weight wd;
+        void *d = tweight_upload(G_AUTO, &tw, &wd);
+        if (d) {
+            char label[200];
+            snprintf(label, sizeof label, "%s, backend memory", what);
+            e_dev = gpu_matmul(G_AUTO, &wd, x, n_tok, want, got, tname, bound, label);
+            if (!isnan(e_dev)) ex_gpu = sample_err_exact(&tw.w, x, n_tok, got);
+            T.gpu[G_AUTO]->ops->dealloc(T.gpu[G_AUTO], d);
+        }
+    }
+    const double ex_cpu = sample_err_exact(&tw.w, x, n_tok, want);
+
+    /* host weights under each policy; every other case page-locked */
+    bool reg = false;
+    if ((T.n_case & 1) && live(G_COPY) && T.gpu[G_COPY]->ops->host_register) {
+        reg = CHECK_OK(T.gpu[G_COPY]->ops->host_register(T.gpu[G_COPY], tw.host, tw.alloc_bytes));
+    }
+    static const int host_g[] = {G_CPU, G_COPY, G_AUTO, G_SLOT};
+    double e_host[4];
+    for (size_t i = 0; i < HY_ARRAY_LEN(host_g); i++) {
+        const int g = host_g[i];
+        e_host[i] = NAN;
+        if (!live(g)) continue;
+        char label[200];
+        snprintf(label, sizeof label, "%s, host memory%s", what, reg ? " (registered)" : "");
+        const struct cuda_backend_stats s0 = cuda_backend_stats(T.gpu[g]);
+        e_host[i] = gpu_matmul(g, &tw.w, x, n_tok, want, got, tname, bound, label);
+        const struct cuda_backend_stats s1 = cuda_backend_stats(T.gpu[g]);
+        if (!isnan(e_host[i])) host_stats_check(g, &s0, &s1, tw.bytes, label);
+    }
+
+    /* keyed host weights through the two caches */
+    struct backend_weight wk = tw.w;
+    wk.key = ++T.next_key;
+    double ek[4];
+    keyed_pair(G_CACHE, &wk, x, n_tok, want, got, tname, bound, what, &ek[0], &ek[1]);
+    keyed_pair(G_SMALL, &wk, x, n_tok, want, got, tname, bound, what, &ek[2], &ek[3]);
+
+    if (reg) T.gpu[G_COPY]->ops->host_unregister(T.gpu[G_COPY], tw.host);
+
+    char b[12][16];
+    printf("matmul %-4s %5lldx%-5lld n_tok %3lld %-6s seed %016llx | dev %s | host cpu %s copy %s "
+           "auto %s slots %s | keyed %s/%s small-cache %s/%s | bound %.1e | vs exact: cpu %s gpu %s\n",
+           quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
+           gemm ? "gemm" : "matvec", (unsigned long long)seed, fmt_err(b[0], 16, e_dev),
+           fmt_err(b[1], 16, e_host[0]), fmt_err(b[2], 16, e_host[1]), fmt_err(b[3], 16, e_host[2]),
+           fmt_err(b[4], 16, e_host[3]), fmt_err(b[5], 16, ek[0]), fmt_err(b[6], 16, ek[1]),
+           fmt_err(b[7], 16, ek[2]), fmt_err(b[8], 16, ek[3]), bound, fmt_err(b[9], 16, ex_cpu),
+           fmt_err(b[10], 16, ex_gpu));
+    fflush(stdout);
+    free(x);
+    free(want);
+    free(got);
+    tweight_free(&tw);
+}
+
+static const uint32_t all_types[] = {HY_TYPE_F32,  HY_TYPE_F16,  HY_TYPE_BF16, HY_TYPE_Q4_0,
+                                     HY_TYPE_Q4_1, HY_TYPE_Q5_0, HY_TYPE_Q5_1, HY_TYPE_Q8_0,
+                                     HY_TYPE_Q2_K, HY_TYPE_Q3_K, HY_TYPE_Q4_K, HY_TYPE_Q5_K,
+                                     HY_TYPE_Q6_K};
+
+static bool gpu_supports(uint32_t type)
+{
+    bool ok = true;
+    for (int g = 0; g < N_GPU; g++)
+        if (T.gpu[g]) ok &= T.gpu[g]->ops->supports_type(type);
+    if (!CHECK(ok)) fprintf(stderr, "  supports_type(%s) is false\n", quant_type_name(type));
+    return ok;
+}
+
+static void test_matmul(void)
+{
+    /* a shape runs for the types whose block size divides cols */
+    static const struct {
+        int64_t rows, cols;
+        int64_t toks[8]; /* 0-terminated */
+    } shapes[] = {
+        {37, 256, {1, 2, 7, 8, 9, 33, 512}},
+        {100, 768, {1, 8, 9, 33}},
+        {333, 2304, {1, 7, 9, 512}},
+        {2500, 1024, {1, 9, 512}},
+        {256, 14336, {1, 9}},
+        {4096, 4096, {1, 9}},
+        {7, 32, {2, 9, 33}}, /* >= 14 outputs: see the bounds */
+        {65, 96, {1, 8, 33, 512}},
+        {129, 4000, {1, 9}},
+    };
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(all_types); ti++) {
+        const uint32_t type = all_types[ti];
+        if (!gpu_supports(type)) continue;
+        for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++) {
+            if (shapes[si].cols % quant_traits(type)->block_size) continue;
+            for (int k = 0; k < 8 && shapes[si].toks[k]; k++)
+                matmul_case(type, shapes[si].rows, shapes[si].cols, shapes[si].toks[k]);
+        }
+    }
+}
+
+/* ---- get_rows ------------------------------------------------------------------ */
+
+static void get_rows_case(uint32_t type, int64_t rows, int64_t cols, int64_t n)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    struct tweight tw;
+    tweight_make(&r, type, rows, cols, 1.0f, &tw);
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)rng_below(&r, (uint64_t)rows);
+    ids[0] = (int32_t)(rows - 1);
+    if (n > 1) ids[1] = 0;
+    if (n > 3) ids[n - 1] = ids[2]; /* a repeat */
+    const size_t ny = (size_t)(n * cols);
+    float *want = xmalloc(ny * sizeof(float)), *got = xmalloc(ny * sizeof(float));
+    backend_get_rows(T.cpu, &tw.w, ids, n, want);
+    char what[160], tname[48];
+    snprintf(what, sizeof what, "get_rows %s [%lld x %lld] %lld ids (seed %#llx)",
+             quant_type_name(type), (long long)rows, (long long)cols, (long long)n,
+             (unsigned long long)seed);
+    snprintf(tname, sizeof tname, "get_rows %s", quant_type_name(type));
+    /* variant 0: backend memory on auto; 1..4: host memory on each policy */
+    static const int vg[] = {G_AUTO, G_CPU, G_COPY, G_AUTO, G_SLOT};
+    double e[5];
+    for (size_t v = 0; v < HY_ARRAY_LEN(vg); v++) {
+        const int g = vg[v];
+        e[v] = NAN;
+        if (!live(g)) continue;
+        struct backend *be = T.gpu[g];
+        struct backend_weight w = tw.w;
+        void *d = NULL;
+        if (v == 0 && !(d = tweight_upload(g, &tw, &w))) continue;
+        char label[240];
+        snprintf(label, sizeof label, "%s, %s memory on %s", what, v ? "host" : "backend",
+                 gpu_cfg[g].name);
+        gpu_poison(g, T.buf[g][1], ny);
+        backend_get_rows(be, &w, ids, n, T.buf[g][1]);
+        backend_download(be, T.buf[g][1], got, ny * sizeof(float));
+        if (gpu_sync(g, label)) e[v] = check_close(tname, BOUND_GET_ROWS, got, want, ny, label);
+        if (d) be->ops->dealloc(be, d);
+    }
+    char b[5][16];
+    printf("get_rows %-4s %5lldx%-5lld n %3lld seed %016llx | dev %s | host cpu %s copy %s auto %s "
+           "slots %s\n",
+           quant_type_name(type), (long long)rows, (long long)cols, (long long)n,
+           (unsigned long long)seed, fmt_err(b[0], 16, e[0]), fmt_err(b[1], 16, e[1]),
+           fmt_err(b[2], 16, e[2]), fmt_err(b[3], 16, e[3]), fmt_err(b[4], 16, e[4]));
+    free(ids);
+    free(want);
+    free(got);
+    tweight_free(&tw);
+}
+
+static void test_get_rows(void)
+{
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(all_types); ti++) {
+        const uint32_t type = all_types[ti];
+        if (!gpu_supports(type)) continue;
+        get_rows_case(type, 100, 256, 7);
+        get_rows_case(type, 513, 4096, 33); /* F32: the MoE gather of token rows */
+        if (quant_traits(type)->block_size == 32 || !quant_traits(type)->is_quantized)
+            get_rows_case(type, 50, 96, 5);
+    }
+}
+
+/* ---- element-wise ops --------------------------------------------------------------- */
+
+static void test_rms_norm(void)
+{
+    static const struct {
+        int64_t n_tok, n;
+        float eps;
+        bool in_place;
+    } cases[] = {
+        {1, 4096, 1e-5f, false}, {7, 4096, 1e-6f, true},  {33, 896, 1e-6f, false},
+        {512, 4096, 1e-5f, true}, {136, 128, 1e-6f, true}, /* per-head norm: rows of head_dim */
+        {3, 64, 1e-5f, false},   {2, 5120, 1e-5f, false},
+    };
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
+        const int64_t n_tok = cases[ci].n_tok, n = cases[ci].n;
+        const size_t nx = (size_t)(n_tok * n);
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *x = xmalloc(nx * sizeof(float)), *w = xmalloc((size_t)n * sizeof(float));
+        float *want = xmalloc(nx * sizeof(float)), *got = xmalloc(nx * sizeof(float));
+        fill_normal(&r, x, nx, 3.0f);
+        /* rows of different magnitudes, one tiny (eps matters there) */
+        for (int64_t t = 0; t < n_tok; t++) {
+            const float s = t % 3 == 0 ? 1.0f : t % 3 == 1 ? 20.0f : 1e-3f;
+            for (int64_t i = 0; i < n; i++) x[t * n + i] *= s;
+        }
+        for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.2f * (float)rng_normal(&r);
+        memcpy(want, x, nx * sizeof(float));
+        backend_rms_norm(T.cpu, want, w, cases[ci].eps, n_tok, n, want);
+        char what[160];
+        snprintf(what, sizeof what, "rms_norm %lld x %lld eps %g%s (seed %#llx)", (long long)n_tok,
+                 (long long)n, (double)cases[ci].eps, cases[ci].in_place ? " in place" : "",
+                 (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            float *const *b = T.buf[G_AUTO];
+            backend_upload(be, b[0], x, nx * sizeof(float));
+            backend_upload(be, b[2], w, (size_t)n * sizeof(float));
+            float *y = cases[ci].in_place ? b[0] : b[1];
+            if (!cases[ci].in_place) gpu_poison(G_AUTO, b[1], nx);
+            backend_rms_norm(be, b[0], b[2], cases[ci].eps, n_tok, n, y);
+            backend_download(be, y, got, nx * sizeof(float));
+            if (gpu_sync(G_AUTO, what)) e = check_close("rms_norm", BOUND_F32_OP, got, want, nx, what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(x);
+        free(w);
+        free(want);
+        free(got);
+    }
+}
+
+static void test_rope(void)
+{
+    static const struct {
+        int64_t head_dim, n_rot;
+    } dims[] = {{128, 128}, {128, 64}, {64, 32}};
+    static const struct {
+        bool factors;
+        double scale, base;
+    } freqs[] = {{false, 1.0, 10000.0}, {true, 1.0, 500000.0}, {false, 0.25, 1e6}, {true, 0.5, 500000.0}};
+    static const struct {
+        int64_t pos0, n_tok;
+    } runs[] = {{0, 1}, {0, 17}, {5, 1}, {1000, 17}, {30000, 3}};
+    float ff[MAX_HD / 2];
+    for (int i = 0; i < MAX_HD / 2; i++) ff[i] = 1.0f + 7.0f * (float)i / (float)(MAX_HD / 2);
+    for (int mode = 0; mode < 2; mode++) {
+        for (size_t di = 0; di < HY_ARRAY_LEN(dims); di++) {
+            for (size_t fi = 0; fi < HY_ARRAY_LEN(freqs); fi++) {
+                for (size_t ri = 0; ri < HY_ARRAY_LEN(runs); ri++) {
+                    const int64_t hd = dims[di].head_dim, n_tok = runs[ri].n_tok;
+                    const int64_t pos0 = runs[ri].pos0;
+                    const int64_t n_head = (ri + fi) % 2 ? 2 : 8; /* k and q heads */
+                    const size_t nx = (size_t)(n_tok * n_head * hd);
+                    const uint64_t seed = case_seed();
+                    struct rng r;
+                    rng_init(&r, seed);
+                    float *x = xmalloc(nx * sizeof(float)), *want = xmalloc(nx * sizeof(float));
+                    float *got = xmalloc(nx * sizeof(float));
+                    fill_normal(&r, x, nx, 1.0f);
+                    memcpy(want, x, nx * sizeof(float));
+                    const struct backend_rope rp = {
+                        .mode = mode ? BACKEND_ROPE_NEOX : BACKEND_ROPE_NORM,
+                        .n_rot = dims[di].n_rot,
+                        .freq_base = freqs[fi].base,
+                        .freq_scale = freqs[fi].scale,
+                        .freq_factors = freqs[fi].factors ? ff : NULL,
+                    };
+                    backend_rope(T.cpu, want, n_tok, n_head, hd, pos0, &rp);
+                    const double bound = 1e-6 + 2e-8 * (double)(pos0 + n_tok);
+                    char what[256];
+                    snprintf(what, sizeof what,
+                             "rope %s head_dim %lld n_rot %lld base %g scale %g%s, %lld heads, "
+                             "pos0 %lld n_tok %lld (seed %#llx)",
+                             mode ? "neox" : "norm", (long long)hd, (long long)dims[di].n_rot,
+                             freqs[fi].base, freqs[fi].scale, freqs[fi].factors ? " factors" : "",
+                             (long long)n_head, (long long)pos0, (long long)n_tok,
+                             (unsigned long long)seed);
+                    double e = NAN;
+                    if (live(G_AUTO)) {
+                        struct backend *be = T.gpu[G_AUTO];
+                        backend_upload(be, T.buf[G_AUTO][0], x, nx * sizeof(float));
+                        backend_rope(be, T.buf[G_AUTO][0], n_tok, n_head, hd, pos0, &rp);
+                        backend_download(be, T.buf[G_AUTO][0], got, nx * sizeof(float));
+                        if (gpu_sync(G_AUTO, what))
+                            e = check_close("rope", bound, got, want, nx, what);
+                    }
+                    char eb[16];
+                    printf("%s: %s (bound %.1e)\n", what, fmt_err(eb, sizeof eb, e), bound);
+                    free(x);
+                    free(want);
+                    free(got);
+                }
+            }
+        }
+    }
+}
+
+static void test_softmax(void)
+{
+    static const int64_t cases[][2] = {{1, 8}, {7, 8}, {3, 60}, {2, 1000}, {1, 32768}, {512, 128}};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
+        const int64_t n_rows = cases[ci][0], n = cases[ci][1];
+        const size_t nx = (size_t)(n_rows * n);
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *x = xmalloc(nx * sizeof(float)), *want = xmalloc(nx * sizeof(float));
+        float *got = xmalloc(nx * sizeof(float));
+        fill_normal(&r, x, nx, 3.0f);
+        /* the last row far from 0: the maximum must be subtracted */
+        for (int64_t i = 0; i < n; i++) x[(n_rows - 1) * n + i] += n_rows > 1 ? 90.0f : 0.0f;
+        memcpy(want, x, nx * sizeof(float));
+        backend_softmax(T.cpu, want, n_rows, n);
+        char what[120];
+        snprintf(what, sizeof what, "softmax %lld x %lld (seed %#llx)", (long long)n_rows,
+                 (long long)n, (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            backend_upload(be, T.buf[G_AUTO][0], x, nx * sizeof(float));
+            backend_softmax(be, T.buf[G_AUTO][0], n_rows, n);
+            backend_download(be, T.buf[G_AUTO][0], got, nx * sizeof(float));
+            if (gpu_sync(G_AUTO, what)) e = check_close("softmax", BOUND_F32_OP, got, want, nx, what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(x);
+        free(want);
+        free(got);
+    }
+}
+
+static void test_silu_mul_add(void)
+{
+    static const int64_t sizes[] = {1, 1000, 14336 * 9, ((int64_t)1 << 20) + 3};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(sizes); ci++) {
+        const int64_t n = sizes[ci];
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *g = xmalloc((size_t)n * sizeof(float)), *u = xmalloc((size_t)n * sizeof(float));
+        float *want = xmalloc((size_t)n * sizeof(float)), *got = xmalloc((size_t)n * sizeof(float));
+        fill_normal(&r, g, (size_t)n, 3.0f);
+        fill_normal(&r, u, (size_t)n, 1.0f);
+        memcpy(want, g, (size_t)n * sizeof(float));
+        backend_silu_mul(T.cpu, want, u, n);
+        char what[120];
+        snprintf(what, sizeof what, "silu_mul n %lld (seed %#llx)", (long long)n,
+                 (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            backend_upload(be, T.buf[G_AUTO][0], g, (size_t)n * sizeof(float));
+            backend_upload(be, T.buf[G_AUTO][1], u, (size_t)n * sizeof(float));
+            backend_silu_mul(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], n);
+            backend_download(be, T.buf[G_AUTO][0], got, (size_t)n * sizeof(float));
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("silu_mul", BOUND_F32_OP, got, want, (size_t)n, what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(g);
+        free(u);
+        free(want);
+        free(got);
+    }
+
+    static const struct {
+        int64_t n, y_off; /* y at a row offset into the buffer, as the MoE scatter adds */
+        float alpha;
+    } adds[] = {{1, 0, 1.0f}, {4096, 4096 * 3, 0.37f}, {4096 * 33 + 1, 0, -2.0f}, {896, 896 * 5, 1.0f}};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(adds); ci++) {
+        const int64_t n = adds[ci].n, off = adds[ci].y_off;
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *y = xmalloc((size_t)n * sizeof(float)), *x = xmalloc((size_t)n * sizeof(float));
+        float *want = xmalloc((size_t)n * sizeof(float)), *got = xmalloc((size_t)n * sizeof(float));
+        fill_normal(&r, y, (size_t)n, 1.0f);
+        fill_normal(&r, x, (size_t)n, 1.0f);
+        memcpy(want, y, (size_t)n * sizeof(float));
+        backend_add(T.cpu, want, x, adds[ci].alpha, n);
+        char what[120];
+        snprintf(what, sizeof what, "add n %lld alpha %g at offset %lld (seed %#llx)", (long long)n,
+                 (double)adds[ci].alpha, (long long)off, (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            float *yd = T.buf[G_AUTO][0] + off;
+            HY_ASSERT((size_t)(off + n) <= BUF_FLOATS);
+            backend_upload(be, yd, y, (size_t)n * sizeof(float));
+            backend_upload(be, T.buf[G_AUTO][1], x, (size_t)n * sizeof(float));
+            backend_add(be, yd, T.buf[G_AUTO][1], adds[ci].alpha, n);
+            backend_download(be, yd, got, (size_t)n * sizeof(float));
+            if (gpu_sync(G_AUTO, what)) e = check_close("add", BOUND_ADD, got, want, (size_t)n, what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(y);
+        free(x);
+        free(want);
+        free(got);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------ */
+
+enum { ATT_NH = 8, ATT_NKV = 2, ATT_CTX = MAX_CTX, ATT_NPOS = 1001, ATT_SHARED = 146 };
+
+struct att_call {
+    int64_t pos0, n_tok;
+};
+
+/* Three ways through the same positions (the inputs of a position are the
+ * same in all three): their outputs at positions < ATT_SHARED must agree. */
+static const struct att_call seq_decode[] = {
+    {0, 1},     {1, 1},     {2, 17},    {19, 81},   {100, 1},   {101, 128}, {229, 128},
+    {357, 128}, {485, 128}, {613, 128}, {741, 128}, {869, 128}, {997, 3},   {1000, 1}};
+static const struct att_call seq_p128[] = {{0, 128}, {128, 17}, {145, 1}};
+static const struct att_call seq_p17[] = {{0, 17}, {17, 128}, {145, 1}};
+static const struct {
+    const char *name;
+    const struct att_call *calls;
+    int n;
+} att_seqs[] = {
+    {"decode+fill", seq_decode, (int)HY_ARRAY_LEN(seq_decode)},
+    {"prompt128-first", seq_p128, (int)HY_ARRAY_LEN(seq_p128)},
+    {"prompt17-first", seq_p17, (int)HY_ARRAY_LEN(seq_p17)},
+};
+
+static double att_bound(uint32_t type)
+{
+    return type == HY_TYPE_F32 ? BOUND_ATT_F32 : type == HY_TYPE_F16 ? BOUND_ATT_F16 : BOUND_ATT_Q8_0;
+}
+
+/* Compares the caches over positions [0, filled): elements for F32/F16,
+ * blocks for Q8_0; src [position][dim] is what was stored. Returns the
+ * number of differing units. */
+static long cache_diff(const char *what, uint32_t type, bool transposed, const uint8_t *cpu,
+                       const uint8_t *gpu, int64_t filled, int64_t dim, const float *src)
+{
+    const struct quant_traits *tr = quant_traits(type);
+    const size_t unit = tr->block_bytes;
+    const int64_t unit_elems = tr->block_size, n_units = dim / unit_elems;
+    long n_diff = 0;
+    for (int64_t p = 0; p < filled; p++) {
+        for (int64_t u = 0; u < n_units; u++) {
+            size_t off;
+            if (transposed) /* row d = u, position p */
+                off = (size_t)u * (size_t)quant_bytes(type, ATT_CTX) + (size_t)p * unit;
+            else
+                off = (size_t)p * (size_t)quant_bytes(type, (uint64_t)dim) + (size_t)u * unit;
+            if (!memcmp(cpu + off, gpu + off, unit)) continue;
+            if (n_diff++) continue;
+            const float s = src[p * dim + u * unit_elems];
+            if (type == HY_TYPE_F32) {
+                float a, b;
+                memcpy(&a, cpu + off, 4);
+                memcpy(&b, gpu + off, 4);
+                fprintf(stderr, "  %s: first difference at position %lld dim %lld: CPU %.9g, GPU %.9g\n",
+                        what, (long long)p, (long long)u, (double)a, (double)b);
+            } else if (type == HY_TYPE_F16) {
+                uint16_t a, b;
+                memcpy(&a, cpu + off, 2);
+                memcpy(&b, gpu + off, 2);
+                fprintf(stderr,
+                        "  %s: first difference at position %lld dim %lld: x = %.9g, CPU 0x%04x, "
+                        "GPU 0x%04x (the CPU rounds to nearest even: quant_f32_to_f16)\n",
+                        what, (long long)p, (long long)u, (double)s, a, b);
+            } else {
+                uint16_t da, db;
+                memcpy(&da, cpu + off, 2);
+                memcpy(&db, gpu + off, 2);
+                int j = 0;
+                while (j < 32 && cpu[off + 2 + j] == gpu[off + 2 + j]) j++;
+                fprintf(stderr,
+                        "  %s: first difference at position %lld block %lld: d CPU 0x%04x GPU 0x%04x, "
+                        "first differing q at %d (x = %.9g): CPU %d, GPU %d\n"
+                        "  (the CPU: d = amax / 127, id = d ? 1 / d : 0 (IEEE divisions), "
+                        "q = roundf(x * id), d stored as F16 rounded to nearest even)\n",
+                        what, (long long)p, (long long)u, da, db, j,
+                        j < 32 ? (double)src[p * dim + u * unit_elems + j] : 0.0,
+                        j < 32 ? (int)(int8_t)cpu[off + 2 + j] : 0,
+                        j < 32 ? (int)(int8_t)gpu[off + 2 + j] : 0);
+            }
+        }
+    }
+    return n_diff;
+}
+
+static void attention_config(uint32_t type, int64_t hd)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    const int64_t qd = ATT_NH * hd, kd = ATT_NKV * hd;
+    float *q = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
+    float *k = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * kd));
+    float *v = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * kd));
+    fill_normal(&r, q, (size_t)(ATT_NPOS * qd), 2.0f); /* scores ~ 2 N(0,1): peaked softmax */
+    fill_normal(&r, k, (size_t)(ATT_NPOS * kd), 1.0f);
+    fill_normal(&r, v, (size_t)(ATT_NPOS * kd), 1.0f);
+    const bool vt = backend_kv_v_transposed(type);
+    const size_t k_bytes = (size_t)ATT_CTX * (size_t)quant_bytes(type, (uint64_t)kd);
+    const size_t v_bytes = vt ? (size_t)kd * (size_t)quant_bytes(type, ATT_CTX) : k_bytes;
+    const size_t c_bytes = HY_MAX(k_bytes, v_bytes);
+    uint8_t *kc = xmalloc(k_bytes), *vc = xmalloc(v_bytes);
+    uint8_t *kg = xmalloc(k_bytes), *vg = xmalloc(v_bytes), *ff = xmalloc(c_bytes);
+    memset(ff, 0xff, c_bytes);
+    float *out_cpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
+    float *out_gpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
+    float *sh_cpu[3], *sh_gpu[3];
+    for (int s = 0; s < 3; s++) {
+        sh_cpu[s] = xmalloc(sizeof(float) * (size_t)(ATT_SHARED * qd));
+        sh_gpu[s] = xmalloc(sizeof(float) * (size_t)(ATT_SHARED * qd));
+    }
+    struct backend *be = live(G_AUTO) ? T.gpu[G_AUTO] : NULL;
+    void *kd_dev = be ? be->ops->alloc(be, k_bytes) : NULL;
+    void *vd_dev = be ? be->ops->alloc(be, v_bytes) : NULL;
+    if (be && !CHECK(kd_dev && vd_dev)) {
+        if (kd_dev) be->ops->dealloc(be, kd_dev);
+        if (vd_dev) be->ops->dealloc(be, vd_dev);
+        be = NULL;
+    }
+    char tname[48], cfg[96];
+    snprintf(tname, sizeof tname, "attention %s", quant_type_name(type));
+    snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads (seed %#llx)",
+             quant_type_name(type), (long long)hd, ATT_NH, ATT_NKV, (unsigned long long)seed);
+    bool gpu_ran[3] = {false, false, false};
+    for (int s = 0; s < 3; s++) {
+        memset(kc, 0xff, k_bytes);
+        memset(vc, 0xff, v_bytes);
+        if (be) {
+            backend_upload(be, kd_dev, ff, k_bytes);
+            backend_upload(be, vd_dev, ff, v_bytes);
+        }
+        struct backend_attn a = {.k_cache = kc,
+                                 .v_cache = vc,
+                                 .n_ctx = ATT_CTX,
+                                 .n_head = ATT_NH,
+                                 .n_head_kv = ATT_NKV,
+                                 .head_dim = hd,
+                                 .head_dim_v = hd,
+                                 .scale = (float)(1.0 / sqrt((double)hd)),
+                                 .k_type = type,
+                                 .v_type = type};
+        struct backend_attn ag = a;
+        ag.k_cache = kd_dev;
+        ag.v_cache = vd_dev;
+        int64_t filled = 0;
+        bool ok = be != NULL;
+        for (int c = 0; c < att_seqs[s].n; c++) {
+            const int64_t p0 = att_seqs[s].calls[c].pos0, nt = att_seqs[s].calls[c].n_tok;
+            HY_ASSERT(p0 == filled && p0 + nt <= ATT_NPOS);
+            a.pos0 = ag.pos0 = p0;
+            a.n_tok = ag.n_tok = nt;
+            backend_attention(T.cpu, &a, q + p0 * qd, k + p0 * kd, v + p0 * kd, out_cpu + p0 * qd);
+            filled = p0 + nt;
+            if (!ok || !live(G_AUTO)) {
+                ok = false;
+                continue;
+            }
+            float *const *b = T.buf[G_AUTO];
+            backend_upload(be, b[0], q + p0 * qd, sizeof(float) * (size_t)(nt * qd));
+            backend_upload(be, b[1], k + p0 * kd, sizeof(float) * (size_t)(nt * kd));
+            backend_upload(be, b[2], v + p0 * kd, sizeof(float) * (size_t)(nt * kd));
+            gpu_poison(G_AUTO, b[3], (size_t)(nt * qd));
+            backend_attention(be, &ag, b[0], b[1], b[2], b[3]);
+            backend_download(be, b[3], out_gpu + p0 * qd, sizeof(float) * (size_t)(nt * qd));
+            char what[240];
+            snprintf(what, sizeof what, "%s, %s: pos0 %lld n_tok %lld", cfg, att_seqs[s].name,
+                     (long long)p0, (long long)nt);
+            if (!gpu_sync(G_AUTO, what)) {
+                ok = false;
+                continue;
+            }
+            const double e = check_close(tname, att_bound(type), out_gpu + p0 * qd,
+                                         out_cpu + p0 * qd, (size_t)(nt * qd), what);
+            char eb[16];
+            printf("%s: %s (bound %.1e)\n", what, fmt_err(eb, sizeof eb, e), att_bound(type));
+        }
+        memcpy(sh_cpu[s], out_cpu, sizeof(float) * (size_t)(ATT_SHARED * qd));
+        if (!ok) continue;
+        gpu_ran[s] = true;
+        memcpy(sh_gpu[s], out_gpu, sizeof(float) * (size_t)(ATT_SHARED * qd));
+        /* the caches the GPU wrote, byte for byte */
+        backend_download(be, kd_dev, kg, k_bytes);
+        backend_download(be, vd_dev, vg, v_bytes);
+        char what[200];
+        snprintf(what, sizeof what, "%s, %s: caches", cfg, att_seqs[s].name);
+        if (!gpu_sync(G_AUTO, what)) continue;
+        char kw[240], vw[240];
+        snprintf(kw, sizeof kw, "%s: K cache", cfg);
+        snprintf(vw, sizeof vw, "%s: V cache%s", cfg, vt ? " (transposed)" : "");
+        const long nk = cache_diff(kw, type, false, kc, kg, filled, kd, k);
+        const long nv = cache_diff(vw, type, vt, vc, vg, filled, kd, v);
+        if (!CHECK(nk == 0 && nv == 0))
+            fprintf(stderr, "  %s, %s: %ld K and %ld V %s differ from the CPU's over %lld positions\n",
+                    cfg, att_seqs[s].name, nk, nv, type == HY_TYPE_Q8_0 ? "blocks" : "elements",
+                    (long long)filled);
+        printf("%s, %s: caches over %lld positions: %ld K, %ld V %s differ\n", cfg,
+               att_seqs[s].name, (long long)filled, nk, nv,
+               type == HY_TYPE_Q8_0 ? "blocks" : "elements");
+    }
+    /* a token's output does not depend on how the positions were batched */
+    const size_t sh_n = (size_t)(ATT_SHARED * qd);
+    for (int s = 1; s < 3; s++) {
+        if (!CHECK(memcmp(sh_cpu[s], sh_cpu[0], sh_n * sizeof(float)) == 0))
+            fprintf(stderr, "  %s: the CPU's outputs of %s differ from %s (test bug?)\n", cfg,
+                    att_seqs[s].name, att_seqs[0].name);
+        if (!gpu_ran[s] || !gpu_ran[0]) continue;
+        size_t n_diff = 0, first = 0;
+        for (size_t i = 0; i < sh_n; i++)
+            if (memcmp(&sh_gpu[s][i], &sh_gpu[0][i], sizeof(float)) && !n_diff++) first = i;
+        if (!CHECK(n_diff == 0))
+            fprintf(stderr,
+                    "  %s: GPU outputs of %s differ from %s at %zu of %zu values, the first at "
+                    "position %zu (%.9g vs %.9g): backend.h promises a token's output does not "
+                    "depend on n_tok\n",
+                    cfg, att_seqs[s].name, att_seqs[0].name, n_diff, sh_n, first / (size_t)qd,
+                    (double)sh_gpu[s][first], (double)sh_gpu[0][first]);
+    }
+    if (be) {
+        be->ops->dealloc(be, kd_dev);
+        be->ops->dealloc(be, vd_dev);
+    }
+    for (int s = 0; s < 3; s++) {
+        free(sh_cpu[s]);
+        free(sh_gpu[s]);
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(kc);
+    free(vc);
+    free(kg);
+    free(vg);
+    free(ff);
+    free(out_cpu);
+    free(out_gpu);
+}
+
+static void test_attention(void)
+{
+    static const uint32_t types[] = {HY_TYPE_F32, HY_TYPE_F16, HY_TYPE_Q8_0};
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        attention_config(types[ti], 64);
+        attention_config(types[ti], 128);
+    }
+}
+
+/* ---- error paths --------------------------------------------------------------------- */
+
+static void test_errors(void)
+{
+    /* absurd sizes: NULL, and the backend goes on working */
+    if (live(G_AUTO)) {
+        struct backend *be = T.gpu[G_AUTO];
+        static const size_t sizes[] = {(size_t)1 << 50, SIZE_MAX / 2, SIZE_MAX - 100};
+        for (size_t i = 0; i < HY_ARRAY_LEN(sizes); i++) {
+            void *p = be->ops->alloc(be, sizes[i]);
+            if (!CHECK(p == NULL)) {
+                fprintf(stderr, "  alloc(%zu bytes) did not fail\n", sizes[i]);
+                be->ops->dealloc(be, p);
+            }
+        }
+        float y[64], x[64], want[64], got[64];
+        for (int i = 0; i < 64; i++) {
+            y[i] = (float)i;
+            x[i] = 1.0f;
+            want[i] = (float)i + 0.5f;
+        }
+        backend_upload(be, T.buf[G_AUTO][0], y, sizeof y);
+        backend_upload(be, T.buf[G_AUTO][1], x, sizeof x);
+        backend_add(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], 0.5f, 64);
+        backend_download(be, T.buf[G_AUTO][0], got, sizeof got);
+        if (!CHECK_OK(backend_sync(be)))
+            fprintf(stderr, "  a failed alloc is not an op failure: it only returns NULL (clear "
+                            "the CUDA error, or a later launch check reports it)\n");
+        else
+            CHECK(memcmp(got, want, sizeof got) == 0);
+    }
+    /* a device that does not exist */
+    struct cuda_backend_config cfg = {.device = cuda_device_count(), .n_threads = 1};
+    struct backend *nb = NULL;
+    CHECK_STATUS(cuda_backend_create(&cfg, &nb), HY_ERR_UNSUPPORTED);
+    if (!CHECK(nb == NULL)) backend_free(nb);
+    nb = NULL;
+    cfg.device = -1;
+    CHECK(cuda_backend_create(&cfg, &nb) != HY_OK);
+    if (!CHECK(nb == NULL)) backend_free(nb);
+    printf("error paths: done\n");
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static bool setup(void)
+{
+    const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    T.n_threads = (int)HY_MAX(1, HY_MIN(ncpu, 16));
+    const struct backend_limits lim = {
+        .max_batch = MAX_TOK, .max_ctx = MAX_CTX, .max_head_dim = MAX_HD, .max_cols = MAX_COLS};
+    struct cpu_backend_opts co = {.n_threads = T.n_threads};
+    if (!CHECK_OK(cpu_backend_init(&co, &T.cpu))) return false;
+    if (!CHECK_OK(backend_reserve(T.cpu, &lim))) return false;
+    if (!CHECK_OK(threadpool_init(T.n_threads, &T.pool))) return false;
+    CHECK(!backend_is_cuda(T.cpu));
+    printf("CPU reference: %d threads, kernels %s\n", T.n_threads, cpu_backend_kernels(T.cpu));
+    T.poison = xmalloc(BUF_FLOATS * sizeof(float));
+    const uint32_t nan_bits = 0x7fc0dead; /* a quiet NaN */
+    for (size_t i = 0; i < BUF_FLOATS; i++) memcpy(&T.poison[i], &nan_bits, 4);
+    for (int g = 0; g < N_GPU; g++) {
+        struct cuda_backend_config cfg = {.device = 0,
+                                          .n_threads = T.n_threads,
+                                          .weight_cache_bytes =
+                                              gpu_cfg[g].cache_later ? 0 : gpu_cfg[g].cache_bytes,
+                                          .copy_slot_bytes = gpu_cfg[g].slot_bytes,
+                                          .host_policy = gpu_cfg[g].policy};
+        if (!CHECK_OK(cuda_backend_create(&cfg, &T.gpu[g]))) {
+            fprintf(stderr, "  backend %s: not made; its cases are skipped\n", gpu_cfg[g].name);
+            T.gpu[g] = NULL;
+            continue;
+        }
+        struct backend *be = T.gpu[g];
+        CHECK(backend_is_cuda(be));
+        if (gpu_cfg[g].cache_later)
+            T.dead[g] |= !CHECK_OK(cuda_backend_set_weight_cache(be, gpu_cfg[g].cache_bytes));
+        /* reserve may be called again with larger limits (one backend tries it) */
+        if (g == G_SLOT) {
+            const struct backend_limits small = {8, 64, 64, 256};
+            T.dead[g] |= !CHECK_OK(backend_reserve(be, &small));
+        }
+        T.dead[g] |= !CHECK_OK(backend_reserve(be, &lim));
+        for (int i = 0; i < N_BUF && !T.dead[g]; i++) {
+            T.buf[g][i] = be->ops->alloc(be, BUF_FLOATS * sizeof(float));
+            T.dead[g] |= !CHECK(T.buf[g][i] != NULL);
+        }
+        const struct cuda_backend_rates rt = cuda_backend_rates(be);
+        printf("CUDA backend %-18s: PCIe %.1f GB/s, CPU matvec %.1f GB/s, device memory held %.0f MiB%s\n",
+               gpu_cfg[g].name, rt.pcie_h2d_bytes_per_s / 1e9, rt.cpu_matvec_bytes_per_s / 1e9,
+               (double)cuda_backend_device_bytes(be) / 1048576.0, T.dead[g] ? " (FAILED)" : "");
+        gpu_sync(g, "setup");
+    }
+    return live(G_AUTO);
+}
+
+static void print_tallies(void)
+{
+    printf("\nnormalized errors ||gpu - cpu|| / ||cpu||, largest per check:\n\n");
+    printf("| check | bound | largest | cases | failed |\n| --- | ---: | ---: | ---: | ---: |\n");
+    for (int i = 0; i < n_tallies; i++) {
+        const struct tally *t = &tallies[i];
+        char b[16];
+        printf("| %s | %.1e | %s | %ld | %ld |\n", t->name, t->bound, fmt_err(b, sizeof b, t->max),
+               t->n, t->failed);
+    }
+    printf("(rope's bound grows with the position: the one shown is the first case's)\n\n");
+}
+
+int main(int argc, char **argv)
+{
+    const int n_dev = cuda_device_count();
+    if (n_dev <= 0) {
+        printf("%s: no CUDA device: skipped\n", argv[0]);
+        return TEST_SKIP;
+    }
+    T.seed0 = argc > 1 ? strtoull(argv[1], NULL, 0) : 0x6a09e667f3bcc908ull;
+    T.next_key = 0x5eed000000000000ull;
+    uint64_t free_b = 0, total_b = 0;
+    if (CHECK(cuda_device_memory(0, &free_b, &total_b)))
+        CHECK(free_b <= total_b && total_b > 0);
+    printf("%d CUDA device(s); device 0: %.1f of %.1f GiB free; seed %#llx (rerun: %s SEED)\n",
+           n_dev, (double)free_b / 1073741824.0, (double)total_b / 1073741824.0,
+           (unsigned long long)T.seed0, argv[0]);
+    if (setup()) {
+        test_matmul();
+        test_get_rows();
+        test_rms_norm();
+        test_rope();
+        test_softmax();
+        test_silu_mul_add();
+        test_attention();
+        test_errors();
+        print_tallies();
+    }
+    for (int g = 0; g < N_GPU; g++) {
+        if (!T.gpu[g]) continue;
+        for (int i = 0; i < N_BUF; i++)
+            if (T.buf[g][i]) T.gpu[g]->ops->dealloc(T.gpu[g], T.buf[g][i]);
+        backend_free(T.gpu[g]);
+    }
+    backend_free(T.cpu);
+    threadpool_free(T.pool);
+    free(T.poison);
+    return check_report(argv[0]);
+}
+
+#endif /* HY_HAVE_CUDA */
