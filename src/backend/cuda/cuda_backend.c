@@ -15,6 +15,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +28,45 @@
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+
+/* cuBLAS is opened when a CUDA backend is made, not at program start: its
+ * libraries map and touch over 100 MiB, which a CPU-only run (most runs on a
+ * machine without a GPU) must not pay in resident memory. */
+static struct {
+    bool tried, ok;
+    __typeof__(&cublasCreate_v2) create;
+    __typeof__(&cublasDestroy_v2) destroy;
+    __typeof__(&cublasSetStream_v2) set_stream;
+    __typeof__(&cublasSetMathMode) set_math_mode;
+    __typeof__(&cublasSgemm_v2) sgemm;
+    __typeof__(&cublasGemmEx) gemm_ex;
+} blas_fn;
+
+HY_MUST_CHECK static enum hy_status blas_open(void)
+{
+    if (blas_fn.tried)
+        return blas_fn.ok ? HY_OK
+                          : err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS (libcublas.so.13)");
+    blas_fn.tried = true;
+    void *h = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS: %s", dlerror());
+    void *p[6];
+    static const char *const names[6] = {"cublasCreate_v2",   "cublasDestroy_v2",
+                                         "cublasSetStream_v2", "cublasSetMathMode",
+                                         "cublasSgemm_v2",    "cublasGemmEx"};
+    for (int i = 0; i < 6; i++)
+        if (!(p[i] = dlsym(h, names[i])))
+            return err_set(HY_ERR_UNSUPPORTED, "CUDA: cuBLAS lacks %s", names[i]);
+    memcpy(&blas_fn.create, &p[0], sizeof p[0]);
+    memcpy(&blas_fn.destroy, &p[1], sizeof p[1]);
+    memcpy(&blas_fn.set_stream, &p[2], sizeof p[2]);
+    memcpy(&blas_fn.set_math_mode, &p[3], sizeof p[3]);
+    memcpy(&blas_fn.sgemm, &p[4], sizeof p[4]);
+    memcpy(&blas_fn.gemm_ex, &p[5], sizeof p[5]);
+    blas_fn.ok = true;
+    return HY_OK;
+}
 
 #define COPY_SLOTS 3
 #define DEFAULT_COPY_SLOT ((uint64_t)8 << 20)
@@ -264,7 +304,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     }
     const float one = 1.0f, zero = 0.0f;
     if (type == HY_TYPE_F32) {
-        CKB(cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
+        CKB(blas_fn.sgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
                         &one, (const float *)w, (int)(row_bytes / sizeof(float)), x, (int)n_cols,
                         &zero, y, (int)ldy));
         return;
@@ -274,7 +314,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
         *x16_ready = true;
     }
     if (type == HY_TYPE_F16) {
-        CKB(cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
+        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
                          &one, w, CUDA_R_16F, (int)(row_bytes / sizeof(uint16_t)), cb->x16,
                          CUDA_R_16F, (int)n_cols, &zero, y, CUDA_R_32F, (int)ldy,
                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -286,7 +326,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
         if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols, cb->w16,
                                 cb->st)))
             return;
-        CKB(cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok, (int)n_cols,
+        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok, (int)n_cols,
                          &one, cb->w16, CUDA_R_16F, (int)n_cols, cb->x16, CUDA_R_16F, (int)n_cols,
                          &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                          CUBLAS_GEMM_DEFAULT));
@@ -557,7 +597,7 @@ static void cu_free(struct backend *be)
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
-    if (cb->blas) cublasDestroy(cb->blas);
+    if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
     (void)cudaGetLastError();
@@ -724,6 +764,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: the driver reports none");
     if (cfg->device < 0 || cfg->device >= n_dev)
         return err_set(HY_ERR_UNSUPPORTED, "no CUDA device %d (%d present)", cfg->device, n_dev);
+    enum hy_status bst = blas_open();
+    if (bst) return bst;
     struct cuda_backend *cb = mem_xcalloc(1, sizeof *cb);
     cb->base.ops = &cuda_ops;
     cb->base.n_threads = HY_MAX(1, cfg->n_threads);
@@ -739,9 +781,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     CK(cudaSetDevice(cb->dev));
     CK(cudaStreamCreateWithFlags(&cb->st, cudaStreamNonBlocking));
     CK(cudaStreamCreateWithFlags(&cb->cp, cudaStreamNonBlocking));
-    if (!cb->err && CKB(cublasCreate(&cb->blas))) {
-        CKB(cublasSetStream(cb->blas, cb->st));
-        CKB(cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH));
+    if (!cb->err && CKB(blas_fn.create(&cb->blas))) {
+        CKB(blas_fn.set_stream(cb->blas, cb->st));
+        CKB(blas_fn.set_math_mode(cb->blas, CUBLAS_DEFAULT_MATH));
     }
     for (int i = 0; i < COPY_SLOTS && !cb->err; i++) {
         if (!CK(cudaMalloc((void **)&cb->slot[i], cb->slot_bytes))) break;

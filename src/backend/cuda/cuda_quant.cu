@@ -6,46 +6,49 @@
  *
  * Work item. Every type is cut into items: P lanes (threads) share a block,
  * each taking a fixed part of it: NRUN runs of 4 consecutive columns, in NG
- * scale groups (a scale group is the elements of one sub-block that the
- * lane holds). Consecutive lanes take consecutive parts of consecutive
- * blocks, so a warp's loads are contiguous. A type is a struct of static
- * functions (the traits below): load the item's bytes, decode its group
- * scales, decode one run into 4 small integers as floats. The item functions
- * are __host__ __device__ so that a host program can check them against the
- * reference C dequantizers.
+ * scale groups (a group is the lane's elements of one sub-block). Lanes
+ * take consecutive parts of consecutive blocks, so a warp's loads cover a
+ * contiguous span. A type is a struct of static functions (the traits
+ * below): load the item's bytes, decode its group scales, give run j's 4
+ * integers as the bytes of a word (value = (byte - OFF) * d (+ bias)). They
+ * are __host__ __device__: a host program checks them against the reference
+ * C dequantizers, bit for bit.
  *
  *   type  P  lane's part                                 loads
  *   Q4_0  2  qs bytes 8p..8p+7: cols 8p.., 16+8p..       u16
  *   Q4_1  2  as Q4_0                                     u32
  *   Q5_0  2  as Q4_0, with qh                            u16
  *   Q5_1  2  as Q4_0, with qh                            u32
- *   Q8_0  2  qs bytes 16p..16p+15                        u16
+ *   Q8_0  2  qs bytes 16p..16p+15                        u32 + funnel shift
  *   Q2_K  8  half p/4, bytes l in 8(p%4).. of each qs    u32
  *            row of 32: 4 quarters of 8 columns
  *   Q3_K  8  as Q2_K, plus the hmask bytes l             u16
- *   Q4_K  8  64-column group p/2, half p%2 of its 32     16-byte
- *            qs bytes: 16 columns of each sub-block
- *   Q5_K  8  as Q4_K, plus the qh bytes                  16-byte
+ *   Q4_K  4  64-column group p: its 32 qs bytes          16-byte
+ *   Q5_K  8  group p/2, half p%2 of its qs; 16 qh bytes  16-byte
  *   Q6_K  8  as Q2_K over ql/qh                          u16
  *   F32/F16/BF16  1  16 bytes: 4 or 8 columns            16-byte
  *
- * Integers become floats without I2F (a quarter-rate instruction): a byte b
- * placed in the mantissa of 2^23 (bits 0x4B0000bb, one PRMT) minus
- * 2^23 + offset is b - offset exactly. A value is then q * d (+ bias), with
- * the reference's operations and rounding (__fmul_rn/__fadd_rn: no FMA
- * contraction) in the dequantizers, so that those are bit-exact.
+ * Dequantizers. A byte b becomes a float without I2F (quarter rate): b in
+ * the mantissa of 2^23 (bits 0x4B0000bb, one PRMT) minus 2^23 + OFF is
+ * b - OFF exactly; then q * d (+ bias) with the reference's operations and
+ * rounding (__fmul_rn/__fadd_rn: no FMA contraction): bit-exact. A thread per
+ * item, its runs stored as 8-byte (16-byte for adjacent runs) pieces.
  *
- * Matvec. A CTA is 8 warps; a warp takes R rows (2, or 4 for 5..8 tokens)
- * and walks their items, U steps of 32 items per trip with all loads issued
- * first; x comes through the read-only cache (16-byte __ldg), weights with
- * L1::no_allocate when loaded 16 bytes at a time (read once; x stays in L1).
- * Each x run is loaded once per item and used for the R rows. When there are
- * too few rows to fill the GPU, the warps of a CTA split a row's items
- * (KS = 2, 4 or 8) and add their sums in shared memory. The matvec's
- * arithmetic is not the reference's order: where it saves work (few tokens)
- * a scale group is summed as d * sum(q * x) (+ bias * sum(x)), else each
- * weight is fmaf(q, d, bias) before its products; F32 accumulation always.
- * The dequantized weights themselves are exact in both.
+ * Matvec. Persistent CTAs of 8 warps, one x per CTA staged in shared memory
+ * (cp.async; swizzled so that the lanes' 16-byte reads hit 8 bank groups) with
+ * the sums of each 8 columns; a warp takes R = 2 rows and walks their items a
+ * step (32 items) at a time, the next step's weights loaded (16-byte loads
+ * skip L1) before this step's products. Each x run is read once per item for
+ * both rows. When there are too few rows to fill the GPU, the warps of a CTA
+ * split the items of a row (KS = 2, 4 or 8) and add in shared memory. For
+ * quantized types the shared x is x * 2^64 and a weight byte enters the FMA
+ * as the denormal b * 2^-149 (one PRMT, no conversion); a scale group adds
+ * up as d * sum(b x) + (bias - OFF d) * sum(x) with sum(x) from the 8-column
+ * sums (few tokens), or each weight is fmaf(b, d, bias - OFF d) first (many).
+ * So the matvec's rounding is not the reference's order of operations (F32
+ * accumulation throughout; |x| must stay below 2^64); the weights are exact.
+ * When x is too large for shared memory: x from global memory (__ldg) and
+ * the plain float path of cq_mv_item.
  *
  * Alignment. The item loads need w and row_bytes aligned to ALIGN (the load
  * width), x 16-byte aligned and n_cols a multiple of 4; otherwise (rare: odd
@@ -215,6 +218,16 @@ CQ_HD uint32_t cq_u4(const uint4 &v, int i)
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+/* The 32 bits at bit sh (0..31) of the pair {hi:lo}. */
+CQ_HD uint32_t cq_funnel(uint32_t lo, uint32_t hi, uint32_t sh)
+{
+#ifdef __CUDA_ARCH__
+    return __funnelshift_r(lo, hi, sh);
+#else
+    return sh ? (lo >> sh) | (hi << (32 - sh)) : lo;
+#endif
+}
+
 /* Bytes k of v as floats, each minus off: 2^23 + b built by PRMT, then one
  * exact subtraction. */
 CQ_HD void cq_bytes(uint32_t v, float off, float (&q)[4])
@@ -235,16 +248,18 @@ CQ_HD uint32_t cq_spread4(uint32_t h4)
 
 /* ---- type traits ---------------------------------------------------------
  * BS elements and BB bytes per block; P lanes per block; NRUN runs of 4 per
- * lane in NG scale groups (runs g*NRUN/NG .. of group g); ALIGN: what the
- * loads need of block addresses. cbase(p) + coff(j): the column of run j in
- * the block. scales(): each group's d and bias, value = q * d + bias (bias
- * only when HASMIN), rounded as the reference rounds. run(): the 4 integers
- * of run j, offsets applied. FLOAT types have no scales; run() gives the
- * values. */
+ * lane in NG scale groups (runs g*NRUN/NG .. of group g; runs 2k, 2k + 1 of
+ * a group are 8 adjacent columns); ALIGN: what the loads need of block
+ * addresses. cbase(p) + coff(j): the column of run j in the block. xsw(L):
+ * the swizzle of line L of the shared x (see cq_xs_quad). scales(): each
+ * group's d and bias, value = (byte - OFF) * d + bias (bias only when
+ * HASMIN), rounded as the reference rounds. bytes(): the 4 bytes of run j.
+ * FLOAT types have neither; their run() gives the values. */
 
 struct TQ4_0 {
     static constexpr int BS = 32, BB = 18, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 8.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t d, w0, w1;
     };
@@ -262,16 +277,17 @@ struct TQ4_0 {
         d[0] = cq_h2f(r.d);
         b[0] = 0.0f;
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
-        cq_bytes((j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 8.0f, q);
+        return (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
     }
 };
 
 struct TQ4_1 {
     static constexpr int BS = 32, BB = 20, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
+    static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t dm, w0, w1;
     };
@@ -289,16 +305,17 @@ struct TQ4_1 {
         d[0] = cq_h2f(r.dm & 0xffff);
         b[0] = cq_h2f(r.dm >> 16);
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
-        cq_bytes((j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 0.0f, q);
+        return (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
     }
 };
 
 struct TQ5_0 {
     static constexpr int BS = 32, BB = 22, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 16.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t d, qh, w0, w1;
     };
@@ -317,17 +334,18 @@ struct TQ5_0 {
         d[0] = cq_h2f(r.d);
         b[0] = 0.0f;
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
         const uint32_t lo = (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
-        cq_bytes(lo | cq_spread4((r.qh >> coff(j)) & 0xF), 16.0f, q);
+        return lo | cq_spread4((r.qh >> coff(j)) & 0xF);
     }
 };
 
 struct TQ5_1 {
     static constexpr int BS = 32, BB = 24, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
+    static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t dm, qh, w0, w1;
     };
@@ -346,25 +364,33 @@ struct TQ5_1 {
         d[0] = cq_h2f(r.dm & 0xffff);
         b[0] = cq_h2f(r.dm >> 16);
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
         const uint32_t lo = (j >> 1) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu;
-        cq_bytes(lo | cq_spread4((r.qh >> coff(j)) & 0xF), 0.0f, q);
+        return lo | cq_spread4((r.qh >> coff(j)) & 0xF);
     }
 };
 
+/* The lane's 16 qs bytes start 2 bytes into a word or on one: read as 4
+ * aligned words (5 when not aligned; the fifth word's last 2 bytes lie past
+ * the lane's bytes, in the same 4-byte word) and funnel-shifted. */
 struct TQ8_0 {
     static constexpr int BS = 32, BB = 34, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 128.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
-        uint32_t d, w[4];
+        uint32_t d, sh, w[5];
     };
     static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
+        const uint8_t *q = b + 2 + 16 * p;
+        const uint8_t *a = q - ((uintptr_t)q & 3);
+        r.sh = (uint32_t)((uintptr_t)q & 3) * 8;
         r.d = cq_ld16(b);
 #pragma unroll
-        for (int i = 0; i < 4; i++) r.w[i] = cq_ld16x2(b + 2 + 16 * p + 4 * i);
+        for (int i = 0; i < 4; i++) r.w[i] = cq_ld32(a + 4 * i);
+        r.w[4] = r.sh ? cq_ld32(a + 16) : 0;
     }
     static CQ_HD int cbase(int p) { return 16 * p; }
     static CQ_HD int coff(int j) { return 4 * j; }
@@ -375,9 +401,9 @@ struct TQ8_0 {
         b[0] = 0.0f;
     }
     /* int8 v: (v ^ 0x80) read unsigned is v + 128 */
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
-        cq_bytes(r.w[j] ^ 0x80808080u, 128.0f, q);
+        return cq_funnel(r.w[j], r.w[j + 1], r.sh) ^ 0x80808080u;
     }
 };
 
@@ -388,6 +414,7 @@ struct TQ8_0 {
 struct TQ2_K {
     static constexpr int BS = 256, BB = 84, P = 8, NRUN = 8, NG = 4, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
+    static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t w0, w1, s0, s1, dm;
     };
@@ -415,16 +442,17 @@ struct TQ2_K {
             b[q] = -cq_mul(dmin, (float)(sc >> 4));
         }
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
-        cq_bytes((w >> (2 * (j >> 1))) & 0x03030303u, 0.0f, q);
+        return (w >> (2 * (j >> 1))) & 0x03030303u;
     }
 };
 
 struct TQ3_K {
     static constexpr int BS = 256, BB = 110, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 4.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t hm0, hm1, w0, w1, sa, sb, sc, d;
     };
@@ -459,69 +487,77 @@ struct TQ3_K {
         }
     }
     /* value = low 2 bits + 4 * hmask bit - 4 */
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const int qq = j >> 1;
         const uint32_t w = (j & 1) ? r.w1 : r.w0;
         const uint32_t hm = (j & 1) ? r.hm1 : r.hm0;
         const uint32_t hb = ((hm << 2) >> qq) & 0x04040404u;
-        cq_bytes(((w >> (2 * qq)) & 0x03030303u) | hb, 4.0f, q);
+        return ((w >> (2 * qq)) & 0x03030303u) | hb;
     }
 };
 
-/* Q4_K, Q5_K lanes: g = p / 2 the 64-column group, hh = p % 2; the lane
- * holds qs bytes 32g + 16hh .. + 15: runs 0..3 their low nibbles, columns
- * 64g + 16hh + 4j (sub-block 2g), runs 4..7 the high nibbles, 32 columns
- * on (sub-block 2g + 1). */
-CQ_HD void cq_k4_scales(const uint4 &hdr, int p, float (&d)[2], float (&b)[2])
+/* Q4_K lanes: g = p the 64-column group; the lane holds its 32 qs
+ * bytes: runs 0..7 their low nibbles, columns 64g + 4j (sub-block 2g),
+ * runs 8..15 the high nibbles, 32 columns on (sub-block 2g + 1). Scale
+ * and min of sub-block s (blocks.h): s < 4: scales[s] & 63 and
+ * scales[s + 4] & 63; else the low (high) nibble of scales[s + 4] and the
+ * top 2 bits of scales[s - 4] (scales[s]) above it. hdr.y/z/w = scales[0..3],
+ * [4..7], [8..11]: for sub-blocks 2g and 2g + 1 those are bytes 2g & 3 and
+ * 2g & 3 + 1 of hdr.y and hdr.z (g < 2) or of hdr.w with hdr.y/z (g >= 2). */
+CQ_HD void cq_k4_scales(const uint4 &hdr, int g, float (&d)[2], float (&b)[2])
 {
     const float dd = cq_h2f(hdr.x & 0xffff), dmin = cq_h2f(hdr.x >> 16);
-    const int g = p >> 1;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int k = ((2 * g + i) & 3) * 8;
-        const uint32_t by = (hdr.y >> k) & 0xff, bz = (hdr.z >> k) & 0xff, bw = (hdr.w >> k) & 0xff;
-        uint32_t sc, m;
-        if (g < 2) { /* sub-block 2g + i < 4 */
-            sc = by & 63;
-            m = bz & 63;
-        } else {
-            sc = (bw & 0xF) | ((by >> 6) << 4);
-            m = (bw >> 4) | ((bz >> 6) << 4);
-        }
-        d[i] = cq_mul(dd, (float)sc);
-        b[i] = -cq_mul(dmin, (float)m);
-    }
+    const uint32_t sel = 0x4400u | (uint32_t)((2 * g) & 3) | ((uint32_t)((2 * g + 1) & 3) << 4);
+    const uint32_t y = cq_perm(hdr.y, 0, sel), z = cq_perm(hdr.z, 0, sel), w = cq_perm(hdr.w, 0, sel);
+    const bool hi = g >= 2;
+    const uint32_t sc = hi ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
+    const uint32_t m = hi ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+    d[0] = cq_mul(dd, cq_as_float(0x4B000000u | (sc & 0xff)) - 8388608.0f);
+    d[1] = cq_mul(dd, cq_as_float(0x4B000000u | (sc >> 8)) - 8388608.0f);
+    b[0] = -cq_mul(dmin, cq_as_float(0x4B000000u | (m & 0xff)) - 8388608.0f);
+    b[1] = -cq_mul(dmin, cq_as_float(0x4B000000u | (m >> 8)) - 8388608.0f);
 }
 
+/* The high nibbles are read in place, as 16 q (mask 0xF0): exact with the
+ * scale d / 16, a power-of-two step (d is at least 2^-24 or zero). */
 struct TQ4_K {
-    static constexpr int BS = 256, BB = 144, P = 8, NRUN = 8, NG = 2, ALIGN = 16;
+    static constexpr int BS = 256, BB = 144, P = 4, NRUN = 16, NG = 2, ALIGN = 16;
     static constexpr bool HASMIN = true, FLOAT = false;
+    static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
-        uint4 hdr, qs;
+        uint4 hdr, q0, q1;
     };
     static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         r.hdr = cq_ld128(b);
-        r.qs = cq_ld128(b + 16 + 16 * p);
+        r.q0 = cq_ld128(b + 16 + 32 * p);
+        r.q1 = cq_ld128(b + 32 + 32 * p);
     }
-    static CQ_HD int cbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
-    static CQ_HD int coff(int j) { return (j & 3) * 4 + (j >> 2) * 32; }
-    static CQ_HD int xsw(int L) { return (L >> 1) & 3; }
+    static CQ_HD int cbase(int p) { return 64 * p; }
+    static CQ_HD int coff(int j) { return (j & 7) * 4 + (j >> 3) * 32; }
+    static CQ_HD int xsw(int L) { return (L >> 1) & 7; }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
         cq_k4_scales(r.hdr, p, d, b);
+        d[1] = cq_mul(d[1], 0.0625f);
     }
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
-        const uint32_t w = cq_u4(r.qs, j & 3);
-        cq_bytes((j >> 2) ? (w >> 4) & 0x0F0F0F0Fu : w & 0x0F0F0F0Fu, 0.0f, q);
+        const uint32_t w = cq_u4((j & 4) ? r.q1 : r.q0, j & 3);
+        return w & ((j >> 3) ? 0xF0F0F0F0u : 0x0F0F0F0Fu);
     }
 };
 
+/* Q5_K lanes (8 per block, to keep the loads in flight within registers):
+ * g = p / 2 the 64-column group, hh = p % 2; the lane holds qs bytes
+ * 32g + 16hh .. + 15 (runs 0..3 low nibbles, columns 64g + 16hh + 4j,
+ * sub-block 2g; runs 4..7 high nibbles, 32 columns on, sub-block 2g + 1)
+ * and qh bytes 16hh .. + 15: the 5th bit of column 32s + l is bit s of qh[l]. */
 struct TQ5_K {
     static constexpr int BS = 256, BB = 176, P = 8, NRUN = 8, NG = 2, ALIGN = 16;
     static constexpr bool HASMIN = true, FLOAT = false;
+    static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint4 hdr, qh, qs;
     };
@@ -536,22 +572,21 @@ struct TQ5_K {
     static CQ_HD int xsw(int L) { return (L >> 1) & 3; }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
-        cq_k4_scales(r.hdr, p, d, b);
+        cq_k4_scales(r.hdr, p >> 1, d, b);
     }
-    /* 5th bit of column 32s + l: bit s of qh[l]; here s = 2g + (j >= 4) */
-    static CQ_HD void run(const Raw &r, int p, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int p, int j)
     {
         const uint32_t w = cq_u4(r.qs, j & 3);
         const uint32_t hb = cq_u4(r.qh, j & 3) >> (2 * (p >> 1));
-        const uint32_t v = (j >> 2) ? ((w >> 4) & 0x0F0F0F0Fu) | ((hb << 3) & 0x10101010u)
-                                    : (w & 0x0F0F0F0Fu) | ((hb << 4) & 0x10101010u);
-        cq_bytes(v, 0.0f, q);
+        return (j >> 2) ? ((w >> 4) & 0x0F0F0F0Fu) | ((hb << 3) & 0x10101010u)
+                        : (w & 0x0F0F0F0Fu) | ((hb << 4) & 0x10101010u);
     }
 };
 
 struct TQ6_K {
     static constexpr int BS = 256, BB = 210, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 32.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
         uint32_t l0[2], l1[2], hq[2], sc, d;
     };
@@ -583,20 +618,21 @@ struct TQ6_K {
         }
     }
     /* low 4 bits: quarter q's nibble of ql; bits 4-5: bits 2q of qh */
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
+    static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
         const int qq = j >> 1, u = j & 1;
         const uint32_t w = (qq & 1) ? r.l1[u] : r.l0[u];
         const uint32_t lo = qq < 2 ? w & 0x0F0F0F0Fu : (w >> 4) & 0x0F0F0F0Fu;
         const uint32_t hq = r.hq[u];
         const uint32_t hi = qq == 0 ? hq << 4 : qq == 1 ? hq << 2 : qq == 2 ? hq : hq >> 2;
-        cq_bytes(lo | (hi & 0x30303030u), 32.0f, q);
+        return lo | (hi & 0x30303030u);
     }
 };
 
 struct TF32 {
     static constexpr int BS = 4, BB = 16, P = 1, NRUN = 1, NG = 1, ALIGN = 16, ESIZE = 4;
     static constexpr bool HASMIN = false, FLOAT = true;
+    static constexpr float OFF = 0.0f;
     struct Raw {
         uint4 v;
     };
@@ -618,6 +654,7 @@ struct TF32 {
 struct TF16 {
     static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
     static constexpr bool HASMIN = false, FLOAT = true;
+    static constexpr float OFF = 0.0f;
     struct Raw {
         uint4 v;
     };
@@ -640,6 +677,7 @@ struct TF16 {
 struct TBF16 {
     static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
     static constexpr bool HASMIN = false, FLOAT = true;
+    static constexpr float OFF = 0.0f;
     struct Raw {
         uint4 v;
     };
@@ -658,6 +696,21 @@ struct TBF16 {
     }
     static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld16(row + 2 * c) << 16); }
 };
+
+/* The 4 values of run j as integers minus OFF (quantized types), or the
+ * values themselves (float types). */
+template <class T>
+CQ_HD void cq_run(const typename T::Raw &r, int part, int j, float (&q)[4])
+{
+    if constexpr (T::FLOAT) T::run(r, part, j, q);
+    else cq_bytes(T::bytes(r, part, j), T::OFF, q);
+}
+
+/* Byte k of v as a float's bit pattern: the denormal k * 2^-149, exact. */
+CQ_HD float cq_den(uint32_t v, int k)
+{
+    return cq_as_float(cq_perm(v, 0, 0x4440u | (uint32_t)k));
+}
 
 /* ---- one element, any alignment (fallback kernels; checked too) -------- */
 
@@ -748,9 +801,11 @@ CQ_HD float cq_elem(uint32_t type, const uint8_t *row, int64_t c)
 
 /* ---- item arithmetic ------------------------------------------------------ */
 
-/* Whether the matvec sums a scale group as d * sum(q x) (+ bias * sum(x))
- * rather than weight by weight: per element that costs NT FMAs (+ NT / R adds
- * for sum(x)) against 1 + NT, per group R * NT (or 2 R NT) more. */
+/* The matvec with x from global memory (x too large for shared memory; and
+ * the host check of the arithmetic): whether it sums a scale group as
+ * d * sum(q x) (+ bias * sum(x)) rather than weight by weight: per element
+ * that costs NT FMAs (+ NT / R adds for sum(x)) against 1 + NT, per group
+ * R * NT (or 2 R NT) more. */
 template <class T, int NT, int R>
 struct CqFactor {
     static constexpr int GE = 4 * T::NRUN / T::NG;
@@ -791,7 +846,7 @@ CQ_HD void cq_mv_item(const typename T::Raw (&raw)[R], int part, const float *xp
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 float q[4];
-                T::run(raw[r], part, j, q);
+                cq_run<T>(raw[r], part, j, q);
                 if (FACT) {
 #pragma unroll
                     for (int t = 0; t < NT; t++) {
@@ -843,7 +898,7 @@ CQ_HD void cq_dq_item(const typename T::Raw &raw, int part, float (&v)[T::NRUN][
     T::scales(raw, part, d, bias);
 #pragma unroll
     for (int j = 0; j < T::NRUN; j++) {
-        T::run(raw, part, j, v[j]);
+        cq_run<T>(raw, part, j, v[j]);
         if (!T::FLOAT) {
 #pragma unroll
             for (int k = 0; k < 4; k++) {
@@ -858,20 +913,23 @@ CQ_HD void cq_dq_item(const typename T::Raw &raw, int part, float (&v)[T::NRUN][
 
 #define CQ_THREADS 256
 #define CQ_WARPS (CQ_THREADS / 32)
-/* Largest x (all tokens) staged in shared memory; larger ones are read
- * from global memory through L1, at more L1 traffic. */
-#define CQ_XS_MAX_BYTES (96 * 1024)
+/* Most shared memory for the staged x (all tokens, with its sums), below the
+ * device's opt-in limit; a larger x is read from global memory through L1,
+ * at more L1 traffic (lanes of a block read scattered 16-byte pieces). */
+#define CQ_XS_MAX_BYTES (200 * 1024)
 
 template <int P>
 struct CqLog2 {
     static constexpr int value = P == 1 ? 0 : P == 2 ? 1 : P == 4 ? 2 : 3;
 };
 
-/* Rows per warp and steps per trip by token count. */
-template <int NT>
+/* Rows per warp, and CTAs per SM to fit (registers), by token count. */
+template <class T, int NT>
 struct CqShape {
-    static constexpr int R = NT <= 4 ? 2 : 4;
-    static constexpr int U = NT <= 2 ? 2 : 1;
+    static constexpr int R = 2;
+    /* registers of the two steps' loads in flight; CTAs per SM asked of ptxas */
+    static constexpr int RAWREGS = (int)sizeof(typename T::Raw) * R * 2 / 4;
+    static constexpr int MINB = NT <= 2 && RAWREGS <= 40 ? 3 : 2;
 };
 
 /* x in shared memory: token t's row at t * xstride floats (xstride a
@@ -893,28 +951,69 @@ __device__ __forceinline__ void cq_cp_async16(void *smem, const void *gmem)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
 }
 
-/* One step's items of a warp: acc[r][t] += the item's products, x read from
- * shared memory at byte offset xo of cq_xs (swizzled) or from global memory
- * at xg. */
+/* The matvec's shared-memory x, for quantized types: x * 2^CQ_XSHIFT, so that
+ * a weight byte used as the denormal byte * 2^-149 (cq_den: one PRMT, no
+ * conversion) times x is a normal float, byte * x * 2^(CQ_XSHIFT - 149),
+ * rounded once as byte * x would be (for |byte * x| above 2^-41; below, the
+ * absolute error stays under 2^-64). The scale d * 2^(149 - CQ_XSHIFT) takes
+ * it back. |x| must stay below 2^64. After the rows: the plain sums of each
+ * 8 columns, for the offset and min terms: sum((byte - OFF) d + bias) x =
+ * d sum(byte x) + (bias - OFF d) sum(x). */
+#define CQ_XSHIFT 64
+#define CQ_XSCALE 18446744073709551616.0f   /* 2^64 */
+#define CQ_DSCALE 38685626227668133590597632.0f /* 2^85 = 2^(149 - 64) */
+
+/* Group sums (d sum(byte x) per group) pay when a group has more than 2 NT
+ * elements: they save one FMA per weight and cost 2 NT per group and row. */
+template <class T, int NT>
+struct CqGroupSums {
+    static constexpr bool value = !T::FLOAT && 2 * NT < 4 * (T::NRUN / T::NG);
+};
+
+/* One step's item of a warp's R rows: acc[r][t] += its products. XS: x from
+ * shared memory at byte offset xo of cq_xs (swizzled, scaled as above), col
+ * the item's first column (for the sums); else from global memory at xg. */
 template <class T, int NT, int R, bool XS>
-__device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int part, uint32_t xo,
+__device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int part, uint32_t xo, uint32_t col,
                                            const float *xg, int64_t xstride, float (&acc)[R][NT])
 {
     if constexpr (XS) {
-        /* as cq_mv_item, with x from the swizzled rows in shared memory */
         constexpr int RPG = T::NRUN / T::NG;
-        constexpr bool FACT = CqFactor<T, NT, R>::value;
-        float d[R][T::NG], bias[R][T::NG];
+        constexpr bool GS = CqGroupSums<T, NT>::value;
+        const float *sums = (const float *)cq_xs + NT * xstride;
+        float dd[R][T::NG], bb[R][T::NG];
+        if constexpr (!T::FLOAT) {
 #pragma unroll
-        for (int r = 0; r < R; r++) T::scales(raw[r], part, d[r], bias[r]);
+            for (int r = 0; r < R; r++) {
+                float d[T::NG], bias[T::NG];
+                T::scales(raw[r], part, d, bias);
+#pragma unroll
+                for (int g = 0; g < T::NG; g++) {
+                    const float b0 = T::HASMIN ? fmaf(-T::OFF, d[g], bias[g]) : -T::OFF * d[g];
+                    dd[r][g] = d[g] * CQ_DSCALE;
+                    bb[r][g] = GS ? b0 : b0 * (1.0f / CQ_XSCALE);
+                }
+            }
+        }
 #pragma unroll
         for (int g = 0; g < T::NG; g++) {
-            float s[R][NT], xs[NT];
+            float s[R][NT][2], xs[NT]; /* two chains per sum: even and odd runs */
+            if (GS) {
 #pragma unroll
-            for (int t = 0; t < NT; t++) {
-                xs[t] = 0.0f;
+                for (int t = 0; t < NT; t++) {
+                    float v = 0.0f;
+                    if (RPG == 8) { /* Q4_K, Q5_K: 4 segments in a row, 16-byte aligned */
+                        const float4 f = *(const float4 *)&sums[t * (xstride / 8) + (col + T::coff(g * RPG)) / 8];
+                        v = (f.x + f.y) + (f.z + f.w);
+                    } else {
 #pragma unroll
-                for (int r = 0; r < R; r++) s[r][t] = 0.0f;
+                        for (int jj = 0; jj < RPG; jj += 2) /* runs pair into 8-column segments */
+                            v += sums[t * (xstride / 8) + (col + T::coff(g * RPG + jj)) / 8];
+                    }
+                    xs[t] = v;
+#pragma unroll
+                    for (int r = 0; r < R; r++) s[r][t][0] = s[r][t][1] = 0.0f;
+                }
             }
 #pragma unroll
             for (int jj = 0; jj < RPG; jj++) {
@@ -925,51 +1024,40 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
 #pragma unroll
                 for (int t = 0; t < NT; t++)
                     xv[t] = *(const float4 *)((const char *)cq_xs + xr + (uint32_t)(t * xstride * 4));
-                if (FACT && T::HASMIN) {
-#pragma unroll
-                    for (int t = 0; t < NT; t++) xs[t] += (xv[t].x + xv[t].y) + (xv[t].z + xv[t].w);
-                }
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     float q[4];
-                    T::run(raw[r], part, j, q);
-                    if (FACT) {
-#pragma unroll
-                        for (int t = 0; t < NT; t++) {
-                            float v = s[r][t];
-                            v = fmaf(q[0], xv[t].x, v);
-                            v = fmaf(q[1], xv[t].y, v);
-                            v = fmaf(q[2], xv[t].z, v);
-                            v = fmaf(q[3], xv[t].w, v);
-                            s[r][t] = v;
-                        }
+                    if constexpr (T::FLOAT) {
+                        T::run(raw[r], part, j, q);
                     } else {
-                        if (!T::FLOAT) {
+                        const uint32_t v = T::bytes(raw[r], part, j);
 #pragma unroll
-                            for (int k = 0; k < 4; k++)
-                                q[k] = T::HASMIN ? fmaf(q[k], d[r][g], bias[r][g]) : q[k] * d[r][g];
-                        }
+                        for (int k = 0; k < 4; k++) q[k] = cq_den(v, k);
+                        if (!GS) {
 #pragma unroll
-                        for (int t = 0; t < NT; t++) {
-                            float v = acc[r][t];
-                            v = fmaf(q[0], xv[t].x, v);
-                            v = fmaf(q[1], xv[t].y, v);
-                            v = fmaf(q[2], xv[t].z, v);
-                            v = fmaf(q[3], xv[t].w, v);
-                            acc[r][t] = v;
+                            for (int k = 0; k < 4; k++) q[k] = fmaf(q[k], dd[r][g], bb[r][g]);
                         }
+                    }
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        float v = GS ? s[r][t][jj & 1] : acc[r][t];
+                        v = fmaf(q[0], xv[t].x, v);
+                        v = fmaf(q[1], xv[t].y, v);
+                        v = fmaf(q[2], xv[t].z, v);
+                        v = fmaf(q[3], xv[t].w, v);
+                        if (GS) s[r][t][jj & 1] = v;
+                        else acc[r][t] = v;
                     }
                 }
             }
-            if (FACT) {
+            if (GS) {
 #pragma unroll
-                for (int r = 0; r < R; r++) {
+                for (int r = 0; r < R; r++)
 #pragma unroll
                     for (int t = 0; t < NT; t++) {
-                        acc[r][t] = fmaf(d[r][g], s[r][t], acc[r][t]);
-                        if (T::HASMIN) acc[r][t] = fmaf(bias[r][g], xs[t], acc[r][t]);
+                        acc[r][t] = fmaf(dd[r][g], s[r][t][0] + s[r][t][1], acc[r][t]);
+                        if (T::HASMIN || T::OFF != 0.0f) acc[r][t] = fmaf(bb[r][g], xs[t], acc[r][t]);
                     }
-                }
             }
         }
     } else {
@@ -979,9 +1067,11 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
 
 /* Persistent CTAs; tile = G = 8 / KS row groups of R rows; warp w is group
  * w % G and takes steps w / G, w / G + KS, ... of 32 items (32 / P blocks)
- * of its rows. XS: x staged in shared memory first (cp.async). */
-template <class T, int NT, int R, int U, bool XS>
-__global__ void __launch_bounds__(CQ_THREADS)
+ * of its rows. XS: x staged in shared memory first (cp.async), the first
+ * step's weights already on their way. The loads of the next step are
+ * issued before the products of this one. */
+template <class T, int NT, int R, bool XS>
+__global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
     cq_matvec_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                      const float *__restrict__ x, float *__restrict__ y, int64_t ldy, int ks_log2)
 {
@@ -996,12 +1086,29 @@ __global__ void __launch_bounds__(CQ_THREADS)
     const int64_t tile_rows = (int64_t)G * R;
     const int64_t n_tiles = (n_rows + tile_rows - 1) / tile_rows;
     const int64_t xstride = XS ? (n_cols + 31) & ~(int64_t)31 : n_cols;
+    const size_t ustep = (size_t)KS * SB * T::BB; /* weight bytes from one step of a warp to its next */
+    const int ucols = KS * SB * T::BS;            /* columns likewise */
+    const int64_t b0 = (int64_t)kidx * SB + lblk; /* the lane's block at its first step */
 
-    /* this lane's x at step 0; a step moves it by SB * BS columns, a
-     * multiple of 32, which leaves its swizzle alone */
-    uint32_t xo = 0;
-    const float *xg = NULL;
-    const int c0 = lblk * T::BS + T::cbase(part);
+    typename T::Raw raw[R];
+    const uint8_t *wp[R];
+    int64_t tile = blockIdx.x;
+    auto tile_start = [&](int64_t tl) { /* row pointers of tile tl; its first step's loads */
+        const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            wp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + b0 * T::BB;
+        if (b0 < nb) {
+#pragma unroll
+            for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
+        }
+    };
+    if (tile < n_tiles) tile_start(tile);
+
+    /* this lane's x at its first step; a step moves it by a multiple of 32
+     * columns, which leaves its swizzle alone */
+    const int c0 = lblk * T::BS + T::cbase(part) + kidx * SB * T::BS;
+    uint32_t xo0 = 0;
     if (XS) {
         const int nq = (int)(n_cols / 4);
         for (int i = threadIdx.x; i < NT * nq; i += CQ_THREADS) {
@@ -1010,50 +1117,55 @@ __global__ void __launch_bounds__(CQ_THREADS)
         }
         asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
         __syncthreads();
-        const int q0 = c0 / 4;
-        xo = 16 * cq_xs_quad(q0, T::xsw(q0 >> 3));
-    } else {
-        xg = x + c0;
+        if (!T::FLOAT) { /* the 8-column sums, and x scaled */
+            const int ns = (int)(n_cols / 8), xq = (int)(xstride / 4);
+            float *sums = (float *)cq_xs + NT * xstride;
+            for (int i = threadIdx.x; i < NT * ns; i += CQ_THREADS) {
+                const int t = i / ns, sg = i - t * ns;
+                float4 *p0 = cq_xs + t * xq + cq_xs_quad(2 * sg, T::xsw(sg >> 2));
+                float4 *p1 = cq_xs + t * xq + cq_xs_quad(2 * sg + 1, T::xsw(sg >> 2));
+                const float4 a = *p0, b = *p1;
+                sums[t * (xstride / 8) + sg] = ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
+                *p0 = make_float4(a.x * CQ_XSCALE, a.y * CQ_XSCALE, a.z * CQ_XSCALE, a.w * CQ_XSCALE);
+                *p1 = make_float4(b.x * CQ_XSCALE, b.y * CQ_XSCALE, b.z * CQ_XSCALE, b.w * CQ_XSCALE);
+            }
+            __syncthreads();
+        }
+        xo0 = 16 * cq_xs_quad(c0 / 4, T::xsw(c0 / 32));
     }
 
-    for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
+    for (; tile < n_tiles; tile += gridDim.x) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
-        const uint8_t *rowp[R];
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            rowp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + (size_t)lblk * T::BB;
         float acc[R][NT];
 #pragma unroll
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
-        for (int64_t s = kidx; s * SB < nb; s += (int64_t)U * KS) {
-            typename T::Raw raw[U][R];
-            bool ok[U];
+        uint32_t xo = xo0, col = (uint32_t)c0;
+        const float *xg = x + c0;
+        for (int64_t b = b0; b - lblk < nb; b += KS * SB) {
+            /* next step's loads first */
+            typename T::Raw nxt[R];
+            const bool ok = b < nb, ok_next = b + KS * SB < nb;
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int64_t sb = (s + (int64_t)u * KS) * SB; /* first block of the step */
-                ok[u] = sb + lblk < nb;
-                if (ok[u]) {
-#pragma unroll
-                    for (int r = 0; r < R; r++) T::load(raw[u][r], rowp[r] + sb * T::BB, part);
-                }
+            for (int r = 0; r < R; r++) {
+                wp[r] += ustep;
+                if (ok_next) T::load(nxt[r], wp[r], part);
             }
+            if (ok) cq_mv_step<T, NT, R, XS>(raw, part, xo, col, xg, xstride, acc);
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int64_t sb = (s + (int64_t)u * KS) * SB;
-                if (ok[u])
-                    cq_mv_step<T, NT, R, XS>(raw[u], part, xo + (uint32_t)(sb * T::BS * 4), xg + sb * T::BS,
-                                             xstride, acc);
-            }
+            for (int r = 0; r < R; r++) raw[r] = nxt[r];
+            xo += (uint32_t)ucols * 4;
+            col += (uint32_t)ucols;
+            xg += ucols;
         }
         if (T::FLOAT && kidx == 0) { /* columns past the last 16-byte chunk */
             const int64_t c = nb * T::BS + lane;
             if (c < n_cols) {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const uint8_t *row = rowp[r] - (size_t)lblk * T::BB;
+                    const uint8_t *row = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes;
                     float wv = 0.0f;
                     if constexpr (T::FLOAT) wv = T::elem(row, c);
 #pragma unroll
@@ -1061,6 +1173,7 @@ __global__ void __launch_bounds__(CQ_THREADS)
                 }
             }
         }
+        if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x); /* in flight during the sums */
 
 #pragma unroll
         for (int r = 0; r < R; r++)
@@ -1107,6 +1220,51 @@ __device__ __forceinline__ void cq_store4(void *out, int64_t idx, const float (&
         *(uint2 *)((uint16_t *)out + idx) = h;
     } else {
         *(float4 *)((float *)out + idx) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+}
+
+/* Dequantize rows of a quantized type to binary16 (dequant_f16, no ids):
+ * the 32 items of a warp are 32 / P whole blocks, consecutive in the dense
+ * output, so the warp gathers their values in shared memory (16-byte units
+ * swizzled: unit u at u ^ (u / 8 % 8)) and writes the span with 16-byte
+ * stores across the lanes. */
+template <class T>
+__global__ void __launch_bounds__(CQ_THREADS)
+    cq_dequant_f16_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                          uint16_t *__restrict__ out)
+{
+    constexpr int LP = CqLog2<T::P>::value;
+    constexpr int SPAN = (32 >> LP) * T::BS; /* halves per warp step */
+    __shared__ uint4 stage[CQ_WARPS][SPAN / 8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int part = lane & (T::P - 1);
+    const int64_t nb = n_cols / T::BS;
+    const int64_t nblk = n_rows * nb; /* blocks of all rows, in output order */
+    uint16_t *st = (uint16_t *)stage[warp];
+    for (int64_t b0 = ((int64_t)blockIdx.x * CQ_WARPS + warp) * (32 >> LP); b0 < nblk;
+         b0 += (int64_t)gridDim.x * CQ_WARPS * (32 >> LP)) {
+        const int64_t b = b0 + (lane >> LP);
+        if (b < nblk) {
+            const int64_t i = nblk <= 0xffffffff ? (int64_t)((uint32_t)b / (uint32_t)nb) : b / nb;
+            typename T::Raw raw;
+            T::load(raw, w + i * row_bytes + (b - i * nb) * T::BB, part);
+            float v[T::NRUN][4];
+            cq_dq_item<T>(raw, part, v);
+            const int c = (lane >> LP) * T::BS + T::cbase(part);
+#pragma unroll
+            for (int j = 0; j < T::NRUN; j++) {
+                uint2 h;
+                h.x = cq_f2h(v[j][0]) | ((uint32_t)cq_f2h(v[j][1]) << 16);
+                h.y = cq_f2h(v[j][2]) | ((uint32_t)cq_f2h(v[j][3]) << 16);
+                const int hx = c + T::coff(j), u = hx >> 3; /* 16-byte unit, swizzled */
+                *(uint2 *)(st + ((u ^ ((u >> 3) & 7)) << 3) + (hx & 7)) = h;
+            }
+        }
+        __syncwarp();
+        const int64_t nb_here = nblk - b0 < (32 >> LP) ? nblk - b0 : (32 >> LP);
+        uint4 *o = (uint4 *)(out + b0 * T::BS);
+        for (int k = lane; k < nb_here * T::BS / 8; k += 32) o[k] = stage[warp][k ^ ((k >> 3) & 7)];
+        __syncwarp();
     }
 }
 
@@ -1213,18 +1371,37 @@ __global__ void __launch_bounds__(CQ_THREADS)
 
 /* ---- launchers ---------------------------------------------------------------- */
 
-static int cq_sm_count(void)
+/* Multiprocessors and shared memory (per SM; a block's opt-in limit) of the
+ * current device, cached per device. */
+struct CqDev {
+    int id, sms, smem_sm, smem_optin;
+};
+
+static CqDev cq_dev(void)
 {
-    static std::atomic<int> cache[64];
+    static std::atomic<int> sms[64], smem_sm[64], optin[64];
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-    int n = cache[dev].load(std::memory_order_relaxed);
-    if (n == 0) {
-        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
-            n = 132;
-        cache[dev].store(n, std::memory_order_relaxed);
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        cudaGetLastError();
+        return CqDev{-1, 132, 228 * 1024, 48 * 1024};
     }
-    return n;
+    CqDev d{dev, sms[dev].load(std::memory_order_relaxed), smem_sm[dev].load(std::memory_order_relaxed),
+            optin[dev].load(std::memory_order_relaxed)};
+    if (d.sms == 0) {
+        bool ok = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&d.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
+                      cudaSuccess &&
+                  cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+                      cudaSuccess;
+        if (!ok || d.sms <= 0 || d.smem_optin <= 0 || d.smem_sm <= 0) {
+            cudaGetLastError();
+            return CqDev{-1, 132, 228 * 1024, 48 * 1024};
+        }
+        smem_sm[dev].store(d.smem_sm, std::memory_order_relaxed);
+        optin[dev].store(d.smem_optin, std::memory_order_relaxed);
+        sms[dev].store(d.sms, std::memory_order_relaxed);
+    }
+    return d;
 }
 
 static unsigned cq_grid(int64_t work)
@@ -1238,58 +1415,75 @@ static bool cq_aligned(const void *p, size_t a)
     return ((uintptr_t)p & (a - 1)) == 0;
 }
 
-/* CTAs of one instantiation resident per SM with smem bytes of x. */
-template <class T, int NT, int R, int U, bool XS>
-static int cq_matvec_occupancy(size_t smem)
+/* CTAs of one instantiation resident per SM with smem bytes of x: the
+ * limit of registers and threads (asked of the runtime once per device,
+ * when the kernel's dynamic shared memory limit is raised) and that of
+ * shared memory (the static part and 1 KB the system keeps per CTA). */
+template <class T, int NT, int R, bool XS>
+static int cq_matvec_occupancy(size_t smem, const CqDev &dev, int smem_max)
 {
-    static std::atomic<int> attr_set{0};
-    if (XS && !attr_set.load(std::memory_order_relaxed)) {
-        cudaFuncSetAttribute(cq_matvec_kernel<T, NT, R, U, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             CQ_XS_MAX_BYTES);
-        attr_set.store(1, std::memory_order_relaxed);
+    static std::atomic<int> occ_regs[64];
+    const int id = dev.id >= 0 && dev.id < 64 ? dev.id : 0;
+    int occ = dev.id >= 0 ? occ_regs[id].load(std::memory_order_relaxed) : 0;
+    if (occ == 0) {
+        if (XS)
+            cudaFuncSetAttribute(cq_matvec_kernel<T, NT, R, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 smem_max);
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, cq_matvec_kernel<T, NT, R, XS>, CQ_THREADS, 0) !=
+                cudaSuccess ||
+            occ < 1) {
+            cudaGetLastError();
+            occ = 1;
+        } else if (dev.id >= 0) {
+            occ_regs[id].store(occ, std::memory_order_relaxed);
+        }
     }
-    int occ = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, cq_matvec_kernel<T, NT, R, U, XS>, CQ_THREADS,
-                                                      smem) != cudaSuccess ||
-        occ < 1) {
-        cudaGetLastError();
-        occ = 1;
-    }
-    return occ;
+    const size_t per_cta = smem + sizeof(float) * CQ_WARPS * R * NT + 1024;
+    const int occ_smem = (int)((size_t)dev.smem_sm / per_cta);
+    return occ_smem < 1 ? 1 : occ_smem < occ ? occ_smem : occ;
 }
 
-/* Persistent grid: as many CTAs as fit (or tiles), every CTA the same number
- * of tiles (the last wave no emptier than the others). Warps split rows
- * (KS) while there are fewer tiles than resident CTAs. */
+/* Persistent grid: as many CTAs as fit (or tiles), tiles dealt round-robin:
+ * CTA i and CTA i + n_SM share an SM, so each SM gets within one tile of the
+ * others. Warps split rows (KS) while there are fewer tiles than CTAs. */
 template <class T, int NT, bool XS>
 static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, float *y, int64_t ldy, cudaStream_t s)
+                             const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
+                             int smem_max, cudaStream_t s)
 {
-    constexpr int R = CqShape<NT>::R, U = CqShape<NT>::U;
-    const size_t smem = XS ? (size_t)NT * (size_t)((n_cols + 31) & ~(int64_t)31) * 4 : 0;
-    const int64_t slots = (int64_t)cq_matvec_occupancy<T, NT, R, U, XS>(smem) * cq_sm_count();
+    constexpr int R = CqShape<T, NT>::R;
+    const int64_t slots = (int64_t)cq_matvec_occupancy<T, NT, R, XS>(smem, dev, smem_max) * dev.sms;
     const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
     int ks_log2 = 0;
     for (;;) {
         const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
         const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-        if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < U) break;
+        if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < 2) break;
         ks_log2++;
     }
     const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
     const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-    const int64_t waves = (tiles + slots - 1) / slots;
-    cq_matvec_kernel<T, NT, R, U, XS><<<cq_grid((tiles + waves - 1) / waves), CQ_THREADS, smem, s>>>(
+    cq_matvec_kernel<T, NT, R, XS><<<cq_grid(tiles < slots ? tiles : slots), CQ_THREADS, smem, s>>>(
         (const uint8_t *)w, row_bytes, n_rows, n_cols, x, y, ldy, ks_log2);
 }
 
+/* For a quantized type, x in shared memory (rows of xstride floats, then
+ * the 8-column sums) when it fits. */
 template <class T, int NT>
 static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                              const float *x, float *y, int64_t ldy, cudaStream_t s)
 {
-    const int64_t xs_bytes = (int64_t)NT * ((n_cols + 31) & ~(int64_t)31) * 4;
-    if (xs_bytes <= CQ_XS_MAX_BYTES) cq_matvec_launch<T, NT, true>(w, row_bytes, n_rows, n_cols, x, y, ldy, s);
-    else cq_matvec_launch<T, NT, false>(w, row_bytes, n_rows, n_cols, x, y, ldy, s);
+    const CqDev dev = cq_dev();
+    const int smem_max = dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+    const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
+    const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
+    if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
+        if (smem <= smem_max) {
+            cq_matvec_launch<T, NT, true>(w, row_bytes, n_rows, n_cols, x, y, ldy, (size_t)smem, dev, smem_max, s);
+            return;
+        }
+    }
+    cq_matvec_launch<T, NT, false>(w, row_bytes, n_rows, n_cols, x, y, ldy, 0, dev, smem_max, s);
 }
 
 template <class T>
@@ -1343,6 +1537,15 @@ static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_byte
     const int64_t items = nb * T::P + (nb * T::BS < n_cols ? 1 : 0);
     const unsigned grid = cq_grid(n_rows * items / CQ_THREADS + 1);
     const bool wide = n_cols % 8 == 0 && cq_aligned(out, 16);
+    if constexpr (!T::FLOAT) {
+        if (f16 && !ids && wide) {
+            const int64_t per_warp = 32 >> CqLog2<T::P>::value; /* blocks */
+            const int64_t warps = (n_rows * nb + per_warp - 1) / per_warp;
+            cq_dequant_f16_kernel<T><<<cq_grid((warps + CQ_WARPS - 1) / CQ_WARPS), CQ_THREADS, 0, s>>>(
+                wb, row_bytes, n_rows, n_cols, (uint16_t *)out);
+            return cudaGetLastError();
+        }
+    }
     if (f16) cq_dequant_kernel<T, true><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
     else cq_dequant_kernel<T, false><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
     return cudaGetLastError();
