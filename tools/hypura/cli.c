@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/cuda/cuda_backend.h"
 #include "core/err.h"
 #include "core/sizes.h"
 #include "core/timing.h"
@@ -113,6 +114,28 @@ enum hy_status cli_size(struct cli *c, uint64_t *out)
     st = sizes_parse(v, out);
     if (st) return err_prefix(st, "option %s: ", c->opt);
     return HY_OK;
+}
+
+bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st)
+{
+    const char *v = NULL;
+    if (cli_match(c, NULL, "--gpu")) {
+        if (!(*st = cli_value(c, &g->when)) && strcmp(g->when, "auto") &&
+            strcmp(g->when, "on") && strcmp(g->when, "off"))
+            *st = err_set(HY_ERR_INVALID_ARG, "option --gpu: '%s' is not auto, on or off", g->when);
+    } else if (cli_match(c, NULL, "--gpu-budget")) {
+        if (!(*st = cli_size(c, &g->budget)) && g->budget == 0)
+            *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
+    } else if (cli_match(c, NULL, "--gpu-host")) {
+        if ((*st = cli_value(c, &v))) return true;
+        if (strcmp(v, "auto") == 0) g->host = CUDA_HOST_AUTO;
+        else if (strcmp(v, "cpu") == 0) g->host = CUDA_HOST_CPU;
+        else if (strcmp(v, "copy") == 0) g->host = CUDA_HOST_COPY;
+        else *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-host: '%s' is not auto, cpu or copy", v);
+    } else {
+        return false;
+    }
+    return true;
 }
 
 const char *cli_positional(struct cli *c)

@@ -34,6 +34,17 @@ HY_MUST_CHECK enum hy_status cli_value(struct cli *c, const char **out);
 HY_MUST_CHECK enum hy_status cli_int(struct cli *c, int64_t lo, int64_t hi, int64_t *out);
 HY_MUST_CHECK enum hy_status cli_double(struct cli *c, double lo, double hi, double *out);
 HY_MUST_CHECK enum hy_status cli_size(struct cli *c, uint64_t *out);
+/* The GPU options run and serve share. */
+struct cli_gpu {
+    const char *when; /* --gpu: "auto", "on" or "off" */
+    uint64_t budget;  /* --gpu-budget; 0: free VRAM minus headroom */
+    int host;         /* --gpu-host: enum cuda_host_policy */
+};
+#define CLI_GPU_DEFAULT {"auto", 0, 0}
+/* If the current argument is --gpu, --gpu-budget or --gpu-host, consumes it
+ * and its value into *g, sets *st (HY_ERR_INVALID_ARG naming a bad value)
+ * and returns true. */
+bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st);
 /* Consumes a positional argument. */
 const char *cli_positional(struct cli *c);
 /* Error for the current (unknown) argument. */

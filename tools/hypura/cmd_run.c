@@ -74,9 +74,7 @@ struct run_opts {
     bool chat;          /* --chat: -p is the system message */
     bool n_predict_set; /* -n given (--chat replies default to no limit) */
     enum io_kind io;
-    const char *gpu;    /* --gpu auto|on|off */
-    uint64_t gpu_budget; /* --gpu-budget; 0: free VRAM minus headroom */
-    int gpu_host;       /* --gpu-host: enum cuda_host_policy */
+    struct cli_gpu gpu;
 };
 
 /* What a finished generation reports (stderr lines and --stats-json). */
@@ -245,25 +243,7 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             const char *v = NULL;
             if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
                 *st = err_set(HY_ERR_INVALID_ARG, "option --io: '%s' is not auto, uring or pread", v);
-        } else if (cli_match(c, NULL, "--gpu")) {
-            *st = cli_value(c, &o->gpu);
-            if (!*st && strcmp(o->gpu, "auto") && strcmp(o->gpu, "on") && strcmp(o->gpu, "off"))
-                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu: '%s' is not auto, on or off",
-                              o->gpu);
-        } else if (cli_match(c, NULL, "--gpu-budget")) {
-            *st = cli_size(c, &o->gpu_budget);
-            if (!*st && o->gpu_budget == 0)
-                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
-        } else if (cli_match(c, NULL, "--gpu-host")) {
-            const char *v = NULL;
-            if (!(*st = cli_value(c, &v))) {
-                if (strcmp(v, "auto") == 0) o->gpu_host = CUDA_HOST_AUTO;
-                else if (strcmp(v, "cpu") == 0) o->gpu_host = CUDA_HOST_CPU;
-                else if (strcmp(v, "copy") == 0) o->gpu_host = CUDA_HOST_COPY;
-                else
-                    *st = err_set(HY_ERR_INVALID_ARG,
-                                  "option --gpu-host: '%s' is not auto, cpu or copy", v);
-            }
+        } else if (cli_match_gpu(c, &o->gpu, st)) {
         } else if (cli_match(c, NULL, "--chat")) {
             o->chat = true;
         } else if (cli_match(c, NULL, "--no-bos")) {
@@ -612,7 +592,7 @@ int cmd_run(int argc, char **argv)
         .sp = sampler_default_params(),
         .kv_type = FORWARD_DEFAULT_KV_TYPE,
         .mode = "auto",
-        .gpu = "auto",
+        .gpu = CLI_GPU_DEFAULT,
     };
     o.repeat_last_n = o.sp.repeat_last_n;
     o.stops = mem_xcalloc((size_t)argc + 1, sizeof(*o.stops));
@@ -657,9 +637,9 @@ int cmd_run(int argc, char **argv)
         .mode = o.mode,
         .io = {.kind = o.io},
         .cache_dir = cache_dir[0] ? cache_dir : NULL,
-        .gpu = o.gpu,
-        .gpu_budget_bytes = o.gpu_budget,
-        .gpu_host = o.gpu_host,
+        .gpu = o.gpu.when,
+        .gpu_budget_bytes = o.gpu.budget,
+        .gpu_host = o.gpu.host,
     };
     if ((st = engine_open(&eo, &e))) goto fail;
     o.n_ctx = e->n_ctx;

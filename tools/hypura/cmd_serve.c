@@ -41,8 +41,7 @@ struct serve_opts {
     uint64_t max_body;
     const char *chat_template; /* a family name forcing the format */
     const char *mode;          /* --mode, passed to the engine; NULL: the plan's */
-    const char *gpu;           /* --gpu auto|on|off */
-    uint64_t gpu_budget;       /* --gpu-budget; 0: free VRAM minus headroom */
+    struct cli_gpu gpu;
     enum io_kind io;
 };
 
@@ -71,6 +70,8 @@ static void serve_help(void)
            "  --gpu WHEN             CUDA GPU: auto, on, off (default: auto)\n"
            "  --gpu-budget SIZE      VRAM the weights, KV caches and buffers may take (default:\n"
            "                         free VRAM minus headroom)\n"
+           "  --gpu-host HOW         host weights with a GPU: auto (by measured PCIe and CPU\n"
+           "                         rates), cpu, copy (default: auto)\n"
            "  --max-body SIZE        largest request body; larger ones get 413 (default: 8M)\n"
            "  --chat-template NAME   use this chat format instead of the one detected from the\n"
            "                         model: chatml, llama2, llama3, mistral-v7, gemma, phi3, ...\n"
@@ -114,15 +115,7 @@ static int parse_opts(struct cli *c, struct serve_opts *o, enum hy_status *st)
             o->ram_budget_set = true;
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
-        } else if (cli_match(c, NULL, "--gpu")) {
-            *st = cli_value(c, &o->gpu);
-            if (!*st && strcmp(o->gpu, "auto") && strcmp(o->gpu, "on") && strcmp(o->gpu, "off"))
-                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu: '%s' is not auto, on or off",
-                              o->gpu);
-        } else if (cli_match(c, NULL, "--gpu-budget")) {
-            *st = cli_size(c, &o->gpu_budget);
-            if (!*st && o->gpu_budget == 0)
-                *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
+        } else if (cli_match_gpu(c, &o->gpu, st)) {
         } else if (cli_match(c, NULL, "--io")) {
             const char *v = NULL;
             if (!(*st = cli_value(c, &v)) && !io_kind_parse(v, &o->io))
@@ -159,6 +152,7 @@ int cmd_serve(int argc, char **argv)
         .n_parallel = 1,
         .n_batch = FORWARD_DEFAULT_BATCH,
         .kv_type = FORWARD_DEFAULT_KV_TYPE,
+        .gpu = CLI_GPU_DEFAULT,
     };
     struct engine *e = NULL;
     struct server *srv = NULL;
@@ -183,8 +177,9 @@ int cmd_serve(int argc, char **argv)
         .n_seq = (int)o.n_parallel,
         .hw = &phw,
         .ram_budget_bytes = o.ram_budget,
-        .gpu = o.gpu ? o.gpu : "auto",
-        .gpu_budget_bytes = o.gpu_budget,
+        .gpu = o.gpu.when,
+        .gpu_budget_bytes = o.gpu.budget,
+        .gpu_host = o.gpu.host,
         .mode = o.mode,
         .io = {.kind = o.io},
     };

@@ -121,6 +121,12 @@ struct cuda_backend {
     uint64_t wc_tick;
 
     uint64_t dev_bytes; /* allocated through alloc + scratch */
+    /* what alloc handed out, so that dealloc can take it off dev_bytes */
+    struct dev_alloc {
+        void *p;
+        size_t bytes;
+    } *allocs;
+    int n_allocs, cap_allocs;
     struct cuda_backend_rates rates;
     struct cuda_backend_stats stats;
 };
@@ -209,14 +215,26 @@ static void *cu_alloc(struct backend *be, size_t bytes)
         (void)cudaGetLastError(); /* out of memory is not sticky: clear it */
         return NULL;
     }
+    if (cb->n_allocs == cb->cap_allocs) {
+        cb->cap_allocs = cb->cap_allocs ? 2 * cb->cap_allocs : 64;
+        cb->allocs = mem_xrealloc(cb->allocs, (size_t)cb->cap_allocs * sizeof *cb->allocs);
+    }
+    cb->allocs[cb->n_allocs++] = (struct dev_alloc){p, bytes};
     cb->dev_bytes += bytes;
     return p;
 }
 
 static void cu_dealloc(struct backend *be, void *buf)
 {
-    (void)be;
-    if (buf) cudaFree(buf);
+    struct cuda_backend *cb = cb_of(be);
+    if (!buf) return;
+    for (int i = cb->n_allocs - 1; i >= 0; i--)
+        if (cb->allocs[i].p == buf) {
+            cb->dev_bytes -= cb->allocs[i].bytes;
+            cb->allocs[i] = cb->allocs[--cb->n_allocs];
+            break;
+        }
+    cudaFree(buf);
 }
 
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
@@ -549,8 +567,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, const
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err) return;
-    const size_t part =
-        cuk_attention_scratch(a->n_tok, a->n_head, a->n_ctx, a->head_dim_v) * sizeof(float);
+    const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
     if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
     struct cuk_attn c = {a->k_cache, a->v_cache, a->n_ctx,      a->n_head,
                          a->n_head_kv, a->head_dim, a->head_dim_v, a->pos0,
@@ -604,6 +621,7 @@ static void cu_free(struct backend *be)
     backend_free(cb->cpu);
     free(cb->ff_host);
     free(cb->wce);
+    free(cb->allocs);
     free(cb);
 }
 

@@ -84,15 +84,15 @@ cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_
 /* Attention (backend.h's struct backend_attn, with its cache types and
  * layouts): stores k and v of the n_tok new tokens in the caches, then
  * out = softmax(scale * q K^T) V, causal. part: scratch of
- * cuk_attention_scratch floats (split-K partial results of decode). */
+ * cuk_attention_scratch floats (split-K partial results of decode: the splits
+ * are used for single tokens only). */
 struct cuk_attn {
     void *k_cache, *v_cache;
     int64_t n_ctx, n_head, n_head_kv, head_dim, head_dim_v, pos0, n_tok;
     float scale;
     uint32_t k_type, v_type;
 };
-size_t cuk_attention_scratch(int64_t max_tok, int64_t n_head, int64_t max_ctx,
-                             int64_t head_dim_v);
+size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
 cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, const float *k,
                           const float *v, float *out, float *part, cudaStream_t s);
 

@@ -48,16 +48,36 @@ __device__ static inline float warp_sum(float v)
     return v;
 }
 
-__device__ static inline double warp_sum_d(double v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 __device__ static inline float warp_max(float v)
 {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+struct op_sum {
+    template <class T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct op_max {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+/* v reduced over the whole block (every thread gets the result); id is the
+ * operation's identity. Starts and ends with a barrier, so that it may be
+ * called again right away. */
+template <class T, class Op>
+__device__ static T block_reduce(T v, Op op, T id)
+{
+    __shared__ T part[32];
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : id;
+    if (threadIdx.x < 32)
+        for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (threadIdx.x == 0) part[0] = v;
+    __syncthreads();
+    return part[0];
 }
 
 /* ---- RMSNorm ------------------------------------------------------------ */
@@ -69,17 +89,8 @@ __global__ static void k_rms_norm(const float *x, const float *w, float eps, int
     float *yt = y + t * n;
     double ss = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xt[i] * xt[i];
-    __shared__ double part[32];
-    ss = warp_sum_d(ss);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        double v = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.0;
-        v = warp_sum_d(v);
-        if (threadIdx.x == 0) part[0] = v;
-    }
-    __syncthreads();
-    const float s = (float)(1.0 / sqrt(part[0] / (double)n + (double)eps));
+    ss = block_reduce(ss, op_sum(), 0.0);
+    const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yt[i] = xt[i] * s * w[i];
 }
 
@@ -134,36 +145,17 @@ extern "C" cudaError_t cuk_rope(float *x, int64_t n_tok, int64_t n_head, int64_t
 __global__ static void k_softmax(float *x, int64_t n)
 {
     float *r = x + (int64_t)blockIdx.x * n;
-    __shared__ float pm[32];
-    __shared__ double ps[32];
     float mx = -INFINITY;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, r[i]);
-    mx = warp_max(mx);
-    if ((threadIdx.x & 31) == 0) pm[threadIdx.x >> 5] = mx;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < (blockDim.x >> 5) ? pm[threadIdx.x] : -INFINITY;
-        v = warp_max(v);
-        if (threadIdx.x == 0) pm[0] = v;
-    }
-    __syncthreads();
-    mx = pm[0];
+    mx = block_reduce(mx, op_max(), -INFINITY);
     double sum = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float e = expf(r[i] - mx);
         r[i] = e;
         sum += e;
     }
-    sum = warp_sum_d(sum);
-    if ((threadIdx.x & 31) == 0) ps[threadIdx.x >> 5] = sum;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        double v = threadIdx.x < (blockDim.x >> 5) ? ps[threadIdx.x] : 0.0;
-        v = warp_sum_d(v);
-        if (threadIdx.x == 0) ps[0] = v;
-    }
-    __syncthreads();
-    const float inv = (float)(1.0 / ps[0]);
+    sum = block_reduce(sum, op_sum(), 0.0);
+    const float inv = (float)(1.0 / sum);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) r[i] *= inv;
 }
 
@@ -316,7 +308,6 @@ __device__ static inline float kv_at(const uint8_t *base, size_t row_bytes, uint
 struct att_args {
     const uint8_t *k, *v;
     size_t k_row, v_row;   /* bytes of one cache row (row-major layouts) */
-    int64_t k_head_off;    /* elements from a row's start to kv head 0 (always 0) */
     int64_t n_ctx, n_head, group, head_dim, head_dim_v, pos0, n_tok;
     float scale;
     uint32_t k_type, v_type;
@@ -460,11 +451,8 @@ __global__ static void k_attention_combine(const float *part, int64_t n_head, in
     }
 }
 
-extern "C" size_t cuk_attention_scratch(int64_t max_tok, int64_t n_head, int64_t max_ctx,
-                                        int64_t head_dim_v)
+extern "C" size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v)
 {
-    (void)max_tok;
-    (void)max_ctx;
     /* splits are used for single tokens only */
     return (size_t)n_head * ATT_MAX_SPLIT * (size_t)(head_dim_v + 2);
 }
@@ -506,7 +494,6 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, c
     g.v = (const uint8_t *)a->v_cache;
     g.k_row = k_row;
     g.v_row = v_row;
-    g.k_head_off = 0;
     g.n_ctx = a->n_ctx;
     g.n_head = a->n_head;
     g.group = a->n_head / a->n_head_kv;

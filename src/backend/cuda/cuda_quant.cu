@@ -651,7 +651,10 @@ struct TF32 {
     static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld32(row + 4 * c)); }
 };
 
-struct TF16 {
+/* 16-bit float types: 8 values per 16-byte piece; Wide turns one 16-bit
+ * pattern into the float (binary16 conversion, or the bf16 shift). */
+template <class Wide>
+struct THalfBits {
     static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
     static constexpr bool HASMIN = false, FLOAT = true;
     static constexpr float OFF = 0.0f;
@@ -666,36 +669,22 @@ struct TF16 {
     static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
     {
         const uint32_t a = j ? r.v.z : r.v.x, b = j ? r.v.w : r.v.y;
-        q[0] = cq_h2f(a & 0xffff);
-        q[1] = cq_h2f(a >> 16);
-        q[2] = cq_h2f(b & 0xffff);
-        q[3] = cq_h2f(b >> 16);
+        q[0] = Wide::f(a & 0xffff);
+        q[1] = Wide::f(a >> 16);
+        q[2] = Wide::f(b & 0xffff);
+        q[3] = Wide::f(b >> 16);
     }
-    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_h2f(cq_ld16(row + 2 * c)); }
+    static CQ_HD float elem(const uint8_t *row, int64_t c) { return Wide::f(cq_ld16(row + 2 * c)); }
 };
 
-struct TBF16 {
-    static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
-    static constexpr bool HASMIN = false, FLOAT = true;
-    static constexpr float OFF = 0.0f;
-    struct Raw {
-        uint4 v;
-    };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
-    static CQ_HD int cbase(int) { return 0; }
-    static CQ_HD int coff(int j) { return 4 * j; }
-    static CQ_HD int xsw(int L) { return L & 1; }
-    static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
-    static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
-    {
-        const uint32_t a = j ? r.v.z : r.v.x, b = j ? r.v.w : r.v.y;
-        q[0] = cq_as_float(a << 16);
-        q[1] = cq_as_float(a & 0xffff0000u);
-        q[2] = cq_as_float(b << 16);
-        q[3] = cq_as_float(b & 0xffff0000u);
-    }
-    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld16(row + 2 * c) << 16); }
+struct WideF16 {
+    static CQ_HD float f(uint32_t h) { return cq_h2f(h); }
 };
+struct WideBF16 {
+    static CQ_HD float f(uint32_t h) { return cq_as_float(h << 16); }
+};
+typedef THalfBits<WideF16> TF16;
+typedef THalfBits<WideBF16> TBF16;
 
 /* The 4 values of run j as integers minus OFF (quantized types), or the
  * values themselves (float types). */
