@@ -1078,23 +1078,21 @@ static void attention_config(uint32_t type, int64_t hd)
                att_seqs[s].name, (long long)filled, nk, nv,
                type == HY_TYPE_Q8_0 ? "blocks" : "elements");
     }
-    /* a token's output does not depend on how the positions were batched */
+    /* How the positions were batched: the CPU's outputs are bit-identical
+     * (backend.h); the GPU's agree within the bound (its decode kernel splits
+     * the keys, its batch kernel tiles them: the sums run in other orders). */
     const size_t sh_n = (size_t)(ATT_SHARED * qd);
     for (int s = 1; s < 3; s++) {
         if (!CHECK(memcmp(sh_cpu[s], sh_cpu[0], sh_n * sizeof(float)) == 0))
             fprintf(stderr, "  %s: the CPU's outputs of %s differ from %s (test bug?)\n", cfg,
                     att_seqs[s].name, att_seqs[0].name);
         if (!gpu_ran[s] || !gpu_ran[0]) continue;
-        size_t n_diff = 0, first = 0;
-        for (size_t i = 0; i < sh_n; i++)
-            if (memcmp(&sh_gpu[s][i], &sh_gpu[0][i], sizeof(float)) && !n_diff++) first = i;
-        if (!CHECK(n_diff == 0))
-            fprintf(stderr,
-                    "  %s: GPU outputs of %s differ from %s at %zu of %zu values, the first at "
-                    "position %zu (%.9g vs %.9g): backend.h promises a token's output does not "
-                    "depend on n_tok\n",
-                    cfg, att_seqs[s].name, att_seqs[0].name, n_diff, sh_n, first / (size_t)qd,
-                    (double)sh_gpu[s][first], (double)sh_gpu[0][first]);
+        char what[240];
+        snprintf(what, sizeof what, "%s: GPU outputs of %s against %s", cfg, att_seqs[s].name,
+                 att_seqs[0].name);
+        const double e = check_close(tname, att_bound(type), sh_gpu[s], sh_gpu[0], sh_n, what);
+        char eb[16];
+        printf("%s: %s (bound %.1e)\n", what, fmt_err(eb, sizeof eb, e), att_bound(type));
     }
     if (be) {
         be->ops->dealloc(be, kd_dev);

@@ -16,8 +16,10 @@
  * Shapes. A batch of n_tok tokens is stored token-major: x[t * n + i].
  * matmul computes y[t][r] = sum_c W[r][c] * x[t][c] for every token: the
  * same product as a matvec, so one op serves decode (n_tok = 1) and prompt
- * batches, and each output element is computed the same way in both, which
- * keeps batch and token-by-token evaluation bit-identical.
+ * batches. The CPU backend computes each output element the same way in both,
+ * which keeps batch and token-by-token evaluation bit-identical; the CUDA
+ * backend does not (dequantizing matrix-vector kernels for decode, cuBLAS
+ * for batches): its two agree to rounding.
  *
  * Ops take no status: their inputs were validated when the model was bound
  * (shapes, types) and sizes were reserved up front (backend_reserve), so a
@@ -179,8 +181,9 @@ struct backend_ops {
     /* Stores k [n_tok][n_head_kv * head_dim] and v [n_tok][n_head_kv * head_dim_v] (F32) in
      * the caches at positions pos0.. (converted to their types), then
      * out[t] = softmax(scale * q[t] . K[0..pos0+t]) V for every head (causal).
-     * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. The output of a
-     * token does not depend on n_tok (a batch equals token-by-token calls, bit for bit). */
+     * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. On the CPU the
+     * output of a token does not depend on n_tok (a batch equals token-by-token calls, bit
+     * for bit); the CUDA backend's agree to rounding (its kernels differ by batch size). */
     void (*attention)(struct backend *be, const struct backend_attn *a, const float *q,
                       const float *k, const float *v, float *out);
     /* Softmax of each of n_rows rows of n, in place. */

@@ -218,6 +218,28 @@ static uint64_t proc_read_bytes(void)
     return (uint64_t)v;
 }
 
+/* The first products on a GPU pay one-time costs (cuBLAS sets itself up,
+ * kernels load at their first launch: tens of milliseconds). One prompt step
+ * and one decode step of throwaway tokens take them out of the first
+ * request, as llama.cpp's warm-up run does; the cache and the counters are
+ * emptied after. Only when no weight streams from the file, so that the pass
+ * reads nothing from the disk. */
+static enum hy_status warm_up(struct engine *e)
+{
+    struct forward *f = e->seq[0].f;
+    const int64_t n = HY_MIN(forward_n_batch(f), forward_n_ctx(f) - 1);
+    if (n < 1) return HY_OK;
+    int32_t *tok = mem_xcalloc((size_t)n, sizeof *tok); /* token 0: any id works */
+    const float *logits;
+    enum hy_status st = forward_eval(f, tok, n, &logits);
+    if (!st) st = forward_eval(f, tok, 1, &logits);
+    free(tok);
+    forward_reset(f);
+    forward_reset_stats(f);
+    cuda_backend_reset_stats(e->be);
+    return st;
+}
+
 enum hy_status engine_load_weights(struct engine *e, model_progress_fn progress, void *user)
 {
     if (e->m->store) return HY_OK;
@@ -241,6 +263,7 @@ enum hy_status engine_load_weights(struct engine *e, model_progress_fn progress,
     enum hy_status st = store_open(e->m, &sc, &s);
     if (st) return st;
     e->mode = store_mode_name(sc.mode);
+    if (e->on_gpu && sc.mode == STORE_RESIDENT && (st = warm_up(e))) return st;
     e->proc_read0 = proc_read_bytes();
     return HY_OK;
 }

@@ -129,6 +129,7 @@ struct cuda_backend {
     int n_allocs, cap_allocs;
     struct cuda_backend_rates rates;
     struct cuda_backend_stats stats;
+    struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
 
 static struct cuda_backend *cb_of(struct backend *be) { return (struct cuda_backend *)be; }
@@ -170,6 +171,152 @@ static bool blas_ok(struct cuda_backend *cb, cublasStatus_t e, const char *call,
 
 #define CK(call) cuda_ok(cb, (call), #call, __FILE__, __LINE__)
 #define CKB(call) blas_ok(cb, (call), #call, __FILE__, __LINE__)
+
+/* ---- op timing ---------------------------------------------------------- */
+
+/* With HYPURA_CUDA_PROFILE set, every op records a pair of events on the
+ * compute stream; the pairs are read back when the pool fills or the backend
+ * syncs, summed per kind of op, and the table goes to stderr when the backend
+ * is freed. The spans are GPU time (copies waited for included); the gaps
+ * between them are the host's. */
+#define PROF_PAIRS 2048
+#define PROF_KINDS 128
+
+struct op_prof {
+    cudaEvent_t ev[2 * PROF_PAIRS];
+    int kind[PROF_PAIRS];
+    int n;     /* pairs recorded and not yet read */
+    int depth; /* pairs begun and not ended (a gemm's parts nest in it) */
+    struct {
+        char name[48];
+        double ms, min_ms, max_ms;
+        uint64_t calls;
+    } k[PROF_KINDS];
+    int n_kinds;
+    double span_ms; /* first event to last, over all reads */
+};
+
+static void prof_read(struct cuda_backend *cb)
+{
+    struct op_prof *p = cb->prof;
+    if (!p || !p->n) return;
+    if (cudaEventSynchronize(p->ev[2 * p->n - 1]) == cudaSuccess) {
+        for (int i = 0; i < p->n; i++) {
+            float ms = 0;
+            if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) continue;
+            __typeof__(p->k[0]) *k = &p->k[p->kind[i]];
+            k->min_ms = k->ms == 0 || ms < k->min_ms ? ms : k->min_ms;
+            k->max_ms = HY_MAX(k->max_ms, (double)ms);
+            k->ms += ms;
+        }
+        float all = 0;
+        if (cudaEventElapsedTime(&all, p->ev[0], p->ev[2 * p->n - 1]) == cudaSuccess)
+            p->span_ms += all;
+    }
+    (void)cudaGetLastError();
+    p->n = 0;
+}
+
+/* Starts timing an op: the pair's index, or -1 when not profiling. */
+static int prof_begin(struct cuda_backend *cb)
+{
+    struct op_prof *p = cb->prof;
+    if (!p || cb->err) return -1;
+    if (p->depth == 0 && p->n > PROF_PAIRS - 16) prof_read(cb);
+    if (p->n == PROF_PAIRS) return -1;
+    if (cudaEventRecord(p->ev[2 * p->n], cb->st) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    p->depth++;
+    return p->n++;
+}
+
+/* Ends pair i as a row named kind (with the weight type unless UINT32_MAX,
+ * and the weight's shape unless rows is 0). */
+static void prof_end_shape(struct cuda_backend *cb, int i, const char *kind, uint32_t type,
+                           int64_t rows, int64_t cols)
+{
+    struct op_prof *p = cb->prof;
+    if (i < 0) return;
+    p->depth--;
+    char name[48];
+    if (type == UINT32_MAX) snprintf(name, sizeof name, "%s", kind);
+    else if (!rows) snprintf(name, sizeof name, "%s %s", kind, quant_type_name(type));
+    else
+        snprintf(name, sizeof name, "%s %s %" PRId64 "x%" PRId64, kind, quant_type_name(type),
+                 rows, cols);
+    int k = 0;
+    while (k < p->n_kinds && strcmp(p->k[k].name, name) != 0) k++;
+    if (k == p->n_kinds) {
+        if (k == PROF_KINDS) k = PROF_KINDS - 1; /* the last row takes the overflow */
+        else snprintf(p->k[p->n_kinds++].name, sizeof p->k[k].name, "%s", name);
+    }
+    p->k[k].calls++;
+    p->kind[i] = k;
+    if (cudaEventRecord(p->ev[2 * i + 1], cb->st) != cudaSuccess) (void)cudaGetLastError();
+}
+
+static void prof_end(struct cuda_backend *cb, int i, const char *kind, uint32_t type)
+{
+    prof_end_shape(cb, i, kind, type, 0, 0);
+}
+
+static int prof_cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+static void prof_report(struct cuda_backend *cb)
+{
+    struct op_prof *p = cb->prof;
+    prof_read(cb);
+    double total = 0;
+    for (int k = 0; k < p->n_kinds; k++) total += p->k[k].ms;
+    /* rows by time, largest first: sort (ms, index) pairs */
+    double order[2 * PROF_KINDS];
+    for (int k = 0; k < p->n_kinds; k++) {
+        order[2 * k] = p->k[k].ms;
+        order[2 * k + 1] = k;
+    }
+    qsort(order, (size_t)p->n_kinds, 2 * sizeof(double), prof_cmp);
+    fprintf(stderr,
+            "CUDA op times (GPU, ms; ops cover %.1f of %.1f ms between first and last event; "
+            "rows \"(in gemm)\" are parts of gemm rows):\n",
+            total, p->span_ms);
+    fprintf(stderr, "  %-36s %8s %10s %9s %9s %9s %6s\n", "op", "calls", "total", "mean us",
+            "min us", "max us", "%");
+    for (int j = 0; j < p->n_kinds; j++) {
+        const int k = (int)order[2 * j + 1];
+        fprintf(stderr, "  %-36s %8" PRIu64 " %10.2f %9.1f %9.1f %9.1f %6.1f\n", p->k[k].name,
+                p->k[k].calls, p->k[k].ms,
+                1e3 * p->k[k].ms / (double)HY_MAX((uint64_t)1, p->k[k].calls), 1e3 * p->k[k].min_ms,
+                1e3 * p->k[k].max_ms, total > 0 ? 100 * p->k[k].ms / total : 0);
+    }
+}
+
+static void prof_free(struct cuda_backend *cb)
+{
+    if (!cb->prof) return;
+    for (int i = 0; i < 2 * PROF_PAIRS; i++)
+        if (cb->prof->ev[i]) cudaEventDestroy(cb->prof->ev[i]);
+    free(cb->prof);
+    cb->prof = NULL;
+}
+
+static void prof_init(struct cuda_backend *cb)
+{
+    const char *e = getenv("HYPURA_CUDA_PROFILE");
+    if (!e || !*e || strcmp(e, "0") == 0) return;
+    cb->prof = mem_xcalloc(1, sizeof *cb->prof);
+    for (int i = 0; i < 2 * PROF_PAIRS; i++)
+        if (cudaEventCreate(&cb->prof->ev[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            prof_free(cb);
+            return;
+        }
+}
 
 /* ---- memory ------------------------------------------------------------- */
 
@@ -241,8 +388,11 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err || !bytes) return;
-    if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st)))
+    const int pi = prof_begin(cb);
+    if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
+        prof_end(cb, pi, "download", UINT32_MAX);
         CK(cudaStreamSynchronize(cb->st));
+    }
 }
 
 static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
@@ -286,6 +436,24 @@ static bool cu_supports_type(uint32_t type)
     return cuq_supports(type);
 }
 
+/* cuBLAS sets itself up (tens of milliseconds) and loads its kernels at its
+ * first products: one small product of the batch shape here, on the scratch
+ * (its values do not matter), takes that out of the first prompt. */
+static void warm_up(struct cuda_backend *cb)
+{
+    const struct backend_limits *l = &cb->lim;
+    if (cb->err || l->max_batch <= CUQ_MATVEC_MAX_TOK || l->max_cols <= 0) return;
+    const int rows = 64;
+    const size_t a_bytes = (size_t)rows * (size_t)l->max_cols * sizeof(uint16_t);
+    const size_t c_bytes = (size_t)rows * (size_t)l->max_batch * sizeof(float);
+    if (a_bytes + c_bytes > W16_TILE_BYTES) return;
+    const float one = 1.0f, zero = 0.0f;
+    CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)l->max_batch,
+                        (int)l->max_cols, &one, cb->w16, CUDA_R_16F, (int)l->max_cols, cb->x16,
+                        CUDA_R_16F, (int)l->max_cols, &zero, (uint8_t *)cb->w16 + a_bytes,
+                        CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -303,7 +471,8 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
     const size_t hx = (size_t)(l.max_batch * l.max_cols) * sizeof(float);
     if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, hx)) return cu_sync(be);
-    return HY_OK;
+    warm_up(cb);
+    return cu_sync(be);
 }
 
 /* ---- weight products ---------------------------------------------------- */
@@ -341,13 +510,17 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     const int64_t tile = HY_MAX((int64_t)1, (int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2)));
     for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += tile) {
         const int64_t nr = HY_MIN(tile, n_rows - r0);
+        int pi = prof_begin(cb);
         if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols, cb->w16,
                                 cb->st)))
             return;
+        prof_end(cb, pi, "(in gemm) dequant", type);
+        pi = prof_begin(cb);
         CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok, (int)n_cols,
                          &one, cb->w16, CUDA_R_16F, (int)n_cols, cb->x16, CUDA_R_16F, (int)n_cols,
                          &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
                          CUBLAS_GEMM_DEFAULT));
+        prof_end(cb, pi, "(in gemm) cublas", UINT32_MAX);
     }
 }
 
@@ -454,11 +627,9 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     return victim;
 }
 
-static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
-                      int64_t n_tok, float *y)
+static void matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
+                   int64_t n_tok, float *y)
 {
-    struct cuda_backend *cb = cb_of(be);
-    if (cb->err) return;
     bool x16_ready = false;
     if (w->mem == BACKEND_MEM_BACKEND) {
         gpu_matmul(cb, w->type, w->data, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y,
@@ -505,11 +676,34 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
     if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
 }
 
+static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
+                      int64_t n_tok, float *y)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err) return;
+    const int pi = prof_begin(cb);
+    matmul(cb, w, x, n_tok, y);
+    static const char *const kind[2][2] = {{"matvec host", "gemm host"}, {"matvec", "gemm"}};
+    prof_end_shape(cb, pi, kind[w->mem == BACKEND_MEM_BACKEND][n_tok > CUQ_MATVEC_MAX_TOK],
+                   w->type, w->n_rows, w->n_cols);
+}
+
+static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
+                     int64_t n, float *out);
+
 static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
                         int64_t n, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err || n <= 0) return;
+    const int pi = prof_begin(cb);
+    get_rows(cb, w, ids, n, out);
+    prof_end(cb, pi, "get_rows", w->type);
+}
+
+static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
+                     int64_t n, float *out)
+{
     if (w->mem == BACKEND_MEM_BACKEND) {
         if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t)))
             return;
@@ -534,7 +728,9 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
                         int64_t n_tok, int64_t n, float *y)
 {
     struct cuda_backend *cb = cb_of(be);
+    const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st));
+    prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
 static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
@@ -558,8 +754,10 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
         }
         ff = cb->ff;
     }
+    const int pi = prof_begin(cb);
     CK(cuk_rope(x, n_tok, n_head, head_dim, pos0, rp->mode == BACKEND_ROPE_NEOX, rp->n_rot,
                 (float)rp->freq_base, (float)rp->freq_scale, ff, cb->st));
+    prof_end(cb, pi, "rope", UINT32_MAX);
 }
 
 static void cu_attention(struct backend *be, const struct backend_attn *a, const float *q,
@@ -572,25 +770,33 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, const
     struct cuk_attn c = {a->k_cache, a->v_cache, a->n_ctx,      a->n_head,
                          a->n_head_kv, a->head_dim, a->head_dim_v, a->pos0,
                          a->n_tok,   a->scale,   a->k_type,     a->v_type};
+    const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st));
+    prof_end(cb, pi, a->n_tok == 1 ? "attention 1 token" : "attention batch", UINT32_MAX);
 }
 
 static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
+    prof_end(cb, pi, "softmax", UINT32_MAX);
 }
 
 static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_silu_mul(gate, up, n, cb->st));
+    prof_end(cb, pi, "silu_mul", UINT32_MAX);
 }
 
 static void cu_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_add(y, x, alpha, n, cb->st));
+    prof_end(cb, pi, "add", UINT32_MAX);
 }
 
 static void cu_free(struct backend *be)
@@ -598,6 +804,8 @@ static void cu_free(struct backend *be)
     struct cuda_backend *cb = cb_of(be);
     cudaSetDevice(cb->dev);
     cudaDeviceSynchronize();
+    if (cb->prof) prof_report(cb);
+    prof_free(cb);
     cudaFree(cb->x16);
     cudaFree(cb->w16);
     cudaFree(cb->ids);
@@ -824,6 +1032,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     }
     cb->rates.pcie_h2d_bytes_per_s = measure_pcie(cb);
     cb->rates.cpu_matvec_bytes_per_s = measure_cpu(cb);
+    prof_init(cb);
     *out = &cb->base;
     return HY_OK;
 }
@@ -845,6 +1054,11 @@ struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
     for (int i = 0; i < cb_ofc(be)->wc_n; i++) filled += cb_ofc(be)->wce[i].filled;
     s.cache_bytes = filled * cb_ofc(be)->wc_entry_bytes;
     return s;
+}
+
+void cuda_backend_reset_stats(struct backend *be)
+{
+    memset(&cb_of(be)->stats, 0, sizeof cb_of(be)->stats);
 }
 
 uint64_t cuda_backend_device_bytes(const struct backend *be)

@@ -79,6 +79,8 @@ HY_MUST_CHECK enum hy_status cuda_backend_set_weight_cache(struct backend *be, u
 bool backend_is_cuda(const struct backend *be);
 struct cuda_backend_rates cuda_backend_rates(const struct backend *be);
 struct cuda_backend_stats cuda_backend_stats(const struct backend *be);
+/* Zeroes the counters of cuda_backend_stats (the VRAM cache keeps its contents). */
+void cuda_backend_reset_stats(struct backend *be);
 /* Device memory the backend holds now (allocations, scratch, caches). */
 uint64_t cuda_backend_device_bytes(const struct backend *be);
 

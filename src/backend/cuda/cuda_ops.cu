@@ -6,16 +6,21 @@
  * computed in double, the KV cache conversions round as the reference
  * converters do.
  *
- * Attention. One block of ATT_THREADS threads computes one (query token,
- * head, split) triple: the keys of its split in chunks of ATT_CHUNK, each
- * key's score one warp-wide dot product (lanes over the head dimension, so
- * a warp reads one cached row coalesced), an online softmax across chunks
- * (running maximum and sum, rescaling the output), and the weighted sum of
- * V rows with the threads over the value dimension. Decode (one token) splits
- * the keys over up to ATT_MAX_SPLIT blocks per head (flash-decoding): each
+ * Attention. Decode (one token) runs one block of ATT_THREADS threads per
+ * (head, split): the keys are split over up to ATT_MAX_SPLIT blocks per head
+ * (flash-decoding), enough to fill the multiprocessors. In a block a thread
+ * scores one key (its whole K row, so that many loads are in flight), an
+ * online softmax runs across chunks of ATT_CHUNK keys, and a thread per value
+ * dimension sums its V row (transposed cache) or column (row-major). Each
  * block writes its (maximum, sum, partial output) and a second kernel
- * combines them. Prompt batches run one block per (token, head), each over
- * its causal range.
+ * combines them.
+ *
+ * Batches (prompts) are tiled: a block takes FA_QT queries of one head and
+ * walks the keys of their causal range in chunks of FA_KC, staging each
+ * chunk's K and then V rows in shared memory once for all its queries (as
+ * F32, converted from the cache type); a warp owns FA_ROWS query rows and
+ * each lane one key of the chunk for the scores and FA_ROWS x head_dim_v / 32
+ * output values for the weighted sum, with the same online softmax.
  */
 #include "backend/cuda/cuda_kernels.h"
 
@@ -35,6 +40,14 @@
 #define ATT_CHUNK 256
 #define ATT_MAX_SPLIT 32
 #define ATT_MAX_DIM 256 /* head_dim and head_dim_v */
+#define ATT_MIN_KEYS 64 /* fewest keys of a decode split */
+
+#define FA_THREADS 256
+#define FA_WARPS (FA_THREADS / 32)
+#define FA_ROWS 4                  /* query rows per warp */
+#define FA_QT (FA_WARPS * FA_ROWS) /* query rows per block */
+#define FA_KC 32                   /* keys per chunk: one per lane */
+static_assert(FA_ROWS == 4, "k_attention_tiled handles a warp's rows as one float4");
 
 static inline unsigned n_blocks(int64_t n, int per)
 {
@@ -98,7 +111,10 @@ extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, i
                                     int64_t n, float *y, cudaStream_t s)
 {
     if (n_tok <= 0) return cudaSuccess;
-    k_rms_norm<<<(unsigned)n_tok, 256, 0, s>>>(x, w, eps, n, y);
+    /* a row per block; a wide block, so that each thread has few of the
+     * row's loads in flight one after another (decode is one row) */
+    const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
+    k_rms_norm<<<(unsigned)n_tok, threads, 0, s>>>(x, w, eps, n, y);
     return cudaGetLastError();
 }
 
@@ -312,100 +328,120 @@ struct att_args {
     float scale;
     uint32_t k_type, v_type;
     bool v_trans;
-    int n_split;
+    bool k_vec, v_vec; /* decode: K rows, V rows readable in 16-byte pieces */
+    int n_split;       /* decode: blocks per head, each over split_keys keys */
+    int64_t split_keys;
 };
 
-/* Block (head h = blockIdx.x, split blockIdx.y, token blockIdx.z). Output:
- * with one split, out[t][h * head_dim_v + d]; with several, the split's
- * (max, sum, unnormalised output) in part. */
+/* One key's score: q (shared, scaled) . K row p of head offset kh, read by
+ * one thread in 16-byte pieces where the cache type allows. */
+__device__ static inline float key_score(const struct att_args &a, const float *qs, int64_t p,
+                                         int64_t kh)
+{
+    const uint8_t *row = a.k + (size_t)p * a.k_row;
+    float s = 0.0f;
+    if (a.k_type == T_F16 && a.k_vec) {
+        const uint4 *kr = (const uint4 *)((const __half *)row + kh);
+        for (int64_t c = 0; c < a.head_dim / 8; c++) {
+            const uint4 u = kr[c];
+            const __half2 *h = (const __half2 *)&u;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = __half22float2(h[e]);
+                s += qs[8 * c + 2 * e] * f.x;
+                s += qs[8 * c + 2 * e + 1] * f.y;
+            }
+        }
+    } else if (a.k_type == T_F32 && a.k_vec) {
+        const float4 *kr = (const float4 *)((const float *)row + kh);
+        for (int64_t c = 0; c < a.head_dim / 4; c++) {
+            const float4 f = kr[c];
+            s += qs[4 * c] * f.x + qs[4 * c + 1] * f.y + qs[4 * c + 2] * f.z + qs[4 * c + 3] * f.w;
+        }
+    } else {
+        for (int64_t d = 0; d < a.head_dim; d++) s += qs[d] * kv_at(a.k, a.k_row, a.k_type, p, kh + d);
+    }
+    return s;
+}
+
+/* Decode (one token): block (head h = blockIdx.x, split blockIdx.y). A
+ * thread per key for the scores (its K row read whole, so that a thread has
+ * many loads in flight), then a thread per value dimension over the
+ * transposed V row (or over the keys' row-major V values). Output: with one
+ * split, out[h * head_dim_v + d]; with several, the split's (max, sum,
+ * unnormalised output) in part. */
 __global__ static void __launch_bounds__(ATT_THREADS)
     k_attention(struct att_args a, const float *q, float *out, float *part)
 {
-    const int64_t h = blockIdx.x, sp = blockIdx.y, t = blockIdx.z;
+    const int64_t h = blockIdx.x, sp = blockIdx.y;
     const int64_t hk = h / a.group;
-    const int64_t n_kv = a.pos0 + t + 1;
-    const int64_t per = (n_kv + a.n_split - 1) / a.n_split;
-    const int64_t k0 = sp * per, k1 = min(n_kv, k0 + per);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t n_kv = a.pos0 + 1;
+    const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
 
     __shared__ float qs[ATT_MAX_DIM];
     __shared__ float sc[ATT_CHUNK];
-    __shared__ float red[ATT_WARPS];
-    const float *qt = q + (t * a.n_head + h) * a.head_dim;
-    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) qs[d] = qt[d];
+    const float *qt = q + h * a.head_dim;
+    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) qs[d] = qt[d] * a.scale;
 
-    /* each thread owns value dims d = threadIdx.x + i * ATT_THREADS */
     float acc[ATT_MAX_DIM / ATT_THREADS];
 #pragma unroll
     for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) acc[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     __syncthreads();
 
-    const int64_t kh = hk * a.head_dim;   /* first K element of this head in a row */
-    const int64_t vh = hk * a.head_dim_v; /* first V element (or transposed row) */
+    const int64_t kh = hk * a.head_dim, vh = hk * a.head_dim_v;
     for (int64_t c0 = k0; c0 < k1; c0 += ATT_CHUNK) {
         const int64_t cn = min((int64_t)ATT_CHUNK, k1 - c0);
-        /* scores: one warp per key */
-        for (int64_t j = warp; j < cn; j += ATT_WARPS) {
-            float s = 0.0f;
-            for (int64_t d = lane; d < a.head_dim; d += 32)
-                s += qs[d] * kv_at(a.k, a.k_row, a.k_type, c0 + j, kh + d);
-            s = warp_sum(s);
-            if (lane == 0) sc[j] = s * a.scale;
-        }
-        __syncthreads();
-        /* chunk maximum */
         float cm = -INFINITY;
-        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) cm = fmaxf(cm, sc[j]);
-        cm = warp_max(cm);
-        if (lane == 0) red[warp] = cm;
-        __syncthreads();
-        cm = red[0];
-#pragma unroll
-        for (int w = 1; w < ATT_WARPS; w++) cm = fmaxf(cm, red[w]);
+        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
+            const float s = key_score(a, qs, c0 + j, kh);
+            sc[j] = s;
+            cm = fmaxf(cm, s);
+        }
+        cm = block_reduce(cm, op_max(), -INFINITY);
         const float m_new = fmaxf(m, cm);
         const float corr = expf(m - m_new); /* 0 on the first chunk (m = -inf) */
-        __syncthreads(); /* red is reused below */
         float ls = 0.0f;
         for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
             const float e = expf(sc[j] - m_new);
             sc[j] = e;
             ls += e;
         }
-        ls = warp_sum(ls);
-        if (lane == 0) red[warp] = ls;
-        __syncthreads();
-        float lsum = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) lsum += red[w];
-        l = l * corr + lsum;
+        l = l * corr + block_reduce(ls, op_sum(), 0.0f); /* its barriers publish sc */
         m = m_new;
-        /* weighted V */
 #pragma unroll
         for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
             const int64_t d = threadIdx.x + i * ATT_THREADS;
             if (d >= a.head_dim_v) break;
             float s = 0.0f;
-            if (a.v_trans) {
-                const int64_t row = vh + d;
-                if (a.v_type == T_F32) {
-                    const float *vr = (const float *)a.v + row * a.n_ctx + c0;
-                    for (int64_t j = 0; j < cn; j++) s += sc[j] * vr[j];
-                } else {
-                    const __half *vr = (const __half *)a.v + row * a.n_ctx + c0;
-                    for (int64_t j = 0; j < cn; j++) s += sc[j] * __half2float(vr[j]);
-                }
+            if (a.v_trans && a.v_type == T_F16) {
+                const __half *vr = (const __half *)a.v + (vh + d) * a.n_ctx + c0;
+                int64_t j = 0;
+                if (a.v_vec) /* c0 and the row are 16-byte aligned */
+                    for (; j + 8 <= cn; j += 8) {
+                        const uint4 u = *(const uint4 *)(vr + j);
+                        const __half2 *hv = (const __half2 *)&u;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const float2 f = __half22float2(hv[e]);
+                            s += sc[j + 2 * e] * f.x + sc[j + 2 * e + 1] * f.y;
+                        }
+                    }
+                for (; j < cn; j++) s += sc[j] * __half2float(vr[j]);
+            } else if (a.v_trans) {
+                const float *vr = (const float *)a.v + (vh + d) * a.n_ctx + c0;
+                for (int64_t j = 0; j < cn; j++) s += sc[j] * vr[j];
             } else {
                 for (int64_t j = 0; j < cn; j++)
                     s += sc[j] * kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d);
             }
             acc[i] = acc[i] * corr + s;
         }
-        __syncthreads(); /* sc and red are rewritten by the next chunk */
+        __syncthreads(); /* sc is rewritten by the next chunk */
     }
 
     if (a.n_split == 1) {
-        float *o = out + (t * a.n_head + h) * a.head_dim_v;
+        float *o = out + h * a.head_dim_v;
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
         for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
@@ -413,8 +449,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
             if (d < a.head_dim_v) o[d] = acc[i] * inv;
         }
     } else {
-        /* part[(t * n_head + h) * n_split + sp] = {m, l, acc[head_dim_v]} */
-        float *p = part + ((t * a.n_head + h) * a.n_split + sp) * (a.head_dim_v + 2);
+        /* part[h * n_split + sp] = {m, l, acc[head_dim_v]}; an empty split has m = -inf */
+        float *p = part + (h * a.n_split + sp) * (a.head_dim_v + 2);
         if (threadIdx.x == 0) {
             p[0] = m;
             p[1] = l;
@@ -427,27 +463,145 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     }
 }
 
-/* Combines the splits of each (token, head): block (h, t). */
-__global__ static void k_attention_combine(const float *part, int64_t n_head, int n_split,
-                                           int64_t head_dim_v, float *out)
+/* Batch attention, tiled (see the top of the file): block (head, tile of
+ * FA_QT queries). Shared memory: Q^T [head_dim][FA_QT] (scaled), the chunk's
+ * K rows then V rows [FA_KC][dim + 1] (padded: lanes read different rows),
+ * and the probabilities P^T [FA_KC][FA_QT]. */
+__global__ static void __launch_bounds__(FA_THREADS)
+    k_attention_tiled(struct att_args a, const float *q, float *out)
 {
-    const int64_t h = blockIdx.x, t = blockIdx.y;
-    const float *p = part + (t * n_head + h) * n_split * (head_dim_v + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, p[s * (head_dim_v + 2)]);
-    float L = 0.0f;
-    for (int s = 0; s < n_split; s++) {
-        const float ms = p[s * (head_dim_v + 2)];
-        if (ms != -INFINITY) L += expf(ms - M) * p[s * (head_dim_v + 2) + 1];
+    extern __shared__ float4 fa_smem[];
+    const int hd = (int)a.head_dim, hdv = (int)a.head_dim_v;
+    const int kvs = (hd > hdv ? hd : hdv) + 1;
+    float *qs = (float *)fa_smem;   /* [hd][FA_QT] */
+    float *ks = qs + hd * FA_QT;    /* [FA_KC][kvs] */
+    float *ps = ks + FA_KC * kvs;   /* [FA_KC][FA_QT] */
+    const int64_t h = blockIdx.x, t0 = (int64_t)blockIdx.y * FA_QT;
+    const int64_t hk = h / a.group;
+    const int nq = (int)min((int64_t)FA_QT, a.n_tok - t0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r0 = warp * FA_ROWS; /* this warp's first query row */
+
+    for (int idx = threadIdx.x; idx < hd * FA_QT; idx += FA_THREADS) {
+        const int qi = idx % FA_QT, d = idx / FA_QT;
+        qs[idx] = qi < nq ? q[((t0 + qi) * a.n_head + h) * hd + d] * a.scale : 0.0f;
     }
-    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    constexpr int ND = ATT_MAX_DIM / 32; /* value dims per lane, at most */
+    float acc[FA_ROWS][ND];
+    float m[FA_ROWS], l[FA_ROWS];
+#pragma unroll
+    for (int i = 0; i < FA_ROWS; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int dd = 0; dd < ND; dd++) acc[i][dd] = 0.0f;
+    }
+    const int64_t kh = hk * a.head_dim, vh = hk * a.head_dim_v;
+    const int64_t end = a.pos0 + t0 + nq; /* keys [0, end) are seen by some query */
+    for (int64_t c0 = 0; c0 < end; c0 += FA_KC) {
+        const int cn = (int)min((int64_t)FA_KC, end - c0);
+        __syncthreads(); /* the last chunk's V and P have been read (and Q is in) */
+        for (int idx = threadIdx.x; idx < FA_KC * hd; idx += FA_THREADS) {
+            const int j = idx / hd, d = idx % hd;
+            ks[j * kvs + d] = j < cn ? kv_at(a.k, a.k_row, a.k_type, c0 + j, kh + d) : 0.0f;
+        }
+        __syncthreads();
+        /* scores: lane = key, FA_ROWS rows per warp */
+        float s[FA_ROWS];
+#pragma unroll
+        for (int i = 0; i < FA_ROWS; i++) s[i] = 0.0f;
+        const float *kr = ks + lane * kvs;
+        for (int d = 0; d < hd; d++) {
+            const float kd = kr[d];
+            const float4 qv = *(const float4 *)(qs + d * FA_QT + r0);
+            s[0] += qv.x * kd;
+            s[1] += qv.y * kd;
+            s[2] += qv.z * kd;
+            s[3] += qv.w * kd;
+        }
+        float pv[FA_ROWS];
+#pragma unroll
+        for (int i = 0; i < FA_ROWS; i++) {
+            const int64_t qpos = a.pos0 + t0 + r0 + i;
+            const bool ok = lane < cn && r0 + i < nq && c0 + lane <= qpos;
+            const float si = ok ? s[i] : -INFINITY;
+            const float m_new = fmaxf(m[i], warp_max(si));
+            /* a row with no key yet (or a padding row) keeps m = -inf */
+            const float corr = m_new == -INFINITY ? 1.0f : expf(m[i] - m_new);
+            pv[i] = ok ? expf(si - m_new) : 0.0f;
+            l[i] = l[i] * corr + warp_sum(pv[i]);
+            m[i] = m_new;
+#pragma unroll
+            for (int dd = 0; dd < ND; dd++) acc[i][dd] *= corr;
+        }
+        *(float4 *)(ps + lane * FA_QT + r0) = make_float4(pv[0], pv[1], pv[2], pv[3]);
+        __syncthreads(); /* K has been read: V goes in its place */
+        if (a.v_trans) {
+            for (int idx = threadIdx.x; idx < FA_KC * hdv; idx += FA_THREADS) {
+                const int j = idx % FA_KC, d = idx / FA_KC;
+                float v = 0.0f;
+                if (j < cn) {
+                    const int64_t o = (vh + d) * a.n_ctx + c0 + j;
+                    v = a.v_type == T_F32 ? ((const float *)a.v)[o]
+                                          : __half2float(((const __half *)a.v)[o]);
+                }
+                ks[j * kvs + d] = v;
+            }
+        } else {
+            for (int idx = threadIdx.x; idx < FA_KC * hdv; idx += FA_THREADS) {
+                const int j = idx / hdv, d = idx % hdv;
+                ks[j * kvs + d] = j < cn ? kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d) : 0.0f;
+            }
+        }
+        __syncthreads();
+        for (int j = 0; j < cn; j++) {
+            const float4 p = *(const float4 *)(ps + j * FA_QT + r0);
+            const float *vr = ks + j * kvs;
+#pragma unroll
+            for (int dd = 0; dd < ND; dd++) {
+                if (lane + 32 * dd >= hdv) break;
+                const float v = vr[lane + 32 * dd];
+                acc[0][dd] += p.x * v;
+                acc[1][dd] += p.y * v;
+                acc[2][dd] += p.z * v;
+                acc[3][dd] += p.w * v;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < FA_ROWS; i++) {
+        if (r0 + i >= nq) break;
+        float *o = out + ((t0 + r0 + i) * a.n_head + h) * hdv;
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+#pragma unroll
+        for (int dd = 0; dd < ND; dd++)
+            if (lane + 32 * dd < hdv) o[lane + 32 * dd] = acc[i][dd] * inv;
+    }
+}
+
+/* Combines the splits of head h = blockIdx.x: each split's weight
+ * exp(m_s - M) / L computed once in shared memory, then a thread per value
+ * dimension sums the weighted partial outputs. */
+__global__ static void k_attention_combine(const float *part, int n_split, int64_t head_dim_v,
+                                           float *out)
+{
+    const int64_t h = blockIdx.x;
+    const float *p = part + h * n_split * (head_dim_v + 2);
+    __shared__ float wt[ATT_MAX_SPLIT];
+    if (threadIdx.x < 32) {
+        const int s = threadIdx.x;
+        const float ms = s < n_split ? p[s * (head_dim_v + 2)] : -INFINITY;
+        const float M = warp_max(ms);
+        const float e = ms == -INFINITY ? 0.0f : expf(ms - M);
+        const float L = warp_sum(s < n_split ? e * p[s * (head_dim_v + 2) + 1] : 0.0f);
+        if (s < n_split) wt[s] = L > 0.0f ? e / L : 0.0f;
+    }
+    __syncthreads();
     for (int64_t d = threadIdx.x; d < head_dim_v; d += blockDim.x) {
         float o = 0.0f;
-        for (int s = 0; s < n_split; s++) {
-            const float ms = p[s * (head_dim_v + 2)];
-            if (ms != -INFINITY) o += expf(ms - M) * p[s * (head_dim_v + 2) + 2 + d];
-        }
-        out[(t * n_head + h) * head_dim_v + d] = o * inv;
+        for (int s = 0; s < n_split; s++)
+            if (wt[s] != 0.0f) o += wt[s] * p[s * (head_dim_v + 2) + 2 + d];
+        out[h * head_dim_v + d] = o;
     }
 }
 
@@ -506,18 +660,48 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, c
     g.v_type = a->v_type;
     g.v_trans = v_trans;
     g.n_split = 1;
-    if (a->n_tok == 1) {
-        /* enough blocks to cover the machine, each at least one chunk of keys */
-        const int64_t n_kv = a->pos0 + 1;
-        int64_t sp = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;
-        if (sp > ATT_MAX_SPLIT) sp = ATT_MAX_SPLIT;
-        g.n_split = (int)sp;
+    g.split_keys = 0;
+    g.k_vec = ((uintptr_t)a->k_cache & 15) == 0;
+    g.v_vec = ((uintptr_t)a->v_cache & 15) == 0 && a->n_ctx % 8 == 0;
+    if (a->n_tok > 1) {
+        const int kvs = (int)(a->head_dim > a->head_dim_v ? a->head_dim : a->head_dim_v) + 1;
+        const size_t smem =
+            sizeof(float) * ((size_t)a->head_dim * FA_QT + (size_t)FA_KC * kvs + FA_KC * FA_QT);
+        static size_t smem_set = 48 << 10; /* the limit without opting in */
+        if (smem > smem_set) {
+            e = cudaFuncSetAttribute(k_attention_tiled, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)smem);
+            if (e != cudaSuccess) return e;
+            smem_set = smem;
+        }
+        dim3 tg((unsigned)a->n_head, (unsigned)((a->n_tok + FA_QT - 1) / FA_QT));
+        k_attention_tiled<<<tg, FA_THREADS, smem, s>>>(g, q, out);
+        return cudaGetLastError();
     }
-    dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, (unsigned)a->n_tok);
+    /* one token: enough splits for about two blocks per multiprocessor, each
+     * of at least ATT_MIN_KEYS keys */
+    static int n_sm;
+    if (!n_sm) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            n_sm = 128;
+    }
+    const int64_t n_kv = a->pos0 + 1;
+    int64_t sp = (2 * n_sm + a->n_head - 1) / a->n_head;
+    if (sp > (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS) sp = (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS;
+    if (sp > ATT_MAX_SPLIT) sp = ATT_MAX_SPLIT;
+    if (sp < 1) sp = 1;
+    /* splits start at multiples of ATT_MIN_KEYS (aligned V reads); the last
+     * ones may be empty */
+    const int64_t per = (n_kv + sp - 1) / sp;
+    g.split_keys = (per + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS * ATT_MIN_KEYS;
+    g.n_split = (int)sp;
+    dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, 1u);
     k_attention<<<grid, ATT_THREADS, 0, s>>>(g, q, out, part);
     if (g.n_split > 1) {
-        dim3 cg((unsigned)a->n_head, (unsigned)a->n_tok);
-        k_attention_combine<<<cg, 128, 0, s>>>(part, a->n_head, g.n_split, a->head_dim_v, out);
+        k_attention_combine<<<(unsigned)a->n_head, 128, 0, s>>>(part, g.n_split, a->head_dim_v,
+                                                                out);
     }
     return cudaGetLastError();
 }

@@ -53,6 +53,11 @@ struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
     return (struct cuda_backend_stats){0};
 }
 
+void cuda_backend_reset_stats(struct backend *be)
+{
+    (void)be;
+}
+
 uint64_t cuda_backend_device_bytes(const struct backend *be)
 {
     (void)be;
