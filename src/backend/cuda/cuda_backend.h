@@ -46,7 +46,8 @@ struct cuda_backend_config {
     enum cuda_host_policy host_policy;
 };
 
-/* Measured once when the backend is made. */
+/* Measured when the backend is made, then refined by the split products
+ * (each side timed while the other runs; decode-sized calls of 4 MiB or more). */
 struct cuda_backend_rates {
     double pcie_h2d_bytes_per_s; /* pinned host to device */
     double cpu_matvec_bytes_per_s; /* CPU decode rate on Q4_K weights, all threads */
