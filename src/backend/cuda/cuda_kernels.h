@@ -30,10 +30,13 @@ bool cuq_supports(uint32_t type);
 /* Most tokens cuq_matvec takes in one call. */
 #define CUQ_MATVEC_MAX_TOK 8
 
-/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK,
- * F32 activations and accumulation (weights dequantized on the fly). Each
- * weight byte is read once per call: the decode path, memory bound. x is
- * [n_tok][n_cols], y [n_tok][ldy] (ldy >= n_rows: rows of a larger output). */
+/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK. Q4_0,
+ * Q8_0, Q4_K, Q5_K and Q6_K: x quantized to int8 as the CPU backend quantizes
+ * it (Q8_0 or Q8_K blocks), integer products per block (dp4a), F32 sums of
+ * the scaled blocks; the other types: F32 activations and accumulation,
+ * weights dequantized on the fly. Each weight byte is read once per call: the
+ * decode path, memory bound. x is [n_tok][n_cols], y [n_tok][ldy] (ldy >=
+ * n_rows: rows of a larger output). */
 cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
                        int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
                        cudaStream_t s);

@@ -48,7 +48,9 @@
  * So the matvec's rounding is not the reference's order of operations (F32
  * accumulation throughout; |x| must stay below 2^64); the weights are exact.
  * When x is too large for shared memory: x from global memory (__ldg) and
- * the plain float path of cq_mv_item.
+ * the plain float path of cq_mv_item. Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0 take
+ * the integer path instead where its x fits (see "integer matvec" below):
+ * x quantized to int8 as the CPU backend quantizes it, dp4a products.
  *
  * Alignment. The item loads need w and row_bytes aligned to ALIGN (the load
  * width), x 16-byte aligned and n_cols a multiple of 4; otherwise (rare: odd
@@ -1198,6 +1200,545 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
     }
 }
 
+/* ---- integer matvec (dp4a) ------------------------------------------------
+ * For Q4_K, Q6_K, Q5_K, Q8_0 and Q4_0 the matvec works as the CPU backend
+ * does: x quantized to the type's vec_dot type (Q8_K for the K-quants, Q8_0
+ * for the others) with the reference quantizer's arithmetic, products summed
+ * in integers by dp4a, so each block's integer sums are the CPU's and only
+ * the float sums around them differ. Each CTA quantizes x into shared memory
+ * itself (a warp per 256 values), the first step's weights already on their
+ * way; then the tile loop of cq_matvec_kernel.
+ *
+ * Shared layout, per token (stride xts bytes, a multiple of 128): the int8 x
+ * in item order: item i = block * P + part holds the ITEMB = 4 NRUN bytes
+ * of its runs in run order, so a lane reads its x as whole 16-byte chunks,
+ * chunk k at k ^ sw(i) (sw spreads a warp's reads over all 32 banks). After
+ * all tokens' x: per item NSUM integers (the x sums of its scale groups,
+ * times -OFF where there is an offset), then one float per block: the x
+ * block's scale. */
+
+/* dp4a of unsigned bytes (Q4_K's high nibbles in place, up to 240) and signed ones. */
+__device__ __forceinline__ int cq_dp4a_us(uint32_t a, int b, int c)
+{
+    int r;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+/* Integer-path traits: Q8K (x type Q8_K, else Q8_0), NSUM, and for x's
+ * 8-column piece at byte off of a block (the prologue's unit of work) the
+ * part holding it and the byte within that part's item (where the piece's
+ * 8 bytes are contiguous); sums() stores the group sums of a lane's piece
+ * when ok (all lanes call it: it shuffles; a lane past the end of x has no
+ * block). step() adds the R rows' products. */
+template <class T>
+struct CqI8 {
+    static constexpr bool ON = false;
+};
+
+/* Q4_K: item p = columns 64p .. 64p + 63 in order (chunk k: q0 low, q1 low,
+ * q0 high, q1 high nibbles); group sums of sub-blocks 2p, 2p + 1. */
+template <>
+struct CqI8<TQ4_K> {
+    typedef TQ4_K T;
+    static constexpr bool ON = true;
+    static constexpr bool Q8K = true;
+    static constexpr int NSUM = 2;
+    static __device__ int part_of(int off, int &win)
+    {
+        win = off & 63;
+        return off >> 6;
+    }
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (ok && (lane & 3) == 0) s[lane >> 2] = v;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
+                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    {
+        int sc[R][2], mn[R][2];
+        float dd[R], dm[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) { /* as cq_k4_scales, in integers */
+            const uint4 &h = raw[r].hdr;
+            const uint32_t sel = 0x4400u | (uint32_t)((2 * part) & 3) | ((uint32_t)((2 * part + 1) & 3) << 4);
+            const uint32_t y = cq_perm(h.y, 0, sel), z = cq_perm(h.z, 0, sel), w = cq_perm(h.w, 0, sel);
+            const uint32_t s = part >= 2 ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
+            const uint32_t m = part >= 2 ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+            sc[r][0] = (int)(s & 0xff);
+            sc[r][1] = (int)(s >> 8);
+            mn[r][0] = (int)(m & 0xff);
+            mn[r][1] = (int)(m >> 8);
+            dd[r] = cq_h2f(h.x & 0xffff);
+            dm[r] = cq_h2f(h.x >> 16);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 xc[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+            const int2 gs = *(const int2 *)(si + t * sts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int lo = 0, hi = 0;
+#pragma unroll
+                for (int k = 0; k < 2; k++) {
+                    const uint4 &q = k ? raw[r].q1 : raw[r].q0;
+                    lo = __dp4a((int)(q.x & 0x0F0F0F0Fu), xc[k].x, lo);
+                    lo = __dp4a((int)(q.y & 0x0F0F0F0Fu), xc[k].y, lo);
+                    lo = __dp4a((int)(q.z & 0x0F0F0F0Fu), xc[k].z, lo);
+                    lo = __dp4a((int)(q.w & 0x0F0F0F0Fu), xc[k].w, lo);
+                    hi = cq_dp4a_us(q.x & 0xF0F0F0F0u, xc[2 + k].x, hi);
+                    hi = cq_dp4a_us(q.y & 0xF0F0F0F0u, xc[2 + k].y, hi);
+                    hi = cq_dp4a_us(q.z & 0xF0F0F0F0u, xc[2 + k].z, hi);
+                    hi = cq_dp4a_us(q.w & 0xF0F0F0F0u, xc[2 + k].w, hi);
+                }
+                /* hi is 16 times the high nibbles' sum: the shift is exact */
+                const int isum = sc[r][0] * lo + sc[r][1] * (hi >> 4);
+                const int msum = mn[r][0] * gs.x + mn[r][1] * gs.y;
+                acc[r][t] = fmaf(d8, fmaf(dd[r], (float)isum, -dm[r] * (float)msum), acc[r][t]);
+            }
+        }
+    }
+};
+
+/* Q5_K: item p (g = p / 2, hh = p % 2): runs 0..3 columns 64g + 16hh ..,
+ * runs 4..7 32 columns on; group sums of those two 16-column pieces. */
+template <>
+struct CqI8<TQ5_K> {
+    typedef TQ5_K T;
+    static constexpr bool ON = true;
+    static constexpr bool Q8K = true;
+    static constexpr int NSUM = 2;
+    static __device__ int part_of(int off, int &win)
+    {
+        const int w = off & 63; /* within the 64-column group */
+        win = 16 * (w >> 5) + (w & 8);
+        return 2 * (off >> 6) + ((w >> 4) & 1);
+    }
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 1);
+        const int w = lane & 7;
+        if (ok && (lane & 1) == 0) s[2 * (2 * (lane >> 3) + ((w >> 1) & 1)) + (w >> 2)] = v;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
+                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    {
+        int sc[R][2], mn[R][2];
+        float dd[R], dm[R];
+        const int g = part >> 1;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const uint4 &h = raw[r].hdr;
+            const uint32_t sel = 0x4400u | (uint32_t)((2 * g) & 3) | ((uint32_t)((2 * g + 1) & 3) << 4);
+            const uint32_t y = cq_perm(h.y, 0, sel), z = cq_perm(h.z, 0, sel), w = cq_perm(h.w, 0, sel);
+            const uint32_t s = g >= 2 ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
+            const uint32_t m = g >= 2 ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+            sc[r][0] = (int)(s & 0xff);
+            sc[r][1] = (int)(s >> 8);
+            mn[r][0] = (int)(m & 0xff);
+            mn[r][1] = (int)(m >> 8);
+            dd[r] = cq_h2f(h.x & 0xffff);
+            dm[r] = cq_h2f(h.x >> 16);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 xc[2];
+#pragma unroll
+            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+            const int2 gs = *(const int2 *)(si + t * sts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int lo = 0, hi = 0;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    lo = __dp4a((int)T::bytes(raw[r], part, j), cq_u4i(xc[0], j), lo);
+                    hi = __dp4a((int)T::bytes(raw[r], part, 4 + j), cq_u4i(xc[1], j), hi);
+                }
+                const int isum = sc[r][0] * lo + sc[r][1] * hi;
+                const int msum = mn[r][0] * gs.x + mn[r][1] * gs.y;
+                acc[r][t] = fmaf(d8, fmaf(dd[r], (float)isum, -dm[r] * (float)msum), acc[r][t]);
+            }
+        }
+    }
+    static __device__ int cq_u4i(const int4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+};
+
+/* Q6_K: item p (h = p / 4, c = p % 4) = runs 2q + u, columns 128h + 32q +
+ * 8c + 4u ..; one group per 8 columns, its sum stored times -32. */
+template <>
+struct CqI8<TQ6_K> {
+    typedef TQ6_K T;
+    static constexpr bool ON = true;
+    static constexpr bool Q8K = true;
+    static constexpr int NSUM = 4;
+    static __device__ int part_of(int off, int &win)
+    {
+        const int l = off >> 3;
+        win = 8 * ((l >> 2) & 3);
+        return 4 * (l >> 4) + (l & 3);
+    }
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = -32 * s8;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
+                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    {
+        float dd[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) dd[r] = cq_h2f(raw[r].d);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 xc[2];
+#pragma unroll
+            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+            const int4 gs = *(const int4 *)(si + t * sts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int tot = 0;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int4 &xv = xc[q >> 1];
+                    int v = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
+                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, v);
+                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
+                    tot += (int)(int8_t)(raw[r].sc >> (8 * q)) * v;
+                }
+                acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
+            }
+        }
+    }
+};
+
+/* Q8_0: item p = columns 16p .. 16p + 15; no offset, no sums. */
+template <>
+struct CqI8<TQ8_0> {
+    typedef TQ8_0 T;
+    static constexpr bool ON = true;
+    static constexpr bool Q8K = false;
+    static constexpr int NSUM = 0;
+    static __device__ int part_of(int off, int &win)
+    {
+        win = off & 15;
+        return off >> 4;
+    }
+    static __device__ void sums(int *, int, int, bool) {}
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts, const int *,
+                                int, const float *dy, int dts, float (&acc)[R][NT])
+    {
+        int w[R][4];
+        float dd[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            dd[r] = cq_h2f(raw[r].d);
+#pragma unroll
+            for (int j = 0; j < 4; j++) w[r][j] = (int)cq_funnel(raw[r].w[j], raw[r].w[j + 1], raw[r].sh);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int4 xv = *(const int4 *)(xi + t * xts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int v = __dp4a(w[r][0], xv.x, 0);
+                v = __dp4a(w[r][1], xv.y, v);
+                v = __dp4a(w[r][2], xv.z, v);
+                v = __dp4a(w[r][3], xv.w, v);
+                acc[r][t] = fmaf((float)v, dd[r] * d8, acc[r][t]);
+            }
+        }
+    }
+};
+
+/* Q4_0: item p = columns 8p .. 8p + 7 (low nibbles) and 16 + 8p .. (high);
+ * its sum stored times -8. */
+template <>
+struct CqI8<TQ4_0> {
+    typedef TQ4_0 T;
+    static constexpr bool ON = true;
+    static constexpr bool Q8K = false;
+    static constexpr int NSUM = 1;
+    static __device__ int part_of(int off, int &win)
+    {
+        win = (off >> 1) & 8;
+        return (off >> 3) & 1;
+    }
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 2);
+        if (ok && (lane & 2) == 0) s[lane & 1] = -8 * v;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts, const int *si,
+                                int sts, const float *dy, int dts, float (&acc)[R][NT])
+    {
+        float dd[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) dd[r] = cq_h2f(raw[r].d);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int4 xv = *(const int4 *)(xi + t * xts);
+            const int s = si[t * sts];
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int v = __dp4a((int)(raw[r].w0 & 0x0F0F0F0Fu), xv.x, s);
+                v = __dp4a((int)(raw[r].w1 & 0x0F0F0F0Fu), xv.y, v);
+                v = __dp4a((int)((raw[r].w0 >> 4) & 0x0F0F0F0Fu), xv.z, v);
+                v = __dp4a((int)((raw[r].w1 >> 4) & 0x0F0F0F0Fu), xv.w, v);
+                acc[r][t] = fmaf((float)v, dd[r] * d8, acc[r][t]);
+            }
+        }
+    }
+};
+
+/* Shared bytes of the integer path's x for NT tokens of n_cols. */
+CQ_HD int64_t cq_i8_xts(int64_t n_cols)
+{
+    return (n_cols + 127) & ~(int64_t)127;
+}
+
+template <class T>
+static int64_t cq_i8_smem(int64_t n_cols, int nt)
+{
+    const int64_t nb = n_cols / T::BS;
+    return nt * (cq_i8_xts(n_cols) + nb * (T::P * CqI8<T>::NSUM * 4 + 4));
+}
+
+/* The chunk swizzle of item i: the items of 128 bytes (8 lanes' 16-byte
+ * reads) take distinct chunks. */
+template <class T>
+__device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
+{
+    constexpr int ITEMB = 4 * T::NRUN;
+    return (uint32_t)(i / (128 / ITEMB)) & (ITEMB / 16 - 1);
+}
+
+/* Quantize the NT rows of x (global, F32) into shared memory as above: a
+ * warp per 256 values, lane l its 8 values at 8l, the loads of 4 units
+ * issued before their arithmetic. Q8_K (quant_ref_from_float_q8_K): the
+ * signed value of largest magnitude (the first of equals) max, iscale =
+ * -127 / max, q = min(127, round-half-even(iscale * x)), d = 1 / iscale.
+ * Q8_0 (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0),
+ * q = roundf(x * id) (out of range: 0, as ref_trunc and the int8 store),
+ * its scale the binary16 d. */
+template <class T, int NT>
+__device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint8_t *xs)
+{
+    typedef CqI8<T> I;
+    constexpr int U = 4;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nb = (int)(n_cols / T::BS);
+    const int xts = (int)cq_i8_xts(n_cols);
+    int *sums = (int *)(xs + NT * xts);
+    float *dys = (float *)(sums + NT * nb * T::P * I::NSUM);
+    const int units = (int)((NT * n_cols + 255) / 256);
+    for (int u0 = warp; u0 < units; u0 += U * CQ_WARPS) {
+        float4 v[U][2];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            if (u0 + u * CQ_WARPS < units && e < NT * n_cols) {
+                v[u][0] = __ldg((const float4 *)(x + e));
+                v[u][1] = __ldg((const float4 *)(x + e + 4));
+            } else {
+                v[u][0] = v[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
+            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            const bool ok = e < NT * n_cols;
+            const float f[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
+                                v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
+            int q[8];
+            float d;
+            if constexpr (I::Q8K) {
+                float am = 0.0f, mx = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const float a = fabsf(f[k]);
+                    if (a > am) {
+                        am = a;
+                        mx = f[k];
+                    }
+                }
+                int bl = lane; /* equals: the lower lane is the earlier column */
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) {
+                    const float oam = __shfl_xor_sync(0xffffffffu, am, o);
+                    const float omx = __shfl_xor_sync(0xffffffffu, mx, o);
+                    const int obl = __shfl_xor_sync(0xffffffffu, bl, o);
+                    if (oam > am || (oam == am && obl < bl)) {
+                        am = oam;
+                        mx = omx;
+                        bl = obl;
+                    }
+                }
+                const float iscale = am != 0.0f ? __fdiv_rn(-127.0f, mx) : 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const int r = __float2int_rn(__fmul_rn(iscale, f[k]));
+                    q[k] = r < 127 ? r : 127;
+                }
+                d = am != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+            } else {
+                float am = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) am = fmaxf(am, fabsf(f[k]));
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+                const float dq = __fdiv_rn(am, 127.0f);
+                const float id = dq != 0.0f ? __fdiv_rn(1.0f, dq) : 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const float r = roundf(__fmul_rn(f[k], id));
+                    q[k] = r >= -2147483648.0f && r < 2147483648.0f ? (int)(int8_t)(int)r : 0;
+                }
+                d = cq_h2f(cq_f2h(dq));
+            }
+            int s8 = 0;
+#pragma unroll
+            for (int k = 0; k < 8; k++) s8 += q[k];
+            const int64_t gb = e / T::BS; /* block over all tokens */
+            const int t = (int)(gb / nb), b = (int)(gb - (int64_t)t * nb);
+            const int off = (int)(e - gb * T::BS);
+            int win;
+            const int part = I::part_of(off, win);
+            const int64_t item = (int64_t)b * T::P + part;
+            if (ok) {
+                const uint32_t lo = (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
+                const uint32_t hi = (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
+                const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
+                *(uint2 *)(xs + (int64_t)t * xts + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
+                if (off == 0) dys[gb] = d;
+            }
+            if constexpr (I::NSUM > 0) I::sums(sums + gb * T::P * I::NSUM, lane, s8, ok);
+        }
+    }
+}
+
+/* As cq_matvec_kernel, with x quantized into shared memory (see above).
+ * For one token, 3 CTAs per SM (80 registers) where the two steps' loads
+ * fit without spills; Q4_K and Q5_K, with 48 bytes per lane and row, spill
+ * there and keep 2. */
+template <class T, int NT, int R>
+__global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
+    cq_matvec_i8_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                        const float *__restrict__ x, float *__restrict__ y, int64_t ldy, int ks_log2)
+{
+    typedef CqI8<T> I;
+    constexpr int LP = CqLog2<T::P>::value;
+    constexpr int SB = 32 >> LP; /* blocks per step */
+    constexpr int ITEMB = 4 * T::NRUN;
+    __shared__ float red[CQ_WARPS][R * NT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int G = CQ_WARPS >> ks_log2, KS = 1 << ks_log2;
+    const int grp = warp & (G - 1), kidx = warp >> (3 - ks_log2);
+    const int part = lane & (T::P - 1), lblk = lane >> LP;
+    const int64_t nb = n_cols / T::BS;
+    const int64_t tile_rows = (int64_t)G * R;
+    const int64_t n_tiles = (n_rows + tile_rows - 1) / tile_rows;
+    const size_t ustep = (size_t)KS * SB * T::BB;
+    const int64_t b0 = (int64_t)kidx * SB + lblk;
+
+    typename T::Raw raw[R];
+    const uint8_t *wp[R];
+    int64_t tile = blockIdx.x;
+    auto tile_start = [&](int64_t tl) {
+        const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            wp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + b0 * T::BB;
+        if (b0 < nb) {
+#pragma unroll
+            for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
+        }
+    };
+    if (tile < n_tiles) tile_start(tile);
+
+    uint8_t *xs = (uint8_t *)cq_xs;
+    cq_i8_quantize<T, NT>(x, n_cols, xs);
+    __syncthreads();
+
+    const int xts = (int)cq_i8_xts(n_cols);
+    const int sts = (int)(nb * T::P * I::NSUM), dts = (int)nb;
+    const int *sums = (const int *)(xs + NT * xts);
+    const float *dys = (const float *)(sums + NT * sts);
+    /* a step moves the lane's item by KS * 32: its swizzle stays */
+    const uint32_t sw = cq_i8_sw<T>(b0 * T::P + part);
+
+    for (; tile < n_tiles; tile += gridDim.x) {
+        const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
+        float acc[R][NT];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+
+        for (int64_t b = b0; b - lblk < nb; b += KS * SB) {
+            typename T::Raw nxt[R];
+            const bool ok = b < nb, ok_next = b + KS * SB < nb;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                wp[r] += ustep;
+                if (ok_next) T::load(nxt[r], wp[r], part);
+            }
+            if (ok) {
+                const int64_t it = b * T::P + part;
+                I::template step<NT, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM, sts,
+                                        dys + b, dts, acc);
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) raw[r] = nxt[r];
+        }
+        if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x);
+
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float v = acc[r][t];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                acc[r][t] = v;
+            }
+        if (KS == 1) {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
+        } else {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
+            __syncthreads();
+            if (kidx == 0 && lane < R * NT) {
+                float v = red[warp][lane];
+                for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
+                const int r = lane / NT, t = lane % NT;
+                if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
+            }
+            __syncthreads();
+        }
+    }
+}
+
 /* Stores 4 values of a run, or 8 of two adjacent runs, as binary16 or F32. */
 template <bool F16OUT>
 __device__ __forceinline__ void cq_store4(void *out, int64_t idx, const float (&v)[4])
@@ -1404,46 +1945,39 @@ static bool cq_aligned(const void *p, size_t a)
     return ((uintptr_t)p & (a - 1)) == 0;
 }
 
-/* CTAs of one instantiation resident per SM with smem bytes of x: the
- * limit of registers and threads (asked of the runtime once per device,
+/* CTAs of kernel kern resident per SM with smem bytes of x: the limit of
+ * registers and threads (asked of the runtime once per device, in occ_regs,
  * when the kernel's dynamic shared memory limit is raised) and that of
  * shared memory (the static part and 1 KB the system keeps per CTA). */
-template <class T, int NT, int R, bool XS>
-static int cq_matvec_occupancy(size_t smem, const CqDev &dev, int smem_max)
+template <class K>
+static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size_t smem, size_t smem_static,
+                        const CqDev &dev, int smem_max)
 {
-    static std::atomic<int> occ_regs[64];
     const int id = dev.id >= 0 && dev.id < 64 ? dev.id : 0;
     int occ = dev.id >= 0 ? occ_regs[id].load(std::memory_order_relaxed) : 0;
     if (occ == 0) {
-        if (XS)
-            cudaFuncSetAttribute(cq_matvec_kernel<T, NT, R, XS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 smem_max);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, cq_matvec_kernel<T, NT, R, XS>, CQ_THREADS, 0) !=
-                cudaSuccess ||
-            occ < 1) {
+        if (dyn) cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, CQ_THREADS, 0) != cudaSuccess || occ < 1) {
             cudaGetLastError();
             occ = 1;
         } else if (dev.id >= 0) {
             occ_regs[id].store(occ, std::memory_order_relaxed);
         }
     }
-    const size_t per_cta = smem + sizeof(float) * CQ_WARPS * R * NT + 1024;
+    const size_t per_cta = smem + smem_static + 1024;
     const int occ_smem = (int)((size_t)dev.smem_sm / per_cta);
     return occ_smem < 1 ? 1 : occ_smem < occ ? occ_smem : occ;
 }
 
 /* Persistent grid: as many CTAs as fit (or tiles), tiles dealt round-robin:
  * CTA i and CTA i + n_SM share an SM, so each SM gets within one tile of the
- * others. Warps split rows (KS) while there are fewer tiles than CTAs. */
-template <class T, int NT, bool XS>
-static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
-                             int smem_max, cudaStream_t s)
+ * others. Warps split rows (KS = 2^ks_log2) while there are fewer tiles than
+ * CTAs. Returns the grid. */
+template <class T, int R>
+static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, int &ks_log2)
 {
-    constexpr int R = CqShape<T, NT>::R;
-    const int64_t slots = (int64_t)cq_matvec_occupancy<T, NT, R, XS>(smem, dev, smem_max) * dev.sms;
     const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
-    int ks_log2 = 0;
+    ks_log2 = 0;
     for (;;) {
         const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
         const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
@@ -1452,12 +1986,42 @@ static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, in
     }
     const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
     const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-    cq_matvec_kernel<T, NT, R, XS><<<cq_grid(tiles < slots ? tiles : slots), CQ_THREADS, smem, s>>>(
-        (const uint8_t *)w, row_bytes, n_rows, n_cols, x, y, ldy, ks_log2);
+    return cq_grid(tiles < slots ? tiles : slots);
 }
 
-/* For a quantized type, x in shared memory (rows of xstride floats, then
- * the 8-column sums) when it fits. */
+template <class T, int NT, bool XS>
+static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                             const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
+                             int smem_max, cudaStream_t s)
+{
+    constexpr int R = CqShape<T, NT>::R;
+    static std::atomic<int> occ_regs[64];
+    const int occ = cq_occupancy(cq_matvec_kernel<T, NT, R, XS>, occ_regs, XS, smem,
+                                 sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
+    int ks_log2;
+    const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
+    cq_matvec_kernel<T, NT, R, XS><<<grid, CQ_THREADS, smem, s>>>((const uint8_t *)w, row_bytes, n_rows, n_cols,
+                                                                 x, y, ldy, ks_log2);
+}
+
+template <class T, int NT>
+static void cq_matvec_i8_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                                const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
+                                int smem_max, cudaStream_t s)
+{
+    constexpr int R = CqShape<T, NT>::R;
+    static std::atomic<int> occ_regs[64];
+    const int occ = cq_occupancy(cq_matvec_i8_kernel<T, NT, R>, occ_regs, true, smem,
+                                 sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
+    int ks_log2;
+    const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
+    cq_matvec_i8_kernel<T, NT, R><<<grid, CQ_THREADS, smem, s>>>((const uint8_t *)w, row_bytes, n_rows, n_cols,
+                                                                x, y, ldy, ks_log2);
+}
+
+/* The integer path for its types when x fits in shared memory; else, for
+ * a quantized type, x in shared memory (rows of xstride floats, then the
+ * 8-column sums) when it fits. */
 template <class T, int NT>
 static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                              const float *x, float *y, int64_t ldy, cudaStream_t s)
@@ -1466,6 +2030,13 @@ static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, in
     const int smem_max = dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
+    if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
+        const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
+        if (smem8 <= smem_max) {
+            cq_matvec_i8_launch<T, NT>(w, row_bytes, n_rows, n_cols, x, y, ldy, (size_t)smem8, dev, smem_max, s);
+            return;
+        }
+    }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
             cq_matvec_launch<T, NT, true>(w, row_bytes, n_rows, n_cols, x, y, ldy, (size_t)smem, dev, smem_max, s);
