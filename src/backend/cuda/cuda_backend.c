@@ -105,6 +105,11 @@ struct cuda_backend {
     /* pinned host staging for the CPU path */
     float *hx, *hy;
     size_t hx_bytes, hy_bytes;
+    /* hx holds the hx_len bytes of device activations hx_src, unchanged since
+     * (gate and up products share their input: one download serves both);
+     * every op that may write device memory clears hx_src */
+    const float *hx_src;
+    size_t hx_len;
     /* PCIe copy ring */
     uint8_t *slot[COPY_SLOTS];
     uint64_t slot_bytes;
@@ -399,6 +404,7 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     if (cb->err || !bytes) return;
     /* from pageable memory the call returns once the source is staged */
     CK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cb->st));
@@ -684,9 +690,14 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         /* activations down first; then the copies and the GPU's rows are
          * queued, and run while the CPU computes its rows */
         const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
-        if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
-        if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
-        if (!CK(cudaStreamSynchronize(cb->st))) return;
+        if (cb->hx_src != x || cb->hx_len != xb) {
+            cb->hx_src = NULL;
+            if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
+            if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
+            if (!CK(cudaStreamSynchronize(cb->st))) return;
+            cb->hx_src = x;
+            cb->hx_len = xb;
+        }
         const bool timed = nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
         if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
         last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
@@ -708,6 +719,10 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
     if (cb->err) return;
     const int pi = prof_begin(cb);
     matmul(cb, w, x, n_tok, y);
+    /* y was written: the host copy of x stays valid only if y is elsewhere */
+    const uintptr_t y0 = (uintptr_t)y, y1 = y0 + (size_t)(n_tok * w->n_rows) * sizeof(float);
+    const uintptr_t h0 = (uintptr_t)cb->hx_src, h1 = h0 + cb->hx_len;
+    if (cb->hx_src && y0 < h1 && h0 < y1) cb->hx_src = NULL;
     static const char *const kind[2][2] = {{"matvec host", "gemm host"}, {"matvec", "gemm"}};
     prof_end_shape(cb, pi, kind[w->mem == BACKEND_MEM_BACKEND][n_tok > CUQ_MATVEC_MAX_TOK],
                    w->type, w->n_rows, w->n_cols);
@@ -720,6 +735,7 @@ static void cu_get_rows(struct backend *be, const struct backend_weight *w, cons
                         int64_t n, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     if (cb->err || n <= 0) return;
     const int pi = prof_begin(cb);
     get_rows(cb, w, ids, n, out);
@@ -753,6 +769,7 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
                         int64_t n_tok, int64_t n, float *y)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st));
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
@@ -762,6 +779,7 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
                     int64_t pos0, const struct backend_rope *rp)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     if (cb->err) return;
     const float *ff = NULL;
     if (rp->freq_factors) {
@@ -789,6 +807,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, const
                          const float *k, const float *v, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     if (cb->err) return;
     const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
     if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
@@ -803,6 +822,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, const
 static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
     prof_end(cb, pi, "softmax", UINT32_MAX);
@@ -811,6 +831,7 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_silu_mul(gate, up, n, cb->st));
     prof_end(cb, pi, "silu_mul", UINT32_MAX);
@@ -819,6 +840,7 @@ static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_
 static void cu_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_add(y, x, alpha, n, cb->st));
     prof_end(cb, pi, "add", UINT32_MAX);
