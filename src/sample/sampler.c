@@ -173,6 +173,17 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     const int32_t n = s->n_vocab;
     struct sampler_cand *c = s->cand;
+    const struct sampler_params *p = &s->par;
+    if (!(p->temp > 0.0f) && (s->n_recent == 0 || (p->repeat_penalty == 1.0f &&
+                                                   p->frequency_penalty == 0.0f &&
+                                                   p->presence_penalty == 0.0f))) {
+        /* greedy, nothing to penalise: the first largest logit, as below,
+         * without copying a large vocabulary into the candidates */
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
     for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, logits[i], 0.0f};
     apply_penalties(s);
 

@@ -99,6 +99,7 @@ struct bench_run {
     char mode[32];
     int64_t n_prompt, n_gen;
     double prompt_tok_per_s, gen_tok_per_s;
+    double decode_tok_per_s; /* forward passes alone; NaN from a run that lacks it */
     double bytes_read_per_token;
     double hit_rate; /* < 0: no expert cache */
     double predicted_gen_tok_per_s;
@@ -479,6 +480,7 @@ HY_MUST_CHECK static enum hy_status run_once(const struct bench_opts *o, const c
     r->n_gen = (int64_t)jnum(j, "n_gen");
     r->prompt_tok_per_s = jnum(j, "prompt_tok_per_s");
     r->gen_tok_per_s = jnum(j, "gen_tok_per_s");
+    r->decode_tok_per_s = jnum(j, "decode_tok_per_s");
     r->bytes_read_per_token = jnum(j, "bytes_read_per_token");
     const double hits = jnum(j, "expert_hits"), misses = jnum(j, "expert_misses");
     r->hit_rate = hits + misses > 0 ? jnum(j, "expert_hit_rate") : -1.0;
@@ -517,6 +519,8 @@ HY_MUST_CHECK static enum hy_status append_json(const char *path, const struct b
     json_object_set_new(j, "n_gen", json_integer(r->n_gen));
     json_object_set_new(j, "prompt_tok_per_s", json_real(r->prompt_tok_per_s));
     json_object_set_new(j, "gen_tok_per_s", json_real(r->gen_tok_per_s));
+    json_object_set_new(j, "decode_tok_per_s",
+                        isnan(r->decode_tok_per_s) ? json_null() : json_real(r->decode_tok_per_s));
     json_object_set_new(j, "bytes_read_per_token", json_real(r->bytes_read_per_token));
     json_object_set_new(j, "bytes_read", json_integer((json_int_t)r->bytes_read));
     json_object_set_new(j, "expert_hit_rate",

@@ -507,6 +507,8 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
     json_object_set_new(j, "gen_s", json_real((double)s->gen_us / 1e6));
     json_object_set_new(j, "prompt_tok_per_s", json_real(per_s(s->n_prompt, s->prompt_us)));
     json_object_set_new(j, "gen_tok_per_s", json_real(per_s(s->n_gen, s->gen_us)));
+    /* the forward passes alone (no sampling or text), as llama-bench's tg counts */
+    json_object_set_new(j, "decode_tok_per_s", json_real(per_s(s->n_decode, s->decode_us)));
     json_object_set_new(j, "peak_rss_bytes", json_integer((json_int_t)peak_rss_bytes()));
     json_object_set_new(j, "bytes_read", json_integer((json_int_t)bytes_read));
     json_object_set_new(
