@@ -165,10 +165,6 @@ struct backend_ops {
      * undoes that before the memory is freed. */
     enum hy_status (*host_register)(struct backend *be, void *p, size_t bytes);
     void (*host_unregister)(struct backend *be, void *p);
-    /* Optional: bracket the ops of one forward step of n_tok tokens, so that
-     * a backend may record them and replay them as one (CUDA graphs). */
-    void (*step_begin)(struct backend *be, int64_t n_tok);
-    void (*step_end)(struct backend *be);
 
     /* y[t][r] = sum_c W[r][c] * x[t][c]; x [n_tok][W.n_cols], y [n_tok][W.n_rows]. */
     void (*matmul)(struct backend *be, const struct backend_weight *w, const float *x,
@@ -276,16 +272,6 @@ static inline void backend_upload(struct backend *be, void *dst, const void *hos
 HY_MUST_CHECK static inline enum hy_status backend_sync(struct backend *be)
 {
     return be->ops->sync(be);
-}
-
-static inline void backend_step_begin(struct backend *be, int64_t n_tok)
-{
-    if (be->ops->step_begin) be->ops->step_begin(be, n_tok);
-}
-
-static inline void backend_step_end(struct backend *be)
-{
-    if (be->ops->step_end) be->ops->step_end(be);
 }
 
 #endif

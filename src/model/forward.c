@@ -641,10 +641,7 @@ enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
     for (int64_t i = 0; i < n; i += f->n_batch) {
         const int64_t step = HY_MIN(f->n_batch, n - i);
         const bool last = i + step >= n;
-        backend_step_begin(f->be, step);
-        st = eval_step(f, tokens + i, step, f->n_past, last ? 1 : 0);
-        backend_step_end(f->be);
-        if (st) return st;
+        if ((st = eval_step(f, tokens + i, step, f->n_past, last ? 1 : 0))) return st;
         f->n_past += step;
     }
     backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
@@ -666,10 +663,7 @@ enum hy_status forward_eval_all(struct forward *f, const int32_t *tokens, int64_
                        n, f->n_batch);
     enum hy_status st = check_tokens(f, tokens, n);
     if (st) return st;
-    backend_step_begin(f->be, n);
-    st = eval_step(f, tokens, n, f->n_past, n);
-    backend_step_end(f->be);
-    if (st) return st;
+    if ((st = eval_step(f, tokens, n, f->n_past, n))) return st;
     f->n_past += n;
     backend_download(f->be, f->logits_dev, f->logits, (size_t)(n * f->m->n_vocab) * sizeof(float));
     if ((st = backend_sync(f->be))) return st;

@@ -136,15 +136,7 @@ struct cuda_backend {
     struct cuda_backend_rates rates;
     struct cuda_backend_stats stats;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
-    /* CUDA graphs of decode steps (see step_begin) */
-    bool graphs;        /* allowed: not profiling, HYPURA_CUDA_GRAPHS not 0 */
-    bool graph_off;     /* a step needed the host mid-way: steps are not recorded */
-    bool capturing;     /* the compute stream is being recorded */
-    cudaGraphExec_t gexec;
-    int32_t *ids_pin;   /* [GRAPH_IDS] pinned: get_rows ids while recording */
 };
-
-#define GRAPH_IDS 64
 
 static struct cuda_backend *cb_of(struct backend *be) { return (struct cuda_backend *)be; }
 static const struct cuda_backend *cb_ofc(const struct backend *be)
@@ -332,62 +324,6 @@ static void prof_init(struct cuda_backend *cb)
         }
 }
 
-/* ---- CUDA graphs ---------------------------------------------------------- */
-
-/* A decode step (one token) with every weight in VRAM is ~150 small kernels
- * whose launches cost the host more than some of them take on the GPU. The
- * forward brackets each step (step_begin, step_end); while the previous
- * steps ran on the GPU alone, the step's ops are recorded on the compute
- * stream instead of launched, and the recording is replayed as one graph at
- * step_end: the executable graph of the previous step is updated in place
- * (same kernels, new arguments such as the position) or made anew. An op
- * that needs the host mid-step (a download, a host weight, an allocation)
- * first ends the recording and launches what was recorded, so the order of
- * the work is kept, and steps are not recorded from then on. */
-
-static void graph_launch(struct cuda_backend *cb)
-{
-    cudaGraph_t g = NULL;
-    cb->capturing = false;
-    if (!CK(cudaStreamEndCapture(cb->st, &g))) return;
-    if (cb->gexec) {
-        cudaGraphExecUpdateResultInfo info;
-        if (cudaGraphExecUpdate(cb->gexec, g, &info) != cudaSuccess) {
-            (void)cudaGetLastError(); /* another shape of graph: made anew */
-            cudaGraphExecDestroy(cb->gexec);
-            cb->gexec = NULL;
-        }
-    }
-    if (!cb->gexec && !CK(cudaGraphInstantiate(&cb->gexec, g, 0))) {
-        cb->gexec = NULL;
-        cudaGraphDestroy(g);
-        return;
-    }
-    CK(cudaGraphLaunch(cb->gexec, cb->st));
-    cudaGraphDestroy(g);
-}
-
-/* Before an op that needs the host: what was recorded runs now. */
-static void graph_flush(struct cuda_backend *cb)
-{
-    if (!cb->capturing) return;
-    cb->graph_off = true;
-    graph_launch(cb);
-}
-
-static void cu_step_begin(struct backend *be, int64_t n_tok)
-{
-    struct cuda_backend *cb = cb_of(be);
-    if (!cb->graphs || cb->graph_off || cb->err || cb->capturing || n_tok != 1) return;
-    if (CK(cudaStreamBeginCapture(cb->st, cudaStreamCaptureModeRelaxed))) cb->capturing = true;
-}
-
-static void cu_step_end(struct backend *be)
-{
-    struct cuda_backend *cb = cb_of(be);
-    if (cb->capturing) graph_launch(cb);
-}
-
 /* ---- memory ------------------------------------------------------------- */
 
 /* Device scratch of at least bytes (grown once, never per token: sizes are
@@ -395,7 +331,6 @@ static void cu_step_end(struct backend *be)
 static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return true;
-    graph_flush(cb);
     if (*p) {
         if (!CK(cudaStreamSynchronize(cb->st))) return false;
         cudaFree(*p);
@@ -412,7 +347,6 @@ static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t b
 static bool ensure_host(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return true;
-    graph_flush(cb);
     if (*p) {
         if (!CK(cudaStreamSynchronize(cb->st))) return false;
         cudaFreeHost(*p);
@@ -460,7 +394,6 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err || !bytes) return;
-    graph_flush(cb);
     const int pi = prof_begin(cb);
     if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
         prof_end(cb, pi, "download", UINT32_MAX);
@@ -473,7 +406,6 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
     if (cb->err || !bytes) return;
-    graph_flush(cb);
     /* from pageable memory the call returns once the source is staged */
     CK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cb->st));
 }
@@ -481,7 +413,6 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
 static enum hy_status cu_sync(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
-    graph_flush(cb);
     if (!cb->err) CK(cudaStreamSynchronize(cb->st));
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
@@ -728,7 +659,6 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
                    w->n_rows, &x16_ready);
         return;
     }
-    graph_flush(cb); /* host weights: the host takes part */
     const size_t bytes = (size_t)w->n_rows * w->row_bytes;
     bool hit = false;
     const int e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &hit);
@@ -818,22 +748,13 @@ static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, co
     if (w->mem == BACKEND_MEM_BACKEND) {
         if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t)))
             return;
-        /* a recorded copy reads pinned memory (this step's ids until it runs) */
-        const int32_t *src = ids;
-        if (cb->capturing && n <= GRAPH_IDS) {
-            memcpy(cb->ids_pin, ids, (size_t)n * sizeof(int32_t));
-            src = cb->ids_pin;
-        } else {
-            graph_flush(cb);
-        }
-        if (!CK(cudaMemcpyAsync(cb->ids, src, (size_t)n * sizeof(int32_t),
+        if (!CK(cudaMemcpyAsync(cb->ids, ids, (size_t)n * sizeof(int32_t),
                                 cudaMemcpyHostToDevice, cb->st)))
             return;
         CK(cuq_get_rows(w->type, w->data, w->row_bytes, w->n_cols, cb->ids, n, out, cb->st));
         return;
     }
     /* rows of a host weight (token embeddings in RAM): gathered by the CPU */
-    graph_flush(cb);
     const size_t bytes = (size_t)(n * w->n_cols) * sizeof(float);
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, bytes)) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
@@ -865,7 +786,6 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
         const int64_t half = rp->n_rot / 2;
         const size_t b = (size_t)half * sizeof(float);
         if (cb->ff_n != half || memcmp(cb->ff_host, rp->freq_factors, b) != 0) {
-            graph_flush(cb);
             size_t have = cb->ff ? (size_t)cb->ff_n * sizeof(float) : 0;
             if (!ensure_dev(cb, (void **)&cb->ff, &have, b)) return;
             free(cb->ff_host);
@@ -931,12 +851,6 @@ static void cu_free(struct backend *be)
     struct cuda_backend *cb = cb_of(be);
     cudaSetDevice(cb->dev);
     cudaDeviceSynchronize();
-    if (cb->capturing) {
-        cudaGraph_t g = NULL;
-        if (cudaStreamEndCapture(cb->st, &g) == cudaSuccess && g) cudaGraphDestroy(g);
-    }
-    if (cb->gexec) cudaGraphExecDestroy(cb->gexec);
-    if (cb->ids_pin) cudaFreeHost(cb->ids_pin);
     if (cb->prof) prof_report(cb);
     prof_free(cb);
     cudaFree(cb->x16);
@@ -980,8 +894,6 @@ static const struct backend_ops cuda_ops = {
     .sync = cu_sync,
     .host_register = cu_host_register,
     .host_unregister = cu_host_unregister,
-    .step_begin = cu_step_begin,
-    .step_end = cu_step_end,
     .matmul = cu_matmul,
     .get_rows = cu_get_rows,
     .rms_norm = cu_rms_norm,
@@ -1171,10 +1083,6 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     cb->rates.pcie_h2d_bytes_per_s = measure_pcie(cb);
     cb->rates.cpu_matvec_bytes_per_s = measure_cpu(cb);
     prof_init(cb);
-    const char *ge = getenv("HYPURA_CUDA_GRAPHS");
-    cb->graphs = !cb->prof && !(ge && strcmp(ge, "0") == 0) &&
-                 cudaMallocHost((void **)&cb->ids_pin, GRAPH_IDS * sizeof(int32_t)) == cudaSuccess;
-    (void)cudaGetLastError();
     *out = &cb->base;
     return HY_OK;
 }
