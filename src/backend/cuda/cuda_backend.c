@@ -134,6 +134,10 @@ struct cuda_backend {
     } *allocs;
     int n_allocs, cap_allocs;
     struct cuda_backend_rates rates;
+    /* the CPU's rate per weight type, as observed (0: none yet, the common
+     * rate stands in): its kernels differ, and a Q6_K head split by the Q4_K
+     * rate leaves the PCIe side waiting */
+    double cpu_type_rate[HY_TYPE_COUNT];
     struct cuda_backend_stats stats;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
@@ -593,9 +597,12 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
     part.n_rows = n;
     const int64_t t0 = timing_now_us();
     backend_matmul(cb->cpu, &part, hx, n_tok, cb->hy);
-    if (n_tok <= CPU_BATCH_TOKENS)
-        rate_update(&cb->rates.cpu_matvec_bytes_per_s, (double)n * (double)w->row_bytes,
-                    (double)(timing_now_us() - t0) * 1e-6);
+    if (n_tok <= CPU_BATCH_TOKENS) {
+        const double bytes = (double)n * (double)w->row_bytes;
+        const double sec = (double)(timing_now_us() - t0) * 1e-6;
+        rate_update(&cb->rates.cpu_matvec_bytes_per_s, bytes, sec);
+        if (w->type < HY_TYPE_COUNT) rate_update(&cb->cpu_type_rate[w->type], bytes, sec);
+    }
     CK(cudaMemcpy2DAsync(y, (size_t)w->n_rows * sizeof(float), cb->hy, (size_t)n * sizeof(float),
                          (size_t)n * sizeof(float), (size_t)n_tok, cudaMemcpyHostToDevice,
                          cb->st));
@@ -610,7 +617,8 @@ static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_wei
 {
     if (cb->policy == CUDA_HOST_CPU) return w->n_rows;
     if (cb->policy == CUDA_HOST_COPY) return 0;
-    const double cpu = cb->rates.cpu_matvec_bytes_per_s /
+    const double typed = w->type < HY_TYPE_COUNT ? cb->cpu_type_rate[w->type] : 0.0;
+    const double cpu = (typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s) /
                        (double)HY_MAX((int64_t)1, n_tok / CPU_BATCH_TOKENS);
     const double pcie = cb->rates.pcie_h2d_bytes_per_s;
     if (!(cpu > 0)) return 0;
