@@ -1056,6 +1056,48 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
     }
 }
 
+/* The end of a tile of the matvec kernels: each warp's sums over its lanes,
+ * then (KS > 1) over the KS warps that split the tile's columns (through
+ * red, [CQ_WARPS][R * NT] shared), and y[t][r0 + r] for the rows in range.
+ * Every thread of the CTA calls it (it has barriers when KS > 1). */
+template <int NT, int R>
+__device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R * NT], int lane,
+                                            int warp, int kidx, int G, int KS, float *y, int64_t ldy,
+                                            int64_t r0, int64_t n_rows)
+{
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            acc[r][t] = v;
+        }
+    /* every lane holds the sums; lane r * NT + t stores (r, t) */
+    if (KS == 1) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
+        __syncthreads();
+        if (kidx == 0 && lane < R * NT) {
+            float v = red[warp][lane];
+            for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
+            const int r = lane / NT, t = lane % NT;
+            if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
+        }
+        __syncthreads();
+    }
+}
+
 /* Persistent CTAs; tile = G = 8 / KS row groups of R rows; warp w is group
  * w % G and takes steps w / G, w / G + KS, ... of 32 items (32 / P blocks)
  * of its rows. XS: x staged in shared memory first (cp.async), the first
@@ -1166,37 +1208,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         }
         if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x); /* in flight during the sums */
 
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                float v = acc[r][t];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                acc[r][t] = v;
-            }
-        /* every lane holds the sums; lane r * NT + t stores (r, t) */
-        if (KS == 1) {
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
-        } else {
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
-            __syncthreads();
-            if (kidx == 0 && lane < R * NT) {
-                float v = red[warp][lane];
-                for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
-                const int r = lane / NT, t = lane % NT;
-                if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
-            }
-            __syncthreads();
-        }
+        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, y, ldy, r0, n_rows);
     }
 }
 
@@ -1706,36 +1718,7 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
         }
         if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x);
 
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                float v = acc[r][t];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                acc[r][t] = v;
-            }
-        if (KS == 1) {
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
-        } else {
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
-            __syncthreads();
-            if (kidx == 0 && lane < R * NT) {
-                float v = red[warp][lane];
-                for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
-                const int r = lane / NT, t = lane % NT;
-                if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
-            }
-            __syncthreads();
-        }
+        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, y, ldy, r0, n_rows);
     }
 }
 
