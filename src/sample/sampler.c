@@ -133,15 +133,21 @@ static void select_top_k(struct sampler_cand *c, int32_t n, int32_t k)
     }
 }
 
+/* True when the penalties change some logit: recent tokens and a penalty set. */
+static bool penalties_on(const struct sampler *s)
+{
+    const struct sampler_params *p = &s->par;
+    return s->n_recent > 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                               p->presence_penalty != 0.0f);
+}
+
 /* The penalties of every distinct id in the window. The first walk marks an
  * id as done by negating its count (so that a repeated entry is skipped);
  * the second restores the counts. */
 static void apply_penalties(struct sampler *s)
 {
     const struct sampler_params *p = &s->par;
-    if (s->n_recent == 0 ||
-        (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f))
-        return;
+    if (!penalties_on(s)) return;
     for (int32_t i = 0; i < s->n_recent; i++) {
         const int32_t id = s->recent[i];
         const int32_t cnt = s->count[id];
@@ -173,10 +179,7 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     const int32_t n = s->n_vocab;
     struct sampler_cand *c = s->cand;
-    const struct sampler_params *p = &s->par;
-    if (!(p->temp > 0.0f) && (s->n_recent == 0 || (p->repeat_penalty == 1.0f &&
-                                                   p->frequency_penalty == 0.0f &&
-                                                   p->presence_penalty == 0.0f))) {
+    if (!(s->par.temp > 0.0f) && !penalties_on(s)) {
         /* greedy, nothing to penalise: the first largest logit, as below,
          * without copying a large vocabulary into the candidates */
         int32_t best = 0;
