@@ -475,6 +475,9 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     l.max_ctx = HY_MAX(l.max_ctx, lim->max_ctx);
     l.max_head_dim = HY_MAX(l.max_head_dim, lim->max_head_dim);
     l.max_cols = HY_MAX(l.max_cols, lim->max_cols);
+    /* the warm-up product has the batch shape: again only when that grew
+     * (every sequence's forward reserves the same limits) */
+    const bool grown = l.max_batch != cb->lim.max_batch || l.max_cols != cb->lim.max_cols;
     cb->lim = l;
     const size_t x16 = (size_t)(l.max_batch * l.max_cols) * sizeof(uint16_t);
     if (!ensure_dev(cb, (void **)&cb->x16, &cb->x16_bytes, x16)) return cu_sync(be);
@@ -482,7 +485,7 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
     const size_t hx = (size_t)(l.max_batch * l.max_cols) * sizeof(float);
     if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, hx)) return cu_sync(be);
-    warm_up(cb);
+    if (grown) warm_up(cb);
     return cu_sync(be);
 }
 
