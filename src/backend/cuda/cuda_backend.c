@@ -740,20 +740,6 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
 }
 
 static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
-                     int64_t n, float *out);
-
-static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
-                        int64_t n, float *out)
-{
-    struct cuda_backend *cb = cb_of(be);
-    cb->hx_src = NULL;
-    if (cb->err || n <= 0) return;
-    const int pi = prof_begin(cb);
-    get_rows(cb, w, ids, n, out);
-    prof_end(cb, pi, "get_rows", w->type);
-}
-
-static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
                      int64_t n, float *out)
 {
     if (w->mem == BACKEND_MEM_BACKEND) {
@@ -772,6 +758,17 @@ static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, co
     backend_get_rows(cb->cpu, w, ids, n, cb->hy);
     CK(cudaMemcpyAsync(out, cb->hy, bytes, cudaMemcpyHostToDevice, cb->st));
     CK(cudaEventRecord(cb->hy_free, cb->st));
+}
+
+static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
+                        int64_t n, float *out)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
+    if (cb->err || n <= 0) return;
+    const int pi = prof_begin(cb);
+    get_rows(cb, w, ids, n, out);
+    prof_end(cb, pi, "get_rows", w->type);
 }
 
 /* ---- the other ops ------------------------------------------------------ */
