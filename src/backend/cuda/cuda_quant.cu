@@ -507,14 +507,22 @@ struct TQ3_K {
  * top 2 bits of scales[s - 4] (scales[s]) above it. hdr.y/z/w = scales[0..3],
  * [4..7], [8..11]: for sub-blocks 2g and 2g + 1 those are bytes 2g & 3 and
  * 2g & 3 + 1 of hdr.y and hdr.z (g < 2) or of hdr.w with hdr.y/z (g >= 2). */
-CQ_HD void cq_k4_scales(const uint4 &hdr, int g, float (&d)[2], float (&b)[2])
+/* The 6-bit scales (sc) and mins (m) of sub-blocks 2g and 2g + 1 of a
+ * Q4_K/Q5_K header, one per byte in the low two bytes. */
+CQ_HD void cq_k4_scale_bytes(const uint4 &hdr, int g, uint32_t &sc, uint32_t &m)
 {
-    const float dd = cq_h2f(hdr.x & 0xffff), dmin = cq_h2f(hdr.x >> 16);
     const uint32_t sel = 0x4400u | (uint32_t)((2 * g) & 3) | ((uint32_t)((2 * g + 1) & 3) << 4);
     const uint32_t y = cq_perm(hdr.y, 0, sel), z = cq_perm(hdr.z, 0, sel), w = cq_perm(hdr.w, 0, sel);
     const bool hi = g >= 2;
-    const uint32_t sc = hi ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
-    const uint32_t m = hi ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+    sc = hi ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
+    m = hi ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+}
+
+CQ_HD void cq_k4_scales(const uint4 &hdr, int g, float (&d)[2], float (&b)[2])
+{
+    const float dd = cq_h2f(hdr.x & 0xffff), dmin = cq_h2f(hdr.x >> 16);
+    uint32_t sc, m;
+    cq_k4_scale_bytes(hdr, g, sc, m);
     d[0] = cq_mul(dd, cq_as_float(0x4B000000u | (sc & 0xff)) - 8388608.0f);
     d[1] = cq_mul(dd, cq_as_float(0x4B000000u | (sc >> 8)) - 8388608.0f);
     b[0] = -cq_mul(dmin, cq_as_float(0x4B000000u | (m & 0xff)) - 8388608.0f);
@@ -1276,10 +1284,8 @@ struct CqI8<TQ4_K> {
 #pragma unroll
         for (int r = 0; r < R; r++) { /* as cq_k4_scales, in integers */
             const uint4 &h = raw[r].hdr;
-            const uint32_t sel = 0x4400u | (uint32_t)((2 * part) & 3) | ((uint32_t)((2 * part + 1) & 3) << 4);
-            const uint32_t y = cq_perm(h.y, 0, sel), z = cq_perm(h.z, 0, sel), w = cq_perm(h.w, 0, sel);
-            const uint32_t s = part >= 2 ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
-            const uint32_t m = part >= 2 ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+            uint32_t s, m;
+            cq_k4_scale_bytes(h, part, s, m);
             sc[r][0] = (int)(s & 0xff);
             sc[r][1] = (int)(s >> 8);
             mn[r][0] = (int)(m & 0xff);
@@ -1348,10 +1354,8 @@ struct CqI8<TQ5_K> {
 #pragma unroll
         for (int r = 0; r < R; r++) {
             const uint4 &h = raw[r].hdr;
-            const uint32_t sel = 0x4400u | (uint32_t)((2 * g) & 3) | ((uint32_t)((2 * g + 1) & 3) << 4);
-            const uint32_t y = cq_perm(h.y, 0, sel), z = cq_perm(h.z, 0, sel), w = cq_perm(h.w, 0, sel);
-            const uint32_t s = g >= 2 ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
-            const uint32_t m = g >= 2 ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
+            uint32_t s, m;
+            cq_k4_scale_bytes(h, g, s, m);
             sc[r][0] = (int)(s & 0xff);
             sc[r][1] = (int)(s >> 8);
             mn[r][0] = (int)(m & 0xff);
