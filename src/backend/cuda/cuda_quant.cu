@@ -518,6 +518,20 @@ CQ_HD void cq_k4_scale_bytes(const uint4 &hdr, int g, uint32_t &sc, uint32_t &m)
     m = hi ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
 }
 
+/* As cq_k4_scales, in integers for the dp4a path: the scales and mins of
+ * sub-blocks 2g, 2g + 1, and the header's d and dmin. */
+CQ_HD void cq_k4_scales_int(const uint4 &hdr, int g, int (&sc)[2], int (&mn)[2], float &d, float &dmin)
+{
+    uint32_t s, m;
+    cq_k4_scale_bytes(hdr, g, s, m);
+    sc[0] = (int)(s & 0xff);
+    sc[1] = (int)(s >> 8);
+    mn[0] = (int)(m & 0xff);
+    mn[1] = (int)(m >> 8);
+    d = cq_h2f(hdr.x & 0xffff);
+    dmin = cq_h2f(hdr.x >> 16);
+}
+
 CQ_HD void cq_k4_scales(const uint4 &hdr, int g, float (&d)[2], float (&b)[2])
 {
     const float dd = cq_h2f(hdr.x & 0xffff), dmin = cq_h2f(hdr.x >> 16);
@@ -1282,17 +1296,7 @@ struct CqI8<TQ4_K> {
         int sc[R][2], mn[R][2];
         float dd[R], dm[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) { /* as cq_k4_scales, in integers */
-            const uint4 &h = raw[r].hdr;
-            uint32_t s, m;
-            cq_k4_scale_bytes(h, part, s, m);
-            sc[r][0] = (int)(s & 0xff);
-            sc[r][1] = (int)(s >> 8);
-            mn[r][0] = (int)(m & 0xff);
-            mn[r][1] = (int)(m >> 8);
-            dd[r] = cq_h2f(h.x & 0xffff);
-            dm[r] = cq_h2f(h.x >> 16);
-        }
+        for (int r = 0; r < R; r++) cq_k4_scales_int(raw[r].hdr, part, sc[r], mn[r], dd[r], dm[r]);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             int4 xc[4];
@@ -1352,17 +1356,7 @@ struct CqI8<TQ5_K> {
         float dd[R], dm[R];
         const int g = part >> 1;
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const uint4 &h = raw[r].hdr;
-            uint32_t s, m;
-            cq_k4_scale_bytes(h, g, s, m);
-            sc[r][0] = (int)(s & 0xff);
-            sc[r][1] = (int)(s >> 8);
-            mn[r][0] = (int)(m & 0xff);
-            mn[r][1] = (int)(m >> 8);
-            dd[r] = cq_h2f(h.x & 0xffff);
-            dm[r] = cq_h2f(h.x >> 16);
-        }
+        for (int r = 0; r < R; r++) cq_k4_scales_int(raw[r].hdr, g, sc[r], mn[r], dd[r], dm[r]);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             int4 xc[2];
