@@ -584,6 +584,185 @@ static void test_matmul(void)
     }
 }
 
+/* ---- matmul_fused ------------------------------------------------------------ */
+
+/* n_w weights of types[i] (one n_cols), kind's op after them: the CUDA op
+ * (weights in backend memory, or with host_w the first in host memory: the
+ * unfused path) against the CPU's matmul, add and silu_mul. Outputs poisoned;
+ * ADD's y starts as N(0, 1) values. */
+static void fused_case(enum backend_fuse kind, const uint32_t *types, const int64_t *rows, int n_w,
+                       int64_t cols, int64_t n_tok, bool host_w)
+{
+    static const char *const kname[3] = {"none", "add", "swiglu"};
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    struct tweight tw[3];
+    float *want[3], *got = NULL, *x = xmalloc(sizeof(float) * (size_t)(n_tok * cols));
+    int64_t max_rows = 0;
+    for (int i = 0; i < n_w; i++) {
+        tweight_make(&r, types[i], rows[i], cols, 0.05f, &tw[i]);
+        want[i] = xmalloc(sizeof(float) * (size_t)(n_tok * rows[i]));
+        max_rows = HY_MAX(max_rows, rows[i]);
+    }
+    got = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
+    fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
+    const size_t n0 = (size_t)(n_tok * rows[0]);
+    float *y0 = xmalloc(sizeof(float) * n0), *tmp = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
+    fill_normal(&r, y0, n0, 1.0f);
+    /* the CPU's separate ops */
+    if (kind == BACKEND_FUSE_NONE) {
+        for (int i = 0; i < n_w; i++) backend_matmul(T.cpu, &tw[i].w, x, n_tok, want[i]);
+    } else if (kind == BACKEND_FUSE_ADD) {
+        memcpy(want[0], y0, n0 * sizeof(float));
+        backend_matmul(T.cpu, &tw[0].w, x, n_tok, tmp);
+        backend_add(T.cpu, want[0], tmp, 1.0f, (int64_t)n0);
+    } else {
+        backend_matmul(T.cpu, &tw[0].w, x, n_tok, want[0]);
+        backend_matmul(T.cpu, &tw[1].w, x, n_tok, tmp);
+        backend_silu_mul(T.cpu, want[0], tmp, (int64_t)n0);
+    }
+    const int n_out = kind == BACKEND_FUSE_NONE ? n_w : 1;
+    char what[200], tname[48];
+    snprintf(what, sizeof what, "matmul_fused %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
+             kname[kind], n_w, quant_type_name(types[0]), (long long)rows[0],
+             (long long)(n_w > 1 ? rows[1] : 0), (long long)(n_w > 2 ? rows[2] : 0), (long long)cols,
+             (long long)n_tok, host_w ? ", first weight in host memory" : "", (unsigned long long)seed);
+    /* a sum of two products' errors for swiglu */
+    const double bound = matmul_bound(types[0], n_tok > MATVEC_MAX_TOK) * (kind == BACKEND_FUSE_SWIGLU ? 2 : 1);
+    snprintf(tname, sizeof tname, "matmul_fused %s %s", kname[kind], quant_type_name(types[0]));
+    double e = NAN;
+    if (live(G_AUTO)) {
+        struct backend *be = T.gpu[G_AUTO];
+        struct backend_weight wd[3];
+        void *d[3] = {NULL, NULL, NULL};
+        bool ok = true;
+        for (int i = 0; i < n_w; i++) {
+            if (i == 0 && host_w) {
+                wd[0] = tw[0].w;
+                continue;
+            }
+            ok &= (d[i] = tweight_upload(G_AUTO, &tw[i], &wd[i])) != NULL;
+        }
+        float *const *b = T.buf[G_AUTO];
+        HY_ASSERT(n_w <= 3 && (size_t)(n_tok * max_rows) <= BUF_FLOATS);
+        if (ok) {
+            backend_upload(be, b[0], x, sizeof(float) * (size_t)(n_tok * cols));
+            float *ys[3] = {b[1], b[2], b[3]};
+            for (int i = 0; i < n_out; i++) gpu_poison(G_AUTO, ys[i], (size_t)(n_tok * rows[i]));
+            if (kind == BACKEND_FUSE_ADD) backend_upload(be, ys[0], y0, n0 * sizeof(float));
+            be->ops->matmul_fused(be, kind, wd, n_w, b[0], n_tok, ys);
+            e = 0.0;
+            for (int i = 0; i < n_out && !isnan(e); i++) {
+                backend_download(be, ys[i], got, sizeof(float) * (size_t)(n_tok * rows[i]));
+                char label[240];
+                snprintf(label, sizeof label, "%s: output %d", what, i);
+                if (!gpu_sync(G_AUTO, label)) {
+                    e = NAN;
+                    break;
+                }
+                e = HY_MAX(e, check_close(tname, bound, got, want[i], (size_t)(n_tok * rows[i]), label));
+            }
+        }
+        for (int i = 0; i < n_w; i++)
+            if (d[i]) be->ops->dealloc(be, d[i]);
+    }
+    char eb[16];
+    printf("%s: %s (bound %.1e)\n", what, fmt_err(eb, sizeof eb, e), bound);
+    for (int i = 0; i < n_w; i++) {
+        tweight_free(&tw[i]);
+        free(want[i]);
+    }
+    free(got);
+    free(x);
+    free(y0);
+    free(tmp);
+}
+
+static void test_matmul_fused(void)
+{
+    static const int64_t toks[] = {1, 3, 8, 9};
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(all_types); ti++) {
+        const uint32_t t = all_types[ti], t3[3] = {t, t, t};
+        if (!gpu_supports(t)) continue;
+        for (size_t k = 0; k < HY_ARRAY_LEN(toks); k++) {
+            const int64_t qkv[3] = {64, 16, 16}, gu[2] = {352, 352}, o[1] = {96};
+            fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], false);
+            fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 512, toks[k], false);
+            fused_case(BACKEND_FUSE_ADD, t3, o, 1, 768, toks[k], false);
+        }
+        const int64_t qkv[3] = {4096, 1024, 1024}, gu[2] = {2816, 2816}, o[1] = {4096};
+        fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 4096, 1, false);
+        fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, false);
+        fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, false);
+    }
+    /* the unfused paths: mixed types, a host weight */
+    const uint32_t mixed[3] = {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
+    const int64_t qkv[3] = {512, 128, 128}, gu[2] = {704, 704}, o[1] = {256};
+    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, false);
+    fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, true);
+    fused_case(BACKEND_FUSE_ADD, mixed + 2, o, 1, 1024, 2, true);
+}
+
+/* ---- route ---------------------------------------------------------------------- */
+
+static void test_route(void)
+{
+    static const struct {
+        int64_t n_tok, n, k;
+        bool renorm;
+    } cases[] = {{1, 8, 2, true},   {7, 8, 2, true},    {1, 60, 4, false},  {64, 60, 4, true},
+                 {3, 128, 8, true}, {1, 256, 8, false}, {33, 256, 1, true}, {2, 2048, 32, true}};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
+        const int64_t nt = cases[ci].n_tok, n = cases[ci].n, k = cases[ci].k;
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *x = xmalloc(sizeof(float) * (size_t)(nt * n)), *p_cpu = xmalloc(sizeof(float) * (size_t)(nt * n));
+        float *p_gpu = xmalloc(sizeof(float) * (size_t)(nt * n));
+        int32_t *id_cpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k)), *id_gpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k));
+        float *w_cpu = xmalloc(sizeof(float) * (size_t)(nt * k)), *w_gpu = xmalloc(sizeof(float) * (size_t)(nt * k));
+        fill_normal(&r, x, (size_t)(nt * n), 2.0f);
+        memcpy(p_cpu, x, sizeof(float) * (size_t)(nt * n));
+        backend_route(T.cpu, p_cpu, nt, n, k, cases[ci].renorm, id_cpu, w_cpu);
+        char what[160];
+        snprintf(what, sizeof what, "route %lld tokens over %lld experts, top %lld%s (seed %#llx)",
+                 (long long)nt, (long long)n, (long long)k, cases[ci].renorm ? ", renormalised" : "",
+                 (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            float *const *b = T.buf[G_AUTO];
+            backend_upload(be, b[0], x, sizeof(float) * (size_t)(nt * n));
+            gpu_poison(G_AUTO, b[1], (size_t)(nt * k));
+            gpu_poison(G_AUTO, b[2], (size_t)(nt * k));
+            backend_route(be, b[0], nt, n, k, cases[ci].renorm, (int32_t *)b[1], b[2]);
+            backend_download(be, b[0], p_gpu, sizeof(float) * (size_t)(nt * n));
+            backend_download(be, b[1], id_gpu, sizeof(int32_t) * (size_t)(nt * k));
+            backend_download(be, b[2], w_gpu, sizeof(float) * (size_t)(nt * k));
+            if (gpu_sync(G_AUTO, what)) {
+                e = check_close("route probabilities", BOUND_F32_OP, p_gpu, p_cpu, (size_t)(nt * n), what);
+                e = HY_MAX(e, check_close("route weights", BOUND_F32_OP, w_gpu, w_cpu, (size_t)(nt * k), what));
+                for (int64_t i = 0; i < nt * k; i++)
+                    if (!CHECK(id_gpu[i] == id_cpu[i])) {
+                        fprintf(stderr, "  %s: token %lld pick %lld: GPU expert %d, CPU %d\n", what,
+                                (long long)(i / k), (long long)(i % k), id_gpu[i], id_cpu[i]);
+                        break;
+                    }
+            }
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(x);
+        free(p_cpu);
+        free(p_gpu);
+        free(id_cpu);
+        free(id_gpu);
+        free(w_cpu);
+        free(w_gpu);
+    }
+}
+
 /* ---- get_rows ------------------------------------------------------------------ */
 
 static void get_rows_case(uint32_t type, int64_t rows, int64_t cols, int64_t n)
@@ -964,7 +1143,8 @@ static long cache_diff(const char *what, uint32_t type, bool transposed, const u
     return n_diff;
 }
 
-static void attention_config(uint32_t type, int64_t hd)
+/* rope: NULL, or RoPE folded into the op (q and k go in unrotated). */
+static void attention_config(uint32_t type, int64_t hd, const struct backend_rope *rope)
 {
     const uint64_t seed = case_seed();
     struct rng r;
@@ -985,6 +1165,9 @@ static void attention_config(uint32_t type, int64_t hd)
     memset(ff, 0xff, c_bytes);
     float *out_cpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
     float *out_gpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
+    /* the CPU rotates its q and k in place: copies of them */
+    float *q_cpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
+    float *k_cpu = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * kd));
     float *sh_cpu[3], *sh_gpu[3];
     for (int s = 0; s < 3; s++) {
         sh_cpu[s] = xmalloc(sizeof(float) * (size_t)(ATT_SHARED * qd));
@@ -998,10 +1181,14 @@ static void attention_config(uint32_t type, int64_t hd)
         if (vd_dev) be->ops->dealloc(be, vd_dev);
         be = NULL;
     }
-    char tname[48], cfg[96];
-    snprintf(tname, sizeof tname, "attention %s", quant_type_name(type));
-    snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads (seed %#llx)",
-             quant_type_name(type), (long long)hd, ATT_NH, ATT_NKV, (unsigned long long)seed);
+    char tname[48], cfg[160], rope_cfg[64] = "";
+    if (rope)
+        snprintf(rope_cfg, sizeof rope_cfg, ", RoPE %s %lld dims in the op",
+                 rope->mode == BACKEND_ROPE_NEOX ? "neox" : "norm", (long long)rope->n_rot);
+    snprintf(tname, sizeof tname, "attention %s%s", quant_type_name(type), rope ? " +rope" : "");
+    snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads%s (seed %#llx)",
+             quant_type_name(type), (long long)hd, ATT_NH, ATT_NKV, rope_cfg,
+             (unsigned long long)seed);
     bool gpu_ran[3] = {false, false, false};
     for (int s = 0; s < 3; s++) {
         memset(kc, 0xff, k_bytes);
@@ -1019,7 +1206,8 @@ static void attention_config(uint32_t type, int64_t hd)
                                  .head_dim_v = hd,
                                  .scale = (float)(1.0 / sqrt((double)hd)),
                                  .k_type = type,
-                                 .v_type = type};
+                                 .v_type = type,
+                                 .rope = rope};
         struct backend_attn ag = a;
         ag.k_cache = kd_dev;
         ag.v_cache = vd_dev;
@@ -1030,7 +1218,10 @@ static void attention_config(uint32_t type, int64_t hd)
             HY_ASSERT(p0 == filled && p0 + nt <= ATT_NPOS);
             a.pos0 = ag.pos0 = p0;
             a.n_tok = ag.n_tok = nt;
-            backend_attention(T.cpu, &a, q + p0 * qd, k + p0 * kd, v + p0 * kd, out_cpu + p0 * qd);
+            memcpy(q_cpu + p0 * qd, q + p0 * qd, sizeof(float) * (size_t)(nt * qd));
+            memcpy(k_cpu + p0 * kd, k + p0 * kd, sizeof(float) * (size_t)(nt * kd));
+            backend_attention(T.cpu, &a, q_cpu + p0 * qd, k_cpu + p0 * kd, v + p0 * kd,
+                              out_cpu + p0 * qd);
             filled = p0 + nt;
             if (!ok || !live(G_AUTO)) {
                 ok = false;
@@ -1068,7 +1259,9 @@ static void attention_config(uint32_t type, int64_t hd)
         char kw[240], vw[240];
         snprintf(kw, sizeof kw, "%s: K cache", cfg);
         snprintf(vw, sizeof vw, "%s: V cache%s", cfg, vt ? " (transposed)" : "");
-        const long nk = cache_diff(kw, type, false, kc, kg, filled, kd, k);
+        /* with RoPE in the op the K rows are the rotated keys, whose angles
+         * may differ in the last bit (the rope bound): the outputs check them */
+        const long nk = rope ? 0 : cache_diff(kw, type, false, kc, kg, filled, kd, k);
         const long nv = cache_diff(vw, type, vt, vc, vg, filled, kd, v);
         if (!CHECK(nk == 0 && nv == 0))
             fprintf(stderr, "  %s, %s: %ld K and %ld V %s differ from the CPU's over %lld positions\n",
@@ -1112,14 +1305,23 @@ static void attention_config(uint32_t type, int64_t hd)
     free(ff);
     free(out_cpu);
     free(out_gpu);
+    free(q_cpu);
+    free(k_cpu);
 }
 
 static void test_attention(void)
 {
     static const uint32_t types[] = {HY_TYPE_F32, HY_TYPE_F16, HY_TYPE_Q8_0};
+    /* Llama 3's rope with frequency factors; a NeoX rope over part of the head */
+    static float ff[32];
+    for (int i = 0; i < 32; i++) ff[i] = 1.0f + 0.25f * (float)(i % 7);
+    const struct backend_rope rope_norm = {BACKEND_ROPE_NORM, 64, 500000.0, 1.0, ff};
+    const struct backend_rope rope_neox = {BACKEND_ROPE_NEOX, 96, 10000.0, 0.5, NULL};
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
-        attention_config(types[ti], 64);
-        attention_config(types[ti], 128);
+        attention_config(types[ti], 64, NULL);
+        attention_config(types[ti], 128, NULL);
+        attention_config(types[ti], 64, &rope_norm);
+        attention_config(types[ti], 128, &rope_neox);
     }
 }
 
@@ -1248,6 +1450,8 @@ int main(int argc, char **argv)
            (unsigned long long)T.seed0, argv[0]);
     if (setup()) {
         test_matmul();
+        test_matmul_fused();
+        test_route();
         test_get_rows();
         test_rms_norm();
         test_rope();

@@ -130,6 +130,17 @@ struct backend_attn {
     float scale;     /* applied to q.k before the softmax (1/sqrt(head_dim) for llama) */
     uint32_t k_type; /* enum hy_type of the K cache */
     uint32_t v_type; /* enum hy_type of the V cache */
+    /* NULL: q and k arrive rotated. Else the op rotates them first, as the
+     * rope op would (token t at pos0 + t; q over n_head heads, k over
+     * n_head_kv): a GPU folds that into its cache writes. */
+    const struct backend_rope *rope;
+};
+
+/* What matmul_fused does after its products (see there). */
+enum backend_fuse {
+    BACKEND_FUSE_NONE = 0, /* ys[i] = W_i x for each weight */
+    BACKEND_FUSE_ADD,      /* one weight: ys[0] += W_0 x (a residual add) */
+    BACKEND_FUSE_SWIGLU,   /* two weights of equal n_rows: ys[0] = silu(W_0 x) * (W_1 x) */
 };
 
 /* True when V of this type is stored transposed (see struct backend_attn). */
@@ -178,14 +189,31 @@ struct backend_ops {
     /* Rotates x [n_tok][n_head][head_dim] in place; token t is at position pos0 + t. */
     void (*rope)(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                  int64_t pos0, const struct backend_rope *rope);
+    /* Optional (NULL: the forward pass calls matmul, add and silu_mul): the
+     * products of one x [n_tok][n_cols] with n_w <= 3 weights of that n_cols,
+     * and the element-wise op of kind after them, in as few steps as the
+     * backend can (one kernel for decode's q/k/v, gate/up). The results agree
+     * with the separate ops to rounding. ys[i]: [n_tok][ws[i].n_rows]. */
+    void (*matmul_fused)(struct backend *be, enum backend_fuse kind,
+                         const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
+                         float *const *ys);
+    /* Routing of n_tok tokens over n experts: each row of x [n_tok][n] (router
+     * logits) becomes its softmax, in place; ids [n_tok][k] are the k most
+     * probable experts of each token, in descending probability, ties to the
+     * lower id; w [n_tok][k] their probabilities, renormalised to sum 1 when
+     * renorm. ids and w are backend memory. */
+    void (*route)(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
+                  int32_t *ids, float *w);
     /* Stores k [n_tok][n_head_kv * head_dim] and v [n_tok][n_head_kv * head_dim_v] (F32) in
      * the caches at positions pos0.. (converted to their types), then
      * out[t] = softmax(scale * q[t] . K[0..pos0+t]) V for every head (causal).
      * q [n_tok][n_head * head_dim], out [n_tok][n_head * head_dim_v]. On the CPU the
      * output of a token does not depend on n_tok (a batch equals token-by-token calls, bit
-     * for bit); the CUDA backend's agree to rounding (its kernels differ by batch size). */
-    void (*attention)(struct backend *be, const struct backend_attn *a, const float *q,
-                      const float *k, const float *v, float *out);
+     * for bit); the CUDA backend's agree to rounding (its kernels differ by batch size).
+     * With a->rope the op rotates q and k first; their buffers hold no defined values
+     * afterwards. */
+    void (*attention)(struct backend *be, const struct backend_attn *a, float *q, float *k,
+                      const float *v, float *out);
     /* Softmax of each of n_rows rows of n, in place. */
     void (*softmax)(struct backend *be, float *x, int64_t n_rows, int64_t n);
     /* gate[i] = silu(gate[i]) * up[i] for i < n. */
@@ -236,10 +264,16 @@ static inline void backend_rope(struct backend *be, float *x, int64_t n_tok, int
     be->ops->rope(be, x, n_tok, n_head, head_dim, pos0, rope);
 }
 
-static inline void backend_attention(struct backend *be, const struct backend_attn *a,
-                                     const float *q, const float *k, const float *v, float *out)
+static inline void backend_attention(struct backend *be, const struct backend_attn *a, float *q,
+                                     float *k, const float *v, float *out)
 {
     be->ops->attention(be, a, q, k, v, out);
+}
+
+static inline void backend_route(struct backend *be, float *x, int64_t n_tok, int64_t n,
+                                 int64_t k, bool renorm, int32_t *ids, float *w)
+{
+    be->ops->route(be, x, n_tok, n, k, renorm, ids, w);
 }
 
 static inline void backend_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)

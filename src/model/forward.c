@@ -18,7 +18,6 @@
 
 struct forward {
     int32_t *hint_ids; /* MoE: the next layer's guessed experts, [n_expert] */
-    float *hint_w;
     uint64_t buf_bytes; /* KV cache, activations and logits allocated by forward_init */
     struct model *m;    /* borrowed; outlives this */
     struct backend *be; /* borrowed; outlives this */
@@ -53,6 +52,8 @@ struct forward {
     float *hb2;        /* [n_batch][max(ff_dim, shexp_dim)] */
     float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
     float *router;     /* MoE: [n_batch][n_expert] router probabilities */
+    int32_t *route_ids; /* MoE: [n_batch][n_expert_used] the experts route picked */
+    float *route_w;     /* MoE: [n_batch][n_expert_used] their weights */
     float *shexp_gate; /* shared expert: [n_batch] gate logits */
     float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
@@ -61,7 +62,9 @@ struct forward {
 
     /* Host memory. */
     float *logits;          /* owned (mem_aligned_alloc), as logits_dev */
-    float *router_host;     /* owned, [n_batch][n_expert] */
+    bool logits_pinned;     /* logits registered with the backend (host_register) */
+    int32_t *route_ids_host; /* owned, as route_ids */
+    float *route_w_host;     /* owned, as route_w */
     float *shexp_gate_host; /* owned, [n_batch]: gate logits of the shared expert */
     int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
@@ -252,13 +255,25 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
                      sizes_format(logit_bytes, sz, sizeof sz));
         goto fail;
     }
+    /* a GPU copies the logits every step: from page-locked memory that is a
+     * DMA straight into them (pageable memory is staged and slower); when
+     * locking fails the copy still works */
+    if (be->ops->host_register && !f->logits_all) {
+        f->logits_pinned = be->ops->host_register(be, f->logits, (size_t)logit_bytes) == HY_OK;
+        if (!f->logits_pinned) err_clear();
+    }
 
     struct forward_routes *r = &f->routes;
     if (m->is_moe) {
         const uint64_t X = (uint64_t)hp->n_expert;
         if ((st = alloc_buf(f, &f->xg, nb * E * F, "activations (expert inputs)"))) goto fail;
+        const uint64_t K = (uint64_t)hp->n_expert_used;
         if ((st = alloc_buf(f, &f->router, nb * X * F, "activations (router)"))) goto fail;
-        f->router_host = mem_xcalloc(nb * X, sizeof(float));
+        if ((st = alloc_buf(f, &f->route_ids, nb * K * sizeof(int32_t), "routes (experts)")))
+            goto fail;
+        if ((st = alloc_buf(f, &f->route_w, nb * K * F, "routes (weights)"))) goto fail;
+        f->route_ids_host = mem_xcalloc(nb * K, sizeof(int32_t));
+        f->route_w_host = mem_xcalloc(nb * K, sizeof(float));
         if (f->shexp_dim > 0) {
             if ((st = alloc_buf(f, &f->shexp_gate, nb * F, "activations (shared expert gate)")))
                 goto fail;
@@ -269,7 +284,6 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
         f->hint_ids = mem_xcalloc(X, sizeof(int32_t));
-        f->hint_w = mem_xcalloc(X, sizeof(float));
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
         r->n_used = hp->n_expert_used;
@@ -288,16 +302,17 @@ void forward_free(struct forward *f)
 {
     if (!f) return;
     for (int i = 0; i < f->n_bufs; i++) f->be->ops->dealloc(f->be, f->bufs[i]);
+    if (f->logits_pinned) f->be->ops->host_unregister(f->be, f->logits);
     mem_aligned_free(f->logits);
     free(f->rope_factors);
-    free(f->router_host);
+    free(f->route_ids_host);
+    free(f->route_w_host);
     free(f->shexp_gate_host);
     free(f->grp_tok);
     free(f->grp_w);
     free(f->grp_n);
     free(f->sel_ids);
     free(f->hint_ids);
-    free(f->hint_w);
     free(f->routes.ids);
     free(f->routes.weights);
     free(f->routes.counts);
@@ -392,6 +407,39 @@ HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum mo
     return HY_OK;
 }
 
+/* The products of x with the weights of n roles of layer l (n <= 3, one
+ * n_cols), and the element-wise op of kind after them (backend.h,
+ * matmul_fused): in one call when the backend fuses, else as matmul, add and
+ * silu_mul calls (tmp: scratch for one product, as large as ys[0]). */
+HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
+                                                 enum backend_fuse kind,
+                                                 const enum model_wrole *roles, int n,
+                                                 const float *x, int64_t n_tok, float *const *ys,
+                                                 float *tmp)
+{
+    struct backend_weight w[3];
+    enum hy_status st = HY_OK;
+    int got = 0;
+    for (; got < n; got++)
+        if ((st = model_acquire(f->m, layer, roles[got], -1, &w[got]))) break;
+    struct backend *be = f->be;
+    if (st) {
+    } else if (be->ops->matmul_fused) {
+        be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys);
+    } else if (kind == BACKEND_FUSE_NONE) {
+        for (int i = 0; i < n; i++) backend_matmul(be, &w[i], x, n_tok, ys[i]);
+    } else if (kind == BACKEND_FUSE_ADD) {
+        backend_matmul(be, &w[0], x, n_tok, tmp);
+        backend_add(be, ys[0], tmp, 1.0f, n_tok * w[0].n_rows);
+    } else {
+        backend_matmul(be, &w[0], x, n_tok, ys[0]);
+        backend_matmul(be, &w[1], x, n_tok, tmp);
+        backend_silu_mul(be, ys[0], tmp, n_tok * w[0].n_rows);
+    }
+    for (int i = 0; i < got; i++) model_release(f->m, layer, roles[i]);
+    return st;
+}
+
 /* x[t] += bias for n_tok rows of n, when the layer has that bias (ARCH_QKV_BIAS). */
 HY_MUST_CHECK static enum hy_status add_bias(struct forward *f, int layer, enum model_wrole role,
                                              float *x, int64_t n_tok, int64_t n)
@@ -429,9 +477,9 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
     const struct hparams *hp = f->hp;
     enum hy_status st;
     if ((st = norm(f, l, MODEL_W_ATTN_NORM, f->x, n, f->xb))) return st;
-    if ((st = linear(f, l, MODEL_W_ATTN_Q, -1, f->xb, n, f->q))) return st;
-    if ((st = linear(f, l, MODEL_W_ATTN_K, -1, f->xb, n, f->k))) return st;
-    if ((st = linear(f, l, MODEL_W_ATTN_V, -1, f->xb, n, f->v))) return st;
+    static const enum model_wrole qkv[3] = {MODEL_W_ATTN_Q, MODEL_W_ATTN_K, MODEL_W_ATTN_V};
+    float *const qkv_out[3] = {f->q, f->k, f->v};
+    if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, qkv, 3, f->xb, n, qkv_out, NULL))) return st;
     if ((st = add_bias(f, l, MODEL_W_ATTN_Q_BIAS, f->q, n, f->q_dim))) return st;
     if ((st = add_bias(f, l, MODEL_W_ATTN_K_BIAS, f->k, n, f->k_dim))) return st;
     if ((st = add_bias(f, l, MODEL_W_ATTN_V_BIAS, f->v, n, f->v_dim))) return st;
@@ -439,8 +487,6 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
         if ((st = head_norm(f, l, MODEL_W_ATTN_Q_NORM, f->q, n * hp->n_head))) return st;
         if ((st = head_norm(f, l, MODEL_W_ATTN_K_NORM, f->k, n * hp->n_head_kv))) return st;
     }
-    backend_rope(f->be, f->q, n, hp->n_head, hp->head_dim, pos0, &f->rope);
-    backend_rope(f->be, f->k, n, hp->n_head_kv, hp->head_dim, pos0, &f->rope);
     struct backend_attn a = {
         .k_cache = f->k_cache + (size_t)l * f->k_layer_bytes,
         .v_cache = f->v_cache + (size_t)l * f->v_layer_bytes,
@@ -454,47 +500,25 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
         .scale = (float)(1.0 / sqrt((double)hp->head_dim)),
         .k_type = f->kv_type,
         .v_type = f->kv_type,
+        .rope = &f->rope,
     };
     backend_attention(f->be, &a, f->q, f->k, f->v, f->att);
     if (r0 >= n) return HY_OK;
-    if ((st = linear(f, l, MODEL_W_ATTN_OUT, -1, f->att + r0 * f->att_dim, n - r0, f->xb2)))
-        return st;
-    backend_add(f->be, f->x + r0 * hp->n_embd, f->xb2, 1.0f, (n - r0) * hp->n_embd);
-    return HY_OK;
+    static const enum model_wrole out_role[1] = {MODEL_W_ATTN_OUT};
+    float *const res[1] = {f->x + r0 * hp->n_embd};
+    return linear_fused(f, l, BACKEND_FUSE_ADD, out_role, 1, f->att + r0 * f->att_dim, n - r0,
+                        res, f->xb2);
 }
 
 /* x[0..n) += FFN(xb[0..n)) for a dense layer. */
 HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t n, float *x)
 {
-    enum hy_status st;
-    if ((st = linear(f, l, MODEL_W_FFN_GATE, -1, f->xb, n, f->hb))) return st;
-    if ((st = linear(f, l, MODEL_W_FFN_UP, -1, f->xb, n, f->hb2))) return st;
-    backend_silu_mul(f->be, f->hb, f->hb2, n * f->ff_dim);
-    if ((st = linear(f, l, MODEL_W_FFN_DOWN, -1, f->hb, n, f->xb2))) return st;
-    backend_add(f->be, x, f->xb2, 1.0f, n * f->hp->n_embd);
-    return HY_OK;
-}
-
-/* Top-k of one token's router probabilities p[0..n_expert): descending
- * probability, ties to the lower id; weights renormalised to sum 1, or with
- * !renorm the probabilities themselves. */
-static void route_token(const float *p, int64_t n_expert, int64_t k, bool renorm, int32_t *ids,
-                        float *w)
-{
-    double sum = 0.0;
-    for (int64_t j = 0; j < k; j++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int64_t i = 0; i < j; i++) taken |= ids[i] == e;
-            if (!taken && (best < 0 || p[e] > p[best])) best = e;
-        }
-        ids[j] = (int32_t)best;
-        w[j] = p[best];
-        sum += p[best];
-    }
-    if (!renorm) return;
-    for (int64_t j = 0; j < k; j++) w[j] = sum > 0.0 ? (float)(w[j] / sum) : 1.0f / (float)k;
+    static const enum model_wrole gate_up[2] = {MODEL_W_FFN_GATE, MODEL_W_FFN_UP};
+    static const enum model_wrole down[1] = {MODEL_W_FFN_DOWN};
+    float *const h[1] = {f->hb}, *const res[1] = {x};
+    enum hy_status st = linear_fused(f, l, BACKEND_FUSE_SWIGLU, gate_up, 2, f->xb, n, h, f->hb2);
+    if (st) return st;
+    return linear_fused(f, l, BACKEND_FUSE_ADD, down, 1, f->hb, n, res, f->xb2);
 }
 
 /* x += sigmoid(gate_inp_shexp · h) * FFN_shexp(h) for every token (ARCH_SHARED_EXPERT). */
@@ -522,14 +546,18 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
     enum hy_status st;
     if ((st = linear(f, l, MODEL_W_FFN_ROUTER, -1, f->xb, n, f->router))) return st;
-    backend_softmax(f->be, f->router, n, X);
-    backend_download(f->be, f->router, f->router_host, (size_t)(n * X) * sizeof(float));
+    backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM),
+                  f->route_ids, f->route_w);
+    backend_download(f->be, f->route_ids, f->route_ids_host, (size_t)(n * K) * sizeof(int32_t));
+    backend_download(f->be, f->route_w, f->route_w_host, (size_t)(n * K) * sizeof(float));
+    if ((st = backend_sync(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++) {
         int32_t *ids = r->ids + (t * r->n_layer + l) * K;
         float *w = r->weights + (t * r->n_layer + l) * K;
-        route_token(f->router_host + t * X, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), ids, w);
+        memcpy(ids, f->route_ids_host + t * K, (size_t)K * sizeof(int32_t));
+        memcpy(w, f->route_w_host + t * K, (size_t)K * sizeof(float));
         for (int64_t j = 0; j < K; j++) {
             const int32_t e = ids[j];
             f->grp_tok[e * f->n_batch + f->grp_n[e]] = (int32_t)t;
@@ -548,8 +576,9 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * prompt batch touches most experts anyway) */
     if (n == 1 && l + 1 < hp->n_layer && model_wants_hints(f->m)) {
         if ((st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router))) return st;
-        backend_download(f->be, f->router, f->router_host, (size_t)X * sizeof(float));
-        route_token(f->router_host, X, K, false, f->hint_ids, f->hint_w);
+        backend_route(f->be, f->router, 1, X, K, false, f->route_ids, f->route_w);
+        backend_download(f->be, f->route_ids, f->hint_ids, (size_t)K * sizeof(int32_t));
+        if ((st = backend_sync(f->be))) return st;
         model_hint(f->m, l + 1, f->hint_ids, K);
     }
 

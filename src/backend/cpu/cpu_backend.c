@@ -283,6 +283,37 @@ static void cpu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
     for (int64_t r = 0; r < n_rows; r++) softmax_row(x + r * n, n);
 }
 
+/* Top-k of one token's probabilities p[0..n): descending, ties to the lower
+ * id; weights renormalised to sum 1 (in double), or the probabilities. */
+static void route_row(const float *p, int64_t n, int64_t k, bool renorm, int32_t *ids, float *w)
+{
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < n; e++) {
+            bool taken = false;
+            for (int64_t i = 0; i < j; i++) taken |= ids[i] == e;
+            if (!taken && (best < 0 || p[e] > p[best])) best = e;
+        }
+        ids[j] = (int32_t)best;
+        w[j] = p[best];
+        sum += p[best];
+    }
+    if (!renorm) return;
+    for (int64_t j = 0; j < k; j++) w[j] = sum > 0.0 ? (float)(w[j] / sum) : 1.0f / (float)k;
+}
+
+static void cpu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k,
+                      bool renorm, int32_t *ids, float *w)
+{
+    (void)be;
+    HY_ASSERT(k >= 1 && k <= n);
+    for (int64_t t = 0; t < n_tok; t++) {
+        softmax_row(x + t * n, n);
+        route_row(x + t * n, n, k, renorm, ids + t * k, w + t * k);
+    }
+}
+
 static void cpu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
 {
     (void)be;
@@ -410,10 +441,14 @@ static void attn_store(const struct cpu_backend *cb, const struct backend_attn *
     }
 }
 
-static void cpu_attention(struct backend *be, const struct backend_attn *a, const float *q,
-                          const float *k, const float *v, float *out)
+static void cpu_attention(struct backend *be, const struct backend_attn *a, float *q, float *k,
+                          const float *v, float *out)
 {
     struct cpu_backend *cb = cpu_of(be);
+    if (a->rope) { /* in place, as separate rope calls would */
+        cpu_rope(be, q, a->n_tok, a->n_head, a->head_dim, a->pos0, a->rope);
+        cpu_rope(be, k, a->n_tok, a->n_head_kv, a->head_dim, a->pos0, a->rope);
+    }
     HY_ASSERT(a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0);
     HY_ASSERT(a->pos0 >= 0 && a->n_tok >= 1 && a->pos0 + a->n_tok <= a->n_ctx &&
               a->n_ctx <= cb->lim.max_ctx);
@@ -543,6 +578,7 @@ static const struct backend_ops cpu_ops = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .softmax = cpu_softmax,
+    .route = cpu_route,
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
 };

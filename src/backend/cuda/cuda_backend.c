@@ -99,7 +99,9 @@ struct cuda_backend {
     size_t ids_bytes;
     float *part; /* attention split partials */
     size_t part_bytes;
-    float *ff;   /* RoPE frequency factors */
+    float *fz; /* a product that matmul_fused adds or multiplies in */
+    size_t fz_bytes;
+    float *ff; /* RoPE frequency factors */
     float *ff_host;
     int64_t ff_n;
     /* pinned host staging for the CPU path */
@@ -783,36 +785,44 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
+/* The rope's frequency factors in device memory (uploaded when they change);
+ * NULL without factors. *ok false on a failure (recorded). */
+static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *rp, bool *ok)
+{
+    *ok = true;
+    if (!rp->freq_factors) return NULL;
+    const int64_t half = rp->n_rot / 2;
+    const size_t b = (size_t)half * sizeof(float);
+    if (cb->ff_n != half || memcmp(cb->ff_host, rp->freq_factors, b) != 0) {
+        size_t have = cb->ff ? (size_t)cb->ff_n * sizeof(float) : 0;
+        if (!ensure_dev(cb, (void **)&cb->ff, &have, b)) return *ok = false, NULL;
+        free(cb->ff_host);
+        cb->ff_host = mem_xcalloc((size_t)half, sizeof(float));
+        memcpy(cb->ff_host, rp->freq_factors, b);
+        cb->ff_n = half;
+        if (!CK(cudaMemcpyAsync(cb->ff, cb->ff_host, b, cudaMemcpyHostToDevice, cb->st)))
+            return *ok = false, NULL;
+    }
+    return cb->ff;
+}
+
 static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                     int64_t pos0, const struct backend_rope *rp)
 {
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
     if (cb->err) return;
-    const float *ff = NULL;
-    if (rp->freq_factors) {
-        const int64_t half = rp->n_rot / 2;
-        const size_t b = (size_t)half * sizeof(float);
-        if (cb->ff_n != half || memcmp(cb->ff_host, rp->freq_factors, b) != 0) {
-            size_t have = cb->ff ? (size_t)cb->ff_n * sizeof(float) : 0;
-            if (!ensure_dev(cb, (void **)&cb->ff, &have, b)) return;
-            free(cb->ff_host);
-            cb->ff_host = mem_xcalloc((size_t)half, sizeof(float));
-            memcpy(cb->ff_host, rp->freq_factors, b);
-            cb->ff_n = half;
-            if (!CK(cudaMemcpyAsync(cb->ff, cb->ff_host, b, cudaMemcpyHostToDevice, cb->st)))
-                return;
-        }
-        ff = cb->ff;
-    }
+    bool ok;
+    const float *ff = rope_ff(cb, rp, &ok);
+    if (!ok) return;
     const int pi = prof_begin(cb);
     CK(cuk_rope(x, n_tok, n_head, head_dim, pos0, rp->mode == BACKEND_ROPE_NEOX, rp->n_rot,
                 (float)rp->freq_base, (float)rp->freq_scale, ff, cb->st));
     prof_end(cb, pi, "rope", UINT32_MAX);
 }
 
-static void cu_attention(struct backend *be, const struct backend_attn *a, const float *q,
-                         const float *k, const float *v, float *out)
+static void cu_attention(struct backend *be, const struct backend_attn *a, float *q, float *k,
+                         const float *v, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
@@ -821,7 +831,17 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, const
     if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
     struct cuk_attn c = {a->k_cache, a->v_cache, a->n_ctx,      a->n_head,
                          a->n_head_kv, a->head_dim, a->head_dim_v, a->pos0,
-                         a->n_tok,   a->scale,   a->k_type,     a->v_type};
+                         a->n_tok,   a->scale,   a->k_type,     a->v_type,
+                         {0, false, 0.0, 0.0, NULL}};
+    if (a->rope) {
+        bool ok;
+        c.rope.ff = rope_ff(cb, a->rope, &ok);
+        if (!ok) return;
+        c.rope.n_rot = a->rope->n_rot;
+        c.rope.neox = a->rope->mode == BACKEND_ROPE_NEOX;
+        c.rope.freq_base = a->rope->freq_base;
+        c.rope.freq_scale = a->rope->freq_scale;
+    }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st));
     prof_end(cb, pi, a->n_tok == 1 ? "attention 1 token" : "attention batch", UINT32_MAX);
@@ -834,6 +854,16 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
     prof_end(cb, pi, "softmax", UINT32_MAX);
+}
+
+static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k,
+                     bool renorm, int32_t *ids, float *w)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
+    const int pi = prof_begin(cb);
+    if (!cb->err) CK(cuk_route(x, n_tok, n, k, renorm, ids, w, cb->st));
+    prof_end(cb, pi, "route", UINT32_MAX);
 }
 
 static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
@@ -854,6 +884,64 @@ static void cu_add(struct backend *be, float *y, const float *x, float alpha, in
     prof_end(cb, pi, "add", UINT32_MAX);
 }
 
+/* Products of one x with n_w weights and kind's element-wise op (backend.h):
+ * one kernel when every weight is in device memory with one type and row
+ * length and the batch is a matvec's; else each product wherever its weight
+ * lies, then the op (on a scratch product: fz). */
+static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
+                            const struct backend_weight *ws, int n_w, const float *x,
+                            int64_t n_tok, float *const *ys)
+{
+    struct cuda_backend *cb = cb_of(be);
+    HY_ASSERT(n_w >= 1 && n_w <= 3);
+    HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
+    HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
+    if (cb->err) return;
+    bool one = n_tok <= CUQ_MATVEC_MAX_TOK;
+    int64_t rows = 0;
+    for (int i = 0; i < n_w; i++) {
+        one = one && ws[i].mem == BACKEND_MEM_BACKEND && ws[i].type == ws[0].type &&
+              ws[i].row_bytes == ws[0].row_bytes && ws[i].n_cols == ws[0].n_cols;
+        rows += ws[i].n_rows;
+    }
+    if (one) {
+        struct cuq_multi m = {.n_w = n_w,
+                              .ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
+                                    : kind == BACKEND_FUSE_SWIGLU ? CUQ_EP_SWIGLU
+                                                                  : CUQ_EP_STORE};
+        for (int i = 0; i < n_w; i++) {
+            m.w[i] = ws[i].data;
+            m.n_rows[i] = ws[i].n_rows;
+            m.y[i] = ys[i];
+        }
+        cb->hx_src = NULL;
+        const int pi = prof_begin(cb);
+        const cudaError_t e =
+            cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st);
+        if (e != cudaErrorNotSupported) {
+            CK(e);
+            static const char *const name[3] = {"matvec x", "matvec +", "matvec swiglu"};
+            prof_end_shape(cb, pi, name[kind], ws[0].type, rows, ws[0].n_cols);
+            return;
+        }
+        prof_end(cb, pi, "matvec not fused", ws[0].type); /* an empty span, counted */
+    }
+    if (kind == BACKEND_FUSE_NONE) {
+        for (int i = 0; i < n_w; i++) cu_matmul(be, &ws[i], x, n_tok, ys[i]);
+        return;
+    }
+    const int64_t n = n_tok * ws[0].n_rows;
+    if (!ensure_dev(cb, (void **)&cb->fz, &cb->fz_bytes, (size_t)n * sizeof(float))) return;
+    if (kind == BACKEND_FUSE_ADD) {
+        cu_matmul(be, &ws[0], x, n_tok, cb->fz);
+        cu_add(be, ys[0], cb->fz, 1.0f, n);
+    } else {
+        cu_matmul(be, &ws[0], x, n_tok, ys[0]);
+        cu_matmul(be, &ws[1], x, n_tok, cb->fz);
+        cu_silu_mul(be, ys[0], cb->fz, n);
+    }
+}
+
 static void cu_free(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -865,6 +953,7 @@ static void cu_free(struct backend *be)
     cudaFree(cb->w16);
     cudaFree(cb->ids);
     cudaFree(cb->part);
+    cudaFree(cb->fz);
     cudaFree(cb->ff);
     cudaFree(cb->wc);
     for (int i = 0; i < COPY_SLOTS; i++) {
@@ -903,11 +992,13 @@ static const struct backend_ops cuda_ops = {
     .host_register = cu_host_register,
     .host_unregister = cu_host_unregister,
     .matmul = cu_matmul,
+    .matmul_fused = cu_matmul_fused,
     .get_rows = cu_get_rows,
     .rms_norm = cu_rms_norm,
     .rope = cu_rope,
     .attention = cu_attention,
     .softmax = cu_softmax,
+    .route = cu_route,
     .silu_mul = cu_silu_mul,
     .add = cu_add,
 };

@@ -41,6 +41,26 @@ cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n
                        int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
                        cudaStream_t s);
 
+/* Epilogues of cuq_matvec_multi. */
+enum cuq_epilogue {
+    CUQ_EP_STORE = 0,  /* y[i] = W_i x, for each weight i < n_w */
+    CUQ_EP_ADD = 1,    /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
+    CUQ_EP_SWIGLU = 2, /* n_w == 2, n_rows equal: y[0] = silu(W_0 x) * (W_1 x) */
+};
+struct cuq_multi {
+    int n_w;          /* 1 .. 3 */
+    int ep;           /* enum cuq_epilogue */
+    const void *w[3]; /* device memory: n_rows[i] rows of n_cols, all of one type and row_bytes */
+    int64_t n_rows[3];
+    float *y[3]; /* [n_tok][n_rows[i]] */
+};
+/* As cuq_matvec for each weight, in one launch (decode's q/k/v, gate/up, the
+ * output projection with its residual add). cudaErrorNotSupported when the
+ * fused kernels cannot take these arguments (alignment, type, n_tok > 8): the caller
+ * then uses cuq_matvec and the elementwise kernels. */
+cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
+                             int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s);
+
 /* out[r][c] = W[r][c] as binary16, for the n_rows rows from w (the prompt
  * path: tiles of dequantized rows for cuBLAS). out is [n_rows][n_cols]. */
 cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
@@ -85,19 +105,33 @@ cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_
 cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s);
 
 /* Attention (backend.h's struct backend_attn, with its cache types and
- * layouts): stores k and v of the n_tok new tokens in the caches, then
+ * layouts): rotates q and k when rope.n_rot > 0 and stores k and v of the
+ * n_tok new tokens in the caches (one launch), then
  * out = softmax(scale * q K^T) V, causal. part: scratch of
  * cuk_attention_scratch floats (split-K partial results of decode: the splits
  * are used for single tokens only). */
+struct cuk_rope {
+    int64_t n_rot; /* 0: q and k arrive rotated */
+    bool neox;
+    double freq_base, freq_scale;
+    const float *ff; /* [n_rot / 2] frequency divisors (device memory) or NULL */
+};
 struct cuk_attn {
     void *k_cache, *v_cache;
     int64_t n_ctx, n_head, n_head_kv, head_dim, head_dim_v, pos0, n_tok;
     float scale;
     uint32_t k_type, v_type;
+    struct cuk_rope rope; /* RoPE of q (in place) and of k on its way into the cache */
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
-cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, const float *k,
-                          const float *v, float *out, float *part, cudaStream_t s);
+cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, const float *v,
+                          float *out, float *part, cudaStream_t s);
+
+/* Routing (backend.h's route op): softmax of each row of x [n_tok][n] in
+ * place, ids [n_tok][k] and weights w [n_tok][k] of the k most probable
+ * experts. n <= 2048, k <= 32. */
+cudaError_t cuk_route(float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm, int32_t *ids,
+                      float *w, cudaStream_t s);
 
 #ifdef __cplusplus
 }

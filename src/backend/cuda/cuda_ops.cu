@@ -182,6 +182,78 @@ extern "C" cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStre
     return cudaGetLastError();
 }
 
+/* ---- routing ------------------------------------------------------------ */
+
+/* One warp per token: the softmax of its router logits (as k_softmax: float
+ * exponentials, their sum in double), then k rounds of a warp arg-max over the
+ * experts not yet taken (a lane holds experts lane, lane + 32, ...: its taken
+ * ones in a mask), ties to the lower id; weights renormalised in double as
+ * the CPU backend does. n <= 32 * ROUTE_MAX_PER_LANE. */
+#define ROUTE_MAX_PER_LANE 64
+__global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renorm, int32_t *ids,
+                               float *w)
+{
+    const int64_t t = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (t >= n_tok) return;
+    float *r = x + t * n;
+    float mx = -INFINITY;
+    for (int e = lane; e < n; e += 32) mx = fmaxf(mx, r[e]);
+    mx = warp_max(mx);
+    double sum = 0.0;
+    for (int e = lane; e < n; e += 32) {
+        const float v = expf(r[e] - mx);
+        r[e] = v;
+        sum += v;
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float inv = (float)(1.0 / sum);
+    for (int e = lane; e < n; e += 32) r[e] *= inv;
+    __syncwarp();
+
+    uint64_t taken = 0;
+    double wsum = 0.0;
+    float mine = 0.0f; /* lane j < k: the weight of pick j */
+    int32_t mine_id = 0;
+    for (int j = 0; j < k; j++) {
+        float bp = -1.0f;
+        int be = n;
+        for (int e = lane, i = 0; e < n; e += 32, i++)
+            if (!(taken >> i & 1) && r[e] > bp) { /* ascending e: the first of equals stays */
+                bp = r[e];
+                be = e;
+            }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float op = __shfl_xor_sync(0xffffffffu, bp, o);
+            const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+            if (op > bp || (op == bp && oe < be)) {
+                bp = op;
+                be = oe;
+            }
+        }
+        if ((be & 31) == lane) taken |= 1ull << (be >> 5);
+        if (lane == j) {
+            mine = bp;
+            mine_id = be;
+        }
+        wsum += bp;
+    }
+    if (lane < k) {
+        ids[t * k + lane] = mine_id;
+        w[t * k + lane] = !renorm ? mine : wsum > 0.0 ? (float)(mine / wsum) : 1.0f / (float)k;
+    }
+}
+
+extern "C" cudaError_t cuk_route(float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
+                                 int32_t *ids, float *w, cudaStream_t s)
+{
+    if (n <= 0 || n > 32 * ROUTE_MAX_PER_LANE || k < 1 || k > n || k > 32)
+        return cudaErrorInvalidValue;
+    if (n_tok <= 0) return cudaSuccess;
+    k_route<<<n_blocks(n_tok * 32, 128), 128, 0, s>>>(x, n_tok, (int)n, (int)k, renorm, ids, w);
+    return cudaGetLastError();
+}
+
 __global__ static void k_silu_mul(float *g, const float *u, int64_t n)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -262,26 +334,18 @@ extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, 
 
 /* ---- attention: cache writes -------------------------------------------- */
 
-/* Row-major rows of dim elements of type ty (F32, F16 or Q8_0) at cache row
- * pos0 + t for t < n_tok; one warp per 32 elements (one Q8_0 block). The
- * Q8_0 rounding is the reference quantizer's: d = amax / 127, q =
- * round(x / d) through the reciprocal, d stored as binary16. */
-__global__ static void k_store_rows(const float *src, int64_t n_tok, int64_t dim, uint32_t ty,
-                                    void *cache, size_t row_bytes, int64_t pos0)
+/* One element of a cache row of type ty: F32 and F16 by any thread; Q8_0 by
+ * the whole warp at once, lane l holding element l of a 32-element block. The
+ * Q8_0 rounding is the reference quantizer's: d = amax / 127, q = round(x /
+ * d) through the reciprocal, d stored as binary16. */
+__device__ static inline void store_elem(uint8_t *row, int64_t i, uint32_t ty, float v, int lane)
 {
-    const int64_t n_grp = dim / 32;
-    const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (warp >= n_tok * n_grp) return;
-    const int64_t t = warp / n_grp, b = warp % n_grp;
-    const float v = src[t * dim + b * 32 + lane];
-    uint8_t *row = (uint8_t *)cache + (size_t)(pos0 + t) * row_bytes;
     if (ty == T_F32) {
-        ((float *)row)[b * 32 + lane] = v;
+        ((float *)row)[i] = v;
     } else if (ty == T_F16) {
-        ((__half *)row)[b * 32 + lane] = __float2half_rn(v);
+        ((__half *)row)[i] = __float2half_rn(v);
     } else {
-        struct block_q8_0 *blk = (struct block_q8_0 *)row + b;
+        struct block_q8_0 *blk = (struct block_q8_0 *)row + (i >> 5);
         const float amax = warp_max(fabsf(v));
         const float d = amax / 127;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -294,17 +358,93 @@ __global__ static void k_store_rows(const float *src, int64_t n_tok, int64_t dim
     }
 }
 
-/* Transposed V (F32, F16): v_cache[d * n_ctx + pos0 + t] = v[t][d]. */
-__global__ static void k_store_vt(const float *src, int64_t n_tok, int64_t dim, uint32_t ty,
-                                  void *cache, int64_t n_ctx, int64_t pos0)
+/* cos and sin of RoPE pair i at position pos, as k_rope computes them. */
+__device__ static inline void rope_cs(const struct cuk_rope &r, int64_t pos, int64_t i, float &c,
+                                      float &sn)
 {
-    const int64_t total = n_tok * dim;
-    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
-         g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t d = g / n_tok, t = g % n_tok;
-        const float v = src[t * dim + d];
-        if (ty == T_F32) ((float *)cache)[d * n_ctx + pos0 + t] = v;
-        else ((__half *)cache)[d * n_ctx + pos0 + t] = __float2half_rn(v);
+    double f = r.freq_scale * pow(r.freq_base, -2.0 * (double)i / (double)r.n_rot);
+    if (r.ff) f /= (double)r.ff[i];
+    const double ang = (double)pos * f;
+    c = (float)cos(ang);
+    sn = (float)sin(ang);
+}
+
+/* Element d of one head's rotated vector, from the unrotated head v. */
+__device__ static inline float rope_elem(const struct cuk_rope &r, const float *v, int64_t d,
+                                         int64_t pos)
+{
+    if (d >= r.n_rot) return v[d];
+    const int64_t half = r.n_rot / 2;
+    int64_t i, a, b;
+    if (r.neox) {
+        i = d < half ? d : d - half;
+        a = i;
+        b = i + half;
+    } else {
+        i = d >> 1;
+        a = 2 * i;
+        b = a + 1;
+    }
+    float c, sn;
+    rope_cs(r, pos, i, c, sn);
+    const float x0 = v[a], x1 = v[b];
+    return d == a ? x0 * c - x1 * sn : x0 * sn + x1 * c;
+}
+
+/* The cache writes of one attention call in one launch, with RoPE when
+ * rope.n_rot > 0: a thread per item of three ranges, each a multiple of 32
+ * items (so that a warp stays in one and Q8_0 blocks are whole warps):
+ *   q pairs (rope only, padded to a multiple of 32): q rotated in place;
+ *   K elements: k rotated into the cache rows (k itself is left as it was);
+ *   V elements: into the V cache, transposed or row-major. */
+struct store_args {
+    float *q;
+    const float *k, *v;
+    void *k_cache, *v_cache;
+    size_t k_row, v_row;
+    int64_t n_tok, n_head, n_head_kv, head_dim, k_dim, v_dim, n_ctx, pos0, q_items;
+    uint32_t k_type, v_type;
+    bool v_trans;
+    struct cuk_rope rope;
+};
+
+__global__ static void k_store_rope(struct store_args g)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int lane = threadIdx.x & 31;
+    if (i < g.q_items) {
+        const int64_t half = g.rope.n_rot / 2;
+        if (i >= g.n_tok * g.n_head * half) return;
+        const int64_t p = i % half, th = i / half, t = th / g.n_head;
+        float c, sn;
+        rope_cs(g.rope, g.pos0 + t, p, c, sn);
+        float *v = g.q + th * g.head_dim;
+        const int64_t a = g.rope.neox ? p : 2 * p, b = g.rope.neox ? p + half : 2 * p + 1;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * sn;
+        v[b] = x0 * sn + x1 * c;
+        return;
+    }
+    i -= g.q_items;
+    if (i < g.n_tok * g.k_dim) {
+        const int64_t t = i / g.k_dim, e = i % g.k_dim;
+        const float *head = g.k + t * g.k_dim + e / g.head_dim * g.head_dim;
+        const float val = g.rope.n_rot > 0 ? rope_elem(g.rope, head, e % g.head_dim, g.pos0 + t)
+                                           : head[e % g.head_dim];
+        store_elem((uint8_t *)g.k_cache + (size_t)(g.pos0 + t) * g.k_row, e, g.k_type, val, lane);
+        return;
+    }
+    i -= g.n_tok * g.k_dim;
+    if (i >= g.n_tok * g.v_dim) return;
+    if (g.v_trans) {
+        const int64_t d = i / g.n_tok, t = i % g.n_tok;
+        const float val = g.v[t * g.v_dim + d];
+        if (g.v_type == T_F32) ((float *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = val;
+        else ((__half *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = __float2half_rn(val);
+    } else {
+        const int64_t t = i / g.v_dim, e = i % g.v_dim;
+        store_elem((uint8_t *)g.v_cache + (size_t)(g.pos0 + t) * g.v_row, e, g.v_type,
+                   g.v[t * g.v_dim + e], lane);
     }
 }
 
@@ -618,7 +758,7 @@ static size_t row_bytes_of(uint32_t ty, int64_t dim)
     return (size_t)(dim / 32) * sizeof(struct block_q8_0);
 }
 
-extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, const float *k,
+extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k,
                                      const float *v, float *out, float *part, cudaStream_t s)
 {
     if (a->head_dim > ATT_MAX_DIM || a->head_dim_v > ATT_MAX_DIM || a->head_dim % 32 ||
@@ -628,18 +768,33 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, const float *q, c
     const bool v_trans = a->v_type == T_F32 || a->v_type == T_F16;
     const size_t k_row = row_bytes_of(a->k_type, k_dim), v_row = row_bytes_of(a->v_type, v_dim);
 
-    /* the new rows into the caches */
-    int64_t warps = a->n_tok * (k_dim / 32);
-    k_store_rows<<<n_blocks(warps * 32, 256), 256, 0, s>>>(k, a->n_tok, k_dim, a->k_type,
-                                                           a->k_cache, k_row, a->pos0);
-    if (v_trans) {
-        k_store_vt<<<n_blocks(a->n_tok * v_dim, 256), 256, 0, s>>>(v, a->n_tok, v_dim, a->v_type,
-                                                                  a->v_cache, a->n_ctx, a->pos0);
-    } else {
-        warps = a->n_tok * (v_dim / 32);
-        k_store_rows<<<n_blocks(warps * 32, 256), 256, 0, s>>>(v, a->n_tok, v_dim, a->v_type,
-                                                               a->v_cache, v_row, a->pos0);
-    }
+    /* q rotated, the new rows into the caches: one launch */
+    struct store_args st;
+    st.q = q;
+    st.k = k;
+    st.v = v;
+    st.k_cache = a->k_cache;
+    st.v_cache = a->v_cache;
+    st.k_row = k_row;
+    st.v_row = v_row;
+    st.n_tok = a->n_tok;
+    st.n_head = a->n_head;
+    st.n_head_kv = a->n_head_kv;
+    st.head_dim = a->head_dim;
+    st.k_dim = k_dim;
+    st.v_dim = v_dim;
+    st.n_ctx = a->n_ctx;
+    st.pos0 = a->pos0;
+    st.k_type = a->k_type;
+    st.v_type = a->v_type;
+    st.v_trans = v_trans;
+    st.rope = a->rope;
+    if (st.rope.n_rot < 0 || st.rope.n_rot % 2 || st.rope.n_rot > a->head_dim)
+        return cudaErrorInvalidValue;
+    st.q_items = (a->n_tok * a->n_head * (st.rope.n_rot / 2) + 31) / 32 * 32;
+    const int64_t items = st.q_items + a->n_tok * (k_dim + v_dim);
+    if (items / 256 >= 65535 * 32) return cudaErrorInvalidValue;
+    k_store_rope<<<(unsigned)((items + 255) / 256), 256, 0, s>>>(st);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
 

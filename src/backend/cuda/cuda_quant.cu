@@ -1078,15 +1078,55 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
     }
 }
 
+/* The rows of a matvec launch: virtual rows 0 .. n_rows - 1 of one to three
+ * weights, and what is done with their sums (enum cuq_epilogue). STORE and
+ * ADD: the weights' rows one after another, virtual row v in weight i when
+ * end[i - 1] <= v < end[i] (end[-1] = 0; unused weights end where the last
+ * one does), with w[i] and y[i] moved back by end[i - 1] rows so that row v
+ * is at w[i] + v * row_bytes and its outputs at y[i] + t * ldy[i] + v.
+ * SWIGLU: virtual row 2j is W_0's row j and 2j + 1 W_1's (w as given), so
+ * that both rows of an output are in one warp; n_rows is twice W_0's. */
+struct CqRows {
+    const uint8_t *w[3];
+    float *y[3];
+    int64_t end[3];
+    int64_t ldy[3];
+    int ep;
+};
+
+/* The bytes of virtual row v. */
+__device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
+{
+    if (rs.ep == CUQ_EP_SWIGLU) return ((v & 1) ? rs.w[1] : rs.w[0]) + (v >> 1) * row_bytes;
+    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
+    return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
+}
+
+/* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
+ * the sum of row v + 1: SWIGLU's even rows store silu(s) * u as
+ * cuk_silu_mul computes it, its odd rows nothing. */
+__device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u)
+{
+    if (rs.ep == CUQ_EP_SWIGLU) {
+        if (!(v & 1)) rs.y[0][t * rs.ldy[0] + (v >> 1)] = s / (1.0f + expf(-s)) * u;
+        return;
+    }
+    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
+    float *y = (i == 0 ? rs.y[0] : i == 1 ? rs.y[1] : rs.y[2]) +
+               t * (i == 0 ? rs.ldy[0] : i == 1 ? rs.ldy[1] : rs.ldy[2]) + v;
+    *y = rs.ep == CUQ_EP_ADD ? *y + s : s;
+}
+
 /* The end of a tile of the matvec kernels: each warp's sums over its lanes,
  * then (KS > 1) over the KS warps that split the tile's columns (through
- * red, [CQ_WARPS][R * NT] shared), and y[t][r0 + r] for the rows in range.
- * Every thread of the CTA calls it (it has barriers when KS > 1). */
+ * red, [CQ_WARPS][R * NT] shared), and the outputs of virtual rows r0 + r
+ * in range. Every thread of the CTA calls it (it has barriers when KS > 1). */
 template <int NT, int R>
 __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R * NT], int lane,
-                                            int warp, int kidx, int G, int KS, float *y, int64_t ldy,
+                                            int warp, int kidx, int G, int KS, const CqRows &rs,
                                             int64_t r0, int64_t n_rows)
 {
+    static_assert(R % 2 == 0, "SWIGLU's row pairs in one warp: r0 is a multiple of R");
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
@@ -1096,39 +1136,44 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
             for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
             acc[r][t] = v;
         }
-    /* every lane holds the sums; lane r * NT + t stores (r, t) */
+    /* every lane holds the sums; lane r * NT + t stores (r, t), SWIGLU's
+     * with (r + 1, t), the sum of lane (r + 1) * NT + t */
+    const int r = lane / NT, t = lane % NT;
+    float v = 0.0f;
     if (KS == 1) {
 #pragma unroll
-        for (int r = 0; r < R; r++)
+        for (int rr = 0; rr < R; rr++)
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (lane == r * NT + t && r0 + r < n_rows) y[t * ldy + r0 + r] = acc[r][t];
+            for (int tt = 0; tt < NT; tt++)
+                if (lane == rr * NT + tt) v = acc[rr][tt];
     } else {
 #pragma unroll
-        for (int r = 0; r < R; r++)
+        for (int rr = 0; rr < R; rr++)
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (lane == r * NT + t) red[warp][r * NT + t] = acc[r][t];
+            for (int tt = 0; tt < NT; tt++)
+                if (lane == rr * NT + tt) red[warp][rr * NT + tt] = acc[rr][tt];
         __syncthreads();
         if (kidx == 0 && lane < R * NT) {
-            float v = red[warp][lane];
+            v = red[warp][lane];
             for (int k = 1; k < KS; k++) v += red[warp + k * G][lane];
-            const int r = lane / NT, t = lane % NT;
-            if (r0 + r < n_rows) y[t * ldy + r0 + r] = v;
         }
-        __syncthreads();
     }
+    if (kidx == 0) { /* all of the warp */
+        const float u = rs.ep == CUQ_EP_SWIGLU ? __shfl_down_sync(0xffffffffu, v, NT) : 0.0f;
+        if (lane < R * NT && r0 + r < n_rows) cq_rows_put(rs, r0 + r, t, v, u);
+    }
+    if (KS > 1) __syncthreads();
 }
 
 /* Persistent CTAs; tile = G = 8 / KS row groups of R rows; warp w is group
  * w % G and takes steps w / G, w / G + KS, ... of 32 items (32 / P blocks)
  * of its rows. XS: x staged in shared memory first (cp.async), the first
  * step's weights already on their way. The loads of the next step are
- * issued before the products of this one. */
+ * issued before the products of this one. n_rows: virtual rows of rs. */
 template <class T, int NT, int R, bool XS>
 __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
-    cq_matvec_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                     const float *__restrict__ x, float *__restrict__ y, int64_t ldy, int ks_log2)
+    cq_matvec_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                     const float *__restrict__ x, int ks_log2)
 {
     constexpr int LP = CqLog2<T::P>::value;
     constexpr int SB = 32 >> LP; /* blocks per step */
@@ -1152,7 +1197,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
 #pragma unroll
         for (int r = 0; r < R; r++)
-            wp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + b0 * T::BB;
+            wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes) + b0 * T::BB;
         if (b0 < nb) {
 #pragma unroll
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
@@ -1220,7 +1265,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             if (c < n_cols) {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const uint8_t *row = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes;
+                    const uint8_t *row = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
                     float wv = 0.0f;
                     if constexpr (T::FLOAT) wv = T::elem(row, c);
 #pragma unroll
@@ -1230,7 +1275,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         }
         if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x); /* in flight during the sums */
 
-        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, y, ldy, r0, n_rows);
+        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
 }
 
@@ -1646,8 +1691,8 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
  * there and keep 2. */
 template <class T, int NT, int R>
 __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
-    cq_matvec_i8_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                        const float *__restrict__ x, float *__restrict__ y, int64_t ldy, int ks_log2)
+    cq_matvec_i8_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                        const float *__restrict__ x, int ks_log2)
 {
     typedef CqI8<T> I;
     constexpr int LP = CqLog2<T::P>::value;
@@ -1671,7 +1716,7 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
         const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
 #pragma unroll
         for (int r = 0; r < R; r++)
-            wp[r] = w + (r0 + r < n_rows ? r0 + r : n_rows - 1) * row_bytes + b0 * T::BB;
+            wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes) + b0 * T::BB;
         if (b0 < nb) {
 #pragma unroll
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
@@ -1716,7 +1761,7 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
         }
         if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x);
 
-        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, y, ldy, r0, n_rows);
+        cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
 }
 
@@ -1971,9 +2016,8 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
 }
 
 template <class T, int NT, bool XS>
-static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
-                             int smem_max, cudaStream_t s)
+static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                             const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -1981,14 +2025,12 @@ static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, in
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_matvec_kernel<T, NT, R, XS><<<grid, CQ_THREADS, smem, s>>>((const uint8_t *)w, row_bytes, n_rows, n_cols,
-                                                                 x, y, ldy, ks_log2);
+    cq_matvec_kernel<T, NT, R, XS><<<grid, CQ_THREADS, smem, s>>>(rs, row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
 template <class T, int NT>
-static void cq_matvec_i8_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                                const float *x, float *y, int64_t ldy, size_t smem, const CqDev &dev,
-                                int smem_max, cudaStream_t s)
+static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                                const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -1996,16 +2038,15 @@ static void cq_matvec_i8_launch(const void *w, size_t row_bytes, int64_t n_rows,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_matvec_i8_kernel<T, NT, R><<<grid, CQ_THREADS, smem, s>>>((const uint8_t *)w, row_bytes, n_rows, n_cols,
-                                                                x, y, ldy, ks_log2);
+    cq_matvec_i8_kernel<T, NT, R><<<grid, CQ_THREADS, smem, s>>>(rs, row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
 /* The integer path for its types when x fits in shared memory; else, for
  * a quantized type, x in shared memory (rows of xstride floats, then the
- * 8-column sums) when it fits. */
+ * 8-column sums) when it fits. n_rows: virtual rows of rs. */
 template <class T, int NT>
-static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, float *y, int64_t ldy, cudaStream_t s)
+static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                             const float *x, cudaStream_t s)
 {
     const CqDev dev = cq_dev();
     const int smem_max = dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
@@ -2014,17 +2055,42 @@ static void cq_matvec_launch(const void *w, size_t row_bytes, int64_t n_rows, in
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
         if (smem8 <= smem_max) {
-            cq_matvec_i8_launch<T, NT>(w, row_bytes, n_rows, n_cols, x, y, ldy, (size_t)smem8, dev, smem_max, s);
+            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev, smem_max, s);
             return;
         }
     }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
-            cq_matvec_launch<T, NT, true>(w, row_bytes, n_rows, n_cols, x, y, ldy, (size_t)smem, dev, smem_max, s);
+            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev, smem_max, s);
             return;
         }
     }
-    cq_matvec_launch<T, NT, false>(w, row_bytes, n_rows, n_cols, x, y, ldy, 0, dev, smem_max, s);
+    cq_matvec_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s);
+}
+
+/* The aligned kernels for n_tok tokens (1 .. CUQ_MATVEC_MAX_TOK). */
+template <class T>
+static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                                  const float *x, int64_t n_tok, cudaStream_t s)
+{
+    switch (n_tok) {
+    case 1: cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 2: cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 3: cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 4: cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 5: cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 6: cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 7: cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 8: cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    }
+    return cudaGetLastError();
+}
+
+/* Whether the aligned kernels take weight w and x. */
+template <class T>
+static bool cq_matvec_fast(const void *w, size_t row_bytes, int64_t n_cols, const float *x)
+{
+    return cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 && cq_aligned(x, 16) && n_cols % 4 == 0;
 }
 
 template <class T>
@@ -2033,9 +2099,7 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
                                   cudaStream_t s)
 {
     if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
-    const bool fast = cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 && cq_aligned(x, 16) &&
-                      n_cols % 4 == 0;
-    if (!fast) {
+    if (!cq_matvec_fast<T>(w, row_bytes, n_cols, x)) {
         const unsigned grid = cq_grid((n_rows + CQ_WARPS - 1) / CQ_WARPS);
         const uint8_t *wb = (const uint8_t *)w;
         switch (n_tok) {
@@ -2046,17 +2110,38 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
         }
         return cudaGetLastError();
     }
-    switch (n_tok) {
-    case 1: cq_matvec_launch<T, 1>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 2: cq_matvec_launch<T, 2>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 3: cq_matvec_launch<T, 3>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 4: cq_matvec_launch<T, 4>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 5: cq_matvec_launch<T, 5>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 6: cq_matvec_launch<T, 6>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 7: cq_matvec_launch<T, 7>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
-    case 8: cq_matvec_launch<T, 8>(w, row_bytes, n_rows, n_cols, x, y, ldy, s); break;
+    CqRows rs = {};
+    rs.w[0] = rs.w[1] = rs.w[2] = (const uint8_t *)w;
+    rs.y[0] = rs.y[1] = rs.y[2] = y;
+    rs.end[0] = rs.end[1] = rs.end[2] = n_rows;
+    rs.ldy[0] = rs.ldy[1] = rs.ldy[2] = ldy;
+    rs.ep = CUQ_EP_STORE;
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s);
+}
+
+/* cuq_matvec_multi for type T; m checked but for the alignment. */
+template <class T>
+static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_bytes, int64_t n_cols,
+                                        const float *x, int64_t n_tok, cudaStream_t s)
+{
+    if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
+    const bool swiglu = m->ep == CUQ_EP_SWIGLU;
+    CqRows rs = {};
+    int64_t end = 0;
+    for (int i = 0; i < 3; i++) {
+        if (i < m->n_w) {
+            if (!cq_matvec_fast<T>(m->w[i], row_bytes, n_cols, x)) return cudaErrorNotSupported;
+            const int64_t before = swiglu ? 0 : end; /* see CqRows */
+            rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)before * row_bytes);
+            rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)before * sizeof(float));
+            rs.ldy[i] = m->n_rows[i];
+            end += m->n_rows[i];
+        }
+        rs.end[i] = end;
     }
-    return cudaGetLastError();
+    rs.ep = m->ep;
+    const int64_t n_rows = swiglu ? 2 * m->n_rows[0] : end;
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s);
 }
 
 template <class T>
@@ -2139,6 +2224,24 @@ extern "C" cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes
         return cudaErrorInvalidValue;
     if (n_rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s)
+}
+
+extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
+                                        int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s)
+{
+    if (!m || n_tok < 0 || n_cols < 0) return cudaErrorInvalidValue;
+    if (m->n_w < 1 || m->n_w > 3 || n_tok > CUQ_MATVEC_MAX_TOK || !cuq_supports(type))
+        return cudaErrorNotSupported;
+    int64_t rows = 0;
+    for (int i = 0; i < m->n_w; i++) {
+        if (m->n_rows[i] < 0) return cudaErrorInvalidValue;
+        rows += m->n_rows[i];
+    }
+    const bool ep_ok = m->ep == CUQ_EP_STORE || (m->ep == CUQ_EP_ADD && m->n_w == 1) ||
+                       (m->ep == CUQ_EP_SWIGLU && m->n_w == 2 && m->n_rows[0] == m->n_rows[1]);
+    if (!ep_ok) return cudaErrorNotSupported;
+    if (rows == 0 || n_tok == 0) return cudaSuccess;
+    CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s)
 }
 
 extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
