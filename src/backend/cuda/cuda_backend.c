@@ -86,6 +86,10 @@ struct cuda_backend {
     cublasHandle_t blas;
     struct backend *cpu; /* owned: computes host weights where they lie */
     enum cuda_host_policy policy;
+    /* matvecs of weights in device memory and RMSNorm launched with
+     * programmatic dependent launch (compute capability 9.0 and up; off with
+     * HYPURA_CUDA_PDL=0): each starts during the previous kernel's tail */
+    bool pdl;
 
     enum hy_status err; /* first failure; later ops are skipped */
     char err_msg[512];
@@ -498,11 +502,12 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
  * cb->x16 by this call (prompt batches only). */
 static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w, size_t row_bytes,
                        int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y,
-                       int64_t ldy, bool *x16_ready)
+                       int64_t ldy, bool *x16_ready, bool in_place)
 {
     if (cb->err || n_rows <= 0) return;
     if (n_tok <= CUQ_MATVEC_MAX_TOK) {
-        CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st));
+        CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st,
+                      in_place && cb->pdl));
         return;
     }
     const float one = 1.0f, zero = 0.0f;
@@ -569,7 +574,7 @@ static int copy_matmul(struct cuda_backend *cb, const struct backend_weight *w, 
         last = s;
         if (!CK(cudaStreamWaitEvent(cb->st, cb->copied[s], 0))) break;
         gpu_matmul(cb, w->type, cb->slot[s], w->row_bytes, rows, w->n_cols, x, n_tok, y + a,
-                   w->n_rows, &x16_ready);
+                   w->n_rows, &x16_ready, false);
         if (!CK(cudaEventRecord(cb->freed[s], cb->st))) break;
     }
     cb->stats.host_copy_bytes += (uint64_t)n * w->row_bytes;
@@ -669,7 +674,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
     bool x16_ready = false;
     if (w->mem == BACKEND_MEM_BACKEND) {
         gpu_matmul(cb, w->type, w->data, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y,
-                   w->n_rows, &x16_ready);
+                   w->n_rows, &x16_ready, true);
         return;
     }
     const size_t bytes = (size_t)w->n_rows * w->row_bytes;
@@ -691,7 +696,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
             cb->stats.host_copy_bytes += bytes;
         }
         gpu_matmul(cb, w->type, dst, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
-                   &x16_ready);
+                   &x16_ready, false);
         if (!hit && CK(cudaEventSynchronize(cb->wc_copied))) cb->wce[e].filled = true;
         return;
     }
@@ -781,7 +786,7 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
-    if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st));
+    if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st, cb->pdl));
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
@@ -917,7 +922,7 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         cb->hx_src = NULL;
         const int pi = prof_begin(cb);
         const cudaError_t e =
-            cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st);
+            cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st, cb->pdl);
         if (e != cudaErrorNotSupported) {
             CK(e);
             static const char *const name[3] = {"matvec x", "matvec +", "matvec swiglu"};
@@ -1144,6 +1149,14 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     cb->base.n_threads = HY_MAX(1, cfg->n_threads);
     cb->dev = cfg->device;
     cb->policy = cfg->host_policy;
+    {
+        int major = 0;
+        const char *e = getenv("HYPURA_CUDA_PDL");
+        cb->pdl = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->dev) ==
+                      cudaSuccess &&
+                  major >= 9 && !(e && !strcmp(e, "0"));
+        (void)cudaGetLastError();
+    }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
     enum hy_status st;
     struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};

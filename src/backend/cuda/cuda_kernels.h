@@ -36,10 +36,14 @@ bool cuq_supports(uint32_t type);
  * the scaled blocks; the other types: F32 activations and accumulation,
  * weights dequantized on the fly. Each weight byte is read once per call: the
  * decode path, memory bound. x is [n_tok][n_cols], y [n_tok][ldy] (ldy >=
- * n_rows: rows of a larger output). */
+ * n_rows: rows of a larger output). early: launched so that it may start
+ * while the kernel before it on s finishes (programmatic dependent launch,
+ * compute capability 9.0 and up): it reads w before that kernel is done, so
+ * nothing queued may still write w (weights in place, not a slot being
+ * filled); x and y wait for it. */
 cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
                        int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                       cudaStream_t s);
+                       cudaStream_t s, bool early);
 
 /* Epilogues of cuq_matvec_multi. */
 enum cuq_epilogue {
@@ -59,7 +63,8 @@ struct cuq_multi {
  * fused kernels cannot take these arguments (alignment, type, n_tok > 8): the caller
  * then uses cuq_matvec and the elementwise kernels. */
 cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
-                             int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s);
+                             int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
+                             bool early);
 
 /* out[r][c] = W[r][c] as binary16, for the n_rows rows from w (the prompt
  * path: tiles of dequantized rows for cuBLAS). out is [n_rows][n_cols]. */
@@ -72,9 +77,10 @@ cudaError_t cuq_get_rows(uint32_t type, const void *w, size_t row_bytes, int64_t
 
 /* ---- everything else (cuda_ops.cu) ----------------------------------- */
 
-/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, n_tok rows of n; y may be x. */
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, n_tok rows of n; y may be x.
+ * early: as cuq_matvec's (w is read before the previous kernel is done). */
 cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok, int64_t n,
-                         float *y, cudaStream_t s);
+                         float *y, cudaStream_t s, bool early);
 
 /* RoPE of x [n_tok][n_head][head_dim] in place (backend.h's definition);
  * neox: rotate halves, else adjacent pairs; ff: [n_rot / 2] frequency

@@ -97,6 +97,10 @@ __device__ static T block_reduce(T v, Op op, T id)
 
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
 {
+#if __CUDA_ARCH__ >= 900 /* programmatic dependent launch: see cuq_matvec */
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     const int64_t t = blockIdx.x;
     const float *xt = x + t * n;
     float *yt = y + t * n;
@@ -108,14 +112,26 @@ __global__ static void k_rms_norm(const float *x, const float *w, float eps, int
 }
 
 extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok,
-                                    int64_t n, float *y, cudaStream_t s)
+                                    int64_t n, float *y, cudaStream_t s, bool early)
 {
     if (n_tok <= 0) return cudaSuccess;
     /* a row per block; a wide block, so that each thread has few of the
      * row's loads in flight one after another (decode is one row) */
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
-    k_rms_norm<<<(unsigned)n_tok, threads, 0, s>>>(x, w, eps, n, y);
-    return cudaGetLastError();
+    if (!early) {
+        k_rms_norm<<<(unsigned)n_tok, threads, 0, s>>>(x, w, eps, n, y);
+        return cudaGetLastError();
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)n_tok);
+    cfg.blockDim = dim3((unsigned)threads);
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, k_rms_norm, x, w, eps, n, y);
 }
 
 /* ---- RoPE --------------------------------------------------------------- */

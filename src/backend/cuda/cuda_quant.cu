@@ -1078,6 +1078,25 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
     }
 }
 
+/* Programmatic dependent launch (sm_90): a kernel launched with it may start
+ * while the kernel before it in the stream finishes. The matvec kernels let
+ * the next kernel start at once (cq_pdl_trigger), issue their first weight
+ * loads and then wait for the previous kernel (cq_pdl_wait) before they read
+ * x or write y. Launched without it, both are no-ops. */
+__device__ __forceinline__ void cq_pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void cq_pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /* The rows of a matvec launch: virtual rows 0 .. n_rows - 1 of one to three
  * weights, and what is done with their sums (enum cuq_epilogue). STORE and
  * ADD: the weights' rows one after another, virtual row v in weight i when
@@ -1203,7 +1222,9 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
         }
     };
+    cq_pdl_trigger();
     if (tile < n_tiles) tile_start(tile);
+    cq_pdl_wait();
 
     /* this lane's x at its first step; a step moves it by a multiple of 32
      * columns, which leaves its swizzle alone */
@@ -1722,7 +1743,9 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
         }
     };
+    cq_pdl_trigger();
     if (tile < n_tiles) tile_start(tile);
+    cq_pdl_wait();
 
     uint8_t *xs = (uint8_t *)cq_xs;
     cq_i8_quantize<T, NT>(x, n_cols, xs);
@@ -2015,9 +2038,32 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
     return cq_grid(tiles < slots ? tiles : slots);
 }
 
+/* kern<<<grid, CQ_THREADS, smem, s>>>(args), with programmatic dependent
+ * launch when early (see cq_pdl_wait). */
+template <class... P, class... A>
+static void cq_launch(void (*kern)(P...), unsigned grid, size_t smem, cudaStream_t s, bool early, A... args)
+{
+    if (!early) {
+        kern<<<grid, CQ_THREADS, smem, s>>>(args...);
+        return;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(CQ_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kern, (P)args...);
+}
+
 template <class T, int NT, bool XS>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s)
+                             const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s,
+                             bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -2025,12 +2071,13 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_matvec_kernel<T, NT, R, XS><<<grid, CQ_THREADS, smem, s>>>(rs, row_bytes, n_rows, n_cols, x, ks_log2);
+    cq_launch(cq_matvec_kernel<T, NT, R, XS>, grid, smem, s, early, rs, row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
 template <class T, int NT>
 static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                                const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s)
+                                const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s,
+                                bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -2038,7 +2085,7 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_matvec_i8_kernel<T, NT, R><<<grid, CQ_THREADS, smem, s>>>(rs, row_bytes, n_rows, n_cols, x, ks_log2);
+    cq_launch(cq_matvec_i8_kernel<T, NT, R>, grid, smem, s, early, rs, row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
 /* The integer path for its types when x fits in shared memory; else, for
@@ -2046,7 +2093,7 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
  * 8-column sums) when it fits. n_rows: virtual rows of rs. */
 template <class T, int NT>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, cudaStream_t s)
+                             const float *x, cudaStream_t s, bool early)
 {
     const CqDev dev = cq_dev();
     const int smem_max = dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
@@ -2055,33 +2102,33 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
         if (smem8 <= smem_max) {
-            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev, smem_max, s);
+            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev, smem_max, s, early);
             return;
         }
     }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
-            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev, smem_max, s);
+            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev, smem_max, s, early);
             return;
         }
     }
-    cq_matvec_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s);
+    cq_matvec_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s, early);
 }
 
 /* The aligned kernels for n_tok tokens (1 .. CUQ_MATVEC_MAX_TOK). */
 template <class T>
 static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                                  const float *x, int64_t n_tok, cudaStream_t s)
+                                  const float *x, int64_t n_tok, cudaStream_t s, bool early)
 {
     switch (n_tok) {
-    case 1: cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 2: cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 3: cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 4: cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 5: cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 6: cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 7: cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s); break;
-    case 8: cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s); break;
+    case 1: cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 2: cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 3: cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 4: cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 5: cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 6: cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 7: cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 8: cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
     }
     return cudaGetLastError();
 }
@@ -2096,7 +2143,7 @@ static bool cq_matvec_fast(const void *w, size_t row_bytes, int64_t n_cols, cons
 template <class T>
 static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
                                   int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                                  cudaStream_t s)
+                                  cudaStream_t s, bool early)
 {
     if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
     if (!cq_matvec_fast<T>(w, row_bytes, n_cols, x)) {
@@ -2116,13 +2163,13 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
     rs.end[0] = rs.end[1] = rs.end[2] = n_rows;
     rs.ldy[0] = rs.ldy[1] = rs.ldy[2] = ldy;
     rs.ep = CUQ_EP_STORE;
-    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s);
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
 /* cuq_matvec_multi for type T; m checked but for the alignment. */
 template <class T>
 static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_bytes, int64_t n_cols,
-                                        const float *x, int64_t n_tok, cudaStream_t s)
+                                        const float *x, int64_t n_tok, cudaStream_t s, bool early)
 {
     if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
     const bool swiglu = m->ep == CUQ_EP_SWIGLU;
@@ -2141,7 +2188,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     }
     rs.ep = m->ep;
     const int64_t n_rows = swiglu ? 2 * m->n_rows[0] : end;
-    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s);
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
 template <class T>
@@ -2218,16 +2265,17 @@ extern "C" bool cuq_supports(uint32_t type)
 
 extern "C" cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
                                   int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                                  cudaStream_t s)
+                                  cudaStream_t s, bool early)
 {
     if (!cuq_supports(type) || n_tok < 0 || n_tok > CUQ_MATVEC_MAX_TOK || n_rows < 0 || n_cols < 0)
         return cudaErrorInvalidValue;
     if (n_rows == 0 || n_tok == 0) return cudaSuccess;
-    CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s)
+    CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s, early)
 }
 
 extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
-                                        int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s)
+                                        int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
+                                        bool early)
 {
     if (!m || n_tok < 0 || n_cols < 0) return cudaErrorInvalidValue;
     if (m->n_w < 1 || m->n_w > 3 || n_tok > CUQ_MATVEC_MAX_TOK || !cuq_supports(type))
@@ -2241,7 +2289,7 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
                        (m->ep == CUQ_EP_SWIGLU && m->n_w == 2 && m->n_rows[0] == m->n_rows[1]);
     if (!ep_ok) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
-    CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s)
+    CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
 }
 
 extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
