@@ -651,7 +651,10 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
             float *ys[3] = {b[1], b[2], b[3]};
             for (int i = 0; i < n_out; i++) gpu_poison(G_AUTO, ys[i], (size_t)(n_tok * rows[i]));
             if (kind == BACKEND_FUSE_ADD) backend_upload(be, ys[0], y0, n0 * sizeof(float));
-            be->ops->matmul_fused(be, kind, wd, n_w, b[0], n_tok, ys);
+            /* scratch for the unfused paths: the third buffer when it holds no output */
+            float *scratch = n_out < 3 ? b[3] : NULL;
+            if (scratch) gpu_poison(G_AUTO, scratch, (size_t)(n_tok * rows[0]));
+            be->ops->matmul_fused(be, kind, wd, n_w, b[0], n_tok, ys, scratch);
             e = 0.0;
             for (int i = 0; i < n_out && !isnan(e); i++) {
                 backend_download(be, ys[i], got, sizeof(float) * (size_t)(n_tok * rows[i]));

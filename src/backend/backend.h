@@ -193,10 +193,12 @@ struct backend_ops {
      * products of one x [n_tok][n_cols] with n_w <= 3 weights of that n_cols,
      * and the element-wise op of kind after them, in as few steps as the
      * backend can (one kernel for decode's q/k/v, gate/up). The results agree
-     * with the separate ops to rounding. ys[i]: [n_tok][ws[i].n_rows]. */
+     * with the separate ops to rounding. ys[i]: [n_tok][ws[i].n_rows]; tmp: backend
+     * memory as large as ys[0], scratch for a backend that computes ADD and SWIGLU's
+     * products separately (weights it cannot fuse). */
     void (*matmul_fused)(struct backend *be, enum backend_fuse kind,
                          const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
-                         float *const *ys);
+                         float *const *ys, float *tmp);
     /* Routing of n_tok tokens over n experts: each row of x [n_tok][n] (router
      * logits) becomes its softmax, in place; ids [n_tok][k] are the k most
      * probable experts of each token, in descending probability, ties to the

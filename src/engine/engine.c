@@ -83,7 +83,9 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
     e->gpu_budget_bytes = budget;
     hw->n_gpu = 1;
     hw->gpu_mem_bytes = total_b;
-    hw->pcie_bytes_per_s = cuda_backend_rates(e->be).pcie_h2d_bytes_per_s;
+    const struct cuda_backend_rates rates = cuda_backend_rates(e->be);
+    hw->pcie_bytes_per_s = rates.pcie_h2d_bytes_per_s;
+    hw->host_both_bytes_per_s = rates.host_both_bytes_per_s;
     pp->gpu_budget_bytes = budget;
     pp->gpu_compute_bytes = held > kv ? held - kv : 0;
     pp->compute_bytes = e->be->scratch_bytes + (uint64_t)e->n_seq * (uint64_t)e->m->n_vocab * 4;

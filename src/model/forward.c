@@ -425,7 +425,7 @@ HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
     struct backend *be = f->be;
     if (st) {
     } else if (be->ops->matmul_fused) {
-        be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys);
+        be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys, tmp);
     } else if (kind == BACKEND_FUSE_NONE) {
         for (int i = 0; i < n; i++) backend_matmul(be, &w[i], x, n_tok, ys[i]);
     } else if (kind == BACKEND_FUSE_ADD) {

@@ -481,7 +481,9 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         else if (on_gpu[i]) tc = use / gpu_bw;
         else {
             /* rows split between the CPU and the GPU after a PCIe copy */
-            tc = use / (matvec_rate(hw, t->type) + pcie);
+            double host = matvec_rate(hw, t->type) + pcie;
+            if (hw->host_both_bytes_per_s > 0) host = HY_MIN(host, hw->host_both_bytes_per_s);
+            tc = use / host;
             pcie_prompt_bytes += r == ROLE_EMBED && has_output ? 0 : (double)t->n_bytes;
         }
         if (l >= 0 && l < n) {

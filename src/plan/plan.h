@@ -130,6 +130,9 @@ struct plan_hw {
     int n_gpu;
     uint64_t gpu_mem_bytes;
     double pcie_bytes_per_s;         /* host-to-device copy rate; 0: 25e9 */
+    /* the CPU's products and the copies at once (they share the host's
+     * memory); 0: not measured, their sum */
+    double host_both_bytes_per_s;
     double gpu_mem_bytes_per_s;      /* HBM read bandwidth; 0: 2e12 */
     double gpu_flops_per_s;          /* batched matmul rate; 0: 1e14 */
 };

@@ -103,8 +103,6 @@ struct cuda_backend {
     size_t ids_bytes;
     float *part; /* attention split partials */
     size_t part_bytes;
-    float *fz; /* a product that matmul_fused adds or multiplies in */
-    size_t fz_bytes;
     float *ff; /* RoPE frequency factors */
     float *ff_host;
     int64_t ff_n;
@@ -892,10 +890,10 @@ static void cu_add(struct backend *be, float *y, const float *x, float alpha, in
 /* Products of one x with n_w weights and kind's element-wise op (backend.h):
  * one kernel when every weight is in device memory with one type and row
  * length and the batch is a matvec's; else each product wherever its weight
- * lies, then the op (on a scratch product: fz). */
+ * lies, then the op (on the caller's scratch tmp). */
 static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
                             const struct backend_weight *ws, int n_w, const float *x,
-                            int64_t n_tok, float *const *ys)
+                            int64_t n_tok, float *const *ys, float *tmp)
 {
     struct cuda_backend *cb = cb_of(be);
     HY_ASSERT(n_w >= 1 && n_w <= 3);
@@ -936,14 +934,13 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         return;
     }
     const int64_t n = n_tok * ws[0].n_rows;
-    if (!ensure_dev(cb, (void **)&cb->fz, &cb->fz_bytes, (size_t)n * sizeof(float))) return;
     if (kind == BACKEND_FUSE_ADD) {
-        cu_matmul(be, &ws[0], x, n_tok, cb->fz);
-        cu_add(be, ys[0], cb->fz, 1.0f, n);
+        cu_matmul(be, &ws[0], x, n_tok, tmp);
+        cu_add(be, ys[0], tmp, 1.0f, n);
     } else {
         cu_matmul(be, &ws[0], x, n_tok, ys[0]);
-        cu_matmul(be, &ws[1], x, n_tok, cb->fz);
-        cu_silu_mul(be, ys[0], cb->fz, n);
+        cu_matmul(be, &ws[1], x, n_tok, tmp);
+        cu_silu_mul(be, ys[0], tmp, n);
     }
 }
 
@@ -958,7 +955,6 @@ static void cu_free(struct backend *be)
     cudaFree(cb->w16);
     cudaFree(cb->ids);
     cudaFree(cb->part);
-    cudaFree(cb->fz);
     cudaFree(cb->ff);
     cudaFree(cb->wc);
     for (int i = 0; i < COPY_SLOTS; i++) {
@@ -1039,6 +1035,49 @@ out:
     return best;
 }
 
+/* The host's rate with the CPU product of bw and PCIe copies running at once
+ * (both read the host's memory; on some machines their sum is far above what
+ * that memory gives): copies of 16 MiB queued to outlast the product, the
+ * bytes of the product and of the copies done when it ends, over its time;
+ * the best of three. 0 when it cannot be measured. */
+static double measure_both(struct cuda_backend *cb, const struct backend_weight *bw, const float *x,
+                           float *y, double cpu_alone)
+{
+    enum { MAX_COPIES = 64 };
+    const size_t n = (size_t)16 << 20;
+    const double wbytes = (double)bw->n_rows * (double)bw->row_bytes;
+    const double pcie = cb->rates.pcie_h2d_bytes_per_s;
+    if (!(pcie > 0)) return 0;
+    int k = (int)(2.0 * wbytes / cpu_alone * pcie / (double)n) + 2;
+    k = HY_MIN(k, (int)MAX_COPIES);
+    void *h = NULL, *d = NULL;
+    cudaEvent_t ev[MAX_COPIES] = {0};
+    double best = 0;
+    bool ok = cudaMallocHost(&h, n) == cudaSuccess && cudaMalloc(&d, n) == cudaSuccess;
+    for (int i = 0; i < k && ok; i++)
+        ok = cudaEventCreateWithFlags(&ev[i], cudaEventDisableTiming) == cudaSuccess;
+    if (ok) memset(h, 1, n);
+    for (int rep = 0; rep < 3 && ok; rep++) {
+        for (int i = 0; i < k && ok; i++)
+            ok = cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, cb->cp) == cudaSuccess &&
+                 cudaEventRecord(ev[i], cb->cp) == cudaSuccess;
+        const int64_t t0 = timing_now_us();
+        backend_matmul(cb->cpu, bw, x, 1, y);
+        const int64_t dt = timing_now_us() - t0;
+        int done = 0;
+        while (done < k && cudaEventQuery(ev[done]) == cudaSuccess) done++;
+        ok = ok && cudaStreamSynchronize(cb->cp) == cudaSuccess;
+        if (ok && dt > 0 && done < k) /* the copies outlasted the product */
+            best = HY_MAX(best, (wbytes + (double)done * (double)n) / ((double)dt * 1e-6));
+    }
+    for (int i = 0; i < k; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    if (d) cudaFree(d);
+    if (h) cudaFreeHost(h);
+    (void)cudaGetLastError();
+    return best;
+}
+
 /* The CPU's decode rate on a Q4_K matrix larger than the caches (108 MiB:
  * a server's last-level cache holds tens of MiB, and a rate read from it
  * gave the CPU twice its share): the best of three products, in weight
@@ -1083,6 +1122,7 @@ static double measure_cpu(struct cuda_backend *cb)
         int64_t dt = timing_now_us() - t0;
         if (dt > 0) best = HY_MAX(best, (double)(rb * (size_t)rows) / ((double)dt * 1e-6));
     }
+    if (best > 0) cb->rates.host_both_bytes_per_s = measure_both(cb, &bw, x, y, best);
     mem_aligned_free(w);
     free(x);
     free(y);

@@ -51,6 +51,10 @@ struct cuda_backend_config {
 struct cuda_backend_rates {
     double pcie_h2d_bytes_per_s; /* pinned host to device */
     double cpu_matvec_bytes_per_s; /* CPU decode rate on Q4_K weights, all threads */
+    /* both at once: the CPU's product and the copies' bytes over the time (at
+     * start only; 0: not measured). Below the sum of the two where they share
+     * the host's memory bandwidth. */
+    double host_both_bytes_per_s;
 };
 
 struct cuda_backend_stats {
