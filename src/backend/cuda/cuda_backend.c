@@ -86,9 +86,10 @@ struct cuda_backend {
     cublasHandle_t blas;
     struct backend *cpu; /* owned: computes host weights where they lie */
     enum cuda_host_policy policy;
-    /* matvecs of weights in device memory and RMSNorm launched with
-     * programmatic dependent launch (compute capability 9.0 and up; off with
-     * HYPURA_CUDA_PDL=0): each starts during the previous kernel's tail */
+    /* matvecs of weights in device memory, RMSNorm and decode attention
+     * launched with programmatic dependent launch (compute capability 9.0
+     * and up; off with HYPURA_CUDA_PDL=0): each starts during the previous
+     * kernel's tail */
     bool pdl;
 
     enum hy_status err; /* first failure; later ops are skipped */
@@ -846,7 +847,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
         c.rope.freq_scale = a->rope->freq_scale;
     }
     const int pi = prof_begin(cb);
-    CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st));
+    CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));
     prof_end(cb, pi, a->n_tok == 1 ? "attention 1 token" : "attention batch", UINT32_MAX);
 }
 

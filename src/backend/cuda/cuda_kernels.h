@@ -115,7 +115,8 @@ cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_
  * n_tok new tokens in the caches (one launch), then
  * out = softmax(scale * q K^T) V, causal. part: scratch of
  * cuk_attention_scratch floats (split-K partial results of decode: the splits
- * are used for single tokens only). */
+ * are used for single tokens only). early: the decode kernels use
+ * programmatic dependent launch (as cuq_matvec). */
 struct cuk_rope {
     int64_t n_rot; /* 0: q and k arrive rotated */
     bool neox;
@@ -131,7 +132,7 @@ struct cuk_attn {
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
 cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, const float *v,
-                          float *out, float *part, cudaStream_t s);
+                          float *out, float *part, cudaStream_t s, bool early);
 
 /* Routing (backend.h's route op): softmax of each row of x [n_tok][n] in
  * place, ids [n_tok][k] and weights w [n_tok][k] of the k most probable

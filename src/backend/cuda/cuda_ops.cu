@@ -93,14 +93,50 @@ __device__ static T block_reduce(T v, Op op, T id)
     return part[0];
 }
 
+/* Programmatic dependent launch (see cuq_matvec): a kernel launched with
+ * pdl_launch(early) lets the next one start at once (pdl_trigger) and waits
+ * for the previous one (pdl_wait) before it touches memory that one writes. */
+__device__ static inline void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ static inline void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <class... P, class... A>
+static cudaError_t pdl_launch(void (*kern)(P...), dim3 grid, unsigned threads, size_t smem,
+                              cudaStream_t s, bool early, A... args)
+{
+    if (!early) {
+        kern<<<grid, threads, smem, s>>>(args...);
+        return cudaGetLastError();
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kern, (P)args...);
+}
+
 /* ---- RMSNorm ------------------------------------------------------------ */
 
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
 {
-#if __CUDA_ARCH__ >= 900 /* programmatic dependent launch: see cuq_matvec */
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+    pdl_trigger();
+    pdl_wait();
     const int64_t t = blockIdx.x;
     const float *xt = x + t * n;
     float *yt = y + t * n;
@@ -118,20 +154,8 @@ extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, i
     /* a row per block; a wide block, so that each thread has few of the
      * row's loads in flight one after another (decode is one row) */
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
-    if (!early) {
-        k_rms_norm<<<(unsigned)n_tok, threads, 0, s>>>(x, w, eps, n, y);
-        return cudaGetLastError();
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)n_tok);
-    cfg.blockDim = dim3((unsigned)threads);
-    cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, k_rms_norm, x, w, eps, n, y);
+    return pdl_launch(k_rms_norm, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early, x, w, eps,
+                      n, y);
 }
 
 /* ---- RoPE --------------------------------------------------------------- */
@@ -426,6 +450,8 @@ struct store_args {
 
 __global__ static void k_store_rope(struct store_args g)
 {
+    pdl_trigger();
+    pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = threadIdx.x & 31;
     if (i < g.q_items) {
@@ -533,6 +559,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const int64_t hk = h / a.group;
     const int64_t n_kv = a.pos0 + 1;
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
+    pdl_trigger();
+    pdl_wait();
 
     __shared__ float qs[ATT_MAX_DIM];
     __shared__ float sc[ATT_CHUNK];
@@ -744,6 +772,8 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
     const int64_t h = blockIdx.x;
     const float *p = part + h * n_split * (head_dim_v + 2);
     __shared__ float wt[ATT_MAX_SPLIT];
+    pdl_trigger();
+    pdl_wait();
     if (threadIdx.x < 32) {
         const int s = threadIdx.x;
         const float ms = s < n_split ? p[s * (head_dim_v + 2)] : -INFINITY;
@@ -775,7 +805,8 @@ static size_t row_bytes_of(uint32_t ty, int64_t dim)
 }
 
 extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k,
-                                     const float *v, float *out, float *part, cudaStream_t s)
+                                     const float *v, float *out, float *part, cudaStream_t s,
+                                     bool early)
 {
     if (a->head_dim > ATT_MAX_DIM || a->head_dim_v > ATT_MAX_DIM || a->head_dim % 32 ||
         a->head_dim_v % 32 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->n_tok <= 0)
@@ -810,8 +841,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     st.q_items = (a->n_tok * a->n_head * (st.rope.n_rot / 2) + 31) / 32 * 32;
     const int64_t items = st.q_items + a->n_tok * (k_dim + v_dim);
     if (items / 256 >= 65535 * 32) return cudaErrorInvalidValue;
-    k_store_rope<<<(unsigned)((items + 255) / 256), 256, 0, s>>>(st);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = pdl_launch(k_store_rope, dim3((unsigned)((items + 255) / 256)), 256, 0, s,
+                               early, st);
     if (e != cudaSuccess) return e;
 
     struct att_args g;
@@ -869,10 +900,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     g.split_keys = (per + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS * ATT_MIN_KEYS;
     g.n_split = (int)sp;
     dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, 1u);
-    k_attention<<<grid, ATT_THREADS, 0, s>>>(g, q, out, part);
-    if (g.n_split > 1) {
-        k_attention_combine<<<(unsigned)a->n_head, 128, 0, s>>>(part, g.n_split, a->head_dim_v,
-                                                                out);
-    }
-    return cudaGetLastError();
+    e = pdl_launch(k_attention, grid, ATT_THREADS, 0, s, early, g, (const float *)q, out, part);
+    if (e != cudaSuccess || g.n_split == 1) return e;
+    return pdl_launch(k_attention_combine, dim3((unsigned)a->n_head), 128, 0, s, early,
+                      (const float *)part, g.n_split, a->head_dim_v, out);
 }
