@@ -1059,6 +1059,55 @@ static void test_silu_mul_add(void)
         free(want);
         free(got);
     }
+
+    /* add_rows: x rows scattered into y rows (the MoE combine) */
+    static const struct {
+        int64_t n_rows, n, y_rows;
+    } adds_r[] = {{1, 4096, 1}, {7, 4096, 16}, {130, 896, 512}};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(adds_r); ci++) {
+        const int64_t nr = adds_r[ci].n_rows, n = adds_r[ci].n, yr = adds_r[ci].y_rows;
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *y = xmalloc((size_t)(yr * n) * sizeof(float)), *x = xmalloc((size_t)(nr * n) * sizeof(float));
+        float *want = xmalloc((size_t)(yr * n) * sizeof(float)), *got = xmalloc((size_t)(yr * n) * sizeof(float));
+        int32_t *rows = xmalloc((size_t)yr * sizeof(int32_t));
+        float *alpha = xmalloc((size_t)nr * sizeof(float));
+        for (int64_t i = 0; i < yr; i++) rows[i] = (int32_t)i;
+        for (int64_t i = yr - 1; i > 0; i--) { /* distinct rows in random order */
+            const int64_t j = (int64_t)rng_below(&r, (uint64_t)(i + 1));
+            const int32_t t = rows[i];
+            rows[i] = rows[j];
+            rows[j] = t;
+        }
+        for (int64_t i = 0; i < nr; i++) alpha[i] = i % 3 ? (float)rng_normal(&r) : 1.0f;
+        fill_normal(&r, y, (size_t)(yr * n), 1.0f);
+        fill_normal(&r, x, (size_t)(nr * n), 1.0f);
+        memcpy(want, y, (size_t)(yr * n) * sizeof(float));
+        backend_add_rows(T.cpu, want, x, rows, alpha, nr, n);
+        char what[120];
+        snprintf(what, sizeof what, "add_rows %lld rows of %lld into %lld (seed %#llx)", (long long)nr,
+                 (long long)n, (long long)yr, (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            HY_ASSERT((size_t)(yr * n) <= BUF_FLOATS && (size_t)(nr * n) <= BUF_FLOATS);
+            backend_upload(be, T.buf[G_AUTO][0], y, (size_t)(yr * n) * sizeof(float));
+            backend_upload(be, T.buf[G_AUTO][1], x, (size_t)(nr * n) * sizeof(float));
+            backend_add_rows(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], rows, alpha, nr, n);
+            backend_download(be, T.buf[G_AUTO][0], got, (size_t)(yr * n) * sizeof(float));
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("add_rows", BOUND_ADD, got, want, (size_t)(yr * n), what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(y);
+        free(x);
+        free(want);
+        free(got);
+        free(rows);
+        free(alpha);
+    }
 }
 
 /* ---- attention ------------------------------------------------------------------ */

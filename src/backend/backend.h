@@ -222,6 +222,11 @@ struct backend_ops {
     void (*silu_mul)(struct backend *be, float *gate, const float *up, int64_t n);
     /* y[i] += alpha * x[i] for i < n. */
     void (*add)(struct backend *be, float *y, const float *x, float alpha, int64_t n);
+    /* Row i of x [n_rows][n] times alpha[i] added to row rows[i] of y, for i < n_rows, as
+     * add does it (the MoE combine: one call per expert). rows are distinct; rows and
+     * alpha are host memory. */
+    void (*add_rows)(struct backend *be, float *y, const float *x, const int32_t *rows,
+                     const float *alpha, int64_t n_rows, int64_t n);
 };
 
 struct backend {
@@ -291,6 +296,13 @@ static inline void backend_silu_mul(struct backend *be, float *gate, const float
 static inline void backend_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
     be->ops->add(be, y, x, alpha, n);
+}
+
+static inline void backend_add_rows(struct backend *be, float *y, const float *x,
+                                    const int32_t *rows, const float *alpha, int64_t n_rows,
+                                    int64_t n)
+{
+    be->ops->add_rows(be, y, x, rows, alpha, n_rows, n);
 }
 
 static inline void backend_download(struct backend *be, const void *src, void *host_dst,

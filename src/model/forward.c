@@ -70,6 +70,7 @@ struct forward {
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
     int64_t *grp_n;   /* owned, [n_expert] */
     int32_t *sel_ids; /* owned, [n_expert]: the experts a layer uses in a step */
+    int32_t *tok_rows; /* owned, [n_batch]: 0, 1, ... (every token's row, for add_rows) */
     struct forward_routes routes;
 };
 
@@ -283,6 +284,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
+        f->tok_rows = mem_xcalloc(nb, sizeof(int32_t));
+        for (uint64_t t = 0; t < nb; t++) f->tok_rows[t] = (int32_t)t;
         f->hint_ids = mem_xcalloc(X, sizeof(int32_t));
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
@@ -312,6 +315,7 @@ void forward_free(struct forward *f)
     free(f->grp_w);
     free(f->grp_n);
     free(f->sel_ids);
+    free(f->tok_rows);
     free(f->hint_ids);
     free(f->routes.ids);
     free(f->routes.weights);
@@ -532,10 +536,9 @@ HY_MUST_CHECK static enum hy_status shared_expert(struct forward *f, int l, int6
     if ((st = linear(f, l, MODEL_W_FFN_UP_SHEXP, -1, f->xb, n, f->hb2))) return st;
     backend_silu_mul(f->be, f->hb, f->hb2, n * f->shexp_dim);
     if ((st = linear(f, l, MODEL_W_FFN_DOWN_SHEXP, -1, f->hb, n, f->xb2))) return st;
-    for (int64_t t = 0; t < n; t++) {
-        const float g = 1.0f / (1.0f + expf(-f->shexp_gate_host[t]));
-        backend_add(f->be, f->x + t * E, f->xb2 + t * E, g, E);
-    }
+    float *g = f->shexp_gate_host;
+    for (int64_t t = 0; t < n; t++) g[t] = 1.0f / (1.0f + expf(-g[t]));
+    backend_add_rows(f->be, f->x, f->xb2, f->tok_rows, g, n, E);
     return HY_OK;
 }
 
@@ -595,8 +598,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         if ((st = linear(f, l, MODEL_W_FFN_UP_EXPS, (int)e, f->xg, cnt, f->hb2))) return st;
         backend_silu_mul(f->be, f->hb, f->hb2, cnt * f->ff_dim);
         if ((st = linear(f, l, MODEL_W_FFN_DOWN_EXPS, (int)e, f->hb, cnt, f->xb2))) return st;
-        for (int64_t i = 0; i < cnt; i++)
-            backend_add(f->be, f->x + toks[i] * E, f->xb2 + i * E, ws[i], E);
+        backend_add_rows(f->be, f->x, f->xb2, toks, ws, cnt, E);
     }
     if (f->shexp_dim > 0) return shared_expert(f, l, n);
     return HY_OK;

@@ -330,6 +330,12 @@ static void cpu_add(struct backend *be, float *y, const float *x, float alpha, i
     }
 }
 
+static void cpu_add_rows(struct backend *be, float *y, const float *x, const int32_t *rows,
+                         const float *alpha, int64_t n_rows, int64_t n)
+{
+    for (int64_t i = 0; i < n_rows; i++) cpu_add(be, y + rows[i] * n, x + i * n, alpha[i], n);
+}
+
 /* ---- attention ------------------------------------------------------------- */
 
 /* Work is split over (token, head) pairs; each pair is computed by one
@@ -581,6 +587,7 @@ static const struct backend_ops cpu_ops = {
     .route = cpu_route,
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
+    .add_rows = cpu_add_rows,
 };
 
 enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct backend **out)

@@ -102,6 +102,8 @@ struct cuda_backend {
     uint16_t *w16; /* W16_TILE_BYTES of dequantized rows */
     int32_t *ids;  /* row ids of get_rows */
     size_t ids_bytes;
+    void *ar; /* add_rows: its rows, then its weights */
+    size_t ar_bytes;
     float *part; /* attention split partials */
     size_t part_bytes;
     float *ff; /* RoPE frequency factors */
@@ -945,6 +947,25 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
     }
 }
 
+static void cu_add_rows(struct backend *be, float *y, const float *x, const int32_t *rows,
+                        const float *alpha, int64_t n_rows, int64_t n)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cb->hx_src = NULL;
+    if (cb->err || n_rows <= 0) return;
+    const size_t rb = (size_t)n_rows * sizeof(int32_t), ab = (size_t)n_rows * sizeof(float);
+    /* the previous call's kernel, earlier on the stream, has read the scratch
+     * before these copies overwrite it */
+    if (!ensure_dev(cb, &cb->ar, &cb->ar_bytes, rb + ab)) return;
+    int32_t *dr = cb->ar;
+    float *da = (float *)((uint8_t *)cb->ar + rb);
+    if (!CK(cudaMemcpyAsync(dr, rows, rb, cudaMemcpyHostToDevice, cb->st))) return;
+    if (!CK(cudaMemcpyAsync(da, alpha, ab, cudaMemcpyHostToDevice, cb->st))) return;
+    const int pi = prof_begin(cb);
+    CK(cuk_add_rows(y, x, dr, da, n_rows, n, cb->st));
+    prof_end(cb, pi, "add_rows", UINT32_MAX);
+}
+
 static void cu_free(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -955,6 +976,7 @@ static void cu_free(struct backend *be)
     cudaFree(cb->x16);
     cudaFree(cb->w16);
     cudaFree(cb->ids);
+    cudaFree(cb->ar);
     cudaFree(cb->part);
     cudaFree(cb->ff);
     cudaFree(cb->wc);
@@ -1003,6 +1025,7 @@ static const struct backend_ops cuda_ops = {
     .route = cu_route,
     .silu_mul = cu_silu_mul,
     .add = cu_add,
+    .add_rows = cu_add_rows,
 };
 
 /* ---- rates -------------------------------------------------------------- */
