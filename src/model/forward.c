@@ -411,24 +411,15 @@ HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum mo
     return HY_OK;
 }
 
-/* The products of x with the weights of n roles of layer l (n <= 3, one
- * n_cols), and the element-wise op of kind after them (backend.h,
- * matmul_fused): in one call when the backend fuses, else as matmul, add and
- * silu_mul calls (tmp: scratch for one product, as large as ys[0]). */
-HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
-                                                 enum backend_fuse kind,
-                                                 const enum model_wrole *roles, int n,
-                                                 const float *x, int64_t n_tok, float *const *ys,
-                                                 float *tmp)
+/* The products of x with the weights w[0..n) and the element-wise op of kind
+ * after them (backend.h, matmul_fused): in one call when the backend fuses,
+ * else as matmul, add and silu_mul calls (tmp: scratch for one product, as
+ * large as ys[0]). */
+static void fused_products(struct backend *be, enum backend_fuse kind,
+                           const struct backend_weight *w, int n, const float *x, int64_t n_tok,
+                           float *const *ys, float *tmp)
 {
-    struct backend_weight w[3];
-    enum hy_status st = HY_OK;
-    int got = 0;
-    for (; got < n; got++)
-        if ((st = model_acquire(f->m, layer, roles[got], -1, &w[got]))) break;
-    struct backend *be = f->be;
-    if (st) {
-    } else if (be->ops->matmul_fused) {
+    if (be->ops->matmul_fused) {
         be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys, tmp);
     } else if (kind == BACKEND_FUSE_NONE) {
         for (int i = 0; i < n; i++) backend_matmul(be, &w[i], x, n_tok, ys[i]);
@@ -440,6 +431,21 @@ HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
         backend_matmul(be, &w[1], x, n_tok, tmp);
         backend_silu_mul(be, ys[0], tmp, n_tok * w[0].n_rows);
     }
+}
+
+/* fused_products with the weights of n roles of layer l (n <= 3, one n_cols). */
+HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
+                                                 enum backend_fuse kind,
+                                                 const enum model_wrole *roles, int n,
+                                                 const float *x, int64_t n_tok, float *const *ys,
+                                                 float *tmp)
+{
+    struct backend_weight w[3];
+    enum hy_status st = HY_OK;
+    int got = 0;
+    for (; got < n; got++)
+        if ((st = model_acquire(f->m, layer, roles[got], -1, &w[got]))) break;
+    if (st == HY_OK) fused_products(f->be, kind, w, n, x, n_tok, ys, tmp);
     for (int i = 0; i < got; i++) model_release(f->m, layer, roles[i]);
     return st;
 }
