@@ -656,6 +656,43 @@ static void test_gpu_off_unchanged(void)
     }
 }
 
+/* The host's rate with the CPU and the copies at once (hw.host_both_bytes_per_s):
+ * below their sum it caps the host products' time, above it changes nothing. */
+static void test_gpu_host_both(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "llama-3-8b")) return;
+    const int64_t ctx = 4096;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 300 * MiB, work = 100 * MiB;
+    struct plan_hw hw;
+    hw_gpu(&hw);
+    const struct plan_params pp = {.ram_budget_bytes = 32 * GiB,
+                                   .gpu_budget_bytes = kv + gwork + s.mi.tensor_bytes / 2,
+                                   .n_ctx = ctx,
+                                   .compute_bytes = work,
+                                   .gpu_compute_bytes = gwork};
+    struct plan a, b;
+    if (CHECK_OK(plan_init(&a, &s.mi, &hw, &pp))) {
+        CHECK(!a.all_on_gpu);
+        hw.host_both_bytes_per_s = 1e15;
+        if (CHECK_OK(plan_init(&b, &s.mi, &hw, &pp))) {
+            CHECK_NEAR(b.t_compute_per_token_s, a.t_compute_per_token_s, a.t_compute_per_token_s * 1e-12);
+            plan_free(&b);
+        }
+        hw.host_both_bytes_per_s = 5e9;
+        if (CHECK_OK(plan_init(&b, &s.mi, &hw, &pp))) {
+            /* every host byte a token reads (the embeddings: one row) at 5 GB/s at least */
+            const double host = (double)(b.weights_resident_bytes - b.bytes_by_role_resident[ROLE_EMBED]);
+            CHECK(host > 0);
+            CHECK(b.t_compute_per_token_s >= host / 5e9 * (1 - 1e-9));
+            CHECK(b.predicted_gen_tok_per_s < a.predicted_gen_tok_per_s);
+            plan_free(&b);
+        }
+        plan_free(&a);
+    }
+    shape_close(&s);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -672,5 +709,6 @@ int main(int argc, char **argv)
     test_gpu_moe();
     test_gpu_tied();
     test_gpu_off_unchanged();
+    test_gpu_host_both();
     return check_report(argv[0]);
 }
