@@ -23,6 +23,7 @@
  * output values for the weighted sum, with the same online softmax.
  */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_pdl.cuh"
 
 #include <cuda_fp16.h>
 #include <math.h>
@@ -93,44 +94,6 @@ __device__ static T block_reduce(T v, Op op, T id)
     return part[0];
 }
 
-/* Programmatic dependent launch (see cuq_matvec): a kernel launched with
- * pdl_launch(early) lets the next one start at once (pdl_trigger) and waits
- * for the previous one (pdl_wait) before it touches memory that one writes. */
-__device__ static inline void pdl_trigger()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ static inline void pdl_wait()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-template <class... P, class... A>
-static cudaError_t pdl_launch(void (*kern)(P...), dim3 grid, unsigned threads, size_t smem,
-                              cudaStream_t s, bool early, A... args)
-{
-    if (!early) {
-        kern<<<grid, threads, smem, s>>>(args...);
-        return cudaGetLastError();
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(threads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kern, (P)args...);
-}
-
 /* ---- RMSNorm ------------------------------------------------------------ */
 
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
@@ -160,26 +123,40 @@ extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, i
 
 /* ---- RoPE --------------------------------------------------------------- */
 
+/* cos and sin of RoPE pair i at position pos (angles in double). */
+__device__ static inline void rope_cs(const struct cuk_rope &r, int64_t pos, int64_t i, float &c,
+                                      float &sn)
+{
+    double f = r.freq_scale * pow(r.freq_base, -2.0 * (double)i / (double)r.n_rot);
+    if (r.ff) f /= (double)r.ff[i];
+    const double ang = (double)pos * f;
+    c = (float)cos(ang);
+    sn = (float)sin(ang);
+}
+
+/* Rotates pair i of one head v in place, at position pos. */
+__device__ static inline void rope_pair(const struct cuk_rope &r, float *v, int64_t pos, int64_t i)
+{
+    const int64_t half = r.n_rot / 2;
+    float c, sn;
+    rope_cs(r, pos, i, c, sn);
+    const int64_t a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * sn;
+    v[b] = x0 * sn + x1 * c;
+}
+
 __global__ static void k_rope(float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                               int64_t pos0, bool neox, int64_t n_rot, double freq_base,
                               double freq_scale, const float *ff)
 {
+    const struct cuk_rope r = {n_rot, neox, freq_base, freq_scale, ff};
     const int64_t half = n_rot / 2;
     const int64_t total = n_tok * n_head * half;
     for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
          g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t i = g % half;
         const int64_t th = g / half; /* t * n_head + h */
-        const int64_t t = th / n_head;
-        double f = freq_scale * pow(freq_base, -2.0 * (double)i / (double)n_rot);
-        if (ff) f /= (double)ff[i];
-        const double ang = (double)(pos0 + t) * f;
-        const float c = (float)cos(ang), sn = (float)sin(ang);
-        float *v = x + th * head_dim;
-        const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-        const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * sn;
-        v[b] = x0 * sn + x1 * c;
+        rope_pair(r, x + th * head_dim, pos0 + th / n_head, g % half);
     }
 }
 
@@ -398,17 +375,6 @@ __device__ static inline void store_elem(uint8_t *row, int64_t i, uint32_t ty, f
     }
 }
 
-/* cos and sin of RoPE pair i at position pos, as k_rope computes them. */
-__device__ static inline void rope_cs(const struct cuk_rope &r, int64_t pos, int64_t i, float &c,
-                                      float &sn)
-{
-    double f = r.freq_scale * pow(r.freq_base, -2.0 * (double)i / (double)r.n_rot);
-    if (r.ff) f /= (double)r.ff[i];
-    const double ang = (double)pos * f;
-    c = (float)cos(ang);
-    sn = (float)sin(ang);
-}
-
 /* Element d of one head's rotated vector, from the unrotated head v. */
 __device__ static inline float rope_elem(const struct cuk_rope &r, const float *v, int64_t d,
                                          int64_t pos)
@@ -457,14 +423,8 @@ __global__ static void k_store_rope(struct store_args g)
     if (i < g.q_items) {
         const int64_t half = g.rope.n_rot / 2;
         if (i >= g.n_tok * g.n_head * half) return;
-        const int64_t p = i % half, th = i / half, t = th / g.n_head;
-        float c, sn;
-        rope_cs(g.rope, g.pos0 + t, p, c, sn);
-        float *v = g.q + th * g.head_dim;
-        const int64_t a = g.rope.neox ? p : 2 * p, b = g.rope.neox ? p + half : 2 * p + 1;
-        const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * sn;
-        v[b] = x0 * sn + x1 * c;
+        const int64_t th = i / half;
+        rope_pair(g.rope, g.q + th * g.head_dim, g.pos0 + th / g.n_head, i % half);
         return;
     }
     i -= g.q_items;

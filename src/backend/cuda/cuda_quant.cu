@@ -57,6 +57,7 @@
  * views) a per-element fallback runs, byte loads and all.
  */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_pdl.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1078,25 +1079,6 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
     }
 }
 
-/* Programmatic dependent launch (sm_90): a kernel launched with it may start
- * while the kernel before it in the stream finishes. The matvec kernels let
- * the next kernel start at once (cq_pdl_trigger), issue their first weight
- * loads and then wait for the previous kernel (cq_pdl_wait) before they read
- * x or write y. Launched without it, both are no-ops. */
-__device__ __forceinline__ void cq_pdl_trigger()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void cq_pdl_wait()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 /* The rows of a matvec launch: virtual rows 0 .. n_rows - 1 of one to three
  * weights, and what is done with their sums (enum cuq_epilogue). STORE and
  * ADD: the weights' rows one after another, virtual row v in weight i when
@@ -1222,9 +1204,9 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
         }
     };
-    cq_pdl_trigger();
-    if (tile < n_tiles) tile_start(tile);
-    cq_pdl_wait();
+    pdl_trigger();
+    if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
+    pdl_wait();
 
     /* this lane's x at its first step; a step moves it by a multiple of 32
      * columns, which leaves its swizzle alone */
@@ -1743,9 +1725,9 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
         }
     };
-    cq_pdl_trigger();
-    if (tile < n_tiles) tile_start(tile);
-    cq_pdl_wait();
+    pdl_trigger();
+    if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
+    pdl_wait();
 
     uint8_t *xs = (uint8_t *)cq_xs;
     cq_i8_quantize<T, NT>(x, n_cols, xs);
@@ -2038,28 +2020,6 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
     return cq_grid(tiles < slots ? tiles : slots);
 }
 
-/* kern<<<grid, CQ_THREADS, smem, s>>>(args), with programmatic dependent
- * launch when early (see cq_pdl_wait). */
-template <class... P, class... A>
-static void cq_launch(void (*kern)(P...), unsigned grid, size_t smem, cudaStream_t s, bool early, A... args)
-{
-    if (!early) {
-        kern<<<grid, CQ_THREADS, smem, s>>>(args...);
-        return;
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(CQ_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, kern, (P)args...);
-}
-
 template <class T, int NT, bool XS>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                              const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s,
@@ -2071,7 +2031,8 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_launch(cq_matvec_kernel<T, NT, R, XS>, grid, smem, s, early, rs, row_bytes, n_rows, n_cols, x, ks_log2);
+    pdl_launch(cq_matvec_kernel<T, NT, R, XS>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes, n_rows,
+               n_cols, x, ks_log2);
 }
 
 template <class T, int NT>
@@ -2085,7 +2046,8 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    cq_launch(cq_matvec_i8_kernel<T, NT, R>, grid, smem, s, early, rs, row_bytes, n_rows, n_cols, x, ks_log2);
+    pdl_launch(cq_matvec_i8_kernel<T, NT, R>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes, n_rows,
+               n_cols, x, ks_log2);
 }
 
 /* The integer path for its types when x fits in shared memory; else, for
