@@ -6,7 +6,9 @@
  *  - matmul on F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K at
  *    shapes with rows that are no multiple of 32/64/128, columns 256*k (32*k
  *    for the legacy and float types), n_tok 1, 2, 7, 8 (matvec kernels), 9,
- *    33, 512 (cuBLAS), 4096 x 4096 and 256 x 14336 for n_tok 1 and 9; each
+ *    33, 64, 100, 512 (cuBLAS: widths padded to 64 but 512, the batch's, and
+ *    2600 x 14336 in two tiles of rows), 4096 x 4096 and 256 x 14336 for
+ *    n_tok 1 and 9; each
  *    case with the weight in backend memory (alloc + upload), in host memory
  *    under each host policy (cpu, copy, auto, copy with 256 KiB slots; every
  *    other case page-locked with host_register), and keyed (key != 0) twice
@@ -98,28 +100,29 @@ int main(int argc, char **argv)
 
 #else
 
-#define MATVEC_MAX_TOK 8 /* CUQ_MATVEC_MAX_TOK (cuda_kernels.h): matvec up to here, cuBLAS above */
-#define MAX_TOK 512
-#define MAX_COLS 14336
-#define MAX_CTX 1024
-#define MAX_HD 128
-#define N_BUF 4
-#define BUF_FLOATS ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
-#define CACHE_BIG ((uint64_t)256 << 20)
+#define MATVEC_MAX_TOK 8 /* CUQ_MATVEC_MAX_TOK (cuda_kernels.h): matvec up to here, cuBLAS above   \
+                          */
+#define MAX_TOK     512
+#define MAX_COLS    14336
+#define MAX_CTX     1024
+#define MAX_HD      128
+#define N_BUF       4
+#define BUF_FLOATS  ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
+#define CACHE_BIG   ((uint64_t)256 << 20)
 #define CACHE_SMALL ((uint64_t)1 << 20)
-#define SLOT_SMALL ((uint64_t)256 << 10)
+#define SLOT_SMALL  ((uint64_t)256 << 10)
 
-#define BOUND_MM_QUANT 3e-2
-#define BOUND_MM_BF16 8e-3
-#define BOUND_MM_F16 1.5e-3
+#define BOUND_MM_QUANT      3e-2
+#define BOUND_MM_BF16       8e-3
+#define BOUND_MM_F16        1.5e-3
 #define BOUND_MM_F32_MATVEC 1e-5
-#define BOUND_MM_F32_GEMM 2e-3
-#define BOUND_GET_ROWS 1e-6
-#define BOUND_F32_OP 1e-5
-#define BOUND_ADD 1e-6
-#define BOUND_ATT_F32 2e-5
-#define BOUND_ATT_F16 2e-3
-#define BOUND_ATT_Q8_0 4e-2
+#define BOUND_MM_F32_GEMM   2e-3
+#define BOUND_GET_ROWS      1e-6
+#define BOUND_F32_OP        1e-5
+#define BOUND_ADD           1e-6
+#define BOUND_ATT_F32       2e-5
+#define BOUND_ATT_F16       2e-3
+#define BOUND_ATT_Q8_0      4e-2
 
 /* The CUDA backends under test: one per host policy, and two weight caches. */
 enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, N_GPU };
@@ -142,9 +145,9 @@ static struct {
     struct backend *cpu;
     struct threadpool *pool; /* quantizes the test weights */
     struct backend *gpu[N_GPU];
-    bool dead[N_GPU];           /* failed (create, alloc or sync): skipped from then on */
-    float *buf[N_GPU][N_BUF];   /* device scratch, BUF_FLOATS floats each */
-    float *poison;              /* host, BUF_FLOATS quiet NaNs */
+    bool dead[N_GPU];         /* failed (create, alloc or sync): skipped from then on */
+    float *buf[N_GPU][N_BUF]; /* device scratch, BUF_FLOATS floats each */
+    float *poison;            /* host, BUF_FLOATS quiet NaNs */
     uint64_t seed0, n_case, next_key;
     int n_threads;
 } T;
@@ -214,8 +217,8 @@ static struct tally *tally_get(const char *name, double bound)
 
 /* e(got, want) with the checks: every element finite (the NaN poison
  * overwritten), e <= bound. Returns e (inf when an element is not finite). */
-static double check_close(const char *tally_name, double bound, const float *got,
-                          const float *want, size_t n, const char *what)
+static double check_close(const char *tally_name, double bound, const float *got, const float *want,
+                          size_t n, const char *what)
 {
     double num = 0.0, den = 0.0, worst = -1.0;
     size_t n_bad = 0, first_bad = 0, worst_i = 0, n_ref_bad = 0;
@@ -251,8 +254,9 @@ static double check_close(const char *tally_name, double bound, const float *got
         ok = false;
     }
     if (!check_true(n_bad || e <= bound, "error <= bound", __FILE__, __LINE__)) {
-        fprintf(stderr, "  %s: error %.3g above the bound %.3g; largest difference at index %zu: "
-                        "GPU %.9g, CPU %.9g\n",
+        fprintf(stderr,
+                "  %s: error %.3g above the bound %.3g; largest difference at index %zu: "
+                "GPU %.9g, CPU %.9g\n",
                 what, e, bound, worst_i, (double)got[worst_i], (double)want[worst_i]);
         ok = false;
     }
@@ -319,7 +323,7 @@ static void tweight_make(struct rng *r, uint32_t type, int64_t rows, int64_t col
         quant_worker(&job, 0, 1);
     else
         threadpool_run(T.pool, quant_worker, &job);
-    tw->w = (struct backend_weight){tw->host,   type, cols, rows, row_bytes, "test weight",
+    tw->w = (struct backend_weight){tw->host,         type, cols, rows, row_bytes, "test weight",
                                     BACKEND_MEM_HOST, 0};
 }
 
@@ -349,10 +353,14 @@ static void *tweight_upload(int g, const struct tweight *tw, struct backend_weig
 static double matmul_bound(uint32_t type, bool gemm)
 {
     switch (type) {
-    case HY_TYPE_F32: return gemm ? BOUND_MM_F32_GEMM : BOUND_MM_F32_MATVEC;
-    case HY_TYPE_F16: return BOUND_MM_F16;
-    case HY_TYPE_BF16: return BOUND_MM_BF16;
-    default: return BOUND_MM_QUANT;
+    case HY_TYPE_F32:
+        return gemm ? BOUND_MM_F32_GEMM : BOUND_MM_F32_MATVEC;
+    case HY_TYPE_F16:
+        return BOUND_MM_F16;
+    case HY_TYPE_BF16:
+        return BOUND_MM_BF16;
+    default:
+        return BOUND_MM_QUANT;
     }
 }
 
@@ -408,9 +416,15 @@ static void host_stats_check(int g, const struct cuda_backend_stats *s0,
     const uint64_t dp = s1->host_copy_bytes - s0->host_copy_bytes;
     bool ok;
     switch (gpu_cfg[g].policy) {
-    case CUDA_HOST_CPU: ok = CHECK(dc >= bytes && dp == 0); break;
-    case CUDA_HOST_COPY: ok = CHECK(dp >= bytes && dc == 0); break;
-    default: ok = CHECK(dc + dp >= bytes); break;
+    case CUDA_HOST_CPU:
+        ok = CHECK(dc >= bytes && dp == 0);
+        break;
+    case CUDA_HOST_COPY:
+        ok = CHECK(dp >= bytes && dc == 0);
+        break;
+    default:
+        ok = CHECK(dc + dp >= bytes);
+        break;
     }
     if (!ok)
         fprintf(stderr,
@@ -444,9 +458,9 @@ static void keyed_pair(int g, const struct backend_weight *w, const float *x, in
     if (bytes <= cap / 2) {
         /* fits: a new key misses, the same key again hits */
         if (!CHECK(s1.cache_misses == s0.cache_misses + 1 && s1.cache_hits == s0.cache_hits))
-            fprintf(stderr, "  %s on %s: first keyed call: misses +%llu, hits +%llu (want +1, +0)\n",
-                    what, gpu_cfg[g].name,
-                    (unsigned long long)(s1.cache_misses - s0.cache_misses),
+            fprintf(stderr,
+                    "  %s on %s: first keyed call: misses +%llu, hits +%llu (want +1, +0)\n", what,
+                    gpu_cfg[g].name, (unsigned long long)(s1.cache_misses - s0.cache_misses),
                     (unsigned long long)(s1.cache_hits - s0.cache_hits));
         if (!CHECK(s2.cache_hits == s1.cache_hits + 1))
             fprintf(stderr,
@@ -527,14 +541,15 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
     if (reg) T.gpu[G_COPY]->ops->host_unregister(T.gpu[G_COPY], tw.host);
 
     char b[12][16];
-    printf("matmul %-4s %5lldx%-5lld n_tok %3lld %-6s seed %016llx | dev %s | host cpu %s copy %s "
-           "auto %s slots %s | keyed %s/%s small-cache %s/%s | bound %.1e | vs exact: cpu %s gpu %s\n",
-           quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
-           gemm ? "gemm" : "matvec", (unsigned long long)seed, fmt_err(b[0], 16, e_dev),
-           fmt_err(b[1], 16, e_host[0]), fmt_err(b[2], 16, e_host[1]), fmt_err(b[3], 16, e_host[2]),
-           fmt_err(b[4], 16, e_host[3]), fmt_err(b[5], 16, ek[0]), fmt_err(b[6], 16, ek[1]),
-           fmt_err(b[7], 16, ek[2]), fmt_err(b[8], 16, ek[3]), bound, fmt_err(b[9], 16, ex_cpu),
-           fmt_err(b[10], 16, ex_gpu));
+    printf(
+        "matmul %-4s %5lldx%-5lld n_tok %3lld %-6s seed %016llx | dev %s | host cpu %s copy %s "
+        "auto %s slots %s | keyed %s/%s small-cache %s/%s | bound %.1e | vs exact: cpu %s gpu %s\n",
+        quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
+        gemm ? "gemm" : "matvec", (unsigned long long)seed, fmt_err(b[0], 16, e_dev),
+        fmt_err(b[1], 16, e_host[0]), fmt_err(b[2], 16, e_host[1]), fmt_err(b[3], 16, e_host[2]),
+        fmt_err(b[4], 16, e_host[3]), fmt_err(b[5], 16, ek[0]), fmt_err(b[6], 16, ek[1]),
+        fmt_err(b[7], 16, ek[2]), fmt_err(b[8], 16, ek[3]), bound, fmt_err(b[9], 16, ex_cpu),
+        fmt_err(b[10], 16, ex_gpu));
     fflush(stdout);
     free(x);
     free(want);
@@ -566,7 +581,8 @@ static void test_matmul(void)
         {37, 256, {1, 2, 7, 8, 9, 33, 512}},
         {100, 768, {1, 8, 9, 33}},
         {333, 2304, {1, 7, 9, 512}},
-        {2500, 1024, {1, 9, 512}},
+        {2500, 1024, {1, 9, 64, 512}},
+        {2600, 14336, {1, 100}}, /* a padded GEMM in two tiles of rows */
         {256, 14336, {1, 9}},
         {4096, 4096, {1, 9}},
         {7, 32, {2, 9, 33}}, /* >= 14 outputs: see the bounds */
@@ -608,7 +624,8 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     got = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
     fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
     const size_t n0 = (size_t)(n_tok * rows[0]);
-    float *y0 = xmalloc(sizeof(float) * n0), *tmp = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
+    float *y0 = xmalloc(sizeof(float) * n0),
+          *tmp = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
     fill_normal(&r, y0, n0, 1.0f);
     /* the CPU's separate ops */
     if (kind == BACKEND_FUSE_NONE) {
@@ -624,12 +641,15 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     }
     const int n_out = kind == BACKEND_FUSE_NONE ? n_w : 1;
     char what[200], tname[48];
-    snprintf(what, sizeof what, "matmul_fused %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
+    snprintf(what, sizeof what,
+             "matmul_fused %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
              kname[kind], n_w, quant_type_name(types[0]), (long long)rows[0],
-             (long long)(n_w > 1 ? rows[1] : 0), (long long)(n_w > 2 ? rows[2] : 0), (long long)cols,
-             (long long)n_tok, host_w ? ", first weight in host memory" : "", (unsigned long long)seed);
+             (long long)(n_w > 1 ? rows[1] : 0), (long long)(n_w > 2 ? rows[2] : 0),
+             (long long)cols, (long long)n_tok, host_w ? ", first weight in host memory" : "",
+             (unsigned long long)seed);
     /* a sum of two products' errors for swiglu */
-    const double bound = matmul_bound(types[0], n_tok > MATVEC_MAX_TOK) * (kind == BACKEND_FUSE_SWIGLU ? 2 : 1);
+    const double bound =
+        matmul_bound(types[0], n_tok > MATVEC_MAX_TOK) * (kind == BACKEND_FUSE_SWIGLU ? 2 : 1);
     snprintf(tname, sizeof tname, "matmul_fused %s %s", kname[kind], quant_type_name(types[0]));
     double e = NAN;
     if (live(G_AUTO)) {
@@ -664,7 +684,8 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
                     e = NAN;
                     break;
                 }
-                e = HY_MAX(e, check_close(tname, bound, got, want[i], (size_t)(n_tok * rows[i]), label));
+                e = HY_MAX(
+                    e, check_close(tname, bound, got, want[i], (size_t)(n_tok * rows[i]), label));
             }
         }
         for (int i = 0; i < n_w; i++)
@@ -721,17 +742,20 @@ static void test_route(void)
         const uint64_t seed = case_seed();
         struct rng r;
         rng_init(&r, seed);
-        float *x = xmalloc(sizeof(float) * (size_t)(nt * n)), *p_cpu = xmalloc(sizeof(float) * (size_t)(nt * n));
+        float *x = xmalloc(sizeof(float) * (size_t)(nt * n)),
+              *p_cpu = xmalloc(sizeof(float) * (size_t)(nt * n));
         float *p_gpu = xmalloc(sizeof(float) * (size_t)(nt * n));
-        int32_t *id_cpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k)), *id_gpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k));
-        float *w_cpu = xmalloc(sizeof(float) * (size_t)(nt * k)), *w_gpu = xmalloc(sizeof(float) * (size_t)(nt * k));
+        int32_t *id_cpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k)),
+                *id_gpu = xmalloc(sizeof(int32_t) * (size_t)(nt * k));
+        float *w_cpu = xmalloc(sizeof(float) * (size_t)(nt * k)),
+              *w_gpu = xmalloc(sizeof(float) * (size_t)(nt * k));
         fill_normal(&r, x, (size_t)(nt * n), 2.0f);
         memcpy(p_cpu, x, sizeof(float) * (size_t)(nt * n));
         backend_route(T.cpu, p_cpu, nt, n, k, cases[ci].renorm, id_cpu, w_cpu);
         char what[160];
         snprintf(what, sizeof what, "route %lld tokens over %lld experts, top %lld%s (seed %#llx)",
-                 (long long)nt, (long long)n, (long long)k, cases[ci].renorm ? ", renormalised" : "",
-                 (unsigned long long)seed);
+                 (long long)nt, (long long)n, (long long)k,
+                 cases[ci].renorm ? ", renormalised" : "", (unsigned long long)seed);
         double e = NAN;
         if (live(G_AUTO)) {
             struct backend *be = T.gpu[G_AUTO];
@@ -744,8 +768,10 @@ static void test_route(void)
             backend_download(be, b[1], id_gpu, sizeof(int32_t) * (size_t)(nt * k));
             backend_download(be, b[2], w_gpu, sizeof(float) * (size_t)(nt * k));
             if (gpu_sync(G_AUTO, what)) {
-                e = check_close("route probabilities", BOUND_F32_OP, p_gpu, p_cpu, (size_t)(nt * n), what);
-                e = HY_MAX(e, check_close("route weights", BOUND_F32_OP, w_gpu, w_cpu, (size_t)(nt * k), what));
+                e = check_close("route probabilities", BOUND_F32_OP, p_gpu, p_cpu, (size_t)(nt * n),
+                                what);
+                e = HY_MAX(e, check_close("route weights", BOUND_F32_OP, w_gpu, w_cpu,
+                                          (size_t)(nt * k), what));
                 for (int64_t i = 0; i < nt * k; i++)
                     if (!CHECK(id_gpu[i] == id_cpu[i])) {
                         fprintf(stderr, "  %s: token %lld pick %lld: GPU expert %d, CPU %d\n", what,
@@ -841,9 +867,9 @@ static void test_rms_norm(void)
         float eps;
         bool in_place;
     } cases[] = {
-        {1, 4096, 1e-5f, false}, {7, 4096, 1e-6f, true},  {33, 896, 1e-6f, false},
+        {1, 4096, 1e-5f, false},  {7, 4096, 1e-6f, true},  {33, 896, 1e-6f, false},
         {512, 4096, 1e-5f, true}, {136, 128, 1e-6f, true}, /* per-head norm: rows of head_dim */
-        {3, 64, 1e-5f, false},   {2, 5120, 1e-5f, false},
+        {3, 64, 1e-5f, false},    {2, 5120, 1e-5f, false},
     };
     for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
         const int64_t n_tok = cases[ci].n_tok, n = cases[ci].n;
@@ -876,7 +902,8 @@ static void test_rms_norm(void)
             if (!cases[ci].in_place) gpu_poison(G_AUTO, b[1], nx);
             backend_rms_norm(be, b[0], b[2], cases[ci].eps, n_tok, n, y);
             backend_download(be, y, got, nx * sizeof(float));
-            if (gpu_sync(G_AUTO, what)) e = check_close("rms_norm", BOUND_F32_OP, got, want, nx, what);
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("rms_norm", BOUND_F32_OP, got, want, nx, what);
         }
         char eb[16];
         printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
@@ -895,7 +922,8 @@ static void test_rope(void)
     static const struct {
         bool factors;
         double scale, base;
-    } freqs[] = {{false, 1.0, 10000.0}, {true, 1.0, 500000.0}, {false, 0.25, 1e6}, {true, 0.5, 500000.0}};
+    } freqs[] = {
+        {false, 1.0, 10000.0}, {true, 1.0, 500000.0}, {false, 0.25, 1e6}, {true, 0.5, 500000.0}};
     static const struct {
         int64_t pos0, n_tok;
     } runs[] = {{0, 1}, {0, 17}, {5, 1}, {1000, 17}, {30000, 3}};
@@ -978,7 +1006,8 @@ static void test_softmax(void)
             backend_upload(be, T.buf[G_AUTO][0], x, nx * sizeof(float));
             backend_softmax(be, T.buf[G_AUTO][0], n_rows, n);
             backend_download(be, T.buf[G_AUTO][0], got, nx * sizeof(float));
-            if (gpu_sync(G_AUTO, what)) e = check_close("softmax", BOUND_F32_OP, got, want, nx, what);
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("softmax", BOUND_F32_OP, got, want, nx, what);
         }
         char eb[16];
         printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
@@ -1026,7 +1055,8 @@ static void test_silu_mul_add(void)
     static const struct {
         int64_t n, y_off; /* y at a row offset into the buffer, as the MoE scatter adds */
         float alpha;
-    } adds[] = {{1, 0, 1.0f}, {4096, 4096 * 3, 0.37f}, {4096 * 33 + 1, 0, -2.0f}, {896, 896 * 5, 1.0f}};
+    } adds[] = {
+        {1, 0, 1.0f}, {4096, 4096 * 3, 0.37f}, {4096 * 33 + 1, 0, -2.0f}, {896, 896 * 5, 1.0f}};
     for (size_t ci = 0; ci < HY_ARRAY_LEN(adds); ci++) {
         const int64_t n = adds[ci].n, off = adds[ci].y_off;
         const uint64_t seed = case_seed();
@@ -1050,7 +1080,8 @@ static void test_silu_mul_add(void)
             backend_upload(be, T.buf[G_AUTO][1], x, (size_t)n * sizeof(float));
             backend_add(be, yd, T.buf[G_AUTO][1], adds[ci].alpha, n);
             backend_download(be, yd, got, (size_t)n * sizeof(float));
-            if (gpu_sync(G_AUTO, what)) e = check_close("add", BOUND_ADD, got, want, (size_t)n, what);
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("add", BOUND_ADD, got, want, (size_t)n, what);
         }
         char eb[16];
         printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
@@ -1069,8 +1100,10 @@ static void test_silu_mul_add(void)
         const uint64_t seed = case_seed();
         struct rng r;
         rng_init(&r, seed);
-        float *y = xmalloc((size_t)(yr * n) * sizeof(float)), *x = xmalloc((size_t)(nr * n) * sizeof(float));
-        float *want = xmalloc((size_t)(yr * n) * sizeof(float)), *got = xmalloc((size_t)(yr * n) * sizeof(float));
+        float *y = xmalloc((size_t)(yr * n) * sizeof(float)),
+              *x = xmalloc((size_t)(nr * n) * sizeof(float));
+        float *want = xmalloc((size_t)(yr * n) * sizeof(float)),
+              *got = xmalloc((size_t)(yr * n) * sizeof(float));
         int32_t *rows = xmalloc((size_t)yr * sizeof(int32_t));
         float *alpha = xmalloc((size_t)nr * sizeof(float));
         for (int64_t i = 0; i < yr; i++) rows[i] = (int32_t)i;
@@ -1086,8 +1119,8 @@ static void test_silu_mul_add(void)
         memcpy(want, y, (size_t)(yr * n) * sizeof(float));
         backend_add_rows(T.cpu, want, x, rows, alpha, nr, n);
         char what[120];
-        snprintf(what, sizeof what, "add_rows %lld rows of %lld into %lld (seed %#llx)", (long long)nr,
-                 (long long)n, (long long)yr, (unsigned long long)seed);
+        snprintf(what, sizeof what, "add_rows %lld rows of %lld into %lld (seed %#llx)",
+                 (long long)nr, (long long)n, (long long)yr, (unsigned long long)seed);
         double e = NAN;
         if (live(G_AUTO)) {
             struct backend *be = T.gpu[G_AUTO];
@@ -1137,7 +1170,9 @@ static const struct {
 
 static double att_bound(uint32_t type)
 {
-    return type == HY_TYPE_F32 ? BOUND_ATT_F32 : type == HY_TYPE_F16 ? BOUND_ATT_F16 : BOUND_ATT_Q8_0;
+    return type == HY_TYPE_F32   ? BOUND_ATT_F32
+           : type == HY_TYPE_F16 ? BOUND_ATT_F16
+                                 : BOUND_ATT_Q8_0;
 }
 
 /* Compares the caches over positions [0, filled): elements for F32/F16,
@@ -1164,7 +1199,8 @@ static long cache_diff(const char *what, uint32_t type, bool transposed, const u
                 float a, b;
                 memcpy(&a, cpu + off, 4);
                 memcpy(&b, gpu + off, 4);
-                fprintf(stderr, "  %s: first difference at position %lld dim %lld: CPU %.9g, GPU %.9g\n",
+                fprintf(stderr,
+                        "  %s: first difference at position %lld dim %lld: CPU %.9g, GPU %.9g\n",
                         what, (long long)p, (long long)u, (double)a, (double)b);
             } else if (type == HY_TYPE_F16) {
                 uint16_t a, b;
@@ -1180,15 +1216,16 @@ static long cache_diff(const char *what, uint32_t type, bool transposed, const u
                 memcpy(&db, gpu + off, 2);
                 int j = 0;
                 while (j < 32 && cpu[off + 2 + j] == gpu[off + 2 + j]) j++;
-                fprintf(stderr,
-                        "  %s: first difference at position %lld block %lld: d CPU 0x%04x GPU 0x%04x, "
-                        "first differing q at %d (x = %.9g): CPU %d, GPU %d\n"
-                        "  (the CPU: d = amax / 127, id = d ? 1 / d : 0 (IEEE divisions), "
-                        "q = roundf(x * id), d stored as F16 rounded to nearest even)\n",
-                        what, (long long)p, (long long)u, da, db, j,
-                        j < 32 ? (double)src[p * dim + u * unit_elems + j] : 0.0,
-                        j < 32 ? (int)(int8_t)cpu[off + 2 + j] : 0,
-                        j < 32 ? (int)(int8_t)gpu[off + 2 + j] : 0);
+                fprintf(
+                    stderr,
+                    "  %s: first difference at position %lld block %lld: d CPU 0x%04x GPU 0x%04x, "
+                    "first differing q at %d (x = %.9g): CPU %d, GPU %d\n"
+                    "  (the CPU: d = amax / 127, id = d ? 1 / d : 0 (IEEE divisions), "
+                    "q = roundf(x * id), d stored as F16 rounded to nearest even)\n",
+                    what, (long long)p, (long long)u, da, db, j,
+                    j < 32 ? (double)src[p * dim + u * unit_elems + j] : 0.0,
+                    j < 32 ? (int)(int8_t)cpu[off + 2 + j] : 0,
+                    j < 32 ? (int)(int8_t)gpu[off + 2 + j] : 0);
             }
         }
     }
@@ -1316,8 +1353,9 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
         const long nk = rope ? 0 : cache_diff(kw, type, false, kc, kg, filled, kd, k);
         const long nv = cache_diff(vw, type, vt, vc, vg, filled, kd, v);
         if (!CHECK(nk == 0 && nv == 0))
-            fprintf(stderr, "  %s, %s: %ld K and %ld V %s differ from the CPU's over %lld positions\n",
-                    cfg, att_seqs[s].name, nk, nv, type == HY_TYPE_Q8_0 ? "blocks" : "elements",
+            fprintf(stderr,
+                    "  %s, %s: %ld K and %ld V %s differ from the CPU's over %lld positions\n", cfg,
+                    att_seqs[s].name, nk, nv, type == HY_TYPE_Q8_0 ? "blocks" : "elements",
                     (long long)filled);
         printf("%s, %s: caches over %lld positions: %ld K, %ld V %s differ\n", cfg,
                att_seqs[s].name, (long long)filled, nk, nv,
@@ -1464,7 +1502,8 @@ static bool setup(void)
             T.dead[g] |= !CHECK(T.buf[g][i] != NULL);
         }
         const struct cuda_backend_rates rt = cuda_backend_rates(be);
-        printf("CUDA backend %-18s: PCIe %.1f GB/s, CPU matvec %.1f GB/s, device memory held %.0f MiB%s\n",
+        printf("CUDA backend %-18s: PCIe %.1f GB/s, CPU matvec %.1f GB/s, device memory held %.0f "
+               "MiB%s\n",
                gpu_cfg[g].name, rt.pcie_h2d_bytes_per_s / 1e9, rt.cpu_matvec_bytes_per_s / 1e9,
                (double)cuda_backend_device_bytes(be) / 1048576.0, T.dead[g] ? " (FAILED)" : "");
         gpu_sync(g, "setup");
@@ -1495,8 +1534,7 @@ int main(int argc, char **argv)
     T.seed0 = argc > 1 ? strtoull(argv[1], NULL, 0) : 0x6a09e667f3bcc908ull;
     T.next_key = 0x5eed000000000000ull;
     uint64_t free_b = 0, total_b = 0;
-    if (CHECK(cuda_device_memory(0, &free_b, &total_b)))
-        CHECK(free_b <= total_b && total_b > 0);
+    if (CHECK(cuda_device_memory(0, &free_b, &total_b))) CHECK(free_b <= total_b && total_b > 0);
     printf("%d CUDA device(s); device 0: %.1f of %.1f GiB free; seed %#llx (rerun: %s SEED)\n",
            n_dev, (double)free_b / 1073741824.0, (double)total_b / 1073741824.0,
            (unsigned long long)T.seed0, argv[0]);

@@ -45,16 +45,17 @@ static struct {
 HY_MUST_CHECK static enum hy_status blas_open(void)
 {
     if (blas_fn.tried)
-        return blas_fn.ok ? HY_OK
-                          : err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS (libcublas.so.13)");
+        return blas_fn.ok
+                   ? HY_OK
+                   : err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS (libcublas.so.13)");
     blas_fn.tried = true;
     void *h = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
     if (!h) h = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
     if (!h) return err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS: %s", dlerror());
     void *p[6];
-    static const char *const names[6] = {"cublasCreate_v2",   "cublasDestroy_v2",
+    static const char *const names[6] = {"cublasCreate_v2",    "cublasDestroy_v2",
                                          "cublasSetStream_v2", "cublasSetMathMode",
-                                         "cublasSgemm_v2",    "cublasGemmEx"};
+                                         "cublasSgemm_v2",     "cublasGemmEx"};
     for (int i = 0; i < 6; i++)
         if (!(p[i] = dlsym(h, names[i])))
             return err_set(HY_ERR_UNSUPPORTED, "CUDA: cuBLAS lacks %s", names[i]);
@@ -68,10 +69,17 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
     return HY_OK;
 }
 
-#define COPY_SLOTS 3
+#define COPY_SLOTS        3
 #define DEFAULT_COPY_SLOT ((uint64_t)8 << 20)
-#define W16_TILE_BYTES ((size_t)64 << 20) /* dequantized binary16 rows per GEMM */
-#define CPU_BATCH_TOKENS 4 /* the CPU's cost grows with the batch past this */
+#define W16_TILE_BYTES    ((size_t)64 << 20) /* dequantized binary16 rows per GEMM */
+#define CPU_BATCH_TOKENS  4                  /* the CPU's cost grows with the batch past this */
+/* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
+ * cuBLAS picks its kernel for each new shape at its first call, at a cost of
+ * up to milliseconds, and an MoE layer's expert batches (one per expert,
+ * each as many tokens as picked it) would otherwise bring new widths on
+ * every prompt. */
+#define GEMM_COL_STEP   64
+#define GEMM_SHAPES_MAX 64 /* weight shapes whose GEMMs were warmed */
 
 struct wc_entry {
     uint64_t key; /* 0: free */
@@ -97,10 +105,16 @@ struct cuda_backend {
 
     struct backend_limits lim;
     /* device scratch */
-    uint16_t *x16; /* activations as binary16, [max_batch][max_cols] */
+    uint16_t *x16; /* activations as binary16, [gemm width of max_batch][max_cols] */
     size_t x16_bytes;
-    uint16_t *w16; /* W16_TILE_BYTES of dequantized rows */
-    int32_t *ids;  /* row ids of get_rows */
+    uint16_t *w16; /* W16_TILE_BYTES of dequantized rows, then padded GEMM outputs */
+    /* weights (kind, rows, columns) whose GEMMs at every width were warmed */
+    struct gemm_shape {
+        int kind;
+        int64_t n_rows, n_cols;
+    } warmed[GEMM_SHAPES_MAX];
+    int n_warmed;
+    int32_t *ids; /* row ids of get_rows */
     size_t ids_bytes;
     void *ar; /* add_rows: its rows, then its weights */
     size_t ar_bytes;
@@ -121,9 +135,9 @@ struct cuda_backend {
     uint8_t *slot[COPY_SLOTS];
     uint64_t slot_bytes;
     cudaEvent_t copied[COPY_SLOTS], freed[COPY_SLOTS];
-    cudaEvent_t wc_copied; /* a VRAM cache fill */
-    cudaEvent_t st_mark;   /* the compute stream's progress, for the copy stream to wait on */
-    cudaEvent_t hy_free;   /* the last upload from hy has left */
+    cudaEvent_t wc_copied;    /* a VRAM cache fill */
+    cudaEvent_t st_mark;      /* the compute stream's progress, for the copy stream to wait on */
+    cudaEvent_t hy_free;      /* the last upload from hy has left */
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
     int next_slot;
     /* VRAM weight cache: fixed-size entries carved from one allocation */
@@ -138,7 +152,7 @@ struct cuda_backend {
     struct dev_alloc {
         void *p;
         size_t bytes;
-    } *allocs;
+    } * allocs;
     int n_allocs, cap_allocs;
     struct cuda_backend_rates rates;
     /* the CPU's rate per weight type, as observed (0: none yet, the common
@@ -149,7 +163,10 @@ struct cuda_backend {
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
 
-static struct cuda_backend *cb_of(struct backend *be) { return (struct cuda_backend *)be; }
+static struct cuda_backend *cb_of(struct backend *be)
+{
+    return (struct cuda_backend *)be;
+}
 static const struct cuda_backend *cb_ofc(const struct backend *be)
 {
     return (const struct cuda_backend *)be;
@@ -186,7 +203,7 @@ static bool blas_ok(struct cuda_backend *cb, cublasStatus_t e, const char *call,
     return false;
 }
 
-#define CK(call) cuda_ok(cb, (call), #call, __FILE__, __LINE__)
+#define CK(call)  cuda_ok(cb, (call), #call, __FILE__, __LINE__)
 #define CKB(call) blas_ok(cb, (call), #call, __FILE__, __LINE__)
 
 /* ---- op timing ---------------------------------------------------------- */
@@ -258,16 +275,20 @@ static void prof_end_shape(struct cuda_backend *cb, int i, const char *kind, uin
     if (i < 0) return;
     p->depth--;
     char name[48];
-    if (type == UINT32_MAX) snprintf(name, sizeof name, "%s", kind);
-    else if (!rows) snprintf(name, sizeof name, "%s %s", kind, quant_type_name(type));
+    if (type == UINT32_MAX)
+        snprintf(name, sizeof name, "%s", kind);
+    else if (!rows)
+        snprintf(name, sizeof name, "%s %s", kind, quant_type_name(type));
     else
-        snprintf(name, sizeof name, "%s %s %" PRId64 "x%" PRId64, kind, quant_type_name(type),
-                 rows, cols);
+        snprintf(name, sizeof name, "%s %s %" PRId64 "x%" PRId64, kind, quant_type_name(type), rows,
+                 cols);
     int k = 0;
     while (k < p->n_kinds && strcmp(p->k[k].name, name) != 0) k++;
     if (k == p->n_kinds) {
-        if (k == PROF_KINDS) k = PROF_KINDS - 1; /* the last row takes the overflow */
-        else snprintf(p->k[p->n_kinds++].name, sizeof p->k[k].name, "%s", name);
+        if (k == PROF_KINDS)
+            k = PROF_KINDS - 1; /* the last row takes the overflow */
+        else
+            snprintf(p->k[p->n_kinds++].name, sizeof p->k[k].name, "%s", name);
     }
     p->k[k].calls++;
     p->kind[i] = k;
@@ -454,6 +475,12 @@ static bool cu_supports_type(uint32_t type)
     return cuq_supports(type);
 }
 
+/* The width of the GEMM for n tokens (GEMM_COL_STEP). */
+static int64_t gemm_width(int64_t n)
+{
+    return (n + GEMM_COL_STEP - 1) / GEMM_COL_STEP * GEMM_COL_STEP;
+}
+
 /* cuBLAS sets itself up (tens of milliseconds) and loads its kernels at its
  * first products: one small product of the batch shape here, on the scratch
  * (its values do not matter), takes that out of the first prompt. */
@@ -486,7 +513,7 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
      * (every sequence's forward reserves the same limits) */
     const bool grown = l.max_batch != cb->lim.max_batch || l.max_cols != cb->lim.max_cols;
     cb->lim = l;
-    const size_t x16 = (size_t)(l.max_batch * l.max_cols) * sizeof(uint16_t);
+    const size_t x16 = (size_t)(gemm_width(l.max_batch) * l.max_cols) * sizeof(uint16_t);
     if (!ensure_dev(cb, (void **)&cb->x16, &cb->x16_bytes, x16)) return cu_sync(be);
     size_t have = cb->w16 ? W16_TILE_BYTES : 0;
     if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
@@ -497,6 +524,93 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
 }
 
 /* ---- weight products ---------------------------------------------------- */
+
+/* ---- prompt GEMMs ------------------------------------------------------- */
+
+/* How a weight enters its GEMM: F32 as it is (x in binary32), F16 as it is,
+ * or dequantized to binary16 in w16 a tile of rows at a time. */
+enum gemm_kind { GEMM_F32, GEMM_F16, GEMM_DEQUANT };
+
+static enum gemm_kind gemm_kind_of(uint32_t type)
+{
+    return type == HY_TYPE_F32 ? GEMM_F32 : type == HY_TYPE_F16 ? GEMM_F16 : GEMM_DEQUANT;
+}
+
+/* The padded layout: a product narrower than its GEMM reads x from a padded
+ * copy (x16, or for F32 the head of w16) and writes [width][rows] outputs
+ * into w16 (after the dequantized tile), a tile of rows at a time; the
+ * outputs of the real tokens are copied out. The tile's rows do not depend
+ * on the width, so every width of a weight has the same few shapes. Returns
+ * 0 when the scratch cannot hold one row. */
+/* Rows of a tile that fit n: a multiple of 128 where n allows (the outputs'
+ * row stride is the tile's rows in the padded layout: cuBLAS's fast kernels
+ * want it aligned). */
+static int64_t gemm_tile_rows(int64_t n)
+{
+    return n >= 128 ? n / 128 * 128 : n;
+}
+
+static int64_t padded_tile_rows(const struct cuda_backend *cb, enum gemm_kind kind, int64_t n_cols,
+                                size_t *c_off)
+{
+    const size_t wmax = (size_t)gemm_width(cb->lim.max_batch);
+    size_t head = 0, per_row = wmax * sizeof(float);
+    if (kind == GEMM_DEQUANT) per_row += (size_t)n_cols * sizeof(uint16_t);
+    if (kind == GEMM_F32) head = wmax * (size_t)n_cols * sizeof(float);
+    if (head + per_row > W16_TILE_BYTES) return 0;
+    const int64_t rows = gemm_tile_rows((int64_t)((W16_TILE_BYTES - head) / per_row));
+    /* outputs after the dequantized tile (or x), 256-byte aligned */
+    const size_t a = kind == GEMM_DEQUANT ? (size_t)rows * (size_t)n_cols * sizeof(uint16_t) : head;
+    *c_off = (a + 255) & ~(size_t)255;
+    if (*c_off + (size_t)rows * wmax * sizeof(float) <= W16_TILE_BYTES) return rows;
+    return rows > 128 ? rows - 128 : rows - 1;
+}
+
+/* C[t][r] = sum_k A[r][k] B[t][k] for m rows, width n_w: A binary16 (or F32)
+ * with row stride k, B likewise, C binary32 with row stride ldc. */
+static void blas_gemm(struct cuda_backend *cb, enum gemm_kind kind, int64_t m, int64_t n_w,
+                      int64_t k, const void *a, int64_t lda, const void *b, float *c, int64_t ldc)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const int pi = prof_begin(cb);
+    if (kind == GEMM_F32)
+        CKB(blas_fn.sgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k, &one,
+                          (const float *)a, (int)lda, (const float *)b, (int)k, &zero, c,
+                          (int)ldc));
+    else
+        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k, &one, a,
+                            CUDA_R_16F, (int)lda, b, CUDA_R_16F, (int)k, &zero, c, CUDA_R_32F,
+                            (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    prof_end(cb, pi, "(in gemm) cublas", UINT32_MAX);
+}
+
+/* The first prompt product of a weight shape runs its padded layout's GEMMs
+ * at every width up to the batch's (on scratch; the values do not matter),
+ * so that cuBLAS has chosen their kernels before a later batch of another
+ * width needs them: the engine's warm-up pass (one full batch) shows every
+ * shape once, the experts of an MoE layer sharing theirs. */
+static void warm_gemms(struct cuda_backend *cb, enum gemm_kind kind, const uint8_t *w,
+                       size_t row_bytes, int64_t n_rows, int64_t n_cols)
+{
+    for (int i = 0; i < cb->n_warmed; i++)
+        if (cb->warmed[i].kind == (int)kind && cb->warmed[i].n_rows == n_rows &&
+            cb->warmed[i].n_cols == n_cols)
+            return;
+    if (cb->n_warmed == GEMM_SHAPES_MAX) return;
+    cb->warmed[cb->n_warmed++] = (struct gemm_shape){(int)kind, n_rows, n_cols};
+    size_t c_off;
+    const int64_t tile = padded_tile_rows(cb, kind, n_cols, &c_off);
+    if (tile < 1) return;
+    const int64_t shapes[2] = {HY_MIN(tile, n_rows), n_rows > tile ? n_rows % tile : 0};
+    const void *a = kind == GEMM_DEQUANT ? (const void *)cb->w16 : (const void *)w;
+    const int64_t lda =
+        kind == GEMM_DEQUANT ? n_cols : (int64_t)(row_bytes / (kind == GEMM_F32 ? 4 : 2));
+    const void *b = kind == GEMM_F32 ? (const void *)cb->w16 : (const void *)cb->x16;
+    float *c = (float *)((uint8_t *)cb->w16 + c_off);
+    for (int64_t n_w = GEMM_COL_STEP; n_w <= gemm_width(cb->lim.max_batch); n_w += GEMM_COL_STEP)
+        for (int s = 0; s < 2 && !cb->err; s++)
+            if (shapes[s] > 0) blas_gemm(cb, kind, shapes[s], n_w, n_cols, a, lda, b, c, shapes[s]);
+}
 
 /* y[t][r0 + r] (row stride ldy) for the n_rows rows of a weight in device
  * memory at w. x16_ready: x has already been converted to binary16 in
@@ -511,38 +625,77 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
                       in_place && cb->pdl));
         return;
     }
-    const float one = 1.0f, zero = 0.0f;
-    if (type == HY_TYPE_F32) {
-        CKB(blas_fn.sgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
-                        &one, (const float *)w, (int)(row_bytes / sizeof(float)), x, (int)n_cols,
-                        &zero, y, (int)ldy));
+    const enum gemm_kind kind = gemm_kind_of(type);
+    const int64_t n_w = gemm_width(n_tok);
+    size_t c_off = 0;
+    const int64_t ptile = padded_tile_rows(cb, kind, n_cols, &c_off);
+    /* The batch's own layout (outputs straight into y) where its width is
+     * the GEMM's and either y's rows are the tile's or it is the full batch
+     * (the engine's warm-up pass has shown it); else the padded layout. */
+    const bool direct =
+        ptile < 1 || n_w > gemm_width(cb->lim.max_batch) ||
+        (n_tok == n_w && (n_w == gemm_width(cb->lim.max_batch) ||
+                          (kind != GEMM_DEQUANT && ldy == n_rows && n_rows <= ptile)));
+    if (ptile >= 1) warm_gemms(cb, kind, w, row_bytes, n_rows, n_cols);
+    const int64_t n_g = direct ? n_tok : n_w;
+    if (kind == GEMM_F32) {
+        const float *b = x;
+        if (!direct) { /* x padded with zeros at the head of w16 */
+            b = (const float *)cb->w16;
+            if (!CK(cudaMemcpyAsync(cb->w16, x, (size_t)(n_tok * n_cols) * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, cb->st)) ||
+                !CK(cudaMemsetAsync((float *)cb->w16 + n_tok * n_cols, 0,
+                                    (size_t)((n_w - n_tok) * n_cols) * sizeof(float), cb->st)))
+                return;
+        }
+        if (direct) {
+            blas_gemm(cb, kind, n_rows, n_tok, n_cols, w, (int64_t)(row_bytes / 4), b, y, ldy);
+            return;
+        }
+        for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += ptile) {
+            const int64_t nr = HY_MIN(ptile, n_rows - r0);
+            float *c = (float *)((uint8_t *)cb->w16 + c_off);
+            blas_gemm(cb, kind, nr, n_w, n_cols, w + (size_t)r0 * row_bytes,
+                      (int64_t)(row_bytes / 4), b, c, nr);
+            CK(cudaMemcpy2DAsync(y + r0, (size_t)ldy * 4, c, (size_t)nr * 4, (size_t)nr * 4,
+                                 (size_t)n_tok, cudaMemcpyDeviceToDevice, cb->st));
+        }
         return;
     }
     if (!*x16_ready) {
         if (!CK(cuk_f32_to_f16(x, n_tok * n_cols, cb->x16, cb->st))) return;
+        if (n_w > n_tok && !CK(cudaMemsetAsync(cb->x16 + n_tok * n_cols, 0,
+                                               (size_t)((n_w - n_tok) * n_cols) * 2, cb->st)))
+            return;
         *x16_ready = true;
     }
-    if (type == HY_TYPE_F16) {
-        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_rows, (int)n_tok, (int)n_cols,
-                         &one, w, CUDA_R_16F, (int)(row_bytes / sizeof(uint16_t)), cb->x16,
-                         CUDA_R_16F, (int)n_cols, &zero, y, CUDA_R_32F, (int)ldy,
-                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        return;
-    }
-    const int64_t tile = HY_MAX((int64_t)1, (int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2)));
+    const int64_t tile =
+        direct ? (kind == GEMM_F16
+                      ? n_rows
+                      : HY_MAX((int64_t)1,
+                               gemm_tile_rows((int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2)))))
+               : ptile;
     for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += tile) {
         const int64_t nr = HY_MIN(tile, n_rows - r0);
-        int pi = prof_begin(cb);
-        if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols, cb->w16,
-                                cb->st)))
-            return;
-        prof_end(cb, pi, "(in gemm) dequant", type);
-        pi = prof_begin(cb);
-        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok, (int)n_cols,
-                         &one, cb->w16, CUDA_R_16F, (int)n_cols, cb->x16, CUDA_R_16F, (int)n_cols,
-                         &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
-                         CUBLAS_GEMM_DEFAULT));
-        prof_end(cb, pi, "(in gemm) cublas", UINT32_MAX);
+        const void *a = w + (size_t)r0 * row_bytes;
+        int64_t lda = (int64_t)(row_bytes / sizeof(uint16_t));
+        if (kind == GEMM_DEQUANT) {
+            const int pi = prof_begin(cb);
+            if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols,
+                                    cb->w16, cb->st)))
+                return;
+            prof_end(cb, pi, "(in gemm) dequant", type);
+            a = cb->w16;
+            lda = n_cols;
+        }
+        if (direct) {
+            blas_gemm(cb, kind, nr, n_g, n_cols, a, lda, cb->x16, y + r0, ldy);
+            continue;
+        }
+        float *c = (float *)((uint8_t *)cb->w16 + c_off);
+        blas_gemm(cb, kind, nr, n_w, n_cols, a, lda, cb->x16, c, nr);
+        CK(cudaMemcpy2DAsync(y + r0, (size_t)ldy * 4, c, (size_t)nr * 4, (size_t)nr * 4,
+                             (size_t)n_tok, cudaMemcpyDeviceToDevice, cb->st));
     }
 }
 
@@ -615,8 +768,7 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
         if (w->type < HY_TYPE_COUNT) rate_update(&cb->cpu_type_rate[w->type], bytes, sec);
     }
     CK(cudaMemcpy2DAsync(y, (size_t)w->n_rows * sizeof(float), cb->hy, (size_t)n * sizeof(float),
-                         (size_t)n * sizeof(float), (size_t)n_tok, cudaMemcpyHostToDevice,
-                         cb->st));
+                         (size_t)n * sizeof(float), (size_t)n_tok, cudaMemcpyHostToDevice, cb->st));
     CK(cudaEventRecord(cb->hy_free, cb->st));
     cb->stats.host_cpu_bytes += (uint64_t)n * w->row_bytes;
 }
@@ -674,8 +826,8 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
 {
     bool x16_ready = false;
     if (w->mem == BACKEND_MEM_BACKEND) {
-        gpu_matmul(cb, w->type, w->data, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y,
-                   w->n_rows, &x16_ready, true);
+        gpu_matmul(cb, w->type, w->data, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
+                   &x16_ready, true);
         return;
     }
     const size_t bytes = (size_t)w->n_rows * w->row_bytes;
@@ -743,18 +895,17 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
     const uintptr_t h0 = (uintptr_t)cb->hx_src, h1 = h0 + cb->hx_len;
     if (cb->hx_src && y0 < h1 && h0 < y1) cb->hx_src = NULL;
     static const char *const kind[2][2] = {{"matvec host", "gemm host"}, {"matvec", "gemm"}};
-    prof_end_shape(cb, pi, kind[w->mem == BACKEND_MEM_BACKEND][n_tok > CUQ_MATVEC_MAX_TOK],
-                   w->type, w->n_rows, w->n_cols);
+    prof_end_shape(cb, pi, kind[w->mem == BACKEND_MEM_BACKEND][n_tok > CUQ_MATVEC_MAX_TOK], w->type,
+                   w->n_rows, w->n_cols);
 }
 
 static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
                      int64_t n, float *out)
 {
     if (w->mem == BACKEND_MEM_BACKEND) {
-        if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t)))
-            return;
-        if (!CK(cudaMemcpyAsync(cb->ids, ids, (size_t)n * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, cb->st)))
+        if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t))) return;
+        if (!CK(cudaMemcpyAsync(cb->ids, ids, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                cb->st)))
             return;
         CK(cuq_get_rows(w->type, w->data, w->row_bytes, w->n_cols, cb->ids, n, out, cb->st));
         return;
@@ -835,9 +986,18 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
     if (cb->err) return;
     const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
     if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
-    struct cuk_attn c = {a->k_cache, a->v_cache, a->n_ctx,      a->n_head,
-                         a->n_head_kv, a->head_dim, a->head_dim_v, a->pos0,
-                         a->n_tok,   a->scale,   a->k_type,     a->v_type,
+    struct cuk_attn c = {a->k_cache,
+                         a->v_cache,
+                         a->n_ctx,
+                         a->n_head,
+                         a->n_head_kv,
+                         a->head_dim,
+                         a->head_dim_v,
+                         a->pos0,
+                         a->n_tok,
+                         a->scale,
+                         a->k_type,
+                         a->v_type,
                          {0, false, 0.0, 0.0, NULL}};
     if (a->rope) {
         bool ok;
@@ -862,8 +1022,8 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
     prof_end(cb, pi, "softmax", UINT32_MAX);
 }
 
-static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k,
-                     bool renorm, int32_t *ids, float *w)
+static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
+                     int32_t *ids, float *w)
 {
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
@@ -895,8 +1055,8 @@ static void cu_add(struct backend *be, float *y, const float *x, float alpha, in
  * length and the batch is a matvec's; else each product wherever its weight
  * lies, then the op (on the caller's scratch tmp). */
 static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
-                            const struct backend_weight *ws, int n_w, const float *x,
-                            int64_t n_tok, float *const *ys, float *tmp)
+                            const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
+                            float *const *ys, float *tmp)
 {
     struct cuda_backend *cb = cb_of(be);
     HY_ASSERT(n_w >= 1 && n_w <= 3);
@@ -922,8 +1082,8 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         }
         cb->hx_src = NULL;
         const int pi = prof_begin(cb);
-        const cudaError_t e =
-            cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st, cb->pdl);
+        const cudaError_t e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x,
+                                               n_tok, cb->st, cb->pdl);
         if (e != cudaErrorNotSupported) {
             CK(e);
             static const char *const name[3] = {"matvec x", "matvec +", "matvec swiglu"};
@@ -1111,7 +1271,8 @@ static double measure_cpu(struct cuda_backend *cb)
     const int64_t cols = 4096, rows = 49152;
     const size_t rb = (size_t)quant_bytes(HY_TYPE_Q4_K, (uint64_t)cols);
     uint8_t *w = mem_aligned_alloc(64, rb * (size_t)rows);
-    float *x = mem_xcalloc((size_t)cols, sizeof(float)), *y = mem_xcalloc((size_t)rows, sizeof(float));
+    float *x = mem_xcalloc((size_t)cols, sizeof(float)),
+          *y = mem_xcalloc((size_t)rows, sizeof(float));
     if (!w) {
         free(x);
         free(y);
@@ -1202,8 +1363,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
 {
     *out = NULL;
     const int n_dev = cuda_device_count();
-    if (n_dev == 0)
-        return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: the driver reports none");
+    if (n_dev == 0) return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: the driver reports none");
     if (cfg->device < 0 || cfg->device >= n_dev)
         return err_set(HY_ERR_UNSUPPORTED, "no CUDA device %d (%d present)", cfg->device, n_dev);
     enum hy_status bst = blas_open();
@@ -1284,7 +1444,14 @@ struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
 
 void cuda_backend_reset_stats(struct backend *be)
 {
-    memset(&cb_of(be)->stats, 0, sizeof cb_of(be)->stats);
+    struct cuda_backend *cb = cb_of(be);
+    memset(&cb->stats, 0, sizeof cb->stats);
+    if (cb->prof) { /* the profile too: the engine's warm-up is not the run */
+        prof_read(cb);
+        memset(cb->prof->k, 0, sizeof cb->prof->k);
+        cb->prof->n_kinds = 0;
+        cb->prof->span_ms = 0;
+    }
 }
 
 uint64_t cuda_backend_device_bytes(const struct backend *be)
