@@ -32,22 +32,22 @@
 #include "quant/blocks.h"
 
 /* enum hy_type ids (src/quant/quant.h) of the KV cache types */
-#define T_F32 0u
-#define T_F16 1u
+#define T_F32  0u
+#define T_F16  1u
 #define T_Q8_0 8u
 
-#define ATT_THREADS 128
-#define ATT_WARPS (ATT_THREADS / 32)
-#define ATT_CHUNK 256
+#define ATT_THREADS   128
+#define ATT_WARPS     (ATT_THREADS / 32)
+#define ATT_CHUNK     256
 #define ATT_MAX_SPLIT 32
-#define ATT_MAX_DIM 256 /* head_dim and head_dim_v */
-#define ATT_MIN_KEYS 64 /* fewest keys of a decode split */
+#define ATT_MAX_DIM   256 /* head_dim and head_dim_v */
+#define ATT_MIN_KEYS  64  /* fewest keys of a decode split */
 
 #define FA_THREADS 256
-#define FA_WARPS (FA_THREADS / 32)
-#define FA_ROWS 4                  /* query rows per warp */
-#define FA_QT (FA_WARPS * FA_ROWS) /* query rows per block */
-#define FA_KC 32                   /* keys per chunk: one per lane */
+#define FA_WARPS   (FA_THREADS / 32)
+#define FA_ROWS    4                    /* query rows per warp */
+#define FA_QT      (FA_WARPS * FA_ROWS) /* query rows per block */
+#define FA_KC      32                   /* keys per chunk: one per lane */
 static_assert(FA_ROWS == 4, "k_attention_tiled handles a warp's rows as one float4");
 
 static inline unsigned n_blocks(int64_t n, int per)
@@ -69,17 +69,22 @@ __device__ static inline float warp_max(float v)
 }
 
 struct op_sum {
-    template <class T> __device__ T operator()(T a, T b) const { return a + b; }
+    template <class T> __device__ T operator()(T a, T b) const
+    {
+        return a + b;
+    }
 };
 struct op_max {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+    __device__ float operator()(float a, float b) const
+    {
+        return fmaxf(a, b);
+    }
 };
 
 /* v reduced over the whole block (every thread gets the result); id is the
  * operation's identity. Starts and ends with a barrier, so that it may be
  * called again right away. */
-template <class T, class Op>
-__device__ static T block_reduce(T v, Op op, T id)
+template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
 {
     __shared__ T part[32];
     for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -299,8 +304,8 @@ extern "C" cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n,
     return cudaGetLastError();
 }
 
-__global__ static void k_add_rows(float *y, const float *x, const int32_t *rows,
-                                  const float *alpha, int64_t n_rows, int64_t n)
+__global__ static void k_add_rows(float *y, const float *x, const int32_t *rows, const float *alpha,
+                                  int64_t n_rows, int64_t n)
 {
     const int64_t total = n_rows * n;
     for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
@@ -327,8 +332,8 @@ __global__ static void k_gather_f32(const float *x, int64_t n, const int32_t *id
         out[g] = x[(int64_t)ids[g / n] * n + g % n];
 }
 
-extern "C" cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids,
-                                      int64_t n_ids, float *out, cudaStream_t s)
+extern "C" cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
+                                      float *out, cudaStream_t s)
 {
     if (n_ids <= 0 || n <= 0) return cudaSuccess;
     k_gather_f32<<<n_blocks(n_ids * n, 256), 256, 0, s>>>(x, n, ids, n_ids, out);
@@ -441,8 +446,10 @@ __global__ static void k_store_rope(struct store_args g)
     if (g.v_trans) {
         const int64_t d = i / g.n_tok, t = i % g.n_tok;
         const float val = g.v[t * g.v_dim + d];
-        if (g.v_type == T_F32) ((float *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = val;
-        else ((__half *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = __float2half_rn(val);
+        if (g.v_type == T_F32)
+            ((float *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = val;
+        else
+            ((__half *)g.v_cache)[d * g.n_ctx + g.pos0 + t] = __float2half_rn(val);
     } else {
         const int64_t t = i / g.v_dim, e = i % g.v_dim;
         store_elem((uint8_t *)g.v_cache + (size_t)(g.pos0 + t) * g.v_row, e, g.v_type,
@@ -453,8 +460,8 @@ __global__ static void k_store_rope(struct store_args g)
 /* ---- attention: compute ------------------------------------------------- */
 
 /* Element d of cache row p (row-major layout) as F32. */
-__device__ static inline float kv_at(const uint8_t *base, size_t row_bytes, uint32_t ty,
-                                     int64_t p, int64_t d)
+__device__ static inline float kv_at(const uint8_t *base, size_t row_bytes, uint32_t ty, int64_t p,
+                                     int64_t d)
 {
     const uint8_t *row = base + (size_t)p * row_bytes;
     if (ty == T_F32) return ((const float *)row)[d];
@@ -465,12 +472,12 @@ __device__ static inline float kv_at(const uint8_t *base, size_t row_bytes, uint
 
 struct att_args {
     const uint8_t *k, *v;
-    size_t k_row, v_row;   /* bytes of one cache row (row-major layouts) */
+    size_t k_row, v_row; /* bytes of one cache row (row-major layouts) */
     int64_t n_ctx, n_head, group, head_dim, head_dim_v, pos0, n_tok;
     float scale;
     uint32_t k_type, v_type;
     bool v_trans;
-    bool k_vec, v_vec; /* decode: K rows, V rows readable in 16-byte pieces */
+    bool k_vec, v_vec; /* K rows, V rows readable in 16-byte pieces */
     int n_split;       /* decode: blocks per head, each over split_keys keys */
     int64_t split_keys;
 };
@@ -501,7 +508,8 @@ __device__ static inline float key_score(const struct att_args &a, const float *
             s += qs[4 * c] * f.x + qs[4 * c + 1] * f.y + qs[4 * c + 2] * f.z + qs[4 * c + 3] * f.w;
         }
     } else {
-        for (int64_t d = 0; d < a.head_dim; d++) s += qs[d] * kv_at(a.k, a.k_row, a.k_type, p, kh + d);
+        for (int64_t d = 0; d < a.head_dim; d++)
+            s += qs[d] * kv_at(a.k, a.k_row, a.k_type, p, kh + d);
     }
     return s;
 }
@@ -607,6 +615,77 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     }
 }
 
+/* The loads of a chunk of FA_KC cache rows for k_attention_tiled: all of a
+ * thread's 16-byte pieces are issued before any is stored (one memory
+ * latency per chunk, not one per element). Rows past cn are zero. */
+#define FA_PIECES (FA_KC * ATT_MAX_DIM / 8 / FA_THREADS) /* binary16 pieces per thread, at most */
+
+/* K rows [FA_KC][head_dim] of head offset kh into ks (row stride kvs), F32. */
+__device__ static inline void fa_load_k(const struct att_args &a, float *ks, int kvs, int64_t c0,
+                                        int cn, int64_t kh)
+{
+    const int hd = (int)a.head_dim;
+    if (a.k_type == T_F16 && a.k_vec) {
+        const int per = hd / 8; /* pieces per row */
+        uint4 u[FA_PIECES];
+#pragma unroll
+        for (int i = 0; i < FA_PIECES; i++) {
+            const int idx = threadIdx.x + i * FA_THREADS, j = idx / per, c = idx - j * per;
+            u[i] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < cn)
+                u[i] = *(const uint4 *)((const __half *)(a.k + (size_t)(c0 + j) * a.k_row) + kh +
+                                        8 * c);
+        }
+#pragma unroll
+        for (int i = 0; i < FA_PIECES; i++) {
+            const int idx = threadIdx.x + i * FA_THREADS, j = idx / per, c = idx - j * per;
+            if (j >= FA_KC) break;
+            const __half2 *h = (const __half2 *)&u[i];
+            float *dst = ks + j * kvs + 8 * c;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = __half22float2(h[e]);
+                dst[2 * e] = f.x;
+                dst[2 * e + 1] = f.y;
+            }
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < FA_KC * hd; idx += FA_THREADS) {
+        const int j = idx / hd, d = idx % hd;
+        ks[j * kvs + d] = j < cn ? kv_at(a.k, a.k_row, a.k_type, c0 + j, kh + d) : 0.0f;
+    }
+}
+
+/* V rows [FA_KC][head_dim_v] of head offset vh into ks from the transposed
+ * binary16 cache (v_vec: its rows and c0 16-byte aligned, n_ctx a multiple
+ * of 8, so a piece that starts before cn ends inside the row). */
+__device__ static inline void fa_load_vt16(const struct att_args &a, float *ks, int kvs, int64_t c0,
+                                           int cn, int64_t vh)
+{
+    constexpr int per = FA_KC / 8; /* pieces per value dimension */
+    const int hdv = (int)a.head_dim_v;
+    uint4 u[FA_PIECES];
+#pragma unroll
+    for (int i = 0; i < FA_PIECES; i++) {
+        const int idx = threadIdx.x + i * FA_THREADS, d = idx / per, c = idx - d * per;
+        u[i] = make_uint4(0u, 0u, 0u, 0u);
+        if (d < hdv && 8 * c < cn)
+            u[i] = *(const uint4 *)((const __half *)a.v + (vh + d) * a.n_ctx + c0 + 8 * c);
+    }
+#pragma unroll
+    for (int i = 0; i < FA_PIECES; i++) {
+        const int idx = threadIdx.x + i * FA_THREADS, d = idx / per, c = idx - d * per;
+        if (d >= hdv) break;
+        const __half *h = (const __half *)&u[i];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int j = 8 * c + e;
+            ks[j * kvs + d] = j < cn ? __half2float(h[e]) : 0.0f;
+        }
+    }
+}
+
 /* Batch attention, tiled (see the top of the file): block (head, tile of
  * FA_QT queries). Shared memory: Q^T [head_dim][FA_QT] (scaled), the chunk's
  * K rows then V rows [FA_KC][dim + 1] (padded: lanes read different rows),
@@ -617,9 +696,9 @@ __global__ static void __launch_bounds__(FA_THREADS)
     extern __shared__ float4 fa_smem[];
     const int hd = (int)a.head_dim, hdv = (int)a.head_dim_v;
     const int kvs = (hd > hdv ? hd : hdv) + 1;
-    float *qs = (float *)fa_smem;   /* [hd][FA_QT] */
-    float *ks = qs + hd * FA_QT;    /* [FA_KC][kvs] */
-    float *ps = ks + FA_KC * kvs;   /* [FA_KC][FA_QT] */
+    float *qs = (float *)fa_smem; /* [hd][FA_QT] */
+    float *ks = qs + hd * FA_QT;  /* [FA_KC][kvs] */
+    float *ps = ks + FA_KC * kvs; /* [FA_KC][FA_QT] */
     const int64_t h = blockIdx.x, t0 = (int64_t)blockIdx.y * FA_QT;
     const int64_t hk = h / a.group;
     const int nq = (int)min((int64_t)FA_QT, a.n_tok - t0);
@@ -645,10 +724,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     for (int64_t c0 = 0; c0 < end; c0 += FA_KC) {
         const int cn = (int)min((int64_t)FA_KC, end - c0);
         __syncthreads(); /* the last chunk's V and P have been read (and Q is in) */
-        for (int idx = threadIdx.x; idx < FA_KC * hd; idx += FA_THREADS) {
-            const int j = idx / hd, d = idx % hd;
-            ks[j * kvs + d] = j < cn ? kv_at(a.k, a.k_row, a.k_type, c0 + j, kh + d) : 0.0f;
-        }
+        fa_load_k(a, ks, kvs, c0, cn, kh);
         __syncthreads();
         /* scores: lane = key, FA_ROWS rows per warp */
         float s[FA_ROWS];
@@ -680,7 +756,9 @@ __global__ static void __launch_bounds__(FA_THREADS)
         }
         *(float4 *)(ps + lane * FA_QT + r0) = make_float4(pv[0], pv[1], pv[2], pv[3]);
         __syncthreads(); /* K has been read: V goes in its place */
-        if (a.v_trans) {
+        if (a.v_trans && a.v_type == T_F16 && a.v_vec) {
+            fa_load_vt16(a, ks, kvs, c0, cn, vh);
+        } else if (a.v_trans) {
             for (int idx = threadIdx.x; idx < FA_KC * hdv; idx += FA_THREADS) {
                 const int j = idx % FA_KC, d = idx / FA_KC;
                 float v = 0.0f;
@@ -801,8 +879,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     st.q_items = (a->n_tok * a->n_head * (st.rope.n_rot / 2) + 31) / 32 * 32;
     const int64_t items = st.q_items + a->n_tok * (k_dim + v_dim);
     if (items / 256 >= 65535 * 32) return cudaErrorInvalidValue;
-    cudaError_t e = pdl_launch(k_store_rope, dim3((unsigned)((items + 255) / 256)), 256, 0, s,
-                               early, st);
+    cudaError_t e =
+        pdl_launch(k_store_rope, dim3((unsigned)((items + 255) / 256)), 256, 0, s, early, st);
     if (e != cudaSuccess) return e;
 
     struct att_args g;
@@ -851,7 +929,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     }
     const int64_t n_kv = a->pos0 + 1;
     int64_t sp = (2 * n_sm + a->n_head - 1) / a->n_head;
-    if (sp > (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS) sp = (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS;
+    if (sp > (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS)
+        sp = (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS;
     if (sp > ATT_MAX_SPLIT) sp = ATT_MAX_SPLIT;
     if (sp < 1) sp = 1;
     /* splits start at multiples of ATT_MIN_KEYS (aligned V reads); the last
