@@ -519,7 +519,11 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
     const size_t hx = (size_t)(l.max_batch * l.max_cols) * sizeof(float);
     if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, hx)) return cu_sync(be);
-    if (grown) warm_up(cb);
+    if (grown) {
+        /* the widths and the padded tiles follow the batch: warm again */
+        cb->n_warmed = 0;
+        warm_up(cb);
+    }
     return cu_sync(be);
 }
 
