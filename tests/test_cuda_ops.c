@@ -100,17 +100,17 @@ int main(int argc, char **argv)
 
 #else
 
-#define MATVEC_MAX_TOK 8 /* CUQ_MATVEC_MAX_TOK (cuda_kernels.h): matvec up to here, cuBLAS above   \
-                          */
-#define MAX_TOK     512
-#define MAX_COLS    14336
-#define MAX_CTX     1024
-#define MAX_HD      128
-#define N_BUF       4
-#define BUF_FLOATS  ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
-#define CACHE_BIG   ((uint64_t)256 << 20)
-#define CACHE_SMALL ((uint64_t)1 << 20)
-#define SLOT_SMALL  ((uint64_t)256 << 10)
+/* CUQ_MATVEC_MAX_TOK (cuda_kernels.h): matvec up to here, cuBLAS above */
+#define MATVEC_MAX_TOK 8
+#define MAX_TOK        512
+#define MAX_COLS       14336
+#define MAX_CTX        1024
+#define MAX_HD         128
+#define N_BUF          4
+#define BUF_FLOATS     ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
+#define CACHE_BIG      ((uint64_t)256 << 20)
+#define CACHE_SMALL    ((uint64_t)1 << 20)
+#define SLOT_SMALL     ((uint64_t)256 << 10)
 
 #define BOUND_MM_QUANT      3e-2
 #define BOUND_MM_BF16       8e-3
