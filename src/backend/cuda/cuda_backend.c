@@ -527,8 +527,6 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     return cu_sync(be);
 }
 
-/* ---- weight products ---------------------------------------------------- */
-
 /* ---- prompt GEMMs ------------------------------------------------------- */
 
 /* How a weight enters its GEMM: F32 as it is (x in binary32), F16 as it is,
@@ -540,12 +538,6 @@ static enum gemm_kind gemm_kind_of(uint32_t type)
     return type == HY_TYPE_F32 ? GEMM_F32 : type == HY_TYPE_F16 ? GEMM_F16 : GEMM_DEQUANT;
 }
 
-/* The padded layout: a product narrower than its GEMM reads x from a padded
- * copy (x16, or for F32 the head of w16) and writes [width][rows] outputs
- * into w16 (after the dequantized tile), a tile of rows at a time; the
- * outputs of the real tokens are copied out. The tile's rows do not depend
- * on the width, so every width of a weight has the same few shapes. Returns
- * 0 when the scratch cannot hold one row. */
 /* Rows of a tile that fit n: a multiple of 128 where n allows (the outputs'
  * row stride is the tile's rows in the padded layout: cuBLAS's fast kernels
  * want it aligned). */
@@ -554,6 +546,12 @@ static int64_t gemm_tile_rows(int64_t n)
     return n >= 128 ? n / 128 * 128 : n;
 }
 
+/* The padded layout: a product narrower than its GEMM reads x from a padded
+ * copy (x16, or for F32 the head of w16) and writes [width][rows] outputs
+ * into w16 (after the dequantized tile), a tile of rows at a time; the
+ * outputs of the real tokens are copied out. The tile's rows do not depend
+ * on the width, so every width of a weight has the same few shapes. Returns
+ * 0 when the scratch cannot hold one row. */
 static int64_t padded_tile_rows(const struct cuda_backend *cb, enum gemm_kind kind, int64_t n_cols,
                                 size_t *c_off)
 {
@@ -568,6 +566,13 @@ static int64_t padded_tile_rows(const struct cuda_backend *cb, enum gemm_kind ki
     *c_off = (a + 255) & ~(size_t)255;
     if (*c_off + (size_t)rows * wmax * sizeof(float) <= W16_TILE_BYTES) return rows;
     return rows > 128 ? rows - 128 : rows - 1;
+}
+
+/* The row stride of a weight's A operand, in elements: a dequantized tile's
+ * rows are n_cols binary16 values; a weight used as it is keeps its rows. */
+static int64_t gemm_lda(enum gemm_kind kind, size_t row_bytes, int64_t n_cols)
+{
+    return kind == GEMM_DEQUANT ? n_cols : (int64_t)(row_bytes / (kind == GEMM_F32 ? 4 : 2));
 }
 
 /* C[t][r] = sum_k A[r][k] B[t][k] for m rows, width n_w: A binary16 (or F32)
@@ -607,14 +612,15 @@ static void warm_gemms(struct cuda_backend *cb, enum gemm_kind kind, const uint8
     if (tile < 1) return;
     const int64_t shapes[2] = {HY_MIN(tile, n_rows), n_rows > tile ? n_rows % tile : 0};
     const void *a = kind == GEMM_DEQUANT ? (const void *)cb->w16 : (const void *)w;
-    const int64_t lda =
-        kind == GEMM_DEQUANT ? n_cols : (int64_t)(row_bytes / (kind == GEMM_F32 ? 4 : 2));
+    const int64_t lda = gemm_lda(kind, row_bytes, n_cols);
     const void *b = kind == GEMM_F32 ? (const void *)cb->w16 : (const void *)cb->x16;
     float *c = (float *)((uint8_t *)cb->w16 + c_off);
     for (int64_t n_w = GEMM_COL_STEP; n_w <= gemm_width(cb->lim.max_batch); n_w += GEMM_COL_STEP)
         for (int s = 0; s < 2 && !cb->err; s++)
             if (shapes[s] > 0) blas_gemm(cb, kind, shapes[s], n_w, n_cols, a, lda, b, c, shapes[s]);
 }
+
+/* ---- weight products ---------------------------------------------------- */
 
 /* y[t][r0 + r] (row stride ldy) for the n_rows rows of a weight in device
  * memory at w. x16_ready: x has already been converted to binary16 in
@@ -641,63 +647,45 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
         (n_tok == n_w && (n_w == gemm_width(cb->lim.max_batch) ||
                           (kind != GEMM_DEQUANT && ldy == n_rows && n_rows <= ptile)));
     if (ptile >= 1) warm_gemms(cb, kind, w, row_bytes, n_rows, n_cols);
-    const int64_t n_g = direct ? n_tok : n_w;
+    /* x: F32 as it is, or padded with zeros at the head of w16; else in x16 */
+    const void *b = cb->x16;
     if (kind == GEMM_F32) {
-        const float *b = x;
-        if (!direct) { /* x padded with zeros at the head of w16 */
-            b = (const float *)cb->w16;
-            if (!CK(cudaMemcpyAsync(cb->w16, x, (size_t)(n_tok * n_cols) * sizeof(float),
-                                    cudaMemcpyDeviceToDevice, cb->st)) ||
-                !CK(cudaMemsetAsync((float *)cb->w16 + n_tok * n_cols, 0,
-                                    (size_t)((n_w - n_tok) * n_cols) * sizeof(float), cb->st)))
-                return;
-        }
-        if (direct) {
-            blas_gemm(cb, kind, n_rows, n_tok, n_cols, w, (int64_t)(row_bytes / 4), b, y, ldy);
+        b = direct ? (const void *)x : (const void *)cb->w16;
+        if (!direct &&
+            (!CK(cudaMemcpyAsync(cb->w16, x, (size_t)(n_tok * n_cols) * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, cb->st)) ||
+             !CK(cudaMemsetAsync((float *)cb->w16 + n_tok * n_cols, 0,
+                                 (size_t)((n_w - n_tok) * n_cols) * sizeof(float), cb->st))))
             return;
-        }
-        for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += ptile) {
-            const int64_t nr = HY_MIN(ptile, n_rows - r0);
-            float *c = (float *)((uint8_t *)cb->w16 + c_off);
-            blas_gemm(cb, kind, nr, n_w, n_cols, w + (size_t)r0 * row_bytes,
-                      (int64_t)(row_bytes / 4), b, c, nr);
-            CK(cudaMemcpy2DAsync(y + r0, (size_t)ldy * 4, c, (size_t)nr * 4, (size_t)nr * 4,
-                                 (size_t)n_tok, cudaMemcpyDeviceToDevice, cb->st));
-        }
-        return;
-    }
-    if (!*x16_ready) {
+    } else if (!*x16_ready) {
         if (!CK(cuk_f32_to_f16(x, n_tok * n_cols, cb->x16, cb->st))) return;
         if (n_w > n_tok && !CK(cudaMemsetAsync(cb->x16 + n_tok * n_cols, 0,
                                                (size_t)((n_w - n_tok) * n_cols) * 2, cb->st)))
             return;
         *x16_ready = true;
     }
+    /* a weight as it is: one GEMM; dequantized: tiles that fill w16 */
     const int64_t tile =
-        direct ? (kind == GEMM_F16
-                      ? n_rows
-                      : HY_MAX((int64_t)1,
-                               gemm_tile_rows((int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2)))))
-               : ptile;
+        !direct ? ptile
+        : kind == GEMM_DEQUANT
+            ? HY_MAX((int64_t)1, gemm_tile_rows((int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2))))
+            : n_rows;
+    const int64_t lda = gemm_lda(kind, row_bytes, n_cols);
     for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += tile) {
         const int64_t nr = HY_MIN(tile, n_rows - r0);
         const void *a = w + (size_t)r0 * row_bytes;
-        int64_t lda = (int64_t)(row_bytes / sizeof(uint16_t));
         if (kind == GEMM_DEQUANT) {
             const int pi = prof_begin(cb);
-            if (!CK(cuq_dequant_f16(type, w + (size_t)r0 * row_bytes, row_bytes, nr, n_cols,
-                                    cb->w16, cb->st)))
-                return;
+            if (!CK(cuq_dequant_f16(type, a, row_bytes, nr, n_cols, cb->w16, cb->st))) return;
             prof_end(cb, pi, "(in gemm) dequant", type);
             a = cb->w16;
-            lda = n_cols;
         }
         if (direct) {
-            blas_gemm(cb, kind, nr, n_g, n_cols, a, lda, cb->x16, y + r0, ldy);
+            blas_gemm(cb, kind, nr, n_tok, n_cols, a, lda, b, y + r0, ldy);
             continue;
         }
         float *c = (float *)((uint8_t *)cb->w16 + c_off);
-        blas_gemm(cb, kind, nr, n_w, n_cols, a, lda, cb->x16, c, nr);
+        blas_gemm(cb, kind, nr, n_w, n_cols, a, lda, b, c, nr);
         CK(cudaMemcpy2DAsync(y + r0, (size_t)ldy * 4, c, (size_t)nr * 4, (size_t)nr * 4,
                              (size_t)n_tok, cudaMemcpyDeviceToDevice, cb->st));
     }
