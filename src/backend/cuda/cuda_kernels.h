@@ -104,8 +104,8 @@ cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *rows, const fl
                          int64_t n_rows, int64_t n, cudaStream_t s);
 
 /* out[i] = F32 rows ids[i] of x (rows of n); ids in device memory. */
-cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
-                           float *out, cudaStream_t s);
+cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids, float *out,
+                           cudaStream_t s);
 
 /* out[i] = (binary16) x[i]. */
 cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s);

@@ -110,7 +110,8 @@ CQ_HD uint32_t cq_perm(uint32_t x, uint32_t y, uint32_t s)
 #else
     const uint64_t v = ((uint64_t)y << 32) | x;
     uint32_t r = 0;
-    for (int n = 0; n < 4; n++) r |= (uint32_t)((v >> (8 * ((s >> (4 * n)) & 7))) & 0xff) << (8 * n);
+    for (int n = 0; n < 4; n++)
+        r |= (uint32_t)((v >> (8 * ((s >> (4 * n)) & 7))) & 0xff) << (8 * n);
     return r;
 #endif
 }
@@ -272,9 +273,18 @@ struct TQ4_0 {
         r.w0 = cq_ld16x2(b + 2 + 8 * p);
         r.w1 = cq_ld16x2(b + 6 + 8 * p);
     }
-    static CQ_HD int cbase(int p) { return 8 * p; }
-    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
-    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD int cbase(int p)
+    {
+        return 8 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 1) * 4 + (j >> 1) * 16;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L & 1) | ((L & 2) << 1);
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         d[0] = cq_h2f(r.d);
@@ -300,9 +310,18 @@ struct TQ4_1 {
         r.w0 = cq_ld32(b + 4 + 8 * p);
         r.w1 = cq_ld32(b + 8 + 8 * p);
     }
-    static CQ_HD int cbase(int p) { return 8 * p; }
-    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
-    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD int cbase(int p)
+    {
+        return 8 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 1) * 4 + (j >> 1) * 16;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L & 1) | ((L & 2) << 1);
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         d[0] = cq_h2f(r.dm & 0xffff);
@@ -329,9 +348,18 @@ struct TQ5_0 {
         r.w0 = cq_ld16x2(b + 6 + 8 * p);
         r.w1 = cq_ld16x2(b + 10 + 8 * p);
     }
-    static CQ_HD int cbase(int p) { return 8 * p; }
-    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
-    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD int cbase(int p)
+    {
+        return 8 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 1) * 4 + (j >> 1) * 16;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L & 1) | ((L & 2) << 1);
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         d[0] = cq_h2f(r.d);
@@ -359,9 +387,18 @@ struct TQ5_1 {
         r.w0 = cq_ld32(b + 8 + 8 * p);
         r.w1 = cq_ld32(b + 12 + 8 * p);
     }
-    static CQ_HD int cbase(int p) { return 8 * p; }
-    static CQ_HD int coff(int j) { return (j & 1) * 4 + (j >> 1) * 16; }
-    static CQ_HD int xsw(int L) { return (L & 1) | ((L & 2) << 1); }
+    static CQ_HD int cbase(int p)
+    {
+        return 8 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 1) * 4 + (j >> 1) * 16;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L & 1) | ((L & 2) << 1);
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         d[0] = cq_h2f(r.dm & 0xffff);
@@ -395,9 +432,18 @@ struct TQ8_0 {
         for (int i = 0; i < 4; i++) r.w[i] = cq_ld32(a + 4 * i);
         r.w[4] = r.sh ? cq_ld32(a + 16) : 0;
     }
-    static CQ_HD int cbase(int p) { return 16 * p; }
-    static CQ_HD int coff(int j) { return 4 * j; }
-    static CQ_HD int xsw(int L) { return L & 3; }
+    static CQ_HD int cbase(int p)
+    {
+        return 16 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 4 * j;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return L & 3;
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         d[0] = cq_h2f(r.d);
@@ -430,9 +476,18 @@ struct TQ2_K {
         r.s1 = cq_ld32(b + 8 * h + 4);
         r.dm = cq_ld32(b + 80);
     }
-    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
-    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
-    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    static CQ_HD int cbase(int p)
+    {
+        return 128 * (p >> 2) + 8 * (p & 3);
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 32 * (j >> 1) + 4 * (j & 1);
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 2) & 1;
+    }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
         const float dd = cq_h2f(r.dm & 0xffff), dmin = cq_h2f(r.dm >> 16);
@@ -467,14 +522,23 @@ struct TQ3_K {
         r.hm1 = cq_ld16x2(b + 8 * c + 4) >> (4 * h);
         r.w0 = cq_ld16x2(b + 32 + 32 * h + 8 * c);
         r.w1 = cq_ld16x2(b + 36 + 32 * h + 8 * c);
-        r.sa = cq_ld16x2(b + 96); /* scales[0..3] */
+        r.sa = cq_ld16x2(b + 96);  /* scales[0..3] */
         r.sb = cq_ld16x2(b + 100); /* scales[4..7] */
         r.sc = cq_ld16x2(b + 104); /* scales[8..11] */
         r.d = cq_ld16(b + 108);
     }
-    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
-    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
-    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    static CQ_HD int cbase(int p)
+    {
+        return 128 * (p >> 2) + 8 * (p & 3);
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 32 * (j >> 1) + 4 * (j & 1);
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 2) & 1;
+    }
     /* sub-block s = 8h + 2q + c/2: low 4 bits in nibble h of scales[2q + c/2],
      * high 2 bits at bit 2 * (s / 4) of scales[8 + s % 4]. */
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
@@ -513,7 +577,8 @@ struct TQ3_K {
 CQ_HD void cq_k4_scale_bytes(const uint4 &hdr, int g, uint32_t &sc, uint32_t &m)
 {
     const uint32_t sel = 0x4400u | (uint32_t)((2 * g) & 3) | ((uint32_t)((2 * g + 1) & 3) << 4);
-    const uint32_t y = cq_perm(hdr.y, 0, sel), z = cq_perm(hdr.z, 0, sel), w = cq_perm(hdr.w, 0, sel);
+    const uint32_t y = cq_perm(hdr.y, 0, sel), z = cq_perm(hdr.z, 0, sel),
+                   w = cq_perm(hdr.w, 0, sel);
     const bool hi = g >= 2;
     sc = hi ? (w & 0x0F0Fu) | ((y >> 2) & 0x3030u) : y & 0x3F3Fu;
     m = hi ? ((w >> 4) & 0x0F0Fu) | ((z >> 2) & 0x3030u) : z & 0x3F3Fu;
@@ -521,7 +586,8 @@ CQ_HD void cq_k4_scale_bytes(const uint4 &hdr, int g, uint32_t &sc, uint32_t &m)
 
 /* As cq_k4_scales, in integers for the dp4a path: the scales and mins of
  * sub-blocks 2g, 2g + 1, and the header's d and dmin. */
-CQ_HD void cq_k4_scales_int(const uint4 &hdr, int g, int (&sc)[2], int (&mn)[2], float &d, float &dmin)
+CQ_HD void cq_k4_scales_int(const uint4 &hdr, int g, int (&sc)[2], int (&mn)[2], float &d,
+                            float &dmin)
 {
     uint32_t s, m;
     cq_k4_scale_bytes(hdr, g, s, m);
@@ -559,9 +625,18 @@ struct TQ4_K {
         r.q0 = cq_ld128(b + 16 + 32 * p);
         r.q1 = cq_ld128(b + 32 + 32 * p);
     }
-    static CQ_HD int cbase(int p) { return 64 * p; }
-    static CQ_HD int coff(int j) { return (j & 7) * 4 + (j >> 3) * 32; }
-    static CQ_HD int xsw(int L) { return (L >> 1) & 7; }
+    static CQ_HD int cbase(int p)
+    {
+        return 64 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 7) * 4 + (j >> 3) * 32;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 1) & 7;
+    }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
         cq_k4_scales(r.hdr, p, d, b);
@@ -592,9 +667,18 @@ struct TQ5_K {
         r.qh = cq_ld128(b + 16 + 16 * (p & 1));
         r.qs = cq_ld128(b + 48 + 16 * p);
     }
-    static CQ_HD int cbase(int p) { return 64 * (p >> 1) + 16 * (p & 1); }
-    static CQ_HD int coff(int j) { return (j & 3) * 4 + (j >> 2) * 32; }
-    static CQ_HD int xsw(int L) { return (L >> 1) & 3; }
+    static CQ_HD int cbase(int p)
+    {
+        return 64 * (p >> 1) + 16 * (p & 1);
+    }
+    static CQ_HD int coff(int j)
+    {
+        return (j & 3) * 4 + (j >> 2) * 32;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 1) & 3;
+    }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
         cq_k4_scales(r.hdr, p >> 1, d, b);
@@ -630,9 +714,18 @@ struct TQ6_K {
         r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
         r.d = cq_ld16(b + 208);
     }
-    static CQ_HD int cbase(int p) { return 128 * (p >> 2) + 8 * (p & 3); }
-    static CQ_HD int coff(int j) { return 32 * (j >> 1) + 4 * (j & 1); }
-    static CQ_HD int xsw(int L) { return (L >> 2) & 1; }
+    static CQ_HD int cbase(int p)
+    {
+        return 128 * (p >> 2) + 8 * (p & 3);
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 32 * (j >> 1) + 4 * (j & 1);
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 2) & 1;
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         const float dd = cq_h2f(r.d);
@@ -661,10 +754,22 @@ struct TF32 {
     struct Raw {
         uint4 v;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
-    static CQ_HD int cbase(int) { return 0; }
-    static CQ_HD int coff(int) { return 0; }
-    static CQ_HD int xsw(int) { return 0; }
+    static CQ_HD void load(Raw &r, const uint8_t *b, int)
+    {
+        r.v = cq_ld128(b);
+    }
+    static CQ_HD int cbase(int)
+    {
+        return 0;
+    }
+    static CQ_HD int coff(int)
+    {
+        return 0;
+    }
+    static CQ_HD int xsw(int)
+    {
+        return 0;
+    }
     static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
     static CQ_HD void run(const Raw &r, int, int, float (&q)[4])
     {
@@ -673,23 +778,37 @@ struct TF32 {
         q[2] = cq_as_float(r.v.z);
         q[3] = cq_as_float(r.v.w);
     }
-    static CQ_HD float elem(const uint8_t *row, int64_t c) { return cq_as_float(cq_ld32(row + 4 * c)); }
+    static CQ_HD float elem(const uint8_t *row, int64_t c)
+    {
+        return cq_as_float(cq_ld32(row + 4 * c));
+    }
 };
 
 /* 16-bit float types: 8 values per 16-byte piece; Wide turns one 16-bit
  * pattern into the float (binary16 conversion, or the bf16 shift). */
-template <class Wide>
-struct THalfBits {
+template <class Wide> struct THalfBits {
     static constexpr int BS = 8, BB = 16, P = 1, NRUN = 2, NG = 1, ALIGN = 16, ESIZE = 2;
     static constexpr bool HASMIN = false, FLOAT = true;
     static constexpr float OFF = 0.0f;
     struct Raw {
         uint4 v;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int) { r.v = cq_ld128(b); }
-    static CQ_HD int cbase(int) { return 0; }
-    static CQ_HD int coff(int j) { return 4 * j; }
-    static CQ_HD int xsw(int L) { return L & 1; }
+    static CQ_HD void load(Raw &r, const uint8_t *b, int)
+    {
+        r.v = cq_ld128(b);
+    }
+    static CQ_HD int cbase(int)
+    {
+        return 0;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 4 * j;
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return L & 1;
+    }
     static CQ_HD void scales(const Raw &, int, float (&)[NG], float (&)[NG]) {}
     static CQ_HD void run(const Raw &r, int, int j, float (&q)[4])
     {
@@ -699,25 +818,35 @@ struct THalfBits {
         q[2] = Wide::f(b & 0xffff);
         q[3] = Wide::f(b >> 16);
     }
-    static CQ_HD float elem(const uint8_t *row, int64_t c) { return Wide::f(cq_ld16(row + 2 * c)); }
+    static CQ_HD float elem(const uint8_t *row, int64_t c)
+    {
+        return Wide::f(cq_ld16(row + 2 * c));
+    }
 };
 
 struct WideF16 {
-    static CQ_HD float f(uint32_t h) { return cq_h2f(h); }
+    static CQ_HD float f(uint32_t h)
+    {
+        return cq_h2f(h);
+    }
 };
 struct WideBF16 {
-    static CQ_HD float f(uint32_t h) { return cq_as_float(h << 16); }
+    static CQ_HD float f(uint32_t h)
+    {
+        return cq_as_float(h << 16);
+    }
 };
 typedef THalfBits<WideF16> TF16;
 typedef THalfBits<WideBF16> TBF16;
 
 /* The 4 values of run j as integers minus OFF (quantized types), or the
  * values themselves (float types). */
-template <class T>
-CQ_HD void cq_run(const typename T::Raw &r, int part, int j, float (&q)[4])
+template <class T> CQ_HD void cq_run(const typename T::Raw &r, int part, int j, float (&q)[4])
 {
-    if constexpr (T::FLOAT) T::run(r, part, j, q);
-    else cq_bytes(T::bytes(r, part, j), T::OFF, q);
+    if constexpr (T::FLOAT)
+        T::run(r, part, j, q);
+    else
+        cq_bytes(T::bytes(r, part, j), T::OFF, q);
 }
 
 /* Byte k of v as a float's bit pattern: the denormal k * 2^-149, exact. */
@@ -736,9 +865,12 @@ CQ_HD uint32_t cq_b16(const uint8_t *p)
 CQ_HD float cq_elem(uint32_t type, const uint8_t *row, int64_t c)
 {
     switch (type) {
-    case CQ_F32: return cq_as_float(cq_b16(row + 4 * c) | (cq_b16(row + 4 * c + 2) << 16));
-    case CQ_F16: return cq_h2f(cq_b16(row + 2 * c));
-    case CQ_BF16: return cq_as_float(cq_b16(row + 2 * c) << 16);
+    case CQ_F32:
+        return cq_as_float(cq_b16(row + 4 * c) | (cq_b16(row + 4 * c + 2) << 16));
+    case CQ_F16:
+        return cq_h2f(cq_b16(row + 2 * c));
+    case CQ_BF16:
+        return cq_as_float(cq_b16(row + 2 * c) << 16);
     case CQ_Q4_0:
     case CQ_Q4_1:
     case CQ_Q5_0:
@@ -809,7 +941,8 @@ CQ_HD float cq_elem(uint32_t type, const uint8_t *row, int64_t c)
         const float dl = cq_mul(cq_h2f(cq_b16(b + 208)), (float)(int8_t)cq_ld8(b + 192 + e / 16));
         return cq_mul(dl, (float)((lo | (hi << 4)) - 32));
     }
-    default: return 0.0f;
+    default:
+        return 0.0f;
     }
 }
 
@@ -820,8 +953,7 @@ CQ_HD float cq_elem(uint32_t type, const uint8_t *row, int64_t c)
  * d * sum(q x) (+ bias * sum(x)) rather than weight by weight: per element
  * that costs NT FMAs (+ NT / R adds for sum(x)) against 1 + NT, per group
  * R * NT (or 2 R NT) more. */
-template <class T, int NT, int R>
-struct CqFactor {
+template <class T, int NT, int R> struct CqFactor {
     static constexpr int GE = 4 * T::NRUN / T::NG;
     static constexpr bool value =
         !T::FLOAT && (T::HASMIN ? NT * GE + 2 * R * R * NT < R * GE : R * NT < GE);
@@ -926,20 +1058,18 @@ CQ_HD void cq_dq_item(const typename T::Raw &raw, int part, float (&v)[T::NRUN][
 /* ---- kernels ---------------------------------------------------------------- */
 
 #define CQ_THREADS 256
-#define CQ_WARPS (CQ_THREADS / 32)
+#define CQ_WARPS   (CQ_THREADS / 32)
 /* Most shared memory for the staged x (all tokens, with its sums), below the
  * device's opt-in limit; a larger x is read from global memory through L1,
  * at more L1 traffic (lanes of a block read scattered 16-byte pieces). */
 #define CQ_XS_MAX_BYTES (200 * 1024)
 
-template <int P>
-struct CqLog2 {
+template <int P> struct CqLog2 {
     static constexpr int value = P == 1 ? 0 : P == 2 ? 1 : P == 4 ? 2 : 3;
 };
 
 /* Rows per warp, and CTAs per SM to fit (registers), by token count. */
-template <class T, int NT>
-struct CqShape {
+template <class T, int NT> struct CqShape {
     static constexpr int R = 2;
     /* registers of the two steps' loads in flight; CTAs per SM asked of ptxas */
     static constexpr int RAWREGS = (int)sizeof(typename T::Raw) * R * 2 / 4;
@@ -974,13 +1104,12 @@ __device__ __forceinline__ void cq_cp_async16(void *smem, const void *gmem)
  * 8 columns, for the offset and min terms: sum((byte - OFF) d + bias) x =
  * d sum(byte x) + (bias - OFF d) sum(x). */
 #define CQ_XSHIFT 64
-#define CQ_XSCALE 18446744073709551616.0f   /* 2^64 */
+#define CQ_XSCALE 18446744073709551616.0f       /* 2^64 */
 #define CQ_DSCALE 38685626227668133590597632.0f /* 2^85 = 2^(149 - 64) */
 
 /* Group sums (d sum(byte x) per group) pay when a group has more than 2 NT
  * elements: they save one FMA per weight and cost 2 NT per group and row. */
-template <class T, int NT>
-struct CqGroupSums {
+template <class T, int NT> struct CqGroupSums {
     static constexpr bool value = !T::FLOAT && 2 * NT < 4 * (T::NRUN / T::NG);
 };
 
@@ -988,8 +1117,9 @@ struct CqGroupSums {
  * shared memory at byte offset xo of cq_xs (swizzled, scaled as above), col
  * the item's first column (for the sums); else from global memory at xg. */
 template <class T, int NT, int R, bool XS>
-__device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int part, uint32_t xo, uint32_t col,
-                                           const float *xg, int64_t xstride, float (&acc)[R][NT])
+__device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int part, uint32_t xo,
+                                           uint32_t col, const float *xg, int64_t xstride,
+                                           float (&acc)[R][NT])
 {
     if constexpr (XS) {
         constexpr int RPG = T::NRUN / T::NG;
@@ -1017,7 +1147,8 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
                 for (int t = 0; t < NT; t++) {
                     float v = 0.0f;
                     if (RPG == 8) { /* Q4_K, Q5_K: 4 segments in a row, 16-byte aligned */
-                        const float4 f = *(const float4 *)&sums[t * (xstride / 8) + (col + T::coff(g * RPG)) / 8];
+                        const float4 f = *(
+                            const float4 *)&sums[t * (xstride / 8) + (col + T::coff(g * RPG)) / 8];
                         v = (f.x + f.y) + (f.z + f.w);
                     } else {
 #pragma unroll
@@ -1037,7 +1168,8 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
                 float4 xv[NT];
 #pragma unroll
                 for (int t = 0; t < NT; t++)
-                    xv[t] = *(const float4 *)((const char *)cq_xs + xr + (uint32_t)(t * xstride * 4));
+                    xv[t] =
+                        *(const float4 *)((const char *)cq_xs + xr + (uint32_t)(t * xstride * 4));
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     float q[4];
@@ -1059,8 +1191,10 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
                         v = fmaf(q[1], xv[t].y, v);
                         v = fmaf(q[2], xv[t].z, v);
                         v = fmaf(q[3], xv[t].w, v);
-                        if (GS) s[r][t][jj & 1] = v;
-                        else acc[r][t] = v;
+                        if (GS)
+                            s[r][t][jj & 1] = v;
+                        else
+                            acc[r][t] = v;
                     }
                 }
             }
@@ -1070,7 +1204,8 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
 #pragma unroll
                     for (int t = 0; t < NT; t++) {
                         acc[r][t] = fmaf(dd[r][g], s[r][t][0] + s[r][t][1], acc[r][t]);
-                        if (T::HASMIN || T::OFF != 0.0f) acc[r][t] = fmaf(bb[r][g], xs[t], acc[r][t]);
+                        if (T::HASMIN || T::OFF != 0.0f)
+                            acc[r][t] = fmaf(bb[r][g], xs[t], acc[r][t]);
                     }
             }
         }
@@ -1113,8 +1248,13 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
         return;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
-    float *y = (i == 0 ? rs.y[0] : i == 1 ? rs.y[1] : rs.y[2]) +
-               t * (i == 0 ? rs.ldy[0] : i == 1 ? rs.ldy[1] : rs.ldy[2]) + v;
+    float *y = (i == 0   ? rs.y[0]
+                : i == 1 ? rs.y[1]
+                         : rs.y[2]) +
+               t * (i == 0   ? rs.ldy[0]
+                    : i == 1 ? rs.ldy[1]
+                             : rs.ldy[2]) +
+               v;
     *y = rs.ep == CUQ_EP_ADD ? *y + s : s;
 }
 
@@ -1187,23 +1327,27 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
     const int64_t tile_rows = (int64_t)G * R;
     const int64_t n_tiles = (n_rows + tile_rows - 1) / tile_rows;
     const int64_t xstride = XS ? (n_cols + 31) & ~(int64_t)31 : n_cols;
-    const size_t ustep = (size_t)KS * SB * T::BB; /* weight bytes from one step of a warp to its next */
-    const int ucols = KS * SB * T::BS;            /* columns likewise */
+    const size_t ustep =
+        (size_t)KS * SB * T::BB;       /* weight bytes from one step of a warp to its next */
+    const int ucols = KS * SB * T::BS; /* columns likewise */
     const int64_t b0 = (int64_t)kidx * SB + lblk; /* the lane's block at its first step */
 
     typename T::Raw raw[R];
     const uint8_t *wp[R];
     int64_t tile = blockIdx.x;
-    auto tile_start = [&](int64_t tl) { /* row pointers of tile tl; its first step's loads */
-        const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
+    auto tile_start =
+        [&](int64_t tl) { /* row pointers of tile tl; its first step's loads */
+                          const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
 #pragma unroll
-        for (int r = 0; r < R; r++)
-            wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes) + b0 * T::BB;
-        if (b0 < nb) {
+                          for (int r = 0; r < R; r++)
+                              wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1,
+                                                  row_bytes) +
+                                      b0 * T::BB;
+                          if (b0 < nb) {
 #pragma unroll
-            for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
-        }
-    };
+                              for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
+                          }
+        };
     pdl_trigger();
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
     pdl_wait();
@@ -1216,7 +1360,8 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         const int nq = (int)(n_cols / 4);
         for (int i = threadIdx.x; i < NT * nq; i += CQ_THREADS) {
             const int t = i / nq, q = i - t * nq;
-            cq_cp_async16(&cq_xs[t * (xstride / 4) + cq_xs_quad(q, T::xsw(q >> 3))], x + (int64_t)t * n_cols + 4 * q);
+            cq_cp_async16(&cq_xs[t * (xstride / 4) + cq_xs_quad(q, T::xsw(q >> 3))],
+                          x + (int64_t)t * n_cols + 4 * q);
         }
         asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
         __syncthreads();
@@ -1228,9 +1373,12 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
                 float4 *p0 = cq_xs + t * xq + cq_xs_quad(2 * sg, T::xsw(sg >> 2));
                 float4 *p1 = cq_xs + t * xq + cq_xs_quad(2 * sg + 1, T::xsw(sg >> 2));
                 const float4 a = *p0, b = *p1;
-                sums[t * (xstride / 8) + sg] = ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
-                *p0 = make_float4(a.x * CQ_XSCALE, a.y * CQ_XSCALE, a.z * CQ_XSCALE, a.w * CQ_XSCALE);
-                *p1 = make_float4(b.x * CQ_XSCALE, b.y * CQ_XSCALE, b.z * CQ_XSCALE, b.w * CQ_XSCALE);
+                sums[t * (xstride / 8) + sg] =
+                    ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
+                *p0 =
+                    make_float4(a.x * CQ_XSCALE, a.y * CQ_XSCALE, a.z * CQ_XSCALE, a.w * CQ_XSCALE);
+                *p1 =
+                    make_float4(b.x * CQ_XSCALE, b.y * CQ_XSCALE, b.z * CQ_XSCALE, b.w * CQ_XSCALE);
             }
             __syncthreads();
         }
@@ -1268,15 +1416,18 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             if (c < n_cols) {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const uint8_t *row = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
+                    const uint8_t *row =
+                        cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
                     float wv = 0.0f;
                     if constexpr (T::FLOAT) wv = T::elem(row, c);
 #pragma unroll
-                    for (int t = 0; t < NT; t++) acc[r][t] = fmaf(wv, cq_ldx(x + t * n_cols + c), acc[r][t]);
+                    for (int t = 0; t < NT; t++)
+                        acc[r][t] = fmaf(wv, cq_ldx(x + t * n_cols + c), acc[r][t]);
                 }
             }
         }
-        if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x); /* in flight during the sums */
+        if (tile + gridDim.x < n_tiles)
+            tile_start(tile + gridDim.x); /* in flight during the sums */
 
         cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
@@ -1313,15 +1464,13 @@ __device__ __forceinline__ int cq_dp4a_us(uint32_t a, int b, int c)
  * 8 bytes are contiguous); sums() stores the group sums of a lane's piece
  * when ok (all lanes call it: it shuffles; a lane past the end of x has no
  * block). step() adds the R rows' products. */
-template <class T>
-struct CqI8 {
+template <class T> struct CqI8 {
     static constexpr bool ON = false;
 };
 
 /* Q4_K: item p = columns 64p .. 64p + 63 in order (chunk k: q0 low, q1 low,
  * q0 high, q1 high nibbles); group sums of sub-blocks 2p, 2p + 1. */
-template <>
-struct CqI8<TQ4_K> {
+template <> struct CqI8<TQ4_K> {
     typedef TQ4_K T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = true;
@@ -1338,8 +1487,9 @@ struct CqI8<TQ4_K> {
         if (ok && (lane & 3) == 0) s[lane >> 2] = v;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
-                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
+                                int xts, const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
     {
         int sc[R][2], mn[R][2];
         float dd[R], dm[R];
@@ -1378,8 +1528,7 @@ struct CqI8<TQ4_K> {
 
 /* Q5_K: item p (g = p / 2, hh = p % 2): runs 0..3 columns 64g + 16hh ..,
  * runs 4..7 32 columns on; group sums of those two 16-column pieces. */
-template <>
-struct CqI8<TQ5_K> {
+template <> struct CqI8<TQ5_K> {
     typedef TQ5_K T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = true;
@@ -1397,8 +1546,9 @@ struct CqI8<TQ5_K> {
         if (ok && (lane & 1) == 0) s[2 * (2 * (lane >> 3) + ((w >> 1) & 1)) + (w >> 2)] = v;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
-                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
+                                int xts, const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
     {
         int sc[R][2], mn[R][2];
         float dd[R], dm[R];
@@ -1426,13 +1576,15 @@ struct CqI8<TQ5_K> {
             }
         }
     }
-    static __device__ int cq_u4i(const int4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+    static __device__ int cq_u4i(const int4 &v, int i)
+    {
+        return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+    }
 };
 
 /* Q6_K: item p (h = p / 4, c = p % 4) = runs 2q + u, columns 128h + 32q +
  * 8c + 4u ..; one group per 8 columns, its sum stored times -32. */
-template <>
-struct CqI8<TQ6_K> {
+template <> struct CqI8<TQ6_K> {
     typedef TQ6_K T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = true;
@@ -1448,8 +1600,9 @@ struct CqI8<TQ6_K> {
         if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = -32 * s8;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw, int xts,
-                                const int *si, int sts, const float *dy, int dts, float (&acc)[R][NT])
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
+                                int xts, const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
     {
         float dd[R];
 #pragma unroll
@@ -1479,8 +1632,7 @@ struct CqI8<TQ6_K> {
 };
 
 /* Q8_0: item p = columns 16p .. 16p + 15; no offset, no sums. */
-template <>
-struct CqI8<TQ8_0> {
+template <> struct CqI8<TQ8_0> {
     typedef TQ8_0 T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = false;
@@ -1492,8 +1644,8 @@ struct CqI8<TQ8_0> {
     }
     static __device__ void sums(int *, int, int, bool) {}
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts, const int *,
-                                int, const float *dy, int dts, float (&acc)[R][NT])
+    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts,
+                                const int *, int, const float *dy, int dts, float (&acc)[R][NT])
     {
         int w[R][4];
         float dd[R];
@@ -1501,7 +1653,8 @@ struct CqI8<TQ8_0> {
         for (int r = 0; r < R; r++) {
             dd[r] = cq_h2f(raw[r].d);
 #pragma unroll
-            for (int j = 0; j < 4; j++) w[r][j] = (int)cq_funnel(raw[r].w[j], raw[r].w[j + 1], raw[r].sh);
+            for (int j = 0; j < 4; j++)
+                w[r][j] = (int)cq_funnel(raw[r].w[j], raw[r].w[j + 1], raw[r].sh);
         }
 #pragma unroll
         for (int t = 0; t < NT; t++) {
@@ -1521,8 +1674,7 @@ struct CqI8<TQ8_0> {
 
 /* Q4_0: item p = columns 8p .. 8p + 7 (low nibbles) and 16 + 8p .. (high);
  * its sum stored times -8. */
-template <>
-struct CqI8<TQ4_0> {
+template <> struct CqI8<TQ4_0> {
     typedef TQ4_0 T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = false;
@@ -1538,8 +1690,9 @@ struct CqI8<TQ4_0> {
         if (ok && (lane & 2) == 0) s[lane & 1] = -8 * v;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts, const int *si,
-                                int sts, const float *dy, int dts, float (&acc)[R][NT])
+    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts,
+                                const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
     {
         float dd[R];
 #pragma unroll
@@ -1567,8 +1720,7 @@ CQ_HD int64_t cq_i8_xts(int64_t n_cols)
     return (n_cols + 127) & ~(int64_t)127;
 }
 
-template <class T>
-static int64_t cq_i8_smem(int64_t n_cols, int nt)
+template <class T> static int64_t cq_i8_smem(int64_t n_cols, int nt)
 {
     const int64_t nb = n_cols / T::BS;
     return nt * (cq_i8_xts(n_cols) + nb * (T::P * CqI8<T>::NSUM * 4 + 4));
@@ -1576,8 +1728,7 @@ static int64_t cq_i8_smem(int64_t n_cols, int nt)
 
 /* The chunk swizzle of item i: the items of 128 bytes (8 lanes' 16-byte
  * reads) take distinct chunks. */
-template <class T>
-__device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
+template <class T> __device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
 {
     constexpr int ITEMB = 4 * T::NRUN;
     return (uint32_t)(i / (128 / ITEMB)) & (ITEMB / 16 - 1);
@@ -1677,10 +1828,13 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
             const int part = I::part_of(off, win);
             const int64_t item = (int64_t)b * T::P + part;
             if (ok) {
-                const uint32_t lo = (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
-                const uint32_t hi = (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
+                const uint32_t lo =
+                    (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
+                const uint32_t hi =
+                    (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
                 const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
-                *(uint2 *)(xs + (int64_t)t * xts + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
+                *(uint2 *)(xs + (int64_t)t * xts + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) =
+                    make_uint2(lo, hi);
                 if (off == 0) dys[gb] = d;
             }
             if constexpr (I::NSUM > 0) I::sums(sums + gb * T::P * I::NSUM, lane, s8, ok);
@@ -1758,8 +1912,8 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
             }
             if (ok) {
                 const int64_t it = b * T::P + part;
-                I::template step<NT, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM, sts,
-                                        dys + b, dts, acc);
+                I::template step<NT, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
+                                        sts, dys + b, dts, acc);
             }
 #pragma unroll
             for (int r = 0; r < R; r++) raw[r] = nxt[r];
@@ -1791,8 +1945,8 @@ __device__ __forceinline__ void cq_store4(void *out, int64_t idx, const float (&
  * stores across the lanes. */
 template <class T>
 __global__ void __launch_bounds__(CQ_THREADS)
-    cq_dequant_f16_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                          uint16_t *__restrict__ out)
+    cq_dequant_f16_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
+                          int64_t n_cols, uint16_t *__restrict__ out)
 {
     constexpr int LP = CqLog2<T::P>::value;
     constexpr int SPAN = (32 >> LP) * T::BS; /* halves per warp step */
@@ -1834,8 +1988,9 @@ __global__ void __launch_bounds__(CQ_THREADS)
  * row has one more item for its tail). ids: the source rows. */
 template <class T, bool F16OUT>
 __global__ void __launch_bounds__(CQ_THREADS)
-    cq_dequant_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                      const int32_t *__restrict__ ids, void *__restrict__ out, bool wide)
+    cq_dequant_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
+                      int64_t n_cols, const int32_t *__restrict__ ids, void *__restrict__ out,
+                      bool wide)
 {
     constexpr int LP = CqLog2<T::P>::value;
     const int64_t nb = n_cols / T::BS;
@@ -1844,7 +1999,8 @@ __global__ void __launch_bounds__(CQ_THREADS)
     const int64_t total = n_rows * nitems;
     for (int64_t gi = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; gi < total;
          gi += (int64_t)gridDim.x * CQ_THREADS) {
-        const int64_t i = total <= 0xffffffff ? (int64_t)((uint32_t)gi / (uint32_t)nitems) : gi / nitems;
+        const int64_t i =
+            total <= 0xffffffff ? (int64_t)((uint32_t)gi / (uint32_t)nitems) : gi / nitems;
         const int64_t it = gi - i * nitems;
         const uint8_t *row = w + (ids ? (int64_t)ids[i] : i) * row_bytes;
         if (it < nb * T::P) {
@@ -1858,12 +2014,16 @@ __global__ void __launch_bounds__(CQ_THREADS)
 #pragma unroll
             for (int j = 0; j < T::NRUN; j++) {
                 /* runs j, j + 1 adjacent: 8 halves in one 16-byte store when wide */
-                const bool pair = (j & 1) == 0 && j + 1 < T::NRUN && T::coff(j + 1) == T::coff(j) + 4;
+                const bool pair =
+                    (j & 1) == 0 && j + 1 < T::NRUN && T::coff(j + 1) == T::coff(j) + 4;
                 if (F16OUT && std::is_same<T, TF16>::value) { /* F16 to F16: the bits themselves */
                     if constexpr (std::is_same<T, TF16>::value) {
                         uint16_t *o = (uint16_t *)out + col + T::coff(j);
-                        if (wide && j == 0) *(uint4 *)o = raw.v;
-                        else if (!wide) *(uint2 *)o = j ? make_uint2(raw.v.z, raw.v.w) : make_uint2(raw.v.x, raw.v.y);
+                        if (wide && j == 0)
+                            *(uint4 *)o = raw.v;
+                        else if (!wide)
+                            *(uint2 *)o =
+                                j ? make_uint2(raw.v.z, raw.v.w) : make_uint2(raw.v.x, raw.v.y);
                     }
                 } else if (F16OUT && pair && wide) {
                     uint4 h;
@@ -1880,8 +2040,10 @@ __global__ void __launch_bounds__(CQ_THREADS)
             for (int64_t k = nb * T::BS; k < n_cols; k++) {
                 float e = 0.0f;
                 if constexpr (T::FLOAT) e = T::elem(row, k);
-                if (F16OUT) ((uint16_t *)out)[i * n_cols + k] = cq_f2h(e);
-                else ((float *)out)[i * n_cols + k] = e;
+                if (F16OUT)
+                    ((uint16_t *)out)[i * n_cols + k] = cq_f2h(e);
+                else
+                    ((float *)out)[i * n_cols + k] = e;
             }
         }
     }
@@ -1890,8 +2052,9 @@ __global__ void __launch_bounds__(CQ_THREADS)
 /* Fallbacks for any alignment: a warp per row, lanes over columns. */
 template <int NT>
 __global__ void __launch_bounds__(CQ_THREADS)
-    cq_matvec_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
-                         int64_t n_cols, const float *__restrict__ x, float *__restrict__ y, int64_t ldy)
+    cq_matvec_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes,
+                         int64_t n_rows, int64_t n_cols, const float *__restrict__ x,
+                         float *__restrict__ y, int64_t ldy)
 {
     const int lane = threadIdx.x & 31;
     for (int64_t r = ((int64_t)blockIdx.x * CQ_THREADS + threadIdx.x) >> 5; r < n_rows;
@@ -1917,16 +2080,19 @@ __global__ void __launch_bounds__(CQ_THREADS)
 
 template <bool F16OUT>
 __global__ void __launch_bounds__(CQ_THREADS)
-    cq_dequant_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_rows,
-                          int64_t n_cols, const int32_t *__restrict__ ids, void *__restrict__ out)
+    cq_dequant_any_kernel(uint32_t type, const uint8_t *__restrict__ w, size_t row_bytes,
+                          int64_t n_rows, int64_t n_cols, const int32_t *__restrict__ ids,
+                          void *__restrict__ out)
 {
     const int64_t n = n_rows * n_cols;
     for (int64_t e = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; e < n;
          e += (int64_t)gridDim.x * CQ_THREADS) {
         const int64_t i = e / n_cols, c = e - i * n_cols;
         const float v = cq_elem(type, w + (ids ? (int64_t)ids[i] : i) * row_bytes, c);
-        if (F16OUT) ((uint16_t *)out)[e] = cq_f2h(v);
-        else ((float *)out)[e] = v;
+        if (F16OUT)
+            ((uint16_t *)out)[e] = cq_f2h(v);
+        else
+            ((float *)out)[e] = v;
     }
 }
 
@@ -1946,14 +2112,16 @@ static CqDev cq_dev(void)
         cudaGetLastError();
         return CqDev{-1, 132, 228 * 1024, 48 * 1024};
     }
-    CqDev d{dev, sms[dev].load(std::memory_order_relaxed), smem_sm[dev].load(std::memory_order_relaxed),
+    CqDev d{dev, sms[dev].load(std::memory_order_relaxed),
+            smem_sm[dev].load(std::memory_order_relaxed),
             optin[dev].load(std::memory_order_relaxed)};
     if (d.sms == 0) {
-        bool ok = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&d.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
-                      cudaSuccess &&
-                  cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
-                      cudaSuccess;
+        bool ok =
+            cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&d.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
+                cudaSuccess &&
+            cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+                cudaSuccess;
         if (!ok || d.sms <= 0 || d.smem_optin <= 0 || d.smem_sm <= 0) {
             cudaGetLastError();
             return CqDev{-1, 132, 228 * 1024, 48 * 1024};
@@ -1981,14 +2149,16 @@ static bool cq_aligned(const void *p, size_t a)
  * when the kernel's dynamic shared memory limit is raised) and that of
  * shared memory (the static part and 1 KB the system keeps per CTA). */
 template <class K>
-static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size_t smem, size_t smem_static,
-                        const CqDev &dev, int smem_max)
+static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size_t smem,
+                        size_t smem_static, const CqDev &dev, int smem_max)
 {
     const int id = dev.id >= 0 && dev.id < 64 ? dev.id : 0;
     int occ = dev.id >= 0 ? occ_regs[id].load(std::memory_order_relaxed) : 0;
     if (occ == 0) {
         if (dyn) cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, CQ_THREADS, 0) != cudaSuccess || occ < 1) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, CQ_THREADS, 0) !=
+                cudaSuccess ||
+            occ < 1) {
             cudaGetLastError();
             occ = 1;
         } else if (dev.id >= 0) {
@@ -2022,8 +2192,8 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
 
 template <class T, int NT, bool XS>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s,
-                             bool early)
+                             const float *x, size_t smem, const CqDev &dev, int smem_max,
+                             cudaStream_t s, bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -2031,14 +2201,14 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    pdl_launch(cq_matvec_kernel<T, NT, R, XS>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes, n_rows,
-               n_cols, x, ks_log2);
+    pdl_launch(cq_matvec_kernel<T, NT, R, XS>, dim3(grid), CQ_THREADS, smem, s, early, rs,
+               row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
 template <class T, int NT>
 static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                                const float *x, size_t smem, const CqDev &dev, int smem_max, cudaStream_t s,
-                                bool early)
+                                const float *x, size_t smem, const CqDev &dev, int smem_max,
+                                cudaStream_t s, bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
@@ -2046,8 +2216,8 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    pdl_launch(cq_matvec_i8_kernel<T, NT, R>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes, n_rows,
-               n_cols, x, ks_log2);
+    pdl_launch(cq_matvec_i8_kernel<T, NT, R>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes,
+               n_rows, n_cols, x, ks_log2);
 }
 
 /* The integer path for its types when x fits in shared memory; else, for
@@ -2058,19 +2228,22 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                              const float *x, cudaStream_t s, bool early)
 {
     const CqDev dev = cq_dev();
-    const int smem_max = dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+    const int smem_max =
+        dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
         if (smem8 <= smem_max) {
-            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev, smem_max, s, early);
+            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
+                                       smem_max, s, early);
             return;
         }
     }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
-            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev, smem_max, s, early);
+            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
+                                          smem_max, s, early);
             return;
         }
     }
@@ -2079,18 +2252,35 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
 
 /* The aligned kernels for n_tok tokens (1 .. CUQ_MATVEC_MAX_TOK). */
 template <class T>
-static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                                  const float *x, int64_t n_tok, cudaStream_t s, bool early)
+static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_rows,
+                                  int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
+                                  bool early)
 {
     switch (n_tok) {
-    case 1: cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 2: cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 3: cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 4: cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 5: cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 6: cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 7: cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
-    case 8: cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early); break;
+    case 1:
+        cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 2:
+        cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 3:
+        cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 4:
+        cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 5:
+        cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 6:
+        cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 7:
+        cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
+    case 8:
+        cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        break;
     }
     return cudaGetLastError();
 }
@@ -2099,13 +2289,14 @@ static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_
 template <class T>
 static bool cq_matvec_fast(const void *w, size_t row_bytes, int64_t n_cols, const float *x)
 {
-    return cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 && cq_aligned(x, 16) && n_cols % 4 == 0;
+    return cq_aligned(w, T::ALIGN) && row_bytes % T::ALIGN == 0 && cq_aligned(x, 16) &&
+           n_cols % 4 == 0;
 }
 
 template <class T>
 static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
-                                  int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                                  cudaStream_t s, bool early)
+                                  int64_t n_cols, const float *x, int64_t n_tok, float *y,
+                                  int64_t ldy, cudaStream_t s, bool early)
 {
     if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
     if (!cq_matvec_fast<T>(w, row_bytes, n_cols, x)) {
@@ -2113,7 +2304,10 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
         const uint8_t *wb = (const uint8_t *)w;
         switch (n_tok) {
 #define CQ_ANY(n)                                                                                  \
-    case n: cq_matvec_any_kernel<n><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, x, y, ldy); break;
+    case n:                                                                                        \
+        cq_matvec_any_kernel<n>                                                                    \
+            <<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, x, y, ldy);          \
+        break;
             CQ_ANY(1) CQ_ANY(2) CQ_ANY(3) CQ_ANY(4) CQ_ANY(5) CQ_ANY(6) CQ_ANY(7) CQ_ANY(8)
 #undef CQ_ANY
         }
@@ -2164,8 +2358,12 @@ static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_byte
     const uint8_t *wb = (const uint8_t *)w;
     if (!fast) {
         const unsigned grid = cq_grid((n_rows * n_cols + CQ_THREADS - 1) / CQ_THREADS);
-        if (f16) cq_dequant_any_kernel<true><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
-        else cq_dequant_any_kernel<false><<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
+        if (f16)
+            cq_dequant_any_kernel<true>
+                <<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
+        else
+            cq_dequant_any_kernel<false>
+                <<<grid, CQ_THREADS, 0, s>>>(type, wb, row_bytes, n_rows, n_cols, ids, out);
         return cudaGetLastError();
     }
     const int64_t nb = n_cols / T::BS;
@@ -2176,33 +2374,52 @@ static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_byte
         if (f16 && !ids && wide) {
             const int64_t per_warp = 32 >> CqLog2<T::P>::value; /* blocks */
             const int64_t warps = (n_rows * nb + per_warp - 1) / per_warp;
-            cq_dequant_f16_kernel<T><<<cq_grid((warps + CQ_WARPS - 1) / CQ_WARPS), CQ_THREADS, 0, s>>>(
-                wb, row_bytes, n_rows, n_cols, (uint16_t *)out);
+            cq_dequant_f16_kernel<T>
+                <<<cq_grid((warps + CQ_WARPS - 1) / CQ_WARPS), CQ_THREADS, 0, s>>>(
+                    wb, row_bytes, n_rows, n_cols, (uint16_t *)out);
             return cudaGetLastError();
         }
     }
-    if (f16) cq_dequant_kernel<T, true><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
-    else cq_dequant_kernel<T, false><<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
+    if (f16)
+        cq_dequant_kernel<T, true>
+            <<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
+    else
+        cq_dequant_kernel<T, false>
+            <<<grid, CQ_THREADS, 0, s>>>(wb, row_bytes, n_rows, n_cols, ids, out, wide);
     return cudaGetLastError();
 }
 
 /* Calls F<T>(args...) for the traits of type; cudaErrorInvalidValue for others. */
 #define CQ_DISPATCH(type, F, ...)                                                                  \
     switch (type) {                                                                                \
-    case CQ_F32: return F<TF32>(__VA_ARGS__);                                                      \
-    case CQ_F16: return F<TF16>(__VA_ARGS__);                                                      \
-    case CQ_BF16: return F<TBF16>(__VA_ARGS__);                                                    \
-    case CQ_Q4_0: return F<TQ4_0>(__VA_ARGS__);                                                    \
-    case CQ_Q4_1: return F<TQ4_1>(__VA_ARGS__);                                                    \
-    case CQ_Q5_0: return F<TQ5_0>(__VA_ARGS__);                                                    \
-    case CQ_Q5_1: return F<TQ5_1>(__VA_ARGS__);                                                    \
-    case CQ_Q8_0: return F<TQ8_0>(__VA_ARGS__);                                                    \
-    case CQ_Q2_K: return F<TQ2_K>(__VA_ARGS__);                                                    \
-    case CQ_Q3_K: return F<TQ3_K>(__VA_ARGS__);                                                    \
-    case CQ_Q4_K: return F<TQ4_K>(__VA_ARGS__);                                                    \
-    case CQ_Q5_K: return F<TQ5_K>(__VA_ARGS__);                                                    \
-    case CQ_Q6_K: return F<TQ6_K>(__VA_ARGS__);                                                    \
-    default: return cudaErrorInvalidValue;                                                         \
+    case CQ_F32:                                                                                   \
+        return F<TF32>(__VA_ARGS__);                                                               \
+    case CQ_F16:                                                                                   \
+        return F<TF16>(__VA_ARGS__);                                                               \
+    case CQ_BF16:                                                                                  \
+        return F<TBF16>(__VA_ARGS__);                                                              \
+    case CQ_Q4_0:                                                                                  \
+        return F<TQ4_0>(__VA_ARGS__);                                                              \
+    case CQ_Q4_1:                                                                                  \
+        return F<TQ4_1>(__VA_ARGS__);                                                              \
+    case CQ_Q5_0:                                                                                  \
+        return F<TQ5_0>(__VA_ARGS__);                                                              \
+    case CQ_Q5_1:                                                                                  \
+        return F<TQ5_1>(__VA_ARGS__);                                                              \
+    case CQ_Q8_0:                                                                                  \
+        return F<TQ8_0>(__VA_ARGS__);                                                              \
+    case CQ_Q2_K:                                                                                  \
+        return F<TQ2_K>(__VA_ARGS__);                                                              \
+    case CQ_Q3_K:                                                                                  \
+        return F<TQ3_K>(__VA_ARGS__);                                                              \
+    case CQ_Q4_K:                                                                                  \
+        return F<TQ4_K>(__VA_ARGS__);                                                              \
+    case CQ_Q5_K:                                                                                  \
+        return F<TQ5_K>(__VA_ARGS__);                                                              \
+    case CQ_Q6_K:                                                                                  \
+        return F<TQ6_K>(__VA_ARGS__);                                                              \
+    default:                                                                                       \
+        return cudaErrorInvalidValue;                                                              \
     }
 
 extern "C" bool cuq_supports(uint32_t type)
@@ -2220,24 +2437,27 @@ extern "C" bool cuq_supports(uint32_t type)
     case CQ_Q3_K:
     case CQ_Q4_K:
     case CQ_Q5_K:
-    case CQ_Q6_K: return true;
-    default: return false;
+    case CQ_Q6_K:
+        return true;
+    default:
+        return false;
     }
 }
 
 extern "C" cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
-                                  int64_t n_cols, const float *x, int64_t n_tok, float *y, int64_t ldy,
-                                  cudaStream_t s, bool early)
+                                  int64_t n_cols, const float *x, int64_t n_tok, float *y,
+                                  int64_t ldy, cudaStream_t s, bool early)
 {
     if (!cuq_supports(type) || n_tok < 0 || n_tok > CUQ_MATVEC_MAX_TOK || n_rows < 0 || n_cols < 0)
         return cudaErrorInvalidValue;
     if (n_rows == 0 || n_tok == 0) return cudaSuccess;
-    CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s, early)
+    CQ_DISPATCH(type, cq_matvec_type, type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, s,
+                early)
 }
 
 extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
-                                        int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
-                                        bool early)
+                                        int64_t n_cols, const float *x, int64_t n_tok,
+                                        cudaStream_t s, bool early)
 {
     if (!m || n_tok < 0 || n_cols < 0) return cudaErrorInvalidValue;
     if (m->n_w < 1 || m->n_w > 3 || n_tok > CUQ_MATVEC_MAX_TOK || !cuq_supports(type))
@@ -2254,8 +2474,9 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
 }
 
-extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
-                                       int64_t n_cols, uint16_t *out, cudaStream_t s)
+extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes,
+                                       int64_t n_rows, int64_t n_cols, uint16_t *out,
+                                       cudaStream_t s)
 {
     if (!cuq_supports(type) || n_rows < 0 || n_cols < 0) return cudaErrorInvalidValue;
     if (n_rows == 0 || n_cols == 0) return cudaSuccess;
