@@ -106,7 +106,7 @@ int main(int argc, char **argv)
 #define MAX_COLS       14336
 #define MAX_CTX        1024
 #define MAX_HD         128
-#define N_BUF          4
+#define N_BUF          6
 #define BUF_FLOATS     ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
 #define CACHE_BIG      ((uint64_t)256 << 20)
 #define CACHE_SMALL    ((uint64_t)1 << 20)
@@ -602,13 +602,23 @@ static void test_matmul(void)
 
 /* ---- matmul_fused ------------------------------------------------------------ */
 
+/* fused_case's variants */
+enum {
+    FC_HOST_W = 1, /* the first weight in host memory: the unfused path */
+    /* x comes from rms_norm (the CUDA backend folds it into the product when
+     * it can); with one weight and FUSE_NONE, through matmul (the head) */
+    FC_NORM = 2,
+};
+
 /* n_w weights of types[i] (one n_cols), kind's op after them: the CUDA op
- * (weights in backend memory, or with host_w the first in host memory: the
- * unfused path) against the CPU's matmul, add and silu_mul. Outputs poisoned;
- * ADD's y starts as N(0, 1) values. */
+ * (weights in backend memory, but for FC_HOST_W) against the CPU's matmul,
+ * add and silu_mul, and with FC_NORM the norm's output too. Outputs
+ * poisoned; ADD's y starts as N(0, 1) values. */
 static void fused_case(enum backend_fuse kind, const uint32_t *types, const int64_t *rows, int n_w,
-                       int64_t cols, int64_t n_tok, bool host_w)
+                       int64_t cols, int64_t n_tok, int flags)
 {
+    const bool host_w = flags & FC_HOST_W, norm = flags & FC_NORM;
+    const bool via_matmul = norm && kind == BACKEND_FUSE_NONE && n_w == 1;
     static const char *const kname[3] = {"none", "add", "swiglu"};
     const uint64_t seed = case_seed();
     struct rng r;
@@ -623,34 +633,47 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     }
     got = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
     fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
+    /* FC_NORM: x is the raw input, xn the normed one the products take */
+    float *nw = xmalloc(sizeof(float) * (size_t)cols),
+          *xn = xmalloc(sizeof(float) * (size_t)(n_tok * cols));
+    const float eps = 1e-5f;
+    memcpy(xn, x, sizeof(float) * (size_t)(n_tok * cols));
+    if (norm) {
+        for (int64_t t = 0; t < n_tok; t++) /* rows of different magnitudes */
+            for (int64_t i = 0; i < cols; i++) xn[t * cols + i] *= t % 2 ? 7.0f : 0.3f;
+        memcpy(x, xn, sizeof(float) * (size_t)(n_tok * cols));
+        for (int64_t i = 0; i < cols; i++) nw[i] = 1.0f + 0.3f * (float)rng_normal(&r);
+        backend_rms_norm(T.cpu, x, nw, eps, n_tok, cols, xn);
+    }
     const size_t n0 = (size_t)(n_tok * rows[0]);
     float *y0 = xmalloc(sizeof(float) * n0),
           *tmp = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
     fill_normal(&r, y0, n0, 1.0f);
     /* the CPU's separate ops */
     if (kind == BACKEND_FUSE_NONE) {
-        for (int i = 0; i < n_w; i++) backend_matmul(T.cpu, &tw[i].w, x, n_tok, want[i]);
+        for (int i = 0; i < n_w; i++) backend_matmul(T.cpu, &tw[i].w, xn, n_tok, want[i]);
     } else if (kind == BACKEND_FUSE_ADD) {
         memcpy(want[0], y0, n0 * sizeof(float));
-        backend_matmul(T.cpu, &tw[0].w, x, n_tok, tmp);
+        backend_matmul(T.cpu, &tw[0].w, xn, n_tok, tmp);
         backend_add(T.cpu, want[0], tmp, 1.0f, (int64_t)n0);
     } else {
-        backend_matmul(T.cpu, &tw[0].w, x, n_tok, want[0]);
-        backend_matmul(T.cpu, &tw[1].w, x, n_tok, tmp);
+        backend_matmul(T.cpu, &tw[0].w, xn, n_tok, want[0]);
+        backend_matmul(T.cpu, &tw[1].w, xn, n_tok, tmp);
         backend_silu_mul(T.cpu, want[0], tmp, (int64_t)n0);
     }
     const int n_out = kind == BACKEND_FUSE_NONE ? n_w : 1;
     char what[200], tname[48];
     snprintf(what, sizeof what,
-             "matmul_fused %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
-             kname[kind], n_w, quant_type_name(types[0]), (long long)rows[0],
-             (long long)(n_w > 1 ? rows[1] : 0), (long long)(n_w > 2 ? rows[2] : 0),
-             (long long)cols, (long long)n_tok, host_w ? ", first weight in host memory" : "",
-             (unsigned long long)seed);
+             "%s%s %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
+             norm ? "rms_norm + " : "", via_matmul ? "matmul" : "matmul_fused", kname[kind], n_w,
+             quant_type_name(types[0]), (long long)rows[0], (long long)(n_w > 1 ? rows[1] : 0),
+             (long long)(n_w > 2 ? rows[2] : 0), (long long)cols, (long long)n_tok,
+             host_w ? ", first weight in host memory" : "", (unsigned long long)seed);
     /* a sum of two products' errors for swiglu */
     const double bound =
         matmul_bound(types[0], n_tok > MATVEC_MAX_TOK) * (kind == BACKEND_FUSE_SWIGLU ? 2 : 1);
-    snprintf(tname, sizeof tname, "matmul_fused %s %s", kname[kind], quant_type_name(types[0]));
+    snprintf(tname, sizeof tname, "%s %s %s", norm ? "norm+matmul_fused" : "matmul_fused",
+             kname[kind], quant_type_name(types[0]));
     double e = NAN;
     if (live(G_AUTO)) {
         struct backend *be = T.gpu[G_AUTO];
@@ -668,14 +691,36 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
         HY_ASSERT(n_w <= 3 && (size_t)(n_tok * max_rows) <= BUF_FLOATS);
         if (ok) {
             backend_upload(be, b[0], x, sizeof(float) * (size_t)(n_tok * cols));
+            float *xin = b[0];
+            if (norm) { /* b[5] = rms_norm(b[0]) */
+                backend_upload(be, b[4], nw, sizeof(float) * (size_t)cols);
+                gpu_poison(G_AUTO, b[5], (size_t)(n_tok * cols));
+                backend_rms_norm(be, b[0], b[4], eps, n_tok, cols, b[5]);
+                xin = b[5];
+            }
             float *ys[3] = {b[1], b[2], b[3]};
             for (int i = 0; i < n_out; i++) gpu_poison(G_AUTO, ys[i], (size_t)(n_tok * rows[i]));
             if (kind == BACKEND_FUSE_ADD) backend_upload(be, ys[0], y0, n0 * sizeof(float));
             /* scratch for the unfused paths: the third buffer when it holds no output */
             float *scratch = n_out < 3 ? b[3] : NULL;
             if (scratch) gpu_poison(G_AUTO, scratch, (size_t)(n_tok * rows[0]));
-            be->ops->matmul_fused(be, kind, wd, n_w, b[0], n_tok, ys, scratch);
+            if (via_matmul)
+                backend_matmul(be, &wd[0], xin, n_tok, ys[0]);
+            else
+                be->ops->matmul_fused(be, kind, wd, n_w, xin, n_tok, ys, scratch);
             e = 0.0;
+            if (norm) { /* the norm's output is there too (a folded norm stores it) */
+                float *gx = xmalloc(sizeof(float) * (size_t)(n_tok * cols));
+                backend_download(be, xin, gx, sizeof(float) * (size_t)(n_tok * cols));
+                char label[240];
+                snprintf(label, sizeof label, "%s: the norm's output", what);
+                if (gpu_sync(G_AUTO, label))
+                    e = check_close("rms_norm before a product", BOUND_F32_OP, gx, xn,
+                                    (size_t)(n_tok * cols), label);
+                else
+                    e = NAN;
+                free(gx);
+            }
             for (int i = 0; i < n_out && !isnan(e); i++) {
                 backend_download(be, ys[i], got, sizeof(float) * (size_t)(n_tok * rows[i]));
                 char label[240];
@@ -699,6 +744,8 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     }
     free(got);
     free(x);
+    free(xn);
+    free(nw);
     free(y0);
     free(tmp);
 }
@@ -711,21 +758,30 @@ static void test_matmul_fused(void)
         if (!gpu_supports(t)) continue;
         for (size_t k = 0; k < HY_ARRAY_LEN(toks); k++) {
             const int64_t qkv[3] = {64, 16, 16}, gu[2] = {352, 352}, o[1] = {96};
-            fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], false);
-            fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 512, toks[k], false);
-            fused_case(BACKEND_FUSE_ADD, t3, o, 1, 768, toks[k], false);
+            fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], 0);
+            fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 512, toks[k], 0);
+            fused_case(BACKEND_FUSE_ADD, t3, o, 1, 768, toks[k], 0);
+            /* the decode's norms before q/k/v, gate/up and the head */
+            fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], FC_NORM);
+            fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 512, toks[k], FC_NORM);
+            fused_case(BACKEND_FUSE_NONE, t3, o, 1, 768, toks[k], FC_NORM);
         }
         const int64_t qkv[3] = {4096, 1024, 1024}, gu[2] = {2816, 2816}, o[1] = {4096};
-        fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 4096, 1, false);
-        fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, false);
-        fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, false);
+        fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 4096, 1, 0);
+        fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, 0);
+        fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, 0);
+        fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, FC_NORM);
+        fused_case(BACKEND_FUSE_NONE, t3, o, 1, 4096, 1, FC_NORM);
     }
     /* the unfused paths: mixed types, a host weight */
     const uint32_t mixed[3] = {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
     const int64_t qkv[3] = {512, 128, 128}, gu[2] = {704, 704}, o[1] = {256};
-    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, false);
-    fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, true);
-    fused_case(BACKEND_FUSE_ADD, mixed + 2, o, 1, 1024, 2, true);
+    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, 0);
+    fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W);
+    fused_case(BACKEND_FUSE_ADD, mixed + 2, o, 1, 1024, 2, FC_HOST_W);
+    /* a norm before products that cannot fold it (mixed types, a host weight) */
+    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM);
+    fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W | FC_NORM);
 }
 
 /* ---- route ---------------------------------------------------------------------- */

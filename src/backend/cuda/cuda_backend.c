@@ -99,6 +99,16 @@ struct cuda_backend {
      * and up; off with HYPURA_CUDA_PDL=0): each starts during the previous
      * kernel's tail */
     bool pdl;
+    /* RMSNorm of one token deferred into the matvec that reads its output
+     * (off with HYPURA_CUDA_FOLD_NORM=0): cu_rms_norm records it here; the
+     * product whose x is its output folds it into its prologue, every other
+     * op launches it first (norm_flush) */
+    bool fold_norm;
+    struct pending_norm {
+        bool on;
+        int64_t n_tok, n;
+        struct cuq_norm nm; /* nm.x, nm.w, nm.eps, nm.y: the op's arguments */
+    } pn;
 
     enum hy_status err; /* first failure; later ops are skipped */
     char err_msg[512];
@@ -360,6 +370,32 @@ static void prof_init(struct cuda_backend *cb)
 
 /* Device scratch of at least bytes (grown once, never per token: sizes are
  * bounded by the limits given to reserve). */
+/* ---- the deferred RMSNorm ------------------------------------------------ */
+
+/* Launches the pending RMSNorm, if any: every op but the product that folds
+ * it calls this before it queues anything (or reads device memory). */
+static void norm_flush(struct cuda_backend *cb)
+{
+    if (!cb->pn.on) return;
+    cb->pn.on = false;
+    const struct cuq_norm *nm = &cb->pn.nm;
+    const int pi = prof_begin(cb);
+    if (!cb->err)
+        CK(cuk_rms_norm(nm->x, nm->w, nm->eps, cb->pn.n_tok, cb->pn.n, nm->y, cb->st, cb->pdl));
+    prof_end(cb, pi, "rms_norm", UINT32_MAX);
+}
+
+/* The pending norm when a matvec of n_tok rows of x (n_cols each) can fold
+ * it (x is its output); else NULL, and the norm is launched. */
+static const struct cuq_norm *norm_take(struct cuda_backend *cb, const float *x, int64_t n_tok,
+                                        int64_t n_cols)
+{
+    if (cb->pn.on && cb->pn.nm.y == x && cb->pn.n_tok == n_tok && cb->pn.n == n_cols)
+        return &cb->pn.nm;
+    norm_flush(cb);
+    return NULL;
+}
+
 static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return true;
@@ -412,6 +448,7 @@ static void *cu_alloc(struct backend *be, size_t bytes)
 static void cu_dealloc(struct backend *be, void *buf)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     if (!buf) return;
     for (int i = cb->n_allocs - 1; i >= 0; i--)
         if (cb->allocs[i].p == buf) {
@@ -425,6 +462,7 @@ static void cu_dealloc(struct backend *be, void *buf)
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
     if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
@@ -436,6 +474,7 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err || !bytes) return;
     /* from pageable memory the call returns once the source is staged */
@@ -445,6 +484,7 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
 static enum hy_status cu_sync(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     if (!cb->err) CK(cudaStreamSynchronize(cb->st));
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
@@ -502,6 +542,7 @@ static void warm_up(struct cuda_backend *cb)
 static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     enum hy_status st = backend_reserve(cb->cpu, lim);
     if (st) return st;
     struct backend_limits l = cb->lim;
@@ -880,7 +921,28 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err) return;
+    const struct cuq_norm *nm =
+        w->mem == BACKEND_MEM_BACKEND ? norm_take(cb, x, n_tok, w->n_cols) : NULL;
+    if (!nm) norm_flush(cb);
     const int pi = prof_begin(cb);
+    if (nm) { /* the head after the output norm: the norm in the product's prologue */
+        const struct cuq_multi m = {.n_w = 1,
+                                    .ep = CUQ_EP_STORE,
+                                    .w = {w->data},
+                                    .n_rows = {w->n_rows},
+                                    .y = {y},
+                                    .norm = nm};
+        const cudaError_t e =
+            cuq_matvec_multi(w->type, &m, w->row_bytes, w->n_cols, x, n_tok, cb->st, cb->pdl);
+        if (e != cudaErrorNotSupported) {
+            cb->pn.on = false;
+            CK(e);
+            cb->hx_src = NULL;
+            prof_end_shape(cb, pi, "norm+matvec", w->type, w->n_rows, w->n_cols);
+            return;
+        }
+        norm_flush(cb);
+    }
     matmul(cb, w, x, n_tok, y);
     /* y was written: the host copy of x stays valid only if y is elsewhere */
     const uintptr_t y0 = (uintptr_t)y, y1 = y0 + (size_t)(n_tok * w->n_rows) * sizeof(float);
@@ -915,6 +977,7 @@ static void cu_get_rows(struct backend *be, const struct backend_weight *w, cons
                         int64_t n, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err || n <= 0) return;
     const int pi = prof_begin(cb);
@@ -929,6 +992,14 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
 {
     struct cuda_backend *cb = cb_of(be);
     cb->hx_src = NULL;
+    norm_flush(cb);
+    /* one token, out of place: deferred, for the product that reads y */
+    const uintptr_t x0 = (uintptr_t)x, y0 = (uintptr_t)y, len = (uintptr_t)n * sizeof(float);
+    if (cb->fold_norm && !cb->err && n_tok == 1 && (x0 + len <= y0 || y0 + len <= x0)) {
+        cb->pn = (struct pending_norm){
+            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        return;
+    }
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st, cb->pdl));
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
@@ -959,6 +1030,7 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
                     int64_t pos0, const struct backend_rope *rp)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err) return;
     bool ok;
@@ -974,6 +1046,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
                          const float *v, float *out)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err) return;
     const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
@@ -1008,6 +1081,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
 static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
@@ -1018,6 +1092,7 @@ static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int
                      int32_t *ids, float *w)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_route(x, n_tok, n, k, renorm, ids, w, cb->st));
@@ -1027,6 +1102,7 @@ static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int
 static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_silu_mul(gate, up, n, cb->st));
@@ -1036,6 +1112,7 @@ static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_
 static void cu_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_add(y, x, alpha, n, cb->st));
@@ -1062,8 +1139,11 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
               ws[i].row_bytes == ws[0].row_bytes && ws[i].n_cols == ws[0].n_cols;
         rows += ws[i].n_rows;
     }
+    const struct cuq_norm *nm = one ? norm_take(cb, x, n_tok, ws[0].n_cols) : NULL;
+    if (!nm) norm_flush(cb);
     if (one) {
         struct cuq_multi m = {.n_w = n_w,
+                              .norm = nm,
                               .ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
                                     : kind == BACKEND_FUSE_SWIGLU ? CUQ_EP_SWIGLU
                                                                   : CUQ_EP_STORE};
@@ -1074,12 +1154,21 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         }
         cb->hx_src = NULL;
         const int pi = prof_begin(cb);
-        const cudaError_t e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x,
-                                               n_tok, cb->st, cb->pdl);
+        cudaError_t e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok,
+                                         cb->st, cb->pdl);
+        if (e == cudaErrorNotSupported && nm) { /* without the norm, launched first */
+            norm_flush(cb);
+            m.norm = nm = NULL;
+            e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st,
+                                 cb->pdl);
+        }
         if (e != cudaErrorNotSupported) {
+            if (nm) cb->pn.on = false;
             CK(e);
-            static const char *const name[3] = {"matvec x", "matvec +", "matvec swiglu"};
-            prof_end_shape(cb, pi, name[kind], ws[0].type, rows, ws[0].n_cols);
+            static const char *const name[2][3] = {
+                {"matvec x", "matvec +", "matvec swiglu"},
+                {"norm+matvec x", "norm+matvec +", "norm+matvec swiglu"}};
+            prof_end_shape(cb, pi, name[nm != NULL][kind], ws[0].type, rows, ws[0].n_cols);
             return;
         }
         prof_end(cb, pi, "matvec not fused", ws[0].type); /* an empty span, counted */
@@ -1103,6 +1192,7 @@ static void cu_add_rows(struct backend *be, float *y, const float *x, const int3
                         const float *alpha, int64_t n_rows, int64_t n)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err || n_rows <= 0) return;
     const size_t rb = (size_t)n_rows * sizeof(int32_t), ab = (size_t)n_rows * sizeof(float);
@@ -1323,6 +1413,7 @@ static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
 enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
+    norm_flush(cb);
     wc_alloc(cb, bytes);
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
@@ -1372,6 +1463,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                       cudaSuccess &&
                   major >= 9 && !(e && !strcmp(e, "0"));
         (void)cudaGetLastError();
+        e = getenv("HYPURA_CUDA_FOLD_NORM");
+        cb->fold_norm = !(e && !strcmp(e, "0"));
     }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
     enum hy_status st;

@@ -51,17 +51,30 @@ enum cuq_epilogue {
     CUQ_EP_ADD = 1,    /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
     CUQ_EP_SWIGLU = 2, /* n_w == 2, n_rows equal: y[0] = silu(W_0 x) * (W_1 x) */
 };
+/* An RMSNorm folded into cuq_multi's products: their x is
+ * x[t] / sqrt(mean(x[t]^2) + eps) * w as cuk_rms_norm computes it (the same
+ * floats), and the kernel also stores it at y, which must be the products' x
+ * argument: the op cuk_rms_norm(x, w, eps, 1, n_cols, y) without its
+ * launch. One token (n_tok 1); x and y must not overlap; x, w 16-byte
+ * aligned. */
+struct cuq_norm {
+    const float *x, *w;
+    float eps;
+    float *y;
+};
 struct cuq_multi {
     int n_w;          /* 1 .. 3 */
     int ep;           /* enum cuq_epilogue */
     const void *w[3]; /* device memory: n_rows[i] rows of n_cols, all of one type and row_bytes */
     int64_t n_rows[3];
-    float *y[3]; /* [n_tok][n_rows[i]] */
+    float *y[3];                 /* [n_tok][n_rows[i]] */
+    const struct cuq_norm *norm; /* NULL: none */
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v, gate/up, the
  * output projection with its residual add). cudaErrorNotSupported when the
- * fused kernels cannot take these arguments (alignment, type, n_tok > 8): the caller
- * then uses cuq_matvec and the elementwise kernels. */
+ * fused kernels cannot take these arguments (alignment, type, n_tok > 8, a norm
+ * whose x does not fit in shared memory): the caller then uses cuk_rms_norm,
+ * cuq_matvec and the elementwise kernels. */
 cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
                              int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
                              bool early);

@@ -62,6 +62,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -1228,7 +1229,73 @@ struct CqRows {
     int64_t end[3];
     int64_t ldy[3];
     int ep;
+    /* RMSNorm folded into the prologue (cuq_norm), when nx is not NULL: x is
+     * rmsnorm(nx) * nw, which CTA 0 also stores at ny (the kernel's x) */
+    const float *nx, *nw;
+    float *ny;
+    float eps;
 };
+
+/* The prologue of a product with a folded RMSNorm (one token): x =
+ * rmsnorm(rs.nx) * rs.nw into shared memory, quad q (columns 4q .. 4q + 3)
+ * at dst[quad(q)], with k_rms_norm's arithmetic (the squares summed in
+ * double, the scale rounded to float once, x * scale * w); CTA 0 also
+ * stores x at rs.ny. x arrives by cp.async while the first weights of the
+ * norm load. The whole CTA calls it; it ends with a barrier. n: a multiple
+ * of 4, nx and nw 16-byte aligned. */
+template <class Q> __device__ void cq_norm_stage(const CqRows &rs, int64_t n, float4 *dst, Q quad)
+{
+    constexpr int K = 4; /* norm weight quads per thread loaded ahead */
+    __shared__ double part[CQ_WARPS];
+    __shared__ float scale;
+    const int nq = (int)(n / 4);
+    for (int q = threadIdx.x; q < nq; q += CQ_THREADS) cq_cp_async16(&dst[quad(q)], rs.nx + 4 * q);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    float4 wv[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int q = threadIdx.x + k * CQ_THREADS;
+        if (q < nq) wv[k] = __ldg((const float4 *)(rs.nw + 4 * q));
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
+    double ss = 0.0;
+    for (int q = threadIdx.x; q < nq; q += CQ_THREADS) {
+        const float4 v = dst[quad(q)];
+        ss += (double)v.x * v.x;
+        ss += (double)v.y * v.y;
+        ss += (double)v.z * v.z;
+        ss += (double)v.w * v.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+#pragma unroll
+        for (int w = 0; w < CQ_WARPS; w++) t += part[w];
+        scale = (float)(1.0 / sqrt(t / (double)n + (double)rs.eps));
+    }
+    __syncthreads();
+    const float sc = scale;
+    auto put = [&](int q, float4 w) {
+        float4 *p = &dst[quad(q)];
+        const float4 a = *p;
+        const float4 v =
+            make_float4(a.x * sc * w.x, a.y * sc * w.y, a.z * sc * w.z, a.w * sc * w.w);
+        *p = v;
+        if (blockIdx.x == 0) *(float4 *)(rs.ny + 4 * q) = v;
+    };
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int q = threadIdx.x + k * CQ_THREADS;
+        if (q < nq) put(q, wv[k]);
+    }
+    for (int q = threadIdx.x + K * CQ_THREADS; q < nq; q += CQ_THREADS)
+        put(q, __ldg((const float4 *)(rs.nw + 4 * q)));
+    __syncthreads();
+}
 
 /* The bytes of virtual row v. */
 __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
@@ -1310,8 +1377,9 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
  * w % G and takes steps w / G, w / G + KS, ... of 32 items (32 / P blocks)
  * of its rows. XS: x staged in shared memory first (cp.async), the first
  * step's weights already on their way. The loads of the next step are
- * issued before the products of this one. n_rows: virtual rows of rs. */
-template <class T, int NT, int R, bool XS>
+ * issued before the products of this one. n_rows: virtual rows of rs.
+ * NORM (with XS): rs's RMSNorm folded in (x is rs.ny, written here). */
+template <class T, int NT, int R, bool XS, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
     cq_matvec_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                      const float *__restrict__ x, int ks_log2)
@@ -1358,13 +1426,18 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
     uint32_t xo0 = 0;
     if (XS) {
         const int nq = (int)(n_cols / 4);
-        for (int i = threadIdx.x; i < NT * nq; i += CQ_THREADS) {
-            const int t = i / nq, q = i - t * nq;
-            cq_cp_async16(&cq_xs[t * (xstride / 4) + cq_xs_quad(q, T::xsw(q >> 3))],
-                          x + (int64_t)t * n_cols + 4 * q);
+        if constexpr (NORM) {
+            static_assert(NT == 1, "a folded norm is one token's");
+            cq_norm_stage(rs, n_cols, cq_xs, [](int q) { return cq_xs_quad(q, T::xsw(q >> 3)); });
+        } else {
+            for (int i = threadIdx.x; i < NT * nq; i += CQ_THREADS) {
+                const int t = i / nq, q = i - t * nq;
+                cq_cp_async16(&cq_xs[t * (xstride / 4) + cq_xs_quad(q, T::xsw(q >> 3))],
+                              x + (int64_t)t * n_cols + 4 * q);
+            }
+            asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
+            __syncthreads();
         }
-        asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
-        __syncthreads();
         if (!T::FLOAT) { /* the 8-column sums, and x scaled */
             const int ns = (int)(n_cols / 8), xq = (int)(xstride / 4);
             float *sums = (float *)cq_xs + NT * xstride;
@@ -1720,10 +1793,17 @@ CQ_HD int64_t cq_i8_xts(int64_t n_cols)
     return (n_cols + 127) & ~(int64_t)127;
 }
 
-template <class T> static int64_t cq_i8_smem(int64_t n_cols, int nt)
+template <class T> CQ_HD int64_t cq_i8_smem(int64_t n_cols, int nt)
 {
     const int64_t nb = n_cols / T::BS;
     return nt * (cq_i8_xts(n_cols) + nb * (T::P * CqI8<T>::NSUM * 4 + 4));
+}
+
+/* With a folded norm (one token): where its staged F32 x starts, after the
+ * integer layout; n_cols floats. */
+template <class T> CQ_HD int64_t cq_i8_norm_off(int64_t n_cols)
+{
+    return (cq_i8_smem<T>(n_cols, 1) + 15) & ~(int64_t)15;
 }
 
 /* The chunk swizzle of item i: the items of 128 bytes (8 lanes' 16-byte
@@ -1741,8 +1821,8 @@ template <class T> __device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
  * -127 / max, q = min(127, round-half-even(iscale * x)), d = 1 / iscale.
  * Q8_0 (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0),
  * q = roundf(x * id) (out of range: 0, as ref_trunc and the int8 store),
- * its scale the binary16 d. */
-template <class T, int NT>
+ * its scale the binary16 d. NORM: x is in shared memory (cq_norm_stage's). */
+template <class T, int NT, bool NORM>
 __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint8_t *xs)
 {
     typedef CqI8<T> I;
@@ -1759,8 +1839,13 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
         for (int u = 0; u < U; u++) {
             const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
             if (u0 + u * CQ_WARPS < units && e < NT * n_cols) {
-                v[u][0] = __ldg((const float4 *)(x + e));
-                v[u][1] = __ldg((const float4 *)(x + e + 4));
+                if (NORM) { /* x in shared memory */
+                    v[u][0] = *(const float4 *)(x + e);
+                    v[u][1] = *(const float4 *)(x + e + 4);
+                } else {
+                    v[u][0] = __ldg((const float4 *)(x + e));
+                    v[u][1] = __ldg((const float4 *)(x + e + 4));
+                }
             } else {
                 v[u][0] = v[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
@@ -1845,8 +1930,8 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
 /* As cq_matvec_kernel, with x quantized into shared memory (see above).
  * For one token, 3 CTAs per SM (80 registers) where the two steps' loads
  * fit without spills; Q4_K and Q5_K, with 48 bytes per lane and row, spill
- * there and keep 2. */
-template <class T, int NT, int R>
+ * there and keep 2. NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
+template <class T, int NT, int R, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
     cq_matvec_i8_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                         const float *__restrict__ x, int ks_log2)
@@ -1884,7 +1969,14 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
     pdl_wait();
 
     uint8_t *xs = (uint8_t *)cq_xs;
-    cq_i8_quantize<T, NT>(x, n_cols, xs);
+    if constexpr (NORM) { /* the normed x as floats after the integer layout first */
+        static_assert(NT == 1, "a folded norm is one token's");
+        float4 *xf = (float4 *)(xs + cq_i8_norm_off<T>(n_cols));
+        cq_norm_stage(rs, n_cols, xf, [](int q) { return q; });
+        cq_i8_quantize<T, NT, true>((const float *)xf, n_cols, xs);
+    } else {
+        cq_i8_quantize<T, NT, false>(x, n_cols, xs);
+    }
     __syncthreads();
 
     const int xts = (int)cq_i8_xts(n_cols);
@@ -2172,61 +2264,122 @@ static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size
 
 /* Persistent grid: as many CTAs as fit (or tiles), tiles dealt round-robin:
  * CTA i and CTA i + n_SM share an SM, so each SM gets within one tile of the
- * others. Warps split rows (KS = 2^ks_log2) while there are fewer tiles than
- * CTAs. Returns the grid. */
+ * others. Warps split rows (KS = 2^ks_log2, while a warp keeps at least two
+ * steps of its row): for the quantized types while there are fewer tiles
+ * than CTAs; for the float types where tiles of fewer rows fill the CTAs'
+ * last wave of tiles better (F16 gate/up on an H100: 1792 tiles in 5 waves
+ * of 396 CTAs at KS 1, 14336 in 37 at KS 8: 88.9 -> 85.9 us; the quantized
+ * types measured no better). Returns the grid. */
 template <class T, int R>
 static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, int &ks_log2)
 {
     const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
     ks_log2 = 0;
-    for (;;) {
-        const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
-        const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-        if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < 2) break;
-        ks_log2++;
+    if (!T::FLOAT) {
+        for (;;) {
+            const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
+            const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+            if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < 2) break;
+            ks_log2++;
+        }
+    } else {
+        double best = -1.0;
+        for (int k = 0; k <= 3; k++) {
+            if (k > 0 && (steps >> k) < 2) break;
+            const int64_t tile_rows = (int64_t)(CQ_WARPS >> k) * R;
+            const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+            const int64_t waves = (tiles + slots - 1) / slots;
+            /* the share of CTA-tile slots used; a finer split must gain 2 % */
+            const double eff = (double)tiles / (double)(waves * slots);
+            if (eff > best + 0.02) {
+                best = eff;
+                ks_log2 = k;
+            }
+        }
     }
     const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
     const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
     return cq_grid(tiles < slots ? tiles : slots);
 }
 
-template <class T, int NT, bool XS>
+template <class T, int NT, bool XS, bool NORM>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                              const float *x, size_t smem, const CqDev &dev, int smem_max,
                              cudaStream_t s, bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
-    const int occ = cq_occupancy(cq_matvec_kernel<T, NT, R, XS>, occ_regs, XS, smem,
+    const int occ = cq_occupancy(cq_matvec_kernel<T, NT, R, XS, NORM>, occ_regs, XS, smem,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    pdl_launch(cq_matvec_kernel<T, NT, R, XS>, dim3(grid), CQ_THREADS, smem, s, early, rs,
+    pdl_launch(cq_matvec_kernel<T, NT, R, XS, NORM>, dim3(grid), CQ_THREADS, smem, s, early, rs,
                row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
-template <class T, int NT>
+template <class T, int NT, bool NORM>
 static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                                 const float *x, size_t smem, const CqDev &dev, int smem_max,
                                 cudaStream_t s, bool early)
 {
     constexpr int R = CqShape<T, NT>::R;
     static std::atomic<int> occ_regs[64];
-    const int occ = cq_occupancy(cq_matvec_i8_kernel<T, NT, R>, occ_regs, true, smem,
+    const int occ = cq_occupancy(cq_matvec_i8_kernel<T, NT, R, NORM>, occ_regs, true, smem,
                                  sizeof(float) * CQ_WARPS * R * NT, dev, smem_max);
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
-    pdl_launch(cq_matvec_i8_kernel<T, NT, R>, dim3(grid), CQ_THREADS, smem, s, early, rs, row_bytes,
-               n_rows, n_cols, x, ks_log2);
+    pdl_launch(cq_matvec_i8_kernel<T, NT, R, NORM>, dim3(grid), CQ_THREADS, smem, s, early, rs,
+               row_bytes, n_rows, n_cols, x, ks_log2);
+}
+
+/* One token's product with rs's RMSNorm folded in: the integer path or x
+ * staged in shared memory, whichever the type takes; cudaErrorNotSupported
+ * when x does not fit there, and for the float types, whose one-token
+ * kernel reads x through L1 without staging it (staging x and the norm's
+ * weight in every CTA cost what the norm's own launch did: F16 decode on an
+ * H100 551 tok/s folded, 559 not). */
+template <class T>
+static cudaError_t cq_matvec_norm_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
+                                         int64_t n_cols, const float *x, cudaStream_t s, bool early)
+{
+    if constexpr (T::FLOAT) {
+        return cudaErrorNotSupported;
+    } else {
+        const CqDev dev = cq_dev();
+        const int smem_max =
+            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+        const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
+        const int64_t smem = xstride * 4 + xstride / 2;
+        if (n_cols % T::BS != 0) return cudaErrorNotSupported;
+        if constexpr (CqI8<T>::ON) {
+            const int64_t smem8 = cq_i8_norm_off<T>(n_cols) + n_cols * 4;
+            if (smem8 <= smem_max) {
+                cq_matvec_i8_launch<T, 1, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8,
+                                                dev, smem_max, s, early);
+                return cudaGetLastError();
+            }
+        }
+        if (smem > smem_max) return cudaErrorNotSupported;
+        cq_matvec_launch<T, 1, true, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
+                                           smem_max, s, early);
+        return cudaGetLastError();
+    }
 }
 
 /* The integer path for its types when x fits in shared memory; else, for
  * a quantized type, x in shared memory (rows of xstride floats, then the
- * 8-column sums) when it fits. n_rows: virtual rows of rs. */
+ * 8-column sums) when it fits. n_rows: virtual rows of rs. A folded norm
+ * (rs.nx) for one token, with x staged: the kernels' NORM variants (their
+ * own instances, so that the others' registers stay as they were). */
 template <class T, int NT>
-static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                             const float *x, cudaStream_t s, bool early)
+static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
+                                    int64_t n_cols, const float *x, cudaStream_t s, bool early)
 {
+    if (rs.nx) {
+        if constexpr (NT == 1)
+            return cq_matvec_norm_launch<T>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cudaErrorNotSupported;
+    }
     const CqDev dev = cq_dev();
     const int smem_max =
         dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
@@ -2235,19 +2388,21 @@ static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
         if (smem8 <= smem_max) {
-            cq_matvec_i8_launch<T, NT>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
-                                       smem_max, s, early);
-            return;
+            cq_matvec_i8_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
+                                              smem_max, s, early);
+            return cudaGetLastError();
         }
     }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
-            cq_matvec_launch<T, NT, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
-                                          smem_max, s, early);
-            return;
+            cq_matvec_launch<T, NT, true, false>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem,
+                                                 dev, smem_max, s, early);
+            return cudaGetLastError();
         }
     }
-    cq_matvec_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s, early);
+    cq_matvec_launch<T, NT, false, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s,
+                                          early);
+    return cudaGetLastError();
 }
 
 /* The aligned kernels for n_tok tokens (1 .. CUQ_MATVEC_MAX_TOK). */
@@ -2258,31 +2413,23 @@ static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_
 {
     switch (n_tok) {
     case 1:
-        cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 2:
-        cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 3:
-        cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 4:
-        cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 5:
-        cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 6:
-        cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 7:
-        cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 8:
-        cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        break;
+        return cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early);
     }
-    return cudaGetLastError();
+    return cudaErrorInvalidValue;
 }
 
 /* Whether the aligned kernels take weight w and x. */
@@ -2343,6 +2490,15 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.end[i] = end;
     }
     rs.ep = m->ep;
+    if (m->norm) {
+        const struct cuq_norm *nm = m->norm;
+        if (nm->y != x || !cq_aligned(nm->x, 16) || !cq_aligned(nm->w, 16) || n_cols % 4 != 0)
+            return cudaErrorNotSupported;
+        rs.nx = nm->x;
+        rs.nw = nm->w;
+        rs.ny = nm->y;
+        rs.eps = nm->eps;
+    }
     const int64_t n_rows = swiglu ? 2 * m->n_rows[0] : end;
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
