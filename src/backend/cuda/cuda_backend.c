@@ -79,7 +79,8 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
  * each as many tokens as picked it) would otherwise bring new widths on
  * every prompt. */
 #define GEMM_COL_STEP   64
-#define GEMM_SHAPES_MAX 64 /* weight shapes whose GEMMs were warmed */
+#define GEMM_SHAPES_MAX 64  /* weight shapes whose GEMMs were warmed */
+#define ROPE_INV_MAX    128 /* RoPE pairs whose frequencies the backend uploads */
 
 struct wc_entry {
     uint64_t key; /* 0: free */
@@ -133,6 +134,9 @@ struct cuda_backend {
     float *ff; /* RoPE frequency factors */
     float *ff_host;
     int64_t ff_n;
+    double *rinv; /* RoPE pair frequencies (struct cuk_rope's inv), rinv_n of them */
+    double rinv_host[ROPE_INV_MAX];
+    int64_t rinv_n;
     /* pinned host staging for the CPU path */
     float *hx, *hy;
     size_t hx_bytes, hy_bytes;
@@ -1026,6 +1030,33 @@ static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *
     return cb->ff;
 }
 
+/* The rope's pair frequencies (struct cuk_rope's inv) in device memory,
+ * uploaded when they change, with the kernels' own arithmetic; NULL without
+ * rotation or for more than ROPE_INV_MAX pairs (the kernels then compute
+ * them). *ok false on a failure (recorded). */
+static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope *rp, bool *ok)
+{
+    *ok = true;
+    const int64_t half = rp->n_rot / 2;
+    if (half <= 0 || half > ROPE_INV_MAX) return NULL;
+    double f[ROPE_INV_MAX];
+    for (int64_t i = 0; i < half; i++) {
+        f[i] = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
+        if (rp->freq_factors) f[i] /= (double)rp->freq_factors[i];
+    }
+    const size_t b = (size_t)half * sizeof(double);
+    if (cb->rinv_n != half || memcmp(cb->rinv_host, f, b) != 0) {
+        if (!cb->rinv &&
+            !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
+            return *ok = false, NULL;
+        memcpy(cb->rinv_host, f, b);
+        cb->rinv_n = half;
+        if (!CK(cudaMemcpyAsync(cb->rinv, cb->rinv_host, b, cudaMemcpyHostToDevice, cb->st)))
+            return *ok = false, NULL;
+    }
+    return cb->rinv;
+}
+
 static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                     int64_t pos0, const struct backend_rope *rp)
 {
@@ -1063,7 +1094,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
                          a->scale,
                          a->k_type,
                          a->v_type,
-                         {0, false, 0.0, 0.0, NULL}};
+                         {0, false, 0.0, 0.0, NULL, NULL}};
     if (a->rope) {
         bool ok;
         c.rope.ff = rope_ff(cb, a->rope, &ok);
@@ -1072,6 +1103,8 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
         c.rope.neox = a->rope->mode == BACKEND_ROPE_NEOX;
         c.rope.freq_base = a->rope->freq_base;
         c.rope.freq_scale = a->rope->freq_scale;
+        c.rope.inv = rope_inv(cb, a->rope, &ok);
+        if (!ok) return;
     }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));
@@ -1221,6 +1254,7 @@ static void cu_free(struct backend *be)
     cudaFree(cb->ar);
     cudaFree(cb->part);
     cudaFree(cb->ff);
+    cudaFree(cb->rinv);
     cudaFree(cb->wc);
     for (int i = 0; i < COPY_SLOTS; i++) {
         cudaFree(cb->slot[i]);

@@ -135,6 +135,10 @@ struct cuk_rope {
     bool neox;
     double freq_base, freq_scale;
     const float *ff; /* [n_rot / 2] frequency divisors (device memory) or NULL */
+    /* [n_rot / 2] the pairs' frequencies, freq_scale * freq_base^(-2i / n_rot) / ff[i],
+     * in device memory (so that kernels do not take a power per element), or NULL:
+     * computed from the fields above */
+    const double *inv;
 };
 struct cuk_attn {
     void *k_cache, *v_cache;

@@ -132,8 +132,13 @@ extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, i
 __device__ static inline void rope_cs(const struct cuk_rope &r, int64_t pos, int64_t i, float &c,
                                       float &sn)
 {
-    double f = r.freq_scale * pow(r.freq_base, -2.0 * (double)i / (double)r.n_rot);
-    if (r.ff) f /= (double)r.ff[i];
+    double f;
+    if (r.inv) {
+        f = r.inv[i];
+    } else {
+        f = r.freq_scale * pow(r.freq_base, -2.0 * (double)i / (double)r.n_rot);
+        if (r.ff) f /= (double)r.ff[i];
+    }
     const double ang = (double)pos * f;
     c = (float)cos(ang);
     sn = (float)sin(ang);
@@ -155,7 +160,7 @@ __global__ static void k_rope(float *x, int64_t n_tok, int64_t n_head, int64_t h
                               int64_t pos0, bool neox, int64_t n_rot, double freq_base,
                               double freq_scale, const float *ff)
 {
-    const struct cuk_rope r = {n_rot, neox, freq_base, freq_scale, ff};
+    const struct cuk_rope r = {n_rot, neox, freq_base, freq_scale, ff, NULL};
     const int64_t half = n_rot / 2;
     const int64_t total = n_tok * n_head * half;
     for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
@@ -380,6 +385,20 @@ __device__ static inline void store_elem(uint8_t *row, int64_t i, uint32_t ty, f
     }
 }
 
+/* v as a cache of type ty gives it back (the same rounding as store_elem;
+ * for Q8_0 the whole warp calls it, lane l holding element l of a block). */
+__device__ static inline float kv_round(uint32_t ty, float v)
+{
+    if (ty == T_F32) return v;
+    if (ty == T_F16) return __half2float(__float2half_rn(v));
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float r = roundf(v * id);
+    const int q = r > 127.0f ? 127 : (r < -128.0f ? -128 : (int)r);
+    return __half2float(__float2half_rn(d)) * (float)q;
+}
+
 /* Element d of one head's rotated vector, from the unrotated head v. */
 __device__ static inline float rope_elem(const struct cuk_rope &r, const float *v, int64_t d,
                                          int64_t pos)
@@ -480,6 +499,11 @@ struct att_args {
     bool k_vec, v_vec; /* K rows, V rows readable in 16-byte pieces */
     int n_split;       /* decode: blocks per head, each over split_keys keys */
     int64_t split_keys;
+    /* decode with the new token's cache writes folded in (else NULL: q
+     * rotated, the caches written before): its k (unrotated) and v as F32;
+     * q arrives unrotated too, rope rotates both (n_rot 0: none) */
+    const float *kin, *vin;
+    struct cuk_rope rope;
 };
 
 /* One key's score: q (shared, scaled) . K row p of head offset kh, read by
@@ -519,7 +543,11 @@ __device__ static inline float key_score(const struct att_args &a, const float *
  * many loads in flight), then a thread per value dimension over the
  * transposed V row (or over the keys' row-major V values). Output: with one
  * split, out[h * head_dim_v + d]; with several, the split's (max, sum,
- * unnormalised output) in part. */
+ * unnormalised output) in part. With a.kin the block rotates its q head
+ * itself, and the split that ends with the new key (position pos0, the last)
+ * takes that key's K and V rows from kin and vin, rounded as the caches will
+ * hold them, instead of the caches; its block for the group's first head
+ * writes them there (no block reads a cache's row pos0). */
 __global__ static void __launch_bounds__(ATT_THREADS)
     k_attention(struct att_args a, const float *q, float *out, float *part)
 {
@@ -533,7 +561,35 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     __shared__ float qs[ATT_MAX_DIM];
     __shared__ float sc[ATT_CHUNK];
     const float *qt = q + h * a.head_dim;
-    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) qs[d] = qt[d] * a.scale;
+    const bool rot = a.kin && a.rope.n_rot > 0;
+    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
+        qs[d] = (rot ? rope_elem(a.rope, qt, d, a.pos0) : qt[d]) * a.scale;
+    /* the new key's rows (d runs over whole warps: dims are multiples of 32) */
+    __shared__ float kn[ATT_MAX_DIM], vn[ATT_MAX_DIM];
+    const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
+    if (fresh) {
+        const int lane = threadIdx.x & 31;
+        const bool writer = h % a.group == 0;
+        const float *kin = a.kin + hk * a.head_dim, *vin = a.vin + hk * a.head_dim_v;
+        uint8_t *krow = (uint8_t *)a.k + (size_t)a.pos0 * a.k_row;
+        for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) {
+            const float val = rot ? rope_elem(a.rope, kin, d, a.pos0) : kin[d];
+            kn[d] = kv_round(a.k_type, val);
+            if (writer) store_elem(krow, hk * a.head_dim + d, a.k_type, val, lane);
+        }
+        for (int64_t d = threadIdx.x; d < a.head_dim_v; d += ATT_THREADS) {
+            const float val = vin[d];
+            const int64_t e = hk * a.head_dim_v + d;
+            vn[d] = kv_round(a.v_type, val);
+            if (!writer) continue; /* block-uniform */
+            if (!a.v_trans)
+                store_elem((uint8_t *)a.v + (size_t)a.pos0 * a.v_row, e, a.v_type, val, lane);
+            else if (a.v_type == T_F32)
+                ((float *)a.v)[e * a.n_ctx + a.pos0] = val;
+            else
+                ((__half *)a.v)[e * a.n_ctx + a.pos0] = __float2half_rn(val);
+        }
+    }
 
     float acc[ATT_MAX_DIM / ATT_THREADS];
 #pragma unroll
@@ -544,9 +600,16 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const int64_t kh = hk * a.head_dim, vh = hk * a.head_dim_v;
     for (int64_t c0 = k0; c0 < k1; c0 += ATT_CHUNK) {
         const int64_t cn = min((int64_t)ATT_CHUNK, k1 - c0);
+        /* keys read from the caches: all but a fresh split's new one */
+        const int64_t cv = fresh && c0 + cn == k1 ? cn - 1 : cn;
         float cm = -INFINITY;
         for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
-            const float s = key_score(a, qs, c0 + j, kh);
+            float s = 0.0f;
+            if (j < cv) {
+                s = key_score(a, qs, c0 + j, kh);
+            } else {
+                for (int64_t d = 0; d < a.head_dim; d++) s += qs[d] * kn[d];
+            }
             sc[j] = s;
             cm = fmaxf(cm, s);
         }
@@ -570,7 +633,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                 const __half *vr = (const __half *)a.v + (vh + d) * a.n_ctx + c0;
                 int64_t j = 0;
                 if (a.v_vec) /* c0 and the row are 16-byte aligned */
-                    for (; j + 8 <= cn; j += 8) {
+                    for (; j + 8 <= cv; j += 8) {
                         const uint4 u = *(const uint4 *)(vr + j);
                         const __half2 *hv = (const __half2 *)&u;
 #pragma unroll
@@ -579,14 +642,15 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                             s += sc[j + 2 * e] * f.x + sc[j + 2 * e + 1] * f.y;
                         }
                     }
-                for (; j < cn; j++) s += sc[j] * __half2float(vr[j]);
+                for (; j < cv; j++) s += sc[j] * __half2float(vr[j]);
             } else if (a.v_trans) {
                 const float *vr = (const float *)a.v + (vh + d) * a.n_ctx + c0;
-                for (int64_t j = 0; j < cn; j++) s += sc[j] * vr[j];
+                for (int64_t j = 0; j < cv; j++) s += sc[j] * vr[j];
             } else {
-                for (int64_t j = 0; j < cn; j++)
+                for (int64_t j = 0; j < cv; j++)
                     s += sc[j] * kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d);
             }
+            if (cv < cn) s += sc[cv] * vn[d];
             acc[i] = acc[i] * corr + s;
         }
         __syncthreads(); /* sc is rewritten by the next chunk */
@@ -879,9 +943,11 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     st.q_items = (a->n_tok * a->n_head * (st.rope.n_rot / 2) + 31) / 32 * 32;
     const int64_t items = st.q_items + a->n_tok * (k_dim + v_dim);
     if (items / 256 >= 65535 * 32) return cudaErrorInvalidValue;
-    cudaError_t e =
-        pdl_launch(k_store_rope, dim3((unsigned)((items + 255) / 256)), 256, 0, s, early, st);
-    if (e != cudaSuccess) return e;
+    cudaError_t e = cudaSuccess;
+    if (a->n_tok > 1) { /* one token: k_attention does it */
+        e = pdl_launch(k_store_rope, dim3((unsigned)((items + 255) / 256)), 256, 0, s, early, st);
+        if (e != cudaSuccess) return e;
+    }
 
     struct att_args g;
     g.k = (const uint8_t *)a->k_cache;
@@ -901,6 +967,9 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     g.v_trans = v_trans;
     g.n_split = 1;
     g.split_keys = 0;
+    g.kin = NULL;
+    g.vin = NULL;
+    g.rope = a->rope;
     g.k_vec = ((uintptr_t)a->k_cache & 15) == 0;
     g.v_vec = ((uintptr_t)a->v_cache & 15) == 0 && a->n_ctx % 8 == 0;
     if (a->n_tok > 1) {
@@ -938,6 +1007,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     const int64_t per = (n_kv + sp - 1) / sp;
     g.split_keys = (per + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS * ATT_MIN_KEYS;
     g.n_split = (int)sp;
+    g.kin = k; /* the cache writes and the rotation in the attention kernel */
+    g.vin = v;
     dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, 1u);
     e = pdl_launch(k_attention, grid, ATT_THREADS, 0, s, early, g, (const float *)q, out, part);
     if (e != cudaSuccess || g.n_split == 1) return e;
