@@ -125,7 +125,8 @@ cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_
 
 /* Attention (backend.h's struct backend_attn, with its cache types and
  * layouts): rotates q and k when rope.n_rot > 0 and stores k and v of the
- * n_tok new tokens in the caches (one launch), then
+ * n_tok new tokens in the caches (a launch of its own for a batch; inside
+ * the attention kernel for one token, where q is left unrotated), then
  * out = softmax(scale * q K^T) V, causal. part: scratch of
  * cuk_attention_scratch floats (split-K partial results of decode: the splits
  * are used for single tokens only). early: the decode kernels use
@@ -145,7 +146,7 @@ struct cuk_attn {
     int64_t n_ctx, n_head, n_head_kv, head_dim, head_dim_v, pos0, n_tok;
     float scale;
     uint32_t k_type, v_type;
-    struct cuk_rope rope; /* RoPE of q (in place) and of k on its way into the cache */
+    struct cuk_rope rope; /* RoPE of q and of k on its way into the cache */
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
 cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, const float *v,
