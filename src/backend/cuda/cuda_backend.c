@@ -134,9 +134,13 @@ struct cuda_backend {
     float *ff; /* RoPE frequency factors */
     float *ff_host;
     int64_t ff_n;
-    double *rinv; /* RoPE pair frequencies (struct cuk_rope's inv), rinv_n of them */
-    double rinv_host[ROPE_INV_MAX];
+    uint64_t ff_gen; /* counts the uploads of ff */
+    /* RoPE pair frequencies (struct cuk_rope's inv), rinv_n of them, for the
+     * rope of the other fields (rinv_ff_gen: ff_gen of its factors; 0: none) */
+    double *rinv;
     int64_t rinv_n;
+    double rinv_base, rinv_scale;
+    uint64_t rinv_ff_gen;
     /* pinned host staging for the CPU path */
     float *hx, *hy;
     size_t hx_bytes, hy_bytes;
@@ -370,10 +374,6 @@ static void prof_init(struct cuda_backend *cb)
         }
 }
 
-/* ---- memory ------------------------------------------------------------- */
-
-/* Device scratch of at least bytes (grown once, never per token: sizes are
- * bounded by the limits given to reserve). */
 /* ---- the deferred RMSNorm ------------------------------------------------ */
 
 /* Launches the pending RMSNorm, if any: every op but the product that folds
@@ -389,17 +389,28 @@ static void norm_flush(struct cuda_backend *cb)
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
-/* The pending norm when a matvec of n_tok rows of x (n_cols each) can fold
- * it (x is its output); else NULL, and the norm is launched. */
-static const struct cuq_norm *norm_take(struct cuda_backend *cb, const float *x, int64_t n_tok,
-                                        int64_t n_cols)
+/* The backend of an op that neither folds nor defers a norm: the pending
+ * one is launched first. Every op begins so but matmul and matmul_fused,
+ * which may fold it (matvec_multi). */
+static struct cuda_backend *op_begin(struct backend *be)
 {
-    if (cb->pn.on && cb->pn.nm.y == x && cb->pn.n_tok == n_tok && cb->pn.n == n_cols)
-        return &cb->pn.nm;
+    struct cuda_backend *cb = cb_of(be);
     norm_flush(cb);
-    return NULL;
+    return cb;
 }
 
+/* Whether a product of n_tok rows of x (n_cols each) reads the pending
+ * norm's output. */
+static bool norm_pending_for(const struct cuda_backend *cb, const float *x, int64_t n_tok,
+                             int64_t n_cols)
+{
+    return cb->pn.on && cb->pn.nm.y == x && cb->pn.n_tok == n_tok && cb->pn.n == n_cols;
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+/* Device scratch of at least bytes (grown once, never per token: sizes are
+ * bounded by the limits given to reserve). */
 static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return true;
@@ -451,8 +462,7 @@ static void *cu_alloc(struct backend *be, size_t bytes)
 
 static void cu_dealloc(struct backend *be, void *buf)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     if (!buf) return;
     for (int i = cb->n_allocs - 1; i >= 0; i--)
         if (cb->allocs[i].p == buf) {
@@ -465,8 +475,7 @@ static void cu_dealloc(struct backend *be, void *buf)
 
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
     if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
@@ -477,8 +486,7 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 
 static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err || !bytes) return;
     /* from pageable memory the call returns once the source is staged */
@@ -487,8 +495,7 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
 
 static enum hy_status cu_sync(struct backend *be)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     if (!cb->err) CK(cudaStreamSynchronize(cb->st));
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
@@ -545,8 +552,7 @@ static void warm_up(struct cuda_backend *cb)
 
 static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     enum hy_status st = backend_reserve(cb->cpu, lim);
     if (st) return st;
     struct backend_limits l = cb->lim;
@@ -920,33 +926,50 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
     if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
 }
 
+/* cuq_matvec_multi of weights in device memory, with the pending norm
+ * folded in when x is its output; where the kernels cannot fold it, the norm
+ * is launched and the products tried without. cudaErrorNotSupported: the
+ * caller computes them another way (no norm is pending then). *folded:
+ * whether the norm went in. */
+static cudaError_t matvec_multi(struct cuda_backend *cb, uint32_t type, struct cuq_multi *m,
+                                size_t row_bytes, int64_t n_cols, const float *x, int64_t n_tok,
+                                bool *folded)
+{
+    m->norm = norm_pending_for(cb, x, n_tok, n_cols) ? &cb->pn.nm : NULL;
+    if (!m->norm) norm_flush(cb);
+    cudaError_t e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, cb->pdl);
+    if (e == cudaErrorNotSupported && m->norm) {
+        norm_flush(cb);
+        m->norm = NULL;
+        e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, cb->pdl);
+    }
+    *folded = m->norm != NULL;
+    if (*folded) cb->pn.on = false;
+    return e;
+}
+
 static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
                       int64_t n_tok, float *y)
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err) return;
-    const struct cuq_norm *nm =
-        w->mem == BACKEND_MEM_BACKEND ? norm_take(cb, x, n_tok, w->n_cols) : NULL;
-    if (!nm) norm_flush(cb);
     const int pi = prof_begin(cb);
-    if (nm) { /* the head after the output norm: the norm in the product's prologue */
-        const struct cuq_multi m = {.n_w = 1,
-                                    .ep = CUQ_EP_STORE,
-                                    .w = {w->data},
-                                    .n_rows = {w->n_rows},
-                                    .y = {y},
-                                    .norm = nm};
+    /* the head after the output norm: the norm in the product's prologue */
+    if (w->mem == BACKEND_MEM_BACKEND && norm_pending_for(cb, x, n_tok, w->n_cols)) {
+        struct cuq_multi m = {
+            .n_w = 1, .ep = CUQ_EP_STORE, .w = {w->data}, .n_rows = {w->n_rows}, .y = {y}};
+        bool folded;
         const cudaError_t e =
-            cuq_matvec_multi(w->type, &m, w->row_bytes, w->n_cols, x, n_tok, cb->st, cb->pdl);
+            matvec_multi(cb, w->type, &m, w->row_bytes, w->n_cols, x, n_tok, &folded);
         if (e != cudaErrorNotSupported) {
-            cb->pn.on = false;
             CK(e);
             cb->hx_src = NULL;
-            prof_end_shape(cb, pi, "norm+matvec", w->type, w->n_rows, w->n_cols);
+            prof_end_shape(cb, pi, folded ? "norm+matvec" : "matvec", w->type, w->n_rows,
+                           w->n_cols);
             return;
         }
-        norm_flush(cb);
     }
+    norm_flush(cb);
     matmul(cb, w, x, n_tok, y);
     /* y was written: the host copy of x stays valid only if y is elsewhere */
     const uintptr_t y0 = (uintptr_t)y, y1 = y0 + (size_t)(n_tok * w->n_rows) * sizeof(float);
@@ -980,8 +1003,7 @@ static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, co
 static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
                         int64_t n, float *out)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err || n <= 0) return;
     const int pi = prof_begin(cb);
@@ -994,9 +1016,8 @@ static void cu_get_rows(struct backend *be, const struct backend_weight *w, cons
 static void cu_rms_norm(struct backend *be, const float *x, const float *weight, float eps,
                         int64_t n_tok, int64_t n, float *y)
 {
-    struct cuda_backend *cb = cb_of(be);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
-    norm_flush(cb);
     /* one token, out of place: deferred, for the product that reads y */
     const uintptr_t x0 = (uintptr_t)x, y0 = (uintptr_t)y, len = (uintptr_t)n * sizeof(float);
     if (cb->fold_norm && !cb->err && n_tok == 1 && (x0 + len <= y0 || y0 + len <= x0)) {
@@ -1024,6 +1045,7 @@ static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *
         cb->ff_host = mem_xcalloc((size_t)half, sizeof(float));
         memcpy(cb->ff_host, rp->freq_factors, b);
         cb->ff_n = half;
+        cb->ff_gen++;
         if (!CK(cudaMemcpyAsync(cb->ff, cb->ff_host, b, cudaMemcpyHostToDevice, cb->st)))
             return *ok = false, NULL;
     }
@@ -1031,37 +1053,42 @@ static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *
 }
 
 /* The rope's pair frequencies (struct cuk_rope's inv) in device memory,
- * uploaded when they change, with the kernels' own arithmetic; NULL without
- * rotation or for more than ROPE_INV_MAX pairs (the kernels then compute
- * them). *ok false on a failure (recorded). */
+ * computed and uploaded when the rope changes, with the kernels' own
+ * arithmetic; NULL without rotation or for more than ROPE_INV_MAX pairs (the
+ * kernels then compute them). Call it after rope_ff (its factors' upload
+ * count is part of the rope). *ok false on a failure (recorded). */
 static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope *rp, bool *ok)
 {
     *ok = true;
     const int64_t half = rp->n_rot / 2;
     if (half <= 0 || half > ROPE_INV_MAX) return NULL;
+    const uint64_t ff_gen = rp->freq_factors ? cb->ff_gen : 0;
+    if (cb->rinv_n == half && cb->rinv_base == rp->freq_base && cb->rinv_scale == rp->freq_scale &&
+        cb->rinv_ff_gen == ff_gen)
+        return cb->rinv;
+    if (!cb->rinv &&
+        !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
+        return *ok = false, NULL;
     double f[ROPE_INV_MAX];
     for (int64_t i = 0; i < half; i++) {
         f[i] = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
         if (rp->freq_factors) f[i] /= (double)rp->freq_factors[i];
     }
-    const size_t b = (size_t)half * sizeof(double);
-    if (cb->rinv_n != half || memcmp(cb->rinv_host, f, b) != 0) {
-        if (!cb->rinv &&
-            !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
-            return *ok = false, NULL;
-        memcpy(cb->rinv_host, f, b);
-        cb->rinv_n = half;
-        if (!CK(cudaMemcpyAsync(cb->rinv, cb->rinv_host, b, cudaMemcpyHostToDevice, cb->st)))
-            return *ok = false, NULL;
-    }
+    /* from pageable memory: the call returns once f is staged */
+    if (!CK(cudaMemcpyAsync(cb->rinv, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
+                            cb->st)))
+        return *ok = false, NULL;
+    cb->rinv_n = half;
+    cb->rinv_base = rp->freq_base;
+    cb->rinv_scale = rp->freq_scale;
+    cb->rinv_ff_gen = ff_gen;
     return cb->rinv;
 }
 
 static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
                     int64_t pos0, const struct backend_rope *rp)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err) return;
     bool ok;
@@ -1076,8 +1103,7 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
 static void cu_attention(struct backend *be, const struct backend_attn *a, float *q, float *k,
                          const float *v, float *out)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err) return;
     const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
@@ -1113,8 +1139,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
 
 static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
@@ -1124,8 +1149,7 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
                      int32_t *ids, float *w)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_route(x, n_tok, n, k, renorm, ids, w, cb->st));
@@ -1134,8 +1158,7 @@ static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int
 
 static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_silu_mul(gate, up, n, cb->st));
@@ -1144,8 +1167,7 @@ static void cu_silu_mul(struct backend *be, float *gate, const float *up, int64_
 
 static void cu_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_add(y, x, alpha, n, cb->st));
@@ -1172,11 +1194,8 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
               ws[i].row_bytes == ws[0].row_bytes && ws[i].n_cols == ws[0].n_cols;
         rows += ws[i].n_rows;
     }
-    const struct cuq_norm *nm = one ? norm_take(cb, x, n_tok, ws[0].n_cols) : NULL;
-    if (!nm) norm_flush(cb);
     if (one) {
         struct cuq_multi m = {.n_w = n_w,
-                              .norm = nm,
                               .ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
                                     : kind == BACKEND_FUSE_SWIGLU ? CUQ_EP_SWIGLU
                                                                   : CUQ_EP_STORE};
@@ -1187,25 +1206,20 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         }
         cb->hx_src = NULL;
         const int pi = prof_begin(cb);
-        cudaError_t e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok,
-                                         cb->st, cb->pdl);
-        if (e == cudaErrorNotSupported && nm) { /* without the norm, launched first */
-            norm_flush(cb);
-            m.norm = nm = NULL;
-            e = cuq_matvec_multi(ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, cb->st,
-                                 cb->pdl);
-        }
+        bool folded;
+        const cudaError_t e =
+            matvec_multi(cb, ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, &folded);
         if (e != cudaErrorNotSupported) {
-            if (nm) cb->pn.on = false;
             CK(e);
             static const char *const name[2][3] = {
                 {"matvec x", "matvec +", "matvec swiglu"},
                 {"norm+matvec x", "norm+matvec +", "norm+matvec swiglu"}};
-            prof_end_shape(cb, pi, name[nm != NULL][kind], ws[0].type, rows, ws[0].n_cols);
+            prof_end_shape(cb, pi, name[folded][kind], ws[0].type, rows, ws[0].n_cols);
             return;
         }
         prof_end(cb, pi, "matvec not fused", ws[0].type); /* an empty span, counted */
     }
+    norm_flush(cb); /* the separate products below take x as it is */
     if (kind == BACKEND_FUSE_NONE) {
         for (int i = 0; i < n_w; i++) cu_matmul(be, &ws[i], x, n_tok, ys[i]);
         return;
@@ -1224,8 +1238,7 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
 static void cu_add_rows(struct backend *be, float *y, const float *x, const int32_t *rows,
                         const float *alpha, int64_t n_rows, int64_t n)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err || n_rows <= 0) return;
     const size_t rb = (size_t)n_rows * sizeof(int32_t), ab = (size_t)n_rows * sizeof(float);
@@ -1446,8 +1459,7 @@ static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
 
 enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
 {
-    struct cuda_backend *cb = cb_of(be);
-    norm_flush(cb);
+    struct cuda_backend *cb = op_begin(be);
     wc_alloc(cb, bytes);
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;

@@ -361,10 +361,21 @@ extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, 
 
 /* ---- attention: cache writes -------------------------------------------- */
 
+/* Q8_0 of one 32-element block, by the whole warp (lane l holding element l)
+ * with the reference quantizer's rounding: d = amax / 127, q = round(x / d)
+ * through the reciprocal, d kept as binary16. Lane l's q; d for all. */
+__device__ static inline int q8_0_round(float v, __half &d)
+{
+    const float amax = warp_max(fabsf(v));
+    const float df = amax / 127;
+    const float id = df != 0.0f ? 1.0f / df : 0.0f;
+    const float r = roundf(v * id);
+    d = __float2half_rn(df);
+    return r > 127.0f ? 127 : (r < -128.0f ? -128 : (int)r);
+}
+
 /* One element of a cache row of type ty: F32 and F16 by any thread; Q8_0 by
- * the whole warp at once, lane l holding element l of a 32-element block. The
- * Q8_0 rounding is the reference quantizer's: d = amax / 127, q = round(x /
- * d) through the reciprocal, d stored as binary16. */
+ * the whole warp at once (q8_0_round). */
 __device__ static inline void store_elem(uint8_t *row, int64_t i, uint32_t ty, float v, int lane)
 {
     if (ty == T_F32) {
@@ -373,15 +384,9 @@ __device__ static inline void store_elem(uint8_t *row, int64_t i, uint32_t ty, f
         ((__half *)row)[i] = __float2half_rn(v);
     } else {
         struct block_q8_0 *blk = (struct block_q8_0 *)row + (i >> 5);
-        const float amax = warp_max(fabsf(v));
-        const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        const float r = roundf(v * id);
-        blk->qs[lane] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : (int)r));
-        if (lane == 0) {
-            __half h = __float2half_rn(d);
-            blk->d = *(const uint16_t *)&h;
-        }
+        __half d;
+        blk->qs[lane] = (int8_t)q8_0_round(v, d);
+        if (lane == 0) blk->d = *(const uint16_t *)&d;
     }
 }
 
@@ -391,12 +396,9 @@ __device__ static inline float kv_round(uint32_t ty, float v)
 {
     if (ty == T_F32) return v;
     if (ty == T_F16) return __half2float(__float2half_rn(v));
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const float r = roundf(v * id);
-    const int q = r > 127.0f ? 127 : (r < -128.0f ? -128 : (int)r);
-    return __half2float(__float2half_rn(d)) * (float)q;
+    __half d;
+    const int q = q8_0_round(v, d);
+    return __half2float(d) * (float)q;
 }
 
 /* Element d of one head's rotated vector, from the unrotated head v. */

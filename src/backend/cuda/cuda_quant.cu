@@ -261,19 +261,11 @@ CQ_HD uint32_t cq_spread4(uint32_t h4)
  * HASMIN), rounded as the reference rounds. bytes(): the 4 bytes of run j.
  * FLOAT types have neither; their run() gives the values. */
 
-struct TQ4_0 {
-    static constexpr int BS = 32, BB = 18, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
-    static constexpr bool HASMIN = false, FLOAT = false;
-    static constexpr float OFF = 8.0f; /* value = (byte - OFF) * d (+ bias) */
-    struct Raw {
-        uint32_t d, w0, w1;
-    };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
-    {
-        r.d = cq_ld16(b);
-        r.w0 = cq_ld16x2(b + 2 + 8 * p);
-        r.w1 = cq_ld16x2(b + 6 + 8 * p);
-    }
+/* The run layout (cbase, coff, xsw) of Q4_0, Q4_1, Q5_0, Q5_1: lane p
+ * holds bytes 8p .. 8p + 7 of the block's 16 bytes of nibbles; runs 0, 1
+ * are their low nibbles (columns 8p .. 8p + 7), runs 2, 3 the high ones
+ * (columns 16 + 8p ..). */
+struct CqLayout32 {
     static CQ_HD int cbase(int p)
     {
         return 8 * p;
@@ -285,6 +277,41 @@ struct TQ4_0 {
     static CQ_HD int xsw(int L)
     {
         return (L & 1) | ((L & 2) << 1);
+    }
+};
+
+/* The run layout of Q2_K, Q3_K, Q6_K: h = p / 4 the half of 128, c = p % 4;
+ * the lane holds bytes l = 8c .. 8c + 7 of that half's 32-byte rows, which
+ * are columns 128h + 32q + l for the 4 quarters q: run j = 2q + u is
+ * columns 128h + 32q + 8c + 4u .. + 3, in sub-block 8h + 2q + c / 2 (group
+ * q). */
+struct CqLayoutK {
+    static CQ_HD int cbase(int p)
+    {
+        return 128 * (p >> 2) + 8 * (p & 3);
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 32 * (j >> 1) + 4 * (j & 1);
+    }
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 2) & 1;
+    }
+};
+
+struct TQ4_0 : CqLayout32 {
+    static constexpr int BS = 32, BB = 18, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
+    static constexpr bool HASMIN = false, FLOAT = false;
+    static constexpr float OFF = 8.0f; /* value = (byte - OFF) * d (+ bias) */
+    struct Raw {
+        uint32_t d, w0, w1;
+    };
+    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    {
+        r.d = cq_ld16(b);
+        r.w0 = cq_ld16x2(b + 2 + 8 * p);
+        r.w1 = cq_ld16x2(b + 6 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -298,7 +325,7 @@ struct TQ4_0 {
     }
 };
 
-struct TQ4_1 {
+struct TQ4_1 : CqLayout32 {
     static constexpr int BS = 32, BB = 20, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
     static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -310,18 +337,6 @@ struct TQ4_1 {
         r.dm = cq_ld32(b);
         r.w0 = cq_ld32(b + 4 + 8 * p);
         r.w1 = cq_ld32(b + 8 + 8 * p);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 8 * p;
-    }
-    static CQ_HD int coff(int j)
-    {
-        return (j & 1) * 4 + (j >> 1) * 16;
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L & 1) | ((L & 2) << 1);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -335,7 +350,7 @@ struct TQ4_1 {
     }
 };
 
-struct TQ5_0 {
+struct TQ5_0 : CqLayout32 {
     static constexpr int BS = 32, BB = 22, P = 2, NRUN = 4, NG = 1, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
     static constexpr float OFF = 16.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -348,18 +363,6 @@ struct TQ5_0 {
         r.qh = cq_ld16x2(b + 2) >> (8 * p); /* bit i: element 8p + i */
         r.w0 = cq_ld16x2(b + 6 + 8 * p);
         r.w1 = cq_ld16x2(b + 10 + 8 * p);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 8 * p;
-    }
-    static CQ_HD int coff(int j)
-    {
-        return (j & 1) * 4 + (j >> 1) * 16;
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L & 1) | ((L & 2) << 1);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -374,7 +377,7 @@ struct TQ5_0 {
     }
 };
 
-struct TQ5_1 {
+struct TQ5_1 : CqLayout32 {
     static constexpr int BS = 32, BB = 24, P = 2, NRUN = 4, NG = 1, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
     static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -387,18 +390,6 @@ struct TQ5_1 {
         r.qh = cq_ld32(b + 4) >> (8 * p);
         r.w0 = cq_ld32(b + 8 + 8 * p);
         r.w1 = cq_ld32(b + 12 + 8 * p);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 8 * p;
-    }
-    static CQ_HD int coff(int j)
-    {
-        return (j & 1) * 4 + (j >> 1) * 16;
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L & 1) | ((L & 2) << 1);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -457,11 +448,7 @@ struct TQ8_0 {
     }
 };
 
-/* Q2_K, Q3_K, Q6_K lanes: h = p / 4 the half of 128, c = p % 4; the lane
- * holds bytes l = 8c .. 8c + 7 of that half's 32-byte rows, which are
- * columns 128h + 32q + l for the 4 quarters q: run j = 2q + u is columns
- * 128h + 32q + 8c + 4u .. + 3, in sub-block 8h + 2q + c / 2 (group q). */
-struct TQ2_K {
+struct TQ2_K : CqLayoutK {
     static constexpr int BS = 256, BB = 84, P = 8, NRUN = 8, NG = 4, ALIGN = 4;
     static constexpr bool HASMIN = true, FLOAT = false;
     static constexpr float OFF = 0.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -476,18 +463,6 @@ struct TQ2_K {
         r.s0 = cq_ld32(b + 8 * h); /* scales[8h .. 8h + 7] */
         r.s1 = cq_ld32(b + 8 * h + 4);
         r.dm = cq_ld32(b + 80);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 128 * (p >> 2) + 8 * (p & 3);
-    }
-    static CQ_HD int coff(int j)
-    {
-        return 32 * (j >> 1) + 4 * (j & 1);
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L >> 2) & 1;
     }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
@@ -508,7 +483,7 @@ struct TQ2_K {
     }
 };
 
-struct TQ3_K {
+struct TQ3_K : CqLayoutK {
     static constexpr int BS = 256, BB = 110, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
     static constexpr float OFF = 4.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -527,18 +502,6 @@ struct TQ3_K {
         r.sb = cq_ld16x2(b + 100); /* scales[4..7] */
         r.sc = cq_ld16x2(b + 104); /* scales[8..11] */
         r.d = cq_ld16(b + 108);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 128 * (p >> 2) + 8 * (p & 3);
-    }
-    static CQ_HD int coff(int j)
-    {
-        return 32 * (j >> 1) + 4 * (j & 1);
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L >> 2) & 1;
     }
     /* sub-block s = 8h + 2q + c/2: low 4 bits in nibble h of scales[2q + c/2],
      * high 2 bits at bit 2 * (s / 4) of scales[8 + s % 4]. */
@@ -693,7 +656,7 @@ struct TQ5_K {
     }
 };
 
-struct TQ6_K {
+struct TQ6_K : CqLayoutK {
     static constexpr int BS = 256, BB = 210, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
     static constexpr float OFF = 32.0f; /* value = (byte - OFF) * d (+ bias) */
@@ -714,18 +677,6 @@ struct TQ6_K {
         const uint32_t s0 = (uint32_t)(c >> 1);
         r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
         r.d = cq_ld16(b + 208);
-    }
-    static CQ_HD int cbase(int p)
-    {
-        return 128 * (p >> 2) + 8 * (p & 3);
-    }
-    static CQ_HD int coff(int j)
-    {
-        return 32 * (j >> 1) + 4 * (j & 1);
-    }
-    static CQ_HD int xsw(int L)
-    {
-        return (L >> 2) & 1;
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -2332,74 +2283,42 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
-/* One token's product with rs's RMSNorm folded in: the integer path or x
- * staged in shared memory, whichever the type takes; cudaErrorNotSupported
- * when x does not fit there, and for the float types, whose one-token
- * kernel reads x through L1 without staging it (staging x and the norm's
- * weight in every CTA cost what the norm's own launch did: F16 decode on an
- * H100 551 tok/s folded, 559 not). */
-template <class T>
-static cudaError_t cq_matvec_norm_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
-                                         int64_t n_cols, const float *x, cudaStream_t s, bool early)
-{
-    if constexpr (T::FLOAT) {
-        return cudaErrorNotSupported;
-    } else {
-        const CqDev dev = cq_dev();
-        const int smem_max =
-            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
-        const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
-        const int64_t smem = xstride * 4 + xstride / 2;
-        if (n_cols % T::BS != 0) return cudaErrorNotSupported;
-        if constexpr (CqI8<T>::ON) {
-            const int64_t smem8 = cq_i8_norm_off<T>(n_cols) + n_cols * 4;
-            if (smem8 <= smem_max) {
-                cq_matvec_i8_launch<T, 1, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8,
-                                                dev, smem_max, s, early);
-                return cudaGetLastError();
-            }
-        }
-        if (smem > smem_max) return cudaErrorNotSupported;
-        cq_matvec_launch<T, 1, true, true>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
-                                           smem_max, s, early);
-        return cudaGetLastError();
-    }
-}
-
 /* The integer path for its types when x fits in shared memory; else, for
  * a quantized type, x in shared memory (rows of xstride floats, then the
- * 8-column sums) when it fits. n_rows: virtual rows of rs. A folded norm
- * (rs.nx) for one token, with x staged: the kernels' NORM variants (their
- * own instances, so that the others' registers stay as they were). */
-template <class T, int NT>
+ * 8-column sums) when it fits. n_rows: virtual rows of rs. NORM (one token,
+ * rs.nx set): the kernels' instances with the RMSNorm folded in, x staged
+ * (their own instances, so that the others' registers stay as they were);
+ * cudaErrorNotSupported where x does not fit in shared memory, and for the
+ * float types, whose one-token kernel reads x through L1 without staging it
+ * (staging x and the norm's weight in every CTA cost what the norm's own
+ * launch did: F16 decode on an H100 551 tok/s folded, 559 not). */
+template <class T, int NT, bool NORM>
 static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                     int64_t n_cols, const float *x, cudaStream_t s, bool early)
 {
-    if (rs.nx) {
-        if constexpr (NT == 1)
-            return cq_matvec_norm_launch<T>(rs, row_bytes, n_rows, n_cols, x, s, early);
-        return cudaErrorNotSupported;
-    }
+    static_assert(!NORM || NT == 1, "a folded norm is one token's");
     const CqDev dev = cq_dev();
     const int smem_max =
         dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
-        const int64_t smem8 = cq_i8_smem<T>(n_cols, NT);
+        const int64_t smem8 =
+            NORM ? cq_i8_norm_off<T>(n_cols) + n_cols * 4 : cq_i8_smem<T>(n_cols, NT);
         if (smem8 <= smem_max) {
-            cq_matvec_i8_launch<T, NT, false>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
-                                              smem_max, s, early);
+            cq_matvec_i8_launch<T, NT, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
+                                             smem_max, s, early);
             return cudaGetLastError();
         }
     }
     if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
         if (smem <= smem_max) {
-            cq_matvec_launch<T, NT, true, false>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem,
-                                                 dev, smem_max, s, early);
+            cq_matvec_launch<T, NT, true, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
+                                                smem_max, s, early);
             return cudaGetLastError();
         }
     }
+    if (NORM) return cudaErrorNotSupported;
     cq_matvec_launch<T, NT, false, false>(rs, row_bytes, n_rows, n_cols, x, 0, dev, smem_max, s,
                                           early);
     return cudaGetLastError();
@@ -2411,23 +2330,27 @@ static cudaError_t cq_matvec_rows(const CqRows &rs, size_t row_bytes, int64_t n_
                                   int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
                                   bool early)
 {
+    if (rs.nx) { /* a folded norm: one token */
+        if (n_tok != 1) return cudaErrorNotSupported;
+        return cq_matvec_launch<T, 1, true>(rs, row_bytes, n_rows, n_cols, x, s, early);
+    }
     switch (n_tok) {
     case 1:
-        return cq_matvec_launch<T, 1>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 1, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 2:
-        return cq_matvec_launch<T, 2>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 2, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 3:
-        return cq_matvec_launch<T, 3>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 3, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 4:
-        return cq_matvec_launch<T, 4>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 4, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 5:
-        return cq_matvec_launch<T, 5>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 5, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 6:
-        return cq_matvec_launch<T, 6>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 6, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 7:
-        return cq_matvec_launch<T, 7>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 7, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     case 8:
-        return cq_matvec_launch<T, 8>(rs, row_bytes, n_rows, n_cols, x, s, early);
+        return cq_matvec_launch<T, 8, false>(rs, row_bytes, n_rows, n_cols, x, s, early);
     }
     return cudaErrorInvalidValue;
 }
