@@ -458,6 +458,12 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         json_object_set_new(j, "gpu_cache_hits", json_integer((json_int_t)cs.cache_hits));
         json_object_set_new(j, "gpu_cache_misses", json_integer((json_int_t)cs.cache_misses));
         json_object_set_new(j, "gpu_cache_bytes", json_integer((json_int_t)cs.cache_bytes));
+        json_object_set_new(j, "gpu_host_calls", json_integer((json_int_t)cs.host_calls));
+        json_object_set_new(j, "gpu_host_x_wait_s", json_real((double)cs.host_x_wait_us / 1e6));
+        json_object_set_new(j, "gpu_host_queue_s", json_real((double)cs.host_queue_us / 1e6));
+        json_object_set_new(j, "gpu_host_cpu_s", json_real((double)cs.host_cpu_us / 1e6));
+        json_object_set_new(j, "gpu_host_copy_wait_s",
+                            json_real((double)cs.host_copy_wait_us / 1e6));
         /* the rates the backend measured at start and splits host weights by */
         const struct cuda_backend_rates cr = g ? cuda_backend_rates(s->e->be)
                                                : (struct cuda_backend_rates){0};

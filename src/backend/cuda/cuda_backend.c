@@ -864,6 +864,53 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     return victim;
 }
 
+/* A host weight's product (not one the VRAM cache keeps): its rows split
+ * between the CPU, computing them where they lie, and the GPU, computing
+ * them after a copy over PCIe (cpu_share). The activations come down first;
+ * then the copies and the GPU's pieces are queued and run while the CPU
+ * computes its rows. The call returns once its copies are done: the store
+ * may refill that host memory after model_release. The calling thread's
+ * time goes into the stats by phase. */
+static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
+                        int64_t n_tok, float *y)
+{
+    const int64_t nc = cpu_share(cb, w, n_tok);
+    int64_t t = timing_now_us(), t1;
+    cb->stats.host_calls++;
+    if (nc > 0) {
+        const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
+        if (cb->hx_src != x || cb->hx_len != xb) {
+            cb->hx_src = NULL;
+            if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
+            if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
+            if (!CK(cudaStreamSynchronize(cb->st))) return;
+            cb->hx_src = x;
+            cb->hx_len = xb;
+        }
+        t1 = timing_now_us();
+        cb->stats.host_x_wait_us += t1 - t;
+        t = t1;
+    }
+    const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
+    if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
+    const int last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
+    if (timed && last >= 0 && !CK(cudaEventRecord(cb->cp_t1, cb->cp))) return;
+    t1 = timing_now_us();
+    cb->stats.host_queue_us += t1 - t;
+    t = t1;
+    cpu_rows(cb, w, nc, cb->hx, n_tok, y);
+    t1 = timing_now_us();
+    cb->stats.host_cpu_us += t1 - t;
+    t = t1;
+    float ms = 0;
+    if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
+        CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
+        rate_update(&cb->rates.pcie_h2d_bytes_per_s,
+                    (double)(w->n_rows - nc) * (double)w->row_bytes, (double)ms * 1e-3);
+    if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
+    cb->stats.host_copy_wait_us += timing_now_us() - t;
+}
+
 static void matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                    int64_t n_tok, float *y)
 {
@@ -896,34 +943,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         if (!hit && CK(cudaEventSynchronize(cb->wc_copied))) cb->wce[e].filled = true;
         return;
     }
-    const int64_t nc = cpu_share(cb, w, n_tok);
-    int last = -1;
-    if (nc == 0) {
-        last = copy_matmul(cb, w, 0, w->n_rows, x, n_tok, y);
-    } else {
-        /* activations down first; then the copies and the GPU's rows are
-         * queued, and run while the CPU computes its rows */
-        const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
-        if (cb->hx_src != x || cb->hx_len != xb) {
-            cb->hx_src = NULL;
-            if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
-            if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
-            if (!CK(cudaStreamSynchronize(cb->st))) return;
-            cb->hx_src = x;
-            cb->hx_len = xb;
-        }
-        const bool timed = nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
-        if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
-        last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
-        if (timed && last >= 0 && !CK(cudaEventRecord(cb->cp_t1, cb->cp))) return;
-        cpu_rows(cb, w, nc, cb->hx, n_tok, y);
-        float ms = 0;
-        if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
-            CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
-            rate_update(&cb->rates.pcie_h2d_bytes_per_s,
-                        (double)(w->n_rows - nc) * (double)w->row_bytes, (double)ms * 1e-3);
-    }
-    if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
+    host_matmul(cb, w, x, n_tok, y);
 }
 
 /* cuq_matvec_multi of weights in device memory, with the pending norm

@@ -62,6 +62,13 @@ struct cuda_backend_stats {
     uint64_t host_copy_bytes;   /* host weight bytes copied to the GPU */
     uint64_t cache_hits, cache_misses; /* VRAM weight cache, per keyed call */
     uint64_t cache_bytes;       /* in the VRAM cache now */
+    /* Products of host weights that are not cached (dense weights in RAM):
+     * calls, and the calling thread's wall time in them by what it did */
+    uint64_t host_calls;
+    int64_t host_x_wait_us;    /* activations down: waiting for the GPU's earlier ops */
+    int64_t host_queue_us;     /* queuing the copies and the GPU's pieces */
+    int64_t host_cpu_us;       /* the CPU's rows, and sending them up */
+    int64_t host_copy_wait_us; /* after the CPU's rows: the copies still running */
 };
 
 /* Number of usable CUDA devices (0 without a driver, a device, or a build
