@@ -157,6 +157,12 @@ struct cuda_backend {
     cudaEvent_t st_mark;      /* the compute stream's progress, for the copy stream to wait on */
     cudaEvent_t hy_free;      /* the last upload from hy has left */
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
+    /* a split call's activations come down on their own stream (dl), after
+     * x_ready, while its copies are queued; copy_first false: before
+     * (HYPURA_CUDA_COPY_FIRST=0) */
+    cudaStream_t dl;
+    cudaEvent_t x_ready;
+    bool copy_first;
     int next_slot;
     /* VRAM weight cache: fixed-size entries carved from one allocation */
     uint8_t *wc;
@@ -866,31 +872,44 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
 
 /* A host weight's product (not one the VRAM cache keeps): its rows split
  * between the CPU, computing them where they lie, and the GPU, computing
- * them after a copy over PCIe (cpu_share). The activations come down first;
- * then the copies and the GPU's pieces are queued and run while the CPU
- * computes its rows. The call returns once its copies are done: the store
- * may refill that host memory after model_release. The calling thread's
- * time goes into the stats by phase. */
+ * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
+ * are queued while the activations come down (their own stream, after the
+ * ops that make them: on an H100 decode queuing took 0.7-1.2 ms per token
+ * and the wait for those ops 0.35-0.6 ms, which now overlap), and run while
+ * the CPU computes its rows. The call
+ * returns once its copies are done: the store may refill that host memory
+ * after model_release. The calling thread's time goes into the stats by
+ * phase. */
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                         int64_t n_tok, float *y)
 {
     const int64_t nc = cpu_share(cb, w, n_tok);
     int64_t t = timing_now_us(), t1;
     cb->stats.host_calls++;
-    if (nc > 0) {
-        const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
-        if (cb->hx_src != x || cb->hx_len != xb) {
-            cb->hx_src = NULL;
-            if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
-            if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
-            if (!CK(cudaStreamSynchronize(cb->st))) return;
-            cb->hx_src = x;
-            cb->hx_len = xb;
-        }
+    const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
+    const bool down = nc > 0 && (cb->hx_src != x || cb->hx_len != xb);
+    if (down) {
+        cb->hx_src = NULL;
+        if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
+        /* where x is complete: the pieces queued next come after it */
+        if (cb->copy_first && !CK(cudaEventRecord(cb->x_ready, cb->st))) return;
+    }
+    /* activations down: on the compute stream, waited for before anything
+     * else is queued; or (copy_first) on their own stream, waited for once
+     * the copies and the GPU's pieces are queued, which they do not need */
+    const bool late = down && cb->copy_first;
+    if (down && !late) {
+        if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
+        if (!CK(cudaStreamSynchronize(cb->st))) return;
+        cb->hx_src = x;
+        cb->hx_len = xb;
         t1 = timing_now_us();
         cb->stats.host_x_wait_us += t1 - t;
         t = t1;
     }
+    if (late && (!CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
+                 !CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->dl))))
+        return;
     const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
     if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
     const int last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
@@ -898,6 +917,14 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     t1 = timing_now_us();
     cb->stats.host_queue_us += t1 - t;
     t = t1;
+    if (late) {
+        if (!CK(cudaStreamSynchronize(cb->dl))) return;
+        cb->hx_src = x;
+        cb->hx_len = xb;
+        t1 = timing_now_us();
+        cb->stats.host_x_wait_us += t1 - t;
+        t = t1;
+    }
     cpu_rows(cb, w, nc, cb->hx, n_tok, y);
     t1 = timing_now_us();
     cb->stats.host_cpu_us += t1 - t;
@@ -1297,6 +1324,7 @@ static void cu_free(struct backend *be)
     if (cb->wc_copied) cudaEventDestroy(cb->wc_copied);
     if (cb->st_mark) cudaEventDestroy(cb->st_mark);
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
+    if (cb->x_ready) cudaEventDestroy(cb->x_ready);
     if (cb->cp_t0) cudaEventDestroy(cb->cp_t0);
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
     if (cb->hx) cudaFreeHost(cb->hx);
@@ -1304,6 +1332,7 @@ static void cu_free(struct backend *be)
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
+    if (cb->dl) cudaStreamDestroy(cb->dl);
     (void)cudaGetLastError();
     backend_free(cb->cpu);
     free(cb->ff_host);
@@ -1531,6 +1560,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         (void)cudaGetLastError();
         e = getenv("HYPURA_CUDA_FOLD_NORM");
         cb->fold_norm = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_COPY_FIRST");
+        cb->copy_first = !(e && !strcmp(e, "0"));
     }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
     enum hy_status st;
@@ -1542,6 +1573,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     CK(cudaSetDevice(cb->dev));
     CK(cudaStreamCreateWithFlags(&cb->st, cudaStreamNonBlocking));
     CK(cudaStreamCreateWithFlags(&cb->cp, cudaStreamNonBlocking));
+    CK(cudaStreamCreateWithFlags(&cb->dl, cudaStreamNonBlocking));
     if (!cb->err && CKB(blas_fn.create(&cb->blas))) {
         CKB(blas_fn.set_stream(cb->blas, cb->st));
         CKB(blas_fn.set_math_mode(cb->blas, CUBLAS_DEFAULT_MATH));
@@ -1557,6 +1589,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->wc_copied, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
         CK(cudaEventCreate(&cb->cp_t0));
         CK(cudaEventCreate(&cb->cp_t1));
     }
