@@ -876,10 +876,9 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
  * are queued while the activations come down (their own stream, after the
  * ops that make them: on an H100 decode queuing took 0.7-1.2 ms per token
  * and the wait for those ops 0.35-0.6 ms, which now overlap), and run while
- * the CPU computes its rows. The call
- * returns once its copies are done: the store may refill that host memory
- * after model_release. The calling thread's time goes into the stats by
- * phase. */
+ * the CPU computes its rows. The call returns once its copies are done: the
+ * store may refill that host memory after model_release. The calling
+ * thread's time goes into the stats by phase. */
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                         int64_t n_tok, float *y)
 {
