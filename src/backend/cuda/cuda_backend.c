@@ -158,8 +158,8 @@ struct cuda_backend {
     cudaEvent_t hy_free;      /* the last upload from hy has left */
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
     /* a split call's activations come down on their own stream (dl), after
-     * x_ready, while its copies are queued; copy_first false: before
-     * (HYPURA_CUDA_COPY_FIRST=0) */
+     * x_ready, and are waited for after its copies are queued; copy_first
+     * false: before (HYPURA_CUDA_COPY_FIRST=0) */
     cudaStream_t dl;
     cudaEvent_t x_ready;
     bool copy_first;
@@ -870,6 +870,24 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     return victim;
 }
 
+/* Adds the time since *t to *acc and moves *t on (host_matmul's phases). */
+static void lap(int64_t *t, int64_t *acc)
+{
+    const int64_t now = timing_now_us();
+    *acc += now - *t;
+    *t = now;
+}
+
+/* Waits for the activations x that host_matmul sent down on dl (xb bytes):
+ * hx holds them from then on. */
+static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
+{
+    if (!CK(cudaStreamSynchronize(cb->dl))) return false;
+    cb->hx_src = x;
+    cb->hx_len = xb;
+    return true;
+}
+
 /* A host weight's product (not one the VRAM cache keeps): its rows split
  * between the CPU, computing them where they lie, and the GPU, computing
  * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
@@ -883,58 +901,43 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
                         int64_t n_tok, float *y)
 {
     const int64_t nc = cpu_share(cb, w, n_tok);
-    int64_t t = timing_now_us(), t1;
+    int64_t t = timing_now_us();
     cb->stats.host_calls++;
     const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
     const bool down = nc > 0 && (cb->hx_src != x || cb->hx_len != xb);
     if (down) {
+        /* on their own stream, after the point where the compute stream has
+         * made x; waited for once the copies and the GPU's pieces (which do
+         * not need them) are queued, or (not copy_first) before */
         cb->hx_src = NULL;
-        if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb)) return;
-        /* where x is complete: the pieces queued next come after it */
-        if (cb->copy_first && !CK(cudaEventRecord(cb->x_ready, cb->st))) return;
+        if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb) ||
+            !CK(cudaEventRecord(cb->x_ready, cb->st)) ||
+            !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
+            !CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->dl)))
+            return;
+        if (!cb->copy_first) {
+            if (!x_arrived(cb, x, xb)) return;
+            lap(&t, &cb->stats.host_x_wait_us);
+        }
     }
-    /* activations down: on the compute stream, waited for before anything
-     * else is queued; or (copy_first) on their own stream, waited for once
-     * the copies and the GPU's pieces are queued, which they do not need */
-    const bool late = down && cb->copy_first;
-    if (down && !late) {
-        if (!CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->st))) return;
-        if (!CK(cudaStreamSynchronize(cb->st))) return;
-        cb->hx_src = x;
-        cb->hx_len = xb;
-        t1 = timing_now_us();
-        cb->stats.host_x_wait_us += t1 - t;
-        t = t1;
-    }
-    if (late && (!CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
-                 !CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->dl))))
-        return;
     const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
     if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
     const int last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
     if (timed && last >= 0 && !CK(cudaEventRecord(cb->cp_t1, cb->cp))) return;
-    t1 = timing_now_us();
-    cb->stats.host_queue_us += t1 - t;
-    t = t1;
-    if (late) {
-        if (!CK(cudaStreamSynchronize(cb->dl))) return;
-        cb->hx_src = x;
-        cb->hx_len = xb;
-        t1 = timing_now_us();
-        cb->stats.host_x_wait_us += t1 - t;
-        t = t1;
+    lap(&t, &cb->stats.host_queue_us);
+    if (down && cb->copy_first) {
+        if (!x_arrived(cb, x, xb)) return;
+        lap(&t, &cb->stats.host_x_wait_us);
     }
     cpu_rows(cb, w, nc, cb->hx, n_tok, y);
-    t1 = timing_now_us();
-    cb->stats.host_cpu_us += t1 - t;
-    t = t1;
+    lap(&t, &cb->stats.host_cpu_us);
     float ms = 0;
     if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
         CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
         rate_update(&cb->rates.pcie_h2d_bytes_per_s,
                     (double)(w->n_rows - nc) * (double)w->row_bytes, (double)ms * 1e-3);
     if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
-    cb->stats.host_copy_wait_us += timing_now_us() - t;
+    lap(&t, &cb->stats.host_copy_wait_us);
 }
 
 static void matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
