@@ -19,7 +19,7 @@
  *  - get_rows on every type (host and backend-memory weights; F32 rows of
  *    backend memory are the MoE gather), rms_norm (in place too), rope (norm
  *    and neox, n_rot < head_dim, frequency factors, freq_scale != 1,
- *    positions up to 30000), softmax, silu_mul, add;
+ *    positions up to 30000), softmax, silu_mul, add, add_bias;
  *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128:
  *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
  *    calls, prompt batches of 17 and 128 at position 0 and later; every call
@@ -1143,6 +1143,45 @@ static void test_silu_mul_add(void)
         printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
         free(y);
         free(x);
+        free(want);
+        free(got);
+    }
+
+    /* add_bias: one vector added to every token's row (q/k/v biases) */
+    static const struct {
+        int64_t n_tok, n;
+    } biases[] = {{1, 5120}, {7, 896}, {513, 1024}};
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(biases); ci++) {
+        const int64_t nt = biases[ci].n_tok, n = biases[ci].n;
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *y = xmalloc((size_t)(nt * n) * sizeof(float)),
+              *b = xmalloc((size_t)n * sizeof(float));
+        float *want = xmalloc((size_t)(nt * n) * sizeof(float)),
+              *got = xmalloc((size_t)(nt * n) * sizeof(float));
+        fill_normal(&r, y, (size_t)(nt * n), 1.0f);
+        fill_normal(&r, b, (size_t)n, 1.0f);
+        memcpy(want, y, (size_t)(nt * n) * sizeof(float));
+        backend_add_bias(T.cpu, want, b, nt, n);
+        char what[120];
+        snprintf(what, sizeof what, "add_bias %lld rows of %lld (seed %#llx)", (long long)nt,
+                 (long long)n, (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            HY_ASSERT((size_t)(nt * n) <= BUF_FLOATS);
+            backend_upload(be, T.buf[G_AUTO][0], y, (size_t)(nt * n) * sizeof(float));
+            backend_upload(be, T.buf[G_AUTO][1], b, (size_t)n * sizeof(float));
+            backend_add_bias(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], nt, n);
+            backend_download(be, T.buf[G_AUTO][0], got, (size_t)(nt * n) * sizeof(float));
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("add_bias", BOUND_ADD, got, want, (size_t)(nt * n), what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(y);
+        free(b);
         free(want);
         free(got);
     }

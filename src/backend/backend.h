@@ -222,6 +222,9 @@ struct backend_ops {
     void (*silu_mul)(struct backend *be, float *gate, const float *up, int64_t n);
     /* y[i] += alpha * x[i] for i < n. */
     void (*add)(struct backend *be, float *y, const float *x, float alpha, int64_t n);
+    /* y[t][i] += b[i] for n_tok rows of n: one bias vector added to every token's row, as
+     * add with alpha 1 does it row by row. */
+    void (*add_bias)(struct backend *be, float *y, const float *b, int64_t n_tok, int64_t n);
     /* Row i of x [n_rows][n] times alpha[i] added to row rows[i] of y, for i < n_rows, as
      * add does it (the MoE combine: one call per expert). rows are distinct; rows and
      * alpha are host memory. */
@@ -296,6 +299,12 @@ static inline void backend_silu_mul(struct backend *be, float *gate, const float
 static inline void backend_add(struct backend *be, float *y, const float *x, float alpha, int64_t n)
 {
     be->ops->add(be, y, x, alpha, n);
+}
+
+static inline void backend_add_bias(struct backend *be, float *y, const float *b, int64_t n_tok,
+                                    int64_t n)
+{
+    be->ops->add_bias(be, y, b, n_tok, n);
 }
 
 static inline void backend_add_rows(struct backend *be, float *y, const float *x,

@@ -458,8 +458,7 @@ HY_MUST_CHECK static enum hy_status add_bias(struct forward *f, int layer, enum 
     struct backend_weight w;
     enum hy_status st = model_acquire(f->m, layer, role, -1, &w);
     if (st) return st;
-    for (int64_t t = 0; t < n_tok; t++)
-        backend_add(f->be, x + t * n, (const float *)w.data, 1.0f, n);
+    backend_add_bias(f->be, x, (const float *)w.data, n_tok, n);
     model_release(f->m, layer, role);
     return HY_OK;
 }

@@ -330,6 +330,11 @@ static void cpu_add(struct backend *be, float *y, const float *x, float alpha, i
     }
 }
 
+static void cpu_add_bias(struct backend *be, float *y, const float *b, int64_t n_tok, int64_t n)
+{
+    for (int64_t t = 0; t < n_tok; t++) cpu_add(be, y + t * n, b, 1.0f, n);
+}
+
 static void cpu_add_rows(struct backend *be, float *y, const float *x, const int32_t *rows,
                          const float *alpha, int64_t n_rows, int64_t n)
 {
@@ -587,6 +592,7 @@ static const struct backend_ops cpu_ops = {
     .route = cpu_route,
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
+    .add_bias = cpu_add_bias,
     .add_rows = cpu_add_rows,
 };
 

@@ -1223,6 +1223,15 @@ static void cu_add(struct backend *be, float *y, const float *x, float alpha, in
     prof_end(cb, pi, "add", UINT32_MAX);
 }
 
+static void cu_add_bias(struct backend *be, float *y, const float *b, int64_t n_tok, int64_t n)
+{
+    struct cuda_backend *cb = op_begin(be);
+    cb->hx_src = NULL;
+    const int pi = prof_begin(cb);
+    if (!cb->err) CK(cuk_add_bias(y, b, n_tok, n, cb->st));
+    prof_end(cb, pi, "add_bias", UINT32_MAX);
+}
+
 /* Products of one x with n_w weights and kind's element-wise op (backend.h):
  * one kernel when every weight is in device memory with one type and row
  * length and the batch is a matvec's; else each product wherever its weight
@@ -1365,6 +1374,7 @@ static const struct backend_ops cuda_ops = {
     .route = cu_route,
     .silu_mul = cu_silu_mul,
     .add = cu_add,
+    .add_bias = cu_add_bias,
     .add_rows = cu_add_rows,
 };
 

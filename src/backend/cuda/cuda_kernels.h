@@ -110,6 +110,8 @@ cudaError_t cuk_silu_mul(float *gate, const float *up, int64_t n, cudaStream_t s
 
 /* y[i] += alpha * x[i]. */
 cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n, cudaStream_t s);
+/* y[t][i] += b[i] for n_tok rows of n. */
+cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n, cudaStream_t s);
 
 /* y[i] += alpha[i / n] * x[i] for rows of n: per-row weights from device memory,
  * scattered: y row rows[i] gets x row i (rows: device memory, [n_rows]). */

@@ -309,6 +309,22 @@ extern "C" cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n,
     return cudaGetLastError();
 }
 
+__global__ static void k_add_bias(float *y, const float *b, int64_t n_tok, int64_t n)
+{
+    const int64_t total = n_tok * n;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x)
+        y[g] += b[g % n];
+}
+
+extern "C" cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n,
+                                    cudaStream_t s)
+{
+    if (n_tok <= 0 || n <= 0) return cudaSuccess;
+    k_add_bias<<<n_blocks(n_tok * n, 256), 256, 0, s>>>(y, b, n_tok, n);
+    return cudaGetLastError();
+}
+
 __global__ static void k_add_rows(float *y, const float *x, const int32_t *rows, const float *alpha,
                                   int64_t n_rows, int64_t n)
 {
