@@ -233,6 +233,9 @@ static void test_storage(void)
     CHECK_OK(hw_storage_run(fd, reqs, 4, 3, 0, 0, &r));
     CHECK_EQ_U64(r.bytes, sizeof buf);
     CHECK_EQ_U64(r.n_reqs, 4);
+    /* a time limit already past when the threads start still reads one request */
+    CHECK_OK(hw_storage_run(fd, reqs, 4, 2, 0, 1, &r));
+    CHECK(r.n_reqs >= 1 && r.bytes >= 4096);
     CHECK_STATUS(hw_storage_run(fd, reqs, 4, 0, 0, 0, &r), HY_ERR_INVALID_ARG);
     close(fd);
     CHECK_STATUS(hw_storage_run(fd, reqs, 4, 2, 0, 0, &r), HY_ERR_IO); /* closed descriptor */

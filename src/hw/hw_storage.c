@@ -58,7 +58,9 @@ static void *run_thread(void *arg)
     for (;;) {
         if (atomic_load(&s->failed)) break;
         if (s->max_bytes && atomic_load(&s->bytes) >= s->max_bytes) break;
-        if (s->deadline_us && timing_now_us() >= s->deadline_us) break;
+        /* the time limit ends a run only once a request has completed: a loaded machine can pass
+           the deadline before a thread starts, and a cell with no read measured nothing */
+        if (s->deadline_us && atomic_load(&s->done) > 0 && timing_now_us() >= s->deadline_us) break;
         const uint64_t i = atomic_fetch_add(&s->next, 1);
         if (i >= s->n_reqs) break;
         const struct hw_storage_req *r = &s->reqs[i];
