@@ -42,6 +42,8 @@
 #define ATT_MAX_SPLIT 32
 #define ATT_MAX_DIM   256 /* head_dim and head_dim_v */
 #define ATT_MIN_KEYS  64  /* fewest keys of a decode split */
+#define ATT_KB        16  /* K row pieces (16 bytes) a decode thread loads at once */
+#define ATT_VB        8   /* V row pieces likewise */
 
 #define FA_THREADS 256
 #define FA_WARPS   (FA_THREADS / 32)
@@ -101,18 +103,49 @@ template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
 
 /* ---- RMSNorm ------------------------------------------------------------ */
 
+#define RMS_REG 8 /* row elements per thread held in registers (rows up to 8 x the block) */
+
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
 {
     pdl_trigger();
-    pdl_wait();
     const int64_t t = blockIdx.x;
     const float *xt = x + t * n;
     float *yt = y + t * n;
+    const int bd = (int)blockDim.x;
+    if (n <= (int64_t)RMS_REG * bd) {
+        /* the weight loaded before the previous kernel is done, then all of
+         * the thread's x at once; the same sums in the same order as below */
+        float wr[RMS_REG], xr[RMS_REG];
+#pragma unroll
+        for (int k = 0; k < RMS_REG; k++) {
+            const int64_t i = threadIdx.x + (int64_t)k * bd;
+            wr[k] = i < n ? w[i] : 0.0f;
+        }
+        pdl_wait();
+#pragma unroll
+        for (int k = 0; k < RMS_REG; k++) {
+            const int64_t i = threadIdx.x + (int64_t)k * bd;
+            xr[k] = i < n ? xt[i] : 0.0f;
+        }
+        double ss = 0.0;
+#pragma unroll
+        for (int k = 0; k < RMS_REG; k++)
+            if (threadIdx.x + (int64_t)k * bd < n) ss += (double)xr[k] * xr[k];
+        ss = block_reduce(ss, op_sum(), 0.0);
+        const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+#pragma unroll
+        for (int k = 0; k < RMS_REG; k++) {
+            const int64_t i = threadIdx.x + (int64_t)k * bd;
+            if (i < n) yt[i] = xr[k] * s * wr[k];
+        }
+        return;
+    }
+    pdl_wait();
     double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xt[i] * xt[i];
+    for (int64_t i = threadIdx.x; i < n; i += bd) ss += (double)xt[i] * xt[i];
     ss = block_reduce(ss, op_sum(), 0.0);
     const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yt[i] = xt[i] * s * w[i];
+    for (int64_t i = threadIdx.x; i < n; i += bd) yt[i] = xt[i] * s * w[i];
 }
 
 extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok,
@@ -532,15 +565,26 @@ __device__ static inline float key_score(const struct att_args &a, const float *
     const uint8_t *row = a.k + (size_t)p * a.k_row;
     float s = 0.0f;
     if (a.k_type == T_F16 && a.k_vec) {
+        /* ATT_KB pieces loaded before any is used: one memory latency per
+         * ATT_KB * 8 dims (a loop of dependent steps waited head_dim / 16) */
         const uint4 *kr = (const uint4 *)((const __half *)row + kh);
-        for (int64_t c = 0; c < a.head_dim / 8; c++) {
-            const uint4 u = kr[c];
-            const __half2 *h = (const __half2 *)&u;
+        const int np = (int)(a.head_dim / 8);
+        for (int c0 = 0; c0 < np; c0 += ATT_KB) {
+            uint4 u[ATT_KB];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float2 f = __half22float2(h[e]);
-                s += qs[8 * c + 2 * e] * f.x;
-                s += qs[8 * c + 2 * e + 1] * f.y;
+            for (int c = 0; c < ATT_KB; c++)
+                if (c0 + c < np) u[c] = kr[c0 + c];
+#pragma unroll
+            for (int c = 0; c < ATT_KB; c++) {
+                if (c0 + c >= np) break;
+                const __half2 *h = (const __half2 *)&u[c];
+                const float *qc = qs + 8 * (c0 + c);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 f = __half22float2(h[e]);
+                    s += qc[2 * e] * f.x;
+                    s += qc[2 * e + 1] * f.y;
+                }
             }
         }
     } else if (a.k_type == T_F32 && a.k_vec) {
@@ -650,16 +694,27 @@ __global__ static void __launch_bounds__(ATT_THREADS)
             if (a.v_trans && a.v_type == T_F16) {
                 const __half *vr = (const __half *)a.v + (vh + d) * a.n_ctx + c0;
                 int64_t j = 0;
-                if (a.v_vec) /* c0 and the row are 16-byte aligned */
-                    for (; j + 8 <= cv; j += 8) {
-                        const uint4 u = *(const uint4 *)(vr + j);
-                        const __half2 *hv = (const __half2 *)&u;
+                if (a.v_vec) { /* c0 and the row are 16-byte aligned */
+                    const int64_t nv = cv & ~(int64_t)7; /* keys in whole pieces */
+                    for (; j < nv; j += 8 * ATT_VB) { /* ATT_VB loads in flight */
+                        uint4 u[ATT_VB];
 #pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const float2 f = __half22float2(hv[e]);
-                            s += sc[j + 2 * e] * f.x + sc[j + 2 * e + 1] * f.y;
+                        for (int c = 0; c < ATT_VB; c++)
+                            if (j + 8 * c < nv) u[c] = *(const uint4 *)(vr + j + 8 * c);
+#pragma unroll
+                        for (int c = 0; c < ATT_VB; c++) {
+                            if (j + 8 * c >= nv) break;
+                            const __half2 *hv = (const __half2 *)&u[c];
+                            const float *sj = sc + j + 8 * c;
+#pragma unroll
+                            for (int e = 0; e < 4; e++) {
+                                const float2 f = __half22float2(hv[e]);
+                                s += sj[2 * e] * f.x + sj[2 * e + 1] * f.y;
+                            }
                         }
                     }
+                    j = nv;
+                }
                 for (; j < cv; j++) s += sc[j] * __half2float(vr[j]);
             } else if (a.v_trans) {
                 const float *vr = (const float *)a.v + (vh + d) * a.n_ctx + c0;
