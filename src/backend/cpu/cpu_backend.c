@@ -341,6 +341,22 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
     for (int64_t i = 0; i < n_rows; i++) cpu_add(be, y + rows[i] * n, x + i * n, alpha[i], n);
 }
 
+/* One token's experts as the forward pass runs them op by op (gate, up,
+ * silu_mul, down, add with the expert's weight, expert after expert): the
+ * same arithmetic, so the results are bit-identical either way. */
+static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
+                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
+{
+    for (int j = 0; j < k; j++) {
+        const struct backend_weight *e = w + 3 * j;
+        cpu_matmul(be, &e[0], x, 1, h);
+        cpu_matmul(be, &e[1], x, 1, h2);
+        cpu_silu_mul(be, h, h2, e[0].n_rows);
+        cpu_matmul(be, &e[2], h, 1, o);
+        cpu_add(be, y, o, alpha[j], e[2].n_rows);
+    }
+}
+
 /* ---- attention ------------------------------------------------------------- */
 
 /* Work is split over (token, head) pairs; each pair is computed by one
@@ -594,6 +610,7 @@ static const struct backend_ops cpu_ops = {
     .add = cpu_add,
     .add_bias = cpu_add_bias,
     .add_rows = cpu_add_rows,
+    .moe_token = cpu_moe_token,
 };
 
 enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct backend **out)

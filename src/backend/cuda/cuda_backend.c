@@ -1417,19 +1417,19 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (!CK(cudaEventSynchronize(cb->mx_down))) return;
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
-    uint64_t bytes = 0;
-    memset(cb->hy, 0, (size_t)E * sizeof(float));
+    struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
+    float ca[BACKEND_MOE_MAX_K];
+    int nc = 0;
     for (int j = 0; j < k; j++) {
         if (!on_cpu[j]) continue;
-        const struct backend_weight *e = w + 3 * j;
-        backend_matmul(cb->cpu, &e[0], hx, 1, hg);
-        backend_matmul(cb->cpu, &e[1], hx, 1, hu);
-        backend_silu_mul(cb->cpu, hg, hu, F);
-        backend_matmul(cb->cpu, &e[2], hg, 1, hd);
-        backend_add(cb->cpu, cb->hy, hd, alpha[j], E);
-        for (int i = 0; i < 3; i++) bytes += (uint64_t)e[i].n_rows * e[i].row_bytes;
+        for (int i = 0; i < 3; i++) {
+            cw[3 * nc + i] = w[3 * j + i];
+            cb->stats.host_cpu_bytes += (uint64_t)w[3 * j + i].n_rows * w[3 * j + i].row_bytes;
+        }
+        ca[nc++] = alpha[j];
     }
-    cb->stats.host_cpu_bytes += bytes;
+    memset(cb->hy, 0, (size_t)E * sizeof(float));
+    cb->cpu->ops->moe_token(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd);
     /* o's last reader is queued before this copy on the same stream */
     if (!CK(cudaMemcpyAsync(o, cb->hy, (size_t)E * sizeof(float), cudaMemcpyHostToDevice, cb->st)))
         return;
