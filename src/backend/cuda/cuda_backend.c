@@ -1707,6 +1707,12 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         if (cb->l2pf < 0) cb->l2pf = 0;
     }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
+    {
+        /* an experiment's knob: the PCIe copy piece in MiB (fewer pieces, fewer calls) */
+        const char *e = getenv("HYPURA_CUDA_COPY_SLOT_MIB");
+        if (e && !cfg->copy_slot_bytes && strtoll(e, NULL, 10) > 0)
+            cb->slot_bytes = (uint64_t)strtoll(e, NULL, 10) << 20;
+    }
     enum hy_status st;
     struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};
     if ((st = cpu_backend_init(&co, &cb->cpu))) {
