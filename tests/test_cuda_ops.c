@@ -1078,8 +1078,60 @@ static void test_softmax(void)
     }
 }
 
+/* An element-wise op of (y, x) on the CPU and on G_AUTO (y at float offset
+ * off of its buffer, x in the next), y compared; run applies it with arg. */
+struct ew_args {
+    int64_t n, n_tok, n_rows;
+    float alpha;
+    const int32_t *rows;
+    const float *alphas;
+};
+typedef void (*ew_fn)(struct backend *be, float *y, const float *x, const struct ew_args *a);
+
+static void ew_case(const char *tally, double bound, const char *what, ew_fn run,
+                    const struct ew_args *a, const float *y, size_t ny, int64_t off, const float *x,
+                    size_t nx)
+{
+    float *want = xmalloc(ny * sizeof(float)), *got = xmalloc(ny * sizeof(float));
+    memcpy(want, y, ny * sizeof(float));
+    run(T.cpu, want, x, a);
+    double e = NAN;
+    if (live(G_AUTO)) {
+        struct backend *be = T.gpu[G_AUTO];
+        float *yd = T.buf[G_AUTO][0] + off;
+        HY_ASSERT((size_t)off + ny <= BUF_FLOATS && nx <= BUF_FLOATS);
+        backend_upload(be, yd, y, ny * sizeof(float));
+        backend_upload(be, T.buf[G_AUTO][1], x, nx * sizeof(float));
+        run(be, yd, T.buf[G_AUTO][1], a);
+        backend_download(be, yd, got, ny * sizeof(float));
+        if (gpu_sync(G_AUTO, what)) e = check_close(tally, bound, got, want, ny, what);
+    }
+    char eb[16];
+    printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+    free(want);
+    free(got);
+}
+
+static void ew_silu_mul(struct backend *be, float *y, const float *x, const struct ew_args *a)
+{
+    backend_silu_mul(be, y, x, a->n);
+}
+static void ew_add(struct backend *be, float *y, const float *x, const struct ew_args *a)
+{
+    backend_add(be, y, x, a->alpha, a->n);
+}
+static void ew_add_bias(struct backend *be, float *y, const float *x, const struct ew_args *a)
+{
+    backend_add_bias(be, y, x, a->n_tok, a->n);
+}
+static void ew_add_rows(struct backend *be, float *y, const float *x, const struct ew_args *a)
+{
+    backend_add_rows(be, y, x, a->rows, a->alphas, a->n_rows, a->n);
+}
+
 static void test_silu_mul_add(void)
 {
+    char what[120];
     static const int64_t sizes[] = {1, 1000, 14336 * 9, ((int64_t)1 << 20) + 3};
     for (size_t ci = 0; ci < HY_ARRAY_LEN(sizes); ci++) {
         const int64_t n = sizes[ci];
@@ -1087,30 +1139,14 @@ static void test_silu_mul_add(void)
         struct rng r;
         rng_init(&r, seed);
         float *g = xmalloc((size_t)n * sizeof(float)), *u = xmalloc((size_t)n * sizeof(float));
-        float *want = xmalloc((size_t)n * sizeof(float)), *got = xmalloc((size_t)n * sizeof(float));
         fill_normal(&r, g, (size_t)n, 3.0f);
         fill_normal(&r, u, (size_t)n, 1.0f);
-        memcpy(want, g, (size_t)n * sizeof(float));
-        backend_silu_mul(T.cpu, want, u, n);
-        char what[120];
         snprintf(what, sizeof what, "silu_mul n %lld (seed %#llx)", (long long)n,
                  (unsigned long long)seed);
-        double e = NAN;
-        if (live(G_AUTO)) {
-            struct backend *be = T.gpu[G_AUTO];
-            backend_upload(be, T.buf[G_AUTO][0], g, (size_t)n * sizeof(float));
-            backend_upload(be, T.buf[G_AUTO][1], u, (size_t)n * sizeof(float));
-            backend_silu_mul(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], n);
-            backend_download(be, T.buf[G_AUTO][0], got, (size_t)n * sizeof(float));
-            if (gpu_sync(G_AUTO, what))
-                e = check_close("silu_mul", BOUND_F32_OP, got, want, (size_t)n, what);
-        }
-        char eb[16];
-        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        const struct ew_args a = {.n = n};
+        ew_case("silu_mul", BOUND_F32_OP, what, ew_silu_mul, &a, g, (size_t)n, 0, u, (size_t)n);
         free(g);
         free(u);
-        free(want);
-        free(got);
     }
 
     static const struct {
@@ -1124,32 +1160,14 @@ static void test_silu_mul_add(void)
         struct rng r;
         rng_init(&r, seed);
         float *y = xmalloc((size_t)n * sizeof(float)), *x = xmalloc((size_t)n * sizeof(float));
-        float *want = xmalloc((size_t)n * sizeof(float)), *got = xmalloc((size_t)n * sizeof(float));
         fill_normal(&r, y, (size_t)n, 1.0f);
         fill_normal(&r, x, (size_t)n, 1.0f);
-        memcpy(want, y, (size_t)n * sizeof(float));
-        backend_add(T.cpu, want, x, adds[ci].alpha, n);
-        char what[120];
         snprintf(what, sizeof what, "add n %lld alpha %g at offset %lld (seed %#llx)", (long long)n,
                  (double)adds[ci].alpha, (long long)off, (unsigned long long)seed);
-        double e = NAN;
-        if (live(G_AUTO)) {
-            struct backend *be = T.gpu[G_AUTO];
-            float *yd = T.buf[G_AUTO][0] + off;
-            HY_ASSERT((size_t)(off + n) <= BUF_FLOATS);
-            backend_upload(be, yd, y, (size_t)n * sizeof(float));
-            backend_upload(be, T.buf[G_AUTO][1], x, (size_t)n * sizeof(float));
-            backend_add(be, yd, T.buf[G_AUTO][1], adds[ci].alpha, n);
-            backend_download(be, yd, got, (size_t)n * sizeof(float));
-            if (gpu_sync(G_AUTO, what))
-                e = check_close("add", BOUND_ADD, got, want, (size_t)n, what);
-        }
-        char eb[16];
-        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        const struct ew_args a = {.n = n, .alpha = adds[ci].alpha};
+        ew_case("add", BOUND_ADD, what, ew_add, &a, y, (size_t)n, off, x, (size_t)n);
         free(y);
         free(x);
-        free(want);
-        free(got);
     }
 
     /* add_bias: one vector added to every token's row (q/k/v biases) */
@@ -1163,32 +1181,14 @@ static void test_silu_mul_add(void)
         rng_init(&r, seed);
         float *y = xmalloc((size_t)(nt * n) * sizeof(float)),
               *b = xmalloc((size_t)n * sizeof(float));
-        float *want = xmalloc((size_t)(nt * n) * sizeof(float)),
-              *got = xmalloc((size_t)(nt * n) * sizeof(float));
         fill_normal(&r, y, (size_t)(nt * n), 1.0f);
         fill_normal(&r, b, (size_t)n, 1.0f);
-        memcpy(want, y, (size_t)(nt * n) * sizeof(float));
-        backend_add_bias(T.cpu, want, b, nt, n);
-        char what[120];
         snprintf(what, sizeof what, "add_bias %lld rows of %lld (seed %#llx)", (long long)nt,
                  (long long)n, (unsigned long long)seed);
-        double e = NAN;
-        if (live(G_AUTO)) {
-            struct backend *be = T.gpu[G_AUTO];
-            HY_ASSERT((size_t)(nt * n) <= BUF_FLOATS);
-            backend_upload(be, T.buf[G_AUTO][0], y, (size_t)(nt * n) * sizeof(float));
-            backend_upload(be, T.buf[G_AUTO][1], b, (size_t)n * sizeof(float));
-            backend_add_bias(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], nt, n);
-            backend_download(be, T.buf[G_AUTO][0], got, (size_t)(nt * n) * sizeof(float));
-            if (gpu_sync(G_AUTO, what))
-                e = check_close("add_bias", BOUND_ADD, got, want, (size_t)(nt * n), what);
-        }
-        char eb[16];
-        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        const struct ew_args a = {.n = n, .n_tok = nt};
+        ew_case("add_bias", BOUND_ADD, what, ew_add_bias, &a, y, (size_t)(nt * n), 0, b, (size_t)n);
         free(y);
         free(b);
-        free(want);
-        free(got);
     }
 
     /* add_rows: x rows scattered into y rows (the MoE combine) */
@@ -1202,8 +1202,6 @@ static void test_silu_mul_add(void)
         rng_init(&r, seed);
         float *y = xmalloc((size_t)(yr * n) * sizeof(float)),
               *x = xmalloc((size_t)(nr * n) * sizeof(float));
-        float *want = xmalloc((size_t)(yr * n) * sizeof(float)),
-              *got = xmalloc((size_t)(yr * n) * sizeof(float));
         int32_t *rows = xmalloc((size_t)yr * sizeof(int32_t));
         float *alpha = xmalloc((size_t)nr * sizeof(float));
         for (int64_t i = 0; i < yr; i++) rows[i] = (int32_t)i;
@@ -1216,28 +1214,13 @@ static void test_silu_mul_add(void)
         for (int64_t i = 0; i < nr; i++) alpha[i] = i % 3 ? (float)rng_normal(&r) : 1.0f;
         fill_normal(&r, y, (size_t)(yr * n), 1.0f);
         fill_normal(&r, x, (size_t)(nr * n), 1.0f);
-        memcpy(want, y, (size_t)(yr * n) * sizeof(float));
-        backend_add_rows(T.cpu, want, x, rows, alpha, nr, n);
-        char what[120];
         snprintf(what, sizeof what, "add_rows %lld rows of %lld into %lld (seed %#llx)",
                  (long long)nr, (long long)n, (long long)yr, (unsigned long long)seed);
-        double e = NAN;
-        if (live(G_AUTO)) {
-            struct backend *be = T.gpu[G_AUTO];
-            HY_ASSERT((size_t)(yr * n) <= BUF_FLOATS && (size_t)(nr * n) <= BUF_FLOATS);
-            backend_upload(be, T.buf[G_AUTO][0], y, (size_t)(yr * n) * sizeof(float));
-            backend_upload(be, T.buf[G_AUTO][1], x, (size_t)(nr * n) * sizeof(float));
-            backend_add_rows(be, T.buf[G_AUTO][0], T.buf[G_AUTO][1], rows, alpha, nr, n);
-            backend_download(be, T.buf[G_AUTO][0], got, (size_t)(yr * n) * sizeof(float));
-            if (gpu_sync(G_AUTO, what))
-                e = check_close("add_rows", BOUND_ADD, got, want, (size_t)(yr * n), what);
-        }
-        char eb[16];
-        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        const struct ew_args a = {.n = n, .n_rows = nr, .rows = rows, .alphas = alpha};
+        ew_case("add_rows", BOUND_ADD, what, ew_add_rows, &a, y, (size_t)(yr * n), 0, x,
+                (size_t)(nr * n));
         free(y);
         free(x);
-        free(want);
-        free(got);
         free(rows);
         free(alpha);
     }
