@@ -238,9 +238,9 @@ struct backend_ops {
      * routed experts: y[0..n_embd) += sum_j alpha[j] * down_j(silu(gate_j x) *
      * up_j x), where w[3j], w[3j + 1], w[3j + 2] are expert j's gate, up and down
      * slices (all stable), x [n_embd] and y backend memory, alpha on the host;
-     * h, h2 [gate rows] and o [n_embd] backend scratch. The backend picks where
-     * each expert is computed; the result agrees with the op-by-op one to
-     * rounding. k <= BACKEND_MOE_MAX_K. */
+     * h, h2 [k][gate rows] and o [k][n_embd] backend scratch. The backend picks
+     * where each expert is computed; the result agrees with the op-by-op one
+     * to rounding (the CPU backend's: bit for bit). k <= BACKEND_MOE_MAX_K. */
     void (*moe_token)(struct backend *be, const float *x, const struct backend_weight *w,
                       const float *alpha, int k, float *y, float *h, float *h2, float *o);
 };

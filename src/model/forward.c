@@ -561,7 +561,8 @@ static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_
  * of them are held. */
 static bool moe_in_one_call(const struct forward *f, int l, int64_t k)
 {
-    if (!f->be->ops->moe_token || k > BACKEND_MOE_MAX_K) return false;
+    /* the scratch of k experts: hb, hb2 and xb2 hold n_batch rows */
+    if (!f->be->ops->moe_token || k > BACKEND_MOE_MAX_K || k > f->n_batch) return false;
     for (int i = 0; i < 3; i++)
         if (!model_weight_stable(f->m, l, expert_roles[i])) return false;
     return true;

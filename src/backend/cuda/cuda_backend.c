@@ -168,7 +168,7 @@ struct cuda_backend {
     cudaStream_t dl;
     cudaEvent_t x_ready;
     bool copy_first;
-    /* moe_token's CPU side: x, then a gate, an up and a down row (pinned);
+    /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
      * mx_down: its x has come down */
     float *hm;
     size_t hm_bytes;
@@ -1390,12 +1390,12 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
     if (n_cpu) {
-        const size_t need = (size_t)(2 * E + 2 * F) * sizeof(float);
+        const size_t need = (size_t)(E + n_cpu * (2 * F + E)) * sizeof(float);
         if (!ensure_host(cb, (void **)&cb->hm, &cb->hm_bytes, need)) return;
         hx = cb->hm;
         hg = hx + E;
-        hu = hg + F;
-        hd = hu + F;
+        hu = hg + n_cpu * F;
+        hd = hu + n_cpu * F;
         if (!CK(cudaEventRecord(cb->x_ready, cb->st)) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
             !CK(cudaMemcpyAsync(hx, x, (size_t)E * sizeof(float), cudaMemcpyDeviceToHost, cb->dl)) ||
