@@ -105,11 +105,6 @@ struct cuda_backend {
      * product whose x is its output folds it into its prologue, every other
      * op launches it first (norm_flush) */
     bool fold_norm;
-    /* L2 prefetch of a product's weights before it waits on the previous
-     * kernel, where that one reads little (attention, a norm: light), in
-     * bytes (HYPURA_CUDA_L2_PREFETCH, MiB; 0: off) */
-    int64_t l2pf;
-    bool light;
     struct pending_norm {
         bool on;
         int64_t n_tok, n;
@@ -402,7 +397,6 @@ static void norm_flush(struct cuda_backend *cb)
     const int pi = prof_begin(cb);
     if (!cb->err)
         CK(cuk_rms_norm(nm->x, nm->w, nm->eps, cb->pn.n_tok, cb->pn.n, nm->y, cb->st, cb->pdl));
-    cb->light = true;
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
@@ -698,7 +692,6 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
                        int64_t ldy, bool *x16_ready, bool in_place)
 {
     if (cb->err || n_rows <= 0) return;
-    cb->light = false;
     if (n_tok <= CUQ_MATVEC_MAX_TOK) {
         CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st,
                       in_place && cb->pdl));
@@ -1002,8 +995,6 @@ static cudaError_t matvec_multi(struct cuda_backend *cb, uint32_t type, struct c
 {
     m->norm = norm_pending_for(cb, x, n_tok, n_cols) ? &cb->pn.nm : NULL;
     if (!m->norm) norm_flush(cb);
-    m->l2_prefetch = cb->light ? cb->l2pf : 0;
-    cb->light = false;
     cudaError_t e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, cb->pdl);
     if (e == cudaErrorNotSupported && m->norm) {
         norm_flush(cb);
@@ -1201,7 +1192,6 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
     }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));
-    cb->light = true;
     prof_end(cb, pi, a->n_tok == 1 ? "attention 1 token" : "attention batch", UINT32_MAX);
 }
 
@@ -1702,17 +1692,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
-        e = getenv("HYPURA_CUDA_L2_PREFETCH");
-        cb->l2pf = e ? (int64_t)strtoll(e, NULL, 10) << 20 : 0;
-        if (cb->l2pf < 0) cb->l2pf = 0;
     }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
-    {
-        /* an experiment's knob: the PCIe copy piece in MiB (fewer pieces, fewer calls) */
-        const char *e = getenv("HYPURA_CUDA_COPY_SLOT_MIB");
-        if (e && !cfg->copy_slot_bytes && strtoll(e, NULL, 10) > 0)
-            cb->slot_bytes = (uint64_t)strtoll(e, NULL, 10) << 20;
-    }
     enum hy_status st;
     struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};
     if ((st = cpu_backend_init(&co, &cb->cpu))) {

@@ -69,10 +69,6 @@ struct cuq_multi {
     int64_t n_rows[3];
     float *y[3];                 /* [n_tok][n_rows[i]] */
     const struct cuq_norm *norm; /* NULL: none */
-    /* bytes of the weights prefetched into L2 before the kernel waits on the
-     * previous one (0: none; sm_90), for a product after a kernel that reads
-     * little (attention, a norm) */
-    int64_t l2_prefetch;
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v, gate/up, the
  * output projection with its residual add). cudaErrorNotSupported when the

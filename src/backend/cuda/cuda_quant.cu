@@ -1185,9 +1185,6 @@ struct CqRows {
     const float *nx, *nw;
     float *ny;
     float eps;
-    /* bytes of the weights to prefetch into L2 before waiting on the previous
-     * kernel (cuq_multi's l2_prefetch): each CTA its own tiles, in order */
-    int64_t pf;
 };
 
 /* The prologue of a product with a folded RMSNorm (one token): x =
@@ -1251,66 +1248,12 @@ template <class Q> __device__ void cq_norm_stage(const CqRows &rs, int64_t n, fl
     __syncthreads();
 }
 
-/* Prefetches [p, p + bytes) into L2 (sm_90: bulk prefetches of at most
- * 1 MiB, 16-byte aligned pieces inside the range; nothing before sm_90). */
-__device__ __forceinline__ void cq_l2_prefetch(const uint8_t *p, uint64_t bytes)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uintptr_t a = ((uintptr_t)p + 15) & ~(uintptr_t)15;
-    const uintptr_t e = ((uintptr_t)p + bytes) & ~(uintptr_t)15;
-    while (a < e) {
-        const uint32_t n = (uint32_t)(e - a < ((uintptr_t)1 << 20) ? e - a : (uintptr_t)1 << 20);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(n) : "memory");
-        a += n;
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 /* The bytes of virtual row v. */
 __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
 {
     if (rs.ep == CUQ_EP_SWIGLU) return ((v & 1) ? rs.w[1] : rs.w[0]) + (v >> 1) * row_bytes;
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
-}
-
-/* The bytes of virtual rows [a, b) into L2. */
-__device__ __forceinline__ void cq_l2_prefetch_rows(const CqRows &rs, size_t row_bytes, int64_t a,
-                                                    int64_t b)
-{
-    if (rs.ep == CUQ_EP_SWIGLU) { /* rows a/2 .. of both weights */
-        const int64_t r0 = a >> 1, r1 = (b + 1) >> 1;
-        for (int i = 0; i < 2; i++)
-            cq_l2_prefetch(rs.w[i] + r0 * row_bytes, (uint64_t)(r1 - r0) * row_bytes);
-        return;
-    }
-    int64_t start = 0;
-    for (int i = 0; i < 3; i++) {
-        const int64_t lo = a > start ? a : start, hi = b < rs.end[i] ? b : rs.end[i];
-        if (lo < hi) cq_l2_prefetch(rs.w[i] + lo * row_bytes, (uint64_t)(hi - lo) * row_bytes);
-        start = rs.end[i];
-    }
-}
-
-/* This CTA's tiles (tile_rows virtual rows each, blockIdx.x, + gridDim.x,
- * ...) into L2, up to its share of rs.pf bytes: issued by one thread before
- * the kernel waits on the previous one. */
-__device__ __forceinline__ void cq_l2_prefetch_tiles(const CqRows &rs, size_t row_bytes,
-                                                     int64_t n_rows, int64_t tile_rows)
-{
-    if (rs.pf <= 0 || threadIdx.x != 0) return;
-    int64_t left = rs.pf / gridDim.x;
-    for (int64_t a = (int64_t)blockIdx.x * tile_rows; a < n_rows && left > 0;
-         a += (int64_t)gridDim.x * tile_rows) {
-        int64_t nr = n_rows - a < tile_rows ? n_rows - a : tile_rows;
-        const int64_t fit = (left + (int64_t)row_bytes - 1) / (int64_t)row_bytes;
-        if (nr > fit) nr = fit;
-        cq_l2_prefetch_rows(rs, row_bytes, a, a + nr);
-        left -= nr * (int64_t)row_bytes;
-    }
 }
 
 /* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
@@ -1426,7 +1369,6 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         };
     pdl_trigger();
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
-    cq_l2_prefetch_tiles(rs, row_bytes, n_rows, tile_rows);
     pdl_wait();
 
     /* this lane's x at its first step; a step moves it by a multiple of 32
@@ -1975,7 +1917,6 @@ __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw)
     };
     pdl_trigger();
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
-    cq_l2_prefetch_tiles(rs, row_bytes, n_rows, tile_rows);
     pdl_wait();
 
     uint8_t *xs = (uint8_t *)cq_xs;
@@ -2481,7 +2422,6 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.ny = nm->y;
         rs.eps = nm->eps;
     }
-    rs.pf = m->l2_prefetch;
     const int64_t n_rows = swiglu ? 2 * m->n_rows[0] : end;
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
