@@ -132,7 +132,7 @@ int main(int argc, char **argv)
         quant_traits(type)->from_float(src, w, cols);
         for (int64_t row = 1; row < rows; row++) memcpy(w + (uint64_t)row * row_bytes, w, row_bytes);
         struct backend_weight bw = {w, type, cols, rows, (size_t)row_bytes, quant_type_name(type),
-                                    BACKEND_MEM_HOST, 0};
+                                    BACKEND_MEM_HOST, 0, false};
         printf("| %s |", quant_type_name(type));
         for (int t = 0; t < n_threads; t++) {
             double best = 0;

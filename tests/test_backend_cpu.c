@@ -58,7 +58,7 @@ static void *make_weight(uint32_t type, const float *src, int64_t rows, int64_t 
         }
     }
     *w = (struct backend_weight){data, type, cols, rows, (size_t)cols * esz, "test",
-                                 BACKEND_MEM_HOST, 0};
+                                 BACKEND_MEM_HOST, 0, false};
     return data;
 }
 

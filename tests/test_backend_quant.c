@@ -48,7 +48,7 @@ int main(void)
             for (int64_t i = 0; i < n_tok * cols; i++) x[i] = (float)rng_normal(&r);
             for (int64_t row = 0; row < rows; row++) tr->from_float(src + row * cols, wq + (size_t)row * row_bytes, cols);
             struct backend_weight w = {wq, types[ti], cols, rows, row_bytes, "test",
-                                       BACKEND_MEM_HOST, 0};
+                                       BACKEND_MEM_HOST, 0, false};
             backend_matmul(b1, &w, x, n_tok, y1);
             backend_matmul(b3, &w, x, n_tok, y3);
             backend_matmul(bp, &w, x, n_tok, yp);

@@ -20,6 +20,10 @@
  *    backend memory are the MoE gather), rms_norm (in place too), rope (norm
  *    and neox, n_rot < head_dim, frequency factors, freq_scale != 1,
  *    positions up to 30000), softmax, silu_mul, add, add_bias;
+ *  - moe_token (one token's routed experts in one call) on every backend
+ *    against the CPU op by op: host experts (stable, keyed), one expert in
+ *    backend memory, twice per backend (cache hits the second time), the
+ *    host byte counters following the policy;
  *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128:
  *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
  *    calls, prompt batches of 17 and 128 at position 0 and later; every call
@@ -57,6 +61,7 @@
  *   rms_norm, softmax,    1e-5    F32 with another summation order, expf vs __expf
  *   silu_mul
  *   add                   1e-6    y + a*x rounded once (FMA) or twice
+ *   moe_token             3e-2    the quantized matmul's: products of Q4_K/Q6_K slices
  *   rope                  1e-6 + 2e-8 * last position
  *                                 the CPU takes angles in double; an angle computed in
  *                                 float (as llama.cpp) is off by ~pos * 2^-24 rad:
@@ -324,7 +329,7 @@ static void tweight_make(struct rng *r, uint32_t type, int64_t rows, int64_t col
     else
         threadpool_run(T.pool, quant_worker, &job);
     tw->w = (struct backend_weight){tw->host,         type, cols, rows, row_bytes, "test weight",
-                                    BACKEND_MEM_HOST, 0};
+                                    BACKEND_MEM_HOST, 0, false};
 }
 
 static void tweight_free(struct tweight *tw)
@@ -1221,6 +1226,110 @@ static void test_silu_mul_add(void)
     }
 }
 
+/* ---- moe_token ------------------------------------------------------------------ */
+
+/* One token's experts in one moe_token call on every backend, against the CPU
+ * op by op (gate, up, silu_mul, down, add with the expert's weight, expert
+ * after expert): k experts of Q4_K gate/up and Q6_K down slices, stable host
+ * weights with keys, and (mixed) one expert's slices in backend memory. Two
+ * calls per backend (the second finds the cache backends' copies); the host
+ * byte counters follow the policy on the first. */
+static void moe_token_case(int k, int64_t E, int64_t F, bool mixed)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    struct tweight tw[3 * 8];
+    struct backend_weight w[3 * 8];
+    HY_ASSERT(k <= 8);
+    float alpha[8];
+    size_t host_bytes = 0;
+    for (int j = 0; j < k; j++) {
+        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j]);
+        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j + 1]);
+        tweight_make(&r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[3 * j + 2]);
+        alpha[j] = 0.1f + 0.8f * (float)rng_uniform(&r);
+        for (int i = 0; i < 3; i++) {
+            w[3 * j + i] = tw[3 * j + i].w;
+            w[3 * j + i].key = ++T.next_key;
+            w[3 * j + i].stable = true;
+            if (!(mixed && j == 1)) host_bytes += tw[3 * j + i].bytes;
+        }
+    }
+    float *x = xmalloc((size_t)E * sizeof(float)), *y0 = xmalloc((size_t)E * sizeof(float));
+    float *want = xmalloc((size_t)E * sizeof(float)), *got = xmalloc((size_t)E * sizeof(float));
+    float *g = xmalloc((size_t)F * sizeof(float)), *u = xmalloc((size_t)F * sizeof(float));
+    float *d = xmalloc((size_t)E * sizeof(float));
+    fill_normal(&r, x, (size_t)E, 1.0f);
+    fill_normal(&r, y0, (size_t)E, 0.2f);
+    memcpy(want, y0, (size_t)E * sizeof(float));
+    for (int j = 0; j < k; j++) {
+        backend_matmul(T.cpu, &w[3 * j], x, 1, g);
+        backend_matmul(T.cpu, &w[3 * j + 1], x, 1, u);
+        backend_silu_mul(T.cpu, g, u, F);
+        backend_matmul(T.cpu, &w[3 * j + 2], g, 1, d);
+        backend_add(T.cpu, want, d, alpha[j], E);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "moe_token %d experts, n_embd %lld, ff %lld%s (seed %#llx)", k,
+             (long long)E, (long long)F, mixed ? ", one in backend memory" : "",
+             (unsigned long long)seed);
+    printf("%s |", what);
+    for (int gi = 0; gi < N_GPU; gi++) {
+        if (!live(gi)) continue;
+        struct backend *be = T.gpu[gi];
+        if (!CHECK(be->ops->moe_token != NULL)) break;
+        struct backend_weight wg[3 * 8];
+        void *dev[3] = {NULL, NULL, NULL};
+        memcpy(wg, w, sizeof(struct backend_weight) * 3 * (size_t)k);
+        bool ok = true;
+        if (mixed)
+            for (int i = 0; i < 3; i++) {
+                dev[i] = tweight_upload(gi, &tw[3 + i], &wg[3 + i]);
+                ok = ok && dev[i];
+            }
+        double e[2] = {NAN, NAN};
+        for (int call = 0; call < 2 && ok; call++) {
+            const struct cuda_backend_stats s0 = cuda_backend_stats(be);
+            backend_upload(be, T.buf[gi][0], x, (size_t)E * sizeof(float));
+            backend_upload(be, T.buf[gi][1], y0, (size_t)E * sizeof(float));
+            gpu_poison(gi, T.buf[gi][2], (size_t)F);
+            gpu_poison(gi, T.buf[gi][3], (size_t)F);
+            gpu_poison(gi, T.buf[gi][4], (size_t)E);
+            be->ops->moe_token(be, T.buf[gi][0], wg, alpha, k, T.buf[gi][1], T.buf[gi][2],
+                               T.buf[gi][3], T.buf[gi][4]);
+            backend_download(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
+            char label[240];
+            snprintf(label, sizeof label, "%s on %s, call %d", what, gpu_cfg[gi].name, call + 1);
+            if (!gpu_sync(gi, label)) break;
+            e[call] = check_close("moe_token", BOUND_MM_QUANT, got, want, (size_t)E, label);
+            const struct cuda_backend_stats s1 = cuda_backend_stats(be);
+            if (call == 0) host_stats_check(gi, &s0, &s1, host_bytes, label);
+        }
+        for (int i = 0; i < 3; i++)
+            if (dev[i]) be->ops->dealloc(be, dev[i]);
+        char b[2][16];
+        printf(" %s %s/%s", gpu_cfg[gi].name, fmt_err(b[0], 16, e[0]), fmt_err(b[1], 16, e[1]));
+    }
+    printf("\n");
+    fflush(stdout);
+    for (int i = 0; i < 3 * k; i++) tweight_free(&tw[i]);
+    free(x);
+    free(y0);
+    free(want);
+    free(got);
+    free(g);
+    free(u);
+    free(d);
+}
+
+static void test_moe_token(void)
+{
+    moe_token_case(4, 512, 768, false);
+    moe_token_case(4, 512, 768, true);
+    moe_token_case(8, 2048, 1536, false);
+}
+
 /* ---- attention ------------------------------------------------------------------ */
 
 enum { ATT_NH = 8, ATT_NKV = 2, ATT_CTX = MAX_CTX, ATT_NPOS = 1001, ATT_SHARED = 146 };
@@ -1625,6 +1734,7 @@ int main(int argc, char **argv)
         test_rope();
         test_softmax();
         test_silu_mul_add();
+        test_moe_token();
         test_attention();
         test_errors();
         print_tallies();

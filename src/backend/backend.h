@@ -65,6 +65,10 @@ struct backend_weight {
      * always means the same bytes (wherever they lie now); 0: not cacheable.
      * The store gives each expert slice one. */
     uint64_t key;
+    /* data stays as it is until the model closes (resident, mapped or in
+     * backend memory), not only until model_release: a backend may still
+     * be copying from it when the call returns */
+    bool stable;
 };
 
 enum backend_rope_mode {
@@ -230,7 +234,18 @@ struct backend_ops {
      * alpha are host memory. */
     void (*add_rows)(struct backend *be, float *y, const float *x, const int32_t *rows,
                      const float *alpha, int64_t n_rows, int64_t n);
+    /* Optional (NULL: the forward pass runs the experts op by op). One token's
+     * routed experts: y[0..n_embd) += sum_j alpha[j] * down_j(silu(gate_j x) *
+     * up_j x), where w[3j], w[3j + 1], w[3j + 2] are expert j's gate, up and down
+     * slices (all stable), x [n_embd] and y backend memory, alpha on the host;
+     * h, h2 [k][gate rows] and o [k][n_embd] backend scratch. The backend picks
+     * where each expert is computed; the result agrees with the op-by-op one
+     * to rounding (the CPU backend's: bit for bit). k <= BACKEND_MOE_MAX_K. */
+    void (*moe_token)(struct backend *be, const float *x, const struct backend_weight *w,
+                      const float *alpha, int k, float *y, float *h, float *h2, float *o);
 };
+
+#define BACKEND_MOE_MAX_K 64
 
 struct backend {
     const struct backend_ops *ops;

@@ -387,7 +387,7 @@ static enum hy_status measure_matvec(struct hw_profile *p, uint64_t bytes, const
         quant_traits(type)->from_float(src, w, MATVEC_COLS);
         for (int64_t row = 1; row < rows; row++) memcpy(w + (uint64_t)row * row_bytes, w, row_bytes);
         struct backend_weight bw = {w, type, MATVEC_COLS, rows, (size_t)row_bytes, quant_type_name(type),
-                                    BACKEND_MEM_HOST, 0};
+                                    BACKEND_MEM_HOST, 0, false};
         double best = 0;
         for (int rep = 0; rep < 3; rep++) {
             const int64_t t0 = timing_now_us();

@@ -71,6 +71,8 @@ struct forward {
     int64_t *grp_n;   /* owned, [n_expert] */
     int32_t *sel_ids; /* owned, [n_expert]: the experts a layer uses in a step */
     int32_t *tok_rows; /* owned, [n_batch]: 0, 1, ... (every token's row, for add_rows) */
+    struct backend_weight *moe_w; /* owned, [3 * n_expert_used]: one token's experts (moe_token) */
+    float *moe_alpha;             /* owned, [n_expert_used]: their weights */
     struct forward_routes routes;
 };
 
@@ -286,6 +288,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
         f->tok_rows = mem_xcalloc(nb, sizeof(int32_t));
         for (uint64_t t = 0; t < nb; t++) f->tok_rows[t] = (int32_t)t;
+        f->moe_w = mem_xcalloc(3 * (uint64_t)K, sizeof(struct backend_weight));
+        f->moe_alpha = mem_xcalloc(K, sizeof(float));
         f->hint_ids = mem_xcalloc(X, sizeof(int32_t));
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
@@ -316,6 +320,8 @@ void forward_free(struct forward *f)
     free(f->grp_n);
     free(f->sel_ids);
     free(f->tok_rows);
+    free(f->moe_w);
+    free(f->moe_alpha);
     free(f->hint_ids);
     free(f->routes.ids);
     free(f->routes.weights);
@@ -547,6 +553,42 @@ HY_MUST_CHECK static enum hy_status shared_expert(struct forward *f, int l, int6
     return HY_OK;
 }
 
+static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
+                                                 MODEL_W_FFN_DOWN_EXPS};
+
+/* Whether one token's experts of layer l go to the backend in one moe_token
+ * call: it has the op, and the expert slices stay where they are while all
+ * of them are held. */
+static bool moe_in_one_call(const struct forward *f, int l, int64_t k)
+{
+    /* the scratch of k experts: hb, hb2 and xb2 hold n_batch rows */
+    if (!f->be->ops->moe_token || k > BACKEND_MOE_MAX_K || k > f->n_batch) return false;
+    for (int i = 0; i < 3; i++)
+        if (!model_weight_stable(f->m, l, expert_roles[i])) return false;
+    return true;
+}
+
+/* One token's n_sel experts (f->sel_ids, weights in f->grp_w) of layer l in
+ * one moe_token call, added to x. */
+HY_MUST_CHECK static enum hy_status moe_one_call(struct forward *f, int l, int64_t n_sel)
+{
+    enum hy_status st = HY_OK;
+    int64_t held = 0;
+    for (int64_t j = 0; j < n_sel && !st; j++) {
+        const int32_t e = f->sel_ids[j];
+        f->moe_alpha[j] = f->grp_w[e * f->n_batch];
+        for (int i = 0; i < 3 && !st; i++) {
+            st = model_acquire(f->m, l, expert_roles[i], e, &f->moe_w[3 * j + i]);
+            if (!st) held++;
+        }
+    }
+    if (!st)
+        f->be->ops->moe_token(f->be, f->xb, f->moe_w, f->moe_alpha, (int)n_sel, f->x, f->hb,
+                              f->hb2, f->xb2);
+    for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
+    return st;
+}
+
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 {
     const struct hparams *hp = f->hp;
@@ -590,9 +632,14 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         model_hint(f->m, l + 1, f->hint_ids, K);
     }
 
+    if (n == 1 && moe_in_one_call(f, l, n_sel)) {
+        if ((st = moe_one_call(f, l, n_sel))) return st;
+        return f->shexp_dim > 0 ? shared_expert(f, l, n) : HY_OK;
+    }
+
     /* the normed inputs as a matrix, to gather the rows routed to an expert */
     const struct backend_weight xb_rows = {f->xb, HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
-                                           "ffn input", BACKEND_MEM_BACKEND, 0};
+                                           "ffn input", BACKEND_MEM_BACKEND, 0, false};
     for (int64_t e = 0; e < X; e++) {
         const int64_t cnt = f->grp_n[e];
         if (!cnt) continue;

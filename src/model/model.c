@@ -444,11 +444,13 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
     const uint64_t row_bytes = quant_bytes(t->type, (uint64_t)t->ne[0]);
     const uint64_t off = stacked ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
     const uint8_t *data;
-    bool on_gpu = false;
-    enum hy_status st = store_acquire(m->store, layer, role, expert, t, off, &data, &on_gpu);
+    bool on_gpu = false, stable = false;
+    enum hy_status st =
+        store_acquire(m->store, layer, role, expert, t, off, &data, &on_gpu, &stable);
     if (st) return st;
     out->data = data;
     out->mem = on_gpu ? BACKEND_MEM_BACKEND : BACKEND_MEM_HOST;
+    out->stable = stable;
     /* an expert slice's identity, for a GPU backend's VRAM cache */
     out->key = stacked ? ((uint64_t)(t - m->gguf->tensors) + 1) << 20 | (uint64_t)(expert + 1) : 0;
     out->type = t->type;
@@ -477,6 +479,11 @@ void model_route(struct model *m, int layer, const int32_t *ids, int64_t n)
 void model_routed(struct model *m, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
 {
     store_routed(m->store, ids, n_tok, n_layer, k);
+}
+
+bool model_weight_stable(const struct model *m, int layer, enum model_wrole role)
+{
+    return store_weight_stable(m->store, layer, role);
 }
 
 bool model_wants_hints(const struct model *m)

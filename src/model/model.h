@@ -147,6 +147,11 @@ void model_route(struct model *m, int layer, const int32_t *ids, int64_t n);
  * choices at layer l are ids[(t * n_layer + l) * k + j]. */
 void model_routed(struct model *m, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k);
 
+/* Whether the weight of role in layer stays where model_acquire puts it until
+ * the model closes (resident, mapped or GPU memory; struct backend_weight's
+ * stable), for every expert of a stacked tensor: several may be held at once. */
+bool model_weight_stable(const struct model *m, int layer, enum model_wrole role);
+
 /* Whether the store reads experts ahead and wants model_hint. */
 bool model_wants_hints(const struct model *m);
 

@@ -270,10 +270,11 @@ static enum hy_status wait_ready(struct store *s, int si, int u)
 
 enum hy_status store_acquire(struct store *s, int layer, enum model_wrole role, int expert,
                              const struct gguf_tensor *t, uint64_t byte_off, const uint8_t **data,
-                             bool *on_gpu)
+                             bool *on_gpu, bool *stable)
 {
     const struct loc *lc = &s->locs[loc_index(s->m, layer, role)];
     *on_gpu = lc->gpu;
+    *stable = lc->data != NULL; /* slots and the expert cache are refilled after release */
     if (lc->data) {
         *data = lc->data + byte_off;
         return HY_OK;
@@ -335,6 +336,11 @@ void store_route(struct store *s, int layer, const int32_t *ids, int64_t n)
 void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
 {
     if (s->xc) expert_cache_routed(s->xc, ids, n_tok, n_layer, k);
+}
+
+bool store_weight_stable(const struct store *s, int layer, enum model_wrole role)
+{
+    return s->locs[loc_index(s->m, layer, role)].data != NULL;
 }
 
 bool store_wants_hints(const struct store *s)

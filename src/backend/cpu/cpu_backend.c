@@ -154,30 +154,41 @@ static void matmul_worker(void *arg, int ith, int nth)
     }
 }
 
+/* The task of y = w x for n_tok tokens, activations not converted yet: the
+ * kernels and the chunk of rows handed out at a time. */
+static void matmul_setup(const struct cpu_backend *cb, const struct backend_weight *w,
+                         const float *x, int64_t n_tok, float *y, struct matmul_task *task)
+{
+    const struct quant_traits *tr = quant_traits(w->type);
+    HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
+    *task = (struct matmul_task){cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
+                                 kernel_vec_dot(cb, w->type), NULL, NULL, NULL, 0, 0};
+    if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task->gemm = quant_gemm_kernel(w->type);
+    if (!cb->portable && n_tok == 1) task->gemv = quant_gemv_kernel(w->type);
+    /* about MATMUL_CHUNKS_PER_THREAD chunks per thread (MATMUL_GEMM_CHUNKS_PER_THREAD
+     * for a gemm kernel), in multiples of 16 rows (the gemm kernels block rows
+     * by 2, 4 and, AMX, 16) */
+    const int64_t chunks = task->gemm ? MATMUL_GEMM_CHUNKS_PER_THREAD : MATMUL_CHUNKS_PER_THREAD;
+    const int64_t per = w->n_rows / ((int64_t)cb->n_threads * chunks);
+    task->chunk_rows = HY_MAX((int64_t)16, (per + 15) / 16 * 16);
+    atomic_init(&task->next_row, 0);
+    if (tr->vec_dot_type != HY_TYPE_F32) {
+        task->xq_row = (size_t)quant_bytes(tr->vec_dot_type, (uint64_t)w->n_cols);
+        task->from_float = kernel_from_float(cb, tr->vec_dot_type);
+    }
+}
+
 static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
                        int64_t n_tok, float *y)
 {
     struct cpu_backend *cb = cpu_of(be);
-    const struct quant_traits *tr = quant_traits(w->type);
-    HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
-    struct matmul_task task = {cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
-                               kernel_vec_dot(cb, w->type), NULL, NULL, NULL, 0, 0};
-    if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task.gemm = quant_gemm_kernel(w->type);
-    if (!cb->portable && n_tok == 1) task.gemv = quant_gemv_kernel(w->type);
-    /* about MATMUL_CHUNKS_PER_THREAD chunks per thread (MATMUL_GEMM_CHUNKS_PER_THREAD
-     * for a gemm kernel), in multiples of 16 rows (the gemm kernels block rows
-     * by 2, 4 and, AMX, 16) */
-    const int64_t chunks = task.gemm ? MATMUL_GEMM_CHUNKS_PER_THREAD : MATMUL_CHUNKS_PER_THREAD;
-    const int64_t per = w->n_rows / ((int64_t)cb->n_threads * chunks);
-    task.chunk_rows = HY_MAX((int64_t)16, (per + 15) / 16 * 16);
-    atomic_init(&task.next_row, 0);
+    struct matmul_task task;
+    matmul_setup(cb, w, x, n_tok, y, &task);
     /* a tiny matrix (a router) is not worth waking the workers for */
     const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
-    if (tr->vec_dot_type != HY_TYPE_F32) {
-        task.xq_row = (size_t)quant_bytes(tr->vec_dot_type, (uint64_t)w->n_cols);
+    if (task.from_float) {
         HY_ASSERT((size_t)n_tok * task.xq_row <= cb->act_bytes);
         task.xq = cb->act;
-        task.from_float = kernel_from_float(cb, tr->vec_dot_type);
         if (serial || n_tok == 1)
             convert_worker(&task, 0, 1);
         else
@@ -339,6 +350,111 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
                          const float *alpha, int64_t n_rows, int64_t n)
 {
     for (int64_t i = 0; i < n_rows; i++) cpu_add(be, y + rows[i] * n, x + i * n, alpha[i], n);
+}
+
+/* The products of a moe_token pass: tasks[0..n), chunks of chunk_rows rows of
+ * one task per work item, handed out from one counter (one dispatch for the
+ * pass instead of one per product). */
+struct moe_pass {
+    struct matmul_task *tasks;
+    int n;
+    int64_t per_task; /* chunks of each task (the pass's products have one row count) */
+    atomic_llong next;
+};
+
+static void moe_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct moe_pass *p = arg;
+    for (;;) {
+        const int64_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (i >= p->n * p->per_task) break;
+        const struct matmul_task *t = &p->tasks[i / p->per_task];
+        const int64_t r0 = (i % p->per_task) * t->chunk_rows;
+        matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+    }
+}
+
+static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int n)
+{
+    struct moe_pass p;
+    p.tasks = tasks;
+    p.n = n;
+    p.per_task = (tasks[0].w->n_rows + tasks[0].chunk_rows - 1) / tasks[0].chunk_rows;
+    atomic_init(&p.next, 0);
+    threadpool_run(cb->pool, moe_worker, &p);
+}
+
+/* One token's experts: the gate and up products of all of them in one
+ * dispatch, silu_mul, then all the down products in another, and the
+ * weighted adds in expert order. Each product's rows are chunked as
+ * cpu_matmul chunks them and x is converted once per vec_dot_type (and each
+ * expert's h once), so every output is what the op-by-op sequence (gate,
+ * up, silu_mul, down, add with the weight, expert after expert) computes,
+ * bit for bit. h, h2: [k][gate rows]; o: [k][n_embd]. */
+static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
+                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
+{
+    struct cpu_backend *cb = cpu_of(be);
+    HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K);
+    const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    /* the converted rows (x in up to two types, then every h), each 64-byte
+     * aligned as cpu_matmul's one-token row is: where the scratch is short of
+     * them, the op-by-op sequence itself */
+    size_t row = 0;
+    for (int i = 0; i < 3; i++) {
+        const uint32_t vt = quant_traits(w[i].type)->vec_dot_type;
+        const size_t b = vt == HY_TYPE_F32 ? 0 : (size_t)quant_bytes(vt, (uint64_t)w[i].n_cols);
+        row = HY_MAX(row, (b + 63) / 64 * 64);
+    }
+    if ((size_t)(k + 2) * row > cb->act_bytes) {
+        for (int j = 0; j < k; j++) {
+            cpu_matmul(be, &w[3 * j], x, 1, h);
+            cpu_matmul(be, &w[3 * j + 1], x, 1, h2);
+            cpu_silu_mul(be, h, h2, F);
+            cpu_matmul(be, &w[3 * j + 2], h, 1, o);
+            cpu_add(be, y, o, alpha[j], E);
+        }
+        return;
+    }
+    struct matmul_task tasks[2 * BACKEND_MOE_MAX_K];
+    /* gate and up: x in each vec_dot_type they use (at most two), then the products */
+    uint8_t *act = cb->act;
+    size_t used = 0;
+    const void *xq_of[2] = {NULL, NULL};
+    quant_from_float_fn conv_of[2] = {NULL, NULL};
+    for (int j = 0; j < 2 * k; j++) {
+        const struct backend_weight *e = &w[3 * (j / 2) + (j % 2)];
+        HY_ASSERT(e->n_rows == F && e->n_cols == E);
+        matmul_setup(cb, e, x, 1, (j % 2 ? h2 : h) + (j / 2) * F, &tasks[j]);
+        if (!tasks[j].from_float) continue; /* F32 weights read x as it is */
+        int c = 0;
+        while (c < 2 && conv_of[c] && conv_of[c] != tasks[j].from_float) c++;
+        HY_ASSERT(c < 2); /* all gates are one tensor's, all ups another's */
+        if (!conv_of[c]) {
+            conv_of[c] = tasks[j].from_float;
+            xq_of[c] = act + used;
+            tasks[j].from_float(x, act + used, E);
+            used += row;
+        }
+        tasks[j].xq = xq_of[c];
+    }
+    moe_pass_run(cb, tasks, 2 * k);
+    for (int j = 0; j < k; j++) cpu_silu_mul(be, h + j * F, h2 + j * F, F);
+    /* down: each expert's h converted, then the products */
+    for (int j = 0; j < k; j++) {
+        const struct backend_weight *e = &w[3 * j + 2];
+        HY_ASSERT(e->n_rows == E && e->n_cols == F);
+        matmul_setup(cb, e, h + j * F, 1, o + j * E, &tasks[j]);
+        if (tasks[j].from_float) {
+            tasks[j].xq = act + used;
+            tasks[j].from_float(h + j * F, act + used, F);
+            used += row;
+        }
+    }
+    moe_pass_run(cb, tasks, k);
+    for (int j = 0; j < k; j++) cpu_add(be, y, o + j * E, alpha[j], E);
 }
 
 /* ---- attention ------------------------------------------------------------- */
@@ -594,6 +710,7 @@ static const struct backend_ops cpu_ops = {
     .add = cpu_add,
     .add_bias = cpu_add_bias,
     .add_rows = cpu_add_rows,
+    .moe_token = cpu_moe_token,
 };
 
 enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct backend **out)

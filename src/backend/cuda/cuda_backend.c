@@ -163,6 +163,11 @@ struct cuda_backend {
     cudaStream_t dl;
     cudaEvent_t x_ready;
     bool copy_first;
+    /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
+     * mx_down: its x has come down */
+    float *hm;
+    size_t hm_bytes;
+    cudaEvent_t mx_down;
     int next_slot;
     /* VRAM weight cache: fixed-size entries carved from one allocation */
     uint8_t *wc;
@@ -969,7 +974,11 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         }
         gpu_matmul(cb, w->type, dst, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
                    &x16_ready, false);
-        if (!hit && CK(cudaEventSynchronize(cb->wc_copied))) cb->wce[e].filled = true;
+        /* the entry's later readers queue on st after the copy (stream
+         * order); the call waits for the copy only where the source may be
+         * refilled after model_release (a stream slot, the expert cache) */
+        if (!hit && (w->stable || CK(cudaEventSynchronize(cb->wc_copied))))
+            cb->wce[e].filled = true;
         return;
     }
     host_matmul(cb, w, x, n_tok, y);
@@ -1312,6 +1321,112 @@ static void cu_add_rows(struct backend *be, float *y, const float *x, const int3
     prof_end(cb, pi, "add_rows", UINT32_MAX);
 }
 
+/* Whether key's entry of the VRAM cache is filled (its recency untouched). */
+static bool wc_holds(const struct cuda_backend *cb, uint64_t key)
+{
+    if (!cb->wc_cap || !key) return false;
+    for (int i = 0; i < cb->wc_n; i++)
+        if (cb->wce[i].key == key && cb->wce[i].filled) return true;
+    return false;
+}
+
+/* One token's routed experts (backend.h's moe_token). An expert whose
+ * slices are all in VRAM (placed there, or VRAM cache hits) runs on the GPU;
+ * one with slices in RAM runs either on the GPU, its slices copied over PCIe
+ * into the VRAM cache, or whole on the CPU where it lies, the choice made
+ * expert by expert (policy auto) so that the PCIe copies and the CPU's
+ * products end together, by the measured rates; --gpu-host cpu or copy puts
+ * all of them on that side. The CPU's experts start once x has come down
+ * (it is ready: the routing was waited for) and run while the GPU computes
+ * its experts and copies; their weighted sum goes up and is added last. */
+static void cu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
+                         const float *alpha, int k, float *y, float *h, float *h2, float *o)
+{
+    struct cuda_backend *cb = op_begin(be);
+    cb->hx_src = NULL;
+    if (cb->err || k <= 0) return;
+    HY_ASSERT(k <= BACKEND_MOE_MAX_K);
+    const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    bool on_cpu[BACKEND_MOE_MAX_K];
+    int n_cpu = 0;
+    double t_cpu = 0, t_pcie = 0; /* seconds of work given to each side so far */
+    for (int j = 0; j < k; j++) {
+        const struct backend_weight *e = w + 3 * j;
+        uint64_t far = 0, all = 0;
+        bool host = true; /* every slice in RAM: the CPU can take the expert */
+        for (int i = 0; i < 3; i++) {
+            const uint64_t b = (uint64_t)e[i].n_rows * e[i].row_bytes;
+            all += b;
+            host = host && e[i].mem == BACKEND_MEM_HOST;
+            if (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key)) far += b;
+        }
+        on_cpu[j] = false;
+        if (!far || !host || cb->policy == CUDA_HOST_COPY) continue;
+        if (cb->policy == CUDA_HOST_CPU) {
+            on_cpu[j] = true;
+        } else {
+            const double typed = e[0].type < HY_TYPE_COUNT ? cb->cpu_type_rate[e[0].type] : 0.0;
+            const double rc = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
+            const double rp = cb->rates.pcie_h2d_bytes_per_s;
+            const double tc = rc > 0 ? t_cpu + (double)all / rc : INFINITY;
+            const double tp = rp > 0 ? t_pcie + (double)far / rp : INFINITY;
+            on_cpu[j] = tc < tp;
+            if (on_cpu[j]) t_cpu = tc;
+            else t_pcie = tp;
+        }
+        n_cpu += on_cpu[j];
+    }
+
+    /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
+    float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
+    if (n_cpu) {
+        const size_t need = (size_t)(E + n_cpu * (2 * F + E)) * sizeof(float);
+        if (!ensure_host(cb, (void **)&cb->hm, &cb->hm_bytes, need)) return;
+        hx = cb->hm;
+        hg = hx + E;
+        hu = hg + n_cpu * F;
+        hd = hu + n_cpu * F;
+        if (!CK(cudaEventRecord(cb->x_ready, cb->st)) ||
+            !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
+            !CK(cudaMemcpyAsync(hx, x, (size_t)E * sizeof(float), cudaMemcpyDeviceToHost, cb->dl)) ||
+            !CK(cudaEventRecord(cb->mx_down, cb->dl)))
+            return;
+    }
+    for (int j = 0; j < k && !cb->err; j++) {
+        if (on_cpu[j]) continue;
+        const struct backend_weight *e = w + 3 * j;
+        cu_matmul(be, &e[0], x, 1, h);
+        cu_matmul(be, &e[1], x, 1, h2);
+        cu_silu_mul(be, h, h2, F);
+        cu_matmul(be, &e[2], h, 1, o);
+        cu_add(be, y, o, alpha[j], E);
+    }
+    if (!n_cpu || cb->err) return;
+
+    /* the CPU's experts, summed in hy (free once its last upload has left) */
+    if (!CK(cudaEventSynchronize(cb->mx_down))) return;
+    if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
+    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
+    float ca[BACKEND_MOE_MAX_K];
+    int nc = 0;
+    for (int j = 0; j < k; j++) {
+        if (!on_cpu[j]) continue;
+        for (int i = 0; i < 3; i++) {
+            cw[3 * nc + i] = w[3 * j + i];
+            cb->stats.host_cpu_bytes += (uint64_t)w[3 * j + i].n_rows * w[3 * j + i].row_bytes;
+        }
+        ca[nc++] = alpha[j];
+    }
+    memset(cb->hy, 0, (size_t)E * sizeof(float));
+    cb->cpu->ops->moe_token(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd);
+    /* o's last reader is queued before this copy on the same stream */
+    if (!CK(cudaMemcpyAsync(o, cb->hy, (size_t)E * sizeof(float), cudaMemcpyHostToDevice, cb->st)))
+        return;
+    CK(cudaEventRecord(cb->hy_free, cb->st));
+    cu_add(be, y, o, 1.0f, E);
+}
+
 static void cu_free(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -1336,10 +1451,12 @@ static void cu_free(struct backend *be)
     if (cb->st_mark) cudaEventDestroy(cb->st_mark);
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
     if (cb->x_ready) cudaEventDestroy(cb->x_ready);
+    if (cb->mx_down) cudaEventDestroy(cb->mx_down);
     if (cb->cp_t0) cudaEventDestroy(cb->cp_t0);
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
+    if (cb->hm) cudaFreeHost(cb->hm);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
@@ -1376,6 +1493,7 @@ static const struct backend_ops cuda_ops = {
     .add = cu_add,
     .add_bias = cu_add_bias,
     .add_rows = cu_add_rows,
+    .moe_token = cu_moe_token,
 };
 
 /* ---- rates -------------------------------------------------------------- */
@@ -1481,7 +1599,7 @@ static double measure_cpu(struct cuda_backend *cb)
             p[3] = 0x1c;
         }
     for (int64_t i = 0; i < cols; i++) x[i] = (float)(i % 7) * 0.1f;
-    struct backend_weight bw = {w, HY_TYPE_Q4_K, cols, rows, rb, "rate probe", BACKEND_MEM_HOST, 0};
+    struct backend_weight bw = {w, HY_TYPE_Q4_K, cols, rows, rb, "rate probe", BACKEND_MEM_HOST, 0, false};
     double best = 0;
     const struct backend_limits lim = {1, 1, 32, cols};
     if (backend_reserve(cb->cpu, &lim) != HY_OK) {
@@ -1602,6 +1720,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->mx_down, cudaEventDisableTiming));
         CK(cudaEventCreate(&cb->cp_t0));
         CK(cudaEventCreate(&cb->cp_t1));
     }

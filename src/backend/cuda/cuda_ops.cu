@@ -991,26 +991,26 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     const size_t k_row = row_bytes_of(a->k_type, k_dim), v_row = row_bytes_of(a->v_type, v_dim);
 
     /* q rotated, the new rows into the caches: one launch */
-    struct store_args st;
-    st.q = q;
-    st.k = k;
-    st.v = v;
-    st.k_cache = a->k_cache;
-    st.v_cache = a->v_cache;
-    st.k_row = k_row;
-    st.v_row = v_row;
-    st.n_tok = a->n_tok;
-    st.n_head = a->n_head;
-    st.n_head_kv = a->n_head_kv;
-    st.head_dim = a->head_dim;
-    st.k_dim = k_dim;
-    st.v_dim = v_dim;
-    st.n_ctx = a->n_ctx;
-    st.pos0 = a->pos0;
-    st.k_type = a->k_type;
-    st.v_type = a->v_type;
-    st.v_trans = v_trans;
-    st.rope = a->rope;
+    struct store_args st = {.q = q,
+                            .k = k,
+                            .v = v,
+                            .k_cache = a->k_cache,
+                            .v_cache = a->v_cache,
+                            .k_row = k_row,
+                            .v_row = v_row,
+                            .n_tok = a->n_tok,
+                            .n_head = a->n_head,
+                            .n_head_kv = a->n_head_kv,
+                            .head_dim = a->head_dim,
+                            .k_dim = k_dim,
+                            .v_dim = v_dim,
+                            .n_ctx = a->n_ctx,
+                            .pos0 = a->pos0,
+                            .q_items = 0,
+                            .k_type = a->k_type,
+                            .v_type = a->v_type,
+                            .v_trans = v_trans,
+                            .rope = a->rope};
     if (st.rope.n_rot < 0 || st.rope.n_rot % 2 || st.rope.n_rot > a->head_dim)
         return cudaErrorInvalidValue;
     st.q_items = (a->n_tok * a->n_head * (st.rope.n_rot / 2) + 31) / 32 * 32;
@@ -1022,29 +1022,28 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
         if (e != cudaSuccess) return e;
     }
 
-    struct att_args g;
-    g.k = (const uint8_t *)a->k_cache;
-    g.v = (const uint8_t *)a->v_cache;
-    g.k_row = k_row;
-    g.v_row = v_row;
-    g.n_ctx = a->n_ctx;
-    g.n_head = a->n_head;
-    g.group = a->n_head / a->n_head_kv;
-    g.head_dim = a->head_dim;
-    g.head_dim_v = a->head_dim_v;
-    g.pos0 = a->pos0;
-    g.n_tok = a->n_tok;
-    g.scale = a->scale;
-    g.k_type = a->k_type;
-    g.v_type = a->v_type;
-    g.v_trans = v_trans;
-    g.n_split = 1;
-    g.split_keys = 0;
-    g.kin = NULL;
-    g.vin = NULL;
-    g.rope = a->rope;
-    g.k_vec = ((uintptr_t)a->k_cache & 15) == 0;
-    g.v_vec = ((uintptr_t)a->v_cache & 15) == 0 && a->n_ctx % 8 == 0;
+    struct att_args g = {.k = (const uint8_t *)a->k_cache,
+                         .v = (const uint8_t *)a->v_cache,
+                         .k_row = k_row,
+                         .v_row = v_row,
+                         .n_ctx = a->n_ctx,
+                         .n_head = a->n_head,
+                         .group = a->n_head / a->n_head_kv,
+                         .head_dim = a->head_dim,
+                         .head_dim_v = a->head_dim_v,
+                         .pos0 = a->pos0,
+                         .n_tok = a->n_tok,
+                         .scale = a->scale,
+                         .k_type = a->k_type,
+                         .v_type = a->v_type,
+                         .v_trans = v_trans,
+                         .k_vec = ((uintptr_t)a->k_cache & 15) == 0,
+                         .v_vec = ((uintptr_t)a->v_cache & 15) == 0 && a->n_ctx % 8 == 0,
+                         .n_split = 1,
+                         .split_keys = 0,
+                         .kin = NULL,
+                         .vin = NULL,
+                         .rope = a->rope};
     if (a->n_tok > 1) {
         const int kvs = (int)(a->head_dim > a->head_dim_v ? a->head_dim : a->head_dim_v) + 1;
         const size_t smem =
