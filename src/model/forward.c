@@ -52,9 +52,11 @@ struct forward {
     float *hb2;        /* [n_batch][max(ff_dim, shexp_dim)] */
     float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
     float *router;     /* MoE: [n_batch][n_expert] router probabilities */
-    int32_t *route_ids; /* MoE: [n_batch][n_expert_used] the experts route picked */
-    float *route_w;     /* MoE: [n_batch][n_expert_used] their weights */
-    float *shexp_gate; /* shared expert: [n_batch] gate logits */
+    /* MoE: one step's routes, downloaded in one piece: for n tokens, the
+     * experts route picked ([n][n_expert_used] int32), their weights
+     * ([n][n_expert_used] float), the shared expert's gate logits ([n]) */
+    uint32_t *step_routes; /* [n_batch][2 n_expert_used + 1] */
+    float *shexp_out;  /* shared expert: [n_batch][n_embd] its FFN's outputs, added last */
     float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
     int n_bufs;
@@ -63,9 +65,7 @@ struct forward {
     /* Host memory. */
     float *logits;          /* owned (mem_aligned_alloc), as logits_dev */
     bool logits_pinned;     /* logits registered with the backend (host_register) */
-    int32_t *route_ids_host; /* owned, as route_ids */
-    float *route_w_host;     /* owned, as route_w */
-    float *shexp_gate_host; /* owned, [n_batch]: gate logits of the shared expert */
+    uint32_t *step_routes_host; /* owned, as step_routes */
     int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
     int64_t *grp_n;   /* owned, [n_expert] */
@@ -272,16 +272,11 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         if ((st = alloc_buf(f, &f->xg, nb * E * F, "activations (expert inputs)"))) goto fail;
         const uint64_t K = (uint64_t)hp->n_expert_used;
         if ((st = alloc_buf(f, &f->router, nb * X * F, "activations (router)"))) goto fail;
-        if ((st = alloc_buf(f, &f->route_ids, nb * K * sizeof(int32_t), "routes (experts)")))
+        if ((st = alloc_buf(f, &f->step_routes, nb * (2 * K + 1) * 4, "routes"))) goto fail;
+        f->step_routes_host = mem_xcalloc(nb * (2 * K + 1), 4);
+        if (f->shexp_dim > 0 &&
+            (st = alloc_buf(f, &f->shexp_out, nb * E * F, "activations (shared expert)")))
             goto fail;
-        if ((st = alloc_buf(f, &f->route_w, nb * K * F, "routes (weights)"))) goto fail;
-        f->route_ids_host = mem_xcalloc(nb * K, sizeof(int32_t));
-        f->route_w_host = mem_xcalloc(nb * K, sizeof(float));
-        if (f->shexp_dim > 0) {
-            if ((st = alloc_buf(f, &f->shexp_gate, nb * F, "activations (shared expert gate)")))
-                goto fail;
-            f->shexp_gate_host = mem_xcalloc(nb, sizeof(float));
-        }
         f->grp_tok = mem_xcalloc(X * nb, sizeof(int32_t));
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
@@ -312,9 +307,7 @@ void forward_free(struct forward *f)
     if (f->logits_pinned) f->be->ops->host_unregister(f->be, f->logits);
     mem_aligned_free(f->logits);
     free(f->rope_factors);
-    free(f->route_ids_host);
-    free(f->route_w_host);
-    free(f->shexp_gate_host);
+    free(f->step_routes_host);
     free(f->grp_tok);
     free(f->grp_w);
     free(f->grp_n);
@@ -536,21 +529,26 @@ HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t 
     return linear_fused(f, l, BACKEND_FUSE_ADD, down, 1, f->hb, n, res, f->xb2);
 }
 
-/* x += sigmoid(gate_inp_shexp · h) * FFN_shexp(h) for every token (ARCH_SHARED_EXPERT). */
-HY_MUST_CHECK static enum hy_status shared_expert(struct forward *f, int l, int64_t n)
+/* The shared expert (ARCH_SHARED_EXPERT), first half: its gate logits
+ * gate_inp_shexp · h (into gate) and FFN_shexp(h) of every token, queued
+ * with the router so that they come down with the routes, in one wait. */
+HY_MUST_CHECK static enum hy_status shared_expert_start(struct forward *f, int l, int64_t n,
+                                                       float *gate)
 {
-    const int64_t E = f->hp->n_embd;
     enum hy_status st;
-    if ((st = linear(f, l, MODEL_W_FFN_GATE_INP_SHEXP, -1, f->xb, n, f->shexp_gate))) return st;
-    backend_download(f->be, f->shexp_gate, f->shexp_gate_host, (size_t)n * sizeof(float));
+    if ((st = linear(f, l, MODEL_W_FFN_GATE_INP_SHEXP, -1, f->xb, n, gate))) return st;
     if ((st = linear(f, l, MODEL_W_FFN_GATE_SHEXP, -1, f->xb, n, f->hb))) return st;
     if ((st = linear(f, l, MODEL_W_FFN_UP_SHEXP, -1, f->xb, n, f->hb2))) return st;
     backend_silu_mul(f->be, f->hb, f->hb2, n * f->shexp_dim);
-    if ((st = linear(f, l, MODEL_W_FFN_DOWN_SHEXP, -1, f->hb, n, f->xb2))) return st;
-    float *g = f->shexp_gate_host;
+    return linear(f, l, MODEL_W_FFN_DOWN_SHEXP, -1, f->hb, n, f->shexp_out);
+}
+
+/* Second half, after the routed experts: x += sigmoid(g) * FFN_shexp(h),
+ * g the gate logits on the host (turned into the factors). */
+static void shared_expert_add(struct forward *f, int64_t n, float *g)
+{
     for (int64_t t = 0; t < n; t++) g[t] = 1.0f / (1.0f + expf(-g[t]));
-    backend_add_rows(f->be, f->x, f->xb2, f->tok_rows, g, n, E);
-    return HY_OK;
+    backend_add_rows(f->be, f->x, f->shexp_out, f->tok_rows, g, n, f->hp->n_embd);
 }
 
 static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
@@ -596,18 +594,30 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
     enum hy_status st;
     if ((st = linear(f, l, MODEL_W_FFN_ROUTER, -1, f->xb, n, f->router))) return st;
-    backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM),
-                  f->route_ids, f->route_w);
-    backend_download(f->be, f->route_ids, f->route_ids_host, (size_t)(n * K) * sizeof(int32_t));
-    backend_download(f->be, f->route_w, f->route_w_host, (size_t)(n * K) * sizeof(float));
+    /* this step's routes and, for one token, the shared expert's gate
+     * logits: one download. One token's shared expert is queued before the
+     * wait (the GPU computes it while the host waits, and the routed
+     * experts do not wait behind it); a batch's after the routed experts
+     * (its products then overlap the host's queuing of theirs). */
+    const bool shexp_first = f->shexp_dim > 0 && n == 1;
+    int32_t *route_ids = (int32_t *)f->step_routes;
+    float *route_w = (float *)f->step_routes + n * K, *shexp_gate = route_w + n * K;
+    const int32_t *ids_host = (const int32_t *)f->step_routes_host;
+    const float *w_host = (const float *)f->step_routes_host + n * K;
+    float *gate_host = (float *)f->step_routes_host + 2 * n * K;
+    backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
+                  route_w);
+    if (shexp_first && (st = shared_expert_start(f, l, n, shexp_gate))) return st;
+    backend_download(f->be, f->step_routes, f->step_routes_host,
+                     (size_t)(2 * n * K + (shexp_first ? n : 0)) * 4);
     if ((st = backend_sync(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++) {
         int32_t *ids = r->ids + (t * r->n_layer + l) * K;
         float *w = r->weights + (t * r->n_layer + l) * K;
-        memcpy(ids, f->route_ids_host + t * K, (size_t)K * sizeof(int32_t));
-        memcpy(w, f->route_w_host + t * K, (size_t)K * sizeof(float));
+        memcpy(ids, ids_host + t * K, (size_t)K * sizeof(int32_t));
+        memcpy(w, w_host + t * K, (size_t)K * sizeof(float));
         for (int64_t j = 0; j < K; j++) {
             const int32_t e = ids[j];
             f->grp_tok[e * f->n_batch + f->grp_n[e]] = (int32_t)t;
@@ -626,15 +636,16 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * prompt batch touches most experts anyway) */
     if (n == 1 && l + 1 < hp->n_layer && model_wants_hints(f->m)) {
         if ((st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router))) return st;
-        backend_route(f->be, f->router, 1, X, K, false, f->route_ids, f->route_w);
-        backend_download(f->be, f->route_ids, f->hint_ids, (size_t)K * sizeof(int32_t));
+        backend_route(f->be, f->router, 1, X, K, false, route_ids, route_w);
+        backend_download(f->be, route_ids, f->hint_ids, (size_t)K * sizeof(int32_t));
         if ((st = backend_sync(f->be))) return st;
         model_hint(f->m, l + 1, f->hint_ids, K);
     }
 
     if (n == 1 && moe_in_one_call(f, l, n_sel)) {
         if ((st = moe_one_call(f, l, n_sel))) return st;
-        return f->shexp_dim > 0 ? shared_expert(f, l, n) : HY_OK;
+        if (f->shexp_dim > 0) shared_expert_add(f, n, gate_host);
+        return HY_OK;
     }
 
     /* the normed inputs as a matrix, to gather the rows routed to an expert */
@@ -652,7 +663,13 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         if ((st = linear(f, l, MODEL_W_FFN_DOWN_EXPS, (int)e, f->hb, cnt, f->xb2))) return st;
         backend_add_rows(f->be, f->x, f->xb2, toks, ws, cnt, E);
     }
-    if (f->shexp_dim > 0) return shared_expert(f, l, n);
+    if (f->shexp_dim > 0) {
+        if (!shexp_first) {
+            if ((st = shared_expert_start(f, l, n, shexp_gate))) return st;
+            backend_download(f->be, shexp_gate, gate_host, (size_t)n * sizeof(float));
+        }
+        shared_expert_add(f, n, gate_host);
+    }
     return HY_OK;
 }
 
