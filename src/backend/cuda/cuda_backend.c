@@ -86,6 +86,8 @@ struct wc_entry {
     uint64_t key; /* 0: free */
     uint64_t tick;
     bool filled;
+    bool read; /* read_ev marks its last queued reader */
+    cudaEvent_t read_ev; /* created at the entry's first use */
 };
 
 struct cuda_backend {
@@ -173,6 +175,7 @@ struct cuda_backend {
     uint8_t *wc;
     uint64_t wc_bytes, wc_entry_bytes;
     struct wc_entry *wce; /* [wc_cap] */
+    bool wc_fence;        /* entries re-cut: the next fill waits for the whole stream */
     int wc_n, wc_cap;
     uint64_t wc_tick;
 
@@ -188,6 +191,9 @@ struct cuda_backend {
      * rate stands in): its kernels differ, and a Q6_K head split by the Q4_K
      * rate leaves the PCIe side waiting */
     double cpu_type_rate[HY_TYPE_COUNT];
+    /* moe_token's CPU side as it ran, by its count of experts (bytes/s; 0:
+     * not seen): a call of one expert pays the threads' start as four do */
+    double moe_cpu_rate[BACKEND_MOE_MAX_K + 1];
     struct cuda_backend_stats stats;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
@@ -860,7 +866,13 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
         if (n == 0) return -1;
         cb->wc_entry_bytes = eb;
         cb->wc_n = n;
-        memset(cb->wce, 0, (size_t)cb->wc_cap * sizeof *cb->wce);
+        for (int i = 0; i < cb->wc_cap; i++) {
+            cudaEvent_t ev = cb->wce[i].read_ev;
+            cb->wce[i] = (struct wc_entry){.read_ev = ev};
+        }
+        /* the new entries overlap the old ones: the next fill waits for
+         * everything queued before it */
+        cb->wc_fence = true;
     }
     int victim = 0;
     for (int i = 0; i < cb->wc_n; i++) {
@@ -871,7 +883,9 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
         }
         if (cb->wce[i].tick < cb->wce[victim].tick) victim = i;
     }
-    cb->wce[victim] = (struct wc_entry){key, ++cb->wc_tick, false};
+    cb->wce[victim].key = key;
+    cb->wce[victim].tick = ++cb->wc_tick;
+    cb->wce[victim].filled = false;
     return victim;
 }
 
@@ -964,9 +978,15 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         } else {
             /* a miss fills the entry: the copy overlaps the previous ops */
             cb->stats.cache_misses++;
-            /* the entry may hold a weight that queued kernels still read */
-            if (!CK(cudaEventRecord(cb->st_mark, cb->st))) return;
-            if (!CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0))) return;
+            /* the entry may hold a weight that queued kernels still read:
+             * the copy waits for the last of them, not for the whole stream */
+            if (cb->wc_fence) {
+                if (!CK(cudaEventRecord(cb->st_mark, cb->st))) return;
+                if (!CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0))) return;
+                cb->wc_fence = false;
+            } else if (cb->wce[e].read) {
+                if (!CK(cudaStreamWaitEvent(cb->cp, cb->wce[e].read_ev, 0))) return;
+            }
             if (!CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp))) return;
             if (!CK(cudaEventRecord(cb->wc_copied, cb->cp))) return;
             if (!CK(cudaStreamWaitEvent(cb->st, cb->wc_copied, 0))) return;
@@ -974,6 +994,11 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         }
         gpu_matmul(cb, w->type, dst, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
                    &x16_ready, false);
+        if (!cb->wce[e].read_ev &&
+            !CK(cudaEventCreateWithFlags(&cb->wce[e].read_ev, cudaEventDisableTiming)))
+            return;
+        if (!CK(cudaEventRecord(cb->wce[e].read_ev, cb->st))) return;
+        cb->wce[e].read = true;
         /* the entry's later readers queue on st after the copy (stream
          * order); the call waits for the copy only where the source may be
          * refilled after model_release (a stream slot, the expert cache) */
@@ -1348,12 +1373,14 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     HY_ASSERT(k <= BACKEND_MOE_MAX_K);
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     bool on_cpu[BACKEND_MOE_MAX_K];
-    int n_cpu = 0;
-    double t_cpu = 0, t_pcie = 0; /* seconds of work given to each side so far */
+    /* the experts the CPU may take (every slice in RAM, one not in VRAM), in
+     * order; the PCIe bytes of the others */
+    int cand[BACKEND_MOE_MAX_K], n_cand = 0;
+    uint64_t cand_all[BACKEND_MOE_MAX_K], cand_far[BACKEND_MOE_MAX_K], far_other = 0;
     for (int j = 0; j < k; j++) {
         const struct backend_weight *e = w + 3 * j;
         uint64_t far = 0, all = 0;
-        bool host = true; /* every slice in RAM: the CPU can take the expert */
+        bool host = true;
         for (int i = 0; i < 3; i++) {
             const uint64_t b = (uint64_t)e[i].n_rows * e[i].row_bytes;
             all += b;
@@ -1361,21 +1388,43 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             if (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key)) far += b;
         }
         on_cpu[j] = false;
-        if (!far || !host || cb->policy == CUDA_HOST_COPY) continue;
-        if (cb->policy == CUDA_HOST_CPU) {
-            on_cpu[j] = true;
+        if (far && host && cb->policy != CUDA_HOST_COPY) {
+            cand_all[n_cand] = all;
+            cand_far[n_cand] = far;
+            cand[n_cand++] = j;
         } else {
-            const double typed = e[0].type < HY_TYPE_COUNT ? cb->cpu_type_rate[e[0].type] : 0.0;
-            const double rc = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
-            const double rp = cb->rates.pcie_h2d_bytes_per_s;
-            const double tc = rc > 0 ? t_cpu + (double)all / rc : INFINITY;
-            const double tp = rp > 0 ? t_pcie + (double)far / rp : INFINITY;
-            on_cpu[j] = tc < tp;
-            if (on_cpu[j]) t_cpu = tc;
-            else t_pcie = tp;
+            far_other += far;
         }
-        n_cpu += on_cpu[j];
     }
+    /* policy auto: the CPU takes the first n candidates, n such that the
+     * later of the two sides ends first: the CPU at the rate its calls of n
+     * experts showed (until seen, the matrix-vector rate: optimistic, so
+     * each count gets tried), the copies at the PCIe rate */
+    int n_cpu = n_cand;
+    if (cb->policy == CUDA_HOST_AUTO && n_cand) {
+        const uint32_t ty = w[3 * cand[0]].type;
+        const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
+        const double r0 = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
+        const double rp = cb->rates.pcie_h2d_bytes_per_s;
+        double best = INFINITY, cpu_b = 0, far_b = (double)far_other;
+        for (int i = 0; i < n_cand; i++) far_b += (double)cand_far[i];
+        n_cpu = 0;
+        for (int n = 0; n <= n_cand; n++) {
+            if (n > 0) {
+                cpu_b += (double)cand_all[n - 1];
+                far_b -= (double)cand_far[n - 1];
+            }
+            const double rc = cb->moe_cpu_rate[n] > 0 ? cb->moe_cpu_rate[n] : r0;
+            const double tc = n == 0 ? 0 : rc > 0 ? cpu_b / rc : INFINITY;
+            const double tp = far_b == 0 ? 0 : rp > 0 ? far_b / rp : INFINITY;
+            const double t = HY_MAX(tc, tp);
+            if (t < best) {
+                best = t;
+                n_cpu = n;
+            }
+        }
+    }
+    for (int i = 0; i < n_cpu; i++) on_cpu[cand[i]] = true;
 
     /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
@@ -1410,16 +1459,21 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
     float ca[BACKEND_MOE_MAX_K];
     int nc = 0;
+    uint64_t cpu_bytes = 0;
     for (int j = 0; j < k; j++) {
         if (!on_cpu[j]) continue;
         for (int i = 0; i < 3; i++) {
             cw[3 * nc + i] = w[3 * j + i];
-            cb->stats.host_cpu_bytes += (uint64_t)w[3 * j + i].n_rows * w[3 * j + i].row_bytes;
+            cpu_bytes += (uint64_t)w[3 * j + i].n_rows * w[3 * j + i].row_bytes;
         }
         ca[nc++] = alpha[j];
     }
+    cb->stats.host_cpu_bytes += cpu_bytes;
     memset(cb->hy, 0, (size_t)E * sizeof(float));
+    const int64_t t0 = timing_now_us();
     cb->cpu->ops->moe_token(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd);
+    /* the rate the split uses: the CPU's experts as they run, beside the copies */
+    rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(timing_now_us() - t0) * 1e-6);
     /* o's last reader is queued before this copy on the same stream */
     if (!CK(cudaMemcpyAsync(o, cb->hy, (size_t)E * sizeof(float), cudaMemcpyHostToDevice, cb->st)))
         return;
@@ -1464,6 +1518,8 @@ static void cu_free(struct backend *be)
     (void)cudaGetLastError();
     backend_free(cb->cpu);
     free(cb->ff_host);
+    for (int i = 0; cb->wce && i < cb->wc_cap; i++)
+        if (cb->wce[i].read_ev) cudaEventDestroy(cb->wce[i].read_ev);
     free(cb->wce);
     free(cb->allocs);
     free(cb);
