@@ -530,8 +530,8 @@ HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t 
 }
 
 /* The shared expert (ARCH_SHARED_EXPERT), first half: its gate logits
- * gate_inp_shexp · h (into gate) and FFN_shexp(h) of every token, queued
- * with the router so that they come down with the routes, in one wait. */
+ * gate_inp_shexp · h (into gate) and FFN_shexp(h) into shexp_out, for every
+ * token (moe_ffn says when). */
 HY_MUST_CHECK static enum hy_status shared_expert_start(struct forward *f, int l, int64_t n,
                                                        float *gate)
 {

@@ -86,8 +86,10 @@ struct wc_entry {
     uint64_t key; /* 0: free */
     uint64_t tick;
     bool filled;
-    bool read; /* read_ev marks its last queued reader */
-    cudaEvent_t read_ev; /* created at the entry's first use */
+    /* marks the entry's last queued reader; created at its first use and
+     * kept when the entries are re-cut (it then marks a point the fence
+     * already covers) */
+    cudaEvent_t read_ev;
 };
 
 struct cuda_backend {
@@ -984,7 +986,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
                 if (!CK(cudaEventRecord(cb->st_mark, cb->st))) return;
                 if (!CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0))) return;
                 cb->wc_fence = false;
-            } else if (cb->wce[e].read) {
+            } else if (cb->wce[e].read_ev) {
                 if (!CK(cudaStreamWaitEvent(cb->cp, cb->wce[e].read_ev, 0))) return;
             }
             if (!CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp))) return;
@@ -998,7 +1000,6 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
             !CK(cudaEventCreateWithFlags(&cb->wce[e].read_ev, cudaEventDisableTiming)))
             return;
         if (!CK(cudaEventRecord(cb->wce[e].read_ev, cb->st))) return;
-        cb->wce[e].read = true;
         /* the entry's later readers queue on st after the copy (stream
          * order); the call waits for the copy only where the source may be
          * refilled after model_release (a stream slot, the expert cache) */
@@ -1424,7 +1425,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             }
         }
     }
-    for (int i = 0; i < n_cpu; i++) on_cpu[cand[i]] = true;
+    uint64_t cpu_bytes = 0;
+    for (int i = 0; i < n_cpu; i++) {
+        on_cpu[cand[i]] = true;
+        cpu_bytes += cand_all[i];
+    }
 
     /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
@@ -1459,13 +1464,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
     float ca[BACKEND_MOE_MAX_K];
     int nc = 0;
-    uint64_t cpu_bytes = 0;
     for (int j = 0; j < k; j++) {
         if (!on_cpu[j]) continue;
-        for (int i = 0; i < 3; i++) {
-            cw[3 * nc + i] = w[3 * j + i];
-            cpu_bytes += (uint64_t)w[3 * j + i].n_rows * w[3 * j + i].row_bytes;
-        }
+        for (int i = 0; i < 3; i++) cw[3 * nc + i] = w[3 * j + i];
         ca[nc++] = alpha[j];
     }
     cb->stats.host_cpu_bytes += cpu_bytes;
