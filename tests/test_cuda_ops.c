@@ -1689,10 +1689,13 @@ static bool setup(void)
             T.dead[g] |= !CHECK(T.buf[g][i] != NULL);
         }
         const struct cuda_backend_rates rt = cuda_backend_rates(be);
-        printf("CUDA backend %-18s: PCIe %.1f GB/s, CPU matvec %.1f GB/s, device memory held %.0f "
-               "MiB%s\n",
-               gpu_cfg[g].name, rt.pcie_h2d_bytes_per_s / 1e9, rt.cpu_matvec_bytes_per_s / 1e9,
+        printf("CUDA backend %-18s: PCIe %.1f GB/s, device memory read %.0f GB/s, CPU matvec %.1f "
+               "GB/s, device memory held %.0f MiB%s\n",
+               gpu_cfg[g].name, rt.pcie_h2d_bytes_per_s / 1e9, rt.device_read_bytes_per_s / 1e9,
+               rt.cpu_matvec_bytes_per_s / 1e9,
                (double)cuda_backend_device_bytes(be) / 1048576.0, T.dead[g] ? " (FAILED)" : "");
+        /* device memory is read faster than host memory comes over PCIe */
+        T.dead[g] |= !CHECK(rt.device_read_bytes_per_s > rt.pcie_h2d_bytes_per_s);
         gpu_sync(g, "setup");
     }
     return live(G_AUTO);

@@ -68,7 +68,8 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
 
 /* The GPU side of the plan's inputs: the GPU budget (asked for, or free
  * VRAM plus what this engine already holds, minus headroom), the memory the
- * forward passes hold there beyond the KV cache, and the measured PCIe rate.
+ * forward passes hold there beyond the KV cache, and the measured PCIe and
+ * device memory read rates.
  * The KV cache and activations live on the GPU, so the RAM side keeps only
  * the logits and the backend's pinned staging. */
 static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_params *pp)
@@ -85,6 +86,7 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
     hw->gpu_mem_bytes = total_b;
     const struct cuda_backend_rates rates = cuda_backend_rates(e->be);
     hw->pcie_bytes_per_s = rates.pcie_h2d_bytes_per_s;
+    hw->gpu_mem_bytes_per_s = rates.device_read_bytes_per_s;
     hw->host_both_bytes_per_s = rates.host_both_bytes_per_s;
     pp->gpu_budget_bytes = budget;
     pp->gpu_compute_bytes = held > kv ? held - kv : 0;

@@ -468,6 +468,7 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         const struct cuda_backend_rates cr = g ? cuda_backend_rates(s->e->be)
                                                : (struct cuda_backend_rates){0};
         json_object_set_new(j, "gpu_pcie_bytes_per_s", json_real(cr.pcie_h2d_bytes_per_s));
+        json_object_set_new(j, "gpu_mem_read_bytes_per_s", json_real(cr.device_read_bytes_per_s));
         json_object_set_new(j, "gpu_host_both_bytes_per_s", json_real(cr.host_both_bytes_per_s));
         json_object_set_new(j, "gpu_cpu_matvec_bytes_per_s", json_real(cr.cpu_matvec_bytes_per_s));
     }

@@ -50,6 +50,7 @@ struct cuda_backend_config {
  * (each side timed while the other runs; decode-sized calls of 4 MiB or more). */
 struct cuda_backend_rates {
     double pcie_h2d_bytes_per_s; /* pinned host to device */
+    double device_read_bytes_per_s; /* device memory read by a streaming kernel; 0: not measured */
     double cpu_matvec_bytes_per_s; /* CPU decode rate on Q4_K weights, all threads */
     /* both at once: the CPU's product and the copies' bytes over the time (at
      * start only; 0: not measured). Below the sum of the two where they share

@@ -125,6 +125,13 @@ cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_
 /* out[i] = (binary16) x[i]. */
 cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s);
 
+/* Reads bytes (a multiple of 16) of p once, as a stream of independent
+ * 16-byte loads: the device memory read rate is bytes over its time. The
+ * loaded words are xor-ed (so that the loads are kept) and the result is
+ * stored at sink only if it equals a constant that memory filled with one
+ * byte value (xor 0) never gives. */
+cudaError_t cuk_read(const void *p, size_t bytes, uint32_t *sink, cudaStream_t s);
+
 /* Attention (backend.h's struct backend_attn, with its cache types and
  * layouts): rotates q and k when rope.n_rot > 0 and stores k and v of the
  * n_tok new tokens in the caches (a launch of its own for a batch; inside
