@@ -1453,6 +1453,21 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         /* gate and up with SwiGLU in one kernel where both are in VRAM */
         float *const hs[1] = {h};
         cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, h2);
+        /* down with its weighted add into y in one kernel, where it is in VRAM */
+        if (e[2].mem == BACKEND_MEM_BACKEND) {
+            struct cuq_multi m = {.n_w = 1, .ep = CUQ_EP_AXPY, .w = {e[2].data},
+                                  .n_rows = {e[2].n_rows}, .y = {y}, .alpha = alpha[j]};
+            bool folded;
+            const int pi = prof_begin(cb);
+            const cudaError_t err =
+                matvec_multi(cb, e[2].type, &m, e[2].row_bytes, e[2].n_cols, h, 1, &folded);
+            if (err != cudaErrorNotSupported) {
+                CK(err);
+                prof_end_shape(cb, pi, "matvec axpy", e[2].type, e[2].n_rows, e[2].n_cols);
+                continue;
+            }
+            prof_end(cb, pi, "matvec not fused", e[2].type);
+        }
         cu_matmul(be, &e[2], h, 1, o);
         cu_add(be, y, o, alpha[j], E);
     }

@@ -50,6 +50,7 @@ enum cuq_epilogue {
     CUQ_EP_STORE = 0,  /* y[i] = W_i x, for each weight i < n_w */
     CUQ_EP_ADD = 1,    /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
     CUQ_EP_SWIGLU = 2, /* n_w == 2, n_rows equal: y[0] = silu(W_0 x) * (W_1 x) */
+    CUQ_EP_AXPY = 3,   /* n_w == 1: y[0] += alpha * (W_0 x), as cuk_add computes it (an expert's share) */
 };
 /* An RMSNorm folded into cuq_multi's products: their x is
  * x[t] / sqrt(mean(x[t]^2) + eps) * w as cuk_rms_norm computes it (the same
@@ -68,6 +69,7 @@ struct cuq_multi {
     const void *w[3]; /* device memory: n_rows[i] rows of n_cols, all of one type and row_bytes */
     int64_t n_rows[3];
     float *y[3];                 /* [n_tok][n_rows[i]] */
+    float alpha;                 /* CUQ_EP_AXPY's factor */
     const struct cuq_norm *norm; /* NULL: none */
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v, gate/up, the

@@ -1180,6 +1180,7 @@ struct CqRows {
     int64_t end[3];
     int64_t ldy[3];
     int ep;
+    float alpha; /* CUQ_EP_AXPY */
     /* RMSNorm folded into the prologue (cuq_norm), when nx is not NULL: x is
      * rmsnorm(nx) * nw, which CTA 0 also stores at ny (the kernel's x) */
     const float *nx, *nw;
@@ -1273,7 +1274,7 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
                     : i == 1 ? rs.ldy[1]
                              : rs.ldy[2]) +
                v;
-    *y = rs.ep == CUQ_EP_ADD ? *y + s : s;
+    *y = rs.ep == CUQ_EP_ADD ? *y + s : rs.ep == CUQ_EP_AXPY ? *y + rs.alpha * s : s;
 }
 
 /* The end of a tile of the matvec kernels: each warp's sums over its lanes,
@@ -2413,6 +2414,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.end[i] = end;
     }
     rs.ep = m->ep;
+    rs.alpha = m->alpha;
     if (m->norm) {
         const struct cuq_norm *nm = m->norm;
         if (nm->y != x || !cq_aligned(nm->x, 16) || !cq_aligned(nm->w, 16) || n_cols % 4 != 0)
@@ -2546,7 +2548,8 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
         if (m->n_rows[i] < 0) return cudaErrorInvalidValue;
         rows += m->n_rows[i];
     }
-    const bool ep_ok = m->ep == CUQ_EP_STORE || (m->ep == CUQ_EP_ADD && m->n_w == 1) ||
+    const bool ep_ok = m->ep == CUQ_EP_STORE ||
+                       ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
                        (m->ep == CUQ_EP_SWIGLU && m->n_w == 2 && m->n_rows[0] == m->n_rows[1]);
     if (!ep_ok) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
