@@ -1575,7 +1575,7 @@ static const struct backend_ops cuda_ops = {
  * (halves of a 2 GiB buffer in turn, so that no read finds its data in
  * the L2), less where free memory is short (a quarter of it; none below
  * 64 MiB: 0, not measured). The ceiling a memory-bound product approaches
- * (on an H100, 256 MiB reads measured 2.8-2.9 TB/s, 1 GiB ones 3.1). */
+ * (on an H100, 256 MiB reads measured 2.8-2.9 TB/s, 1 GiB ones 3.0-3.1). */
 static double measure_device_read(struct cuda_backend *cb)
 {
     size_t fr = 0, tot = 0;
