@@ -1267,6 +1267,28 @@ static void cu_add_bias(struct backend *be, float *y, const float *b, int64_t n_
     prof_end(cb, pi, "add_bias", UINT32_MAX);
 }
 
+/* m (weights like w0's: type, row_bytes, n_cols; rows virtual rows in all)
+ * as one kernel, timed as an op named name[whether the pending norm went
+ * in]; false where the kernels cannot take it (nothing queued but the
+ * pending norm: the caller computes the products another way). */
+static bool multi_op(struct cuda_backend *cb, struct cuq_multi *m,
+                     const struct backend_weight *w0, const float *x, int64_t n_tok,
+                     int64_t rows, const char *const name[2])
+{
+    cb->hx_src = NULL;
+    const int pi = prof_begin(cb);
+    bool folded;
+    const cudaError_t e =
+        matvec_multi(cb, w0->type, m, w0->row_bytes, w0->n_cols, x, n_tok, &folded);
+    if (e == cudaErrorNotSupported) {
+        prof_end(cb, pi, "matvec not fused", w0->type); /* an empty span, counted */
+        return false;
+    }
+    CK(e);
+    prof_end_shape(cb, pi, name[folded], w0->type, rows, w0->n_cols);
+    return true;
+}
+
 /* Products of one x with n_w weights and kind's element-wise op (backend.h):
  * one kernel when every weight is in device memory with one type and row
  * length and the batch is a matvec's; else each product wherever its weight
@@ -1298,20 +1320,10 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
             /* SwiGLU writes ys[0] only: a caller's ys may hold just that */
             m.y[i] = i == 0 || kind != BACKEND_FUSE_SWIGLU ? ys[i] : NULL;
         }
-        cb->hx_src = NULL;
-        const int pi = prof_begin(cb);
-        bool folded;
-        const cudaError_t e =
-            matvec_multi(cb, ws[0].type, &m, ws[0].row_bytes, ws[0].n_cols, x, n_tok, &folded);
-        if (e != cudaErrorNotSupported) {
-            CK(e);
-            static const char *const name[2][3] = {
-                {"matvec x", "matvec +", "matvec swiglu"},
-                {"norm+matvec x", "norm+matvec +", "norm+matvec swiglu"}};
-            prof_end_shape(cb, pi, name[folded][kind], ws[0].type, rows, ws[0].n_cols);
-            return;
-        }
-        prof_end(cb, pi, "matvec not fused", ws[0].type); /* an empty span, counted */
+        static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
+                                               {"matvec +", "norm+matvec +"},
+                                               {"matvec swiglu", "norm+matvec swiglu"}};
+        if (multi_op(cb, &m, &ws[0], x, n_tok, rows, name[kind])) return;
     }
     norm_flush(cb); /* the separate products below take x as it is */
     if (kind == BACKEND_FUSE_NONE) {
@@ -1457,16 +1469,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         if (e[2].mem == BACKEND_MEM_BACKEND) {
             struct cuq_multi m = {.n_w = 1, .ep = CUQ_EP_AXPY, .w = {e[2].data},
                                   .n_rows = {e[2].n_rows}, .y = {y}, .alpha = alpha[j]};
-            bool folded;
-            const int pi = prof_begin(cb);
-            const cudaError_t err =
-                matvec_multi(cb, e[2].type, &m, e[2].row_bytes, e[2].n_cols, h, 1, &folded);
-            if (err != cudaErrorNotSupported) {
-                CK(err);
-                prof_end_shape(cb, pi, "matvec axpy", e[2].type, e[2].n_rows, e[2].n_cols);
-                continue;
-            }
-            prof_end(cb, pi, "matvec not fused", e[2].type);
+            static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
+            if (multi_op(cb, &m, &e[2], h, 1, e[2].n_rows, name)) continue;
         }
         cu_matmul(be, &e[2], h, 1, o);
         cu_add(be, y, o, alpha[j], E);
