@@ -273,6 +273,16 @@ static uint64_t layer_role_bytes(const struct shape *s, int l0, int l1, enum ten
     return b;
 }
 
+/* Bytes of layer l's tensors of role r that plan p puts on the GPU. */
+static uint64_t layer_gpu_bytes(const struct plan *p, int l, enum tensor_role r)
+{
+    uint64_t b = 0;
+    for (uint64_t i = 0; i < p->n_tensors; i++)
+        if (p->tensors[i].layer == l && p->tensors[i].role == r && p->tensors[i].tier == PLAN_TIER_GPU)
+            b += p->tensors[i].bytes;
+    return b;
+}
+
 /* The placement rules G2-G3 of plan.h written out directly: which tensors
  * the GPU gets for a budget (false when it is below the minimum). */
 static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work, bool *on)
@@ -299,10 +309,24 @@ static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint6
                     uint64_t need = 0;
                     for (uint64_t i = 0; i < g->n_tensors; i++)
                         if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) need += g->tensors[i].n_bytes;
-                    if (need > left) {
-                        if (r == ROLE_FFN) break;
-                        continue;
+                    if (need > left && r == ROLE_FFN) {
+                        /* this layer and the later ones: single tensors,
+                         * each layer's largest first, where they fit */
+                        for (int m = l; m < n; m++)
+                            for (;;) {
+                                uint64_t best = g->n_tensors;
+                                for (uint64_t i = 0; i < g->n_tensors; i++)
+                                    if (mi->tensor_role[i] == r && mi->tensor_layer[i] == m && !on[i] &&
+                                        g->tensors[i].n_bytes <= left &&
+                                        (best == g->n_tensors || g->tensors[i].n_bytes > g->tensors[best].n_bytes))
+                                        best = i;
+                                if (best == g->n_tensors) break;
+                                on[best] = true;
+                                left -= g->tensors[best].n_bytes;
+                            }
+                        break;
                     }
+                    if (need > left) continue;
                     for (uint64_t i = 0; i < g->n_tensors; i++)
                         if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) on[i] = true;
                     left -= need;
@@ -361,7 +385,13 @@ static void check_gpu_plan(const struct shape *s, const struct plan *p, uint64_t
     CHECK(all == p->all_on_gpu);
     for (int l = 0; l < p->n_layer; l++) {
         const struct plan_layer *L = &p->layers[l];
-        if (L->ffn_on_gpu) CHECK(!L->ffn_streamed);
+        /* a layer may keep part of its FFN on the GPU: it streams only
+         * where an FFN tensor of it is on the NVMe tier */
+        bool ffn_nvme = false;
+        for (uint64_t i = 0; i < p->n_tensors; i++)
+            ffn_nvme |= p->tensors[i].layer == l && p->tensors[i].role == ROLE_FFN &&
+                        p->tensors[i].tier == PLAN_TIER_NVME;
+        CHECK(L->ffn_streamed == ffn_nvme);
         if (L->experts_on_gpu) {
             CHECK_EQ_INT(L->expert_cache, 0);
             CHECK(L->hit_rate == 1);
@@ -460,23 +490,24 @@ static void test_gpu_priority(void)
         CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_ATTN], role_bytes(&s, ROLE_ATTN));
         CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], role_bytes(&s, ROLE_OUTPUT));
         CHECK(p.gpu_weights_bytes <= gb - kv - gwork);
-        /* dense FFN on the GPU: a prefix of the layers, whole layers */
+        /* dense FFN on the GPU: a prefix of the layers whole, then single
+         * tensors of the layers after it */
         int n_on = 0;
-        bool prefix = true;
-        for (int l = 0; l < p.n_layer; l++) {
-            const struct plan_layer *L = &p.layers[l];
-            if (L->ffn_on_gpu) prefix &= n_on++ == l;
-        }
-        CHECK(prefix);
+        while (n_on < p.n_layer &&
+               layer_gpu_bytes(&p, n_on, ROLE_FFN) == layer_role_bytes(&s, n_on, n_on + 1, ROLE_FFN))
+            n_on++;
         CHECK(n_on > 0 && n_on < p.n_layer);
-        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], layer_role_bytes(&s, 0, n_on, ROLE_FFN));
         CHECK(n_on >= p.n_layer * 2 / 5 - 2 && n_on <= p.n_layer * 2 / 5 + 2);
-        /* not one more layer fits */
-        CHECK(p.gpu_budget_bytes - p.gpu_used_bytes < layer_role_bytes(&s, n_on, n_on + 1, ROLE_FFN));
-        /* the RAM side streams, but only host layers */
+        CHECK(p.bytes_by_role_gpu[ROLE_FFN] >= layer_role_bytes(&s, 0, n_on, ROLE_FFN));
+        /* not one more FFN tensor fits */
+        uint64_t smallest = UINT64_MAX;
+        for (uint64_t i = 0; i < p.n_tensors; i++)
+            if (p.tensors[i].role == ROLE_FFN && p.tensors[i].tier != PLAN_TIER_GPU)
+                smallest = HY_MIN(smallest, p.tensors[i].bytes);
+        CHECK(p.gpu_budget_bytes - p.gpu_used_bytes < smallest);
+        /* the RAM side streams, but only what is off the GPU */
         CHECK_EQ_INT(p.mode, PLAN_MODE_DENSE_STREAM);
-        for (int l = 0; l < p.n_layer; l++)
-            if (p.layers[l].ffn_on_gpu) CHECK_EQ_U64(p.layers[l].streamed_bytes, 0);
+        for (int l = 0; l < n_on; l++) CHECK_EQ_U64(p.layers[l].streamed_bytes, 0);
         printf("llama-3-70b, RAM 12 GiB, GPU %.1f GiB: %d of %d FFN layers on the GPU, %.2f tok/s (RAM only: ",
                (double)gb / GiB, n_on, p.n_layer, p.predicted_gen_tok_per_s);
         plan_free(&p);
@@ -487,6 +518,22 @@ static void test_gpu_priority(void)
             printf("%.2f tok/s)\n", p.predicted_gen_tok_per_s);
             plan_free(&p);
         }
+    }
+    /* room for 3 whole FFN layers and the largest tensor of the fourth:
+     * that tensor goes too, alone */
+    uint64_t big = 0, big_i = 0;
+    for (uint64_t i = 0; i < s.g->n_tensors; i++)
+        if (s.mi.tensor_role[i] == ROLE_FFN && s.mi.tensor_layer[i] == 3 && s.g->tensors[i].n_bytes > big) {
+            big = s.g->tensors[i].n_bytes;
+            big_i = i;
+        }
+    gb = head + layer_role_bytes(&s, 0, 3, ROLE_FFN) + big + MiB;
+    if (big > 0 && gpu_plan_ref(&s, &p, gb, 16 * GiB, ctx, work, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], layer_role_bytes(&s, 0, 3, ROLE_FFN) + big);
+        CHECK_EQ_INT(p.tensors[big_i].tier, PLAN_TIER_GPU);
+        CHECK(p.layers[3].ffn_on_gpu && p.layers[3].ffn_streamed);
+        CHECK(!p.layers[4].ffn_on_gpu);
+        plan_free(&p);
     }
     /* a sweep of GPU budgets at a fixed RAM budget: always the reference
      * placement, and more GPU is never slower */

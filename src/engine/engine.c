@@ -37,6 +37,31 @@ struct engine_gen {
     struct engine_gen_stats st;
 };
 
+/* VRAM the default GPU budget leaves free (the CUDA context's growth,
+ * other programs). */
+static uint64_t gpu_headroom(uint64_t total_bytes)
+{
+    return HY_MAX((uint64_t)512 << 20, total_bytes / 20);
+}
+
+/* The prompt GEMMs' tile in VRAM: 1/32 of the GPU budget (asked for, or
+ * free VRAM less the usual headroom), from 16 to 64 MiB. The tile counts
+ * against the budget like any buffer; where the budget holds only part of
+ * the model, 48 MiB of weights more in VRAM is worth more to decode than
+ * GEMMs of fewer rows are to the prompt (on an H100, a partial-offload
+ * prompt is bound by the copies over PCIe, not by the GEMMs). */
+static uint64_t gemm_tile_for(const struct engine_opts *o)
+{
+    uint64_t budget = o->gpu_budget_bytes;
+    if (!budget) {
+        uint64_t free_b = 0, total_b = 0;
+        if (!cuda_device_memory(0, &free_b, &total_b)) return 0;
+        budget = free_b > gpu_headroom(total_b) ? free_b - gpu_headroom(total_b) : 0;
+    }
+    const uint64_t mib = (uint64_t)1 << 20;
+    return HY_MIN(64 * mib, HY_MAX(16 * mib, budget / 32 / mib * mib));
+}
+
 /* The compute backend: CUDA when o->gpu asks for it and a device is
  * present (never for the mmap baseline, which places nothing), else the CPU. */
 HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct engine_opts *o)
@@ -56,7 +81,8 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
     }
     if (want) {
         struct cuda_backend_config cc = {.device = 0, .n_threads = (int)o->n_threads,
-                                         .host_policy = (enum cuda_host_policy)o->gpu_host};
+                                         .host_policy = (enum cuda_host_policy)o->gpu_host,
+                                         .gemm_tile_bytes = gemm_tile_for(o)};
         enum hy_status st = cuda_backend_create(&cc, &e->be);
         if (st) return st;
         e->on_gpu = true;
@@ -78,7 +104,7 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
     (void)cuda_device_memory(0, &free_b, &total_b);
     const uint64_t held = cuda_backend_device_bytes(e->be);
     const uint64_t kv = plan_kv_bytes(e->m->hp, e->n_ctx);
-    const uint64_t headroom = HY_MAX((uint64_t)512 << 20, total_b / 20);
+    const uint64_t headroom = gpu_headroom(total_b);
     uint64_t budget = e->gpu_budget_bytes;
     if (!budget) budget = free_b + held > headroom ? free_b + held - headroom : 0;
     e->gpu_budget_bytes = budget;

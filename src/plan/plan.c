@@ -248,6 +248,26 @@ static bool gpu_place_unit(struct gpu_fill *f, int l, enum tensor_role r)
     return true;
 }
 
+/* Places layer l's unit tensors of role r one by one, the largest first,
+ * each if it fits in what is left. */
+static void gpu_place_layer_singles(struct gpu_fill *f, int l, enum tensor_role r)
+{
+    const struct gguf_ctx *g = f->info->gguf;
+    for (;;) {
+        uint64_t best = UINT64_MAX;
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            if (f->on[i] || f->info->tensor_layer[i] != l || f->info->tensor_role[i] != r ||
+                !gpu_unit_tensor(f, i) || g->tensors[i].n_bytes > f->left)
+                continue;
+            if (best == UINT64_MAX || g->tensors[i].n_bytes > g->tensors[best].n_bytes) best = i;
+        }
+        if (best == UINT64_MAX) return;
+        f->on[best] = true;
+        f->left -= g->tensors[best].n_bytes;
+        f->weights += g->tensors[best].n_bytes;
+    }
+}
+
 /* Rules G2-G3 (plan.h): fills on[], the GPU minimum and the weights placed. */
 static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E, uint64_t kv, uint64_t work,
                                 uint64_t budget, enum plan_force force, bool *on, uint64_t *min_out,
@@ -270,9 +290,15 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
     gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
     /* a forced streaming mode keeps what it streams off the GPU tier (the
      * GPU backend's VRAM cache still holds hot experts) */
-    if (force != PLAN_FORCE_DENSE_STREAM)
-        for (int l = 0; l < n; l++)
-            if (!gpu_place_unit(&f, l, ROLE_FFN)) break; /* a prefix of the layers */
+    if (force != PLAN_FORCE_DENSE_STREAM) {
+        int l = 0;
+        while (l < n && gpu_place_unit(&f, l, ROLE_FFN)) l++; /* a prefix of the layers */
+        /* then single FFN tensors of the layers after it, each layer's
+         * largest first, each if it fits: a dense weight's every byte is read
+         * each token wherever it lies, so what fits of a layer saves its
+         * bytes of host traffic (and a whole product's round trip) */
+        for (; l < n; l++) gpu_place_layer_singles(&f, l, ROLE_FFN);
+    }
     if (E > 0 && force != PLAN_FORCE_EXPERT_STREAM)
         for (int l = 0; l < n; l++) (void)gpu_place_unit(&f, l, ROLE_EXPERT);
     if (!tied) gpu_place_role(&f, ROLE_EMBED, false);

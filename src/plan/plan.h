@@ -25,7 +25,9 @@
  *       and FFN or expert tensors outside blocks), the output head (with
  *       tied embeddings token_embd is the head and goes here), dense FFN
  *       layers whole (gate+up+down) in layer order up to the first that
- *       does not fit (so a prefix of the layers), routed experts a whole
+ *       does not fit (so a prefix of the layers), then the single FFN
+ *       tensors of the layers from there on, in layer order, each layer's
+ *       largest first, each if it fits; routed experts a whole
  *       layer's stacked tensors at a time in layer order (a layer that does
  *       not fit is skipped), and last the token embeddings.
  *   G4. What is left of the GPU budget, when routed experts stay on the

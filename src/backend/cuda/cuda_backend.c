@@ -71,7 +71,8 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 
 #define COPY_SLOTS        3
 #define DEFAULT_COPY_SLOT ((uint64_t)8 << 20)
-#define W16_TILE_BYTES    ((size_t)64 << 20) /* dequantized binary16 rows per GEMM */
+#define W16_TILE_BYTES    ((size_t)64 << 20) /* default: dequantized binary16 rows per GEMM */
+#define W16_TILE_MIN      ((size_t)16 << 20)
 #define CPU_BATCH_TOKENS  4                  /* the CPU's cost grows with the batch past this */
 /* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
  * cuBLAS picks its kernel for each new shape at its first call, at a cost of
@@ -122,7 +123,8 @@ struct cuda_backend {
     /* device scratch */
     uint16_t *x16; /* activations as binary16, [gemm width of max_batch][max_cols] */
     size_t x16_bytes;
-    uint16_t *w16; /* W16_TILE_BYTES of dequantized rows, then padded GEMM outputs */
+    uint16_t *w16; /* w16_bytes of dequantized rows, then padded GEMM outputs */
+    size_t w16_bytes;
     /* weights (kind, rows, columns) whose GEMMs at every width were warmed */
     struct gemm_shape {
         int kind;
@@ -561,7 +563,7 @@ static void warm_up(struct cuda_backend *cb)
     const int rows = 64;
     const size_t a_bytes = (size_t)rows * (size_t)l->max_cols * sizeof(uint16_t);
     const size_t c_bytes = (size_t)rows * (size_t)l->max_batch * sizeof(float);
-    if (a_bytes + c_bytes > W16_TILE_BYTES) return;
+    if (a_bytes + c_bytes > cb->w16_bytes) return;
     const float one = 1.0f, zero = 0.0f;
     CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)l->max_batch,
                         (int)l->max_cols, &one, cb->w16, CUDA_R_16F, (int)l->max_cols, cb->x16,
@@ -585,8 +587,8 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     cb->lim = l;
     const size_t x16 = (size_t)(gemm_width(l.max_batch) * l.max_cols) * sizeof(uint16_t);
     if (!ensure_dev(cb, (void **)&cb->x16, &cb->x16_bytes, x16)) return cu_sync(be);
-    size_t have = cb->w16 ? W16_TILE_BYTES : 0;
-    if (!ensure_dev(cb, (void **)&cb->w16, &have, W16_TILE_BYTES)) return cu_sync(be);
+    size_t have = cb->w16 ? cb->w16_bytes : 0;
+    if (!ensure_dev(cb, (void **)&cb->w16, &have, cb->w16_bytes)) return cu_sync(be);
     const size_t hx = (size_t)(l.max_batch * l.max_cols) * sizeof(float);
     if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, hx)) return cu_sync(be);
     if (grown) {
@@ -629,12 +631,12 @@ static int64_t padded_tile_rows(const struct cuda_backend *cb, enum gemm_kind ki
     size_t head = 0, per_row = wmax * sizeof(float);
     if (kind == GEMM_DEQUANT) per_row += (size_t)n_cols * sizeof(uint16_t);
     if (kind == GEMM_F32) head = wmax * (size_t)n_cols * sizeof(float);
-    if (head + per_row > W16_TILE_BYTES) return 0;
-    const int64_t rows = gemm_tile_rows((int64_t)((W16_TILE_BYTES - head) / per_row));
+    if (head + per_row > cb->w16_bytes) return 0;
+    const int64_t rows = gemm_tile_rows((int64_t)((cb->w16_bytes - head) / per_row));
     /* outputs after the dequantized tile (or x), 256-byte aligned */
     const size_t a = kind == GEMM_DEQUANT ? (size_t)rows * (size_t)n_cols * sizeof(uint16_t) : head;
     *c_off = (a + 255) & ~(size_t)255;
-    if (*c_off + (size_t)rows * wmax * sizeof(float) <= W16_TILE_BYTES) return rows;
+    if (*c_off + (size_t)rows * wmax * sizeof(float) <= cb->w16_bytes) return rows;
     return rows > 128 ? rows - 128 : rows - 1;
 }
 
@@ -738,7 +740,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     const int64_t tile =
         !direct ? ptile
         : kind == GEMM_DEQUANT
-            ? HY_MAX((int64_t)1, gemm_tile_rows((int64_t)(W16_TILE_BYTES / (size_t)(n_cols * 2))))
+            ? HY_MAX((int64_t)1, gemm_tile_rows((int64_t)(cb->w16_bytes / (size_t)(n_cols * 2))))
             : n_rows;
     const int64_t lda = gemm_lda(kind, row_bytes, n_cols);
     for (int64_t r0 = 0; r0 < n_rows && !cb->err; r0 += tile) {
@@ -1811,6 +1813,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
     }
     cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
+    cb->w16_bytes = cfg->gemm_tile_bytes ? HY_MAX((size_t)cfg->gemm_tile_bytes, W16_TILE_MIN)
+                                         : W16_TILE_BYTES;
     enum hy_status st;
     struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};
     if ((st = cpu_backend_init(&co, &cb->cpu))) {

@@ -43,6 +43,9 @@ struct cuda_backend_config {
     int n_threads;                /* CPU threads for host weights (>= 1) */
     uint64_t weight_cache_bytes;  /* VRAM for keyed host weights (expert slices); 0: none yet */
     uint64_t copy_slot_bytes;     /* one PCIe copy piece; 0: 8 MiB */
+    /* prompt GEMMs' tile of dequantized rows (and padded outputs); 0: 64 MiB,
+     * else at least 16 MiB */
+    uint64_t gemm_tile_bytes;
     enum cuda_host_policy host_policy;
 };
 
