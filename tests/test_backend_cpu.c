@@ -12,6 +12,7 @@
  * counts and between batch and single-token evaluation.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,10 +317,68 @@ static void test_attention(void)
     }
 }
 
+/* cpu_backend_matmul_after: the first task runs once, on the calling
+ * thread, and the product is backend_matmul's, bit for bit. */
+struct first_seen {
+    int calls;
+    pthread_t thread;
+};
+
+static void note_first(void *ctx)
+{
+    struct first_seen *f = ctx;
+    f->calls++;
+    f->thread = pthread_self();
+}
+
+static void test_matmul_after(void)
+{
+    /* a tiny product (serial) and pool-sized ones, one token and a batch */
+    static const int64_t shapes[][2] = {{5, 7}, {130, 1000}, {512, 256}};
+    static const int64_t toks[] = {1, 19};
+    struct rng r;
+    rng_init(&r, 7);
+    for (int nt = 1; nt <= 3; nt += 2) {
+        struct backend *be = make_backend(nt, false);
+        for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++)
+            for (size_t ki = 0; ki < HY_ARRAY_LEN(toks); ki++) {
+                const int64_t rows = shapes[si][0], cols = shapes[si][1], n_tok = toks[ki];
+                float *src = malloc(sizeof(float) * (size_t)(rows * cols));
+                float *ref = malloc(sizeof(float) * (size_t)(rows * cols));
+                float *x = malloc(sizeof(float) * (size_t)(n_tok * cols));
+                float *y0 = malloc(sizeof(float) * (size_t)(n_tok * rows));
+                float *y1 = malloc(sizeof(float) * (size_t)(n_tok * rows));
+                fill_normal(&r, src, (size_t)(rows * cols), 1.0f);
+                fill_normal(&r, x, (size_t)(n_tok * cols), 1.0f);
+                struct backend_weight w;
+                void *data = make_weight(HY_TYPE_F16, src, rows, cols, ref, &w);
+                backend_matmul(be, &w, x, n_tok, y0);
+                for (int64_t i = 0; i < n_tok * rows; i++) y1[i] = NAN;
+                struct first_seen f = {0};
+                cpu_backend_matmul_after(be, &w, x, n_tok, y1, note_first, &f);
+                CHECK_EQ_INT(f.calls, 1);
+                CHECK(f.calls == 1 && pthread_equal(f.thread, pthread_self()));
+                int bad = 0;
+                for (int64_t i = 0; i < n_tok * rows; i++) bad += memcmp(&y0[i], &y1[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  %d threads, shape [%lld, %lld], %lld tokens\n", nt, (long long)cols,
+                            (long long)rows, (long long)n_tok);
+                free(data);
+                free(src);
+                free(ref);
+                free(x);
+                free(y0);
+                free(y1);
+            }
+        backend_free(be);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     test_matmul();
+    test_matmul_after();
     test_get_rows();
     test_elementwise();
     test_rope();

@@ -103,6 +103,8 @@ struct matmul_task {
     quant_gemv_fn gemv; /* one token: several rows at once; NULL: vec_dot per row */
     int64_t chunk_rows;
     atomic_llong next_row; /* first row of the next chunk to hand out */
+    void (*first)(void *ctx); /* run by thread 0 before it takes chunks (NULL: none) */
+    void *first_ctx;
 };
 
 static void convert_worker(void *arg, int ith, int nth)
@@ -143,9 +145,9 @@ static void matmul_rows(const struct matmul_task *task, int64_t r0, int64_t r1)
 
 static void matmul_worker(void *arg, int ith, int nth)
 {
-    (void)ith;
     (void)nth;
     struct matmul_task *task = arg;
+    if (ith == 0 && task->first) task->first(task->first_ctx);
     const int64_t n_rows = task->w->n_rows;
     for (;;) {
         const int64_t r0 = atomic_fetch_add_explicit(&task->next_row, task->chunk_rows, memory_order_relaxed);
@@ -162,7 +164,7 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
     const struct quant_traits *tr = quant_traits(w->type);
     HY_ASSERT(tr && tr->vec_dot && n_tok >= 1 && n_tok <= cb->lim.max_batch);
     *task = (struct matmul_task){cb, w, x, n_tok, y, x, (size_t)w->n_cols * sizeof(float),
-                                 kernel_vec_dot(cb, w->type), NULL, NULL, NULL, 0, 0};
+                                 kernel_vec_dot(cb, w->type), NULL, NULL, NULL, 0, 0, NULL, NULL};
     if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task->gemm = quant_gemm_kernel(w->type);
     if (!cb->portable && n_tok == 1) task->gemv = quant_gemv_kernel(w->type);
     /* about MATMUL_CHUNKS_PER_THREAD chunks per thread (MATMUL_GEMM_CHUNKS_PER_THREAD
@@ -178,12 +180,13 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
     }
 }
 
-static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
-                       int64_t n_tok, float *y)
+static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, const float *x,
+                       int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx)
 {
-    struct cpu_backend *cb = cpu_of(be);
     struct matmul_task task;
     matmul_setup(cb, w, x, n_tok, y, &task);
+    task.first = first;
+    task.first_ctx = ctx;
     /* a tiny matrix (a router) is not worth waking the workers for */
     const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
     if (task.from_float) {
@@ -198,6 +201,18 @@ static void cpu_matmul(struct backend *be, const struct backend_weight *w, const
         matmul_worker(&task, 0, 1);
     else
         threadpool_run(cb->pool, matmul_worker, &task);
+}
+
+static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
+                       int64_t n_tok, float *y)
+{
+    matmul_run(cpu_of(be), w, x, n_tok, y, NULL, NULL);
+}
+
+void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w, const float *x,
+                              int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx)
+{
+    matmul_run(cpu_of(be), w, x, n_tok, y, first, ctx);
 }
 
 static void cpu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,

@@ -32,6 +32,13 @@ struct cpu_backend_opts {
 HY_MUST_CHECK enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts,
                                               struct backend **out);
 
+/* backend_matmul on a CPU backend, where the calling thread first runs
+ * first(ctx) and then joins the workers, which start on the rows at once
+ * (their chunks are handed out as they go, so the caller takes fewer). The
+ * GPU backend queues its copies there while the CPU computes its rows. */
+void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w, const float *x,
+                              int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx);
+
 /* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);
 

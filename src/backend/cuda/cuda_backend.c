@@ -763,40 +763,71 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     }
 }
 
-/* Rows [r0, r0 + n) of host weight w copied over PCIe in pieces of whole
- * rows and computed on the GPU as each piece lands. Returns the slot of the
- * last copy (the caller waits for it before the host memory may change), or
- * -1 when nothing was queued. */
-static int copy_matmul(struct cuda_backend *cb, const struct backend_weight *w, int64_t r0,
-                       int64_t n, const float *x, int64_t n_tok, float *y)
+/* Rows [a, end) of host weight w copied over PCIe in pieces of whole rows
+ * and computed on the GPU as each piece lands, queued a piece at a time
+ * (copy_piece): host_matmul queues some while the activations come down and
+ * the rest while the CPU computes its rows. last: the slot of the last copy
+ * (the caller waits for it before the host memory may change), -1 while
+ * none. */
+struct copy_run {
+    struct cuda_backend *cb;
+    const struct backend_weight *w;
+    const float *x;
+    int64_t n_tok;
+    float *y;
+    int64_t a, end, per;
+    bool x16_ready;
+    bool timed; /* cp_t1 recorded after the last copy */
+    int last;
+};
+
+static void copy_start(struct copy_run *r, struct cuda_backend *cb,
+                       const struct backend_weight *w, int64_t r0, int64_t n, const float *x,
+                       int64_t n_tok, float *y, bool timed)
 {
-    if (n <= 0 || cb->err) return -1;
+    *r = (struct copy_run){cb, w, x, n_tok, y, r0, r0 + HY_MAX((int64_t)0, n), 0, false, timed, -1};
+    if (n <= 0 || cb->err) return;
     if (w->row_bytes > cb->slot_bytes) {
         fail(cb, HY_ERR_INTERNAL, "copy_matmul", "a weight row is larger than a copy slot",
              __FILE__, __LINE__);
-        return -1;
+        r->end = r0;
+        return;
     }
-    const int64_t per = (int64_t)(cb->slot_bytes / w->row_bytes);
-    bool x16_ready = false;
-    int last = -1;
-    for (int64_t a = r0; a < r0 + n && !cb->err; a += per) {
-        const int64_t rows = HY_MIN(per, r0 + n - a);
-        const size_t bytes = (size_t)rows * w->row_bytes;
-        const int s = cb->next_slot;
-        cb->next_slot = (s + 1) % COPY_SLOTS;
-        if (!CK(cudaStreamWaitEvent(cb->cp, cb->freed[s], 0))) break;
-        if (!CK(cudaMemcpyAsync(cb->slot[s], (const uint8_t *)w->data + (size_t)a * w->row_bytes,
-                                bytes, cudaMemcpyHostToDevice, cb->cp)))
-            break;
-        if (!CK(cudaEventRecord(cb->copied[s], cb->cp))) break;
-        last = s;
-        if (!CK(cudaStreamWaitEvent(cb->st, cb->copied[s], 0))) break;
-        gpu_matmul(cb, w->type, cb->slot[s], w->row_bytes, rows, w->n_cols, x, n_tok, y + a,
-                   w->n_rows, &x16_ready, false);
-        if (!CK(cudaEventRecord(cb->freed[s], cb->st))) break;
-    }
+    r->per = (int64_t)(cb->slot_bytes / w->row_bytes);
     cb->stats.host_copy_bytes += (uint64_t)n * w->row_bytes;
-    return last;
+}
+
+/* Queues the next piece; false when none is left (or on an error). */
+static bool copy_piece(struct copy_run *r)
+{
+    struct cuda_backend *cb = r->cb;
+    const struct backend_weight *w = r->w;
+    if (r->a >= r->end || cb->err) return false;
+    const int64_t rows = HY_MIN(r->per, r->end - r->a);
+    const size_t bytes = (size_t)rows * w->row_bytes;
+    const int s = cb->next_slot;
+    cb->next_slot = (s + 1) % COPY_SLOTS;
+    const int64_t a = r->a;
+    r->a += rows;
+    if (!CK(cudaStreamWaitEvent(cb->cp, cb->freed[s], 0)) ||
+        !CK(cudaMemcpyAsync(cb->slot[s], (const uint8_t *)w->data + (size_t)a * w->row_bytes,
+                            bytes, cudaMemcpyHostToDevice, cb->cp)) ||
+        !CK(cudaEventRecord(cb->copied[s], cb->cp)))
+        return false;
+    r->last = s;
+    if (!CK(cudaStreamWaitEvent(cb->st, cb->copied[s], 0))) return false;
+    gpu_matmul(cb, w->type, cb->slot[s], w->row_bytes, rows, w->n_cols, r->x, r->n_tok, r->y + a,
+               w->n_rows, &r->x16_ready, false);
+    if (!CK(cudaEventRecord(cb->freed[s], cb->st))) return false;
+    if (r->a >= r->end && r->timed) CK(cudaEventRecord(cb->cp_t1, cb->cp));
+    return r->a < r->end;
+}
+
+/* Queues every piece left (a threadpool caller's first task: ctx is the run). */
+static void copy_rest(void *ctx)
+{
+    while (copy_piece(ctx)) {
+    }
 }
 
 /* A rate refined by an observation: the rates measured at start are
@@ -812,9 +843,10 @@ static void rate_update(double *rate, double bytes, double seconds)
 }
 
 /* Rows [0, n) of host weight w computed by the CPU where they lie, from the
- * activations already downloaded to hx; the rows go up into y. */
+ * activations already downloaded to hx; the rows go up into y. The calling
+ * thread queues the copies left in cr first, while the workers start. */
 static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, int64_t n,
-                     const float *hx, int64_t n_tok, float *y)
+                     const float *hx, int64_t n_tok, float *y, struct copy_run *cr)
 {
     if (n <= 0 || cb->err) return;
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)(n * n_tok) * sizeof(float)))
@@ -824,7 +856,7 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
     struct backend_weight part = *w;
     part.n_rows = n;
     const int64_t t0 = timing_now_us();
-    backend_matmul(cb->cpu, &part, hx, n_tok, cb->hy);
+    cpu_backend_matmul_after(cb->cpu, &part, hx, n_tok, cb->hy, copy_rest, cr);
     if (n_tok <= CPU_BATCH_TOKENS) {
         const double bytes = (double)n * (double)w->row_bytes;
         const double sec = (double)(timing_now_us() - t0) * 1e-6;
@@ -916,8 +948,9 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
  * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
  * are queued while the activations come down (their own stream, after the
  * ops that make them: on an H100 decode queuing took 0.7-1.2 ms per token
- * and the wait for those ops 0.35-0.6 ms, which now overlap), and run while
- * the CPU computes its rows. The call returns once its copies are done: the
+ * and the wait for those ops 0.35-0.6 ms, which overlap), until they are
+ * down; the rest by the calling thread inside the CPU's product, whose
+ * workers start on the rows meanwhile. The call returns once its copies are done: the
  * store may refill that host memory after model_release. The calling
  * thread's time goes into the stats by phase. */
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
@@ -945,14 +978,26 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     }
     const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
     if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
-    const int last = copy_matmul(cb, w, nc, w->n_rows - nc, x, n_tok, y);
-    if (timed && last >= 0 && !CK(cudaEventRecord(cb->cp_t1, cb->cp))) return;
+    struct copy_run cr;
+    copy_start(&cr, cb, w, nc, w->n_rows - nc, x, n_tok, y, timed);
+    if (nc == 0) {
+        copy_rest(&cr);
+    } else if (down && cb->copy_first) {
+        /* pieces queued until the activations are down, the rest by the
+         * CPU's call (its workers start on the rows meanwhile) */
+        cudaError_t q;
+        while ((q = cudaStreamQuery(cb->dl)) == cudaErrorNotReady && copy_piece(&cr)) {
+        }
+        if (q != cudaSuccess && q != cudaErrorNotReady) CK(q);
+    }
     lap(&t, &cb->stats.host_queue_us);
     if (down && cb->copy_first) {
         if (!x_arrived(cb, x, xb)) return;
         lap(&t, &cb->stats.host_x_wait_us);
     }
-    cpu_rows(cb, w, nc, cb->hx, n_tok, y);
+    cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr);
+    copy_rest(&cr); /* nothing left unless cpu_rows stopped early */
+    const int last = cr.last;
     lap(&t, &cb->stats.host_cpu_us);
     float ms = 0;
     if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
