@@ -10,7 +10,8 @@
 #   - `--gpu on --gpu-budget B` with B found so that a quarter to three
 #     quarters of the weights fit (0 < gpu_weights_bytes < tensors), under each
 #     --gpu-host policy (auto, cpu, copy): host weight bytes counted, on the
-#     side the policy names;
+#     side the policy names; `hypura plan` with that budget puts the same bytes
+#     on the GPU, and names the run's GPU minimum for --gpu-budget 1M;
 #   - streaming on the GPU: --mode dense-stream (dense models) or
 #     --mode expert-stream (MoE models) at the smallest RAM budget the run
 #     accepts, with the partial GPU budget under each policy and, for MoE, with
@@ -188,6 +189,22 @@ for model in "$synth"/*.gguf; do
             fail "$name --gpu-host auto: no host weight bytes computed (CPU ${hc:-?}, copied ${hp:-?})" ;;
         esac
     done
+
+    # hypura plan counts the GPU's compute buffers as the run does: the same
+    # GPU minimum, part by part, and at the partial budget the same weights
+    # on the GPU
+    "$hy" run -m "$model" -p "$prompt" -n 1 -c 512 --gpu on --gpu-budget 1M >/dev/null 2>"$dir/gmin.err"
+    "$hy" plan -m "$model" -c 512 --gpu-budget 1M >/dev/null 2>"$dir/pmin.err"
+    r=$(sed -n 's/^hypura run: error: //p' "$dir/gmin.err")
+    p=$(sed -n 's/^hypura plan: error: //p' "$dir/pmin.err")
+    [ -n "$r" ] && [ "$r" = "$p" ] || fail "$name: plan and run name different GPU minimums: plan '$p', run '$r'"
+    if "$hy" plan -m "$model" -c 512 --gpu-budget "$budget" --json >"$dir/plan.json" 2>"$dir/plan.err"; then
+        pw=$(json_num "$dir/plan.json" gpu_weights_bytes)
+        [ "${pw:-x}" = "${gw:-y}" ] ||
+            fail "$name --gpu-budget $budget: hypura plan puts ${pw:-?} bytes of weights on the GPU, the run ${gw:-?}"
+    else
+        fail "$name: hypura plan --gpu-budget $budget: $(tail -n 2 "$dir/plan.err")"
+    fi
 
     # streaming on the GPU at the smallest RAM budget the run accepts
     hrun smin "$model" --gpu on --gpu-budget "$budget" --mode $smode --ram-budget 1M

@@ -6,7 +6,8 @@
 # through io_uring and the pread pool and in the mmap baseline; the plan
 # streams (mode dense-stream, bytes read per token > 0); the peak RSS stays
 # within the budget plus the fixed overhead the README states (64 MiB); a
-# budget below the resident minimum is refused with the reason. As root with
+# budget below the resident minimum is refused with the reason, the minimum
+# `hypura plan` names for it, part by part. As root with
 # a cgroup v1 memory controller, a run capped at budget + 256 MiB is not
 # OOM-killed (skipped, with a note, elsewhere).
 set -u
@@ -61,6 +62,16 @@ model="$dir/llama.gguf"
 "$hypura" run -m "$model" -p "$prompt" -n 4 -c 512 --ram-budget 20M >/dev/null 2>"$dir/err.txt" &&
     fail "a budget below the resident minimum was accepted"
 grep -q "below the resident minimum" "$dir/err.txt" || fail "no reason for the refused budget: $(cat "$dir/err.txt")"
+# hypura plan counts the compute buffers as the run does: the same minimum,
+# part by part, at two batch sizes
+for b in 32 512; do
+    "$hypura" run -m "$model" -p "$prompt" -n 4 -c 512 -b $b --ram-budget 1M >/dev/null 2>"$dir/err.txt"
+    "$hypura" plan -m "$model" -c 512 -b $b --ram-budget 1M >/dev/null 2>"$dir/perr.txt" &&
+        fail "plan: a budget below the resident minimum was accepted"
+    r=$(sed -n 's/^hypura run: error: //p' "$dir/err.txt")
+    p=$(sed -n 's/^hypura plan: error: //p' "$dir/perr.txt")
+    [ -n "$r" ] && [ "$r" = "$p" ] || fail "-b $b: plan and run name different minimums: plan '$p', run '$r'"
+done
 "$hypura" run -m "$model" -p "$prompt" -n 4 --mode fast >/dev/null 2>"$dir/err.txt" && fail "--mode fast accepted"
 grep -q "'fast'" "$dir/err.txt" || fail "--mode fast: no message naming it"
 "$hypura" run -m "$model" -p "$prompt" -n 4 --io disk >/dev/null 2>"$dir/err.txt" && fail "--io disk accepted"

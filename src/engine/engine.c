@@ -50,16 +50,43 @@ static uint64_t gpu_headroom(uint64_t total_bytes)
  * the model, 48 MiB of weights more in VRAM is worth more to decode than
  * GEMMs of fewer rows are to the prompt (on an H100, a partial-offload
  * prompt is bound by the copies over PCIe, not by the GEMMs). */
-static uint64_t gemm_tile_for(const struct engine_opts *o)
+static uint64_t gemm_tile_for(uint64_t budget)
 {
-    uint64_t budget = o->gpu_budget_bytes;
     if (!budget) {
         uint64_t free_b = 0, total_b = 0;
         if (!cuda_device_memory(0, &free_b, &total_b)) return 0;
         budget = free_b > gpu_headroom(total_b) ? free_b - gpu_headroom(total_b) : 0;
     }
     const uint64_t mib = (uint64_t)1 << 20;
-    return HY_MIN(64 * mib, HY_MAX(16 * mib, budget / 32 / mib * mib));
+    return HY_MIN(CUDA_GEMM_TILE_BYTES, HY_MAX(CUDA_GEMM_TILE_MIN, budget / 32 / mib * mib));
+}
+
+enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx, int64_t n_batch,
+                                uint32_t kv_type, uint64_t gpu_budget, uint64_t *ram_work,
+                                uint64_t *gpu_work)
+{
+    *ram_work = *gpu_work = 0;
+    struct forward_config fc = {.n_ctx = n_ctx, .n_batch = n_batch, .kv_type = kv_type};
+    struct forward_sizes fs;
+    enum hy_status st = forward_sizes_of(mi, &fc, &fs);
+    if (st) return st;
+    /* as engine_open and gpu_plan_params take them: the KV cache the plan
+     * counts (plan_kv_bytes) comes off the forward's buffers */
+    const uint64_t kv = plan_kv_bytes(&mi->hp, n_ctx);
+    if (!gpu_budget) {
+        const uint64_t all = fs.device_bytes + fs.host_bytes;
+        *ram_work = all > kv ? all - kv : 0;
+        return HY_OK;
+    }
+    struct cuda_backend_config cc = {.gemm_tile_bytes = gemm_tile_for(gpu_budget)};
+    const struct backend_limits lim = {fs.n_batch, n_ctx, HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v),
+                                       fs.max_cols};
+    uint64_t dev = 0, host = 0;
+    cuda_backend_reserved_bytes(&cc, &lim, &dev, &host);
+    const uint64_t held = dev + fs.device_bytes;
+    *gpu_work = held > kv ? held - kv : 0;
+    *ram_work = host + fs.host_bytes;
+    return HY_OK;
 }
 
 /* The compute backend: CUDA when o->gpu asks for it and a device is
@@ -82,7 +109,7 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
     if (want) {
         struct cuda_backend_config cc = {.device = 0, .n_threads = (int)o->n_threads,
                                          .host_policy = (enum cuda_host_policy)o->gpu_host,
-                                         .gemm_tile_bytes = gemm_tile_for(o)};
+                                         .gemm_tile_bytes = gemm_tile_for(o->gpu_budget_bytes)};
         enum hy_status st = cuda_backend_create(&cc, &e->be);
         if (st) return st;
         e->on_gpu = true;

@@ -131,6 +131,16 @@ HY_MUST_CHECK enum hy_status engine_open(const struct engine_opts *o, struct eng
 /* NULL is a no-op. No generation may be running. */
 void engine_close(struct engine *e);
 
+/* What engine_open gives the plan beside the weights and the KV cache, from
+ * a model's header alone (hypura plan): plan_params.compute_bytes (RAM) and,
+ * with a GPU budget (the CUDA backend), plan_params.gpu_compute_bytes, for
+ * one sequence of n_ctx tokens, batch n_batch (0: the default) and KV cache
+ * type kv_type. Errors: those of forward_sizes_of. */
+HY_MUST_CHECK enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx,
+                                              int64_t n_batch, uint32_t kv_type,
+                                              uint64_t gpu_budget, uint64_t *ram_work,
+                                              uint64_t *gpu_work);
+
 /* Places the model's weights as the plan says (progress may be NULL): a
  * weight store (src/store) in mode resident or dense-stream, or the mmap
  * baseline. Without a plan everything is resident. Errors: those of

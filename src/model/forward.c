@@ -198,6 +198,49 @@ HY_MUST_CHECK static enum hy_status kv_init(struct forward *f, uint32_t kv_type)
     return HY_OK;
 }
 
+enum hy_status forward_sizes_of(const struct model_info *mi, const struct forward_config *cfg,
+                                struct forward_sizes *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct hparams *hp = &mi->hp;
+    if (cfg->n_ctx < 1)
+        return err_set(HY_ERR_INVALID_ARG, "context length %" PRId64 " (need at least 1)",
+                       cfg->n_ctx);
+    const struct gguf_tensor *embd = gguf_find_tensor(mi->gguf, "token_embd.weight");
+    if (!embd || embd->n_dims < 2)
+        return err_set(HY_ERR_FORMAT, "%s: no two-dimensional tensor 'token_embd.weight'",
+                       mi->gguf->name);
+    const uint32_t kt = cfg->kv_type;
+    if (kt != HY_TYPE_F32 && kt != HY_TYPE_F16 && kt != HY_TYPE_Q8_0)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "KV cache type %s is not supported (use F32, F16 or Q8_0)",
+                       quant_type_name(kt));
+    /* as forward_init and model_open have them */
+    const bool moe = hp->n_expert > 0;
+    const int64_t shexp_ff = mi->arch_row && (mi->arch_row->flags & ARCH_SHARED_EXPERT)
+                                 ? (hp->n_ff_shexp ? hp->n_ff_shexp : hp->n_ff)
+                                 : 0;
+    const int64_t ff = moe ? hp->n_ff_exp : hp->n_ff, shexp = moe ? shexp_ff : 0;
+    const int64_t q_dim = hp->n_head * hp->head_dim, k_dim = hp->n_head_kv * hp->head_dim;
+    const int64_t v_dim = hp->n_head_kv * hp->head_dim_v, att_dim = hp->n_head * hp->head_dim_v;
+    const uint64_t nb = (uint64_t)HY_MIN(cfg->n_batch ? cfg->n_batch : FORWARD_DEFAULT_BATCH,
+                                         cfg->n_ctx);
+    const uint64_t L = (uint64_t)hp->n_layer, C = (uint64_t)cfg->n_ctx, E = (uint64_t)hp->n_embd;
+    const uint64_t F = sizeof(float), hb = (uint64_t)HY_MAX(ff, shexp);
+    out->kv_bytes = L * C * (quant_bytes(kt, (uint64_t)k_dim) + quant_bytes(kt, (uint64_t)v_dim));
+    uint64_t act = nb * F * (3 * E + (uint64_t)(q_dim + k_dim + v_dim + att_dim) + 2 * hb);
+    if (moe) {
+        const uint64_t X = (uint64_t)hp->n_expert, K = (uint64_t)hp->n_expert_used;
+        act += nb * F * (E + X) + nb * (2 * K + 1) * 4 + (shexp > 0 ? nb * E * F : 0);
+    }
+    const uint64_t logits = (cfg->logits_all ? nb : 1) * (uint64_t)embd->ne[1] * F;
+    out->device_bytes = out->kv_bytes + act + logits;
+    out->host_bytes = logits;
+    out->n_batch = (int64_t)nb;
+    out->max_cols = HY_MAX(HY_MAX(hp->n_embd, ff), HY_MAX(att_dim, shexp));
+    return HY_OK;
+}
+
 enum hy_status forward_init(struct model *m, struct backend *be, const struct forward_config *cfg,
                             struct forward **out)
 {
@@ -292,6 +335,13 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         r->ids = mem_xcalloc(nb * L * (uint64_t)r->n_used, sizeof(int32_t));
         r->weights = mem_xcalloc(nb * L * (uint64_t)r->n_used, sizeof(float));
         r->counts = mem_xcalloc(L * X, sizeof(uint64_t));
+    }
+    {
+        /* what hypura plan counts from the header (forward_sizes_of) */
+        struct forward_sizes fs;
+        HY_ASSERT(forward_sizes_of(&m->info, cfg, &fs) == HY_OK);
+        HY_ASSERT(fs.device_bytes + fs.host_bytes == f->buf_bytes && fs.kv_bytes == f->kv_bytes &&
+                  fs.n_batch == f->n_batch && fs.max_cols == max_cols);
     }
     *out = f;
     return HY_OK;

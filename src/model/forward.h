@@ -150,6 +150,20 @@ uint64_t forward_kv_bytes(const struct forward *f);
 /* Bytes forward_init allocated: the KV cache, activations and logits (the
  * backend's own scratch not included: backend_scratch_bytes). */
 uint64_t forward_buffer_bytes(const struct forward *f);
+
+/* What forward_init allocates for a model with header info mi and config
+ * cfg, from the header alone (hypura plan; the engine measures instead):
+ * forward_init checks that it allocated exactly this. */
+struct forward_sizes {
+    uint64_t kv_bytes;     /* the K and V caches (through the backend) */
+    uint64_t device_bytes; /* everything through the backend: KV cache, activations, logits */
+    uint64_t host_bytes;   /* the logits' host copy */
+    int64_t n_batch;       /* the batch after clamping */
+    int64_t max_cols;      /* the widest product input (backend_limits.max_cols) */
+};
+HY_MUST_CHECK enum hy_status forward_sizes_of(const struct model_info *mi,
+                                              const struct forward_config *cfg,
+                                              struct forward_sizes *out);
 /* enum hy_type of the KV cache. */
 uint32_t forward_kv_type(const struct forward *f);
 /* The RoPE the model runs with (resolved from its metadata); valid for the forward's lifetime. */

@@ -19,6 +19,7 @@
 #include "cmds.h"
 #include "core/err.h"
 #include "core/sizes.h"
+#include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "model/model_info.h"
 #include "hw/hw.h"
@@ -43,6 +44,8 @@ static void plan_help(void)
            "                       --gpu-budget's size when that is given)\n"
            "  -c, --ctx-size N     context length for the KV cache (default: %d, at most the\n"
            "                       model's training context)\n"
+           "  -b, --batch-size N   prompt tokens per step, which sizes the compute buffers the plan\n"
+           "                       counts in RAM and, with a GPU, in VRAM (default: %d, as run)\n"
            "  --disk-gbs X         disk read bandwidth in GB/s (default: the cached 'hypura profile',\n"
            "                       else 3)\n"
            "  --mem-gbs X          RAM read bandwidth in GB/s (default: the cached profile, else 20);\n"
@@ -50,7 +53,7 @@ static void plan_help(void)
            "  -t, --threads N      CPU threads for the prompt estimate (default: physical cores)\n"
            "  --json               print the plan as one JSON object, every tensor included\n"
            "  -h, --help           show this help\n",
-           DEFAULT_CTX);
+           DEFAULT_CTX, FORWARD_DEFAULT_BATCH);
 }
 
 static const char *fmt(uint64_t b, char *buf)
@@ -216,7 +219,7 @@ int cmd_plan(int argc, char **argv)
     cli_init(&c, "plan", argc, argv);
     const char *path = NULL;
     uint64_t ram_budget = 0, gpu_budget = 0, gpu_mem = 0;
-    int64_t n_ctx = 0, n_threads = 0;
+    int64_t n_ctx = 0, n_threads = 0, n_batch = 0;
     double disk_gbs = 0, mem_gbs = 0; /* 0: from the profile or the defaults */
     char hw_source[PATH_MAX + 96];
     bool json = false;
@@ -230,6 +233,7 @@ int cmd_plan(int argc, char **argv)
         else if (cli_match(&c, NULL, "--gpu-budget")) st = cli_size(&c, &gpu_budget);
         else if (cli_match(&c, NULL, "--gpu-mem")) st = cli_size(&c, &gpu_mem);
         else if (cli_match(&c, "-c", "--ctx-size")) st = cli_int(&c, 1, INT32_MAX, &n_ctx);
+        else if (cli_match(&c, "-b", "--batch-size")) st = cli_int(&c, 1, 1 << 20, &n_batch);
         else if (cli_match(&c, NULL, "--disk-gbs")) st = cli_double(&c, 1e-3, 1e4, &disk_gbs);
         else if (cli_match(&c, NULL, "--mem-gbs")) st = cli_double(&c, 1e-3, 1e5, &mem_gbs);
         else if (cli_match(&c, "-t", "--threads")) st = cli_int(&c, 1, 4096, &n_threads);
@@ -276,7 +280,17 @@ int cmd_plan(int argc, char **argv)
     }
     if (!n_ctx) n_ctx = mi.hp.n_ctx_train > 0 && mi.hp.n_ctx_train < DEFAULT_CTX ? mi.hp.n_ctx_train : DEFAULT_CTX;
 
-    struct plan_params pp = {.ram_budget_bytes = budget, .gpu_budget_bytes = gpu_budget, .n_ctx = n_ctx};
+    /* the compute buffers a run holds beside the weights and the KV cache
+     * (an F16 KV cache, one sequence, as run has them by default) */
+    uint64_t work = 0, gpu_work = 0;
+    if ((st = engine_plan_work(&mi, n_ctx, n_batch, FORWARD_DEFAULT_KV_TYPE, gpu_budget, &work,
+                               &gpu_work))) {
+        model_info_free(&mi);
+        gguf_free(g);
+        return cli_fail("plan", st);
+    }
+    struct plan_params pp = {.ram_budget_bytes = budget, .gpu_budget_bytes = gpu_budget, .n_ctx = n_ctx,
+                             .compute_bytes = work, .gpu_compute_bytes = gpu_work};
     struct plan p;
     if ((st = plan_init(&p, &mi, &hw, &pp))) {
         model_info_free(&mi);

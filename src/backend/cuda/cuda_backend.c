@@ -69,17 +69,17 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
     return HY_OK;
 }
 
-#define COPY_SLOTS        3
-#define DEFAULT_COPY_SLOT ((uint64_t)8 << 20)
-#define W16_TILE_BYTES    ((size_t)64 << 20) /* default: dequantized binary16 rows per GEMM */
-#define W16_TILE_MIN      ((size_t)16 << 20)
+#define COPY_SLOTS        CUDA_COPY_SLOTS
+#define DEFAULT_COPY_SLOT CUDA_COPY_SLOT_BYTES
+#define W16_TILE_BYTES    ((size_t)CUDA_GEMM_TILE_BYTES) /* default: dequantized binary16 rows per GEMM */
+#define W16_TILE_MIN      ((size_t)CUDA_GEMM_TILE_MIN)
 #define CPU_BATCH_TOKENS  4                  /* the CPU's cost grows with the batch past this */
 /* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
  * cuBLAS picks its kernel for each new shape at its first call, at a cost of
  * up to milliseconds, and an MoE layer's expert batches (one per expert,
  * each as many tokens as picked it) would otherwise bring new widths on
  * every prompt. */
-#define GEMM_COL_STEP   64
+#define GEMM_COL_STEP   CUDA_GEMM_COL_STEP
 #define GEMM_SHAPES_MAX 64  /* weight shapes whose GEMMs were warmed */
 #define ROPE_INV_MAX    128 /* RoPE pairs whose frequencies the backend uploads */
 

@@ -49,6 +49,31 @@ struct cuda_backend_config {
     enum cuda_host_policy host_policy;
 };
 
+/* Fixed sizes of the backend's device memory (the plan counts them). */
+#define CUDA_COPY_SLOTS      3                    /* PCIe copy pieces in flight */
+#define CUDA_COPY_SLOT_BYTES ((uint64_t)8 << 20)  /* one piece, by default */
+#define CUDA_GEMM_TILE_BYTES ((uint64_t)64 << 20) /* the GEMM tile, by default */
+#define CUDA_GEMM_TILE_MIN   ((uint64_t)16 << 20)
+#define CUDA_GEMM_COL_STEP   64 /* prompt GEMM widths: the batch rounded up to a multiple */
+
+/* What a backend made with cfg holds once reserved for lim, before any
+ * weight or forward buffer: device memory (the copy slots, the activations
+ * in binary16 at the widest GEMM, the GEMM tile) and page-locked host memory
+ * (the activations' host copy). Pure arithmetic: also in builds without CUDA. */
+static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config *cfg,
+                                               const struct backend_limits *lim,
+                                               uint64_t *device, uint64_t *host)
+{
+    const uint64_t slot = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : CUDA_COPY_SLOT_BYTES;
+    const uint64_t tile = !cfg->gemm_tile_bytes                        ? CUDA_GEMM_TILE_BYTES
+                          : cfg->gemm_tile_bytes < CUDA_GEMM_TILE_MIN ? CUDA_GEMM_TILE_MIN
+                                                                        : cfg->gemm_tile_bytes;
+    const uint64_t width = (uint64_t)(lim->max_batch + CUDA_GEMM_COL_STEP - 1) /
+                           CUDA_GEMM_COL_STEP * CUDA_GEMM_COL_STEP;
+    *device = CUDA_COPY_SLOTS * slot + width * (uint64_t)lim->max_cols * 2 + tile;
+    *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float);
+}
+
 /* Measured when the backend is made, then refined by the split products
  * (each side timed while the other runs; decode-sized calls of 4 MiB or more). */
 struct cuda_backend_rates {
