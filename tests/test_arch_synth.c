@@ -52,9 +52,18 @@ static bool runner_open(struct runner *r, const char *path)
     memset(r, 0, sizeof(*r));
     struct cpu_backend_opts bo = {2, false};
     struct forward_config fc = {.n_ctx = 64};
-    return CHECK_OK(model_open(path, &r->m)) && CHECK_OK(cpu_backend_init(&bo, &r->be)) &&
-           CHECK_OK(forward_init(r->m, r->be, &fc, &r->f)) &&
-           CHECK_OK(model_load(r->m, NULL, NULL));
+    if (!(CHECK_OK(model_open(path, &r->m)) && CHECK_OK(cpu_backend_init(&bo, &r->be)) &&
+          CHECK_OK(forward_init(r->m, r->be, &fc, &r->f)) && CHECK_OK(model_load(r->m, NULL, NULL))))
+        return false;
+    /* hypura plan's count of the forward buffers, from the header alone,
+     * is what forward_init allocated */
+    struct forward_sizes fs;
+    if (CHECK_OK(forward_sizes_of(&r->m->info, &fc, &fs))) {
+        CHECK_EQ_U64(fs.device_bytes + fs.host_bytes, forward_buffer_bytes(r->f));
+        CHECK_EQ_U64(fs.kv_bytes, forward_kv_bytes(r->f));
+        CHECK_EQ_INT((int)fs.n_batch, (int)forward_n_batch(r->f));
+    }
+    return true;
 }
 
 static void runner_close(struct runner *r)
