@@ -70,9 +70,6 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 }
 
 #define COPY_SLOTS        CUDA_COPY_SLOTS
-#define DEFAULT_COPY_SLOT CUDA_COPY_SLOT_BYTES
-#define W16_TILE_BYTES    ((size_t)CUDA_GEMM_TILE_BYTES) /* default: dequantized binary16 rows per GEMM */
-#define W16_TILE_MIN      ((size_t)CUDA_GEMM_TILE_MIN)
 #define CPU_BATCH_TOKENS  4                  /* the CPU's cost grows with the batch past this */
 /* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
  * cuBLAS picks its kernel for each new shape at its first call, at a cost of
@@ -547,12 +544,6 @@ static bool cu_supports_type(uint32_t type)
     return cuq_supports(type);
 }
 
-/* The width of the GEMM for n tokens (GEMM_COL_STEP). */
-static int64_t gemm_width(int64_t n)
-{
-    return (n + GEMM_COL_STEP - 1) / GEMM_COL_STEP * GEMM_COL_STEP;
-}
-
 /* cuBLAS sets itself up (tens of milliseconds) and loads its kernels at its
  * first products: one small product of the batch shape here, on the scratch
  * (its values do not matter), takes that out of the first prompt. */
@@ -585,7 +576,7 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
      * (every sequence's forward reserves the same limits) */
     const bool grown = l.max_batch != cb->lim.max_batch || l.max_cols != cb->lim.max_cols;
     cb->lim = l;
-    const size_t x16 = (size_t)(gemm_width(l.max_batch) * l.max_cols) * sizeof(uint16_t);
+    const size_t x16 = (size_t)(cuda_gemm_width(l.max_batch) * l.max_cols) * sizeof(uint16_t);
     if (!ensure_dev(cb, (void **)&cb->x16, &cb->x16_bytes, x16)) return cu_sync(be);
     size_t have = cb->w16 ? cb->w16_bytes : 0;
     if (!ensure_dev(cb, (void **)&cb->w16, &have, cb->w16_bytes)) return cu_sync(be);
@@ -627,7 +618,7 @@ static int64_t gemm_tile_rows(int64_t n)
 static int64_t padded_tile_rows(const struct cuda_backend *cb, enum gemm_kind kind, int64_t n_cols,
                                 size_t *c_off)
 {
-    const size_t wmax = (size_t)gemm_width(cb->lim.max_batch);
+    const size_t wmax = (size_t)cuda_gemm_width(cb->lim.max_batch);
     size_t head = 0, per_row = wmax * sizeof(float);
     if (kind == GEMM_DEQUANT) per_row += (size_t)n_cols * sizeof(uint16_t);
     if (kind == GEMM_F32) head = wmax * (size_t)n_cols * sizeof(float);
@@ -687,7 +678,7 @@ static void warm_gemms(struct cuda_backend *cb, enum gemm_kind kind, const uint8
     const int64_t lda = gemm_lda(kind, row_bytes, n_cols);
     const void *b = kind == GEMM_F32 ? (const void *)cb->w16 : (const void *)cb->x16;
     float *c = (float *)((uint8_t *)cb->w16 + c_off);
-    for (int64_t n_w = GEMM_COL_STEP; n_w <= gemm_width(cb->lim.max_batch); n_w += GEMM_COL_STEP)
+    for (int64_t n_w = GEMM_COL_STEP; n_w <= cuda_gemm_width(cb->lim.max_batch); n_w += GEMM_COL_STEP)
         for (int s = 0; s < 2 && !cb->err; s++)
             if (shapes[s] > 0) blas_gemm(cb, kind, shapes[s], n_w, n_cols, a, lda, b, c, shapes[s]);
 }
@@ -708,15 +699,15 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
         return;
     }
     const enum gemm_kind kind = gemm_kind_of(type);
-    const int64_t n_w = gemm_width(n_tok);
+    const int64_t n_w = cuda_gemm_width(n_tok);
     size_t c_off = 0;
     const int64_t ptile = padded_tile_rows(cb, kind, n_cols, &c_off);
     /* The batch's own layout (outputs straight into y) where its width is
      * the GEMM's and either y's rows are the tile's or it is the full batch
      * (the engine's warm-up pass has shown it); else the padded layout. */
     const bool direct =
-        ptile < 1 || n_w > gemm_width(cb->lim.max_batch) ||
-        (n_tok == n_w && (n_w == gemm_width(cb->lim.max_batch) ||
+        ptile < 1 || n_w > cuda_gemm_width(cb->lim.max_batch) ||
+        (n_tok == n_w && (n_w == cuda_gemm_width(cb->lim.max_batch) ||
                           (kind != GEMM_DEQUANT && ldy == n_rows && n_rows <= ptile)));
     if (ptile >= 1) warm_gemms(cb, kind, w, row_bytes, n_rows, n_cols);
     /* x: F32 as it is, or padded with zeros at the head of w16; else in x16 */
@@ -844,7 +835,8 @@ static void rate_update(double *rate, double bytes, double seconds)
 
 /* Rows [0, n) of host weight w computed by the CPU where they lie, from the
  * activations already downloaded to hx; the rows go up into y. The calling
- * thread queues the copies left in cr first, while the workers start. */
+ * thread queues the copies left in cr first, while the workers start (n > 0:
+ * it returns before that only on an error, when nothing more is queued). */
 static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, int64_t n,
                      const float *hx, int64_t n_tok, float *y, struct copy_run *cr)
 {
@@ -996,7 +988,6 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         lap(&t, &cb->stats.host_x_wait_us);
     }
     cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr);
-    copy_rest(&cr); /* nothing left unless cpu_rows stopped early */
     const int last = cr.last;
     lap(&t, &cb->stats.host_cpu_us);
     float ms = 0;
@@ -1857,9 +1848,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
     }
-    cb->slot_bytes = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : DEFAULT_COPY_SLOT;
-    cb->w16_bytes = cfg->gemm_tile_bytes ? HY_MAX((size_t)cfg->gemm_tile_bytes, W16_TILE_MIN)
-                                         : W16_TILE_BYTES;
+    cb->slot_bytes = cuda_copy_slot_bytes(cfg);
+    cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);
     enum hy_status st;
     struct cpu_backend_opts co = {.n_threads = cb->base.n_threads};
     if ((st = cpu_backend_init(&co, &cb->cpu))) {

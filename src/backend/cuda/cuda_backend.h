@@ -56,6 +56,25 @@ struct cuda_backend_config {
 #define CUDA_GEMM_TILE_MIN   ((uint64_t)16 << 20)
 #define CUDA_GEMM_COL_STEP   64 /* prompt GEMM widths: the batch rounded up to a multiple */
 
+/* A backend made with cfg: its PCIe copy piece and its GEMM tile. */
+static inline uint64_t cuda_copy_slot_bytes(const struct cuda_backend_config *cfg)
+{
+    return cfg->copy_slot_bytes ? cfg->copy_slot_bytes : CUDA_COPY_SLOT_BYTES;
+}
+
+static inline uint64_t cuda_gemm_tile_bytes(const struct cuda_backend_config *cfg)
+{
+    return !cfg->gemm_tile_bytes                        ? CUDA_GEMM_TILE_BYTES
+           : cfg->gemm_tile_bytes < CUDA_GEMM_TILE_MIN ? CUDA_GEMM_TILE_MIN
+                                                         : cfg->gemm_tile_bytes;
+}
+
+/* The width of the prompt GEMM for n tokens (CUDA_GEMM_COL_STEP). */
+static inline int64_t cuda_gemm_width(int64_t n)
+{
+    return (n + CUDA_GEMM_COL_STEP - 1) / CUDA_GEMM_COL_STEP * CUDA_GEMM_COL_STEP;
+}
+
 /* What a backend made with cfg holds once reserved for lim, before any
  * weight or forward buffer: device memory (the copy slots, the activations
  * in binary16 at the widest GEMM, the GEMM tile) and page-locked host memory
@@ -64,13 +83,9 @@ static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config 
                                                const struct backend_limits *lim,
                                                uint64_t *device, uint64_t *host)
 {
-    const uint64_t slot = cfg->copy_slot_bytes ? cfg->copy_slot_bytes : CUDA_COPY_SLOT_BYTES;
-    const uint64_t tile = !cfg->gemm_tile_bytes                        ? CUDA_GEMM_TILE_BYTES
-                          : cfg->gemm_tile_bytes < CUDA_GEMM_TILE_MIN ? CUDA_GEMM_TILE_MIN
-                                                                        : cfg->gemm_tile_bytes;
-    const uint64_t width = (uint64_t)(lim->max_batch + CUDA_GEMM_COL_STEP - 1) /
-                           CUDA_GEMM_COL_STEP * CUDA_GEMM_COL_STEP;
-    *device = CUDA_COPY_SLOTS * slot + width * (uint64_t)lim->max_cols * 2 + tile;
+    *device = CUDA_COPY_SLOTS * cuda_copy_slot_bytes(cfg) +
+              (uint64_t)cuda_gemm_width(lim->max_batch) * (uint64_t)lim->max_cols * 2 +
+              cuda_gemm_tile_bytes(cfg);
     *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float);
 }
 
