@@ -166,6 +166,7 @@ struct cuda_backend {
     cudaStream_t dl;
     cudaEvent_t x_ready;
     bool copy_first;
+    bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
      * mx_down: its x has come down */
     float *hm;
@@ -445,6 +446,23 @@ static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t b
     return true;
 }
 
+/* n_rows rows of n floats between device and pinned host memory on stream s
+ * (row strides ld_dst, ld_src). Up to ZERO_COPY_MAX bytes (a token's
+ * activations) by a kernel that reads or writes the host memory itself
+ * (cb->zero_copy): by the copy engines they queue behind the weight copies in
+ * flight (a CPU expert's sum behind the copies of the GPU's experts). More
+ * (a prompt's) by the copy engines, faster than the kernel's stores. */
+#define ZERO_COPY_MAX ((int64_t)256 << 10)
+static bool small_copy(struct cuda_backend *cb, float *dst, int64_t ld_dst, const float *src,
+                       int64_t ld_src, int64_t n, int64_t n_rows, enum cudaMemcpyKind kind,
+                       cudaStream_t s)
+{
+    if (cb->zero_copy && n * n_rows * (int64_t)sizeof(float) <= ZERO_COPY_MAX) return CK(cuk_copy_rows(dst, ld_dst, src, ld_src, n, n_rows, s));
+    return CK(cudaMemcpy2DAsync(dst, (size_t)ld_dst * sizeof(float), src,
+                                (size_t)ld_src * sizeof(float), (size_t)n * sizeof(float),
+                                (size_t)n_rows, kind, s));
+}
+
 static bool ensure_host(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
 {
     if (*have >= bytes) return true;
@@ -514,7 +532,10 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
 static enum hy_status cu_sync(struct backend *be)
 {
     struct cuda_backend *cb = op_begin(be);
+    const int64_t t0 = timing_now_us();
     if (!cb->err) CK(cudaStreamSynchronize(cb->st));
+    cb->stats.sync_calls++;
+    cb->stats.sync_us += timing_now_us() - t0;
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
 }
@@ -855,8 +876,7 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
         rate_update(&cb->rates.cpu_matvec_bytes_per_s, bytes, sec);
         if (w->type < HY_TYPE_COUNT) rate_update(&cb->cpu_type_rate[w->type], bytes, sec);
     }
-    CK(cudaMemcpy2DAsync(y, (size_t)w->n_rows * sizeof(float), cb->hy, (size_t)n * sizeof(float),
-                         (size_t)n * sizeof(float), (size_t)n_tok, cudaMemcpyHostToDevice, cb->st));
+    small_copy(cb, y, w->n_rows, cb->hy, n, n, n_tok, cudaMemcpyHostToDevice, cb->st);
     CK(cudaEventRecord(cb->hy_free, cb->st));
     cb->stats.host_cpu_bytes += (uint64_t)n * w->row_bytes;
 }
@@ -961,7 +981,8 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb) ||
             !CK(cudaEventRecord(cb->x_ready, cb->st)) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
-            !CK(cudaMemcpyAsync(cb->hx, x, xb, cudaMemcpyDeviceToHost, cb->dl)))
+            !small_copy(cb, cb->hx, n_tok * w->n_cols, x, n_tok * w->n_cols, n_tok * w->n_cols, 1,
+                        cudaMemcpyDeviceToHost, cb->dl))
             return;
         if (!cb->copy_first) {
             if (!x_arrived(cb, x, xb)) return;
@@ -1481,6 +1502,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         on_cpu[cand[i]] = true;
         cpu_bytes += cand_all[i];
     }
+    cb->stats.moe_calls++;
+    cb->stats.moe_cpu_experts += (uint64_t)n_cpu;
 
     /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
@@ -1493,13 +1516,20 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         hd = hu + n_cpu * F;
         if (!CK(cudaEventRecord(cb->x_ready, cb->st)) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
-            !CK(cudaMemcpyAsync(hx, x, (size_t)E * sizeof(float), cudaMemcpyDeviceToHost, cb->dl)) ||
+            !small_copy(cb, hx, E, x, E, E, 1, cudaMemcpyDeviceToHost, cb->dl) ||
             !CK(cudaEventRecord(cb->mx_down, cb->dl)))
             return;
     }
     for (int j = 0; j < k && !cb->err; j++) {
         if (on_cpu[j]) continue;
         const struct backend_weight *e = w + 3 * j;
+        bool far = false;
+        for (int i = 0; i < 3; i++)
+            far = far || (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key));
+        if (far)
+            cb->stats.moe_copy_experts++;
+        else
+            cb->stats.moe_gpu_experts++;
         /* gate and up with SwiGLU in one kernel where both are in VRAM */
         float *const hs[1] = {h};
         cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, h2);
@@ -1516,6 +1546,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (!n_cpu || cb->err) return;
 
     /* the CPU's experts, summed in hy (free once its last upload has left) */
+    int64_t tw = timing_now_us();
     if (!CK(cudaEventSynchronize(cb->mx_down))) return;
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
@@ -1530,12 +1561,14 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->stats.host_cpu_bytes += cpu_bytes;
     memset(cb->hy, 0, (size_t)E * sizeof(float));
     const int64_t t0 = timing_now_us();
+    cb->stats.moe_x_wait_us += t0 - tw;
     cb->cpu->ops->moe_token(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd);
+    tw = timing_now_us();
+    cb->stats.moe_cpu_us += tw - t0;
     /* the rate the split uses: the CPU's experts as they run, beside the copies */
-    rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(timing_now_us() - t0) * 1e-6);
+    rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(tw - t0) * 1e-6);
     /* o's last reader is queued before this copy on the same stream */
-    if (!CK(cudaMemcpyAsync(o, cb->hy, (size_t)E * sizeof(float), cudaMemcpyHostToDevice, cb->st)))
-        return;
+    if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
     CK(cudaEventRecord(cb->hy_free, cb->st));
     cu_add(be, y, o, 1.0f, E);
 }
@@ -1847,6 +1880,14 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
+        /* pinned host memory is the device's to read and write where
+         * addresses are unified (every 64-bit platform CUDA 13 runs on) */
+        int unified = 0;
+        e = getenv("HYPURA_CUDA_ZERO_COPY");
+        cb->zero_copy = cudaDeviceGetAttribute(&unified, cudaDevAttrUnifiedAddressing, cb->dev) ==
+                            cudaSuccess &&
+                        unified && !(e && !strcmp(e, "0"));
+        (void)cudaGetLastError();
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);

@@ -113,6 +113,14 @@ struct cuda_backend_stats {
     int64_t host_queue_us;     /* queuing the copies and the GPU's pieces */
     int64_t host_cpu_us;       /* the CPU's rows, and sending them up */
     int64_t host_copy_wait_us; /* after the CPU's rows: the copies still running */
+    /* moe_token: calls, their experts by where they ran (VRAM: placed or
+     * cached; copied over PCIe; the CPU), the calling thread's time in the
+     * CPU's experts and in waiting for x to come down before them */
+    uint64_t moe_calls, moe_gpu_experts, moe_copy_experts, moe_cpu_experts;
+    int64_t moe_cpu_us, moe_x_wait_us;
+    /* backend_sync: calls and the calling thread's time waiting in them */
+    uint64_t sync_calls;
+    int64_t sync_us;
 };
 
 /* Number of usable CUDA devices (0 without a driver, a device, or a build

@@ -112,6 +112,12 @@ cudaError_t cuk_silu_mul(float *gate, const float *up, int64_t n, cudaStream_t s
 
 /* y[i] += alpha * x[i]. */
 cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n, cudaStream_t s);
+/* dst[r][i] = src[r][i] for n_rows rows of n (row strides ld_dst, ld_src).
+ * Either side may be pinned host memory (the device reads or writes it over
+ * PCIe itself): small transfers that must not queue behind large copies on
+ * the copy engines. */
+cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t n,
+                          int64_t n_rows, cudaStream_t s);
 /* y[t][i] += b[i] for n_tok rows of n. */
 cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n, cudaStream_t s);
 

@@ -342,6 +342,23 @@ extern "C" cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n,
     return cudaGetLastError();
 }
 
+__global__ static void k_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+                                   int64_t n, int64_t n_rows)
+{
+    const int64_t total = n_rows * n;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x)
+        dst[g / n * ld_dst + g % n] = src[g / n * ld_src + g % n];
+}
+
+extern "C" cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+                                     int64_t n, int64_t n_rows, cudaStream_t s)
+{
+    if (n <= 0 || n_rows <= 0) return cudaSuccess;
+    k_copy_rows<<<n_blocks(n_rows * n, 256), 256, 0, s>>>(dst, ld_dst, src, ld_src, n, n_rows);
+    return cudaGetLastError();
+}
+
 __global__ static void k_add_bias(float *y, const float *b, int64_t n_tok, int64_t n)
 {
     const int64_t total = n_tok * n;
