@@ -457,7 +457,8 @@ static bool small_copy(struct cuda_backend *cb, float *dst, int64_t ld_dst, cons
                        int64_t ld_src, int64_t n, int64_t n_rows, enum cudaMemcpyKind kind,
                        cudaStream_t s)
 {
-    if (cb->zero_copy && n * n_rows * (int64_t)sizeof(float) <= ZERO_COPY_MAX) return CK(cuk_copy_rows(dst, ld_dst, src, ld_src, n, n_rows, s));
+    if (cb->zero_copy && n * n_rows * (int64_t)sizeof(float) <= ZERO_COPY_MAX)
+        return CK(cuk_copy_rows(dst, ld_dst, src, ld_src, n, n_rows, s));
     return CK(cudaMemcpy2DAsync(dst, (size_t)ld_dst * sizeof(float), src,
                                 (size_t)ld_src * sizeof(float), (size_t)n * sizeof(float),
                                 (size_t)n_rows, kind, s));
@@ -971,7 +972,8 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     const int64_t nc = cpu_share(cb, w, n_tok);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
-    const size_t xb = (size_t)(n_tok * w->n_cols) * sizeof(float);
+    const int64_t nx = n_tok * w->n_cols;
+    const size_t xb = (size_t)nx * sizeof(float);
     const bool down = nc > 0 && (cb->hx_src != x || cb->hx_len != xb);
     if (down) {
         /* on their own stream, after the point where the compute stream has
@@ -981,8 +983,7 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb) ||
             !CK(cudaEventRecord(cb->x_ready, cb->st)) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
-            !small_copy(cb, cb->hx, n_tok * w->n_cols, x, n_tok * w->n_cols, n_tok * w->n_cols, 1,
-                        cudaMemcpyDeviceToHost, cb->dl))
+            !small_copy(cb, cb->hx, nx, x, nx, nx, 1, cudaMemcpyDeviceToHost, cb->dl))
             return;
         if (!cb->copy_first) {
             if (!x_arrived(cb, x, xb)) return;
@@ -1445,7 +1446,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (cb->err || k <= 0) return;
     HY_ASSERT(k <= BACKEND_MOE_MAX_K);
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
-    bool on_cpu[BACKEND_MOE_MAX_K];
+    bool on_cpu[BACKEND_MOE_MAX_K], far_of[BACKEND_MOE_MAX_K];
     /* the experts the CPU may take (every slice in RAM, one not in VRAM), in
      * order; the PCIe bytes of the others */
     int cand[BACKEND_MOE_MAX_K], n_cand = 0;
@@ -1461,6 +1462,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             if (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key)) far += b;
         }
         on_cpu[j] = false;
+        far_of[j] = far > 0;
         if (far && host && cb->policy != CUDA_HOST_COPY) {
             cand_all[n_cand] = all;
             cand_far[n_cand] = far;
@@ -1503,7 +1505,14 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         cpu_bytes += cand_all[i];
     }
     cb->stats.moe_calls++;
-    cb->stats.moe_cpu_experts += (uint64_t)n_cpu;
+    for (int j = 0; j < k; j++) {
+        if (on_cpu[j])
+            cb->stats.moe_cpu_experts++;
+        else if (far_of[j])
+            cb->stats.moe_copy_experts++;
+        else
+            cb->stats.moe_gpu_experts++;
+    }
 
     /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
@@ -1523,13 +1532,6 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     for (int j = 0; j < k && !cb->err; j++) {
         if (on_cpu[j]) continue;
         const struct backend_weight *e = w + 3 * j;
-        bool far = false;
-        for (int i = 0; i < 3; i++)
-            far = far || (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key));
-        if (far)
-            cb->stats.moe_copy_experts++;
-        else
-            cb->stats.moe_gpu_experts++;
         /* gate and up with SwiGLU in one kernel where both are in VRAM */
         float *const hs[1] = {h};
         cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, h2);
