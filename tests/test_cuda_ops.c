@@ -613,6 +613,7 @@ enum {
     /* x comes from rms_norm (the CUDA backend folds it into the product when
      * it can); with one weight and FUSE_NONE, through matmul (the head) */
     FC_NORM = 2,
+    FC_BIAS = 4, /* NONE: biases on the first and the last weight (q/k/v with biases) */
 };
 
 /* n_w weights of types[i] (one n_cols), kind's op after them: the CUDA op
@@ -622,7 +623,8 @@ enum {
 static void fused_case(enum backend_fuse kind, const uint32_t *types, const int64_t *rows, int n_w,
                        int64_t cols, int64_t n_tok, int flags)
 {
-    const bool host_w = flags & FC_HOST_W, norm = flags & FC_NORM;
+    const bool host_w = flags & FC_HOST_W, norm = flags & FC_NORM, with_b = flags & FC_BIAS;
+    HY_ASSERT(!with_b || kind == BACKEND_FUSE_NONE);
     const bool via_matmul = norm && kind == BACKEND_FUSE_NONE && n_w == 1;
     static const char *const kname[3] = {"none", "add", "swiglu"};
     const uint64_t seed = case_seed();
@@ -654,9 +656,18 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     float *y0 = xmalloc(sizeof(float) * n0),
           *tmp = xmalloc(sizeof(float) * (size_t)(n_tok * max_rows));
     fill_normal(&r, y0, n0, 1.0f);
+    float *bias[3] = {NULL, NULL, NULL};
+    for (int i = 0; with_b && i < n_w; i++)
+        if (i == 0 || i == n_w - 1) {
+            bias[i] = xmalloc(sizeof(float) * (size_t)rows[i]);
+            fill_normal(&r, bias[i], (size_t)rows[i], 0.5f);
+        }
     /* the CPU's separate ops */
     if (kind == BACKEND_FUSE_NONE) {
-        for (int i = 0; i < n_w; i++) backend_matmul(T.cpu, &tw[i].w, xn, n_tok, want[i]);
+        for (int i = 0; i < n_w; i++) {
+            backend_matmul(T.cpu, &tw[i].w, xn, n_tok, want[i]);
+            if (bias[i]) backend_add_bias(T.cpu, want[i], bias[i], n_tok, rows[i]);
+        }
     } else if (kind == BACKEND_FUSE_ADD) {
         memcpy(want[0], y0, n0 * sizeof(float));
         backend_matmul(T.cpu, &tw[0].w, xn, n_tok, tmp);
@@ -669,8 +680,9 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     const int n_out = kind == BACKEND_FUSE_NONE ? n_w : 1;
     char what[200], tname[48];
     snprintf(what, sizeof what,
-             "%s%s %s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
-             norm ? "rms_norm + " : "", via_matmul ? "matmul" : "matmul_fused", kname[kind], n_w,
+             "%s%s %s%s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
+             norm ? "rms_norm + " : "", via_matmul ? "matmul" : "matmul_fused", kname[kind],
+             with_b ? " with biases" : "", n_w,
              quant_type_name(types[0]), (long long)rows[0], (long long)(n_w > 1 ? rows[1] : 0),
              (long long)(n_w > 2 ? rows[2] : 0), (long long)cols, (long long)n_tok,
              host_w ? ", first weight in host memory" : "", (unsigned long long)seed);
@@ -683,8 +695,14 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     if (live(G_AUTO)) {
         struct backend *be = T.gpu[G_AUTO];
         struct backend_weight wd[3];
-        void *d[3] = {NULL, NULL, NULL};
+        void *d[3] = {NULL, NULL, NULL}, *db[3] = {NULL, NULL, NULL};
         bool ok = true;
+        for (int i = 0; i < n_w; i++) {
+            if (!bias[i]) continue;
+            const size_t bb = sizeof(float) * (size_t)rows[i];
+            ok &= (db[i] = be->ops->alloc(be, bb)) != NULL;
+            if (db[i]) backend_upload(be, db[i], bias[i], bb);
+        }
         for (int i = 0; i < n_w; i++) {
             if (i == 0 && host_w) {
                 wd[0] = tw[0].w;
@@ -712,7 +730,8 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
             if (via_matmul)
                 backend_matmul(be, &wd[0], xin, n_tok, ys[0]);
             else
-                be->ops->matmul_fused(be, kind, wd, n_w, xin, n_tok, ys, scratch);
+                be->ops->matmul_fused(be, kind, wd, n_w, xin, n_tok, ys,
+                                      with_b ? (const float *const *)db : NULL, scratch);
             e = 0.0;
             if (norm) { /* the norm's output is there too (a folded norm stores it) */
                 float *gx = xmalloc(sizeof(float) * (size_t)(n_tok * cols));
@@ -738,14 +757,17 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
                     e, check_close(tname, bound, got, want[i], (size_t)(n_tok * rows[i]), label));
             }
         }
-        for (int i = 0; i < n_w; i++)
+        for (int i = 0; i < n_w; i++) {
             if (d[i]) be->ops->dealloc(be, d[i]);
+            if (db[i]) be->ops->dealloc(be, db[i]);
+        }
     }
     char eb[16];
     printf("%s: %s (bound %.1e)\n", what, fmt_err(eb, sizeof eb, e), bound);
     for (int i = 0; i < n_w; i++) {
         tweight_free(&tw[i]);
         free(want[i]);
+        free(bias[i]);
     }
     free(got);
     free(x);
@@ -764,6 +786,7 @@ static void test_matmul_fused(void)
         for (size_t k = 0; k < HY_ARRAY_LEN(toks); k++) {
             const int64_t qkv[3] = {64, 16, 16}, gu[2] = {352, 352}, o[1] = {96};
             fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], 0);
+            fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 256, toks[k], FC_BIAS);
             fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 512, toks[k], 0);
             fused_case(BACKEND_FUSE_ADD, t3, o, 1, 768, toks[k], 0);
             /* the decode's norms before q/k/v, gate/up and the head */
@@ -773,19 +796,23 @@ static void test_matmul_fused(void)
         }
         const int64_t qkv[3] = {4096, 1024, 1024}, gu[2] = {2816, 2816}, o[1] = {4096};
         fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 4096, 1, 0);
+        fused_case(BACKEND_FUSE_NONE, t3, qkv, 3, 4096, 1, FC_BIAS | FC_NORM);
         fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, 0);
         fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, 0);
         fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, FC_NORM);
         fused_case(BACKEND_FUSE_NONE, t3, o, 1, 4096, 1, FC_NORM);
     }
-    /* the unfused paths: mixed types, a host weight */
+    /* mixed types (one kernel per type), a host weight (the unfused path) */
     const uint32_t mixed[3] = {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
     const int64_t qkv[3] = {512, 128, 128}, gu[2] = {704, 704}, o[1] = {256};
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, 0);
+    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 2, FC_BIAS);
     fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W);
     fused_case(BACKEND_FUSE_ADD, mixed + 2, o, 1, 1024, 2, FC_HOST_W);
-    /* a norm before products that cannot fold it (mixed types, a host weight) */
+    /* a norm before products of two types (the first kernel folds it), and before
+     * a host weight (no kernel folds it) */
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM);
+    fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM | FC_BIAS);
     fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W | FC_NORM);
 }
 
@@ -1228,32 +1255,41 @@ static void test_silu_mul_add(void)
 
 /* ---- moe_token ------------------------------------------------------------------ */
 
+/* Where moe_token_case's expert slices lie. */
+enum moe_place {
+    MOE_HOST,    /* all in host memory (stable, keyed) */
+    MOE_ONE_DEV, /* expert 1's in backend memory, the others' in host memory */
+    MOE_ALL_DEV, /* all in backend memory (the GPU's gate/up of several experts per kernel) */
+};
+
 /* One token's experts in one moe_token call on every backend, against the CPU
  * op by op (gate, up, silu_mul, down, add with the expert's weight, expert
  * after expert): k experts of Q4_K gate/up and Q6_K down slices, stable host
- * weights with keys, and (mixed) one expert's slices in backend memory. Two
- * calls per backend (the second finds the cache backends' copies); the host
- * byte counters follow the policy on the first. */
-static void moe_token_case(int k, int64_t E, int64_t F, bool mixed)
+ * weights with keys, or in backend memory as place says. Two calls per
+ * backend (the second finds the cache backends' copies); the host byte
+ * counters follow the policy on the first. */
+static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
 {
     const uint64_t seed = case_seed();
     struct rng r;
     rng_init(&r, seed);
-    struct tweight tw[3 * 8];
-    struct backend_weight w[3 * 8];
-    HY_ASSERT(k <= 8);
-    float alpha[8];
+    enum { KMAX = 12 };
+    struct tweight tw[3 * KMAX];
+    struct backend_weight w[3 * KMAX];
+    HY_ASSERT(k <= KMAX);
+    float alpha[KMAX];
     size_t host_bytes = 0;
     for (int j = 0; j < k; j++) {
         tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j]);
         tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j + 1]);
         tweight_make(&r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[3 * j + 2]);
         alpha[j] = 0.1f + 0.8f * (float)rng_uniform(&r);
+        const bool dev = place == MOE_ALL_DEV || (place == MOE_ONE_DEV && j == 1);
         for (int i = 0; i < 3; i++) {
             w[3 * j + i] = tw[3 * j + i].w;
             w[3 * j + i].key = ++T.next_key;
             w[3 * j + i].stable = true;
-            if (!(mixed && j == 1)) host_bytes += tw[3 * j + i].bytes;
+            if (!dev) host_bytes += tw[3 * j + i].bytes;
         }
     }
     float *x = xmalloc((size_t)E * sizeof(float)), *y0 = xmalloc((size_t)E * sizeof(float));
@@ -1271,31 +1307,33 @@ static void moe_token_case(int k, int64_t E, int64_t F, bool mixed)
         backend_add(T.cpu, want, d, alpha[j], E);
     }
     char what[160];
+    static const char *const where[3] = {"", ", one in backend memory", ", all in backend memory"};
     snprintf(what, sizeof what, "moe_token %d experts, n_embd %lld, ff %lld%s (seed %#llx)", k,
-             (long long)E, (long long)F, mixed ? ", one in backend memory" : "",
-             (unsigned long long)seed);
+             (long long)E, (long long)F, where[place], (unsigned long long)seed);
     printf("%s |", what);
     for (int gi = 0; gi < N_GPU; gi++) {
         if (!live(gi)) continue;
         struct backend *be = T.gpu[gi];
         if (!CHECK(be->ops->moe_token != NULL)) break;
-        struct backend_weight wg[3 * 8];
-        void *dev[3] = {NULL, NULL, NULL};
+        struct backend_weight wg[3 * KMAX];
+        void *dev[3 * KMAX] = {NULL};
         memcpy(wg, w, sizeof(struct backend_weight) * 3 * (size_t)k);
         bool ok = true;
-        if (mixed)
+        for (int j = 0; j < k; j++) {
+            if (!(place == MOE_ALL_DEV || (place == MOE_ONE_DEV && j == 1))) continue;
             for (int i = 0; i < 3; i++) {
-                dev[i] = tweight_upload(gi, &tw[3 + i], &wg[3 + i]);
-                ok = ok && dev[i];
+                dev[3 * j + i] = tweight_upload(gi, &tw[3 * j + i], &wg[3 * j + i]);
+                ok = ok && dev[3 * j + i];
             }
+        }
         double e[2] = {NAN, NAN};
         for (int call = 0; call < 2 && ok; call++) {
             const struct cuda_backend_stats s0 = cuda_backend_stats(be);
             backend_upload(be, T.buf[gi][0], x, (size_t)E * sizeof(float));
             backend_upload(be, T.buf[gi][1], y0, (size_t)E * sizeof(float));
-            gpu_poison(gi, T.buf[gi][2], (size_t)F);
-            gpu_poison(gi, T.buf[gi][3], (size_t)F);
-            gpu_poison(gi, T.buf[gi][4], (size_t)E);
+            gpu_poison(gi, T.buf[gi][2], (size_t)(k * F));
+            gpu_poison(gi, T.buf[gi][3], (size_t)(k * F));
+            gpu_poison(gi, T.buf[gi][4], (size_t)(k * E));
             be->ops->moe_token(be, T.buf[gi][0], wg, alpha, k, T.buf[gi][1], T.buf[gi][2],
                                T.buf[gi][3], T.buf[gi][4]);
             backend_download(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
@@ -1306,7 +1344,7 @@ static void moe_token_case(int k, int64_t E, int64_t F, bool mixed)
             const struct cuda_backend_stats s1 = cuda_backend_stats(be);
             if (call == 0) host_stats_check(gi, &s0, &s1, host_bytes, label);
         }
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 3 * k; i++)
             if (dev[i]) be->ops->dealloc(be, dev[i]);
         char b[2][16];
         printf(" %s %s/%s", gpu_cfg[gi].name, fmt_err(b[0], 16, e[0]), fmt_err(b[1], 16, e[1]));
@@ -1325,9 +1363,13 @@ static void moe_token_case(int k, int64_t E, int64_t F, bool mixed)
 
 static void test_moe_token(void)
 {
-    moe_token_case(4, 512, 768, false);
-    moe_token_case(4, 512, 768, true);
-    moe_token_case(8, 2048, 1536, false);
+    moe_token_case(4, 512, 768, MOE_HOST);
+    moe_token_case(4, 512, 768, MOE_ONE_DEV);
+    moe_token_case(8, 2048, 1536, MOE_HOST);
+    /* several experts' gate/up per kernel: one kernel of 4 pairs, of 8, and 8 + 3 */
+    moe_token_case(4, 2048, 1280, MOE_ALL_DEV);
+    moe_token_case(8, 1024, 768, MOE_ALL_DEV);
+    moe_token_case(11, 512, 512, MOE_ALL_DEV);
 }
 
 /* ---- attention ------------------------------------------------------------------ */

@@ -199,10 +199,12 @@ struct backend_ops {
      * backend can (one kernel for decode's q/k/v, gate/up). The results agree
      * with the separate ops to rounding. ys[i]: [n_tok][ws[i].n_rows]; tmp: backend
      * memory as large as ys[0], scratch for a backend that computes ADD and SWIGLU's
-     * products separately (weights it cannot fuse). */
+     * products separately (weights it cannot fuse). bias (NONE only; NULL: none):
+     * bias[i] NULL or F32 [ws[i].n_rows] in backend memory, added to every row of
+     * ys[i] as add_bias adds it (the same sums). */
     void (*matmul_fused)(struct backend *be, enum backend_fuse kind,
                          const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
-                         float *const *ys, float *tmp);
+                         float *const *ys, const float *const *bias, float *tmp);
     /* Routing of n_tok tokens over n experts: each row of x [n_tok][n] (router
      * logits) becomes its softmax, in place; ids [n_tok][k] are the k most
      * probable experts of each token, in descending probability, ties to the

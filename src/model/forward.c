@@ -466,16 +466,19 @@ HY_MUST_CHECK static enum hy_status linear(struct forward *f, int layer, enum mo
 
 /* The products of x with the weights w[0..n) and the element-wise op of kind
  * after them (backend.h, matmul_fused): in one call when the backend fuses,
- * else as matmul, add and silu_mul calls (tmp: scratch for one product, as
- * large as ys[0]). */
+ * else as matmul, add_bias, add and silu_mul calls (tmp: scratch for one
+ * product, as large as ys[0]; bias: NONE's, NULL or one per weight). */
 static void fused_products(struct backend *be, enum backend_fuse kind,
                            const struct backend_weight *w, int n, const float *x, int64_t n_tok,
-                           float *const *ys, float *tmp)
+                           float *const *ys, const float *const *bias, float *tmp)
 {
     if (be->ops->matmul_fused) {
-        be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys, tmp);
+        be->ops->matmul_fused(be, kind, w, n, x, n_tok, ys, bias, tmp);
     } else if (kind == BACKEND_FUSE_NONE) {
-        for (int i = 0; i < n; i++) backend_matmul(be, &w[i], x, n_tok, ys[i]);
+        for (int i = 0; i < n; i++) {
+            backend_matmul(be, &w[i], x, n_tok, ys[i]);
+            if (bias && bias[i]) backend_add_bias(be, ys[i], bias[i], n_tok, w[i].n_rows);
+        }
     } else if (kind == BACKEND_FUSE_ADD) {
         backend_matmul(be, &w[0], x, n_tok, tmp);
         backend_add(be, ys[0], tmp, 1.0f, n_tok * w[0].n_rows);
@@ -486,34 +489,31 @@ static void fused_products(struct backend *be, enum backend_fuse kind,
     }
 }
 
-/* fused_products with the weights of n roles of layer l (n <= 3, one n_cols). */
+/* fused_products with the weights of n roles of layer l (n <= 3, one n_cols)
+ * and, for NONE, the biases of bias_roles where the layer has them (NULL:
+ * none). */
 HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
                                                  enum backend_fuse kind,
                                                  const enum model_wrole *roles, int n,
                                                  const float *x, int64_t n_tok, float *const *ys,
-                                                 float *tmp)
+                                                 const enum model_wrole *bias_roles, float *tmp)
 {
-    struct backend_weight w[3];
+    struct backend_weight w[3], b;
+    const float *bias[3] = {NULL, NULL, NULL};
     enum hy_status st = HY_OK;
-    int got = 0;
-    for (; got < n; got++)
+    int got = 0, got_b = 0;
+    for (; got < n && !st; got++)
         if ((st = model_acquire(f->m, layer, roles[got], -1, &w[got]))) break;
-    if (st == HY_OK) fused_products(f->be, kind, w, n, x, n_tok, ys, tmp);
+    for (; bias_roles && got_b < n && !st; got_b++) {
+        if (!model_has_weight(f->m, layer, bias_roles[got_b])) continue;
+        if ((st = model_acquire(f->m, layer, bias_roles[got_b], -1, &b))) break;
+        bias[got_b] = (const float *)b.data;
+    }
+    if (st == HY_OK) fused_products(f->be, kind, w, n, x, n_tok, ys, bias_roles ? bias : NULL, tmp);
     for (int i = 0; i < got; i++) model_release(f->m, layer, roles[i]);
+    for (int i = 0; i < got_b; i++)
+        if (bias[i]) model_release(f->m, layer, bias_roles[i]);
     return st;
-}
-
-/* x[t] += bias for n_tok rows of n, when the layer has that bias (ARCH_QKV_BIAS). */
-HY_MUST_CHECK static enum hy_status add_bias(struct forward *f, int layer, enum model_wrole role,
-                                             float *x, int64_t n_tok, int64_t n)
-{
-    if (!model_has_weight(f->m, layer, role)) return HY_OK;
-    struct backend_weight w;
-    enum hy_status st = model_acquire(f->m, layer, role, -1, &w);
-    if (st) return st;
-    backend_add_bias(f->be, x, (const float *)w.data, n_tok, n);
-    model_release(f->m, layer, role);
-    return HY_OK;
 }
 
 /* RMSNorm of each of n_rows heads of head_dim in place (ARCH_QK_NORM): the
@@ -541,10 +541,10 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
     if ((st = norm(f, l, MODEL_W_ATTN_NORM, f->x, n, f->xb))) return st;
     static const enum model_wrole qkv[3] = {MODEL_W_ATTN_Q, MODEL_W_ATTN_K, MODEL_W_ATTN_V};
     float *const qkv_out[3] = {f->q, f->k, f->v};
-    if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, qkv, 3, f->xb, n, qkv_out, NULL))) return st;
-    if ((st = add_bias(f, l, MODEL_W_ATTN_Q_BIAS, f->q, n, f->q_dim))) return st;
-    if ((st = add_bias(f, l, MODEL_W_ATTN_K_BIAS, f->k, n, f->k_dim))) return st;
-    if ((st = add_bias(f, l, MODEL_W_ATTN_V_BIAS, f->v, n, f->v_dim))) return st;
+    static const enum model_wrole qkv_bias[3] = {MODEL_W_ATTN_Q_BIAS, MODEL_W_ATTN_K_BIAS,
+                                                 MODEL_W_ATTN_V_BIAS};
+    if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, qkv, 3, f->xb, n, qkv_out, qkv_bias, NULL)))
+        return st;
     if (f->m->arch_flags & ARCH_QK_NORM) {
         if ((st = head_norm(f, l, MODEL_W_ATTN_Q_NORM, f->q, n * hp->n_head))) return st;
         if ((st = head_norm(f, l, MODEL_W_ATTN_K_NORM, f->k, n * hp->n_head_kv))) return st;
@@ -569,7 +569,7 @@ HY_MUST_CHECK static enum hy_status attention_block(struct forward *f, int l, in
     static const enum model_wrole out_role[1] = {MODEL_W_ATTN_OUT};
     float *const res[1] = {f->x + r0 * hp->n_embd};
     return linear_fused(f, l, BACKEND_FUSE_ADD, out_role, 1, f->att + r0 * f->att_dim, n - r0,
-                        res, f->xb2);
+                        res, NULL, f->xb2);
 }
 
 /* x[0..n) += FFN(xb[0..n)) for a dense layer. */
@@ -578,22 +578,22 @@ HY_MUST_CHECK static enum hy_status dense_ffn(struct forward *f, int l, int64_t 
     static const enum model_wrole gate_up[2] = {MODEL_W_FFN_GATE, MODEL_W_FFN_UP};
     static const enum model_wrole down[1] = {MODEL_W_FFN_DOWN};
     float *const h[1] = {f->hb}, *const res[1] = {x};
-    enum hy_status st = linear_fused(f, l, BACKEND_FUSE_SWIGLU, gate_up, 2, f->xb, n, h, f->hb2);
+    enum hy_status st =
+        linear_fused(f, l, BACKEND_FUSE_SWIGLU, gate_up, 2, f->xb, n, h, NULL, f->hb2);
     if (st) return st;
-    return linear_fused(f, l, BACKEND_FUSE_ADD, down, 1, f->hb, n, res, f->xb2);
+    return linear_fused(f, l, BACKEND_FUSE_ADD, down, 1, f->hb, n, res, NULL, f->xb2);
 }
 
-/* The shared expert (ARCH_SHARED_EXPERT), first half: its gate logits
- * gate_inp_shexp · h (into gate) and FFN_shexp(h) into shexp_out, for every
- * token (moe_ffn says when). */
-HY_MUST_CHECK static enum hy_status shared_expert_start(struct forward *f, int l, int64_t n,
-                                                       float *gate)
+/* The shared expert (ARCH_SHARED_EXPERT), first half: FFN_shexp(h) into
+ * shexp_out for every token (moe_ffn says when; its gate logits come with
+ * the router's). */
+HY_MUST_CHECK static enum hy_status shared_expert_start(struct forward *f, int l, int64_t n)
 {
-    enum hy_status st;
-    if ((st = linear(f, l, MODEL_W_FFN_GATE_INP_SHEXP, -1, f->xb, n, gate))) return st;
-    if ((st = linear(f, l, MODEL_W_FFN_GATE_SHEXP, -1, f->xb, n, f->hb))) return st;
-    if ((st = linear(f, l, MODEL_W_FFN_UP_SHEXP, -1, f->xb, n, f->hb2))) return st;
-    backend_silu_mul(f->be, f->hb, f->hb2, n * f->shexp_dim);
+    static const enum model_wrole gate_up[2] = {MODEL_W_FFN_GATE_SHEXP, MODEL_W_FFN_UP_SHEXP};
+    float *const h[1] = {f->hb};
+    enum hy_status st =
+        linear_fused(f, l, BACKEND_FUSE_SWIGLU, gate_up, 2, f->xb, n, h, NULL, f->hb2);
+    if (st) return st;
     return linear(f, l, MODEL_W_FFN_DOWN_SHEXP, -1, f->hb, n, f->shexp_out);
 }
 
@@ -647,23 +647,29 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     struct forward_routes *r = &f->routes;
     const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
     enum hy_status st;
-    if ((st = linear(f, l, MODEL_W_FFN_ROUTER, -1, f->xb, n, f->router))) return st;
-    /* this step's routes and, for one token, the shared expert's gate
-     * logits: one download. One token's shared expert is queued before the
-     * wait (the GPU computes it while the host waits, and the routed
-     * experts do not wait behind it); a batch's after the routed experts
-     * (its products then overlap the host's queuing of theirs). */
-    const bool shexp_first = f->shexp_dim > 0 && n == 1;
+    /* the router's logits and the shared expert's gate logits: one product */
     int32_t *route_ids = (int32_t *)f->step_routes;
     float *route_w = (float *)f->step_routes + n * K, *shexp_gate = route_w + n * K;
+    static const enum model_wrole router_roles[2] = {MODEL_W_FFN_ROUTER,
+                                                     MODEL_W_FFN_GATE_INP_SHEXP};
+    float *const router_out[2] = {f->router, shexp_gate};
+    if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, router_roles, f->shexp_dim > 0 ? 2 : 1, f->xb,
+                           n, router_out, NULL, NULL)))
+        return st;
+    /* this step's routes and the shared expert's gate logits: one download.
+     * One token's shared expert is queued before the wait (the GPU computes
+     * it while the host waits, and the routed experts do not wait behind
+     * it); a batch's after the routed experts (its products then overlap the
+     * host's queuing of theirs). */
+    const bool shexp_first = f->shexp_dim > 0 && n == 1;
     const int32_t *ids_host = (const int32_t *)f->step_routes_host;
     const float *w_host = (const float *)f->step_routes_host + n * K;
     float *gate_host = (float *)f->step_routes_host + 2 * n * K;
     backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
                   route_w);
-    if (shexp_first && (st = shared_expert_start(f, l, n, shexp_gate))) return st;
+    if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
     backend_download(f->be, f->step_routes, f->step_routes_host,
-                     (size_t)(2 * n * K + (shexp_first ? n : 0)) * 4);
+                     (size_t)(2 * n * K + (f->shexp_dim > 0 ? n : 0)) * 4);
     if ((st = backend_sync(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
@@ -718,10 +724,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         backend_add_rows(f->be, f->x, f->xb2, toks, ws, cnt, E);
     }
     if (f->shexp_dim > 0) {
-        if (!shexp_first) {
-            if ((st = shared_expert_start(f, l, n, shexp_gate))) return st;
-            backend_download(f->be, shexp_gate, gate_host, (size_t)n * sizeof(float));
-        }
+        if (!shexp_first && (st = shared_expert_start(f, l, n))) return st;
         shared_expert_add(f, n, gate_host);
     }
     return HY_OK;

@@ -167,6 +167,8 @@ struct cuda_backend {
     cudaEvent_t x_ready;
     bool copy_first;
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
+    /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
+    bool group_experts;
     /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
      * mx_down: its x has come down */
     float *hm;
@@ -1355,39 +1357,55 @@ static bool multi_op(struct cuda_backend *cb, struct cuq_multi *m,
  * lies, then the op (on the caller's scratch tmp). */
 static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
                             const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
-                            float *const *ys, float *tmp)
+                            float *const *ys, const float *const *bias, float *tmp)
 {
     struct cuda_backend *cb = cb_of(be);
     HY_ASSERT(n_w >= 1 && n_w <= 3);
     HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
     HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
+    HY_ASSERT(!bias || kind == BACKEND_FUSE_NONE);
     if (cb->err) return;
-    bool one = n_tok <= CUQ_MATVEC_MAX_TOK;
-    int64_t rows = 0;
-    for (int i = 0; i < n_w; i++) {
-        one = one && ws[i].mem == BACKEND_MEM_BACKEND && ws[i].type == ws[0].type &&
-              ws[i].row_bytes == ws[0].row_bytes && ws[i].n_cols == ws[0].n_cols;
-        rows += ws[i].n_rows;
-    }
-    if (one) {
-        struct cuq_multi m = {.n_w = n_w,
-                              .ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
+    static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
+                                           {"matvec +", "norm+matvec +"},
+                                           {"matvec swiglu", "norm+matvec swiglu"}};
+    bool done[3] = {false, false, false};
+    int left = n_w;
+    /* the weights in VRAM of one type and shape in one kernel (NONE: q/k/v of
+     * two types in two, the first folding the pending norm); ADD and SWIGLU
+     * only when that is all of them */
+    for (int i = 0; i < n_w && n_tok <= CUQ_MATVEC_MAX_TOK; i++) {
+        if (done[i] || ws[i].mem != BACKEND_MEM_BACKEND) continue;
+        struct cuq_multi m = {.ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
                                     : kind == BACKEND_FUSE_SWIGLU ? CUQ_EP_SWIGLU
                                                                   : CUQ_EP_STORE};
-        for (int i = 0; i < n_w; i++) {
-            m.w[i] = ws[i].data;
-            m.n_rows[i] = ws[i].n_rows;
+        int idx[3] = {0, 0, 0};
+        int64_t rows = 0;
+        for (int j = i; j < n_w; j++) {
+            if (done[j] || ws[j].mem != BACKEND_MEM_BACKEND || ws[j].type != ws[i].type ||
+                ws[j].row_bytes != ws[i].row_bytes || ws[j].n_cols != ws[i].n_cols)
+                continue;
+            idx[m.n_w] = j;
+            m.w[m.n_w] = ws[j].data;
+            m.n_rows[m.n_w] = ws[j].n_rows;
             /* SwiGLU writes ys[0] only: a caller's ys may hold just that */
-            m.y[i] = i == 0 || kind != BACKEND_FUSE_SWIGLU ? ys[i] : NULL;
+            m.y[m.n_w] = m.n_w == 0 || kind != BACKEND_FUSE_SWIGLU ? ys[j] : NULL;
+            m.b[m.n_w] = bias ? bias[j] : NULL;
+            rows += ws[j].n_rows;
+            m.n_w++;
         }
-        static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
-                                               {"matvec +", "norm+matvec +"},
-                                               {"matvec swiglu", "norm+matvec swiglu"}};
-        if (multi_op(cb, &m, &ws[0], x, n_tok, rows, name[kind])) return;
+        if (kind != BACKEND_FUSE_NONE && m.n_w != n_w) break;
+        if (!multi_op(cb, &m, &ws[i], x, n_tok, rows, name[kind])) break;
+        for (int k = 0; k < m.n_w; k++) done[idx[k]] = true;
+        left -= m.n_w;
     }
+    if (left == 0) return;
     norm_flush(cb); /* the separate products below take x as it is */
     if (kind == BACKEND_FUSE_NONE) {
-        for (int i = 0; i < n_w; i++) cu_matmul(be, &ws[i], x, n_tok, ys[i]);
+        for (int i = 0; i < n_w; i++) {
+            if (done[i]) continue;
+            cu_matmul(be, &ws[i], x, n_tok, ys[i]);
+            if (bias && bias[i]) cu_add_bias(be, ys[i], bias[i], n_tok, ws[i].n_rows);
+        }
         return;
     }
     const int64_t n = n_tok * ws[0].n_rows;
@@ -1407,6 +1425,12 @@ static void cu_add_rows(struct backend *be, float *y, const float *x, const int3
     struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     if (cb->err || n_rows <= 0) return;
+    if (n_rows == 1) { /* one row (a token's shared expert): the factor as an argument */
+        const int pi = prof_begin(cb);
+        CK(cuk_add(y + (int64_t)rows[0] * n, x, alpha[0], n, cb->st));
+        prof_end(cb, pi, "add_rows", UINT32_MAX);
+        return;
+    }
     const size_t rb = (size_t)n_rows * sizeof(int32_t), ab = (size_t)n_rows * sizeof(float);
     /* the previous call's kernel, earlier on the stream, has read the scratch
      * before these copies overwrite it */
@@ -1427,6 +1451,81 @@ static bool wc_holds(const struct cuda_backend *cb, uint64_t key)
     for (int i = 0; i < cb->wc_n; i++)
         if (cb->wce[i].key == key && cb->wce[i].filled) return true;
     return false;
+}
+
+/* Gate and up with SwiGLU of the n experts w + 3 * js[i], expert i's into
+ * h + i * n_rows, several experts to a kernel (as many pairs as it takes)
+ * while every slice is in device memory with one type and shape (each
+ * product the one cu_matmul_fused computes). Returns how many of the first
+ * experts it queued; the caller runs the rest one by one. */
+static int moe_gate_up(struct cuda_backend *cb, const struct backend_weight *w, const int *js,
+                       int n, const float *x, float *h)
+{
+    if (n < 2 || !cb->group_experts) return 0;
+    const struct backend_weight *w0 = &w[3 * js[0]];
+    for (int i = 0; i < n; i++)
+        for (int g = 0; g < 2; g++) {
+            const struct backend_weight *s = &w[3 * js[i] + g];
+            if (s->mem != BACKEND_MEM_BACKEND || s->type != w0->type ||
+                s->row_bytes != w0->row_bytes || s->n_cols != w0->n_cols ||
+                s->n_rows != w0->n_rows)
+                return 0;
+        }
+    static const char *const name[2] = {"matvec swiglu experts", "norm+matvec swiglu experts"};
+    int done = 0;
+    while (done < n) {
+        const int np = HY_MIN(n - done, CUQ_MULTI_MAX / 2);
+        struct cuq_multi m = {.n_w = 2 * np, .ep = CUQ_EP_SWIGLU};
+        for (int p = 0; p < np; p++) {
+            const struct backend_weight *e = &w[3 * js[done + p]];
+            m.w[2 * p] = e[0].data;
+            m.w[2 * p + 1] = e[1].data;
+            m.n_rows[2 * p] = m.n_rows[2 * p + 1] = w0->n_rows;
+            m.y[2 * p] = h + (int64_t)(done + p) * w0->n_rows;
+        }
+        if (!multi_op(cb, &m, w0, x, 1, 2 * np * w0->n_rows, name)) break;
+        done += np;
+    }
+    return done;
+}
+
+/* The down products of the n experts w + 3 * js[i] (expert i's x at
+ * h + i * F) with their weighted adds into y, several experts to a kernel
+ * (each expert's product into its row of o, [n][n_embd], then their
+ * weighted adds alpha[js[i]] in one launch, in order) while every slice is in device memory with one type
+ * and shape. Returns how many of the first experts it queued. */
+static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, const int *js, int n,
+                    const float *h, const float *alpha, float *o, float *y)
+{
+    if (n < 2) return 0;
+    const struct backend_weight *w0 = &w[3 * js[0] + 2];
+    for (int i = 0; i < n; i++) {
+        const struct backend_weight *s = &w[3 * js[i] + 2];
+        if (s->mem != BACKEND_MEM_BACKEND || s->type != w0->type ||
+            s->row_bytes != w0->row_bytes || s->n_cols != w0->n_cols || s->n_rows != w0->n_rows)
+            return 0;
+    }
+    static const char *const name[2] = {"matvec experts", "norm+matvec experts"};
+    enum { G = HY_MIN(CUQ_MULTI_MAX / 2, CUK_ADD_N_MAX) };
+    const int64_t E = w0->n_rows;
+    int done = 0;
+    while (done < n) {
+        const int ng = HY_MIN(n - done, G);
+        struct cuq_multi m = {.n_w = ng, .ep = CUQ_EP_DIAG};
+        float a[G];
+        for (int i = 0; i < ng; i++) {
+            m.w[i] = w[3 * js[done + i] + 2].data;
+            m.n_rows[i] = E;
+            m.y[i] = o + (int64_t)(done + i) * E;
+            a[i] = alpha[js[done + i]];
+        }
+        if (!multi_op(cb, &m, w0, h + (int64_t)done * w0->n_cols, ng, ng * E, name)) break;
+        const int pi = prof_begin(cb);
+        if (!CK(cuk_add_n(y, o + (int64_t)done * E, a, ng, E, cb->st))) break;
+        prof_end(cb, pi, "add_n", UINT32_MAX);
+        done += ng;
+    }
+    return done;
 }
 
 /* One token's routed experts (backend.h's moe_token). An expert whose
@@ -1529,20 +1628,29 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             !CK(cudaEventRecord(cb->mx_down, cb->dl)))
             return;
     }
-    for (int j = 0; j < k && !cb->err; j++) {
-        if (on_cpu[j]) continue;
+    /* the GPU's experts: gate and up of those whose slices are in VRAM in
+     * one kernel (h row i: the i-th GPU expert's), the others' one by one */
+    int gpu_j[BACKEND_MOE_MAX_K], n_gpu = 0;
+    for (int j = 0; j < k; j++)
+        if (!on_cpu[j]) gpu_j[n_gpu++] = j;
+    const int grouped = moe_gate_up(cb, w, gpu_j, n_gpu, x, h);
+    const int downs = grouped == n_gpu ? moe_down(cb, w, gpu_j, n_gpu, h, alpha, o, y) : 0;
+    for (int i = downs; i < n_gpu && !cb->err; i++) {
+        const int j = gpu_j[i];
         const struct backend_weight *e = w + 3 * j;
-        /* gate and up with SwiGLU in one kernel where both are in VRAM */
-        float *const hs[1] = {h};
-        cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, h2);
+        float *hj = h + i * F;
+        if (i >= grouped) { /* gate and up with SwiGLU in one kernel where both are in VRAM */
+            float *const hs[1] = {hj};
+            cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, NULL, h2);
+        }
         /* down with its weighted add into y in one kernel, where it is in VRAM */
         if (e[2].mem == BACKEND_MEM_BACKEND) {
             struct cuq_multi m = {.n_w = 1, .ep = CUQ_EP_AXPY, .w = {e[2].data},
                                   .n_rows = {e[2].n_rows}, .y = {y}, .alpha = alpha[j]};
             static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
-            if (multi_op(cb, &m, &e[2], h, 1, e[2].n_rows, name)) continue;
+            if (multi_op(cb, &m, &e[2], hj, 1, e[2].n_rows, name)) continue;
         }
-        cu_matmul(be, &e[2], h, 1, o);
+        cu_matmul(be, &e[2], hj, 1, o);
         cu_add(be, y, o, alpha[j], E);
     }
     if (!n_cpu || cb->err) return;
@@ -1882,6 +1990,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
+        cb->group_experts = !(e && !strcmp(e, "0"));
         /* pinned host memory is the device's to read and write where
          * addresses are unified (every 64-bit platform CUDA 13 runs on) */
         int unified = 0;

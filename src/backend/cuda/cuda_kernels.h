@@ -47,11 +47,21 @@ cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n
 
 /* Epilogues of cuq_matvec_multi. */
 enum cuq_epilogue {
-    CUQ_EP_STORE = 0,  /* y[i] = W_i x, for each weight i < n_w */
+    CUQ_EP_STORE = 0,  /* y[i] = W_i x (+ b[i]), for each weight i < n_w <= 3 */
     CUQ_EP_ADD = 1,    /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
-    CUQ_EP_SWIGLU = 2, /* n_w == 2, n_rows equal: y[0] = silu(W_0 x) * (W_1 x) */
+    /* n_w an even count up to CUQ_MULTI_MAX, all n_rows equal: pairs p of a
+     * gate W_2p and an up W_2p+1 (one token's experts in one launch), y[2p] =
+     * silu(W_2p x) * (W_2p+1 x) */
+    CUQ_EP_SWIGLU = 2,
     CUQ_EP_AXPY = 3,   /* n_w == 1: y[0] += alpha * (W_0 x), as cuk_add computes it (an expert's share) */
+    /* n_tok == n_w <= CUQ_MULTI_MAX / 2, all n_rows equal: y[i] = W_i x[i], each
+     * weight with its own row of x (a token's experts' down products in one
+     * launch: the kernel of n_tok tokens, of whose products each weight's
+     * row keeps one; the weights are read once, as for any batch) */
+    CUQ_EP_DIAG = 4,
 };
+/* Most weights of one cuq_matvec_multi (SWIGLU's pairs: 8). */
+#define CUQ_MULTI_MAX 16
 /* An RMSNorm folded into cuq_multi's products: their x is
  * x[t] / sqrt(mean(x[t]^2) + eps) * w as cuk_rms_norm computes it (the same
  * floats), and the kernel also stores it at y, which must be the products' x
@@ -64,16 +74,21 @@ struct cuq_norm {
     float *y;
 };
 struct cuq_multi {
-    int n_w;          /* 1 .. 3 */
-    int ep;           /* enum cuq_epilogue */
-    const void *w[3]; /* device memory: n_rows[i] rows of n_cols, all of one type and row_bytes */
-    int64_t n_rows[3];
-    float *y[3];                 /* [n_tok][n_rows[i]] */
+    int n_w; /* 1 .. 3; SWIGLU: 2, 4, .. CUQ_MULTI_MAX; DIAG: 1 .. CUQ_MULTI_MAX / 2 */
+    int ep;  /* enum cuq_epilogue */
+    /* device memory: n_rows[i] rows of n_cols, all of one type and row_bytes */
+    const void *w[CUQ_MULTI_MAX];
+    int64_t n_rows[CUQ_MULTI_MAX];
+    float *y[CUQ_MULTI_MAX]; /* [n_tok][n_rows[i]]; SWIGLU: the even ones */
+    /* STORE: F32 [n_rows[i]] added to weight i's outputs (a bias: the sum
+     * rounded as cuk_add_bias rounds it), or NULL */
+    const float *b[3];
     float alpha;                 /* CUQ_EP_AXPY's factor */
     const struct cuq_norm *norm; /* NULL: none */
 };
-/* As cuq_matvec for each weight, in one launch (decode's q/k/v, gate/up, the
- * output projection with its residual add). cudaErrorNotSupported when the
+/* As cuq_matvec for each weight, in one launch (decode's q/k/v with their
+ * biases, gate/up, the output projection with its residual add, a token's
+ * experts' gate/up). cudaErrorNotSupported when the
  * fused kernels cannot take these arguments (alignment, type, n_tok > 8, a norm
  * whose x does not fit in shared memory): the caller then uses cuk_rms_norm,
  * cuq_matvec and the elementwise kernels. */
@@ -112,6 +127,13 @@ cudaError_t cuk_silu_mul(float *gate, const float *up, int64_t n, cudaStream_t s
 
 /* y[i] += alpha * x[i]. */
 cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n, cudaStream_t s);
+/* Most rows of one cuk_add_n. */
+#define CUK_ADD_N_MAX 8
+/* y[i] += alpha[r] * x[r][i] for r = 0 .. n_rows - 1 in turn, each step as
+ * cuk_add computes it (one token's experts' outputs, in one launch); alpha
+ * host memory, x [n_rows][n]. */
+cudaError_t cuk_add_n(float *y, const float *x, const float *alpha, int n_rows, int64_t n,
+                      cudaStream_t s);
 /* dst[r][i] = src[r][i] for n_rows rows of n (row strides ld_dst, ld_src).
  * Either side may be pinned host memory (the device reads or writes it over
  * PCIe itself): small transfers that must not queue behind large copies on

@@ -342,6 +342,36 @@ extern "C" cudaError_t cuk_add(float *y, const float *x, float alpha, int64_t n,
     return cudaGetLastError();
 }
 
+struct AddN {
+    float a[CUK_ADD_N_MAX];
+};
+
+__global__ static void k_add_n(float *y, const float *x, const AddN alpha, int n_rows, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = y[i];
+#pragma unroll
+        for (int r = 0; r < CUK_ADD_N_MAX; r++)
+            if (r < n_rows) {
+                const float a = alpha.a[r], xv = x[r * n + i];
+                v = a == 1.0f ? v + xv : v + a * xv;
+            }
+        y[i] = v;
+    }
+}
+
+extern "C" cudaError_t cuk_add_n(float *y, const float *x, const float *alpha, int n_rows,
+                                 int64_t n, cudaStream_t s)
+{
+    if (n_rows < 1 || n_rows > CUK_ADD_N_MAX) return cudaErrorInvalidValue;
+    if (n <= 0) return cudaSuccess;
+    AddN a = {};
+    for (int r = 0; r < n_rows; r++) a.a[r] = alpha[r];
+    k_add_n<<<n_blocks(n, 256), 256, 0, s>>>(y, x, a, n_rows, n);
+    return cudaGetLastError();
+}
+
 __global__ static void k_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
                                    int64_t n, int64_t n_rows)
 {

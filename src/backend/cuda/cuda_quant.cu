@@ -1175,10 +1175,17 @@ __device__ __forceinline__ void cq_mv_step(const typename T::Raw (&raw)[R], int 
  * SWIGLU: virtual row 2j is W_0's row j and 2j + 1 W_1's (w as given), so
  * that both rows of an output are in one warp; n_rows is twice W_0's. */
 struct CqRows {
-    const uint8_t *w[3];
-    float *y[3];
+    /* STORE, ADD, AXPY: weight i's row v at w[i] + v * row_bytes for virtual
+     * rows end[i - 1] <= v < end[i] (w[i] and y[i], b[i] offset back by
+     * end[i - 1]); SWIGLU: pair p's gate and up at w[2p], w[2p + 1], virtual
+     * row 2(p * pr + r) its gate's row r and the next one its up's */
+    const uint8_t *w[CUQ_MULTI_MAX];
+    float *y[CUQ_MULTI_MAX / 2]; /* SWIGLU: pair p's output y[p] */
+    const float *b[3];           /* STORE: biases or NULL */
     int64_t end[3];
     int64_t ldy[3];
+    int64_t pr; /* SWIGLU: rows of each weight */
+    int np;     /* SWIGLU: pairs */
     int ep;
     float alpha; /* CUQ_EP_AXPY */
     /* RMSNorm folded into the prologue (cuq_norm), when nx is not NULL: x is
@@ -1249,10 +1256,29 @@ template <class Q> __device__ void cq_norm_stage(const CqRows &rs, int64_t n, fl
     __syncthreads();
 }
 
+/* SWIGLU's pair or DIAG's weight of virtual row v, and the row of its weights. */
+__device__ __forceinline__ int cq_pair(const CqRows &rs, int64_t v, int64_t &row)
+{
+    row = rs.ep == CUQ_EP_SWIGLU ? v >> 1 : v;
+    if (rs.np == 1) return 0;
+    const int p = (int)(row / rs.pr);
+    row -= p * rs.pr;
+    return p;
+}
+
 /* The bytes of virtual row v. */
 __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
 {
-    if (rs.ep == CUQ_EP_SWIGLU) return ((v & 1) ? rs.w[1] : rs.w[0]) + (v >> 1) * row_bytes;
+    if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
+        int64_t row;
+        const int p = cq_pair(rs, v, row);
+        const int i = rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p;
+        const uint8_t *w = rs.w[0];
+#pragma unroll
+        for (int k = 1; k < CUQ_MULTI_MAX; k++) /* selects: no indexing into the parameters */
+            if (i == k) w = rs.w[k];
+        return w + row * row_bytes;
+    }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
 }
@@ -1262,8 +1288,19 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
  * cuk_silu_mul computes it, its odd rows nothing. */
 __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u)
 {
-    if (rs.ep == CUQ_EP_SWIGLU) {
-        if (!(v & 1)) rs.y[0][t * rs.ldy[0] + (v >> 1)] = s / (1.0f + expf(-s)) * u;
+    if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
+        if (rs.ep == CUQ_EP_SWIGLU && (v & 1)) return;
+        int64_t row;
+        const int p = cq_pair(rs, v, row);
+        if (rs.ep == CUQ_EP_DIAG && t != p) return; /* weight p's product with x row p only */
+        float *y = rs.y[0];
+#pragma unroll
+        for (int k = 1; k < CUQ_MULTI_MAX / 2; k++)
+            if (p == k) y = rs.y[k];
+        if (rs.ep == CUQ_EP_DIAG)
+            y[row] = s;
+        else
+            y[t * rs.ldy[0] + row] = s / (1.0f + expf(-s)) * u;
         return;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
@@ -1274,7 +1311,12 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
                     : i == 1 ? rs.ldy[1]
                              : rs.ldy[2]) +
                v;
-    *y = rs.ep == CUQ_EP_ADD ? *y + s : rs.ep == CUQ_EP_AXPY ? *y + rs.alpha * s : s;
+    if (rs.ep == CUQ_EP_STORE) {
+        const float *b = i == 0 ? rs.b[0] : i == 1 ? rs.b[1] : rs.b[2];
+        *y = b ? s + b[v] : s;
+        return;
+    }
+    *y = rs.ep == CUQ_EP_ADD ? *y + s : *y + rs.alpha * s;
 }
 
 /* The end of a tile of the matvec kernels: each warp's sums over its lanes,
@@ -2386,7 +2428,7 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
     }
     CqRows rs = {};
     rs.w[0] = rs.w[1] = rs.w[2] = (const uint8_t *)w;
-    rs.y[0] = rs.y[1] = rs.y[2] = y;
+    rs.y[0] = rs.y[1] = rs.y[2] = y; /* no biases */
     rs.end[0] = rs.end[1] = rs.end[2] = n_rows;
     rs.ldy[0] = rs.ldy[1] = rs.ldy[2] = ldy;
     rs.ep = CUQ_EP_STORE;
@@ -2399,19 +2441,28 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
                                         const float *x, int64_t n_tok, cudaStream_t s, bool early)
 {
     if (!T::FLOAT && n_cols % T::BS != 0) return cudaErrorInvalidValue;
-    const bool swiglu = m->ep == CUQ_EP_SWIGLU;
+    const bool swiglu = m->ep == CUQ_EP_SWIGLU, diag = m->ep == CUQ_EP_DIAG;
     CqRows rs = {};
-    int64_t end = 0;
-    for (int i = 0; i < 3; i++) {
-        if (i < m->n_w) {
-            if (!cq_matvec_fast<T>(m->w[i], row_bytes, n_cols, x)) return cudaErrorNotSupported;
-            const int64_t before = swiglu ? 0 : end; /* see CqRows */
-            rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)before * row_bytes);
-            rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)before * sizeof(float));
-            rs.ldy[i] = m->n_rows[i];
-            end += m->n_rows[i];
+    for (int i = 0; i < m->n_w; i++)
+        if (!cq_matvec_fast<T>(m->w[i], row_bytes, n_cols, x)) return cudaErrorNotSupported;
+    if (swiglu || diag) {
+        rs.np = swiglu ? m->n_w / 2 : m->n_w;
+        rs.pr = m->n_rows[0];
+        for (int i = 0; i < m->n_w; i++) rs.w[i] = (const uint8_t *)m->w[i];
+        for (int p = 0; p < rs.np; p++) rs.y[p] = m->y[swiglu ? 2 * p : p];
+        rs.ldy[0] = rs.pr;
+    } else {
+        int64_t end = 0;
+        for (int i = 0; i < 3; i++) {
+            if (i < m->n_w) { /* see CqRows */
+                rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)end * row_bytes);
+                rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)end * sizeof(float));
+                if (m->b[i]) rs.b[i] = (const float *)((uintptr_t)m->b[i] - (uintptr_t)end * 4);
+                rs.ldy[i] = m->n_rows[i];
+                end += m->n_rows[i];
+            }
+            rs.end[i] = end;
         }
-        rs.end[i] = end;
     }
     rs.ep = m->ep;
     rs.alpha = m->alpha;
@@ -2424,7 +2475,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.ny = nm->y;
         rs.eps = nm->eps;
     }
-    const int64_t n_rows = swiglu ? 2 * m->n_rows[0] : end;
+    const int64_t n_rows = swiglu ? 2 * rs.np * rs.pr : diag ? rs.np * rs.pr : rs.end[2];
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
@@ -2541,17 +2592,23 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
                                         cudaStream_t s, bool early)
 {
     if (!m || n_tok < 0 || n_cols < 0) return cudaErrorInvalidValue;
-    if (m->n_w < 1 || m->n_w > 3 || n_tok > CUQ_MATVEC_MAX_TOK || !cuq_supports(type))
+    const bool swiglu = m->ep == CUQ_EP_SWIGLU, diag = m->ep == CUQ_EP_DIAG;
+    const int max_w = swiglu ? CUQ_MULTI_MAX : diag ? CUQ_MULTI_MAX / 2 : 3;
+    if (m->n_w < 1 || m->n_w > max_w || n_tok > CUQ_MATVEC_MAX_TOK || !cuq_supports(type))
         return cudaErrorNotSupported;
     int64_t rows = 0;
     for (int i = 0; i < m->n_w; i++) {
         if (m->n_rows[i] < 0) return cudaErrorInvalidValue;
+        if ((swiglu || diag) && m->n_rows[i] != m->n_rows[0]) return cudaErrorNotSupported;
         rows += m->n_rows[i];
     }
     const bool ep_ok = m->ep == CUQ_EP_STORE ||
                        ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
-                       (m->ep == CUQ_EP_SWIGLU && m->n_w == 2 && m->n_rows[0] == m->n_rows[1]);
+                       (swiglu && m->n_w % 2 == 0) || (diag && n_tok == m->n_w && !m->norm);
     if (!ep_ok) return cudaErrorNotSupported;
+    if (m->ep != CUQ_EP_STORE)
+        for (int i = 0; i < 3; i++)
+            if (m->b[i]) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
 }
