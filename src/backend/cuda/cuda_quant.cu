@@ -1261,9 +1261,10 @@ __device__ __forceinline__ int cq_pair(const CqRows &rs, int64_t v, int64_t &row
 {
     row = rs.ep == CUQ_EP_SWIGLU ? v >> 1 : v;
     if (rs.np == 1) return 0;
-    const int p = (int)(row / rs.pr);
-    row -= p * rs.pr;
-    return p;
+    /* 32-bit: a weight's rows are far fewer than 2^32 (a 64-bit division is a long routine) */
+    const uint32_t p = (uint32_t)row / (uint32_t)rs.pr;
+    row -= (int64_t)p * rs.pr;
+    return (int)p;
 }
 
 /* The bytes of virtual row v. */
@@ -1272,12 +1273,8 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
     if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
         int64_t row;
         const int p = cq_pair(rs, v, row);
-        const int i = rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p;
-        const uint8_t *w = rs.w[0];
-#pragma unroll
-        for (int k = 1; k < CUQ_MULTI_MAX; k++) /* selects: no indexing into the parameters */
-            if (i == k) w = rs.w[k];
-        return w + row * row_bytes;
+        /* an indexed load of the kernel's parameters (__grid_constant__: no copy of them) */
+        return rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p] + row * row_bytes;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
@@ -1293,10 +1290,7 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
         int64_t row;
         const int p = cq_pair(rs, v, row);
         if (rs.ep == CUQ_EP_DIAG && t != p) return; /* weight p's product with x row p only */
-        float *y = rs.y[0];
-#pragma unroll
-        for (int k = 1; k < CUQ_MULTI_MAX / 2; k++)
-            if (p == k) y = rs.y[k];
+        float *y = rs.y[p];
         if (rs.ep == CUQ_EP_DIAG)
             y[row] = s;
         else
@@ -1375,7 +1369,7 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
  * NORM (with XS): rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool XS, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
-    cq_matvec_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+    cq_matvec_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                      const float *__restrict__ x, int ks_log2)
 {
     constexpr int LP = CqLog2<T::P>::value;
@@ -1927,7 +1921,7 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
  * there and keep 2. NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
-    cq_matvec_i8_kernel(const CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+    cq_matvec_i8_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                         const float *__restrict__ x, int ks_log2)
 {
     typedef CqI8<T> I;
