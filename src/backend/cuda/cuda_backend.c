@@ -1490,10 +1490,11 @@ static int moe_gate_up(struct cuda_backend *cb, const struct backend_weight *w, 
 }
 
 /* The down products of the n experts w + 3 * js[i] (expert i's x at
- * h + i * F) with their weighted adds into y, several experts to a kernel
- * (each expert's product into its row of o, [n][n_embd], then their
- * weighted adds alpha[js[i]] in one launch, in order) while every slice is in device memory with one type
- * and shape. Returns how many of the first experts it queued. */
+ * h + i * n_cols) with their weighted adds into y, several experts to a
+ * kernel (each expert's product into its row of o, [n][n_embd], then the
+ * adds with factors alpha[js[i]] in one launch, in order) while every slice
+ * is in device memory with one type and shape. Returns how many of the
+ * first experts it queued; the caller runs the rest one by one. */
 static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, const int *js, int n,
                     const float *h, const float *alpha, float *o, float *y)
 {
