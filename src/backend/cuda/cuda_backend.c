@@ -1351,6 +1351,14 @@ static bool multi_op(struct cuda_backend *cb, struct cuq_multi *m,
     return true;
 }
 
+/* Whether one cuq_matvec_multi launch can take a beside w0: a is in device
+ * memory with w0's type, row length and columns. */
+static bool multi_alike(const struct backend_weight *a, const struct backend_weight *w0)
+{
+    return a->mem == BACKEND_MEM_BACKEND && a->type == w0->type && a->row_bytes == w0->row_bytes &&
+           a->n_cols == w0->n_cols;
+}
+
 /* Products of one x with n_w weights and kind's element-wise op (backend.h):
  * one kernel when every weight is in device memory with one type and row
  * length and the batch is a matvec's; else each product wherever its weight
@@ -1381,9 +1389,7 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         int idx[3] = {0, 0, 0};
         int64_t rows = 0;
         for (int j = i; j < n_w; j++) {
-            if (done[j] || ws[j].mem != BACKEND_MEM_BACKEND || ws[j].type != ws[i].type ||
-                ws[j].row_bytes != ws[i].row_bytes || ws[j].n_cols != ws[i].n_cols)
-                continue;
+            if (done[j] || !multi_alike(&ws[j], &ws[i])) continue;
             idx[m.n_w] = j;
             m.w[m.n_w] = ws[j].data;
             m.n_rows[m.n_w] = ws[j].n_rows;
@@ -1466,10 +1472,7 @@ static int moe_gate_up(struct cuda_backend *cb, const struct backend_weight *w, 
     for (int i = 0; i < n; i++)
         for (int g = 0; g < 2; g++) {
             const struct backend_weight *s = &w[3 * js[i] + g];
-            if (s->mem != BACKEND_MEM_BACKEND || s->type != w0->type ||
-                s->row_bytes != w0->row_bytes || s->n_cols != w0->n_cols ||
-                s->n_rows != w0->n_rows)
-                return 0;
+            if (!multi_alike(s, w0) || s->n_rows != w0->n_rows) return 0;
         }
     static const char *const name[2] = {"matvec swiglu experts", "norm+matvec swiglu experts"};
     int done = 0;
@@ -1502,9 +1505,7 @@ static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, con
     const struct backend_weight *w0 = &w[3 * js[0] + 2];
     for (int i = 0; i < n; i++) {
         const struct backend_weight *s = &w[3 * js[i] + 2];
-        if (s->mem != BACKEND_MEM_BACKEND || s->type != w0->type ||
-            s->row_bytes != w0->row_bytes || s->n_cols != w0->n_cols || s->n_rows != w0->n_rows)
-            return 0;
+        if (!multi_alike(s, w0) || s->n_rows != w0->n_rows) return 0;
     }
     static const char *const name[2] = {"matvec experts", "norm+matvec experts"};
     enum { G = HY_MIN(CUQ_MULTI_MAX / 2, CUK_ADD_N_MAX) };
