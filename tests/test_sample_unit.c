@@ -2,12 +2,15 @@
  * Unit tests of the sample layer: the sampler's penalties (repeat,
  * frequency, presence; the window), the order of its truncations (top-k,
  * then top-p over what top-k kept, then min-p, then temperature), seed
- * determinism, and the stop-string filter's hold-back.
+ * determinism, greedy and top-k over a large vocabulary against plain scans
+ * (ties, NaNs, signed zeros, block tails), and the stop-string filter's
+ * hold-back.
  *
  * Expected values are worked out in the comments from the definitions in
  * src/sample/sampler.h, which follow llama.cpp's samplers.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -220,6 +223,114 @@ static void test_seeds(void)
     CHECK_CONTAINS(err_msg(), "presence penalty");
 }
 
+/* The first index of the largest logit: a plain scan keeping the first
+ * strictly larger value (sampler.h's greedy rule; a NaN never wins). */
+static int32_t scan_argmax(const float *l, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+/* Fills l[0..n) by pattern: 0 spread values, 1 four values (ties), 2 signed
+ * zeros and one later 0.5 or none, 3 spread with NaNs (also at 0 when nan0). */
+static void fill_logits(float *l, int32_t n, int pattern, unsigned *seed, bool nan0)
+{
+    for (int32_t i = 0; i < n; i++) {
+        const int r = rand_r(seed);
+        switch (pattern) {
+        case 0:
+            l[i] = (float)(r % 100000) * 1e-3f - 50.0f;
+            break;
+        case 1:
+            l[i] = (float)(r % 4);
+            break;
+        case 2:
+            l[i] = r % 2 ? 0.0f : -0.0f;
+            break;
+        default:
+            l[i] = r % 37 == 0 ? NAN : (float)(r % 1000) * 0.01f;
+            break;
+        }
+    }
+    if (pattern == 2 && rand_r(seed) % 2) l[rand_r(seed) % n] = 0.5f;
+    if (nan0) l[0] = NAN;
+}
+
+/* Greedy over a large vocabulary is the plain scan's choice, with and
+ * without penalties (applied to a copy here as sampler.h defines them), for
+ * sizes around the sampler's blocks of 16; top-k then a near-uniform draw
+ * (temperature 1e4) picks exactly the k best by (logit, lower id): with four
+ * distinct values most of the k are ties broken by id. */
+static void test_large_vocab(void)
+{
+    static const int32_t sizes[] = {1, 15, 16, 17, 33, 4099, 50003};
+    unsigned seed = 77;
+    float *l = malloc(50003 * sizeof *l), *pen = malloc(50003 * sizeof *pen);
+    CHECK(l && pen);
+    if (!l || !pen) goto out;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (int pattern = 0; pattern < 4; pattern++)
+            for (int nan0 = 0; nan0 < 2; nan0++) {
+                const int32_t n = sizes[si];
+                fill_logits(l, n, pattern, &seed, nan0);
+                struct sampler s;
+                struct sampler_params p = params(0.0f, 1);
+                CHECK_OK(sampler_init(&s, n, &p));
+                CHECK_EQ_INT(sampler_sample(&s, l), scan_argmax(l, n));
+                sampler_free(&s);
+
+                /* penalties: ids 0, n/2 (twice) and n - 1 in the window */
+                p.repeat_penalty = 1.5f;
+                p.frequency_penalty = 0.25f;
+                CHECK_OK(sampler_init(&s, n, &p));
+                const int32_t seen[4] = {0, n / 2, n / 2, n - 1};
+                memcpy(pen, l, (size_t)n * sizeof *pen);
+                for (int k = 0; k < 4; k++) sampler_accept(&s, seen[k]);
+                for (int k = 0; k < 4; k++) { /* once per distinct id, by its count */
+                    int cnt = 0, dup = 0;
+                    for (int j = 0; j < 4; j++)
+                        if (seen[j] == seen[k]) {
+                            cnt++;
+                            dup |= j < k;
+                        }
+                    if (dup) continue;
+                    float *v = &pen[seen[k]];
+                    *v = *v <= 0.0f ? *v * 1.5f : *v / 1.5f;
+                    *v -= (float)cnt * 0.25f;
+                }
+                CHECK_EQ_INT(sampler_sample(&s, l), scan_argmax(pen, n));
+                sampler_free(&s);
+
+                if (pattern != 1 || nan0 || n < 64) continue;
+                /* top-k 7 over four values: the 7 lowest ids holding value 3 */
+                int32_t want[7], nw = 0;
+                for (int32_t i = 0; i < n && nw < 7; i++)
+                    if (l[i] == 3.0f) want[nw++] = i;
+                CHECK_EQ_INT(nw, 7);
+                p = params(1e4f, 5);
+                p.top_k = 7;
+                CHECK_OK(sampler_init(&s, n, &p));
+                int got[7] = {0}, other = 0;
+                for (int d = 0; d < 700; d++) {
+                    const int32_t id = sampler_sample(&s, l);
+                    int k = 0;
+                    while (k < 7 && want[k] != id) k++;
+                    if (k < 7)
+                        got[k]++;
+                    else
+                        other++;
+                }
+                CHECK_EQ_INT(other, 0);
+                for (int k = 0; k < 7; k++) CHECK(got[k] > 0);
+                sampler_free(&s);
+            }
+out:
+    free(l);
+    free(pen);
+}
+
 /* Pushes pieces through a filter; returns what was printed and whether a stop hit. */
 static bool filter(const char *const *stops, int n_stops, const char *const *pieces, int n,
                    char *printed, size_t cap)
@@ -298,6 +409,7 @@ int main(int argc, char **argv)
     test_penalties();
     test_truncation_order();
     test_seeds();
+    test_large_vocab();
     test_stop_filter();
     return check_report(argv[0]);
 }

@@ -47,6 +47,7 @@ enum hy_status sampler_init(struct sampler *s, int32_t n_vocab, const struct sam
     s->par = *p;
     s->n_vocab = n_vocab;
     s->cand = mem_xcalloc((size_t)n_vocab, sizeof(*s->cand));
+    s->pen = mem_xcalloc((size_t)n_vocab, sizeof(*s->pen));
     s->count = mem_xcalloc((size_t)n_vocab, sizeof(*s->count));
     s->recent =
         mem_xcalloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1), sizeof(*s->recent));
@@ -58,6 +59,7 @@ void sampler_free(struct sampler *s)
 {
     if (!s) return;
     free(s->cand);
+    free(s->pen);
     free(s->count);
     free(s->recent);
     memset(s, 0, sizeof(*s));
@@ -96,41 +98,94 @@ static bool cand_worse(const struct sampler_cand *a, const struct sampler_cand *
     return cand_cmp(a, b) > 0;
 }
 
-/* Moves the k best candidates to c[0..k) (unordered): a min-heap of the best
- * k so far, O(n log k). */
-static void select_top_k(struct sampler_cand *c, int32_t n, int32_t k)
+/* Restores the heap c[0..k) (the worst candidate at the root) below slot i. */
+static void sift_down(struct sampler_cand *c, int32_t k, int32_t i)
 {
-    /* heapify c[0..k) with the worst at the root */
-    for (int32_t start = k / 2 - 1; start >= 0; start--) {
-        int32_t i = start;
-        for (;;) {
-            int32_t w = i, l = 2 * i + 1, r = l + 1;
-            if (l < k && cand_worse(&c[l], &c[w])) w = l;
-            if (r < k && cand_worse(&c[r], &c[w])) w = r;
-            if (w == i) break;
-            struct sampler_cand t = c[i];
-            c[i] = c[w];
-            c[w] = t;
-            i = w;
-        }
+    for (;;) {
+        int32_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cand_worse(&c[l], &c[w])) w = l;
+        if (r < k && cand_worse(&c[r], &c[w])) w = r;
+        if (w == i) break;
+        struct sampler_cand t = c[i];
+        c[i] = c[w];
+        c[w] = t;
+        i = w;
     }
-    for (int32_t j = k; j < n; j++) {
-        if (!cand_worse(&c[0], &c[j])) continue;
-        struct sampler_cand t = c[0];
-        c[0] = c[j];
-        c[j] = t;
-        int32_t i = 0;
-        for (;;) {
-            int32_t w = i, l = 2 * i + 1, r = l + 1;
-            if (l < k && cand_worse(&c[l], &c[w])) w = l;
-            if (r < k && cand_worse(&c[r], &c[w])) w = r;
-            if (w == i) break;
-            struct sampler_cand u = c[i];
-            c[i] = c[w];
-            c[w] = u;
-            i = w;
-        }
+}
+
+/* The k best candidates of logits l[0..n) into c[0..k) (unordered): a
+ * min-heap of the best k so far, O(n log k), the vocabulary read once and
+ * not copied. A later id can displace the root only with a logit that is not
+ * <= the root's (an equal one has the higher id, so it is worse; a NaN
+ * compares as cand_cmp orders it), which a block of 16 is tested for at
+ * once: after the first thousands of ids almost every block is skipped. */
+static void select_top_k(struct sampler_cand *c, const float *l, int32_t n, int32_t k)
+{
+    for (int32_t i = 0; i < k; i++) c[i] = (struct sampler_cand){i, l[i], 0.0f};
+    for (int32_t start = k / 2 - 1; start >= 0; start--) sift_down(c, k, start);
+    int32_t j = k;
+    while (j < n) {
+        const int32_t end = j + 16 <= n ? j + 16 : n;
+        const float root = c[0].logit;
+        int any = 0;
+        for (int32_t i = j; i < end; i++) any |= !(l[i] <= root);
+        if (any)
+            for (int32_t i = j; i < end; i++) {
+                if (l[i] <= c[0].logit) continue;
+                c[0] = (struct sampler_cand){i, l[i], 0.0f};
+                sift_down(c, k, 0);
+            }
+        j = end;
     }
+}
+
+/* Four floats (GNU C vectors: SSE on x86-64, NEON on arm64, or scalar code). */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+static inline f4 load4(const float *p)
+{
+    f4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* a > m ? a : m per lane (a NaN keeps m) */
+static inline f4 max4(f4 a, f4 m)
+{
+    const i4 k = a > m;
+    return (f4)(((i4)a & k) | ((i4)m & ~k));
+}
+
+/* The first index of the largest of l[0..n), as a scan keeping the first
+ * strictly larger value finds it (NaNs never win; l[0] NaN gives 0): the
+ * largest value over four vectors of lanes, then the first block of 16 that
+ * holds it. A scan carrying the index from element to element makes every
+ * compare wait for the one before: 4x slower on a large vocabulary. */
+static int32_t argmax_first(const float *l, int32_t n)
+{
+    f4 m0 = {l[0], l[0], l[0], l[0]}, m1 = m0, m2 = m0, m3 = m0;
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = max4(load4(l + i), m0);
+        m1 = max4(load4(l + i + 4), m1);
+        m2 = max4(load4(l + i + 8), m2);
+        m3 = max4(load4(l + i + 12), m3);
+    }
+    m0 = max4(max4(m1, m0), max4(m3, m2));
+    float mx = m0[0];
+    for (int k = 1; k < 4; k++) mx = m0[k] > mx ? m0[k] : mx;
+    for (; i < n; i++) mx = l[i] > mx ? l[i] : mx;
+
+    const f4 b = {mx, mx, mx, mx};
+    for (i = 0; i + 16 <= n; i += 16) {
+        const i4 eq = (load4(l + i) == b) | (load4(l + i + 4) == b) | (load4(l + i + 8) == b) |
+                      (load4(l + i + 12) == b);
+        if (eq[0] | eq[1] | eq[2] | eq[3]) break;
+    }
+    for (; i < n; i++)
+        if (l[i] == mx) return i;
+    return 0;
 }
 
 /* True when the penalties change some logit: recent tokens and a penalty set. */
@@ -141,18 +196,17 @@ static bool penalties_on(const struct sampler *s)
                                p->presence_penalty != 0.0f);
 }
 
-/* The penalties of every distinct id in the window. The first walk marks an
- * id as done by negating its count (so that a repeated entry is skipped);
- * the second restores the counts. */
-static void apply_penalties(struct sampler *s)
+/* The penalties of every distinct id in the window, on logits l. The first
+ * walk marks an id as done by negating its count (so that a repeated entry is
+ * skipped); the second restores the counts. */
+static void apply_penalties(struct sampler *s, float *lg)
 {
     const struct sampler_params *p = &s->par;
-    if (!penalties_on(s)) return;
     for (int32_t i = 0; i < s->n_recent; i++) {
         const int32_t id = s->recent[i];
         const int32_t cnt = s->count[id];
         if (cnt <= 0) continue; /* negative: applied earlier in this walk */
-        float *l = &s->cand[id].logit;
+        float *l = &lg[id];
         *l = *l <= 0.0f ? *l * p->repeat_penalty : *l / p->repeat_penalty;
         *l -= (float)cnt * p->frequency_penalty + p->presence_penalty;
         s->count[id] = -cnt;
@@ -178,29 +232,21 @@ static void softmax_cands(struct sampler_cand *c, int32_t n, float temp)
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     const int32_t n = s->n_vocab;
+    const float *l = logits;
+    if (penalties_on(s)) {
+        memcpy(s->pen, logits, (size_t)n * sizeof(*s->pen));
+        apply_penalties(s, s->pen);
+        l = s->pen;
+    }
+    if (!(s->par.temp > 0.0f)) return argmax_first(l, n);
+
     struct sampler_cand *c = s->cand;
-    if (!(s->par.temp > 0.0f) && !penalties_on(s)) {
-        /* greedy, nothing to penalise: the first largest logit, as below,
-         * without copying a large vocabulary into the candidates */
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
-    for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, logits[i], 0.0f};
-    apply_penalties(s);
-
-    if (!(s->par.temp > 0.0f)) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit) best = i;
-        return best;
-    }
-
     int32_t m = n;
     if (s->par.top_k > 0 && s->par.top_k < n) {
         m = s->par.top_k;
-        select_top_k(c, n, m);
+        select_top_k(c, l, n, m);
+    } else {
+        for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, l[i], 0.0f};
     }
     qsort(c, (size_t)m, sizeof(*c), cand_cmp);
 

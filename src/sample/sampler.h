@@ -56,6 +56,7 @@ struct sampler {
     struct sampler_params par;
     int32_t n_vocab;
     struct sampler_cand *cand; /* owned, [n_vocab] */
+    float *pen;                /* owned, [n_vocab]: the logits with the penalties applied */
     int32_t *recent;           /* owned, ring of the last repeat_last_n accepted ids */
     int32_t n_recent;
     int32_t recent_head; /* next slot of the ring to write */
