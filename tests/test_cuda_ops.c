@@ -329,7 +329,7 @@ static void tweight_make(struct rng *r, uint32_t type, int64_t rows, int64_t col
     else
         threadpool_run(T.pool, quant_worker, &job);
     tw->w = (struct backend_weight){tw->host,         type, cols, rows, row_bytes, "test weight",
-                                    BACKEND_MEM_HOST, 0, false};
+                                    BACKEND_MEM_HOST, 0,    false};
 }
 
 static void tweight_free(struct tweight *tw)
@@ -593,6 +593,7 @@ static void test_matmul(void)
         {7, 32, {2, 9, 33}}, /* >= 14 outputs: see the bounds */
         {65, 96, {1, 8, 33, 512}},
         {129, 4000, {1, 9}},
+        {65600, 256, {1, 2}}, /* one token's head: two products, the first rows down early */
     };
     for (size_t ti = 0; ti < HY_ARRAY_LEN(all_types); ti++) {
         const uint32_t type = all_types[ti];
@@ -682,10 +683,10 @@ static void fused_case(enum backend_fuse kind, const uint32_t *types, const int6
     snprintf(what, sizeof what,
              "%s%s %s%s, %d x %s..., rows %lld/%lld/%lld x %lld, n_tok %lld%s (seed %#llx)",
              norm ? "rms_norm + " : "", via_matmul ? "matmul" : "matmul_fused", kname[kind],
-             with_b ? " with biases" : "", n_w,
-             quant_type_name(types[0]), (long long)rows[0], (long long)(n_w > 1 ? rows[1] : 0),
-             (long long)(n_w > 2 ? rows[2] : 0), (long long)cols, (long long)n_tok,
-             host_w ? ", first weight in host memory" : "", (unsigned long long)seed);
+             with_b ? " with biases" : "", n_w, quant_type_name(types[0]), (long long)rows[0],
+             (long long)(n_w > 1 ? rows[1] : 0), (long long)(n_w > 2 ? rows[2] : 0),
+             (long long)cols, (long long)n_tok, host_w ? ", first weight in host memory" : "",
+             (unsigned long long)seed);
     /* a sum of two products' errors for swiglu */
     const double bound =
         matmul_bound(types[0], n_tok > MATVEC_MAX_TOK) * (kind == BACKEND_FUSE_SWIGLU ? 2 : 1);
@@ -801,6 +802,10 @@ static void test_matmul_fused(void)
         fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, 0);
         fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, FC_NORM);
         fused_case(BACKEND_FUSE_NONE, t3, o, 1, 4096, 1, FC_NORM);
+        /* the head after the output norm, one token: two products, the first
+         * folding the norm where the type can */
+        const int64_t head[1] = {65600};
+        fused_case(BACKEND_FUSE_NONE, t3, head, 1, 256, 1, FC_NORM);
     }
     /* mixed types (one kernel per type), a host weight (the unfused path) */
     const uint32_t mixed[3] = {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
@@ -1734,8 +1739,8 @@ static bool setup(void)
         printf("CUDA backend %-18s: PCIe %.1f GB/s, device memory read %.0f GB/s, CPU matvec %.1f "
                "GB/s, device memory held %.0f MiB%s\n",
                gpu_cfg[g].name, rt.pcie_h2d_bytes_per_s / 1e9, rt.device_read_bytes_per_s / 1e9,
-               rt.cpu_matvec_bytes_per_s / 1e9,
-               (double)cuda_backend_device_bytes(be) / 1048576.0, T.dead[g] ? " (FAILED)" : "");
+               rt.cpu_matvec_bytes_per_s / 1e9, (double)cuda_backend_device_bytes(be) / 1048576.0,
+               T.dead[g] ? " (FAILED)" : "");
         /* device memory is read faster than host memory comes over PCIe */
         T.dead[g] |= !CHECK(rt.device_read_bytes_per_s > rt.pcie_h2d_bytes_per_s);
         gpu_sync(g, "setup");

@@ -69,8 +69,8 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
     return HY_OK;
 }
 
-#define COPY_SLOTS        CUDA_COPY_SLOTS
-#define CPU_BATCH_TOKENS  4                  /* the CPU's cost grows with the batch past this */
+#define COPY_SLOTS       CUDA_COPY_SLOTS
+#define CPU_BATCH_TOKENS 4 /* the CPU's cost grows with the batch past this */
 /* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
  * cuBLAS picks its kernel for each new shape at its first call, at a cost of
  * up to milliseconds, and an MoE layer's expert batches (one per expert,
@@ -165,6 +165,14 @@ struct cuda_backend {
      * false: before (HYPURA_CUDA_COPY_FIRST=0) */
     cudaStream_t dl;
     cudaEvent_t x_ready;
+    /* one token's head (HEAD_SPLIT_ROWS rows or more) is two products: rows
+     * [0, head_r1) of head_y are final at head_ev, and cu_download brings
+     * them down on dl (head_dl: done) while the rest computes, when nothing
+     * ran between (op_seq: ops begun, head_seq: its value then) */
+    float *head_y;
+    int64_t head_r1, head_rows;
+    uint64_t op_seq, head_seq;
+    cudaEvent_t head_ev, head_dl;
     bool copy_first;
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
@@ -416,6 +424,7 @@ static void norm_flush(struct cuda_backend *cb)
 static struct cuda_backend *op_begin(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
+    cb->op_seq++;
     norm_flush(cb);
     return cb;
 }
@@ -514,9 +523,25 @@ static void cu_dealloc(struct backend *be, void *buf)
 
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
-    struct cuda_backend *cb = op_begin(be);
+    struct cuda_backend *cb = cb_of(be);
+    /* the head's first rows, final before the rest: down while the rest computes */
+    const bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
+                      bytes == (size_t)cb->head_rows * sizeof(float);
+    cb->head_y = NULL;
+    op_begin(be);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
+    if (head) {
+        const size_t b1 = (size_t)cb->head_r1 * sizeof(float);
+        if (CK(cudaStreamWaitEvent(cb->dl, cb->head_ev, 0)) &&
+            CK(cudaMemcpyAsync(host_dst, src, b1, cudaMemcpyDeviceToHost, cb->dl)) &&
+            CK(cudaEventRecord(cb->head_dl, cb->dl)) &&
+            CK(cudaMemcpyAsync((char *)host_dst + b1, (const char *)src + b1, bytes - b1,
+                               cudaMemcpyDeviceToHost, cb->st)) &&
+            CK(cudaStreamWaitEvent(cb->st, cb->head_dl, 0)))
+            prof_end(cb, pi, "download (head split)", UINT32_MAX);
+        return;
+    }
     if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
         prof_end(cb, pi, "download", UINT32_MAX);
         CK(cudaStreamSynchronize(cb->st));
@@ -702,7 +727,8 @@ static void warm_gemms(struct cuda_backend *cb, enum gemm_kind kind, const uint8
     const int64_t lda = gemm_lda(kind, row_bytes, n_cols);
     const void *b = kind == GEMM_F32 ? (const void *)cb->w16 : (const void *)cb->x16;
     float *c = (float *)((uint8_t *)cb->w16 + c_off);
-    for (int64_t n_w = GEMM_COL_STEP; n_w <= cuda_gemm_width(cb->lim.max_batch); n_w += GEMM_COL_STEP)
+    for (int64_t n_w = GEMM_COL_STEP; n_w <= cuda_gemm_width(cb->lim.max_batch);
+         n_w += GEMM_COL_STEP)
         for (int s = 0; s < 2 && !cb->err; s++)
             if (shapes[s] > 0) blas_gemm(cb, kind, shapes[s], n_w, n_cols, a, lda, b, c, shapes[s]);
 }
@@ -796,9 +822,8 @@ struct copy_run {
     int last;
 };
 
-static void copy_start(struct copy_run *r, struct cuda_backend *cb,
-                       const struct backend_weight *w, int64_t r0, int64_t n, const float *x,
-                       int64_t n_tok, float *y, bool timed)
+static void copy_start(struct copy_run *r, struct cuda_backend *cb, const struct backend_weight *w,
+                       int64_t r0, int64_t n, const float *x, int64_t n_tok, float *y, bool timed)
 {
     *r = (struct copy_run){cb, w, x, n_tok, y, r0, r0 + HY_MAX((int64_t)0, n), 0, false, timed, -1};
     if (n <= 0 || cb->err) return;
@@ -825,8 +850,8 @@ static bool copy_piece(struct copy_run *r)
     const int64_t a = r->a;
     r->a += rows;
     if (!CK(cudaStreamWaitEvent(cb->cp, cb->freed[s], 0)) ||
-        !CK(cudaMemcpyAsync(cb->slot[s], (const uint8_t *)w->data + (size_t)a * w->row_bytes,
-                            bytes, cudaMemcpyHostToDevice, cb->cp)) ||
+        !CK(cudaMemcpyAsync(cb->slot[s], (const uint8_t *)w->data + (size_t)a * w->row_bytes, bytes,
+                            cudaMemcpyHostToDevice, cb->cp)) ||
         !CK(cudaEventRecord(cb->copied[s], cb->cp)))
         return false;
     r->last = s;
@@ -1094,13 +1119,12 @@ static cudaError_t matvec_multi(struct cuda_backend *cb, uint32_t type, struct c
     return e;
 }
 
-static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
-                      int64_t n_tok, float *y)
+/* One product of cu_matmul: the head after the output norm with the norm in
+ * the product's prologue, else matmul. */
+static void product(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
+                    int64_t n_tok, float *y)
 {
-    struct cuda_backend *cb = cb_of(be);
-    if (cb->err) return;
     const int pi = prof_begin(cb);
-    /* the head after the output norm: the norm in the product's prologue */
     if (w->mem == BACKEND_MEM_BACKEND && norm_pending_for(cb, x, n_tok, w->n_cols)) {
         struct cuq_multi m = {
             .n_w = 1, .ep = CUQ_EP_STORE, .w = {w->data}, .n_rows = {w->n_rows}, .y = {y}};
@@ -1126,10 +1150,46 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
                    w->n_rows, w->n_cols);
 }
 
+/* Rows from which one token's product in backend memory is split for its
+ * download (a vocabulary's head: 128256 rows, 501 KiB of logits, about 20 us
+ * over PCIe that would follow the product); the first part ends 1/8 of the
+ * rows early, so that its download hides behind the last eighth. */
+#define HEAD_SPLIT_ROWS 65536
+
+static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
+                      int64_t n_tok, float *y)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cb->head_y = NULL;
+    if (cb->err) return;
+    if (n_tok != 1 || w->mem != BACKEND_MEM_BACKEND || w->n_rows < HEAD_SPLIT_ROWS) {
+        product(cb, w, x, n_tok, y);
+        return;
+    }
+    const int64_t r1 = w->n_rows / 8 * 7 / 64 * 64;
+    struct backend_weight a = *w, b = *w;
+    a.n_rows = r1;
+    b.n_rows = w->n_rows - r1;
+    b.data = (const uint8_t *)w->data + (size_t)r1 * w->row_bytes;
+    product(cb, &a, x, 1, y); /* folds a pending norm; b reads its output */
+    if (!CK(cudaEventRecord(cb->head_ev, cb->st))) return;
+    product(cb, &b, x, 1, y + r1);
+    if (cb->err) return;
+    cb->head_y = y;
+    cb->head_r1 = r1;
+    cb->head_rows = w->n_rows;
+    cb->head_seq = cb->op_seq;
+}
+
 static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, const int32_t *ids,
                      int64_t n, float *out)
 {
     if (w->mem == BACKEND_MEM_BACKEND) {
+        if (n == 1) { /* a decoded token: its row by address, no id to upload before it */
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)ids[0] * w->row_bytes;
+            CK(cuq_get_rows(w->type, row, w->row_bytes, w->n_cols, NULL, 1, out, cb->st));
+            return;
+        }
         if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, (size_t)n * sizeof(int32_t))) return;
         if (!CK(cudaMemcpyAsync(cb->ids, ids, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                 cb->st)))
@@ -1333,9 +1393,8 @@ static void cu_add_bias(struct backend *be, float *y, const float *b, int64_t n_
  * as one kernel, timed as an op named name[whether the pending norm went
  * in]; false where the kernels cannot take it (nothing queued but the
  * pending norm: the caller computes the products another way). */
-static bool multi_op(struct cuda_backend *cb, struct cuq_multi *m,
-                     const struct backend_weight *w0, const float *x, int64_t n_tok,
-                     int64_t rows, const char *const name[2])
+static bool multi_op(struct cuda_backend *cb, struct cuq_multi *m, const struct backend_weight *w0,
+                     const float *x, int64_t n_tok, int64_t rows, const char *const name[2])
 {
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
@@ -1372,6 +1431,7 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
     HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
     HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
     HY_ASSERT(!bias || kind == BACKEND_FUSE_NONE);
+    cb->head_y = NULL;
     if (cb->err) return;
     static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
                                            {"matvec +", "norm+matvec +"},
@@ -1647,8 +1707,12 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         }
         /* down with its weighted add into y in one kernel, where it is in VRAM */
         if (e[2].mem == BACKEND_MEM_BACKEND) {
-            struct cuq_multi m = {.n_w = 1, .ep = CUQ_EP_AXPY, .w = {e[2].data},
-                                  .n_rows = {e[2].n_rows}, .y = {y}, .alpha = alpha[j]};
+            struct cuq_multi m = {.n_w = 1,
+                                  .ep = CUQ_EP_AXPY,
+                                  .w = {e[2].data},
+                                  .n_rows = {e[2].n_rows},
+                                  .y = {y},
+                                  .alpha = alpha[j]};
             static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
             if (multi_op(cb, &m, &e[2], hj, 1, e[2].n_rows, name)) continue;
         }
@@ -1709,6 +1773,8 @@ static void cu_free(struct backend *be)
     if (cb->st_mark) cudaEventDestroy(cb->st_mark);
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
     if (cb->x_ready) cudaEventDestroy(cb->x_ready);
+    if (cb->head_ev) cudaEventDestroy(cb->head_ev);
+    if (cb->head_dl) cudaEventDestroy(cb->head_dl);
     if (cb->mx_down) cudaEventDestroy(cb->mx_down);
     if (cb->cp_t0) cudaEventDestroy(cb->cp_t0);
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
@@ -1899,7 +1965,8 @@ static double measure_cpu(struct cuda_backend *cb)
             p[3] = 0x1c;
         }
     for (int64_t i = 0; i < cols; i++) x[i] = (float)(i % 7) * 0.1f;
-    struct backend_weight bw = {w, HY_TYPE_Q4_K, cols, rows, rb, "rate probe", BACKEND_MEM_HOST, 0, false};
+    struct backend_weight bw = {w, HY_TYPE_Q4_K, cols, rows, rb, "rate probe", BACKEND_MEM_HOST,
+                                0, false};
     double best = 0;
     const struct backend_limits lim = {1, 1, 32, cols};
     if (backend_reserve(cb->cpu, &lim) != HY_OK) {
@@ -2031,6 +2098,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->head_ev, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->head_dl, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->mx_down, cudaEventDisableTiming));
         CK(cudaEventCreate(&cb->cp_t0));
         CK(cudaEventCreate(&cb->cp_t1));
