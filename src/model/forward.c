@@ -502,7 +502,7 @@ HY_MUST_CHECK static enum hy_status linear_fused(struct forward *f, int layer,
     const float *bias[3] = {NULL, NULL, NULL};
     enum hy_status st = HY_OK;
     int got = 0, got_b = 0;
-    for (; got < n && !st; got++)
+    for (; got < n; got++)
         if ((st = model_acquire(f->m, layer, roles[got], -1, &w[got]))) break;
     for (; bias_roles && got_b < n && !st; got_b++) {
         if (!model_has_weight(f->m, layer, bias_roles[got_b])) continue;

@@ -1519,6 +1519,20 @@ static bool wc_holds(const struct cuda_backend *cb, uint64_t key)
     return false;
 }
 
+/* Whether slices g0 .. g1 - 1 of the n experts w + 3 * js[i] can share
+ * multi-product launches with the first expert's slice g0: each alike with it
+ * (multi_alike) and of its row count. */
+static bool experts_alike(const struct backend_weight *w, const int *js, int n, int g0, int g1)
+{
+    const struct backend_weight *w0 = &w[3 * js[0] + g0];
+    for (int i = 0; i < n; i++)
+        for (int g = g0; g < g1; g++) {
+            const struct backend_weight *s = &w[3 * js[i] + g];
+            if (!multi_alike(s, w0) || s->n_rows != w0->n_rows) return false;
+        }
+    return true;
+}
+
 /* Gate and up with SwiGLU of the n experts w + 3 * js[i], expert i's into
  * h + i * n_rows, several experts to a kernel (as many pairs as it takes)
  * while every slice is in device memory with one type and shape (each
@@ -1527,13 +1541,8 @@ static bool wc_holds(const struct cuda_backend *cb, uint64_t key)
 static int moe_gate_up(struct cuda_backend *cb, const struct backend_weight *w, const int *js,
                        int n, const float *x, float *h)
 {
-    if (n < 2 || !cb->group_experts) return 0;
+    if (n < 2 || !cb->group_experts || !experts_alike(w, js, n, 0, 2)) return 0;
     const struct backend_weight *w0 = &w[3 * js[0]];
-    for (int i = 0; i < n; i++)
-        for (int g = 0; g < 2; g++) {
-            const struct backend_weight *s = &w[3 * js[i] + g];
-            if (!multi_alike(s, w0) || s->n_rows != w0->n_rows) return 0;
-        }
     static const char *const name[2] = {"matvec swiglu experts", "norm+matvec swiglu experts"};
     int done = 0;
     while (done < n) {
@@ -1561,12 +1570,8 @@ static int moe_gate_up(struct cuda_backend *cb, const struct backend_weight *w, 
 static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, const int *js, int n,
                     const float *h, const float *alpha, float *o, float *y)
 {
-    if (n < 2) return 0;
+    if (n < 2 || !experts_alike(w, js, n, 2, 3)) return 0;
     const struct backend_weight *w0 = &w[3 * js[0] + 2];
-    for (int i = 0; i < n; i++) {
-        const struct backend_weight *s = &w[3 * js[i] + 2];
-        if (!multi_alike(s, w0) || s->n_rows != w0->n_rows) return 0;
-    }
     static const char *const name[2] = {"matvec experts", "norm+matvec experts"};
     enum { G = HY_MIN(CUQ_MULTI_MAX / 2, CUK_ADD_N_MAX) };
     const int64_t E = w0->n_rows;
