@@ -2253,36 +2253,30 @@ static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size
 /* Persistent grid: as many CTAs as fit (or tiles), tiles dealt round-robin:
  * CTA i and CTA i + n_SM share an SM, so each SM gets within one tile of the
  * others. Warps split rows (KS = 2^ks_log2, while a warp keeps at least two
- * steps of its row): for the quantized types while there are fewer tiles
- * than CTAs; for the float types where tiles of fewer rows fill the CTAs'
- * last wave of tiles better (F16 gate/up on an H100: 1792 tiles in 5 waves
- * of 396 CTAs at KS 1, 14336 in 37 at KS 8: 88.9 -> 85.9 us; the quantized
- * types measured no better). Returns the grid. */
+ * steps of its row) where tiles of fewer rows fill the CTAs' last wave of
+ * tiles better (F16 gate/up on an H100: 1792 tiles in 5 waves of 396 CTAs at
+ * KS 1, 14336 in 37 at KS 8: 88.9 -> 85.9 us). The quantized types split
+ * by the same rule (before, only until there were as many tiles as CTAs: a
+ * Q6_K down product of 4096 rows made 512 tiles for 396 CTAs, two waves, the
+ * second a third full; now 1024 in three): decode of llama-3-8b-shaped
+ * Q4_K_M 995.9 -> 1010.6 tok/s, Q8_0 772.7 -> 782.8 (H100, medians of 4).
+ * Returns the grid. */
 template <class T, int R>
 static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, int &ks_log2)
 {
     const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
     ks_log2 = 0;
-    if (!T::FLOAT) {
-        for (;;) {
-            const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
-            const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-            if (ks_log2 == 3 || tiles >= slots || (steps >> (ks_log2 + 1)) < 2) break;
-            ks_log2++;
-        }
-    } else {
-        double best = -1.0;
-        for (int k = 0; k <= 3; k++) {
-            if (k > 0 && (steps >> k) < 2) break;
-            const int64_t tile_rows = (int64_t)(CQ_WARPS >> k) * R;
-            const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
-            const int64_t waves = (tiles + slots - 1) / slots;
-            /* the share of CTA-tile slots used; a finer split must gain 2 % */
-            const double eff = (double)tiles / (double)(waves * slots);
-            if (eff > best + 0.02) {
-                best = eff;
-                ks_log2 = k;
-            }
+    double best = -1.0;
+    for (int k = 0; k <= 3; k++) {
+        if (k > 0 && (steps >> k) < 2) break;
+        const int64_t tile_rows = (int64_t)(CQ_WARPS >> k) * R;
+        const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+        const int64_t waves = (tiles + slots - 1) / slots;
+        /* the share of CTA-tile slots used; a finer split must gain 2 % */
+        const double eff = (double)tiles / (double)(waves * slots);
+        if (eff > best + 0.02) {
+            best = eff;
+            ks_log2 = k;
         }
     }
     const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
