@@ -531,19 +531,20 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
     op_begin(be);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
-    if (head) {
+    bool queued;
+    if (head) { /* the first part on dl, the rest on st, which then waits for dl */
         const size_t b1 = (size_t)cb->head_r1 * sizeof(float);
-        if (CK(cudaStreamWaitEvent(cb->dl, cb->head_ev, 0)) &&
-            CK(cudaMemcpyAsync(host_dst, src, b1, cudaMemcpyDeviceToHost, cb->dl)) &&
-            CK(cudaEventRecord(cb->head_dl, cb->dl)) &&
-            CK(cudaMemcpyAsync((char *)host_dst + b1, (const char *)src + b1, bytes - b1,
-                               cudaMemcpyDeviceToHost, cb->st)) &&
-            CK(cudaStreamWaitEvent(cb->st, cb->head_dl, 0)))
-            prof_end(cb, pi, "download (head split)", UINT32_MAX);
-        return;
+        queued = CK(cudaStreamWaitEvent(cb->dl, cb->head_ev, 0)) &&
+                 CK(cudaMemcpyAsync(host_dst, src, b1, cudaMemcpyDeviceToHost, cb->dl)) &&
+                 CK(cudaEventRecord(cb->head_dl, cb->dl)) &&
+                 CK(cudaMemcpyAsync((char *)host_dst + b1, (const char *)src + b1, bytes - b1,
+                                    cudaMemcpyDeviceToHost, cb->st)) &&
+                 CK(cudaStreamWaitEvent(cb->st, cb->head_dl, 0));
+    } else {
+        queued = CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st));
     }
-    if (CK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cb->st))) {
-        prof_end(cb, pi, "download", UINT32_MAX);
+    if (queued) {
+        prof_end(cb, pi, head ? "download (head split)" : "download", UINT32_MAX);
         CK(cudaStreamSynchronize(cb->st));
     }
 }

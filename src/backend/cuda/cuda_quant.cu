@@ -1369,8 +1369,8 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
  * NORM (with XS): rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool XS, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
-    cq_matvec_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                     const float *__restrict__ x, int ks_log2)
+    cq_matvec_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
+                     int64_t n_cols, const float *__restrict__ x, int ks_log2)
 {
     constexpr int LP = CqLog2<T::P>::value;
     constexpr int SB = 32 >> LP; /* blocks per step */
@@ -1921,8 +1921,8 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
  * there and keep 2. NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
-    cq_matvec_i8_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
-                        const float *__restrict__ x, int ks_log2)
+    cq_matvec_i8_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
+                        int64_t n_cols, const float *__restrict__ x, int ks_log2)
 {
     typedef CqI8<T> I;
     constexpr int LP = CqLog2<T::P>::value;
@@ -2445,7 +2445,8 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
             if (i < m->n_w) { /* see CqRows */
                 rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)end * row_bytes);
                 rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)end * sizeof(float));
-                if (m->b[i]) rs.b[i] = (const float *)((uintptr_t)m->b[i] - (uintptr_t)end * 4);
+                if (m->b[i])
+                    rs.b[i] = (const float *)((uintptr_t)m->b[i] - (uintptr_t)end * sizeof(float));
                 rs.ldy[i] = m->n_rows[i];
                 end += m->n_rows[i];
             }
