@@ -144,6 +144,12 @@ struct cuda_backend {
     int64_t rinv_n;
     double rinv_base, rinv_scale;
     uint64_t rinv_ff_gen;
+    /* RoPE's cos and sin at one position (struct cuk_attn's cs) for the
+     * rope of the other fields, as rope_inv keys it (cs_n 0: none yet) */
+    float cs[2 * ROPE_INV_MAX];
+    int64_t cs_n, cs_pos;
+    double cs_base, cs_scale;
+    uint64_t cs_ff_gen;
     /* pinned host staging for the CPU path */
     float *hx, *hy;
     size_t hx_bytes, hy_bytes;
@@ -1259,6 +1265,13 @@ static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *
     return cb->ff;
 }
 
+/* The frequency of RoPE pair i, as the CPU backend and the kernels compute it. */
+static double rope_freq(const struct backend_rope *rp, int64_t i)
+{
+    const double f = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
+    return rp->freq_factors ? f / (double)rp->freq_factors[i] : f;
+}
+
 /* The rope's pair frequencies (struct cuk_rope's inv) in device memory,
  * computed and uploaded when the rope changes, with the kernels' own
  * arithmetic; NULL without rotation or for more than ROPE_INV_MAX pairs (the
@@ -1277,10 +1290,7 @@ static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope
         !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
         return *ok = false, NULL;
     double f[ROPE_INV_MAX];
-    for (int64_t i = 0; i < half; i++) {
-        f[i] = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
-        if (rp->freq_factors) f[i] /= (double)rp->freq_factors[i];
-    }
+    for (int64_t i = 0; i < half; i++) f[i] = rope_freq(rp, i);
     /* from pageable memory: the call returns once f is staged */
     if (!CK(cudaMemcpyAsync(cb->rinv, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
                             cb->st)))
@@ -1290,6 +1300,31 @@ static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope
     cb->rinv_scale = rp->freq_scale;
     cb->rinv_ff_gen = ff_gen;
     return cb->rinv;
+}
+
+/* cos and sin of each RoPE pair at position pos (struct cuk_attn's cs), as
+ * the CPU backend computes them (angles in double), kept for the next call
+ * at the same position; NULL for more than ROPE_INV_MAX pairs. Call it after
+ * rope_ff. */
+static const float *rope_cs_at(struct cuda_backend *cb, const struct backend_rope *rp, int64_t pos)
+{
+    const int64_t half = rp->n_rot / 2;
+    if (half <= 0 || half > ROPE_INV_MAX) return NULL;
+    const uint64_t ff_gen = rp->freq_factors ? cb->ff_gen : 0;
+    if (cb->cs_n == half && cb->cs_pos == pos && cb->cs_base == rp->freq_base &&
+        cb->cs_scale == rp->freq_scale && cb->cs_ff_gen == ff_gen)
+        return cb->cs;
+    for (int64_t i = 0; i < half; i++) {
+        const double ang = (double)pos * rope_freq(rp, i);
+        cb->cs[2 * i] = (float)cos(ang);
+        cb->cs[2 * i + 1] = (float)sin(ang);
+    }
+    cb->cs_n = half;
+    cb->cs_pos = pos;
+    cb->cs_base = rp->freq_base;
+    cb->cs_scale = rp->freq_scale;
+    cb->cs_ff_gen = ff_gen;
+    return cb->cs;
 }
 
 static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
@@ -1327,7 +1362,8 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
                          a->scale,
                          a->k_type,
                          a->v_type,
-                         {0, false, 0.0, 0.0, NULL, NULL}};
+                         {0, false, 0.0, 0.0, NULL, NULL},
+                         NULL};
     if (a->rope) {
         bool ok;
         c.rope.ff = rope_ff(cb, a->rope, &ok);
@@ -1338,6 +1374,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
         c.rope.freq_scale = a->rope->freq_scale;
         c.rope.inv = rope_inv(cb, a->rope, &ok);
         if (!ok) return;
+        if (a->n_tok == 1) c.cs = rope_cs_at(cb, a->rope, a->pos0);
     }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));

@@ -9,7 +9,8 @@
  * Attention. Decode (one token) runs one block of ATT_THREADS threads per
  * (head, split): the keys are split over up to ATT_MAX_SPLIT blocks per head
  * (flash-decoding), enough to fill the multiprocessors. In a block a thread
- * scores one key (its whole K row, so that many loads are in flight), an
+ * scores one key (its whole K row, so that many loads are in flight; or
+ * neighbouring lanes share a key's dims where keys are fewer than threads), an
  * online softmax runs across chunks of ATT_CHUNK keys, and a thread per value
  * dimension sums its V row (transposed cache) or column (row-major). Each
  * block writes its (maximum, sum, partial output) and a second kernel
@@ -104,6 +105,7 @@ template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
 /* ---- RMSNorm ------------------------------------------------------------ */
 
 #define RMS_REG 8 /* row elements per thread held in registers (rows up to 8 x the block) */
+#define RMS_V4  4 /* 16-byte pieces of a row per thread (k_rms_norm4) */
 
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
 {
@@ -148,10 +150,61 @@ __global__ static void k_rms_norm(const float *x, const float *w, float eps, int
     for (int64_t i = threadIdx.x; i < n; i += bd) yt[i] = xt[i] * s * w[i];
 }
 
+/* k_rms_norm for rows of whole 16-byte pieces (n4 of them), each thread
+ * holding up to RMS_V4 of a row: few warps (few instructions for the
+ * block's one multiprocessor to issue), each with its loads in flight at once. */
+__global__ static void k_rms_norm4(const float4 *x, const float4 *w, float eps, int64_t n4,
+                                   float4 *y)
+{
+    pdl_trigger();
+    const float4 *xt = x + blockIdx.x * n4;
+    float4 *yt = y + blockIdx.x * n4;
+    const int bd = (int)blockDim.x;
+    const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 wr[RMS_V4], xr[RMS_V4];
+#pragma unroll
+    for (int k = 0; k < RMS_V4; k++) {
+        const int64_t i = threadIdx.x + (int64_t)k * bd;
+        wr[k] = i < n4 ? w[i] : z; /* before the previous kernel is done */
+    }
+    pdl_wait();
+#pragma unroll
+    for (int k = 0; k < RMS_V4; k++) {
+        const int64_t i = threadIdx.x + (int64_t)k * bd;
+        xr[k] = i < n4 ? xt[i] : z;
+    }
+    double ss = 0.0;
+#pragma unroll
+    for (int k = 0; k < RMS_V4; k++) {
+        ss += (double)xr[k].x * xr[k].x;
+        ss += (double)xr[k].y * xr[k].y;
+        ss += (double)xr[k].z * xr[k].z;
+        ss += (double)xr[k].w * xr[k].w;
+    }
+    ss = block_reduce(ss, op_sum(), 0.0);
+    const float sc = (float)(1.0 / sqrt(ss / (double)(4 * n4) + (double)eps));
+#pragma unroll
+    for (int k = 0; k < RMS_V4; k++) {
+        const int64_t i = threadIdx.x + (int64_t)k * bd;
+        if (i < n4)
+            yt[i] = make_float4(xr[k].x * sc * wr[k].x, xr[k].y * sc * wr[k].y,
+                                xr[k].z * sc * wr[k].z, xr[k].w * sc * wr[k].w);
+    }
+}
+
 extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok,
                                     int64_t n, float *y, cudaStream_t s, bool early)
 {
     if (n_tok <= 0) return cudaSuccess;
+    if (n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
+        ((uintptr_t)y & 15) == 0 && n <= 4 * RMS_V4 * 1024) {
+        /* a row per block, of as few warps as hold it */
+        const int64_t n4 = n / 4;
+        int threads = (int)((n4 + RMS_V4 - 1) / RMS_V4 + 31) / 32 * 32;
+        threads = threads < 128 ? 128 : threads;
+        return pdl_launch(k_rms_norm4, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early,
+                          (const float4 *)x, (const float4 *)w, eps, n4, (float4 *)y);
+    }
     /* a row per block; a wide block, so that each thread has few of the
      * row's loads in flight one after another (decode is one row) */
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
@@ -526,9 +579,10 @@ __device__ static inline float kv_round(uint32_t ty, float v)
     return __half2float(d) * (float)q;
 }
 
-/* Element d of one head's rotated vector, from the unrotated head v. */
+/* Element d of one head's rotated vector, from the unrotated head v, with
+ * pair i's cos and sin from cs[i] (NULL: computed at position pos). */
 __device__ static inline float rope_elem(const struct cuk_rope &r, const float *v, int64_t d,
-                                         int64_t pos)
+                                         int64_t pos, const float2 *cs = NULL)
 {
     if (d >= r.n_rot) return v[d];
     const int64_t half = r.n_rot / 2;
@@ -543,7 +597,12 @@ __device__ static inline float rope_elem(const struct cuk_rope &r, const float *
         b = a + 1;
     }
     float c, sn;
-    rope_cs(r, pos, i, c, sn);
+    if (cs) {
+        c = cs[i].x;
+        sn = cs[i].y;
+    } else {
+        rope_cs(r, pos, i, c, sn);
+    }
     const float x0 = v[a], x1 = v[b];
     return d == a ? x0 * c - x1 * sn : x0 * sn + x1 * c;
 }
@@ -625,6 +684,8 @@ struct att_args {
     bool v_trans;
     bool k_vec, v_vec; /* K rows, V rows readable in 16-byte pieces */
     int n_split;       /* decode: blocks per head, each over split_keys keys */
+    bool cs_set;       /* decode: cs holds RoPE's cos and sin at pos0, pair by pair */
+    float2 cs[ATT_MAX_DIM / 2];
     int64_t split_keys;
     /* decode with the new token's cache writes folded in (else NULL: q
      * rotated, the caches written before): its k (unrotated) and v as F32;
@@ -636,15 +697,18 @@ struct att_args {
 /* One key's score: q (shared, scaled) . K row p of head offset kh, read by
  * one thread in 16-byte pieces where the cache type allows. */
 __device__ static inline float key_score(const struct att_args &a, const float *qs, int64_t p,
-                                         int64_t kh)
+                                         int64_t kh, int pt, int parts)
 {
     const uint8_t *row = a.k + (size_t)p * a.k_row;
     float s = 0.0f;
     if (a.k_type == T_F16 && a.k_vec) {
         /* ATT_KB pieces loaded before any is used: one memory latency per
-         * ATT_KB * 8 dims (a loop of dependent steps waited head_dim / 16) */
-        const uint4 *kr = (const uint4 *)((const __half *)row + kh);
-        const int np = (int)(a.head_dim / 8);
+         * ATT_KB * 8 dims (a loop of dependent steps waited head_dim / 16).
+         * Part pt of parts: that share of the row's pieces. */
+        const int np = (int)(a.head_dim / 8) / parts;
+        const uint4 *kr = (const uint4 *)((const __half *)row + kh) + pt * np;
+        qs += 8 * pt * np;
+        float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* four chains of FMAs, not one */
         for (int c0 = 0; c0 < np; c0 += ATT_KB) {
             uint4 u[ATT_KB];
 #pragma unroll
@@ -654,15 +718,18 @@ __device__ static inline float key_score(const struct att_args &a, const float *
             for (int c = 0; c < ATT_KB; c++) {
                 if (c0 + c >= np) break;
                 const __half2 *h = (const __half2 *)&u[c];
-                const float *qc = qs + 8 * (c0 + c);
+                const float4 *qc = (const float4 *)(qs + 8 * (c0 + c));
+                const float4 qa = qc[0], qb = qc[1];
+                const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const float2 f = __half22float2(h[e]);
-                    s += qc[2 * e] * f.x;
-                    s += qc[2 * e + 1] * f.y;
+                    s4[e] += qv[2 * e] * f.x;
+                    s4[e] += qv[2 * e + 1] * f.y;
                 }
             }
         }
+        s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
     } else if (a.k_type == T_F32 && a.k_vec) {
         const float4 *kr = (const float4 *)((const float *)row + kh);
         for (int64_t c = 0; c < a.head_dim / 4; c++) {
@@ -678,8 +745,10 @@ __device__ static inline float key_score(const struct att_args &a, const float *
 
 /* Decode (one token): block (head h = blockIdx.x, split blockIdx.y). A
  * thread per key for the scores (its K row read whole, so that a thread has
- * many loads in flight), then a thread per value dimension over the
- * transposed V row (or over the keys' row-major V values). Output: with one
+ * many loads in flight; up to four lanes per key, each over a share of its
+ * dims, when a chunk has fewer keys than threads), then a thread per value
+ * dimension over the transposed V row (or over the keys' row-major V
+ * values). RoPE's cos and sin come from the host (a.cs_set). Output: with one
  * split, out[h * head_dim_v + d]; with several, the split's (max, sum,
  * unnormalised output) in part. With a.kin the block rotates its q head
  * itself, and the split that ends with the new key (position pos0, the last)
@@ -687,23 +756,40 @@ __device__ static inline float key_score(const struct att_args &a, const float *
  * hold them, instead of the caches; its block for the group's first head
  * writes them there (no block reads a cache's row pos0). */
 __global__ static void __launch_bounds__(ATT_THREADS)
-    k_attention(struct att_args a, const float *q, float *out, float *part)
+    k_attention(const __grid_constant__ struct att_args a, const float *q, float *out, float *part)
 {
     const int64_t h = blockIdx.x, sp = blockIdx.y;
     const int64_t hk = h / a.group;
     const int64_t n_kv = a.pos0 + 1;
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
     pdl_trigger();
+
+    /* before the previous kernel is done: RoPE's cos and sin at pos0 (from
+     * the host, else computed here in double) */
+    __shared__ float2 cs[ATT_MAX_DIM / 2];
+    const bool rot = a.kin && a.rope.n_rot > 0;
+    if (rot)
+        for (int64_t i = threadIdx.x; i < a.rope.n_rot / 2; i += ATT_THREADS) {
+            float c, sn;
+            if (a.cs_set) {
+                c = a.cs[i].x;
+                sn = a.cs[i].y;
+            } else {
+                rope_cs(a.rope, a.pos0, i, c, sn);
+            }
+            cs[i] = make_float2(c, sn);
+        }
     pdl_wait();
 
-    __shared__ float qs[ATT_MAX_DIM];
-    __shared__ float sc[ATT_CHUNK];
+    __shared__ __align__(16) float qs[ATT_MAX_DIM];
+    __shared__ __align__(16) float sc[ATT_CHUNK];
     const float *qt = q + h * a.head_dim;
-    const bool rot = a.kin && a.rope.n_rot > 0;
+    __syncthreads(); /* cs */
     for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
-        qs[d] = (rot ? rope_elem(a.rope, qt, d, a.pos0) : qt[d]) * a.scale;
+        qs[d] = (rot ? rope_elem(a.rope, qt, d, a.pos0, cs) : qt[d]) * a.scale;
     /* the new key's rows (d runs over whole warps: dims are multiples of 32) */
-    __shared__ float kn[ATT_MAX_DIM], vn[ATT_MAX_DIM];
+    __shared__ __align__(16) float kn[ATT_MAX_DIM];
+    __shared__ float vn[ATT_MAX_DIM];
     const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
     if (fresh) {
         const int lane = threadIdx.x & 31;
@@ -711,7 +797,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         const float *kin = a.kin + hk * a.head_dim, *vin = a.vin + hk * a.head_dim_v;
         uint8_t *krow = (uint8_t *)a.k + (size_t)a.pos0 * a.k_row;
         for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) {
-            const float val = rot ? rope_elem(a.rope, kin, d, a.pos0) : kin[d];
+            const float val = rot ? rope_elem(a.rope, kin, d, a.pos0, cs) : kin[d];
             kn[d] = kv_round(a.k_type, val);
             if (writer) store_elem(krow, hk * a.head_dim + d, a.k_type, val, lane);
         }
@@ -741,15 +827,39 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         /* keys read from the caches: all but a fresh split's new one */
         const int64_t cv = fresh && c0 + cn == k1 ? cn - 1 : cn;
         float cm = -INFINITY;
-        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
+        /* a key's score by parts neighbouring lanes, each over that share
+         * of its dims (F16 rows), where the chunk leaves threads idle */
+        int lp = 0; /* log2 of parts */
+        if (a.k_type == T_F16 && a.k_vec)
+            while (lp < 2 && (cn << (lp + 1)) <= ATT_THREADS) lp++;
+        const int parts = 1 << lp;
+        for (int64_t r0 = 0; r0 < cn << lp; r0 += ATT_THREADS) { /* every lane: shuffles */
+            const int64_t jj = r0 + threadIdx.x, j = jj >> lp;
+            const int pt = (int)jj & (parts - 1);
             float s = 0.0f;
             if (j < cv) {
-                s = key_score(a, qs, c0 + j, kh);
-            } else {
-                for (int64_t d = 0; d < a.head_dim; d++) s += qs[d] * kn[d];
+                s = key_score(a, qs, c0 + j, kh, pt, parts);
+            } else if (j < cn) {
+                /* the new key, from shared memory: four chains of FMAs */
+                const int64_t n4 = a.head_dim / 4 / parts;
+                const float4 *q4 = (const float4 *)qs + pt * n4;
+                const float4 *k4 = (const float4 *)kn + pt * n4;
+                float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 8
+                for (int64_t d = 0; d < n4; d++) {
+                    const float4 u = q4[d], w = k4[d];
+                    s4[0] += u.x * w.x;
+                    s4[1] += u.y * w.y;
+                    s4[2] += u.z * w.z;
+                    s4[3] += u.w * w.w;
+                }
+                s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
             }
-            sc[j] = s;
-            cm = fmaxf(cm, s);
+            for (int o = parts / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (j < cn && pt == 0) {
+                sc[j] = s;
+                cm = fmaxf(cm, s);
+            }
         }
         cm = block_reduce(cm, op_max(), -INFINITY);
         const float m_new = fmaxf(m, cm);
@@ -772,6 +882,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                 int64_t j = 0;
                 if (a.v_vec) { /* c0 and the row are 16-byte aligned */
                     const int64_t nv = cv & ~(int64_t)7; /* keys in whole pieces */
+                    float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* four chains of FMAs */
                     for (; j < nv; j += 8 * ATT_VB) { /* ATT_VB loads in flight */
                         uint4 u[ATT_VB];
 #pragma unroll
@@ -781,15 +892,30 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                         for (int c = 0; c < ATT_VB; c++) {
                             if (j + 8 * c >= nv) break;
                             const __half2 *hv = (const __half2 *)&u[c];
-                            const float *sj = sc + j + 8 * c;
+                            const float4 *sj = (const float4 *)(sc + j + 8 * c);
+                            const float4 sa = sj[0], sb = sj[1];
+                            const float sv[8] = {sa.x, sa.y, sa.z, sa.w, sb.x, sb.y, sb.z, sb.w};
 #pragma unroll
                             for (int e = 0; e < 4; e++) {
                                 const float2 f = __half22float2(hv[e]);
-                                s += sj[2 * e] * f.x + sj[2 * e + 1] * f.y;
+                                s4[e] += sv[2 * e] * f.x + sv[2 * e + 1] * f.y;
                             }
                         }
                     }
+                    s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
                     j = nv;
+                }
+                if (a.v_vec && j < cv) {
+                    /* the last keys: the whole piece at once (it lies in
+                     * the row: n_ctx is a multiple of 8), the others' lanes
+                     * left out, not multiplied (the new key's slot may hold
+                     * anything) */
+                    const uint4 u = *(const uint4 *)(vr + j);
+                    const __half *hv = (const __half *)&u;
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        if (j + e < cv) s += sc[j + e] * __half2float(hv[e]);
+                    j = cv;
                 }
                 for (; j < cv; j++) s += sc[j] * __half2float(vr[j]);
             } else if (a.v_trans) {
@@ -1157,6 +1283,11 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     g.n_split = (int)sp;
     g.kin = k; /* the cache writes and the rotation in the attention kernel */
     g.vin = v;
+    if (a->cs && g.rope.n_rot > 0) {
+        g.cs_set = true;
+        for (int64_t i = 0; i < g.rope.n_rot / 2; i++)
+            g.cs[i] = make_float2(a->cs[2 * i], a->cs[2 * i + 1]);
+    }
     dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, 1u);
     e = pdl_launch(k_attention, grid, ATT_THREADS, 0, s, early, g, (const float *)q, out, part);
     if (e != cudaSuccess || g.n_split == 1) return e;
