@@ -963,6 +963,9 @@ static void test_rms_norm(void)
         {1, 4096, 1e-5f, false},  {7, 4096, 1e-6f, true},  {33, 896, 1e-6f, false},
         {512, 4096, 1e-5f, true}, {136, 128, 1e-6f, true}, /* per-head norm: rows of head_dim */
         {3, 64, 1e-5f, false},    {2, 5120, 1e-5f, false},
+        /* rows not of whole 16-byte pieces, and longer than the vector
+         * kernel takes: the CUDA backend's other kernel */
+        {2, 1002, 1e-5f, false},  {3, 20480, 1e-6f, true},
     };
     for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
         const int64_t n_tok = cases[ci].n_tok, n = cases[ci].n;

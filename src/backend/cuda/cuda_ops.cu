@@ -104,50 +104,22 @@ template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
 
 /* ---- RMSNorm ------------------------------------------------------------ */
 
-#define RMS_REG 8 /* row elements per thread held in registers (rows up to 8 x the block) */
-#define RMS_V4  4 /* 16-byte pieces of a row per thread (k_rms_norm4) */
+#define RMS_V4 4 /* 16-byte pieces of a row per thread (k_rms_norm4) */
 
+/* RMSNorm of row blockIdx.x: the sum of squares in double, as the CPU
+ * backend's, then x * scale * w. Rows of any length and alignment;
+ * k_rms_norm4 takes those of whole 16-byte pieces. */
 __global__ static void k_rms_norm(const float *x, const float *w, float eps, int64_t n, float *y)
 {
     pdl_trigger();
-    const int64_t t = blockIdx.x;
-    const float *xt = x + t * n;
-    float *yt = y + t * n;
-    const int bd = (int)blockDim.x;
-    if (n <= (int64_t)RMS_REG * bd) {
-        /* the weight loaded before the previous kernel is done, then all of
-         * the thread's x at once; the same sums in the same order as below */
-        float wr[RMS_REG], xr[RMS_REG];
-#pragma unroll
-        for (int k = 0; k < RMS_REG; k++) {
-            const int64_t i = threadIdx.x + (int64_t)k * bd;
-            wr[k] = i < n ? w[i] : 0.0f;
-        }
-        pdl_wait();
-#pragma unroll
-        for (int k = 0; k < RMS_REG; k++) {
-            const int64_t i = threadIdx.x + (int64_t)k * bd;
-            xr[k] = i < n ? xt[i] : 0.0f;
-        }
-        double ss = 0.0;
-#pragma unroll
-        for (int k = 0; k < RMS_REG; k++)
-            if (threadIdx.x + (int64_t)k * bd < n) ss += (double)xr[k] * xr[k];
-        ss = block_reduce(ss, op_sum(), 0.0);
-        const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-#pragma unroll
-        for (int k = 0; k < RMS_REG; k++) {
-            const int64_t i = threadIdx.x + (int64_t)k * bd;
-            if (i < n) yt[i] = xr[k] * s * wr[k];
-        }
-        return;
-    }
     pdl_wait();
+    const float *xt = x + blockIdx.x * n;
+    float *yt = y + blockIdx.x * n;
     double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += bd) ss += (double)xt[i] * xt[i];
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xt[i] * xt[i];
     ss = block_reduce(ss, op_sum(), 0.0);
     const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = threadIdx.x; i < n; i += bd) yt[i] = xt[i] * s * w[i];
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yt[i] = xt[i] * s * w[i];
 }
 
 /* k_rms_norm for rows of whole 16-byte pieces (n4 of them), each thread
@@ -205,8 +177,7 @@ extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, i
         return pdl_launch(k_rms_norm4, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early,
                           (const float4 *)x, (const float4 *)w, eps, n4, (float4 *)y);
     }
-    /* a row per block; a wide block, so that each thread has few of the
-     * row's loads in flight one after another (decode is one row) */
+    /* a row per block, wide (many loads in flight) */
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
     return pdl_launch(k_rms_norm, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early, x, w, eps,
                       n, y);
