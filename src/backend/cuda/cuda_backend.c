@@ -173,8 +173,8 @@ struct cuda_backend {
     cudaEvent_t x_ready;
     /* one token's head (HEAD_SPLIT_ROWS rows or more) is two products: rows
      * [0, head_r1) of head_y are final at head_ev, and cu_download brings
-     * them down on dl (head_dl: done) while the rest computes, when nothing
-     * ran between (op_seq: ops begun, head_seq: its value then) */
+     * them down on dl (head_dl: done) while the rest computes, when no op
+     * ran between (op_seq: ops begun, head_seq: its value after the head's) */
     float *head_y;
     int64_t head_r1, head_rows;
     uint64_t op_seq, head_seq;
@@ -424,13 +424,21 @@ static void norm_flush(struct cuda_backend *cb)
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
-/* The backend of an op that neither folds nor defers a norm: the pending
- * one is launched first. Every op begins so but matmul and matmul_fused,
- * which may fold it (matvec_multi). */
-static struct cuda_backend *op_begin(struct backend *be)
+/* The backend of an op, counted (op_seq). Every op begins so or with
+ * op_begin. */
+static struct cuda_backend *op_mark(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
     cb->op_seq++;
+    return cb;
+}
+
+/* The backend of an op that neither folds nor defers a norm: the pending
+ * one is launched first. Every op begins so but matmul and matmul_fused,
+ * which may fold it (matvec_multi) and begin with op_mark. */
+static struct cuda_backend *op_begin(struct backend *be)
+{
+    struct cuda_backend *cb = op_mark(be);
     norm_flush(cb);
     return cb;
 }
@@ -533,7 +541,6 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
     /* the head's first rows, final before the rest: down while the rest computes */
     const bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
                       bytes == (size_t)cb->head_rows * sizeof(float);
-    cb->head_y = NULL;
     op_begin(be);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
@@ -1166,8 +1173,7 @@ static void product(struct cuda_backend *cb, const struct backend_weight *w, con
 static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
                       int64_t n_tok, float *y)
 {
-    struct cuda_backend *cb = cb_of(be);
-    cb->head_y = NULL;
+    struct cuda_backend *cb = op_mark(be);
     if (cb->err) return;
     if (n_tok != 1 || w->mem != BACKEND_MEM_BACKEND || w->n_rows < HEAD_SPLIT_ROWS) {
         product(cb, w, x, n_tok, y);
@@ -1464,12 +1470,11 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
                             const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
                             float *const *ys, const float *const *bias, float *tmp)
 {
-    struct cuda_backend *cb = cb_of(be);
+    struct cuda_backend *cb = op_mark(be);
     HY_ASSERT(n_w >= 1 && n_w <= 3);
     HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
     HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
     HY_ASSERT(!bias || kind == BACKEND_FUSE_NONE);
-    cb->head_y = NULL;
     if (cb->err) return;
     static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
                                            {"matvec +", "norm+matvec +"},
