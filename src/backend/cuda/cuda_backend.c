@@ -144,12 +144,13 @@ struct cuda_backend {
     int64_t rinv_n;
     double rinv_base, rinv_scale;
     uint64_t rinv_ff_gen;
-    /* RoPE's cos and sin at one position (struct cuk_attn's cs) for the
-     * rope of the other fields, as rope_inv keys it (cs_n 0: none yet) */
+    double rinv_host[ROPE_INV_MAX]; /* the same frequencies on the host */
+    uint64_t rinv_gen;              /* counts their computations */
+    /* RoPE's cos and sin at position cs_pos (struct cuk_attn's cs), from the
+     * frequencies of computation cs_gen (0: none yet) */
     float cs[2 * ROPE_INV_MAX];
-    int64_t cs_n, cs_pos;
-    double cs_base, cs_scale;
-    uint64_t cs_ff_gen;
+    int64_t cs_pos;
+    uint64_t cs_gen;
     /* pinned host staging for the CPU path */
     float *hx, *hy;
     size_t hx_bytes, hy_bytes;
@@ -1271,13 +1272,6 @@ static const float *rope_ff(struct cuda_backend *cb, const struct backend_rope *
     return cb->ff;
 }
 
-/* The frequency of RoPE pair i, as the CPU backend and the kernels compute it. */
-static double rope_freq(const struct backend_rope *rp, int64_t i)
-{
-    const double f = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
-    return rp->freq_factors ? f / (double)rp->freq_factors[i] : f;
-}
-
 /* The rope's pair frequencies (struct cuk_rope's inv) in device memory,
  * computed and uploaded when the rope changes, with the kernels' own
  * arithmetic; NULL without rotation or for more than ROPE_INV_MAX pairs (the
@@ -1295,8 +1289,12 @@ static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope
     if (!cb->rinv &&
         !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
         return *ok = false, NULL;
-    double f[ROPE_INV_MAX];
-    for (int64_t i = 0; i < half; i++) f[i] = rope_freq(rp, i);
+    double *f = cb->rinv_host;
+    for (int64_t i = 0; i < half; i++) {
+        f[i] = rp->freq_scale * pow(rp->freq_base, -2.0 * (double)i / (double)rp->n_rot);
+        if (rp->freq_factors) f[i] /= (double)rp->freq_factors[i];
+    }
+    cb->rinv_gen++;
     /* from pageable memory: the call returns once f is staged */
     if (!CK(cudaMemcpyAsync(cb->rinv, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
                             cb->st)))
@@ -1309,27 +1307,20 @@ static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope
 }
 
 /* cos and sin of each RoPE pair at position pos (struct cuk_attn's cs), as
- * the CPU backend computes them (angles in double), kept for the next call
- * at the same position; NULL for more than ROPE_INV_MAX pairs. Call it after
- * rope_ff. */
-static const float *rope_cs_at(struct cuda_backend *cb, const struct backend_rope *rp, int64_t pos)
+ * the CPU backend computes them (angles in double), from the frequencies
+ * rope_inv gave last (call it after rope_inv returned them), kept for the
+ * next call at the same position. */
+static const float *rope_cs_at(struct cuda_backend *cb, int64_t pos)
 {
-    const int64_t half = rp->n_rot / 2;
-    if (half <= 0 || half > ROPE_INV_MAX) return NULL;
-    const uint64_t ff_gen = rp->freq_factors ? cb->ff_gen : 0;
-    if (cb->cs_n == half && cb->cs_pos == pos && cb->cs_base == rp->freq_base &&
-        cb->cs_scale == rp->freq_scale && cb->cs_ff_gen == ff_gen)
-        return cb->cs;
-    for (int64_t i = 0; i < half; i++) {
-        const double ang = (double)pos * rope_freq(rp, i);
-        cb->cs[2 * i] = (float)cos(ang);
-        cb->cs[2 * i + 1] = (float)sin(ang);
+    if (cb->cs_gen != cb->rinv_gen || cb->cs_pos != pos) {
+        for (int64_t i = 0; i < cb->rinv_n; i++) {
+            const double ang = (double)pos * cb->rinv_host[i];
+            cb->cs[2 * i] = (float)cos(ang);
+            cb->cs[2 * i + 1] = (float)sin(ang);
+        }
+        cb->cs_gen = cb->rinv_gen;
+        cb->cs_pos = pos;
     }
-    cb->cs_n = half;
-    cb->cs_pos = pos;
-    cb->cs_base = rp->freq_base;
-    cb->cs_scale = rp->freq_scale;
-    cb->cs_ff_gen = ff_gen;
     return cb->cs;
 }
 
@@ -1380,7 +1371,7 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
         c.rope.freq_scale = a->rope->freq_scale;
         c.rope.inv = rope_inv(cb, a->rope, &ok);
         if (!ok) return;
-        if (a->n_tok == 1) c.cs = rope_cs_at(cb, a->rope, a->pos0);
+        if (a->n_tok == 1 && c.rope.inv) c.cs = rope_cs_at(cb, a->pos0);
     }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));

@@ -186,8 +186,8 @@ struct cuk_attn {
     float scale;
     uint32_t k_type, v_type;
     struct cuk_rope rope; /* RoPE of q and of k on its way into the cache */
-    /* one token: cos and sin of each RoPE pair at pos0, interleaved, computed
-     * by the host as the CPU backend does (NULL: the kernel computes them) */
+    /* one token with rotation (required there): cos and sin of each RoPE pair
+     * at pos0, interleaved, computed by the host as the CPU backend does */
     const float *cs;
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);

@@ -655,8 +655,7 @@ struct att_args {
     bool v_trans;
     bool k_vec, v_vec; /* K rows, V rows readable in 16-byte pieces */
     int n_split;       /* decode: blocks per head, each over split_keys keys */
-    bool cs_set;       /* decode: cs holds RoPE's cos and sin at pos0, pair by pair */
-    float2 cs[ATT_MAX_DIM / 2];
+    float2 cs[ATT_MAX_DIM / 2]; /* decode with rotation: RoPE's cos and sin at pos0 */
     int64_t split_keys;
     /* decode with the new token's cache writes folded in (else NULL: q
      * rotated, the caches written before): its k (unrotated) and v as F32;
@@ -719,7 +718,7 @@ __device__ static inline float key_score(const struct att_args &a, const float *
  * many loads in flight; up to four lanes per key, each over a share of its
  * dims, when a chunk has fewer keys than threads), then a thread per value
  * dimension over the transposed V row (or over the keys' row-major V
- * values). RoPE's cos and sin come from the host (a.cs_set). Output: with one
+ * values). RoPE's cos and sin come from the host (a.cs). Output: with one
  * split, out[h * head_dim_v + d]; with several, the split's (max, sum,
  * unnormalised output) in part. With a.kin the block rotates its q head
  * itself, and the split that ends with the new key (position pos0, the last)
@@ -735,21 +734,11 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
     pdl_trigger();
 
-    /* before the previous kernel is done: RoPE's cos and sin at pos0 (from
-     * the host, else computed here in double) */
+    /* before the previous kernel is done: RoPE's cos and sin at pos0 */
     __shared__ float2 cs[ATT_MAX_DIM / 2];
     const bool rot = a.kin && a.rope.n_rot > 0;
     if (rot)
-        for (int64_t i = threadIdx.x; i < a.rope.n_rot / 2; i += ATT_THREADS) {
-            float c, sn;
-            if (a.cs_set) {
-                c = a.cs[i].x;
-                sn = a.cs[i].y;
-            } else {
-                rope_cs(a.rope, a.pos0, i, c, sn);
-            }
-            cs[i] = make_float2(c, sn);
-        }
+        for (int64_t i = threadIdx.x; i < a.rope.n_rot / 2; i += ATT_THREADS) cs[i] = a.cs[i];
     pdl_wait();
 
     __shared__ __align__(16) float qs[ATT_MAX_DIM];
@@ -1254,8 +1243,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     g.n_split = (int)sp;
     g.kin = k; /* the cache writes and the rotation in the attention kernel */
     g.vin = v;
-    if (a->cs && g.rope.n_rot > 0) {
-        g.cs_set = true;
+    if (g.rope.n_rot > 0) {
+        if (!a->cs) return cudaErrorInvalidValue;
         for (int64_t i = 0; i < g.rope.n_rot / 2; i++)
             g.cs[i] = make_float2(a->cs[2 * i], a->cs[2 * i + 1]);
     }
