@@ -63,6 +63,29 @@ static void test_cgroup_limit(void)
     CHECK_EQ_U64(v, 0);
 }
 
+static void test_cache_size(void)
+{
+    CHECK_EQ_U64(hw_parse_cache_size("32K\n"), 32768);
+    CHECK_EQ_U64(hw_parse_cache_size("32768K\n"), 32ull << 20);
+    CHECK_EQ_U64(hw_parse_cache_size("300M"), 300ull << 20);
+    CHECK_EQ_U64(hw_parse_cache_size("1G\n"), 1ull << 30);
+    CHECK_EQ_U64(hw_parse_cache_size("4096"), 4096);
+    CHECK_EQ_U64(hw_parse_cache_size(""), 0);
+    CHECK_EQ_U64(hw_parse_cache_size("K"), 0);
+    CHECK_EQ_U64(hw_parse_cache_size("12X"), 0);
+    CHECK_EQ_U64(hw_parse_cache_size("-5K"), 0);
+    CHECK_EQ_U64(hw_parse_cache_size("99999999999999999999K"), 0);
+    CHECK_EQ_U64(hw_parse_cache_size("18014398509481984K"), 0); /* 2^54 KiB overflows */
+    /* a probe is at least its floor, at most HW_PROBE_MAX_BYTES unless the floor is above it,
+     * and twice the largest cache when that is between */
+    const uint64_t llc = hw_llc_bytes(), floor = (uint64_t)64 << 20;
+    const uint64_t b = hw_probe_bytes(floor);
+    CHECK(b >= floor);
+    CHECK(b <= HW_PROBE_MAX_BYTES);
+    if (llc > floor / 2 && llc <= HW_PROBE_MAX_BYTES / 2) CHECK_EQ_U64(b, 2 * llc);
+    CHECK_EQ_U64(hw_probe_bytes((uint64_t)2 << 30), (uint64_t)2 << 30);
+}
+
 static void fill(struct hw_profile *p)
 {
     memset(p, 0, sizeof *p);
@@ -247,6 +270,7 @@ int main(void)
     test_meminfo();
     test_proc_cgroup();
     test_cgroup_limit();
+    test_cache_size();
     test_json_roundtrip();
     test_probe();
     test_storage();

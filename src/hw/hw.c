@@ -191,6 +191,43 @@ static int64_t read_int_file(const char *path)
     return end == buf ? -1 : (int64_t)v;
 }
 
+uint64_t hw_parse_cache_size(const char *text)
+{
+    char *end;
+    errno = 0;
+    const unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || errno || text[0] == '-') return 0;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    while (*end == '\n' || *end == ' ') end++;
+    if (*end || v > (UINT64_MAX >> shift)) return 0;
+    return (uint64_t)v << shift;
+}
+
+uint64_t hw_llc_bytes(void)
+{
+    uint64_t best = 0;
+    for (int i = 0; i < 16; i++) {
+        char path[96], buf[64];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!read_small(path, buf, sizeof buf)) continue;
+        best = HY_MAX(best, hw_parse_cache_size(buf));
+    }
+    return best;
+}
+
+uint64_t hw_probe_bytes(uint64_t floor)
+{
+    const uint64_t llc = hw_llc_bytes();
+    const uint64_t want = llc > HW_PROBE_MAX_BYTES / 2 ? HW_PROBE_MAX_BYTES : 2 * llc;
+    return HY_MAX(floor, want);
+}
+
 static void probe_cores(struct hw_profile *p)
 {
     cpu_set_t set;
@@ -430,10 +467,12 @@ enum hy_status hw_measure(const struct hw_measure_opts *o, struct hw_profile *ou
         step += n_storage;
     }
     if (!o->skip_ram_bw) {
-        st = measure_ram(out, o->ram_bytes ? o->ram_bytes : 256u << 20);
+        st = measure_ram(out, o->ram_bytes ? o->ram_bytes : hw_probe_bytes((uint64_t)256 << 20));
         if (st) return st;
         if (o->progress) o->progress(o->progress_user, "RAM bandwidth", ++step, total);
     }
-    if (!o->skip_matvec) st = measure_matvec(out, o->matvec_bytes ? o->matvec_bytes : 64u << 20, o, &step, total);
+    if (!o->skip_matvec)
+        st = measure_matvec(out, o->matvec_bytes ? o->matvec_bytes : hw_probe_bytes((uint64_t)64 << 20), o,
+                            &step, total);
     return st;
 }

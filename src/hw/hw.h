@@ -116,8 +116,8 @@ struct hw_measure_opts {
     uint64_t storage_file_bytes;  /* 0: 256 MiB */
     uint64_t storage_cell_bytes;  /* byte budget per grid cell; 0: 128 MiB */
     int64_t storage_cell_us;      /* time budget per grid cell; 0: 250 ms */
-    uint64_t ram_bytes;           /* RAM bandwidth array; 0: 256 MiB */
-    uint64_t matvec_bytes;        /* matrix per type; 0: 64 MiB */
+    uint64_t ram_bytes;           /* RAM bandwidth array; 0: hw_probe_bytes(256 MiB) */
+    uint64_t matvec_bytes;        /* matrix per type; 0: hw_probe_bytes(64 MiB) */
     bool skip_matvec;
     bool skip_ram_bw;
     hw_progress_fn progress;      /* may be NULL */
@@ -147,7 +147,22 @@ double hw_matvec_bytes_per_s(const struct hw_profile *p, uint32_t type);
  * kernels use, so that it is the ceiling they are compared with. */
 double hw_ram_read_bw(const float *a, size_t n, int threads);
 
+/* The largest CPU cache of cpu0 in bytes (sysfs: the size files under cpu0/cache; on
+ * a server the shared last level, tens to hundreds of MiB); 0 when unknown. */
+uint64_t hw_llc_bytes(void);
+
+/* Bytes for a memory-rate probe's buffer: twice the largest cache, so that
+ * a probe that reads it repeatedly reads memory rather than a cache holding
+ * all of it (servers with a 300 MiB last level exist), at least floor and at
+ * most HW_PROBE_MAX_BYTES (floor when the cache is unknown). */
+#define HW_PROBE_MAX_BYTES ((uint64_t)1 << 30)
+uint64_t hw_probe_bytes(uint64_t floor);
+
 /* ---- parsers over file contents (text), testable without the files ---- */
+
+/* A sysfs cache size ("32K", "32768K", "300M", "1G", or bytes): bytes, 0 when
+ * the text is not a size. */
+uint64_t hw_parse_cache_size(const char *text);
 
 /* /proc/meminfo: MemTotal and MemAvailable (bytes; 0 when a line is missing). */
 void hw_parse_meminfo(const char *text, uint64_t *total_bytes, uint64_t *available_bytes);

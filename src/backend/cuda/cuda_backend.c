@@ -28,6 +28,7 @@
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+#include "hw/hw.h"
 
 /* cuBLAS is opened when a CUDA backend is made, not at program start: its
  * libraries map and touch over 100 MiB, which a CPU-only run (most runs on a
@@ -1936,7 +1937,10 @@ out:
  * (both read the host's memory; on some machines their sum is far above what
  * that memory gives): copies of 16 MiB queued to outlast the product, the
  * bytes of the product and of the copies done when it ends, over its time;
- * the best of three. 0 when it cannot be measured. */
+ * the best of three. The copies read a pinned buffer larger than the CPU's
+ * largest cache, in turn, after a product has pushed it out of the cache
+ * (copied from the cache, 16 MiB over and over, the two ran above what the
+ * memory gives). 0 when it cannot be measured. */
 static double measure_both(struct cuda_backend *cb, const struct backend_weight *bw, const float *x,
                            float *y, double cpu_alone)
 {
@@ -1947,16 +1951,22 @@ static double measure_both(struct cuda_backend *cb, const struct backend_weight 
     if (!(pcie > 0)) return 0;
     int k = (int)(2.0 * wbytes / cpu_alone * pcie / (double)n) + 2;
     k = HY_MIN(k, (int)MAX_COPIES);
+    /* pieces of the source: more than the cache holds, at most one per copy */
+    const int pieces = (int)HY_MIN((uint64_t)k, hw_llc_bytes() / n + 2);
     void *h = NULL, *d = NULL;
     cudaEvent_t ev[MAX_COPIES] = {0};
     double best = 0;
-    bool ok = cudaMallocHost(&h, n) == cudaSuccess && cudaMalloc(&d, n) == cudaSuccess;
+    bool ok = cudaMallocHost(&h, (size_t)pieces * n) == cudaSuccess && cudaMalloc(&d, n) == cudaSuccess;
     for (int i = 0; i < k && ok; i++)
         ok = cudaEventCreateWithFlags(&ev[i], cudaEventDisableTiming) == cudaSuccess;
-    if (ok) memset(h, 1, n);
+    if (ok) {
+        memset(h, 1, (size_t)pieces * n);
+        backend_matmul(cb->cpu, bw, x, 1, y); /* reads more than the cache: h leaves it */
+    }
     for (int rep = 0; rep < 3 && ok; rep++) {
         for (int i = 0; i < k && ok; i++)
-            ok = cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, cb->cp) == cudaSuccess &&
+            ok = cudaMemcpyAsync(d, (const uint8_t *)h + (size_t)(i % pieces) * n, n,
+                                 cudaMemcpyHostToDevice, cb->cp) == cudaSuccess &&
                  cudaEventRecord(ev[i], cb->cp) == cudaSuccess;
         const int64_t t0 = timing_now_us();
         backend_matmul(cb->cpu, bw, x, 1, y);
@@ -1975,14 +1985,15 @@ static double measure_both(struct cuda_backend *cb, const struct backend_weight 
     return best;
 }
 
-/* The CPU's decode rate on a Q4_K matrix larger than the caches (108 MiB:
- * a server's last-level cache holds tens of MiB, and a rate read from it
+/* The CPU's decode rate on a Q4_K matrix larger than the caches (twice the
+ * largest, at least 108 MiB: a rate read from a cache that holds the matrix
  * gave the CPU twice its share): the best of three products, in weight
  * bytes per second. */
 static double measure_cpu(struct cuda_backend *cb)
 {
-    const int64_t cols = 4096, rows = 49152;
+    const int64_t cols = 4096;
     const size_t rb = (size_t)quant_bytes(HY_TYPE_Q4_K, (uint64_t)cols);
+    const int64_t rows = (int64_t)(hw_probe_bytes((uint64_t)108 << 20) / rb);
     uint8_t *w = mem_aligned_alloc(64, rb * (size_t)rows);
     float *x = mem_xcalloc((size_t)cols, sizeof(float)),
           *y = mem_xcalloc((size_t)rows, sizeof(float));
