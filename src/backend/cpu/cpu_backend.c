@@ -375,13 +375,15 @@ struct moe_pass {
     int n;
     int64_t per_task; /* chunks of each task (the pass's products have one row count) */
     atomic_llong next;
+    void (*first)(void *ctx); /* run by the calling thread before it takes chunks */
+    void *first_ctx;
 };
 
 static void moe_worker(void *arg, int ith, int nth)
 {
-    (void)ith;
     (void)nth;
     struct moe_pass *p = arg;
+    if (ith == 0 && p->first) p->first(p->first_ctx);
     for (;;) {
         const int64_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
         if (i >= p->n * p->per_task) break;
@@ -391,13 +393,16 @@ static void moe_worker(void *arg, int ith, int nth)
     }
 }
 
-static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int n)
+static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int n,
+                         void (*first)(void *ctx), void *ctx)
 {
     struct moe_pass p;
     p.tasks = tasks;
     p.n = n;
     p.per_task = (tasks[0].w->n_rows + tasks[0].chunk_rows - 1) / tasks[0].chunk_rows;
     atomic_init(&p.next, 0);
+    p.first = first;
+    p.first_ctx = ctx;
     threadpool_run(cb->pool, moe_worker, &p);
 }
 
@@ -408,8 +413,9 @@ static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int 
  * expert's h once), so every output is what the op-by-op sequence (gate,
  * up, silu_mul, down, add with the weight, expert after expert) computes,
  * bit for bit. h, h2: [k][gate rows]; o: [k][n_embd]. */
-static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
-                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
+static void moe_token_run(struct backend *be, const float *x, const struct backend_weight *w,
+                          const float *alpha, int k, float *y, float *h, float *h2, float *o,
+                          void (*first)(void *ctx), void *ctx)
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K);
@@ -424,6 +430,7 @@ static void cpu_moe_token(struct backend *be, const float *x, const struct backe
         row = HY_MAX(row, (b + 63) / 64 * 64);
     }
     if ((size_t)(k + 2) * row > cb->act_bytes) {
+        if (first) first(ctx);
         for (int j = 0; j < k; j++) {
             cpu_matmul(be, &w[3 * j], x, 1, h);
             cpu_matmul(be, &w[3 * j + 1], x, 1, h2);
@@ -455,7 +462,7 @@ static void cpu_moe_token(struct backend *be, const float *x, const struct backe
         }
         tasks[j].xq = xq_of[c];
     }
-    moe_pass_run(cb, tasks, 2 * k);
+    moe_pass_run(cb, tasks, 2 * k, first, ctx);
     for (int j = 0; j < k; j++) cpu_silu_mul(be, h + j * F, h2 + j * F, F);
     /* down: each expert's h converted, then the products */
     for (int j = 0; j < k; j++) {
@@ -468,8 +475,22 @@ static void cpu_moe_token(struct backend *be, const float *x, const struct backe
             used += row;
         }
     }
-    moe_pass_run(cb, tasks, k);
+    moe_pass_run(cb, tasks, k, NULL, NULL);
     for (int j = 0; j < k; j++) cpu_add(be, y, o + j * E, alpha[j], E);
+}
+
+static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
+                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
+{
+    moe_token_run(be, x, w, alpha, k, y, h, h2, o, NULL, NULL);
+}
+
+void cpu_backend_moe_token_after(struct backend *be, const float *x,
+                                 const struct backend_weight *w, const float *alpha, int k,
+                                 float *y, float *h, float *h2, float *o,
+                                 void (*first)(void *ctx), void *ctx)
+{
+    moe_token_run(be, x, w, alpha, k, y, h, h2, o, first, ctx);
 }
 
 /* ---- attention ------------------------------------------------------------- */

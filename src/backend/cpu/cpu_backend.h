@@ -39,6 +39,15 @@ HY_MUST_CHECK enum hy_status cpu_backend_init(const struct cpu_backend_opts *opt
 void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w, const float *x,
                               int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx);
 
+/* The backend's moe_token, where the calling thread first runs first(ctx)
+ * and then joins the workers on the gate and up products, which they start
+ * at once (x converted first): the GPU backend queues its own experts'
+ * copies and kernels there while the CPU computes its experts. */
+void cpu_backend_moe_token_after(struct backend *be, const float *x,
+                                 const struct backend_weight *w, const float *alpha, int k,
+                                 float *y, float *h, float *h2, float *o,
+                                 void (*first)(void *ctx), void *ctx);
+
 /* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);
 

@@ -185,6 +185,10 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    /* moe_token's GPU experts being queued from inside the CPU's pass over
+     * its own: a host product then goes whole over PCIe (the CPU's threads
+     * are that pass's) */
+    bool cpu_busy;
     /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
      * mx_down: its x has come down */
     float *hm;
@@ -925,13 +929,14 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
     cb->stats.host_cpu_bytes += (uint64_t)n * w->row_bytes;
 }
 
-/* Rows the CPU takes of a host weight: by policy, or so that the CPU and the
+/* Rows the CPU takes of a host weight (none while its threads run a
+ * moe_token pass): by policy, or so that the CPU and the
  * PCIe copy finish together (both run at once). */
 static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_weight *w,
                          int64_t n_tok)
 {
+    if (cb->cpu_busy || cb->policy == CUDA_HOST_COPY) return 0;
     if (cb->policy == CUDA_HOST_CPU) return w->n_rows;
-    if (cb->policy == CUDA_HOST_COPY) return 0;
     const double typed = w->type < HY_TYPE_COUNT ? cb->cpu_type_rate[w->type] : 0.0;
     const double cpu = (typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s) /
                        (double)HY_MAX((int64_t)1, n_tok / CPU_BATCH_TOKENS);
@@ -1630,6 +1635,57 @@ static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, con
     return done;
 }
 
+/* The experts of one moe_token call that the GPU computes (w + 3 * js[i]):
+ * gate and up of those whose slices are in VRAM in one kernel (h row i: the
+ * i-th one's), the others' one by one, their downs with the weighted adds
+ * into y. */
+struct moe_gpu_side {
+    struct backend *be;
+    const struct backend_weight *w;
+    const float *x, *alpha;
+    float *y, *h, *h2, *o;
+    int js[BACKEND_MOE_MAX_K];
+    int n;
+    bool in_pass; /* queued from inside the CPU's pass (cpu_busy) */
+};
+
+static void moe_gpu_experts(void *ctx)
+{
+    const struct moe_gpu_side *g = ctx;
+    struct backend *be = g->be;
+    struct cuda_backend *cb = cb_of(be);
+    const struct backend_weight *w = g->w;
+    const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    const bool busy = cb->cpu_busy;
+    cb->cpu_busy = g->in_pass;
+    const int grouped = moe_gate_up(cb, w, g->js, g->n, g->x, g->h);
+    const int downs =
+        grouped == g->n ? moe_down(cb, w, g->js, g->n, g->h, g->alpha, g->o, g->y) : 0;
+    for (int i = downs; i < g->n && !cb->err; i++) {
+        const int j = g->js[i];
+        const struct backend_weight *e = w + 3 * j;
+        float *hj = g->h + i * F;
+        if (i >= grouped) { /* gate and up with SwiGLU in one kernel where both are in VRAM */
+            float *const hs[1] = {hj};
+            cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, g->x, 1, hs, NULL, g->h2);
+        }
+        /* down with its weighted add into y in one kernel, where it is in VRAM */
+        if (e[2].mem == BACKEND_MEM_BACKEND) {
+            struct cuq_multi m = {.n_w = 1,
+                                  .ep = CUQ_EP_AXPY,
+                                  .w = {e[2].data},
+                                  .n_rows = {e[2].n_rows},
+                                  .y = {g->y},
+                                  .alpha = g->alpha[j]};
+            static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
+            if (multi_op(cb, &m, &e[2], hj, 1, e[2].n_rows, name)) continue;
+        }
+        cu_matmul(be, &e[2], hj, 1, g->o);
+        cu_add(be, g->y, g->o, g->alpha[j], E);
+    }
+    cb->cpu_busy = busy;
+}
+
 /* One token's routed experts (backend.h's moe_token). An expert whose
  * slices are all in VRAM (placed there, or VRAM cache hits) runs on the GPU;
  * one with slices in RAM runs either on the GPU, its slices copied over PCIe
@@ -1637,8 +1693,10 @@ static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, con
  * expert by expert (policy auto) so that the PCIe copies and the CPU's
  * products end together, by the measured rates; --gpu-host cpu or copy puts
  * all of them on that side. The CPU's experts start once x has come down
- * (it is ready: the routing was waited for) and run while the GPU computes
- * its experts and copies; their weighted sum goes up and is added last. */
+ * (it is ready: the routing was waited for); the calling thread queues the
+ * GPU's experts and copies while the CPU's workers start on theirs (queued
+ * first, the copies held the CPU's start back by the time the queuing took),
+ * then joins them; their weighted sum goes up and is added last. */
 static void cu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
@@ -1715,7 +1773,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             cb->stats.moe_gpu_experts++;
     }
 
-    /* the CPU's x on its way first: the GPU's experts queued next do not delay it */
+    /* x down for the CPU's experts */
     float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
     if (n_cpu) {
         const size_t need = (size_t)(E + n_cpu * (2 * F + E)) * sizeof(float);
@@ -1730,36 +1788,13 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             !CK(cudaEventRecord(cb->mx_down, cb->dl)))
             return;
     }
-    /* the GPU's experts: gate and up of those whose slices are in VRAM in
-     * one kernel (h row i: the i-th GPU expert's), the others' one by one */
-    int gpu_j[BACKEND_MOE_MAX_K], n_gpu = 0;
+    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, n_cpu > 0};
     for (int j = 0; j < k; j++)
-        if (!on_cpu[j]) gpu_j[n_gpu++] = j;
-    const int grouped = moe_gate_up(cb, w, gpu_j, n_gpu, x, h);
-    const int downs = grouped == n_gpu ? moe_down(cb, w, gpu_j, n_gpu, h, alpha, o, y) : 0;
-    for (int i = downs; i < n_gpu && !cb->err; i++) {
-        const int j = gpu_j[i];
-        const struct backend_weight *e = w + 3 * j;
-        float *hj = h + i * F;
-        if (i >= grouped) { /* gate and up with SwiGLU in one kernel where both are in VRAM */
-            float *const hs[1] = {hj};
-            cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, x, 1, hs, NULL, h2);
-        }
-        /* down with its weighted add into y in one kernel, where it is in VRAM */
-        if (e[2].mem == BACKEND_MEM_BACKEND) {
-            struct cuq_multi m = {.n_w = 1,
-                                  .ep = CUQ_EP_AXPY,
-                                  .w = {e[2].data},
-                                  .n_rows = {e[2].n_rows},
-                                  .y = {y},
-                                  .alpha = alpha[j]};
-            static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
-            if (multi_op(cb, &m, &e[2], hj, 1, e[2].n_rows, name)) continue;
-        }
-        cu_matmul(be, &e[2], hj, 1, o);
-        cu_add(be, y, o, alpha[j], E);
+        if (!on_cpu[j]) g.js[g.n++] = j;
+    if (!n_cpu) {
+        moe_gpu_experts(&g);
+        return;
     }
-    if (!n_cpu || cb->err) return;
 
     /* the CPU's experts, summed in hy (free once its last upload has left) */
     int64_t tw = timing_now_us();
@@ -1778,8 +1813,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     memset(cb->hy, 0, (size_t)E * sizeof(float));
     const int64_t t0 = timing_now_us();
     cb->stats.moe_x_wait_us += t0 - tw;
-    cb->cpu->ops->moe_token(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd);
+    /* the GPU's experts queued by this thread while the workers start on the CPU's */
+    cpu_backend_moe_token_after(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts, &g);
     tw = timing_now_us();
+    if (cb->err) return;
     cb->stats.moe_cpu_us += tw - t0;
     /* the rate the split uses: the CPU's experts as they run, beside the copies */
     rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(tw - t0) * 1e-6);
