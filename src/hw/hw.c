@@ -20,6 +20,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/err.h"
 #include "core/rng.h"
+#include "core/sizes.h"
 #include "core/timing.h"
 #include "hw/hw_storage.h"
 #ifdef HY_HAVE_CUDA
@@ -193,20 +194,19 @@ static int64_t read_int_file(const char *path)
 
 uint64_t hw_parse_cache_size(const char *text)
 {
-    char *end;
-    errno = 0;
-    const unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || errno || text[0] == '-') return 0;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    default: break;
+    /* sysfs ends the value with a newline, which sizes_parse does not take */
+    char buf[64];
+    size_t n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' ')) n--;
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    uint64_t v = 0;
+    if (sizes_parse(buf, &v)) {
+        err_clear();
+        return 0;
     }
-    while (*end == '\n' || *end == ' ') end++;
-    if (*end || v > (UINT64_MAX >> shift)) return 0;
-    return (uint64_t)v << shift;
+    return v;
 }
 
 uint64_t hw_llc_bytes(void)

@@ -413,9 +413,10 @@ static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int 
  * expert's h once), so every output is what the op-by-op sequence (gate,
  * up, silu_mul, down, add with the weight, expert after expert) computes,
  * bit for bit. h, h2: [k][gate rows]; o: [k][n_embd]. */
-static void moe_token_run(struct backend *be, const float *x, const struct backend_weight *w,
-                          const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                          void (*first)(void *ctx), void *ctx)
+void cpu_backend_moe_token_after(struct backend *be, const float *x,
+                                 const struct backend_weight *w, const float *alpha, int k,
+                                 float *y, float *h, float *h2, float *o,
+                                 void (*first)(void *ctx), void *ctx)
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K);
@@ -482,15 +483,7 @@ static void moe_token_run(struct backend *be, const float *x, const struct backe
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    moe_token_run(be, x, w, alpha, k, y, h, h2, o, NULL, NULL);
-}
-
-void cpu_backend_moe_token_after(struct backend *be, const float *x,
-                                 const struct backend_weight *w, const float *alpha, int k,
-                                 float *y, float *h, float *h2, float *o,
-                                 void (*first)(void *ctx), void *ctx)
-{
-    moe_token_run(be, x, w, alpha, k, y, h, h2, o, first, ctx);
+    cpu_backend_moe_token_after(be, x, w, alpha, k, y, h, h2, o, NULL, NULL);
 }
 
 /* ---- attention ------------------------------------------------------------- */

@@ -1646,7 +1646,6 @@ struct moe_gpu_side {
     float *y, *h, *h2, *o;
     int js[BACKEND_MOE_MAX_K];
     int n;
-    bool in_pass; /* queued from inside the CPU's pass (cpu_busy) */
 };
 
 static void moe_gpu_experts(void *ctx)
@@ -1656,8 +1655,6 @@ static void moe_gpu_experts(void *ctx)
     struct cuda_backend *cb = cb_of(be);
     const struct backend_weight *w = g->w;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
-    const bool busy = cb->cpu_busy;
-    cb->cpu_busy = g->in_pass;
     const int grouped = moe_gate_up(cb, w, g->js, g->n, g->x, g->h);
     const int downs =
         grouped == g->n ? moe_down(cb, w, g->js, g->n, g->h, g->alpha, g->o, g->y) : 0;
@@ -1683,7 +1680,6 @@ static void moe_gpu_experts(void *ctx)
         cu_matmul(be, &e[2], hj, 1, g->o);
         cu_add(be, g->y, g->o, g->alpha[j], E);
     }
-    cb->cpu_busy = busy;
 }
 
 /* One token's routed experts (backend.h's moe_token). An expert whose
@@ -1788,7 +1784,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             !CK(cudaEventRecord(cb->mx_down, cb->dl)))
             return;
     }
-    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, n_cpu > 0};
+    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0};
     for (int j = 0; j < k; j++)
         if (!on_cpu[j]) g.js[g.n++] = j;
     if (!n_cpu) {
@@ -1814,7 +1810,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     const int64_t t0 = timing_now_us();
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
+    cb->cpu_busy = true;
     cpu_backend_moe_token_after(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts, &g);
+    cb->cpu_busy = false;
     tw = timing_now_us();
     if (cb->err) return;
     cb->stats.moe_cpu_us += tw - t0;
@@ -1993,7 +1991,8 @@ static double measure_both(struct cuda_backend *cb, const struct backend_weight 
     void *h = NULL, *d = NULL;
     cudaEvent_t ev[MAX_COPIES] = {0};
     double best = 0;
-    bool ok = cudaMallocHost(&h, (size_t)pieces * n) == cudaSuccess && cudaMalloc(&d, n) == cudaSuccess;
+    bool ok = cudaMallocHost(&h, (size_t)pieces * n) == cudaSuccess &&
+              cudaMalloc(&d, n) == cudaSuccess;
     for (int i = 0; i < k && ok; i++)
         ok = cudaEventCreateWithFlags(&ev[i], cudaEventDisableTiming) == cudaSuccess;
     if (ok) {
