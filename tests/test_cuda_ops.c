@@ -1275,7 +1275,10 @@ enum moe_place {
  * after expert): k experts of Q4_K gate/up and Q6_K down slices, stable host
  * weights with keys, or in backend memory as place says. Two calls per
  * backend (the second finds the cache backends' copies); the host byte
- * counters follow the policy on the first. */
+ * counters follow the policy on the first. The second comes as the forward
+ * pass's does: after moe_prepare of its x, and a download_start (of y, which
+ * must come back as it was when the copy started) whose wait follows another
+ * op. */
 static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
 {
     const uint64_t seed = case_seed();
@@ -1341,12 +1344,25 @@ static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
             backend_upload(be, T.buf[gi][1], y0, (size_t)E * sizeof(float));
             gpu_poison(gi, T.buf[gi][2], (size_t)(k * F));
             gpu_poison(gi, T.buf[gi][3], (size_t)(k * F));
+            char label[240];
+            snprintf(label, sizeof label, "%s on %s, call %d", what, gpu_cfg[gi].name, call + 1);
+            if (call == 1) {
+                backend_moe_prepare(be, T.buf[gi][0], E);
+                backend_download_start(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
+                gpu_poison(gi, T.buf[gi][1], (size_t)E);
+                const enum hy_status st = backend_download_wait(be);
+                if (!CHECK(st == HY_OK) ||
+                    !CHECK(memcmp(got, y0, (size_t)E * sizeof(float)) == 0)) {
+                    fprintf(stderr, "%s: download_start did not bring y back as it was\n",
+                            label);
+                    break;
+                }
+                backend_upload(be, T.buf[gi][1], y0, (size_t)E * sizeof(float));
+            }
             gpu_poison(gi, T.buf[gi][4], (size_t)(k * E));
             be->ops->moe_token(be, T.buf[gi][0], wg, alpha, k, T.buf[gi][1], T.buf[gi][2],
                                T.buf[gi][3], T.buf[gi][4]);
             backend_download(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
-            char label[240];
-            snprintf(label, sizeof label, "%s on %s, call %d", what, gpu_cfg[gi].name, call + 1);
             if (!gpu_sync(gi, label)) break;
             e[call] = check_close("moe_token", BOUND_MM_QUANT, got, want, (size_t)E, label);
             const struct cuda_backend_stats s1 = cuda_backend_stats(be);

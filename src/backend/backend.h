@@ -170,6 +170,12 @@ struct backend_ops {
     void (*download)(struct backend *be, const void *src, void *host_dst, size_t bytes);
     /* Copies host memory to backend memory (in order with the ops). */
     void (*upload)(struct backend *be, void *dst, const void *host_src, size_t bytes);
+    /* Optional (NULL: download at once): starts a copy of backend memory to
+     * host memory after the ops queued so far and returns without waiting;
+     * host_dst is written by download_wait, which waits for that copy only
+     * (ops queued after the start may still run). One copy at a time. */
+    void (*download_start)(struct backend *be, const void *src, void *host_dst, size_t bytes);
+    enum hy_status (*download_wait)(struct backend *be);
     /* Waits for every op queued so far; the first failure since the backend
      * was made (a GPU call's error, naming the call and file:line), else
      * HY_OK. Ops return nothing: a backend that can fail at run time records
@@ -245,6 +251,11 @@ struct backend_ops {
      * to rounding (the CPU backend's: bit for bit). k <= BACKEND_MOE_MAX_K. */
     void (*moe_token)(struct backend *be, const float *x, const struct backend_weight *w,
                       const float *alpha, int k, float *y, float *h, float *h2, float *o);
+    /* Optional (NULL: nothing to do): moe_token calls with this x [n] follow,
+     * and x does not change before them; the backend may start moving x to
+     * where it computes experts (the CUDA backend's CPU side) as soon as the
+     * ops queued so far have made it. */
+    void (*moe_prepare)(struct backend *be, const float *x, int64_t n);
 };
 
 #define BACKEND_MOE_MAX_K 64
@@ -346,6 +357,27 @@ static inline void backend_upload(struct backend *be, void *dst, const void *hos
 HY_MUST_CHECK static inline enum hy_status backend_sync(struct backend *be)
 {
     return be->ops->sync(be);
+}
+
+/* download_start, or where the backend has none a download then and there
+ * (backend_download_wait then waits for every op queued). */
+static inline void backend_download_start(struct backend *be, const void *src, void *host_dst,
+                                          size_t bytes)
+{
+    if (be->ops->download_start)
+        be->ops->download_start(be, src, host_dst, bytes);
+    else
+        be->ops->download(be, src, host_dst, bytes);
+}
+
+HY_MUST_CHECK static inline enum hy_status backend_download_wait(struct backend *be)
+{
+    return be->ops->download_wait ? be->ops->download_wait(be) : be->ops->sync(be);
+}
+
+static inline void backend_moe_prepare(struct backend *be, const float *x, int64_t n)
+{
+    if (be->ops->moe_prepare) be->ops->moe_prepare(be, x, n);
 }
 
 #endif

@@ -656,21 +656,24 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, router_roles, f->shexp_dim > 0 ? 2 : 1, f->xb,
                            n, router_out, NULL, NULL)))
         return st;
-    /* this step's routes and the shared expert's gate logits: one download.
-     * One token's shared expert is queued before the wait (the GPU computes
-     * it while the host waits, and the routed experts do not wait behind
-     * it); a batch's after the routed experts (its products then overlap the
-     * host's queuing of theirs). */
+    /* this step's routes and the shared expert's gate logits: one download,
+     * started before one token's shared expert is queued and waited for
+     * after it (the GPU computes it while the routes come down and the host
+     * queues the routed experts); a batch's shared expert comes after the
+     * routed experts (its products then overlap the host's queuing of
+     * theirs). One token's experts in one moe_token call may start on x
+     * meanwhile. */
     const bool shexp_first = f->shexp_dim > 0 && n == 1;
     const int32_t *ids_host = (const int32_t *)f->step_routes_host;
     const float *w_host = (const float *)f->step_routes_host + n * K;
     float *gate_host = (float *)f->step_routes_host + 2 * n * K;
     backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
                   route_w);
+    backend_download_start(f->be, f->step_routes, f->step_routes_host,
+                           (size_t)(2 * n * K + (f->shexp_dim > 0 ? n : 0)) * 4);
+    if (n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
     if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
-    backend_download(f->be, f->step_routes, f->step_routes_host,
-                     (size_t)(2 * n * K + (f->shexp_dim > 0 ? n : 0)) * 4);
-    if ((st = backend_sync(f->be))) return st;
+    if ((st = backend_download_wait(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++) {

@@ -189,11 +189,23 @@ struct cuda_backend {
      * its own: a host product then goes whole over PCIe (the CPU's threads
      * are that pass's) */
     bool cpu_busy;
-    /* moe_token's CPU side: x, then the CPU experts' gate, up and down rows (pinned);
-     * mx_down: its x has come down */
+    /* moe_token's CPU side: the CPU experts' gate, up and down rows (pinned) */
     float *hm;
     size_t hm_bytes;
+    /* moe_token's x on the host (pinned), down at mx_down; mx_src: the
+     * device x that moe_prepare sent down there (NULL: none) */
+    float *mx;
+    size_t mx_bytes;
+    const float *mx_src;
+    int64_t mx_len;
     cudaEvent_t mx_down;
+    /* download_start's copy: staged in hd (pinned) until dl_done, then
+     * copied to dl_dst (dl_len bytes) by download_wait */
+    void *hd;
+    size_t hd_bytes;
+    void *dl_dst;
+    size_t dl_len;
+    cudaEvent_t dl_done;
     int next_slot;
     /* VRAM weight cache: fixed-size entries carved from one allocation */
     uint8_t *wc;
@@ -216,8 +228,10 @@ struct cuda_backend {
      * rate leaves the PCIe side waiting */
     double cpu_type_rate[HY_TYPE_COUNT];
     /* moe_token's CPU side as it ran, by its count of experts (bytes/s; 0:
-     * not seen): a call of one expert pays the threads' start as four do */
+     * not seen): a call of one expert pays the threads' start as four do;
+     * moe_rate_at: moe_seq (moe_token calls) when each was last seen */
     double moe_cpu_rate[BACKEND_MOE_MAX_K + 1];
+    uint64_t moe_rate_at[BACKEND_MOE_MAX_K + 1], moe_seq;
     struct cuda_backend_stats stats;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
@@ -499,7 +513,7 @@ static bool ensure_host(struct cuda_backend *cb, void **p, size_t *have, size_t 
 {
     if (*have >= bytes) return true;
     if (*p) {
-        if (!CK(cudaStreamSynchronize(cb->st))) return false;
+        if (!CK(cudaStreamSynchronize(cb->st)) || !CK(cudaStreamSynchronize(cb->dl))) return false;
         cudaFreeHost(*p);
         cb->base.scratch_bytes -= *have;
         *p = NULL;
@@ -566,6 +580,33 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
         prof_end(cb, pi, head ? "download (head split)" : "download", UINT32_MAX);
         CK(cudaStreamSynchronize(cb->st));
     }
+}
+
+static void cu_download_start(struct backend *be, const void *src, void *host_dst, size_t bytes)
+{
+    struct cuda_backend *cb = op_begin(be);
+    cb->dl_dst = host_dst;
+    cb->dl_len = 0;
+    if (cb->err || !bytes || !ensure_host(cb, &cb->hd, &cb->hd_bytes, bytes)) return;
+    const int pi = prof_begin(cb);
+    if (!CK(cudaMemcpyAsync(cb->hd, src, bytes, cudaMemcpyDeviceToHost, cb->st)) ||
+        !CK(cudaEventRecord(cb->dl_done, cb->st)))
+        return;
+    prof_end(cb, pi, "download (started)", UINT32_MAX);
+    cb->dl_len = bytes;
+}
+
+static enum hy_status cu_download_wait(struct backend *be)
+{
+    struct cuda_backend *cb = cb_of(be);
+    const int64_t t0 = timing_now_us();
+    if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done)))
+        memcpy(cb->dl_dst, cb->hd, cb->dl_len);
+    cb->dl_len = 0;
+    cb->stats.sync_calls++;
+    cb->stats.sync_us += timing_now_us() - t0;
+    if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
+    return HY_OK;
 }
 
 static void cu_upload(struct backend *be, void *dst, const void *host_src, size_t bytes)
@@ -1682,6 +1723,41 @@ static void moe_gpu_experts(void *ctx)
     }
 }
 
+/* Calls after which the rate of a count of CPU experts that the split has
+ * not used since is stale: one call measured slow (a host busy for a moment)
+ * would otherwise keep that count off for good. A stale count is tried at
+ * the optimistic rate, and the rate it then shows replaces the old one. */
+#define MOE_RATE_STALE_CALLS 512
+
+static bool moe_rate_fresh(const struct cuda_backend *cb, int n)
+{
+    return cb->moe_cpu_rate[n] > 0 && cb->moe_seq - cb->moe_rate_at[n] <= MOE_RATE_STALE_CALLS;
+}
+
+/* Sends n floats of x down into mx on dl, after the ops queued so far on
+ * st (mx_down: arrived). */
+static bool mx_send(struct cuda_backend *cb, const float *x, int64_t n)
+{
+    return ensure_host(cb, (void **)&cb->mx, &cb->mx_bytes, (size_t)n * sizeof(float)) &&
+           CK(cudaEventRecord(cb->x_ready, cb->st)) &&
+           CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) &&
+           small_copy(cb, cb->mx, n, x, n, n, 1, cudaMemcpyDeviceToHost, cb->dl) &&
+           CK(cudaEventRecord(cb->mx_down, cb->dl));
+}
+
+/* backend.h's moe_prepare: x comes down for the CPU's experts while the GPU
+ * goes on (the shared expert) and the routes come down, instead of after. */
+static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
+{
+    struct cuda_backend *cb = op_begin(be);
+    cb->mx_src = NULL;
+    if (cb->err || cb->policy == CUDA_HOST_COPY) return;
+    if (mx_send(cb, x, n)) {
+        cb->mx_src = x;
+        cb->mx_len = n;
+    }
+}
+
 /* One token's routed experts (backend.h's moe_token). An expert whose
  * slices are all in VRAM (placed there, or VRAM cache hits) runs on the GPU;
  * one with slices in RAM runs either on the GPU, its slices copied over PCIe
@@ -1728,8 +1804,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     /* policy auto: the CPU takes the first n candidates, n such that the
      * later of the two sides ends first: the CPU at the rate its calls of n
-     * experts showed (until seen, the matrix-vector rate: optimistic, so
-     * each count gets tried), the copies at the PCIe rate */
+     * experts showed (until seen, or once stale, the matrix-vector rate:
+     * optimistic, so each count gets tried), the copies at the PCIe rate */
     int n_cpu = n_cand;
     if (cb->policy == CUDA_HOST_AUTO && n_cand) {
         const uint32_t ty = w[3 * cand[0]].type;
@@ -1744,7 +1820,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                 cpu_b += (double)cand_all[n - 1];
                 far_b -= (double)cand_far[n - 1];
             }
-            const double rc = cb->moe_cpu_rate[n] > 0 ? cb->moe_cpu_rate[n] : r0;
+            const double rc = moe_rate_fresh(cb, n) ? cb->moe_cpu_rate[n] : r0;
             const double tc = n == 0 ? 0 : rc > 0 ? cpu_b / rc : INFINITY;
             const double tp = far_b == 0 ? 0 : rp > 0 ? far_b / rp : INFINITY;
             const double t = HY_MAX(tc, tp);
@@ -1760,6 +1836,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         cpu_bytes += cand_all[i];
     }
     cb->stats.moe_calls++;
+    cb->moe_seq++;
     for (int j = 0; j < k; j++) {
         if (on_cpu[j])
             cb->stats.moe_cpu_experts++;
@@ -1769,20 +1846,17 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             cb->stats.moe_gpu_experts++;
     }
 
-    /* x down for the CPU's experts */
-    float *hx = NULL, *hg = NULL, *hu = NULL, *hd = NULL;
+    /* x down for the CPU's experts, unless moe_prepare has sent it */
+    const bool x_sent = cb->mx_src == x && cb->mx_len == E;
+    cb->mx_src = NULL;
+    float *hg = NULL, *hu = NULL, *hd = NULL;
     if (n_cpu) {
-        const size_t need = (size_t)(E + n_cpu * (2 * F + E)) * sizeof(float);
+        const size_t need = (size_t)(n_cpu * (2 * F + E)) * sizeof(float);
         if (!ensure_host(cb, (void **)&cb->hm, &cb->hm_bytes, need)) return;
-        hx = cb->hm;
-        hg = hx + E;
+        hg = cb->hm;
         hu = hg + n_cpu * F;
         hd = hu + n_cpu * F;
-        if (!CK(cudaEventRecord(cb->x_ready, cb->st)) ||
-            !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
-            !small_copy(cb, hx, E, x, E, E, 1, cudaMemcpyDeviceToHost, cb->dl) ||
-            !CK(cudaEventRecord(cb->mx_down, cb->dl)))
-            return;
+        if (!x_sent && !mx_send(cb, x, E)) return;
     }
     struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0};
     for (int j = 0; j < k; j++)
@@ -1811,13 +1885,16 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     cb->cpu_busy = true;
-    cpu_backend_moe_token_after(cb->cpu, hx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts, &g);
+    cpu_backend_moe_token_after(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts,
+                                &g);
     cb->cpu_busy = false;
     tw = timing_now_us();
     if (cb->err) return;
     cb->stats.moe_cpu_us += tw - t0;
     /* the rate the split uses: the CPU's experts as they run, beside the copies */
+    if (!moe_rate_fresh(cb, nc)) cb->moe_cpu_rate[nc] = 0; /* the retry's rate replaces it */
     rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(tw - t0) * 1e-6);
+    cb->moe_rate_at[nc] = cb->moe_seq;
     /* o's last reader is queued before this copy on the same stream */
     if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
     CK(cudaEventRecord(cb->hy_free, cb->st));
@@ -1851,11 +1928,14 @@ static void cu_free(struct backend *be)
     if (cb->head_ev) cudaEventDestroy(cb->head_ev);
     if (cb->head_dl) cudaEventDestroy(cb->head_dl);
     if (cb->mx_down) cudaEventDestroy(cb->mx_down);
+    if (cb->dl_done) cudaEventDestroy(cb->dl_done);
     if (cb->cp_t0) cudaEventDestroy(cb->cp_t0);
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
     if (cb->hm) cudaFreeHost(cb->hm);
+    if (cb->mx) cudaFreeHost(cb->mx);
+    if (cb->hd) cudaFreeHost(cb->hd);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
@@ -1879,6 +1959,8 @@ static const struct backend_ops cuda_ops = {
     .dealloc = cu_dealloc,
     .download = cu_download,
     .upload = cu_upload,
+    .download_start = cu_download_start,
+    .download_wait = cu_download_wait,
     .sync = cu_sync,
     .host_register = cu_host_register,
     .host_unregister = cu_host_unregister,
@@ -1895,6 +1977,7 @@ static const struct backend_ops cuda_ops = {
     .add_bias = cu_add_bias,
     .add_rows = cu_add_rows,
     .moe_token = cu_moe_token,
+    .moe_prepare = cu_moe_prepare,
 };
 
 /* ---- rates -------------------------------------------------------------- */
@@ -2187,6 +2270,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->head_ev, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->head_dl, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->mx_down, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->dl_done, cudaEventDisableTiming));
         CK(cudaEventCreate(&cb->cp_t0));
         CK(cudaEventCreate(&cb->cp_t1));
     }
