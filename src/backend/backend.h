@@ -256,6 +256,12 @@ struct backend_ops {
      * where it computes experts (the CUDA backend's CPU side) as soon as the
      * ops queued so far have made it. */
     void (*moe_prepare)(struct backend *be, const float *x, int64_t n);
+    /* Optional (NULL: nothing to do): products of the weights w[0..n) are
+     * likely to come (decode's guess at the next layer's experts); the
+     * backend may start copying those in host memory (stable and keyed)
+     * into its own, without holding back the ops queued after. Only a hint:
+     * the results of every op stay the same. */
+    void (*prefetch)(struct backend *be, const struct backend_weight *w, int n);
 };
 
 #define BACKEND_MOE_MAX_K 64

@@ -18,7 +18,6 @@
 #define FORWARD_MAX_BUFS 24
 
 struct forward {
-    int32_t *hint_ids; /* MoE: the next layer's guessed experts, [n_expert] */
     uint64_t buf_bytes; /* KV cache, activations and logits allocated by forward_init */
     struct model *m;    /* borrowed; outlives this */
     struct backend *be; /* borrowed; outlives this */
@@ -52,11 +51,12 @@ struct forward {
     float *hb;         /* [n_batch][max(ff_dim, shexp_dim)] */
     float *hb2;        /* [n_batch][max(ff_dim, shexp_dim)] */
     float *xg;         /* MoE: [n_batch][n_embd] the inputs of the tokens routed to one expert */
-    float *router;     /* MoE: [n_batch][n_expert] router probabilities */
-    /* MoE: one step's routes, downloaded in one piece: for n tokens, the
-     * experts route picked ([n][n_expert_used] int32), their weights
-     * ([n][n_expert_used] float), the shared expert's gate logits ([n]) */
-    uint32_t *step_routes; /* [n_batch][2 n_expert_used + 1] */
+    float *router;     /* MoE: [n_batch + 1][n_expert] router probabilities */
+    /* MoE: one step's routes, downloaded in one piece: for n tokens and r
+     * rows routed (n, or n + 1 with decode's guess at the next layer's), the
+     * experts route picked ([r][n_expert_used] int32), their weights
+     * ([r][n_expert_used] float), the shared expert's gate logits ([n]) */
+    uint32_t *step_routes; /* [n_batch + 1][2 n_expert_used + 1] */
     float *shexp_out;  /* shared expert: [n_batch][n_embd] its FFN's outputs, added last */
     float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
@@ -74,6 +74,9 @@ struct forward {
     int32_t *tok_rows; /* owned, [n_batch]: 0, 1, ... (every token's row, for add_rows) */
     struct backend_weight *moe_w; /* owned, [3 * n_expert_used]: one token's experts (moe_token) */
     float *moe_alpha;             /* owned, [n_expert_used]: their weights */
+    /* owned, [n_layer]: whether a layer's expert tensors lie in backend
+     * memory (1), not all of them (0), not looked at yet (-1) */
+    int8_t *exps_on_be;
     struct forward_routes routes;
 };
 
@@ -232,7 +235,7 @@ enum hy_status forward_sizes_of(const struct model_info *mi, const struct forwar
     uint64_t act = nb * F * (3 * E + (uint64_t)(q_dim + k_dim + v_dim + att_dim) + 2 * hb);
     if (moe) {
         const uint64_t X = (uint64_t)hp->n_expert, K = (uint64_t)hp->n_expert_used;
-        act += nb * F * (E + X) + nb * (2 * K + 1) * 4 + (shexp > 0 ? nb * E * F : 0);
+        act += nb * F * E + (nb + 1) * (F * X + (2 * K + 1) * 4) + (shexp > 0 ? nb * E * F : 0);
     }
     const uint64_t logits = (cfg->logits_all ? nb : 1) * (uint64_t)embd->ne[1] * F;
     out->device_bytes = out->kv_bytes + act + logits;
@@ -315,9 +318,10 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         const uint64_t X = (uint64_t)hp->n_expert;
         if ((st = alloc_buf(f, &f->xg, nb * E * F, "activations (expert inputs)"))) goto fail;
         const uint64_t K = (uint64_t)hp->n_expert_used;
-        if ((st = alloc_buf(f, &f->router, nb * X * F, "activations (router)"))) goto fail;
-        if ((st = alloc_buf(f, &f->step_routes, nb * (2 * K + 1) * 4, "routes"))) goto fail;
-        f->step_routes_host = mem_xcalloc(nb * (2 * K + 1), 4);
+        /* one row more: decode's guess at the next layer's routes */
+        if ((st = alloc_buf(f, &f->router, (nb + 1) * X * F, "activations (router)"))) goto fail;
+        if ((st = alloc_buf(f, &f->step_routes, (nb + 1) * (2 * K + 1) * 4, "routes"))) goto fail;
+        f->step_routes_host = mem_xcalloc((nb + 1) * (2 * K + 1), 4);
         if (f->shexp_dim > 0 &&
             (st = alloc_buf(f, &f->shexp_out, nb * E * F, "activations (shared expert)")))
             goto fail;
@@ -329,7 +333,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         for (uint64_t t = 0; t < nb; t++) f->tok_rows[t] = (int32_t)t;
         f->moe_w = mem_xcalloc(3 * (uint64_t)K, sizeof(struct backend_weight));
         f->moe_alpha = mem_xcalloc(K, sizeof(float));
-        f->hint_ids = mem_xcalloc(X, sizeof(int32_t));
+        f->exps_on_be = mem_xcalloc((size_t)hp->n_layer, 1);
+        memset(f->exps_on_be, -1, (size_t)hp->n_layer);
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
         r->n_used = hp->n_expert_used;
@@ -369,7 +374,7 @@ void forward_free(struct forward *f)
     free(f->tok_rows);
     free(f->moe_w);
     free(f->moe_alpha);
-    free(f->hint_ids);
+    free(f->exps_on_be);
     free(f->routes.ids);
     free(f->routes.weights);
     free(f->routes.counts);
@@ -641,20 +646,74 @@ HY_MUST_CHECK static enum hy_status moe_one_call(struct forward *f, int l, int64
     return st;
 }
 
+/* Whether layer l's expert tensors all lie in backend memory (their slices
+ * stable: acquiring one reads nothing; a tensor lies in one place). */
+HY_MUST_CHECK static enum hy_status experts_on_backend(struct forward *f, int l, bool *on)
+{
+    if (f->exps_on_be[l] < 0) {
+        bool all = true;
+        for (int i = 0; i < 3; i++) {
+            struct backend_weight w;
+            const enum hy_status st = model_acquire(f->m, l, expert_roles[i], 0, &w);
+            if (st) return st;
+            all = all && w.mem == BACKEND_MEM_BACKEND;
+            model_release(f->m, l, expert_roles[i]);
+        }
+        f->exps_on_be[l] = all;
+    }
+    *on = f->exps_on_be[l] == 1;
+    return HY_OK;
+}
+
+/* The backend's prefetch of the k guessed experts ids of layer l (their
+ * slices stable: acquiring them reads nothing). */
+HY_MUST_CHECK static enum hy_status moe_copy_ahead(struct forward *f, int l, const int32_t *ids,
+                                                   int64_t k)
+{
+    enum hy_status st = HY_OK;
+    int64_t held = 0;
+    for (int64_t j = 0; j < k && !st; j++)
+        for (int i = 0; i < 3 && !st; i++) {
+            st = model_acquire(f->m, l, expert_roles[i], ids[j], &f->moe_w[3 * j + i]);
+            if (!st) held++;
+        }
+    if (!st) f->be->ops->prefetch(f->be, f->moe_w, (int)(3 * k));
+    for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
+    return st;
+}
+
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 {
     const struct hparams *hp = f->hp;
     struct forward_routes *r = &f->routes;
     const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
     enum hy_status st;
+    /* decode: a guess at the next layer's experts, that layer's router
+     * applied to this layer's FFN input, routed as a second row beside this
+     * layer's (the route of a row depends on that row only) and downloaded
+     * with them: for a streaming store to read ahead (model_hint) and for
+     * the backend to copy ahead (prefetch) where that layer's experts lie
+     * still. A prompt batch touches most experts anyway. */
+    bool copy_ahead = n == 1 && l + 1 < hp->n_layer && f->be->ops->prefetch &&
+                      moe_in_one_call(f, l + 1, K);
+    if (copy_ahead) {
+        bool placed;
+        if ((st = experts_on_backend(f, l + 1, &placed))) return st;
+        copy_ahead = !placed;
+    }
+    const bool guess =
+        n == 1 && l + 1 < hp->n_layer && (model_wants_hints(f->m) || copy_ahead);
+    const int64_t nr = n + (guess ? 1 : 0); /* rows routed */
     /* the router's logits and the shared expert's gate logits: one product */
     int32_t *route_ids = (int32_t *)f->step_routes;
-    float *route_w = (float *)f->step_routes + n * K, *shexp_gate = route_w + n * K;
+    float *route_w = (float *)f->step_routes + nr * K, *shexp_gate = route_w + nr * K;
     static const enum model_wrole router_roles[2] = {MODEL_W_FFN_ROUTER,
                                                      MODEL_W_FFN_GATE_INP_SHEXP};
     float *const router_out[2] = {f->router, shexp_gate};
     if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, router_roles, f->shexp_dim > 0 ? 2 : 1, f->xb,
                            n, router_out, NULL, NULL)))
+        return st;
+    if (guess && (st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router + n * X)))
         return st;
     /* this step's routes and the shared expert's gate logits: one download,
      * started before one token's shared expert is queued and waited for
@@ -665,12 +724,12 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * meanwhile. */
     const bool shexp_first = f->shexp_dim > 0 && n == 1;
     const int32_t *ids_host = (const int32_t *)f->step_routes_host;
-    const float *w_host = (const float *)f->step_routes_host + n * K;
-    float *gate_host = (float *)f->step_routes_host + 2 * n * K;
-    backend_route(f->be, f->router, n, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
+    const float *w_host = (const float *)f->step_routes_host + nr * K;
+    float *gate_host = (float *)f->step_routes_host + 2 * nr * K;
+    backend_route(f->be, f->router, nr, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
                   route_w);
     backend_download_start(f->be, f->step_routes, f->step_routes_host,
-                           (size_t)(2 * n * K + (f->shexp_dim > 0 ? n : 0)) * 4);
+                           (size_t)(2 * nr * K + (f->shexp_dim > 0 ? n : 0)) * 4);
     if (n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
     if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
     if ((st = backend_download_wait(f->be))) return st;
@@ -694,19 +753,13 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     for (int64_t e = 0; e < X; e++)
         if (f->grp_n[e]) f->sel_ids[n_sel++] = (int32_t)e;
     model_route(f->m, l, f->sel_ids, n_sel);
-    /* a guess at the next layer's experts for the store to read ahead: that
-     * layer's router applied to this layer's FFN input (decode only: a
-     * prompt batch touches most experts anyway) */
-    if (n == 1 && l + 1 < hp->n_layer && model_wants_hints(f->m)) {
-        if ((st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router))) return st;
-        backend_route(f->be, f->router, 1, X, K, false, route_ids, route_w);
-        backend_download(f->be, route_ids, f->hint_ids, (size_t)K * sizeof(int32_t));
-        if ((st = backend_sync(f->be))) return st;
-        model_hint(f->m, l + 1, f->hint_ids, K);
-    }
+    const int32_t *guessed = ids_host + n * K;
+    if (guess && model_wants_hints(f->m)) model_hint(f->m, l + 1, guessed, K);
 
     if (n == 1 && moe_in_one_call(f, l, n_sel)) {
         if ((st = moe_one_call(f, l, n_sel))) return st;
+        /* after this layer's experts, so that their copies go first */
+        if (copy_ahead && (st = moe_copy_ahead(f, l + 1, guessed, K))) return st;
         if (f->shexp_dim > 0) shared_expert_add(f, n, gate_host);
         return HY_OK;
     }

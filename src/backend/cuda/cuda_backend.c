@@ -71,6 +71,10 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 }
 
 #define COPY_SLOTS       CUDA_COPY_SLOTS
+/* prefetch's bytes a call: where it starts and its bounds */
+#define PF_BYTES_START ((double)(8 << 20))
+#define PF_BYTES_MIN   ((double)(1 << 20))
+#define PF_BYTES_MAX   ((double)(256 << 20))
 #define CPU_BATCH_TOKENS 4 /* the CPU's cost grows with the batch past this */
 /* Prompt GEMMs are as wide as the batch rounded up to a multiple of this:
  * cuBLAS picks its kernel for each new shape at its first call, at a cost of
@@ -85,10 +89,14 @@ struct wc_entry {
     uint64_t key; /* 0: free */
     uint64_t tick;
     bool filled;
+    /* filled by prefetch: its copy, at fill_ev, is not yet waited for by
+     * the compute stream (the first reader does) */
+    bool pending;
     /* marks the entry's last queued reader; created at its first use and
      * kept when the entries are re-cut (it then marks a point the fence
      * already covers) */
     cudaEvent_t read_ev;
+    cudaEvent_t fill_ev; /* prefetch's copy (created at the first one) */
 };
 
 struct cuda_backend {
@@ -185,6 +193,10 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    /* prefetch copies guessed experts (HYPURA_CUDA_PREFETCH=0: it does nothing),
+     * pf_bytes of them a call */
+    bool prefetch;
+    double pf_bytes;
     /* moe_token's GPU experts being queued from inside the CPU's pass over
      * its own: a host product then goes whole over PCIe (the CPU's threads
      * are that pass's) */
@@ -1005,8 +1017,8 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
         cb->wc_entry_bytes = eb;
         cb->wc_n = n;
         for (int i = 0; i < cb->wc_cap; i++) {
-            cudaEvent_t ev = cb->wce[i].read_ev;
-            cb->wce[i] = (struct wc_entry){.read_ev = ev};
+            cudaEvent_t ev = cb->wce[i].read_ev, fe = cb->wce[i].fill_ev;
+            cb->wce[i] = (struct wc_entry){.read_ev = ev, .fill_ev = fe};
         }
         /* the new entries overlap the old ones: the next fill waits for
          * everything queued before it */
@@ -1024,7 +1036,22 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     cb->wce[victim].key = key;
     cb->wce[victim].tick = ++cb->wc_tick;
     cb->wce[victim].filled = false;
+    cb->wce[victim].pending = false;
     return victim;
+}
+
+/* Holds the copy stream until entry e's bytes are no longer read by the
+ * kernels queued before (every queued kernel after a re-cut). */
+static bool wc_await_readers(struct cuda_backend *cb, int e)
+{
+    if (cb->wc_fence) {
+        if (!CK(cudaEventRecord(cb->st_mark, cb->st)) ||
+            !CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0)))
+            return false;
+        cb->wc_fence = false;
+        return true;
+    }
+    return !cb->wce[e].read_ev || CK(cudaStreamWaitEvent(cb->cp, cb->wce[e].read_ev, 0));
 }
 
 /* Adds the time since *t to *acc and moves *t on (host_matmul's phases). */
@@ -1126,18 +1153,17 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         uint8_t *dst = cb->wc + (size_t)e * cb->wc_entry_bytes;
         if (hit) {
             cb->stats.cache_hits++;
-        } else {
-            /* a miss fills the entry: the copy overlaps the previous ops */
-            cb->stats.cache_misses++;
-            /* the entry may hold a weight that queued kernels still read:
-             * the copy waits for the last of them, not for the whole stream */
-            if (cb->wc_fence) {
-                if (!CK(cudaEventRecord(cb->st_mark, cb->st))) return;
-                if (!CK(cudaStreamWaitEvent(cb->cp, cb->st_mark, 0))) return;
-                cb->wc_fence = false;
-            } else if (cb->wce[e].read_ev) {
-                if (!CK(cudaStreamWaitEvent(cb->cp, cb->wce[e].read_ev, 0))) return;
+            if (cb->wce[e].pending) { /* a prefetch's copy: the first reader waits for it */
+                if (!CK(cudaStreamWaitEvent(cb->st, cb->wce[e].fill_ev, 0))) return;
+                cb->wce[e].pending = false;
+                cb->stats.prefetch_used++;
             }
+        } else {
+            /* a miss fills the entry: the copy overlaps the previous ops;
+             * the entry may hold a weight that queued kernels still read:
+             * the copy waits for the last of them, not for the whole stream */
+            cb->stats.cache_misses++;
+            if (!wc_await_readers(cb, e)) return;
             if (!CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp))) return;
             if (!CK(cudaEventRecord(cb->wc_copied, cb->cp))) return;
             if (!CK(cudaStreamWaitEvent(cb->st, cb->wc_copied, 0))) return;
@@ -1723,6 +1749,58 @@ static void moe_gpu_experts(void *ctx)
     }
 }
 
+/* backend.h's prefetch: host weights that are stable, keyed and not in the
+ * VRAM cache are copied into entries of it on the copy stream, behind the
+ * copies queued before (this layer's experts), while the compute stream
+ * goes on (the next layer's attention); an entry's first reader waits for
+ * its copy. As many of them, in order, as pf_bytes allows (at least one,
+ * at most half the cache's entries): moe_token moves that by whether the
+ * copies had landed when their products came. Not with --gpu-host cpu. */
+static void cu_prefetch(struct backend *be, const struct backend_weight *w, int n)
+{
+    struct cuda_backend *cb = op_mark(be);
+    if (cb->err || !cb->prefetch || cb->policy == CUDA_HOST_CPU) return;
+    double queued = 0;
+    for (int i = 0, slices = 0; i < n && slices < cb->wc_n / 2; i++) {
+        const struct backend_weight *wi = &w[i];
+        if (wi->mem != BACKEND_MEM_HOST || !wi->stable || !wi->key) continue;
+        const size_t bytes = (size_t)wi->n_rows * wi->row_bytes;
+        if (slices > 0 && queued + (double)bytes > cb->pf_bytes) break;
+        bool hit;
+        const int e = wc_lookup(cb, wi->key, bytes, &hit);
+        if (e < 0 || hit) continue;
+        struct wc_entry *en = &cb->wce[e];
+        if (!en->fill_ev && !CK(cudaEventCreateWithFlags(&en->fill_ev, cudaEventDisableTiming)))
+            return;
+        if (!wc_await_readers(cb, e) ||
+            !CK(cudaMemcpyAsync(cb->wc + (size_t)e * cb->wc_entry_bytes, wi->data, bytes,
+                                cudaMemcpyHostToDevice, cb->cp)) ||
+            !CK(cudaEventRecord(en->fill_ev, cb->cp)))
+            return;
+        en->filled = true;
+        en->pending = true;
+        queued += (double)bytes;
+        slices++;
+        cb->stats.host_copy_bytes += bytes;
+        cb->stats.prefetch_slices++;
+    }
+}
+
+/* Key's VRAM cache entry as prefetch left it: 0 not a prefetch's (or read
+ * since), 1 its copy has landed, 2 still copying. */
+static int wc_prefetch_state(struct cuda_backend *cb, uint64_t key)
+{
+    if (!cb->wc_cap || !key) return 0;
+    for (int i = 0; i < cb->wc_n; i++) {
+        const struct wc_entry *en = &cb->wce[i];
+        if (en->key != key || !en->filled || !en->pending) continue;
+        const cudaError_t q = cudaEventQuery(en->fill_ev);
+        if (q == cudaErrorNotReady) return 2;
+        return CK(q) ? 1 : 0;
+    }
+    return 0;
+}
+
 /* Calls after which the rate of a count of CPU experts that the split has
  * not used since is stale: one call measured slow (a host busy for a moment)
  * would otherwise keep that count off for good. A stale count is tried at
@@ -1782,6 +1860,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * order; the PCIe bytes of the others */
     int cand[BACKEND_MOE_MAX_K], n_cand = 0;
     uint64_t cand_all[BACKEND_MOE_MAX_K], cand_far[BACKEND_MOE_MAX_K], far_other = 0;
+    int pf_seen = 0, pf_late = 0; /* prefetched slices of this call; not landed yet */
     for (int j = 0; j < k; j++) {
         const struct backend_weight *e = w + 3 * j;
         uint64_t far = 0, all = 0;
@@ -1790,7 +1869,16 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             const uint64_t b = (uint64_t)e[i].n_rows * e[i].row_bytes;
             all += b;
             host = host && e[i].mem == BACKEND_MEM_HOST;
-            if (e[i].mem != BACKEND_MEM_BACKEND && !wc_holds(cb, e[i].key)) far += b;
+            if (e[i].mem == BACKEND_MEM_BACKEND) continue;
+            if (!wc_holds(cb, e[i].key)) {
+                far += b;
+                continue;
+            }
+            /* a prefetch still copying: its bytes are ahead on PCIe */
+            const int pf = wc_prefetch_state(cb, e[i].key);
+            pf_seen += pf > 0;
+            pf_late += pf == 2;
+            if (pf == 2) far_other += b;
         }
         on_cpu[j] = false;
         far_of[j] = far > 0;
@@ -1837,6 +1925,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     cb->stats.moe_calls++;
     cb->moe_seq++;
+    /* prefetch takes more while its copies land in time, less once they do not */
+    if (pf_seen)
+        cb->pf_bytes =
+            HY_MAX(PF_BYTES_MIN, HY_MIN(PF_BYTES_MAX, cb->pf_bytes * (pf_late ? 0.8 : 1.25)));
     for (int j = 0; j < k; j++) {
         if (on_cpu[j])
             cb->stats.moe_cpu_experts++;
@@ -1943,8 +2035,10 @@ static void cu_free(struct backend *be)
     (void)cudaGetLastError();
     backend_free(cb->cpu);
     free(cb->ff_host);
-    for (int i = 0; cb->wce && i < cb->wc_cap; i++)
+    for (int i = 0; cb->wce && i < cb->wc_cap; i++) {
         if (cb->wce[i].read_ev) cudaEventDestroy(cb->wce[i].read_ev);
+        if (cb->wce[i].fill_ev) cudaEventDestroy(cb->wce[i].fill_ev);
+    }
     free(cb->wce);
     free(cb->allocs);
     free(cb);
@@ -1978,6 +2072,7 @@ static const struct backend_ops cuda_ops = {
     .add_rows = cu_add_rows,
     .moe_token = cu_moe_token,
     .moe_prepare = cu_moe_prepare,
+    .prefetch = cu_prefetch,
 };
 
 /* ---- rates -------------------------------------------------------------- */
@@ -2230,6 +2325,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_PREFETCH");
+        cb->prefetch = !(e && !strcmp(e, "0"));
+        cb->pf_bytes = PF_BYTES_START;
         /* pinned host memory is the device's to read and write where
          * addresses are unified (every 64-bit platform CUDA 13 runs on) */
         int unified = 0;
