@@ -627,22 +627,36 @@ static bool moe_in_one_call(const struct forward *f, int l, int64_t k)
 
 /* One token's n_sel experts (f->sel_ids, weights in f->grp_w) of layer l in
  * one moe_token call, added to x. */
-HY_MUST_CHECK static enum hy_status moe_one_call(struct forward *f, int l, int64_t n_sel)
+/* The gate, up and down slices of experts ids[0..k) of layer l into
+ * f->moe_w; *held: how many were acquired (moe_release's count, also on
+ * an error). */
+HY_MUST_CHECK static enum hy_status moe_acquire(struct forward *f, int l, const int32_t *ids,
+                                                int64_t k, int64_t *held)
 {
     enum hy_status st = HY_OK;
-    int64_t held = 0;
-    for (int64_t j = 0; j < n_sel && !st; j++) {
-        const int32_t e = f->sel_ids[j];
-        f->moe_alpha[j] = f->grp_w[e * f->n_batch];
+    *held = 0;
+    for (int64_t j = 0; j < k && !st; j++)
         for (int i = 0; i < 3 && !st; i++) {
-            st = model_acquire(f->m, l, expert_roles[i], e, &f->moe_w[3 * j + i]);
-            if (!st) held++;
+            st = model_acquire(f->m, l, expert_roles[i], ids[j], &f->moe_w[3 * j + i]);
+            if (!st) ++*held;
         }
-    }
+    return st;
+}
+
+static void moe_release(struct forward *f, int l, int64_t held)
+{
+    for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
+}
+
+HY_MUST_CHECK static enum hy_status moe_one_call(struct forward *f, int l, int64_t n_sel)
+{
+    for (int64_t j = 0; j < n_sel; j++) f->moe_alpha[j] = f->grp_w[f->sel_ids[j] * f->n_batch];
+    int64_t held;
+    const enum hy_status st = moe_acquire(f, l, f->sel_ids, n_sel, &held);
     if (!st)
         f->be->ops->moe_token(f->be, f->xb, f->moe_w, f->moe_alpha, (int)n_sel, f->x, f->hb,
                               f->hb2, f->xb2);
-    for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
+    moe_release(f, l, held);
     return st;
 }
 
@@ -670,15 +684,10 @@ HY_MUST_CHECK static enum hy_status experts_on_backend(struct forward *f, int l,
 HY_MUST_CHECK static enum hy_status moe_copy_ahead(struct forward *f, int l, const int32_t *ids,
                                                    int64_t k)
 {
-    enum hy_status st = HY_OK;
-    int64_t held = 0;
-    for (int64_t j = 0; j < k && !st; j++)
-        for (int i = 0; i < 3 && !st; i++) {
-            st = model_acquire(f->m, l, expert_roles[i], ids[j], &f->moe_w[3 * j + i]);
-            if (!st) held++;
-        }
+    int64_t held;
+    const enum hy_status st = moe_acquire(f, l, ids, k, &held);
     if (!st) f->be->ops->prefetch(f->be, f->moe_w, (int)(3 * k));
-    for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
+    moe_release(f, l, held);
     return st;
 }
 

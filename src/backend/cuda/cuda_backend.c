@@ -1617,13 +1617,13 @@ static void cu_add_rows(struct backend *be, float *y, const float *x, const int3
     prof_end(cb, pi, "add_rows", UINT32_MAX);
 }
 
-/* Whether key's entry of the VRAM cache is filled (its recency untouched). */
-static bool wc_holds(const struct cuda_backend *cb, uint64_t key)
+/* Key's filled entry of the VRAM cache, -1 where none (its recency untouched). */
+static int wc_find(const struct cuda_backend *cb, uint64_t key)
 {
-    if (!cb->wc_cap || !key) return false;
+    if (!cb->wc_cap || !key) return -1;
     for (int i = 0; i < cb->wc_n; i++)
-        if (cb->wce[i].key == key && cb->wce[i].filled) return true;
-    return false;
+        if (cb->wce[i].key == key && cb->wce[i].filled) return i;
+    return -1;
 }
 
 /* Whether slices g0 .. g1 - 1 of the n experts w + 3 * js[i] can share
@@ -1786,19 +1786,14 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
     }
 }
 
-/* Key's VRAM cache entry as prefetch left it: 0 not a prefetch's (or read
+/* VRAM cache entry e as prefetch left it: 0 not a prefetch's (or read
  * since), 1 its copy has landed, 2 still copying. */
-static int wc_prefetch_state(struct cuda_backend *cb, uint64_t key)
+static int wc_prefetch_state(struct cuda_backend *cb, int e)
 {
-    if (!cb->wc_cap || !key) return 0;
-    for (int i = 0; i < cb->wc_n; i++) {
-        const struct wc_entry *en = &cb->wce[i];
-        if (en->key != key || !en->filled || !en->pending) continue;
-        const cudaError_t q = cudaEventQuery(en->fill_ev);
-        if (q == cudaErrorNotReady) return 2;
-        return CK(q) ? 1 : 0;
-    }
-    return 0;
+    if (!cb->wce[e].pending) return 0;
+    const cudaError_t q = cudaEventQuery(cb->wce[e].fill_ev);
+    if (q == cudaErrorNotReady) return 2;
+    return CK(q) ? 1 : 0;
 }
 
 /* Calls after which the rate of a count of CPU experts that the split has
@@ -1870,12 +1865,13 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             all += b;
             host = host && e[i].mem == BACKEND_MEM_HOST;
             if (e[i].mem == BACKEND_MEM_BACKEND) continue;
-            if (!wc_holds(cb, e[i].key)) {
+            const int en = wc_find(cb, e[i].key);
+            if (en < 0) {
                 far += b;
                 continue;
             }
             /* a prefetch still copying: its bytes are ahead on PCIe */
-            const int pf = wc_prefetch_state(cb, e[i].key);
+            const int pf = wc_prefetch_state(cb, en);
             pf_seen += pf > 0;
             pf_late += pf == 2;
             if (pf == 2) far_other += b;
