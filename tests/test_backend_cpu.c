@@ -4,7 +4,9 @@
  * kernel sets, several thread counts, batch against one token at a time),
  * get_rows, rms_norm, RoPE in both orderings (with pass-through dims),
  * attention over a KV cache (a prompt batch against token-by-token decode
- * and against the reference), softmax, silu*mul and add.
+ * and against the reference), softmax, silu*mul and add, and moe_token
+ * (waited for, and started with its completion flag) against the op-by-op
+ * sequence.
  *
  * Tolerances are relative to the magnitude of the terms summed, since F32
  * accumulation over n terms is accurate to about n * 2^-24 of that.
@@ -13,12 +15,14 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
 #include "core/rng.h"
+#include "core/timing.h"
 #include "quant/quant.h"
 
 static struct backend *make_backend(int n_threads, bool portable)
@@ -374,6 +378,94 @@ static void test_matmul_after(void)
     }
 }
 
+/* moe_token and cpu_backend_moe_token_start against the op-by-op sequence
+ * (gate, up, silu_mul, down, add with the weight, expert after expert),
+ * bit for bit; the started pass stores its flag without being joined when
+ * the pool has workers, and an op after it joins it first. */
+static void test_moe_token(void)
+{
+    enum { E = 96, F = 200, KMAX = 8 };
+    static const int ks[] = {1, 3, KMAX};
+    static const uint32_t types[] = {HY_TYPE_F16, HY_TYPE_F32};
+    struct rng r;
+    rng_init(&r, 21);
+    float *src = malloc(sizeof(float) * F * E), *ref = malloc(sizeof(float) * F * E);
+    float x[E], alpha[KMAX], y0[E], y1[E], y2[E], y3[E], o[KMAX * E];
+    float *h = malloc(sizeof(float) * KMAX * F), *h2 = malloc(sizeof(float) * KMAX * F);
+    float probe_x[E], probe_y[F], probe_ref[F];
+    fill_normal(&r, probe_x, E, 1.0f);
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        struct backend_weight w[3 * KMAX];
+        void *data[3 * KMAX];
+        for (int j = 0; j < 3 * KMAX; j++) {
+            const bool down = j % 3 == 2;
+            fill_normal(&r, src, (size_t)F * E, 0.1f);
+            data[j] = make_weight(types[ti], src, down ? E : F, down ? F : E, ref, &w[j]);
+        }
+        for (int nt = 1; nt <= 4; nt++) {
+            struct backend *be = make_backend(nt, false);
+            for (size_t ki = 0; ki < HY_ARRAY_LEN(ks); ki++) {
+                const int k = ks[ki];
+                fill_normal(&r, x, E, 1.0f);
+                fill_normal(&r, alpha, (size_t)k, 0.5f);
+                fill_normal(&r, y0, E, 1.0f);
+                memcpy(y1, y0, sizeof y0);
+                memcpy(y2, y0, sizeof y0);
+                memcpy(y3, y0, sizeof y0);
+                for (int j = 0; j < k; j++) {
+                    backend_matmul(be, &w[3 * j], x, 1, h);
+                    backend_matmul(be, &w[3 * j + 1], x, 1, h2);
+                    backend_silu_mul(be, h, h2, F);
+                    backend_matmul(be, &w[3 * j + 2], h, 1, o);
+                    backend_add(be, y0, o, alpha[j], E);
+                }
+                be->ops->moe_token(be, x, w, alpha, k, y1, h, h2, o);
+                int bad = 0;
+                for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y1[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  moe_token: type %u, %d threads, k %d\n", types[ti], nt, k);
+
+                /* started: the workers finish it and store the flag on their own */
+                uint32_t flag = 7;
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, &flag, 8);
+                if (nt > 1) {
+                    const int64_t t0 = timing_now_us();
+                    while (__atomic_load_n(&flag, __ATOMIC_ACQUIRE) != 8 &&
+                           timing_now_us() - t0 < 10 * 1000 * 1000)
+                        sched_yield();
+                    CHECK_EQ_INT((int)__atomic_load_n(&flag, __ATOMIC_ACQUIRE), 8);
+                } else {
+                    CHECK_EQ_INT((int)flag, 7); /* no worker: nothing runs before the join */
+                }
+                CHECK(cpu_backend_join(be) > 0);
+                CHECK_EQ_INT((int)flag, 8);
+                bad = 0;
+                for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y2[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", types[ti], nt, k);
+
+                /* started, then another op without a join: it joins first */
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, NULL, 0);
+                backend_matmul(be, &w[0], probe_x, 1, probe_y);
+                CHECK(cpu_backend_join(be) > 0);
+                backend_matmul(be, &w[0], probe_x, 1, probe_ref);
+                CHECK(memcmp(probe_y, probe_ref, sizeof probe_y) == 0);
+                bad = 0;
+                for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y3[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
+                            types[ti], nt, k);
+            }
+            backend_free(be);
+        }
+        for (int j = 0; j < 3 * KMAX; j++) free(data[j]);
+    }
+    free(src);
+    free(ref);
+    free(h);
+    free(h2);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -383,5 +475,6 @@ int main(int argc, char **argv)
     test_elementwise();
     test_rope();
     test_attention();
+    test_moe_token();
     return check_report(argv[0]);
 }

@@ -30,6 +30,7 @@ struct threadpool {
      * read by the workers after they see the new generation. */
     threadpool_fn fn;
     void *ctx;
+    bool started; /* a run started and not joined yet (the caller's alone) */
 
     atomic_uint generation; /* bumped once per run (and once to stop) */
     atomic_int pending;     /* workers that have not finished the current run */
@@ -147,6 +148,7 @@ enum hy_status threadpool_init(int n_threads, struct threadpool **out)
 void threadpool_free(struct threadpool *p)
 {
     if (!p) return;
+    threadpool_join(p);
     stop_workers(p, p->n_threads - 1);
     pthread_cond_destroy(&p->done);
     pthread_cond_destroy(&p->wake);
@@ -160,14 +162,13 @@ int threadpool_n_threads(const struct threadpool *p)
     return p->n_threads;
 }
 
-void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
+void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx)
 {
-    if (p->n_threads == 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
+    threadpool_join(p);
     p->fn = fn;
     p->ctx = ctx;
+    p->started = true;
+    if (p->n_threads == 1) return;
     atomic_store(&p->pending, p->n_threads - 1);
     atomic_fetch_add(&p->generation, 1);
     if (atomic_load(&p->n_sleeping) > 0) {
@@ -175,8 +176,14 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
     }
+}
 
-    fn(ctx, 0, p->n_threads);
+bool threadpool_join(struct threadpool *p)
+{
+    if (!p->started) return false;
+    p->started = false;
+    p->fn(p->ctx, 0, p->n_threads);
+    if (p->n_threads == 1) return true;
 
     int64_t t0 = timing_now_us();
     for (unsigned i = 0; atomic_load(&p->pending) != 0; i++) {
@@ -190,4 +197,11 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
         atomic_store(&p->caller_sleeping, false);
         pthread_mutex_unlock(&p->mu);
     }
+    return true;
+}
+
+void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
+{
+    threadpool_start(p, fn, ctx);
+    threadpool_join(p);
 }

@@ -13,6 +13,14 @@
  * condition variable: decode issues many short runs back to back, and a
  * futex wake-up per run would cost more than the work of a small matvec.
  *
+ * threadpool_start(p, fn, ctx) starts the workers on a run and returns at
+ * once; threadpool_join(p) then calls fn(ctx, 0, nth) on the calling thread
+ * (kernels that hand out work from a shared counter give it what is left)
+ * and waits for the workers. threadpool_run is the two in one. A run started
+ * and not yet joined is joined by the next start or run, so fn's ctx must
+ * live until then. The CUDA backend starts the CPU's share of a token's
+ * experts this way and queues the GPU's next ops while the workers compute.
+ *
  * Threads: one run at a time, always from the thread that created the pool.
  * fn must not call threadpool_run on the same pool.
  *
@@ -22,6 +30,8 @@
  */
 #ifndef HY_CORE_THREADPOOL_H
 #define HY_CORE_THREADPOOL_H
+
+#include <stdbool.h>
 
 #include "core/base.h"
 
@@ -41,5 +51,14 @@ int threadpool_n_threads(const struct threadpool *p);
 
 /* Runs fn(ctx, ith, nth) for every ith and waits for all of them. */
 void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
+
+/* Starts fn(ctx, ith, nth) for ith 1 .. nth - 1 on the workers (joining the
+ * run started before, if any) and returns. With one thread nothing runs
+ * until threadpool_join. */
+void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx);
+
+/* The run started last, if not joined yet: fn(ctx, 0, nth) on the calling
+ * thread, then waits for the workers. Returns whether there was one. */
+bool threadpool_join(struct threadpool *p);
 
 #endif

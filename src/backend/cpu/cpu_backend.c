@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/threadpool.h"
+#include "core/timing.h"
 #include "quant/quant.h"
 #include "quant/quant_gemm.h"
 
@@ -43,6 +45,7 @@ struct cpu_backend {
     float *att_scratch;
     size_t att_stride;
     double *rope_tab; /* owned, [3 * lim.max_head_dim / 2]: frequencies, cos, sin of one call */
+    struct moe_job *job; /* owned: moe_token's pass (created at the first) */
 };
 
 static struct cpu_backend *cpu_of(struct backend *be)
@@ -183,6 +186,7 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
 static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, const float *x,
                        int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx)
 {
+    threadpool_join(cb->pool); /* a pass started before reads act */
     struct matmul_task task;
     matmul_setup(cb, w, x, n_tok, y, &task);
     task.first = first;
@@ -367,59 +371,102 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
     for (int64_t i = 0; i < n_rows; i++) cpu_add(be, y + rows[i] * n, x + i * n, alpha[i], n);
 }
 
-/* The products of a moe_token pass: tasks[0..n), chunks of chunk_rows rows of
- * one task per work item, handed out from one counter (one dispatch for the
- * pass instead of one per product). */
-struct moe_pass {
-    struct matmul_task *tasks;
-    int n;
-    int64_t per_task; /* chunks of each task (the pass's products have one row count) */
-    atomic_llong next;
-    void (*first)(void *ctx); /* run by the calling thread before it takes chunks */
-    void *first_ctx;
+/* One token's experts as one pass over the pool (moe_token): phase A, the
+ * gate and up products of every expert; then silu_mul and each expert's h
+ * converted, by the thread that finished A's last chunk; phase B, the down
+ * products; then the weighted adds in expert order into y, by the thread
+ * that finished B's last chunk, which then stores flag (release). Chunks of
+ * chunk_rows rows are handed out from one counter over A then B, so a
+ * thread takes B work only after every A chunk is taken; it waits for the
+ * middle step before computing it. The pass runs on the workers alone once
+ * started (the caller may join late or not compute at all), and lives here
+ * until joined: w and alpha are copies. */
+struct moe_job {
+    struct cpu_backend *cb;
+    struct backend_weight w[3 * BACKEND_MOE_MAX_K];
+    float alpha[BACKEND_MOE_MAX_K];
+    int k;
+    int64_t E, F;
+    float *y, *h, *h2, *o;
+    struct matmul_task a[2 * BACKEND_MOE_MAX_K], b[BACKEND_MOE_MAX_K];
+    uint8_t *xq_b; /* the converted h rows, row bytes apart */
+    size_t row;
+    int64_t per_a, per_b; /* chunks of each task of a phase (one row count per phase) */
+    int64_t n_a, n_b;     /* work items of each phase */
+    atomic_llong next, done_a, done_b;
+    atomic_bool b_ready;
+    uint32_t *flag;
+    uint32_t flag_value;
+    int64_t t_end_us; /* when y was complete (timing_now_us) */
 };
 
-static void moe_worker(void *arg, int ith, int nth)
+/* silu_mul of every expert's gate and up rows, and each h converted for its
+ * down product. */
+static void moe_job_middle(struct moe_job *j)
 {
-    (void)nth;
-    struct moe_pass *p = arg;
-    if (ith == 0 && p->first) p->first(p->first_ctx);
-    for (;;) {
-        const int64_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (i >= p->n * p->per_task) break;
-        const struct matmul_task *t = &p->tasks[i / p->per_task];
-        const int64_t r0 = (i % p->per_task) * t->chunk_rows;
-        matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+    for (int e = 0; e < j->k; e++) {
+        float *h = j->h + e * j->F;
+        cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F, j->F);
+        struct matmul_task *t = &j->b[e];
+        if (t->from_float) {
+            t->xq = j->xq_b + (size_t)e * j->row;
+            t->from_float(h, j->xq_b + (size_t)e * j->row, j->F);
+        }
     }
 }
 
-static void moe_pass_run(struct cpu_backend *cb, struct matmul_task *tasks, int n,
-                         void (*first)(void *ctx), void *ctx)
+static void moe_job_end(struct moe_job *j)
 {
-    struct moe_pass p;
-    p.tasks = tasks;
-    p.n = n;
-    p.per_task = (tasks[0].w->n_rows + tasks[0].chunk_rows - 1) / tasks[0].chunk_rows;
-    atomic_init(&p.next, 0);
-    p.first = first;
-    p.first_ctx = ctx;
-    threadpool_run(cb->pool, moe_worker, &p);
+    for (int e = 0; e < j->k; e++) cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
+    j->t_end_us = timing_now_us();
+    if (j->flag) __atomic_store_n(j->flag, j->flag_value, __ATOMIC_RELEASE);
 }
 
-/* One token's experts: the gate and up products of all of them in one
- * dispatch, silu_mul, then all the down products in another, and the
- * weighted adds in expert order. Each product's rows are chunked as
- * cpu_matmul chunks them and x is converted once per vec_dot_type (and each
- * expert's h once), so every output is what the op-by-op sequence (gate,
- * up, silu_mul, down, add with the weight, expert after expert) computes,
- * bit for bit. h, h2: [k][gate rows]; o: [k][n_embd]. */
-void cpu_backend_moe_token_after(struct backend *be, const float *x,
-                                 const struct backend_weight *w, const float *alpha, int k,
-                                 float *y, float *h, float *h2, float *o,
-                                 void (*first)(void *ctx), void *ctx)
+static void moe_job_worker(void *arg, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    struct moe_job *j = arg;
+    for (;;) {
+        const int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (i >= j->n_a + j->n_b) break;
+        if (i < j->n_a) {
+            const struct matmul_task *t = &j->a[i / j->per_a];
+            const int64_t r0 = (i % j->per_a) * t->chunk_rows;
+            matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+            if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
+                moe_job_middle(j);
+                atomic_store_explicit(&j->b_ready, true, memory_order_release);
+            }
+            continue;
+        }
+        /* A's last chunks are in the hands of threads computing them */
+        for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
+            if ((s & 1023) == 0) sched_yield();
+        const int64_t ib = i - j->n_a;
+        const struct matmul_task *t = &j->b[ib / j->per_b];
+        const int64_t r0 = (ib % j->per_b) * t->chunk_rows;
+        matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+        if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
+            moe_job_end(j);
+    }
+}
+
+/* One token's experts: the gate and up products of all of them, silu_mul,
+ * then all the down products, and the weighted adds in expert order (see
+ * struct moe_job). Each product's rows are chunked as cpu_matmul chunks them
+ * and x is converted once per vec_dot_type (and each expert's h once), so
+ * every output is what the op-by-op sequence (gate, up, silu_mul, down, add
+ * with the weight, expert after expert) computes, bit for bit. h, h2:
+ * [k][gate rows]; o: [k][n_embd]. */
+void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
+                                 const float *alpha, int k, float *y, float *h, float *h2, float *o,
+                                 uint32_t *flag, uint32_t flag_value)
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K);
+    threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
+    if (!cb->job) cb->job = mem_xcalloc(1, sizeof *cb->job);
+    struct moe_job *j = cb->job;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     /* the converted rows (x in up to two types, then every h), each 64-byte
      * aligned as cpu_matmul's one-token row is: where the scratch is short of
@@ -427,57 +474,85 @@ void cpu_backend_moe_token_after(struct backend *be, const float *x,
     size_t row = 0;
     for (int i = 0; i < 3; i++) {
         const uint32_t vt = quant_traits(w[i].type)->vec_dot_type;
-        const size_t b = vt == HY_TYPE_F32 ? 0 : (size_t)quant_bytes(vt, (uint64_t)w[i].n_cols);
-        row = HY_MAX(row, (b + 63) / 64 * 64);
+        const size_t bytes = vt == HY_TYPE_F32 ? 0 : (size_t)quant_bytes(vt, (uint64_t)w[i].n_cols);
+        row = HY_MAX(row, (bytes + 63) / 64 * 64);
     }
     if ((size_t)(k + 2) * row > cb->act_bytes) {
-        if (first) first(ctx);
-        for (int j = 0; j < k; j++) {
-            cpu_matmul(be, &w[3 * j], x, 1, h);
-            cpu_matmul(be, &w[3 * j + 1], x, 1, h2);
+        for (int e = 0; e < k; e++) {
+            cpu_matmul(be, &w[3 * e], x, 1, h);
+            cpu_matmul(be, &w[3 * e + 1], x, 1, h2);
             cpu_silu_mul(be, h, h2, F);
-            cpu_matmul(be, &w[3 * j + 2], h, 1, o);
-            cpu_add(be, y, o, alpha[j], E);
+            cpu_matmul(be, &w[3 * e + 2], h, 1, o);
+            cpu_add(be, y, o, alpha[e], E);
         }
+        j->t_end_us = timing_now_us();
+        if (flag) __atomic_store_n(flag, flag_value, __ATOMIC_RELEASE);
         return;
     }
-    struct matmul_task tasks[2 * BACKEND_MOE_MAX_K];
+    j->cb = cb;
+    memcpy(j->w, w, (size_t)(3 * k) * sizeof *w);
+    memcpy(j->alpha, alpha, (size_t)k * sizeof *alpha);
+    j->k = k;
+    j->E = E;
+    j->F = F;
+    j->y = y, j->h = h, j->h2 = h2, j->o = o;
+    j->row = row;
+    j->flag = flag;
+    j->flag_value = flag_value;
     /* gate and up: x in each vec_dot_type they use (at most two), then the products */
     uint8_t *act = cb->act;
     size_t used = 0;
     const void *xq_of[2] = {NULL, NULL};
     quant_from_float_fn conv_of[2] = {NULL, NULL};
-    for (int j = 0; j < 2 * k; j++) {
-        const struct backend_weight *e = &w[3 * (j / 2) + (j % 2)];
+    for (int t = 0; t < 2 * k; t++) {
+        const struct backend_weight *e = &j->w[3 * (t / 2) + (t % 2)];
         HY_ASSERT(e->n_rows == F && e->n_cols == E);
-        matmul_setup(cb, e, x, 1, (j % 2 ? h2 : h) + (j / 2) * F, &tasks[j]);
-        if (!tasks[j].from_float) continue; /* F32 weights read x as it is */
+        matmul_setup(cb, e, x, 1, (t % 2 ? h2 : h) + (t / 2) * F, &j->a[t]);
+        if (!j->a[t].from_float) continue; /* F32 weights read x as it is */
         int c = 0;
-        while (c < 2 && conv_of[c] && conv_of[c] != tasks[j].from_float) c++;
+        while (c < 2 && conv_of[c] && conv_of[c] != j->a[t].from_float) c++;
         HY_ASSERT(c < 2); /* all gates are one tensor's, all ups another's */
         if (!conv_of[c]) {
-            conv_of[c] = tasks[j].from_float;
+            conv_of[c] = j->a[t].from_float;
             xq_of[c] = act + used;
-            tasks[j].from_float(x, act + used, E);
+            j->a[t].from_float(x, act + used, E);
             used += row;
         }
-        tasks[j].xq = xq_of[c];
+        j->a[t].xq = xq_of[c];
     }
-    moe_pass_run(cb, tasks, 2 * k, first, ctx);
-    for (int j = 0; j < k; j++) cpu_silu_mul(be, h + j * F, h2 + j * F, F);
-    /* down: each expert's h converted, then the products */
-    for (int j = 0; j < k; j++) {
-        const struct backend_weight *e = &w[3 * j + 2];
-        HY_ASSERT(e->n_rows == E && e->n_cols == F);
-        matmul_setup(cb, e, h + j * F, 1, o + j * E, &tasks[j]);
-        if (tasks[j].from_float) {
-            tasks[j].xq = act + used;
-            tasks[j].from_float(h + j * F, act + used, F);
-            used += row;
-        }
+    /* down: h converted in the middle step */
+    for (int e = 0; e < k; e++) {
+        const struct backend_weight *d = &j->w[3 * e + 2];
+        HY_ASSERT(d->n_rows == E && d->n_cols == F);
+        matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
     }
-    moe_pass_run(cb, tasks, k, NULL, NULL);
-    for (int j = 0; j < k; j++) cpu_add(be, y, o + j * E, alpha[j], E);
+    j->xq_b = act + used;
+    j->per_a = (F + j->a[0].chunk_rows - 1) / j->a[0].chunk_rows;
+    j->per_b = (E + j->b[0].chunk_rows - 1) / j->b[0].chunk_rows;
+    j->n_a = 2 * k * j->per_a;
+    j->n_b = k * j->per_b;
+    atomic_init(&j->next, 0);
+    atomic_init(&j->done_a, 0);
+    atomic_init(&j->done_b, 0);
+    atomic_init(&j->b_ready, false);
+    threadpool_start(cb->pool, moe_job_worker, j);
+}
+
+int64_t cpu_backend_join(struct backend *be)
+{
+    struct cpu_backend *cb = cpu_of(be);
+    threadpool_join(cb->pool);
+    return cb->job ? cb->job->t_end_us : 0;
+}
+
+void cpu_backend_moe_token_after(struct backend *be, const float *x,
+                                 const struct backend_weight *w, const float *alpha, int k,
+                                 float *y, float *h, float *h2, float *o,
+                                 void (*first)(void *ctx), void *ctx)
+{
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, NULL, 0);
+    if (first) first(ctx);
+    threadpool_join(cpu_of(be)->pool);
 }
 
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
@@ -643,6 +718,7 @@ static void cpu_attention(struct backend *be, const struct backend_attn *a, floa
 static enum hy_status cpu_reserve(struct backend *be, const struct backend_limits *lim)
 {
     struct cpu_backend *cb = cpu_of(be);
+    threadpool_join(cb->pool);
     if (lim->max_ctx > cb->lim.max_ctx || lim->max_head_dim > cb->lim.max_head_dim) {
         const int64_t max_ctx = HY_MAX(lim->max_ctx, cb->lim.max_ctx);
         const int64_t max_hd = HY_MAX(lim->max_head_dim, cb->lim.max_head_dim);
@@ -712,6 +788,7 @@ static void cpu_free(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
     threadpool_free(cb->pool);
+    free(cb->job);
     mem_aligned_free(cb->att_scratch);
     mem_aligned_free(cb->act);
     free(cb->rope_tab);

@@ -19,6 +19,7 @@
 #define HY_BACKEND_CPU_CPU_BACKEND_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "backend/backend.h"
 
@@ -47,6 +48,21 @@ void cpu_backend_moe_token_after(struct backend *be, const float *x,
                                  const struct backend_weight *w, const float *alpha, int k,
                                  float *y, float *h, float *h2, float *o,
                                  void (*first)(void *ctx), void *ctx);
+
+/* The backend's moe_token started on the pool's workers; returns at once
+ * (taking the pool: every other op of this backend joins the pass first).
+ * Once y holds the sum, the thread that finished it stores flag_value into
+ * *flag (release; flag may be NULL): the CUDA backend's GPU waits for that
+ * while the calling thread queues the GPU's next ops. x, the scratch and y
+ * must stay until the pass is joined; w and alpha are copied. */
+void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
+                                 const float *alpha, int k, float *y, float *h, float *h2, float *o,
+                                 uint32_t *flag, uint32_t flag_value);
+
+/* Joins the pass started last, if any (the calling thread takes what is
+ * left of it, then waits for the workers); returns when the last pass's sum
+ * was complete (timing_now_us; 0: none yet). */
+int64_t cpu_backend_join(struct backend *be);
 
 /* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);

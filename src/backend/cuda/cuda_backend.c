@@ -201,6 +201,21 @@ struct cuda_backend {
      * its own: a host product then goes whole over PCIe (the CPU's threads
      * are that pass's) */
     bool cpu_busy;
+    /* moe_token's CPU experts running on the pool's workers while the
+     * calling thread returns and queues the GPU's next ops (on by default
+     * where the pool has workers and pinned memory is the device's to read;
+     * HYPURA_CUDA_ASYNC_CPU=0: the thread computes with them and queues the
+     * rest once they are done): the compute stream waits at a cuk_wait_add
+     * for pass_flag (pinned) to reach pass_seq, which the pass stores when
+     * its sum is in hy. pass_on until pass_join; pass_nc experts, pass_bytes
+     * of them, started at pass_t0, their count's rate fresh then or not. */
+    bool async_cpu;
+    uint32_t *pass_flag;
+    uint32_t pass_seq;
+    bool pass_on, pass_fresh;
+    int pass_nc;
+    int64_t pass_t0;
+    uint64_t pass_bytes;
     /* moe_token's CPU side: the CPU experts' gate, up and down rows (pinned) */
     float *hm;
     size_t hm_bytes;
@@ -291,6 +306,12 @@ static bool blas_ok(struct cuda_backend *cb, cublasStatus_t e, const char *call,
 #define CK(call)  cuda_ok(cb, (call), #call, __FILE__, __LINE__)
 #define CKB(call) blas_ok(cb, (call), #call, __FILE__, __LINE__)
 
+/* Waits for moe_token's CPU pass started last, if one runs (the calling
+ * thread takes what is left of it): before anything that waits on the
+ * device (the stream may wait for the pass), that uses the CPU backend, or
+ * that frees the pinned buffers the pass reads and writes. */
+static void pass_join(struct cuda_backend *cb);
+
 /* ---- op timing ---------------------------------------------------------- */
 
 /* With HYPURA_CUDA_PROFILE set, every op records a pair of events on the
@@ -319,6 +340,7 @@ static void prof_read(struct cuda_backend *cb)
 {
     struct op_prof *p = cb->prof;
     if (!p || !p->n) return;
+    pass_join(cb);
     if (cudaEventSynchronize(p->ev[2 * p->n - 1]) == cudaSuccess) {
         for (int i = 0; i < p->n; i++) {
             float ms = 0;
@@ -491,6 +513,7 @@ static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t b
 {
     if (*have >= bytes) return true;
     if (*p) {
+        pass_join(cb);
         if (!CK(cudaStreamSynchronize(cb->st))) return false;
         cudaFree(*p);
         cb->dev_bytes -= *have;
@@ -525,6 +548,7 @@ static bool ensure_host(struct cuda_backend *cb, void **p, size_t *have, size_t 
 {
     if (*have >= bytes) return true;
     if (*p) {
+        pass_join(cb);
         if (!CK(cudaStreamSynchronize(cb->st)) || !CK(cudaStreamSynchronize(cb->dl))) return false;
         cudaFreeHost(*p);
         cb->base.scratch_bytes -= *have;
@@ -574,6 +598,7 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
     const bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
                       bytes == (size_t)cb->head_rows * sizeof(float);
     op_begin(be);
+    pass_join(cb);
     if (cb->err || !bytes) return;
     const int pi = prof_begin(cb);
     bool queued;
@@ -612,6 +637,7 @@ static enum hy_status cu_download_wait(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
     const int64_t t0 = timing_now_us();
+    pass_join(cb);
     if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done)))
         memcpy(cb->dl_dst, cb->hd, cb->dl_len);
     cb->dl_len = 0;
@@ -625,6 +651,7 @@ static void cu_upload(struct backend *be, void *dst, const void *host_src, size_
 {
     struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
+    pass_join(cb);
     if (cb->err || !bytes) return;
     /* from pageable memory the call returns once the source is staged */
     CK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cb->st));
@@ -634,6 +661,7 @@ static enum hy_status cu_sync(struct backend *be)
 {
     struct cuda_backend *cb = op_begin(be);
     const int64_t t0 = timing_now_us();
+    pass_join(cb);
     if (!cb->err) CK(cudaStreamSynchronize(cb->st));
     cb->stats.sync_calls++;
     cb->stats.sync_us += timing_now_us() - t0;
@@ -687,6 +715,7 @@ static void warm_up(struct cuda_backend *cb)
 static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
 {
     struct cuda_backend *cb = op_begin(be);
+    pass_join(cb);
     enum hy_status st = backend_reserve(cb->cpu, lim);
     if (st) return st;
     struct backend_limits l = cb->lim;
@@ -1085,6 +1114,7 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                         int64_t n_tok, float *y)
 {
+    pass_join(cb);
     const int64_t nc = cpu_share(cb, w, n_tok);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
@@ -1178,7 +1208,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         /* the entry's later readers queue on st after the copy (stream
          * order); the call waits for the copy only where the source may be
          * refilled after model_release (a stream slot, the expert cache) */
-        if (!hit && (w->stable || CK(cudaEventSynchronize(cb->wc_copied))))
+        if (!hit && (w->stable || (pass_join(cb), CK(cudaEventSynchronize(cb->wc_copied)))))
             cb->wce[e].filled = true;
         return;
     }
@@ -1286,6 +1316,7 @@ static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, co
     }
     /* rows of a host weight (token embeddings in RAM): gathered by the CPU */
     const size_t bytes = (size_t)(n * w->n_cols) * sizeof(float);
+    pass_join(cb);
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, bytes)) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
     backend_get_rows(cb->cpu, w, ids, n, cb->hy);
@@ -1807,6 +1838,26 @@ static bool moe_rate_fresh(const struct cuda_backend *cb, int n)
     return cb->moe_cpu_rate[n] > 0 && cb->moe_seq - cb->moe_rate_at[n] <= MOE_RATE_STALE_CALLS;
 }
 
+/* A CPU pass of nc experts (bytes of them) that ran from t0 to t1 (us): the
+ * stats and the rate the split uses, the CPU's experts as they ran beside
+ * the copies (a stale rate, fresh false, is replaced by this one). */
+static void moe_cpu_seen(struct cuda_backend *cb, int nc, uint64_t bytes, int64_t t0, int64_t t1,
+                         bool fresh)
+{
+    cb->stats.moe_cpu_us += t1 - t0;
+    if (!fresh) cb->moe_cpu_rate[nc] = 0;
+    rate_update(&cb->moe_cpu_rate[nc], (double)bytes, (double)(t1 - t0) * 1e-6);
+    cb->moe_rate_at[nc] = cb->moe_seq;
+}
+
+static void pass_join(struct cuda_backend *cb)
+{
+    if (!cb->pass_on) return;
+    cb->pass_on = false;
+    const int64_t t1 = cpu_backend_join(cb->cpu);
+    moe_cpu_seen(cb, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
+}
+
 /* Sends n floats of x down into mx on dl, after the ops queued so far on
  * st (mx_down: arrived). */
 static bool mx_send(struct cuda_backend *cb, const float *x, int64_t n)
@@ -1847,6 +1898,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
 {
     struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
+    pass_join(cb);
     if (cb->err || k <= 0) return;
     HY_ASSERT(k <= BACKEND_MOE_MAX_K);
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
@@ -1973,16 +2025,29 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     cb->cpu_busy = true;
+    if (cb->async_cpu) {
+        /* the stream waits for the pass's sum and adds it; this thread
+         * returns and queues what follows (pass_join: stats and rate) */
+        const uint32_t seq = ++cb->pass_seq;
+        cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd,
+                                    cb->pass_flag, seq);
+        cb->pass_on = true;
+        cb->pass_nc = nc;
+        cb->pass_bytes = cpu_bytes;
+        cb->pass_t0 = t0;
+        cb->pass_fresh = moe_rate_fresh(cb, nc);
+        moe_gpu_experts(&g);
+        cb->cpu_busy = false;
+        if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, seq, cb->st)))
+            CK(cudaEventRecord(cb->hy_free, cb->st));
+        return;
+    }
     cpu_backend_moe_token_after(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts,
                                 &g);
     cb->cpu_busy = false;
     tw = timing_now_us();
     if (cb->err) return;
-    cb->stats.moe_cpu_us += tw - t0;
-    /* the rate the split uses: the CPU's experts as they run, beside the copies */
-    if (!moe_rate_fresh(cb, nc)) cb->moe_cpu_rate[nc] = 0; /* the retry's rate replaces it */
-    rate_update(&cb->moe_cpu_rate[nc], (double)cpu_bytes, (double)(tw - t0) * 1e-6);
-    cb->moe_rate_at[nc] = cb->moe_seq;
+    moe_cpu_seen(cb, nc, cpu_bytes, t0, tw, moe_rate_fresh(cb, nc));
     /* o's last reader is queued before this copy on the same stream */
     if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
     CK(cudaEventRecord(cb->hy_free, cb->st));
@@ -1993,6 +2058,7 @@ static void cu_free(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
     cudaSetDevice(cb->dev);
+    pass_join(cb);
     cudaDeviceSynchronize();
     if (cb->prof) prof_report(cb);
     prof_free(cb);
@@ -2024,6 +2090,7 @@ static void cu_free(struct backend *be)
     if (cb->hm) cudaFreeHost(cb->hm);
     if (cb->mx) cudaFreeHost(cb->mx);
     if (cb->hd) cudaFreeHost(cb->hd);
+    if (cb->pass_flag) cudaFreeHost(cb->pass_flag);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
@@ -2328,10 +2395,14 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
          * addresses are unified (every 64-bit platform CUDA 13 runs on) */
         int unified = 0;
         e = getenv("HYPURA_CUDA_ZERO_COPY");
-        cb->zero_copy = cudaDeviceGetAttribute(&unified, cudaDevAttrUnifiedAddressing, cb->dev) ==
-                            cudaSuccess &&
-                        unified && !(e && !strcmp(e, "0"));
+        const bool uva = cudaDeviceGetAttribute(&unified, cudaDevAttrUnifiedAddressing, cb->dev) ==
+                             cudaSuccess &&
+                         unified;
+        cb->zero_copy = uva && !(e && !strcmp(e, "0"));
         (void)cudaGetLastError();
+        /* the pass needs workers: with none, nothing would compute it before its join */
+        e = getenv("HYPURA_CUDA_ASYNC_CPU");
+        cb->async_cpu = uva && cb->base.n_threads > 1 && !(e && !strcmp(e, "0"));
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);
@@ -2369,6 +2440,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreate(&cb->cp_t1));
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
+    if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) *cb->pass_flag = 0;
     if (!cb->err && cfg->weight_cache_bytes > 0) wc_alloc(cb, cfg->weight_cache_bytes);
     if (cb->err) {
         st = err_set(cb->err, "%s", cb->err_msg);

@@ -140,6 +140,14 @@ cudaError_t cuk_add_n(float *y, const float *x, const float *alpha, int n_rows, 
  * the copy engines. */
 cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t n,
                           int64_t n_rows, cudaStream_t s);
+/* y[i] += x[i] for i < n (as cuk_add with alpha 1), once the host has
+ * stored a value v into *flag with (int32_t)(v - value) >= 0: x and flag
+ * pinned host memory that the CPU writes, x before flag (a release store).
+ * The stream waits there for the CPU's share of a product while the ops
+ * queued after it wait with it, instead of being queued once the CPU is
+ * done. */
+cudaError_t cuk_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag, uint32_t value,
+                         cudaStream_t s);
 /* y[t][i] += b[i] for n_tok rows of n. */
 cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n, cudaStream_t s);
 

@@ -413,6 +413,30 @@ extern "C" cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *sr
     return cudaGetLastError();
 }
 
+__global__ static void k_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag,
+                                  uint32_t value)
+{
+    if (threadIdx.x == 0)
+        for (;;) {
+            uint32_t v;
+            asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+            if ((int32_t)(v - value) >= 0) break;
+            __nanosleep(128);
+        }
+    __syncthreads();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = y[i] + x[i];
+}
+
+extern "C" cudaError_t cuk_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag,
+                                    uint32_t value, cudaStream_t s)
+{
+    if (n <= 0) return cudaSuccess;
+    k_wait_add<<<n_blocks(n, 256), 256, 0, s>>>(y, x, n, flag, value);
+    return cudaGetLastError();
+}
+
 __global__ static void k_add_bias(float *y, const float *b, int64_t n_tok, int64_t n)
 {
     const int64_t total = n_tok * n;
