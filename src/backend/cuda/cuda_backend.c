@@ -9,7 +9,10 @@
  * the piece's kernel; the kernel records an event the next copy into the same
  * slot waits for. A call on a host weight returns only once its copies are
  * done, because the weight store may reuse that host memory after
- * model_release; its kernels may still run.
+ * model_release; its kernels may still run. moe_token's CPU experts may
+ * still run too, on the CPU backend's workers: the compute stream waits for
+ * them at a kernel that polls a flag in pinned memory, and every call that
+ * waits on the device or needs the CPU backend joins them first (pass_join).
  */
 #include "backend/cuda/cuda_backend.h"
 
