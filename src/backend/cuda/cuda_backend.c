@@ -1117,7 +1117,9 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                         int64_t n_tok, float *y)
 {
-    pass_join(cb);
+    /* (not while moe_token queues its GPU experts beside its own pass: the
+     * CPU takes no rows then, and the pass must not wait for this) */
+    if (!cb->cpu_busy) pass_join(cb);
     const int64_t nc = cpu_share(cb, w, n_tok);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
