@@ -5,6 +5,7 @@
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
@@ -13,7 +14,7 @@ ifeq ($(CI),true)
 CMAKE_ARGS += -DHY_FATAL_WARNINGS=ON
 endif
 
-.PHONY: all build deps demo test test-deps test-main test-asan test-fuzz clean format
+.PHONY: all build deps demo test test-deps test-main test-asan test-tsan test-fuzz clean format
 
 all: build
 
@@ -32,6 +33,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-main
 ifeq ($(CI),true)
 	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory test-tsan
 	@$(MAKE) --no-print-directory test-fuzz
 endif
 
@@ -55,6 +57,13 @@ test-asan:
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
 	@cd $(BUILD_ASAN) && ctest --output-on-failure -j$(JOBS) -L unit
 
+# Unit tests under ThreadSanitizer (CUDA off): the thread pool, its started
+# passes and every multithreaded kernel.
+test-tsan:
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHY_TSAN=ON -DHY_CUDA=OFF $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD_TSAN) -j$(JOBS)
+	@cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -L unit
+
 # A short libFuzzer run over the GGUF parser (skipped without clang).
 test-fuzz:
 	@if command -v clang >/dev/null 2>&1; then \
@@ -64,7 +73,7 @@ test-fuzz:
 	else echo "test-fuzz: clang not found, skipping the fuzz run"; fi
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
