@@ -178,12 +178,12 @@ void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx)
     }
 }
 
-bool threadpool_join(struct threadpool *p)
+void threadpool_join(struct threadpool *p)
 {
-    if (!p->started) return false;
+    if (!p->started) return;
     p->started = false;
     p->fn(p->ctx, 0, p->n_threads);
-    if (p->n_threads == 1) return true;
+    if (p->n_threads == 1) return;
 
     int64_t t0 = timing_now_us();
     for (unsigned i = 0; atomic_load(&p->pending) != 0; i++) {
@@ -197,7 +197,6 @@ bool threadpool_join(struct threadpool *p)
         atomic_store(&p->caller_sleeping, false);
         pthread_mutex_unlock(&p->mu);
     }
-    return true;
 }
 
 void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)

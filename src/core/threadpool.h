@@ -58,7 +58,7 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
 void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx);
 
 /* The run started last, if not joined yet: fn(ctx, 0, nth) on the calling
- * thread, then waits for the workers. Returns whether there was one. */
-bool threadpool_join(struct threadpool *p);
+ * thread, then waits for the workers. */
+void threadpool_join(struct threadpool *p);
 
 #endif

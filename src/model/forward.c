@@ -625,8 +625,6 @@ static bool moe_in_one_call(const struct forward *f, int l, int64_t k)
     return true;
 }
 
-/* One token's n_sel experts (f->sel_ids, weights in f->grp_w) of layer l in
- * one moe_token call, added to x. */
 /* The gate, up and down slices of experts ids[0..k) of layer l into
  * f->moe_w; *held: how many were acquired (moe_release's count, also on
  * an error). */
@@ -648,6 +646,8 @@ static void moe_release(struct forward *f, int l, int64_t held)
     for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i % 3]);
 }
 
+/* One token's n_sel experts (f->sel_ids, weights in f->grp_w) of layer l in
+ * one moe_token call, added to x. */
 HY_MUST_CHECK static enum hy_status moe_one_call(struct forward *f, int l, int64_t n_sel)
 {
     for (int64_t j = 0; j < n_sel; j++) f->moe_alpha[j] = f->grp_w[f->sel_ids[j] * f->n_batch];

@@ -415,11 +415,25 @@ static void moe_job_middle(struct moe_job *j)
     }
 }
 
+/* y is complete: the time, then the flag. */
+static void moe_job_done(struct moe_job *j)
+{
+    j->t_end_us = timing_now_us();
+    if (j->flag) __atomic_store_n(j->flag, j->flag_value, __ATOMIC_RELEASE);
+}
+
 static void moe_job_end(struct moe_job *j)
 {
     for (int e = 0; e < j->k; e++) cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
-    j->t_end_us = timing_now_us();
-    if (j->flag) __atomic_store_n(j->flag, j->flag_value, __ATOMIC_RELEASE);
+    moe_job_done(j);
+}
+
+/* Work item i of a phase whose tasks have per chunks each. */
+static void moe_job_chunk(const struct matmul_task *tasks, int64_t per, int64_t i)
+{
+    const struct matmul_task *t = &tasks[i / per];
+    const int64_t r0 = (i % per) * t->chunk_rows;
+    matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
 }
 
 static void moe_job_worker(void *arg, int ith, int nth)
@@ -430,9 +444,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
         const int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= j->n_a + j->n_b) break;
         if (i < j->n_a) {
-            const struct matmul_task *t = &j->a[i / j->per_a];
-            const int64_t r0 = (i % j->per_a) * t->chunk_rows;
-            matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+            moe_job_chunk(j->a, j->per_a, i);
             if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
                 moe_job_middle(j);
                 atomic_store_explicit(&j->b_ready, true, memory_order_release);
@@ -442,10 +454,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
         /* A's last chunks are in the hands of threads computing them */
         for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
             if ((s & 1023) == 0) sched_yield();
-        const int64_t ib = i - j->n_a;
-        const struct matmul_task *t = &j->b[ib / j->per_b];
-        const int64_t r0 = (ib % j->per_b) * t->chunk_rows;
-        matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+        moe_job_chunk(j->b, j->per_b, i - j->n_a);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
             moe_job_end(j);
     }
@@ -468,6 +477,8 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     if (!cb->job) cb->job = mem_xcalloc(1, sizeof *cb->job);
     struct moe_job *j = cb->job;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    j->flag = flag;
+    j->flag_value = flag_value;
     /* the converted rows (x in up to two types, then every h), each 64-byte
      * aligned as cpu_matmul's one-token row is: where the scratch is short of
      * them, the op-by-op sequence itself */
@@ -485,8 +496,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
             cpu_matmul(be, &w[3 * e + 2], h, 1, o);
             cpu_add(be, y, o, alpha[e], E);
         }
-        j->t_end_us = timing_now_us();
-        if (flag) __atomic_store_n(flag, flag_value, __ATOMIC_RELEASE);
+        moe_job_done(j);
         return;
     }
     j->cb = cb;
@@ -497,8 +507,6 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     j->F = F;
     j->y = y, j->h = h, j->h2 = h2, j->o = o;
     j->row = row;
-    j->flag = flag;
-    j->flag_value = flag_value;
     /* gate and up: x in each vec_dot_type they use (at most two), then the products */
     uint8_t *act = cb->act;
     size_t used = 0;
@@ -545,20 +553,11 @@ int64_t cpu_backend_join(struct backend *be)
     return cb->job ? cb->job->t_end_us : 0;
 }
 
-void cpu_backend_moe_token_after(struct backend *be, const float *x,
-                                 const struct backend_weight *w, const float *alpha, int k,
-                                 float *y, float *h, float *h2, float *o,
-                                 void (*first)(void *ctx), void *ctx)
-{
-    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, NULL, 0);
-    if (first) first(ctx);
-    threadpool_join(cpu_of(be)->pool);
-}
-
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    cpu_backend_moe_token_after(be, x, w, alpha, k, y, h, h2, o, NULL, NULL);
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, NULL, 0);
+    cpu_backend_join(be);
 }
 
 /* ---- attention ------------------------------------------------------------- */

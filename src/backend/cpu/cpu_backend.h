@@ -40,17 +40,10 @@ HY_MUST_CHECK enum hy_status cpu_backend_init(const struct cpu_backend_opts *opt
 void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w, const float *x,
                               int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx);
 
-/* The backend's moe_token, where the calling thread first runs first(ctx)
- * and then joins the workers on the gate and up products, which they start
- * at once (x converted first): the GPU backend queues its own experts'
- * copies and kernels there while the CPU computes its experts. */
-void cpu_backend_moe_token_after(struct backend *be, const float *x,
-                                 const struct backend_weight *w, const float *alpha, int k,
-                                 float *y, float *h, float *h2, float *o,
-                                 void (*first)(void *ctx), void *ctx);
-
-/* The backend's moe_token started on the pool's workers; returns at once
- * (taking the pool: every other op of this backend joins the pass first).
+/* The backend's moe_token started on the pool's workers (x converted
+ * first); returns at once (taking the pool: every other op of this backend
+ * joins the pass first). The GPU backend queues its own experts' copies and
+ * kernels meanwhile.
  * Once y holds the sum, the thread that finished it stores flag_value into
  * *flag (release; flag may be NULL): the CUDA backend's GPU waits for that
  * while the calling thread queues the GPU's next ops. x, the scratch and y

@@ -200,8 +200,8 @@ struct cuda_backend {
      * pf_bytes of them a call */
     bool prefetch;
     double pf_bytes;
-    /* moe_token's GPU experts being queued from inside the CPU's pass over
-     * its own: a host product then goes whole over PCIe (the CPU's threads
+    /* moe_token's GPU experts being queued while the CPU's pass over its
+     * own runs: a host product then goes whole over PCIe (the CPU's threads
      * are that pass's) */
     bool cpu_busy;
     /* moe_token's CPU experts running on the pool's workers while the
@@ -2012,7 +2012,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
 
     /* the CPU's experts, summed in hy (free once its last upload has left) */
-    int64_t tw = timing_now_us();
+    const int64_t tw = timing_now_us();
     if (!CK(cudaEventSynchronize(cb->mx_down))) return;
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
@@ -2029,30 +2029,26 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     const int64_t t0 = timing_now_us();
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
+    const uint32_t seq = ++cb->pass_seq;
+    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, cb->pass_flag,
+                                seq);
+    cb->pass_on = true;
+    cb->pass_nc = nc;
+    cb->pass_bytes = cpu_bytes;
+    cb->pass_t0 = t0;
+    cb->pass_fresh = moe_rate_fresh(cb, nc);
     cb->cpu_busy = true;
+    moe_gpu_experts(&g);
+    cb->cpu_busy = false;
     if (cb->async_cpu) {
         /* the stream waits for the pass's sum and adds it; this thread
          * returns and queues what follows (pass_join: stats and rate) */
-        const uint32_t seq = ++cb->pass_seq;
-        cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd,
-                                    cb->pass_flag, seq);
-        cb->pass_on = true;
-        cb->pass_nc = nc;
-        cb->pass_bytes = cpu_bytes;
-        cb->pass_t0 = t0;
-        cb->pass_fresh = moe_rate_fresh(cb, nc);
-        moe_gpu_experts(&g);
-        cb->cpu_busy = false;
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
         return;
     }
-    cpu_backend_moe_token_after(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, moe_gpu_experts,
-                                &g);
-    cb->cpu_busy = false;
-    tw = timing_now_us();
+    pass_join(cb); /* this thread takes what is left of the pass */
     if (cb->err) return;
-    moe_cpu_seen(cb, nc, cpu_bytes, t0, tw, moe_rate_fresh(cb, nc));
     /* o's last reader is queued before this copy on the same stream */
     if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
     CK(cudaEventRecord(cb->hy_free, cb->st));
