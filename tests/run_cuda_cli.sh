@@ -18,6 +18,8 @@
 #     the default GPU budget too (the VRAM expert cache; its counters printed).
 #     The stats must name the mode; bytes read per token are printed (a model
 #     this small may fit the minimal stream pool: a note, not a failure).
+# And a model with heads of 512 (past the GPU's attention limit, 256): --gpu
+# auto runs it on the CPU with a note saying why, --gpu on is refused naming it.
 # Exit 77 (skipped) when `--gpu on` says there is no CUDA device or the build
 # has no CUDA. A mismatch prints both texts; the check stays strict (the synth
 # models keep the top-1/top-2 logit margin >= 1.58, see synth/README.md).
@@ -238,6 +240,38 @@ for model in "$synth"/*.gguf; do
         fi
     fi
 done
+
+# ---- a head past the GPU's attention limit ---------------------------------------------
+
+# (two heads of 512: hypura synth, 2 layers) --gpu auto runs it on the CPU and
+# says why; --gpu on fails naming the limit
+big=$dir/head512.gguf
+if "$hy" synth -o "$big" --embd 1024 --heads 2 --kv-heads 1 --ff 1024 --layers 2 --vocab 1000 \
+    --type f16 --force >/dev/null 2>"$dir/synth.err"; then
+    hrun big_off "$big" --gpu off
+    hrun big_auto "$big" --gpu auto
+    checks=$((checks + 1))
+    if [ $hrc -ne 0 ]; then
+        fail "head dim 512, --gpu auto: exit $hrc: $(tail -n 3 "$dir/big_auto.err")"
+    else
+        cmp -s "$dir/big_off.txt" "$dir/big_auto.txt" || fail "head dim 512, --gpu auto: text differs from --gpu off"
+        [ "$(json_str "$dir/big_auto.json" backend)" = cpu ] ||
+            fail "head dim 512, --gpu auto: backend $(json_str "$dir/big_auto.json" backend), expected cpu"
+        grep -q "^note: .*head dimensions up to 256.*512" "$dir/big_auto.err" ||
+            fail "head dim 512, --gpu auto: no note saying why the CPU runs it"
+    fi
+    hrun big_on "$big" --gpu on
+    checks=$((checks + 1))
+    if [ $hrc -eq 0 ]; then
+        fail "head dim 512, --gpu on: exit 0, expected an error"
+    else
+        grep -q "head dimensions up to 256.*512" "$dir/big_on.err" ||
+            fail "head dim 512, --gpu on: the error does not name the limit: $(tail -n 2 "$dir/big_on.err")"
+    fi
+    echo "== head dim 512: --gpu auto on the CPU with a note, --gpu on refused"
+else
+    fail "hypura synth (head dim 512): $(cat "$dir/synth.err")"
+fi
 
 echo "run_cuda_cli: $checks runs compared, $failed failed"
 [ $failed -eq 0 ]

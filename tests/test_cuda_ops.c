@@ -24,7 +24,8 @@
  *    against the CPU op by op: host experts (stable, keyed), one expert in
  *    backend memory, twice per backend (cache hits the second time), the
  *    host byte counters following the policy;
- *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128:
+ *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128
+ *    (and 4, 6, 20, 48, 80 with F32 and F16 caches, 256 with F16 and Q8_0):
  *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
  *    calls, prompt batches of 17 and 128 at position 0 and later; every call
  *    against the CPU, the caches the GPU wrote (downloaded) equal to the
@@ -111,6 +112,7 @@ int main(int argc, char **argv)
 #define MAX_COLS       14336
 #define MAX_CTX        1024
 #define MAX_HD         128
+#define ATT_MAX_HD     256 /* attention's largest head (the backend's limit) */
 #define N_BUF          6
 #define BUF_FLOATS     ((size_t)4 << 20) /* each device scratch buffer: 16 MiB */
 #define CACHE_BIG      ((uint64_t)256 << 20)
@@ -1688,6 +1690,23 @@ static void test_attention(void)
         attention_config(types[ti], 64, &rope_norm);
         attention_config(types[ti], 128, &rope_neox);
     }
+    /* heads of any size (F32 and F16 caches; Q8_0 needs whole blocks): 4 and 6
+     * (no 16-byte pieces; 6 not even in fours), 20 (F16 rows of whole pieces
+     * only in fours), 48 and 80 (decode's key parts must divide the pieces),
+     * the largest, 256 */
+    const struct backend_rope rope_4 = {BACKEND_ROPE_NORM, 4, 10000.0, 1.0, NULL};
+    const struct backend_rope rope_20 = {BACKEND_ROPE_NEOX, 20, 10000.0, 1.0, NULL};
+    const struct backend_rope rope_64 = {BACKEND_ROPE_NEOX, 64, 1000000.0, 1.0, NULL};
+    const struct backend_rope rope_256 = {BACKEND_ROPE_NORM, 256, 10000.0, 1.0, NULL};
+    for (size_t ti = 0; ti < 2; ti++) {
+        attention_config(types[ti], 4, &rope_4);
+        attention_config(types[ti], 6, NULL);
+        attention_config(types[ti], 20, &rope_20);
+        attention_config(types[ti], 48, NULL);
+        attention_config(types[ti], 80, &rope_64);
+    }
+    attention_config(HY_TYPE_F16, 256, &rope_256);
+    attention_config(HY_TYPE_Q8_0, 256, &rope_64);
 }
 
 /* ---- error paths --------------------------------------------------------------------- */
@@ -1740,7 +1759,7 @@ static bool setup(void)
     const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     T.n_threads = (int)HY_MAX(1, HY_MIN(ncpu, 16));
     const struct backend_limits lim = {
-        .max_batch = MAX_TOK, .max_ctx = MAX_CTX, .max_head_dim = MAX_HD, .max_cols = MAX_COLS};
+        .max_batch = MAX_TOK, .max_ctx = MAX_CTX, .max_head_dim = ATT_MAX_HD, .max_cols = MAX_COLS};
     struct cpu_backend_opts co = {.n_threads = T.n_threads};
     if (!CHECK_OK(cpu_backend_init(&co, &T.cpu))) return false;
     if (!CHECK_OK(backend_reserve(T.cpu, &lim))) return false;

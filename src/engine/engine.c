@@ -99,6 +99,15 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
     if (o->gpu_host < CUDA_HOST_AUTO || o->gpu_host > CUDA_HOST_COPY)
         return err_set(HY_ERR_INVALID_ARG, "--gpu-host %d: not auto, cpu or copy", o->gpu_host);
     bool want = strcmp(g, "on") == 0 || (strcmp(g, "auto") == 0 && cuda_device_count() > 0);
+    const int64_t hd = HY_MAX(e->m->hp->head_dim, e->m->hp->head_dim_v);
+    if (want && strcmp(g, "auto") == 0 && hd > CUDA_ATT_MAX_HEAD_DIM) {
+        /* --gpu on says why (forward_init: the backend's reserve) */
+        snprintf(e->gpu_note, sizeof e->gpu_note,
+                 "the GPU's attention takes head dimensions up to %d and this model's is %" PRId64
+                 ": running on the CPU",
+                 CUDA_ATT_MAX_HEAD_DIM, hd);
+        want = false;
+    }
     if (want && e->use_mmap) {
         if (strcmp(g, "on") == 0)
             return err_set(HY_ERR_INVALID_ARG,

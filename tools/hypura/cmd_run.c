@@ -672,6 +672,7 @@ int cmd_run(int argc, char **argv)
     o.sp.repeat_last_n = (int32_t)(o.repeat_last_n < 0 ? o.n_ctx : o.repeat_last_n);
 
     print_plan(&o, e->m, e->seq[0].f, e->be);
+    if (e->gpu_note[0]) fprintf(stderr, "note: %s\n", e->gpu_note);
     if (e->have_plan) {
         const struct plan *pl = &e->plan;
         char r[32], w[32], q[32], t[32];

@@ -194,6 +194,7 @@ int cmd_serve(int argc, char **argv)
             e->n_seq == 1 ? "" : "s", e->n_ctx, sizes_format(kv_bytes, kv, sizeof kv),
             (int)o.n_threads);
     if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
+    if (e->gpu_note[0]) fprintf(stderr, "note: %s\n", e->gpu_note);
     if (e->have_plan)
         fprintf(stderr, "plan: mode %s for this budget (hardware from %s), predicted decode %.1f "
                         "tok/s\n",

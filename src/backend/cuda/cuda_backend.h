@@ -54,6 +54,7 @@ struct cuda_backend_config {
 #define CUDA_COPY_SLOT_BYTES ((uint64_t)8 << 20)  /* one piece, by default */
 #define CUDA_GEMM_TILE_BYTES ((uint64_t)64 << 20) /* the GEMM tile, by default */
 #define CUDA_GEMM_TILE_MIN   ((uint64_t)16 << 20)
+#define CUDA_ATT_MAX_HEAD_DIM 256 /* attention's largest head dimension (keys and values) */
 #define CUDA_GEMM_COL_STEP   64 /* prompt GEMM widths: the batch rounded up to a multiple */
 
 /* A backend made with cfg: its PCIe copy piece and its GEMM tile. */

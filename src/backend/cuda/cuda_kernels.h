@@ -177,7 +177,9 @@ cudaError_t cuk_read(const void *p, size_t bytes, uint32_t *sink, cudaStream_t s
  * out = softmax(scale * q K^T) V, causal. part: scratch of
  * cuk_attention_scratch floats (split-K partial results of decode: the splits
  * are used for single tokens only). early: the decode kernels use
- * programmatic dependent launch (as cuq_matvec). */
+ * programmatic dependent launch (as cuq_matvec). Head dimensions: any up to
+ * CUK_ATT_MAX_DIM (a Q8_0 cache's: multiples of 32). */
+#define CUK_ATT_MAX_DIM 256
 struct cuk_rope {
     int64_t n_rot; /* 0: q and k arrive rotated */
     bool neox;

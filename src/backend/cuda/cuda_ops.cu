@@ -41,7 +41,7 @@
 #define ATT_WARPS     (ATT_THREADS / 32)
 #define ATT_CHUNK     256
 #define ATT_MAX_SPLIT 32
-#define ATT_MAX_DIM   256 /* head_dim and head_dim_v */
+#define ATT_MAX_DIM   CUK_ATT_MAX_DIM /* head_dim and head_dim_v */
 #define ATT_MIN_KEYS  64  /* fewest keys of a decode split */
 #define ATT_KB        16  /* K row pieces (16 bytes) a decode thread loads at once */
 #define ATT_VB        8   /* V row pieces likewise */
@@ -771,7 +771,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     __syncthreads(); /* cs */
     for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
         qs[d] = (rot ? rope_elem(a.rope, qt, d, a.pos0, cs) : qt[d]) * a.scale;
-    /* the new key's rows (d runs over whole warps: dims are multiples of 32) */
+    /* the new key's rows (for a Q8_0 cache d runs over whole warps: its
+     * dims are multiples of 32; F32 and F16 take any) */
     __shared__ __align__(16) float kn[ATT_MAX_DIM];
     __shared__ float vn[ATT_MAX_DIM];
     const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
@@ -814,8 +815,9 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         /* a key's score by parts neighbouring lanes, each over that share
          * of its dims (F16 rows), where the chunk leaves threads idle */
         int lp = 0; /* log2 of parts */
-        if (a.k_type == T_F16 && a.k_vec)
-            while (lp < 2 && (cn << (lp + 1)) <= ATT_THREADS) lp++;
+        if (a.k_type == T_F16 && a.k_vec) /* a part: whole 16-byte pieces */
+            while (lp < 2 && (cn << (lp + 1)) <= ATT_THREADS && (a.head_dim / 8) % (2 << lp) == 0)
+                lp++;
         const int parts = 1 << lp;
         for (int64_t r0 = 0; r0 < cn << lp; r0 += ATT_THREADS) { /* every lane: shuffles */
             const int64_t jj = r0 + threadIdx.x, j = jj >> lp;
@@ -838,6 +840,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                     s4[3] += u.w * w.w;
                 }
                 s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+                /* dims past the last four (one part: head_dim % 4 != 0) */
+                for (int64_t d = 4 * n4 * parts; d < a.head_dim; d++) s += qs[d] * kn[d];
             }
             for (int o = parts / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
             if (j < cn && pt == 0) {
@@ -1169,8 +1173,12 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
                                      const float *v, float *out, float *part, cudaStream_t s,
                                      bool early)
 {
-    if (a->head_dim > ATT_MAX_DIM || a->head_dim_v > ATT_MAX_DIM || a->head_dim % 32 ||
-        a->head_dim_v % 32 || a->n_head_kv <= 0 || a->n_head % a->n_head_kv || a->n_tok <= 0)
+    /* any head dimension up to ATT_MAX_DIM; a Q8_0 cache's rows are whole
+     * blocks of one head (forward.c's kv_init refuses others) */
+    if (a->head_dim < 1 || a->head_dim_v < 1 || a->head_dim > ATT_MAX_DIM ||
+        a->head_dim_v > ATT_MAX_DIM || (a->k_type == T_Q8_0 && a->head_dim % 32) ||
+        (a->v_type == T_Q8_0 && a->head_dim_v % 32) || a->n_head_kv <= 0 ||
+        a->n_head % a->n_head_kv || a->n_tok <= 0)
         return cudaErrorInvalidValue;
     const int64_t k_dim = a->n_head_kv * a->head_dim, v_dim = a->n_head_kv * a->head_dim_v;
     const bool v_trans = a->v_type == T_F32 || a->v_type == T_F16;
@@ -1223,7 +1231,12 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
                          .k_type = a->k_type,
                          .v_type = a->v_type,
                          .v_trans = v_trans,
-                         .k_vec = ((uintptr_t)a->k_cache & 15) == 0,
+                         /* a head's K row starts on 16 bytes where its
+                          * dims fill whole pieces */
+                         .k_vec = ((uintptr_t)a->k_cache & 15) == 0 &&
+                                  (a->k_type == T_F16   ? a->head_dim % 8 == 0
+                                   : a->k_type == T_F32 ? a->head_dim % 4 == 0
+                                                        : false),
                          .v_vec = ((uintptr_t)a->v_cache & 15) == 0 && a->n_ctx % 8 == 0,
                          .n_split = 1,
                          .split_keys = 0,
