@@ -105,6 +105,9 @@ struct bench_run {
     double predicted_gen_tok_per_s;
     uint64_t peak_rss_bytes, bytes_read, ram_budget_bytes, resident_bytes;
     double io_stall_s, disk_gb_per_s;
+    /* GPU runs: bytes of host weights the run's products moved (computed by
+     * the CPU where they lie plus copied over PCIe); NaN on the CPU backend */
+    double gpu_host_bytes;
     char cache[320]; /* "warm" or "cold: ..." */
 };
 
@@ -491,6 +494,10 @@ HY_MUST_CHECK static enum hy_status run_once(const struct bench_opts *o, const c
     r->resident_bytes = (uint64_t)jnum(j, "resident_bytes");
     r->io_stall_s = jnum(j, "io_stall_s");
     r->disk_gb_per_s = jnum(j, "disk_gb_per_s");
+    const char *be = json_string_value(json_object_get(j, "backend"));
+    r->gpu_host_bytes = be && !strcmp(be, "cuda")
+                            ? jnum(j, "gpu_host_cpu_bytes") + jnum(j, "gpu_host_copy_bytes")
+                            : NAN;
     json_decref(j);
     if (isnan(r->prompt_tok_per_s) || isnan(r->gen_tok_per_s) || isnan(r->bytes_read_per_token))
         return err_set(HY_ERR_FORMAT, "%s: the run's statistics lack tok/s or bytes per token",
@@ -535,6 +542,8 @@ HY_MUST_CHECK static enum hy_status append_json(const char *path, const struct b
     json_object_set_new(j, "io_stall_s", json_real(isnan(r->io_stall_s) ? 0.0 : r->io_stall_s));
     json_object_set_new(j, "disk_gb_per_s",
                         json_real(isnan(r->disk_gb_per_s) ? 0.0 : r->disk_gb_per_s));
+    json_object_set_new(j, "gpu_host_bytes",
+                        isnan(r->gpu_host_bytes) ? json_null() : json_real(r->gpu_host_bytes));
     char *line = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
     FILE *f = fopen(path, "a");
