@@ -15,7 +15,8 @@
  * MoE models: where a token of the step was routed to another set of experts
  * than on the CPU (router scores a sum in another order may reorder), the
  * step's output may move by more than REL_BOUND; those steps are counted and
- * printed, not held to it (a set that differs at every step is a failure).
+ * printed, not held to it (sets that differ at more than a quarter of the
+ * steps are a failure: not a near tie).
  * Prints each model's largest error, its smallest margin and the near ties.
  *
  *   test_cuda_e2e [--budget BYTES] [--kv-type f32|f16|q8_0] [MODEL.gguf ...]
@@ -44,10 +45,10 @@
 
 #define N_STEPS    32
 #define N_CTX      128
-/* normalized logits error: on an H100, 0.3e-3 to 1.7e-2 over the test data's
- * models and 30 synthesized ones of other shapes and types (the quantized
- * types' products round the activations differently on each side); a wrong
- * op gives errors of order one */
+/* normalized logits error: on an H100, 5.5e-5 to 1.7e-2 over the test data's
+ * models and 33 synthesized ones of other shapes, types and architectures
+ * (the quantized types' products round the activations differently on each
+ * side); a wrong op gives errors of order one */
 #define REL_BOUND  4e-2
 #define TIE_FACTOR 4.0
 
