@@ -78,6 +78,13 @@ enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx, int6
         *ram_work = all > kv ? all - kv : 0;
         return HY_OK;
     }
+    const int64_t hd = HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v);
+    if (hd > CUDA_ATT_MAX_HEAD_DIM) /* as the backend's reserve refuses it */
+        return err_set(HY_ERR_UNSUPPORTED,
+                       "CUDA: attention takes head dimensions up to %d, and this model's is "
+                       "%" PRId64 "\nhint: plan without a GPU budget (a run with --gpu auto "
+                       "runs it on the CPU)",
+                       CUDA_ATT_MAX_HEAD_DIM, hd);
     struct cuda_backend_config cc = {.gemm_tile_bytes = gemm_tile_for(gpu_budget)};
     const struct backend_limits lim = {fs.n_batch, n_ctx, HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v),
                                        fs.max_cols};

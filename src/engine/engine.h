@@ -136,7 +136,9 @@ void engine_close(struct engine *e);
  * a model's header alone (hypura plan): plan_params.compute_bytes (RAM) and,
  * with a GPU budget (the CUDA backend), plan_params.gpu_compute_bytes, for
  * one sequence of n_ctx tokens, batch n_batch (0: the default) and KV cache
- * type kv_type. Errors: those of forward_sizes_of. */
+ * type kv_type. Errors: those of forward_sizes_of, and HY_ERR_UNSUPPORTED with
+ * a GPU budget when the model's heads are larger than the GPU's attention
+ * takes (CUDA_ATT_MAX_HEAD_DIM). */
 HY_MUST_CHECK enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx,
                                               int64_t n_batch, uint32_t kv_type,
                                               uint64_t gpu_budget, uint64_t *ram_work,
