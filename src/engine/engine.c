@@ -79,15 +79,11 @@ enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx, int6
         return HY_OK;
     }
     const int64_t hd = HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v);
-    if (hd > CUDA_ATT_MAX_HEAD_DIM) /* as the backend's reserve refuses it */
-        return err_set(HY_ERR_UNSUPPORTED,
-                       "CUDA: attention takes head dimensions up to %d, and this model's is "
-                       "%" PRId64 "\nhint: plan without a GPU budget (a run with --gpu auto "
-                       "runs it on the CPU)",
-                       CUDA_ATT_MAX_HEAD_DIM, hd);
+    if ((st = cuda_check_head_dim(
+             hd, "plan without a GPU budget (a run with --gpu auto runs it on the CPU)")))
+        return st;
     struct cuda_backend_config cc = {.gemm_tile_bytes = gemm_tile_for(gpu_budget)};
-    const struct backend_limits lim = {fs.n_batch, n_ctx, HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v),
-                                       fs.max_cols};
+    const struct backend_limits lim = {fs.n_batch, n_ctx, hd, fs.max_cols};
     uint64_t dev = 0, host = 0;
     cuda_backend_reserved_bytes(&cc, &lim, &dev, &host);
     const uint64_t held = dev + fs.device_bytes;

@@ -720,13 +720,9 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     struct cuda_backend *cb = op_begin(be);
     pass_join(cb);
     _Static_assert(CUK_ATT_MAX_DIM == CUDA_ATT_MAX_HEAD_DIM, "one limit");
-    if (lim->max_head_dim > CUDA_ATT_MAX_HEAD_DIM)
-        return err_set(HY_ERR_UNSUPPORTED,
-                       "CUDA: attention takes head dimensions up to %d, and this model's is "
-                       "%" PRId64 "\nhint: run without the GPU (--gpu off)",
-                       CUDA_ATT_MAX_HEAD_DIM, lim->max_head_dim);
-    enum hy_status st = backend_reserve(cb->cpu, lim);
+    enum hy_status st = cuda_check_head_dim(lim->max_head_dim, "run without the GPU (--gpu off)");
     if (st) return st;
+    if ((st = backend_reserve(cb->cpu, lim))) return st;
     struct backend_limits l = cb->lim;
     l.max_batch = HY_MAX(l.max_batch, lim->max_batch);
     l.max_ctx = HY_MAX(l.max_ctx, lim->max_ctx);

@@ -26,10 +26,12 @@
 #ifndef HY_BACKEND_CUDA_CUDA_BACKEND_H
 #define HY_BACKEND_CUDA_CUDA_BACKEND_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "core/err.h"
 
 /* How a call on host weights is computed. */
 enum cuda_host_policy {
@@ -74,6 +76,19 @@ static inline uint64_t cuda_gemm_tile_bytes(const struct cuda_backend_config *cf
 static inline int64_t cuda_gemm_width(int64_t n)
 {
     return (n + CUDA_GEMM_COL_STEP - 1) / CUDA_GEMM_COL_STEP * CUDA_GEMM_COL_STEP;
+}
+
+/* HY_OK, or HY_ERR_UNSUPPORTED naming the limit when a model's heads
+ * (head_dim: the larger of its key and value head dimensions) are larger
+ * than the GPU's attention takes; hint ends the message. The backend's
+ * reserve and the plan of a GPU budget check the same. */
+static inline enum hy_status cuda_check_head_dim(int64_t head_dim, const char *hint)
+{
+    if (head_dim <= CUDA_ATT_MAX_HEAD_DIM) return HY_OK;
+    return err_set(HY_ERR_UNSUPPORTED,
+                   "CUDA: attention takes head dimensions up to %d, and this model's is %" PRId64
+                   "\nhint: %s",
+                   CUDA_ATT_MAX_HEAD_DIM, head_dim, hint);
 }
 
 /* What a backend made with cfg holds once reserved for lim, before any
