@@ -1915,12 +1915,22 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
     }
 }
 
+/* CTAs per SM asked of ptxas for cq_matvec_i8_kernel: 3 (80 registers) for
+ * one token where the two steps' loads fit without spills, else 2. Q4_K and
+ * Q5_K (48 bytes per lane and row) spill at 80, and so does Q6_K (32 bytes):
+ * ncu on an H100 counted 32 k local-memory requests in its 4096 x 14336
+ * product (39.5 us) and 349 k in a 128256-row head. At 2 CTAs that product
+ * took 35.0 us against 40.1 and decode of llama-3-8b-shaped Q4_K_M went from
+ * 1030.5 to 1060.6 tok/s (8 layers), 312.8 to 323.4 (32 layers). */
+template <class T, int NT> struct CqI8Blocks {
+    static constexpr int value =
+        NT == 1 && sizeof(typename T::Raw) <= 36 && !std::is_same<T, TQ6_K>::value ? 3 : 2;
+};
+
 /* As cq_matvec_kernel, with x quantized into shared memory (see above).
- * For one token, 3 CTAs per SM (80 registers) where the two steps' loads
- * fit without spills; Q4_K and Q5_K, with 48 bytes per lane and row, spill
- * there and keep 2. NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
+ * NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool NORM>
-__global__ void __launch_bounds__(CQ_THREADS, NT == 1 && sizeof(typename T::Raw) <= 36 ? 3 : 2)
+__global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
     cq_matvec_i8_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
                         int64_t n_cols, const float *__restrict__ x, int ks_log2)
 {
