@@ -424,10 +424,36 @@ static bool gpu_plan_ref(const struct shape *s, struct plan *p, uint64_t gpu_bud
     return true;
 }
 
-static void test_gpu_everything(void)
+/* The plan's decode time for a model wholly on the GPU, by plan.h's rules:
+ * each product's used bytes at rate x its type's share (F32, F16, BF16 0.9,
+ * Q8_0 0.75, others 0.6), at least 4 us, and 18 us per layer (44 for an MoE
+ * layer). Token embeddings (a lookup beside an output head) are left out. */
+static double gpu_decode_time(const struct shape *s, int n_layer, double rate, bool moe)
+{
+    double t = 0;
+    const double k = s->mi.hp.n_expert > 0 ? (double)s->mi.hp.n_expert_used / (double)s->mi.hp.n_expert : 1;
+    for (uint64_t i = 0; i < s->g->n_tensors; i++) {
+        const struct gguf_tensor *g = &s->g->tensors[i];
+        const enum tensor_role r = s->mi.tensor_role[i];
+        if (r == ROLE_EMBED) continue;
+        const double share = g->type == HY_TYPE_F32 || g->type == HY_TYPE_F16 || g->type == HY_TYPE_BF16 ? 0.9
+                             : g->type == HY_TYPE_Q8_0                                                    ? 0.75
+                                                                                                          : 0.6;
+        const double use = (double)g->n_bytes * (r == ROLE_EXPERT ? k : 1);
+        double x = use / (rate * share);
+        if (g->n_dims >= 2 && r != ROLE_NORM && x < 4e-6) x = 4e-6;
+        t += x;
+    }
+    return t + n_layer * (moe ? 44e-6 : 18e-6);
+}
+
+/* A model wholly on the GPU (an MoE one: its experts' share of bytes, k of
+ * E, and the routing's time in every layer), then one byte short of it. */
+static void test_gpu_everything(const char *like)
 {
     struct shape s;
-    if (!shape_open(&s, "llama-3-8b")) return;
+    if (!shape_open(&s, like)) return;
+    const bool moe = s.mi.hp.n_expert > 0;
     const int64_t ctx = 8192;
     const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 300 * MiB, work = 100 * MiB;
     struct plan p;
@@ -444,10 +470,19 @@ static void test_gpu_everything(void)
         CHECK_EQ_U64(p.pool_bytes, 0);
         CHECK_EQ_U64(p.min_resident_bytes, work);
         CHECK_EQ_U64(p.gpu_expert_cache_bytes, 0);
-        for (int l = 0; l < p.n_layer; l++) CHECK(p.layers[l].ffn_on_gpu);
-        /* decode reads every used byte at the GPU's bandwidth (default 2 TB/s) */
-        double used = (double)(s.mi.tensor_bytes - role_bytes(&s, ROLE_EMBED));
-        CHECK_NEAR(p.t_compute_per_token_s, used / 2e12, used / 2e12 * 1e-9);
+        for (int l = 0; l < p.n_layer; l++) CHECK(moe ? p.layers[l].experts_on_gpu : p.layers[l].ffn_on_gpu);
+        /* decode reads every used byte at the GPU's bandwidth (default 2
+         * TB/s) times its type's share, a product taking 4 us at least, and
+         * each layer's small kernels add 18 us, 44 with routing (plan.c's
+         * H100 figures) */
+        double want = gpu_decode_time(&s, p.n_layer, 2e12, moe);
+        CHECK_NEAR(p.t_compute_per_token_s, want, want * 1e-9);
+        if (moe) {
+            CHECK(p.t_compute_per_token_s > gpu_decode_time(&s, p.n_layer, 2e12, false) + p.n_layer * 25e-6);
+        } else {
+            double used = (double)(s.mi.tensor_bytes - role_bytes(&s, ROLE_EMBED));
+            CHECK(p.t_compute_per_token_s > used / 2e12 + p.n_layer * 18e-6);
+        }
         CHECK_EQ_INT(p.prompt_bound, PLAN_BOUND_COMPUTE);
         /* faster than the same model in RAM */
         struct plan_hw hw;
@@ -750,7 +785,8 @@ int main(int argc, char **argv)
     sweep("llama-3-70b", PLAN_MODE_DENSE_STREAM);
     sweep("mixtral-8x7b", PLAN_MODE_EXPERT_STREAM);
     sweep("qwen3-30b-a3b", PLAN_MODE_EXPERT_STREAM);
-    test_gpu_everything();
+    test_gpu_everything("llama-3-8b");
+    test_gpu_everything("mixtral-8x7b");
     test_gpu_priority();
     test_gpu_minimum();
     test_gpu_moe();

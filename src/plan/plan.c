@@ -19,6 +19,31 @@
 
 #define MIB (1024ull * 1024ull)
 
+/* Decode on the GPU beside its bytes (plan.h), measured for this engine's
+ * kernels on an H100 (BENCHMARKS.md, per-op times): a matrix product takes
+ * at least GPU_PRODUCT_S; every layer adds GPU_LAYER_S (its norms and
+ * attention) and an MoE layer GPU_MOE_LAYER_S more (routing, the routes'
+ * download, the weighted sums); a product on host weights adds
+ * HOST_CALL_S (the activations down, the copies queued and waited for). */
+#define GPU_PRODUCT_S   4e-6
+#define GPU_LAYER_S     18e-6
+#define GPU_MOE_LAYER_S 26e-6
+#define HOST_CALL_S     20e-6
+
+/* The share of the device's read rate a one-token product of this type
+ * streams its weights at (H100: F16 2.6-2.9 TB/s of 3.04, Q4_K and Q6_K
+ * 1.2-2.1); other quantized types take the K-quants' share. */
+static double gpu_type_share(uint32_t type)
+{
+    switch (type) {
+    case HY_TYPE_F32:
+    case HY_TYPE_F16:
+    case HY_TYPE_BF16: return 0.9;
+    case HY_TYPE_Q8_0: return 0.75;
+    default: return 0.6;
+    }
+}
+
 void plan_hw_defaults(struct plan_hw *hw)
 {
     memset(hw, 0, sizeof(*hw));
@@ -502,14 +527,18 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             params_used = has_output ? 0 : params_used;
         }
         active_params += params_used;
+        /* a product's weight (not a norm, a bias or an embeddings lookup) */
+        const bool product = t->n_dims >= 2 && use > 0 && r != ROLE_NORM;
         double tc;
         if (!gpu_on) tc = use / matvec_rate(hw, t->type);
-        else if (on_gpu[i]) tc = use / gpu_bw;
-        else {
+        else if (on_gpu[i]) {
+            tc = use / (gpu_bw * gpu_type_share(t->type));
+            if (product) tc = HY_MAX(tc, GPU_PRODUCT_S);
+        } else {
             /* rows split between the CPU and the GPU after a PCIe copy */
             double host = matvec_rate(hw, t->type) + pcie;
             if (hw->host_both_bytes_per_s > 0) host = HY_MIN(host, hw->host_both_bytes_per_s);
-            tc = use / host;
+            tc = use / host + (product ? HOST_CALL_S : 0);
             pcie_prompt_bytes += r == ROLE_EMBED && has_output ? 0 : (double)t->n_bytes;
         }
         if (l >= 0 && l < n) {
@@ -574,6 +603,7 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             if (n_cache_layers == 1 || cache[l] < p->expert_cache_min) p->expert_cache_min = cache[l];
             if (cache[l] > p->expert_cache_max) p->expert_cache_max = cache[l];
         }
+        if (gpu_on) pl->t_compute_s += GPU_LAYER_S + (pl->experts_on_gpu || (ls[l].exp && E > 0) ? GPU_MOE_LAYER_S : 0);
         pl->t_io_s = pl->read_bytes_per_token / hw->disk_read_bytes_per_s;
         p->streamed_bytes_per_token += pl->read_bytes_per_token;
         p->t_compute_per_token_s += pl->t_compute_s;

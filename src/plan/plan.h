@@ -79,11 +79,16 @@
  * dense reads are; a wrong prediction's stall is not modelled. Attention over
  * the KV cache is not counted (small at moderate context next to weights).
  * With the GPU tier on, a GPU tensor's compute time is bytes used /
- * hw->gpu_mem_bytes_per_s, and a host tensor's (RAM or NVMe) bytes used /
- * (CPU matvec rate + hw->pcie_bytes_per_s): the backend splits its rows
- * between the CPU, computing them where they lie, and the GPU, computing them
- * after a copy over PCIe. Disk reads are as without the GPU. A layer whose
- * experts are on the GPU counts with hit rate 1 in expert_hit_rate.
+ * (hw->gpu_mem_bytes_per_s x the share of it a product of its type streams
+ * at), at least a product kernel's time, and a host tensor's (RAM or NVMe)
+ * bytes used / (CPU matvec rate + hw->pcie_bytes_per_s, or the rate of the
+ * two at once where lower) plus the host call's own time: the backend splits
+ * its rows between the CPU, computing them where they lie, and the GPU,
+ * computing them after a copy over PCIe. Each layer adds the time of its
+ * small kernels (norms, attention; routing for an MoE layer). The shares and
+ * times are plan.c's, measured on an H100. Disk reads are as without the GPU.
+ * A layer whose experts are on the GPU counts with hit rate 1 in
+ * expert_hit_rate.
  *
  * Prompt model: batches of PLAN_PROMPT_BATCH tokens; compute = 2 FLOPs per
  * active parameter per token at hw->cpu_flops_per_s; every streamed byte is
