@@ -603,7 +603,10 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             if (n_cache_layers == 1 || cache[l] < p->expert_cache_min) p->expert_cache_min = cache[l];
             if (cache[l] > p->expert_cache_max) p->expert_cache_max = cache[l];
         }
-        if (gpu_on) pl->t_compute_s += GPU_LAYER_S + (pl->experts_on_gpu || (ls[l].exp && E > 0) ? GPU_MOE_LAYER_S : 0);
+        if (gpu_on) {
+            const bool moe = pl->experts_on_gpu || (ls[l].exp && E > 0);
+            pl->t_compute_s += GPU_LAYER_S + (moe ? GPU_MOE_LAYER_S : 0);
+        }
         pl->t_io_s = pl->read_bytes_per_token / hw->disk_read_bytes_per_s;
         p->streamed_bytes_per_token += pl->read_bytes_per_token;
         p->t_compute_per_token_s += pl->t_compute_s;
