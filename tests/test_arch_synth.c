@@ -37,6 +37,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "synth_small.h"
 
 #define N_PROMPT 12
 #define N_DECODE 4
@@ -80,33 +81,6 @@ static bool all_finite(const float *x, int64_t n)
     return true;
 }
 
-/* The preset's architecture at test size. */
-static struct synth_config small_config(const char *like, enum quant_mix_ftype ftype)
-{
-    const struct synth_preset *p = synth_find_preset(like);
-    HY_ASSERT(p != NULL);
-    struct synth_config c = p->cfg;
-    c.n_layer = 2;
-    c.n_embd = 256;
-    c.n_ff = 512;
-    c.n_head = 4;
-    c.n_head_kv = 2;
-    c.head_dim = 0;
-    c.n_vocab = 1000;
-    c.n_ctx = 256;
-    if (c.n_expert > 0) {
-        c.n_expert = 8;
-        c.n_expert_used = 2;
-        c.n_ff_exp = 256;
-        if (c.n_ff_shexp > 0) c.n_ff_shexp = 256;
-        /* llama (Mixtral) stores the expert width as feed_forward_length */
-        if (strcmp(c.arch, "llama") == 0) c.n_ff = c.n_ff_exp;
-    }
-    c.ftype = ftype;
-    c.n_threads = 2;
-    return c;
-}
-
 static const int32_t prompt[N_PROMPT] = {1, 17, 230, 45, 999, 3, 512, 77, 128, 640, 8, 300};
 
 /* Router bookkeeping after a forward_eval of n_tok tokens on a fresh forward. */
@@ -143,7 +117,7 @@ static void check_routes(const struct forward *f, bool renorm, int64_t n_tok)
 static void test_runs(const char *like, enum quant_mix_ftype ftype, const char *type_name,
                       int64_t head_dim, bool tied)
 {
-    struct synth_config c = small_config(like, ftype);
+    struct synth_config c = synth_small_config(like, ftype);
     if (head_dim) c.head_dim = head_dim;
     c.tied_output = tied;
     char path[128];
@@ -240,7 +214,7 @@ static bool write_permuted(const char *src_path, const char *dst_path, const int
 static void test_expert_permutation(const char *like, enum quant_mix_ftype ftype,
                                     const char *type_name)
 {
-    struct synth_config c = small_config(like, ftype);
+    struct synth_config c = synth_small_config(like, ftype);
     HY_ASSERT(c.n_expert == 8);
     char path[128], path_p[160];
     snprintf(path, sizeof path, "perm-%s-%s.gguf", c.arch, type_name);

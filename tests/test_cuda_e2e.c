@@ -23,8 +23,11 @@
  *
  * Without models: every synth model of the test data and the two small real
  * llama files (models/stories260K.gguf, head dim 8; llama-2-tiny-random.gguf,
- * head dim 4). Exit 77 (skipped) without a CUDA device or without CUDA in
- * the build.
+ * head dim 4), then models written here by synth_write at test size
+ * (synth_small.h) for what those leave out: qwen3 (Q/K norms, a head
+ * dimension other than n_embd / n_head), qwen3moe, qwen2 in another type, a
+ * tied head, and the types Q4_1, Q5_0, Q5_1, Q3_K_M, Q5_K_M and BF16. Exit
+ * 77 (skipped) without a CUDA device or without CUDA in the build.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -37,6 +40,8 @@
 #include "check.h"
 #include "core/err.h"
 #include "engine/engine.h"
+#include "model/synth.h"
+#include "synth_small.h"
 #include "quant/quant.h"
 
 #ifndef HY_TESTDATA_DIR
@@ -242,6 +247,45 @@ done:
     free(gpu.routes);
 }
 
+/* The synthesized models: a preset at test size, its file type, and what it
+ * changes from the preset. */
+static const struct {
+    const char *like, *type;
+    enum quant_mix_ftype ftype;
+    int64_t head_dim;
+    bool tied;
+} synth_models[] = {
+    {"qwen3-8b", "q4_k_m", QUANT_MIX_Q4_K_M, 128, false},
+    {"qwen3-8b", "q8_0", QUANT_MIX_Q8_0, 128, false},
+    {"qwen3-30b-a3b", "q4_k_m", QUANT_MIX_Q4_K_M, 0, false},
+    {"qwen2.5-14b", "q6_k", QUANT_MIX_Q6_K, 0, false},
+    {"tiny-llama", "q5_k_m", QUANT_MIX_Q5_K_M, 0, true},
+    {"tiny-llama", "q4_1", QUANT_MIX_Q4_1, 0, false},
+    {"tiny-llama", "q5_0", QUANT_MIX_Q5_0, 0, false},
+    {"tiny-llama", "q5_1", QUANT_MIX_Q5_1, 0, false},
+    {"tiny-llama", "q3_k_m", QUANT_MIX_Q3_K_M, 0, false},
+    {"tiny-llama", "bf16", QUANT_MIX_BF16, 0, false},
+};
+
+/* synth_models[i] written under dir and compared; the file removed after. */
+static void compare_synth(size_t i, const char *dir, const struct opts *o)
+{
+    struct synth_config c = synth_small_config(synth_models[i].like, synth_models[i].ftype);
+    c.head_dim = synth_models[i].head_dim;
+    c.tied_output = synth_models[i].tied;
+    c.n_threads = o->n_threads < SYNTH_MAX_THREADS ? o->n_threads : SYNTH_MAX_THREADS;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s-%s%s.gguf", dir, synth_models[i].like,
+             synth_models[i].type, synth_models[i].tied ? "-tied" : "");
+    struct synth_route_stats stats;
+    if (!CHECK_OK(synth_write(&c, path, true, NULL, NULL, &stats))) {
+        fprintf(stderr, "  %s: %s\n", path, err_msg());
+        return;
+    }
+    compare(path, o);
+    remove(path);
+}
+
 int main(int argc, char **argv)
 {
     if (cuda_device_count() <= 0) {
@@ -279,6 +323,12 @@ int main(int argc, char **argv)
             char path[1024];
             snprintf(path, sizeof path, "%s/%s", HY_TESTDATA_DIR, default_models[m]);
             compare(path, &o);
+        }
+        char dir[] = "/tmp/hypura-cuda-e2e-XXXXXX";
+        if (CHECK(mkdtemp(dir) != NULL)) {
+            for (size_t m = 0; m < sizeof synth_models / sizeof synth_models[0]; m++)
+                compare_synth(m, dir, &o);
+            rmdir(dir);
         }
     }
     return check_report(argv[0]);
