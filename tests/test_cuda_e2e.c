@@ -247,33 +247,29 @@ done:
     free(gpu.routes);
 }
 
-/* The synthesized models: a preset at test size, its file type, and what it
- * changes from the preset. */
+/* The synthesized models: a preset at test size, its file type (a name of
+ * `synth --type`), and what it changes from the preset. */
 static const struct {
     const char *like, *type;
-    enum quant_mix_ftype ftype;
     int64_t head_dim;
     bool tied;
 } synth_models[] = {
-    {"qwen3-8b", "q4_k_m", QUANT_MIX_Q4_K_M, 128, false},
-    {"qwen3-8b", "q8_0", QUANT_MIX_Q8_0, 128, false},
-    {"qwen3-30b-a3b", "q4_k_m", QUANT_MIX_Q4_K_M, 0, false},
-    {"qwen2.5-14b", "q6_k", QUANT_MIX_Q6_K, 0, false},
-    {"tiny-llama", "q5_k_m", QUANT_MIX_Q5_K_M, 0, true},
-    {"tiny-llama", "q4_1", QUANT_MIX_Q4_1, 0, false},
-    {"tiny-llama", "q5_0", QUANT_MIX_Q5_0, 0, false},
-    {"tiny-llama", "q5_1", QUANT_MIX_Q5_1, 0, false},
-    {"tiny-llama", "q3_k_m", QUANT_MIX_Q3_K_M, 0, false},
-    {"tiny-llama", "bf16", QUANT_MIX_BF16, 0, false},
+    {"qwen3-8b", "q4_k_m", 128, false},    {"qwen3-8b", "q8_0", 128, false},
+    {"qwen3-30b-a3b", "q4_k_m", 0, false}, {"qwen2.5-14b", "q6_k", 0, false},
+    {"tiny-llama", "q5_k_m", 0, true},     {"tiny-llama", "q4_1", 0, false},
+    {"tiny-llama", "q5_0", 0, false},      {"tiny-llama", "q5_1", 0, false},
+    {"tiny-llama", "q3_k_m", 0, false},    {"tiny-llama", "bf16", 0, false},
 };
 
 /* synth_models[i] written under dir and compared; the file removed after. */
 static void compare_synth(size_t i, const char *dir, const struct opts *o)
 {
-    struct synth_config c = synth_small_config(synth_models[i].like, synth_models[i].ftype);
+    enum quant_mix_ftype ftype;
+    if (!CHECK(quant_mix_ftype_from_name(synth_models[i].type, &ftype))) return;
+    struct synth_config c = synth_small_config(synth_models[i].like, ftype);
     c.head_dim = synth_models[i].head_dim;
     c.tied_output = synth_models[i].tied;
-    c.n_threads = o->n_threads < SYNTH_MAX_THREADS ? o->n_threads : SYNTH_MAX_THREADS;
+    c.n_threads = HY_MIN(o->n_threads, SYNTH_MAX_THREADS);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s-%s%s.gguf", dir, synth_models[i].like,
              synth_models[i].type, synth_models[i].tied ? "-tied" : "");
