@@ -198,6 +198,44 @@ CQ_HD uint4 cq_ld128(const uint8_t *p)
     return v;
 }
 
+/* Where a type's load() reads its block bytes: global memory (the loads
+ * above) or shared memory, where the staged one-token kernel copies each
+ * step's bytes first (same address modulo 16, so the same alignment). */
+struct CqGmem {
+    static CQ_HD uint32_t ld16(const uint8_t *p)
+    {
+        return cq_ld16(p);
+    }
+    static CQ_HD uint32_t ld32(const uint8_t *p)
+    {
+        return cq_ld32(p);
+    }
+    static CQ_HD uint4 ld128(const uint8_t *p)
+    {
+        return cq_ld128(p);
+    }
+};
+
+struct CqSmem {
+    static __device__ uint32_t ld16(const uint8_t *p)
+    {
+        return *(const unsigned short *)p;
+    }
+    static __device__ uint32_t ld32(const uint8_t *p)
+    {
+        return *(const uint32_t *)p;
+    }
+    static __device__ uint4 ld128(const uint8_t *p)
+    {
+        return *(const uint4 *)p;
+    }
+};
+
+template <class M> CQ_HD uint32_t cq_ld16x2m(const uint8_t *p)
+{
+    return cq_perm(M::ld16(p), M::ld16(p + 2), 0x5410);
+}
+
 CQ_HD float4 cq_ldx4(const float *p)
 {
 #ifdef __CUDA_ARCH__
@@ -307,11 +345,11 @@ struct TQ4_0 : CqLayout32 {
     struct Raw {
         uint32_t d, w0, w1;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.d = cq_ld16(b);
-        r.w0 = cq_ld16x2(b + 2 + 8 * p);
-        r.w1 = cq_ld16x2(b + 6 + 8 * p);
+        r.d = M::ld16(b);
+        r.w0 = cq_ld16x2m<M>(b + 2 + 8 * p);
+        r.w1 = cq_ld16x2m<M>(b + 6 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -414,15 +452,15 @@ struct TQ8_0 {
     struct Raw {
         uint32_t d, sh, w[5];
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         const uint8_t *q = b + 2 + 16 * p;
         const uint8_t *a = q - ((uintptr_t)q & 3);
         r.sh = (uint32_t)((uintptr_t)q & 3) * 8;
-        r.d = cq_ld16(b);
+        r.d = M::ld16(b);
 #pragma unroll
-        for (int i = 0; i < 4; i++) r.w[i] = cq_ld32(a + 4 * i);
-        r.w[4] = r.sh ? cq_ld32(a + 16) : 0;
+        for (int i = 0; i < 4; i++) r.w[i] = M::ld32(a + 4 * i);
+        r.w[4] = r.sh ? M::ld32(a + 16) : 0;
     }
     static CQ_HD int cbase(int p)
     {
@@ -583,11 +621,11 @@ struct TQ4_K {
     struct Raw {
         uint4 hdr, q0, q1;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.hdr = cq_ld128(b);
-        r.q0 = cq_ld128(b + 16 + 32 * p);
-        r.q1 = cq_ld128(b + 32 + 32 * p);
+        r.hdr = M::ld128(b);
+        r.q0 = M::ld128(b + 16 + 32 * p);
+        r.q1 = M::ld128(b + 32 + 32 * p);
     }
     static CQ_HD int cbase(int p)
     {
@@ -625,11 +663,11 @@ struct TQ5_K {
     struct Raw {
         uint4 hdr, qh, qs;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.hdr = cq_ld128(b);
-        r.qh = cq_ld128(b + 16 + 16 * (p & 1));
-        r.qs = cq_ld128(b + 48 + 16 * p);
+        r.hdr = M::ld128(b);
+        r.qh = M::ld128(b + 16 + 16 * (p & 1));
+        r.qs = M::ld128(b + 48 + 16 * p);
     }
     static CQ_HD int cbase(int p)
     {
@@ -663,20 +701,20 @@ struct TQ6_K : CqLayoutK {
     struct Raw {
         uint32_t l0[2], l1[2], hq[2], sc, d;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         const int h = p >> 2, c = p & 3;
 #pragma unroll
         for (int u = 0; u < 2; u++) {
-            r.l0[u] = cq_ld16x2(b + 64 * h + 8 * c + 4 * u);      /* ql, quarters 0 and 2 */
-            r.l1[u] = cq_ld16x2(b + 64 * h + 32 + 8 * c + 4 * u); /* ql, quarters 1 and 3 */
-            r.hq[u] = cq_ld16x2(b + 128 + 32 * h + 8 * c + 4 * u);
+            r.l0[u] = cq_ld16x2m<M>(b + 64 * h + 8 * c + 4 * u);      /* ql, quarters 0 and 2 */
+            r.l1[u] = cq_ld16x2m<M>(b + 64 * h + 32 + 8 * c + 4 * u); /* ql, quarters 1 and 3 */
+            r.hq[u] = cq_ld16x2m<M>(b + 128 + 32 * h + 8 * c + 4 * u);
         }
         /* scales[8h + 2q + c/2] as byte q */
-        const uint32_t a = cq_ld16x2(b + 192 + 8 * h), bb = cq_ld16x2(b + 196 + 8 * h);
+        const uint32_t a = cq_ld16x2m<M>(b + 192 + 8 * h), bb = cq_ld16x2m<M>(b + 196 + 8 * h);
         const uint32_t s0 = (uint32_t)(c >> 1);
         r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
-        r.d = cq_ld16(b + 208);
+        r.d = M::ld16(b + 208);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -1199,24 +1237,42 @@ struct CqRows {
  * rmsnorm(rs.nx) * rs.nw into shared memory, quad q (columns 4q .. 4q + 3)
  * at dst[quad(q)], with k_rms_norm's arithmetic (the squares summed in
  * double, the scale rounded to float once, x * scale * w); CTA 0 also
- * stores x at rs.ny. x arrives by cp.async while the first weights of the
- * norm load. The whole CTA calls it; it ends with a barrier. n: a multiple
+ * stores x at rs.ny. x arrives by cp.async (ASYNC; else by plain loads)
+ * while the first weights of the norm load. The whole CTA calls it; it ends
+ * with a barrier. n: a multiple
  * of 4, nx and nw 16-byte aligned. */
-template <class Q> __device__ void cq_norm_stage(const CqRows &rs, int64_t n, float4 *dst, Q quad)
+template <bool ASYNC = true, class Q>
+__device__ void cq_norm_stage(const CqRows &rs, int64_t n, float4 *dst, Q quad)
 {
     constexpr int K = 4; /* norm weight quads per thread loaded ahead */
     __shared__ double part[CQ_WARPS];
     __shared__ float scale;
     const int nq = (int)(n / 4);
-    for (int q = threadIdx.x; q < nq; q += CQ_THREADS) cq_cp_async16(&dst[quad(q)], rs.nx + 4 * q);
-    asm volatile("cp.async.commit_group;" ::: "memory");
+    if (ASYNC) {
+        for (int q = threadIdx.x; q < nq; q += CQ_THREADS)
+            cq_cp_async16(&dst[quad(q)], rs.nx + 4 * q);
+        asm volatile("cp.async.commit_group;" ::: "memory");
+    }
     float4 wv[K];
 #pragma unroll
     for (int k = 0; k < K; k++) {
         const int q = threadIdx.x + k * CQ_THREADS;
         if (q < nq) wv[k] = __ldg((const float4 *)(rs.nw + 4 * q));
     }
-    asm volatile("cp.async.wait_all;" ::: "memory");
+    if (ASYNC) {
+        asm volatile("cp.async.wait_all;" ::: "memory");
+    } else { /* x to shared memory by plain loads: K quads a thread at once */
+        for (int q0 = threadIdx.x; q0 < nq; q0 += K * CQ_THREADS) {
+            float4 v[K];
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                if (q0 + k * CQ_THREADS < nq)
+                    v[k] = *(const float4 *)(rs.nx + 4 * (q0 + k * CQ_THREADS));
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                if (q0 + k * CQ_THREADS < nq) dst[quad(q0 + k * CQ_THREADS)] = v[k];
+        }
+    }
     __syncthreads();
     double ss = 0.0;
     for (int q = threadIdx.x; q < nq; q += CQ_THREADS) {
@@ -2014,6 +2070,154 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
     }
 }
 
+/* ---- staged one-token integer matvec --------------------------------------
+ * cq_matvec_i8_kernel holds each warp's next step in registers: one step of
+ * R rows in flight per warp, its 16-byte loads spread over a block's parts
+ * (a lane reads its part and the block's header, so a warp's load touches
+ * about twice the bytes it uses). Here each warp keeps a ring of CQ_STAGES
+ * steps in shared memory, filled by cp.async: the step's blocks of a row are
+ * contiguous bytes, copied as whole 16-byte pieces by consecutive lanes
+ * (from the piece holding the first byte; the copy keeps each byte's address
+ * modulo 16, so the types' loads read it as they read global memory), and
+ * CQ_STAGES - 1 steps are in flight while the warp computes one, in no
+ * registers. A step: wait for its copy, read the lanes' blocks from shared
+ * memory (T::load<CqSmem>), queue the copy of the step CQ_STAGES on into
+ * the slot just read, then the products (CqI8's). One token; every warp
+ * commits one copy group per step, empty past its last tile. The folded
+ * norm loads x with plain loads (cq_norm_stage's cp.async would wait for
+ * the weights' copies queued before it). */
+#define CQ_STAGES 4
+
+/* Shared bytes of one row's step in the ring: SB blocks from any address
+ * (the copy starts up to 15 bytes before it), a multiple of 16. */
+template <class T> struct CqStage {
+    static constexpr int SB = 32 / T::P;
+    static constexpr int SLOT = (SB * T::BB + 15 + 15) / 16 * 16;
+};
+
+template <class T, int R> CQ_HD int64_t cq_i8s_ring_bytes()
+{
+    return (int64_t)CQ_WARPS * CQ_STAGES * R * CqStage<T>::SLOT;
+}
+
+__device__ __forceinline__ void cq_cp_async16n(void *smem, const void *gmem, int n)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n)
+                 : "memory");
+}
+
+template <class T, int R, bool NORM>
+__global__ void __launch_bounds__(CQ_THREADS, 2)
+    cq_matvec_i8s_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
+                         int64_t n_cols, const float *__restrict__ x, int ks_log2, int ring_off)
+{
+    typedef CqI8<T> I;
+    constexpr int SB = CqStage<T>::SB, SLOT = CqStage<T>::SLOT, S = CQ_STAGES;
+    constexpr int ITEMB = 4 * T::NRUN;
+    __shared__ float red[CQ_WARPS][R];
+    /* the thread's place in the tiles, as cq_matvec_i8_kernel's */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, KS = 1 << ks_log2;
+    const int G = CQ_WARPS / KS, grp = warp % G, kidx = warp / G;
+    const int part = lane % T::P, lblk = lane / T::P;
+    const int64_t nb = n_cols / T::BS, tile_rows = (int64_t)G * R;
+    const int64_t n_tiles = (n_rows + tile_rows - 1) / tile_rows;
+    const int64_t bw0 = (int64_t)kidx * SB; /* the warp's first block of a row */
+    const int64_t wstep = (int64_t)KS * SB;
+    const int nsw = bw0 < nb ? (int)((nb - bw0 + wstep - 1) / wstep) : 0; /* steps a tile */
+    uint8_t *xs = (uint8_t *)cq_xs;
+    uint8_t *ring = xs + ring_off + (int64_t)warp * (S * R * SLOT);
+
+    /* the copy cursor: tile it_tile, step it_j, the rows' bytes */
+    int64_t it_tile = blockIdx.x;
+    int it_j = 0;
+    const uint8_t *irow[R];
+    auto rows_of = [&](int64_t tl, const uint8_t *(&p)[R]) {
+        const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            p[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
+    };
+    auto issue = [&](int slot) {
+        if (it_tile < n_tiles && nsw > 0) {
+            if (it_j == 0) rows_of(it_tile, irow);
+            const int64_t bw = bw0 + (int64_t)it_j * wstep;
+            const int len = (int)((nb - bw < SB ? nb - bw : SB) * T::BB);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint8_t *src = irow[r] + bw * T::BB;
+                const int head = (int)((uintptr_t)src & 15);
+                const uint8_t *a = src - head;
+                uint8_t *dst = ring + (slot * R + r) * SLOT;
+                for (int c = lane; 16 * c < head + len; c += 32) {
+                    const int rem = head + len - 16 * c;
+                    cq_cp_async16n(dst + 16 * c, a + 16 * c, rem < 16 ? rem : 16);
+                }
+            }
+            if (++it_j == nsw) {
+                it_j = 0;
+                it_tile += gridDim.x;
+            }
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
+    };
+    pdl_trigger();
+#pragma unroll
+    for (int k = 0; k < S; k++) issue(k); /* weights: before the previous kernel is done */
+    pdl_wait();
+
+    if constexpr (NORM) { /* the normed x as floats after the integer layout first */
+        float4 *xf = (float4 *)(xs + cq_i8_norm_off<T>(n_cols));
+        cq_norm_stage<false>(rs, n_cols, xf, [](int q) { return q; });
+        cq_i8_quantize<T, 1, true>((const float *)xf, n_cols, xs);
+    } else {
+        cq_i8_quantize<T, 1, false>(x, n_cols, xs);
+    }
+    __syncthreads();
+
+    const int xts = (int)cq_i8_xts(n_cols);
+    const int sts = (int)(nb * T::P * I::NSUM), dts = (int)nb;
+    const int *sums = (const int *)(xs + xts);
+    const float *dys = (const float *)(sums + sts);
+    const uint32_t sw = cq_i8_sw<T>((bw0 + lblk) * T::P + part);
+
+    int slot = 0;
+    for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
+        const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
+        const uint8_t *wr[R];
+        rows_of(tile, wr);
+        float acc[R][1];
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
+        for (int j = 0; j < nsw; j++) {
+            asm volatile("cp.async.wait_group %0;" ::"n"(S - 1) : "memory");
+            __syncwarp();
+            const int64_t bw = bw0 + (int64_t)j * wstep, b = bw + lblk;
+            const bool ok = b < nb;
+            typename T::Raw raw[R];
+            if (ok) {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const int head = (int)((uintptr_t)(wr[r] + bw * T::BB) & 15);
+                    T::template load<CqSmem>(raw[r],
+                                             ring + (slot * R + r) * SLOT + head + lblk * T::BB,
+                                             part);
+                }
+            }
+            __syncwarp();
+            issue(slot); /* its bytes are in registers now */
+            if (ok) {
+                const int64_t it = b * T::P + part;
+                I::template step<1, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
+                                       sts, dys + b, dts, acc);
+            }
+            slot = slot == S - 1 ? 0 : slot + 1;
+        }
+        cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
 /* Stores 4 values of a run, or 8 of two adjacent runs, as binary16 or F32. */
 template <bool F16OUT>
 __device__ __forceinline__ void cq_store4(void *out, int64_t idx, const float (&v)[4])
@@ -2324,6 +2528,38 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
+/* The staged one-token kernel (cq_matvec_i8s_kernel) where x and the
+ * rings fit two CTAs an SM; HYPURA_CUDA_STAGED=0 keeps cq_matvec_i8_kernel
+ * (to compare them). Returns false where it does not launch. */
+static bool cq_staged_on()
+{
+    static const int on = [] {
+        const char *e = getenv("HYPURA_CUDA_STAGED");
+        return e && e[0] == '0' && e[1] == 0 ? 0 : 1;
+    }();
+    return on != 0;
+}
+
+template <class T, bool NORM>
+static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
+                                 int64_t n_cols, const float *x, int64_t smem8, const CqDev &dev,
+                                 int smem_max, cudaStream_t s, bool early)
+{
+    constexpr int R = CqShape<T, 1>::R;
+    const int64_t ring_off = (smem8 + 15) & ~(int64_t)15;
+    const int64_t smem = ring_off + cq_i8s_ring_bytes<T, R>();
+    const int64_t per_cta = smem + (int64_t)sizeof(float) * CQ_WARPS * R + 1024;
+    if (!cq_staged_on() || smem > smem_max || 2 * per_cta > dev.smem_sm) return false;
+    static std::atomic<int> occ_regs[64];
+    const int occ = cq_occupancy(cq_matvec_i8s_kernel<T, R, NORM>, occ_regs, true, (size_t)smem,
+                                 sizeof(float) * CQ_WARPS * R, dev, smem_max);
+    int ks_log2;
+    const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
+    pdl_launch(cq_matvec_i8s_kernel<T, R, NORM>, dim3(grid), CQ_THREADS, (size_t)smem, s, early,
+               rs, row_bytes, n_rows, n_cols, x, ks_log2, (int)ring_off);
+    return true;
+}
+
 /* The integer path for its types when x fits in shared memory; else, for
  * a quantized type, x in shared memory (rows of xstride floats, then the
  * 8-column sums) when it fits. n_rows: virtual rows of rs. NORM (one token,
@@ -2346,6 +2582,10 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 =
             NORM ? cq_i8_norm_off<T>(n_cols) + n_cols * 4 : cq_i8_smem<T>(n_cols, NT);
+        if (NT == 1 && smem8 <= smem_max &&
+            cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8, dev, smem_max,
+                                          s, early))
+            return cudaGetLastError();
         if (smem8 <= smem_max) {
             cq_matvec_i8_launch<T, NT, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
                                              smem_max, s, early);
