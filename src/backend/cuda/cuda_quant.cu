@@ -2075,17 +2075,20 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * R rows in flight per warp, its 16-byte loads spread over a block's parts
  * (a lane reads its part and the block's header, so a warp's load touches
  * about twice the bytes it uses). Here each warp keeps a ring of CQ_STAGES
- * steps in shared memory, filled by cp.async: the step's blocks of a row are
- * contiguous bytes, copied as whole 16-byte pieces by consecutive lanes
- * (from the piece holding the first byte; the copy keeps each byte's address
- * modulo 16, so the types' loads read it as they read global memory), and
- * CQ_STAGES - 1 steps are in flight while the warp computes one, in no
- * registers. A step: wait for its copy, read the lanes' blocks from shared
- * memory (T::load<CqSmem>), queue the copy of the step CQ_STAGES on into
- * the slot just read, then the products (CqI8's). One token; every warp
- * commits one copy group per step, empty past its last tile. The folded
- * norm loads x with plain loads (cq_norm_stage's cp.async would wait for
- * the weights' copies queued before it). */
+ * steps in shared memory: a step's blocks of a row are contiguous bytes,
+ * copied from the 16-byte boundary at or before them to the one at or after
+ * their end (the copy keeps each byte's address modulo 16, so the types'
+ * loads read it as they read global memory; the bytes around stay within
+ * the 16-byte pieces that hold the row's, so no page is touched that the
+ * row's bytes are not on). From compute capability 9.0 lane 0 copies each
+ * row's step with one bulk copy that completes on the slot's mbarrier; before
+ * it, the warp's lanes copy 16-byte pieces with cp.async, one commit group a
+ * step. A step: wait for its slot, read the lanes' blocks from it
+ * (T::load<CqSmem>), queue the copy of the step CQ_STAGES - 1 on into the
+ * slot the previous step read (its reads are done: the previous products
+ * used them), then the products (CqI8's). One token. The folded norm loads x
+ * with plain loads (cq_norm_stage's cp.async would wait for the weights'
+ * copies queued before it). */
 #define CQ_STAGES 4
 
 /* Shared bytes of one row's step in the ring: SB blocks from any address
@@ -2107,6 +2110,29 @@ __device__ __forceinline__ void cq_cp_async16n(void *smem, const void *gmem, int
                  : "memory");
 }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define CQ_BULK 1
+__device__ __forceinline__ unsigned cq_smem_addr(const void *p)
+{
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
+/* Whether the mbarrier at bar has completed the phase of the given parity. */
+__device__ __forceinline__ bool cq_mbar_done(unsigned bar, unsigned parity)
+{
+    unsigned ok;
+    asm volatile("{\n\t.reg .pred p;\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                 "selp.u32 %0, 1, 0, p;\n\t}"
+                 : "=r"(ok)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
+#else
+#define CQ_BULK 0
+#endif
+
 template <class T, int R, bool NORM>
 __global__ void __launch_bounds__(CQ_THREADS, 2)
     cq_matvec_i8s_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
@@ -2127,6 +2153,17 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
     const int nsw = bw0 < nb ? (int)((nb - bw0 + wstep - 1) / wstep) : 0; /* steps a tile */
     uint8_t *xs = (uint8_t *)cq_xs;
     uint8_t *ring = xs + ring_off + (int64_t)warp * (S * R * SLOT);
+#if CQ_BULK
+    __shared__ __align__(8) uint64_t bars[CQ_WARPS][S];
+    const unsigned bar0 = cq_smem_addr(&bars[warp][0]);
+    if (lane == 0) {
+#pragma unroll
+        for (int k = 0; k < S; k++)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar0 + 8 * k) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncwarp();
+#endif
 
     /* the copy cursor: tile it_tile, step it_j, the rows' bytes */
     int64_t it_tile = blockIdx.x;
@@ -2143,6 +2180,30 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
             if (it_j == 0) rows_of(it_tile, irow);
             const int64_t bw = bw0 + (int64_t)it_j * wstep;
             const int len = (int)((nb - bw < SB ? nb - bw : SB) * T::BB);
+#if CQ_BULK
+            if (lane == 0) {
+                int n[R], total = 0;
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    n[r] = (((int)((uintptr_t)irow[r] + bw * T::BB) & 15) + len + 15) & ~15;
+                    total += n[r];
+                }
+                const unsigned bar = bar0 + 8 * slot;
+                /* the generic reads of the slot (a step ago) before the copy's writes */
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar),
+                             "r"(total)
+                             : "memory");
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uintptr_t a = ((uintptr_t)irow[r] + bw * T::BB) & ~(uintptr_t)15;
+                    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                                 "[%0], [%1], %2, [%3];" ::"r"(cq_smem_addr(ring + (slot * R + r) * SLOT)),
+                                 "l"(a), "r"(n[r]), "r"(bar)
+                                 : "memory");
+                }
+            }
+#else
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 const uint8_t *src = irow[r] + bw * T::BB;
@@ -2154,16 +2215,19 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
                     cq_cp_async16n(dst + 16 * c, a + 16 * c, rem < 16 ? rem : 16);
                 }
             }
+#endif
             if (++it_j == nsw) {
                 it_j = 0;
                 it_tile += gridDim.x;
             }
         }
+#if !CQ_BULK
         asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
     };
     pdl_trigger();
 #pragma unroll
-    for (int k = 0; k < S; k++) issue(k); /* weights: before the previous kernel is done */
+    for (int k = 0; k < S - 1; k++) issue(k); /* weights: before the previous kernel is done */
     pdl_wait();
 
     if constexpr (NORM) { /* the normed x as floats after the integer layout first */
@@ -2182,6 +2246,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
     const uint32_t sw = cq_i8_sw<T>((bw0 + lblk) * T::P + part);
 
     int slot = 0;
+    unsigned parity = 0; /* of the ring's current turn */
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
         const uint8_t *wr[R];
@@ -2190,32 +2255,43 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
         for (int j = 0; j < nsw; j++) {
-            asm volatile("cp.async.wait_group %0;" ::"n"(S - 1) : "memory");
+#if CQ_BULK
+            while (!cq_mbar_done(bar0 + 8 * slot, parity)) {
+            }
+#else
+            asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");
             __syncwarp();
+#endif
             const int64_t bw = bw0 + (int64_t)j * wstep, b = bw + lblk;
             const bool ok = b < nb;
             typename T::Raw raw[R];
             if (ok) {
+                const uint32_t off = (uint32_t)(bw * T::BB);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const int head = (int)((uintptr_t)(wr[r] + bw * T::BB) & 15);
+                    const int head = (int)(((uint32_t)(uintptr_t)wr[r] + off) & 15);
                     T::template load<CqSmem>(raw[r],
                                              ring + (slot * R + r) * SLOT + head + lblk * T::BB,
                                              part);
                 }
             }
             __syncwarp();
-            issue(slot); /* its bytes are in registers now */
+            issue(slot == 0 ? S - 1 : slot - 1); /* the slot the previous step read */
             if (ok) {
                 const int64_t it = b * T::P + part;
                 I::template step<1, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
                                        sts, dys + b, dts, acc);
             }
-            slot = slot == S - 1 ? 0 : slot + 1;
+            if (++slot == S) {
+                slot = 0;
+                parity ^= 1;
+            }
         }
         cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
+#if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
 }
 
 /* Stores 4 values of a run, or 8 of two adjacent runs, as binary16 or F32. */
