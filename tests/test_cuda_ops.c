@@ -804,6 +804,11 @@ static void test_matmul_fused(void)
         fused_case(BACKEND_FUSE_ADD, t3, o, 1, 2816, 2, 0);
         fused_case(BACKEND_FUSE_SWIGLU, t3, gu, 2, 4096, 1, FC_NORM);
         fused_case(BACKEND_FUSE_NONE, t3, o, 1, 4096, 1, FC_NORM);
+        /* products of llama-3-8b's gate/up and down shapes, one token (on an
+         * H100 down takes 2 warps a row) */
+        const int64_t gu8[2] = {4096, 4096}, down[1] = {4096};
+        fused_case(BACKEND_FUSE_SWIGLU, t3, gu8, 2, 4096, 1, FC_NORM);
+        fused_case(BACKEND_FUSE_ADD, t3, down, 1, 14336, 1, 0);
         /* the head after the output norm, one token: two products, the first
          * folding the norm where the type can */
         const int64_t head[1] = {65600};
