@@ -168,12 +168,6 @@ CQ_HD uint32_t cq_ld16(const uint8_t *p)
 #endif
 }
 
-/* Two aligned halfwords at p and p + 2 as one word. */
-CQ_HD uint32_t cq_ld16x2(const uint8_t *p)
-{
-    return cq_perm(cq_ld16(p), cq_ld16(p + 2), 0x5410);
-}
-
 CQ_HD uint32_t cq_ld32(const uint8_t *p)
 {
 #ifdef __CUDA_ARCH__
@@ -231,7 +225,8 @@ struct CqSmem {
     }
 };
 
-template <class M> CQ_HD uint32_t cq_ld16x2m(const uint8_t *p)
+/* Two aligned halfwords at p and p + 2 as one word. */
+template <class M = CqGmem> CQ_HD uint32_t cq_ld16x2(const uint8_t *p)
 {
     return cq_perm(M::ld16(p), M::ld16(p + 2), 0x5410);
 }
@@ -348,8 +343,8 @@ struct TQ4_0 : CqLayout32 {
     template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         r.d = M::ld16(b);
-        r.w0 = cq_ld16x2m<M>(b + 2 + 8 * p);
-        r.w1 = cq_ld16x2m<M>(b + 6 + 8 * p);
+        r.w0 = cq_ld16x2<M>(b + 2 + 8 * p);
+        r.w1 = cq_ld16x2<M>(b + 6 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -706,12 +701,12 @@ struct TQ6_K : CqLayoutK {
         const int h = p >> 2, c = p & 3;
 #pragma unroll
         for (int u = 0; u < 2; u++) {
-            r.l0[u] = cq_ld16x2m<M>(b + 64 * h + 8 * c + 4 * u);      /* ql, quarters 0 and 2 */
-            r.l1[u] = cq_ld16x2m<M>(b + 64 * h + 32 + 8 * c + 4 * u); /* ql, quarters 1 and 3 */
-            r.hq[u] = cq_ld16x2m<M>(b + 128 + 32 * h + 8 * c + 4 * u);
+            r.l0[u] = cq_ld16x2<M>(b + 64 * h + 8 * c + 4 * u);      /* ql, quarters 0 and 2 */
+            r.l1[u] = cq_ld16x2<M>(b + 64 * h + 32 + 8 * c + 4 * u); /* ql, quarters 1 and 3 */
+            r.hq[u] = cq_ld16x2<M>(b + 128 + 32 * h + 8 * c + 4 * u);
         }
         /* scales[8h + 2q + c/2] as byte q */
-        const uint32_t a = cq_ld16x2m<M>(b + 192 + 8 * h), bb = cq_ld16x2m<M>(b + 196 + 8 * h);
+        const uint32_t a = cq_ld16x2<M>(b + 192 + 8 * h), bb = cq_ld16x2<M>(b + 196 + 8 * h);
         const uint32_t s0 = (uint32_t)(c >> 1);
         r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
         r.d = M::ld16(b + 208);
@@ -1079,10 +1074,16 @@ CQ_HD int cq_xs_quad(int q, int sw)
 
 extern __shared__ float4 cq_xs[];
 
+/* The shared-memory address of p (a pointer into shared memory). */
+__device__ __forceinline__ unsigned cq_smem_addr(const void *p)
+{
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
 __device__ __forceinline__ void cq_cp_async16(void *smem, const void *gmem)
 {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(cq_smem_addr(smem)), "l"(gmem)
+                 : "memory");
 }
 
 /* The matvec's shared-memory x, for quantized types: x * 2^CQ_XSHIFT, so that
@@ -2103,20 +2104,16 @@ template <class T, int R> CQ_HD int64_t cq_i8s_ring_bytes()
     return (int64_t)CQ_WARPS * CQ_STAGES * R * CqStage<T>::SLOT;
 }
 
+/* As cq_cp_async16, reading n <= 16 bytes (the rest of the 16 zero). */
 __device__ __forceinline__ void cq_cp_async16n(void *smem, const void *gmem, int n)
 {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(cq_smem_addr(smem)),
+                 "l"(gmem), "r"(n)
                  : "memory");
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define CQ_BULK 1
-__device__ __forceinline__ unsigned cq_smem_addr(const void *p)
-{
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-
 /* Whether the mbarrier at bar has completed the phase of the given parity. */
 __device__ __forceinline__ bool cq_mbar_done(unsigned bar, unsigned parity)
 {
@@ -2182,10 +2179,13 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
             const int len = (int)((nb - bw < SB ? nb - bw : SB) * T::BB);
 #if CQ_BULK
             if (lane == 0) {
+                uintptr_t a[R]; /* each row's span: from its 16-byte boundary, n[r] bytes */
                 int n[R], total = 0;
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    n[r] = (((int)((uintptr_t)irow[r] + bw * T::BB) & 15) + len + 15) & ~15;
+                    const uintptr_t src = (uintptr_t)(irow[r] + bw * T::BB);
+                    a[r] = src & ~(uintptr_t)15;
+                    n[r] = ((int)(src - a[r]) + len + 15) & ~15;
                     total += n[r];
                 }
                 const unsigned bar = bar0 + 8 * slot;
@@ -2195,13 +2195,11 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
                              "r"(total)
                              : "memory");
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const uintptr_t a = ((uintptr_t)irow[r] + bw * T::BB) & ~(uintptr_t)15;
+                for (int r = 0; r < R; r++)
                     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
                                  "[%0], [%1], %2, [%3];" ::"r"(cq_smem_addr(ring + (slot * R + r) * SLOT)),
-                                 "l"(a), "r"(n[r]), "r"(bar)
+                                 "l"(a[r]), "r"(n[r]), "r"(bar)
                                  : "memory");
-                }
             }
 #else
 #pragma unroll
@@ -2610,8 +2608,8 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
 static bool cq_staged_on()
 {
     static const int on = [] {
-        const char *e = getenv("HYPURA_CUDA_STAGED");
-        return e && e[0] == '0' && e[1] == 0 ? 0 : 1;
+        const char *e = getenv("HYPURA_CUDA_STAGED"); /* as cuda_backend.c's switches */
+        return !(e && !strcmp(e, "0"));
     }();
     return on != 0;
 }
