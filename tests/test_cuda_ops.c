@@ -1425,6 +1425,149 @@ static void test_moe_token(void)
     moe_token_case(11, 512, 512, MOE_ALL_DEV);
 }
 
+/* ---- moe_batch ------------------------------------------------------------------ */
+
+/* A batch's routed experts in one moe_batch call against the CPU op by op (for
+ * each expert in increasing order: its tokens' rows gathered, gate, up,
+ * silu_mul, down, add_rows with their weights). X experts of gate/up type tg
+ * and down type td, each of n_tok tokens routed to k distinct experts (a
+ * skewed choice: some experts get one token or none, some many, counts not
+ * multiples of the kernel's chunk). in_dev: the slices in backend memory;
+ * expect: whether the backend takes them (else it must leave y as it was). */
+static void moe_batch_case(int X, int k, int64_t n_tok, int64_t E, int64_t F, uint32_t tg,
+                           uint32_t td, bool in_dev, bool expect)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    enum { XMAX = 24 };
+    HY_ASSERT(X <= XMAX && k <= X && n_tok * HY_MAX(E, F) <= (int64_t)BUF_FLOATS);
+    struct tweight tw[3 * XMAX];
+    for (int e = 0; e < X; e++) {
+        tweight_make(&r, tg, F, E, 0.05f, &tw[3 * e]);
+        tweight_make(&r, tg, F, E, 0.05f, &tw[3 * e + 1]);
+        tweight_make(&r, td, E, F, 0.05f, &tw[3 * e + 2]);
+    }
+    /* routing as the forward pass keeps it: per expert its tokens and weights */
+    int64_t cnt[XMAX] = {0};
+    int32_t *tok = xmalloc((size_t)(X * n_tok) * sizeof(int32_t));
+    float *wt = xmalloc((size_t)(X * n_tok) * sizeof(float));
+    for (int64_t t = 0; t < n_tok; t++) {
+        bool used[XMAX] = {false};
+        for (int j = 0; j < k; j++) {
+            int e;
+            do { /* expert 0 and 1 busy, the rest uniform */
+                const uint64_t u = rng_below(&r, 4);
+                e = u < 2 ? (int)u : (int)rng_below(&r, (uint64_t)X);
+            } while (used[e]);
+            used[e] = true;
+            tok[e * n_tok + cnt[e]] = (int32_t)t;
+            wt[e * n_tok + cnt[e]++] = 0.1f + 0.8f * (float)rng_uniform(&r);
+        }
+    }
+    int32_t sel[XMAX];
+    int n_sel = 0;
+    for (int e = 0; e < X; e++)
+        if (cnt[e]) sel[n_sel++] = e;
+    float *x = xmalloc((size_t)(n_tok * E) * sizeof(float)),
+          *y0 = xmalloc((size_t)(n_tok * E) * sizeof(float)),
+          *want = xmalloc((size_t)(n_tok * E) * sizeof(float)),
+          *got = xmalloc((size_t)(n_tok * E) * sizeof(float)),
+          *xg = xmalloc((size_t)(n_tok * E) * sizeof(float)),
+          *g = xmalloc((size_t)(n_tok * F) * sizeof(float)),
+          *u = xmalloc((size_t)(n_tok * F) * sizeof(float)),
+          *d = xmalloc((size_t)(n_tok * E) * sizeof(float));
+    fill_normal(&r, x, (size_t)(n_tok * E), 1.0f);
+    fill_normal(&r, y0, (size_t)(n_tok * E), 0.2f);
+    memcpy(want, y0, (size_t)(n_tok * E) * sizeof(float));
+    for (int j = 0; j < n_sel; j++) {
+        const int e = sel[j];
+        const int64_t c = cnt[e];
+        for (int64_t i = 0; i < c; i++)
+            memcpy(xg + i * E, x + (int64_t)tok[e * n_tok + i] * E, (size_t)E * sizeof(float));
+        backend_matmul(T.cpu, &tw[3 * e].w, xg, c, g);
+        backend_matmul(T.cpu, &tw[3 * e + 1].w, xg, c, u);
+        backend_silu_mul(T.cpu, g, u, c * F);
+        backend_matmul(T.cpu, &tw[3 * e + 2].w, g, c, d);
+        backend_add_rows(T.cpu, want, d, tok + e * n_tok, wt + e * n_tok, c, E);
+    }
+    char what[200];
+    snprintf(what, sizeof what,
+             "moe_batch %d of %d experts, %lld tokens, top-%d, n_embd %lld, ff %lld, %s/%s%s "
+             "(seed %#llx)",
+             n_sel, X, (long long)n_tok, k, (long long)E, (long long)F, quant_traits(tg)->name,
+             quant_traits(td)->name, in_dev ? "" : ", host memory", (unsigned long long)seed);
+    printf("%s |", what);
+    const int gi = G_AUTO;
+    struct backend *be = T.gpu[gi];
+    struct backend_weight w[3 * XMAX];
+    void *dev[3 * XMAX] = {NULL};
+    bool ok = CHECK(be->ops->moe_batch != NULL);
+    for (int j = 0; j < n_sel && ok; j++)
+        for (int i = 0; i < 3; i++) {
+            struct tweight *t = &tw[3 * sel[j] + i];
+            w[3 * j + i] = t->w;
+            w[3 * j + i].stable = true;
+            if (in_dev) {
+                dev[3 * j + i] = tweight_upload(gi, t, &w[3 * j + i]);
+                ok = ok && dev[3 * j + i];
+            }
+        }
+    double err = NAN;
+    for (int call = 0; call < 2 && ok; call++) { /* the second reuses the first's scratch */
+        backend_upload(be, T.buf[gi][0], x, (size_t)(n_tok * E) * sizeof(float));
+        backend_upload(be, T.buf[gi][1], y0, (size_t)(n_tok * E) * sizeof(float));
+        const bool took = be->ops->moe_batch(be, T.buf[gi][0], n_tok, w, sel, n_sel, cnt, tok, wt,
+                                             n_tok, T.buf[gi][1]);
+        backend_download(be, T.buf[gi][1], got, (size_t)(n_tok * E) * sizeof(float));
+        char label[260];
+        snprintf(label, sizeof label, "%s, call %d", what, call + 1);
+        if (!gpu_sync(gi, label)) break;
+        if (!CHECK(took == expect)) {
+            fprintf(stderr, "  %s: moe_batch %s them\n", label, took ? "took" : "did not take");
+            break;
+        }
+        if (!took) { /* nothing done */
+            if (!CHECK(memcmp(got, y0, (size_t)(n_tok * E) * sizeof(float)) == 0))
+                fprintf(stderr, "  %s: y changed, though moe_batch answered false\n", label);
+            continue;
+        }
+        err = check_close("moe_batch", BOUND_MM_QUANT, got, want, (size_t)(n_tok * E), label);
+    }
+    for (int i = 0; i < 3 * n_sel; i++)
+        if (dev[i]) be->ops->dealloc(be, dev[i]);
+    char b[16];
+    printf(" %s %s\n", expect ? fmt_err(b, 16, err) : "declined", gpu_cfg[gi].name);
+    fflush(stdout);
+    for (int i = 0; i < 3 * X; i++) tweight_free(&tw[i]);
+    free(tok);
+    free(wt);
+    free(x);
+    free(y0);
+    free(want);
+    free(got);
+    free(xg);
+    free(g);
+    free(u);
+    free(d);
+}
+
+static void test_moe_batch(void)
+{
+    if (!live(G_AUTO)) return;
+    moe_batch_case(16, 4, 300, 1024, 768, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
+    /* qwen1.5-moe's shape: a Q8_0 down of 1408 columns */
+    moe_batch_case(12, 4, 100, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q8_0, true, true);
+    moe_batch_case(12, 4, 90, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q5_0, true, true);
+    moe_batch_case(6, 2, 37, 512, 512, HY_TYPE_Q5_K, HY_TYPE_Q4_0, true, true);
+    moe_batch_case(8, 2, 2, 256, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_K, true, true);
+    /* large experts: the two busy ones by their own GEMMs, the others by the kernels */
+    moe_batch_case(8, 2, 300, 2048, 4096, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
+    /* declined: a type without the integer kernels, slices in host memory */
+    moe_batch_case(4, 2, 20, 256, 256, HY_TYPE_Q4_1, HY_TYPE_Q4_K, true, false);
+    moe_batch_case(4, 2, 20, 256, 256, HY_TYPE_Q4_K, HY_TYPE_Q4_K, false, false);
+}
+
 /* ---- attention ------------------------------------------------------------------ */
 
 enum { ATT_NH = 8, ATT_NKV = 2, ATT_CTX = MAX_CTX, ATT_NPOS = 1001, ATT_SHARED = 146 };
@@ -1844,6 +1987,7 @@ int main(int argc, char **argv)
         /* first: the cache backends' entries are then cut to expert slices
          * (the prefetch check), not yet to the larger keyed weights below */
         test_moe_token();
+        test_moe_batch();
         test_matmul();
         test_matmul_fused();
         test_route();

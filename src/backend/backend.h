@@ -251,6 +251,21 @@ struct backend_ops {
      * to rounding (the CPU backend's: bit for bit). k <= BACKEND_MOE_MAX_K. */
     void (*moe_token)(struct backend *be, const float *x, const struct backend_weight *w,
                       const float *alpha, int k, float *y, float *h, float *h2, float *o);
+    /* Optional (NULL, or false returned: the forward pass runs the experts
+     * op by op). A batch's routed experts of one layer: for each token and
+     * each expert it was routed to, y[t] += weight * down(silu(gate x[t]) *
+     * up x[t]), the experts' shares added in increasing expert order (as
+     * add_rows calls, one per expert in that order, add them). Expert sel[j]
+     * (j < n_sel, sel increasing) has the slices w[3j], w[3j + 1], w[3j + 2]
+     * (gate, up, down; stable) and cnt[sel[j]] tokens, tok[sel[j] * ld + i]
+     * with weights wt[sel[j] * ld + i] for i < that count. x [n_tok][n_embd]
+     * and y are backend memory, the rest host memory. Returns whether it
+     * queued them (false: nothing was done); the result agrees with the op
+     * by op one to rounding. */
+    bool (*moe_batch)(struct backend *be, const float *x, int64_t n_tok,
+                      const struct backend_weight *w, const int32_t *sel, int n_sel,
+                      const int64_t *cnt, const int32_t *tok, const float *wt, int64_t ld,
+                      float *y);
     /* Optional (NULL: nothing to do): moe_token calls with this x [n] follow,
      * and x does not change before them; the backend may start moving x to
      * where it computes experts (the CUDA backend's CPU side) as soon as the

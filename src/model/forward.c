@@ -72,8 +72,10 @@ struct forward {
     int64_t *grp_n;   /* owned, [n_expert] */
     int32_t *sel_ids; /* owned, [n_expert]: the experts a layer uses in a step */
     int32_t *tok_rows; /* owned, [n_batch]: 0, 1, ... (every token's row, for add_rows) */
-    struct backend_weight *moe_w; /* owned, [3 * n_expert_used]: one token's experts (moe_token) */
-    float *moe_alpha;             /* owned, [n_expert_used]: their weights */
+    /* owned, [3 * max(n_expert_used, n_expert)]: one token's experts (moe_token), a batch's
+     * (moe_batch) */
+    struct backend_weight *moe_w;
+    float *moe_alpha; /* owned, [n_expert_used]: their weights */
     /* owned, [n_layer]: whether a layer's expert tensors lie in backend
      * memory (1), not all of them (0), not looked at yet (-1) */
     int8_t *exps_on_be;
@@ -331,7 +333,7 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
         f->tok_rows = mem_xcalloc(nb, sizeof(int32_t));
         for (uint64_t t = 0; t < nb; t++) f->tok_rows[t] = (int32_t)t;
-        f->moe_w = mem_xcalloc(3 * (uint64_t)K, sizeof(struct backend_weight));
+        f->moe_w = mem_xcalloc(3 * HY_MAX(K, X), sizeof(struct backend_weight));
         f->moe_alpha = mem_xcalloc(K, sizeof(float));
         f->exps_on_be = mem_xcalloc((size_t)hp->n_layer, 1);
         memset(f->exps_on_be, -1, (size_t)hp->n_layer);
@@ -613,6 +615,15 @@ static void shared_expert_add(struct forward *f, int64_t n, float *g)
 static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
                                                  MODEL_W_FFN_DOWN_EXPS};
 
+/* Whether layer l's expert slices stay where they are while held (not
+ * streamed: acquiring one reads nothing). */
+static bool experts_stable(const struct forward *f, int l)
+{
+    for (int i = 0; i < 3; i++)
+        if (!model_weight_stable(f->m, l, expert_roles[i])) return false;
+    return true;
+}
+
 /* Whether one token's experts of layer l go to the backend in one moe_token
  * call: it has the op, and the expert slices stay where they are while all
  * of them are held. */
@@ -620,9 +631,7 @@ static bool moe_in_one_call(const struct forward *f, int l, int64_t k)
 {
     /* the scratch of k experts: hb, hb2 and xb2 hold n_batch rows */
     if (!f->be->ops->moe_token || k > BACKEND_MOE_MAX_K || k > f->n_batch) return false;
-    for (int i = 0; i < 3; i++)
-        if (!model_weight_stable(f->m, l, expert_roles[i])) return false;
-    return true;
+    return experts_stable(f, l);
 }
 
 /* The gate, up and down slices of experts ids[0..k) of layer l into
@@ -771,6 +780,30 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         if (copy_ahead && (st = moe_copy_ahead(f, l + 1, guessed, K))) return st;
         if (f->shexp_dim > 0) shared_expert_add(f, n, gate_host);
         return HY_OK;
+    }
+
+    /* a batch's experts in one call where they all lie in backend memory and
+     * the backend takes them (a streamed layer's are not looked at: acquiring
+     * an expert outside the route would read it) */
+    if (n > 1 && f->be->ops->moe_batch && experts_stable(f, l)) {
+        bool on;
+        if ((st = experts_on_backend(f, l, &on))) return st;
+        if (on) {
+            int64_t held;
+            st = moe_acquire(f, l, f->sel_ids, n_sel, &held);
+            const bool done =
+                !st && f->be->ops->moe_batch(f->be, f->xb, n, f->moe_w, f->sel_ids, (int)n_sel,
+                                             f->grp_n, f->grp_tok, f->grp_w, f->n_batch, f->x);
+            moe_release(f, l, held);
+            if (st) return st;
+            if (done) {
+                if (f->shexp_dim > 0) {
+                    if ((st = shared_expert_start(f, l, n))) return st;
+                    shared_expert_add(f, n, gate_host);
+                }
+                return HY_OK;
+            }
+        }
     }
 
     /* the normed inputs as a matrix, to gather the rows routed to an expert */

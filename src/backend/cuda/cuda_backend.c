@@ -263,6 +263,19 @@ struct cuda_backend {
     double moe_cpu_rate[BACKEND_MOE_MAX_K + 1];
     uint64_t moe_rate_at[BACKEND_MOE_MAX_K + 1], moe_seq;
     struct cuda_backend_stats stats;
+    /* moe_batch (mb_mode, HYPURA_CUDA_MOE_BATCH: 0 off, 1 each expert its
+     * way (mb_by_gemm), 2 every expert by the integer kernels): its tables,
+     * built in mb_host (pinned; mb_up: the last upload from it has left) and
+     * copied to mb_dev, each token's count of experts in mb_k, and the
+     * gathered x, h and o in mb_x */
+    int mb_mode;
+    void *mb_host, *mb_dev;
+    size_t mb_host_bytes, mb_dev_bytes;
+    int32_t *mb_k;
+    int64_t mb_k_n;
+    float *mb_x;
+    size_t mb_x_bytes;
+    cudaEvent_t mb_up;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
 };
 
@@ -511,8 +524,9 @@ static bool norm_pending_for(const struct cuda_backend *cb, const float *x, int6
 /* ---- memory ------------------------------------------------------------- */
 
 /* Device scratch of at least bytes (grown once, never per token: sizes are
- * bounded by the limits given to reserve). */
-static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
+ * bounded by the limits given to reserve). soft: a failed allocation only
+ * answers false (the caller has another way), and new memory is zeroed. */
+static bool grow_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes, bool soft)
 {
     if (*have >= bytes) return true;
     if (*p) {
@@ -523,10 +537,20 @@ static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t b
         *p = NULL;
         *have = 0;
     }
-    if (!CK(cudaMalloc(p, bytes))) return false;
+    if (soft && cudaMalloc(p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        return false;
+    }
+    if (!soft && !CK(cudaMalloc(p, bytes))) return false;
     *have = bytes;
     cb->dev_bytes += bytes;
-    return true;
+    return !soft || CK(cudaMemsetAsync(*p, 0, bytes, cb->st));
+}
+
+static bool ensure_dev(struct cuda_backend *cb, void **p, size_t *have, size_t bytes)
+{
+    return grow_dev(cb, p, have, bytes, false);
 }
 
 /* n_rows rows of n floats between device and pinned host memory on stream s
@@ -1655,6 +1679,187 @@ static void cu_add_rows(struct backend *be, float *y, const float *x, const int3
     prof_end(cb, pi, "add_rows", UINT32_MAX);
 }
 
+/* ---- a batch's experts -------------------------------------------------- */
+
+/* Whether slice i (0 gate, 1 up, 2 down) of each of n experts (w[3j + i])
+ * lies in device memory with rows x cols of the first one's type and row
+ * bytes, in a layout cuq_group takes. */
+static bool batch_alike(const struct backend_weight *w, int n, int i, int64_t rows, int64_t cols)
+{
+    const struct backend_weight *a = &w[i];
+    for (int j = 0; j < n; j++) {
+        const struct backend_weight *e = &w[3 * j + i];
+        if (e->mem != BACKEND_MEM_BACKEND || e->type != a->type || e->n_rows != rows ||
+            e->n_cols != cols || e->row_bytes != a->row_bytes ||
+            !cuq_group_supports(e->type, cols, e->row_bytes, e->data))
+            return false;
+    }
+    return true;
+}
+
+static size_t align16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+/* moe_batch's choice per expert: its rows in the one-launch integer
+ * products (cuq_group: each chunk of CUQ_GROUP_TOK rows reads the weights
+ * again, and they take about MB_GROUP_MACS multiply-adds a second) or its
+ * own three GEMMs (cuBLAS on binary16 tiles: about MB_GEMM_FIXED_S of
+ * launches and calls, the dequantized weights written and read, four
+ * bytes an element at the device's read rate). A few rows an expert (an
+ * MoE with many small experts, or a short prompt) go to the first; many
+ * rows of large matrices (Mixtral's experts) to the second. */
+#define MB_GROUP_MACS   2e13
+#define MB_GEMM_FIXED_S 9e-5
+static bool mb_by_gemm(const struct cuda_backend *cb, int64_t rows, int64_t E, int64_t F)
+{
+    if (cb->mb_mode == 2) return false;
+    const double elems = 3.0 * (double)E * (double)F;
+    const double rate =
+        cb->rates.device_read_bytes_per_s > 0 ? cb->rates.device_read_bytes_per_s : 2e12;
+    return (double)rows * elems / MB_GROUP_MACS > MB_GEMM_FIXED_S + 4.0 * elems / rate;
+}
+
+/* backend.h's moe_batch: the rows of x routed to each expert gathered in
+ * expert order (assignment a: the a-th of them), gate and up with SwiGLU of
+ * every expert's rows in one launch (chunks of CUQ_GROUP_TOK rows of one
+ * expert), down likewise, and each token's shares added in expert order by
+ * one kernel: five calls a layer where the op-by-op path makes about ten an
+ * expert. An expert that mb_by_gemm gives its own GEMMs has them between,
+ * on its gathered rows. The tables (the gathered rows' tokens, each token's
+ * slots, the chunks) are built on the host and copied up in one piece. */
+static bool cu_moe_batch(struct backend *be, const float *x, int64_t n_tok,
+                         const struct backend_weight *w, const int32_t *sel, int n_sel,
+                         const int64_t *cnt, const int32_t *tok, const float *wt, int64_t ld,
+                         float *y)
+{
+    struct cuda_backend *cb = op_begin(be);
+    if (cb->err || !cb->mb_mode || n_tok < 1 || n_sel < 1) return false;
+    const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    if (!batch_alike(w, n_sel, 0, F, E) || !batch_alike(w, n_sel, 1, F, E) ||
+        !batch_alike(w, n_sel, 2, E, F))
+        return false;
+    enum { TOK = CUQ_GROUP_TOK };
+    int64_t A = 0, C = 0, U = 0; /* rows, chunks, the most rows of an expert by GEMMs */
+    for (int j = 0; j < n_sel; j++) {
+        const int64_t c = cnt[sel[j]];
+        if (c < 1 || c > n_tok) return false;
+        A += c;
+        if (mb_by_gemm(cb, c, E, F))
+            U = HY_MAX(U, c);
+        else
+            C += (c + TOK - 1) / TOK;
+    }
+    if (C > 65535 || A > INT32_MAX) return false;
+    /* each token's count of experts: its slots */
+    if (cb->mb_k_n < n_tok) {
+        free(cb->mb_k);
+        cb->mb_k = mem_xcalloc((size_t)n_tok, sizeof(int32_t));
+        cb->mb_k_n = n_tok;
+    }
+    int32_t *kn = cb->mb_k;
+    memset(kn, 0, (size_t)n_tok * sizeof(int32_t));
+    int k = 0;
+    for (int j = 0; j < n_sel; j++)
+        for (int64_t i = 0; i < cnt[sel[j]]; i++) {
+            const int32_t t = tok[sel[j] * ld + i];
+            if (t < 0 || t >= n_tok) return false;
+            k = HY_MAX(k, ++kn[t]);
+        }
+    const size_t o_slot = align16((size_t)A * 4),
+                 o_alpha = o_slot + align16((size_t)(n_tok * k) * 4),
+                 o_gu = o_alpha + align16((size_t)(n_tok * k) * 4),
+                 o_d = o_gu + (size_t)C * sizeof(struct cuq_chunk),
+                 total = o_d + (size_t)C * sizeof(struct cuq_chunk);
+    /* gathered x and h with TOK - 1 rows after the last (read, not used),
+     * o, and the up outputs of an expert by GEMMs */
+    const size_t xg = align16((size_t)((A + TOK - 1) * E) * 4),
+                 hg = align16((size_t)((A + TOK - 1) * F) * 4), og = align16((size_t)(A * E) * 4),
+                 ug = (size_t)(U * F) * 4;
+    if (!grow_dev(cb, (void **)&cb->mb_x, &cb->mb_x_bytes, xg + hg + og + ug, true) ||
+        !grow_dev(cb, &cb->mb_dev, &cb->mb_dev_bytes, total, true))
+        return false;
+    /* the last upload from mb_host has left before it is written again */
+    if (!CK(cudaEventSynchronize(cb->mb_up)) ||
+        !ensure_host(cb, &cb->mb_host, &cb->mb_host_bytes, total))
+        return true;
+    uint8_t *h = cb->mb_host;
+    int32_t *tok_g = (int32_t *)h, *slot = (int32_t *)(h + o_slot);
+    float *alpha = (float *)(h + o_alpha);
+    struct cuq_chunk *cgu = (struct cuq_chunk *)(h + o_gu), *cd = (struct cuq_chunk *)(h + o_d);
+    for (int64_t i = 0; i < n_tok * k; i++) {
+        slot[i] = -1;
+        alpha[i] = 0.0f;
+    }
+    memset(kn, 0, (size_t)n_tok * sizeof(int32_t));
+    int64_t a = 0, ci = 0;
+    for (int j = 0; j < n_sel; j++) { /* experts in increasing order: each token's slots too */
+        const int64_t c = cnt[sel[j]];
+        for (int64_t i = 0; i < c; i++) {
+            const int32_t t = tok[sel[j] * ld + i];
+            const int64_t s = (int64_t)t * k + kn[t]++;
+            tok_g[a + i] = t;
+            slot[s] = (int32_t)(a + i);
+            alpha[s] = wt[sel[j] * ld + i];
+        }
+        for (int64_t q = 0; q < c && !mb_by_gemm(cb, c, E, F); q += TOK, ci++) {
+            const int32_t a0 = (int32_t)(a + q), nq = (int32_t)HY_MIN((int64_t)TOK, c - q);
+            cgu[ci] = (struct cuq_chunk){w[3 * j].data, w[3 * j + 1].data, a0, nq};
+            cd[ci] = (struct cuq_chunk){w[3 * j + 2].data, NULL, a0, nq};
+        }
+        a += c;
+    }
+    uint8_t *d = cb->mb_dev;
+    float *X = cb->mb_x, *H = (float *)((uint8_t *)cb->mb_x + xg),
+          *O = (float *)((uint8_t *)cb->mb_x + xg + hg),
+          *Up = (float *)((uint8_t *)cb->mb_x + xg + hg + og);
+    cb->hx_src = NULL;
+    if (!CK(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, cb->st)) ||
+        !CK(cudaEventRecord(cb->mb_up, cb->st)))
+        return true;
+    int pi = prof_begin(cb);
+    if (!CK(cuk_gather_f32(x, E, (const int32_t *)d, A, X, cb->st))) return true;
+    prof_end(cb, pi, "moe batch gather", UINT32_MAX);
+    if (C > 0) {
+        pi = prof_begin(cb);
+        if (!CK(cuq_group(w[0].type, true, (const struct cuq_chunk *)(d + o_gu), (int)C,
+                          w[0].row_bytes, F, E, X, H, F, cb->st)))
+            return true;
+        prof_end_shape(cb, pi, "moe batch gate/up", w[0].type, F, E);
+        pi = prof_begin(cb);
+        if (!CK(cuq_group(w[2].type, false, (const struct cuq_chunk *)(d + o_d), (int)C,
+                          w[2].row_bytes, E, F, H, O, E, cb->st)))
+            return true;
+        prof_end_shape(cb, pi, "moe batch down", w[2].type, E, F);
+    }
+    a = 0;
+    for (int j = 0; j < n_sel && U > 0 && !cb->err; j++) { /* the GEMM experts */
+        const int64_t c = cnt[sel[j]];
+        if (mb_by_gemm(cb, c, E, F)) {
+            const struct backend_weight *e = &w[3 * j];
+            float *hr = H + a * F;
+            bool x16 = false;
+            pi = prof_begin(cb);
+            gpu_matmul(cb, e[0].type, e[0].data, e[0].row_bytes, F, E, X + a * E, c, hr, F, &x16,
+                       true);
+            gpu_matmul(cb, e[1].type, e[1].data, e[1].row_bytes, F, E, X + a * E, c, Up, F, &x16,
+                       true);
+            CK(cuk_silu_mul(hr, Up, c * F, cb->st));
+            x16 = false;
+            gpu_matmul(cb, e[2].type, e[2].data, e[2].row_bytes, E, F, hr, c, O + a * E, E, &x16,
+                       true);
+            prof_end(cb, pi, "moe batch expert gemms", UINT32_MAX);
+        }
+        a += c;
+    }
+    pi = prof_begin(cb);
+    CK(cuk_moe_combine(y, O, (const int32_t *)(d + o_slot), (const float *)(d + o_alpha), n_tok, k,
+                       E, cb->st));
+    prof_end(cb, pi, "moe batch combine", UINT32_MAX);
+    return true;
+}
+
 /* Key's filled entry of the VRAM cache, -1 where none (its recency untouched). */
 static int wc_find(const struct cuda_backend *cb, uint64_t key)
 {
@@ -2081,6 +2286,11 @@ static void cu_free(struct backend *be)
     if (cb->wc_copied) cudaEventDestroy(cb->wc_copied);
     if (cb->st_mark) cudaEventDestroy(cb->st_mark);
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
+    if (cb->mb_up) cudaEventDestroy(cb->mb_up);
+    if (cb->mb_host) cudaFreeHost(cb->mb_host);
+    cudaFree(cb->mb_dev);
+    cudaFree(cb->mb_x);
+    free(cb->mb_k);
     if (cb->x_ready) cudaEventDestroy(cb->x_ready);
     if (cb->head_ev) cudaEventDestroy(cb->head_ev);
     if (cb->head_dl) cudaEventDestroy(cb->head_dl);
@@ -2137,6 +2347,7 @@ static const struct backend_ops cuda_ops = {
     .add_bias = cu_add_bias,
     .add_rows = cu_add_rows,
     .moe_token = cu_moe_token,
+    .moe_batch = cu_moe_batch,
     .moe_prepare = cu_moe_prepare,
     .prefetch = cu_prefetch,
 };
@@ -2391,6 +2602,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_MOE_BATCH");
+        cb->mb_mode = !e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "2") ? 2 : 1;
         e = getenv("HYPURA_CUDA_PREFETCH");
         cb->prefetch = !(e && !strcmp(e, "0"));
         cb->pf_bytes = PF_BYTES_START;
@@ -2434,6 +2647,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->wc_copied, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->mb_up, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->head_ev, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->head_dl, cudaEventDisableTiming));

@@ -31,8 +31,8 @@ bool cuq_supports(uint32_t type);
 #define CUQ_MATVEC_MAX_TOK 8
 
 /* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK. Q4_0,
- * Q8_0, Q4_K, Q5_K and Q6_K: x quantized to int8 as the CPU backend quantizes
- * it (Q8_0 or Q8_K blocks), integer products per block (dp4a), F32 sums of
+ * Q5_0, Q8_0, Q4_K, Q5_K and Q6_K: x quantized to int8 as the CPU backend
+ * quantizes it (Q8_0 or Q8_K blocks), integer products per block (dp4a), F32 sums of
  * the scaled blocks; the other types: F32 activations and accumulation,
  * weights dequantized on the fly. Each weight byte is read once per call: the
  * decode path, memory bound. x is [n_tok][n_cols], y [n_tok][ldy] (ldy >=
@@ -96,6 +96,31 @@ cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t ro
                              int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
                              bool early);
 
+/* ---- a prompt batch's routed experts (cuq_group) ----------------------
+ * Chunk c: rows a0 .. a0 + n - 1 (n <= CUQ_GROUP_TOK) of x routed to one
+ * expert, whose weights (n_rows rows of n_cols, row_bytes apart) are w0
+ * and, for SWIGLU, its up weights w1. */
+#define CUQ_GROUP_TOK 8
+struct cuq_chunk {
+    const void *w0, *w1;
+    int32_t a0, n;
+};
+
+/* True when cuq_group takes weights of this type with n_cols and row_bytes
+ * at w (NULL: only the type and shape are checked). */
+bool cuq_group_supports(uint32_t type, int64_t n_cols, size_t row_bytes, const void *w);
+
+/* Every chunk's product in one launch: y[a][r] = sum_c W[r][c] x[a][c] for
+ * the chunk's rows a, or with swiglu y[a][r] = silu(W0 x[a])[r] * (W1
+ * x[a])[r]; x [rows][n_cols], CUQ_GROUP_TOK - 1 rows readable after the
+ * last chunk's (their products are not stored), y rows ldy apart. x is
+ * quantized as cuq_matvec quantizes it and the products are its (Q4_0,
+ * Q5_0, Q8_0, Q4_K, Q5_K, Q6_K: cuq_group_supports). chunks: device memory,
+ * n_chunks <= 65535. */
+cudaError_t cuq_group(uint32_t type, bool swiglu, const struct cuq_chunk *chunks, int n_chunks,
+                      size_t row_bytes, int64_t n_rows, int64_t n_cols, const float *x, float *y,
+                      int64_t ldy, cudaStream_t s);
+
 /* out[r][c] = W[r][c] as binary16, for the n_rows rows from w (the prompt
  * path: tiles of dequantized rows for cuBLAS). out is [n_rows][n_cols]. */
 cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
@@ -155,6 +180,12 @@ cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n, cud
  * scattered: y row rows[i] gets x row i (rows: device memory, [n_rows]). */
 cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *rows, const float *alpha,
                          int64_t n_rows, int64_t n, cudaStream_t s);
+
+/* y[t] += alpha[t][j] * o[rows[t][j]] for j < k in order (rows[t][j] -1:
+ * none), each add as cuk_add_rows's: the MoE combine of a batch's experts in
+ * one launch. rows and alpha [n_tok][k]. */
+cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *rows, const float *alpha,
+                            int64_t n_tok, int k, int64_t n, cudaStream_t s);
 
 /* out[i] = F32 rows ids[i] of x (rows of n); ids in device memory. */
 cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids, float *out,

@@ -472,6 +472,34 @@ extern "C" cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *row
     return cudaGetLastError();
 }
 
+/* The MoE combine of a batch: token t's k slots, in order, each the row of
+ * o and the factor of one of its experts (row -1: none), added as k_add_rows
+ * adds one expert's rows (the experts' shares in the order of the slots). */
+__global__ static void k_moe_combine(float *y, const float *o, const int32_t *rows,
+                                     const float *alpha, int64_t n_tok, int k, int64_t n)
+{
+    const int64_t total = n_tok * n;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = g / n, i = g % n;
+        float v = y[g];
+        for (int j = 0; j < k; j++) {
+            const int32_t r = rows[t * k + j];
+            if (r >= 0) v += alpha[t * k + j] * o[(int64_t)r * n + i];
+        }
+        y[g] = v;
+    }
+}
+
+extern "C" cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *rows,
+                                       const float *alpha, int64_t n_tok, int k, int64_t n,
+                                       cudaStream_t s)
+{
+    if (n_tok <= 0 || n <= 0 || k <= 0) return cudaSuccess;
+    k_moe_combine<<<n_blocks(n_tok * n, 256), 256, 0, s>>>(y, o, rows, alpha, n_tok, k, n);
+    return cudaGetLastError();
+}
+
 __global__ static void k_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
                                     float *out)
 {

@@ -390,12 +390,12 @@ struct TQ5_0 : CqLayout32 {
     struct Raw {
         uint32_t d, qh, w0, w1;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.d = cq_ld16(b);
-        r.qh = cq_ld16x2(b + 2) >> (8 * p); /* bit i: element 8p + i */
-        r.w0 = cq_ld16x2(b + 6 + 8 * p);
-        r.w1 = cq_ld16x2(b + 10 + 8 * p);
+        r.d = M::ld16(b);
+        r.qh = cq_ld16x2<M>(b + 2) >> (8 * p); /* bit i: element 8p + i */
+        r.w0 = cq_ld16x2<M>(b + 6 + 8 * p);
+        r.w1 = cq_ld16x2<M>(b + 10 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -1370,6 +1370,20 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
     *y = rs.ep == CUQ_EP_ADD ? *y + s : *y + rs.alpha * s;
 }
 
+/* Each of acc's sums over the warp's lanes, in every lane. */
+template <int NT, int R> __device__ __forceinline__ void cq_lane_sums(float (&acc)[R][NT])
+{
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            acc[r][t] = v;
+        }
+}
+
 /* The end of a tile of the matvec kernels: each warp's sums over its lanes,
  * then (KS > 1) over the KS warps that split the tile's columns (through
  * red, [CQ_WARPS][R * NT] shared), and the outputs of virtual rows r0 + r
@@ -1380,15 +1394,7 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
                                             int64_t r0, int64_t n_rows)
 {
     static_assert(R % 2 == 0, "SWIGLU's row pairs in one warp: r0 is a multiple of R");
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float v = acc[r][t];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            acc[r][t] = v;
-        }
+    cq_lane_sums<NT, R>(acc);
     /* every lane holds the sums; lane r * NT + t stores (r, t), SWIGLU's
      * with (r + 1, t), the sum of lane (r + 1) * NT + t */
     const int r = lane / NT, t = lane % NT;
@@ -1790,10 +1796,11 @@ template <> struct CqI8<TQ8_0> {
     }
 };
 
-/* Q4_0: item p = columns 8p .. 8p + 7 (low nibbles) and 16 + 8p .. (high);
- * its sum stored times -8. */
-template <> struct CqI8<TQ4_0> {
-    typedef TQ4_0 T;
+/* Q4_0 and Q5_0 (OFFS 8 and 16): item p = columns 8p .. 8p + 7 (low
+ * nibbles) and 16 + 8p .. (high; Q5_0: each byte's fifth bit from qh); its
+ * sum stored times -OFFS. */
+template <class TT, int OFFS> struct CqI8Off32 {
+    typedef TT T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = false;
     static constexpr int NSUM = 1;
@@ -1805,16 +1812,21 @@ template <> struct CqI8<TQ4_0> {
     static __device__ void sums(int *s, int lane, int s8, bool ok)
     {
         const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 2);
-        if (ok && (lane & 2) == 0) s[lane & 1] = -8 * v;
+        if (ok && (lane & 2) == 0) s[lane & 1] = -OFFS * v;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int, const uint8_t *xi, uint32_t, int xts,
-                                const int *si, int sts, const float *dy, int dts,
+    static __device__ void step(const typename T::Raw (&raw)[R], int part, const uint8_t *xi,
+                                uint32_t, int xts, const int *si, int sts, const float *dy, int dts,
                                 float (&acc)[R][NT])
     {
+        uint32_t q[R][4];
         float dd[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) dd[r] = cq_h2f(raw[r].d);
+        for (int r = 0; r < R; r++) {
+            dd[r] = cq_h2f(raw[r].d);
+#pragma unroll
+            for (int j = 0; j < 4; j++) q[r][j] = T::bytes(raw[r], part, j);
+        }
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             const int4 xv = *(const int4 *)(xi + t * xts);
@@ -1822,15 +1834,17 @@ template <> struct CqI8<TQ4_0> {
             const float d8 = dy[t * dts];
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                int v = __dp4a((int)(raw[r].w0 & 0x0F0F0F0Fu), xv.x, s);
-                v = __dp4a((int)(raw[r].w1 & 0x0F0F0F0Fu), xv.y, v);
-                v = __dp4a((int)((raw[r].w0 >> 4) & 0x0F0F0F0Fu), xv.z, v);
-                v = __dp4a((int)((raw[r].w1 >> 4) & 0x0F0F0F0Fu), xv.w, v);
+                int v = __dp4a((int)q[r][0], xv.x, s);
+                v = __dp4a((int)q[r][1], xv.y, v);
+                v = __dp4a((int)q[r][2], xv.z, v);
+                v = __dp4a((int)q[r][3], xv.w, v);
                 acc[r][t] = fmaf((float)v, dd[r] * d8, acc[r][t]);
             }
         }
     }
 };
+template <> struct CqI8<TQ4_0> : CqI8Off32<TQ4_0, 8> {};
+template <> struct CqI8<TQ5_0> : CqI8Off32<TQ5_0, 16> {};
 
 /* Shared bytes of the integer path's x for NT tokens of n_cols. */
 CQ_HD int64_t cq_i8_xts(int64_t n_cols)
@@ -1984,6 +1998,42 @@ template <class T, int NT> struct CqI8Blocks {
         NT == 1 && sizeof(typename T::Raw) <= 36 && !std::is_same<T, TQ6_K>::value ? 3 : 2;
 };
 
+/* One tile of cq_matvec_i8_kernel and cq_group_i8_kernel: acc (zeroed
+ * first) the products of the warp's R rows over its steps from block b0
+ * (the lane's; bstep blocks a step, the rows' pointers wp ustep bytes),
+ * raw holding the first step's weights, the next step's loaded before this
+ * one's products. */
+template <class T, int NT, int R>
+__device__ __forceinline__ void cq_i8_tile(typename T::Raw (&raw)[R], const uint8_t *(&wp)[R],
+                                           int64_t b0, int lblk, int64_t nb, int bstep,
+                                           size_t ustep, int part, const uint8_t *xs, uint32_t sw,
+                                           int xts, const int *sums, int sts, const float *dys,
+                                           int dts, float (&acc)[R][NT])
+{
+    typedef CqI8<T> I;
+    constexpr int ITEMB = 4 * T::NRUN;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+    for (int64_t b = b0; b - lblk < nb; b += bstep) {
+        typename T::Raw nxt[R];
+        const bool ok = b < nb, ok_next = b + bstep < nb;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            wp[r] += ustep;
+            if (ok_next) T::load(nxt[r], wp[r], part);
+        }
+        if (ok) {
+            const int64_t it = b * T::P + part;
+            I::template step<NT, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM, sts,
+                                    dys + b, dts, acc);
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) raw[r] = nxt[r];
+    }
+}
+
 /* As cq_matvec_kernel, with x quantized into shared memory (see above).
  * NORM: rs's RMSNorm folded in (x is rs.ny, written here). */
 template <class T, int NT, int R, bool NORM>
@@ -1994,7 +2044,6 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
     typedef CqI8<T> I;
     constexpr int LP = CqLog2<T::P>::value;
     constexpr int SB = 32 >> LP; /* blocks per step */
-    constexpr int ITEMB = 4 * T::NRUN;
     __shared__ float red[CQ_WARPS][R * NT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int G = CQ_WARPS >> ks_log2, KS = 1 << ks_log2;
@@ -2044,27 +2093,8 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
     for (; tile < n_tiles; tile += gridDim.x) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
         float acc[R][NT];
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
-
-        for (int64_t b = b0; b - lblk < nb; b += KS * SB) {
-            typename T::Raw nxt[R];
-            const bool ok = b < nb, ok_next = b + KS * SB < nb;
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                wp[r] += ustep;
-                if (ok_next) T::load(nxt[r], wp[r], part);
-            }
-            if (ok) {
-                const int64_t it = b * T::P + part;
-                I::template step<NT, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
-                                        sts, dys + b, dts, acc);
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) raw[r] = nxt[r];
-        }
+        cq_i8_tile<T, NT, R>(raw, wp, b0, lblk, nb, KS * SB, ustep, part, xs, sw, xts,
+                             sums, sts, dys, dts, acc);
         if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x);
 
         cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
@@ -2290,6 +2320,93 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
+}
+
+/* ---- a prompt batch's routed experts in one launch ---------------------
+ * Chunk c (blockIdx.y) is up to CUQ_GROUP_TOK rows of x, rows ck.a0 ..
+ * ck.a0 + ck.n - 1, routed to one expert whose weights are ck.w0 (and, with
+ * SWIGLU, its up weights ck.w1); the CTAs of a chunk share its row tiles
+ * (blockIdx.x, gridDim.x apart). Each CTA quantizes the chunk's
+ * CUQ_GROUP_TOK rows of x into shared memory as cq_matvec_i8_kernel does
+ * (rows past the chunk's n are computed and not stored: x has
+ * CUQ_GROUP_TOK - 1 rows after the last chunk's), then computes its tiles
+ * with the products of CqI8<T>, a warp R rows (SWIGLU: a gate row and its up
+ * row, the pair's output silu(g) * u as cq_rows_put stores it), the next
+ * step's weights loaded before this one's products. Output row of token
+ * a0 + t: y + (a0 + t) * ldy. */
+template <class T, bool SWIGLU>
+__global__ void __launch_bounds__(CQ_THREADS, 2)
+    cq_group_i8_kernel(const cuq_chunk *__restrict__ chunks, size_t row_bytes, int64_t n_rows,
+                       int64_t n_cols, const float *__restrict__ x, float *__restrict__ y,
+                       int64_t ldy)
+{
+    typedef CqI8<T> I;
+    constexpr int NT = CUQ_GROUP_TOK, R = 2;
+    constexpr int LP = CqLog2<T::P>::value;
+    constexpr int SB = 32 >> LP; /* blocks per step */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int part = lane & (T::P - 1), lblk = lane >> LP;
+    const cuq_chunk ck = chunks[blockIdx.y];
+    const int64_t nb = n_cols / T::BS;
+    const int64_t nv = SWIGLU ? 2 * n_rows : n_rows; /* rows of the tiles */
+    const int64_t tile_rows = (int64_t)CQ_WARPS * R;
+    const int64_t n_tiles = (nv + tile_rows - 1) / tile_rows;
+    const size_t ustep = (size_t)SB * T::BB;
+    auto row_ptr = [&](int64_t v) {
+        v = v < nv ? v : nv - 1;
+        if (SWIGLU) return (const uint8_t *)((v & 1) ? ck.w1 : ck.w0) + (v >> 1) * row_bytes;
+        return (const uint8_t *)ck.w0 + v * row_bytes;
+    };
+
+    typename T::Raw raw[R];
+    const uint8_t *wp[R];
+    int64_t tile = blockIdx.x;
+    auto tile_start = [&](int64_t tl) {
+        const int64_t r0 = tl * tile_rows + (int64_t)warp * R;
+#pragma unroll
+        for (int r = 0; r < R; r++) wp[r] = row_ptr(r0 + r) + (int64_t)lblk * T::BB;
+        if (lblk < nb) {
+#pragma unroll
+            for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
+        }
+    };
+    if (tile < n_tiles) tile_start(tile);
+
+    uint8_t *xs = (uint8_t *)cq_xs;
+    cq_i8_quantize<T, NT, false>(x + (int64_t)ck.a0 * n_cols, n_cols, xs);
+    __syncthreads();
+
+    const int xts = (int)cq_i8_xts(n_cols);
+    const int sts = (int)(nb * T::P * I::NSUM), dts = (int)nb;
+    const int *sums = (const int *)(xs + NT * xts);
+    const float *dys = (const float *)(sums + NT * sts);
+    const uint32_t sw = cq_i8_sw<T>((int64_t)lblk * T::P + part);
+
+    for (; tile < n_tiles; tile += gridDim.x) {
+        const int64_t r0 = tile * tile_rows + (int64_t)warp * R;
+        float acc[R][NT];
+        cq_i8_tile<T, NT, R>(raw, wp, lblk, lblk, nb, SB, ustep, part, xs, sw, xts, sums, sts, dys,
+                             dts, acc);
+        if (tile + gridDim.x < n_tiles) tile_start(tile + gridDim.x);
+
+        /* the sums over the lanes; lane r * NT + t keeps row r's for token t */
+        cq_lane_sums<NT, R>(acc);
+        float v = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == r * NT + t) v = acc[r][t];
+        const int r = lane / NT, t = lane % NT;
+        const bool mine = lane < R * NT && t < ck.n && r0 + r < nv;
+        float *yt = y + ((int64_t)ck.a0 + t) * ldy;
+        if (SWIGLU) {
+            const float u = __shfl_down_sync(0xffffffffu, v, NT); /* the up row's sum */
+            if (mine && (r & 1) == 0) yt[(r0 + r) >> 1] = v / (1.0f + expf(-v)) * u;
+        } else if (mine) {
+            yt[r0 + r] = v;
+        }
+    }
 }
 
 /* Stores 4 values of a run, or 8 of two adjacent runs, as binary16 or F32. */
@@ -2792,6 +2909,69 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
+/* cuq_group's launch of cq_group_i8_kernel<T, SWIGLU>: each chunk's tiles
+ * dealt to enough CTAs that all chunks make about four waves of CTAs (a
+ * CTA quantizes its chunk's x first: fewer CTAs a chunk repeat that less). */
+template <class T, bool SWIGLU>
+static void cq_group_launch(const cuq_chunk *chunks, int n_chunks, size_t row_bytes, int64_t n_rows,
+                            int64_t n_cols, const float *x, float *y, int64_t ldy, size_t smem,
+                            const CqDev &dev, int smem_max, cudaStream_t s)
+{
+    static std::atomic<int> occ_regs[64];
+    const int occ =
+        cq_occupancy(cq_group_i8_kernel<T, SWIGLU>, occ_regs, true, smem, 0, dev, smem_max);
+    const int64_t tile_rows = (int64_t)CQ_WARPS * 2;
+    const int64_t n_tiles = ((SWIGLU ? 2 * n_rows : n_rows) + tile_rows - 1) / tile_rows;
+    const int64_t want = (4 * (int64_t)occ * dev.sms + n_chunks - 1) / n_chunks;
+    const unsigned gx = (unsigned)(want < 1 ? 1 : want < n_tiles ? want : n_tiles);
+    cq_group_i8_kernel<T, SWIGLU><<<dim3(gx, (unsigned)n_chunks), CQ_THREADS, smem, s>>>(
+        chunks, row_bytes, n_rows, n_cols, x, y, ldy);
+}
+
+/* Whether cuq_group takes weights of type T, n_cols and row_bytes at w
+ * (NULL: any 16-byte aligned address); its shared bytes in *smem. */
+template <class T>
+static cudaError_t cq_group_check(int64_t n_cols, size_t row_bytes, const void *w, size_t *smem)
+{
+    if constexpr (!CqI8<T>::ON) {
+        return cudaErrorNotSupported;
+    } else {
+        if (n_cols <= 0 || n_cols % T::BS != 0 || row_bytes % T::ALIGN != 0 ||
+            (w && !cq_aligned(w, T::ALIGN)))
+            return cudaErrorNotSupported;
+        const CqDev dev = cq_dev();
+        const int smem_max =
+            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+        const int64_t b = cq_i8_smem<T>(n_cols, CUQ_GROUP_TOK);
+        if (b > smem_max) return cudaErrorNotSupported;
+        *smem = (size_t)b;
+        return cudaSuccess;
+    }
+}
+
+template <class T>
+static cudaError_t cq_group_type(bool swiglu, const cuq_chunk *chunks, int n_chunks,
+                                 size_t row_bytes, int64_t n_rows, int64_t n_cols, const float *x,
+                                 float *y, int64_t ldy, cudaStream_t s)
+{
+    size_t smem = 0;
+    const cudaError_t e = cq_group_check<T>(n_cols, row_bytes, NULL, &smem);
+    if (e != cudaSuccess) return e;
+    if constexpr (CqI8<T>::ON) {
+        if (!cq_aligned(x, 16)) return cudaErrorNotSupported;
+        const CqDev dev = cq_dev();
+        const int smem_max =
+            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+        if (swiglu)
+            cq_group_launch<T, true>(chunks, n_chunks, row_bytes, n_rows, n_cols, x, y, ldy, smem,
+                                     dev, smem_max, s);
+        else
+            cq_group_launch<T, false>(chunks, n_chunks, row_bytes, n_rows, n_cols, x, y, ldy, smem,
+                                      dev, smem_max, s);
+    }
+    return cudaGetLastError();
+}
+
 template <class T>
 static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_bytes, int64_t n_rows,
                                    int64_t n_cols, const int32_t *ids, void *out, bool f16,
@@ -2924,6 +3104,27 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
             if (m->b[i]) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
+}
+
+extern "C" bool cuq_group_supports(uint32_t type, int64_t n_cols, size_t row_bytes, const void *w)
+{
+    if (!cuq_supports(type)) return false;
+    size_t smem = 0;
+    const cudaError_t e = [&]() -> cudaError_t {
+        CQ_DISPATCH(type, cq_group_check, n_cols, row_bytes, w, &smem)
+    }();
+    return e == cudaSuccess;
+}
+
+extern "C" cudaError_t cuq_group(uint32_t type, bool swiglu, const struct cuq_chunk *chunks,
+                                 int n_chunks, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                                 const float *x, float *y, int64_t ldy, cudaStream_t s)
+{
+    if (!cuq_supports(type) || n_chunks < 0 || n_chunks > 65535 || n_rows < 0 || n_cols < 0)
+        return cudaErrorInvalidValue;
+    if (n_chunks == 0 || n_rows == 0) return cudaSuccess;
+    CQ_DISPATCH(type, cq_group_type, swiglu, chunks, n_chunks, row_bytes, n_rows, n_cols, x, y, ldy,
+                s)
 }
 
 extern "C" cudaError_t cuq_dequant_f16(uint32_t type, const void *w, size_t row_bytes,
