@@ -2739,11 +2739,11 @@ static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_r
     constexpr int R = CqShape<T, 1>::R;
     const int64_t ring_off = (smem8 + 15) & ~(int64_t)15;
     const int64_t smem = ring_off + cq_i8s_ring_bytes<T, R>();
-    const int64_t per_cta = smem + (int64_t)sizeof(float) * CQ_WARPS * R + 1024;
-    if (!cq_staged_on() || smem > smem_max || 2 * per_cta > dev.smem_sm) return false;
+    if (!cq_staged_on() || smem > smem_max) return false;
     static std::atomic<int> occ_regs[64];
     const int occ = cq_occupancy(cq_matvec_i8s_kernel<T, R, NORM>, occ_regs, true, (size_t)smem,
                                  sizeof(float) * CQ_WARPS * R, dev, smem_max);
+    if (occ < 2) return false;
     int ks_log2;
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
     pdl_launch(cq_matvec_i8s_kernel<T, R, NORM>, dim3(grid), CQ_THREADS, (size_t)smem, s, early,
@@ -2773,9 +2773,8 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
         const int64_t smem8 =
             NORM ? cq_i8_norm_off<T>(n_cols) + n_cols * 4 : cq_i8_smem<T>(n_cols, NT);
-        if (NT == 1 && smem8 <= smem_max &&
-            cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8, dev, smem_max,
-                                          s, early))
+        if (NT == 1 && cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8, dev,
+                                                     smem_max, s, early))
             return cudaGetLastError();
         if (smem8 <= smem_max) {
             cq_matvec_i8_launch<T, NT, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem8, dev,
