@@ -700,6 +700,27 @@ HY_MUST_CHECK static enum hy_status moe_copy_ahead(struct forward *f, int l, con
     return st;
 }
 
+/* A batch's n_sel experts of layer l (f->sel_ids, their tokens in grp_*)
+ * in one moe_batch call, added to x, where they all lie in backend memory
+ * and the backend takes them; *done: whether it did. A streamed layer's
+ * are not looked at (acquiring an expert outside the route would read it). */
+HY_MUST_CHECK static enum hy_status moe_batch_call(struct forward *f, int l, int64_t n,
+                                                   int64_t n_sel, bool *done)
+{
+    *done = false;
+    if (n < 2 || !f->be->ops->moe_batch || !experts_stable(f, l)) return HY_OK;
+    bool on;
+    enum hy_status st = experts_on_backend(f, l, &on);
+    if (st || !on) return st;
+    int64_t held;
+    st = moe_acquire(f, l, f->sel_ids, n_sel, &held);
+    if (!st)
+        *done = f->be->ops->moe_batch(f->be, f->xb, n, f->moe_w, f->sel_ids, (int)n_sel, f->grp_n,
+                                      f->grp_tok, f->grp_w, f->n_batch, f->x);
+    moe_release(f, l, held);
+    return st;
+}
+
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 {
     const struct hparams *hp = f->hp;
@@ -782,34 +803,13 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         return HY_OK;
     }
 
-    /* a batch's experts in one call where they all lie in backend memory and
-     * the backend takes them (a streamed layer's are not looked at: acquiring
-     * an expert outside the route would read it) */
-    if (n > 1 && f->be->ops->moe_batch && experts_stable(f, l)) {
-        bool on;
-        if ((st = experts_on_backend(f, l, &on))) return st;
-        if (on) {
-            int64_t held;
-            st = moe_acquire(f, l, f->sel_ids, n_sel, &held);
-            const bool done =
-                !st && f->be->ops->moe_batch(f->be, f->xb, n, f->moe_w, f->sel_ids, (int)n_sel,
-                                             f->grp_n, f->grp_tok, f->grp_w, f->n_batch, f->x);
-            moe_release(f, l, held);
-            if (st) return st;
-            if (done) {
-                if (f->shexp_dim > 0) {
-                    if ((st = shared_expert_start(f, l, n))) return st;
-                    shared_expert_add(f, n, gate_host);
-                }
-                return HY_OK;
-            }
-        }
-    }
+    bool done; /* a batch's experts, where the backend takes them in one call */
+    if ((st = moe_batch_call(f, l, n, n_sel, &done))) return st;
 
     /* the normed inputs as a matrix, to gather the rows routed to an expert */
     const struct backend_weight xb_rows = {f->xb, HY_TYPE_F32, E, n, (size_t)E * sizeof(float),
                                            "ffn input", BACKEND_MEM_BACKEND, 0, false};
-    for (int64_t e = 0; e < X; e++) {
+    for (int64_t e = 0; e < X && !done; e++) {
         const int64_t cnt = f->grp_n[e];
         if (!cnt) continue;
         const int32_t *toks = f->grp_tok + e * f->n_batch;

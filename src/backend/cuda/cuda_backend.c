@@ -1803,7 +1803,8 @@ static bool cu_moe_batch(struct backend *be, const float *x, int64_t n_tok,
             slot[s] = (int32_t)(a + i);
             alpha[s] = wt[sel[j] * ld + i];
         }
-        for (int64_t q = 0; q < c && !mb_by_gemm(cb, c, E, F); q += TOK, ci++) {
+        const int64_t kc = mb_by_gemm(cb, c, E, F) ? 0 : c; /* its rows in chunks */
+        for (int64_t q = 0; q < kc; q += TOK, ci++) {
             const int32_t a0 = (int32_t)(a + q), nq = (int32_t)HY_MIN((int64_t)TOK, c - q);
             cgu[ci] = (struct cuq_chunk){w[3 * j].data, w[3 * j + 1].data, a0, nq};
             cd[ci] = (struct cuq_chunk){w[3 * j + 2].data, NULL, a0, nq};

@@ -2618,6 +2618,13 @@ static CqDev cq_dev(void)
     return d;
 }
 
+/* The dynamic shared memory a kernel of this file may take on dev: the
+ * opt-in limit less 2 KB for its static part, at most CQ_XS_MAX_BYTES. */
+static int cq_smem_max(const CqDev &dev)
+{
+    return dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+}
+
 static unsigned cq_grid(int64_t work)
 {
     const int64_t cap = (int64_t)1 << 30;
@@ -2766,8 +2773,7 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
 {
     static_assert(!NORM || NT == 1, "a folded norm is one token's");
     const CqDev dev = cq_dev();
-    const int smem_max =
-        dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
+    const int smem_max = cq_smem_max(dev);
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
@@ -2928,9 +2934,10 @@ static void cq_group_launch(const cuq_chunk *chunks, int n_chunks, size_t row_by
 }
 
 /* Whether cuq_group takes weights of type T, n_cols and row_bytes at w
- * (NULL: any 16-byte aligned address); its shared bytes in *smem. */
+ * (NULL: any 16-byte aligned address) on dev; its shared bytes in *smem. */
 template <class T>
-static cudaError_t cq_group_check(int64_t n_cols, size_t row_bytes, const void *w, size_t *smem)
+static cudaError_t cq_group_check(int64_t n_cols, size_t row_bytes, const void *w,
+                                  const CqDev &dev, size_t *smem)
 {
     if constexpr (!CqI8<T>::ON) {
         return cudaErrorNotSupported;
@@ -2938,11 +2945,8 @@ static cudaError_t cq_group_check(int64_t n_cols, size_t row_bytes, const void *
         if (n_cols <= 0 || n_cols % T::BS != 0 || row_bytes % T::ALIGN != 0 ||
             (w && !cq_aligned(w, T::ALIGN)))
             return cudaErrorNotSupported;
-        const CqDev dev = cq_dev();
-        const int smem_max =
-            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
         const int64_t b = cq_i8_smem<T>(n_cols, CUQ_GROUP_TOK);
-        if (b > smem_max) return cudaErrorNotSupported;
+        if (b > cq_smem_max(dev)) return cudaErrorNotSupported;
         *smem = (size_t)b;
         return cudaSuccess;
     }
@@ -2953,20 +2957,18 @@ static cudaError_t cq_group_type(bool swiglu, const cuq_chunk *chunks, int n_chu
                                  size_t row_bytes, int64_t n_rows, int64_t n_cols, const float *x,
                                  float *y, int64_t ldy, cudaStream_t s)
 {
+    const CqDev dev = cq_dev();
     size_t smem = 0;
-    const cudaError_t e = cq_group_check<T>(n_cols, row_bytes, NULL, &smem);
+    const cudaError_t e = cq_group_check<T>(n_cols, row_bytes, NULL, dev, &smem);
     if (e != cudaSuccess) return e;
+    if (!cq_aligned(x, 16)) return cudaErrorNotSupported;
     if constexpr (CqI8<T>::ON) {
-        if (!cq_aligned(x, 16)) return cudaErrorNotSupported;
-        const CqDev dev = cq_dev();
-        const int smem_max =
-            dev.smem_optin - 2048 < CQ_XS_MAX_BYTES ? dev.smem_optin - 2048 : CQ_XS_MAX_BYTES;
         if (swiglu)
             cq_group_launch<T, true>(chunks, n_chunks, row_bytes, n_rows, n_cols, x, y, ldy, smem,
-                                     dev, smem_max, s);
+                                     dev, cq_smem_max(dev), s);
         else
             cq_group_launch<T, false>(chunks, n_chunks, row_bytes, n_rows, n_cols, x, y, ldy, smem,
-                                      dev, smem_max, s);
+                                      dev, cq_smem_max(dev), s);
     }
     return cudaGetLastError();
 }
@@ -3110,7 +3112,7 @@ extern "C" bool cuq_group_supports(uint32_t type, int64_t n_cols, size_t row_byt
     if (!cuq_supports(type)) return false;
     size_t smem = 0;
     const cudaError_t e = [&]() -> cudaError_t {
-        CQ_DISPATCH(type, cq_group_check, n_cols, row_bytes, w, &smem)
+        CQ_DISPATCH(type, cq_group_check, n_cols, row_bytes, w, cq_dev(), &smem)
     }();
     return e == cudaSuccess;
 }
