@@ -95,7 +95,8 @@ int main(int argc, char **argv)
     struct backend *be[8];
     for (int t = 0; t < n_threads; t++) {
         struct cpu_backend_opts bo = {threads[t], false};
-        struct backend_limits lim = {1, 1, 128, cols};
+        struct backend_limits lim = {
+            .max_batch = 1, .max_ctx = 1, .max_head_dim = 128, .max_cols = cols};
         if (cpu_backend_init(&bo, &be[t]) || backend_reserve(be[t], &lim)) {
             fprintf(stderr, "matvec_bench: %s\n", hy_last_error());
             return 1;

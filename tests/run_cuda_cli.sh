@@ -10,7 +10,8 @@
 #   - `--gpu on --gpu-budget B` with B found so that a quarter to three
 #     quarters of the weights fit (0 < gpu_weights_bytes < tensors), under each
 #     --gpu-host policy (auto, cpu, copy): host weight bytes counted, on the
-#     side the policy names; `hypura plan` with that budget puts the same bytes
+#     side the policy names, and the VRAM the run held (gpu_used_bytes) at
+#     most B; `hypura plan` with that budget puts the same bytes
 #     on the GPU, and names the run's GPU minimum for --gpu-budget 1M;
 #   - streaming on the GPU: --mode dense-stream (dense models) or
 #     --mode expert-stream (MoE models) at the smallest RAM budget the run
@@ -179,9 +180,15 @@ for model in "$synth"/*.gguf; do
         gw=$(json_num "$dir/part.json" gpu_weights_bytes)
         hc=$(json_num "$dir/part.json" gpu_host_cpu_bytes)
         hp=$(json_num "$dir/part.json" gpu_host_copy_bytes)
-        echo "  --gpu-host $pol: weights on the GPU $gw, host bytes computed on the CPU $hc, copied $hp"
+        gu=$(json_num "$dir/part.json" gpu_used_bytes)
+        echo "  --gpu-host $pol: weights on the GPU $gw, host bytes computed on the CPU $hc, copied $hp," \
+            "VRAM held $gu of $budget"
         [ "${gw:-0}" -gt 0 ] && [ "${gw:-0}" -lt "$tensors" ] ||
             fail "$name --gpu-host $pol: gpu_weights_bytes ${gw:-?} not in (0, $tensors)"
+        # what the backend holds after the run (the warm-up's full-width
+        # prompt step and its MoE batch buffers included) stays in the budget
+        [ -n "$gu" ] && [ "$gu" -le "$budget" ] ||
+            fail "$name --gpu-host $pol: gpu_used_bytes ${gu:-?} past the budget $budget"
         case $pol in
         cpu) [ "${hc:-0}" -gt 0 ] && [ "${hp:-1}" -eq 0 ] ||
             fail "$name --gpu-host cpu: host bytes on the CPU ${hc:-?}, copied ${hp:-?} (want > 0, 0)" ;;

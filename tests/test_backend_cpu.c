@@ -30,7 +30,8 @@ static struct backend *make_backend(int n_threads, bool portable)
     struct backend *be = NULL;
     struct cpu_backend_opts o = {n_threads, portable};
     if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
-    struct backend_limits lim = {64, 64, 128, 4096};
+    struct backend_limits lim = {
+        .max_batch = 64, .max_ctx = 64, .max_head_dim = 128, .max_cols = 4096};
     if (!CHECK_OK(backend_reserve(be, &lim))) exit(1);
     return be;
 }

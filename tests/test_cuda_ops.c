@@ -1935,7 +1935,8 @@ static bool setup(void)
             T.dead[g] |= !CHECK_OK(cuda_backend_set_weight_cache(be, gpu_cfg[g].cache_bytes));
         /* reserve may be called again with larger limits (one backend tries it) */
         if (g == G_SLOT) {
-            const struct backend_limits small = {8, 64, 64, 256};
+            const struct backend_limits small = {
+                .max_batch = 8, .max_ctx = 64, .max_head_dim = 64, .max_cols = 256};
             T.dead[g] |= !CHECK_OK(backend_reserve(be, &small));
         }
         T.dead[g] |= !CHECK_OK(backend_reserve(be, &lim));

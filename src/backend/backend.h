@@ -100,6 +100,11 @@ struct backend_limits {
     int64_t max_ctx;      /* KV cache rows */
     int64_t max_head_dim; /* head_dim and head_dim_v */
     int64_t max_cols;     /* longest weight row (n_cols) any matmul gets */
+    int64_t max_heads;    /* query heads of an attention call (0: not known) */
+    /* MoE models (0 for dense ones): experts a token picks, the experts'
+     * hidden width and the model's, for a backend that keeps buffers for a
+     * batch's routed rows (moe_batch) */
+    int64_t moe_k, moe_ff, moe_embd;
 };
 
 /* One layer's attention over its KV cache.

@@ -389,7 +389,8 @@ static enum hy_status measure_matvec(struct hw_profile *p, uint64_t bytes, const
 {
     struct backend *be = NULL;
     struct cpu_backend_opts bo = {p->physical_cores, false};
-    struct backend_limits lim = {1, 1, 128, MATVEC_COLS};
+    struct backend_limits lim = {
+        .max_batch = 1, .max_ctx = 1, .max_head_dim = 128, .max_cols = MATVEC_COLS};
     enum hy_status st = cpu_backend_init(&bo, &be);
     if (!st) st = backend_reserve(be, &lim);
     if (st) {

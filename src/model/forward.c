@@ -281,8 +281,16 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     const uint64_t E = (uint64_t)hp->n_embd, F = sizeof(float);
     const int64_t max_cols =
         HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, f->shexp_dim));
-    struct backend_limits lim = {f->n_batch, f->n_ctx, HY_MAX(hp->head_dim, hp->head_dim_v),
-                                 max_cols};
+    struct backend_limits lim = {.max_batch = f->n_batch,
+                                 .max_ctx = f->n_ctx,
+                                 .max_head_dim = HY_MAX(hp->head_dim, hp->head_dim_v),
+                                 .max_cols = max_cols,
+                                 .max_heads = hp->n_head};
+    if (m->is_moe) {
+        lim.moe_k = hp->n_expert_used;
+        lim.moe_ff = hp->n_ff_exp;
+        lim.moe_embd = hp->n_embd;
+    }
     if ((st = backend_reserve(be, &lim))) goto fail;
     if ((st = alloc_buf(f, &f->k_cache, L * f->k_layer_bytes, "KV cache (K)"))) goto fail;
     if ((st = alloc_buf(f, &f->v_cache, L * f->v_layer_bytes, "KV cache (V)"))) goto fail;

@@ -91,18 +91,72 @@ static inline enum hy_status cuda_check_head_dim(int64_t head_dim, const char *h
                    CUDA_ATT_MAX_HEAD_DIM, head_dim, hint);
 }
 
+/* moe_batch's buffers for the largest batch of lim (none for a dense
+ * model): the routed rows of x gathered, their gate/up outputs (each with
+ * CUDA_MOE_GROUP_TOK - 1 rows more, read past the last chunk), their down
+ * outputs and an expert's up outputs by GEMMs (at most a whole batch of
+ * rows), in *x; the tables (each row's token, each token's slots and
+ * weights, two lists of chunks of at most one row each) in *tables, on the
+ * device and again in page-locked host memory. */
+#define CUDA_MOE_GROUP_TOK   8  /* rows of a chunk: CUQ_GROUP_TOK */
+#define CUDA_MOE_CHUNK_BYTES 24 /* sizeof(struct cuq_chunk) */
+static inline uint64_t cuda_align16(uint64_t n)
+{
+    return (n + 15) & ~(uint64_t)15;
+}
+
+static inline void cuda_moe_batch_bytes(const struct backend_limits *lim, uint64_t *x,
+                                        uint64_t *tables)
+{
+    *x = *tables = 0;
+    if (lim->moe_k <= 0 || lim->moe_ff <= 0 || lim->moe_embd <= 0) return;
+    const uint64_t n = (uint64_t)lim->max_batch, a = n * (uint64_t)lim->moe_k;
+    const uint64_t e = (uint64_t)lim->moe_embd, f = (uint64_t)lim->moe_ff;
+    const uint64_t pad = CUDA_MOE_GROUP_TOK - 1;
+    *x = cuda_align16((a + pad) * e * 4) + cuda_align16((a + pad) * f * 4) +
+         cuda_align16(a * e * 4) + n * f * 4;
+    *tables = cuda_align16(a * 4) + 2 * cuda_align16(a * 4) + 2 * a * CUDA_MOE_CHUNK_BYTES;
+}
+
+/* The small device buffers of lim's calls, held from the reserve on: a
+ * prompt's token ids (get_rows), add_rows' rows and weights, RoPE's
+ * frequency factors and pair frequencies, and decode attention's split
+ * partial results (CUDA_ATT_MAX_SPLIT blocks a head, each head_dim_v + 2
+ * floats; heads: lim->max_heads, or as many as max_cols holds of the
+ * smallest head, 1 dimension, where that is not known). */
+#define CUDA_ATT_MAX_SPLIT 32  /* CUK_ATT_MAX_SPLIT */
+#define CUDA_ROPE_INV_MAX  128 /* RoPE pairs whose frequencies the backend uploads */
+struct cuda_small_bytes {
+    uint64_t ids, rows, ff, inv, part;
+};
+
+static inline struct cuda_small_bytes cuda_small_bytes_of(const struct backend_limits *lim)
+{
+    const uint64_t b = (uint64_t)lim->max_batch, hd = (uint64_t)lim->max_head_dim;
+    const uint64_t heads = lim->max_heads > 0 ? (uint64_t)lim->max_heads : (uint64_t)lim->max_cols;
+    return (struct cuda_small_bytes){.ids = b * 4,
+                                     .rows = b * 8,
+                                     .ff = hd / 2 * 4,
+                                     .inv = CUDA_ROPE_INV_MAX * 8,
+                                     .part = heads * CUDA_ATT_MAX_SPLIT * (hd + 2) * 4};
+}
+
 /* What a backend made with cfg holds once reserved for lim, before any
  * weight or forward buffer: device memory (the copy slots, the activations
- * in binary16 at the widest GEMM, the GEMM tile) and page-locked host memory
- * (the activations' host copy). Pure arithmetic: also in builds without CUDA. */
+ * in binary16 at the widest GEMM, the GEMM tile, moe_batch's buffers, the
+ * small buffers above) and page-locked host memory (the activations' host
+ * copy, moe_batch's tables). Pure arithmetic: also in builds without CUDA. */
 static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config *cfg,
                                                const struct backend_limits *lim,
                                                uint64_t *device, uint64_t *host)
 {
+    uint64_t mx, mt;
+    cuda_moe_batch_bytes(lim, &mx, &mt);
+    const struct cuda_small_bytes sb = cuda_small_bytes_of(lim);
     *device = CUDA_COPY_SLOTS * cuda_copy_slot_bytes(cfg) +
               (uint64_t)cuda_gemm_width(lim->max_batch) * (uint64_t)lim->max_cols * 2 +
-              cuda_gemm_tile_bytes(cfg);
-    *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float);
+              cuda_gemm_tile_bytes(cfg) + mx + mt + sb.ids + sb.rows + sb.ff + sb.inv + sb.part;
+    *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float) + mt;
 }
 
 /* Measured when the backend is made, then refined by the split products

@@ -211,6 +211,7 @@ cudaError_t cuk_read(const void *p, size_t bytes, uint32_t *sink, cudaStream_t s
  * programmatic dependent launch (as cuq_matvec). Head dimensions: any up to
  * CUK_ATT_MAX_DIM (a Q8_0 cache's: multiples of 32). */
 #define CUK_ATT_MAX_DIM 256
+#define CUK_ATT_MAX_SPLIT 32 /* decode: blocks a head's keys are split over, at most */
 struct cuk_rope {
     int64_t n_rot; /* 0: q and k arrive rotated */
     bool neox;

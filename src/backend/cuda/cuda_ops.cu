@@ -40,7 +40,7 @@
 #define ATT_THREADS   128
 #define ATT_WARPS     (ATT_THREADS / 32)
 #define ATT_CHUNK     256
-#define ATT_MAX_SPLIT 32
+#define ATT_MAX_SPLIT CUK_ATT_MAX_SPLIT
 #define ATT_MAX_DIM   CUK_ATT_MAX_DIM /* head_dim and head_dim_v */
 #define ATT_MIN_KEYS  64  /* fewest keys of a decode split */
 #define ATT_KB        16  /* K row pieces (16 bytes) a decode thread loads at once */
