@@ -122,8 +122,8 @@ static inline void cuda_moe_batch_bytes(const struct backend_limits *lim, uint64
  * prompt's token ids (get_rows), add_rows' rows and weights, RoPE's
  * frequency factors and pair frequencies, and decode attention's split
  * partial results (CUDA_ATT_MAX_SPLIT blocks a head, each head_dim_v + 2
- * floats; heads: lim->max_heads, or as many as max_cols holds of the
- * smallest head, 1 dimension, where that is not known). */
+ * floats, for lim->max_heads heads; none where that is 0, not known: the
+ * first attention call allocates them). */
 #define CUDA_ATT_MAX_SPLIT 32  /* CUK_ATT_MAX_SPLIT */
 #define CUDA_ROPE_INV_MAX  128 /* RoPE pairs whose frequencies the backend uploads */
 struct cuda_small_bytes {
@@ -133,7 +133,7 @@ struct cuda_small_bytes {
 static inline struct cuda_small_bytes cuda_small_bytes_of(const struct backend_limits *lim)
 {
     const uint64_t b = (uint64_t)lim->max_batch, hd = (uint64_t)lim->max_head_dim;
-    const uint64_t heads = lim->max_heads > 0 ? (uint64_t)lim->max_heads : (uint64_t)lim->max_cols;
+    const uint64_t heads = lim->max_heads > 0 ? (uint64_t)lim->max_heads : 0;
     return (struct cuda_small_bytes){.ids = b * 4,
                                      .rows = b * 8,
                                      .ff = hd / 2 * 4,
