@@ -78,23 +78,13 @@ enum hy_status engine_plan_work(const struct model_info *mi, int64_t n_ctx, int6
         *ram_work = all > kv ? all - kv : 0;
         return HY_OK;
     }
-    const int64_t hd = HY_MAX(mi->hp.head_dim, mi->hp.head_dim_v);
     if ((st = cuda_check_head_dim(
-             hd, "plan without a GPU budget (a run with --gpu auto runs it on the CPU)")))
+             fs.lim.max_head_dim,
+             "plan without a GPU budget (a run with --gpu auto runs it on the CPU)")))
         return st;
     struct cuda_backend_config cc = {.gemm_tile_bytes = gemm_tile_for(gpu_budget)};
-    struct backend_limits lim = {.max_batch = fs.n_batch,
-                                 .max_ctx = n_ctx,
-                                 .max_head_dim = hd,
-                                 .max_cols = fs.max_cols,
-                                 .max_heads = mi->hp.n_head};
-    if (mi->hp.n_expert > 0) { /* as forward_init's */
-        lim.moe_k = mi->hp.n_expert_used;
-        lim.moe_ff = mi->hp.n_ff_exp;
-        lim.moe_embd = mi->hp.n_embd;
-    }
     uint64_t dev = 0, host = 0;
-    cuda_backend_reserved_bytes(&cc, &lim, &dev, &host);
+    cuda_backend_reserved_bytes(&cc, &fs.lim, &dev, &host);
     const uint64_t held = dev + fs.device_bytes;
     *gpu_work = held > kv ? held - kv : 0;
     *ram_work = host + fs.host_bytes;

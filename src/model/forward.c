@@ -204,6 +204,27 @@ HY_MUST_CHECK static enum hy_status kv_init(struct forward *f, uint32_t kv_type)
     return HY_OK;
 }
 
+/* The limits a forward reserves its backend for: batches of n_batch tokens,
+ * n_ctx cache rows, products as wide as the widest of the model width, the
+ * FFN (ff: the experts' for an MoE model) and shared expert widths and the
+ * attention output; an MoE model's routing shape. */
+static struct backend_limits forward_limits(const struct hparams *hp, int64_t n_batch,
+                                            int64_t n_ctx, int64_t ff, int64_t shexp)
+{
+    const int64_t att_dim = hp->n_head * hp->head_dim_v;
+    struct backend_limits lim = {.max_batch = n_batch,
+                                 .max_ctx = n_ctx,
+                                 .max_head_dim = HY_MAX(hp->head_dim, hp->head_dim_v),
+                                 .max_cols = HY_MAX(HY_MAX(hp->n_embd, ff), HY_MAX(att_dim, shexp)),
+                                 .max_heads = hp->n_head};
+    if (hp->n_expert > 0) {
+        lim.moe_k = hp->n_expert_used;
+        lim.moe_ff = hp->n_ff_exp;
+        lim.moe_embd = hp->n_embd;
+    }
+    return lim;
+}
+
 enum hy_status forward_sizes_of(const struct model_info *mi, const struct forward_config *cfg,
                                 struct forward_sizes *out)
 {
@@ -243,7 +264,7 @@ enum hy_status forward_sizes_of(const struct model_info *mi, const struct forwar
     out->device_bytes = out->kv_bytes + act + logits;
     out->host_bytes = logits;
     out->n_batch = (int64_t)nb;
-    out->max_cols = HY_MAX(HY_MAX(hp->n_embd, ff), HY_MAX(att_dim, shexp));
+    out->lim = forward_limits(hp, (int64_t)nb, cfg->n_ctx, ff, shexp);
     return HY_OK;
 }
 
@@ -279,18 +300,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
 
     const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer;
     const uint64_t E = (uint64_t)hp->n_embd, F = sizeof(float);
-    const int64_t max_cols =
-        HY_MAX(HY_MAX(hp->n_embd, f->ff_dim), HY_MAX(f->att_dim, f->shexp_dim));
-    struct backend_limits lim = {.max_batch = f->n_batch,
-                                 .max_ctx = f->n_ctx,
-                                 .max_head_dim = HY_MAX(hp->head_dim, hp->head_dim_v),
-                                 .max_cols = max_cols,
-                                 .max_heads = hp->n_head};
-    if (m->is_moe) {
-        lim.moe_k = hp->n_expert_used;
-        lim.moe_ff = hp->n_ff_exp;
-        lim.moe_embd = hp->n_embd;
-    }
+    const struct backend_limits lim =
+        forward_limits(hp, f->n_batch, f->n_ctx, f->ff_dim, f->shexp_dim);
     if ((st = backend_reserve(be, &lim))) goto fail;
     if ((st = alloc_buf(f, &f->k_cache, L * f->k_layer_bytes, "KV cache (K)"))) goto fail;
     if ((st = alloc_buf(f, &f->v_cache, L * f->v_layer_bytes, "KV cache (V)"))) goto fail;

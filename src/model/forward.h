@@ -159,7 +159,7 @@ struct forward_sizes {
     uint64_t device_bytes; /* everything through the backend: KV cache, activations, logits */
     uint64_t host_bytes;   /* the logits' host copy */
     int64_t n_batch;       /* the batch after clamping */
-    int64_t max_cols;      /* the widest product input (backend_limits.max_cols) */
+    struct backend_limits lim; /* what forward_init reserves the backend for */
 };
 HY_MUST_CHECK enum hy_status forward_sizes_of(const struct model_info *mi,
                                               const struct forward_config *cfg,

@@ -155,6 +155,7 @@ struct cuda_backend {
     /* RoPE pair frequencies (struct cuk_rope's inv), rinv_n of them, for the
      * rope of the other fields (rinv_ff_gen: ff_gen of its factors; 0: none) */
     double *rinv;
+    size_t rinv_bytes;
     int64_t rinv_n;
     double rinv_base, rinv_scale;
     uint64_t rinv_ff_gen;
@@ -772,11 +773,10 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
      * plan, cuda_backend_reserved_bytes) rather than grown past the budget */
     _Static_assert(CUK_ATT_MAX_SPLIT == CUDA_ATT_MAX_SPLIT, "one split limit");
     const struct cuda_small_bytes sb = cuda_small_bytes_of(&l);
-    size_t inv_have = cb->rinv ? sb.inv : 0;
     if (!ensure_dev(cb, (void **)&cb->ids, &cb->ids_bytes, sb.ids) ||
         !ensure_dev(cb, &cb->ar, &cb->ar_bytes, sb.rows) ||
         !ensure_dev(cb, (void **)&cb->ff, &cb->ff_bytes, sb.ff) ||
-        !ensure_dev(cb, (void **)&cb->rinv, &inv_have, sb.inv) ||
+        !ensure_dev(cb, (void **)&cb->rinv, &cb->rinv_bytes, sb.inv) ||
         !ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, sb.part))
         return cu_sync(be);
     /* moe_batch's buffers at the largest batch, held from here (the plan
@@ -786,10 +786,12 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     cuda_moe_batch_bytes(&l, &mx, &mt);
     _Static_assert(CUDA_MOE_GROUP_TOK == CUQ_GROUP_TOK, "one chunk size");
     _Static_assert(CUDA_MOE_CHUNK_BYTES >= sizeof(struct cuq_chunk), "a chunk's bytes");
-    if (mx && (!grow_dev(cb, (void **)&cb->mb_x, &cb->mb_x_bytes, (size_t)mx, false) ||
-               !grow_dev(cb, &cb->mb_dev, &cb->mb_dev_bytes, (size_t)mt, false) ||
-               !ensure_host(cb, &cb->mb_host, &cb->mb_host_bytes, (size_t)mt) ||
-               !CK(cudaMemsetAsync(cb->mb_x, 0, cb->mb_x_bytes, cb->st))))
+    if (mx && cb->mb_x_bytes < mx && /* zeroed, as moe_batch's own growth leaves it */
+        (!ensure_dev(cb, (void **)&cb->mb_x, &cb->mb_x_bytes, (size_t)mx) ||
+         !CK(cudaMemsetAsync(cb->mb_x, 0, cb->mb_x_bytes, cb->st))))
+        return cu_sync(be);
+    if (mt && (!ensure_dev(cb, &cb->mb_dev, &cb->mb_dev_bytes, (size_t)mt) ||
+               !ensure_host(cb, &cb->mb_host, &cb->mb_host_bytes, (size_t)mt)))
         return cu_sync(be);
     if (grown) {
         /* the widths and the padded tiles follow the batch: warm again */
@@ -1449,8 +1451,7 @@ static const double *rope_inv(struct cuda_backend *cb, const struct backend_rope
     if (cb->rinv_n == half && cb->rinv_base == rp->freq_base && cb->rinv_scale == rp->freq_scale &&
         cb->rinv_ff_gen == ff_gen)
         return cb->rinv;
-    if (!cb->rinv &&
-        !ensure_dev(cb, (void **)&cb->rinv, &(size_t){0}, ROPE_INV_MAX * sizeof(double)))
+    if (!ensure_dev(cb, (void **)&cb->rinv, &cb->rinv_bytes, ROPE_INV_MAX * sizeof(double)))
         return *ok = false, NULL;
     double *f = cb->rinv_host;
     for (int64_t i = 0; i < half; i++) {
@@ -1725,11 +1726,6 @@ static bool batch_alike(const struct backend_weight *w, int n, int i, int64_t ro
     return true;
 }
 
-static size_t align16(size_t n)
-{
-    return (n + 15) & ~(size_t)15;
-}
-
 /* moe_batch's choice per expert: its rows in the one-launch integer
  * products (cuq_group: each chunk of CUQ_GROUP_TOK rows reads the weights
  * again, and they take about MB_GROUP_MACS multiply-adds a second) or its
@@ -1795,16 +1791,16 @@ static bool cu_moe_batch(struct backend *be, const float *x, int64_t n_tok,
             if (t < 0 || t >= n_tok) return false;
             k = HY_MAX(k, ++kn[t]);
         }
-    const size_t o_slot = align16((size_t)A * 4),
-                 o_alpha = o_slot + align16((size_t)(n_tok * k) * 4),
-                 o_gu = o_alpha + align16((size_t)(n_tok * k) * 4),
+    const size_t o_slot = cuda_align16((size_t)A * 4),
+                 o_alpha = o_slot + cuda_align16((size_t)(n_tok * k) * 4),
+                 o_gu = o_alpha + cuda_align16((size_t)(n_tok * k) * 4),
                  o_d = o_gu + (size_t)C * sizeof(struct cuq_chunk),
                  total = o_d + (size_t)C * sizeof(struct cuq_chunk);
     /* gathered x and h with TOK - 1 rows after the last (read, not used),
      * o, and the up outputs of an expert by GEMMs */
-    const size_t xg = align16((size_t)((A + TOK - 1) * E) * 4),
-                 hg = align16((size_t)((A + TOK - 1) * F) * 4), og = align16((size_t)(A * E) * 4),
-                 ug = (size_t)(U * F) * 4;
+    const size_t xg = cuda_align16((size_t)((A + TOK - 1) * E) * 4),
+                 hg = cuda_align16((size_t)((A + TOK - 1) * F) * 4),
+                 og = cuda_align16((size_t)(A * E) * 4), ug = (size_t)(U * F) * 4;
     if (!grow_dev(cb, (void **)&cb->mb_x, &cb->mb_x_bytes, xg + hg + og + ug, true) ||
         !grow_dev(cb, &cb->mb_dev, &cb->mb_dev_bytes, total, true))
         return false;

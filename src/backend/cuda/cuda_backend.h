@@ -115,7 +115,7 @@ static inline void cuda_moe_batch_bytes(const struct backend_limits *lim, uint64
     const uint64_t pad = CUDA_MOE_GROUP_TOK - 1;
     *x = cuda_align16((a + pad) * e * 4) + cuda_align16((a + pad) * f * 4) +
          cuda_align16(a * e * 4) + n * f * 4;
-    *tables = cuda_align16(a * 4) + 2 * cuda_align16(a * 4) + 2 * a * CUDA_MOE_CHUNK_BYTES;
+    *tables = 3 * cuda_align16(a * 4) + 2 * a * CUDA_MOE_CHUNK_BYTES;
 }
 
 /* The small device buffers of lim's calls, held from the reserve on: a
