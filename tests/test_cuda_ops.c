@@ -24,6 +24,10 @@
  *    against the CPU op by op: host experts (stable, keyed), one expert in
  *    backend memory, twice per backend (cache hits the second time), the
  *    host byte counters following the policy;
+ *  - moe_routed (one token's experts picked by ids in backend memory, out
+ *    of whole expert tensors there, with a shared expert's gated output)
+ *    against the CPU op by op, up to 11 experts, and declined (y left as
+ *    it was) for tensors in host memory;
  *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128
  *    (and 4, 6, 20, 48, 80 with F32 and F16 caches, 256 with F16 and Q8_0):
  *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
@@ -63,6 +67,7 @@
  *   silu_mul
  *   add                   1e-6    y + a*x rounded once (FMA) or twice
  *   moe_token             3e-2    the quantized matmul's: products of Q4_K/Q6_K slices
+ *   moe_routed            3e-2    the same products, slices found on the device
  *   rope                  1e-6 + 2e-8 * last position
  *                                 the CPU takes angles in double; an angle computed in
  *                                 float (as llama.cpp) is off by ~pos * 2^-24 rad:
@@ -1425,6 +1430,145 @@ static void test_moe_token(void)
     moe_token_case(11, 512, 512, MOE_ALL_DEV);
 }
 
+/* ---- moe_routed ----------------------------------------------------------------- */
+
+/* One token's experts with their routes in backend memory (moe_routed)
+ * against the CPU op by op: X experts as whole tensors (gate/up of type tg,
+ * down of td, expert e's slice e rows-of-one-expert into each), k of them
+ * picked in a random order with random weights, added in ascending order of
+ * their ids, then (shexp) a shared expert's output times the sigmoid of its
+ * gate logit. Twice (the second call reuses the first's scratch). in_dev
+ * false: the tensors in host memory, which moe_routed must decline,
+ * leaving y as it was. */
+static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uint32_t td,
+                            bool shexp, bool in_dev)
+{
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    enum { XMAX = 64 };
+    HY_ASSERT(X <= XMAX && k <= X && k * HY_MAX(E, F) <= (int64_t)BUF_FLOATS && E >= 256);
+    struct tweight tw[3];
+    tweight_make(&r, tg, (int64_t)X * F, E, 0.05f, &tw[0]);
+    tweight_make(&r, tg, (int64_t)X * F, E, 0.05f, &tw[1]);
+    tweight_make(&r, td, (int64_t)X * E, F, 0.05f, &tw[2]);
+    int32_t ids[XMAX];
+    float alpha[XMAX];
+    bool used[XMAX] = {false};
+    for (int j = 0; j < k; j++) {
+        int e;
+        do e = (int)rng_below(&r, (uint64_t)X);
+        while (used[e]);
+        used[e] = true;
+        ids[j] = e;
+        alpha[j] = 0.1f + 0.8f * (float)rng_uniform(&r);
+    }
+    /* host vectors in one block: x, y0, want, got, d, sh of E; g, u of F */
+    float *vec = xmalloc((size_t)(6 * E + 2 * F) * sizeof(float));
+    float *x = vec, *y0 = x + E, *want = y0 + E, *got = want + E, *d = got + E, *sh = d + E;
+    float *g = sh + E, *u = g + F;
+    fill_normal(&r, x, (size_t)E, 1.0f);
+    fill_normal(&r, y0, (size_t)E, 0.2f);
+    fill_normal(&r, sh, (size_t)E, 0.3f);
+    const float gate_logit = (float)(rng_uniform(&r) * 4.0 - 2.0);
+    memcpy(want, y0, (size_t)E * sizeof(float));
+    for (int e = 0; e < X; e++) { /* ascending ids */
+        int j = 0;
+        while (j < k && ids[j] != e) j++;
+        if (j == k) continue;
+        struct backend_weight s[3];
+        for (int i = 0; i < 3; i++) {
+            s[i] = tw[i].w;
+            s[i].n_rows = i < 2 ? F : E;
+            s[i].data =
+                (const uint8_t *)tw[i].host + (size_t)e * (size_t)s[i].n_rows * s[i].row_bytes;
+        }
+        backend_matmul(T.cpu, &s[0], x, 1, g);
+        backend_matmul(T.cpu, &s[1], x, 1, u);
+        backend_silu_mul(T.cpu, g, u, F);
+        backend_matmul(T.cpu, &s[2], g, 1, d);
+        backend_add(T.cpu, want, d, alpha[j], E);
+    }
+    const int32_t row0 = 0;
+    const float sig = 1.0f / (1.0f + expf(-gate_logit));
+    if (shexp) backend_add_rows(T.cpu, want, sh, &row0, &sig, 1, E);
+
+    char what[200];
+    snprintf(what, sizeof what,
+             "moe_routed %d of %d experts, n_embd %lld, ff %lld, %s/%s%s%s (seed %#llx)", k, X,
+             (long long)E, (long long)F, quant_traits(tg)->name, quant_traits(td)->name,
+             shexp ? ", shared expert" : "", in_dev ? "" : ", host memory",
+             (unsigned long long)seed);
+    printf("%s |", what);
+    const int gi = G_AUTO;
+    struct backend *be = T.gpu[gi];
+    struct backend_weight w[3];
+    void *dev[3] = {NULL};
+    size_t stride[3];
+    bool ok = CHECK(be->ops->moe_routed != NULL);
+    for (int i = 0; i < 3 && ok; i++) {
+        w[i] = tw[i].w;
+        w[i].stable = true;
+        if (in_dev) {
+            dev[i] = tweight_upload(gi, &tw[i], &w[i]);
+            ok = ok && dev[i];
+        }
+        w[i].n_rows = i < 2 ? F : E; /* expert 0's slice */
+        stride[i] = (size_t)w[i].n_rows * w[i].row_bytes;
+    }
+    /* the routes, the shared expert's output and its gate logit in backend memory */
+    float *rb = T.buf[gi][5];
+    int32_t *ids_dev = (int32_t *)rb;
+    float *alpha_dev = rb + 64, *gate_dev = rb + 128, *sh_dev = rb + 256;
+    double err = NAN;
+    for (int call = 0; call < 2 && ok; call++) {
+        backend_upload(be, T.buf[gi][0], x, (size_t)E * sizeof(float));
+        backend_upload(be, T.buf[gi][1], y0, (size_t)E * sizeof(float));
+        backend_upload(be, ids_dev, ids, (size_t)k * sizeof(int32_t));
+        backend_upload(be, alpha_dev, alpha, (size_t)k * sizeof(float));
+        backend_upload(be, gate_dev, &gate_logit, sizeof(float));
+        backend_upload(be, sh_dev, sh, (size_t)E * sizeof(float));
+        gpu_poison(gi, T.buf[gi][2], (size_t)(k * F));
+        gpu_poison(gi, T.buf[gi][4], (size_t)(k * E));
+        const bool took = be->ops->moe_routed(be, T.buf[gi][0], w, stride, ids_dev, alpha_dev, k,
+                                              shexp ? sh_dev : NULL, gate_dev, T.buf[gi][1],
+                                              T.buf[gi][2], T.buf[gi][4]);
+        backend_download(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
+        char label[260];
+        snprintf(label, sizeof label, "%s, call %d", what, call + 1);
+        if (!gpu_sync(gi, label)) break;
+        if (!CHECK(took == in_dev)) {
+            fprintf(stderr, "  %s: moe_routed %s them\n", label, took ? "took" : "did not take");
+            break;
+        }
+        if (!took) {
+            if (!CHECK(memcmp(got, y0, (size_t)E * sizeof(float)) == 0))
+                fprintf(stderr, "  %s: y changed, though moe_routed answered false\n", label);
+            continue;
+        }
+        err = check_close("moe_routed", BOUND_MM_QUANT, got, want, (size_t)E, label);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dev[i]) be->ops->dealloc(be, dev[i]);
+    char b[16];
+    printf(" %s %s\n", in_dev ? fmt_err(b, 16, err) : "declined", gpu_cfg[gi].name);
+    fflush(stdout);
+    for (int i = 0; i < 3; i++) tweight_free(&tw[i]);
+    free(vec);
+}
+
+static void test_moe_routed(void)
+{
+    if (!live(G_AUTO)) return;
+    moe_routed_case(16, 4, 1024, 768, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
+    /* qwen1.5-moe's shape: a Q8_0 down of 1408 columns */
+    moe_routed_case(24, 4, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q8_0, true, true);
+    /* more experts than one kernel takes (8 + 3), no shared expert; K-less types */
+    moe_routed_case(16, 11, 512, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_0, false, true);
+    moe_routed_case(8, 2, 512, 1024, HY_TYPE_F16, HY_TYPE_Q5_K, true, true);
+    moe_routed_case(8, 2, 512, 512, HY_TYPE_Q4_K, HY_TYPE_Q4_K, true, false);
+}
+
 /* ---- moe_batch ------------------------------------------------------------------ */
 
 /* A batch's routed experts in one moe_batch call against the CPU op by op (for
@@ -1989,6 +2133,7 @@ int main(int argc, char **argv)
          * (the prefetch check), not yet to the larger keyed weights below */
         test_moe_token();
         test_moe_batch();
+        test_moe_routed();
         test_matmul();
         test_matmul_fused();
         test_route();

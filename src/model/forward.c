@@ -57,6 +57,10 @@ struct forward {
      * experts route picked ([r][n_expert_used] int32), their weights
      * ([r][n_expert_used] float), the shared expert's gate logits ([n]) */
     uint32_t *step_routes; /* [n_batch + 1][2 n_expert_used + 1] */
+    /* MoE decode: the routes of layers whose experts took them on the
+     * backend (moe_routed), [n_layer][2 n_expert_used + 1] in step_routes'
+     * layout for one token; downloaded once, after the step's ops */
+    uint32_t *dev_routes;
     float *shexp_out;  /* shared expert: [n_batch][n_embd] its FFN's outputs, added last */
     float *logits_dev; /* [n_vocab], or [n_batch][n_vocab] with logits_all */
     void *bufs[FORWARD_MAX_BUFS]; /* every backend allocation above, for forward_free */
@@ -67,6 +71,10 @@ struct forward {
     float *logits;          /* owned (mem_aligned_alloc), as logits_dev */
     bool logits_pinned;     /* logits registered with the backend (host_register) */
     uint32_t *step_routes_host; /* owned, as step_routes */
+    uint32_t *dev_routes_host;  /* in step_routes_host's allocation, as dev_routes */
+    /* owned, [n_layer]: the layers of this step whose routes are in dev_routes */
+    uint8_t *routed_dev;
+    int n_routed_dev;
     int32_t *grp_tok; /* owned, [n_expert][n_batch]: tokens (batch indices) routed to each expert */
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
     int64_t *grp_n;   /* owned, [n_expert] */
@@ -79,6 +87,10 @@ struct forward {
     /* owned, [n_layer]: whether a layer's expert tensors lie in backend
      * memory (1), not all of them (0), not looked at yet (-1) */
     int8_t *exps_on_be;
+    /* owned, [n_layer][3]: where exps_on_be is 1, the bytes from one
+     * expert's slice to the next in each tensor (gate, up, down) when every
+     * slice lies at expert 0's plus that many bytes per expert, else 0 */
+    size_t *exps_stride;
     struct forward_routes routes;
 };
 
@@ -258,7 +270,8 @@ enum hy_status forward_sizes_of(const struct model_info *mi, const struct forwar
     uint64_t act = nb * F * (3 * E + (uint64_t)(q_dim + k_dim + v_dim + att_dim) + 2 * hb);
     if (moe) {
         const uint64_t X = (uint64_t)hp->n_expert, K = (uint64_t)hp->n_expert_used;
-        act += nb * F * E + (nb + 1) * (F * X + (2 * K + 1) * 4) + (shexp > 0 ? nb * E * F : 0);
+        act += nb * F * E + (nb + 1) * F * X + (nb + 1 + L) * (2 * K + 1) * 4 +
+               (shexp > 0 ? nb * E * F : 0);
     }
     const uint64_t logits = (cfg->logits_all ? nb : 1) * (uint64_t)embd->ne[1] * F;
     out->device_bytes = out->kv_bytes + act + logits;
@@ -341,8 +354,12 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         const uint64_t K = (uint64_t)hp->n_expert_used;
         /* one row more: decode's guess at the next layer's routes */
         if ((st = alloc_buf(f, &f->router, (nb + 1) * X * F, "activations (router)"))) goto fail;
-        if ((st = alloc_buf(f, &f->step_routes, (nb + 1) * (2 * K + 1) * 4, "routes"))) goto fail;
-        f->step_routes_host = mem_xcalloc((nb + 1) * (2 * K + 1), 4);
+        if ((st = alloc_buf(f, &f->step_routes, (nb + 1 + L) * (2 * K + 1) * 4, "routes")))
+            goto fail;
+        f->dev_routes = f->step_routes + (nb + 1) * (2 * K + 1);
+        f->step_routes_host = mem_xcalloc((nb + 1 + L) * (2 * K + 1), 4);
+        f->dev_routes_host = f->step_routes_host + (nb + 1) * (2 * K + 1);
+        f->routed_dev = mem_xcalloc(L, 1);
         if (f->shexp_dim > 0 &&
             (st = alloc_buf(f, &f->shexp_out, nb * E * F, "activations (shared expert)")))
             goto fail;
@@ -356,6 +373,7 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->moe_alpha = mem_xcalloc(K, sizeof(float));
         f->exps_on_be = mem_xcalloc((size_t)hp->n_layer, 1);
         memset(f->exps_on_be, -1, (size_t)hp->n_layer);
+        f->exps_stride = mem_xcalloc(3 * L, sizeof(size_t));
         r->n_layer = hp->n_layer;
         r->n_expert = hp->n_expert;
         r->n_used = hp->n_expert_used;
@@ -396,6 +414,8 @@ void forward_free(struct forward *f)
     free(f->moe_w);
     free(f->moe_alpha);
     free(f->exps_on_be);
+    free(f->exps_stride);
+    free(f->routed_dev);
     free(f->routes.ids);
     free(f->routes.weights);
     free(f->routes.counts);
@@ -694,11 +714,23 @@ HY_MUST_CHECK static enum hy_status experts_on_backend(struct forward *f, int l,
 {
     if (f->exps_on_be[l] < 0) {
         bool all = true;
+        const int32_t last = (int32_t)f->hp->n_expert - 1;
         for (int i = 0; i < 3; i++) {
-            struct backend_weight w;
-            const enum hy_status st = model_acquire(f->m, l, expert_roles[i], 0, &w);
+            struct backend_weight w0, wl;
+            enum hy_status st = model_acquire(f->m, l, expert_roles[i], 0, &w0);
             if (st) return st;
-            all = all && w.mem == BACKEND_MEM_BACKEND;
+            st = model_acquire(f->m, l, expert_roles[i], last, &wl);
+            if (st) {
+                model_release(f->m, l, expert_roles[i]);
+                return st;
+            }
+            all = all && w0.mem == BACKEND_MEM_BACKEND && wl.mem == BACKEND_MEM_BACKEND;
+            /* the slices one tensor apart by the same step (as the file lays them out) */
+            const size_t step = (size_t)w0.n_rows * w0.row_bytes;
+            const bool even =
+                (const uint8_t *)wl.data == (const uint8_t *)w0.data + (size_t)last * step;
+            f->exps_stride[3 * l + i] = even ? step : 0;
+            model_release(f->m, l, expert_roles[i]);
             model_release(f->m, l, expert_roles[i]);
         }
         f->exps_on_be[l] = all;
@@ -762,9 +794,20 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     const bool guess =
         n == 1 && l + 1 < hp->n_layer && (model_wants_hints(f->m) || copy_ahead);
     const int64_t nr = n + (guess ? 1 : 0); /* rows routed */
+    /* one token's routes left on the backend where its moe_routed takes
+     * every expert of the layer there and no guess is wanted: nothing comes
+     * down, the host goes on queuing the next layer */
+    bool on_dev = false;
+    if (n == 1 && !guess && f->be->ops->moe_routed && K <= BACKEND_MOE_MAX_K &&
+        experts_stable(f, l)) {
+        if ((st = experts_on_backend(f, l, &on_dev))) return st;
+        for (int i = 0; i < 3; i++) on_dev = on_dev && f->exps_stride[3 * l + i] > 0;
+    }
+    uint32_t *rt = on_dev ? f->dev_routes + l * (2 * K + 1) : f->step_routes;
+    uint32_t *rt_host = on_dev ? f->dev_routes_host + l * (2 * K + 1) : f->step_routes_host;
     /* the router's logits and the shared expert's gate logits: one product */
-    int32_t *route_ids = (int32_t *)f->step_routes;
-    float *route_w = (float *)f->step_routes + nr * K, *shexp_gate = route_w + nr * K;
+    int32_t *route_ids = (int32_t *)rt;
+    float *route_w = (float *)rt + nr * K, *shexp_gate = route_w + nr * K;
     static const enum model_wrole router_roles[2] = {MODEL_W_FFN_ROUTER,
                                                      MODEL_W_FFN_GATE_INP_SHEXP};
     float *const router_out[2] = {f->router, shexp_gate};
@@ -781,15 +824,39 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * theirs). One token's experts in one moe_token call may start on x
      * meanwhile. */
     const bool shexp_first = f->shexp_dim > 0 && n == 1;
-    const int32_t *ids_host = (const int32_t *)f->step_routes_host;
-    const float *w_host = (const float *)f->step_routes_host + nr * K;
-    float *gate_host = (float *)f->step_routes_host + 2 * nr * K;
+    const int32_t *ids_host = (const int32_t *)rt_host;
+    const float *w_host = (const float *)rt_host + nr * K;
+    float *gate_host = (float *)rt_host + 2 * nr * K;
     backend_route(f->be, f->router, nr, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
                   route_w);
-    backend_download_start(f->be, f->step_routes, f->step_routes_host,
+    if (on_dev) {
+        if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
+        struct backend_weight w[3];
+        size_t stride[3];
+        int64_t held = 0;
+        for (int i = 0; i < 3 && !st; i++) {
+            st = model_acquire(f->m, l, expert_roles[i], 0, &w[i]);
+            if (!st) held++;
+            stride[i] = f->exps_stride[3 * l + i];
+        }
+        bool done = false;
+        if (!st)
+            done = f->be->ops->moe_routed(f->be, f->xb, w, stride, route_ids, route_w, (int)K,
+                                          f->shexp_dim > 0 ? f->shexp_out : NULL, shexp_gate, f->x,
+                                          f->hb, f->xb2);
+        for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i]);
+        if (st) return st;
+        if (done) {
+            f->routed_dev[l] = 1;
+            f->n_routed_dev++;
+            return HY_OK;
+        }
+        /* not taken: the routes come down after all (the shared expert is on its way) */
+    }
+    backend_download_start(f->be, rt, rt_host,
                            (size_t)(2 * nr * K + (f->shexp_dim > 0 ? n : 0)) * 4);
     if (n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
-    if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
+    if (shexp_first && !on_dev && (st = shared_expert_start(f, l, n))) return st;
     if ((st = backend_download_wait(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
@@ -847,6 +914,38 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     return HY_OK;
 }
 
+/* The routes of one token's layers that moe_routed took (left on the
+ * backend) into f->routes, as moe_ffn records the others': one download. */
+HY_MUST_CHECK static enum hy_status routes_from_backend(struct forward *f)
+{
+    if (!f->n_routed_dev) return HY_OK;
+    struct forward_routes *r = &f->routes;
+    const int64_t K = r->n_used, X = r->n_expert;
+    backend_download(f->be, f->dev_routes, f->dev_routes_host,
+                     (size_t)(r->n_layer * (2 * K + 1)) * 4);
+    const enum hy_status st = backend_sync(f->be);
+    if (st) return st;
+    for (int64_t l = 0; l < r->n_layer; l++) {
+        if (!f->routed_dev[l]) continue;
+        f->routed_dev[l] = 0;
+        const uint32_t *src = f->dev_routes_host + l * (2 * K + 1);
+        int32_t *ids = r->ids + l * K; /* token 0 of the step */
+        float *w = r->weights + l * K;
+        memcpy(ids, src, (size_t)K * sizeof(int32_t));
+        memcpy(w, src + K, (size_t)K * sizeof(float));
+        for (int64_t j = 0; j < K; j++) {
+            if (ids[j] < 0 || ids[j] >= X)
+                return err_set(HY_ERR_INTERNAL,
+                               "layer %" PRId64 ": expert %" PRId32
+                               " routed on the backend is out of range (%" PRId64 " experts)",
+                               l, ids[j], X);
+            r->counts[l * X + ids[j]]++;
+        }
+    }
+    f->n_routed_dev = 0;
+    return HY_OK;
+}
+
 /* One step of n <= n_batch tokens at positions pos0...; logits of the last
  * n_out tokens (0: none, 1: the last token's, n: all). In a dense model's
  * last layer only the rows whose logits are wanted go past attention (as
@@ -857,6 +956,10 @@ HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *
     const struct hparams *hp = f->hp;
     enum hy_status st;
     struct backend_weight w;
+    if (f->n_routed_dev) { /* a step that failed before its routes came down */
+        memset(f->routed_dev, 0, (size_t)hp->n_layer);
+        f->n_routed_dev = 0;
+    }
     if ((st = model_acquire(f->m, -1, MODEL_W_TOKEN_EMBD, -1, &w))) return st;
     backend_get_rows(f->be, &w, tokens, n, f->x);
     model_release(f->m, -1, MODEL_W_TOKEN_EMBD);
@@ -871,18 +974,21 @@ HY_MUST_CHECK static enum hy_status eval_step(struct forward *f, const int32_t *
         st = f->m->is_moe ? moe_ffn(f, l, n) : dense_ffn(f, l, n - r0, x);
         if (st) return st;
     }
+
+    /* one token's logits are computed alike either way: norm and matmul are per token */
+    if (n_out > 0) {
+        const float *first = f->x + (n - n_out) * hp->n_embd;
+        if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, first, n_out, f->xb))) return st;
+        if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, n_out, f->logits_dev))) return st;
+    }
     if (f->m->is_moe) {
+        /* after the head is queued: the download waits for the step */
+        if ((st = routes_from_backend(f))) return st;
         f->routes.pos0 = pos0;
         f->routes.n_tok = n;
         f->routes.n_routed += (uint64_t)n;
         model_routed(f->m, f->routes.ids, n, hp->n_layer, hp->n_expert_used);
     }
-
-    /* one token's logits are computed alike either way: norm and matmul are per token */
-    if (n_out == 0) return HY_OK;
-    const float *first = f->x + (n - n_out) * hp->n_embd;
-    if ((st = norm(f, -1, MODEL_W_OUTPUT_NORM, first, n_out, f->xb))) return st;
-    if ((st = linear(f, -1, MODEL_W_OUTPUT, -1, f->xb, n_out, f->logits_dev))) return st;
     return HY_OK;
 }
 

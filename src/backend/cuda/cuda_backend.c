@@ -199,6 +199,7 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    bool routed; /* moe_routed takes what it can (HYPURA_CUDA_ROUTED=0: declines) */
     /* prefetch copies guessed experts (HYPURA_CUDA_PREFETCH=0: it does nothing),
      * pf_bytes of them a call */
     bool prefetch;
@@ -2287,6 +2288,71 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cu_add(be, y, o, 1.0f, E);
 }
 
+/* backend.h's moe_routed: gate and up with SwiGLU of up to eight experts a
+ * kernel and their downs likewise, each kernel finding its experts' slices
+ * from the ids the route op left in device memory, then one kernel adding
+ * the shares in ascending order of the ids and the shared expert's: no
+ * routes come down, the host goes on queuing. Nothing is queued where the
+ * multi-product kernels cannot take the slices (checked first). */
+static bool cu_moe_routed(struct backend *be, const float *x, const struct backend_weight *w,
+                          const size_t *stride, const int32_t *ids, const float *alpha, int k,
+                          const float *sh, const float *sh_gate, float *y, float *h, float *o)
+{
+    struct cuda_backend *cb = op_begin(be);
+    if (cb->err) return true; /* backend_sync reports it */
+    const struct backend_weight *g = &w[0], *u = &w[1], *d = &w[2];
+    const int64_t F = g->n_rows, E = d->n_rows;
+    if (!cb->routed || !cb->group_experts || k < 1 || k > CUK_MOE_COMBINE_MAX ||
+        k > BACKEND_MOE_MAX_K || g->mem != BACKEND_MEM_BACKEND || !multi_alike(u, g) ||
+        u->n_rows != F || stride[1] != stride[0] || d->mem != BACKEND_MEM_BACKEND ||
+        d->n_cols != F || g->n_cols != E || stride[0] > INT64_MAX || stride[2] > INT64_MAX ||
+        !cuq_multi_supports(g->type, g->data, g->row_bytes, E, x, (int64_t)stride[0]) ||
+        !cuq_multi_supports(d->type, d->data, d->row_bytes, F, h, (int64_t)stride[2]))
+        return false;
+    static const char *const gu_name[2] = {"matvec swiglu routed", "norm+matvec swiglu routed"};
+    static const char *const d_name[2] = {"matvec routed", "norm+matvec routed"};
+    enum { G = CUQ_MULTI_MAX / 2 };
+    for (int done = 0; done < k;) {
+        const int np = HY_MIN(k - done, G);
+        struct cuq_multi m = {
+            .n_w = 2 * np, .ep = CUQ_EP_SWIGLU, .ids = ids + done, .estride = (int64_t)stride[0]};
+        for (int p = 0; p < np; p++) {
+            m.w[2 * p] = g->data;
+            m.w[2 * p + 1] = u->data;
+            m.n_rows[2 * p] = m.n_rows[2 * p + 1] = F;
+            m.y[2 * p] = h + (int64_t)(done + p) * F;
+        }
+        if (!multi_op(cb, &m, g, x, 1, 2 * np * F, gu_name)) {
+            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "routed gate/up refused", __FILE__,
+                 __LINE__);
+            return true;
+        }
+        done += np;
+    }
+    for (int done = 0; done < k;) {
+        const int np = HY_MIN(k - done, HY_MIN(G, CUQ_MATVEC_MAX_TOK));
+        struct cuq_multi m = {
+            .n_w = np, .ep = CUQ_EP_DIAG, .ids = ids + done, .estride = (int64_t)stride[2]};
+        for (int p = 0; p < np; p++) {
+            m.w[p] = d->data;
+            m.n_rows[p] = E;
+            m.y[p] = o + (int64_t)(done + p) * E;
+        }
+        if (!multi_op(cb, &m, d, h + (int64_t)done * F, np, np * E, d_name)) {
+            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "routed down refused", __FILE__,
+                 __LINE__);
+            return true;
+        }
+        done += np;
+    }
+    const int pi = prof_begin(cb);
+    if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, sh, sh_gate, cb->st))) return true;
+    prof_end(cb, pi, "moe combine", UINT32_MAX);
+    cb->stats.moe_calls++;
+    cb->stats.moe_gpu_experts += (uint64_t)k;
+    return true;
+}
+
 static void cu_free(struct backend *be)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -2372,6 +2438,7 @@ static const struct backend_ops cuda_ops = {
     .add_bias = cu_add_bias,
     .add_rows = cu_add_rows,
     .moe_token = cu_moe_token,
+    .moe_routed = cu_moe_routed,
     .moe_batch = cu_moe_batch,
     .moe_prepare = cu_moe_prepare,
     .prefetch = cu_prefetch,
@@ -2628,6 +2695,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_ROUTED");
+        cb->routed = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_BATCH");
         cb->mb_mode = !e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "2") ? 2 : 1;
         e = getenv("HYPURA_CUDA_PREFETCH");

@@ -85,6 +85,12 @@ struct cuq_multi {
     const float *b[3];
     float alpha;                 /* CUQ_EP_AXPY's factor */
     const struct cuq_norm *norm; /* NULL: none */
+    /* SWIGLU and DIAG, or NULL: experts picked on the device. Pair (DIAG:
+     * weight) p's weights are at w[.] + ids[p] * estride (ids: device
+     * memory, written by kernels queued before; the launch then waits for
+     * them, early or not) */
+    const int32_t *ids;
+    int64_t estride;
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v with their
  * biases, gate/up, the output projection with its residual add, a token's
@@ -95,6 +101,13 @@ struct cuq_multi {
 cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t row_bytes,
                              int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
                              bool early);
+
+/* True when cuq_matvec_multi takes weights of this type at w (or, with
+ * ids, at w plus multiples of estride) with row_bytes, n_cols and x, so
+ * that a SWIGLU or DIAG launch of up to CUQ_MULTI_MAX weights (one token;
+ * DIAG: up to CUQ_MATVEC_MAX_TOK rows of x) is not refused. */
+bool cuq_multi_supports(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                        const float *x, int64_t estride);
 
 /* ---- a prompt batch's routed experts (cuq_group) ----------------------
  * Chunk c: rows a0 .. a0 + n - 1 (n <= CUQ_GROUP_TOK) of x routed to one
@@ -186,6 +199,16 @@ cudaError_t cuk_add_rows(float *y, const float *x, const int32_t *rows, const fl
  * one launch. rows and alpha [n_tok][k]. */
 cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *rows, const float *alpha,
                             int64_t n_tok, int k, int64_t n, cudaStream_t s);
+
+/* One token's k experts picked on the device (ids and alpha [k], device
+ * memory: the route op's): y[i] += alpha[j] * o[j][i] for the slots j in
+ * ascending order of ids[j], each add as cuk_add_n's, then (sh not NULL)
+ * y[i] += sigmoid(*sh_gate) * sh[i] as cuk_add_rows adds (the shared
+ * expert, its gate logit in device memory). o [k][n]. */
+#define CUK_MOE_COMBINE_MAX 64
+cudaError_t cuk_moe_token_combine(float *y, const float *o, const int32_t *ids, const float *alpha,
+                                  int k, int64_t n, const float *sh, const float *sh_gate,
+                                  cudaStream_t s);
 
 /* out[i] = F32 rows ids[i] of x (rows of n); ids in device memory. */
 cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids, float *out,

@@ -500,6 +500,49 @@ extern "C" cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *
     return cudaGetLastError();
 }
 
+/* One token's experts picked on the device: slot j's output o row j, its
+ * expert ids[j] and factor alpha[j]; the slots are added in ascending order
+ * of their experts (as a host-routed token's experts are), each as k_add_n
+ * adds a row, then the shared expert's output sh times sigmoid(*sh_gate) as
+ * k_add_rows adds a row. */
+__global__ static void k_moe_token_combine(float *y, const float *o, const int32_t *ids,
+                                           const float *alpha, int k, int64_t n, const float *sh,
+                                           const float *sh_gate)
+{
+    __shared__ int order[CUK_MOE_COMBINE_MAX];
+    __shared__ float a[CUK_MOE_COMBINE_MAX];
+    __shared__ float g;
+    if (threadIdx.x < k) { /* slot j's rank: the slots of smaller experts (ties: earlier slots) */
+        const int j = threadIdx.x, e = ids[j];
+        int r = 0;
+        for (int i = 0; i < k; i++) r += ids[i] < e || (ids[i] == e && i < j);
+        order[r] = j;
+        a[r] = alpha[j];
+    }
+    if (threadIdx.x == 0 && sh) g = 1.0f / (1.0f + expf(-*sh_gate));
+    __syncthreads();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = y[i];
+        for (int r = 0; r < k; r++) {
+            const float ar = a[r], xv = o[(int64_t)order[r] * n + i];
+            v = ar == 1.0f ? v + xv : v + ar * xv;
+        }
+        if (sh) v += g * sh[i];
+        y[i] = v;
+    }
+}
+
+extern "C" cudaError_t cuk_moe_token_combine(float *y, const float *o, const int32_t *ids,
+                                             const float *alpha, int k, int64_t n, const float *sh,
+                                             const float *sh_gate, cudaStream_t s)
+{
+    if (k < 0 || k > CUK_MOE_COMBINE_MAX || (sh && !sh_gate)) return cudaErrorInvalidValue;
+    if (n <= 0) return cudaSuccess;
+    k_moe_token_combine<<<n_blocks(n, 256), 256, 0, s>>>(y, o, ids, alpha, k, n, sh, sh_gate);
+    return cudaGetLastError();
+}
+
 __global__ static void k_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,
                                     float *out)
 {

@@ -1232,6 +1232,10 @@ struct CqRows {
     const float *nx, *nw;
     float *ny;
     float eps;
+    /* SWIGLU, DIAG: pair (weight) p's bytes at w[.] + ids[p] * estride when
+     * ids is not NULL (device memory: experts picked on the device) */
+    const int32_t *ids;
+    int64_t estride;
 };
 
 /* The prologue of a product with a folded RMSNorm (one token): x =
@@ -1331,7 +1335,9 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
         int64_t row;
         const int p = cq_pair(rs, v, row);
         /* an indexed load of the kernel's parameters (__grid_constant__: no copy of them) */
-        return rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p] + row * row_bytes;
+        const uint8_t *w = rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p];
+        if (rs.ids) w += (int64_t)rs.ids[p] * rs.estride;
+        return w + row * row_bytes;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
@@ -2879,12 +2885,15 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     CqRows rs = {};
     for (int i = 0; i < m->n_w; i++)
         if (!cq_matvec_fast<T>(m->w[i], row_bytes, n_cols, x)) return cudaErrorNotSupported;
+    if (m->ids && m->estride % T::ALIGN != 0) return cudaErrorNotSupported;
     if (swiglu || diag) {
         rs.np = swiglu ? m->n_w / 2 : m->n_w;
         rs.pr = m->n_rows[0];
         for (int i = 0; i < m->n_w; i++) rs.w[i] = (const uint8_t *)m->w[i];
         for (int p = 0; p < rs.np; p++) rs.y[p] = m->y[swiglu ? 2 * p : p];
         rs.ldy[0] = rs.pr;
+        rs.ids = m->ids;
+        rs.estride = m->estride;
     } else {
         int64_t end = 0;
         for (int i = 0; i < 3; i++) {
@@ -2911,7 +2920,8 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.eps = nm->eps;
     }
     const int64_t n_rows = swiglu ? 2 * rs.np * rs.pr : diag ? rs.np * rs.pr : rs.end[2];
-    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
+    /* weights picked on the device are known once the kernels before are done */
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early && !m->ids);
 }
 
 /* cuq_group's launch of cq_group_i8_kernel<T, SWIGLU>: each chunk's tiles
@@ -3096,6 +3106,7 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
         if ((swiglu || diag) && m->n_rows[i] != m->n_rows[0]) return cudaErrorNotSupported;
         rows += m->n_rows[i];
     }
+    if (m->ids && !swiglu && !diag) return cudaErrorNotSupported;
     const bool ep_ok = m->ep == CUQ_EP_STORE ||
                        ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
                        (swiglu && m->n_w % 2 == 0) || (diag && n_tok == m->n_w && !m->norm);
@@ -3105,6 +3116,25 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
             if (m->b[i]) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
+}
+
+template <class T>
+static cudaError_t cq_multi_check(const void *w, size_t row_bytes, int64_t n_cols, const float *x,
+                                  int64_t estride)
+{
+    const bool ok = (T::FLOAT || n_cols % T::BS == 0) &&
+                    cq_matvec_fast<T>(w, row_bytes, n_cols, x) && estride % T::ALIGN == 0;
+    return ok ? cudaSuccess : cudaErrorNotSupported;
+}
+
+extern "C" bool cuq_multi_supports(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                                   const float *x, int64_t estride)
+{
+    if (!cuq_supports(type) || n_cols <= 0 || estride < 0) return false;
+    const cudaError_t e = [&]() -> cudaError_t {
+        CQ_DISPATCH(type, cq_multi_check, w, row_bytes, n_cols, x, estride)
+    }();
+    return e == cudaSuccess;
 }
 
 extern "C" bool cuq_group_supports(uint32_t type, int64_t n_cols, size_t row_bytes, const void *w)
