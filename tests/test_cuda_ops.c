@@ -25,9 +25,10 @@
  *    backend memory, twice per backend (cache hits the second time), the
  *    host byte counters following the policy;
  *  - moe_routed (one token's experts picked by ids in backend memory, out
- *    of whole expert tensors there, with a shared expert's gated output)
- *    against the CPU op by op, up to 11 experts, and declined (y left as
- *    it was) for tensors in host memory;
+ *    of whole expert tensors there, with a shared expert computed beside
+ *    them and gated) against the CPU op by op, up to 11 experts, shared
+ *    experts in the experts' kernels and on their own, and declined (y left
+ *    as it was) for tensors in host memory;
  *  - attention with F32, F16 and Q8_0 caches, GQA 8/2, head_dim 64 and 128
  *    (and 4, 6, 20, 48, 80 with F32 and F16 caches, 256 with F16 and Q8_0):
  *    decode at positions 0, 1, 100, 1000 after filling the cache by earlier
@@ -1436,22 +1437,28 @@ static void test_moe_token(void)
  * against the CPU op by op: X experts as whole tensors (gate/up of type tg,
  * down of td, expert e's slice e rows-of-one-expert into each), k of them
  * picked in a random order with random weights, added in ascending order of
- * their ids, then (shexp) a shared expert's output times the sigmoid of its
- * gate logit. Twice (the second call reuses the first's scratch). in_dev
- * false: the tensors in host memory, which moe_routed must decline,
- * leaving y as it was. */
-static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uint32_t td,
-                            bool shexp, bool in_dev)
+ * their ids, then (S > 0) a shared expert of S rows (gate/up of type ts,
+ * down of td) times the sigmoid of its gate logit. Twice (the second call
+ * reuses the first's scratch). in_dev false: the tensors in host memory,
+ * which moe_routed must decline, leaving y as it was. */
+static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uint32_t td, int64_t S,
+                            uint32_t ts, bool in_dev)
 {
     const uint64_t seed = case_seed();
     struct rng r;
     rng_init(&r, seed);
     enum { XMAX = 64 };
     HY_ASSERT(X <= XMAX && k <= X && k * HY_MAX(E, F) <= (int64_t)BUF_FLOATS && E >= 256);
-    struct tweight tw[3];
+    struct tweight tw[6]; /* the experts' gate, up, down; the shared expert's */
     tweight_make(&r, tg, (int64_t)X * F, E, 0.05f, &tw[0]);
     tweight_make(&r, tg, (int64_t)X * F, E, 0.05f, &tw[1]);
     tweight_make(&r, td, (int64_t)X * E, F, 0.05f, &tw[2]);
+    const int n_tw = S > 0 ? 6 : 3;
+    if (S > 0) {
+        tweight_make(&r, ts, S, E, 0.05f, &tw[3]);
+        tweight_make(&r, ts, S, E, 0.05f, &tw[4]);
+        tweight_make(&r, td, E, S, 0.05f, &tw[5]);
+    }
     int32_t ids[XMAX];
     float alpha[XMAX];
     bool used[XMAX] = {false};
@@ -1463,60 +1470,71 @@ static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uin
         ids[j] = e;
         alpha[j] = 0.1f + 0.8f * (float)rng_uniform(&r);
     }
-    /* host vectors in one block: x, y0, want, got, d, sh of E; g, u of F */
-    float *vec = xmalloc((size_t)(6 * E + 2 * F) * sizeof(float));
+    /* host vectors in one block: x, y0, want, got, d, sh of E; g, u of max(F, S) */
+    const int64_t H = HY_MAX(F, S);
+    float *vec = xmalloc((size_t)(6 * E + 2 * H) * sizeof(float));
     float *x = vec, *y0 = x + E, *want = y0 + E, *got = want + E, *d = got + E, *sh = d + E;
-    float *g = sh + E, *u = g + F;
+    float *g = sh + E, *u = g + H;
     fill_normal(&r, x, (size_t)E, 1.0f);
     fill_normal(&r, y0, (size_t)E, 0.2f);
-    fill_normal(&r, sh, (size_t)E, 0.3f);
     const float gate_logit = (float)(rng_uniform(&r) * 4.0 - 2.0);
     memcpy(want, y0, (size_t)E * sizeof(float));
     for (int e = 0; e < X; e++) { /* ascending ids */
         int j = 0;
         while (j < k && ids[j] != e) j++;
         if (j == k) continue;
-        struct backend_weight s[3];
+        struct backend_weight ws[3];
         for (int i = 0; i < 3; i++) {
-            s[i] = tw[i].w;
-            s[i].n_rows = i < 2 ? F : E;
-            s[i].data =
-                (const uint8_t *)tw[i].host + (size_t)e * (size_t)s[i].n_rows * s[i].row_bytes;
+            ws[i] = tw[i].w;
+            ws[i].n_rows = i < 2 ? F : E;
+            ws[i].data =
+                (const uint8_t *)tw[i].host + (size_t)e * (size_t)ws[i].n_rows * ws[i].row_bytes;
         }
-        backend_matmul(T.cpu, &s[0], x, 1, g);
-        backend_matmul(T.cpu, &s[1], x, 1, u);
+        backend_matmul(T.cpu, &ws[0], x, 1, g);
+        backend_matmul(T.cpu, &ws[1], x, 1, u);
         backend_silu_mul(T.cpu, g, u, F);
-        backend_matmul(T.cpu, &s[2], g, 1, d);
+        backend_matmul(T.cpu, &ws[2], g, 1, d);
         backend_add(T.cpu, want, d, alpha[j], E);
     }
-    const int32_t row0 = 0;
-    const float sig = 1.0f / (1.0f + expf(-gate_logit));
-    if (shexp) backend_add_rows(T.cpu, want, sh, &row0, &sig, 1, E);
+    if (S > 0) { /* as the forward pass: the shared expert's FFN, its gate, add_rows */
+        backend_matmul(T.cpu, &tw[3].w, x, 1, g);
+        backend_matmul(T.cpu, &tw[4].w, x, 1, u);
+        backend_silu_mul(T.cpu, g, u, S);
+        backend_matmul(T.cpu, &tw[5].w, g, 1, sh);
+        const int32_t row0 = 0;
+        const float sig = 1.0f / (1.0f + expf(-gate_logit));
+        backend_add_rows(T.cpu, want, sh, &row0, &sig, 1, E);
+    }
 
-    char what[200];
+    char what[220];
+    char shx[64] = "";
+    if (S > 0)
+        snprintf(shx, sizeof shx, ", shared expert of %lld %s", (long long)S,
+                 quant_traits(ts)->name);
     snprintf(what, sizeof what,
              "moe_routed %d of %d experts, n_embd %lld, ff %lld, %s/%s%s%s (seed %#llx)", k, X,
-             (long long)E, (long long)F, quant_traits(tg)->name, quant_traits(td)->name,
-             shexp ? ", shared expert" : "", in_dev ? "" : ", host memory",
-             (unsigned long long)seed);
+             (long long)E, (long long)F, quant_traits(tg)->name, quant_traits(td)->name, shx,
+             in_dev ? "" : ", host memory", (unsigned long long)seed);
     printf("%s |", what);
     const int gi = G_AUTO;
     struct backend *be = T.gpu[gi];
-    struct backend_weight w[3];
-    void *dev[3] = {NULL};
+    struct backend_weight w[6];
+    void *dev[6] = {NULL};
     size_t stride[3];
     bool ok = CHECK(be->ops->moe_routed != NULL);
-    for (int i = 0; i < 3 && ok; i++) {
+    for (int i = 0; i < n_tw && ok; i++) {
         w[i] = tw[i].w;
         w[i].stable = true;
         if (in_dev) {
             dev[i] = tweight_upload(gi, &tw[i], &w[i]);
             ok = ok && dev[i];
         }
-        w[i].n_rows = i < 2 ? F : E; /* expert 0's slice */
-        stride[i] = (size_t)w[i].n_rows * w[i].row_bytes;
+        if (i < 3) {
+            w[i].n_rows = i < 2 ? F : E; /* expert 0's slice */
+            stride[i] = (size_t)w[i].n_rows * w[i].row_bytes;
+        }
     }
-    /* the routes, the shared expert's output and its gate logit in backend memory */
+    /* the routes and the shared expert's gate logit in backend memory */
     float *rb = T.buf[gi][5];
     int32_t *ids_dev = (int32_t *)rb;
     float *alpha_dev = rb + 64, *gate_dev = rb + 128, *sh_dev = rb + 256;
@@ -1527,14 +1545,15 @@ static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uin
         backend_upload(be, ids_dev, ids, (size_t)k * sizeof(int32_t));
         backend_upload(be, alpha_dev, alpha, (size_t)k * sizeof(float));
         backend_upload(be, gate_dev, &gate_logit, sizeof(float));
-        backend_upload(be, sh_dev, sh, (size_t)E * sizeof(float));
         gpu_poison(gi, T.buf[gi][2], (size_t)(k * F));
+        gpu_poison(gi, T.buf[gi][3], (size_t)H);
         gpu_poison(gi, T.buf[gi][4], (size_t)(k * E));
+        gpu_poison(gi, sh_dev, (size_t)E);
         const bool took = be->ops->moe_routed(be, T.buf[gi][0], w, stride, ids_dev, alpha_dev, k,
-                                              shexp ? sh_dev : NULL, gate_dev, T.buf[gi][1],
-                                              T.buf[gi][2], T.buf[gi][4]);
+                                              S > 0 ? &w[3] : NULL, gate_dev, sh_dev, T.buf[gi][1],
+                                              T.buf[gi][2], T.buf[gi][3], T.buf[gi][4]);
         backend_download(be, T.buf[gi][1], got, (size_t)E * sizeof(float));
-        char label[260];
+        char label[280];
         snprintf(label, sizeof label, "%s, call %d", what, call + 1);
         if (!gpu_sync(gi, label)) break;
         if (!CHECK(took == in_dev)) {
@@ -1548,25 +1567,29 @@ static void moe_routed_case(int X, int k, int64_t E, int64_t F, uint32_t tg, uin
         }
         err = check_close("moe_routed", BOUND_MM_QUANT, got, want, (size_t)E, label);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < n_tw; i++)
         if (dev[i]) be->ops->dealloc(be, dev[i]);
     char b[16];
     printf(" %s %s\n", in_dev ? fmt_err(b, 16, err) : "declined", gpu_cfg[gi].name);
     fflush(stdout);
-    for (int i = 0; i < 3; i++) tweight_free(&tw[i]);
+    for (int i = 0; i < n_tw; i++) tweight_free(&tw[i]);
     free(vec);
 }
 
 static void test_moe_routed(void)
 {
     if (!live(G_AUTO)) return;
-    moe_routed_case(16, 4, 1024, 768, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
-    /* qwen1.5-moe's shape: a Q8_0 down of 1408 columns */
-    moe_routed_case(24, 4, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q8_0, true, true);
-    /* more experts than one kernel takes (8 + 3), no shared expert; K-less types */
-    moe_routed_case(16, 11, 512, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_0, false, true);
-    moe_routed_case(8, 2, 512, 1024, HY_TYPE_F16, HY_TYPE_Q5_K, true, true);
-    moe_routed_case(8, 2, 512, 512, HY_TYPE_Q4_K, HY_TYPE_Q4_K, true, false);
+    /* a shared expert of 2 x ff rows: its gate/up as two pairs in the experts' kernel */
+    moe_routed_case(16, 4, 1024, 768, HY_TYPE_Q4_K, HY_TYPE_Q6_K, 1536, HY_TYPE_Q4_K, true);
+    /* qwen1.5-moe's shape (a Q8_0 down of 1408 columns, 4 x 1408 shared rows) */
+    moe_routed_case(24, 4, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q8_0, 5632, HY_TYPE_Q4_K, true);
+    /* more pairs than one kernel takes: 3 shared + 7 routed, then 8 + 3 routed */
+    moe_routed_case(16, 7, 512, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_0, 1536, HY_TYPE_Q8_0, true);
+    moe_routed_case(16, 11, 512, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_0, 0, HY_TYPE_Q8_0, true);
+    /* shared rows no multiple of ff, and another type: a pair of its own */
+    moe_routed_case(8, 2, 512, 1024, HY_TYPE_F16, HY_TYPE_Q5_K, 1280, HY_TYPE_F16, true);
+    moe_routed_case(8, 2, 512, 512, HY_TYPE_Q4_K, HY_TYPE_Q4_K, 512, HY_TYPE_Q8_0, true);
+    moe_routed_case(8, 2, 512, 512, HY_TYPE_Q4_K, HY_TYPE_Q4_K, 512, HY_TYPE_Q4_K, false);
 }
 
 /* ---- moe_batch ------------------------------------------------------------------ */

@@ -263,13 +263,16 @@ struct backend_ops {
      * the layer lies in backend memory: w[0..3) are expert 0's gate, up and
      * down slices, expert e's at data + e * stride[i]. y[0..n_embd) += the k
      * experts' shares as moe_token adds them (in ascending order of their
-     * ids), then, with sh not NULL, y += sigmoid(*sh_gate) * sh (the shared
-     * expert's output [n_embd] and its gate logit, backend memory), as
-     * add_rows adds a row. x, h [k][gate rows], o [k][n_embd]: as
-     * moe_token's. k <= BACKEND_MOE_MAX_K. */
+     * ids). With shw (the shared expert's gate, up and down weights, in
+     * backend memory) the op also computes sh = down(silu(gate x) * up x)
+     * [n_embd] and then adds y += sigmoid(*sh_gate) * sh (the gate logit in
+     * backend memory) as add_rows adds a row. x [n_embd], h [k][gate rows],
+     * h2 [the shared expert's gate rows] and o [k][n_embd] backend memory.
+     * k <= BACKEND_MOE_MAX_K. */
     bool (*moe_routed)(struct backend *be, const float *x, const struct backend_weight *w,
                        const size_t *stride, const int32_t *ids, const float *alpha, int k,
-                       const float *sh, const float *sh_gate, float *y, float *h, float *o);
+                       const struct backend_weight *shw, const float *sh_gate, float *sh, float *y,
+                       float *h, float *h2, float *o);
     /* Optional (NULL, or false returned: the forward pass runs the experts
      * op by op). A batch's routed experts of one layer: for each token and
      * each expert it was routed to, y[t] += weight * down(silu(gate x[t]) *

@@ -772,6 +772,41 @@ HY_MUST_CHECK static enum hy_status moe_batch_call(struct forward *f, int l, int
     return st;
 }
 
+/* One token's experts of layer l (all in backend memory, exps_stride set)
+ * and its shared expert by moe_routed, with the routes the route op left
+ * at ids and w in backend memory; *done: whether the backend took them. */
+HY_MUST_CHECK static enum hy_status moe_routed_call(struct forward *f, int l, const int32_t *ids,
+                                                    const float *w, const float *shexp_gate,
+                                                    bool *done)
+{
+    static const enum model_wrole shexp_roles[3] = {MODEL_W_FFN_GATE_SHEXP, MODEL_W_FFN_UP_SHEXP,
+                                                    MODEL_W_FFN_DOWN_SHEXP};
+    struct backend_weight ew[3], sw[3];
+    size_t stride[3];
+    const int n_sw = f->shexp_dim > 0 ? 3 : 0;
+    int n_ew = 0, held_sw = 0;
+    enum hy_status st = HY_OK;
+    for (int i = 0; i < 3 && !st; i++) {
+        st = model_acquire(f->m, l, expert_roles[i], 0, &ew[i]);
+        if (!st) n_ew++;
+        stride[i] = f->exps_stride[3 * l + i];
+    }
+    for (int i = 0; i < n_sw && !st; i++) {
+        st = model_acquire(f->m, l, shexp_roles[i], -1, &sw[i]);
+        if (!st) held_sw++;
+    }
+    *done = !st && f->be->ops->moe_routed(f->be, f->xb, ew, stride, ids, w,
+                                          (int)f->hp->n_expert_used, n_sw ? sw : NULL, shexp_gate,
+                                          f->shexp_out, f->x, f->hb, f->hb2, f->xb2);
+    for (int i = 0; i < n_ew; i++) model_release(f->m, l, expert_roles[i]);
+    for (int i = 0; i < held_sw; i++) model_release(f->m, l, shexp_roles[i]);
+    if (!st && *done) {
+        f->routed_dev[l] = 1;
+        f->n_routed_dev++;
+    }
+    return st;
+}
+
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 {
     const struct hparams *hp = f->hp;
@@ -799,6 +834,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * down, the host goes on queuing the next layer */
     bool on_dev = false;
     if (n == 1 && !guess && f->be->ops->moe_routed && K <= BACKEND_MOE_MAX_K &&
+        K <= f->n_batch /* the scratch of K experts: hb and xb2 hold n_batch rows */ &&
         experts_stable(f, l)) {
         if ((st = experts_on_backend(f, l, &on_dev))) return st;
         for (int i = 0; i < 3; i++) on_dev = on_dev && f->exps_stride[3 * l + i] > 0;
@@ -830,33 +866,15 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     backend_route(f->be, f->router, nr, X, K, !(f->m->arch_flags & ARCH_MOE_NO_RENORM), route_ids,
                   route_w);
     if (on_dev) {
-        if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
-        struct backend_weight w[3];
-        size_t stride[3];
-        int64_t held = 0;
-        for (int i = 0; i < 3 && !st; i++) {
-            st = model_acquire(f->m, l, expert_roles[i], 0, &w[i]);
-            if (!st) held++;
-            stride[i] = f->exps_stride[3 * l + i];
-        }
-        bool done = false;
-        if (!st)
-            done = f->be->ops->moe_routed(f->be, f->xb, w, stride, route_ids, route_w, (int)K,
-                                          f->shexp_dim > 0 ? f->shexp_out : NULL, shexp_gate, f->x,
-                                          f->hb, f->xb2);
-        for (int64_t i = 0; i < held; i++) model_release(f->m, l, expert_roles[i]);
-        if (st) return st;
-        if (done) {
-            f->routed_dev[l] = 1;
-            f->n_routed_dev++;
-            return HY_OK;
-        }
-        /* not taken: the routes come down after all (the shared expert is on its way) */
+        bool done;
+        if ((st = moe_routed_call(f, l, route_ids, route_w, shexp_gate, &done))) return st;
+        if (done) return HY_OK;
+        /* not taken: the routes come down after all */
     }
     backend_download_start(f->be, rt, rt_host,
                            (size_t)(2 * nr * K + (f->shexp_dim > 0 ? n : 0)) * 4);
     if (n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
-    if (shexp_first && !on_dev && (st = shared_expert_start(f, l, n))) return st;
+    if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
     if ((st = backend_download_wait(f->be))) return st;
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));

@@ -2288,15 +2288,19 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cu_add(be, y, o, 1.0f, E);
 }
 
-/* backend.h's moe_routed: gate and up with SwiGLU of up to eight experts a
- * kernel and their downs likewise, each kernel finding its experts' slices
- * from the ids the route op left in device memory, then one kernel adding
- * the shares in ascending order of the ids and the shared expert's: no
- * routes come down, the host goes on queuing. Nothing is queued where the
- * multi-product kernels cannot take the slices (checked first). */
+/* backend.h's moe_routed: gate and up with SwiGLU of the experts (and the
+ * shared expert's, as pairs of the experts' row count where its rows are
+ * a multiple of it) up to eight pairs a kernel, each kernel finding the
+ * experts' slices from the ids the route op left in device memory; the
+ * shared expert's down; the experts' downs likewise up to eight a kernel;
+ * then one kernel adding the shares in ascending order of the ids and the
+ * shared expert's. No routes come down, the host goes on queuing. Nothing
+ * is queued where the multi-product kernels cannot take the slices
+ * (checked first). */
 static bool cu_moe_routed(struct backend *be, const float *x, const struct backend_weight *w,
                           const size_t *stride, const int32_t *ids, const float *alpha, int k,
-                          const float *sh, const float *sh_gate, float *y, float *h, float *o)
+                          const struct backend_weight *shw, const float *sh_gate, float *sh,
+                          float *y, float *h, float *h2, float *o)
 {
     struct cuda_backend *cb = op_begin(be);
     if (cb->err) return true; /* backend_sync reports it */
@@ -2309,18 +2313,51 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
         !cuq_multi_supports(g->type, g->data, g->row_bytes, E, x, (int64_t)stride[0]) ||
         !cuq_multi_supports(d->type, d->data, d->row_bytes, F, h, (int64_t)stride[2]))
         return false;
+    /* the shared expert: its gate/up in one kernel, as pairs of F rows in
+     * the experts' kernels where its rows are a multiple of F, else a pair
+     * of its own */
+    int n_sp = 0;
+    if (shw) {
+        const struct backend_weight *sg = &shw[0], *su = &shw[1];
+        if (sg->mem != BACKEND_MEM_BACKEND || !multi_alike(su, sg) ||
+            shw[2].mem != BACKEND_MEM_BACKEND || sg->n_cols != E || su->n_rows != sg->n_rows ||
+            shw[2].n_rows != E || shw[2].n_cols != sg->n_rows ||
+            !cuq_multi_supports(sg->type, sg->data, sg->row_bytes, E, x, 0) ||
+            !cuq_multi_supports(sg->type, su->data, sg->row_bytes, E, x, 0))
+            return false;
+        if (multi_alike(sg, g) && sg->n_rows % F == 0 && sg->n_rows / F <= CUQ_MULTI_MAX / 2)
+            n_sp = (int)(sg->n_rows / F);
+    }
     static const char *const gu_name[2] = {"matvec swiglu routed", "norm+matvec swiglu routed"};
+    if (shw && !n_sp) {
+        struct cuq_multi m = {.n_w = 2,
+                              .ep = CUQ_EP_SWIGLU,
+                              .w = {shw[0].data, shw[1].data},
+                              .n_rows = {shw[0].n_rows, shw[0].n_rows},
+                              .y = {h2}};
+        if (!multi_op(cb, &m, &shw[0], x, 1, 2 * shw[0].n_rows, gu_name)) {
+            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "shared gate/up refused", __FILE__,
+                 __LINE__);
+            return true;
+        }
+    }
     static const char *const d_name[2] = {"matvec routed", "norm+matvec routed"};
     enum { G = CUQ_MULTI_MAX / 2 };
-    for (int done = 0; done < k;) {
-        const int np = HY_MIN(k - done, G);
-        struct cuq_multi m = {
-            .n_w = 2 * np, .ep = CUQ_EP_SWIGLU, .ids = ids + done, .estride = (int64_t)stride[0]};
+    for (int done = 0; done < n_sp + k;) { /* pairs: the shared expert's, then the experts' */
+        const int np = HY_MIN(n_sp + k - done, G);
+        const int from = HY_MAX(0, n_sp - done); /* this launch's first routed pair */
+        struct cuq_multi m = {.n_w = 2 * np,
+                              .ep = CUQ_EP_SWIGLU,
+                              .ids = from < np ? ids + (done + from - n_sp) : NULL,
+                              .estride = (int64_t)stride[0],
+                              .ids_from = from};
         for (int p = 0; p < np; p++) {
-            m.w[2 * p] = g->data;
-            m.w[2 * p + 1] = u->data;
+            const int q = done + p;
+            const size_t off = q < n_sp ? (size_t)q * (size_t)F * g->row_bytes : 0;
+            m.w[2 * p] = q < n_sp ? (const uint8_t *)shw[0].data + off : g->data;
+            m.w[2 * p + 1] = q < n_sp ? (const uint8_t *)shw[1].data + off : u->data;
             m.n_rows[2 * p] = m.n_rows[2 * p + 1] = F;
-            m.y[2 * p] = h + (int64_t)(done + p) * F;
+            m.y[2 * p] = q < n_sp ? h2 + (int64_t)q * F : h + (int64_t)(q - n_sp) * F;
         }
         if (!multi_op(cb, &m, g, x, 1, 2 * np * F, gu_name)) {
             fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "routed gate/up refused", __FILE__,
@@ -2329,6 +2366,7 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
         }
         done += np;
     }
+    if (shw) cu_matmul(be, &shw[2], h2, 1, sh);
     for (int done = 0; done < k;) {
         const int np = HY_MIN(k - done, HY_MIN(G, CUQ_MATVEC_MAX_TOK));
         struct cuq_multi m = {
@@ -2346,7 +2384,8 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
         done += np;
     }
     const int pi = prof_begin(cb);
-    if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, sh, sh_gate, cb->st))) return true;
+    if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, shw ? sh : NULL, sh_gate, cb->st)))
+        return true;
     prof_end(cb, pi, "moe combine", UINT32_MAX);
     cb->stats.moe_calls++;
     cb->stats.moe_gpu_experts += (uint64_t)k;

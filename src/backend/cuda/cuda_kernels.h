@@ -86,11 +86,12 @@ struct cuq_multi {
     float alpha;                 /* CUQ_EP_AXPY's factor */
     const struct cuq_norm *norm; /* NULL: none */
     /* SWIGLU and DIAG, or NULL: experts picked on the device. Pair (DIAG:
-     * weight) p's weights are at w[.] + ids[p] * estride (ids: device
-     * memory, written by kernels queued before; the launch then waits for
-     * them, early or not) */
+     * weight) p >= ids_from has its weights at w[.] + ids[p - ids_from] *
+     * estride, the pairs before it at w[.] (ids: device memory, written by
+     * kernels queued before; the launch then waits for them, early or not) */
     const int32_t *ids;
     int64_t estride;
+    int ids_from;
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v with their
  * biases, gate/up, the output projection with its residual add, a token's

@@ -1232,10 +1232,12 @@ struct CqRows {
     const float *nx, *nw;
     float *ny;
     float eps;
-    /* SWIGLU, DIAG: pair (weight) p's bytes at w[.] + ids[p] * estride when
-     * ids is not NULL (device memory: experts picked on the device) */
+    /* SWIGLU, DIAG: pair (weight) p >= p0's bytes at w[.] + ids[p - p0] *
+     * estride when ids is not NULL (device memory: experts picked on the
+     * device) */
     const int32_t *ids;
     int64_t estride;
+    int p0;
 };
 
 /* The prologue of a product with a folded RMSNorm (one token): x =
@@ -1336,7 +1338,7 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
         const int p = cq_pair(rs, v, row);
         /* an indexed load of the kernel's parameters (__grid_constant__: no copy of them) */
         const uint8_t *w = rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p];
-        if (rs.ids) w += (int64_t)rs.ids[p] * rs.estride;
+        if (rs.ids && p >= rs.p0) w += (int64_t)rs.ids[p - rs.p0] * rs.estride;
         return w + row * row_bytes;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
@@ -2894,6 +2896,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.ldy[0] = rs.pr;
         rs.ids = m->ids;
         rs.estride = m->estride;
+        rs.p0 = m->ids_from;
     } else {
         int64_t end = 0;
         for (int i = 0; i < 3; i++) {
@@ -3106,7 +3109,7 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
         if ((swiglu || diag) && m->n_rows[i] != m->n_rows[0]) return cudaErrorNotSupported;
         rows += m->n_rows[i];
     }
-    if (m->ids && !swiglu && !diag) return cudaErrorNotSupported;
+    if (m->ids && ((!swiglu && !diag) || m->ids_from < 0)) return cudaErrorNotSupported;
     const bool ep_ok = m->ep == CUQ_EP_STORE ||
                        ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
                        (swiglu && m->n_w % 2 == 0) || (diag && n_tok == m->n_w && !m->norm);
