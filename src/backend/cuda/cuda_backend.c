@@ -1558,7 +1558,7 @@ static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int
     struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     const int pi = prof_begin(cb);
-    if (!cb->err) CK(cuk_route(x, n_tok, n, k, renorm, ids, w, cb->st));
+    if (!cb->err) CK(cuk_route(x, n_tok, n, k, renorm, ids, w, cb->st, cb->pdl));
     prof_end(cb, pi, "route", UINT32_MAX);
 }
 
@@ -2384,7 +2384,8 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
         done += np;
     }
     const int pi = prof_begin(cb);
-    if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, shw ? sh : NULL, sh_gate, cb->st)))
+    if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, shw ? sh : NULL, sh_gate, cb->st,
+                                  cb->pdl)))
         return true;
     prof_end(cb, pi, "moe combine", UINT32_MAX);
     cb->stats.moe_calls++;

@@ -88,7 +88,8 @@ struct cuq_multi {
     /* SWIGLU and DIAG, or NULL: experts picked on the device. Pair (DIAG:
      * weight) p >= ids_from has its weights at w[.] + ids[p - ids_from] *
      * estride, the pairs before it at w[.] (ids: device memory, written by
-     * kernels queued before; the launch then waits for them, early or not) */
+     * kernels queued before: an early launch waits for the previous kernel
+     * before its first weight loads, instead of issuing them during it) */
     const int32_t *ids;
     int64_t estride;
     int ids_from;
@@ -205,11 +206,11 @@ cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *rows, const
  * memory: the route op's): y[i] += alpha[j] * o[j][i] for the slots j in
  * ascending order of ids[j], each add as cuk_add_n's, then (sh not NULL)
  * y[i] += sigmoid(*sh_gate) * sh[i] as cuk_add_rows adds (the shared
- * expert, its gate logit in device memory). o [k][n]. */
+ * expert, its gate logit in device memory). o [k][n]. early: as cuk_route's. */
 #define CUK_MOE_COMBINE_MAX 64
 cudaError_t cuk_moe_token_combine(float *y, const float *o, const int32_t *ids, const float *alpha,
                                   int k, int64_t n, const float *sh, const float *sh_gate,
-                                  cudaStream_t s);
+                                  cudaStream_t s, bool early);
 
 /* out[i] = F32 rows ids[i] of x (rows of n); ids in device memory. */
 cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids, float *out,
@@ -262,9 +263,11 @@ cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, co
 
 /* Routing (backend.h's route op): softmax of each row of x [n_tok][n] in
  * place, ids [n_tok][k] and weights w [n_tok][k] of the k most probable
- * experts. n <= 2048, k <= 32. */
+ * experts. n <= 2048, k <= 32. early: launched to start during the previous
+ * kernel's tail (programmatic dependent launch); it waits for that kernel
+ * before it reads anything. */
 cudaError_t cuk_route(float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm, int32_t *ids,
-                      float *w, cudaStream_t s);
+                      float *w, cudaStream_t s, bool early);
 
 #ifdef __cplusplus
 }

@@ -277,6 +277,8 @@ extern "C" cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStre
 __global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renorm, int32_t *ids,
                                float *w)
 {
+    pdl_trigger();
+    pdl_wait();
     const int64_t t = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (t >= n_tok) return;
@@ -329,13 +331,13 @@ __global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renor
 }
 
 extern "C" cudaError_t cuk_route(float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
-                                 int32_t *ids, float *w, cudaStream_t s)
+                                 int32_t *ids, float *w, cudaStream_t s, bool early)
 {
     if (n <= 0 || n > 32 * ROUTE_MAX_PER_LANE || k < 1 || k > n || k > 32)
         return cudaErrorInvalidValue;
     if (n_tok <= 0) return cudaSuccess;
-    k_route<<<n_blocks(n_tok * 32, 128), 128, 0, s>>>(x, n_tok, (int)n, (int)k, renorm, ids, w);
-    return cudaGetLastError();
+    return pdl_launch(k_route, dim3(n_blocks(n_tok * 32, 128)), 128, 0, s, early, x, n_tok, (int)n,
+                      (int)k, renorm, ids, w);
 }
 
 __global__ static void k_silu_mul(float *g, const float *u, int64_t n)
@@ -512,6 +514,8 @@ __global__ static void k_moe_token_combine(float *y, const float *o, const int32
     __shared__ int order[CUK_MOE_COMBINE_MAX];
     __shared__ float a[CUK_MOE_COMBINE_MAX];
     __shared__ float g;
+    pdl_trigger();
+    pdl_wait();
     if (threadIdx.x < k) { /* slot j's rank: the slots of smaller experts (ties: earlier slots) */
         const int j = threadIdx.x, e = ids[j];
         int r = 0;
@@ -535,12 +539,12 @@ __global__ static void k_moe_token_combine(float *y, const float *o, const int32
 
 extern "C" cudaError_t cuk_moe_token_combine(float *y, const float *o, const int32_t *ids,
                                              const float *alpha, int k, int64_t n, const float *sh,
-                                             const float *sh_gate, cudaStream_t s)
+                                             const float *sh_gate, cudaStream_t s, bool early)
 {
     if (k < 0 || k > CUK_MOE_COMBINE_MAX || (sh && !sh_gate)) return cudaErrorInvalidValue;
     if (n <= 0) return cudaSuccess;
-    k_moe_token_combine<<<n_blocks(n, 256), 256, 0, s>>>(y, o, ids, alpha, k, n, sh, sh_gate);
-    return cudaGetLastError();
+    return pdl_launch(k_moe_token_combine, dim3(n_blocks(n, 256)), 256, 0, s, early, y, o, ids,
+                      alpha, k, n, sh, sh_gate);
 }
 
 __global__ static void k_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids,

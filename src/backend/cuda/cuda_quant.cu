@@ -1476,6 +1476,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
                           }
         };
     pdl_trigger();
+    if (rs.ids) pdl_wait();               /* the rows' experts come from the kernels before */
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
     pdl_wait();
 
@@ -2077,6 +2078,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
         }
     };
     pdl_trigger();
+    if (rs.ids) pdl_wait();               /* the rows' experts come from the kernels before */
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
     pdl_wait();
 
@@ -2262,6 +2264,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #endif
     };
     pdl_trigger();
+    if (rs.ids) pdl_wait(); /* the rows' experts come from the kernels before */
 #pragma unroll
     for (int k = 0; k < S - 1; k++) issue(k); /* weights: before the previous kernel is done */
     pdl_wait();
@@ -2923,8 +2926,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.eps = nm->eps;
     }
     const int64_t n_rows = swiglu ? 2 * rs.np * rs.pr : diag ? rs.np * rs.pr : rs.end[2];
-    /* weights picked on the device are known once the kernels before are done */
-    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early && !m->ids);
+    return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
 /* cuq_group's launch of cq_group_i8_kernel<T, SWIGLU>: each chunk's tiles
