@@ -772,6 +772,26 @@ HY_MUST_CHECK static enum hy_status moe_batch_call(struct forward *f, int l, int
     return st;
 }
 
+/* Token t's routes of layer l (K ids and weights from src_ids, src_w) into
+ * f->routes, counted; an id out of range is an error (a route op's output
+ * went wrong). */
+HY_MUST_CHECK static enum hy_status routes_record(struct forward *f, int64_t t, int64_t l,
+                                                  const int32_t *src_ids, const float *src_w)
+{
+    struct forward_routes *r = &f->routes;
+    const int64_t K = r->n_used, X = r->n_expert;
+    int32_t *ids = r->ids + (t * r->n_layer + l) * K;
+    memcpy(ids, src_ids, (size_t)K * sizeof(int32_t));
+    memcpy(r->weights + (t * r->n_layer + l) * K, src_w, (size_t)K * sizeof(float));
+    for (int64_t j = 0; j < K; j++)
+        if (ids[j] < 0 || ids[j] >= X)
+            return err_set(HY_ERR_INTERNAL,
+                           "layer %" PRId64 ": routed to expert %" PRId32 " of %" PRId64, l, ids[j],
+                           X);
+    for (int64_t j = 0; j < K; j++) r->counts[l * X + ids[j]]++;
+    return HY_OK;
+}
+
 /* One token's experts of layer l (all in backend memory, exps_stride set)
  * and its shared expert by moe_routed, with the routes the route op left
  * at ids and w in backend memory; *done: whether the backend took them. */
@@ -810,7 +830,6 @@ HY_MUST_CHECK static enum hy_status moe_routed_call(struct forward *f, int l, co
 HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 {
     const struct hparams *hp = f->hp;
-    struct forward_routes *r = &f->routes;
     const int64_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd;
     enum hy_status st;
     /* decode: a guess at the next layer's experts, that layer's router
@@ -879,16 +898,12 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 
     memset(f->grp_n, 0, (size_t)X * sizeof(int64_t));
     for (int64_t t = 0; t < n; t++) {
-        int32_t *ids = r->ids + (t * r->n_layer + l) * K;
-        float *w = r->weights + (t * r->n_layer + l) * K;
-        memcpy(ids, ids_host + t * K, (size_t)K * sizeof(int32_t));
-        memcpy(w, w_host + t * K, (size_t)K * sizeof(float));
+        if ((st = routes_record(f, t, l, ids_host + t * K, w_host + t * K))) return st;
         for (int64_t j = 0; j < K; j++) {
-            const int32_t e = ids[j];
+            const int32_t e = ids_host[t * K + j];
             f->grp_tok[e * f->n_batch + f->grp_n[e]] = (int32_t)t;
-            f->grp_w[e * f->n_batch + f->grp_n[e]] = w[j];
+            f->grp_w[e * f->n_batch + f->grp_n[e]] = w_host[t * K + j];
             f->grp_n[e]++;
-            r->counts[l * X + e]++;
         }
     }
     /* tell the store which experts come, before acquiring any */
@@ -937,28 +952,16 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
 HY_MUST_CHECK static enum hy_status routes_from_backend(struct forward *f)
 {
     if (!f->n_routed_dev) return HY_OK;
-    struct forward_routes *r = &f->routes;
-    const int64_t K = r->n_used, X = r->n_expert;
-    backend_download(f->be, f->dev_routes, f->dev_routes_host,
-                     (size_t)(r->n_layer * (2 * K + 1)) * 4);
-    const enum hy_status st = backend_sync(f->be);
+    const int64_t L = f->routes.n_layer, K = f->routes.n_used;
+    backend_download(f->be, f->dev_routes, f->dev_routes_host, (size_t)(L * (2 * K + 1)) * 4);
+    enum hy_status st = backend_sync(f->be);
     if (st) return st;
-    for (int64_t l = 0; l < r->n_layer; l++) {
+    for (int64_t l = 0; l < L; l++) {
         if (!f->routed_dev[l]) continue;
         f->routed_dev[l] = 0;
         const uint32_t *src = f->dev_routes_host + l * (2 * K + 1);
-        int32_t *ids = r->ids + l * K; /* token 0 of the step */
-        float *w = r->weights + l * K;
-        memcpy(ids, src, (size_t)K * sizeof(int32_t));
-        memcpy(w, src + K, (size_t)K * sizeof(float));
-        for (int64_t j = 0; j < K; j++) {
-            if (ids[j] < 0 || ids[j] >= X)
-                return err_set(HY_ERR_INTERNAL,
-                               "layer %" PRId64 ": expert %" PRId32
-                               " routed on the backend is out of range (%" PRId64 " experts)",
-                               l, ids[j], X);
-            r->counts[l * X + ids[j]]++;
-        }
+        if ((st = routes_record(f, 0, l, (const int32_t *)src, (const float *)(src + K))))
+            return st;
     }
     f->n_routed_dev = 0;
     return HY_OK;

@@ -2288,6 +2288,17 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cu_add(be, y, o, 1.0f, E);
 }
 
+/* multi_op where the product was checked beforehand (cuq_multi_supports): a
+ * refusal is an internal error naming what. */
+static bool multi_checked(struct cuda_backend *cb, struct cuq_multi *m,
+                          const struct backend_weight *w0, const float *x, int64_t n_tok,
+                          int64_t rows, const char *const name[2], const char *what)
+{
+    if (multi_op(cb, m, w0, x, n_tok, rows, name)) return true;
+    fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", what, __FILE__, __LINE__);
+    return false;
+}
+
 /* backend.h's moe_routed: gate and up with SwiGLU of the experts (and the
  * shared expert's, as pairs of the experts' row count where its rows are
  * a multiple of it) up to eight pairs a kernel, each kernel finding the
@@ -2335,11 +2346,9 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
                               .w = {shw[0].data, shw[1].data},
                               .n_rows = {shw[0].n_rows, shw[0].n_rows},
                               .y = {h2}};
-        if (!multi_op(cb, &m, &shw[0], x, 1, 2 * shw[0].n_rows, gu_name)) {
-            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "shared gate/up refused", __FILE__,
-                 __LINE__);
+        if (!multi_checked(cb, &m, &shw[0], x, 1, 2 * shw[0].n_rows, gu_name,
+                           "shared gate/up refused"))
             return true;
-        }
     }
     static const char *const d_name[2] = {"matvec routed", "norm+matvec routed"};
     enum { G = CUQ_MULTI_MAX / 2 };
@@ -2359,11 +2368,8 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
             m.n_rows[2 * p] = m.n_rows[2 * p + 1] = F;
             m.y[2 * p] = q < n_sp ? h2 + (int64_t)q * F : h + (int64_t)(q - n_sp) * F;
         }
-        if (!multi_op(cb, &m, g, x, 1, 2 * np * F, gu_name)) {
-            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "routed gate/up refused", __FILE__,
-                 __LINE__);
+        if (!multi_checked(cb, &m, g, x, 1, 2 * np * F, gu_name, "routed gate/up refused"))
             return true;
-        }
         done += np;
     }
     if (shw) cu_matmul(be, &shw[2], h2, 1, sh);
@@ -2376,11 +2382,9 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
             m.n_rows[p] = E;
             m.y[p] = o + (int64_t)(done + p) * E;
         }
-        if (!multi_op(cb, &m, d, h + (int64_t)done * F, np, np * E, d_name)) {
-            fail(cb, HY_ERR_INTERNAL, "cuq_matvec_multi", "routed down refused", __FILE__,
-                 __LINE__);
+        if (!multi_checked(cb, &m, d, h + (int64_t)done * F, np, np * E, d_name,
+                           "routed down refused"))
             return true;
-        }
         done += np;
     }
     const int pi = prof_begin(cb);

@@ -2880,6 +2880,17 @@ static cudaError_t cq_matvec_type(uint32_t type, const void *w, size_t row_bytes
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
+/* Whether the multi-product kernels take weight w of type T (and, with an
+ * expert stride, w plus its multiples), row_bytes, n_cols and x. */
+template <class T>
+static cudaError_t cq_multi_check(const void *w, size_t row_bytes, int64_t n_cols, const float *x,
+                                  int64_t estride)
+{
+    const bool ok = (T::FLOAT || n_cols % T::BS == 0) &&
+                    cq_matvec_fast<T>(w, row_bytes, n_cols, x) && estride % T::ALIGN == 0;
+    return ok ? cudaSuccess : cudaErrorNotSupported;
+}
+
 /* cuq_matvec_multi for type T; m checked but for the alignment. */
 template <class T>
 static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_bytes, int64_t n_cols,
@@ -2889,8 +2900,9 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     const bool swiglu = m->ep == CUQ_EP_SWIGLU, diag = m->ep == CUQ_EP_DIAG;
     CqRows rs = {};
     for (int i = 0; i < m->n_w; i++)
-        if (!cq_matvec_fast<T>(m->w[i], row_bytes, n_cols, x)) return cudaErrorNotSupported;
-    if (m->ids && m->estride % T::ALIGN != 0) return cudaErrorNotSupported;
+        if (cq_multi_check<T>(m->w[i], row_bytes, n_cols, x, m->ids ? m->estride : 0) !=
+            cudaSuccess)
+            return cudaErrorNotSupported;
     if (swiglu || diag) {
         rs.np = swiglu ? m->n_w / 2 : m->n_w;
         rs.pr = m->n_rows[0];
@@ -3121,15 +3133,6 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
             if (m->b[i]) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
-}
-
-template <class T>
-static cudaError_t cq_multi_check(const void *w, size_t row_bytes, int64_t n_cols, const float *x,
-                                  int64_t estride)
-{
-    const bool ok = (T::FLOAT || n_cols % T::BS == 0) &&
-                    cq_matvec_fast<T>(w, row_bytes, n_cols, x) && estride % T::ALIGN == 0;
-    return ok ? cudaSuccess : cudaErrorNotSupported;
 }
 
 extern "C" bool cuq_multi_supports(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
