@@ -819,6 +819,12 @@ static void test_matmul_fused(void)
          * folding the norm where the type can */
         const int64_t head[1] = {65600};
         fused_case(BACKEND_FUSE_NONE, t3, head, 1, 256, 1, FC_NORM);
+        /* an MoE router and a second weight after the FFN norm (a float
+         * router folds it; the second has 4 rows, not the shared expert's
+         * gate's one: an error normalized over one output is that output's
+         * relative error, large where its sum cancels) */
+        const int64_t router[2] = {60, 4};
+        fused_case(BACKEND_FUSE_NONE, t3, router, 2, 2048, 1, FC_NORM);
     }
     /* mixed types (one kernel per type), a host weight (the unfused path) */
     const uint32_t mixed[3] = {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K};

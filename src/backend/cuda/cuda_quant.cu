@@ -2769,15 +2769,19 @@ static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_r
     return true;
 }
 
+/* Float products up to this many weight bytes fold a pending norm. */
+#define CQ_FLOAT_FOLD_BYTES ((int64_t)2 << 20)
+
 /* The integer path for its types when x fits in shared memory; else, for
  * a quantized type, x in shared memory (rows of xstride floats, then the
  * 8-column sums) when it fits. n_rows: virtual rows of rs. NORM (one token,
  * rs.nx set): the kernels' instances with the RMSNorm folded in, x staged
  * (their own instances, so that the others' registers stay as they were);
  * cudaErrorNotSupported where x does not fit in shared memory, and for the
- * float types, whose one-token kernel reads x through L1 without staging it
- * (staging x and the norm's weight in every CTA cost what the norm's own
- * launch did: F16 decode on an H100 551 tok/s folded, 559 not). */
+ * float types past CQ_FLOAT_FOLD_BYTES, whose one-token kernel reads x through
+ * L1 without staging it (staging x and the norm's weight in every CTA cost
+ * what the norm's own launch did: F16 decode on an H100 551 tok/s folded, 559
+ * not). */
 template <class T, int NT, bool NORM>
 static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                     int64_t n_cols, const float *x, cudaStream_t s, bool early)
@@ -2799,8 +2803,12 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
             return cudaGetLastError();
         }
     }
-    if constexpr (!T::FLOAT || NT >= 5) { /* float types: x from L1 is as good for few tokens */
-        if (smem <= smem_max) {
+    /* float types: x from L1 is as good for few tokens, but a small product
+     * (a router's) folds a norm: its own launch cost more than the staging */
+    if constexpr (!T::FLOAT || NT >= 5 || NORM) {
+        const bool stage = !T::FLOAT || NT >= 5 ||
+                           (n_cols % 8 == 0 && (int64_t)row_bytes * n_rows <= CQ_FLOAT_FOLD_BYTES);
+        if (stage && smem <= smem_max) {
             cq_matvec_launch<T, NT, true, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
                                                 smem_max, s, early);
             return cudaGetLastError();
