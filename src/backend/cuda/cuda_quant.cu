@@ -2804,11 +2804,13 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
         }
     }
     /* float types: x from L1 is as good for few tokens, but a small product
-     * (a router's) folds a norm: its own launch cost more than the staging */
+     * (a router's) folds a norm: its own launch cost more than the staging.
+     * Its columns fill whole blocks (8 covers F32's 4 and F16's 8): the kernel
+     * reads columns past the last block from x, the norm's output, which only
+     * CTA 0 writes during the kernel. */
     if constexpr (!T::FLOAT || NT >= 5 || NORM) {
-        const bool stage = !T::FLOAT || NT >= 5 ||
-                           (n_cols % 8 == 0 && (int64_t)row_bytes * n_rows <= CQ_FLOAT_FOLD_BYTES);
-        if (stage && smem <= smem_max) {
+        const bool fold_ok = n_cols % 8 == 0 && (int64_t)row_bytes * n_rows <= CQ_FLOAT_FOLD_BYTES;
+        if ((!T::FLOAT || NT >= 5 || fold_ok) && smem <= smem_max) {
             cq_matvec_launch<T, NT, true, NORM>(rs, row_bytes, n_rows, n_cols, x, (size_t)smem, dev,
                                                 smem_max, s, early);
             return cudaGetLastError();
