@@ -838,6 +838,23 @@ static void test_matmul_fused(void)
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM);
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM | FC_BIAS);
     fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W | FC_NORM);
+    /* one token's q/k/v of two types after the norm (the first type's
+     * kernel folds it, the other's reads its output), either order and
+     * interleaved, at decode shapes (llama-3-8b, qwen2.5-14b with its
+     * biases, qwen1.5-moe) */
+    static const uint32_t pairs[][3] = {
+        {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K}, {HY_TYPE_Q5_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K},
+        {HY_TYPE_Q6_K, HY_TYPE_Q6_K, HY_TYPE_Q4_K}, {HY_TYPE_Q4_K, HY_TYPE_Q6_K, HY_TYPE_Q4_K},
+        {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q8_0}, {HY_TYPE_Q4_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K}};
+    const int64_t l3[3] = {4096, 1024, 1024}, q14[3] = {5120, 1024, 1024},
+                  qm[3] = {2048, 2048, 2048}, small[3] = {256, 64, 64};
+    for (size_t i = 0; i < HY_ARRAY_LEN(pairs); i++) {
+        fused_case(BACKEND_FUSE_NONE, pairs[i], l3, 3, 4096, 1, FC_NORM);
+        fused_case(BACKEND_FUSE_NONE, pairs[i], small, 3, 256, 1, FC_NORM | FC_BIAS);
+    }
+    fused_case(BACKEND_FUSE_NONE, pairs[0], q14, 3, 5120, 1, FC_NORM | FC_BIAS);
+    fused_case(BACKEND_FUSE_NONE, pairs[1], qm, 3, 2048, 1, FC_NORM);
+    fused_case(BACKEND_FUSE_NONE, pairs[3], qm, 2, 2048, 1, FC_NORM);
 }
 
 /* ---- route ---------------------------------------------------------------------- */
