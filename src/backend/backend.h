@@ -264,11 +264,11 @@ struct backend_ops {
      * down slices, expert e's at data + e * stride[i]. y[0..n_embd) += the k
      * experts' shares as moe_token adds them (in ascending order of their
      * ids). With shw (the shared expert's gate, up and down weights, in
-     * backend memory) the op also computes sh = down(silu(gate x) * up x)
-     * [n_embd] and then adds y += sigmoid(*sh_gate) * sh (the gate logit in
-     * backend memory) as add_rows adds a row. x [n_embd], h [k][gate rows],
-     * h2 [the shared expert's gate rows] and o [k][n_embd] backend memory.
-     * k <= BACKEND_MOE_MAX_K. */
+     * backend memory) the op then adds y += sigmoid(*sh_gate) * sh, sh =
+     * down(silu(gate x) * up x), as add_rows adds a row (the gate logit in
+     * backend memory; sh [n_embd], backend memory, is scratch it may use).
+     * x [n_embd], h [k][gate rows], h2 [the shared expert's gate rows] and
+     * o [k][n_embd] backend memory. k <= BACKEND_MOE_MAX_K. */
     bool (*moe_routed)(struct backend *be, const float *x, const struct backend_weight *w,
                        const size_t *stride, const int32_t *ids, const float *alpha, int k,
                        const struct backend_weight *shw, const float *sh_gate, float *sh, float *y,

@@ -2303,9 +2303,10 @@ static bool multi_checked(struct cuda_backend *cb, struct cuq_multi *m,
  * shared expert's, as pairs of the experts' row count where its rows are
  * a multiple of it) up to eight pairs a kernel, each kernel finding the
  * experts' slices from the ids the route op left in device memory; the
- * shared expert's down; the experts' downs likewise up to eight a kernel;
- * then one kernel adding the shares in ascending order of the ids and the
- * shared expert's. No routes come down, the host goes on queuing. Nothing
+ * experts' downs likewise up to eight a kernel; then the shared expert's
+ * down, whose epilogue adds the experts' shares in ascending order of the
+ * ids and its own (without a shared expert, or where its kernels cannot,
+ * one more kernel adds them). No routes come down, the host goes on queuing. Nothing
  * is queued where the multi-product kernels cannot take the slices
  * (checked first). */
 static bool cu_moe_routed(struct backend *be, const float *x, const struct backend_weight *w,
@@ -2372,7 +2373,6 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
             return true;
         done += np;
     }
-    if (shw) cu_matmul(be, &shw[2], h2, 1, sh);
     for (int done = 0; done < k;) {
         const int np = HY_MIN(k - done, HY_MIN(G, CUQ_MATVEC_MAX_TOK));
         struct cuq_multi m = {
@@ -2387,13 +2387,32 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
             return true;
         done += np;
     }
+    cb->stats.moe_calls++;
+    cb->stats.moe_gpu_experts += (uint64_t)k;
+    if (shw) {
+        /* the shared expert's down adds the experts' shares and its own
+         * (the combine's sums in its epilogue); else its product, then the
+         * combine */
+        static const char *const sd_name[2] = {"matvec shared down + combine",
+                                               "norm+matvec shared down + combine"};
+        struct cuq_multi m = {.n_w = 1,
+                              .ep = CUQ_EP_MOE,
+                              .w = {shw[2].data},
+                              .n_rows = {E},
+                              .y = {y},
+                              .moe_o = o,
+                              .moe_alpha = alpha,
+                              .moe_gate = sh_gate,
+                              .moe_ids = ids,
+                              .moe_k = k};
+        if (k <= CUQ_MOE_MAX_K && multi_op(cb, &m, &shw[2], h2, 1, E, sd_name)) return true;
+        cu_matmul(be, &shw[2], h2, 1, sh);
+    }
     const int pi = prof_begin(cb);
     if (!CK(cuk_moe_token_combine(y, o, ids, alpha, k, E, shw ? sh : NULL, sh_gate, cb->st,
                                   cb->pdl)))
         return true;
     prof_end(cb, pi, "moe combine", UINT32_MAX);
-    cb->stats.moe_calls++;
-    cb->stats.moe_gpu_experts += (uint64_t)k;
     return true;
 }
 

@@ -47,19 +47,28 @@ cudaError_t cuq_matvec(uint32_t type, const void *w, size_t row_bytes, int64_t n
 
 /* Epilogues of cuq_matvec_multi. */
 enum cuq_epilogue {
-    CUQ_EP_STORE = 0,  /* y[i] = W_i x (+ b[i]), for each weight i < n_w <= 3 */
-    CUQ_EP_ADD = 1,    /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
+    CUQ_EP_STORE = 0, /* y[i] = W_i x (+ b[i]), for each weight i < n_w <= 3 */
+    CUQ_EP_ADD = 1,   /* n_w == 1: y[0] += W_0 x (the residual add folded into the product) */
     /* n_w an even count up to CUQ_MULTI_MAX, all n_rows equal: pairs p of a
      * gate W_2p and an up W_2p+1 (one token's experts in one launch), y[2p] =
      * silu(W_2p x) * (W_2p+1 x) */
     CUQ_EP_SWIGLU = 2,
-    CUQ_EP_AXPY = 3,   /* n_w == 1: y[0] += alpha * (W_0 x), as cuk_add computes it (an expert's share) */
+    /* n_w == 1: y[0] += alpha * (W_0 x), as cuk_add computes it (an expert's share) */
+    CUQ_EP_AXPY = 3,
     /* n_tok == n_w <= CUQ_MULTI_MAX / 2, all n_rows equal: y[i] = W_i x[i], each
      * weight with its own row of x (a token's experts' down products in one
      * launch: the kernel of n_tok tokens, of whose products each weight's
      * row keeps one; the weights are read once, as for any batch) */
     CUQ_EP_DIAG = 4,
+    /* n_w == 1, one token: an MoE layer's end in the shared expert's down
+     * product. y[0][i] += the moe_k rows of moe_o (slot j's at moe_o + j *
+     * n_rows[0]) times moe_alpha[j], in ascending order of moe_ids (ties:
+     * the earlier slot), then sigmoid(*moe_gate) * (W_0 x)[i]: the sums
+     * cuk_moe_token_combine makes after a product of W_0, without its launch */
+    CUQ_EP_MOE = 5,
 };
+/* Most slots of CUQ_EP_MOE. */
+#define CUQ_MOE_MAX_K 16
 /* Most weights of one cuq_matvec_multi (SWIGLU's pairs: 8). */
 #define CUQ_MULTI_MAX 16
 /* An RMSNorm folded into cuq_multi's products: their x is
@@ -93,6 +102,11 @@ struct cuq_multi {
     const int32_t *ids;
     int64_t estride;
     int ids_from;
+    /* CUQ_EP_MOE's routed outputs, their experts and factors, the shared
+     * expert's gate logit (device memory, written by kernels queued before) */
+    const float *moe_o, *moe_alpha, *moe_gate;
+    const int32_t *moe_ids;
+    int moe_k;
 };
 /* As cuq_matvec for each weight, in one launch (decode's q/k/v with their
  * biases, gate/up, the output projection with its residual add, a token's

@@ -1238,6 +1238,10 @@ struct CqRows {
     const int32_t *ids;
     int64_t estride;
     int p0;
+    /* CUQ_EP_MOE (cuq_multi's moe_*): mo's rows of end[0] floats */
+    const float *mo, *malpha, *mgate;
+    const int32_t *mids;
+    int mk;
 };
 
 /* The prologue of a product with a folded RMSNorm (one token): x =
@@ -1348,6 +1352,35 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
 /* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
  * the sum of row v + 1: SWIGLU's even rows store silu(s) * u as
  * cuk_silu_mul computes it, its odd rows nothing. */
+/* CUQ_EP_MOE's output of one row, as k_moe_token_combine sums it: *y plus
+ * slot j's o[j * ld] times alpha[j] for the k slots in ascending order of
+ * their experts (ties: the earlier slot), then sigmoid(*gate) * s. Not
+ * inlined: the products' kernels keep their registers for the other
+ * epilogues. */
+__device__ __noinline__ void cq_moe_put(float *y, float s, const float *o, int64_t ld,
+                                        const int32_t *ids, const float *alpha, const float *gate,
+                                        int k)
+{
+    float a = *y;
+    int pe = -1, pj = -1; /* the last slot added: its expert and index */
+    for (int r = 0; r < k; r++) {
+        int be = 0, bj = -1; /* the next slot in (expert, index) order */
+        for (int j = 0; j < k; j++) {
+            const int e = ids[j];
+            const bool after = e > pe || (e == pe && j > pj);
+            if (after && (bj < 0 || e < be)) {
+                be = e;
+                bj = j;
+            }
+        }
+        const float ar = alpha[bj], xv = o[(int64_t)bj * ld];
+        a = ar == 1.0f ? a + xv : a + ar * xv;
+        pe = be;
+        pj = bj;
+    }
+    *y = a + 1.0f / (1.0f + expf(-*gate)) * s;
+}
+
 __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u)
 {
     if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
@@ -1373,6 +1406,10 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
     if (rs.ep == CUQ_EP_STORE) {
         const float *b = i == 0 ? rs.b[0] : i == 1 ? rs.b[1] : rs.b[2];
         *y = b ? s + b[v] : s;
+        return;
+    }
+    if (rs.ep == CUQ_EP_MOE) {
+        cq_moe_put(y, s, rs.mo + v, rs.end[0], rs.mids, rs.malpha, rs.mgate, rs.mk);
         return;
     }
     *y = rs.ep == CUQ_EP_ADD ? *y + s : *y + rs.alpha * s;
@@ -2938,6 +2975,11 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     }
     rs.ep = m->ep;
     rs.alpha = m->alpha;
+    rs.mo = m->moe_o;
+    rs.malpha = m->moe_alpha;
+    rs.mgate = m->moe_gate;
+    rs.mids = m->moe_ids;
+    rs.mk = m->moe_k;
     if (m->norm) {
         const struct cuq_norm *nm = m->norm;
         if (nm->y != x || !cq_aligned(nm->x, 16) || !cq_aligned(nm->w, 16) || n_cols % 4 != 0)
@@ -3134,9 +3176,11 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
         rows += m->n_rows[i];
     }
     if (m->ids && ((!swiglu && !diag) || m->ids_from < 0)) return cudaErrorNotSupported;
-    const bool ep_ok = m->ep == CUQ_EP_STORE ||
-                       ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
-                       (swiglu && m->n_w % 2 == 0) || (diag && n_tok == m->n_w && !m->norm);
+    const bool ep_ok =
+        m->ep == CUQ_EP_STORE || ((m->ep == CUQ_EP_ADD || m->ep == CUQ_EP_AXPY) && m->n_w == 1) ||
+        (swiglu && m->n_w % 2 == 0) || (diag && n_tok == m->n_w && !m->norm) ||
+        (m->ep == CUQ_EP_MOE && m->n_w == 1 && n_tok == 1 && m->moe_k >= 1 &&
+         m->moe_k <= CUQ_MOE_MAX_K && m->moe_o && m->moe_alpha && m->moe_gate && m->moe_ids);
     if (!ep_ok) return cudaErrorNotSupported;
     if (m->ep != CUQ_EP_STORE)
         for (int i = 0; i < 3; i++)
