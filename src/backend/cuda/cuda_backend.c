@@ -2306,9 +2306,9 @@ static bool multi_checked(struct cuda_backend *cb, struct cuq_multi *m,
  * experts' downs likewise up to eight a kernel; then the shared expert's
  * down, whose epilogue adds the experts' shares in ascending order of the
  * ids and its own (without a shared expert, or where its kernels cannot,
- * one more kernel adds them). No routes come down, the host goes on queuing. Nothing
- * is queued where the multi-product kernels cannot take the slices
- * (checked first). */
+ * one more kernel adds them). No routes come down, the host goes on
+ * queuing. Nothing is queued where the multi-product kernels cannot take
+ * the slices (checked first). */
 static bool cu_moe_routed(struct backend *be, const float *x, const struct backend_weight *w,
                           const size_t *stride, const int32_t *ids, const float *alpha, int k,
                           const struct backend_weight *shw, const float *sh_gate, float *sh,
