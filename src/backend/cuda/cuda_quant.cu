@@ -1349,9 +1349,6 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
 }
 
-/* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
- * the sum of row v + 1: SWIGLU's even rows store silu(s) * u as
- * cuk_silu_mul computes it, its odd rows nothing. */
 /* CUQ_EP_MOE's output of one row, as k_moe_token_combine sums it: *y plus
  * slot j's o[j * ld] times alpha[j] for the k slots in ascending order of
  * their experts (ties: the earlier slot), then sigmoid(*gate) * s. Not
@@ -1381,6 +1378,9 @@ __device__ __noinline__ void cq_moe_put(float *y, float s, const float *o, int64
     *y = a + 1.0f / (1.0f + expf(-*gate)) * s;
 }
 
+/* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
+ * the sum of row v + 1: SWIGLU's even rows store silu(s) * u as
+ * cuk_silu_mul computes it, its odd rows nothing; CUQ_EP_MOE by cq_moe_put. */
 __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u)
 {
     if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
