@@ -24,6 +24,7 @@
  * output values for the weighted sum, with the same online softmax.
  */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_moe.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
 
 #include <cuda_fp16.h>
@@ -503,9 +504,8 @@ extern "C" cudaError_t cuk_moe_combine(float *y, const float *o, const int32_t *
 }
 
 /* One token's experts picked on the device: slot j's output o row j, its
- * expert ids[j] and factor alpha[j]; the slots are added in ascending order
- * of their experts (as a host-routed token's experts are), each as k_add_n
- * adds a row, then the shared expert's output sh times sigmoid(*sh_gate) as
+ * expert ids[j] and factor alpha[j]; the slots are added in cuda_moe.cuh's
+ * order, then the shared expert's output sh times sigmoid(*sh_gate) as
  * k_add_rows adds a row. */
 __global__ static void k_moe_token_combine(float *y, const float *o, const int32_t *ids,
                                            const float *alpha, int k, int64_t n, const float *sh,
@@ -519,19 +519,16 @@ __global__ static void k_moe_token_combine(float *y, const float *o, const int32
     if (threadIdx.x < k) { /* slot j's rank: the slots of smaller experts (ties: earlier slots) */
         const int j = threadIdx.x, e = ids[j];
         int r = 0;
-        for (int i = 0; i < k; i++) r += ids[i] < e || (ids[i] == e && i < j);
+        for (int i = 0; i < k; i++) r += moe_slot_before(ids[i], i, e, j);
         order[r] = j;
         a[r] = alpha[j];
     }
-    if (threadIdx.x == 0 && sh) g = 1.0f / (1.0f + expf(-*sh_gate));
+    if (threadIdx.x == 0 && sh) g = moe_shared_factor(*sh_gate);
     __syncthreads();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = y[i];
-        for (int r = 0; r < k; r++) {
-            const float ar = a[r], xv = o[(int64_t)order[r] * n + i];
-            v = ar == 1.0f ? v + xv : v + ar * xv;
-        }
+        for (int r = 0; r < k; r++) v = moe_share_add(v, a[r], o[(int64_t)order[r] * n + i]);
         if (sh) v += g * sh[i];
         y[i] = v;
     }

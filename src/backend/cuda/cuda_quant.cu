@@ -57,6 +57,7 @@
  * views) a per-element fallback runs, byte loads and all.
  */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_moe.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
 
 #include <cuda_fp16.h>
@@ -1361,21 +1362,19 @@ __device__ __noinline__ void cq_moe_put(float *y, float s, const float *o, int64
     float a = *y;
     int pe = -1, pj = -1; /* the last slot added: its expert and index */
     for (int r = 0; r < k; r++) {
-        int be = 0, bj = -1; /* the next slot in (expert, index) order */
+        int be = 0, bj = -1; /* the next slot in cuda_moe.cuh's order */
         for (int j = 0; j < k; j++) {
             const int e = ids[j];
-            const bool after = e > pe || (e == pe && j > pj);
-            if (after && (bj < 0 || e < be)) {
+            if (moe_slot_before(pe, pj, e, j) && (bj < 0 || moe_slot_before(e, j, be, bj))) {
                 be = e;
                 bj = j;
             }
         }
-        const float ar = alpha[bj], xv = o[(int64_t)bj * ld];
-        a = ar == 1.0f ? a + xv : a + ar * xv;
+        a = moe_share_add(a, alpha[bj], o[(int64_t)bj * ld]);
         pe = be;
         pj = bj;
     }
-    *y = a + 1.0f / (1.0f + expf(-*gate)) * s;
+    *y = a + moe_shared_factor(*gate) * s;
 }
 
 /* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
