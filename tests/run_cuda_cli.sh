@@ -20,7 +20,9 @@
 #     The stats must name the mode; bytes read per token are printed (a model
 #     this small may fit the minimal stream pool: a note, not a failure).
 # And a model with heads of 512 (past the GPU's attention limit, 256): --gpu
-# auto runs it on the CPU with a note saying why, --gpu on is refused naming it.
+# auto runs it on the CPU with a note saying why, --gpu on is refused naming it;
+# --gpu-budget 100T (more than any GPU has) runs with what the GPU has, a note
+# saying so.
 # Exit 77 (skipped) when `--gpu on` says there is no CUDA device or the build
 # has no CUDA. A mismatch prints both texts; the check stays strict (the synth
 # models keep the top-1/top-2 logit margin >= 1.58, see synth/README.md).
@@ -279,6 +281,21 @@ if "$hy" synth -o "$big" --embd 1024 --heads 2 --kv-heads 1 --ff 1024 --layers 2
 else
     fail "hypura synth (head dim 512): $(cat "$dir/synth.err")"
 fi
+
+# a GPU budget past what the device has: the run takes what the device can
+# give (the default budget), says so in a note, and prints --gpu off's text
+m1=$synth/llama-Q4_K_M.gguf
+hrun big_ref "$m1" --gpu off
+hrun big_budget "$m1" --gpu on --gpu-budget 100T
+if same big_budget big_ref "--gpu-budget 100T"; then
+    grep -q "^note: --gpu-budget 100.00 TiB is more than the GPU has (.* free of .*): using " \
+        "$dir/big_budget.err" ||
+        fail "--gpu-budget 100T: no note naming the budget and the GPU's memory: $(tail -n 2 "$dir/big_budget.err")"
+    gb=$(json_num "$dir/big_budget.json" gpu_budget_bytes)
+    [ "${gb:-0}" -gt 0 ] && [ "${gb:-0}" -lt 109951162777600 ] ||
+        fail "--gpu-budget 100T: gpu_budget_bytes ${gb:-?}, expected what the GPU has"
+fi
+echo "== $(grep '^note: --gpu-budget' "$dir/big_budget.err")"
 
 echo "run_cuda_cli: $checks runs compared, $failed failed"
 [ $failed -eq 0 ]

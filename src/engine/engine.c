@@ -131,7 +131,8 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
 }
 
 /* The GPU side of the plan's inputs: the GPU budget (asked for, or free
- * VRAM plus what this engine already holds, minus headroom), the memory the
+ * VRAM plus what this engine already holds, minus headroom: that too where
+ * more was asked for than the device has, with a note), the memory the
  * forward passes hold there beyond the KV cache, and the measured PCIe and
  * device memory read rates.
  * The KV cache and activations live on the GPU, so the RAM side keeps only
@@ -139,12 +140,23 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
 static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_params *pp)
 {
     uint64_t free_b = 0, total_b = 0;
-    (void)cuda_device_memory(0, &free_b, &total_b);
+    const bool known = cuda_device_memory(0, &free_b, &total_b);
     const uint64_t held = cuda_backend_device_bytes(e->be);
     const uint64_t kv = plan_kv_bytes(e->m->hp, e->n_ctx);
     const uint64_t headroom = gpu_headroom(total_b);
+    const uint64_t avail = free_b + held > headroom ? free_b + held - headroom : 0;
     uint64_t budget = e->gpu_budget_bytes;
-    if (!budget) budget = free_b + held > headroom ? free_b + held - headroom : 0;
+    if (budget && known && budget > free_b + held) {
+        /* more than could be allocated: the default's (as -ngl 999 asks for
+         * every layer and gets what there is) */
+        char b[32], f[32], t[32], u[32];
+        snprintf(e->gpu_note, sizeof e->gpu_note,
+                 "--gpu-budget %s is more than the GPU has (%s free of %s): using %s",
+                 sizes_format(budget, b, sizeof b), sizes_format(free_b, f, sizeof f),
+                 sizes_format(total_b, t, sizeof t), sizes_format(avail, u, sizeof u));
+        budget = avail;
+    }
+    if (!budget) budget = avail;
     e->gpu_budget_bytes = budget;
     hw->n_gpu = 1;
     hw->gpu_mem_bytes = total_b;
