@@ -104,8 +104,9 @@ struct engine {
     struct model *m;      /* owned */
     struct backend *be;   /* owned */
     bool on_gpu;          /* be is the CUDA backend */
-    /* why --gpu auto stayed on the CPU with a device present, or that the GPU
-     * budget asked for was more than the device has; "" else */
+    /* why --gpu auto stayed on the CPU (a device present, or a GPU budget
+     * asked for without one), or that the GPU budget asked for was more than
+     * the device has; "" else */
     char gpu_note[160];
     uint64_t gpu_budget_bytes; /* the GPU tier's budget, when on_gpu */
     struct tokenizer tok; /* owned when have_tok */

@@ -1,0 +1,54 @@
+#!/bin/sh
+# run_gpu_flags_cli.sh HYPURA MODEL.gguf WORKDIR
+#
+# The GPU options of `hypura run` and `hypura serve` on any machine:
+#   - bad values are refused with exit 2 and an error naming the option and
+#     the value: --gpu maybe, --gpu-budget abc / -5G, --gpu-host foo;
+#   - without a CUDA device (or in a build without CUDA): --gpu on exits 1
+#     saying so, --gpu off and --gpu auto print the same greedy text, and a
+#     --gpu-budget under --gpu auto gets a note that it is not used.
+# With a device the last three are left to run_cuda_cli.sh.
+set -u
+hy=$1
+model=$2
+dir=$3
+mkdir -p "$dir" || exit 1
+fail=0
+err() { echo "FAIL: $*" >&2; fail=1; }
+
+# refused: CMD... EXPECTED-TEXT
+refused() {
+    want=$1
+    shift
+    "$hy" "$@" >/dev/null 2>"$dir/bad.err"
+    rc=$?
+    [ $rc -eq 2 ] || err "$*: exit $rc, want 2"
+    grep -q -- "$want" "$dir/bad.err" || err "$*: the error does not name '$want': $(tail -n 1 "$dir/bad.err")"
+}
+for cmd in run serve; do
+    [ $cmd = run ] && set -- -p x -n 1 || set --
+    refused "option --gpu: 'maybe'" $cmd -m "$model" "$@" --gpu maybe
+    refused "option --gpu-budget: 'abc'" $cmd -m "$model" "$@" --gpu-budget abc
+    refused "option --gpu-budget: '-5G'" $cmd -m "$model" "$@" --gpu-budget -5G
+    refused "option --gpu-host: 'foo'" $cmd -m "$model" "$@" --gpu-host foo
+done
+
+"$hy" run -m "$model" -p "Hello" -n 1 --temp 0 --gpu on >/dev/null 2>"$dir/on.err"
+rc=$?
+if [ $rc -eq 0 ]; then
+    echo "a CUDA device is present: the no-device checks are left to run_cuda_cli.sh"
+else
+    [ $rc -eq 1 ] || err "--gpu on without a device: exit $rc, want 1"
+    grep -q -E "no CUDA device|without CUDA" "$dir/on.err" ||
+        err "--gpu on without a device: the error does not say why: $(tail -n 1 "$dir/on.err")"
+    "$hy" run -m "$model" -p "Hello" -n 8 --temp 0 -t 2 --gpu off >"$dir/off.txt" 2>"$dir/off.err" ||
+        err "--gpu off: exit $?"
+    "$hy" run -m "$model" -p "Hello" -n 8 --temp 0 -t 2 --gpu-budget 4G >"$dir/auto.txt" 2>"$dir/auto.err" ||
+        err "--gpu-budget 4G without a device: exit $?: $(tail -n 1 "$dir/auto.err")"
+    cmp -s "$dir/off.txt" "$dir/auto.txt" || err "--gpu auto without a device: text differs from --gpu off"
+    grep -q "^note: --gpu-budget 4.00 GiB is not used: no CUDA device" "$dir/auto.err" ||
+        err "--gpu-budget 4G without a device: no note: $(grep -c . "$dir/auto.err") lines on stderr"
+    grep -q "^note: --gpu-budget" "$dir/off.err" && err "--gpu off: a note about the budget"
+fi
+[ $fail -eq 0 ] && echo "run_gpu_flags_cli: passed"
+[ $fail -eq 0 ]
