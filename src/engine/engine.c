@@ -100,16 +100,16 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
         return err_set(HY_ERR_INVALID_ARG, "--gpu '%s': not auto, on or off", g);
     if (o->gpu_host < CUDA_HOST_AUTO || o->gpu_host > CUDA_HOST_COPY)
         return err_set(HY_ERR_INVALID_ARG, "--gpu-host %d: not auto, cpu or copy", o->gpu_host);
-    const bool device = cuda_device_count() > 0;
-    bool want = strcmp(g, "on") == 0 || (strcmp(g, "auto") == 0 && device);
-    if (!device && strcmp(g, "auto") == 0 && o->gpu_budget_bytes) {
+    const bool device = cuda_device_count() > 0, autom = strcmp(g, "auto") == 0;
+    bool want = strcmp(g, "on") == 0 || (autom && device);
+    if (!device && autom && o->gpu_budget_bytes) {
         char b[32];
         snprintf(e->gpu_note, sizeof e->gpu_note,
                  "--gpu-budget %s is not used: no CUDA device (the CPU runs the model)",
                  sizes_format(o->gpu_budget_bytes, b, sizeof b));
     }
     const int64_t hd = HY_MAX(e->m->hp->head_dim, e->m->hp->head_dim_v);
-    if (want && strcmp(g, "auto") == 0 && hd > CUDA_ATT_MAX_HEAD_DIM) {
+    if (want && autom && hd > CUDA_ATT_MAX_HEAD_DIM) {
         /* --gpu on says why (forward_init: the backend's reserve) */
         snprintf(e->gpu_note, sizeof e->gpu_note,
                  "the GPU's attention takes head dimensions up to %d and this model's is %" PRId64
