@@ -1918,6 +1918,55 @@ template <class T> __device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
     return (uint32_t)(i / (128 / ITEMB)) & (ITEMB / 16 - 1);
 }
 
+/* A Q8_K block's (256 values: a warp's, lane l's f at 8l) integers q of
+ * lane l's values and its d (quant_ref_from_float_q8_K): the signed value of
+ * largest magnitude (the first of equals) max, iscale = -127 / max, q =
+ * min(127, round-half-even(iscale * x)), d = 1 / iscale. */
+__device__ __forceinline__ float cq_q8k_unit(const float (&f)[8], int lane, int (&q)[8])
+{
+    float am = 0.0f, mx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float a = fabsf(f[k]);
+        if (a > am) {
+            am = a;
+            mx = f[k];
+        }
+    }
+    int bl = lane; /* equals: the lower lane is the earlier column */
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float oam = __shfl_xor_sync(0xffffffffu, am, o);
+        const float omx = __shfl_xor_sync(0xffffffffu, mx, o);
+        const int obl = __shfl_xor_sync(0xffffffffu, bl, o);
+        if (oam > am || (oam == am && obl < bl)) {
+            am = oam;
+            mx = omx;
+            bl = obl;
+        }
+    }
+    const float iscale = am != 0.0f ? __fdiv_rn(-127.0f, mx) : 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int r = __float2int_rn(__fmul_rn(iscale, f[k]));
+        q[k] = r < 127 ? r : 127;
+    }
+    return am != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+}
+
+/* Stores a lane's 8 integers q, x's piece at byte win of item item, into
+ * token row xr of the layout above. */
+template <class T>
+__device__ __forceinline__ void cq_i8_put(uint8_t *xr, int64_t item, int win, const int (&q)[8])
+{
+    const uint32_t lo =
+        (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
+    const uint32_t hi =
+        (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
+    const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
+    *(uint2 *)(xr + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
+}
+
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
  * warp per 256 values, lane l its 8 values at 8l, the loads of 4 units
  * issued before their arithmetic. Q8_K (quant_ref_from_float_q8_K): the
@@ -1964,34 +2013,7 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
             int q[8];
             float d;
             if constexpr (I::Q8K) {
-                float am = 0.0f, mx = 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const float a = fabsf(f[k]);
-                    if (a > am) {
-                        am = a;
-                        mx = f[k];
-                    }
-                }
-                int bl = lane; /* equals: the lower lane is the earlier column */
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) {
-                    const float oam = __shfl_xor_sync(0xffffffffu, am, o);
-                    const float omx = __shfl_xor_sync(0xffffffffu, mx, o);
-                    const int obl = __shfl_xor_sync(0xffffffffu, bl, o);
-                    if (oam > am || (oam == am && obl < bl)) {
-                        am = oam;
-                        mx = omx;
-                        bl = obl;
-                    }
-                }
-                const float iscale = am != 0.0f ? __fdiv_rn(-127.0f, mx) : 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const int r = __float2int_rn(__fmul_rn(iscale, f[k]));
-                    q[k] = r < 127 ? r : 127;
-                }
-                d = am != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+                d = cq_q8k_unit(f, lane, q);
             } else {
                 float am = 0.0f;
 #pragma unroll
@@ -2017,17 +2039,107 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
             const int part = I::part_of(off, win);
             const int64_t item = (int64_t)b * T::P + part;
             if (ok) {
-                const uint32_t lo =
-                    (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
-                const uint32_t hi =
-                    (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
-                const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
-                *(uint2 *)(xs + (int64_t)t * xts + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) =
-                    make_uint2(lo, hi);
+                cq_i8_put<T>(xs + (int64_t)t * xts, item, win, q);
                 if (off == 0) dys[gb] = d;
             }
             if constexpr (I::NSUM > 0) I::sums(sums + gb * T::P * I::NSUM, lane, s8, ok);
         }
+    }
+}
+
+/* The folded RMSNorm's prologue without its own pass, for x of Q8_K
+ * blocks (one token): x * w quantized as cq_i8_quantize quantizes rmsnorm(x)
+ * * w (a Q8_K block's integers do not depend on a common factor: iscale =
+ * -127 / max scales with it; only d does), the squares of x summed in double
+ * on the way, each warp's sum at ss[warp]. The caller's barrier, then
+ * cq_norm_scale, give the norm's factor, by which the products are
+ * multiplied at their end (d = 1 / iscale of x * w, not of the normed x).
+ * Loads: x and w of the next units issued before the arithmetic. */
+template <class T>
+__device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t *xs, double *ss)
+{
+    typedef CqI8<T> I;
+    static_assert(I::Q8K, "a common factor leaves Q8_K's integers as they are, not Q8_0's");
+    constexpr int U = 2;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nb = (int)(n_cols / T::BS);
+    const int xts = (int)cq_i8_xts(n_cols);
+    int *sums = (int *)(xs + xts);
+    float *dys = (float *)(sums + nb * T::P * I::NSUM);
+    const int units = (int)((n_cols + 255) / 256);
+    double acc = 0.0;
+    for (int u0 = warp; u0 < units; u0 += U * CQ_WARPS) {
+        float4 v[U][2], wv[U][2];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            if (u0 + u * CQ_WARPS < units && e < n_cols) {
+                v[u][0] = __ldg((const float4 *)(rs.nx + e));
+                v[u][1] = __ldg((const float4 *)(rs.nx + e + 4));
+                wv[u][0] = __ldg((const float4 *)(rs.nw + e));
+                wv[u][1] = __ldg((const float4 *)(rs.nw + e + 4));
+            } else {
+                v[u][0] = v[u][1] = wv[u][0] = wv[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
+            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            const bool ok = e < n_cols;
+            const float xv[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
+                                 v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
+            const float ww[8] = {wv[u][0].x, wv[u][0].y, wv[u][0].z, wv[u][0].w,
+                                 wv[u][1].x, wv[u][1].y, wv[u][1].z, wv[u][1].w};
+            float f[8];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                acc += (double)xv[k] * xv[k];
+                f[k] = xv[k] * ww[k];
+            }
+            int q[8];
+            const float d = cq_q8k_unit(f, lane, q);
+            int s8 = 0;
+#pragma unroll
+            for (int k = 0; k < 8; k++) s8 += q[k];
+            const int b = (int)(e / T::BS);
+            const int off = (int)(e - (int64_t)b * T::BS);
+            int win;
+            const int part = I::part_of(off, win);
+            const int64_t item = (int64_t)b * T::P + part;
+            if (ok) {
+                cq_i8_put<T>(xs, item, win, q);
+                if (off == 0) dys[b] = d;
+            }
+            if constexpr (I::NSUM > 0) I::sums(sums + (int64_t)b * T::P * I::NSUM, lane, s8, ok);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) ss[warp] = acc;
+}
+
+/* The norm's factor from cq_i8_quantize_normed's sums (after a barrier), as
+ * cq_norm_stage computes it. */
+__device__ __forceinline__ float cq_norm_scale(const double *ss, int64_t n, float eps)
+{
+    double t = 0.0;
+#pragma unroll
+    for (int w = 0; w < CQ_WARPS; w++) t += ss[w];
+    return (float)(1.0 / sqrt(t / (double)n + (double)eps));
+}
+
+/* The normed x, rmsnorm(x) * w with cq_norm_stage's arithmetic, stored at
+ * rs.ny by the CTAs between them (a share each), for the kernels after. */
+__device__ __forceinline__ void cq_norm_store(const CqRows &rs, int64_t n, float sc)
+{
+    const int64_t nq = n / 4;
+    for (int64_t q = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; q < nq;
+         q += (int64_t)gridDim.x * CQ_THREADS) {
+        const float4 a = __ldg((const float4 *)(rs.nx + 4 * q));
+        const float4 w = __ldg((const float4 *)(rs.nw + 4 * q));
+        *(float4 *)(rs.ny + 4 * q) =
+            make_float4(a.x * sc * w.x, a.y * sc * w.y, a.z * sc * w.z, a.w * sc * w.w);
     }
 }
 
@@ -2305,7 +2417,14 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
     for (int k = 0; k < S - 1; k++) issue(k); /* weights: before the previous kernel is done */
     pdl_wait();
 
-    if constexpr (NORM) { /* the normed x as floats after the integer layout first */
+    /* NFAC: the norm's factor applied to the products at their end, x * w
+     * quantized at once (Q8_K blocks); else the normed x as floats after the
+     * integer layout first */
+    constexpr bool NFAC = NORM && CqI8<T>::Q8K;
+    __shared__ double ss[CQ_WARPS];
+    if constexpr (NFAC) {
+        cq_i8_quantize_normed<T>(rs, n_cols, xs, ss);
+    } else if constexpr (NORM) {
         float4 *xf = (float4 *)(xs + cq_i8_norm_off<T>(n_cols));
         cq_norm_stage<false>(rs, n_cols, xf, [](int q) { return q; });
         cq_i8_quantize<T, 1, true>((const float *)xf, n_cols, xs);
@@ -2313,6 +2432,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
         cq_i8_quantize<T, 1, false>(x, n_cols, xs);
     }
     __syncthreads();
+    const float nsc = NFAC ? cq_norm_scale(ss, n_cols, rs.eps) : 1.0f;
 
     const int xts = (int)cq_i8_xts(n_cols);
     const int sts = (int)(nb * T::P * I::NSUM), dts = (int)nb;
@@ -2362,8 +2482,13 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
                 parity ^= 1;
             }
         }
+        if constexpr (NFAC) {
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r][0] *= nsc;
+        }
         cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
+    if constexpr (NFAC) cq_norm_store(rs, n_cols, nsc);
 #if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
