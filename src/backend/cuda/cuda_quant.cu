@@ -1245,6 +1245,16 @@ struct CqRows {
     int mk;
 };
 
+/* The norm's factor from the CTA's warps' sums of squares (ss, double, in
+ * warp order): 1 / sqrt(mean + eps), rounded to float once. */
+__device__ __forceinline__ float cq_norm_scale(const double *ss, int64_t n, float eps)
+{
+    double t = 0.0;
+#pragma unroll
+    for (int w = 0; w < CQ_WARPS; w++) t += ss[w];
+    return (float)(1.0 / sqrt(t / (double)n + (double)eps));
+}
+
 /* The prologue of a product with a folded RMSNorm (one token): x =
  * rmsnorm(rs.nx) * rs.nw into shared memory, quad q (columns 4q .. 4q + 3)
  * at dst[quad(q)], with k_rms_norm's arithmetic (the squares summed in
@@ -1298,12 +1308,7 @@ __device__ void cq_norm_stage(const CqRows &rs, int64_t n, float4 *dst, Q quad)
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        double t = 0.0;
-#pragma unroll
-        for (int w = 0; w < CQ_WARPS; w++) t += part[w];
-        scale = (float)(1.0 / sqrt(t / (double)n + (double)rs.eps));
-    }
+    if (threadIdx.x == 0) scale = cq_norm_scale(part, n, rs.eps);
     __syncthreads();
     const float sc = scale;
     auto put = [&](int q, float4 w) {
@@ -1969,12 +1974,10 @@ __device__ __forceinline__ void cq_i8_put(uint8_t *xr, int64_t item, int win, co
 
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
  * warp per 256 values, lane l its 8 values at 8l, the loads of 4 units
- * issued before their arithmetic. Q8_K (quant_ref_from_float_q8_K): the
- * signed value of largest magnitude (the first of equals) max, iscale =
- * -127 / max, q = min(127, round-half-even(iscale * x)), d = 1 / iscale.
- * Q8_0 (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0),
- * q = roundf(x * id) (out of range: 0, as ref_trunc and the int8 store),
- * its scale the binary16 d. NORM: x is in shared memory (cq_norm_stage's). */
+ * issued before their arithmetic. Q8_K: cq_q8k_unit. Q8_0
+ * (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0), q =
+ * roundf(x * id) (out of range: 0, as ref_trunc and the int8 store), its
+ * scale the binary16 d. NORM: x is in shared memory (cq_norm_stage's). */
 template <class T, int NT, bool NORM>
 __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint8_t *xs)
 {
@@ -2117,16 +2120,6 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane == 0) ss[warp] = acc;
-}
-
-/* The norm's factor from cq_i8_quantize_normed's sums (after a barrier), as
- * cq_norm_stage computes it. */
-__device__ __forceinline__ float cq_norm_scale(const double *ss, int64_t n, float eps)
-{
-    double t = 0.0;
-#pragma unroll
-    for (int w = 0; w < CQ_WARPS; w++) t += ss[w];
-    return (float)(1.0 / sqrt(t / (double)n + (double)eps));
 }
 
 /* The normed x, rmsnorm(x) * w with cq_norm_stage's arithmetic, stored at
