@@ -241,11 +241,18 @@ for model in "$synth"/*.gguf; do
         ram2=$(min_bytes "$dir/smin.err")
         hrun strm "$model" --gpu on --mode expert-stream --ram-budget "${ram2:-$ram}"
         if same strm ref "$name expert-stream --ram-budget ${ram2:-$ram}, default GPU budget"; then
+            held=$(json_num "$dir/strm.json" expert_gpu_held)
             echo "  expert-stream, default GPU budget: mode $(json_str "$dir/strm.json" mode)," \
                 "weights on the GPU $(json_num "$dir/strm.json" gpu_weights_bytes)," \
-                "GPU cache hits $(json_num "$dir/strm.json" gpu_cache_hits) misses $(json_num "$dir/strm.json" gpu_cache_misses)"
+                "GPU cache hits $(json_num "$dir/strm.json" gpu_cache_hits) misses $(json_num "$dir/strm.json" gpu_cache_misses)," \
+                "routed experts held in VRAM (not read) ${held:-?}," \
+                "bytes read per token $(json_num "$dir/strm.json" bytes_read_per_token)"
             [ "$(json_str "$dir/strm.json" mode)" = expert-stream ] ||
                 fail "$name: mode $(json_str "$dir/strm.json" mode), expected expert-stream"
+            # the VRAM cache, with room for every expert, sits in front of
+            # the RAM one: experts used before are not read again
+            [ "${held:-0}" -gt 0 ] ||
+                fail "$name expert-stream, default GPU budget: no routed expert held in VRAM (expert_gpu_held ${held:-?})"
         fi
     fi
 done

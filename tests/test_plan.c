@@ -648,6 +648,50 @@ static void test_gpu_moe(void)
         CHECK(p.expert_hit_rate == 1);
         plan_free(&p);
     }
+    /* forced expert streaming: the experts stay on the host and the GPU's
+     * budget past the rest is the VRAM expert cache, in front of the RAM
+     * one: a layer's hit rate is that of the larger of its RAM cache and
+     * its share of the VRAM one (entries of the largest slice, three an
+     * expert), so a larger GPU budget reads less per token */
+    {
+        struct plan_hw hw;
+        hw_gpu(&hw);
+        const uint64_t rest = kv + gwork + s.mi.tensor_bytes - exp;
+        struct plan q[3];
+        const uint64_t gbs[3] = {rest, rest + exp / 4, rest + 2 * exp};
+        int ok = 0;
+        for (int i = 0; i < 3; i++) {
+            struct plan_params pp = {.ram_budget_bytes = 2 * GiB,
+                                     .gpu_budget_bytes = gbs[i],
+                                     .n_ctx = ctx,
+                                     .compute_bytes = work,
+                                     .gpu_compute_bytes = gwork,
+                                     .force = PLAN_FORCE_EXPERT_STREAM};
+            if (!CHECK_OK(plan_init(&q[i], &s.mi, &hw, &pp))) break;
+            ok++;
+            CHECK_EQ_U64(q[i].bytes_by_role_gpu[ROLE_EXPERT], 0);
+            CHECK_EQ_INT(q[i].mode, PLAN_MODE_EXPERT_STREAM);
+        }
+        if (ok == 3) {
+            const int64_t E = s.mi.hp.n_expert;
+            uint64_t entry = 0;
+            for (uint64_t i = 0; i < s.g->n_tensors; i++)
+                if (s.mi.tensor_role[i] == ROLE_EXPERT)
+                    entry =
+                        HY_MAX(entry, base_align_up(s.g->tensors[i].n_bytes / (uint64_t)E, 256));
+            for (int i = 0; i < 3; i++) {
+                const int64_t vc = (int64_t)HY_MIN(
+                    q[i].gpu_expert_cache_bytes / entry / 3 / (uint64_t)q[i].n_layer, (uint64_t)E);
+                const struct plan_layer *pl = &q[i].layers[0];
+                CHECK(pl->hit_rate == plan_expert_hit_rate(HY_MAX(pl->expert_cache, vc), E));
+            }
+            CHECK(q[1].streamed_bytes_per_token < q[0].streamed_bytes_per_token);
+            CHECK(q[2].streamed_bytes_per_token < q[1].streamed_bytes_per_token);
+            CHECK(q[2].expert_hit_rate == 1); /* room for every expert */
+            CHECK(q[1].predicted_gen_tok_per_s > q[0].predicted_gen_tok_per_s);
+        }
+        for (int i = 0; i < ok; i++) plan_free(&q[i]);
+    }
     /* a sweep: the reference placement everywhere */
     for (uint64_t gb2 = kv + gwork + GiB; gb2 <= s.mi.tensor_bytes + kv + gwork + GiB; gb2 += GiB) {
         if (!gpu_plan_ref(&s, &p, gb2, 8 * GiB, ctx, work, gwork)) break;

@@ -5,6 +5,7 @@
  * step; an I/O error or a short read at any point gives a clean HY_ERR_IO
  * naming the file and offset, never a hang, and the store recovers on the
  * next pass; the I/O layer itself validates alignment and reports errors.
+ * Expert streaming behind a backend holding slices itself reads none of them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,134 @@ static void test_experts(const char *path, const char *cache_dir)
     backend_free(be);
 }
 
+/* A backend that holds weights itself (backend.h, holds): the CPU backend
+ * with its matmul keeping copies of keyed weights in HOLD_N slots (LRU), as
+ * a GPU's VRAM cache does, and computing from a held copy. */
+#define HOLD_N 96
+static struct {
+    const struct backend_ops *inner;
+    uint64_t key[HOLD_N], tick[HOLD_N], now;
+    uint8_t *copy[HOLD_N];
+    size_t cap;
+    uint64_t used, no_data; /* products from a copy; those given no data */
+    bool lost;              /* a weight without data that was not held */
+} hold;
+
+static int hold_find(uint64_t key)
+{
+    for (int i = 0; i < HOLD_N; i++)
+        if (hold.key[i] == key) return i;
+    return -1;
+}
+
+static bool hold_holds(struct backend *be, uint64_t key)
+{
+    (void)be;
+    const int i = key ? hold_find(key) : -1;
+    if (i >= 0) hold.tick[i] = ++hold.now;
+    return i >= 0;
+}
+
+static void hold_matmul(struct backend *be, const struct backend_weight *w, const float *x,
+                        int64_t n_tok, float *y)
+{
+    const size_t bytes = (size_t)w->n_rows * w->row_bytes;
+    struct backend_weight c = *w;
+    hold.no_data += w->data == NULL;
+    if (w->key && bytes <= hold.cap) {
+        int i = hold_find(w->key);
+        if (i >= 0) {
+            hold.used++;
+        } else if (w->data) { /* fill the least recent slot */
+            i = 0;
+            for (int j = 1; j < HOLD_N; j++)
+                if (hold.tick[j] < hold.tick[i]) i = j;
+            memcpy(hold.copy[i], w->data, bytes);
+            hold.key[i] = w->key;
+        }
+        if (i >= 0) {
+            hold.tick[i] = ++hold.now;
+            c.data = hold.copy[i];
+        }
+    }
+    if (!c.data) {
+        hold.lost = true;
+        return;
+    }
+    hold.inner->matmul(be, &c, x, n_tok, y);
+}
+
+/* Expert streaming behind a backend that holds expert slices: the logits
+ * stay the resident ones, the experts it held are neither counted by the
+ * store's cache nor read (fewer bytes than without it, same cache), and
+ * its products of them were given no data. */
+static void test_backend_holds(const char *path)
+{
+    struct backend *be = NULL;
+    struct cpu_backend_opts bo = {.n_threads = 2};
+    if (!CHECK_OK(cpu_backend_init(&bo, &be))) return;
+    struct model *m = NULL;
+    struct run ref = {0};
+    uint64_t picks = 0, bytes_plain = 0;
+    if (!CHECK_OK(model_open(path, &m)) || !CHECK_OK(model_load(m, NULL, NULL)) ||
+        !CHECK_OK(eval_steps(m, be, &ref, false, NULL))) {
+        model_close(m);
+        backend_free(be);
+        return;
+    }
+    const int k = (int)m->hp->n_expert_used;
+    size_t slice = 0;
+    for (int i = 0; i < 3; i++) {
+        static const enum model_wrole roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
+                                                  MODEL_W_FFN_DOWN_EXPS};
+        struct backend_weight w;
+        model_describe(m, 0, roles[i], 0, &w);
+        if ((size_t)w.n_rows * w.row_bytes > slice) slice = (size_t)w.n_rows * w.row_bytes;
+    }
+    model_close(m);
+    hold.inner = be->ops;
+    hold.cap = slice;
+    for (int i = 0; i < HOLD_N; i++) hold.copy[i] = malloc(slice);
+    struct backend_ops ops = *be->ops;
+    ops.matmul = hold_matmul;
+    ops.holds = hold_holds;
+    for (int with = 0; with < 2; with++) {
+        memset(hold.key, 0, sizeof hold.key);
+        memset(hold.tick, 0, sizeof hold.tick);
+        hold.used = hold.no_data = 0;
+        hold.lost = false;
+        be->ops = with ? &ops : hold.inner;
+        if (!CHECK_OK(model_open(path, &m))) continue;
+        struct store_config sc = {.mode = STORE_EXPERT_STREAM, .expert_capacity = 2 * k};
+        struct store *s = NULL;
+        struct run got = {0};
+        if (CHECK_OK(store_open(m, &sc, &s)) && CHECK_OK(eval_moe(m, be, &got, &picks))) {
+            if (!CHECK(memcmp(got.logits, ref.logits,
+                              (size_t)(N_STEPS * ref.n_vocab) * sizeof(float)) == 0))
+                fprintf(stderr, "  %s: held by the backend %d: logits differ from resident\n", path,
+                        with);
+            const struct expert_cache_stats x = store_stats(s).experts;
+            CHECK_EQ_U64(x.hits + x.misses + x.held_elsewhere, picks);
+            if (with) {
+                CHECK(!hold.lost);
+                CHECK(x.held_elsewhere > 0 && hold.no_data > 0 && hold.used >= hold.no_data);
+                if (!CHECK(x.bytes_read < bytes_plain))
+                    fprintf(stderr, "  %s: read %llu bytes held, %llu not\n", path,
+                            (unsigned long long)x.bytes_read, (unsigned long long)bytes_plain);
+            } else {
+                CHECK_EQ_U64(x.held_elsewhere, 0);
+                bytes_plain = x.bytes_read;
+            }
+        }
+        free(got.logits);
+        model_close(m);
+    }
+    be->ops = hold.inner;
+    for (int i = 0; i < HOLD_N; i++) free(hold.copy[i]);
+    free(ref.logits);
+    backend_free(be);
+}
+
 int main(void)
 {
     const char *models[] = {HY_TESTDATA_DIR "/synth/llama-Q4_K_M.gguf",
@@ -444,6 +573,8 @@ int main(void)
     if (CHECK(mkdtemp(dir) != NULL)) {
         test_experts(HY_TESTDATA_DIR "/synth/mixtral-Q4_K_M.gguf", dir);
         test_experts(HY_TESTDATA_DIR "/synth/qwen2moe-Q4_K_M.gguf", dir);
+        test_backend_holds(HY_TESTDATA_DIR "/synth/mixtral-Q4_K_M.gguf");
+        test_backend_holds(HY_TESTDATA_DIR "/synth/qwen2moe-Q4_K_M.gguf");
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         if (system(cmd) != 0) fprintf(stderr, "note: could not remove %s\n", dir);

@@ -299,6 +299,14 @@ struct backend_ops {
      * into its own, without holding back the ops queued after. Only a hint:
      * the results of every op stay the same. */
     void (*prefetch)(struct backend *be, const struct backend_weight *w, int n);
+    /* Optional (NULL: holds nothing). Whether the backend keeps the bytes of
+     * key (a backend_weight's, not 0) in memory of its own, so that a matmul
+     * of the weight with that key reads them there: its data may then be
+     * NULL (model_describe's), and a streamed expert slice need not be read
+     * from the file. A true answer holds for the next matmul if no call with
+     * another key comes between; later the backend may have let it go. The
+     * backend may count the question as a use (its eviction order). */
+    bool (*holds)(struct backend *be, uint64_t key);
 };
 
 #define BACKEND_MOE_MAX_K 64

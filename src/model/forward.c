@@ -79,6 +79,8 @@ struct forward {
     float *grp_w;     /* owned, [n_expert][n_batch]: their weights */
     int64_t *grp_n;   /* owned, [n_expert] */
     int32_t *sel_ids; /* owned, [n_expert]: the experts a layer uses in a step */
+    bool *sel_held;   /* owned, [n_expert]: of sel_ids (then of a guess), those the backend
+                         holds itself (backend.h, holds) */
     int32_t *tok_rows; /* owned, [n_batch]: 0, 1, ... (every token's row, for add_rows) */
     /* owned, [3 * max(n_expert_used, n_expert)]: one token's experts (moe_token), a batch's
      * (moe_batch) */
@@ -367,6 +369,7 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         f->grp_w = mem_xcalloc(X * nb, sizeof(float));
         f->grp_n = mem_xcalloc(X, sizeof(int64_t));
         f->sel_ids = mem_xcalloc(X, sizeof(int32_t));
+        f->sel_held = mem_xcalloc(X, sizeof(bool));
         f->tok_rows = mem_xcalloc(nb, sizeof(int32_t));
         for (uint64_t t = 0; t < nb; t++) f->tok_rows[t] = (int32_t)t;
         f->moe_w = mem_xcalloc(3 * HY_MAX(K, X), sizeof(struct backend_weight));
@@ -410,6 +413,7 @@ void forward_free(struct forward *f)
     free(f->grp_w);
     free(f->grp_n);
     free(f->sel_ids);
+    free(f->sel_held);
     free(f->tok_rows);
     free(f->moe_w);
     free(f->moe_alpha);
@@ -653,6 +657,35 @@ static void shared_expert_add(struct forward *f, int64_t n, float *g)
 
 static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
                                                  MODEL_W_FFN_DOWN_EXPS};
+
+/* Whether the backend holds all three slices of expert e of layer l itself
+ * (backend.h, holds; asking counts as a use). */
+static bool expert_held(struct forward *f, int l, int32_t e)
+{
+    for (int i = 0; i < 3; i++) {
+        struct backend_weight w;
+        model_describe(f->m, l, expert_roles[i], e, &w);
+        if (!f->be->ops->holds(f->be, w.key)) return false;
+    }
+    return true;
+}
+
+/* linear of slice i (gate, up, down) of expert e of layer l; with ask, from
+ * the backend's own copy where it still holds one, without the store (a
+ * streamed slice is then not read). */
+HY_MUST_CHECK static enum hy_status linear_expert(struct forward *f, int l, int i, int32_t e,
+                                                  bool ask, const float *x, int64_t n_tok, float *y)
+{
+    if (ask) {
+        struct backend_weight w;
+        model_describe(f->m, l, expert_roles[i], e, &w);
+        if (f->be->ops->holds(f->be, w.key)) {
+            backend_matmul(f->be, &w, x, n_tok, y);
+            return HY_OK;
+        }
+    }
+    return linear(f, l, expert_roles[i], e, x, n_tok, y);
+}
 
 /* Whether layer l's expert slices stay where they are while held (not
  * streamed: acquiring one reads nothing). */
@@ -906,13 +939,22 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
             f->grp_n[e]++;
         }
     }
-    /* tell the store which experts come, before acquiring any */
+    /* tell the store which experts come, before acquiring any, and which of
+     * them a streamed layer need not read: those the backend holds (a GPU's
+     * VRAM cache in front of the store's) */
     int64_t n_sel = 0;
     for (int64_t e = 0; e < X; e++)
         if (f->grp_n[e]) f->sel_ids[n_sel++] = (int32_t)e;
-    model_route(f->m, l, f->sel_ids, n_sel);
+    const bool ask = f->be->ops->holds && !experts_stable(f, l);
+    for (int64_t j = 0; ask && j < n_sel; j++) f->sel_held[j] = expert_held(f, l, f->sel_ids[j]);
+    model_route(f->m, l, f->sel_ids, n_sel, ask ? f->sel_held : NULL);
     const int32_t *guessed = ids_host + n * K;
-    if (guess && model_wants_hints(f->m)) model_hint(f->m, l + 1, guessed, K);
+    if (guess && model_wants_hints(f->m)) {
+        const bool ask_next = f->be->ops->holds && !experts_stable(f, l + 1);
+        for (int64_t j = 0; ask_next && j < K; j++)
+            f->sel_held[j] = expert_held(f, l + 1, guessed[j]);
+        model_hint(f->m, l + 1, guessed, K, ask_next ? f->sel_held : NULL);
+    }
 
     if (n == 1 && moe_in_one_call(f, l, n_sel)) {
         if ((st = moe_one_call(f, l, n_sel))) return st;
@@ -934,10 +976,10 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         const int32_t *toks = f->grp_tok + e * f->n_batch;
         const float *ws = f->grp_w + e * f->n_batch;
         backend_get_rows(f->be, &xb_rows, toks, cnt, f->xg);
-        if ((st = linear(f, l, MODEL_W_FFN_GATE_EXPS, (int)e, f->xg, cnt, f->hb))) return st;
-        if ((st = linear(f, l, MODEL_W_FFN_UP_EXPS, (int)e, f->xg, cnt, f->hb2))) return st;
+        if ((st = linear_expert(f, l, 0, (int32_t)e, ask, f->xg, cnt, f->hb))) return st;
+        if ((st = linear_expert(f, l, 1, (int32_t)e, ask, f->xg, cnt, f->hb2))) return st;
         backend_silu_mul(f->be, f->hb, f->hb2, cnt * f->ff_dim);
-        if ((st = linear(f, l, MODEL_W_FFN_DOWN_EXPS, (int)e, f->hb, cnt, f->xb2))) return st;
+        if ((st = linear_expert(f, l, 2, (int32_t)e, ask, f->hb, cnt, f->xb2))) return st;
         backend_add_rows(f->be, f->x, f->xb2, toks, ws, cnt, E);
     }
     if (f->shexp_dim > 0) {

@@ -432,17 +432,34 @@ enum hy_status model_load(struct model *m, model_progress_fn progress, void *use
     return store_open(m, &cfg, &st);
 }
 
+/* out for role's tensor t (expert's slice of a stacked one), all but where
+ * its bytes lie. */
+static void describe(const struct model *m, const struct gguf_tensor *t, enum model_wrole role,
+                     int expert, struct backend_weight *out)
+{
+    const bool stacked = role == MODEL_W_FFN_GATE_EXPS || role == MODEL_W_FFN_UP_EXPS ||
+                         role == MODEL_W_FFN_DOWN_EXPS;
+    HY_ASSERT(stacked ? (expert >= 0 && expert < t->ne[2]) : expert == -1);
+    *out = (struct backend_weight){
+        .type = t->type,
+        .n_cols = t->ne[0],
+        .n_rows = t->ne[1],
+        .row_bytes = (size_t)quant_bytes(t->type, (uint64_t)t->ne[0]),
+        .name = t->name,
+        .mem = BACKEND_MEM_HOST,
+        /* an expert slice's identity, for a GPU backend's VRAM cache */
+        .key = stacked ? ((uint64_t)(t - m->gguf->tensors) + 1) << 20 | (uint64_t)(expert + 1) : 0,
+    };
+}
+
 enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, int expert,
                              struct backend_weight *out)
 {
     HY_ASSERT((role < MODEL_W_FIRST_LAYER_ROLE) == (layer < 0));
     const struct gguf_tensor *t = *slot(m, layer, role);
     HY_ASSERT(t != NULL && m->store != NULL);
-    const bool stacked = role == MODEL_W_FFN_GATE_EXPS || role == MODEL_W_FFN_UP_EXPS ||
-                         role == MODEL_W_FFN_DOWN_EXPS;
-    HY_ASSERT(stacked ? (expert >= 0 && expert < t->ne[2]) : expert == -1);
-    const uint64_t row_bytes = quant_bytes(t->type, (uint64_t)t->ne[0]);
-    const uint64_t off = stacked ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
+    describe(m, t, role, expert, out);
+    const uint64_t off = out->key ? (uint64_t)expert * (t->n_bytes / (uint64_t)t->ne[2]) : 0;
     const uint8_t *data;
     bool on_gpu = false, stable = false;
     enum hy_status st =
@@ -451,14 +468,16 @@ enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role, 
     out->data = data;
     out->mem = on_gpu ? BACKEND_MEM_BACKEND : BACKEND_MEM_HOST;
     out->stable = stable;
-    /* an expert slice's identity, for a GPU backend's VRAM cache */
-    out->key = stacked ? ((uint64_t)(t - m->gguf->tensors) + 1) << 20 | (uint64_t)(expert + 1) : 0;
-    out->type = t->type;
-    out->n_cols = t->ne[0];
-    out->n_rows = t->ne[1];
-    out->row_bytes = (size_t)row_bytes;
-    out->name = t->name;
     return HY_OK;
+}
+
+void model_describe(const struct model *m, int layer, enum model_wrole role, int expert,
+                    struct backend_weight *out)
+{
+    HY_ASSERT((role < MODEL_W_FIRST_LAYER_ROLE) == (layer < 0));
+    const struct gguf_tensor *t = *slot(m, layer, role);
+    HY_ASSERT(t != NULL);
+    describe(m, t, role, expert, out);
 }
 
 bool model_has_weight(const struct model *m, int layer, enum model_wrole role)
@@ -471,9 +490,9 @@ void model_release(struct model *m, int layer, enum model_wrole role)
     store_release(m->store, layer, role);
 }
 
-void model_route(struct model *m, int layer, const int32_t *ids, int64_t n)
+void model_route(struct model *m, int layer, const int32_t *ids, int64_t n, const bool *elsewhere)
 {
-    store_route(m->store, layer, ids, n);
+    store_route(m->store, layer, ids, n, elsewhere);
 }
 
 void model_routed(struct model *m, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
@@ -491,7 +510,7 @@ bool model_wants_hints(const struct model *m)
     return store_wants_hints(m->store);
 }
 
-void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n)
+void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n, const bool *elsewhere)
 {
-    store_hint(m->store, layer, ids, n);
+    store_hint(m->store, layer, ids, n, elsewhere);
 }

@@ -131,6 +131,12 @@ HY_MUST_CHECK enum hy_status model_load(struct model *m, model_progress_fn progr
 HY_MUST_CHECK enum hy_status model_acquire(struct model *m, int layer, enum model_wrole role,
                                            int expert, struct backend_weight *out);
 
+/* What model_acquire gives for the same arguments but where the bytes lie:
+ * data NULL, mem BACKEND_MEM_HOST, not stable. For a backend that holds the
+ * weight by its key (backend.h, holds); nothing is read or pinned. */
+void model_describe(const struct model *m, int layer, enum model_wrole role, int expert,
+                    struct backend_weight *out);
+
 /* True when the model has a tensor for role (in layer; -1 for global roles). */
 bool model_has_weight(const struct model *m, int layer, enum model_wrole role);
 
@@ -140,8 +146,11 @@ void model_release(struct model *m, int layer, enum model_wrole role);
 
 /* The experts layer's router picked for the tokens being evaluated
  * (ids[0..n), distinct, ascending), told before any of them is acquired.
- * Resident weights need no preparation; a streaming store starts reads here. */
-void model_route(struct model *m, int layer, const int32_t *ids, int64_t n);
+ * Resident weights need no preparation; a streaming store starts reads here.
+ * elsewhere (NULL: none): elsewhere[j] set where the backend holds expert
+ * ids[j]'s slices itself (backend.h, holds), so that the store reads nothing
+ * for it; it may still be acquired (the backend let it go meanwhile). */
+void model_route(struct model *m, int layer, const int32_t *ids, int64_t n, const bool *elsewhere);
 
 /* The routing of a whole step, for statistics (co-activation): token t's
  * choices at layer l are ids[(t * n_layer + l) * k + j]. */
@@ -157,8 +166,9 @@ bool model_wants_hints(const struct model *m);
 
 /* A guess at the experts layer will pick (ids[0..n), most likely first),
  * told while the layer before computes, so that the store can read them
- * ahead. Only a hint: model_route still says what is used. */
-void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n);
+ * ahead. Only a hint: model_route still says what is used. elsewhere as
+ * model_route's: those guesses are not read ahead. */
+void model_hint(struct model *m, int layer, const int32_t *ids, int64_t n, const bool *elsewhere);
 
 /* Name of a role for messages ("attn_q"). */
 const char *model_wrole_name(enum model_wrole role);

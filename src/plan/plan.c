@@ -569,6 +569,25 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         p->weights_streamed_bytes += pt->bytes - pt->resident_bytes;
     }
 
+    /* the GPU's VRAM expert cache in front of the RAM one (rule G4): the
+     * budget left after placement in entries of the largest expert slice
+     * (the backend's entries are all that size), three an expert, spread
+     * evenly over the layers whose experts lie on the host; the RAM cache
+     * keeps much of what it holds too (a miss in both fills both), so a
+     * layer counts the larger of the two */
+    int64_t vram_c = 0;
+    if (gpu_on && E > 0) {
+        uint64_t entry = 0;
+        int host_layers = 0;
+        for (uint64_t i = 0; i < g->n_tensors; i++)
+            if (info->tensor_role[i] == ROLE_EXPERT && !on_gpu[i])
+                entry = HY_MAX(entry, base_align_up(g->tensors[i].n_bytes / (uint64_t)E, 256));
+        for (int l = 0; l < n; l++) host_layers += ls[l].exp > 0;
+        const uint64_t used = kv + gpu_work + gpu_weights;
+        if (entry && host_layers && params->gpu_budget_bytes > used)
+            vram_c = (int64_t)HY_MIN(
+                (params->gpu_budget_bytes - used) / entry / 3 / (uint64_t)host_layers, (uint64_t)E);
+    }
     bool any_ffn_stream = false, any_exp_stream = false;
     double sel_hit = 0, prompt_bytes = 0;
     int n_moe_layers = 0, n_cache_layers = 0;
@@ -591,12 +610,13 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
             n_cache_layers++;
             pl->expert_cache = cache[l];
             pl->expert_slice_bytes = ls[l].exp / (uint64_t)E;
-            pl->hit_rate = plan_expert_hit_rate(cache[l], E);
+            const int64_t held = HY_MAX((int64_t)cache[l], vram_c);
+            pl->hit_rate = plan_expert_hit_rate(held, E);
             sel_hit += pl->hit_rate;
             if (cache[l] < E) {
                 any_exp_stream = true;
                 pl->read_bytes_per_token += (double)k * (double)pl->expert_slice_bytes * (1.0 - pl->hit_rate);
-                prompt_bytes += (double)(E - cache[l]) * (double)pl->expert_slice_bytes;
+                prompt_bytes += (double)(E - held) * (double)pl->expert_slice_bytes;
             }
             p->expert_cache_entries += (uint64_t)cache[l];
             p->expert_cache_bytes += (uint64_t)cache[l] * pl->expert_slice_bytes;

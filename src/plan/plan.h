@@ -31,7 +31,11 @@
  *       layer's stacked tensors at a time in layer order (a layer that does
  *       not fit is skipped), and last the token embeddings.
  *   G4. What is left of the GPU budget, when routed experts stay on the
- *       host, is the VRAM expert cache (gpu_expert_cache_bytes).
+ *       host, is the VRAM expert cache (gpu_expert_cache_bytes). It sits in
+ *       front of the RAM expert cache: a streamed expert it holds is not
+ *       read. The hit rate of a layer whose experts stream counts the larger
+ *       of its RAM cache and its even share of the VRAM cache (a miss in both
+ *       fills both, so they hold much the same experts).
  *   G5. The RAM rules below run over the tensors not on the GPU; a layer
  *       whose dense FFN or experts are on the GPU has none on the RAM side
  *       (never streamed, nothing in the RAM expert cache).

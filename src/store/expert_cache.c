@@ -221,7 +221,8 @@ static void score(uint64_t *tp, uint64_t *pred, uint64_t *actual, const int32_t 
     *actual += (uint64_t)na;
 }
 
-void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, int64_t n)
+void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, int64_t n,
+                        const bool *elsewhere)
 {
     c->route_no++;
     c->cur_layer = layer;
@@ -237,8 +238,11 @@ void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, i
     }
     c->pred_layer = -1;
     c->n_pred_hint = c->n_pred_coact = 0;
+    /* the backend's own: neither looked up nor read */
+    for (int64_t j = 0; elsewhere && j < n; j++) c->st.held_elsewhere += elsewhere[j];
     /* hits first, so that no miss evicts a hit */
     for (int64_t j = 0; j < n; j++) {
+        if (elsewhere && elsewhere[j]) continue;
         int i = c->map[layer * c->n_expert + ids[j]];
         if (i < 0) continue;
         struct xentry *x = &c->e[i];
@@ -253,7 +257,7 @@ void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, i
         expert_policy_touch(c->pol, i, c->route_no);
     }
     for (int64_t j = 0; j < n; j++) {
-        if (c->map[layer * c->n_expert + ids[j]] >= 0) continue;
+        if ((elsewhere && elsewhere[j]) || c->map[layer * c->n_expert + ids[j]] >= 0) continue;
         c->st.misses++;
         c->l_misses[layer]++;
         int i = take_entry(c, false);
@@ -275,14 +279,19 @@ void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, i
     }
 }
 
-void expert_cache_hint(struct expert_cache *c, int layer, const int32_t *ids, int64_t n)
+void expert_cache_hint(struct expert_cache *c, int layer, const int32_t *ids, int64_t n,
+                       const bool *elsewhere)
 {
     if (!c->hints || layer >= c->n_layer) return;
     int np = (int)(n < c->k ? n : c->k);
     memcpy(c->pred_hint, ids, (size_t)np * sizeof(int32_t));
     c->n_pred_hint = np;
     c->pred_layer = layer;
-    prefetch(c, layer, ids, np);
+    /* read ahead what the backend does not hold */
+    int na = 0;
+    for (int j = 0; j < np; j++)
+        if (!elsewhere || !elsewhere[j]) c->scratch[na++] = ids[j];
+    prefetch(c, layer, c->scratch, na);
 }
 
 void expert_cache_routed(struct expert_cache *c, const int32_t *ids, int64_t n_tok,

@@ -27,7 +27,8 @@
  * (a prompt batch touching every expert) reads what fits and the rest when
  * the forward pass acquires it, reusing entries whose use is over.
  *
- * Counters, per unique (layer, expert) per route: hits, misses, and of the
+ * Counters, per unique (layer, expert) per route: hits, misses, those the
+ * backend held itself (a GPU's VRAM cache in front of this one), and of the
  * prefetched entries those used and those evicted unused (wasted); bytes
  * read, stalls (an acquire that waited) and their time; per layer hits and
  * misses; precision and recall of each predictor against the next route of
@@ -50,6 +51,7 @@ struct coact;
 
 struct expert_cache_stats {
     uint64_t hits, misses;
+    uint64_t held_elsewhere; /* routed experts the backend held itself (model_route) */
     uint64_t prefetched, prefetch_used, prefetch_wasted;
     uint64_t bytes_read;
     uint64_t stalls;
@@ -85,8 +87,13 @@ void expert_cache_memory(const struct expert_cache *c, void **p, uint64_t *bytes
 /* Bytes one entry takes (the largest expert slice's covering reads). */
 uint64_t expert_cache_entry_bytes(const struct model *m, uint32_t align);
 
-void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, int64_t n);
-void expert_cache_hint(struct expert_cache *c, int layer, const int32_t *ids, int64_t n);
+/* elsewhere (NULL: none): model_route's; those experts are counted in
+ * held_elsewhere, not as hits or misses, and not read (model_hint's: not
+ * read ahead). */
+void expert_cache_route(struct expert_cache *c, int layer, const int32_t *ids, int64_t n,
+                        const bool *elsewhere);
+void expert_cache_hint(struct expert_cache *c, int layer, const int32_t *ids, int64_t n,
+                       const bool *elsewhere);
 void expert_cache_routed(struct expert_cache *c, const int32_t *ids, int64_t n_tok,
                          int64_t n_layer, int64_t k);
 /* Reads the most popular experts of every layer (from the co-activation

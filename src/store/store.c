@@ -328,9 +328,9 @@ static bool experts_on_gpu(const struct store *s, int layer)
            s->locs[loc_index(s->m, layer, MODEL_W_FFN_GATE_EXPS)].unit == LOC_GPU;
 }
 
-void store_route(struct store *s, int layer, const int32_t *ids, int64_t n)
+void store_route(struct store *s, int layer, const int32_t *ids, int64_t n, const bool *elsewhere)
 {
-    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_route(s->xc, layer, ids, n);
+    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_route(s->xc, layer, ids, n, elsewhere);
 }
 
 void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k)
@@ -348,9 +348,9 @@ bool store_wants_hints(const struct store *s)
     return s->xc != NULL && s->hints;
 }
 
-void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n)
+void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n, const bool *elsewhere)
 {
-    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_hint(s->xc, layer, ids, n);
+    if (s->xc && !experts_on_gpu(s, layer)) expert_cache_hint(s->xc, layer, ids, n, elsewhere);
 }
 
 /* ---- open / close ----------------------------------------------------- */

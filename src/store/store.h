@@ -142,11 +142,11 @@ HY_MUST_CHECK enum hy_status store_acquire(struct store *s, int layer, enum mode
                                            uint64_t byte_off, const uint8_t **data,
                                            bool *on_gpu, bool *stable);
 void store_release(struct store *s, int layer, enum model_wrole role);
-void store_route(struct store *s, int layer, const int32_t *ids, int64_t n);
+void store_route(struct store *s, int layer, const int32_t *ids, int64_t n, const bool *elsewhere);
 void store_routed(struct store *s, const int32_t *ids, int64_t n_tok, int64_t n_layer, int64_t k);
 bool store_wants_hints(const struct store *s);
 /* model_weight_stable (model.h). */
 bool store_weight_stable(const struct store *s, int layer, enum model_wrole role);
-void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n);
+void store_hint(struct store *s, int layer, const int32_t *ids, int64_t n, const bool *elsewhere);
 
 #endif

@@ -496,6 +496,8 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         const uint64_t seen = x->hits + x->misses;
         json_object_set_new(j, "expert_hits", json_integer((json_int_t)x->hits));
         json_object_set_new(j, "expert_misses", json_integer((json_int_t)x->misses));
+        /* routed experts the GPU's VRAM cache held: not looked up, not read */
+        json_object_set_new(j, "expert_gpu_held", json_integer((json_int_t)x->held_elsewhere));
         json_object_set_new(j, "expert_hit_rate", json_real(seen ? (double)x->hits / (double)seen : 0.0));
         json_object_set_new(j, "expert_cache_bytes",
                             json_integer((json_int_t)((uint64_t)x->capacity * x->entry_bytes)));
@@ -571,10 +573,11 @@ static void print_stats(const struct model *m, const struct run_stats *s)
         const struct expert_cache_stats *x = &ss.experts;
         fprintf(stderr,
                 "experts: cache of %d entries (%s), %" PRIu64 " hits, %" PRIu64
-                " misses (hit rate %.1f%%), %" PRIu64 " late reads, %" PRIu64 " stalls\n",
+                " misses (hit rate %.1f%%), %" PRIu64 " late reads, %" PRIu64 " stalls; %" PRIu64
+                " held by the GPU's VRAM cache (not read)\n",
                 x->capacity, sizes_format((uint64_t)x->capacity * x->entry_bytes, a, sizeof a),
                 x->hits, x->misses, 100.0 * ratio(x->hits, x->hits + x->misses), x->late_loads,
-                x->stalls);
+                x->stalls, x->held_elsewhere);
         fprintf(stderr,
                 "prefetch: %" PRIu64 " read ahead, %" PRIu64 " used, %" PRIu64
                 " wasted (precision %.2f, recall %.2f); next-layer router precision %.2f recall "

@@ -1242,6 +1242,11 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
     const size_t bytes = (size_t)w->n_rows * w->row_bytes;
     bool hit = false;
     const int e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &hit);
+    if (!w->data && !hit) { /* holds said yes: nothing else may have come between */
+        fail(cb, HY_ERR_INTERNAL, "matmul", "a weight without data is not in the VRAM cache",
+             __FILE__, __LINE__);
+        return;
+    }
     if (e >= 0) {
         uint8_t *dst = cb->wc + (size_t)e * cb->wc_entry_bytes;
         if (hit) {
@@ -2055,6 +2060,20 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
     }
 }
 
+/* backend.h's holds: key's filled entry of the VRAM cache (a prefetch's
+ * still copying too: its reader waits for it), made the most recent, so
+ * that the fills of the slices asked about after it take other entries.
+ * Not with --gpu-host cpu, whose products do not look at the cache. */
+static bool cu_holds(struct backend *be, uint64_t key)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (cb->err || cb->policy == CUDA_HOST_CPU) return false;
+    const int e = wc_find(cb, key);
+    if (e < 0) return false;
+    cb->wce[e].tick = ++cb->wc_tick;
+    return true;
+}
+
 /* VRAM cache entry e as prefetch left it: 0 not a prefetch's (or read
  * since), 1 its copy has landed, 2 still copying. */
 static int wc_prefetch_state(struct cuda_backend *cb, int e)
@@ -2505,6 +2524,7 @@ static const struct backend_ops cuda_ops = {
     .moe_batch = cu_moe_batch,
     .moe_prepare = cu_moe_prepare,
     .prefetch = cu_prefetch,
+    .holds = cu_holds,
 };
 
 /* ---- rates -------------------------------------------------------------- */

@@ -2946,9 +2946,11 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
+        /* the staged kernel's one-pass norm (Q8_K x) stages no floats */
         const int64_t smem8 =
             NORM ? cq_i8_norm_off<T>(n_cols) + n_cols * 4 : cq_i8_smem<T>(n_cols, NT);
-        if (NT == 1 && cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8, dev,
+        const int64_t smem8s = NORM && CqI8<T>::Q8K ? cq_i8_smem<T>(n_cols, 1) : smem8;
+        if (NT == 1 && cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8s, dev,
                                                      smem_max, s, early))
             return cudaGetLastError();
         if (smem8 <= smem_max) {
