@@ -573,11 +573,14 @@ static void print_stats(const struct model *m, const struct run_stats *s)
         const struct expert_cache_stats *x = &ss.experts;
         fprintf(stderr,
                 "experts: cache of %d entries (%s), %" PRIu64 " hits, %" PRIu64
-                " misses (hit rate %.1f%%), %" PRIu64 " late reads, %" PRIu64 " stalls; %" PRIu64
-                " held by the GPU's VRAM cache (not read)\n",
+                " misses (hit rate %.1f%%), %" PRIu64 " late reads, %" PRIu64 " stalls",
                 x->capacity, sizes_format((uint64_t)x->capacity * x->entry_bytes, a, sizeof a),
                 x->hits, x->misses, 100.0 * ratio(x->hits, x->hits + x->misses), x->late_loads,
-                x->stalls, x->held_elsewhere);
+                x->stalls);
+        if (s->e->on_gpu)
+            fprintf(stderr, "; %" PRIu64 " held by the GPU's VRAM cache (not read)",
+                    x->held_elsewhere);
+        fputc('\n', stderr);
         fprintf(stderr,
                 "prefetch: %" PRIu64 " read ahead, %" PRIu64 " used, %" PRIu64
                 " wasted (precision %.2f, recall %.2f); next-layer router precision %.2f recall "
