@@ -651,8 +651,8 @@ static void test_gpu_moe(void)
     /* forced expert streaming: the experts stay on the host and the GPU's
      * budget past the rest is the VRAM expert cache, in front of the RAM
      * one: a layer's hit rate is that of the larger of its RAM cache and
-     * its share of the VRAM one (entries of the largest slice, three an
-     * expert), so a larger GPU budget reads less per token */
+     * its share of the VRAM one (whole sets of one expert's slices of every
+     * layer), so a larger GPU budget reads less per token */
     {
         struct plan_hw hw;
         hw_gpu(&hw);
@@ -674,14 +674,12 @@ static void test_gpu_moe(void)
         }
         if (ok == 3) {
             const int64_t E = s.mi.hp.n_expert;
-            uint64_t entry = 0;
+            uint64_t set = 0; /* one expert's slices of every layer */
             for (uint64_t i = 0; i < s.g->n_tensors; i++)
                 if (s.mi.tensor_role[i] == ROLE_EXPERT)
-                    entry =
-                        HY_MAX(entry, base_align_up(s.g->tensors[i].n_bytes / (uint64_t)E, 256));
+                    set += base_align_up(s.g->tensors[i].n_bytes / (uint64_t)E, 256);
             for (int i = 0; i < 3; i++) {
-                const int64_t vc = (int64_t)HY_MIN(
-                    q[i].gpu_expert_cache_bytes / entry / 3 / (uint64_t)q[i].n_layer, (uint64_t)E);
+                const int64_t vc = (int64_t)HY_MIN(q[i].gpu_expert_cache_bytes / set, (uint64_t)E);
                 const struct plan_layer *pl = &q[i].layers[0];
                 CHECK(pl->hit_rate == plan_expert_hit_rate(HY_MAX(pl->expert_cache, vc), E));
             }

@@ -137,6 +137,29 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
     return cpu_backend_init(&bo, &e->be);
 }
 
+/* The sizes of the expert slices the plan leaves on the host, each with how
+ * many of its kind the model has, for the VRAM expert cache's entries. */
+static void expert_cache_sizes(struct engine *e)
+{
+    uint64_t sizes[8];
+    int counts[8], n = 0;
+    const int64_t E = e->m->hp->n_expert;
+    for (uint64_t i = 0; E > 0 && i < e->plan.n_tensors; i++) {
+        const struct plan_tensor *t = &e->plan.tensors[i];
+        if (t->role != ROLE_EXPERT || t->tier == PLAN_TIER_GPU || t->layer < 0) continue;
+        const uint64_t b = t->bytes / (uint64_t)E;
+        int j = 0;
+        while (j < n && sizes[j] != b) j++;
+        if (j == n) {
+            if (n == 8) continue; /* past the backend's sizes: the largest entry holds it */
+            sizes[n] = b;
+            counts[n++] = 0;
+        }
+        counts[j]++;
+    }
+    if (n > 0) cuda_backend_weight_cache_sizes(e->be, sizes, counts, n);
+}
+
 /* The GPU side of the plan's inputs: the GPU budget (asked for, or free
  * VRAM plus what this engine already holds, minus headroom: that too where
  * more was asked for than the device has, with a note), the memory the
@@ -247,9 +270,11 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
         if (plan_init(&e->plan, &e->m->info, &hw, &pp) == HY_OK) {
             e->have_plan = true;
             if (!e->use_mmap) e->mode = plan_mode_name(e->plan.mode);
-            if (e->on_gpu && e->plan.gpu_expert_cache_bytes > 0 &&
-                (st = cuda_backend_set_weight_cache(e->be, e->plan.gpu_expert_cache_bytes)))
-                goto fail;
+            if (e->on_gpu && e->plan.gpu_expert_cache_bytes > 0) {
+                if ((st = cuda_backend_set_weight_cache(e->be, e->plan.gpu_expert_cache_bytes)))
+                    goto fail;
+                expert_cache_sizes(e);
+            }
         } else if (e->on_gpu ||
                    (!e->use_mmap &&
                     (e->force != PLAN_FORCE_NONE || o->ram_budget_bytes < e->m->weight_bytes))) {

@@ -570,23 +570,20 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     }
 
     /* the GPU's VRAM expert cache in front of the RAM one (rule G4): the
-     * budget left after placement in entries of the largest expert slice
-     * (the backend's entries are all that size), three an expert, spread
-     * evenly over the layers whose experts lie on the host; the RAM cache
-     * keeps much of what it holds too (a miss in both fills both), so a
-     * layer counts the larger of the two */
+     * budget left after placement in sets of one expert's slices of every
+     * layer whose experts lie on the host (the backend cuts its entries in
+     * that proportion), so as many experts in each such layer as whole sets
+     * fit; the RAM cache keeps much of what it holds too (a miss in both
+     * fills both), so a layer counts the larger of the two */
     int64_t vram_c = 0;
     if (gpu_on && E > 0) {
-        uint64_t entry = 0;
-        int host_layers = 0;
+        uint64_t set = 0;
         for (uint64_t i = 0; i < g->n_tensors; i++)
-            if (info->tensor_role[i] == ROLE_EXPERT && !on_gpu[i])
-                entry = HY_MAX(entry, base_align_up(g->tensors[i].n_bytes / (uint64_t)E, 256));
-        for (int l = 0; l < n; l++) host_layers += ls[l].exp > 0;
+            if (info->tensor_role[i] == ROLE_EXPERT && !on_gpu[i] && info->tensor_layer[i] >= 0)
+                set += base_align_up(g->tensors[i].n_bytes / (uint64_t)E, 256);
         const uint64_t used = kv + gpu_work + gpu_weights;
-        if (entry && host_layers && params->gpu_budget_bytes > used)
-            vram_c = (int64_t)HY_MIN(
-                (params->gpu_budget_bytes - used) / entry / 3 / (uint64_t)host_layers, (uint64_t)E);
+        if (set && params->gpu_budget_bytes > used)
+            vram_c = (int64_t)HY_MIN((params->gpu_budget_bytes - used) / set, (uint64_t)E);
     }
     bool any_ffn_stream = false, any_exp_stream = false;
     double sel_hit = 0, prompt_bytes = 0;

@@ -34,8 +34,9 @@
  *       host, is the VRAM expert cache (gpu_expert_cache_bytes). It sits in
  *       front of the RAM expert cache: a streamed expert it holds is not
  *       read. The hit rate of a layer whose experts stream counts the larger
- *       of its RAM cache and its even share of the VRAM cache (a miss in both
- *       fills both, so they hold much the same experts).
+ *       of its RAM cache and its share of the VRAM cache: as many experts as
+ *       whole sets of one expert's slices of every such layer fit (a miss in
+ *       both fills both, so they hold much the same experts).
  *   G5. The RAM rules below run over the tensors not on the GPU; a layer
  *       whose dense FFN or experts are on the GPU has none on the RAM side
  *       (never streamed, nothing in the RAM expert cache).

@@ -88,10 +88,12 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 #define GEMM_COL_STEP   CUDA_GEMM_COL_STEP
 #define GEMM_SHAPES_MAX 64  /* weight shapes whose GEMMs were warmed */
 #define ROPE_INV_MAX    CUDA_ROPE_INV_MAX
+#define WC_SIZES        8 /* entry sizes of the VRAM weight cache */
 
 struct wc_entry {
     uint64_t key; /* 0: free */
     uint64_t tick;
+    uint64_t off, size; /* its bytes in the cache's allocation */
     bool filled;
     /* filled by prefetch: its copy, at fill_ev, is not yet waited for by
      * the compute stream (the first reader does) */
@@ -241,9 +243,13 @@ struct cuda_backend {
     size_t dl_len;
     cudaEvent_t dl_done;
     int next_slot;
-    /* VRAM weight cache: fixed-size entries carved from one allocation */
+    /* VRAM weight cache: entries carved from one allocation, of the sizes
+     * the keyed weights come in (wc_size[], wc_count[]: cuda_backend_weight_
+     * cache_sizes) or, past those, all of the largest size seen */
     uint8_t *wc;
-    uint64_t wc_bytes, wc_entry_bytes;
+    uint64_t wc_bytes, wc_entry_bytes; /* the largest entry */
+    uint64_t wc_size[WC_SIZES];
+    int wc_count[WC_SIZES], wc_n_size;
     struct wc_entry *wce; /* [wc_cap] */
     bool wc_fence;        /* entries re-cut: the next fill waits for the whole stream */
     int wc_n, wc_cap;
@@ -1093,36 +1099,81 @@ static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_wei
     return r;
 }
 
-/* The VRAM cache entry of key: hit (filled) or a slot to fill; -1: not cacheable. */
+/* Cuts the VRAM cache into entries able to hold a weight of bytes: of the
+ * sizes given (cuda_backend_weight_cache_sizes) in the proportion given, as
+ * many whole sets as fit, where bytes is at most the largest of them; else
+ * all of bytes (rounded up). Every entry is emptied; 0: none fits (nothing
+ * changed). */
+static int wc_cut(struct cuda_backend *cb, size_t bytes)
+{
+    int n = 0;
+    uint64_t set = 0;
+    for (int c = 0; c < cb->wc_n_size; c++) set += cb->wc_size[c] * (uint64_t)cb->wc_count[c];
+    const uint64_t sets = set ? cb->wc_bytes / set : 0;
+    uint64_t top = 0;
+    for (int c = 0; c < cb->wc_n_size; c++) top = HY_MAX(top, cb->wc_size[c]);
+    uint64_t per_set = 0;
+    for (int c = 0; c < cb->wc_n_size; c++) per_set += (uint64_t)cb->wc_count[c];
+    if (sets > 0 && bytes <= top && sets * per_set <= (uint64_t)cb->wc_cap) {
+        uint64_t off = 0;
+        for (int c = 0; c < cb->wc_n_size; c++)
+            for (uint64_t i = 0; i < sets * (uint64_t)cb->wc_count[c]; i++, n++) {
+                cb->wce[n].off = off;
+                cb->wce[n].size = cb->wc_size[c];
+                off += cb->wc_size[c];
+            }
+        /* what is left of a set: entries of the largest size */
+        for (; off + top <= cb->wc_bytes && n < cb->wc_cap; n++) {
+            cb->wce[n].off = off;
+            cb->wce[n].size = top;
+            off += top;
+        }
+        cb->wc_entry_bytes = top;
+    } else {
+        const uint64_t eb = base_align_up(bytes, 256);
+        n = (int)HY_MIN((uint64_t)cb->wc_cap, cb->wc_bytes / eb);
+        if (n == 0) return 0; /* larger than the cache: it stays as it is */
+        for (int i = 0; i < n; i++) {
+            cb->wce[i].off = (uint64_t)i * eb;
+            cb->wce[i].size = eb;
+        }
+        cb->wc_entry_bytes = eb;
+    }
+    for (int i = 0; i < cb->wc_cap; i++) {
+        const struct wc_entry o = cb->wce[i];
+        cb->wce[i] = (struct wc_entry){
+            .off = o.off, .size = o.size, .read_ev = o.read_ev, .fill_ev = o.fill_ev};
+    }
+    cb->wc_n = n;
+    /* the new entries overlap the old ones: the next fill waits for
+     * everything queued before it */
+    cb->wc_fence = true;
+    return n;
+}
+
+/* The VRAM cache entry of key: hit (filled) or a slot to fill, the least
+ * recent of the smallest entries that hold bytes; -1: not cacheable. */
 static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *hit)
 {
     *hit = false;
     if (!cb->wc_cap || !key) return -1;
-    if (bytes > cb->wc_entry_bytes) {
-        /* entries are sized by the largest keyed weight seen: a larger one
-         * empties the cache and re-cuts it (the first calls of a model) */
-        const uint64_t eb = base_align_up(bytes, 256);
-        const int n = (int)HY_MIN((uint64_t)cb->wc_cap, cb->wc_bytes / eb);
-        if (n == 0) return -1;
-        cb->wc_entry_bytes = eb;
-        cb->wc_n = n;
-        for (int i = 0; i < cb->wc_cap; i++) {
-            cudaEvent_t ev = cb->wce[i].read_ev, fe = cb->wce[i].fill_ev;
-            cb->wce[i] = (struct wc_entry){.read_ev = ev, .fill_ev = fe};
-        }
-        /* the new entries overlap the old ones: the next fill waits for
-         * everything queued before it */
-        cb->wc_fence = true;
-    }
-    int victim = 0;
+    /* entries are cut at the first keyed weight, and again (emptied) for a
+     * larger one than they hold */
+    if (bytes > cb->wc_entry_bytes && wc_cut(cb, bytes) == 0) return -1;
+    uint64_t fit = UINT64_MAX;
     for (int i = 0; i < cb->wc_n; i++) {
         if (cb->wce[i].key == key && cb->wce[i].filled) {
             cb->wce[i].tick = ++cb->wc_tick;
             *hit = true;
             return i;
         }
-        if (cb->wce[i].tick < cb->wce[victim].tick) victim = i;
+        if (cb->wce[i].size >= bytes && cb->wce[i].size < fit) fit = cb->wce[i].size;
     }
+    int victim = -1;
+    for (int i = 0; i < cb->wc_n; i++)
+        if (cb->wce[i].size == fit && (victim < 0 || cb->wce[i].tick < cb->wce[victim].tick))
+            victim = i;
+    if (victim < 0) return -1;
     cb->wce[victim].key = key;
     cb->wce[victim].tick = ++cb->wc_tick;
     cb->wce[victim].filled = false;
@@ -1248,7 +1299,7 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
         return;
     }
     if (e >= 0) {
-        uint8_t *dst = cb->wc + (size_t)e * cb->wc_entry_bytes;
+        uint8_t *dst = cb->wc + cb->wce[e].off;
         if (hit) {
             cb->stats.cache_hits++;
             if (cb->wce[e].pending) { /* a prefetch's copy: the first reader waits for it */
@@ -2047,8 +2098,8 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
         if (!en->fill_ev && !CK(cudaEventCreateWithFlags(&en->fill_ev, cudaEventDisableTiming)))
             return;
         if (!wc_await_readers(cb, e) ||
-            !CK(cudaMemcpyAsync(cb->wc + (size_t)e * cb->wc_entry_bytes, wi->data, bytes,
-                                cudaMemcpyHostToDevice, cb->cp)) ||
+            !CK(cudaMemcpyAsync(cb->wc + en->off, wi->data, bytes, cudaMemcpyHostToDevice,
+                                cb->cp)) ||
             !CK(cudaEventRecord(en->fill_ev, cb->cp)))
             return;
         en->filled = true;
@@ -2728,6 +2779,18 @@ enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
     return HY_OK;
 }
 
+void cuda_backend_weight_cache_sizes(struct backend *be, const uint64_t *sizes, const int *counts,
+                                     int n)
+{
+    struct cuda_backend *cb = cb_of(be);
+    cb->wc_n_size = 0; /* (entries cut already keep their sizes until the next cut) */
+    for (int i = 0; i < n && cb->wc_n_size < WC_SIZES; i++) {
+        if (!sizes[i] || counts[i] <= 0) continue;
+        cb->wc_size[cb->wc_n_size] = base_align_up(sizes[i], 256);
+        cb->wc_count[cb->wc_n_size++] = counts[i];
+    }
+}
+
 int cuda_device_count(void)
 {
     int n = 0;
@@ -2871,8 +2934,9 @@ struct cuda_backend_stats cuda_backend_stats(const struct backend *be)
 {
     struct cuda_backend_stats s = cb_ofc(be)->stats;
     uint64_t filled = 0;
-    for (int i = 0; i < cb_ofc(be)->wc_n; i++) filled += cb_ofc(be)->wce[i].filled;
-    s.cache_bytes = filled * cb_ofc(be)->wc_entry_bytes;
+    for (int i = 0; i < cb_ofc(be)->wc_n; i++)
+        if (cb_ofc(be)->wce[i].filled) filled += cb_ofc(be)->wce[i].size;
+    s.cache_bytes = filled;
     return s;
 }
 
