@@ -16,8 +16,10 @@
  * on its copy's event, so that copying and computing overlap. With both
  * available a call splits its rows: the CPU computes the first rows while the
  * rest are copied and computed on the GPU. Weights with a key (expert slices)
- * are kept in a VRAM cache (LRU over cfg.weight_cache_bytes) in front of the
- * RAM tier: a hit computes from VRAM.
+ * are kept in a VRAM cache (LRU over cfg.weight_cache_bytes, in entries of
+ * the sizes cuda_backend_weight_cache_sizes names) in front of the RAM tier:
+ * a hit computes from VRAM, and backend.h's holds lets the forward pass skip
+ * reading a streamed slice the cache holds.
  *
  * Errors: each CUDA or cuBLAS call is checked; the first failure is
  * recorded as HY_ERR_INTERNAL (HY_ERR_OOM for memory) naming the call and
