@@ -141,8 +141,8 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
  * many of its kind the model has, for the VRAM expert cache's entries. */
 static void expert_cache_sizes(struct engine *e)
 {
-    uint64_t sizes[8];
-    int counts[8], n = 0;
+    uint64_t sizes[CUDA_WEIGHT_CACHE_SIZES];
+    int counts[CUDA_WEIGHT_CACHE_SIZES], n = 0;
     const int64_t E = e->m->hp->n_expert;
     for (uint64_t i = 0; E > 0 && i < e->plan.n_tensors; i++) {
         const struct plan_tensor *t = &e->plan.tensors[i];
@@ -151,7 +151,8 @@ static void expert_cache_sizes(struct engine *e)
         int j = 0;
         while (j < n && sizes[j] != b) j++;
         if (j == n) {
-            if (n == 8) continue; /* past the backend's sizes: the largest entry holds it */
+            /* past the backend's sizes: a larger entry holds it, or it re-cuts them */
+            if (n == CUDA_WEIGHT_CACHE_SIZES) continue;
             sizes[n] = b;
             counts[n++] = 0;
         }

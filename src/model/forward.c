@@ -658,31 +658,34 @@ static void shared_expert_add(struct forward *f, int64_t n, float *g)
 static const enum model_wrole expert_roles[3] = {MODEL_W_FFN_GATE_EXPS, MODEL_W_FFN_UP_EXPS,
                                                  MODEL_W_FFN_DOWN_EXPS};
 
-/* Whether the backend holds all three slices of expert e of layer l itself
- * (backend.h, holds; asking counts as a use). */
+/* Whether the backend holds slice i (gate, up, down) of expert e of layer l
+ * itself (backend.h, holds; asking counts as a use); *w: the slice without
+ * its data (model_describe). */
+static bool slice_held(struct forward *f, int l, int i, int32_t e, struct backend_weight *w)
+{
+    model_describe(f->m, l, expert_roles[i], e, w);
+    return f->be->ops->holds(f->be, w->key);
+}
+
+/* Whether the backend holds all three slices of expert e of layer l. */
 static bool expert_held(struct forward *f, int l, int32_t e)
 {
-    for (int i = 0; i < 3; i++) {
-        struct backend_weight w;
-        model_describe(f->m, l, expert_roles[i], e, &w);
-        if (!f->be->ops->holds(f->be, w.key)) return false;
-    }
+    struct backend_weight w;
+    for (int i = 0; i < 3; i++)
+        if (!slice_held(f, l, i, e, &w)) return false;
     return true;
 }
 
-/* linear of slice i (gate, up, down) of expert e of layer l; with ask, from
- * the backend's own copy where it still holds one, without the store (a
- * streamed slice is then not read). */
+/* linear of slice i of expert e of layer l; with ask, from the backend's own
+ * copy where it still holds one, without the store (a streamed slice is then
+ * not read). */
 HY_MUST_CHECK static enum hy_status linear_expert(struct forward *f, int l, int i, int32_t e,
                                                   bool ask, const float *x, int64_t n_tok, float *y)
 {
-    if (ask) {
-        struct backend_weight w;
-        model_describe(f->m, l, expert_roles[i], e, &w);
-        if (f->be->ops->holds(f->be, w.key)) {
-            backend_matmul(f->be, &w, x, n_tok, y);
-            return HY_OK;
-        }
+    struct backend_weight w;
+    if (ask && slice_held(f, l, i, e, &w)) {
+        backend_matmul(f->be, &w, x, n_tok, y);
+        return HY_OK;
     }
     return linear(f, l, expert_roles[i], e, x, n_tok, y);
 }

@@ -88,7 +88,7 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 #define GEMM_COL_STEP   CUDA_GEMM_COL_STEP
 #define GEMM_SHAPES_MAX 64  /* weight shapes whose GEMMs were warmed */
 #define ROPE_INV_MAX    CUDA_ROPE_INV_MAX
-#define WC_SIZES        8 /* entry sizes of the VRAM weight cache */
+#define WC_SIZES        CUDA_WEIGHT_CACHE_SIZES
 
 struct wc_entry {
     uint64_t key; /* 0: free */
@@ -1107,13 +1107,13 @@ static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_wei
 static int wc_cut(struct cuda_backend *cb, size_t bytes)
 {
     int n = 0;
-    uint64_t set = 0;
-    for (int c = 0; c < cb->wc_n_size; c++) set += cb->wc_size[c] * (uint64_t)cb->wc_count[c];
+    uint64_t set = 0, top = 0, per_set = 0; /* a set's bytes, its largest entry, its entries */
+    for (int c = 0; c < cb->wc_n_size; c++) {
+        set += cb->wc_size[c] * (uint64_t)cb->wc_count[c];
+        top = HY_MAX(top, cb->wc_size[c]);
+        per_set += (uint64_t)cb->wc_count[c];
+    }
     const uint64_t sets = set ? cb->wc_bytes / set : 0;
-    uint64_t top = 0;
-    for (int c = 0; c < cb->wc_n_size; c++) top = HY_MAX(top, cb->wc_size[c]);
-    uint64_t per_set = 0;
-    for (int c = 0; c < cb->wc_n_size; c++) per_set += (uint64_t)cb->wc_count[c];
     if (sets > 0 && bytes <= top && sets * per_set <= (uint64_t)cb->wc_cap) {
         uint64_t off = 0;
         for (int c = 0; c < cb->wc_n_size; c++)

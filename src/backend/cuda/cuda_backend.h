@@ -214,11 +214,14 @@ HY_MUST_CHECK enum hy_status cuda_backend_create(const struct cuda_backend_confi
  * engine sizes it from the plan). HY_ERR_OOM naming the size. */
 HY_MUST_CHECK enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes);
 
+/* Entry sizes the VRAM weight cache keeps (cuda_backend_weight_cache_sizes). */
+#define CUDA_WEIGHT_CACHE_SIZES 8
+
 /* The sizes of the keyed weights to come (sizes[i] bytes, counts[i] of them
  * in every set of n: an expert's gate, up and down slices): the VRAM cache
  * is cut into entries of those sizes in that proportion, as many sets as
  * fit, instead of entries all of the largest (a weight larger than all of
- * them still re-cuts it so). At most 8 sizes are kept. */
+ * them still re-cuts it so). The first CUDA_WEIGHT_CACHE_SIZES are kept. */
 void cuda_backend_weight_cache_sizes(struct backend *be, const uint64_t *sizes, const int *counts,
                                      int n);
 

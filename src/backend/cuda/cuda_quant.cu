@@ -1959,17 +1959,30 @@ __device__ __forceinline__ float cq_q8k_unit(const float (&f)[8], int lane, int 
     return am != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
 }
 
-/* Stores a lane's 8 integers q, x's piece at byte win of item item, into
- * token row xr of the layout above. */
+/* A lane's unit of 8 quantized values at column off of block b of one token
+ * into that token's rows of the layout above: the integers q into row xr,
+ * the block's d (its first lane) at *dy, the lane's sum into the block's sums
+ * sb (I::sums); ok: the unit lies inside the row (the sums take every lane). */
 template <class T>
-__device__ __forceinline__ void cq_i8_put(uint8_t *xr, int64_t item, int win, const int (&q)[8])
+__device__ __forceinline__ void cq_i8_unit_store(uint8_t *xr, int b, int off, const int (&q)[8],
+                                                 float d, int *sb, float *dy, int lane, bool ok)
 {
-    const uint32_t lo =
-        (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
-    const uint32_t hi =
-        (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
-    const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
-    *(uint2 *)(xr + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
+    typedef CqI8<T> I;
+    int s8 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s8 += q[k];
+    int win;
+    const int64_t item = (int64_t)b * T::P + I::part_of(off, win);
+    if (ok) {
+        const uint32_t lo =
+            (q[0] & 0xff) | (q[1] & 0xff) << 8 | (q[2] & 0xff) << 16 | (uint32_t)q[3] << 24;
+        const uint32_t hi =
+            (q[4] & 0xff) | (q[5] & 0xff) << 8 | (q[6] & 0xff) << 16 | (uint32_t)q[7] << 24;
+        const int chunk = (win >> 4) ^ (int)cq_i8_sw<T>(item);
+        *(uint2 *)(xr + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
+        if (off == 0) *dy = d;
+    }
+    if constexpr (I::NSUM > 0) I::sums(sb, lane, s8, ok);
 }
 
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
@@ -2032,20 +2045,10 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
                 }
                 d = cq_h2f(cq_f2h(dq));
             }
-            int s8 = 0;
-#pragma unroll
-            for (int k = 0; k < 8; k++) s8 += q[k];
             const int64_t gb = e / T::BS; /* block over all tokens */
             const int t = (int)(gb / nb), b = (int)(gb - (int64_t)t * nb);
-            const int off = (int)(e - gb * T::BS);
-            int win;
-            const int part = I::part_of(off, win);
-            const int64_t item = (int64_t)b * T::P + part;
-            if (ok) {
-                cq_i8_put<T>(xs + (int64_t)t * xts, item, win, q);
-                if (off == 0) dys[gb] = d;
-            }
-            if constexpr (I::NSUM > 0) I::sums(sums + gb * T::P * I::NSUM, lane, s8, ok);
+            cq_i8_unit_store<T>(xs + (int64_t)t * xts, b, (int)(e - gb * T::BS), q, d,
+                                sums + gb * T::P * I::NSUM, dys + gb, lane, ok);
         }
     }
 }
@@ -2102,19 +2105,9 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
             }
             int q[8];
             const float d = cq_q8k_unit(f, lane, q);
-            int s8 = 0;
-#pragma unroll
-            for (int k = 0; k < 8; k++) s8 += q[k];
             const int b = (int)(e / T::BS);
-            const int off = (int)(e - (int64_t)b * T::BS);
-            int win;
-            const int part = I::part_of(off, win);
-            const int64_t item = (int64_t)b * T::P + part;
-            if (ok) {
-                cq_i8_put<T>(xs, item, win, q);
-                if (off == 0) dys[b] = d;
-            }
-            if constexpr (I::NSUM > 0) I::sums(sums + (int64_t)b * T::P * I::NSUM, lane, s8, ok);
+            cq_i8_unit_store<T>(xs, b, (int)(e - (int64_t)b * T::BS), q, d,
+                                sums + (int64_t)b * T::P * I::NSUM, dys + b, lane, ok);
         }
     }
 #pragma unroll
