@@ -1923,40 +1923,84 @@ template <class T> __device__ __forceinline__ uint32_t cq_i8_sw(int64_t i)
     return (uint32_t)(i / (128 / ITEMB)) & (ITEMB / 16 - 1);
 }
 
-/* A Q8_K block's (256 values: a warp's, lane l's f at 8l) integers q of
- * lane l's values and its d (quant_ref_from_float_q8_K): the signed value of
+/* U Q8_K blocks (256 values each: a warp's, lane l's f[u] at 8l) at once,
+ * their dependent chains side by side: block u's integers q[u] of lane l's
+ * values and its d[u] (quant_ref_from_float_q8_K): the signed value of
  * largest magnitude (the first of equals) max, iscale = -127 / max, q =
  * min(127, round-half-even(iscale * x)), d = 1 / iscale. */
-__device__ __forceinline__ float cq_q8k_unit(const float (&f)[8], int lane, int (&q)[8])
+template <int U>
+__device__ __forceinline__ void cq_q8k_units(const float (&f)[U][8], int lane, int (&q)[U][8],
+                                             float (&d)[U])
 {
-    float am = 0.0f, mx = 0.0f;
+    float am[U], mx[U];
+    int bl[U];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const float a = fabsf(f[k]);
-        if (a > am) {
-            am = a;
-            mx = f[k];
+    for (int u = 0; u < U; u++) {
+        am[u] = mx[u] = 0.0f;
+        bl[u] = lane; /* equals: the lower lane is the earlier column */
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const float a = fabsf(f[u][k]);
+            if (a > am[u]) {
+                am[u] = a;
+                mx[u] = f[u][k];
+            }
         }
     }
-    int bl = lane; /* equals: the lower lane is the earlier column */
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float oam = __shfl_xor_sync(0xffffffffu, am, o);
-        const float omx = __shfl_xor_sync(0xffffffffu, mx, o);
-        const int obl = __shfl_xor_sync(0xffffffffu, bl, o);
-        if (oam > am || (oam == am && obl < bl)) {
-            am = oam;
-            mx = omx;
-            bl = obl;
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const float oam = __shfl_xor_sync(0xffffffffu, am[u], o);
+            const float omx = __shfl_xor_sync(0xffffffffu, mx[u], o);
+            const int obl = __shfl_xor_sync(0xffffffffu, bl[u], o);
+            if (oam > am[u] || (oam == am[u] && obl < bl[u])) {
+                am[u] = oam;
+                mx[u] = omx;
+                bl[u] = obl;
+            }
         }
-    }
-    const float iscale = am != 0.0f ? __fdiv_rn(-127.0f, mx) : 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int r = __float2int_rn(__fmul_rn(iscale, f[k]));
-        q[k] = r < 127 ? r : 127;
+    for (int u = 0; u < U; u++) {
+        const float iscale = am[u] != 0.0f ? __fdiv_rn(-127.0f, mx[u]) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int r = __float2int_rn(__fmul_rn(iscale, f[u][k]));
+            q[u][k] = r < 127 ? r : 127;
+        }
+        d[u] = am[u] != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
     }
-    return am != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+}
+
+/* U Q8_0 pieces of 32 values (4 lanes' 8, lane l's f[u]) at once
+ * (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0), q =
+ * roundf(x * id) (out of range: 0, as ref_trunc and the int8 store), its
+ * scale the binary16 d. */
+template <int U>
+__device__ __forceinline__ void cq_q80_units(const float (&f)[U][8], int (&q)[U][8], float (&d)[U])
+{
+    float am[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        am[u] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) am[u] = fmaxf(am[u], fabsf(f[u][k]));
+    }
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+        for (int u = 0; u < U; u++) am[u] = fmaxf(am[u], __shfl_xor_sync(0xffffffffu, am[u], o));
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const float dq = __fdiv_rn(am[u], 127.0f);
+        const float id = dq != 0.0f ? __fdiv_rn(1.0f, dq) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const float r = roundf(__fmul_rn(f[u][k], id));
+            q[u][k] = r >= -2147483648.0f && r < 2147483648.0f ? (int)(int8_t)(int)r : 0;
+        }
+        d[u] = cq_h2f(cq_f2h(dq));
+    }
 }
 
 /* A lane's unit of 8 quantized values at column off of block b of one token
@@ -1986,69 +2030,54 @@ __device__ __forceinline__ void cq_i8_unit_store(uint8_t *xr, int b, int off, co
 }
 
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
- * warp per 256 values, lane l its 8 values at 8l, the loads of 4 units
- * issued before their arithmetic. Q8_K: cq_q8k_unit. Q8_0
- * (ref_quantize_q8_block): d = amax / 127, id = 1 / d (0 for d = 0), q =
- * roundf(x * id) (out of range: 0, as ref_trunc and the int8 store), its
- * scale the binary16 d. NORM: x is in shared memory (cq_norm_stage's). */
+ * warp per 256 values, lane l its 8 values at 8l, U units at once (their
+ * loads, then their arithmetic side by side: cq_q8k_units, or cq_q80_units
+ * for Q8_0 x, whose scale is the binary16 d), in 32-bit index arithmetic
+ * (a 64-bit division is a call that keeps the units' chains apart). NORM:
+ * x is in shared memory (cq_norm_stage's). */
 template <class T, int NT, bool NORM>
 __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint8_t *xs)
 {
     typedef CqI8<T> I;
     constexpr int U = 4;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int nb = (int)(n_cols / T::BS);
+    const int nb = (int)(n_cols / T::BS), ncol = (int)n_cols;
     const int xts = (int)cq_i8_xts(n_cols);
     int *sums = (int *)(xs + NT * xts);
     float *dys = (float *)(sums + NT * nb * T::P * I::NSUM);
-    const int units = (int)((NT * n_cols + 255) / 256);
+    const int n = NT * ncol, units = (n + 255) / 256;
     for (int u0 = warp; u0 < units; u0 += U * CQ_WARPS) {
-        float4 v[U][2];
+        float f[U][8];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
-            if (u0 + u * CQ_WARPS < units && e < NT * n_cols) {
+            const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), c = a;
+            if (e < n) {
                 if (NORM) { /* x in shared memory */
-                    v[u][0] = *(const float4 *)(x + e);
-                    v[u][1] = *(const float4 *)(x + e + 4);
+                    a = *(const float4 *)(x + e);
+                    c = *(const float4 *)(x + e + 4);
                 } else {
-                    v[u][0] = __ldg((const float4 *)(x + e));
-                    v[u][1] = __ldg((const float4 *)(x + e + 4));
+                    a = __ldg((const float4 *)(x + e));
+                    c = __ldg((const float4 *)(x + e + 4));
                 }
-            } else {
-                v[u][0] = v[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
+            f[u][0] = a.x, f[u][1] = a.y, f[u][2] = a.z, f[u][3] = a.w;
+            f[u][4] = c.x, f[u][5] = c.y, f[u][6] = c.z, f[u][7] = c.w;
         }
+        int q[U][8];
+        float d[U];
+        if constexpr (I::Q8K)
+            cq_q8k_units<U>(f, lane, q, d);
+        else
+            cq_q80_units<U>(f, q, d);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
-            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
-            const bool ok = e < NT * n_cols;
-            const float f[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
-                                v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
-            int q[8];
-            float d;
-            if constexpr (I::Q8K) {
-                d = cq_q8k_unit(f, lane, q);
-            } else {
-                float am = 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) am = fmaxf(am, fabsf(f[k]));
-                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-                const float dq = __fdiv_rn(am, 127.0f);
-                const float id = dq != 0.0f ? __fdiv_rn(1.0f, dq) : 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const float r = roundf(__fmul_rn(f[k], id));
-                    q[k] = r >= -2147483648.0f && r < 2147483648.0f ? (int)(int8_t)(int)r : 0;
-                }
-                d = cq_h2f(cq_f2h(dq));
-            }
-            const int64_t gb = e / T::BS; /* block over all tokens */
-            const int t = (int)(gb / nb), b = (int)(gb - (int64_t)t * nb);
-            cq_i8_unit_store<T>(xs + (int64_t)t * xts, b, (int)(e - gb * T::BS), q, d,
-                                sums + gb * T::P * I::NSUM, dys + gb, lane, ok);
+            const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            const int gb = e / T::BS; /* block over all tokens */
+            const int t = gb / nb, b = gb - t * nb;
+            cq_i8_unit_store<T>(xs + t * xts, b, e - gb * T::BS, q[u], d[u],
+                                sums + gb * T::P * I::NSUM, dys + gb, lane, e < n);
         }
     }
 }
@@ -2068,18 +2097,18 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
     static_assert(I::Q8K, "a common factor leaves Q8_K's integers as they are, not Q8_0's");
     constexpr int U = 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int nb = (int)(n_cols / T::BS);
+    const int nb = (int)(n_cols / T::BS), n = (int)n_cols;
     const int xts = (int)cq_i8_xts(n_cols);
     int *sums = (int *)(xs + xts);
     float *dys = (float *)(sums + nb * T::P * I::NSUM);
-    const int units = (int)((n_cols + 255) / 256);
+    const int units = (n + 255) / 256;
     double acc = 0.0;
     for (int u0 = warp; u0 < units; u0 += U * CQ_WARPS) {
         float4 v[U][2], wv[U][2];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
-            if (u0 + u * CQ_WARPS < units && e < n_cols) {
+            const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            if (e < n) {
                 v[u][0] = __ldg((const float4 *)(rs.nx + e));
                 v[u][1] = __ldg((const float4 *)(rs.nx + e + 4));
                 wv[u][0] = __ldg((const float4 *)(rs.nw + e));
@@ -2088,26 +2117,29 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
                 v[u][0] = v[u][1] = wv[u][0] = wv[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
         }
+        float f[U][8];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
-            const int64_t e = (int64_t)(u0 + u * CQ_WARPS) * 256 + 8 * lane;
-            const bool ok = e < n_cols;
             const float xv[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
                                  v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
             const float ww[8] = {wv[u][0].x, wv[u][0].y, wv[u][0].z, wv[u][0].w,
                                  wv[u][1].x, wv[u][1].y, wv[u][1].z, wv[u][1].w};
-            float f[8];
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 acc += (double)xv[k] * xv[k];
-                f[k] = xv[k] * ww[k];
+                f[u][k] = xv[k] * ww[k];
             }
-            int q[8];
-            const float d = cq_q8k_unit(f, lane, q);
-            const int b = (int)(e / T::BS);
-            cq_i8_unit_store<T>(xs, b, (int)(e - (int64_t)b * T::BS), q, d,
-                                sums + (int64_t)b * T::P * I::NSUM, dys + b, lane, ok);
+        }
+        int q[U][8];
+        float d[U];
+        cq_q8k_units<U>(f, lane, q, d);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
+            const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
+            const int b = e / T::BS;
+            cq_i8_unit_store<T>(xs, b, e - b * T::BS, q[u], d[u], sums + b * T::P * I::NSUM,
+                                dys + b, lane, e < n);
         }
     }
 #pragma unroll
