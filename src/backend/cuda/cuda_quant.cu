@@ -2298,10 +2298,18 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * copies queued before it). */
 #define CQ_STAGES 4
 
-/* Shared bytes of one row's step in the ring: SB blocks from any address
- * (the copy starts up to 15 bytes before it), a multiple of 16. */
+/* A step of a row: M rounds of the warp's lanes over LB = 32 / P blocks,
+ * SB = M * LB blocks. Types of two lanes a block take several rounds a step
+ * (Q4_0 four: 1152 bytes, as Q4_K's one; Q5_0 and Q8_0 two), so that a step's
+ * fixed cost (the wait for its slot, the next copy's issue) is spread over
+ * about as many bytes for every type: with one round, Q4_0's products took
+ * twice the time of a plain read of their bytes on an H100, Q4_K's 1.1-1.4
+ * times. SLOT: shared bytes of one row's step in the ring, SB blocks from any
+ * address (the copy starts up to 15 bytes before it), a multiple of 16. */
 template <class T> struct CqStage {
-    static constexpr int SB = 32 / T::P;
+    static constexpr int LB = 32 / T::P;
+    static constexpr int M = T::P == 2 ? (T::BB <= 18 ? 4 : 2) : 1;
+    static constexpr int SB = M * LB;
     static constexpr int SLOT = (SB * T::BB + 15 + 15) / 16 * 16;
 };
 
@@ -2342,7 +2350,8 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
                          int64_t n_cols, const float *__restrict__ x, int ks_log2, int ring_off)
 {
     typedef CqI8<T> I;
-    constexpr int SB = CqStage<T>::SB, SLOT = CqStage<T>::SLOT, S = CQ_STAGES;
+    constexpr int SB = CqStage<T>::SB, LB = CqStage<T>::LB, M = CqStage<T>::M;
+    constexpr int SLOT = CqStage<T>::SLOT, S = CQ_STAGES;
     constexpr int ITEMB = 4 * T::NRUN;
     __shared__ float red[CQ_WARPS][R];
     /* the thread's place in the tiles, as cq_matvec_i8_kernel's */
@@ -2475,24 +2484,28 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
             asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");
             __syncwarp();
 #endif
-            const int64_t bw = bw0 + (int64_t)j * wstep, b = bw + lblk;
-            const bool ok = b < nb;
-            typename T::Raw raw[R];
-            if (ok) {
-                const uint32_t off = (uint32_t)(bw * T::BB);
+            const int64_t bw = bw0 + (int64_t)j * wstep;
+            typename T::Raw raw[M][R];
+            const uint32_t off = (uint32_t)(bw * T::BB);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                if (bw + lblk + m * LB >= nb) continue;
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const int head = (int)(((uint32_t)(uintptr_t)wr[r] + off) & 15);
-                    T::template load<CqSmem>(raw[r],
-                                             ring + (slot * R + r) * SLOT + head + lblk * T::BB,
-                                             part);
+                    T::template load<CqSmem>(
+                        raw[m][r], ring + (slot * R + r) * SLOT + head + (lblk + m * LB) * T::BB,
+                        part);
                 }
             }
             __syncwarp();
             issue(slot == 0 ? S - 1 : slot - 1); /* the slot the previous step read */
-            if (ok) {
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                const int64_t b = bw + lblk + m * LB;
+                if (b >= nb) continue;
                 const int64_t it = b * T::P + part;
-                I::template step<1, R>(raw, part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
+                I::template step<1, R>(raw[m], part, xs + it * ITEMB, sw, xts, sums + it * I::NSUM,
                                        sts, dys + b, dts, acc);
             }
             if (++slot == S) {
@@ -2863,10 +2876,11 @@ static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size
  * second a third full; now 1024 in three): decode of llama-3-8b-shaped
  * Q4_K_M 995.9 -> 1010.6 tok/s, Q8_0 772.7 -> 782.8 (H100, medians of 4).
  * Returns the grid. */
-template <class T, int R>
+template <class T, int R, int M = 1>
 static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, int &ks_log2)
 {
-    const int64_t steps = (n_cols / T::BS * T::P + 31) / 32;
+    /* a row's steps: M rounds of a warp's 32 lanes' items each */
+    const int64_t steps = (n_cols / T::BS * T::P + 32 * M - 1) / (32 * M);
     ks_log2 = 0;
     double best = -1.0;
     for (int k = 0; k <= 3; k++) {
@@ -2942,7 +2956,8 @@ static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_r
                                  sizeof(float) * CQ_WARPS * R, dev, smem_max);
     if (occ < 2) return false;
     int ks_log2;
-    const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
+    const unsigned grid =
+        cq_matvec_split<T, R, CqStage<T>::M>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
     pdl_launch(cq_matvec_i8s_kernel<T, R, NORM>, dim3(grid), CQ_THREADS, (size_t)smem, s, early,
                rs, row_bytes, n_rows, n_cols, x, ks_log2, (int)ring_off);
     return true;
