@@ -2299,16 +2299,35 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
 #define CQ_STAGES 4
 
 /* A step of a row: M rounds of the warp's lanes over LB = 32 / P blocks,
- * SB = M * LB blocks. Types of two lanes a block take several rounds a step
- * (Q4_0 four: 1152 bytes, as Q4_K's one; Q5_0 and Q8_0 two), so that a step's
- * fixed cost (the wait for its slot, the next copy's issue) is spread over
- * about as many bytes for every type: with one round, Q4_0's products took
- * twice the time of a plain read of their bytes on an H100, Q4_K's 1.1-1.4
- * times. SLOT: shared bytes of one row's step in the ring, SB blocks from any
- * address (the copy starts up to 15 bytes before it), a multiple of 16. */
+ * SB = M * LB blocks. A step's fixed cost (the wait for its slot, the next
+ * copy's issue) is spread over M rounds' bytes: with one round, Q4_0's
+ * products took twice the time of a plain read of their bytes on an H100
+ * (288-byte steps), Q4_K's 1.1-1.4 times (1152). The counts were measured
+ * there type by type (cuda_matvec_bench): Q4_0 four rounds (1152 bytes),
+ * Q5_0 and Q8_0 two (704, 1088), Q5_K two (1408: q/k/v 12.4 -> 11.2 us,
+ * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one. Q5_0 at three
+ * rounds (1056 bytes) gained 0.6-0.7 us on q/k/v and gate/up, lost 0.5 on o:
+ * 48 blocks a step leave a 4096-column row's 128 blocks to the warps
+ * unevenly. SLOT: shared bytes of one row's step in the ring, SB blocks from
+ * any address (the copy starts up to 15 bytes before it), a multiple of 16. */
+template <class T> struct CqRounds {
+    static constexpr int M = 1;
+};
+template <> struct CqRounds<TQ4_0> {
+    static constexpr int M = 4;
+};
+template <> struct CqRounds<TQ5_0> {
+    static constexpr int M = 2;
+};
+template <> struct CqRounds<TQ8_0> {
+    static constexpr int M = 2;
+};
+template <> struct CqRounds<TQ5_K> {
+    static constexpr int M = 2;
+};
 template <class T> struct CqStage {
     static constexpr int LB = 32 / T::P;
-    static constexpr int M = T::P == 2 ? (T::BB <= 18 ? 4 : 2) : 1;
+    static constexpr int M = CqRounds<T>::M;
     static constexpr int SB = M * LB;
     static constexpr int SLOT = (SB * T::BB + 15 + 15) / 16 * 16;
 };
