@@ -2308,7 +2308,9 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one. Q5_0 at three
  * rounds (1056 bytes) gained 0.6-0.7 us on q/k/v and gate/up, lost 0.5 on o:
  * 48 blocks a step leave a 4096-column row's 128 blocks to the warps
- * unevenly. SLOT: shared bytes of one row's step in the ring, SB blocks from
+ * unevenly. Q6_K at two rounds (1680 bytes) needs a ring of three slots (four
+ * leave one CTA an SM): q/k/v 13.5 -> 11.9 us, o 10.0 -> 10.3, decode the
+ * same. SLOT: shared bytes of one row's step in the ring, SB blocks from
  * any address (the copy starts up to 15 bytes before it), a multiple of 16. */
 template <class T> struct CqRounds {
     static constexpr int M = 1;
