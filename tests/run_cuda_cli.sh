@@ -257,6 +257,79 @@ for model in "$synth"/*.gguf; do
     fi
 done
 
+# ---- perplexity on the GPU -------------------------------------------------------------
+
+# ppl_of NAME MODEL [ARGS...]: hypura perplexity; its final estimate in pv
+# (empty on failure), its output in NAME.txt / NAME.err
+ppl_of() {
+    _name=$1
+    _model=$2
+    shift 2
+    pv=
+    checks=$((checks + 1))
+    if "$hy" perplexity -m "$_model" "$@" >"$dir/$_name.txt" 2>"$dir/$_name.err"; then
+        pv=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) .*/\1/p' "$dir/$_name.txt")
+        [ -n "$pv" ] || fail "perplexity $_name: no final estimate"
+    else
+        fail "perplexity $_name: exit $?: $(tail -n 2 "$dir/$_name.err")"
+    fi
+}
+
+# ppl_near LABEL A B TOL: |A / B - 1| <= TOL, else a failure naming both
+ppl_near() {
+    awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { r = a / b - 1; if (r < 0) r = -r; exit !(r <= t) }' ||
+        fail "$1: perplexity $2, expected $3 within $4"
+}
+
+# Every synth model at -c 128, as ppl.jsonl has it: --gpu on (the whole model
+# on the GPU: the prompt path, tiled attention) within PPL_GPU_TOL of --gpu off
+# and within 1 % of llama.cpp's value, as the CPU is held to.
+PPL_GPU_TOL=${PPL_GPU_TOL:-0.002}
+text=$synth/ppl-visible.txt
+for model in "$synth"/*.gguf; do
+    name=$(basename "$model" .gguf)
+    ref=$(sed -n "s/.*\"model\": \"$name.gguf\".*\"ctx\": 128, \"ppl\": \([0-9.e+]*\).*/\1/p" "$synth/ppl.jsonl")
+    ppl_of ppl_cpu "$model" -f "$text" -c 128 -b 128 --gpu off
+    cpu=$pv
+    ppl_of ppl_gpu "$model" -f "$text" -c 128 -b 128 --gpu on
+    gpu=$pv
+    [ -n "$cpu" ] && [ -n "$gpu" ] || continue
+    grep -q "^gpu: .* on the GPU" "$dir/ppl_gpu.err" ||
+        fail "perplexity $name --gpu on: no line saying what the GPU holds"
+    echo "== perplexity $name -c 128: --gpu off $cpu, --gpu on $gpu, llama.cpp ${ref:-?}"
+    ppl_near "perplexity $name -c 128 --gpu on" "$gpu" "$cpu" "$PPL_GPU_TOL"
+    [ -n "$ref" ] && ppl_near "perplexity $name -c 128 --gpu on against llama.cpp" "$gpu" "$ref" 0.01
+done
+
+# Long contexts, where the GPU's attention runs over thousands of keys: the
+# text repeated to 16 copies (more than 2 * 4096 tokens), one chunk each:
+#   -c 4096 in steps of 2048 (prompt attention over the cached first half),
+#   -c 2048 in steps of 1 (one-token attention split over the keys at every
+#   position, as decode runs it), and -c 2048 with a q8_0 KV cache;
+# the GPU within PPL_GPU_TOL of the CPU.
+long=$dir/ppl-long.txt
+: >"$long"
+i=0
+while [ $i -lt 16 ]; do
+    cat "$text" >>"$long"
+    printf '\n' >>"$long"
+    i=$((i + 1))
+done
+for model in "$synth/llama-Q4_K_M.gguf" "$synth/qwen2-Q5_K_M.gguf" "$synth/mixtral-Q4_K_M.gguf"; do
+    name=$(basename "$model" .gguf)
+    for args in "-c 4096 -b 2048" "-c 2048 -b 1" "-c 2048 -b 512 --kv-type q8_0"; do
+        # shellcheck disable=SC2086
+        ppl_of long_cpu "$model" -f "$long" $args --chunks 1 --gpu off
+        cpu=$pv
+        # shellcheck disable=SC2086
+        ppl_of long_gpu "$model" -f "$long" $args --chunks 1 --gpu on
+        gpu=$pv
+        [ -n "$cpu" ] && [ -n "$gpu" ] || continue
+        echo "== perplexity $name $args: --gpu off $cpu, --gpu on $gpu"
+        ppl_near "perplexity $name $args --gpu on" "$gpu" "$cpu" "$PPL_GPU_TOL"
+    done
+done
+
 # ---- a head past the GPU's attention limit ---------------------------------------------
 
 # (two heads of 512: hypura synth, 2 layers) --gpu auto runs it on the CPU and

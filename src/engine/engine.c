@@ -197,7 +197,9 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
     hw->host_both_bytes_per_s = rates.host_both_bytes_per_s;
     pp->gpu_budget_bytes = budget;
     pp->gpu_compute_bytes = held > kv ? held - kv : 0;
-    pp->compute_bytes = e->be->scratch_bytes + (uint64_t)e->n_seq * (uint64_t)e->m->n_vocab * 4;
+    const uint64_t rows = e->seq[0].f ? (uint64_t)forward_logit_rows(e->seq[0].f) : 1;
+    pp->compute_bytes =
+        e->be->scratch_bytes + (uint64_t)e->n_seq * rows * (uint64_t)e->m->n_vocab * 4;
 }
 
 enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
@@ -236,7 +238,8 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     if (e->n_ctx == 0) e->n_ctx = e->m->hp->n_ctx_train > 0 ? e->m->hp->n_ctx_train : ENGINE_DEFAULT_CTX;
     if ((st = open_backend(e, o))) goto fail;
     e->seq = mem_xcalloc((size_t)e->n_seq, sizeof(*e->seq));
-    struct forward_config fc = {.n_ctx = e->n_ctx, .n_batch = o->n_batch, .kv_type = o->kv_type};
+    struct forward_config fc = {.n_ctx = e->n_ctx, .n_batch = o->n_batch, .kv_type = o->kv_type,
+                                .logits_all = o->logits_all};
     for (int i = 0; i < e->n_seq; i++) {
         if ((st = forward_init(e->m, e->be, &fc, &e->seq[i].f))) goto fail;
         e->seq[i].tokens = mem_xcalloc((size_t)e->n_ctx, sizeof(int32_t));

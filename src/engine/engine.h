@@ -65,6 +65,8 @@ struct engine_opts {
     int64_t n_batch;   /* prompt tokens per step; 0: FORWARD_DEFAULT_BATCH */
     uint32_t kv_type;  /* enum hy_type of the KV cache (forward_config.kv_type) */
     int n_seq;         /* sequences (KV caches); 0: 1 */
+    bool logits_all;   /* the sequences' forwards keep every token's logits of a step
+                          (forward_eval_all: hypura perplexity) */
     /* Placement plan for ram_budget_bytes on this hardware; NULL: no plan. */
     const struct plan_hw *hw;
     uint64_t ram_budget_bytes;

@@ -461,6 +461,11 @@ int64_t forward_n_batch(const struct forward *f)
     return f->n_batch;
 }
 
+int64_t forward_logit_rows(const struct forward *f)
+{
+    return f->logits_all ? f->n_batch : 1;
+}
+
 int64_t forward_n_vocab(const struct forward *f)
 {
     return f->m->n_vocab;

@@ -139,6 +139,9 @@ HY_MUST_CHECK enum hy_status forward_eval_all(struct forward *f, const int32_t *
 /* Tokens evaluated per step (forward_config.n_batch after defaults and clamping). */
 int64_t forward_n_batch(const struct forward *f);
 
+/* Rows of logits a step keeps: forward_n_batch with logits_all, else 1. */
+int64_t forward_logit_rows(const struct forward *f);
+
 /* Length of a logits row (the model's n_vocab). */
 int64_t forward_n_vocab(const struct forward *f);
 

@@ -251,3 +251,11 @@ void cli_plan_hw(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *sour
     if (mem_gbs > 0) hw->mem_read_bytes_per_s = mem_gbs * 1e9;
     if (disk_gbs > 0 || mem_gbs > 0) strncat(source, ", with flags overriding bandwidths", cap - strlen(source) - 1);
 }
+
+void cli_load_hw(struct plan_hw *hw, uint64_t *ram_budget, char *source, size_t cap)
+{
+    cli_plan_hw(hw, 0, 0, source, cap);
+    bool clamped = false;
+    *ram_budget = plan_ram_budget(*ram_budget, hw->ram_available_bytes, hw->cgroup_limit_bytes, &clamped);
+    if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
+}

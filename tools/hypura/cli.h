@@ -80,4 +80,10 @@ HY_MUST_CHECK enum hy_status cli_cache_dir(char *out, size_t cap);
  * source gets a line saying where the numbers came from. */
 void cli_plan_hw(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *source, size_t cap);
 
+/* What a command that loads a model plans with (run, serve, perplexity):
+ * cli_plan_hw without overrides, and the RAM budget, *ram_budget (0: the
+ * default, available RAM minus headroom) cut to the cgroup limit with a note
+ * on stderr when it is. */
+void cli_load_hw(struct plan_hw *hw, uint64_t *ram_budget, char *source, size_t cap);
+
 #endif

@@ -11,24 +11,33 @@
  * The text is read as llama.cpp's -f reads it (one trailing newline
  * dropped) and tokenized as it does for perplexity: BOS first when the
  * vocabulary adds one, control-token text left as text.
+ *
+ * The model is placed as `hypura run` places it (the engine: the plan for
+ * --ram-budget, --mode, and the GPU tier for --gpu / --gpu-budget /
+ * --gpu-host), so a model larger than RAM streams and a CUDA device
+ * computes what it holds, as llama-perplexity -ngl does.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "cli.h"
 #include "cmds.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+#include "engine/engine.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "quant/quant.h"
+#include "store/store.h"
 #include "text/tokenizer.h"
 
 #define PPL_DEFAULT_CTX   512
@@ -42,6 +51,10 @@ struct ppl_opts {
     int64_t n_threads;
     int64_t n_chunks;
     uint32_t kv_type;
+    uint64_t ram_budget;
+    bool ram_budget_set;
+    const char *mode;
+    struct cli_gpu gpu;
 };
 
 static void ppl_help(void)
@@ -60,6 +73,15 @@ static void ppl_help(void)
            "  -t, --threads N        CPU threads (default: physical cores, here %d)\n"
            "  --chunks N             score only the first N chunks; -1: all (default: -1)\n"
            "  --kv-type TYPE         KV cache type: f32, f16 or q8_0 (default: f16)\n"
+           "  --ram-budget SIZE      RAM the weights may take, e.g. 16G (default: available\n"
+           "                         RAM minus headroom; as hypura run)\n"
+           "  --mode MODE            placement: auto, resident, dense-stream, expert-stream,\n"
+           "                         mmap (as hypura run; default: auto)\n"
+           "  --gpu WHEN             CUDA GPU: auto (when a device is present), on, off\n"
+           "                         (default: auto)\n"
+           "  --gpu-budget SIZE      VRAM for weights, KV cache, logits and buffers (default:\n"
+           "                         free VRAM minus headroom); the rest stays on the host\n"
+           "  --gpu-host HOW         host weights with a GPU: auto, cpu, copy (default: auto)\n"
            "  -h, --help             show this help\n",
            PPL_DEFAULT_CTX, PPL_DEFAULT_BATCH, cli_physical_cores());
 }
@@ -84,6 +106,12 @@ static int parse_opts(struct cli *c, struct ppl_opts *o, enum hy_status *st)
             *st = cli_int(c, 1, 1024, &o->n_threads);
         } else if (cli_match(c, NULL, "--chunks")) {
             *st = cli_int(c, -1, INT32_MAX, &o->n_chunks);
+        } else if (cli_match(c, NULL, "--ram-budget")) {
+            *st = cli_size(c, &o->ram_budget);
+            o->ram_budget_set = true;
+        } else if (cli_match(c, NULL, "--mode")) {
+            *st = cli_value(c, &o->mode);
+        } else if (cli_match_gpu(c, &o->gpu, st)) {
         } else if (cli_match(c, NULL, "--kv-type")) {
             const char *v = NULL;
             if (!(*st = cli_value(c, &v))) {
@@ -163,41 +191,55 @@ int cmd_perplexity(int argc, char **argv)
         .n_batch = PPL_DEFAULT_BATCH,
         .n_chunks = -1,
         .kv_type = FORWARD_DEFAULT_KV_TYPE,
+        .mode = "auto",
+        .gpu = CLI_GPU_DEFAULT,
     };
     enum hy_status st;
     if (parse_opts(&c, &o, &st) < 0) return 0;
     if (st) return cli_fail("perplexity", st);
     if (!o.n_threads) o.n_threads = cli_physical_cores();
 
-    struct model *m = NULL;
-    struct backend *be = NULL;
-    struct forward *f = NULL;
-    struct tokenizer tok = {0};
-    bool have_tok = false;
+    struct engine *e = NULL;
     char *text = NULL;
     int32_t *tokens = NULL;
     int rc = 1;
     size_t text_len = 0;
 
     if ((st = read_text(o.file, &text, &text_len))) goto fail;
-    if ((st = model_open(o.model, &m))) goto fail;
-    struct cpu_backend_opts bo = {.n_threads = (int)o.n_threads};
-    if ((st = cpu_backend_init(&bo, &be))) goto fail;
-    struct forward_config fc = {.n_ctx = o.n_ctx,
-                                .n_batch = HY_MIN(o.n_batch, o.n_ctx),
-                                .kv_type = o.kv_type,
-                                .logits_all = true};
-    if ((st = forward_init(m, be, &fc, &f))) goto fail;
+    struct plan_hw phw;
+    char hw_source[PATH_MAX + 96];
+    if (!o.ram_budget_set) o.ram_budget = 0;
+    cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
+    struct engine_opts eo = {
+        .model_path = o.model,
+        .n_ctx = o.n_ctx,
+        .n_threads = o.n_threads,
+        .n_batch = HY_MIN(o.n_batch, o.n_ctx),
+        .kv_type = o.kv_type,
+        .logits_all = true,
+        .hw = &phw,
+        .ram_budget_bytes = o.ram_budget,
+        .mode = o.mode,
+        .gpu = o.gpu.when,
+        .gpu_budget_bytes = o.gpu.budget,
+        .gpu_host = o.gpu.host,
+    };
+    if ((st = engine_open(&eo, &e))) goto fail;
+    if (e->gpu_note[0]) fprintf(stderr, "note: %s\n", e->gpu_note);
+    struct forward *f = e->seq[0].f;
+    const struct model *m = e->m;
 
-    if ((st = tokenizer_init(&tok, m->gguf))) goto fail;
-    have_tok = true;
-    const int64_t cap = tokenizer_max_tokens(&tok, text_len);
-    tokens = mem_xcalloc((size_t)cap, sizeof(int32_t));
     int64_t n_tokens = 0;
     /* llama.cpp: common_tokenize(text, add_special = true, parse_special = false); it
      * refuses a vocabulary that appends EOS, so only BOS is asked for */
-    if ((st = tokenizer_tokenize(&tok, text, text_len, TOKENIZER_ADD_BOS, tokens, cap, &n_tokens)))
+    if ((st = engine_tokenize(e, text, text_len, TOKENIZER_ADD_BOS, &tokens, &n_tokens))) goto fail;
+    if (n_tokens < 2 * o.n_ctx) {
+        st = err_set(HY_ERR_INVALID_ARG,
+                     "%s: %" PRId64 " tokens, fewer than 2 * ctx (%" PRId64
+                     ") that perplexity needs\nhint: a longer text or a smaller -c",
+                     o.file, n_tokens, 2 * o.n_ctx);
         goto fail;
+    }
 
     char a[32], k[32];
     const int64_t n_chunk_max = n_tokens / o.n_ctx;
@@ -208,16 +250,28 @@ int cmd_perplexity(int argc, char **argv)
             " tokens in steps of %" PRId64 "\n",
             o.model, m->info.arch, sizes_format(m->weight_bytes, a, sizeof a),
             sizes_format(forward_kv_bytes(f), k, sizeof k), quant_type_name(forward_kv_type(f)),
-            be->n_threads, cpu_backend_kernels(be), o.file, text_len, n_tokens, n_chunk, o.n_ctx,
-            forward_n_batch(f));
+            e->be->n_threads, e->on_gpu ? "cuda" : cpu_backend_kernels(e->be), o.file, text_len,
+            n_tokens, n_chunk, o.n_ctx, forward_n_batch(f));
+    if (e->have_plan)
+        fprintf(stderr, "plan: mode %s%s (hardware from %s)\n",
+                e->use_mmap ? "mmap" : plan_mode_name(e->plan.mode),
+                e->plan.forced ? " (--mode)" : "", hw_source);
+    else
+        fprintf(stderr, "plan: no placement for this budget: %s\n", e->plan_err);
 
-    if ((st = model_load(m, load_progress, NULL))) goto fail;
+    if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
+    if (e->on_gpu) {
+        char g[32], b[32];
+        const uint64_t gw = e->m->store ? store_stats(e->m->store).gpu_bytes : 0;
+        fprintf(stderr, "gpu: %s of the %s weights on the GPU (budget %s)\n",
+                sizes_format(gw, g, sizeof g), a, sizes_format(e->gpu_budget_bytes, b, sizeof b));
+    }
 
     struct perplexity_params pp = {
         .n_ctx = o.n_ctx,
         .n_chunks = o.n_chunks,
-        .bos_id = tok.add_bos ? tok.bos_id : -1,
+        .bos_id = e->tok.add_bos ? e->tok.bos_id : -1,
     };
     struct perplexity_result res;
     int64_t t0 = timing_now_us();
@@ -238,10 +292,7 @@ fail:
     rc = cli_fail("perplexity", st);
 done:
     free(tokens);
-    if (have_tok) tokenizer_free(&tok);
-    forward_free(f);
-    backend_free(be);
-    model_close(m);
+    engine_close(e);
     free(text);
     return rc;
 }

@@ -646,11 +646,8 @@ int cmd_run(int argc, char **argv)
     if (!o.seed_set) o.sp.seed = (uint64_t)timing_now_us() ^ ((uint64_t)getpid() << 32);
     struct plan_hw phw;
     char hw_source[PATH_MAX + 96];
-    cli_plan_hw(&phw, 0, 0, hw_source, sizeof hw_source);
-    bool clamped = false;
-    o.ram_budget = plan_ram_budget(o.ram_budget_set ? o.ram_budget : 0, phw.ram_available_bytes,
-                                   phw.cgroup_limit_bytes, &clamped);
-    if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
+    if (!o.ram_budget_set) o.ram_budget = 0;
+    cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
 
     /* per-model statistics (expert co-activation) persist in the cache directory */
     char cache_dir[PATH_MAX];

@@ -165,10 +165,8 @@ int cmd_serve(int argc, char **argv)
     if (!o.n_threads) o.n_threads = cli_physical_cores();
     struct plan_hw phw;
     char hw_source[PATH_MAX + 96];
-    cli_plan_hw(&phw, 0, 0, hw_source, sizeof hw_source);
-    bool clamped = false;
-    o.ram_budget = plan_ram_budget(o.ram_budget_set ? o.ram_budget : 0, phw.ram_available_bytes,
-                                   phw.cgroup_limit_bytes, &clamped);
+    if (!o.ram_budget_set) o.ram_budget = 0;
+    cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
     struct engine_opts eo = {
         .model_path = o.model,
         .n_ctx = o.n_ctx,
@@ -194,7 +192,6 @@ int cmd_serve(int argc, char **argv)
             o.model, e->m->info.arch, sizes_format(e->m->weight_bytes, w, sizeof w), e->n_seq,
             e->n_seq == 1 ? "" : "s", e->n_ctx, sizes_format(kv_bytes, kv, sizeof kv),
             (int)o.n_threads);
-    if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
     if (e->gpu_note[0]) fprintf(stderr, "note: %s\n", e->gpu_note);
     if (e->have_plan)
         fprintf(stderr, "plan: mode %s for this budget (hardware from %s), predicted decode %.1f "
