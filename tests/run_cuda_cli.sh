@@ -136,6 +136,8 @@ for model in "$synth"/*.gguf; do
         gw=$(json_num "$dir/full.json" gpu_weights_bytes)
         gb=$(json_num "$dir/full.json" gpu_budget_bytes)
         echo "  --gpu on: budget $gb, weights on the GPU $gw"
+        grep -q "^gpu: .* weights on the GPU, VRAM held .* of the budget" "$dir/full.err" ||
+            fail "$name --gpu on: no line saying what the GPU holds"
         [ "${gw:-0}" -ge $((tensors - embd)) ] && [ "${gw:-0}" -le "$tensors" ] ||
             fail "$name --gpu on: gpu_weights_bytes ${gw:-?}, expected $((tensors - embd))..$tensors (all but the embeddings at least)"
     fi
@@ -341,6 +343,81 @@ for model in "$synth/llama-Q4_K_M.gguf" "$synth/qwen2-Q5_K_M.gguf" "$synth/mixtr
         ppl_near "perplexity $name $args --gpu on" "$gpu" "$cpu" "$PPL_GPU_TOL"
     done
 done
+
+# ---- serve on the GPU: two sequences at once -------------------------------------------
+
+# `hypura serve --gpu on --parallel 2`: two /api/generate requests (raw,
+# greedy) sent together, so that the two sequences' steps interleave on one
+# backend, each with its own KV cache in VRAM; each reply must be
+# `hypura run --gpu off`'s text for its prompt, for a dense and an MoE model.
+# The requests are made with python3 (skipped, with a note, without it).
+if command -v python3 >/dev/null 2>&1; then
+    for model in "$synth/llama-Q4_K_M.gguf" "$synth/qwen2moe-Q4_K_M.gguf"; do
+        name=$(basename "$model" .gguf)
+        p1="The old clock in the hall"
+        p2="A river ran under the bridge and the children"
+        n=96
+        for i in 1 2; do
+            eval "pp=\$p$i"
+            "$hy" run -m "$model" -p "$pp" -n $n --temp 0 -c 1024 --gpu off >"$dir/sv_want$i.txt" \
+                2>"$dir/sv_want$i.err" || fail "serve $name: hypura run --gpu off: $(tail -n 2 "$dir/sv_want$i.err")"
+        done
+        rm -f "$dir/serve.err" "$dir/sv_got1.txt" "$dir/sv_got2.txt"
+        "$hy" serve -m "$model" --port 0 -c 1024 --parallel 2 --gpu on 2>"$dir/serve.err" &
+        spid=$!
+        port=
+        i=0
+        while [ $i -lt 300 ] && [ -z "$port" ] && kill -0 $spid 2>/dev/null; do
+            sleep 0.1
+            port=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$dir/serve.err")
+            i=$((i + 1))
+        done
+        checks=$((checks + 1))
+        if [ -z "$port" ]; then
+            fail "serve $name --gpu on: did not start: $(tail -n 3 "$dir/serve.err")"
+            kill $spid 2>/dev/null
+            wait $spid 2>/dev/null
+            continue
+        fi
+        python3 - "$port" "$name" "$n" "$p1" "$p2" "$dir/sv_got" <<'PY' || fail "serve $name --gpu on: requests failed"
+import json, sys, threading, urllib.request
+port, name, n, outs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[6]
+prompts = sys.argv[4:6]
+errors = []
+def ask(i, prompt):
+    body = json.dumps({"model": name, "prompt": prompt, "raw": True, "stream": False,
+                       "options": {"temperature": 0, "num_predict": n}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/generate", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            reply = json.load(r)["response"]
+        with open(f"{outs}{i + 1}.txt", "w", encoding="utf-8") as f:
+            f.write(reply)
+    except Exception as e:  # reported by the caller as a failure
+        errors.append(f"request {i + 1}: {e}")
+ts = [threading.Thread(target=ask, args=(i, p)) for i, p in enumerate(prompts)]
+for t in ts: t.start()
+for t in ts: t.join()
+for e in errors: print(e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+        kill $spid 2>/dev/null
+        wait $spid 2>/dev/null
+        grep -q "^gpu: .* weights on the GPU, VRAM held" "$dir/serve.err" ||
+            fail "serve $name --gpu on: no line saying what the GPU holds: $(head -n 4 "$dir/serve.err")"
+        for i in 1 2; do
+            if ! cmp -s "$dir/sv_want$i.txt" "$dir/sv_got$i.txt"; then
+                fail "serve $name --gpu on --parallel 2: reply $i differs from hypura run --gpu off"
+                printf '  run --gpu off: %s\n  serve: %s\n' "$(cat "$dir/sv_want$i.txt")" \
+                    "$(cat "$dir/sv_got$i.txt" 2>/dev/null)"
+            fi
+        done
+        echo "== serve $name --gpu on --parallel 2: two requests at once, replies compared"
+    done
+else
+    echo "== note: no python3: serve on the GPU not checked"
+fi
 
 # ---- a head past the GPU's attention limit ---------------------------------------------
 

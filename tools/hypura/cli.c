@@ -16,6 +16,8 @@
 #include "core/err.h"
 #include "core/sizes.h"
 #include "core/timing.h"
+#include "engine/engine.h"
+#include "store/store.h"
 
 void cli_init(struct cli *c, const char *cmd, int argc, char **argv)
 {
@@ -258,4 +260,15 @@ void cli_load_hw(struct plan_hw *hw, uint64_t *ram_budget, char *source, size_t 
     bool clamped = false;
     *ram_budget = plan_ram_budget(*ram_budget, hw->ram_available_bytes, hw->cgroup_limit_bytes, &clamped);
     if (clamped) fprintf(stderr, "plan: RAM budget lowered to the cgroup memory limit minus headroom\n");
+}
+
+void cli_print_gpu(const struct engine *e)
+{
+    if (!e->on_gpu) return;
+    char g[32], a[32], h[32], b[32];
+    const uint64_t gw = e->m->store ? store_stats(e->m->store).gpu_bytes : 0;
+    fprintf(stderr, "gpu: %s of the %s weights on the GPU, VRAM held %s of the budget %s\n",
+            sizes_format(gw, g, sizeof g), sizes_format(e->m->weight_bytes, a, sizeof a),
+            sizes_format(cuda_backend_device_bytes(e->be), h, sizeof h),
+            sizes_format(e->gpu_budget_bytes, b, sizeof b));
 }

@@ -86,4 +86,10 @@ void cli_plan_hw(struct plan_hw *hw, double disk_gbs, double mem_gbs, char *sour
  * on stderr when it is. */
 void cli_load_hw(struct plan_hw *hw, uint64_t *ram_budget, char *source, size_t cap);
 
+struct engine;
+/* After the weights are loaded on a GPU: "gpu: <weights> of the <all> weights
+ * on the GPU, VRAM held <bytes> of the budget <bytes>" on stderr; nothing on
+ * the CPU. */
+void cli_print_gpu(const struct engine *e);
+
 #endif

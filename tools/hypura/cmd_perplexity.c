@@ -25,7 +25,6 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
 #include "cli.h"
 #include "cmds.h"
 #include "core/err.h"
@@ -37,7 +36,6 @@
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "quant/quant.h"
-#include "store/store.h"
 #include "text/tokenizer.h"
 
 #define PPL_DEFAULT_CTX   512
@@ -261,12 +259,7 @@ int cmd_perplexity(int argc, char **argv)
 
     if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
-    if (e->on_gpu) {
-        char g[32], b[32];
-        const uint64_t gw = e->m->store ? store_stats(e->m->store).gpu_bytes : 0;
-        fprintf(stderr, "gpu: %s of the %s weights on the GPU (budget %s)\n",
-                sizes_format(gw, g, sizeof g), a, sizes_format(e->gpu_budget_bytes, b, sizeof b));
-    }
+    cli_print_gpu(e);
 
     struct perplexity_params pp = {
         .n_ctx = o.n_ctx,

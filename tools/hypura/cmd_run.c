@@ -728,6 +728,7 @@ int cmd_run(int argc, char **argv)
 
     if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
+    cli_print_gpu(e);
 
     if (o.chat) {
         struct engine_gen_params cp = {.sp = o.sp,

@@ -202,6 +202,7 @@ int cmd_serve(int argc, char **argv)
     if ((st = engine_load_weights(e, load_progress, NULL))) goto fail;
     cli_progress_end();
     fprintf(stderr, "weights: mode %s\n", e->mode);
+    cli_print_gpu(e);
 
     /* SIGINT/SIGTERM are waited for below, not delivered to a thread */
     sigset_t sigs;
