@@ -20,7 +20,9 @@
 #     The stats must name the mode; bytes read per token are printed (a model
 #     this small may fit the minimal stream pool: a note, not a failure).
 # `hypura perplexity` --gpu on against --gpu off on every synth model (and
-# against llama.cpp's value), and at contexts of 4096 and 2048 tokens: prompt
+# against llama.cpp's value), at a GPU budget that holds about half the
+# weights, and at
+# contexts of 4096 and 2048 tokens: prompt
 # steps over a cached half, steps of one token (decode's split attention) and
 # a q8_0 KV cache (see PPL_GPU_TOL below).
 # And a model with heads of 512 (past the GPU's attention limit, 256): --gpu
@@ -39,6 +41,7 @@ if [ -z "$dir" ]; then
     trap 'rm -rf "$dir"' EXIT
 fi
 mkdir -p "$dir" || exit 1
+rm -f "$dir"/tensors-*
 synth=$data/synth
 prompt="The old clock in the hall"
 failed=0
@@ -97,6 +100,28 @@ same() {
     return 0
 }
 
+# ppl_of NAME MODEL [ARGS...]: hypura perplexity; its final estimate in pv
+# (empty on failure), its output in NAME.txt / NAME.err
+ppl_of() {
+    _name=$1
+    _model=$2
+    shift 2
+    pv=
+    checks=$((checks + 1))
+    if "$hy" perplexity -m "$_model" "$@" >"$dir/$_name.txt" 2>"$dir/$_name.err"; then
+        pv=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) .*/\1/p' "$dir/$_name.txt")
+        [ -n "$pv" ] || fail "perplexity $_name: no final estimate"
+    else
+        fail "perplexity $_name: exit $?: $(tail -n 2 "$dir/$_name.err")"
+    fi
+}
+
+# ppl_near LABEL A B TOL: |A / B - 1| <= TOL, else a failure naming both
+ppl_near() {
+    awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { r = a / b - 1; if (r < 0) r = -r; exit !(r <= t) }' ||
+        fail "$1: perplexity $2, expected $3 within $4"
+}
+
 # ---- skip without a device -----------------------------------------------------------
 
 probe_model=$synth/llama-Q4_K_M.gguf
@@ -123,6 +148,7 @@ for model in "$synth"/*.gguf; do
     experts=$(json_num "$dir/inspect.json" n_expert)
     if [ "${experts:-0}" -gt 0 ]; then smode=expert-stream; else smode=dense-stream; fi
     echo "== $name: $tensors tensor bytes ($embd embeddings), $smode"
+    echo "$tensors" >"$dir/tensors-$name"
 
     hrun ref "$model" --gpu off || { fail "$name --gpu off: $(tail -n 3 "$dir/ref.err")"; continue; }
     [ -s "$dir/ref.txt" ] || fail "$name --gpu off printed nothing"
@@ -265,28 +291,6 @@ done
 
 # ---- perplexity on the GPU -------------------------------------------------------------
 
-# ppl_of NAME MODEL [ARGS...]: hypura perplexity; its final estimate in pv
-# (empty on failure), its output in NAME.txt / NAME.err
-ppl_of() {
-    _name=$1
-    _model=$2
-    shift 2
-    pv=
-    checks=$((checks + 1))
-    if "$hy" perplexity -m "$_model" "$@" >"$dir/$_name.txt" 2>"$dir/$_name.err"; then
-        pv=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) .*/\1/p' "$dir/$_name.txt")
-        [ -n "$pv" ] || fail "perplexity $_name: no final estimate"
-    else
-        fail "perplexity $_name: exit $?: $(tail -n 2 "$dir/$_name.err")"
-    fi
-}
-
-# ppl_near LABEL A B TOL: |A / B - 1| <= TOL, else a failure naming both
-ppl_near() {
-    awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { r = a / b - 1; if (r < 0) r = -r; exit !(r <= t) }' ||
-        fail "$1: perplexity $2, expected $3 within $4"
-}
-
 # Every synth model at -c 128, as ppl.jsonl has it: --gpu on (the whole model
 # on the GPU: the prompt path, tiled attention) within PPL_GPU_TOL of --gpu off
 # and within 1 % of llama.cpp's value, as the CPU is held to. These models are
@@ -311,8 +315,28 @@ for model in "$synth"/*.gguf; do
         fail "perplexity $name --gpu on: no line saying what the GPU holds"
     echo "== perplexity $name -c 128: --gpu off $cpu, --gpu on $gpu, llama.cpp ${ref:-?}"
     ppl_near "perplexity $name -c 128 --gpu on" "$gpu" "$cpu" "$PPL_GPU_TOL"
-    [ -n "$ref" ] && [ "$name" != llama-Q4_0 ] &&
-        ppl_near "perplexity $name -c 128 --gpu on against llama.cpp" "$gpu" "$ref" 0.01
+    # a GPU budget of perplexity's own GPU minimum (named by the refusal of
+    # --gpu-budget 1M) plus half the weights, in steps of 32 tokens: prompt
+    # batches over the host's weights, copied or computed where they lie
+    if [ -s "$dir/tensors-$name" ]; then
+        "$hy" perplexity -m "$model" -f "$text" -c 128 -b 32 --gpu on --gpu-budget 1M \
+            >/dev/null 2>"$dir/ppl_min.err"
+        m=$(min_bytes "$dir/ppl_min.err")
+        if [ -z "$m" ]; then
+            checks=$((checks + 1))
+            fail "perplexity $name --gpu-budget 1M: no GPU minimum named: $(tail -n 2 "$dir/ppl_min.err")"
+        else
+            b=$((m + $(cat "$dir/tensors-$name") / 2))
+            ppl_of ppl_part "$model" -f "$text" -c 128 -b 32 --gpu on --gpu-budget "$b"
+            if [ -n "$pv" ]; then
+                line=$(grep '^gpu: ' "$dir/ppl_part.err")
+                echo "   --gpu-budget $b -b 32: $pv ($line)"
+                ppl_near "perplexity $name -c 128 -b 32 --gpu-budget $b" "$pv" "$cpu" "$PPL_GPU_TOL"
+                echo "$line" | grep -q "^gpu: \(.*\) of the \1 weights" &&
+                    fail "perplexity $name --gpu-budget $b: the whole model on the GPU ($line)"
+            fi
+        fi
+    fi
 done
 
 # Long contexts, where the GPU's attention runs over thousands of keys: the
