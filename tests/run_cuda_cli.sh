@@ -334,6 +334,16 @@ for model in "$synth"/*.gguf; do
                 ppl_near "perplexity $name -c 128 -b 32 --gpu-budget $b" "$pv" "$cpu" "$PPL_GPU_TOL"
                 echo "$line" | grep -q "^gpu: \(.*\) of the \1 weights" &&
                     fail "perplexity $name --gpu-budget $b: the whole model on the GPU ($line)"
+                # the VRAM held (a step's logits for every token included) within
+                # the budget, as the line prints both (two decimals: 0.01 of a unit)
+                echo "$line" | awk '
+                    function bytes(v, u) { m = 1; if (u == "KiB") m = 1024; else if (u == "MiB") m = 1048576;
+                        else if (u == "GiB") m = 1073741824; return v * m }
+                    { for (i = 1; i < NF; i++) {
+                          if ($i == "held") h = bytes($(i + 1), $(i + 2));
+                          if ($i == "budget") { u = $(i + 2); sub(/[^A-Za-z]+$/, "", u); g = bytes($(i + 1), u) } }
+                      exit !(h > 0 && g > 0 && h <= g + bytes(0.01, "MiB")) }' ||
+                    fail "perplexity $name --gpu-budget $b: VRAM held past the budget ($line)"
             fi
         fi
     fi
