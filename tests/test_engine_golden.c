@@ -464,9 +464,32 @@ static void test_perplexity_refused(void)
             CHECK_EQ_INT(res.n_chunks, 2);
             CHECK_EQ_INT(res.n_scored, 2 * 7);
             CHECK(res.ppl > 1.0 && isfinite(res.ppl));
+            /* rows scored by three threads: the same sums, bit for bit */
+            struct perplexity_result res3;
+            pp.n_threads = 3;
+            if (CHECK_OK(perplexity_eval(r.f, ids, 40, &pp, NULL, NULL, &res3))) {
+                CHECK_EQ_INT(res3.n_scored, res.n_scored);
+                CHECK(res3.nll == res.nll && res3.ppl_err == res.ppl_err);
+            }
+            pp.n_threads = 0;
         }
     }
     runner_close(&r);
+    /* steps of 5 tokens: the scored rows (positions 8 .. 14 of each chunk)
+     * cut across steps; the same tokens scored, the same loss but for the
+     * batch kernels' rounding */
+    fc.n_batch = 5;
+    if (runner_open(&r, HY_TESTDATA_DIR "/models/stories260K.gguf", &fc)) {
+        struct perplexity_result res5;
+        pp.n_threads = 2;
+        if (CHECK_OK(perplexity_eval(r.f, ids, 40, &pp, NULL, NULL, &res5))) {
+            CHECK_EQ_INT(res5.n_scored, 2 * 7);
+            CHECK(fabs(res5.nll - res.nll) <= 1e-3 * fabs(res.nll));
+        }
+        pp.n_threads = 0;
+    }
+    runner_close(&r);
+    fc.n_batch = 0;
     fc.logits_all = false;
     if (runner_open(&r, HY_TESTDATA_DIR "/models/stories260K.gguf", &fc)) {
         CHECK_STATUS(perplexity_eval(r.f, ids, 40, &pp, NULL, NULL, &res), HY_ERR_INVALID_ARG);

@@ -7,6 +7,7 @@
 
 #include "core/err.h"
 #include "core/mem.h"
+#include "core/threadpool.h"
 
 /* -log softmax(logits)[tok], as llama.cpp's log_softmax in perplexity.cpp:
  * max and differences in float, the sum of exponentials in double. */
@@ -17,6 +18,24 @@ static double token_nll(const float *logits, int64_t n_vocab, int32_t tok)
     double sum = 0.0;
     for (int64_t i = 0; i < n_vocab; i++) sum += expf(logits[i] - mx);
     return -((double)(logits[tok] - mx) - log(sum));
+}
+
+/* One step's scored rows: nll[i] of row r0 + i, rows split over the
+ * threads (each value computed by one thread alone, so the sums in order
+ * after it do not depend on the thread count). */
+struct score_task {
+    const float *logits;
+    const int32_t *next; /* the token after each row's position */
+    int64_t r0, n, n_vocab;
+    double *nll;
+};
+
+static void score_rows(void *ctx, int ith, int nth)
+{
+    const struct score_task *t = ctx;
+    const int64_t i0 = t->n * ith / nth, i1 = t->n * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1; i++)
+        t->nll[i] = token_nll(t->logits + (t->r0 + i) * t->n_vocab, t->n_vocab, t->next[i]);
 }
 
 enum hy_status perplexity_eval(struct forward *f, const int32_t *tokens, int64_t n_tokens,
@@ -49,8 +68,14 @@ enum hy_status perplexity_eval(struct forward *f, const int32_t *tokens, int64_t
     const int64_t n_chunk_max = n_tokens / n_ctx;
     const int64_t n_chunk = p->n_chunks > 0 ? HY_MIN(p->n_chunks, n_chunk_max) : n_chunk_max;
     const int64_t first = n_ctx / 2, n_batch = forward_n_batch(f);
+    enum hy_status st0;
 
+    /* a vocabulary of 150k makes scoring a step's rows as long as the step
+     * on a GPU: the rows go to a pool as llama-perplexity spreads them */
+    struct threadpool *pool = NULL;
+    if (p->n_threads > 1 && (st0 = threadpool_init(p->n_threads, &pool))) return st0;
     int32_t *chunk = mem_xcalloc((size_t)n_ctx, sizeof(int32_t));
+    double *step_nll = mem_xcalloc((size_t)n_batch, sizeof(double));
     double nll = 0.0, nll2 = 0.0;
     int64_t count = 0;
     enum hy_status st = HY_OK;
@@ -63,18 +88,26 @@ enum hy_status perplexity_eval(struct forward *f, const int32_t *tokens, int64_t
             const int64_t n = HY_MIN(n_batch, n_ctx - j0);
             const float *logits = NULL;
             if ((st = forward_eval_all(f, chunk + j0, n, &logits))) break;
-            for (int64_t k = 0; k < n; k++) {
-                const int64_t pos = j0 + k;
-                if (pos < first || pos >= n_ctx - 1) continue;
-                const double v = token_nll(logits + k * n_vocab, n_vocab, src[pos + 1]);
-                nll += v;
-                nll2 += v * v;
-                count++;
+            /* the step's rows at positions first .. n_ctx - 2 */
+            const int64_t k0 = HY_MAX(first - j0, (int64_t)0);
+            const int64_t k1 = HY_MIN(n, n_ctx - 1 - j0);
+            if (k1 <= k0) continue;
+            struct score_task t = {logits, src + j0 + k0 + 1, k0, k1 - k0, n_vocab, step_nll};
+            if (pool)
+                threadpool_run(pool, score_rows, &t);
+            else
+                score_rows(&t, 0, 1);
+            for (int64_t i = 0; i < t.n; i++) {
+                nll += step_nll[i];
+                nll2 += step_nll[i] * step_nll[i];
             }
+            count += t.n;
         }
         if (!st && progress) progress(user, c + 1, n_chunk, exp(nll / (double)count));
     }
+    free(step_nll);
     free(chunk);
+    threadpool_free(pool);
     if (st) return err_prefix(st, "perplexity: ");
 
     out->n_chunks = n_chunk;

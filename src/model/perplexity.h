@@ -30,6 +30,7 @@ struct perplexity_params {
     int64_t n_ctx;    /* tokens per chunk, >= 4; the forward's context must hold them */
     int64_t n_chunks; /* chunks to evaluate; <= 0: every whole chunk of the text */
     int32_t bos_id;   /* put in place of each chunk's first token; -1: none */
+    int n_threads;    /* threads scoring a step's logits rows; <= 1: the caller alone */
 };
 
 struct perplexity_result {

@@ -265,6 +265,7 @@ int cmd_perplexity(int argc, char **argv)
         .n_ctx = o.n_ctx,
         .n_chunks = o.n_chunks,
         .bos_id = e->tok.add_bos ? e->tok.bos_id : -1,
+        .n_threads = (int)o.n_threads,
     };
     struct perplexity_result res;
     int64_t t0 = timing_now_us();
