@@ -342,9 +342,10 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
         goto fail;
     }
     /* a GPU copies the logits every step: from page-locked memory that is a
-     * DMA straight into them (pageable memory is staged and slower); when
-     * locking fails the copy still works */
-    if (be->ops->host_register && !f->logits_all) {
+     * DMA straight into them (pageable memory is staged and slower: a
+     * perplexity step's rows, 262 MB at 512 tokens of a 128k vocabulary,
+     * most of all); when locking fails the copy still works */
+    if (be->ops->host_register) {
         f->logits_pinned = be->ops->host_register(be, f->logits, (size_t)logit_bytes) == HY_OK;
         if (!f->logits_pinned) err_clear();
     }
