@@ -379,29 +379,55 @@ static void test_matmul_after(void)
     }
 }
 
+/* A weight of a block-quantized type: src's rows quantized by the reference. */
+static void *make_qweight(uint32_t type, const float *src, int64_t rows, int64_t cols,
+                          struct backend_weight *w)
+{
+    const size_t rb = (size_t)quant_bytes(type, (uint64_t)cols);
+    uint8_t *data = malloc(rb * (size_t)rows);
+    for (int64_t i = 0; i < rows; i++)
+        quant_traits(type)->from_float(src + i * cols, data + (size_t)i * rb, cols);
+    *w = (struct backend_weight){data, type, cols, rows, rb, "test", BACKEND_MEM_HOST, 0, false};
+    return data;
+}
+
 /* moe_token and cpu_backend_moe_token_start against the op-by-op sequence
  * (gate, up, silu_mul, down, add with the weight, expert after expert),
  * bit for bit; the started pass stores its flag without being joined when
- * the pool has workers, and an op after it joins it first. */
+ * the pool has workers, and an op after it joins it first. The quantized
+ * types convert h by groups of rows spread over the pool (Q8_0 and Q8_K
+ * blocks): expert widths whose groups end short of a whole group included. */
 static void test_moe_token(void)
 {
-    enum { E = 96, F = 200, KMAX = 8 };
+    enum { EMAX = 256, FMAX = 768, KMAX = 8 };
     static const int ks[] = {1, 3, KMAX};
-    static const uint32_t types[] = {HY_TYPE_F16, HY_TYPE_F32};
+    static const struct {
+        uint32_t type;
+        int E, F;
+    } cfgs[] = {{HY_TYPE_F16, 96, 200},
+                {HY_TYPE_F32, 96, 200},
+                {HY_TYPE_Q4_0, 96, 352},
+                {HY_TYPE_Q8_0, 64, 224},
+                {HY_TYPE_Q4_K, 256, 768},
+                {HY_TYPE_Q6_K, 256, 512}};
     struct rng r;
     rng_init(&r, 21);
-    float *src = malloc(sizeof(float) * F * E), *ref = malloc(sizeof(float) * F * E);
-    float x[E], alpha[KMAX], y0[E], y1[E], y2[E], y3[E], o[KMAX * E];
-    float *h = malloc(sizeof(float) * KMAX * F), *h2 = malloc(sizeof(float) * KMAX * F);
-    float probe_x[E], probe_y[F], probe_ref[F];
-    fill_normal(&r, probe_x, E, 1.0f);
-    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+    float *src = malloc(sizeof(float) * FMAX * EMAX), *ref = malloc(sizeof(float) * FMAX * EMAX);
+    float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], o[KMAX * EMAX];
+    float *h = malloc(sizeof(float) * KMAX * FMAX), *h2 = malloc(sizeof(float) * KMAX * FMAX);
+    float probe_x[EMAX], probe_y[FMAX], probe_ref[FMAX];
+    fill_normal(&r, probe_x, EMAX, 1.0f);
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(cfgs); ci++) {
+        const int E = cfgs[ci].E, F = cfgs[ci].F;
+        const uint32_t type = cfgs[ci].type;
+        const bool quantized = quant_traits(type)->is_quantized;
         struct backend_weight w[3 * KMAX];
         void *data[3 * KMAX];
         for (int j = 0; j < 3 * KMAX; j++) {
             const bool down = j % 3 == 2;
             fill_normal(&r, src, (size_t)F * E, 0.1f);
-            data[j] = make_weight(types[ti], src, down ? E : F, down ? F : E, ref, &w[j]);
+            data[j] = quantized ? make_qweight(type, src, down ? E : F, down ? F : E, &w[j])
+                                : make_weight(type, src, down ? E : F, down ? F : E, ref, &w[j]);
         }
         for (int nt = 1; nt <= 4; nt++) {
             struct backend *be = make_backend(nt, false);
@@ -424,7 +450,7 @@ static void test_moe_token(void)
                 int bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y1[i], sizeof(float)) != 0;
                 if (!CHECK_EQ_INT(bad, 0))
-                    fprintf(stderr, "  moe_token: type %u, %d threads, k %d\n", types[ti], nt, k);
+                    fprintf(stderr, "  moe_token: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* started: the workers finish it and store the flag on their own */
                 uint32_t flag = 7;
@@ -443,19 +469,19 @@ static void test_moe_token(void)
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y2[i], sizeof(float)) != 0;
                 if (!CHECK_EQ_INT(bad, 0))
-                    fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", types[ti], nt, k);
+                    fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* started, then another op without a join: it joins first */
                 cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, NULL, 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_y);
                 CHECK(cpu_backend_join(be) > 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_ref);
-                CHECK(memcmp(probe_y, probe_ref, sizeof probe_y) == 0);
+                CHECK(memcmp(probe_y, probe_ref, sizeof(float) * (size_t)F) == 0);
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y3[i], sizeof(float)) != 0;
                 if (!CHECK_EQ_INT(bad, 0))
                     fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
-                            types[ti], nt, k);
+                            type, nt, k);
             }
             backend_free(be);
         }

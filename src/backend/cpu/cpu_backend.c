@@ -372,15 +372,23 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
 }
 
 /* One token's experts as one pass over the pool (moe_token): phase A, the
- * gate and up products of every expert; then silu_mul and each expert's h
- * converted, by the thread that finished A's last chunk; phase B, the down
- * products; then the weighted adds in expert order into y, by the thread
- * that finished B's last chunk, which then stores flag (release). Chunks of
- * chunk_rows rows are handed out from one counter over A then B, so a
- * thread takes B work only after every A chunk is taken; it waits for the
- * middle step before computing it. The pass runs on the workers alone once
- * started (the caller may join late or not compute at all), and lives here
- * until joined: w and alpha are copies. */
+ * gate and up products of every expert, each followed by the middle step of
+ * the rows it completes; phase B, the down products; then the weighted adds
+ * in expert order into y, by the thread that finished B's last chunk, which
+ * then stores flag (release). Chunks of chunk_rows rows are handed out from
+ * one counter over A then B, so a thread takes B work only after every A
+ * chunk is taken; it waits for the last A chunk before computing it.
+ *
+ * The middle step (silu_mul and h converted for the down product) goes by
+ * groups of grp_rows rows of an expert, a multiple of both the chunk and the
+ * conversion's block: the thread whose gate or up chunk is the group's last
+ * computes the group's silu_mul and converts its blocks, so that the step is
+ * spread over the pool instead of one thread's while the others wait. Each
+ * element and block comes out as the whole-row step gives it.
+ *
+ * The pass runs on the workers alone once started (the caller may join late
+ * or not compute at all), and lives here until joined: w and alpha are
+ * copies. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -393,6 +401,10 @@ struct moe_job {
     size_t row;
     int64_t per_a, per_b; /* chunks of each task of a phase (one row count per phase) */
     int64_t n_a, n_b;     /* work items of each phase */
+    int64_t grp_rows;     /* rows of a middle-step group */
+    int64_t n_grp;        /* groups of an expert */
+    atomic_int *grp_left; /* owned, [k][n_grp]: gate and up chunks of each group not done */
+    int64_t grp_cap;      /* grp_left's entries */
     atomic_llong next, done_a, done_b;
     atomic_bool b_ready;
     uint32_t *flag;
@@ -400,18 +412,18 @@ struct moe_job {
     int64_t t_end_us; /* when y was complete (timing_now_us) */
 };
 
-/* silu_mul of every expert's gate and up rows, and each h converted for its
- * down product. */
-static void moe_job_middle(struct moe_job *j)
+/* The middle step of group g of expert e: silu_mul of its gate and up rows,
+ * and its part of h converted for the down product (its blocks alone: a
+ * group starts on a block's first element). */
+static void moe_job_middle(struct moe_job *j, int e, int64_t g)
 {
-    for (int e = 0; e < j->k; e++) {
-        float *h = j->h + e * j->F;
-        cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F, j->F);
-        struct matmul_task *t = &j->b[e];
-        if (t->from_float) {
-            t->xq = j->xq_b + (size_t)e * j->row;
-            t->from_float(h, j->xq_b + (size_t)e * j->row, j->F);
-        }
+    const int64_t r0 = g * j->grp_rows, n = HY_MIN(j->grp_rows, j->F - r0);
+    float *h = j->h + e * j->F + r0;
+    cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F + r0, n);
+    const struct matmul_task *t = &j->b[e];
+    if (t->from_float) {
+        const uint32_t vt = quant_traits(t->w->type)->vec_dot_type;
+        t->from_float(h, (uint8_t *)t->xq + quant_bytes(vt, (uint64_t)r0), n);
     }
 }
 
@@ -445,13 +457,18 @@ static void moe_job_worker(void *arg, int ith, int nth)
         if (i >= j->n_a + j->n_b) break;
         if (i < j->n_a) {
             moe_job_chunk(j->a, j->per_a, i);
-            if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
-                moe_job_middle(j);
+            /* the group's last gate or up chunk computes its middle step;
+             * the chunk counts as done after that */
+            const int e = (int)(i / j->per_a / 2);
+            const int64_t g = (i % j->per_a) * j->a[0].chunk_rows / j->grp_rows;
+            if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g], 1,
+                                          memory_order_acq_rel) == 1)
+                moe_job_middle(j, e, g);
+            if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a)
                 atomic_store_explicit(&j->b_ready, true, memory_order_release);
-            }
             continue;
         }
-        /* A's last chunks are in the hands of threads computing them */
+        /* A's last chunks (and their middle steps) are in the hands of threads computing them */
         for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
             if ((s & 1023) == 0) sched_yield();
         moe_job_chunk(j->b, j->per_b, i - j->n_a);
@@ -528,14 +545,38 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         }
         j->a[t].xq = xq_of[c];
     }
-    /* down: h converted in the middle step */
+    /* down: h converted in the middle steps */
+    j->xq_b = act + used;
+    int64_t blk = 1; /* the conversion's block (elements) */
     for (int e = 0; e < k; e++) {
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
+        if (j->b[e].from_float) {
+            j->b[e].xq = j->xq_b + (size_t)e * row;
+            const uint32_t vt = quant_traits(d->type)->vec_dot_type;
+            blk = HY_MAX(blk, (int64_t)quant_traits(vt)->block_size);
+        }
     }
-    j->xq_b = act + used;
-    j->per_a = (F + j->a[0].chunk_rows - 1) / j->a[0].chunk_rows;
+    const int64_t cr = j->a[0].chunk_rows;
+    for (int t = 1; t < 2 * k; t++) HY_ASSERT(j->a[t].chunk_rows == cr);
+    /* a group: whole chunks and whole blocks (chunk rows are multiples of
+     * 16, blocks of 32 or 256 elements or 1) */
+    int64_t gr = cr;
+    while (gr % blk) gr += cr;
+    j->grp_rows = gr;
+    j->n_grp = (F + gr - 1) / gr;
+    if (k * j->n_grp > j->grp_cap) {
+        free(j->grp_left);
+        j->grp_cap = k * j->n_grp;
+        j->grp_left = mem_xcalloc((size_t)j->grp_cap, sizeof *j->grp_left);
+    }
+    for (int e = 0; e < k; e++)
+        for (int64_t g = 0; g < j->n_grp; g++) {
+            const int64_t rows = HY_MIN(gr, F - g * gr);
+            atomic_init(&j->grp_left[e * j->n_grp + g], (int)(2 * ((rows + cr - 1) / cr)));
+        }
+    j->per_a = (F + cr - 1) / cr;
     j->per_b = (E + j->b[0].chunk_rows - 1) / j->b[0].chunk_rows;
     j->n_a = 2 * k * j->per_a;
     j->n_b = k * j->per_b;
@@ -787,6 +828,7 @@ static void cpu_free(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
     threadpool_free(cb->pool);
+    if (cb->job) free(cb->job->grp_left);
     free(cb->job);
     mem_aligned_free(cb->att_scratch);
     mem_aligned_free(cb->act);
