@@ -1,0 +1,210 @@
+/*
+ * moe_token_bench: one token's routed experts on the CPU backend (its
+ * moe_token op: the gate and up products of k experts, SwiGLU, their down
+ * products and the weighted sum, as one pass over the thread pool). That pass
+ * is each MoE decode step of the CPU engine, and the CPU's share of an MoE
+ * layer whose experts lie in RAM when a GPU computes the rest (the CUDA
+ * backend's moe_token), where its time sits between the GPU's kernels.
+ * Prints a markdown table: per thread count and k, microseconds per pass
+ * (median and best) and the experts' bytes over the median, next to a plain
+ * read of memory with the same threads measured in the same run.
+ *
+ *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
+ *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
+ *                   [--passes N (200)]
+ *
+ * --types: the gate and up type, then the down type (the default is what
+ * llama.cpp's Q4_K_M gives a qwen1.5-moe-a2.7b expert: its 1408 columns are
+ * no multiple of 256). The defaults are that model's expert shape; a
+ * qwen3-30b-a3b expert is --embd 2048 --ff 768 --types q4_k,q4_k. Each pass
+ * takes the next k of enough random experts to fill --mib of memory, so
+ * that the weights come from DRAM, as decode reads them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/rng.h"
+#include "core/timing.h"
+#include "hw/hw.h"
+#include "quant/quant.h"
+
+#define MAX_LIST 8
+
+static int parse_list(const char *v, int *out)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", v);
+    int n = 0;
+    for (char *t = strtok(buf, ","); t && n < MAX_LIST; t = strtok(NULL, ",")) out[n++] = atoi(t);
+    return n;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A matrix of rows x cols of type, each row random values quantized. */
+static uint8_t *random_matrix(struct rng *r, uint32_t type, int64_t rows, int64_t cols, float *src)
+{
+    const size_t rb = (size_t)quant_bytes(type, (uint64_t)cols);
+    uint8_t *m = malloc(rb * (size_t)rows);
+    if (!m) return NULL;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t c = 0; c < cols; c++) src[c] = (float)rng_normal(r) * 0.02f;
+        quant_traits(type)->from_float(src, m + (size_t)i * rb, cols);
+    }
+    return m;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: moe_token_bench [--embd N] [--ff N] [--k 1,2,4,8] [--threads 1,2] "
+                    "[--types GATE_UP,DOWN] [--mib N] [--passes N]\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    int64_t E = 2048, F = 1408;
+    int ks[MAX_LIST] = {1, 2, 4, 8}, n_k = 4;
+    int threads[MAX_LIST] = {1, 2}, n_threads = 2;
+    uint32_t t_gu = HY_TYPE_Q4_K, t_down = HY_TYPE_Q5_0;
+    double mib = 512;
+    int passes = 200;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return usage();
+        if (!strcmp(argv[i], "--embd")) {
+            E = atoll(v);
+        } else if (!strcmp(argv[i], "--ff")) {
+            F = atoll(v);
+        } else if (!strcmp(argv[i], "--k")) {
+            n_k = parse_list(v, ks);
+        } else if (!strcmp(argv[i], "--threads")) {
+            n_threads = parse_list(v, threads);
+        } else if (!strcmp(argv[i], "--mib")) {
+            mib = atof(v);
+        } else if (!strcmp(argv[i], "--passes")) {
+            passes = atoi(v);
+        } else if (!strcmp(argv[i], "--types")) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            char *comma = strchr(buf, ',');
+            if (!comma) return usage();
+            *comma = '\0';
+            const int a = quant_type_from_name(buf), b = quant_type_from_name(comma + 1);
+            if (a < 0 || b < 0 || !quant_is_supported((uint32_t)a) ||
+                !quant_is_supported((uint32_t)b)) {
+                fprintf(stderr, "moe_token_bench: unknown or unsupported type in '%s'\n", v);
+                return 2;
+            }
+            t_gu = (uint32_t)a;
+            t_down = (uint32_t)b;
+        } else {
+            return usage();
+        }
+        i++;
+    }
+    const uint32_t bs_gu = quant_traits(t_gu)->block_size, bs_down = quant_traits(t_down)->block_size;
+    if (E <= 0 || F <= 0 || E % bs_gu || E % bs_down || F % bs_down || mib <= 0 || passes < 1 ||
+        n_k < 1 || n_threads < 1) {
+        fprintf(stderr, "moe_token_bench: --embd a multiple of both types' blocks, --ff of the "
+                        "down type's; --mib and --passes > 0\n");
+        return 2;
+    }
+    int kmax = 0;
+    for (int i = 0; i < n_k; i++) {
+        if (ks[i] < 1 || ks[i] > BACKEND_MOE_MAX_K) {
+            fprintf(stderr, "moe_token_bench: k must be in [1, %d]\n", BACKEND_MOE_MAX_K);
+            return 2;
+        }
+        kmax = ks[i] > kmax ? ks[i] : kmax;
+    }
+    for (int t = 0; t < n_threads; t++)
+        if (threads[t] < 1 || threads[t] > 256) {
+            fprintf(stderr, "moe_token_bench: thread counts must be in [1, 256]\n");
+            return 2;
+        }
+
+    const size_t gu_rb = (size_t)quant_bytes(t_gu, (uint64_t)E);
+    const size_t d_rb = (size_t)quant_bytes(t_down, (uint64_t)F);
+    const double expert_bytes = (double)(2 * gu_rb * (size_t)F + d_rb * (size_t)E);
+    int n_exp = (int)(mib * 1048576.0 / expert_bytes);
+    if (n_exp < kmax) n_exp = kmax;
+
+    const size_t mem_n = (size_t)512 << 20 >> 2;
+    float *mem = malloc(mem_n * sizeof(float));
+    if (!mem) return 1;
+    for (size_t i = 0; i < mem_n; i++) mem[i] = (float)(i & 1023);
+    double mem_bw[MAX_LIST];
+    for (int t = 0; t < n_threads; t++) mem_bw[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
+    free(mem);
+
+    struct rng r;
+    rng_init(&r, 5);
+    float *src = malloc(sizeof(float) * (size_t)(E > F ? E : F));
+    struct backend_weight *w = calloc((size_t)(3 * n_exp), sizeof *w);
+    if (!src || !w) return 1;
+    for (int e = 0; e < n_exp; e++) {
+        uint8_t *g = random_matrix(&r, t_gu, F, E, src), *u = random_matrix(&r, t_gu, F, E, src);
+        uint8_t *d = random_matrix(&r, t_down, E, F, src);
+        if (!g || !u || !d) {
+            fprintf(stderr, "moe_token_bench: out of memory for %d experts\n", n_exp);
+            return 1;
+        }
+        w[3 * e] = (struct backend_weight){g, t_gu, E, F, gu_rb, "gate", BACKEND_MEM_HOST, 0, true};
+        w[3 * e + 1] = (struct backend_weight){u, t_gu, E, F, gu_rb, "up", BACKEND_MEM_HOST, 0, true};
+        w[3 * e + 2] = (struct backend_weight){d, t_down, F, E, d_rb, "down", BACKEND_MEM_HOST, 0, true};
+    }
+    float *x = malloc(sizeof(float) * (size_t)E), *y = calloc((size_t)E, sizeof(float));
+    float *h = malloc(sizeof(float) * (size_t)(kmax * F)), *h2 = malloc(sizeof(float) * (size_t)(kmax * F));
+    float *o = malloc(sizeof(float) * (size_t)(kmax * E)), alpha[BACKEND_MOE_MAX_K];
+    int64_t *us = malloc(sizeof(int64_t) * (size_t)passes);
+    if (!x || !y || !h || !h2 || !o || !us) return 1;
+    for (int64_t i = 0; i < E; i++) x[i] = (float)rng_normal(&r);
+    for (int j = 0; j < BACKEND_MOE_MAX_K; j++) alpha[j] = 1.0f / (float)(j + 1);
+
+    printf("moe_token, experts %lld x %lld (gate/up %s, down %s, %.2f MB each), %d experts "
+           "rotated (%.0f MiB)\n\n",
+           (long long)F, (long long)E, quant_type_name(t_gu), quant_type_name(t_down),
+           expert_bytes / 1e6, n_exp, n_exp * expert_bytes / 1048576.0);
+    printf("| threads | k | us a pass (median) | best | GB/s (median) | memory read GB/s |\n");
+    printf("| ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    int next = 0;
+    for (int t = 0; t < n_threads; t++) {
+        struct backend *be = NULL;
+        struct cpu_backend_opts bo = {threads[t], false};
+        struct backend_limits lim = {.max_batch = kmax + 4, /* the pass converts k + 2 rows */
+                                     .max_ctx = 1,
+                                     .max_head_dim = 128,
+                                     .max_cols = E > F ? E : F,
+                                     .moe_k = kmax,
+                                     .moe_ff = F,
+                                     .moe_embd = E};
+        if (cpu_backend_init(&bo, &be) || backend_reserve(be, &lim)) {
+            fprintf(stderr, "moe_token_bench: %s\n", hy_last_error());
+            return 1;
+        }
+        for (int ki = 0; ki < n_k; ki++) {
+            const int k = ks[ki];
+            for (int p = -passes / 10 - 1; p < passes; p++) { /* the first ones warm up */
+                if (next + k > n_exp) next = 0;
+                const int64_t t0 = timing_now_us();
+                be->ops->moe_token(be, x, w + 3 * next, alpha, k, y, h, h2, o);
+                if (p >= 0) us[p] = timing_now_us() - t0;
+                next += k;
+            }
+            qsort(us, (size_t)passes, sizeof *us, cmp_i64);
+            const double med = (double)us[passes / 2];
+            printf("| %d | %d | %.1f | %lld | %.1f | %.1f |\n", threads[t], k, med, (long long)us[0],
+                   med > 0 ? k * expert_bytes / (med * 1e3) : 0.0, mem_bw[t]);
+            fflush(stdout);
+        }
+        backend_free(be);
+    }
+    return 0;
+}
