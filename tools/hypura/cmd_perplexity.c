@@ -50,7 +50,6 @@ struct ppl_opts {
     int64_t n_chunks;
     uint32_t kv_type;
     uint64_t ram_budget;
-    bool ram_budget_set;
     const char *mode;
     struct cli_gpu gpu;
 };
@@ -106,7 +105,6 @@ static int parse_opts(struct cli *c, struct ppl_opts *o, enum hy_status *st)
             *st = cli_int(c, -1, INT32_MAX, &o->n_chunks);
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
-            o->ram_budget_set = true;
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
         } else if (cli_match_gpu(c, &o->gpu, st)) {
@@ -206,7 +204,6 @@ int cmd_perplexity(int argc, char **argv)
     if ((st = read_text(o.file, &text, &text_len))) goto fail;
     struct plan_hw phw;
     char hw_source[PATH_MAX + 96];
-    if (!o.ram_budget_set) o.ram_budget = 0;
     cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
     struct engine_opts eo = {
         .model_path = o.model,

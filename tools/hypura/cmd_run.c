@@ -67,7 +67,6 @@ struct run_opts {
     uint32_t kv_type;
     const char *stats_json;
     uint64_t ram_budget;
-    bool ram_budget_set;
     const char *mode;
     bool no_bos;
     bool verbose_prompt;
@@ -238,7 +237,6 @@ static int parse_opts(struct cli *c, struct run_opts *o, enum hy_status *st)
             *st = cli_value(c, &o->stats_json);
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
-            o->ram_budget_set = true;
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
         } else if (cli_match(c, NULL, "--io")) {
@@ -646,7 +644,6 @@ int cmd_run(int argc, char **argv)
     if (!o.seed_set) o.sp.seed = (uint64_t)timing_now_us() ^ ((uint64_t)getpid() << 32);
     struct plan_hw phw;
     char hw_source[PATH_MAX + 96];
-    if (!o.ram_budget_set) o.ram_budget = 0;
     cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
 
     /* per-model statistics (expert co-activation) persist in the cache directory */

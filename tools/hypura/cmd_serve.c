@@ -37,7 +37,6 @@ struct serve_opts {
     int64_t n_batch;
     uint32_t kv_type;
     uint64_t ram_budget;
-    bool ram_budget_set;
     uint64_t max_body;
     const char *chat_template; /* a family name forcing the format */
     const char *mode;          /* --mode, passed to the engine; NULL: the plan's */
@@ -113,7 +112,6 @@ static int parse_opts(struct cli *c, struct serve_opts *o, enum hy_status *st)
             }
         } else if (cli_match(c, NULL, "--ram-budget")) {
             *st = cli_size(c, &o->ram_budget);
-            o->ram_budget_set = true;
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
         } else if (cli_match_gpu(c, &o->gpu, st)) {
@@ -165,7 +163,6 @@ int cmd_serve(int argc, char **argv)
     if (!o.n_threads) o.n_threads = cli_physical_cores();
     struct plan_hw phw;
     char hw_source[PATH_MAX + 96];
-    if (!o.ram_budget_set) o.ram_budget = 0;
     cli_load_hw(&phw, &o.ram_budget, hw_source, sizeof hw_source);
     struct engine_opts eo = {
         .model_path = o.model,
