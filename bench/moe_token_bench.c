@@ -61,6 +61,14 @@ static uint8_t *random_matrix(struct rng *r, uint32_t type, int64_t rows, int64_
     return m;
 }
 
+/* A copy of n bytes at an address of its own; NULL when out of memory. */
+static uint8_t *copy_of(const void *src, size_t n)
+{
+    uint8_t *p = malloc(n);
+    if (p) memcpy(p, src, n);
+    return p;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: moe_token_bench [--embd N] [--ff N] [--k 1,2,4,8] [--threads 1,2] "
@@ -162,12 +170,9 @@ int main(int argc, char **argv)
             d = random_matrix(&r, t_down, E, F, src);
         } else {
             const struct backend_weight *c = &w[3 * (e % N_DISTINCT)];
-            g = malloc(gu_rb * (size_t)F);
-            u = malloc(gu_rb * (size_t)F);
-            d = malloc(d_rb * (size_t)E);
-            if (g) memcpy(g, c[0].data, gu_rb * (size_t)F);
-            if (u) memcpy(u, c[1].data, gu_rb * (size_t)F);
-            if (d) memcpy(d, c[2].data, d_rb * (size_t)E);
+            g = copy_of(c[0].data, gu_rb * (size_t)F);
+            u = copy_of(c[1].data, gu_rb * (size_t)F);
+            d = copy_of(c[2].data, d_rb * (size_t)E);
         }
         if (!g || !u || !d) {
             fprintf(stderr, "moe_token_bench: out of memory for %d experts\n", n_exp);
