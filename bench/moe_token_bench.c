@@ -71,8 +71,9 @@ static uint8_t *copy_of(const void *src, size_t n)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: moe_token_bench [--embd N] [--ff N] [--k 1,2,4,8] [--threads 1,2] "
-                    "[--types GATE_UP,DOWN] [--mib N] [--passes N]\n");
+    fprintf(stderr, "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
+                    "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
+                    "                       [--mib N (512)] [--passes N (200)]\n");
     return 2;
 }
 
