@@ -285,7 +285,7 @@ static uint64_t layer_gpu_bytes(const struct plan *p, int l, enum tensor_role r)
 
 /* The placement rules G2-G3 of plan.h written out directly: which tensors
  * the GPU gets for a budget (false when it is below the minimum). */
-static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work, bool *on)
+static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work, bool head_last, bool *on)
 {
     const struct gguf_ctx *g = s->g;
     const struct model_info *mi = &s->mi;
@@ -296,41 +296,41 @@ static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint6
     uint64_t min = kv + work + mi->bytes_by_role[ROLE_NORM];
     if (budget < min) return false;
     uint64_t left = budget - min;
-    /* the single-tensor classes in order; -1 marks where the FFN and expert
-     * layers go */
+    /* the single-tensor classes in order; -1 marks where the dense FFN
+     * layers go, -2 where the expert layers go; ROLE_COUNT is no class */
+    const int head = tied ? ROLE_EMBED : ROLE_OUTPUT;
     const int order[] = {ROLE_NORM, ROLE_ATTN, ROLE_ROUTER, ROLE_SHARED_EXPERT, ROLE_OTHER,
-                         tied ? ROLE_EMBED : ROLE_OUTPUT, -1, tied ? ROLE_COUNT : ROLE_EMBED};
+                         head_last ? ROLE_COUNT : head, -1, head_last ? head : ROLE_COUNT, -2,
+                         tied ? ROLE_COUNT : ROLE_EMBED};
     for (size_t c = 0; c < sizeof order / sizeof order[0]; c++) {
-        if (order[c] == -1) {
-            for (int pass = 0; pass < 2; pass++) {
-                enum tensor_role r = pass ? ROLE_EXPERT : ROLE_FFN;
-                if (r == ROLE_EXPERT && E <= 0) continue;
-                for (int l = 0; l < n; l++) {
-                    uint64_t need = 0;
-                    for (uint64_t i = 0; i < g->n_tensors; i++)
-                        if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) need += g->tensors[i].n_bytes;
-                    if (need > left && r == ROLE_FFN) {
-                        /* this layer and the later ones: single tensors,
-                         * each layer's largest first, where they fit */
-                        for (int m = l; m < n; m++)
-                            for (;;) {
-                                uint64_t best = g->n_tensors;
-                                for (uint64_t i = 0; i < g->n_tensors; i++)
-                                    if (mi->tensor_role[i] == r && mi->tensor_layer[i] == m && !on[i] &&
-                                        g->tensors[i].n_bytes <= left &&
-                                        (best == g->n_tensors || g->tensors[i].n_bytes > g->tensors[best].n_bytes))
-                                        best = i;
-                                if (best == g->n_tensors) break;
-                                on[best] = true;
-                                left -= g->tensors[best].n_bytes;
-                            }
-                        break;
-                    }
-                    if (need > left) continue;
-                    for (uint64_t i = 0; i < g->n_tensors; i++)
-                        if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) on[i] = true;
-                    left -= need;
+        if (order[c] < 0) {
+            const enum tensor_role r = order[c] == -2 ? ROLE_EXPERT : ROLE_FFN;
+            if (r == ROLE_EXPERT && E <= 0) continue;
+            for (int l = 0; l < n; l++) {
+                uint64_t need = 0;
+                for (uint64_t i = 0; i < g->n_tensors; i++)
+                    if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) need += g->tensors[i].n_bytes;
+                if (need > left && r == ROLE_FFN) {
+                    /* this layer and the later ones: single tensors,
+                     * each layer's largest first, where they fit */
+                    for (int m = l; m < n; m++)
+                        for (;;) {
+                            uint64_t best = g->n_tensors;
+                            for (uint64_t i = 0; i < g->n_tensors; i++)
+                                if (mi->tensor_role[i] == r && mi->tensor_layer[i] == m && !on[i] &&
+                                    g->tensors[i].n_bytes <= left &&
+                                    (best == g->n_tensors || g->tensors[i].n_bytes > g->tensors[best].n_bytes))
+                                    best = i;
+                            if (best == g->n_tensors) break;
+                            on[best] = true;
+                            left -= g->tensors[best].n_bytes;
+                        }
+                    break;
                 }
+                if (need > left) continue;
+                for (uint64_t i = 0; i < g->n_tensors; i++)
+                    if (mi->tensor_role[i] == r && mi->tensor_layer[i] == l) on[i] = true;
+                left -= need;
             }
             continue;
         }
@@ -404,23 +404,45 @@ static void check_gpu_plan(const struct shape *s, const struct plan *p, uint64_t
     CHECK(p->predicted_gen_tok_per_s > 0 && p->predicted_prompt_tok_per_s > 0);
 }
 
-/* Plans with the GPU tier and compares the placement with ref_place. */
-static bool gpu_plan_ref(const struct shape *s, struct plan *p, uint64_t gpu_budget, uint64_t ram_budget,
-                         int64_t ctx, uint64_t work, uint64_t gwork)
+/* Plans with the GPU tier, the output head where `order` says, and
+ * compares the placement with ref_place. */
+static bool gpu_plan_order(const struct shape *s, struct plan *p, enum plan_head_order order, uint64_t gpu_budget,
+                           uint64_t ram_budget, int64_t ctx, uint64_t work, uint64_t gwork)
 {
     struct plan_hw hw;
     hw_gpu(&hw);
     struct plan_params pp = {.ram_budget_bytes = ram_budget, .gpu_budget_bytes = gpu_budget, .n_ctx = ctx,
-                             .compute_bytes = work, .gpu_compute_bytes = gwork};
+                             .compute_bytes = work, .gpu_compute_bytes = gwork, .head_order = order};
     if (!CHECK_OK(plan_init(p, &s->mi, &hw, &pp))) return false;
     uint64_t kv = plan_kv_bytes(&s->mi.hp, ctx);
     check_gpu_plan(s, p, gpu_budget, kv, gwork, ram_budget, work);
+    if (order != PLAN_HEAD_AUTO) CHECK_EQ_INT(p->gpu_head_last, order == PLAN_HEAD_LAST);
     bool *on = calloc(s->g->n_tensors, sizeof(*on));
-    CHECK(ref_place(s, gpu_budget, kv, gwork, on));
+    CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, on));
     uint64_t diff = 0;
     for (uint64_t i = 0; i < p->n_tensors; i++) diff += on[i] != (p->tensors[i].tier == PLAN_TIER_GPU);
     CHECK_EQ_U64(diff, 0);
     free(on);
+    return true;
+}
+
+/* gpu_plan_order with the head's place left to the plan: it must be the
+ * plan of the two orders that predicts the faster decode, the head last on
+ * a tie. */
+static bool gpu_plan_ref(const struct shape *s, struct plan *p, uint64_t gpu_budget, uint64_t ram_budget,
+                         int64_t ctx, uint64_t work, uint64_t gwork)
+{
+    if (!gpu_plan_order(s, p, PLAN_HEAD_AUTO, gpu_budget, ram_budget, ctx, work, gwork)) return false;
+    struct plan first, last;
+    if (gpu_plan_order(s, &first, PLAN_HEAD_FIRST, gpu_budget, ram_budget, ctx, work, gwork)) {
+        if (gpu_plan_order(s, &last, PLAN_HEAD_LAST, gpu_budget, ram_budget, ctx, work, gwork)) {
+            const bool want_last = last.predicted_gen_tok_per_s >= first.predicted_gen_tok_per_s;
+            CHECK_EQ_INT(p->gpu_head_last, want_last);
+            CHECK(p->predicted_gen_tok_per_s == (want_last ? last : first).predicted_gen_tok_per_s);
+            plan_free(&last);
+        }
+        plan_free(&first);
+    }
     return true;
 }
 
@@ -513,17 +535,18 @@ static void test_gpu_priority(void)
     if (!shape_open(&s, "llama-3-70b")) return;
     const int64_t ctx = 4096;
     const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 512 * MiB, work = 256 * MiB;
-    const uint64_t head = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
-                          role_bytes(&s, ROLE_OUTPUT) + role_bytes(&s, ROLE_OTHER);
-    const uint64_t ffn = role_bytes(&s, ROLE_FFN);
+    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
+                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t ffn = role_bytes(&s, ROLE_FFN), head = role_bytes(&s, ROLE_OUTPUT);
     struct plan p;
-    /* norms, attention and head, and about 40% of the dense FFN layers */
-    uint64_t gb = head + ffn * 2 / 5;
-    if (gpu_plan_ref(&s, &p, gb, 12 * GiB, ctx, work, gwork)) {
+    /* norms, attention and about 40% of the dense FFN layers; the head,
+     * after every FFN tensor, stays on the host */
+    uint64_t gb = base + ffn * 2 / 5;
+    if (gpu_plan_order(&s, &p, PLAN_HEAD_LAST, gb, 12 * GiB, ctx, work, gwork)) {
         CHECK(!p.all_on_gpu);
         CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_NORM], role_bytes(&s, ROLE_NORM));
         CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_ATTN], role_bytes(&s, ROLE_ATTN));
-        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], role_bytes(&s, ROLE_OUTPUT));
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], 0);
         CHECK(p.gpu_weights_bytes <= gb - kv - gwork);
         /* dense FFN on the GPU: a prefix of the layers whole, then single
          * tensors of the layers after it */
@@ -562,12 +585,29 @@ static void test_gpu_priority(void)
             big = s.g->tensors[i].n_bytes;
             big_i = i;
         }
-    gb = head + layer_role_bytes(&s, 0, 3, ROLE_FFN) + big + MiB;
-    if (big > 0 && gpu_plan_ref(&s, &p, gb, 16 * GiB, ctx, work, gwork)) {
+    gb = base + layer_role_bytes(&s, 0, 3, ROLE_FFN) + big + MiB;
+    if (big > 0 && gpu_plan_order(&s, &p, PLAN_HEAD_LAST, gb, 16 * GiB, ctx, work, gwork)) {
         CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], layer_role_bytes(&s, 0, 3, ROLE_FFN) + big);
         CHECK_EQ_INT(p.tensors[big_i].tier, PLAN_TIER_GPU);
         CHECK(p.layers[3].ffn_on_gpu && p.layers[3].ffn_streamed);
         CHECK(!p.layers[4].ffn_on_gpu);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], 0);
+        plan_free(&p);
+    }
+    /* room for every FFN tensor and the head: the head goes too; a byte
+     * less, and the head alone stays on the host */
+    gb = base + ffn + head;
+    if (head > 0 && gpu_plan_order(&s, &p, PLAN_HEAD_LAST, gb, 16 * GiB, ctx, work, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], ffn);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], head);
+        CHECK_EQ_U64(p.gpu_used_bytes, gb);
+        plan_free(&p);
+    }
+    if (head > 0 && gpu_plan_order(&s, &p, PLAN_HEAD_LAST, gb - 1, 16 * GiB, ctx, work, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], ffn);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], 0);
+        CHECK_EQ_U64(p.bytes_by_role_resident[ROLE_OUTPUT], head);
+        CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
         plan_free(&p);
     }
     /* a sweep of GPU budgets at a fixed RAM budget: always the reference
@@ -705,13 +745,77 @@ static void test_gpu_tied(void)
     CHECK_EQ_U64(role_bytes(&s, ROLE_OUTPUT), 0);
     const int64_t ctx = 4096;
     const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB;
-    /* the embeddings are the head: they go before any FFN layer */
-    uint64_t gb = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) + role_bytes(&s, ROLE_OTHER) +
-                  role_bytes(&s, ROLE_EMBED) + MiB;
+    /* the embeddings are the head: they go after the dense FFN, and before
+     * nothing else is left */
+    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
+                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t embd = role_bytes(&s, ROLE_EMBED), ffn = role_bytes(&s, ROLE_FFN);
     struct plan p;
-    if (gpu_plan_ref(&s, &p, gb, 16 * GiB, ctx, 64 * MiB, gwork)) {
-        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], role_bytes(&s, ROLE_EMBED));
-        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], 0);
+    if (gpu_plan_order(&s, &p, PLAN_HEAD_LAST, base + embd + MiB, 16 * GiB, ctx, 64 * MiB, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], 0);
+        CHECK(p.bytes_by_role_gpu[ROLE_FFN] > embd / 2);
+        plan_free(&p);
+    }
+    if (gpu_plan_ref(&s, &p, base + ffn + embd, 16 * GiB, ctx, 64 * MiB, gwork)) {
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], embd);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_FFN], ffn);
+        CHECK(p.all_on_gpu);
+        plan_free(&p);
+    }
+    shape_close(&s);
+}
+
+/* Rule G3's choice of the head's place. With the host's weights resident,
+ * the head after the dense FFN is the faster plan: the same bytes on the
+ * host in fewer host products. With a RAM budget that streams FFN layers, a
+ * head on the host displaces resident FFN bytes into the stream, and the
+ * head first can win. */
+static void test_gpu_head_order(void)
+{
+    struct shape s;
+    if (!shape_open(&s, "llama-3-8b")) return;
+    const int64_t ctx = 4096;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB, work = 128 * MiB;
+    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
+                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t ffn = role_bytes(&s, ROLE_FFN), head = role_bytes(&s, ROLE_OUTPUT);
+    const uint64_t gb = base + head + ffn / 4;
+    struct plan p, first, last;
+    if (gpu_plan_ref(&s, &p, gb, 64 * GiB, ctx, work, gwork)) {
+        CHECK(p.gpu_head_last);
+        CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], 0);
+        plan_free(&p);
+    }
+    if (gpu_plan_order(&s, &first, PLAN_HEAD_FIRST, gb, 64 * GiB, ctx, work, gwork)) {
+        if (gpu_plan_order(&s, &last, PLAN_HEAD_LAST, gb, 64 * GiB, ctx, work, gwork)) {
+            CHECK_EQ_U64(first.bytes_by_role_gpu[ROLE_OUTPUT], head);
+            CHECK(last.predicted_gen_tok_per_s > first.predicted_gen_tok_per_s);
+            printf("llama-3-8b, GPU %.2f GiB, RAM 64 GiB: head first %.1f tok/s, head last %.1f\n",
+                   (double)gb / GiB, first.predicted_gen_tok_per_s, last.predicted_gen_tok_per_s);
+            plan_free(&last);
+        }
+        plan_free(&first);
+    }
+    shape_close(&s);
+
+    if (!shape_open(&s, "llama-3-70b")) return;
+    const uint64_t kv70 = plan_kv_bytes(&s.mi.hp, ctx);
+    const uint64_t base70 = kv70 + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
+                            role_bytes(&s, ROLE_OTHER);
+    const uint64_t gb70 = base70 + role_bytes(&s, ROLE_OUTPUT) + role_bytes(&s, ROLE_FFN) * 2 / 5;
+    if (gpu_plan_ref(&s, &p, gb70, 19 * GiB, ctx, work, gwork)) {
+        CHECK(!p.gpu_head_last);
+        CHECK_EQ_INT(p.mode, PLAN_MODE_DENSE_STREAM);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], role_bytes(&s, ROLE_OUTPUT));
+        if (gpu_plan_order(&s, &last, PLAN_HEAD_LAST, gb70, 19 * GiB, ctx, work, gwork)) {
+            CHECK(last.streamed_bytes_per_token > p.streamed_bytes_per_token);
+            printf("llama-3-70b, GPU %.1f GiB, RAM 19 GiB: head first %.3f tok/s (%.2f GiB read a token), "
+                   "head last %.3f (%.2f GiB)\n",
+                   (double)gb70 / GiB, p.predicted_gen_tok_per_s, p.streamed_bytes_per_token / GiB,
+                   last.predicted_gen_tok_per_s, last.streamed_bytes_per_token / GiB);
+            plan_free(&last);
+        }
         plan_free(&p);
     }
     shape_close(&s);
@@ -833,6 +937,7 @@ int main(int argc, char **argv)
     test_gpu_minimum();
     test_gpu_moe();
     test_gpu_tied();
+    test_gpu_head_order();
     test_gpu_off_unchanged();
     test_gpu_host_both();
     return check_report(argv[0]);

@@ -295,8 +295,8 @@ static void gpu_place_layer_singles(struct gpu_fill *f, int l, enum tensor_role 
 
 /* Rules G2-G3 (plan.h): fills on[], the GPU minimum and the weights placed. */
 static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E, uint64_t kv, uint64_t work,
-                                uint64_t budget, enum plan_force force, bool *on, uint64_t *min_out,
-                                uint64_t *weights_out)
+                                uint64_t budget, enum plan_force force, bool head_last, bool *on,
+                                uint64_t *min_out, uint64_t *weights_out)
 {
     const struct gguf_ctx *g = info->gguf;
     uint64_t norms = 0;
@@ -312,7 +312,7 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
     gpu_place_role(&f, ROLE_ROUTER, false);
     gpu_place_role(&f, ROLE_SHARED_EXPERT, false);
     gpu_place_role(&f, ROLE_OTHER, false);
-    gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
+    if (!head_last) gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
     /* a forced streaming mode keeps what it streams off the GPU tier (the
      * GPU backend's VRAM cache still holds hot experts) */
     if (force != PLAN_FORCE_DENSE_STREAM) {
@@ -324,6 +324,7 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
          * bytes of host traffic (and a whole product's round trip) */
         for (; l < n; l++) gpu_place_layer_singles(&f, l, ROLE_FFN);
     }
+    if (head_last) gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
     if (E > 0 && force != PLAN_FORCE_EXPERT_STREAM)
         for (int l = 0; l < n; l++) (void)gpu_place_unit(&f, l, ROLE_EXPERT);
     if (!tied) gpu_place_role(&f, ROLE_EMBED, false);
@@ -331,8 +332,10 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
     return HY_OK;
 }
 
-enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
-                         const struct plan_params *params)
+/* The plan with the output head placed before or after the dense FFN
+ * (rule G3); plan_init picks between the two. */
+static enum hy_status plan_build(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
+                                 const struct plan_params *params, bool head_last)
 {
     memset(p, 0, sizeof(*p));
     const struct hparams *hp = &info->hp;
@@ -354,8 +357,8 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     bool *on_gpu = mem_xcalloc((size_t)g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*on_gpu));
     uint64_t gpu_min = 0, gpu_weights = 0;
     if (gpu_on) {
-        enum hy_status st = gpu_place(info, n, E, kv, gpu_work, params->gpu_budget_bytes, params->force, on_gpu, &gpu_min,
-                                      &gpu_weights);
+        enum hy_status st = gpu_place(info, n, E, kv, gpu_work, params->gpu_budget_bytes, params->force, head_last,
+                                      on_gpu, &gpu_min, &gpu_weights);
         if (st) {
             free(on_gpu);
             return st;
@@ -657,6 +660,7 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
         p->gpu_used_bytes = kv + gpu_work + gpu_weights;
         HY_ASSERT(p->gpu_used_bytes <= p->gpu_budget_bytes);
         p->gpu_expert_cache_bytes = host_experts ? p->gpu_budget_bytes - p->gpu_used_bytes : 0;
+        p->gpu_head_last = head_last;
     }
     p->forced = force != PLAN_FORCE_NONE;
     p->over_budget = p->resident_bytes > budget;
@@ -680,5 +684,41 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     free(cache);
     free(ffn_res);
     free(on_gpu);
+    return HY_OK;
+}
+
+/* Rule G3's one choice. A dense weight's every byte is read each token
+ * wherever it lies, so the output head in VRAM keeps as many bytes off the
+ * host as FFN tensors of its size would; but the host computes a head left
+ * to it in one product, and FFN bytes of the head's size in several, each
+ * with its round trip (activations down, the CPU's pass, the rows up), so
+ * the head goes after the dense FFN. Except where that costs more than it
+ * saves: a head left on the host is always resident in RAM, where the FFN
+ * bytes it displaces may stream, so with a RAM budget that streams the
+ * disk can make the head first the faster plan. Unless params->head_order
+ * names one, both orders are planned and the faster prediction is kept (the
+ * head after the FFN on a tie). */
+enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
+                         const struct plan_params *params)
+{
+    const bool gpu_on = hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
+    const enum plan_head_order order = params->head_order;
+    enum hy_status st = plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
+    if (st || !gpu_on || order != PLAN_HEAD_AUTO) return st;
+    struct plan q;
+    st = plan_build(&q, info, hw, params, false);
+    if (st) {
+        /* the same inputs passed with the head last; nothing differs that
+         * could fail now */
+        plan_free(&q);
+        plan_free(p);
+        return st;
+    }
+    if (q.predicted_gen_tok_per_s > p->predicted_gen_tok_per_s) {
+        plan_free(p);
+        *p = q;
+    } else {
+        plan_free(&q);
+    }
     return HY_OK;
 }

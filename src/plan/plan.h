@@ -22,12 +22,18 @@
  *       if it fits in what is left of the budget (a tensor that does not fit
  *       is skipped, and later, smaller ones may still go): norms, attention
  *       (layer order), routers, shared experts, anything else (ROLE_OTHER,
- *       and FFN or expert tensors outside blocks), the output head (with
- *       tied embeddings token_embd is the head and goes here), dense FFN
- *       layers whole (gate+up+down) in layer order up to the first that
- *       does not fit (so a prefix of the layers), then the single FFN
- *       tensors of the layers from there on, in layer order, each layer's
- *       largest first, each if it fits; routed experts a whole
+ *       and FFN or expert tensors outside blocks), dense FFN layers whole
+ *       (gate+up+down) in layer order up to the first that does not fit
+ *       (so a prefix of the layers), then the single FFN tensors of the
+ *       layers from there on, in layer order, each layer's largest first,
+ *       each if it fits; the output head (with tied embeddings token_embd
+ *       is the head and goes here: every byte of it is read each token, as
+ *       a dense FFN tensor's is, but left on the host it is one host
+ *       product where FFN bytes of its size are several; plan_init plans
+ *       the head before the dense FFN too, right after ROLE_OTHER, and
+ *       keeps that order where its predicted decode is faster: a head on
+ *       the host is resident in RAM, where the FFN bytes it displaces could
+ *       stream); routed experts a whole
  *       layer's stacked tensors at a time in layer order (a layer that does
  *       not fit is skipped), and last the token embeddings.
  *   G4. What is left of the GPU budget, when routed experts stay on the
@@ -161,6 +167,10 @@ void plan_hw_defaults(struct plan_hw *hw);
  *                  most E − 1 per layer (a model without experts is an error). */
 enum plan_force { PLAN_FORCE_NONE = 0, PLAN_FORCE_RESIDENT, PLAN_FORCE_DENSE_STREAM, PLAN_FORCE_EXPERT_STREAM };
 
+/* Where rule G3 puts the output head: the faster of the two by the plan's
+ * prediction (AUTO), or as asked. */
+enum plan_head_order { PLAN_HEAD_AUTO = 0, PLAN_HEAD_FIRST, PLAN_HEAD_LAST };
+
 struct plan_params {
     uint64_t ram_budget_bytes; /* > 0; see plan_ram_budget for the default */
     uint64_t gpu_budget_bytes; /* 0: no GPU tier (nor when hw->n_gpu is 0) */
@@ -172,6 +182,7 @@ struct plan_params {
      * part of the GPU minimum; ignored without the GPU tier */
     uint64_t gpu_compute_bytes;
     enum plan_force force;
+    enum plan_head_order head_order; /* ignored without the GPU tier */
 };
 
 enum plan_tier { PLAN_TIER_GPU, PLAN_TIER_RAM, PLAN_TIER_NVME };
@@ -222,6 +233,7 @@ struct plan {
     uint64_t gpu_weights_bytes;    /* weights placed on the GPU */
     uint64_t gpu_used_bytes;       /* KV cache + GPU compute buffers + GPU weights */
     uint64_t gpu_expert_cache_bytes; /* GPU budget left for a VRAM expert cache (rule G4) */
+    bool gpu_head_last;            /* the output head was placed after the dense FFN (rule G3) */
     uint64_t bytes_by_role_gpu[ROLE_COUNT];
     /* RAM used: weights + expert cache + KV (unless on the GPU) + compute buffers + pool; ≤ budget
      * unless over_budget (only with PLAN_FORCE_RESIDENT) */

@@ -77,8 +77,10 @@ static void print_text(const struct model_info *mi, const struct plan *p, const 
                fmt(p->gpu_budget_bytes, a), fmt(p->gpu_min_bytes, b), fmt(p->kv_bytes, c),
                fmt(p->gpu_compute_bytes, d), fmt(p->bytes_by_role_gpu[ROLE_NORM], e), fmt(p->gpu_used_bytes, f),
                fmt(p->gpu_weights_bytes, g), p->all_on_gpu ? " (all)" : "", fmt(p->gpu_expert_cache_bytes, h));
-        printf("tiers:        weights gpu %s, ram %s, nvme %s; KV cache on the GPU\n", fmt(p->gpu_weights_bytes, a),
-               fmt(p->weights_resident_bytes, b), fmt(p->weights_streamed_bytes, c));
+        printf("tiers:        weights gpu %s, ram %s, nvme %s; KV cache on the GPU; output head placed %s the "
+               "dense FFN\n",
+               fmt(p->gpu_weights_bytes, a), fmt(p->weights_resident_bytes, b), fmt(p->weights_streamed_bytes, c),
+               p->gpu_head_last ? "after" : "before");
     } else {
         printf("gpu:          off\n");
     }
@@ -146,6 +148,7 @@ static json_t *plan_json(const struct model_info *mi, const struct plan *p, cons
     json_object_set_new(o, "gpu_on", json_boolean(p->gpu_on));
     json_object_set_new(o, "kv_on_gpu", json_boolean(p->kv_on_gpu));
     json_object_set_new(o, "all_on_gpu", json_boolean(p->all_on_gpu));
+    json_object_set_new(o, "gpu_head_last", json_boolean(p->gpu_head_last));
     json_object_set_new(o, "gpu_min_bytes", json_integer((json_int_t)p->gpu_min_bytes));
     json_object_set_new(o, "gpu_compute_bytes", json_integer((json_int_t)p->gpu_compute_bytes));
     json_object_set_new(o, "gpu_weights_bytes", json_integer((json_int_t)p->gpu_weights_bytes));
