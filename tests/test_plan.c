@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "core/err.h"
+#include "core/sizes.h"
 #include "gguf/gguf.h"
 #include "model/model_info.h"
 #include "model/synth.h"
@@ -793,6 +794,32 @@ static void test_gpu_head_order(void)
             CHECK(last.predicted_gen_tok_per_s > first.predicted_gen_tok_per_s);
             printf("llama-3-8b, GPU %.2f GiB, RAM 64 GiB: head first %.1f tok/s, head last %.1f\n",
                    (double)gb / GiB, first.predicted_gen_tok_per_s, last.predicted_gen_tok_per_s);
+            /* a RAM budget at the head first's resident minimum, below the
+             * head last's (the head in RAM is part of it): the head goes
+             * first rather than the plan failing; a byte less, the error
+             * names the head first's minimum */
+            const uint64_t min_first = first.min_resident_bytes;
+            CHECK(last.min_resident_bytes > min_first);
+            struct plan_hw hw;
+            hw_gpu(&hw);
+            struct plan_params pp = {.ram_budget_bytes = min_first, .gpu_budget_bytes = gb, .n_ctx = ctx,
+                                     .compute_bytes = work, .gpu_compute_bytes = gwork};
+            if (CHECK_OK(plan_init(&p, &s.mi, &hw, &pp))) {
+                CHECK(!p.gpu_head_last);
+                CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_OUTPUT], head);
+                plan_free(&p);
+            }
+            pp.head_order = PLAN_HEAD_LAST;
+            CHECK_STATUS(plan_init(&p, &s.mi, &hw, &pp), HY_ERR_INVALID_ARG);
+            plan_free(&p);
+            pp.head_order = PLAN_HEAD_AUTO;
+            pp.ram_budget_bytes = min_first - 1;
+            CHECK_STATUS(plan_init(&p, &s.mi, &hw, &pp), HY_ERR_INVALID_ARG);
+            char size[32], want[64];
+            snprintf(want, sizeof want, "below the resident minimum %s ",
+                     sizes_format(min_first, size, sizeof size));
+            CHECK_CONTAINS(err_msg(), want);
+            plan_free(&p);
             plan_free(&last);
         }
         plan_free(&first);

@@ -703,22 +703,20 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
 {
     const bool gpu_on = hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
     const enum plan_head_order order = params->head_order;
-    enum hy_status st = plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
-    if (st || !gpu_on || order != PLAN_HEAD_AUTO) return st;
-    struct plan q;
-    st = plan_build(&q, info, hw, params, false);
-    if (st) {
-        /* the same inputs passed with the head last; nothing differs that
-         * could fail now */
-        plan_free(&q);
+    if (!gpu_on || order != PLAN_HEAD_AUTO) return plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
+    /* a RAM budget can hold the resident minimum of one order and not the
+     * other's (the head in RAM is part of it): the order that plans wins;
+     * where neither does, the error is the head first's, whose minimum is
+     * the lower */
+    struct plan first;
+    const enum hy_status st_last = plan_build(p, info, hw, params, true);
+    const enum hy_status st_first = plan_build(&first, info, hw, params, false);
+    if (st_first) return st_last ? st_first : HY_OK;
+    if (st_last || first.predicted_gen_tok_per_s > p->predicted_gen_tok_per_s) {
         plan_free(p);
-        return st;
-    }
-    if (q.predicted_gen_tok_per_s > p->predicted_gen_tok_per_s) {
-        plan_free(p);
-        *p = q;
+        *p = first;
     } else {
-        plan_free(&q);
+        plan_free(&first);
     }
     return HY_OK;
 }
