@@ -266,6 +266,14 @@ static uint64_t role_bytes(const struct shape *s, enum tensor_role r)
     return s->mi.bytes_by_role[r];
 }
 
+/* The GPU budget rule G3 fills before any dense FFN tensor or the head:
+ * the KV cache for ctx, gwork of buffers, norms, attention and the rest. */
+static uint64_t gpu_base_bytes(const struct shape *s, int64_t ctx, uint64_t gwork)
+{
+    return plan_kv_bytes(&s->mi.hp, ctx) + gwork + role_bytes(s, ROLE_NORM) + role_bytes(s, ROLE_ATTN) +
+           role_bytes(s, ROLE_OTHER);
+}
+
 /* Bytes of role r in layers [l0, l1) (layers differ: Q4_K_M mixes types). */
 static uint64_t layer_role_bytes(const struct shape *s, int l0, int l1, enum tensor_role r)
 {
@@ -536,8 +544,7 @@ static void test_gpu_priority(void)
     if (!shape_open(&s, "llama-3-70b")) return;
     const int64_t ctx = 4096;
     const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 512 * MiB, work = 256 * MiB;
-    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
-                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t base = gpu_base_bytes(&s, ctx, gwork);
     const uint64_t ffn = role_bytes(&s, ROLE_FFN), head = role_bytes(&s, ROLE_OUTPUT);
     struct plan p;
     /* norms, attention and about 40% of the dense FFN layers; the head,
@@ -745,11 +752,10 @@ static void test_gpu_tied(void)
     if (!shape_open_tied(&s, "llama-3-8b", true)) return;
     CHECK_EQ_U64(role_bytes(&s, ROLE_OUTPUT), 0);
     const int64_t ctx = 4096;
-    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB;
+    const uint64_t gwork = 256 * MiB;
     /* the embeddings are the head: they go after the dense FFN, and before
      * nothing else is left */
-    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
-                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t base = gpu_base_bytes(&s, ctx, gwork);
     const uint64_t embd = role_bytes(&s, ROLE_EMBED), ffn = role_bytes(&s, ROLE_FFN);
     struct plan p;
     if (gpu_plan_order(&s, &p, PLAN_HEAD_LAST, base + embd + MiB, 16 * GiB, ctx, 64 * MiB, gwork)) {
@@ -776,9 +782,8 @@ static void test_gpu_head_order(void)
     struct shape s;
     if (!shape_open(&s, "llama-3-8b")) return;
     const int64_t ctx = 4096;
-    const uint64_t kv = plan_kv_bytes(&s.mi.hp, ctx), gwork = 256 * MiB, work = 128 * MiB;
-    const uint64_t base = kv + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
-                          role_bytes(&s, ROLE_OTHER);
+    const uint64_t gwork = 256 * MiB, work = 128 * MiB;
+    const uint64_t base = gpu_base_bytes(&s, ctx, gwork);
     const uint64_t ffn = role_bytes(&s, ROLE_FFN), head = role_bytes(&s, ROLE_OUTPUT);
     const uint64_t gb = base + head + ffn / 4;
     struct plan p, first, last;
@@ -827,10 +832,8 @@ static void test_gpu_head_order(void)
     shape_close(&s);
 
     if (!shape_open(&s, "llama-3-70b")) return;
-    const uint64_t kv70 = plan_kv_bytes(&s.mi.hp, ctx);
-    const uint64_t base70 = kv70 + gwork + role_bytes(&s, ROLE_NORM) + role_bytes(&s, ROLE_ATTN) +
-                            role_bytes(&s, ROLE_OTHER);
-    const uint64_t gb70 = base70 + role_bytes(&s, ROLE_OUTPUT) + role_bytes(&s, ROLE_FFN) * 2 / 5;
+    const uint64_t gb70 = gpu_base_bytes(&s, ctx, gwork) + role_bytes(&s, ROLE_OUTPUT) +
+                          role_bytes(&s, ROLE_FFN) * 2 / 5;
     if (gpu_plan_ref(&s, &p, gb70, 19 * GiB, ctx, work, gwork)) {
         CHECK(!p.gpu_head_last);
         CHECK_EQ_INT(p.mode, PLAN_MODE_DENSE_STREAM);
