@@ -24,6 +24,9 @@
  *    against the CPU op by op: host experts (stable, keyed), one expert in
  *    backend memory, twice per backend (cache hits the second time), the
  *    host byte counters following the policy;
+ *  - prefetch's guesses scored by the moe_token that follows: no copies
+ *    after rounds of wrong guesses (the guesses still counted), copies
+ *    again after rounds of right ones;
  *  - moe_routed (one token's experts picked by ids in backend memory, out
  *    of whole expert tensors there, with a shared expert computed beside
  *    them and gated) against the CPU op by op, up to 11 experts, shared
@@ -1299,6 +1302,21 @@ static void test_silu_mul_add(void)
 
 /* ---- moe_token ------------------------------------------------------------------ */
 
+/* The CPU's op-by-op sum of k experts w + 3 j (gate, up, silu_mul, down,
+ * add with alpha[j], expert after expert) added into y; g, u [F] and d [E]
+ * scratch. */
+static void moe_ref(const struct backend_weight *w, int k, const float *alpha, const float *x,
+                    int64_t E, int64_t F, float *y, float *g, float *u, float *d)
+{
+    for (int j = 0; j < k; j++) {
+        backend_matmul(T.cpu, &w[3 * j], x, 1, g);
+        backend_matmul(T.cpu, &w[3 * j + 1], x, 1, u);
+        backend_silu_mul(T.cpu, g, u, F);
+        backend_matmul(T.cpu, &w[3 * j + 2], g, 1, d);
+        backend_add(T.cpu, y, d, alpha[j], E);
+    }
+}
+
 /* Where moe_token_case's expert slices lie. */
 enum moe_place {
     MOE_HOST,    /* all in host memory (stable, keyed) */
@@ -1349,13 +1367,7 @@ static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
     fill_normal(&r, x, (size_t)E, 1.0f);
     fill_normal(&r, y0, (size_t)E, 0.2f);
     memcpy(want, y0, (size_t)E * sizeof(float));
-    for (int j = 0; j < k; j++) {
-        backend_matmul(T.cpu, &w[3 * j], x, 1, g);
-        backend_matmul(T.cpu, &w[3 * j + 1], x, 1, u);
-        backend_silu_mul(T.cpu, g, u, F);
-        backend_matmul(T.cpu, &w[3 * j + 2], g, 1, d);
-        backend_add(T.cpu, want, d, alpha[j], E);
-    }
+    moe_ref(w, k, alpha, x, E, F, want, g, u, d);
     char what[160];
     static const char *const where[3] = {"", ", one in backend memory", ", all in backend memory"};
     snprintf(what, sizeof what, "moe_token %d experts, n_embd %lld, ff %lld%s (seed %#llx)", k,
@@ -1452,6 +1464,88 @@ static void test_moe_token(void)
     moe_token_case(4, 2048, 1280, MOE_ALL_DEV);
     moe_token_case(8, 1024, 768, MOE_ALL_DEV);
     moe_token_case(11, 512, 512, MOE_ALL_DEV);
+}
+
+/* prefetch's guesses scored by the moe_token that follows (the 256 MiB cache
+ * backend): after rounds whose guesses are never read (slices under fresh
+ * keys that the call does not use) it copies nothing, while it still counts
+ * its guesses; after rounds whose guesses are all read (the call's own
+ * slices, re-keyed each round) it copies again. Each round's moe_token
+ * agrees with the CPU op by op. */
+static void test_prefetch_gate(void)
+{
+    const int g = G_CACHE;
+    if (!live(g)) return;
+    struct backend *be = T.gpu[g];
+    if (!CHECK(be->ops->prefetch != NULL && be->ops->moe_token != NULL)) return;
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    enum { K = 2, E = 512, F = 768 };
+    /* experts 0 and 1 the call's, 2 and 3 the wrong guesses */
+    struct tweight tw[3 * 2 * K];
+    struct backend_weight w[3 * 2 * K];
+    for (int j = 0; j < 2 * K; j++) {
+        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j]);
+        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j + 1]);
+        tweight_make(&r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[3 * j + 2]);
+        for (int i = 0; i < 3; i++) {
+            w[3 * j + i] = tw[3 * j + i].w;
+            w[3 * j + i].stable = true;
+        }
+    }
+    const float alpha[K] = {0.6f, 0.4f};
+    float x[E], y0[E], want[E], got[E], gg[F], u[F], d[E];
+    fill_normal(&r, x, E, 1.0f);
+    fill_normal(&r, y0, E, 0.2f);
+    memcpy(want, y0, sizeof want);
+    moe_ref(w, K, alpha, x, E, F, want, gg, u, d);
+    char what[128];
+    snprintf(what, sizeof what, "prefetch gate on %s (seed %#llx)", gpu_cfg[g].name,
+             (unsigned long long)seed);
+    double worst = 0;
+    /* one round: the guess (the call's slices, or the others), then the call */
+    struct cuda_backend_stats st[4];
+    for (int phase = 0; phase < 2; phase++) {
+        st[2 * phase] = cuda_backend_stats(be);
+        for (int round = 0; round < 12 && live(g); round++) {
+            for (int i = 0; i < 3 * 2 * K; i++) w[i].key = ++T.next_key;
+            be->ops->prefetch(be, phase ? w : w + 3 * K, 3 * K);
+            backend_upload(be, T.buf[g][0], x, sizeof x);
+            backend_upload(be, T.buf[g][1], y0, sizeof y0);
+            be->ops->moe_token(be, T.buf[g][0], w, alpha, K, T.buf[g][1], T.buf[g][2], T.buf[g][3],
+                               T.buf[g][4]);
+            backend_download(be, T.buf[g][1], got, sizeof got);
+            if (!gpu_sync(g, what)) break;
+            worst = fmax(worst, check_close("moe_token", BOUND_MM_QUANT, got, want, E, what));
+            /* the state after the first rounds of the phase */
+            if (round == 7) st[2 * phase + 1] = cuda_backend_stats(be);
+        }
+    }
+    if (live(g)) {
+        /* wrong guesses: after 8 rounds, 4 more guessed and none copied */
+        const uint64_t wrong_copied = st[2].prefetch_slices - st[1].prefetch_slices;
+        const uint64_t wrong_guessed = st[2].prefetch_guessed - st[1].prefetch_guessed;
+        const uint64_t wrong_right = st[2].prefetch_guessed_right - st[0].prefetch_guessed_right;
+        /* right guesses: copies again before the phase ends, every guess read */
+        const uint64_t right_copied =
+            cuda_backend_stats(be).prefetch_slices - st[3].prefetch_slices;
+        const uint64_t right_guessed = st[3].prefetch_guessed - st[2].prefetch_guessed;
+        const uint64_t right_right = st[3].prefetch_guessed_right - st[2].prefetch_guessed_right;
+        if (!CHECK(wrong_copied == 0 && wrong_guessed >= 4 && wrong_right == 0 &&
+                   right_copied > 0 && right_guessed > 0 && right_right == right_guessed))
+            fprintf(
+                stderr,
+                "  %s: wrong guesses: %llu copied, %llu guessed (%llu read) in the last rounds; "
+                "right guesses: %llu copied in the last rounds, %llu guessed (%llu read)\n",
+                what, (unsigned long long)wrong_copied, (unsigned long long)wrong_guessed,
+                (unsigned long long)wrong_right, (unsigned long long)right_copied,
+                (unsigned long long)right_guessed, (unsigned long long)right_right);
+    }
+    char b[16];
+    printf("%s | moe_token %s\n", what, fmt_err(b, 16, worst));
+    fflush(stdout);
+    for (int i = 0; i < 3 * 2 * K; i++) tweight_free(&tw[i]);
 }
 
 /* ---- moe_routed ----------------------------------------------------------------- */
@@ -2178,6 +2272,7 @@ int main(int argc, char **argv)
         /* first: the cache backends' entries are then cut to expert slices
          * (the prefetch check), not yet to the larger keyed weights below */
         test_moe_token();
+        test_prefetch_gate();
         test_moe_batch();
         test_moe_routed();
         test_matmul();

@@ -473,6 +473,10 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         json_object_set_new(j, "gpu_moe_x_wait_s", json_real((double)cs.moe_x_wait_us / 1e6));
         json_object_set_new(j, "gpu_prefetch_slices", json_integer((json_int_t)cs.prefetch_slices));
         json_object_set_new(j, "gpu_prefetch_used", json_integer((json_int_t)cs.prefetch_used));
+        json_object_set_new(j, "gpu_prefetch_guessed",
+                            json_integer((json_int_t)cs.prefetch_guessed));
+        json_object_set_new(j, "gpu_prefetch_guessed_right",
+                            json_integer((json_int_t)cs.prefetch_guessed_right));
         json_object_set_new(j, "gpu_sync_calls", json_integer((json_int_t)cs.sync_calls));
         json_object_set_new(j, "gpu_sync_s", json_real((double)cs.sync_us / 1e6));
         /* the rates the backend measured at start and splits host weights by */

@@ -191,8 +191,10 @@ struct cuda_backend_stats {
     uint64_t moe_calls, moe_gpu_experts, moe_copy_experts, moe_cpu_experts;
     int64_t moe_cpu_us, moe_x_wait_us;
     /* prefetch: weight slices it copied into the VRAM cache, and how many
-     * of them a product then read (before the entry went to another) */
-    uint64_t prefetch_slices, prefetch_used;
+     * of them a product then read (before the entry went to another); the
+     * slices it guessed (copied or, while its guesses were poor, not), and
+     * how many of them the next moe_token read */
+    uint64_t prefetch_slices, prefetch_used, prefetch_guessed, prefetch_guessed_right;
     /* backend_sync: calls and the calling thread's time waiting in them */
     uint64_t sync_calls;
     int64_t sync_us;
