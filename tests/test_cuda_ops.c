@@ -1317,6 +1317,20 @@ static void moe_ref(const struct backend_weight *w, int k, const float *alpha, c
     }
 }
 
+/* An expert's host slices, stable and without a key: gate and up F x E in
+ * Q4_K, down E x F in Q6_K, each of N(0, 0.05) values. */
+static void expert_make(struct rng *r, int64_t E, int64_t F, struct tweight *tw,
+                        struct backend_weight *w)
+{
+    tweight_make(r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[0]);
+    tweight_make(r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[1]);
+    tweight_make(r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[2]);
+    for (int i = 0; i < 3; i++) {
+        w[i] = tw[i].w;
+        w[i].stable = true;
+    }
+}
+
 /* Where moe_token_case's expert slices lie. */
 enum moe_place {
     MOE_HOST,    /* all in host memory (stable, keyed) */
@@ -1348,15 +1362,11 @@ static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
     float alpha[KMAX];
     size_t host_bytes = 0;
     for (int j = 0; j < k; j++) {
-        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j]);
-        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j + 1]);
-        tweight_make(&r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[3 * j + 2]);
+        expert_make(&r, E, F, &tw[3 * j], &w[3 * j]);
         alpha[j] = 0.1f + 0.8f * (float)rng_uniform(&r);
         const bool dev = place == MOE_ALL_DEV || (place == MOE_ONE_DEV && j == 1);
         for (int i = 0; i < 3; i++) {
-            w[3 * j + i] = tw[3 * j + i].w;
             w[3 * j + i].key = ++T.next_key;
-            w[3 * j + i].stable = true;
             if (!dev) host_bytes += tw[3 * j + i].bytes;
         }
     }
@@ -1485,15 +1495,7 @@ static void test_prefetch_gate(void)
     /* experts 0 and 1 the call's, 2 and 3 the wrong guesses */
     struct tweight tw[3 * 2 * K];
     struct backend_weight w[3 * 2 * K];
-    for (int j = 0; j < 2 * K; j++) {
-        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j]);
-        tweight_make(&r, HY_TYPE_Q4_K, F, E, 0.05f, &tw[3 * j + 1]);
-        tweight_make(&r, HY_TYPE_Q6_K, E, F, 0.05f, &tw[3 * j + 2]);
-        for (int i = 0; i < 3; i++) {
-            w[3 * j + i] = tw[3 * j + i].w;
-            w[3 * j + i].stable = true;
-        }
-    }
+    for (int j = 0; j < 2 * K; j++) expert_make(&r, E, F, &tw[3 * j], &w[3 * j]);
     const float alpha[K] = {0.6f, 0.4f};
     float x[E], y0[E], want[E], got[E], gg[F], u[F], d[E];
     fill_normal(&r, x, E, 1.0f);

@@ -332,6 +332,12 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
     return HY_OK;
 }
 
+/* Whether the plan has a GPU tier: a GPU and a budget for it. */
+static bool gpu_tier_on(const struct plan_hw *hw, const struct plan_params *params)
+{
+    return hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
+}
+
 /* The plan with the output head placed before or after the dense FFN
  * (rule G3); plan_init picks between the two. */
 static enum hy_status plan_build(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
@@ -352,7 +358,7 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info, 
     const uint64_t kv = plan_kv_bytes(hp, params->n_ctx);
 
     /* the GPU tier first (rules G1-G3); the RAM plan runs over the rest */
-    const bool gpu_on = hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
+    const bool gpu_on = gpu_tier_on(hw, params);
     const uint64_t gpu_work = gpu_on ? params->gpu_compute_bytes : 0;
     bool *on_gpu = mem_xcalloc((size_t)g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*on_gpu));
     uint64_t gpu_min = 0, gpu_weights = 0;
@@ -701,9 +707,8 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info, 
 enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
                          const struct plan_params *params)
 {
-    const bool gpu_on = hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
     const enum plan_head_order order = params->head_order;
-    if (!gpu_on || order != PLAN_HEAD_AUTO) return plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
+    if (!gpu_tier_on(hw, params) || order != PLAN_HEAD_AUTO) return plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
     /* a RAM budget can hold the resident minimum of one order and not the
      * other's (the head in RAM is part of it): the order that plans wins;
      * where neither does, the error is the head first's, whose minimum is

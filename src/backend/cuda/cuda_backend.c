@@ -2112,17 +2112,22 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
         const size_t bytes = (size_t)wi->n_rows * wi->row_bytes;
         if (slices > 0 && queued + (double)bytes > cb->pf_bytes) break;
         if (cb->pf_n_guess == (int)HY_ARRAY_LEN(cb->pf_guess)) break;
-        if (!copy) {
-            if (bytes > cb->wc_entry_bytes || wc_find(cb, wi->key) >= 0) continue;
-            cb->pf_guess[cb->pf_n_guess++] = wi->key;
-            queued += (double)bytes;
-            slices++;
-            continue;
+        /* a slice the cache holds, or cannot hold, is not guessed; copying,
+         * one it can hold gets an entry */
+        int e = -1;
+        bool take;
+        if (copy) {
+            bool hit;
+            e = wc_lookup(cb, wi->key, bytes, &hit);
+            take = e >= 0 && !hit;
+        } else {
+            take = bytes <= cb->wc_entry_bytes && wc_find(cb, wi->key) < 0;
         }
-        bool hit;
-        const int e = wc_lookup(cb, wi->key, bytes, &hit);
-        if (e < 0 || hit) continue;
+        if (!take) continue;
         cb->pf_guess[cb->pf_n_guess++] = wi->key;
+        queued += (double)bytes;
+        slices++;
+        if (!copy) continue;
         struct wc_entry *en = &cb->wce[e];
         if (!en->fill_ev && !CK(cudaEventCreateWithFlags(&en->fill_ev, cudaEventDisableTiming)))
             return;
@@ -2133,8 +2138,6 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
             return;
         en->filled = true;
         en->pending = true;
-        queued += (double)bytes;
-        slices++;
         cb->stats.host_copy_bytes += bytes;
         cb->stats.prefetch_slices++;
     }
