@@ -1476,6 +1476,15 @@ static void test_moe_token(void)
     moe_token_case(11, 512, 512, MOE_ALL_DEV);
 }
 
+/* The 256 MiB cache backend for the prefetch and split cases, or NULL when
+ * it is not alive or lacks prefetch or moe_token. */
+static struct backend *moe_cache_backend(void)
+{
+    if (!live(G_CACHE)) return NULL;
+    struct backend *be = T.gpu[G_CACHE];
+    return CHECK(be->ops->prefetch != NULL && be->ops->moe_token != NULL) ? be : NULL;
+}
+
 /* prefetch's guesses scored by the moe_token that follows (the 256 MiB cache
  * backend): after rounds whose guesses are never read (slices under fresh
  * keys that the call does not use) it copies nothing, while it still counts
@@ -1485,9 +1494,8 @@ static void test_moe_token(void)
 static void test_prefetch_gate(void)
 {
     const int g = G_CACHE;
-    if (!live(g)) return;
-    struct backend *be = T.gpu[g];
-    if (!CHECK(be->ops->prefetch != NULL && be->ops->moe_token != NULL)) return;
+    struct backend *be = moe_cache_backend();
+    if (!be) return;
     const uint64_t seed = case_seed();
     struct rng r;
     rng_init(&r, seed);
@@ -1548,6 +1556,70 @@ static void test_prefetch_gate(void)
     printf("%s | moe_token %s\n", what, fmt_err(b, 16, worst));
     fflush(stdout);
     for (int i = 0; i < 3 * 2 * K; i++) tweight_free(&tw[i]);
+}
+
+/* moe_token's split when one of its experts has a slice in VRAM (the 256
+ * MiB cache backend, policy auto): expert 0's gate slice prefetched, expert
+ * 1's nothing, then the call. Whenever the CPU takes one of the two it must
+ * be expert 1, so that the prefetched gate is read from VRAM: the slice is
+ * read unless the CPU took both. Rounds under fresh keys; each call agrees
+ * with the CPU op by op. The experts (about 16 MB) are large enough that
+ * the measured rates give the CPU one of them in some rounds. */
+static void test_moe_split_order(void)
+{
+    const int g = G_CACHE;
+    struct backend *be = moe_cache_backend();
+    if (!be) return;
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    enum { K = 2, E = 2048, F = 4096 };
+    struct tweight tw[3 * K];
+    struct backend_weight w[3 * K];
+    for (int j = 0; j < K; j++) expert_make(&r, E, F, &tw[3 * j], &w[3 * j]);
+    const float alpha[K] = {0.7f, 0.3f};
+    float *buf = malloc((size_t)(5 * E + 2 * F) * sizeof(float));
+    if (!CHECK(buf != NULL)) return;
+    float *x = buf, *y0 = x + E, *want = y0 + E, *got = want + E, *d = got + E;
+    float *gg = d + E, *u = gg + F;
+    fill_normal(&r, x, E, 1.0f);
+    fill_normal(&r, y0, E, 0.2f);
+    memcpy(want, y0, (size_t)E * sizeof(float));
+    moe_ref(w, K, alpha, x, E, F, want, gg, u, d);
+    char what[128];
+    snprintf(what, sizeof what, "moe_token split order on %s (seed %#llx)", gpu_cfg[g].name,
+             (unsigned long long)seed);
+    double worst = 0;
+    int by_cpu[K + 1] = {0}, bad = 0;
+    for (int round = 0; round < 24 && live(g); round++) {
+        for (int i = 0; i < 3 * K; i++) w[i].key = ++T.next_key;
+        const struct cuda_backend_stats s0 = cuda_backend_stats(be);
+        be->ops->prefetch(be, w, 1); /* expert 0's gate only */
+        backend_upload(be, T.buf[g][0], x, (size_t)E * sizeof(float));
+        backend_upload(be, T.buf[g][1], y0, (size_t)E * sizeof(float));
+        be->ops->moe_token(be, T.buf[g][0], w, alpha, K, T.buf[g][1], T.buf[g][2], T.buf[g][3],
+                           T.buf[g][4]);
+        backend_download(be, T.buf[g][1], got, (size_t)E * sizeof(float));
+        if (!gpu_sync(g, what)) break;
+        worst = fmax(worst, check_close("moe_token", BOUND_MM_QUANT, got, want, E, what));
+        const struct cuda_backend_stats s1 = cuda_backend_stats(be);
+        const uint64_t cpu = s1.moe_cpu_experts - s0.moe_cpu_experts;
+        const uint64_t used = s1.prefetch_used - s0.prefetch_used;
+        const uint64_t copied = s1.prefetch_slices - s0.prefetch_slices;
+        if (cpu <= K) by_cpu[cpu]++;
+        if (!CHECK(cpu <= K && copied == 1 && used == (cpu < K ? 1u : 0u))) {
+            bad++;
+            fprintf(stderr, "  %s, round %d: %llu experts on the CPU, %llu slice prefetched, "
+                    "%llu read from VRAM\n", what, round, (unsigned long long)cpu,
+                    (unsigned long long)copied, (unsigned long long)used);
+        }
+    }
+    char b[16];
+    printf("%s | moe_token %s | rounds with 0 / 1 / 2 experts on the CPU: %d / %d / %d%s\n", what,
+           fmt_err(b, 16, worst), by_cpu[0], by_cpu[1], by_cpu[2], bad ? " (failed)" : "");
+    fflush(stdout);
+    for (int i = 0; i < 3 * K; i++) tweight_free(&tw[i]);
+    free(buf);
 }
 
 /* ---- moe_routed ----------------------------------------------------------------- */
@@ -2275,6 +2347,7 @@ int main(int argc, char **argv)
          * (the prefetch check), not yet to the larger keyed weights below */
         test_moe_token();
         test_prefetch_gate();
+        test_moe_split_order();
         test_moe_batch();
         test_moe_routed();
         test_matmul();

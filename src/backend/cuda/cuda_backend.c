@@ -2082,9 +2082,8 @@ static void moe_gpu_experts(void *ctx)
 
 /* The share of prefetch's guessed slices that the next moe_token must read
  * below which it only guesses (a wrong guess's copy holds the PCIe link
- * that the token's own copies need: on a Mixtral-shaped model whose guesses
- * came true for about 4 slices in 10, decode was 11-21 % faster without the
- * prefetch), and the weight of one call's share in the average. */
+ * that the token's own copies need), and the weight of one call's share in
+ * the average. */
 #define PF_HIT_RATE_MIN  0.5
 #define PF_HIT_RATE_STEP 0.2
 
@@ -2277,6 +2276,23 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         } else {
             far_other += far;
         }
+    }
+    /* the candidates with the most bytes outside VRAM first, so that the
+     * CPU takes those and the slices already in VRAM (a prefetch's, cache
+     * hits) are read there instead of left for the CPU to read from RAM
+     * (insertion sort, stable: otherwise in routing order) */
+    for (int i = 1; i < n_cand; i++) {
+        const int cj = cand[i];
+        const uint64_t ca = cand_all[i], cf = cand_far[i];
+        int m = i;
+        for (; m > 0 && cf > cand_far[m - 1]; m--) {
+            cand[m] = cand[m - 1];
+            cand_all[m] = cand_all[m - 1];
+            cand_far[m] = cand_far[m - 1];
+        }
+        cand[m] = cj;
+        cand_all[m] = ca;
+        cand_far[m] = cf;
     }
     /* policy auto: the CPU takes the first n candidates, n such that the
      * later of the two sides ends first: the CPU at the rate its calls of n
