@@ -15,6 +15,7 @@
  * waits on the device or needs the CPU backend joins them first (pass_join).
  */
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/moe_split.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -2244,8 +2245,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     bool on_cpu[BACKEND_MOE_MAX_K], far_of[BACKEND_MOE_MAX_K];
     /* the experts the CPU may take (every slice in RAM, one not in VRAM), in
      * order; the PCIe bytes of the others */
-    int cand[BACKEND_MOE_MAX_K], n_cand = 0;
-    uint64_t cand_all[BACKEND_MOE_MAX_K], cand_far[BACKEND_MOE_MAX_K], far_other = 0;
+    struct moe_split_cand cand[BACKEND_MOE_MAX_K];
+    int n_cand = 0;
+    uint64_t far_other = 0;
     int pf_seen = 0, pf_late = 0; /* prefetched slices of this call; not landed yet */
     for (int j = 0; j < k; j++) {
         const struct backend_weight *e = w + 3 * j;
@@ -2270,62 +2272,30 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         on_cpu[j] = false;
         far_of[j] = far > 0;
         if (far && host && cb->policy != CUDA_HOST_COPY) {
-            cand_all[n_cand] = all;
-            cand_far[n_cand] = far;
-            cand[n_cand++] = j;
+            cand[n_cand++] = (struct moe_split_cand){.j = j, .all = all, .far = far};
         } else {
             far_other += far;
         }
     }
-    /* the candidates with the most bytes outside VRAM first, so that the
-     * CPU takes those and the slices already in VRAM (a prefetch's, cache
-     * hits) are read there instead of left for the CPU to read from RAM
-     * (insertion sort, stable: otherwise in routing order) */
-    for (int i = 1; i < n_cand; i++) {
-        const int cj = cand[i];
-        const uint64_t ca = cand_all[i], cf = cand_far[i];
-        int m = i;
-        for (; m > 0 && cf > cand_far[m - 1]; m--) {
-            cand[m] = cand[m - 1];
-            cand_all[m] = cand_all[m - 1];
-            cand_far[m] = cand_far[m - 1];
-        }
-        cand[m] = cj;
-        cand_all[m] = ca;
-        cand_far[m] = cf;
-    }
-    /* policy auto: the CPU takes the first n candidates, n such that the
-     * later of the two sides ends first: the CPU at the rate its calls of n
-     * experts showed (until seen, or once stale, the matrix-vector rate:
-     * optimistic, so each count gets tried), the copies at the PCIe rate */
+    /* policy auto: moe_split_choose orders the candidates (those with the
+     * least in VRAM first) and picks how many the CPU takes, the CPU at the
+     * rate its calls of that many experts showed (until seen, or once stale,
+     * the matrix-vector rate: optimistic, so each count gets tried), the
+     * copies at the PCIe rate */
     int n_cpu = n_cand;
     if (cb->policy == CUDA_HOST_AUTO && n_cand) {
-        const uint32_t ty = w[3 * cand[0]].type;
+        const uint32_t ty = w[3 * cand[0].j].type;
         const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
         const double r0 = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
-        const double rp = cb->rates.pcie_h2d_bytes_per_s;
-        double best = INFINITY, cpu_b = 0, far_b = (double)far_other;
-        for (int i = 0; i < n_cand; i++) far_b += (double)cand_far[i];
-        n_cpu = 0;
-        for (int n = 0; n <= n_cand; n++) {
-            if (n > 0) {
-                cpu_b += (double)cand_all[n - 1];
-                far_b -= (double)cand_far[n - 1];
-            }
-            const double rc = moe_rate_fresh(cb, n) ? cb->moe_cpu_rate[n] : r0;
-            const double tc = n == 0 ? 0 : rc > 0 ? cpu_b / rc : INFINITY;
-            const double tp = far_b == 0 ? 0 : rp > 0 ? far_b / rp : INFINITY;
-            const double t = HY_MAX(tc, tp);
-            if (t < best) {
-                best = t;
-                n_cpu = n;
-            }
-        }
+        double rate[BACKEND_MOE_MAX_K + 1];
+        for (int n = 0; n <= n_cand; n++)
+            rate[n] = moe_rate_fresh(cb, n) ? cb->moe_cpu_rate[n] : r0;
+        n_cpu = moe_split_choose(cand, n_cand, far_other, rate, cb->rates.pcie_h2d_bytes_per_s);
     }
     uint64_t cpu_bytes = 0;
     for (int i = 0; i < n_cpu; i++) {
-        on_cpu[cand[i]] = true;
-        cpu_bytes += cand_all[i];
+        on_cpu[cand[i].j] = true;
+        cpu_bytes += cand[i].all;
     }
     cb->stats.moe_calls++;
     cb->moe_seq++;

@@ -1,0 +1,31 @@
+/*
+ * How one token's routed experts that lie in RAM are shared between the
+ * CPU, computing them where they lie, and the GPU, computing them after
+ * their slices are copied over PCIe (the CUDA backend's moe_token under
+ * policy auto). Plain C without CUDA, so that the choice is tested on any
+ * machine.
+ */
+#ifndef HY_BACKEND_CUDA_MOE_SPLIT_H
+#define HY_BACKEND_CUDA_MOE_SPLIT_H
+
+#include <stdint.h>
+
+/* An expert the CPU may take: its index in the call, its bytes (what the
+ * CPU reads), and those of its slices not in VRAM (what the GPU copies). */
+struct moe_split_cand {
+    int j;
+    uint64_t all, far;
+};
+
+/* Orders cand[0..n) by far bytes, most first (stable: otherwise in call
+ * order), so that the CPU takes the experts with the least in VRAM and the
+ * slices already there (a prefetch's, cache hits) are read there. Then the
+ * count c of the first candidates the CPU takes: the one whose later side
+ * ends first, the CPU's c experts at cpu_rate[c] bytes/s (n + 1 entries;
+ * one of 0 or less: never that count), the copies of the others' far
+ * bytes plus far_other (bytes the GPU's side copies whatever the choice)
+ * at pcie_rate (0 or less: copies never end). The first of equal times. */
+int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
+                     double pcie_rate);
+
+#endif
