@@ -1485,6 +1485,28 @@ static struct backend *moe_cache_backend(void)
     return CHECK(be->ops->prefetch != NULL && be->ops->moe_token != NULL) ? be : NULL;
 }
 
+/* One round of the prefetch and split cases on the cache backend: the
+ * n_w slices of w under fresh keys, a prefetch of the n_pf from w + pf,
+ * then moe_token of w's first k experts on x (y starting as y0) into got,
+ * checked against want. The normalized error, or -1 once the backend has
+ * failed. */
+static double moe_round(struct backend_weight *w, int n_w, int pf, int n_pf, const float *alpha,
+                        int k, const float *x, const float *y0, int64_t E, const float *want,
+                        float *got, const char *what)
+{
+    const int g = G_CACHE;
+    struct backend *be = T.gpu[g];
+    for (int i = 0; i < n_w; i++) w[i].key = ++T.next_key;
+    be->ops->prefetch(be, w + pf, n_pf);
+    backend_upload(be, T.buf[g][0], x, (size_t)E * sizeof(float));
+    backend_upload(be, T.buf[g][1], y0, (size_t)E * sizeof(float));
+    be->ops->moe_token(be, T.buf[g][0], w, alpha, k, T.buf[g][1], T.buf[g][2], T.buf[g][3],
+                       T.buf[g][4]);
+    backend_download(be, T.buf[g][1], got, (size_t)E * sizeof(float));
+    if (!gpu_sync(g, what)) return -1;
+    return check_close("moe_token", BOUND_MM_QUANT, got, want, (size_t)E, what);
+}
+
 /* prefetch's guesses scored by the moe_token that follows (the 256 MiB cache
  * backend): after rounds whose guesses are never read (slices under fresh
  * keys that the call does not use) it copies nothing, while it still counts
@@ -1519,15 +1541,10 @@ static void test_prefetch_gate(void)
     for (int phase = 0; phase < 2; phase++) {
         st[2 * phase] = cuda_backend_stats(be);
         for (int round = 0; round < 12 && live(g); round++) {
-            for (int i = 0; i < 3 * 2 * K; i++) w[i].key = ++T.next_key;
-            be->ops->prefetch(be, phase ? w : w + 3 * K, 3 * K);
-            backend_upload(be, T.buf[g][0], x, sizeof x);
-            backend_upload(be, T.buf[g][1], y0, sizeof y0);
-            be->ops->moe_token(be, T.buf[g][0], w, alpha, K, T.buf[g][1], T.buf[g][2], T.buf[g][3],
-                               T.buf[g][4]);
-            backend_download(be, T.buf[g][1], got, sizeof got);
-            if (!gpu_sync(g, what)) break;
-            worst = fmax(worst, check_close("moe_token", BOUND_MM_QUANT, got, want, E, what));
+            const double e = moe_round(w, 3 * 2 * K, phase ? 0 : 3 * K, 3 * K, alpha, K, x, y0, E,
+                                       want, got, what);
+            if (e < 0) break;
+            worst = fmax(worst, e);
             /* the state after the first rounds of the phase */
             if (round == 7) st[2 * phase + 1] = cuda_backend_stats(be);
         }
@@ -1574,12 +1591,12 @@ static void test_moe_split_order(void)
     struct rng r;
     rng_init(&r, seed);
     enum { K = 2, E = 2048, F = 4096 };
+    float *buf = malloc((size_t)(5 * E + 2 * F) * sizeof(float));
+    if (!CHECK(buf != NULL)) return;
     struct tweight tw[3 * K];
     struct backend_weight w[3 * K];
     for (int j = 0; j < K; j++) expert_make(&r, E, F, &tw[3 * j], &w[3 * j]);
     const float alpha[K] = {0.7f, 0.3f};
-    float *buf = malloc((size_t)(5 * E + 2 * F) * sizeof(float));
-    if (!CHECK(buf != NULL)) return;
     float *x = buf, *y0 = x + E, *want = y0 + E, *got = want + E, *d = got + E;
     float *gg = d + E, *u = gg + F;
     fill_normal(&r, x, E, 1.0f);
@@ -1592,16 +1609,11 @@ static void test_moe_split_order(void)
     double worst = 0;
     int by_cpu[K + 1] = {0}, bad = 0;
     for (int round = 0; round < 24 && live(g); round++) {
-        for (int i = 0; i < 3 * K; i++) w[i].key = ++T.next_key;
         const struct cuda_backend_stats s0 = cuda_backend_stats(be);
-        be->ops->prefetch(be, w, 1); /* expert 0's gate only */
-        backend_upload(be, T.buf[g][0], x, (size_t)E * sizeof(float));
-        backend_upload(be, T.buf[g][1], y0, (size_t)E * sizeof(float));
-        be->ops->moe_token(be, T.buf[g][0], w, alpha, K, T.buf[g][1], T.buf[g][2], T.buf[g][3],
-                           T.buf[g][4]);
-        backend_download(be, T.buf[g][1], got, (size_t)E * sizeof(float));
-        if (!gpu_sync(g, what)) break;
-        worst = fmax(worst, check_close("moe_token", BOUND_MM_QUANT, got, want, E, what));
+        /* the prefetch: expert 0's gate only */
+        const double e = moe_round(w, 3 * K, 0, 1, alpha, K, x, y0, E, want, got, what);
+        if (e < 0) break;
+        worst = fmax(worst, e);
         const struct cuda_backend_stats s1 = cuda_backend_stats(be);
         const uint64_t cpu = s1.moe_cpu_experts - s0.moe_cpu_experts;
         const uint64_t used = s1.prefetch_used - s0.prefetch_used;
@@ -1609,9 +1621,11 @@ static void test_moe_split_order(void)
         if (cpu <= K) by_cpu[cpu]++;
         if (!CHECK(cpu <= K && copied == 1 && used == (cpu < K ? 1u : 0u))) {
             bad++;
-            fprintf(stderr, "  %s, round %d: %llu experts on the CPU, %llu slice prefetched, "
-                    "%llu read from VRAM\n", what, round, (unsigned long long)cpu,
-                    (unsigned long long)copied, (unsigned long long)used);
+            fprintf(stderr,
+                    "  %s, round %d: %llu experts on the CPU, %llu slice prefetched, "
+                    "%llu read from VRAM\n",
+                    what, round, (unsigned long long)cpu, (unsigned long long)copied,
+                    (unsigned long long)used);
         }
     }
     char b[16];
