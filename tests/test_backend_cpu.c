@@ -394,9 +394,10 @@ static void *make_qweight(uint32_t type, const float *src, int64_t rows, int64_t
 /* moe_token and cpu_backend_moe_token_start against the op-by-op sequence
  * (gate, up, silu_mul, down, add with the weight, expert after expert),
  * bit for bit; the started pass stores its flag without being joined when
- * the pool has workers, and an op after it joins it first. The quantized
- * types convert h by groups of rows spread over the pool (Q8_0 and Q8_K
- * blocks): expert widths whose groups end short of a whole group included. */
+ * the pool has workers, cpu_backend_pass_wait returns with the sum, and an
+ * op after it joins it first. The quantized types convert h by groups of
+ * rows spread over the pool (Q8_0 and Q8_K blocks): expert widths whose
+ * groups end short of a whole group included. */
 static void test_moe_token(void)
 {
     enum { EMAX = 256, FMAX = 768, KMAX = 8 };
@@ -413,7 +414,7 @@ static void test_moe_token(void)
     struct rng r;
     rng_init(&r, 21);
     float *src = malloc(sizeof(float) * FMAX * EMAX), *ref = malloc(sizeof(float) * FMAX * EMAX);
-    float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], o[KMAX * EMAX];
+    float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], y4[EMAX], o[KMAX * EMAX];
     float *h = malloc(sizeof(float) * KMAX * FMAX), *h2 = malloc(sizeof(float) * KMAX * FMAX);
     float probe_x[EMAX], probe_y[FMAX], probe_ref[FMAX];
     fill_normal(&r, probe_x, EMAX, 1.0f);
@@ -439,6 +440,7 @@ static void test_moe_token(void)
                 memcpy(y1, y0, sizeof y0);
                 memcpy(y2, y0, sizeof y0);
                 memcpy(y3, y0, sizeof y0);
+                memcpy(y4, y0, sizeof y0);
                 for (int j = 0; j < k; j++) {
                     backend_matmul(be, &w[3 * j], x, 1, h);
                     backend_matmul(be, &w[3 * j + 1], x, 1, h2);
@@ -470,6 +472,15 @@ static void test_moe_token(void)
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y2[i], sizeof(float)) != 0;
                 if (!CHECK_EQ_INT(bad, 0))
                     fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
+
+                /* waited for: the sum complete without the workers' join */
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, NULL, 0);
+                CHECK(cpu_backend_pass_wait(be) > 0);
+                bad = 0;
+                for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y4[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  moe_token pass_wait: type %u, %d threads, k %d\n", type, nt,
+                            k);
 
                 /* started, then another op without a join: it joins first */
                 cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, NULL, 0);

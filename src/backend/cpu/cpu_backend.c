@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/mem.h"
@@ -388,7 +389,10 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
  *
  * The pass runs on the workers alone once started (the caller may join late
  * or not compute at all), and lives here until joined: w and alpha are
- * copies. */
+ * copies. Its sum is complete once B's last chunk is done and added, and no
+ * thread computes after that: cpu_backend_pass_wait returns then, without
+ * waiting for workers that have not run yet (a thread that lost its core
+ * before its turn) or are on their way out. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -409,7 +413,8 @@ struct moe_job {
     atomic_bool b_ready;
     uint32_t *flag;
     uint32_t flag_value;
-    int64_t t_end_us; /* when y was complete (timing_now_us) */
+    int64_t t_end_us;     /* when y was complete (timing_now_us) */
+    atomic_bool finished; /* t_end_us is set (release) */
 };
 
 /* The middle step of group g of expert e: silu_mul of its gate and up rows,
@@ -431,6 +436,7 @@ static void moe_job_middle(struct moe_job *j, int e, int64_t g)
 static void moe_job_done(struct moe_job *j)
 {
     j->t_end_us = timing_now_us();
+    atomic_store_explicit(&j->finished, true, memory_order_release);
     if (j->flag) __atomic_store_n(j->flag, j->flag_value, __ATOMIC_RELEASE);
 }
 
@@ -496,6 +502,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     j->flag = flag;
     j->flag_value = flag_value;
+    atomic_init(&j->finished, false);
     /* the converted rows (x in up to two types, then every h), each 64-byte
      * aligned as cpu_matmul's one-token row is: where the scratch is short of
      * them, the op-by-op sequence itself */
@@ -585,6 +592,34 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     atomic_init(&j->done_b, 0);
     atomic_init(&j->b_ready, false);
     threadpool_start(cb->pool, moe_job_worker, j);
+}
+
+#define PASS_SPIN_US 200   /* cpu_backend_pass_wait's spin, as the pool's */
+#define PASS_NAP_NS  20000 /* then its sleep between two looks */
+
+int64_t cpu_backend_pass_wait(struct backend *be)
+{
+    struct cpu_backend *cb = cpu_of(be);
+    struct moe_job *j = cb->job;
+    if (!j) return 0;
+    if (!atomic_load_explicit(&j->finished, memory_order_acquire)) {
+        /* as the pool's join would: what is left, on this thread (the
+         * join's own call later finds nothing), then the wait */
+        moe_job_worker(j, 0, threadpool_n_threads(cb->pool));
+        /* spun on as the pool's join spins; past that, polled with sleeps
+         * between, so that this thread's core is free for a worker that
+         * waits for one */
+        const int64_t t0 = timing_now_us();
+        for (unsigned s = 1; !atomic_load_explicit(&j->finished, memory_order_acquire); s++) {
+            if ((s & 63) == 0 && timing_now_us() - t0 > PASS_SPIN_US) {
+                const struct timespec nap = {0, PASS_NAP_NS};
+                nanosleep(&nap, NULL);
+            } else if ((s & 1023) == 0) {
+                sched_yield();
+            }
+        }
+    }
+    return j->t_end_us;
 }
 
 int64_t cpu_backend_join(struct backend *be)

@@ -47,7 +47,8 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
  * Once y holds the sum, the thread that finished it stores flag_value into
  * *flag (release; flag may be NULL): the CUDA backend's GPU waits for that
  * while the calling thread queues the GPU's next ops. x, the scratch and y
- * must stay until the pass is joined; w and alpha are copied. */
+ * must stay until the pass is joined or waited for (cpu_backend_pass_wait);
+ * w and alpha are copied. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
                                  uint32_t *flag, uint32_t flag_value);
@@ -56,6 +57,15 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
  * left of it, then waits for the workers); returns when the last pass's sum
  * was complete (timing_now_us; 0: none yet). */
 int64_t cpu_backend_join(struct backend *be);
+
+/* The pass started last, if any, until its sum is complete (the calling
+ * thread takes what is left of it first): returns what cpu_backend_join
+ * would, without waiting for workers that have not run yet (a thread that
+ * lost its core before its turn) or are on their way out; no thread of the
+ * pass computes after its sum is complete. x, the scratch, y and the
+ * weights may be reused after it; the next op of this backend joins the
+ * workers first. */
+int64_t cpu_backend_pass_wait(struct backend *be);
 
 /* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);

@@ -340,9 +340,10 @@ static bool blas_ok(struct cuda_backend *cb, cublasStatus_t e, const char *call,
 #define CKB(call) blas_ok(cb, (call), #call, __FILE__, __LINE__)
 
 /* Waits for moe_token's CPU pass started last, if one runs (the calling
- * thread takes what is left of it): before anything that waits on the
- * device (the stream may wait for the pass), that uses the CPU backend, or
- * that frees the pinned buffers the pass reads and writes. */
+ * thread takes what is left of it), until its sum is complete: before
+ * anything that waits on the device (the stream may wait for the pass),
+ * that uses the CPU backend, or that frees the pinned buffers the pass
+ * reads and writes. */
 static void pass_join(struct cuda_backend *cb);
 
 /* ---- op timing ---------------------------------------------------------- */
@@ -2194,7 +2195,9 @@ static void pass_join(struct cuda_backend *cb)
 {
     if (!cb->pass_on) return;
     cb->pass_on = false;
-    const int64_t t1 = cpu_backend_join(cb->cpu);
+    /* until the sum is complete, not until a worker that lost its core has
+     * come back: the CPU backend's next op joins that one */
+    const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
     moe_cpu_seen(cb, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
 }
 
