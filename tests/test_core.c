@@ -1,6 +1,7 @@
 /*
  * Unit tests of the core helpers and the type table: byte sizes, the string
- * map, half and bfloat16 conversions, the deterministic RNG, quant traits.
+ * map, half and bfloat16 conversions, the deterministic RNG, quant traits,
+ * the thread pool's runs.
  *
  * The conversions are tested exhaustively where the domain is 16 bits: every
  * half and every bfloat16 round-trips, and for every pair of neighbouring
@@ -14,9 +15,15 @@
 #include <string.h>
 
 #include "check.h"
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
 #include "core/rng.h"
 #include "core/sizes.h"
 #include "core/strmap.h"
+#include "core/threadpool.h"
+#include "core/timing.h"
 #include "quant/quant.h"
 
 /* ---- sizes -------------------------------------------------------------- */
@@ -462,6 +469,117 @@ static void test_quant_traits(void)
     CHECK_EQ_U64(quant_bytes(HY_TYPE_F32, 1ull << 40), 4ull << 40);
 }
 
+/* ---- thread pool -------------------------------------------------------- */
+
+#define POOL_MAX 8
+
+/* One run's record: how many times each ith was called, the nth each call
+ * saw, and (after) whether the run before it had been called for every ith
+ * when any of its calls began. */
+struct pool_run {
+    atomic_int calls[POOL_MAX];
+    atomic_int bad_nth;
+    atomic_int before_incomplete;
+    const struct pool_run *before;
+    int n;
+};
+
+static void pool_fn(void *ctx, int ith, int nth)
+{
+    struct pool_run *r = ctx;
+    if (nth != r->n || ith < 0 || ith >= POOL_MAX) {
+        atomic_fetch_add(&r->bad_nth, 1);
+        return;
+    }
+    if (r->before)
+        for (int i = 0; i < r->n; i++)
+            if (atomic_load(&r->before->calls[i]) != 1) atomic_fetch_add(&r->before_incomplete, 1);
+    atomic_fetch_add(&r->calls[ith], 1);
+}
+
+static void pool_run_init(struct pool_run *r, int n, const struct pool_run *before)
+{
+    for (int i = 0; i < POOL_MAX; i++) atomic_init(&r->calls[i], 0);
+    atomic_init(&r->bad_nth, 0);
+    atomic_init(&r->before_incomplete, 0);
+    r->before = before;
+    r->n = n;
+}
+
+/* Every ith called once per run, with nth; true when so. */
+static bool pool_run_whole(struct pool_run *r)
+{
+    int bad = atomic_load(&r->bad_nth) + atomic_load(&r->before_incomplete);
+    for (int i = 0; i < r->n; i++) bad += atomic_load(&r->calls[i]) != 1;
+    return bad == 0;
+}
+
+/* threadpool_run calls fn once for every ith (runs back to back, and with
+ * pauses longer than the workers' spin, so that they block and are woken);
+ * threadpool_start leaves ith 0 to the join and the others run on their own;
+ * a run or start after a start joins that one first; one thread runs
+ * nothing before the join. */
+static void test_threadpool(void)
+{
+    static const int sizes[] = {1, 2, 3, 5, POOL_MAX};
+    struct pool_run a, b;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si];
+        struct threadpool *p = NULL;
+        if (!CHECK_OK(threadpool_init(n, &p))) return;
+        CHECK_EQ_INT(threadpool_n_threads(p), n);
+        int whole = 0;
+        for (int it = 0; it < 300; it++) {
+            pool_run_init(&a, n, NULL);
+            threadpool_run(p, pool_fn, &a);
+            whole += pool_run_whole(&a);
+            if (it % 50 == 49) { /* past the spin: the workers block */
+                const struct timespec pause = {0, 2 * 1000 * 1000};
+                nanosleep(&pause, NULL);
+            }
+        }
+        CHECK_EQ_INT(whole, 300);
+
+        /* started: the workers run their ith at once, ith 0 waits for the join */
+        pool_run_init(&a, n, NULL);
+        threadpool_start(p, pool_fn, &a);
+        int done = 0;
+        const int64_t t0 = timing_now_us();
+        while (done < n - 1 && timing_now_us() - t0 < 10 * 1000 * 1000) {
+            done = 0;
+            for (int i = 1; i < n; i++) done += atomic_load(&a.calls[i]);
+            sched_yield();
+        }
+        CHECK_EQ_INT(done, n - 1);
+        CHECK_EQ_INT(atomic_load(&a.calls[0]), 0);
+        threadpool_join(p);
+        CHECK(pool_run_whole(&a));
+        threadpool_join(p); /* nothing started: a no-op */
+        CHECK(pool_run_whole(&a));
+
+        /* a run after a start: the started one is whole before it begins */
+        pool_run_init(&a, n, NULL);
+        pool_run_init(&b, n, &a);
+        threadpool_start(p, pool_fn, &a);
+        threadpool_run(p, pool_fn, &b);
+        CHECK(pool_run_whole(&a));
+        CHECK(pool_run_whole(&b));
+        /* and a start after a start */
+        pool_run_init(&a, n, NULL);
+        pool_run_init(&b, n, &a);
+        threadpool_start(p, pool_fn, &a);
+        threadpool_start(p, pool_fn, &b);
+        threadpool_join(p);
+        CHECK(pool_run_whole(&a));
+        CHECK(pool_run_whole(&b));
+        threadpool_free(p);
+    }
+    threadpool_free(NULL);
+    struct threadpool *p = NULL;
+    CHECK(threadpool_init(0, &p) != HY_OK && p == NULL);
+    err_clear();
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -473,5 +591,6 @@ int main(int argc, char **argv)
     test_bf16();
     test_rng();
     test_quant_traits();
+    test_threadpool();
     return check_report(argv[0]);
 }
