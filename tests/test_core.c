@@ -580,6 +580,95 @@ static void test_threadpool(void)
     err_clear();
 }
 
+/* A loose run's work: items claimed from a counter, each counted as done;
+ * calls in fn counted while in it, and every call's entry. */
+#define LOOSE_ITEMS 64
+
+struct loose_run {
+    atomic_int next;
+    atomic_int done[LOOSE_ITEMS];
+    atomic_int in_fn, entries;
+};
+
+static void loose_fn(void *ctx, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    struct loose_run *r = ctx;
+    atomic_fetch_add(&r->in_fn, 1);
+    atomic_fetch_add(&r->entries, 1);
+    for (int i; (i = atomic_fetch_add(&r->next, 1)) < LOOSE_ITEMS;)
+        atomic_fetch_add(&r->done[i], 1);
+    atomic_fetch_sub(&r->in_fn, 1);
+}
+
+static void loose_run_init(struct loose_run *r)
+{
+    atomic_init(&r->next, 0);
+    for (int i = 0; i < LOOSE_ITEMS; i++) atomic_init(&r->done[i], 0);
+    atomic_init(&r->in_fn, 0);
+    atomic_init(&r->entries, 0);
+}
+
+/* Loose runs, back to back (workers often not begun when the join closes
+ * the run) and between strict runs and pauses: every item done once, no
+ * call in fn once joined, no call of a joined run later, and every strict
+ * run still has every ith. */
+static void test_threadpool_loose(void)
+{
+    static const int sizes[] = {1, 2, 3, POOL_MAX};
+    enum { RUNS = 64 };
+    static struct loose_run runs[RUNS];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si];
+        struct threadpool *p = NULL;
+        if (!CHECK_OK(threadpool_init(n, &p))) return;
+        int bad_items = 0, in_after = 0, late = 0, strict_bad = 0;
+        int entries_at_join[RUNS];
+        for (int round = 0; round < 30; round++) {
+            for (int r = 0; r < RUNS; r++) {
+                loose_run_init(&runs[r]);
+                threadpool_start_loose(p, loose_fn, &runs[r]);
+                if (n == 1) CHECK_EQ_INT(atomic_load(&runs[r].entries), 0);
+                threadpool_join(p);
+                in_after += atomic_load(&runs[r].in_fn) != 0;
+                entries_at_join[r] = atomic_load(&runs[r].entries);
+                for (int i = 0; i < LOOSE_ITEMS; i++)
+                    bad_items += atomic_load(&runs[r].done[i]) != 1;
+                if (r % 16 == 15) { /* a strict run between: every ith */
+                    struct pool_run a;
+                    pool_run_init(&a, n, NULL);
+                    threadpool_run(p, pool_fn, &a);
+                    strict_bad += !pool_run_whole(&a);
+                }
+            }
+            /* a joined run is never entered again */
+            for (int r = 0; r < RUNS; r++)
+                late += atomic_load(&runs[r].entries) != entries_at_join[r];
+            if (round % 10 == 9) { /* past the spin: the workers block */
+                const struct timespec pause = {0, 2 * 1000 * 1000};
+                nanosleep(&pause, NULL);
+            }
+        }
+        CHECK_EQ_INT(bad_items, 0);
+        CHECK_EQ_INT(in_after, 0);
+        CHECK_EQ_INT(late, 0);
+        CHECK_EQ_INT(strict_bad, 0);
+        /* a loose start after a loose start joins it first */
+        loose_run_init(&runs[0]);
+        loose_run_init(&runs[1]);
+        threadpool_start_loose(p, loose_fn, &runs[0]);
+        threadpool_start_loose(p, loose_fn, &runs[1]);
+        CHECK_EQ_INT(atomic_load(&runs[0].next) >= LOOSE_ITEMS, 1);
+        CHECK_EQ_INT(atomic_load(&runs[0].in_fn), 0);
+        threadpool_free(p); /* joins the started run */
+        CHECK_EQ_INT(atomic_load(&runs[1].in_fn), 0);
+        int bad = 0;
+        for (int i = 0; i < LOOSE_ITEMS; i++)
+            bad += (atomic_load(&runs[0].done[i]) != 1) + (atomic_load(&runs[1].done[i]) != 1);
+        CHECK_EQ_INT(bad, 0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -592,5 +681,6 @@ int main(int argc, char **argv)
     test_rng();
     test_quant_traits();
     test_threadpool();
+    test_threadpool_loose();
     return check_report(argv[0]);
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/mem.h"
@@ -31,10 +32,19 @@ struct threadpool {
     threadpool_fn fn;
     void *ctx;
     bool started; /* a run started and not joined yet (the caller's alone) */
+    bool loose;   /* the run started is a loose one (threadpool_start_loose) */
 
     atomic_uint generation; /* bumped once per run (and once to stop) */
     atomic_int pending;     /* workers that have not finished the current run */
     atomic_bool stop;
+    /* Which run a generation is: strict_gen, the last strict run's (every
+     * worker runs it, pending counts them); open_gen, the loose run's
+     * generation until its join closes it (0). A worker enters a loose run
+     * by counting itself inside, then finding it still open; the join
+     * closes it, then waits for none inside: sequentially consistent, so
+     * that one of the two always sees the other. */
+    atomic_uint strict_gen, open_gen;
+    atomic_int inside;
     /* Who is blocked (rather than spinning): the condition variables are
      * only touched when someone sleeps on them, which keeps the mutex out of
      * the common path. Sequentially consistent atomics make the handshake
@@ -89,6 +99,14 @@ static void *worker_main(void *arg)
     for (;;) {
         seen = wait_generation(p, seen);
         if (atomic_load(&p->stop)) break;
+        if (atomic_load(&p->strict_gen) != seen) {
+            /* a loose run: in while it is open (else it has ended without
+             * this worker, or a newer run has begun: the next wait sees it) */
+            atomic_fetch_add(&p->inside, 1);
+            if (atomic_load(&p->open_gen) == seen) p->fn(p->ctx, w->ith, p->n_threads);
+            atomic_fetch_sub(&p->inside, 1);
+            continue;
+        }
         p->fn(p->ctx, w->ith, p->n_threads);
         if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeping)) {
             pthread_mutex_lock(&p->mu);
@@ -122,6 +140,9 @@ enum hy_status threadpool_init(int n_threads, struct threadpool **out)
     atomic_init(&p->stop, false);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->caller_sleeping, false);
+    atomic_init(&p->strict_gen, 0);
+    atomic_init(&p->open_gen, 0);
+    atomic_init(&p->inside, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -162,19 +183,55 @@ int threadpool_n_threads(const struct threadpool *p)
     return p->n_threads;
 }
 
-void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx)
+/* Starts a run (after joining the one before): the next generation, the
+ * workers woken. */
+static void start_run(struct threadpool *p, threadpool_fn fn, void *ctx, bool loose)
 {
     threadpool_join(p);
     p->fn = fn;
     p->ctx = ctx;
     p->started = true;
+    p->loose = loose;
     if (p->n_threads == 1) return;
-    atomic_store(&p->pending, p->n_threads - 1);
-    atomic_fetch_add(&p->generation, 1);
+    unsigned g = atomic_load(&p->generation) + 1;
+    if (g == 0) g = 1; /* 0 means closed in open_gen */
+    if (loose) {
+        atomic_store(&p->open_gen, g);
+    } else {
+        atomic_store(&p->pending, p->n_threads - 1);
+        atomic_store(&p->strict_gen, g);
+    }
+    atomic_store(&p->generation, g);
     if (atomic_load(&p->n_sleeping) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
+    }
+}
+
+void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx)
+{
+    start_run(p, fn, ctx, false);
+}
+
+void threadpool_start_loose(struct threadpool *p, threadpool_fn fn, void *ctx)
+{
+    start_run(p, fn, ctx, true);
+}
+
+/* A loose run's end: closed to workers not in it yet, then the wait for
+ * those in it (spun on, then polled with short sleeps). */
+static void join_loose(struct threadpool *p)
+{
+    atomic_store(&p->open_gen, 0);
+    const int64_t t0 = timing_now_us();
+    for (unsigned i = 0; atomic_load(&p->inside) != 0; i++) {
+        if ((i & 63) == 63 && timing_now_us() - t0 > SPIN_US) {
+            const struct timespec nap = {0, 20 * 1000};
+            nanosleep(&nap, NULL);
+        } else {
+            spin_pause(i);
+        }
     }
 }
 
@@ -184,6 +241,10 @@ void threadpool_join(struct threadpool *p)
     p->started = false;
     p->fn(p->ctx, 0, p->n_threads);
     if (p->n_threads == 1) return;
+    if (p->loose) {
+        join_loose(p);
+        return;
+    }
 
     int64_t t0 = timing_now_us();
     for (unsigned i = 0; atomic_load(&p->pending) != 0; i++) {

@@ -16,7 +16,9 @@
  * threadpool_start(p, fn, ctx) starts the workers on a run and returns at
  * once; threadpool_join(p) then calls fn(ctx, 0, nth) on the calling thread
  * (kernels that hand out work from a shared counter give it what is left)
- * and waits for the workers. threadpool_run is the two in one. A run started
+ * and waits for the workers. threadpool_run is the two in one. A loose run
+ * (threadpool_start_loose) is for such kernels alone: its join does not
+ * wait for a worker that has not begun it, which then never does. A run started
  * and not yet joined is joined by the next start or run, so fn's ctx must
  * live until then. The CUDA backend starts the CPU's share of a token's
  * experts this way and queues the GPU's next ops while the workers compute.
@@ -57,8 +59,16 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
  * until threadpool_join. */
 void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx);
 
+/* threadpool_start for a run whose fn hands its work out by claims (each
+ * call takes what is left until nothing is, so that the calls on the
+ * threads that run give all of it): a worker that has not begun by the
+ * time the run is joined never does, and the join waits only for the
+ * workers in fn then. A thread that lost its core before its turn holds
+ * nothing up; it takes part in the next run it finds open. */
+void threadpool_start_loose(struct threadpool *p, threadpool_fn fn, void *ctx);
+
 /* The run started last, if not joined yet: fn(ctx, 0, nth) on the calling
- * thread, then waits for the workers. */
+ * thread, then waits for the workers (for a loose run, those in fn). */
 void threadpool_join(struct threadpool *p);
 
 #endif

@@ -392,7 +392,8 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
  * copies. Its sum is complete once B's last chunk is done and added, and no
  * thread computes after that: cpu_backend_pass_wait returns then, without
  * waiting for workers that have not run yet (a thread that lost its core
- * before its turn) or are on their way out. */
+ * before its turn) or are on their way out. It is a loose run of the pool:
+ * its join, too, waits only for the workers in it. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -591,7 +592,9 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
     atomic_init(&j->b_ready, false);
-    threadpool_start(cb->pool, moe_job_worker, j);
+    /* chunks are claimed: a worker that has not begun when the pass is
+     * joined is not waited for */
+    threadpool_start_loose(cb->pool, moe_job_worker, j);
 }
 
 #define PASS_SPIN_US 200   /* cpu_backend_pass_wait's spin, as the pool's */
