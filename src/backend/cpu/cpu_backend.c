@@ -202,10 +202,13 @@ static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, c
         else
             threadpool_run(cb->pool, convert_worker, &task);
     }
-    if (serial)
+    if (serial) {
         matmul_worker(&task, 0, 1);
-    else
-        threadpool_run(cb->pool, matmul_worker, &task);
+    } else {
+        /* rows are claimed: a worker that has not begun by the join is not waited for */
+        threadpool_start_loose(cb->pool, matmul_worker, &task);
+        threadpool_join(cb->pool);
+    }
 }
 
 static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
