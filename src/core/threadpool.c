@@ -219,20 +219,34 @@ void threadpool_start_loose(struct threadpool *p, threadpool_fn fn, void *ctx)
     start_run(p, fn, ctx, true);
 }
 
-/* A loose run's end: closed to workers not in it yet, then the wait for
- * those in it (spun on, then polled with short sleeps). */
-static void join_loose(struct threadpool *p)
+/* threadpool_wait_until's sleep between two looks, once past the spin */
+#define NAP_NS 20000
+
+void threadpool_wait_until(bool (*ready)(void *arg), void *arg)
 {
-    atomic_store(&p->open_gen, 0);
     const int64_t t0 = timing_now_us();
-    for (unsigned i = 0; atomic_load(&p->inside) != 0; i++) {
+    for (unsigned i = 0; !ready(arg); i++) {
         if ((i & 63) == 63 && timing_now_us() - t0 > SPIN_US) {
-            const struct timespec nap = {0, 20 * 1000};
+            const struct timespec nap = {0, NAP_NS};
             nanosleep(&nap, NULL);
         } else {
             spin_pause(i);
         }
     }
+}
+
+static bool none_inside(void *arg)
+{
+    struct threadpool *p = arg;
+    return atomic_load(&p->inside) == 0;
+}
+
+/* A loose run's end: closed to workers not in it yet, then the wait for
+ * those in it. */
+static void join_loose(struct threadpool *p)
+{
+    atomic_store(&p->open_gen, 0);
+    threadpool_wait_until(none_inside, p);
 }
 
 void threadpool_join(struct threadpool *p)

@@ -67,6 +67,11 @@ void threadpool_start(struct threadpool *p, threadpool_fn fn, void *ctx);
  * nothing up; it takes part in the next run it finds open. */
 void threadpool_start_loose(struct threadpool *p, threadpool_fn fn, void *ctx);
 
+/* Waits until ready(arg) holds, as a join waits: spinning at first, then
+ * looking again after short sleeps, so that the thread's core is free for
+ * a worker that waits for one. */
+void threadpool_wait_until(bool (*ready)(void *arg), void *arg);
+
 /* The run started last, if not joined yet: fn(ctx, 0, nth) on the calling
  * thread, then waits for the workers (for a loose run, those in fn). */
 void threadpool_join(struct threadpool *p);

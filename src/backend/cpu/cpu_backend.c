@@ -5,7 +5,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/err.h"
 #include "core/mem.h"
@@ -600,30 +599,22 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     threadpool_start_loose(cb->pool, moe_job_worker, j);
 }
 
-#define PASS_SPIN_US 200   /* cpu_backend_pass_wait's spin, as the pool's */
-#define PASS_NAP_NS  20000 /* then its sleep between two looks */
+static bool moe_job_finished(void *arg)
+{
+    struct moe_job *j = arg;
+    return atomic_load_explicit(&j->finished, memory_order_acquire);
+}
 
 int64_t cpu_backend_pass_wait(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
     struct moe_job *j = cb->job;
     if (!j) return 0;
-    if (!atomic_load_explicit(&j->finished, memory_order_acquire)) {
+    if (!moe_job_finished(j)) {
         /* as the pool's join would: what is left, on this thread (the
          * join's own call later finds nothing), then the wait */
         moe_job_worker(j, 0, threadpool_n_threads(cb->pool));
-        /* spun on as the pool's join spins; past that, polled with sleeps
-         * between, so that this thread's core is free for a worker that
-         * waits for one */
-        const int64_t t0 = timing_now_us();
-        for (unsigned s = 1; !atomic_load_explicit(&j->finished, memory_order_acquire); s++) {
-            if ((s & 63) == 0 && timing_now_us() - t0 > PASS_SPIN_US) {
-                const struct timespec nap = {0, PASS_NAP_NS};
-                nanosleep(&nap, NULL);
-            } else if ((s & 1023) == 0) {
-                sched_yield();
-            }
-        }
+        threadpool_wait_until(moe_job_finished, j);
     }
     return j->t_end_us;
 }
