@@ -16,7 +16,7 @@
  *
  *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
  *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
- *                   [--passes N (200)]
+ *                   [--passes N (200)] [--warm 0|1 (0)]
  *
  * --types: the gate and up type, then the down type (the default is what
  * llama.cpp's Q4_K_M gives a qwen1.5-moe-a2.7b expert: its 1408 columns are
@@ -24,7 +24,9 @@
  * qwen3-30b-a3b expert is --embd 2048 --ff 768 --types q4_k,q4_k. Each pass
  * takes the next k of enough random experts to fill --mib of memory, so
  * that the weights come from DRAM, as decode reads them (past the last-level
- * cache: some servers have hundreds of MiB of it).
+ * cache: some servers have hundreds of MiB of it). --warm 1 reads each pass's
+ * experts on the calling thread just before it (untimed): a pass over
+ * weights that one core has just pulled into its caches.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,9 +78,10 @@ static uint8_t *copy_of(const void *src, size_t n)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
-                    "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
-                    "                       [--mib N (512)] [--passes N (200)]\n");
+    fprintf(stderr,
+            "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
+            "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
+            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1]\n");
     return 2;
 }
 
@@ -90,6 +93,7 @@ int main(int argc, char **argv)
     uint32_t t_gu = HY_TYPE_Q4_K, t_down = HY_TYPE_Q5_0;
     double mib = 512;
     int passes = 200;
+    bool warm = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return usage();
@@ -103,6 +107,9 @@ int main(int argc, char **argv)
             n_threads = parse_list(v, threads);
         } else if (!strcmp(argv[i], "--mib")) {
             mib = atof(v);
+        } else if (!strcmp(argv[i], "--warm")) {
+            if (strcmp(v, "0") && strcmp(v, "1")) return usage();
+            warm = v[0] == '1';
         } else if (!strcmp(argv[i], "--passes")) {
             passes = atoi(v);
         } else if (!strcmp(argv[i], "--types")) {
@@ -225,6 +232,15 @@ int main(int argc, char **argv)
                 if (next + k > n_exp) next = 0;
                 /* moe_token as the op runs it (the caller takes part at the
                  * join), the sum's completion seen on the way */
+                if (warm) { /* every cache line of the pass's experts, read here */
+                    volatile uint8_t sink = 0;
+                    for (int j = 0; j < 3 * k; j++) {
+                        const struct backend_weight *wj = &w[3 * next + j];
+                        const uint8_t *b = wj->data;
+                        const size_t nb = (size_t)wj->n_rows * wj->row_bytes;
+                        for (size_t at = 0; at < nb; at += 64) sink += b[at];
+                    }
+                }
                 const int64_t t0 = timing_now_us();
                 cpu_backend_moe_token_start(be, x, w + 3 * next, alpha, k, y, h, h2, o, NULL, 0);
                 const int64_t t_sum = cpu_backend_pass_wait(be);
