@@ -16,7 +16,8 @@
  *
  *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
  *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
- *                   [--passes N (200)] [--warm 0|1 (0)]
+ *                   [--passes N (200)] [--warm 0|1 (0)] [--gap US (0)]
+ *                   [--distinct N (8)]
  *
  * --types: the gate and up type, then the down type (the default is what
  * llama.cpp's Q4_K_M gives a qwen1.5-moe-a2.7b expert: its 1408 columns are
@@ -26,7 +27,12 @@
  * that the weights come from DRAM, as decode reads them (past the last-level
  * cache: some servers have hundreds of MiB of it). --warm 1 reads each pass's
  * experts on the calling thread just before it (untimed): a pass over
- * weights that one core has just pulled into its caches.
+ * weights that one core has just pulled into its caches. --gap US: the
+ * calling thread spins US microseconds between a pass's join and the next
+ * pass (untimed), as the CUDA backend's waits for the GPU's part of a layer
+ * do, so that the workers go to sleep between passes as they do in decode
+ * (their spin is 200 us). --distinct N: experts quantized from random values
+ * (the rest are copies of them; fewer start faster at large shapes).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +87,8 @@ static int usage(void)
     fprintf(stderr,
             "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
             "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
-            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1]\n");
+            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1] [--gap US]\n"
+            "                       [--distinct N (8)]\n");
     return 2;
 }
 
@@ -94,6 +101,7 @@ int main(int argc, char **argv)
     double mib = 512;
     int passes = 200;
     bool warm = false;
+    int gap_us = 0, n_distinct = 8;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return usage();
@@ -110,6 +118,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--warm")) {
             if (strcmp(v, "0") && strcmp(v, "1")) return usage();
             warm = v[0] == '1';
+        } else if (!strcmp(argv[i], "--gap")) {
+            gap_us = atoi(v);
+        } else if (!strcmp(argv[i], "--distinct")) {
+            n_distinct = atoi(v);
         } else if (!strcmp(argv[i], "--passes")) {
             passes = atoi(v);
         } else if (!strcmp(argv[i], "--types")) {
@@ -133,9 +145,11 @@ int main(int argc, char **argv)
     }
     const uint32_t bs_gu = quant_traits(t_gu)->block_size, bs_down = quant_traits(t_down)->block_size;
     if (E <= 0 || F <= 0 || E % bs_gu || E % bs_down || F % bs_down || mib <= 0 || passes < 1 ||
-        n_k < 1 || n_threads < 1) {
+        n_k < 1 || n_threads < 1 || gap_us < 0 || gap_us > 1000000 || n_distinct < 1 ||
+        n_distinct > 64) {
         fprintf(stderr, "moe_token_bench: --embd a multiple of both types' blocks, --ff of the "
-                        "down type's; --mib and --passes > 0\n");
+                        "down type's; --mib and --passes > 0; --gap 0..1000000; --distinct "
+                        "1..64\n");
         return 2;
     }
     int kmax = 0;
@@ -171,18 +185,17 @@ int main(int argc, char **argv)
     float *src = malloc(sizeof(float) * (size_t)(E > F ? E : F));
     struct backend_weight *w = calloc((size_t)(3 * n_exp), sizeof *w);
     if (!src || !w) return 1;
-    /* the first N_DISTINCT experts quantized from random values, the rest
+    /* the first n_distinct experts quantized from random values, the rest
      * copies of them at their own addresses (quantizing hundreds of MiB
      * takes minutes; a pass's time does not depend on the values) */
-    enum { N_DISTINCT = 8 };
     for (int e = 0; e < n_exp; e++) {
         uint8_t *g, *u, *d;
-        if (e < N_DISTINCT) {
+        if (e < n_distinct) {
             g = random_matrix(&r, t_gu, F, E, src);
             u = random_matrix(&r, t_gu, F, E, src);
             d = random_matrix(&r, t_down, E, F, src);
         } else {
-            const struct backend_weight *c = &w[3 * (e % N_DISTINCT)];
+            const struct backend_weight *c = &w[3 * (e % n_distinct)];
             g = copy_of(c[0].data, gu_rb * (size_t)F);
             u = copy_of(c[1].data, gu_rb * (size_t)F);
             d = copy_of(c[2].data, d_rb * (size_t)E);
@@ -239,6 +252,11 @@ int main(int argc, char **argv)
                         const uint8_t *b = wj->data;
                         const size_t nb = (size_t)wj->n_rows * wj->row_bytes;
                         for (size_t at = 0; at < nb; at += 64) sink += b[at];
+                    }
+                }
+                if (gap_us) { /* the calling thread busy elsewhere */
+                    const int64_t g0 = timing_now_us();
+                    while (timing_now_us() - g0 < gap_us) {
                     }
                 }
                 const int64_t t0 = timing_now_us();
