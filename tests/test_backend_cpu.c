@@ -1,7 +1,8 @@
 /*
  * Unit tests of the CPU backend's ops against naive double-precision
  * references written out here: matmul for F32, F16 and BF16 weights (both
- * kernel sets, several thread counts, batch against one token at a time),
+ * kernel sets, several thread counts, batch against one token at a time;
+ * one-token F16 products both ways the backend tries, against vec_dot),
  * get_rows, rms_norm, RoPE in both orderings (with pass-through dims),
  * attention over a KV cache (a prompt batch against token-by-token decode
  * and against the reference), softmax, silu*mul and add, and moe_token
@@ -137,6 +138,60 @@ static void test_matmul(void)
     backend_free(be3);
     backend_free(bp1);
     backend_free(bp2);
+}
+
+/* One-token products of F16 weights large enough to be timed: the backend
+ * tries both ways (gemv, rows at once, and vec_dot row by row) on the first
+ * calls, then keeps the faster; every call must give exactly the vec_dot of
+ * each row, before the choice and after it, at 1 and 2 threads. */
+static void test_matmul_one_token_ways(void)
+{
+    static const int64_t shapes[][2] = {{1040, 4096}, {304, 14336}}; /* 8.5 and 8.7 MB */
+    struct rng r;
+    rng_init(&r, 9);
+    const struct quant_kernels *k = quant_kernels(HY_TYPE_F16);
+    for (int nt = 1; nt <= 2; nt++) {
+        struct backend *be = NULL;
+        struct cpu_backend_opts o = {nt, false};
+        if (!CHECK_OK(cpu_backend_init(&o, &be))) return;
+        struct backend_limits lim = {
+            .max_batch = 4, .max_ctx = 1, .max_head_dim = 64, .max_cols = 14336};
+        if (!CHECK_OK(backend_reserve(be, &lim))) return;
+        for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++) {
+            const int64_t rows = shapes[si][0], cols = shapes[si][1];
+            float *src = malloc(sizeof(float) * (size_t)(rows * cols));
+            float *ref = malloc(sizeof(float) * (size_t)(rows * cols));
+            float *x = malloc(sizeof(float) * (size_t)cols);
+            float *y = malloc(sizeof(float) * (size_t)rows),
+                  *want = malloc(sizeof(float) * (size_t)rows);
+            uint16_t *xq = malloc(sizeof(uint16_t) * (size_t)cols);
+            fill_normal(&r, src, (size_t)(rows * cols), 1.0f);
+            fill_normal(&r, x, (size_t)cols, 1.0f);
+            struct backend_weight w;
+            void *data = make_weight(HY_TYPE_F16, src, rows, cols, ref, &w);
+            k->from_float(x, xq, cols);
+            for (int64_t i = 0; i < rows; i++)
+                want[i] = k->vec_dot(cols, (const uint8_t *)data + (size_t)i * w.row_bytes, xq);
+            int bad = 0;
+            for (int call = 0; call < 12; call++) {
+                memset(y, 0xff, sizeof(float) * (size_t)rows);
+                backend_matmul(be, &w, x, 1, y);
+                for (int64_t i = 0; i < rows; i++)
+                    bad += memcmp(&y[i], &want[i], sizeof(float)) != 0;
+            }
+            if (!CHECK_EQ_INT(bad, 0))
+                fprintf(stderr, "  F16 [%lld, %lld], %d threads\n", (long long)cols,
+                        (long long)rows, nt);
+            free(data);
+            free(src);
+            free(ref);
+            free(x);
+            free(y);
+            free(want);
+            free(xq);
+        }
+        backend_free(be);
+    }
 }
 
 static void test_get_rows(void)
@@ -508,6 +563,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_matmul();
+    test_matmul_one_token_ways();
     test_matmul_after();
     test_get_rows();
     test_elementwise();

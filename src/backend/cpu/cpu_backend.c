@@ -28,6 +28,27 @@
  * amortize (Q4_K_M prompt +15% at 4 against 8 on a 2-core Xeon). */
 #define MATMUL_GEMM_CHUNKS_PER_THREAD 4
 
+/* One-token products of a type that has a gemv kernel (quant_gemm.h: several
+ * rows at once) go to it or to vec_dot row by row, whichever streams faster
+ * on this machine: that depends on the core and the row length (F16 rows of
+ * 4096 on a Zen 4 core: 25 GB/s a row at a time against 14 four at a time;
+ * rows of 14336: 13 against 17; on a Xeon four at a time won 25 against 21).
+ * Both give the same bits, so the choice changes no output. For each type
+ * and row length the first GEMV_TRIALS products of each way alternate, each
+ * timed; then the way with the higher median rate stays. Products under
+ * GEMV_MIN_BYTES (from the caches, too short to time) are not timed and use
+ * gemv until the choice is made; past GEMV_SHAPES row lengths, gemv. */
+#define GEMV_TRIALS    4
+#define GEMV_MIN_BYTES ((size_t)4 << 20)
+#define GEMV_SHAPES    16
+
+struct gemv_shape {
+    uint32_t type;
+    int64_t n_cols;
+    int n[2];                    /* products timed: [0] row by row, [1] gemv */
+    double rate[2][GEMV_TRIALS]; /* their bytes per second */
+    int pick;                    /* -1 while timing; 0 row by row; 1 gemv */
+};
 
 struct cpu_backend {
     struct backend base;     /* first: a struct backend * is a struct cpu_backend * */
@@ -46,6 +67,8 @@ struct cpu_backend {
     size_t att_stride;
     double *rope_tab; /* owned, [3 * lim.max_head_dim / 2]: frequencies, cos, sin of one call */
     struct moe_job *job; /* owned: moe_token's pass (created at the first) */
+    struct gemv_shape gemv[GEMV_SHAPES]; /* see gemv_choose */
+    int n_gemv;
 };
 
 static struct cpu_backend *cpu_of(struct backend *be)
@@ -183,6 +206,61 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
     }
 }
 
+/* The entry of w's type and row length (NULL: the table is full). */
+static struct gemv_shape *gemv_shape_of(struct cpu_backend *cb, const struct backend_weight *w)
+{
+    for (int i = 0; i < cb->n_gemv; i++)
+        if (cb->gemv[i].type == w->type && cb->gemv[i].n_cols == w->n_cols) return &cb->gemv[i];
+    if (cb->n_gemv == GEMV_SHAPES) return NULL;
+    struct gemv_shape *g = &cb->gemv[cb->n_gemv++];
+    *g = (struct gemv_shape){.type = w->type, .n_cols = w->n_cols, .pick = -1};
+    return g;
+}
+
+/* Whether the choice for w's type and row length is made, for row by row
+ * (moe_token's products follow it; they are not timed themselves). */
+static bool gemv_off(const struct cpu_backend *cb, const struct backend_weight *w)
+{
+    for (int i = 0; i < cb->n_gemv; i++)
+        if (cb->gemv[i].type == w->type && cb->gemv[i].n_cols == w->n_cols)
+            return cb->gemv[i].pick == 0;
+    return false;
+}
+
+/* Whether a one-token product of w (its task has a gemv kernel) runs as
+ * gemv; *timed: the way to time, -1 for none (see struct gemv_shape). */
+static bool gemv_choose(struct cpu_backend *cb, const struct backend_weight *w, int *timed)
+{
+    *timed = -1;
+    struct gemv_shape *g = gemv_shape_of(cb, w);
+    if (!g) return true;
+    if (g->pick >= 0) return g->pick == 1;
+    if ((size_t)w->n_rows * w->row_bytes < GEMV_MIN_BYTES) return true;
+    *timed = g->n[0] <= g->n[1] ? 0 : 1;
+    return *timed == 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* A timed product of w the way `way` took, bytes in sec seconds. */
+static void gemv_seen(struct cpu_backend *cb, const struct backend_weight *w, int way, double sec)
+{
+    struct gemv_shape *g = gemv_shape_of(cb, w);
+    if (!g || g->pick >= 0 || !(sec > 0) || g->n[way] == GEMV_TRIALS) return;
+    g->rate[way][g->n[way]++] = (double)w->n_rows * (double)w->row_bytes / sec;
+    if (g->n[0] < GEMV_TRIALS || g->n[1] < GEMV_TRIALS) return;
+    double med[2];
+    for (int k = 0; k < 2; k++) {
+        qsort(g->rate[k], GEMV_TRIALS, sizeof(double), cmp_double);
+        med[k] = (g->rate[k][(GEMV_TRIALS - 1) / 2] + g->rate[k][GEMV_TRIALS / 2]) / 2;
+    }
+    g->pick = med[1] >= med[0];
+}
+
 static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, const float *x,
                        int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx)
 {
@@ -191,6 +269,9 @@ static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, c
     matmul_setup(cb, w, x, n_tok, y, &task);
     task.first = first;
     task.first_ctx = ctx;
+    int timed = -1;
+    if (task.gemv && !gemv_choose(cb, w, &timed)) task.gemv = NULL;
+    const int64_t t0 = timed >= 0 ? timing_now_us() : 0;
     /* a tiny matrix (a router) is not worth waking the workers for */
     const bool serial = w->n_rows * w->n_cols * n_tok < 32768;
     if (task.from_float) {
@@ -208,6 +289,7 @@ static void matmul_run(struct cpu_backend *cb, const struct backend_weight *w, c
         threadpool_start_loose(cb->pool, matmul_worker, &task);
         threadpool_join(cb->pool);
     }
+    if (timed >= 0) gemv_seen(cb, w, timed, (double)(timing_now_us() - t0) * 1e-6);
 }
 
 static void cpu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
@@ -543,6 +625,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         const struct backend_weight *e = &j->w[3 * (t / 2) + (t % 2)];
         HY_ASSERT(e->n_rows == F && e->n_cols == E);
         matmul_setup(cb, e, x, 1, (t % 2 ? h2 : h) + (t / 2) * F, &j->a[t]);
+        if (j->a[t].gemv && gemv_off(cb, e)) j->a[t].gemv = NULL;
         if (!j->a[t].from_float) continue; /* F32 weights read x as it is */
         int c = 0;
         while (c < 2 && conv_of[c] && conv_of[c] != j->a[t].from_float) c++;
@@ -562,6 +645,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
+        if (j->b[e].gemv && gemv_off(cb, d)) j->b[e].gemv = NULL;
         if (j->b[e].from_float) {
             j->b[e].xq = j->xq_b + (size_t)e * row;
             const uint32_t vt = quant_traits(d->type)->vec_dot_type;
