@@ -160,7 +160,7 @@ static void check_shape(uint32_t type, int64_t rows, int64_t cols, struct rng *r
 
 static void check_level(struct rng *r)
 {
-    static const int64_t row_counts[] = {1, 7, 19};
+    static const int64_t row_counts[] = {1, 2, 7, 8, 19}; /* tiles of 2, 3 and 4 rows with tails */
     for (uint32_t type = 0; type < HY_TYPE_COUNT; type++) {
         const struct quant_traits *tr = quant_traits(type);
         if (!tr || !tr->vec_dot || !quant_traits(tr->vec_dot_type)->from_float) continue;

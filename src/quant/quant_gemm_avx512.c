@@ -290,8 +290,9 @@ G_INLINE void q6_K_tile(int64_t nb, const struct block_q6_K *x, const uint8_t *x
  * overflow). The accumulator of each block pair follows vec_dot: pairs of a
  * group of four alternate acc0 / acc1, the tail pairs go to acc0. A tile is
  * LEG_ROWS rows by LEG_TOK tokens, so that -c * v and the activation scales
- * serve two rows. */
-#define LEG_ROWS 2
+ * serve three rows (four spill the 32 vector registers: the accumulators of
+ * two chains are 2 x LEG_ROWS x LEG_TOK). */
+#define LEG_ROWS 3
 #define LEG_TOK  4
 
 G_INLINE __m512i legacy_u(const uint8_t *x, size_t bb, int64_t i, bool two, bool q8)
@@ -324,7 +325,7 @@ G_INLINE void legacy_pair(const uint8_t *x, size_t w_row, int nr, size_t bb, int
     const __m512i c = _mm512_set1_epi8((char)(q8 ? 0x80 : 8));
     __m512i u[LEG_ROWS];
     __m512 dx[LEG_ROWS];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < nr; r++) {
         const uint8_t *xr = x + (size_t)r * w_row;
         u[r] = legacy_u(xr, bb, i, two, q8);
@@ -338,7 +339,7 @@ G_INLINE void legacy_pair(const uint8_t *x, size_t w_row, int nr, size_t bb, int
                                               _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, v));
         const float *tab = quant_cpu_f16_table;
         const __m512 dy = legacy_half_pair(tab[yb[0].d], tab[yb[two].d], two);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int r = 0; r < nr; r++) {
             const __m512 scale =
                 two ? _mm512_mul_ps(dx[r], dy) : _mm512_maskz_mul_ps(0x00ff, dx[r], dy);
@@ -352,13 +353,13 @@ G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, si
                           const uint8_t *xq, size_t xq_row, int nt, float *y, int64_t ldy)
 {
     __m512 acc0[LEG_ROWS][LEG_TOK], acc1[LEG_ROWS][LEG_TOK];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) acc0[r][t] = acc1[r][t] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int r = 0; r < nr; r++) prefetch_ahead(x + (size_t)r * w_row + (size_t)i * bb, 4 * bb);
         legacy_pair(x, w_row, nr, bb, i, true, q8, xq, xq_row, nt, acc0);
         legacy_pair(x, w_row, nr, bb, i + 2, true, q8, xq, xq_row, nt, acc1);
@@ -369,7 +370,7 @@ G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, si
         else
             legacy_pair(x, w_row, nr, bb, i, false, q8, xq, xq_row, nt, acc0);
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
@@ -403,7 +404,13 @@ G_INLINE void legacy_gemm(size_t bb, bool q8, int64_t n_cols, const void *w, siz
                 for (; r + LEG_ROWS <= r1; r += LEG_ROWS)
                     G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, LEG_ROWS, bb, q8,
                                               xt, xq_row, NT, y + ts * ldy + r, ldy))
-                for (; r < r1; r++)
+                /* the rows left: a tile of two, then one */
+                if (r + 2 <= r1) {
+                    G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, 2, bb, q8, xt,
+                                              xq_row, NT, y + ts * ldy + r, ldy))
+                    r += 2;
+                }
+                if (r < r1)
                     G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, 1, bb, q8, xt,
                                               xq_row, NT, y + ts * ldy + r, ldy))
             }
