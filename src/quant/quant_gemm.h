@@ -47,10 +47,11 @@ quant_gemm_fn quant_gemm_kernel(uint32_t type);
 
 /* Matrix-vector form for one token (decode): y[r] for r < n_rows equals
  * quant_kernels(type)->vec_dot(n_cols, row r, xq) bit for bit, like the gemm
- * kernels, but several rows are read at once: one core streaming one row at
- * a time from DRAM keeps too few misses in flight to reach the bandwidth
- * that several streams get (F16 decode: 21 against 25 GB/s on 2 cores of a
- * Xeon). Same rules as quant_gemm_fn otherwise. */
+ * kernels, but several rows are read at once: on some cores one row at a
+ * time keeps too few misses in flight (F16 decode: 21 against 25 GB/s on 2
+ * cores of a Xeon), on others several streams are the slower (a Zen 4: 14
+ * against 25 GB/s a core for rows of 4096), so the CPU backend times both
+ * ways and keeps the faster. Same rules as quant_gemm_fn otherwise. */
 typedef void (*quant_gemv_fn)(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
                               const void *xq, float *y);
 
