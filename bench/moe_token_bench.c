@@ -87,8 +87,8 @@ static int usage(void)
     fprintf(stderr,
             "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
             "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
-            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1] [--gap US]\n"
-            "                       [--distinct N (8)]\n");
+            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1 (0)]\n"
+            "                       [--gap US (0)] [--distinct N (8)]\n");
     return 2;
 }
 
@@ -243,8 +243,6 @@ int main(int argc, char **argv)
             const int k = ks[ki];
             for (int p = -passes / 10 - 1; p < passes; p++) { /* the first ones warm up */
                 if (next + k > n_exp) next = 0;
-                /* moe_token as the op runs it (the caller takes part at the
-                 * join), the sum's completion seen on the way */
                 if (warm) { /* every cache line of the pass's experts, read here */
                     volatile uint8_t sink = 0;
                     for (int j = 0; j < 3 * k; j++) {
@@ -259,6 +257,8 @@ int main(int argc, char **argv)
                     while (timing_now_us() - g0 < gap_us) {
                     }
                 }
+                /* moe_token as the op runs it (the caller takes part at the
+                 * join), the sum's completion seen on the way */
                 const int64_t t0 = timing_now_us();
                 cpu_backend_moe_token_start(be, x, w + 3 * next, alpha, k, y, h, h2, o, NULL, 0);
                 const int64_t t_sum = cpu_backend_pass_wait(be);

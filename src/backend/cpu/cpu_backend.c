@@ -206,11 +206,21 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
     }
 }
 
-/* The entry of w's type and row length (NULL: the table is full). */
-static struct gemv_shape *gemv_shape_of(struct cpu_backend *cb, const struct backend_weight *w)
+/* The entry of w's type and row length, NULL where there is none yet. */
+static const struct gemv_shape *gemv_find(const struct cpu_backend *cb,
+                                          const struct backend_weight *w)
 {
     for (int i = 0; i < cb->n_gemv; i++)
         if (cb->gemv[i].type == w->type && cb->gemv[i].n_cols == w->n_cols) return &cb->gemv[i];
+    return NULL;
+}
+
+/* The entry of w's type and row length, made where there is none (NULL:
+ * the table is full). */
+static struct gemv_shape *gemv_shape_of(struct cpu_backend *cb, const struct backend_weight *w)
+{
+    const struct gemv_shape *found = gemv_find(cb, w);
+    if (found) return &cb->gemv[found - cb->gemv];
     if (cb->n_gemv == GEMV_SHAPES) return NULL;
     struct gemv_shape *g = &cb->gemv[cb->n_gemv++];
     *g = (struct gemv_shape){.type = w->type, .n_cols = w->n_cols, .pick = -1};
@@ -221,10 +231,8 @@ static struct gemv_shape *gemv_shape_of(struct cpu_backend *cb, const struct bac
  * (moe_token's products follow it; they are not timed themselves). */
 static bool gemv_off(const struct cpu_backend *cb, const struct backend_weight *w)
 {
-    for (int i = 0; i < cb->n_gemv; i++)
-        if (cb->gemv[i].type == w->type && cb->gemv[i].n_cols == w->n_cols)
-            return cb->gemv[i].pick == 0;
-    return false;
+    const struct gemv_shape *g = gemv_find(cb, w);
+    return g && g->pick == 0;
 }
 
 /* Whether a one-token product of w (its task has a gemv kernel) runs as
