@@ -446,13 +446,25 @@ static void *make_qweight(uint32_t type, const float *src, int64_t rows, int64_t
     return data;
 }
 
+/* *flag once it holds v, or as it is after 10 s. */
+static uint32_t flag_wait(uint32_t *flag, uint32_t v)
+{
+    const int64_t t0 = timing_now_us();
+    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) != v && timing_now_us() - t0 < 10 * 1000 * 1000)
+        sched_yield();
+    return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+}
+
 /* moe_token and cpu_backend_moe_token_start against the op-by-op sequence
  * (gate, up, silu_mul, down, add with the weight, expert after expert),
  * bit for bit; the started pass stores its flag without being joined when
  * the pool has workers, cpu_backend_pass_wait returns with the sum, and an
  * op after it joins it first. The quantized types convert h by groups of
  * rows spread over the pool (Q8_0 and Q8_K blocks): expert widths whose
- * groups end short of a whole group included. */
+ * groups end short of a whole group included. A pass whose first experts
+ * are halves (all of one, 2 of 3, 1 of 8): their silu_mul in h as the
+ * op-by-op gate, up and silu_mul give it, the half flag stored (without a
+ * join where the pool has workers), y the others' sum. */
 static void test_moe_token(void)
 {
     enum { EMAX = 256, FMAX = 768, KMAX = 8 };
@@ -470,6 +482,8 @@ static void test_moe_token(void)
     rng_init(&r, 21);
     float *src = malloc(sizeof(float) * FMAX * EMAX), *ref = malloc(sizeof(float) * FMAX * EMAX);
     float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], y4[EMAX], o[KMAX * EMAX];
+    float y5[EMAX], y6[EMAX];
+    float *hw = malloc(sizeof(float) * KMAX * FMAX); /* the halves' silu_mul, op by op */
     float *h = malloc(sizeof(float) * KMAX * FMAX), *h2 = malloc(sizeof(float) * KMAX * FMAX);
     float probe_x[EMAX], probe_y[FMAX], probe_ref[FMAX];
     fill_normal(&r, probe_x, EMAX, 1.0f);
@@ -496,6 +510,8 @@ static void test_moe_token(void)
                 memcpy(y2, y0, sizeof y0);
                 memcpy(y3, y0, sizeof y0);
                 memcpy(y4, y0, sizeof y0);
+                memcpy(y5, y0, sizeof y0);
+                memcpy(y6, y0, sizeof y0);
                 for (int j = 0; j < k; j++) {
                     backend_matmul(be, &w[3 * j], x, 1, h);
                     backend_matmul(be, &w[3 * j + 1], x, 1, h2);
@@ -511,13 +527,9 @@ static void test_moe_token(void)
 
                 /* started: the workers finish it and store the flag on their own */
                 uint32_t flag = 7;
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, &flag, 8);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, NULL, &flag, 8);
                 if (nt > 1) {
-                    const int64_t t0 = timing_now_us();
-                    while (__atomic_load_n(&flag, __ATOMIC_ACQUIRE) != 8 &&
-                           timing_now_us() - t0 < 10 * 1000 * 1000)
-                        sched_yield();
-                    CHECK_EQ_INT((int)__atomic_load_n(&flag, __ATOMIC_ACQUIRE), 8);
+                    CHECK_EQ_INT((int)flag_wait(&flag, 8), 8);
                 } else {
                     CHECK_EQ_INT((int)flag, 7); /* no worker: nothing runs before the join */
                 }
@@ -529,7 +541,7 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* waited for: the sum complete without the workers' join */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, NULL, NULL, 0);
                 CHECK(cpu_backend_pass_wait(be) > 0);
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y4[i], sizeof(float)) != 0;
@@ -538,7 +550,7 @@ static void test_moe_token(void)
                             k);
 
                 /* started, then another op without a join: it joins first */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, NULL, NULL, 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_y);
                 CHECK(cpu_backend_join(be) > 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_ref);
@@ -548,6 +560,35 @@ static void test_moe_token(void)
                 if (!CHECK_EQ_INT(bad, 0))
                     fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
                             type, nt, k);
+
+                /* the first n_half experts as halves */
+                const int n_half = ki == 1 ? 2 : 1;
+                for (int j = 0; j < k; j++) {
+                    backend_matmul(be, &w[3 * j], x, 1, h);
+                    backend_matmul(be, &w[3 * j + 1], x, 1, h2);
+                    backend_silu_mul(be, h, h2, F);
+                    if (j < n_half) {
+                        memcpy(hw + j * F, h, sizeof(float) * (size_t)F);
+                        continue;
+                    }
+                    backend_matmul(be, &w[3 * j + 2], h, 1, o);
+                    backend_add(be, y5, o, alpha[j], E);
+                }
+                uint32_t half = 5;
+                flag = 5;
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, &half, &flag,
+                                            6);
+                if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
+                CHECK(cpu_backend_join(be) > 0);
+                CHECK_EQ_INT((int)half, 6);
+                CHECK_EQ_INT((int)flag, 6);
+                bad = 0;
+                for (int i = 0; i < E; i++) bad += memcmp(&y5[i], &y6[i], sizeof(float)) != 0;
+                for (int64_t i = 0; i < (int64_t)n_half * F; i++)
+                    bad += memcmp(&hw[i], &h[i], sizeof(float)) != 0;
+                if (!CHECK_EQ_INT(bad, 0))
+                    fprintf(stderr, "  moe_token halves: type %u, %d threads, k %d, %d halves\n",
+                            type, nt, k, n_half);
             }
             backend_free(be);
         }
@@ -557,6 +598,7 @@ static void test_moe_token(void)
     free(ref);
     free(h);
     free(h2);
+    free(hw);
 }
 
 int main(int argc, char **argv)

@@ -23,7 +23,9 @@
  *  - moe_token (one token's routed experts in one call) on every backend
  *    against the CPU op by op: host experts (stable, keyed), one expert in
  *    backend memory, twice per backend (cache hits the second time), the
- *    host byte counters following the policy;
+ *    host byte counters following the policy; on a backend that splits
+ *    every expert in RAM (gate and up on the CPU, the down on the GPU after
+ *    the CPU flags its activations), each of them split;
  *  - prefetch's guesses scored by the moe_token that follows: no copies
  *    after rounds of wrong guesses (the guesses still counted), copies
  *    again after rounds of right ones;
@@ -141,13 +143,14 @@ int main(int argc, char **argv)
 #define BOUND_ATT_Q8_0      4e-2
 
 /* The CUDA backends under test: one per host policy, and two weight caches. */
-enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, N_GPU };
+enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, G_HALF, N_GPU };
 
 static const struct {
     const char *name;
     enum cuda_host_policy policy;
     uint64_t cache_bytes, slot_bytes;
     bool cache_later; /* the cache given by cuda_backend_set_weight_cache, as the engine does */
+    enum cuda_moe_half half;
 } gpu_cfg[N_GPU] = {
     [G_AUTO] = {"auto", CUDA_HOST_AUTO, 0, 0, false},
     [G_CPU] = {"host-cpu", CUDA_HOST_CPU, 0, 0, false},
@@ -155,6 +158,8 @@ static const struct {
     [G_SLOT] = {"copy-256KiB-slots", CUDA_HOST_COPY, 0, SLOT_SMALL, false},
     [G_CACHE] = {"cache-256MiB", CUDA_HOST_AUTO, CACHE_BIG, 0, false},
     [G_SMALL] = {"cache-1MiB", CUDA_HOST_AUTO, CACHE_SMALL, 0, true},
+    /* moe_token: every expert in RAM split, gate and up on the CPU */
+    [G_HALF] = {"halves", CUDA_HOST_AUTO, 0, 0, false, CUDA_MOE_HALF_ALL},
 };
 
 static struct {
@@ -1439,6 +1444,12 @@ static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
             e[call] = check_close("moe_token", BOUND_MM_QUANT, got, want, (size_t)E, label);
             const struct cuda_backend_stats s1 = cuda_backend_stats(be);
             if (call == 0) host_stats_check(gi, &s0, &s1, host_bytes, label);
+            /* every expert in RAM a half: its gate and up on the CPU */
+            const int n_ram = place == MOE_HOST ? k : place == MOE_ONE_DEV ? k - 1 : 0;
+            const uint64_t halves = s1.moe_half_experts - s0.moe_half_experts;
+            if (gi == G_HALF && !CHECK_EQ_INT((int)halves, n_ram))
+                fprintf(stderr, "  %s: %d experts in RAM, %llu halves\n", label, n_ram,
+                        (unsigned long long)halves);
             const uint64_t pf = s1.prefetch_slices - pre;
             const uint64_t used = s1.prefetch_used - s0.prefetch_used;
             if (call == 2 && gi == G_CACHE && n_host >= 3 &&
@@ -1577,11 +1588,11 @@ static void test_prefetch_gate(void)
 
 /* moe_token's split when one of its experts has a slice in VRAM (the 256
  * MiB cache backend, policy auto): expert 0's gate slice prefetched, expert
- * 1's nothing, then the call. Whenever the CPU takes one of the two it must
- * be expert 1, so that the prefetched gate is read from VRAM: the slice is
- * read unless the CPU took both. Rounds under fresh keys; each call agrees
- * with the CPU op by op. The experts (about 16 MB) are large enough that
- * the measured rates give the CPU one of them in some rounds. */
+ * 1's nothing, then the call. Whenever the CPU takes one of the two (whole,
+ * or its gate and up as a half) it must be expert 1, so that the prefetched
+ * gate is read from VRAM: the slice is read unless the CPU took both. Rounds under fresh keys; each
+ * call agrees with the CPU op by op. The experts (about 16 MB) are large enough that the measured
+ * rates give the CPU one of them in some rounds. */
 static void test_moe_split_order(void)
 {
     const int g = G_CACHE;
@@ -1615,7 +1626,8 @@ static void test_moe_split_order(void)
         if (e < 0) break;
         worst = fmax(worst, e);
         const struct cuda_backend_stats s1 = cuda_backend_stats(be);
-        const uint64_t cpu = s1.moe_cpu_experts - s0.moe_cpu_experts;
+        const uint64_t cpu =
+            s1.moe_cpu_experts - s0.moe_cpu_experts + s1.moe_half_experts - s0.moe_half_experts;
         const uint64_t used = s1.prefetch_used - s0.prefetch_used;
         const uint64_t copied = s1.prefetch_slices - s0.prefetch_slices;
         if (cpu <= K) by_cpu[cpu]++;
@@ -2295,7 +2307,8 @@ static bool setup(void)
                                           .weight_cache_bytes =
                                               gpu_cfg[g].cache_later ? 0 : gpu_cfg[g].cache_bytes,
                                           .copy_slot_bytes = gpu_cfg[g].slot_bytes,
-                                          .host_policy = gpu_cfg[g].policy};
+                                          .host_policy = gpu_cfg[g].policy,
+                                          .moe_half = gpu_cfg[g].half};
         if (!CHECK_OK(cuda_backend_create(&cfg, &T.gpu[g]))) {
             fprintf(stderr, "  backend %s: not made; its cases are skipped\n", gpu_cfg[g].name);
             T.gpu[g] = NULL;

@@ -5,7 +5,10 @@
  * CPU first; equal ones keep their order; the count is the one whose later
  * side ends first, which for experts of one size is as good as any subset
  * of the experts (brute force over every subset); rates of zero rule a side
- * out; bytes the GPU copies whatever the choice count.
+ * out; bytes the GPU copies whatever the choice count. With halves (gate
+ * and up on the CPU, down copied): a Mixtral-sized layer of two experts in
+ * RAM takes one whole and one half; the choice is as good as any of whole
+ * experts and at most one half (brute force), and no worse than without.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,14 +19,19 @@
 
 #define MB 1000000ull
 
-/* The later side's time of CPU experts mask (bit i: cand[i]) at the rates. */
-static double side_time(const struct moe_split_cand *cand, int n, unsigned mask, uint64_t far_other,
-                        const double *cpu_rate, double pcie_rate)
+/* The later side's time of CPU experts mask (bit i: cand[i]) and half h
+ * (-1: none) at the rates. */
+static double half_time(const struct moe_split_cand *cand, int n, unsigned mask, int h,
+                        uint64_t far_other, const double *cpu_rate, double pcie_rate)
 {
     double cpu = 0, far = (double)far_other;
     int c = 0;
     for (int i = 0; i < n; i++) {
-        if (mask >> i & 1) {
+        if (i == h) {
+            cpu += (double)cand[i].gu;
+            far += (double)(cand[i].far - cand[i].gu_far);
+            c++;
+        } else if (mask >> i & 1) {
             cpu += (double)cand[i].all;
             c++;
         } else {
@@ -35,13 +43,19 @@ static double side_time(const struct moe_split_cand *cand, int n, unsigned mask,
     return tc > tp ? tc : tp;
 }
 
+static double side_time(const struct moe_split_cand *cand, int n, unsigned mask, uint64_t far_other,
+                        const double *cpu_rate, double pcie_rate)
+{
+    return half_time(cand, n, mask, -1, far_other, cpu_rate, pcie_rate);
+}
+
 /* Expert 0 has its gate in VRAM (a prefetch's), expert 1 nothing: with
  * rates that give the CPU one of them, it must be expert 1. */
 static void test_prefers_far(void)
 {
-    struct moe_split_cand c[2] = {{0, 150 * MB, 100 * MB}, {1, 150 * MB, 150 * MB}};
+    struct moe_split_cand c[2] = {{0, 150 * MB, 100 * MB, 0, 0}, {1, 150 * MB, 150 * MB, 0, 0}};
     const double rate[3] = {0, 100e9, 100e9};
-    const int n = moe_split_choose(c, 2, 0, rate, 50e9);
+    const int n = moe_split_choose(c, 2, 0, rate, 50e9, NULL);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(c[0].j, 1);
     CHECK_EQ_INT(c[1].j, 0);
@@ -51,11 +65,11 @@ static void test_prefers_far(void)
 static void test_order(void)
 {
     struct moe_split_cand c[5] = {
-        {0, 9 * MB, 3 * MB}, {1, 9 * MB, 9 * MB}, {2, 9 * MB, 3 * MB},
-        {3, 9 * MB, 6 * MB}, {4, 9 * MB, 9 * MB},
+        {0, 9 * MB, 3 * MB, 0, 0}, {1, 9 * MB, 9 * MB, 0, 0}, {2, 9 * MB, 3 * MB, 0, 0},
+        {3, 9 * MB, 6 * MB, 0, 0}, {4, 9 * MB, 9 * MB, 0, 0},
     };
     const double rate[6] = {0, 0, 0, 0, 0, 0}; /* the CPU never: the order alone */
-    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, 50e9), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, 50e9, NULL), 0);
     const int want[5] = {1, 4, 3, 0, 2};
     for (int i = 0; i < 5; i++) CHECK_EQ_INT(c[i].j, want[i]);
 }
@@ -66,19 +80,20 @@ static void test_order(void)
 static void test_rates(void)
 {
     struct moe_split_cand c[3] = {
-        {0, 10 * MB, 10 * MB}, {1, 10 * MB, 10 * MB}, {2, 10 * MB, 10 * MB}};
+        {0, 10 * MB, 10 * MB, 0, 0}, {1, 10 * MB, 10 * MB, 0, 0}, {2, 10 * MB, 10 * MB, 0, 0}};
     const double all[4] = {0, 80e9, 80e9, 80e9};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 0), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 0, NULL), 3);
     const double no_three[4] = {0, 80e9, 80e9, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, 0), 0); /* every count infinite: the first */
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, 0, NULL),
+                 0); /* every count infinite: the first */
     const double none[4] = {0, 0, 0, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, 50e9), 0);
-    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, 50e9), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, 50e9, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, 50e9, NULL), 0);
     /* the CPU at 80 GB/s, PCIe at 50, 10 MB experts: 0, 1, 2, 3 on the CPU
      * end after 0.6, 0.4, 0.25 and 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 50e9), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 50e9, NULL), 2);
     /* 20 MB already queued on PCIe: 1.0, 0.8, 0.6, 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, 50e9), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, 50e9, NULL), 3);
 }
 
 /* Random experts of one size, some of their slices in VRAM: the chosen
@@ -94,7 +109,7 @@ static void test_best_subset(void)
         struct moe_split_cand c[8];
         for (int i = 0; i < n; i++) {
             const uint64_t in_vram = rng_below(&r, 3); /* of three slices */
-            c[i] = (struct moe_split_cand){i, 3 * slice, (3 - in_vram) * slice};
+            c[i] = (struct moe_split_cand){i, 3 * slice, (3 - in_vram) * slice, 0, 0};
         }
         double rate[9] = {0};
         const double base = (20 + (double)rng_below(&r, 120)) * 1e9;
@@ -104,7 +119,7 @@ static void test_best_subset(void)
         const uint64_t other = rng_below(&r, 4) * slice;
         struct moe_split_cand orig[8];
         for (int i = 0; i < n; i++) orig[i] = c[i];
-        const int take = moe_split_choose(c, n, other, rate, pcie);
+        const int take = moe_split_choose(c, n, other, rate, pcie, NULL);
         if (!CHECK(take >= 0 && take <= n)) return;
         /* the result is a permutation of the input */
         unsigned seen = 0;
@@ -126,6 +141,96 @@ static void test_best_subset(void)
     CHECK_EQ_INT(worse, 0);
 }
 
+/* Two Mixtral experts in RAM (gate and up 33 MB each, down 48 MB), the CPU
+ * at 107 GB/s, PCIe at 55: whole experts end after 2.07 ms at best (one
+ * each side), one whole and one half after 1.68 ms. One expert alone: the
+ * CPU 1.07 ms, a half 0.87 ms (its down's copy). */
+static void test_half_mixtral(void)
+{
+    const double rate[3] = {0, 107e9, 107e9};
+    struct moe_split_cand c[2] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB},
+                                  {1, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
+    bool half = false;
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 55e9, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 55e9, &half), 1);
+    CHECK(half);
+    CHECK_EQ_INT(c[0].j, 0);
+    CHECK_EQ_INT(c[1].j, 1);
+    struct moe_split_cand one[1] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
+    half = false;
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, 55e9, &half), 0);
+    CHECK(half);
+    /* its down already in VRAM: the half copies nothing */
+    struct moe_split_cand cached[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
+    half = false;
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, 55e9, &half), 0);
+    CHECK(half);
+    /* no PCIe rate: every expert whole on the CPU, no half */
+    half = true;
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 0, &half), 2);
+    CHECK(!half);
+}
+
+/* Random experts of one size, some slices in VRAM: the choice with a half
+ * allowed is as good as the best of every assignment of whole experts and at
+ * most one half, never worse than without, and the half is cand[take]. */
+static void test_half_best(void)
+{
+    struct rng r;
+    rng_init(&r, 0x68616c665f737074ull);
+    int worse = 0, halves = 0;
+    for (int round = 0; round < 2000; round++) {
+        const int n = 1 + (int)rng_below(&r, 6);
+        const uint64_t gs = (1 + rng_below(&r, 40)) * MB / 4, ds = gs + rng_below(&r, 3) * gs / 2;
+        struct moe_split_cand c[8];
+        for (int i = 0; i < n; i++) {
+            const bool g_in = rng_below(&r, 4) == 0, u_in = rng_below(&r, 4) == 0;
+            const bool d_in = rng_below(&r, 3) == 0;
+            const uint64_t gu_far = (g_in ? 0 : gs) + (u_in ? 0 : gs);
+            const uint64_t far = gu_far + (d_in ? 0 : ds);
+            if (!far) {
+                i--;
+                continue;
+            }
+            c[i] = (struct moe_split_cand){i, 2 * gs + ds, far, 2 * gs, gu_far};
+        }
+        double rate[9] = {0};
+        const double base = (20 + (double)rng_below(&r, 120)) * 1e9;
+        for (int k = 1; k <= n; k++)
+            rate[k] = base * (double)k / ((double)k + (double)rng_below(&r, 3) * 0.25);
+        const double pcie = (10 + (double)rng_below(&r, 60)) * 1e9;
+        const uint64_t other = rng_below(&r, 4) * gs;
+        struct moe_split_cand orig[8], plain[8];
+        for (int i = 0; i < n; i++) orig[i] = plain[i] = c[i];
+        bool half = false;
+        const int take = moe_split_choose(c, n, other, rate, pcie, &half);
+        const int take0 = moe_split_choose(plain, n, other, rate, pcie, NULL);
+        if (!CHECK(take >= 0 && take + (half ? 1 : 0) <= n)) return;
+        unsigned seen = 0;
+        for (int i = 0; i < n; i++) seen |= 1u << c[i].j;
+        if (!CHECK_EQ_INT(seen, (1u << n) - 1)) return;
+        halves += half;
+        const double got = half_time(c, n, (1u << take) - 1, half ? take : -1, other, rate, pcie);
+        const double without = side_time(plain, n, (1u << take0) - 1, other, rate, pcie);
+        double best = INFINITY;
+        for (int h = -1; h < n; h++)
+            for (unsigned m = 0; m < 1u << n; m++) {
+                if (h >= 0 && (m >> h & 1)) continue;
+                const double t = half_time(orig, n, m, h, other, rate, pcie);
+                if (t < best) best = t;
+            }
+        if (!(got <= best * (1 + 1e-12)) || !(got <= without * (1 + 1e-12))) {
+            if (worse++ < 5)
+                fprintf(stderr,
+                        "round %d: %d experts, %d whole%s: %.6g s, best %.6g s, without %.6g s\n",
+                        round, n, take, half ? " and a half" : "", got, best, without);
+        }
+    }
+    CHECK_EQ_INT(worse, 0);
+    CHECK(halves > 100 && halves < 1900); /* both kinds of choice came up */
+    printf("halves chosen in %d of 2000 rounds\n", halves);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -133,5 +238,7 @@ int main(int argc, char **argv)
     test_order();
     test_rates();
     test_best_subset();
+    test_half_mixtral();
+    test_half_best();
     return check_report(argv[0]);
 }

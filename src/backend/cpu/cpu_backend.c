@@ -485,7 +485,13 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
  * thread computes after that: cpu_backend_pass_wait returns then, without
  * waiting for workers that have not run yet (a thread that lost its core
  * before its turn) or are on their way out. It is a loose run of the pool:
- * its join, too, waits only for the workers in it. */
+ * its join, too, waits only for the workers in it.
+ *
+ * The first n_half experts are halves: their gate, up and middle step only
+ * (h without the conversion), their chunks first in phase A; once the last
+ * of them is done its thread stores half_flag, so that another device can
+ * take their h for the down products while the pass goes on. They take no
+ * part in phase B or the sum; with no other expert the sum is y as it was. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -502,9 +508,11 @@ struct moe_job {
     int64_t n_grp;        /* groups of an expert */
     atomic_int *grp_left; /* owned, [k][n_grp]: gate and up chunks of each group not done */
     int64_t grp_cap;      /* grp_left's entries */
-    atomic_llong next, done_a, done_b;
+    int n_half;
+    int64_t n_h; /* work items of the halves (phase A's first) */
+    atomic_llong next, done_a, done_b, done_h;
     atomic_bool b_ready;
-    uint32_t *flag;
+    uint32_t *flag, *half_flag;
     uint32_t flag_value;
     int64_t t_end_us;     /* when y was complete (timing_now_us) */
     atomic_bool finished; /* t_end_us is set (release) */
@@ -519,7 +527,7 @@ static void moe_job_middle(struct moe_job *j, int e, int64_t g)
     float *h = j->h + e * j->F + r0;
     cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F + r0, n);
     const struct matmul_task *t = &j->b[e];
-    if (t->from_float) {
+    if (e >= j->n_half && t->from_float) {
         const uint32_t vt = quant_traits(t->w->type)->vec_dot_type;
         t->from_float(h, (uint8_t *)t->xq + quant_bytes(vt, (uint64_t)r0), n);
     }
@@ -535,7 +543,8 @@ static void moe_job_done(struct moe_job *j)
 
 static void moe_job_end(struct moe_job *j)
 {
-    for (int e = 0; e < j->k; e++) cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
+    for (int e = j->n_half; e < j->k; e++)
+        cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
     moe_job_done(j);
 }
 
@@ -563,14 +572,20 @@ static void moe_job_worker(void *arg, int ith, int nth)
             if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g], 1,
                                           memory_order_acq_rel) == 1)
                 moe_job_middle(j, e, g);
-            if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a)
+            if (i < j->n_h &&
+                atomic_fetch_add_explicit(&j->done_h, 1, memory_order_acq_rel) + 1 == j->n_h &&
+                j->half_flag)
+                __atomic_store_n(j->half_flag, j->flag_value, __ATOMIC_RELEASE);
+            if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
                 atomic_store_explicit(&j->b_ready, true, memory_order_release);
+                if (!j->n_b) moe_job_end(j); /* halves only */
+            }
             continue;
         }
         /* A's last chunks (and their middle steps) are in the hands of threads computing them */
         for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
             if ((s & 1023) == 0) sched_yield();
-        moe_job_chunk(j->b, j->per_b, i - j->n_a);
+        moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
             moe_job_end(j);
     }
@@ -582,18 +597,21 @@ static void moe_job_worker(void *arg, int ith, int nth)
  * and x is converted once per vec_dot_type (and each expert's h once), so
  * every output is what the op-by-op sequence (gate, up, silu_mul, down, add
  * with the weight, expert after expert) computes, bit for bit. h, h2:
- * [k][gate rows]; o: [k][n_embd]. */
+ * [k][gate rows]; o: [k][n_embd]. The first n_half experts are halves
+ * (struct moe_job): expert e's silu_mul in h + e * F. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 uint32_t *flag, uint32_t flag_value)
+                                 int n_half, uint32_t *half_flag, uint32_t *flag,
+                                 uint32_t flag_value)
 {
     struct cpu_backend *cb = cpu_of(be);
-    HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K);
+    HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K && n_half >= 0 && n_half <= k);
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
     if (!cb->job) cb->job = mem_xcalloc(1, sizeof *cb->job);
     struct moe_job *j = cb->job;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     j->flag = flag;
+    j->half_flag = half_flag;
     j->flag_value = flag_value;
     atomic_init(&j->finished, false);
     /* the converted rows (x in up to two types, then every h), each 64-byte
@@ -607,10 +625,14 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     }
     if ((size_t)(k + 2) * row > cb->act_bytes) {
         for (int e = 0; e < k; e++) {
-            cpu_matmul(be, &w[3 * e], x, 1, h);
-            cpu_matmul(be, &w[3 * e + 1], x, 1, h2);
-            cpu_silu_mul(be, h, h2, F);
-            cpu_matmul(be, &w[3 * e + 2], h, 1, o);
+            float *he = h + e * F, *h2e = h2 + e * F;
+            cpu_matmul(be, &w[3 * e], x, 1, he);
+            cpu_matmul(be, &w[3 * e + 1], x, 1, h2e);
+            cpu_silu_mul(be, he, h2e, F);
+            if (e + 1 == n_half && half_flag)
+                __atomic_store_n(half_flag, flag_value, __ATOMIC_RELEASE);
+            if (e < n_half) continue;
+            cpu_matmul(be, &w[3 * e + 2], he, 1, o);
             cpu_add(be, y, o, alpha[e], E);
         }
         moe_job_done(j);
@@ -620,6 +642,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     memcpy(j->w, w, (size_t)(3 * k) * sizeof *w);
     memcpy(j->alpha, alpha, (size_t)k * sizeof *alpha);
     j->k = k;
+    j->n_half = n_half;
     j->E = E;
     j->F = F;
     j->y = y, j->h = h, j->h2 = h2, j->o = o;
@@ -649,7 +672,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     /* down: h converted in the middle steps */
     j->xq_b = act + used;
     int64_t blk = 1; /* the conversion's block (elements) */
-    for (int e = 0; e < k; e++) {
+    for (int e = n_half; e < k; e++) {
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
@@ -679,12 +702,14 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
             atomic_init(&j->grp_left[e * j->n_grp + g], (int)(2 * ((rows + cr - 1) / cr)));
         }
     j->per_a = (F + cr - 1) / cr;
-    j->per_b = (E + j->b[0].chunk_rows - 1) / j->b[0].chunk_rows;
+    j->per_b = n_half < k ? (E + j->b[n_half].chunk_rows - 1) / j->b[n_half].chunk_rows : 0;
     j->n_a = 2 * k * j->per_a;
-    j->n_b = k * j->per_b;
+    j->n_b = (k - n_half) * j->per_b;
+    j->n_h = 2 * n_half * j->per_a;
     atomic_init(&j->next, 0);
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
+    atomic_init(&j->done_h, 0);
     atomic_init(&j->b_ready, false);
     /* chunks are claimed: a worker that has not begun when the pass is
      * joined is not waited for */
@@ -721,7 +746,7 @@ int64_t cpu_backend_join(struct backend *be)
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, NULL, 0);
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, NULL, NULL, 0);
     cpu_backend_join(be);
 }
 

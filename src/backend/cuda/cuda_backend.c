@@ -224,8 +224,13 @@ struct cuda_backend {
      * rest once they are done): the compute stream waits at a cuk_wait_add
      * for pass_flag (pinned) to reach pass_seq, which the pass stores when
      * its sum is in hy. pass_on until pass_join; pass_nc experts, pass_bytes
-     * of them, started at pass_t0, their count's rate fresh then or not. */
+     * of them, started at pass_t0, their count's rate fresh then or not.
+     * Halves (gate and up on the CPU, down on the GPU): the pass stores
+     * pass_seq into pass_flag[PASS_HALF_FLAG] once their activations are in
+     * hm, and a cuk_wait_copy takes them up. moe_half: whether they are
+     * chosen (cuda_backend_config). */
     bool async_cpu;
+    enum cuda_moe_half moe_half;
     uint32_t *pass_flag;
     uint32_t pass_seq;
     bool pass_on, pass_fresh;
@@ -2035,6 +2040,37 @@ static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, con
     return done;
 }
 
+/* pass_flag's word for the halves' activations (its own 32 bytes) */
+#define PASS_HALF_FLAG 8
+
+/* Gate and up bytes of an expert under which policy auto makes no halves.
+ * A CPU pass costs about 30 us beyond its reads (H200 hosts: about 3 MB at
+ * its rate), which the rates of whole experts' passes spread over their
+ * bytes: a half's pass has fewer bytes for the same cost, and the split
+ * would take its rate for more than it is where that cost is a large share
+ * (qwen1.5-moe's experts, 3.2 MB of gate and up, split about as often to
+ * no gain). */
+#define MOE_HALF_MIN_BYTES ((uint64_t)12 << 20)
+
+/* A down product with its weighted add into y (moe_gpu_experts' last step). */
+static void moe_down_add(struct backend *be, const struct backend_weight *d, const float *hj,
+                         float alpha, float *o, float *y)
+{
+    struct cuda_backend *cb = cb_of(be);
+    if (d->mem == BACKEND_MEM_BACKEND) {
+        struct cuq_multi m = {.n_w = 1,
+                              .ep = CUQ_EP_AXPY,
+                              .w = {d->data},
+                              .n_rows = {d->n_rows},
+                              .y = {y},
+                              .alpha = alpha};
+        static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
+        if (multi_op(cb, &m, d, hj, 1, d->n_rows, name)) return;
+    }
+    cu_matmul(be, d, hj, 1, o);
+    cu_add(be, y, o, alpha, d->n_rows);
+}
+
 /* The experts of one moe_token call that the GPU computes (w + 3 * js[i]):
  * gate and up of those whose slices are in VRAM in one kernel (h row i: the
  * i-th one's), the others' one by one, their downs with the weighted adds
@@ -2046,6 +2082,12 @@ struct moe_gpu_side {
     float *y, *h, *h2, *o;
     int js[BACKEND_MOE_MAX_K];
     int n;
+    /* the halves: experts w + 3 * hs[i], their activations at hh + i * F in
+     * host memory (the CPU's pass writes them), taken up into h after the
+     * GPU's own experts' rows */
+    int hs[BACKEND_MOE_MAX_K];
+    int n_half;
+    const float *hh;
 };
 
 static void moe_gpu_experts(void *ctx)
@@ -2054,7 +2096,7 @@ static void moe_gpu_experts(void *ctx)
     struct backend *be = g->be;
     struct cuda_backend *cb = cb_of(be);
     const struct backend_weight *w = g->w;
-    const int64_t E = w[0].n_cols, F = w[0].n_rows;
+    const int64_t F = w[0].n_rows;
     const int grouped = moe_gate_up(cb, w, g->js, g->n, g->x, g->h);
     const int downs =
         grouped == g->n ? moe_down(cb, w, g->js, g->n, g->h, g->alpha, g->o, g->y) : 0;
@@ -2067,18 +2109,28 @@ static void moe_gpu_experts(void *ctx)
             cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, e, 2, g->x, 1, hs, NULL, g->h2);
         }
         /* down with its weighted add into y in one kernel, where it is in VRAM */
-        if (e[2].mem == BACKEND_MEM_BACKEND) {
-            struct cuq_multi m = {.n_w = 1,
-                                  .ep = CUQ_EP_AXPY,
-                                  .w = {e[2].data},
-                                  .n_rows = {e[2].n_rows},
-                                  .y = {g->y},
-                                  .alpha = g->alpha[j]};
-            static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
-            if (multi_op(cb, &m, &e[2], hj, 1, e[2].n_rows, name)) continue;
-        }
-        cu_matmul(be, &e[2], hj, 1, g->o);
-        cu_add(be, g->y, g->o, g->alpha[j], E);
+        moe_down_add(be, &e[2], hj, g->alpha[j], g->o, g->y);
+    }
+}
+
+/* The halves' downs: their activations up from hh once the pass's half flag
+ * has reached seq (seq 0: the pass is over, copied as they are), then each
+ * down with its add into y. */
+static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
+{
+    struct backend *be = g->be;
+    struct cuda_backend *cb = cb_of(be);
+    if (!g->n_half || cb->err) return;
+    const int64_t F = g->w[0].n_rows, n = g->n_half * F;
+    float *hd = g->h + g->n * F;
+    const int pi = prof_begin(cb);
+    if (seq ? !CK(cuk_wait_copy(hd, g->hh, n, cb->pass_flag + PASS_HALF_FLAG, seq, cb->st))
+            : !small_copy(cb, hd, n, g->hh, n, n, 1, cudaMemcpyHostToDevice, cb->st))
+        return;
+    prof_end(cb, pi, "wait for the halves", UINT32_MAX);
+    for (int i = 0; i < g->n_half && !cb->err; i++) {
+        const int j = g->hs[i];
+        moe_down_add(be, &g->w[3 * j + 2], hd + i * F, g->alpha[j], g->o, g->y);
     }
 }
 
@@ -2231,7 +2283,10 @@ static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
  * into the VRAM cache, or whole on the CPU where it lies, the choice made
  * expert by expert (policy auto) so that the PCIe copies and the CPU's
  * products end together, by the measured rates; --gpu-host cpu or copy puts
- * all of them on that side. The CPU's experts start once x has come down
+ * all of them on that side. Under auto one of them may also be split (a
+ * half, where that ends sooner): its gate and up on the CPU, first in the
+ * pass, its down on the GPU, which takes the activations up once the pass
+ * flags them and copies the down slice meanwhile. The CPU's experts start once x has come down
  * (it is ready: the routing was waited for); the calling thread queues the
  * GPU's experts and copies while the CPU's workers start on theirs (queued
  * first, the copies held the CPU's start back by the time the queuing took),
@@ -2245,7 +2300,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (cb->err || k <= 0) return;
     HY_ASSERT(k <= BACKEND_MOE_MAX_K);
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
-    bool on_cpu[BACKEND_MOE_MAX_K], far_of[BACKEND_MOE_MAX_K];
+    bool on_cpu[BACKEND_MOE_MAX_K], far_of[BACKEND_MOE_MAX_K], half_of[BACKEND_MOE_MAX_K];
     /* the experts the CPU may take (every slice in RAM, one not in VRAM), in
      * order; the PCIe bytes of the others */
     struct moe_split_cand cand[BACKEND_MOE_MAX_K];
@@ -2254,16 +2309,18 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     int pf_seen = 0, pf_late = 0; /* prefetched slices of this call; not landed yet */
     for (int j = 0; j < k; j++) {
         const struct backend_weight *e = w + 3 * j;
-        uint64_t far = 0, all = 0;
+        uint64_t far = 0, all = 0, gu = 0, gu_far = 0;
         bool host = true;
         for (int i = 0; i < 3; i++) {
             const uint64_t b = (uint64_t)e[i].n_rows * e[i].row_bytes;
             all += b;
+            if (i < 2) gu += b;
             host = host && e[i].mem == BACKEND_MEM_HOST;
             if (e[i].mem == BACKEND_MEM_BACKEND) continue;
             const int en = wc_find(cb, e[i].key);
             if (en < 0) {
                 far += b;
+                if (i < 2) gu_far += b;
                 continue;
             }
             /* a prefetch still copying: its bytes are ahead on PCIe */
@@ -2272,10 +2329,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             pf_late += pf == 2;
             if (pf == 2) far_other += b;
         }
-        on_cpu[j] = false;
+        on_cpu[j] = half_of[j] = false;
         far_of[j] = far > 0;
         if (far && host && cb->policy != CUDA_HOST_COPY) {
-            cand[n_cand++] = (struct moe_split_cand){.j = j, .all = all, .far = far};
+            cand[n_cand++] =
+                (struct moe_split_cand){.j = j, .all = all, .far = far, .gu = gu, .gu_far = gu_far};
         } else {
             far_other += far;
         }
@@ -2284,22 +2342,36 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * least in VRAM first) and picks how many the CPU takes, the CPU at the
      * rate its calls of that many experts showed (until seen, or once stale,
      * the matrix-vector rate: optimistic, so each count gets tried), the
-     * copies at the PCIe rate */
-    int n_cpu = n_cand;
-    if (cb->policy == CUDA_HOST_AUTO && n_cand) {
+     * copies at the PCIe rate; a half, where allowed, after the c whole ones */
+    int n_cpu = n_cand, n_half = 0;
+    if (cb->policy == CUDA_HOST_AUTO && n_cand && cb->moe_half == CUDA_MOE_HALF_ALL) {
+        n_cpu = 0;
+        n_half = n_cand;
+    } else if (cb->policy == CUDA_HOST_AUTO && n_cand) {
         const uint32_t ty = w[3 * cand[0].j].type;
         const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
         const double r0 = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
         double rate[BACKEND_MOE_MAX_K + 1];
         for (int n = 0; n <= n_cand; n++)
             rate[n] = moe_rate_fresh(cb, n) ? cb->moe_cpu_rate[n] : r0;
-        n_cpu = moe_split_choose(cand, n_cand, far_other, rate, cb->rates.pcie_h2d_bytes_per_s);
+        uint64_t gu_min = UINT64_MAX;
+        for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
+        bool half = false;
+        n_cpu = moe_split_choose(
+            cand, n_cand, far_other, rate, cb->rates.pcie_h2d_bytes_per_s,
+            cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= MOE_HALF_MIN_BYTES ? &half : NULL);
+        n_half = half;
     }
     uint64_t cpu_bytes = 0;
     for (int i = 0; i < n_cpu; i++) {
         on_cpu[cand[i].j] = true;
         cpu_bytes += cand[i].all;
     }
+    for (int i = n_cpu; i < n_cpu + n_half; i++) {
+        half_of[cand[i].j] = true;
+        cpu_bytes += cand[i].gu;
+    }
+    const int n_pass = n_cpu + n_half; /* the CPU pass's experts */
     cb->stats.moe_calls++;
     cb->moe_seq++;
     /* prefetch's guess for this call, scored: the share of its slices read here */
@@ -2323,6 +2395,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     for (int j = 0; j < k; j++) {
         if (on_cpu[j])
             cb->stats.moe_cpu_experts++;
+        else if (half_of[j])
+            cb->stats.moe_half_experts++;
         else if (far_of[j])
             cb->stats.moe_copy_experts++;
         else
@@ -2333,18 +2407,18 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     const bool x_sent = cb->mx_src == x && cb->mx_len == E;
     cb->mx_src = NULL;
     float *hg = NULL, *hu = NULL, *hd = NULL;
-    if (n_cpu) {
-        const size_t need = (size_t)(n_cpu * (2 * F + E)) * sizeof(float);
+    if (n_pass) {
+        const size_t need = (size_t)(n_pass * (2 * F + E)) * sizeof(float);
         if (!ensure_host(cb, (void **)&cb->hm, &cb->hm_bytes, need)) return;
         hg = cb->hm;
-        hu = hg + n_cpu * F;
-        hd = hu + n_cpu * F;
+        hu = hg + n_pass * F;
+        hd = hu + n_pass * F;
         if (!x_sent && !mx_send(cb, x, E)) return;
     }
-    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0};
+    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, {0}, 0, hg};
     for (int j = 0; j < k; j++)
-        if (!on_cpu[j]) g.js[g.n++] = j;
-    if (!n_cpu) {
+        if (!on_cpu[j] && !half_of[j]) g.js[g.n++] = j;
+    if (!n_pass) {
         moe_gpu_experts(&g);
         return;
     }
@@ -2354,22 +2428,25 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (!CK(cudaEventSynchronize(cb->mx_down))) return;
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
     if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    /* the pass: the halves first, then the whole ones, in call order */
     struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
     float ca[BACKEND_MOE_MAX_K];
     int nc = 0;
-    for (int j = 0; j < k; j++) {
-        if (!on_cpu[j]) continue;
-        for (int i = 0; i < 3; i++) cw[3 * nc + i] = w[3 * j + i];
-        ca[nc++] = alpha[j];
-    }
+    for (int side = 0; side < 2; side++)
+        for (int j = 0; j < k; j++) {
+            if (!(side ? on_cpu[j] : half_of[j])) continue;
+            if (!side) g.hs[g.n_half++] = j;
+            for (int i = 0; i < 3; i++) cw[3 * nc + i] = w[3 * j + i];
+            ca[nc++] = alpha[j];
+        }
     cb->stats.host_cpu_bytes += cpu_bytes;
     memset(cb->hy, 0, (size_t)E * sizeof(float));
     const int64_t t0 = timing_now_us();
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     const uint32_t seq = ++cb->pass_seq;
-    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, cb->pass_flag,
-                                seq);
+    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half,
+                                cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
     cb->pass_on = true;
     cb->pass_nc = nc;
     cb->pass_bytes = cpu_bytes;
@@ -2377,6 +2454,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->pass_fresh = moe_rate_fresh(cb, nc);
     cb->cpu_busy = true;
     moe_gpu_experts(&g);
+    if (cb->async_cpu) moe_half_downs(&g, seq);
     cb->cpu_busy = false;
     if (cb->async_cpu) {
         /* the stream waits for the pass's sum and adds it; this thread
@@ -2386,6 +2464,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         return;
     }
     pass_join(cb); /* this thread takes what is left of the pass */
+    moe_half_downs(&g, 0);
     if (cb->err) return;
     /* o's last reader is queued before this copy on the same stream */
     if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
@@ -2896,6 +2975,11 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         /* the pass needs workers: with none, nothing would compute it before its join */
         e = getenv("HYPURA_CUDA_ASYNC_CPU");
         cb->async_cpu = uva && cb->base.n_threads > 1 && !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_MOE_HALF");
+        cb->moe_half = !e                ? cfg->moe_half
+                       : !strcmp(e, "0") ? CUDA_MOE_HALF_OFF
+                       : !strcmp(e, "2") ? CUDA_MOE_HALF_ALL
+                                         : CUDA_MOE_HALF_AUTO;
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);
@@ -2941,7 +3025,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreate(&cb->cp_t1));
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
-    if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) *cb->pass_flag = 0;
+    if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);
     if (!cb->err && cfg->weight_cache_bytes > 0) wc_alloc(cb, cfg->weight_cache_bytes);
     if (cb->err) {
         st = err_set(cb->err, "%s", cb->err_msg);

@@ -42,6 +42,16 @@ enum cuda_host_policy {
     CUDA_HOST_COPY,     /* always copied to the GPU */
 };
 
+/* moe_token under policy auto: whether an expert in RAM may be split in
+ * two, its gate and up computed on the CPU where they lie and its down on
+ * the GPU (its slice copied unless in VRAM), the activations between
+ * crossing PCIe (a half). */
+enum cuda_moe_half {
+    CUDA_MOE_HALF_AUTO = 0, /* where the measured rates say the token ends sooner */
+    CUDA_MOE_HALF_OFF,      /* never */
+    CUDA_MOE_HALF_ALL,      /* every expert the CPU could take (tests) */
+};
+
 struct cuda_backend_config {
     int device;                   /* CUDA device index */
     int n_threads;                /* CPU threads for host weights (>= 1) */
@@ -51,6 +61,7 @@ struct cuda_backend_config {
      * else at least 16 MiB */
     uint64_t gemm_tile_bytes;
     enum cuda_host_policy host_policy;
+    enum cuda_moe_half moe_half; /* HYPURA_CUDA_MOE_HALF=0 sets OFF, 2 ALL */
 };
 
 /* Fixed sizes of the backend's device memory (the plan counts them). */
@@ -189,6 +200,7 @@ struct cuda_backend_stats {
      * cached; copied over PCIe; the CPU), the calling thread's time in the
      * CPU's experts and in waiting for x to come down before them */
     uint64_t moe_calls, moe_gpu_experts, moe_copy_experts, moe_cpu_experts;
+    uint64_t moe_half_experts; /* gate and up on the CPU, down on the GPU */
     int64_t moe_cpu_us, moe_x_wait_us;
     /* prefetch: weight slices it copied into the VRAM cache, and how many
      * of them a product then read (before the entry went to another); the

@@ -416,8 +416,9 @@ extern "C" cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *sr
     return cudaGetLastError();
 }
 
-__global__ static void k_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag,
-                                  uint32_t value)
+/* Until the host has stored a value v into *flag with (int32_t)(v - value)
+ * >= 0 (thread 0 polls; the block waits for it). */
+__device__ static void block_wait_flag(const uint32_t *flag, uint32_t value)
 {
     if (threadIdx.x == 0)
         for (;;) {
@@ -427,6 +428,12 @@ __global__ static void k_wait_add(float *y, const float *x, int64_t n, const uin
             __nanosleep(128);
         }
     __syncthreads();
+}
+
+__global__ static void k_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag,
+                                  uint32_t value)
+{
+    block_wait_flag(flag, value);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] = y[i] + x[i];
@@ -437,6 +444,25 @@ extern "C" cudaError_t cuk_wait_add(float *y, const float *x, int64_t n, const u
 {
     if (n <= 0) return cudaSuccess;
     k_wait_add<<<n_blocks(n, 256), 256, 0, s>>>(y, x, n, flag, value);
+    return cudaGetLastError();
+}
+
+/* Waits as k_wait_add does, then copies n floats of x (host memory the
+ * device reads) into y. */
+__global__ static void k_wait_copy(float *y, const float *x, int64_t n, const uint32_t *flag,
+                                   uint32_t value)
+{
+    block_wait_flag(flag, value);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = x[i];
+}
+
+extern "C" cudaError_t cuk_wait_copy(float *y, const float *x, int64_t n, const uint32_t *flag,
+                                     uint32_t value, cudaStream_t s)
+{
+    if (n <= 0) return cudaSuccess;
+    k_wait_copy<<<n_blocks(n, 256), 256, 0, s>>>(y, x, n, flag, value);
     return cudaGetLastError();
 }
 

@@ -2,19 +2,24 @@
  * How one token's routed experts that lie in RAM are shared between the
  * CPU, computing them where they lie, and the GPU, computing them after
  * their slices are copied over PCIe (the CUDA backend's moe_token under
- * policy auto). Plain C without CUDA, so that the choice is tested on any
- * machine.
+ * policy auto). An expert may also be split in two: its gate and up on the
+ * CPU, its down on the GPU (a half). Plain C without CUDA, so that the
+ * choice is tested on any machine.
  */
 #ifndef HY_BACKEND_CUDA_MOE_SPLIT_H
 #define HY_BACKEND_CUDA_MOE_SPLIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* An expert the CPU may take: its index in the call, its bytes (what the
- * CPU reads), and those of its slices not in VRAM (what the GPU copies). */
+ * CPU reads), and those of its slices not in VRAM (what the GPU copies);
+ * the same of its gate and up alone (what a half moves from one side to
+ * the other). */
 struct moe_split_cand {
     int j;
     uint64_t all, far;
+    uint64_t gu, gu_far;
 };
 
 /* Orders cand[0..n) by far bytes, most first (stable: otherwise in call
@@ -24,8 +29,16 @@ struct moe_split_cand {
  * ends first, the CPU's c experts at cpu_rate[c] bytes/s (n + 1 entries;
  * one of 0 or less: never that count), the copies of the others' far
  * bytes plus far_other (bytes the GPU's side copies whatever the choice)
- * at pcie_rate (0 or less: copies never end). The first of equal times. */
+ * at pcie_rate (0 or less: copies never end). The first of equal times.
+ *
+ * With *half non-NULL, one more candidate may be a half: the CPU reads its
+ * gu bytes (a pass of c + 1 experts, at cpu_rate[c + 1]), the copies leave
+ * out its gu_far. For each count every other candidate is tried as the
+ * half, the c whole ones the first c of the others; where a half ends
+ * sooner than any choice without, *half is true and it is moved to
+ * cand[c] (the c whole ones before it, in order); of equal times the one
+ * of fewer whole ones, then of the half latest in the order. */
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     double pcie_rate);
+                     double pcie_rate, bool *half);
 
 #endif
