@@ -488,6 +488,7 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         json_object_set_new(j, "gpu_mem_read_bytes_per_s", json_real(cr.device_read_bytes_per_s));
         json_object_set_new(j, "gpu_host_both_bytes_per_s", json_real(cr.host_both_bytes_per_s));
         json_object_set_new(j, "gpu_cpu_matvec_bytes_per_s", json_real(cr.cpu_matvec_bytes_per_s));
+        json_object_set_new(j, "gpu_moe_pcie_bytes_per_s", json_real(cr.moe_pcie_bytes_per_s));
     }
     json_object_set_new(j, "resident_bytes", json_integer((json_int_t)run_resident_bytes(s->e)));
     json_object_set_new(j, "predicted_gen_tok_per_s",

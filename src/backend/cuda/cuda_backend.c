@@ -185,6 +185,12 @@ struct cuda_backend {
     cudaEvent_t st_mark;      /* the compute stream's progress, for the copy stream to wait on */
     cudaEvent_t hy_free;      /* the last upload from hy has left */
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
+    /* timing: a moe_token call's copies beside its CPU pass (mc_bytes of
+     * them, read at a later call once mc_t1 is done), and the call at which
+     * rates.moe_pcie_bytes_per_s last changed */
+    cudaEvent_t mc_t0, mc_t1;
+    bool mc_pending;
+    uint64_t mc_bytes, mc_at;
     /* a split call's activations come down on their own stream (dl), after
      * x_ready, and are waited for after its copies are queued; copy_first
      * false: before (HYPURA_CUDA_COPY_FIRST=0) */
@@ -2243,6 +2249,31 @@ static void moe_cpu_seen(struct cuda_backend *cb, int nc, uint64_t bytes, int64_
     cb->moe_rate_at[nc] = cb->moe_seq;
 }
 
+/* The PCIe rate of an earlier call's copies beside its CPU pass, once they
+ * are done; then the rate moe_token's split takes: that one while fresh,
+ * else the one measured at start (optimistic, so that copies get tried and
+ * measured again). */
+static double moe_pcie_rate(struct cuda_backend *cb)
+{
+    if (cb->mc_pending) {
+        const cudaError_t q = cudaEventQuery(cb->mc_t1);
+        float ms = 0;
+        if (q != cudaErrorNotReady) {
+            cb->mc_pending = false;
+            if (CK(q) && CK(cudaEventElapsedTime(&ms, cb->mc_t0, cb->mc_t1))) {
+                if (cb->moe_seq - cb->mc_at > MOE_RATE_STALE_CALLS)
+                    cb->rates.moe_pcie_bytes_per_s = 0;
+                rate_update(&cb->rates.moe_pcie_bytes_per_s, (double)cb->mc_bytes,
+                            (double)ms * 1e-3);
+                cb->mc_at = cb->moe_seq;
+            }
+        }
+    }
+    const bool fresh =
+        cb->rates.moe_pcie_bytes_per_s > 0 && cb->moe_seq - cb->mc_at <= MOE_RATE_STALE_CALLS;
+    return fresh ? cb->rates.moe_pcie_bytes_per_s : cb->rates.pcie_h2d_bytes_per_s;
+}
+
 static void pass_join(struct cuda_backend *cb)
 {
     if (!cb->pass_on) return;
@@ -2358,7 +2389,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
         n_cpu = moe_split_choose(
-            cand, n_cand, far_other, rate, cb->rates.pcie_h2d_bytes_per_s,
+            cand, n_cand, far_other, rate, moe_pcie_rate(cb),
             cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= MOE_HALF_MIN_BYTES ? &half : NULL);
         n_half = half;
     }
@@ -2453,8 +2484,16 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->pass_t0 = t0;
     cb->pass_fresh = moe_rate_fresh(cb, nc);
     cb->cpu_busy = true;
+    /* the call's copies timed beside the pass (one call at a time) */
+    const bool timed = cb->async_cpu && !cb->mc_pending && CK(cudaEventRecord(cb->mc_t0, cb->cp));
+    const uint64_t copied0 = cb->stats.host_copy_bytes;
     moe_gpu_experts(&g);
     if (cb->async_cpu) moe_half_downs(&g, seq);
+    const uint64_t copied = cb->stats.host_copy_bytes - copied0;
+    if (timed && copied >= RATE_MIN_BYTES && CK(cudaEventRecord(cb->mc_t1, cb->cp))) {
+        cb->mc_pending = true;
+        cb->mc_bytes = copied;
+    }
     cb->cpu_busy = false;
     if (cb->async_cpu) {
         /* the stream waits for the pass's sum and adds it; this thread
@@ -2636,6 +2675,8 @@ static void cu_free(struct backend *be)
     if (cb->dl_done) cudaEventDestroy(cb->dl_done);
     if (cb->cp_t0) cudaEventDestroy(cb->cp_t0);
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
+    if (cb->mc_t0) cudaEventDestroy(cb->mc_t0);
+    if (cb->mc_t1) cudaEventDestroy(cb->mc_t1);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
     if (cb->hm) cudaFreeHost(cb->hm);
@@ -3023,6 +3064,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->dl_done, cudaEventDisableTiming));
         CK(cudaEventCreate(&cb->cp_t0));
         CK(cudaEventCreate(&cb->cp_t1));
+        CK(cudaEventCreate(&cb->mc_t0));
+        CK(cudaEventCreate(&cb->mc_t1));
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
     if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);

@@ -182,6 +182,9 @@ struct cuda_backend_rates {
      * start only; 0: not measured). Below the sum of the two where they share
      * the host's memory bandwidth. */
     double host_both_bytes_per_s;
+    /* PCIe as moe_token's copies ran beside its CPU pass (0: not yet): the
+     * split of a token's experts takes this one once seen */
+    double moe_pcie_bytes_per_s;
 };
 
 struct cuda_backend_stats {
