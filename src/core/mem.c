@@ -48,6 +48,13 @@ void *mem_aligned_alloc(size_t align, size_t n)
     return p;
 }
 
+void *mem_aligned_xzalloc(size_t align, size_t n)
+{
+    void *p = mem_aligned_alloc(align, n ? n : 1);
+    if (!p) mem_die(n);
+    return memset(p, 0, n ? n : 1);
+}
+
 void mem_aligned_free(void *p)
 {
     free(p);

@@ -21,6 +21,9 @@ char *mem_xstrdup(const char *s);
  * Free with mem_aligned_free. */
 void *mem_aligned_alloc(size_t align, size_t n);
 void mem_aligned_free(void *p);
+/* n zeroed bytes aligned as mem_aligned_alloc's; aborts on failure like
+ * mem_xcalloc. Free with mem_aligned_free. */
+void *mem_aligned_xzalloc(size_t align, size_t n);
 
 struct arena_chunk;
 

@@ -473,6 +473,12 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
                             json_integer((json_int_t)cs.moe_half_experts));
         json_object_set_new(j, "gpu_moe_cpu_s", json_real((double)cs.moe_cpu_us / 1e6));
         json_object_set_new(j, "gpu_moe_x_wait_s", json_real((double)cs.moe_x_wait_us / 1e6));
+        json_object_set_new(j, "gpu_moe_pass_setup_s",
+                            json_real((double)cs.moe_pass_setup_us / 1e6));
+        json_object_set_new(j, "gpu_moe_pass_wake_s", json_real((double)cs.moe_pass_wake_us / 1e6));
+        json_object_set_new(j, "gpu_moe_pass_gate_up_s",
+                            json_real((double)cs.moe_pass_gate_up_us / 1e6));
+        json_object_set_new(j, "gpu_moe_pass_down_s", json_real((double)cs.moe_pass_down_us / 1e6));
         json_object_set_new(j, "gpu_prefetch_slices", json_integer((json_int_t)cs.prefetch_slices));
         json_object_set_new(j, "gpu_prefetch_used", json_integer((json_int_t)cs.prefetch_used));
         json_object_set_new(j, "gpu_prefetch_guessed",

@@ -492,6 +492,15 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
  * of them is done its thread stores half_flag, so that another device can
  * take their h for the down products while the pass goes on. They take no
  * part in phase B or the sum; with no other expert the sum is y as it was. */
+/* A cache line: the pass's counters each have their own (struct moe_job). */
+#define MOE_LINE 64
+
+/* A middle-step group's count of gate and up chunks not done, on its own
+ * line (threads on neighbouring groups count down at once). */
+struct moe_grp {
+    _Alignas(MOE_LINE) atomic_int left;
+};
+
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -506,15 +515,24 @@ struct moe_job {
     int64_t n_a, n_b;     /* work items of each phase */
     int64_t grp_rows;     /* rows of a middle-step group */
     int64_t n_grp;        /* groups of an expert */
-    atomic_int *grp_left; /* owned, [k][n_grp]: gate and up chunks of each group not done */
-    int64_t grp_cap;      /* grp_left's entries */
+    struct moe_grp *grp_left; /* owned, [k][n_grp]: gate and up chunks of each group not done */
+    int64_t grp_cap;          /* grp_left's entries */
     int n_half;
     int64_t n_h; /* work items of the halves (phase A's first) */
-    atomic_llong next, done_a, done_b, done_h;
-    atomic_bool b_ready;
     uint32_t *flag, *half_flag;
     uint32_t flag_value;
-    int64_t t_end_us;     /* when y was complete (timing_now_us) */
+    /* what the workers change, each on its own cache line: the fields above,
+     * read for every chunk, would otherwise be fetched again after every
+     * other thread's claim */
+    _Alignas(MOE_LINE) atomic_llong next;
+    _Alignas(MOE_LINE) atomic_llong done_a;
+    _Alignas(MOE_LINE) atomic_llong done_b, done_h;
+    _Alignas(MOE_LINE) atomic_bool b_ready;
+    /* timing_now_us: the workers started, the first chunk taken, phase A
+     * done, y complete */
+    _Alignas(MOE_LINE) int64_t t_start_us;
+    atomic_llong t_first_us;
+    int64_t t_a_us, t_end_us;
     atomic_bool finished; /* t_end_us is set (release) */
 };
 
@@ -563,13 +581,14 @@ static void moe_job_worker(void *arg, int ith, int nth)
     for (;;) {
         const int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= j->n_a + j->n_b) break;
+        if (i == 0) atomic_store_explicit(&j->t_first_us, timing_now_us(), memory_order_relaxed);
         if (i < j->n_a) {
             moe_job_chunk(j->a, j->per_a, i);
             /* the group's last gate or up chunk computes its middle step;
              * the chunk counts as done after that */
             const int e = (int)(i / j->per_a / 2);
             const int64_t g = (i % j->per_a) * j->a[0].chunk_rows / j->grp_rows;
-            if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g], 1,
+            if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g].left, 1,
                                           memory_order_acq_rel) == 1)
                 moe_job_middle(j, e, g);
             if (i < j->n_h &&
@@ -577,6 +596,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
                 j->half_flag)
                 __atomic_store_n(j->half_flag, j->flag_value, __ATOMIC_RELEASE);
             if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
+                j->t_a_us = timing_now_us();
                 atomic_store_explicit(&j->b_ready, true, memory_order_release);
                 if (!j->n_b) moe_job_end(j); /* halves only */
             }
@@ -607,7 +627,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K && n_half >= 0 && n_half <= k);
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
-    if (!cb->job) cb->job = mem_xcalloc(1, sizeof *cb->job);
+    if (!cb->job) cb->job = mem_aligned_xzalloc(MOE_LINE, sizeof *cb->job);
     struct moe_job *j = cb->job;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     j->flag = flag;
@@ -624,6 +644,8 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         row = HY_MAX(row, (bytes + 63) / 64 * 64);
     }
     if ((size_t)(k + 2) * row > cb->act_bytes) {
+        j->t_start_us = timing_now_us();
+        atomic_init(&j->t_first_us, j->t_start_us);
         for (int e = 0; e < k; e++) {
             float *he = h + e * F, *h2e = h2 + e * F;
             cpu_matmul(be, &w[3 * e], x, 1, he);
@@ -631,6 +653,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
             cpu_silu_mul(be, he, h2e, F);
             if (e + 1 == n_half && half_flag)
                 __atomic_store_n(half_flag, flag_value, __ATOMIC_RELEASE);
+            if (e + 1 == k) j->t_a_us = timing_now_us(); /* not phased: all of it as A */
             if (e < n_half) continue;
             cpu_matmul(be, &w[3 * e + 2], he, 1, o);
             cpu_add(be, y, o, alpha[e], E);
@@ -692,14 +715,14 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     j->grp_rows = gr;
     j->n_grp = (F + gr - 1) / gr;
     if (k * j->n_grp > j->grp_cap) {
-        free(j->grp_left);
+        mem_aligned_free(j->grp_left);
         j->grp_cap = k * j->n_grp;
-        j->grp_left = mem_xcalloc((size_t)j->grp_cap, sizeof *j->grp_left);
+        j->grp_left = mem_aligned_xzalloc(MOE_LINE, (size_t)j->grp_cap * sizeof *j->grp_left);
     }
     for (int e = 0; e < k; e++)
         for (int64_t g = 0; g < j->n_grp; g++) {
             const int64_t rows = HY_MIN(gr, F - g * gr);
-            atomic_init(&j->grp_left[e * j->n_grp + g], (int)(2 * ((rows + cr - 1) / cr)));
+            atomic_init(&j->grp_left[e * j->n_grp + g].left, (int)(2 * ((rows + cr - 1) / cr)));
         }
     j->per_a = (F + cr - 1) / cr;
     j->per_b = n_half < k ? (E + j->b[n_half].chunk_rows - 1) / j->b[n_half].chunk_rows : 0;
@@ -713,6 +736,8 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     atomic_init(&j->b_ready, false);
     /* chunks are claimed: a worker that has not begun when the pass is
      * joined is not waited for */
+    j->t_start_us = timing_now_us();
+    atomic_init(&j->t_first_us, 0);
     threadpool_start_loose(cb->pool, moe_job_worker, j);
 }
 
@@ -734,6 +759,14 @@ int64_t cpu_backend_pass_wait(struct backend *be)
         threadpool_wait_until(moe_job_finished, j);
     }
     return j->t_end_us;
+}
+
+void cpu_backend_pass_times(struct backend *be, int64_t *start, int64_t *first, int64_t *gate_up)
+{
+    const struct moe_job *j = cpu_of(be)->job;
+    *start = j ? j->t_start_us : 0;
+    *first = j ? atomic_load_explicit(&j->t_first_us, memory_order_relaxed) : 0;
+    *gate_up = j ? j->t_a_us : 0;
 }
 
 int64_t cpu_backend_join(struct backend *be)
@@ -977,8 +1010,8 @@ static void cpu_free(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
     threadpool_free(cb->pool);
-    if (cb->job) free(cb->job->grp_left);
-    free(cb->job);
+    if (cb->job) mem_aligned_free(cb->job->grp_left);
+    mem_aligned_free(cb->job);
     mem_aligned_free(cb->att_scratch);
     mem_aligned_free(cb->act);
     free(cb->rope_tab);

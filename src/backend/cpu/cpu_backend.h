@@ -58,6 +58,11 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
                                  int n_half, uint32_t *half_flag, uint32_t *flag,
                                  uint32_t flag_value);
 
+/* The pass started last, once joined or waited for: when its workers were
+ * started (after x was converted), when its first chunk was taken, and when
+ * its gate and up products were done (timing_now_us; 0: no pass yet). */
+void cpu_backend_pass_times(struct backend *be, int64_t *start, int64_t *first, int64_t *gate_up);
+
 /* Joins the pass started last, if any (the calling thread takes what is
  * left of it, then waits for the workers); returns when the last pass's sum
  * was complete (timing_now_us; 0: none yet). */

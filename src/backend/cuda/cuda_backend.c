@@ -2282,6 +2282,14 @@ static void pass_join(struct cuda_backend *cb)
      * come back: the CPU backend's next op joins that one */
     const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
     moe_cpu_seen(cb, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
+    int64_t ts, tf, ta;
+    cpu_backend_pass_times(cb->cpu, &ts, &tf, &ta);
+    if (ts >= cb->pass_t0 && tf >= ts && ta >= tf && t1 >= ta) {
+        cb->stats.moe_pass_setup_us += ts - cb->pass_t0;
+        cb->stats.moe_pass_wake_us += tf - ts;
+        cb->stats.moe_pass_gate_up_us += ta - tf;
+        cb->stats.moe_pass_down_us += t1 - ta;
+    }
 }
 
 /* Sends n floats of x down into mx on dl, after the ops queued so far on

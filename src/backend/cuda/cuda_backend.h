@@ -205,6 +205,10 @@ struct cuda_backend_stats {
     uint64_t moe_calls, moe_gpu_experts, moe_copy_experts, moe_cpu_experts;
     uint64_t moe_half_experts; /* gate and up on the CPU, down on the GPU */
     int64_t moe_cpu_us, moe_x_wait_us;
+    /* the CPU's passes by phase: x converted and the pass set up, the
+     * workers' start (to the first chunk taken), gate and up, the downs and
+     * the sum */
+    int64_t moe_pass_setup_us, moe_pass_wake_us, moe_pass_gate_up_us, moe_pass_down_us;
     /* prefetch: weight slices it copied into the VRAM cache, and how many
      * of them a product then read (before the entry went to another); the
      * slices it guessed (copied or, while its guesses were poor, not), and
