@@ -479,6 +479,10 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         json_object_set_new(j, "gpu_moe_pass_gate_up_s",
                             json_real((double)cs.moe_pass_gate_up_us / 1e6));
         json_object_set_new(j, "gpu_moe_pass_down_s", json_real((double)cs.moe_pass_down_us / 1e6));
+        json_object_set_new(j, "gpu_moe_gpu_timed", json_integer((json_int_t)cs.moe_gpu_timed));
+        json_object_set_new(j, "gpu_moe_gpu_late", json_integer((json_int_t)cs.moe_gpu_late));
+        json_object_set_new(j, "gpu_moe_gpu_own_s", json_real((double)cs.moe_gpu_own_us / 1e6));
+        json_object_set_new(j, "gpu_moe_gpu_wait_s", json_real((double)cs.moe_gpu_wait_us / 1e6));
         json_object_set_new(j, "gpu_prefetch_slices", json_integer((json_int_t)cs.prefetch_slices));
         json_object_set_new(j, "gpu_prefetch_used", json_integer((json_int_t)cs.prefetch_used));
         json_object_set_new(j, "gpu_prefetch_guessed",

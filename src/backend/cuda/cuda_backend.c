@@ -190,6 +190,11 @@ struct cuda_backend {
      * rates.moe_pcie_bytes_per_s last changed */
     cudaEvent_t mc_t0, mc_t1;
     bool mc_pending;
+    /* timing: a moe_token call's GPU side with a CPU pass beside it (one call
+     * at a time, read at a later call): its start on the compute stream, its
+     * own experts done, the CPU's sum added */
+    cudaEvent_t mg_t0, mg_t1, mg_t2;
+    bool mg_pending;
     uint64_t mc_bytes, mc_at;
     /* a split call's activations come down on their own stream (dl), after
      * x_ready, and are waited for after its copies are queued; copy_first
@@ -2274,6 +2279,28 @@ static double moe_pcie_rate(struct cuda_backend *cb)
     return fresh ? cb->rates.moe_pcie_bytes_per_s : cb->rates.pcie_h2d_bytes_per_s;
 }
 
+/* A wait for the CPU's sum under which the GPU's side counts as the later
+ * one (the add itself, reading the sum from host memory, takes a few us). */
+#define MOE_GPU_LATE_US 20
+
+/* The stats of an earlier call's GPU side timed beside its CPU pass, once
+ * its events are done. */
+static void moe_gpu_seen(struct cuda_backend *cb)
+{
+    if (!cb->mg_pending) return;
+    const cudaError_t q = cudaEventQuery(cb->mg_t2);
+    if (q == cudaErrorNotReady) return;
+    cb->mg_pending = false;
+    float own = 0, wait = 0;
+    if (CK(q) && CK(cudaEventElapsedTime(&own, cb->mg_t0, cb->mg_t1)) &&
+        CK(cudaEventElapsedTime(&wait, cb->mg_t1, cb->mg_t2))) {
+        cb->stats.moe_gpu_timed++;
+        cb->stats.moe_gpu_own_us += (int64_t)llround(own * 1e3);
+        cb->stats.moe_gpu_wait_us += (int64_t)llround(wait * 1e3);
+        cb->stats.moe_gpu_late += wait * 1e3 < MOE_GPU_LATE_US;
+    }
+}
+
 static void pass_join(struct cuda_backend *cb)
 {
     if (!cb->pass_on) return;
@@ -2491,6 +2518,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->pass_bytes = cpu_bytes;
     cb->pass_t0 = t0;
     cb->pass_fresh = moe_rate_fresh(cb, nc);
+    moe_gpu_seen(cb);
+    const bool gpu_timed =
+        cb->async_cpu && !cb->mg_pending && CK(cudaEventRecord(cb->mg_t0, cb->st));
     cb->cpu_busy = true;
     /* the call's copies timed beside the pass (one call at a time) */
     const bool timed = cb->async_cpu && !cb->mc_pending && CK(cudaEventRecord(cb->mc_t0, cb->cp));
@@ -2506,8 +2536,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (cb->async_cpu) {
         /* the stream waits for the pass's sum and adds it; this thread
          * returns and queues what follows (pass_join: stats and rate) */
+        if (gpu_timed && !CK(cudaEventRecord(cb->mg_t1, cb->st))) return;
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
+        if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st))) cb->mg_pending = true;
         return;
     }
     pass_join(cb); /* this thread takes what is left of the pass */
@@ -2685,6 +2717,9 @@ static void cu_free(struct backend *be)
     if (cb->cp_t1) cudaEventDestroy(cb->cp_t1);
     if (cb->mc_t0) cudaEventDestroy(cb->mc_t0);
     if (cb->mc_t1) cudaEventDestroy(cb->mc_t1);
+    if (cb->mg_t0) cudaEventDestroy(cb->mg_t0);
+    if (cb->mg_t1) cudaEventDestroy(cb->mg_t1);
+    if (cb->mg_t2) cudaEventDestroy(cb->mg_t2);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
     if (cb->hm) cudaFreeHost(cb->hm);
@@ -3074,6 +3109,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreate(&cb->cp_t1));
         CK(cudaEventCreate(&cb->mc_t0));
         CK(cudaEventCreate(&cb->mc_t1));
+        CK(cudaEventCreate(&cb->mg_t0));
+        CK(cudaEventCreate(&cb->mg_t1));
+        CK(cudaEventCreate(&cb->mg_t2));
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
     if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);

@@ -209,6 +209,13 @@ struct cuda_backend_stats {
      * workers' start (to the first chunk taken), gate and up, the downs and
      * the sum */
     int64_t moe_pass_setup_us, moe_pass_wake_us, moe_pass_gate_up_us, moe_pass_down_us;
+    /* the GPU's side of calls with a CPU pass, timed on the device (a call
+     * at a time): calls timed, their time from the call's start to the
+     * GPU's own experts done (their copies included), then to the CPU's
+     * sum added (the wait for the CPU, or about the add's few us where the
+     * GPU's side ended last) */
+    uint64_t moe_gpu_timed, moe_gpu_late; /* late: waited under 20 us */
+    int64_t moe_gpu_own_us, moe_gpu_wait_us;
     /* prefetch: weight slices it copied into the VRAM cache, and how many
      * of them a product then read (before the entry went to another); the
      * slices it guessed (copied or, while its guesses were poor, not), and
