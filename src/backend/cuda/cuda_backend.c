@@ -190,12 +190,12 @@ struct cuda_backend {
      * rates.moe_pcie_bytes_per_s last changed */
     cudaEvent_t mc_t0, mc_t1;
     bool mc_pending;
+    uint64_t mc_bytes, mc_at;
     /* timing: a moe_token call's GPU side with a CPU pass beside it (one call
      * at a time, read at a later call): its start on the compute stream, its
      * own experts done, the CPU's sum added */
     cudaEvent_t mg_t0, mg_t1, mg_t2;
     bool mg_pending;
-    uint64_t mc_bytes, mc_at;
     /* a split call's activations come down on their own stream (dl), after
      * x_ready, and are waited for after its copies are queued; copy_first
      * false: before (HYPURA_CUDA_COPY_FIRST=0) */
