@@ -464,6 +464,15 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
     for (int64_t i = 0; i < n_rows; i++) cpu_add(be, y + rows[i] * n, x + i * n, alpha[i], n);
 }
 
+/* A cache line: the pass's counters each have their own (struct moe_job). */
+#define MOE_LINE 64
+
+/* A middle-step group's count of gate and up chunks not done, on its own
+ * line (threads on neighbouring groups count down at once). */
+struct moe_grp {
+    _Alignas(MOE_LINE) atomic_int left;
+};
+
 /* One token's experts as one pass over the pool (moe_token): phase A, the
  * gate and up products of every expert, each followed by the middle step of
  * the rows it completes; phase B, the down products; then the weighted adds
@@ -492,15 +501,6 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
  * of them is done its thread stores half_flag, so that another device can
  * take their h for the down products while the pass goes on. They take no
  * part in phase B or the sum; with no other expert the sum is y as it was. */
-/* A cache line: the pass's counters each have their own (struct moe_job). */
-#define MOE_LINE 64
-
-/* A middle-step group's count of gate and up chunks not done, on its own
- * line (threads on neighbouring groups count down at once). */
-struct moe_grp {
-    _Alignas(MOE_LINE) atomic_int left;
-};
-
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];

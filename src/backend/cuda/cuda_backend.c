@@ -2237,9 +2237,27 @@ static int wc_prefetch_state(struct cuda_backend *cb, int e)
  * the optimistic rate, and the rate it then shows replaces the old one. */
 #define MOE_RATE_STALE_CALLS 512
 
+/* Whether a rate last changed at moe_token call `at` is seen and not stale. */
+static bool rate_fresh(const struct cuda_backend *cb, double rate, uint64_t at)
+{
+    return rate > 0 && cb->moe_seq - at <= MOE_RATE_STALE_CALLS;
+}
+
 static bool moe_rate_fresh(const struct cuda_backend *cb, int n)
 {
-    return cb->moe_cpu_rate[n] > 0 && cb->moe_seq - cb->moe_rate_at[n] <= MOE_RATE_STALE_CALLS;
+    return rate_fresh(cb, cb->moe_cpu_rate[n], cb->moe_rate_at[n]);
+}
+
+/* Whether the events of a call timed on the device (*pending until read),
+ * the last of them `last`, are done and readable: then *pending is
+ * cleared. false while they run, or on an error (recorded). */
+static bool timed_done(struct cuda_backend *cb, bool *pending, cudaEvent_t last)
+{
+    if (!*pending) return false;
+    const cudaError_t q = cudaEventQuery(last);
+    if (q == cudaErrorNotReady) return false;
+    *pending = false;
+    return CK(q);
 }
 
 /* A CPU pass of nc experts (bytes of them) that ran from t0 to t1 (us): the
@@ -2260,23 +2278,15 @@ static void moe_cpu_seen(struct cuda_backend *cb, int nc, uint64_t bytes, int64_
  * measured again). */
 static double moe_pcie_rate(struct cuda_backend *cb)
 {
-    if (cb->mc_pending) {
-        const cudaError_t q = cudaEventQuery(cb->mc_t1);
-        float ms = 0;
-        if (q != cudaErrorNotReady) {
-            cb->mc_pending = false;
-            if (CK(q) && CK(cudaEventElapsedTime(&ms, cb->mc_t0, cb->mc_t1))) {
-                if (cb->moe_seq - cb->mc_at > MOE_RATE_STALE_CALLS)
-                    cb->rates.moe_pcie_bytes_per_s = 0;
-                rate_update(&cb->rates.moe_pcie_bytes_per_s, (double)cb->mc_bytes,
-                            (double)ms * 1e-3);
-                cb->mc_at = cb->moe_seq;
-            }
-        }
+    double *r = &cb->rates.moe_pcie_bytes_per_s;
+    float ms = 0;
+    if (timed_done(cb, &cb->mc_pending, cb->mc_t1) &&
+        CK(cudaEventElapsedTime(&ms, cb->mc_t0, cb->mc_t1))) {
+        if (!rate_fresh(cb, *r, cb->mc_at)) *r = 0; /* a stale rate is replaced */
+        rate_update(r, (double)cb->mc_bytes, (double)ms * 1e-3);
+        cb->mc_at = cb->moe_seq;
     }
-    const bool fresh =
-        cb->rates.moe_pcie_bytes_per_s > 0 && cb->moe_seq - cb->mc_at <= MOE_RATE_STALE_CALLS;
-    return fresh ? cb->rates.moe_pcie_bytes_per_s : cb->rates.pcie_h2d_bytes_per_s;
+    return rate_fresh(cb, *r, cb->mc_at) ? *r : cb->rates.pcie_h2d_bytes_per_s;
 }
 
 /* A wait for the CPU's sum under which the GPU's side counts as the later
@@ -2287,12 +2297,9 @@ static double moe_pcie_rate(struct cuda_backend *cb)
  * its events are done. */
 static void moe_gpu_seen(struct cuda_backend *cb)
 {
-    if (!cb->mg_pending) return;
-    const cudaError_t q = cudaEventQuery(cb->mg_t2);
-    if (q == cudaErrorNotReady) return;
-    cb->mg_pending = false;
     float own = 0, wait = 0;
-    if (CK(q) && CK(cudaEventElapsedTime(&own, cb->mg_t0, cb->mg_t1)) &&
+    if (timed_done(cb, &cb->mg_pending, cb->mg_t2) &&
+        CK(cudaEventElapsedTime(&own, cb->mg_t0, cb->mg_t1)) &&
         CK(cudaEventElapsedTime(&wait, cb->mg_t1, cb->mg_t2))) {
         cb->stats.moe_gpu_timed++;
         cb->stats.moe_gpu_own_us += (int64_t)llround(own * 1e3);
