@@ -14,6 +14,7 @@
  * Bit-identity is required where the design promises it: across thread
  * counts and between batch and single-token evaluation.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -462,9 +463,11 @@ static uint32_t flag_wait(uint32_t *flag, uint32_t v)
  * op after it joins it first. The quantized types convert h by groups of
  * rows spread over the pool (Q8_0 and Q8_K blocks): expert widths whose
  * groups end short of a whole group included. A pass whose first experts
- * are halves (all of one, 2 of 3, 1 of 8): their silu_mul in h as the
- * op-by-op gate, up and silu_mul give it, the half flag stored (without a
- * join where the pool has workers), y the others' sum. */
+ * are halves (all of one, 2 of 3, 1 of 8), of all their rows or of the
+ * first rows only (a third; one row): their silu_mul of those rows in h as the
+ * op-by-op gate, up and silu_mul give it, their other rows of h untouched,
+ * the half flag stored (without a join where the pool has workers), y the
+ * others' sum. */
 static void test_moe_token(void)
 {
     enum { EMAX = 256, FMAX = 768, KMAX = 8 };
@@ -482,7 +485,7 @@ static void test_moe_token(void)
     rng_init(&r, 21);
     float *src = malloc(sizeof(float) * FMAX * EMAX), *ref = malloc(sizeof(float) * FMAX * EMAX);
     float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], y4[EMAX], o[KMAX * EMAX];
-    float y5[EMAX], y6[EMAX];
+    float y5[EMAX], y6[EMAX], yi[EMAX];
     float *hw = malloc(sizeof(float) * KMAX * FMAX); /* the halves' silu_mul, op by op */
     float *h = malloc(sizeof(float) * KMAX * FMAX), *h2 = malloc(sizeof(float) * KMAX * FMAX);
     float probe_x[EMAX], probe_y[FMAX], probe_ref[FMAX];
@@ -511,7 +514,7 @@ static void test_moe_token(void)
                 memcpy(y3, y0, sizeof y0);
                 memcpy(y4, y0, sizeof y0);
                 memcpy(y5, y0, sizeof y0);
-                memcpy(y6, y0, sizeof y0);
+                memcpy(yi, y0, sizeof y0);
                 for (int j = 0; j < k; j++) {
                     backend_matmul(be, &w[3 * j], x, 1, h);
                     backend_matmul(be, &w[3 * j + 1], x, 1, h2);
@@ -527,7 +530,7 @@ static void test_moe_token(void)
 
                 /* started: the workers finish it and store the flag on their own */
                 uint32_t flag = 7;
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, NULL, &flag, 8);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, 0, NULL, &flag, 8);
                 if (nt > 1) {
                     CHECK_EQ_INT((int)flag_wait(&flag, 8), 8);
                 } else {
@@ -541,7 +544,7 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* waited for: the sum complete without the workers' join */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, 0, NULL, NULL, 0);
                 CHECK(cpu_backend_pass_wait(be) > 0);
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y4[i], sizeof(float)) != 0;
@@ -550,7 +553,7 @@ static void test_moe_token(void)
                             k);
 
                 /* started, then another op without a join: it joins first */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, 0, NULL, NULL, 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_y);
                 CHECK(cpu_backend_join(be) > 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_ref);
@@ -561,7 +564,7 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
                             type, nt, k);
 
-                /* the first n_half experts as halves */
+                /* the first n_half experts as halves, of rows [0, hr) */
                 const int n_half = ki == 1 ? 2 : 1;
                 for (int j = 0; j < k; j++) {
                     backend_matmul(be, &w[3 * j], x, 1, h);
@@ -574,21 +577,30 @@ static void test_moe_token(void)
                     backend_matmul(be, &w[3 * j + 2], h, 1, o);
                     backend_add(be, y5, o, alpha[j], E);
                 }
-                uint32_t half = 5;
-                flag = 5;
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, &half, &flag,
-                                            6);
-                if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
-                CHECK(cpu_backend_join(be) > 0);
-                CHECK_EQ_INT((int)half, 6);
-                CHECK_EQ_INT((int)flag, 6);
-                bad = 0;
-                for (int i = 0; i < E; i++) bad += memcmp(&y5[i], &y6[i], sizeof(float)) != 0;
-                for (int64_t i = 0; i < (int64_t)n_half * F; i++)
-                    bad += memcmp(&hw[i], &h[i], sizeof(float)) != 0;
-                if (!CHECK_EQ_INT(bad, 0))
-                    fprintf(stderr, "  moe_token halves: type %u, %d threads, k %d, %d halves\n",
-                            type, nt, k, n_half);
+                const int64_t rows_of[3] = {F, F / 3, 1};
+                for (int ri = 0; ri < 3; ri++) {
+                    const int64_t hr = rows_of[ri];
+                    memcpy(y6, yi, sizeof yi);
+                    for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
+                    uint32_t half = 5;
+                    flag = 5;
+                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, &half,
+                                                &flag, 6);
+                    if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
+                    CHECK(cpu_backend_join(be) > 0);
+                    CHECK_EQ_INT((int)half, 6);
+                    CHECK_EQ_INT((int)flag, 6);
+                    bad = 0;
+                    for (int i = 0; i < E; i++) bad += memcmp(&y5[i], &y6[i], sizeof(float)) != 0;
+                    for (int64_t i = 0; i < (int64_t)n_half * F; i++)
+                        bad +=
+                            i % F < hr ? memcmp(&hw[i], &h[i], sizeof(float)) != 0 : h[i] != -7.25f;
+                    if (!CHECK_EQ_INT(bad, 0))
+                        fprintf(stderr,
+                                "  moe_token halves: type %u, %d threads, k %d, %d halves of "
+                                "%" PRId64 " rows\n",
+                                type, nt, k, n_half, hr);
+                }
             }
             backend_free(be);
         }

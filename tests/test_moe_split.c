@@ -9,6 +9,9 @@
  * and up on the CPU, down copied): a Mixtral-sized layer of two experts in
  * RAM takes one whole and one half; the choice is as good as any of whole
  * experts and at most one half (brute force), and no worse than without.
+ * With a half's gate and up rows shared: the share where both sides end
+ * together, only for a half whose gate and up are all in RAM, as good as any
+ * share of the half on a grid, and never worse than whole halves.
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,16 +23,17 @@
 #define MB 1000000ull
 
 /* The later side's time of CPU experts mask (bit i: cand[i]) and half h
- * (-1: none) at the rates. */
-static double half_time(const struct moe_split_cand *cand, int n, unsigned mask, int h,
-                        uint64_t far_other, const double *cpu_rate, double pcie_rate)
+ * (-1: none; the CPU's share sh of its gate and up) at the rates. */
+static double share_time_cp(const struct moe_split_cand *cand, int n, unsigned mask, int h,
+                            double sh, uint64_t far_other, const double *cpu_rate,
+                            const double *cpu_rate_cp, double pcie_rate)
 {
     double cpu = 0, far = (double)far_other;
     int c = 0;
     for (int i = 0; i < n; i++) {
         if (i == h) {
-            cpu += (double)cand[i].gu;
-            far += (double)(cand[i].far - cand[i].gu_far);
+            cpu += sh * (double)cand[i].gu;
+            far += (double)(cand[i].far - cand[i].gu_far) + (1 - sh) * (double)cand[i].gu;
             c++;
         } else if (mask >> i & 1) {
             cpu += (double)cand[i].all;
@@ -38,9 +42,22 @@ static double half_time(const struct moe_split_cand *cand, int n, unsigned mask,
             far += (double)cand[i].far;
         }
     }
-    const double tc = c == 0 ? 0 : cpu_rate[c] > 0 ? cpu / cpu_rate[c] : INFINITY;
+    const double rate = far > 0 ? cpu_rate_cp[c] : cpu_rate[c];
+    const double tc = c == 0 ? 0 : rate > 0 ? cpu / rate : INFINITY;
     const double tp = far <= 0 ? 0 : pcie_rate > 0 ? far / pcie_rate : INFINITY;
     return tc > tp ? tc : tp;
+}
+
+static double share_time(const struct moe_split_cand *cand, int n, unsigned mask, int h, double sh,
+                         uint64_t far_other, const double *cpu_rate, double pcie_rate)
+{
+    return share_time_cp(cand, n, mask, h, sh, far_other, cpu_rate, cpu_rate, pcie_rate);
+}
+
+static double half_time(const struct moe_split_cand *cand, int n, unsigned mask, int h,
+                        uint64_t far_other, const double *cpu_rate, double pcie_rate)
+{
+    return share_time(cand, n, mask, h, 1, far_other, cpu_rate, pcie_rate);
 }
 
 static double side_time(const struct moe_split_cand *cand, int n, unsigned mask, uint64_t far_other,
@@ -55,7 +72,7 @@ static void test_prefers_far(void)
 {
     struct moe_split_cand c[2] = {{0, 150 * MB, 100 * MB, 0, 0}, {1, 150 * MB, 150 * MB, 0, 0}};
     const double rate[3] = {0, 100e9, 100e9};
-    const int n = moe_split_choose(c, 2, 0, rate, 50e9, NULL);
+    const int n = moe_split_choose(c, 2, 0, rate, NULL, 50e9, NULL, NULL);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(c[0].j, 1);
     CHECK_EQ_INT(c[1].j, 0);
@@ -69,7 +86,7 @@ static void test_order(void)
         {3, 9 * MB, 6 * MB, 0, 0}, {4, 9 * MB, 9 * MB, 0, 0},
     };
     const double rate[6] = {0, 0, 0, 0, 0, 0}; /* the CPU never: the order alone */
-    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, 50e9, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, NULL, 50e9, NULL, NULL), 0);
     const int want[5] = {1, 4, 3, 0, 2};
     for (int i = 0; i < 5; i++) CHECK_EQ_INT(c[i].j, want[i]);
 }
@@ -82,18 +99,18 @@ static void test_rates(void)
     struct moe_split_cand c[3] = {
         {0, 10 * MB, 10 * MB, 0, 0}, {1, 10 * MB, 10 * MB, 0, 0}, {2, 10 * MB, 10 * MB, 0, 0}};
     const double all[4] = {0, 80e9, 80e9, 80e9};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 0, NULL), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 0, NULL, NULL), 3);
     const double no_three[4] = {0, 80e9, 80e9, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, 0, NULL),
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, NULL, 0, NULL, NULL),
                  0); /* every count infinite: the first */
     const double none[4] = {0, 0, 0, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, 50e9, NULL), 0);
-    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, 50e9, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, NULL, 50e9, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, NULL, 50e9, NULL, NULL), 0);
     /* the CPU at 80 GB/s, PCIe at 50, 10 MB experts: 0, 1, 2, 3 on the CPU
      * end after 0.6, 0.4, 0.25 and 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, 50e9, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, NULL, NULL), 2);
     /* 20 MB already queued on PCIe: 1.0, 0.8, 0.6, 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, 50e9, NULL), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, NULL, 50e9, NULL, NULL), 3);
 }
 
 /* Random experts of one size, some of their slices in VRAM: the chosen
@@ -119,7 +136,7 @@ static void test_best_subset(void)
         const uint64_t other = rng_below(&r, 4) * slice;
         struct moe_split_cand orig[8];
         for (int i = 0; i < n; i++) orig[i] = c[i];
-        const int take = moe_split_choose(c, n, other, rate, pcie, NULL);
+        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, NULL, NULL);
         if (!CHECK(take >= 0 && take <= n)) return;
         /* the result is a permutation of the input */
         unsigned seen = 0;
@@ -151,24 +168,53 @@ static void test_half_mixtral(void)
     struct moe_split_cand c[2] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB},
                                   {1, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
     bool half = false;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 55e9, NULL), 1);
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 55e9, &half), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, NULL, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, NULL), 1);
     CHECK(half);
     CHECK_EQ_INT(c[0].j, 0);
     CHECK_EQ_INT(c[1].j, 1);
     struct moe_split_cand one[1] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
     half = false;
-    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, 55e9, &half), 0);
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, NULL), 0);
     CHECK(half);
     /* its down already in VRAM: the half copies nothing */
     struct moe_split_cand cached[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
     half = false;
-    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, 55e9, &half), 0);
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, NULL), 0);
     CHECK(half);
     /* no PCIe rate: every expert whole on the CPU, no half */
     half = true;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, 0, &half), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 0, &half, NULL), 2);
     CHECK(!half);
+
+    /* rows shared: one whole and a half of which the CPU reads the share s
+     * where (114 + 66 s) / 107 = (48 + 66 (1 - s)) / 55, 1.41 ms */
+    double share = 0;
+    half = false;
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, &share), 1);
+    CHECK(half);
+    const double s2 = (107.0 * (48 + 66) - 55.0 * 114) / (66.0 * (107 + 55));
+    CHECK(fabs(share - s2) < 1e-9);
+    CHECK(fabs((114 + 66 * share) / 107 - (48 + 66 * (1 - share)) / 55) < 1e-9);
+    /* one alone: its down's copy already takes longer than its gate and up */
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && share == 1);
+    /* its down in VRAM: gate and up shared at the rates' ratio */
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && fabs(share - 107.0 / 162) < 1e-9);
+    /* its gate in VRAM: no rows shared */
+    struct moe_split_cand gate_in[1] = {{0, 114 * MB, 81 * MB, 66 * MB, 33 * MB}};
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(gate_in, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && share == 1);
+    /* a share under MOE_SPLIT_SHARE_MIN is taken at the minimum */
+    const double slow[2] = {0, 1e9};
+    struct moe_split_cand lone[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
+    share = 0;
+    moe_split_choose(lone, 1, 0, slow, NULL, 55e9, &half, &share);
+    CHECK(!half || share == MOE_SPLIT_SHARE_MIN);
 }
 
 /* Random experts of one size, some slices in VRAM: the choice with a half
@@ -178,7 +224,7 @@ static void test_half_best(void)
 {
     struct rng r;
     rng_init(&r, 0x68616c665f737074ull);
-    int worse = 0, halves = 0;
+    int worse = 0, halves = 0, shared = 0;
     for (int round = 0; round < 2000; round++) {
         const int n = 1 + (int)rng_below(&r, 6);
         const uint64_t gs = (1 + rng_below(&r, 40)) * MB / 4, ds = gs + rng_below(&r, 3) * gs / 2;
@@ -198,13 +244,20 @@ static void test_half_best(void)
         const double base = (20 + (double)rng_below(&r, 120)) * 1e9;
         for (int k = 1; k <= n; k++)
             rate[k] = base * (double)k / ((double)k + (double)rng_below(&r, 3) * 0.25);
+        /* the CPU beside copies: as fast, or slower (every other round) */
+        double rate_cp[9] = {0};
+        for (int k = 1; k <= n; k++)
+            rate_cp[k] = round % 2 ? rate[k] : rate[k] * (0.5 + 0.5 * rng_uniform(&r));
         const double pcie = (10 + (double)rng_below(&r, 60)) * 1e9;
         const uint64_t other = rng_below(&r, 4) * gs;
-        struct moe_split_cand orig[8], plain[8];
-        for (int i = 0; i < n; i++) orig[i] = plain[i] = c[i];
-        bool half = false;
-        const int take = moe_split_choose(c, n, other, rate, pcie, &half);
-        const int take0 = moe_split_choose(plain, n, other, rate, pcie, NULL);
+        struct moe_split_cand orig[8], plain[8], rc[8], hc[8];
+        for (int i = 0; i < n; i++) orig[i] = plain[i] = rc[i] = hc[i] = c[i];
+        bool half = false, rhalf = false, hhalf = false;
+        double share = 0;
+        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, &half, NULL);
+        const int take0 = moe_split_choose(plain, n, other, rate, NULL, pcie, NULL, NULL);
+        const int rtake = moe_split_choose(rc, n, other, rate, rate_cp, pcie, &rhalf, &share);
+        const int htake = moe_split_choose(hc, n, other, rate, rate_cp, pcie, &hhalf, NULL);
         if (!CHECK(take >= 0 && take + (half ? 1 : 0) <= n)) return;
         unsigned seen = 0;
         for (int i = 0; i < n; i++) seen |= 1u << c[i].j;
@@ -225,8 +278,40 @@ static void test_half_best(void)
                         "round %d: %d experts, %d whole%s: %.6g s, best %.6g s, without %.6g s\n",
                         round, n, take, half ? " and a half" : "", got, best, without);
         }
+        /* rows shared, the CPU at its rate beside copies where there are
+         * any: no worse than whole halves, as good as any choice of whole
+         * experts, whole halves and shares of a grid, a share below 1 only
+         * for a half with gate and up in RAM */
+        if (!CHECK(rtake >= 0 && rtake + (rhalf ? 1 : 0) <= n)) return;
+        if (!CHECK(share >= MOE_SPLIT_SHARE_MIN && share <= 1)) return;
+        if (!CHECK(share == 1 || (rhalf && rc[rtake].gu_far == rc[rtake].gu))) return;
+        shared += share < 1;
+        const double rgot = share_time_cp(rc, n, (1u << rtake) - 1, rhalf ? rtake : -1, share,
+                                          other, rate, rate_cp, pcie);
+        const double hgot = share_time_cp(hc, n, (1u << htake) - 1, hhalf ? htake : -1, 1, other,
+                                          rate, rate_cp, pcie);
+        double rbest = INFINITY;
+        for (int h = -1; h < n; h++)
+            for (unsigned m = 0; m < 1u << n; m++) {
+                if (h >= 0 && (m >> h & 1)) continue;
+                const bool rows = h >= 0 && orig[h].gu_far == orig[h].gu;
+                for (int q = rows ? 8 : 64; q <= 64; q++) {
+                    const double t =
+                        share_time_cp(orig, n, m, h, q / 64.0, other, rate, rate_cp, pcie);
+                    if (t < rbest) rbest = t;
+                }
+            }
+        if (!(rgot <= rbest * (1 + 1e-12)) || !(rgot <= hgot * (1 + 1e-12))) {
+            if (worse++ < 5)
+                fprintf(stderr,
+                        "round %d: %d experts, %d whole, share %.4f: %.6g s, best on the grid "
+                        "%.6g s, whole halves %.6g s\n",
+                        round, n, rtake, share, rgot, rbest, hgot);
+        }
     }
     CHECK_EQ_INT(worse, 0);
+    CHECK(shared > 100); /* shares came up */
+    printf("rows shared in %d of 2000 rounds\n", shared);
     CHECK(halves > 100 && halves < 1900); /* both kinds of choice came up */
     printf("halves chosen in %d of 2000 rounds\n", halves);
 }

@@ -497,10 +497,11 @@ struct moe_grp {
  * its join, too, waits only for the workers in it.
  *
  * The first n_half experts are halves: their gate, up and middle step only
- * (h without the conversion), their chunks first in phase A; once the last
- * of them is done its thread stores half_flag, so that another device can
- * take their h for the down products while the pass goes on. They take no
- * part in phase B or the sum; with no other expert the sum is y as it was. */
+ * (h without the conversion), of their first half_rows rows, their chunks
+ * first in phase A; once the last of them is done its thread stores
+ * half_flag, so that another device can take their h for the down products
+ * (and compute their other rows) while the pass goes on. They take no part
+ * in phase B or the sum; with no other expert the sum is y as it was. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -512,13 +513,15 @@ struct moe_job {
     uint8_t *xq_b; /* the converted h rows, row bytes apart */
     size_t row;
     int64_t per_a, per_b; /* chunks of each task of a phase (one row count per phase) */
+    int64_t per_h;        /* chunks of a half's gate or up (its half_rows) */
     int64_t n_a, n_b;     /* work items of each phase */
     int64_t grp_rows;     /* rows of a middle-step group */
     int64_t n_grp;        /* groups of an expert */
     struct moe_grp *grp_left; /* owned, [k][n_grp]: gate and up chunks of each group not done */
     int64_t grp_cap;          /* grp_left's entries */
     int n_half;
-    int64_t n_h; /* work items of the halves (phase A's first) */
+    int64_t half_rows; /* the halves' gate and up rows computed here */
+    int64_t n_h;       /* work items of the halves (phase A's first) */
     uint32_t *flag, *half_flag;
     uint32_t flag_value;
     /* what the workers change, each on its own cache line: the fields above,
@@ -541,7 +544,8 @@ struct moe_job {
  * group starts on a block's first element). */
 static void moe_job_middle(struct moe_job *j, int e, int64_t g)
 {
-    const int64_t r0 = g * j->grp_rows, n = HY_MIN(j->grp_rows, j->F - r0);
+    const int64_t r0 = g * j->grp_rows,
+                  n = HY_MIN(j->grp_rows, (e < j->n_half ? j->half_rows : j->F) - r0);
     float *h = j->h + e * j->F + r0;
     cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F + r0, n);
     const struct matmul_task *t = &j->b[e];
@@ -566,12 +570,13 @@ static void moe_job_end(struct moe_job *j)
     moe_job_done(j);
 }
 
-/* Work item i of a phase whose tasks have per chunks each. */
-static void moe_job_chunk(const struct matmul_task *tasks, int64_t per, int64_t i)
+/* Work item i of a phase whose tasks have per chunks each, of rows
+ * [0, rows) (0: all of them). */
+static void moe_job_chunk(const struct matmul_task *tasks, int64_t per, int64_t i, int64_t rows)
 {
     const struct matmul_task *t = &tasks[i / per];
     const int64_t r0 = (i % per) * t->chunk_rows;
-    matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, t->w->n_rows));
+    matmul_rows(t, r0, HY_MIN(r0 + t->chunk_rows, rows ? rows : t->w->n_rows));
 }
 
 static void moe_job_worker(void *arg, int ith, int nth)
@@ -583,11 +588,15 @@ static void moe_job_worker(void *arg, int ith, int nth)
         if (i >= j->n_a + j->n_b) break;
         if (i == 0) atomic_store_explicit(&j->t_first_us, timing_now_us(), memory_order_relaxed);
         if (i < j->n_a) {
-            moe_job_chunk(j->a, j->per_a, i);
+            /* the halves' chunks of their rows, then the whole experts' */
+            const bool hi = i < j->n_h;
+            const int64_t per = hi ? j->per_h : j->per_a, ii = hi ? i : i - j->n_h;
+            const struct matmul_task *ta = hi ? j->a : j->a + 2 * j->n_half;
+            moe_job_chunk(ta, per, ii, hi ? j->half_rows : 0);
             /* the group's last gate or up chunk computes its middle step;
              * the chunk counts as done after that */
-            const int e = (int)(i / j->per_a / 2);
-            const int64_t g = (i % j->per_a) * j->a[0].chunk_rows / j->grp_rows;
+            const int e = (int)(ii / per / 2) + (hi ? 0 : j->n_half);
+            const int64_t g = (ii % per) * j->a[0].chunk_rows / j->grp_rows;
             if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g].left, 1,
                                           memory_order_acq_rel) == 1)
                 moe_job_middle(j, e, g);
@@ -605,7 +614,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
         /* A's last chunks (and their middle steps) are in the hands of threads computing them */
         for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
             if ((s & 1023) == 0) sched_yield();
-        moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a);
+        moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a, 0);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
             moe_job_end(j);
     }
@@ -618,14 +627,15 @@ static void moe_job_worker(void *arg, int ith, int nth)
  * every output is what the op-by-op sequence (gate, up, silu_mul, down, add
  * with the weight, expert after expert) computes, bit for bit. h, h2:
  * [k][gate rows]; o: [k][n_embd]. The first n_half experts are halves
- * (struct moe_job): expert e's silu_mul in h + e * F. */
+ * (struct moe_job): expert e's silu_mul of rows [0, half_rows) in h + e * F. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 int n_half, uint32_t *half_flag, uint32_t *flag,
+                                 int n_half, int64_t half_rows, uint32_t *half_flag, uint32_t *flag,
                                  uint32_t flag_value)
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K && n_half >= 0 && n_half <= k);
+    HY_ASSERT(!n_half || (half_rows > 0 && half_rows <= w[0].n_rows));
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
     if (!cb->job) cb->job = mem_aligned_xzalloc(MOE_LINE, sizeof *cb->job);
     struct moe_job *j = cb->job;
@@ -648,9 +658,11 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         atomic_init(&j->t_first_us, j->t_start_us);
         for (int e = 0; e < k; e++) {
             float *he = h + e * F, *h2e = h2 + e * F;
-            cpu_matmul(be, &w[3 * e], x, 1, he);
-            cpu_matmul(be, &w[3 * e + 1], x, 1, h2e);
-            cpu_silu_mul(be, he, h2e, F);
+            struct backend_weight g = w[3 * e], u = w[3 * e + 1];
+            if (e < n_half) g.n_rows = u.n_rows = half_rows;
+            cpu_matmul(be, &g, x, 1, he);
+            cpu_matmul(be, &u, x, 1, h2e);
+            cpu_silu_mul(be, he, h2e, g.n_rows);
             if (e + 1 == n_half && half_flag)
                 __atomic_store_n(half_flag, flag_value, __ATOMIC_RELEASE);
             if (e + 1 == k) j->t_a_us = timing_now_us(); /* not phased: all of it as A */
@@ -666,6 +678,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     memcpy(j->alpha, alpha, (size_t)k * sizeof *alpha);
     j->k = k;
     j->n_half = n_half;
+    j->half_rows = n_half ? half_rows : F;
     j->E = E;
     j->F = F;
     j->y = y, j->h = h, j->h2 = h2, j->o = o;
@@ -721,14 +734,17 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     }
     for (int e = 0; e < k; e++)
         for (int64_t g = 0; g < j->n_grp; g++) {
-            const int64_t rows = HY_MIN(gr, F - g * gr);
-            atomic_init(&j->grp_left[e * j->n_grp + g].left, (int)(2 * ((rows + cr - 1) / cr)));
+            /* a half's groups past its rows: none of its chunks come */
+            const int64_t rows = HY_MIN(gr, (e < n_half ? j->half_rows : F) - g * gr);
+            atomic_init(&j->grp_left[e * j->n_grp + g].left,
+                        rows > 0 ? (int)(2 * ((rows + cr - 1) / cr)) : 0);
         }
     j->per_a = (F + cr - 1) / cr;
+    j->per_h = (j->half_rows + cr - 1) / cr;
     j->per_b = n_half < k ? (E + j->b[n_half].chunk_rows - 1) / j->b[n_half].chunk_rows : 0;
-    j->n_a = 2 * k * j->per_a;
+    j->n_h = 2 * n_half * j->per_h;
+    j->n_a = j->n_h + 2 * (k - n_half) * j->per_a;
     j->n_b = (k - n_half) * j->per_b;
-    j->n_h = 2 * n_half * j->per_a;
     atomic_init(&j->next, 0);
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
@@ -779,7 +795,7 @@ int64_t cpu_backend_join(struct backend *be)
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, NULL, NULL, 0);
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, 0, NULL, NULL, 0);
     cpu_backend_join(be);
 }
 

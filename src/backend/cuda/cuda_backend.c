@@ -239,12 +239,20 @@ struct cuda_backend {
      * Halves (gate and up on the CPU, down on the GPU): the pass stores
      * pass_seq into pass_flag[PASS_HALF_FLAG] once their activations are in
      * hm, and a cuk_wait_copy takes them up. moe_half: whether they are
-     * chosen (cuda_backend_config). */
+     * chosen (cuda_backend_config); moe_half_min: the gate and up bytes under
+     * which auto makes none (HYPURA_CUDA_MOE_HALF_MIN_MIB); moe_rows: whether
+     * a half may leave gate and up rows to the GPU (HYPURA_CUDA_MOE_ROWS=0:
+     * never). */
     bool async_cpu;
+    /* the VRAM cache's fills while set are the first to go (a half's rows
+     * left to the GPU: keyed by their share, seldom read again) */
+    bool wc_cold;
     enum cuda_moe_half moe_half;
+    uint64_t moe_half_min;
+    bool moe_rows;
     uint32_t *pass_flag;
     uint32_t pass_seq;
-    bool pass_on, pass_fresh;
+    bool pass_on, pass_fresh, pass_beside;
     int pass_nc;
     int64_t pass_t0;
     uint64_t pass_bytes;
@@ -290,11 +298,13 @@ struct cuda_backend {
      * rate stands in): its kernels differ, and a Q6_K head split by the Q4_K
      * rate leaves the PCIe side waiting */
     double cpu_type_rate[HY_TYPE_COUNT];
-    /* moe_token's CPU side as it ran, by its count of experts (bytes/s; 0:
-     * not seen): a call of one expert pays the threads' start as four do;
-     * moe_rate_at: moe_seq (moe_token calls) when each was last seen */
-    double moe_cpu_rate[BACKEND_MOE_MAX_K + 1];
-    uint64_t moe_rate_at[BACKEND_MOE_MAX_K + 1], moe_seq;
+    /* moe_token's CPU side as it ran, by whether copies ran beside it (the
+     * two share host memory's bandwidth) and by its count of experts
+     * (bytes/s; 0: not seen): a call of one expert pays the threads' start
+     * as four do; moe_rate_at: moe_seq (moe_token calls) when each was last
+     * seen */
+    double moe_cpu_rate[2][BACKEND_MOE_MAX_K + 1];
+    uint64_t moe_rate_at[2][BACKEND_MOE_MAX_K + 1], moe_seq;
     struct cuda_backend_stats stats;
     /* moe_batch (mb_mode, HYPURA_CUDA_MOE_BATCH: 0 off, 1 each expert its
      * way (mb_by_gemm), 2 every expert by the integer kernels): its tables,
@@ -1199,7 +1209,7 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
             victim = i;
     if (victim < 0) return -1;
     cb->wce[victim].key = key;
-    cb->wce[victim].tick = ++cb->wc_tick;
+    cb->wce[victim].tick = cb->wc_cold ? 0 : ++cb->wc_tick;
     cb->wce[victim].filled = false;
     cb->wce[victim].pending = false;
     return victim;
@@ -2095,10 +2105,12 @@ struct moe_gpu_side {
     int n;
     /* the halves: experts w + 3 * hs[i], their activations at hh + i * F in
      * host memory (the CPU's pass writes them), taken up into h after the
-     * GPU's own experts' rows */
+     * GPU's own experts' rows; of gate and up rows [0, half_rows), the rest
+     * copied and computed here */
     int hs[BACKEND_MOE_MAX_K];
     int n_half;
     const float *hh;
+    int64_t half_rows;
 };
 
 static void moe_gpu_experts(void *ctx)
@@ -2124,20 +2136,61 @@ static void moe_gpu_experts(void *ctx)
     }
 }
 
-/* The halves' downs: their activations up from hh once the pass's half flag
- * has reached seq (seq 0: the pass is over, copied as they are), then each
- * down with its add into y. */
+/* Rows of a half's gate and up that the CPU computes for a share of them
+ * (moe_split_choose's): whole units of MOE_HALF_ROW_UNIT rows, all of them
+ * where that leaves the GPU none or the CPU none. */
+#define MOE_HALF_ROW_UNIT 32
+static int64_t moe_half_rows(int64_t F, double share)
+{
+    const int64_t r = (int64_t)(share * (double)F) / MOE_HALF_ROW_UNIT * MOE_HALF_ROW_UNIT;
+    return r <= 0 || r >= F ? F : r;
+}
+
+/* Rows [r, n_rows) of a half's gate and up (e[0], e[1]): the GPU's share,
+ * keyed apart from the whole slices (0: not cached, as the slice). */
+static void half_rest(const struct backend_weight *e, int64_t r, struct backend_weight out[2])
+{
+    for (int i = 0; i < 2; i++) {
+        out[i] = e[i];
+        out[i].data = (const uint8_t *)e[i].data + (size_t)r * e[i].row_bytes;
+        out[i].n_rows = e[i].n_rows - r;
+        out[i].key = e[i].key ? (e[i].key ^ (0x9e3779b97f4a7c15ull * (uint64_t)r)) | 1 : 0;
+    }
+}
+
+/* The halves' downs: their rows of gate and up past half_rows computed
+ * here, their activations up from hh once the pass's half flag has reached
+ * seq (seq 0: the pass is over, copied as they are), then each down with
+ * its add into y. */
 static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
 {
     struct backend *be = g->be;
     struct cuda_backend *cb = cb_of(be);
     if (!g->n_half || cb->err) return;
-    const int64_t F = g->w[0].n_rows, n = g->n_half * F;
+    const int64_t F = g->w[0].n_rows, r = g->half_rows, n = g->n_half * F;
     float *hd = g->h + g->n * F;
+    for (int i = 0; r < F && i < g->n_half && !cb->err; i++) {
+        struct backend_weight gu[2];
+        half_rest(&g->w[3 * g->hs[i]], r, gu);
+        float *const ys[1] = {hd + i * F + r};
+        cb->wc_cold = true;
+        cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, gu, 2, g->x, 1, ys, NULL, g->h2);
+        cb->wc_cold = false;
+    }
+    if (cb->err) return;
     const int pi = prof_begin(cb);
-    if (seq ? !CK(cuk_wait_copy(hd, g->hh, n, cb->pass_flag + PASS_HALF_FLAG, seq, cb->st))
-            : !small_copy(cb, hd, n, g->hh, n, n, 1, cudaMemcpyHostToDevice, cb->st))
-        return;
+    uint32_t *flag = cb->pass_flag + PASS_HALF_FLAG;
+    if (r == F) {
+        if (seq ? !CK(cuk_wait_copy(hd, g->hh, n, flag, seq, cb->st))
+                : !small_copy(cb, hd, n, g->hh, n, n, 1, cudaMemcpyHostToDevice, cb->st))
+            return;
+    } else {
+        for (int i = 0; i < g->n_half; i++)
+            if (seq ? !CK(cuk_wait_copy(hd + i * F, g->hh + i * F, r, flag, seq, cb->st))
+                    : !small_copy(cb, hd + i * F, r, g->hh + i * F, r, r, 1, cudaMemcpyHostToDevice,
+                                  cb->st))
+                return;
+    }
     prof_end(cb, pi, "wait for the halves", UINT32_MAX);
     for (int i = 0; i < g->n_half && !cb->err; i++) {
         const int j = g->hs[i];
@@ -2243,9 +2296,9 @@ static bool rate_fresh(const struct cuda_backend *cb, double rate, uint64_t at)
     return rate > 0 && cb->moe_seq - at <= MOE_RATE_STALE_CALLS;
 }
 
-static bool moe_rate_fresh(const struct cuda_backend *cb, int n)
+static bool moe_rate_fresh(const struct cuda_backend *cb, bool beside, int n)
 {
-    return rate_fresh(cb, cb->moe_cpu_rate[n], cb->moe_rate_at[n]);
+    return rate_fresh(cb, cb->moe_cpu_rate[beside][n], cb->moe_rate_at[beside][n]);
 }
 
 /* Whether the events of a call timed on the device (*pending until read),
@@ -2260,16 +2313,17 @@ static bool timed_done(struct cuda_backend *cb, bool *pending, cudaEvent_t last)
     return CK(q);
 }
 
-/* A CPU pass of nc experts (bytes of them) that ran from t0 to t1 (us): the
- * stats and the rate the split uses, the CPU's experts as they ran beside
- * the copies (a stale rate, fresh false, is replaced by this one). */
-static void moe_cpu_seen(struct cuda_backend *cb, int nc, uint64_t bytes, int64_t t0, int64_t t1,
-                         bool fresh)
+/* A CPU pass of nc experts (bytes of them) that ran from t0 to t1 (us),
+ * beside copies or not: the stats and the rate the split uses, the CPU's
+ * experts as they ran (a stale rate, fresh false, is replaced by this one). */
+static void moe_cpu_seen(struct cuda_backend *cb, bool beside, int nc, uint64_t bytes, int64_t t0,
+                         int64_t t1, bool fresh)
 {
     cb->stats.moe_cpu_us += t1 - t0;
-    if (!fresh) cb->moe_cpu_rate[nc] = 0;
-    rate_update(&cb->moe_cpu_rate[nc], (double)bytes, (double)(t1 - t0) * 1e-6);
-    cb->moe_rate_at[nc] = cb->moe_seq;
+    double *r = &cb->moe_cpu_rate[beside][nc];
+    if (!fresh) *r = 0;
+    rate_update(r, (double)bytes, (double)(t1 - t0) * 1e-6);
+    cb->moe_rate_at[beside][nc] = cb->moe_seq;
 }
 
 /* The PCIe rate of an earlier call's copies beside its CPU pass, once they
@@ -2315,7 +2369,7 @@ static void pass_join(struct cuda_backend *cb)
     /* until the sum is complete, not until a worker that lost its core has
      * come back: the CPU backend's next op joins that one */
     const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
-    moe_cpu_seen(cb, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
+    moe_cpu_seen(cb, cb->pass_beside, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
     int64_t ts, tf, ta;
     cpu_backend_pass_times(cb->cpu, &ts, &tf, &ta);
     if (ts >= cb->pass_t0 && tf >= ts && ta >= tf && t1 >= ta) {
@@ -2359,7 +2413,9 @@ static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
  * all of them on that side. Under auto one of them may also be split (a
  * half, where that ends sooner): its gate and up on the CPU, first in the
  * pass, its down on the GPU, which takes the activations up once the pass
- * flags them and copies the down slice meanwhile. The CPU's experts start once x has come down
+ * flags them and copies the down slice meanwhile; where the rates say so, the
+ * GPU also takes some of the half's gate and up rows (copied, computed
+ * before the wait), so that both sides end together. The CPU's experts start once x has come down
  * (it is ready: the routing was waited for); the calling thread queues the
  * GPU's experts and copies while the CPU's workers start on theirs (queued
  * first, the copies held the CPU's start back by the time the queuing took),
@@ -2417,33 +2473,45 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * the matrix-vector rate: optimistic, so each count gets tried), the
      * copies at the PCIe rate; a half, where allowed, after the c whole ones */
     int n_cpu = n_cand, n_half = 0;
-    if (cb->policy == CUDA_HOST_AUTO && n_cand && cb->moe_half == CUDA_MOE_HALF_ALL) {
+    int64_t half_rows = F;
+    if (cb->policy == CUDA_HOST_AUTO && n_cand &&
+        (cb->moe_half == CUDA_MOE_HALF_ALL || cb->moe_half == CUDA_MOE_HALF_ROWS)) {
         n_cpu = 0;
         n_half = n_cand;
+        if (cb->moe_half == CUDA_MOE_HALF_ROWS) half_rows = moe_half_rows(F, 0.5);
     } else if (cb->policy == CUDA_HOST_AUTO && n_cand) {
         const uint32_t ty = w[3 * cand[0].j].type;
         const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
         const double r0 = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
-        double rate[BACKEND_MOE_MAX_K + 1];
-        for (int n = 0; n <= n_cand; n++)
-            rate[n] = moe_rate_fresh(cb, n) ? cb->moe_cpu_rate[n] : r0;
+        double rate[2][BACKEND_MOE_MAX_K + 1];
+        for (int b = 0; b < 2; b++)
+            for (int n = 0; n <= n_cand; n++)
+                rate[b][n] = moe_rate_fresh(cb, b, n) ? cb->moe_cpu_rate[b][n] : r0;
         uint64_t gu_min = UINT64_MAX;
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
+        double share = 1;
         n_cpu = moe_split_choose(
-            cand, n_cand, far_other, rate, moe_pcie_rate(cb),
-            cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= MOE_HALF_MIN_BYTES ? &half : NULL);
+            cand, n_cand, far_other, rate[0], rate[1], moe_pcie_rate(cb),
+            cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= cb->moe_half_min ? &half : NULL,
+            cb->moe_rows ? &share : NULL);
         n_half = half;
+        if (half) half_rows = moe_half_rows(F, share);
     }
-    uint64_t cpu_bytes = 0;
+    /* the CPU's bytes, and the GPU side's copies beside them (what the
+     * split weighed: the CPU's rate beside copies or alone) */
+    uint64_t cpu_bytes = 0, gpu_far = far_other;
     for (int i = 0; i < n_cpu; i++) {
         on_cpu[cand[i].j] = true;
         cpu_bytes += cand[i].all;
     }
     for (int i = n_cpu; i < n_cpu + n_half; i++) {
         half_of[cand[i].j] = true;
-        cpu_bytes += cand[i].gu;
+        cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows;
+        gpu_far += cand[i].far - cand[i].gu_far +
+                   (half_rows < F ? cand[i].gu / (uint64_t)F * (uint64_t)(F - half_rows) : 0);
     }
+    for (int i = n_cpu + n_half; i < n_cand; i++) gpu_far += cand[i].far;
     const int n_pass = n_cpu + n_half; /* the CPU pass's experts */
     cb->stats.moe_calls++;
     cb->moe_seq++;
@@ -2468,9 +2536,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     for (int j = 0; j < k; j++) {
         if (on_cpu[j])
             cb->stats.moe_cpu_experts++;
-        else if (half_of[j])
+        else if (half_of[j]) {
             cb->stats.moe_half_experts++;
-        else if (far_of[j])
+            cb->stats.moe_half_split += half_rows < F;
+        } else if (far_of[j])
             cb->stats.moe_copy_experts++;
         else
             cb->stats.moe_gpu_experts++;
@@ -2488,7 +2557,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         hd = hu + n_pass * F;
         if (!x_sent && !mx_send(cb, x, E)) return;
     }
-    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, {0}, 0, hg};
+    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, {0}, 0, hg, half_rows};
     for (int j = 0; j < k; j++)
         if (!on_cpu[j] && !half_of[j]) g.js[g.n++] = j;
     if (!n_pass) {
@@ -2518,13 +2587,14 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     const uint32_t seq = ++cb->pass_seq;
-    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half,
+    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half, half_rows,
                                 cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
     cb->pass_on = true;
     cb->pass_nc = nc;
     cb->pass_bytes = cpu_bytes;
     cb->pass_t0 = t0;
-    cb->pass_fresh = moe_rate_fresh(cb, nc);
+    cb->pass_beside = gpu_far > 0;
+    cb->pass_fresh = moe_rate_fresh(cb, cb->pass_beside, nc);
     moe_gpu_seen(cb);
     const bool gpu_timed =
         cb->async_cpu && !cb->mg_pending && CK(cudaEventRecord(cb->mg_t0, cb->st));
@@ -3070,7 +3140,12 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->moe_half = !e                ? cfg->moe_half
                        : !strcmp(e, "0") ? CUDA_MOE_HALF_OFF
                        : !strcmp(e, "2") ? CUDA_MOE_HALF_ALL
+                       : !strcmp(e, "3") ? CUDA_MOE_HALF_ROWS
                                          : CUDA_MOE_HALF_AUTO;
+        e = getenv("HYPURA_CUDA_MOE_HALF_MIN_MIB");
+        cb->moe_half_min = e ? (uint64_t)strtoull(e, NULL, 10) << 20 : MOE_HALF_MIN_BYTES;
+        e = getenv("HYPURA_CUDA_MOE_ROWS");
+        cb->moe_rows = !(e && !strcmp(e, "0"));
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);

@@ -5,17 +5,30 @@
 #include "core/base.h"
 
 /* The later side's end: a CPU pass of n experts (none: 0), cpu bytes at
- * rate; far bytes at pcie. */
-static double split_end(int n, double cpu, double rate, double far, double pcie)
+ * rate (rate_cp beside copies); far bytes at pcie. */
+static double split_end(int n, double cpu, double rate, double rate_cp, double far, double pcie)
 {
+    if (far > 0) rate = rate_cp;
     const double tc = n == 0 ? 0 : rate > 0 ? cpu / rate : INFINITY;
     const double tp = far <= 0 ? 0 : pcie > 0 ? far / pcie : INFINITY;
     return HY_MAX(tc, tp);
 }
 
-int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     double pcie_rate, bool *half)
+/* The CPU's share of a half's gate and up (gu bytes) where both sides end
+ * together: the CPU reads cpu + s gu at rate, the copies far + (1 - s) gu at
+ * pcie; in [MOE_SPLIT_SHARE_MIN, 1]. */
+static double split_share(double cpu, double far, double gu, double rate, double pcie)
 {
+    if (!(rate > 0) || !(pcie > 0) || !(gu > 0)) return 1;
+    const double s = (rate * (far + gu) - pcie * cpu) / (gu * (rate + pcie));
+    return HY_MIN(1.0, HY_MAX(MOE_SPLIT_SHARE_MIN, s));
+}
+
+int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
+                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share)
+{
+    if (share) *share = 1;
+    if (!cpu_rate_cp) cpu_rate_cp = cpu_rate;
     for (int i = 1; i < n; i++) {
         const struct moe_split_cand c = cand[i];
         int m = i;
@@ -30,7 +43,7 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
             cpu += (double)cand[c - 1].all;
             far -= (double)cand[c - 1].far;
         }
-        const double t = split_end(c, cpu, cpu_rate[c], far, pcie_rate);
+        const double t = split_end(c, cpu, cpu_rate[c], cpu_rate_cp[c], far, pcie_rate);
         if (t < best) {
             best = t;
             take = c;
@@ -38,12 +51,14 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     }
     if (!half) return take;
     *half = false;
-    /* halves: c whole ones, the first c of the others, and cand[h] */
+    /* halves: c whole ones, the first c of the others, and cand[h] (a
+     * share s of its gate and up) */
     int hc = -1, hh = -1;
+    double hs = 1;
     for (int c = 0; c < n; c++)
         for (int h = n - 1; h >= 0; h--) {
-            double cb = (double)cand[h].gu,
-                   fb = (double)far_other + (double)cand[h].far - (double)cand[h].gu_far;
+            const double gu = (double)cand[h].gu;
+            double cb = 0, fb = (double)far_other + (double)cand[h].far - (double)cand[h].gu_far;
             for (int i = 0, whole = 0; i < n; i++) {
                 if (i == h) continue;
                 if (whole < c) {
@@ -53,11 +68,20 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
                     fb += (double)cand[i].far;
                 }
             }
-            const double t = split_end(c + 1, cb, cpu_rate[c + 1], fb, pcie_rate);
-            if (t < best) {
-                best = t;
-                hc = c;
-                hh = h;
+            /* the half whole, then with rows shared (copies beside the CPU) */
+            const double rc = cpu_rate[c + 1], rp = cpu_rate_cp[c + 1];
+            const double s1 =
+                share && cand[h].gu_far == cand[h].gu ? split_share(cb, fb, gu, rp, pcie_rate) : 1;
+            for (int v = 0; v < (s1 < 1 ? 2 : 1); v++) {
+                const double s = v ? s1 : 1;
+                const double t =
+                    split_end(c + 1, cb + s * gu, rc, rp, fb + (1 - s) * gu, pcie_rate);
+                if (t < best) {
+                    best = t;
+                    hc = c;
+                    hh = h;
+                    hs = s;
+                }
             }
         }
     if (hh < 0) return take;
@@ -70,5 +94,6 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     }
     cand[hc] = m;
     *half = true;
+    if (share) *share = hs;
     return hc;
 }

@@ -26,8 +26,10 @@ struct moe_split_cand {
  * order), so that the CPU takes the experts with the least in VRAM and the
  * slices already there (a prefetch's, cache hits) are read there. Then the
  * count c of the first candidates the CPU takes: the one whose later side
- * ends first, the CPU's c experts at cpu_rate[c] bytes/s (n + 1 entries;
- * one of 0 or less: never that count), the copies of the others' far
+ * ends first, the CPU's c experts at cpu_rate[c] bytes/s, or cpu_rate_cp[c]
+ * where the GPU's side copies anything (the two share host memory; NULL:
+ * cpu_rate) (n + 1 entries each; one of 0 or less: never that count), the
+ * copies of the others' far
  * bytes plus far_other (bytes the GPU's side copies whatever the choice)
  * at pcie_rate (0 or less: copies never end). The first of equal times.
  *
@@ -37,8 +39,16 @@ struct moe_split_cand {
  * half, the c whole ones the first c of the others; where a half ends
  * sooner than any choice without, *half is true and it is moved to
  * cand[c] (the c whole ones before it, in order); of equal times the one
- * of fewer whole ones, then of the half latest in the order. */
+ * of fewer whole ones, then of the half latest in the order.
+ *
+ * With share non-NULL too, a half none of whose gate and up is in VRAM
+ * (gu_far == gu) may leave the GPU some of its gate and up rows: the CPU
+ * reads a share s of its gu bytes, the copies the rest, s set so that both
+ * sides end together (at least MOE_SPLIT_SHARE_MIN; 1: a plain half). *share
+ * is the chosen half's (1 where none). */
+#define MOE_SPLIT_SHARE_MIN 0.125
+
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     double pcie_rate, bool *half);
+                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share);
 
 #endif
