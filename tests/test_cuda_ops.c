@@ -26,6 +26,8 @@
  *    host byte counters following the policy; on a backend that splits
  *    every expert in RAM (gate and up on the CPU, the down on the GPU after
  *    the CPU flags its activations), each of them split;
+ *  - prefetch's copies scored by whether GPU products read them: none but
+ *    a probe's after rounds of unread copies;
  *  - prefetch's guesses scored by the moe_token that follows: no copies
  *    after rounds of wrong guesses (the guesses still counted), copies
  *    again after rounds of right ones;
@@ -1591,6 +1593,87 @@ static void test_prefetch_gate(void)
     for (int i = 0; i < 3 * 2 * K; i++) tweight_free(&tw[i]);
 }
 
+/* prefetch's copies scored by whether GPU products read them, on a backend
+ * of its own (a 256 MiB cache, every RAM expert a half with half its gate
+ * and up rows left to the GPU, which reads those under keys of their own):
+ * each round prefetches expert 0's gate under fresh keys (a right guess),
+ * then moe_token of experts 0 and 1 reads that gate on the CPU, never the
+ * copy. After the first rounds prefetch copies nothing while its guesses
+ * still come true, but for one copy after every 8 calls without. Each call
+ * agrees with the CPU op by op. */
+static void test_prefetch_use(void)
+{
+    if (!live(G_CACHE)) return;
+    const struct cuda_backend_config cfg = {.device = 0,
+                                            .n_threads = T.n_threads,
+                                            .weight_cache_bytes = CACHE_BIG,
+                                            .host_policy = CUDA_HOST_AUTO,
+                                            .moe_half = CUDA_MOE_HALF_ROWS};
+    const struct backend_limits lim = {
+        .max_batch = 8, .max_ctx = 64, .max_head_dim = 64, .max_cols = 4096};
+    struct backend *be = NULL;
+    enum { K = 2, E = 512, F = 768, ROUNDS = 22 };
+    float *buf[5] = {NULL};
+    if (!CHECK_OK(cuda_backend_create(&cfg, &be))) return;
+    bool ok = CHECK_OK(backend_reserve(be, &lim));
+    for (int i = 0; i < 5 && ok; i++) ok = CHECK((buf[i] = be->ops->alloc(be, (size_t)K * F * 4)));
+    const uint64_t seed = case_seed();
+    struct rng r;
+    rng_init(&r, seed);
+    struct tweight tw[3 * K];
+    struct backend_weight w[3 * K];
+    for (int j = 0; j < K; j++) expert_make(&r, E, F, &tw[3 * j], &w[3 * j]);
+    const float alpha[K] = {0.3f, 0.7f};
+    float x[E], y0[E], want[E], got[E], gg[F], u[F], d[E];
+    fill_normal(&r, x, E, 1.0f);
+    fill_normal(&r, y0, E, 0.2f);
+    memcpy(want, y0, sizeof want);
+    moe_ref(w, K, alpha, x, E, F, want, gg, u, d);
+    char what[128];
+    snprintf(what, sizeof what, "prefetch's copies unread (seed %#llx)", (unsigned long long)seed);
+    double worst = 0;
+    uint64_t copies[ROUNDS] = {0}, guessed = 0, right = 0;
+    for (int round = 0; round < ROUNDS && ok; round++) {
+        for (int i = 0; i < 3 * K; i++) w[i].key = ++T.next_key;
+        const struct cuda_backend_stats s0 = cuda_backend_stats(be);
+        be->ops->prefetch(be, w, 1);
+        backend_upload(be, buf[0], x, sizeof x);
+        backend_upload(be, buf[1], y0, sizeof y0);
+        be->ops->moe_token(be, buf[0], w, alpha, K, buf[1], buf[2], buf[3], buf[4]);
+        backend_download(be, buf[1], got, sizeof got);
+        if (!(ok = CHECK_OK(backend_sync(be)))) break;
+        worst = fmax(worst, check_close("moe_token", BOUND_MM_QUANT, got, want, E, what));
+        const struct cuda_backend_stats s1 = cuda_backend_stats(be);
+        copies[round] = s1.prefetch_slices - s0.prefetch_slices;
+        if (round > 0) { /* a round's guess is scored by the next call */
+            guessed += s1.prefetch_guessed - s0.prefetch_guessed;
+            right += s1.prefetch_guessed_right - s0.prefetch_guessed_right;
+        }
+    }
+    if (ok) {
+        /* the first four copy (the share read falls from 1 to under 0.5),
+         * the next eight not, then one of the next nine (after 8 without) */
+        uint64_t first = 0, quiet = 0, probe = 0;
+        for (int i = 0; i < 4; i++) first += copies[i];
+        for (int i = 4; i < 12; i++) quiet += copies[i];
+        for (int i = 12; i < 21; i++) probe += copies[i];
+        if (!CHECK(first == 4 && quiet == 0 && probe == 1 && guessed > 0 && right == guessed))
+            fprintf(stderr,
+                    "  %s: copies in rounds 1-4 %llu, 5-12 %llu, 13-21 %llu; guesses %llu, "
+                    "right %llu\n",
+                    what, (unsigned long long)first, (unsigned long long)quiet,
+                    (unsigned long long)probe, (unsigned long long)guessed,
+                    (unsigned long long)right);
+    }
+    char b[16];
+    printf("%s | moe_token %s\n", what, fmt_err(b, 16, worst));
+    fflush(stdout);
+    for (int i = 0; i < 5; i++)
+        if (buf[i]) be->ops->dealloc(be, buf[i]);
+    backend_free(be);
+    for (int i = 0; i < 3 * K; i++) tweight_free(&tw[i]);
+}
+
 /* moe_token's split when one of its experts has a slice in VRAM (the 256
  * MiB cache backend, policy auto): expert 0's gate slice prefetched, expert
  * 1's nothing, then the call. Whenever the CPU takes one of the two (whole,
@@ -2379,6 +2462,7 @@ int main(int argc, char **argv)
          * (the prefetch check), not yet to the larger keyed weights below */
         test_moe_token();
         test_prefetch_gate();
+        test_prefetch_use();
         test_moe_split_order();
         test_moe_batch();
         test_moe_routed();

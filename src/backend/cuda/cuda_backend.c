@@ -196,6 +196,20 @@ struct cuda_backend {
      * own experts done, the CPU's sum added */
     cudaEvent_t mg_t0, mg_t1, mg_t2;
     bool mg_pending;
+    /* HYPURA_CUDA_MOE_TRACE=FILE: a line per moe_token call with a CPU pass,
+     * written when the pass is joined: what the split predicted (the rates
+     * it took, each side's time) against what ran (the pass's time, the GPU
+     * side's and its copies' where timed) */
+    FILE *trace;
+    struct moe_trace {
+        uint64_t seq;
+        int n_cpu, n_half;
+        int64_t half_rows, F;
+        uint64_t cpu_bytes, gpu_far, copied;
+        int64_t queue_us; /* the GPU side's queuing from the pass's start */
+        double rate, pcie;
+        bool gpu_timed, copy_timed;
+    } tr;
     /* a split call's activations come down on their own stream (dl), after
      * x_ready, and are waited for after its copies are queued; copy_first
      * false: before (HYPURA_CUDA_COPY_FIRST=0) */
@@ -215,15 +229,22 @@ struct cuda_backend {
     bool group_experts;
     bool routed; /* moe_routed takes what it can (HYPURA_CUDA_ROUTED=0: declines) */
     /* prefetch copies guessed experts (HYPURA_CUDA_PREFETCH=0: it does nothing),
-     * pf_bytes of them a call, while its guesses come true often enough:
-     * pf_guess, the keys of the slices its last call took (or would have
-     * taken), pf_hit_rate, how many of them the next moe_token read (an
-     * average over calls) */
+     * pf_bytes of them a call, while its guesses come true often enough and
+     * its copies are read: pf_guess, the keys of the slices its last call
+     * took (or would have taken), pf_hit_rate, how many of them the next
+     * moe_token read (an average over calls); pf_copied, the entries (and
+     * keys) its last call filled, pf_use_rate, how many of them a GPU
+     * product read before the next call (an average); pf_idle, its calls
+     * since it last copied */
     bool prefetch;
     double pf_bytes;
     uint64_t pf_guess[3 * BACKEND_MOE_MAX_K];
     int pf_n_guess;
     double pf_hit_rate;
+    int pf_copied[3 * BACKEND_MOE_MAX_K];
+    uint64_t pf_copied_key[3 * BACKEND_MOE_MAX_K];
+    int pf_n_copied, pf_idle;
+    double pf_use_rate;
     /* moe_token's GPU experts being queued while the CPU's pass over its
      * own runs: a host product then goes whole over PCIe (the CPU's threads
      * are that pass's) */
@@ -2146,6 +2167,19 @@ static int64_t moe_half_rows(int64_t F, double share)
     return r <= 0 || r >= F ? F : r;
 }
 
+/* The key of rows [r, ...) of the slice keyed key (0: none): a bijection of
+ * key for each r (distinct slices keep distinct keys; the finalizer of
+ * splitmix64 scatters them away from the slices' own), never 0. */
+static uint64_t rows_key(uint64_t key, int64_t r)
+{
+    if (!key) return 0;
+    uint64_t z = key ^ (0x9e3779b97f4a7c15ull * (uint64_t)(r + 1));
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
 /* Rows [r, n_rows) of a half's gate and up (e[0], e[1]): the GPU's share,
  * keyed apart from the whole slices (0: not cached, as the slice). */
 static void half_rest(const struct backend_weight *e, int64_t r, struct backend_weight out[2])
@@ -2154,7 +2188,7 @@ static void half_rest(const struct backend_weight *e, int64_t r, struct backend_
         out[i] = e[i];
         out[i].data = (const uint8_t *)e[i].data + (size_t)r * e[i].row_bytes;
         out[i].n_rows = e[i].n_rows - r;
-        out[i].key = e[i].key ? (e[i].key ^ (0x9e3779b97f4a7c15ull * (uint64_t)r)) | 1 : 0;
+        out[i].key = rows_key(e[i].key, r);
     }
 }
 
@@ -2205,6 +2239,13 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
 #define PF_HIT_RATE_MIN  0.5
 #define PF_HIT_RATE_STEP 0.2
 
+/* The share of its copies that GPU products read below which prefetch
+ * stops copying (a right guess's copy goes unread where the CPU takes that
+ * expert's gate and up: whole, or as a half), and the calls after which it
+ * copies once anyway while that share is low, to measure it again. */
+#define PF_USE_RATE_MIN 0.5
+#define PF_PROBE_CALLS  8
+
 /* backend.h's prefetch: host weights that are stable, keyed and not in the
  * VRAM cache are copied into entries of it on the copy stream, behind the
  * copies queued before (this layer's experts), while the compute stream
@@ -2215,13 +2256,26 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
  * the guess that the next moe_token scores; while fewer than
  * PF_HIT_RATE_MIN of the guesses come true, nothing is copied (the guesses
  * are still made and scored, so that the copies resume when they improve).
- * Not with --gpu-host cpu. */
+ * The copies of the call before are scored too, by whether a GPU product
+ * read them; while fewer than PF_USE_RATE_MIN of them are, nothing is copied
+ * but at every PF_PROBE_CALLS-th call. Not with --gpu-host cpu. */
 static void cu_prefetch(struct backend *be, const struct backend_weight *w, int n)
 {
     struct cuda_backend *cb = op_mark(be);
     cb->pf_n_guess = 0;
     if (cb->err || !cb->prefetch || cb->policy == CUDA_HOST_CPU) return;
-    const bool copy = cb->pf_hit_rate >= PF_HIT_RATE_MIN;
+    if (cb->pf_n_copied) {
+        int used = 0;
+        for (int i = 0; i < cb->pf_n_copied; i++) {
+            const struct wc_entry *en = &cb->wce[cb->pf_copied[i]];
+            used += en->key == cb->pf_copied_key[i] && en->filled && !en->pending;
+        }
+        cb->pf_use_rate += PF_HIT_RATE_STEP * ((double)used / cb->pf_n_copied - cb->pf_use_rate);
+        cb->pf_n_copied = 0;
+    }
+    const bool copy = cb->pf_hit_rate >= PF_HIT_RATE_MIN &&
+                      (cb->pf_use_rate >= PF_USE_RATE_MIN || cb->pf_idle >= PF_PROBE_CALLS);
+    cb->pf_idle = copy ? 0 : cb->pf_idle + 1;
     double queued = 0;
     for (int i = 0, slices = 0; i < n && slices < cb->wc_n / 2; i++) {
         const struct backend_weight *wi = &w[i];
@@ -2255,6 +2309,8 @@ static void cu_prefetch(struct backend *be, const struct backend_weight *w, int 
             return;
         en->filled = true;
         en->pending = true;
+        cb->pf_copied[cb->pf_n_copied] = e;
+        cb->pf_copied_key[cb->pf_n_copied++] = wi->key;
         cb->stats.host_copy_bytes += bytes;
         cb->stats.prefetch_slices++;
     }
@@ -2362,6 +2418,29 @@ static void moe_gpu_seen(struct cuda_backend *cb)
     }
 }
 
+/* The trace's line of the call whose pass took cpu_us (struct cuda_backend's
+ * trace): its GPU side's events are read as they are (waited for). */
+static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
+{
+    const struct moe_trace *t = &cb->tr;
+    float own = -1e-3f, wait = -1e-3f, copy = -1e-3f;
+    if (t->gpu_timed && CK(cudaEventSynchronize(cb->mg_t2))) {
+        CK(cudaEventElapsedTime(&own, cb->mg_t0, cb->mg_t1));
+        CK(cudaEventElapsedTime(&wait, cb->mg_t1, cb->mg_t2));
+    }
+    if (t->copy_timed && CK(cudaEventSynchronize(cb->mc_t1)))
+        CK(cudaEventElapsedTime(&copy, cb->mc_t0, cb->mc_t1));
+    const double pc = t->rate > 0 ? (double)t->cpu_bytes / t->rate * 1e6 : -1;
+    const double pp = t->pcie > 0 ? (double)t->gpu_far / t->pcie * 1e6 : -1;
+    fprintf(cb->trace,
+            "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
+            "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
+            " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f\n",
+            t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
+            (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
+            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6);
+}
+
 static void pass_join(struct cuda_backend *cb)
 {
     if (!cb->pass_on) return;
@@ -2370,6 +2449,7 @@ static void pass_join(struct cuda_backend *cb)
      * come back: the CPU backend's next op joins that one */
     const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
     moe_cpu_seen(cb, cb->pass_beside, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
+    if (cb->trace) moe_trace_line(cb, t1 - cb->pass_t0);
     int64_t ts, tf, ta;
     cpu_backend_pass_times(cb->cpu, &ts, &tf, &ta);
     if (ts >= cb->pass_t0 && tf >= ts && ta >= tf && t1 >= ta) {
@@ -2474,6 +2554,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * copies at the PCIe rate; a half, where allowed, after the c whole ones */
     int n_cpu = n_cand, n_half = 0;
     int64_t half_rows = F;
+    double tr_rate[2] = {0, 0}, tr_pcie = 0; /* the split's rates, for the trace */
     if (cb->policy == CUDA_HOST_AUTO && n_cand &&
         (cb->moe_half == CUDA_MOE_HALF_ALL || cb->moe_half == CUDA_MOE_HALF_ROWS)) {
         n_cpu = 0;
@@ -2491,12 +2572,15 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
         double share = 1;
+        tr_pcie = moe_pcie_rate(cb);
         n_cpu = moe_split_choose(
-            cand, n_cand, far_other, rate[0], rate[1], moe_pcie_rate(cb),
+            cand, n_cand, far_other, rate[0], rate[1], tr_pcie,
             cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= cb->moe_half_min ? &half : NULL,
             cb->moe_rows ? &share : NULL);
         n_half = half;
         if (half) half_rows = moe_half_rows(F, share);
+        tr_rate[0] = rate[0][n_cpu + n_half];
+        tr_rate[1] = rate[1][n_cpu + n_half];
     }
     /* the CPU's bytes, and the GPU side's copies beside them (what the
      * split weighed: the CPU's rate beside copies or alone) */
@@ -2595,6 +2679,15 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->pass_t0 = t0;
     cb->pass_beside = gpu_far > 0;
     cb->pass_fresh = moe_rate_fresh(cb, cb->pass_beside, nc);
+    cb->tr = (struct moe_trace){.seq = cb->moe_seq,
+                                .n_cpu = n_cpu,
+                                .n_half = n_half,
+                                .half_rows = half_rows,
+                                .F = F,
+                                .cpu_bytes = cpu_bytes,
+                                .gpu_far = gpu_far,
+                                .rate = tr_rate[gpu_far > 0],
+                                .pcie = tr_pcie};
     moe_gpu_seen(cb);
     const bool gpu_timed =
         cb->async_cpu && !cb->mg_pending && CK(cudaEventRecord(cb->mg_t0, cb->st));
@@ -2605,7 +2698,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     moe_gpu_experts(&g);
     if (cb->async_cpu) moe_half_downs(&g, seq);
     const uint64_t copied = cb->stats.host_copy_bytes - copied0;
+    cb->tr.copied = copied;
+    cb->tr.queue_us = timing_now_us() - t0;
     if (timed && copied >= RATE_MIN_BYTES && CK(cudaEventRecord(cb->mc_t1, cb->cp))) {
+        cb->tr.copy_timed = true;
         cb->mc_pending = true;
         cb->mc_bytes = copied;
     }
@@ -2616,7 +2712,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         if (gpu_timed && !CK(cudaEventRecord(cb->mg_t1, cb->st))) return;
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
-        if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st))) cb->mg_pending = true;
+        if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st)))
+            cb->mg_pending = cb->tr.gpu_timed = true;
         return;
     }
     pass_join(cb); /* this thread takes what is left of the pass */
@@ -2762,6 +2859,7 @@ static void cu_free(struct backend *be)
     cudaSetDevice(cb->dev);
     pass_join(cb);
     cudaDeviceSynchronize();
+    if (cb->trace) fclose(cb->trace);
     if (cb->prof) prof_report(cb);
     prof_free(cb);
     cudaFree(cb->x16);
@@ -3124,6 +3222,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->prefetch = !(e && !strcmp(e, "0"));
         cb->pf_bytes = PF_BYTES_START;
         cb->pf_hit_rate = 1.0; /* copies from the start, until guesses are seen */
+        cb->pf_use_rate = 1.0; /* and until copies are seen read or not */
         /* pinned host memory is the device's to read and write where
          * addresses are unified (every 64-bit platform CUDA 13 runs on) */
         int unified = 0;
@@ -3146,6 +3245,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->moe_half_min = e ? (uint64_t)strtoull(e, NULL, 10) << 20 : MOE_HALF_MIN_BYTES;
         e = getenv("HYPURA_CUDA_MOE_ROWS");
         cb->moe_rows = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_MOE_TRACE");
+        cb->trace = e && *e ? fopen(e, "w") : NULL;
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);
