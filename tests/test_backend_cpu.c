@@ -467,8 +467,7 @@ static uint32_t flag_wait(uint32_t *flag, uint32_t v)
  * first rows only (a third; one row): their silu_mul of those rows in h as the
  * op-by-op gate, up and silu_mul give it, their other rows of h untouched,
  * the half flag stored (without a join where the pool has workers), y the
- * others' sum; with all their rows and down rows too (half of them; one), y
- * also their downs' sums of those rows. */
+ * others' sum. */
 static void test_moe_token(void)
 {
     enum { EMAX = 256, FMAX = 768, KMAX = 8 };
@@ -531,7 +530,7 @@ static void test_moe_token(void)
 
                 /* started: the workers finish it and store the flag on their own */
                 uint32_t flag = 7;
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, NULL, &flag, 8);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, 0, NULL, &flag, 8);
                 if (nt > 1) {
                     CHECK_EQ_INT((int)flag_wait(&flag, 8), 8);
                 } else {
@@ -545,7 +544,7 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* waited for: the sum complete without the workers' join */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, 0, NULL, NULL, 0);
                 CHECK(cpu_backend_pass_wait(be) > 0);
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y4[i], sizeof(float)) != 0;
@@ -554,7 +553,7 @@ static void test_moe_token(void)
                             k);
 
                 /* started, then another op without a join: it joins first */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, 0, NULL, NULL, 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_y);
                 CHECK(cpu_backend_join(be) > 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_ref);
@@ -565,29 +564,28 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
                             type, nt, k);
 
-                /* the first n_half experts as halves, of gate and up rows
-                 * [0, hr), with down rows [0, dr) */
+                /* the first n_half experts as halves, of rows [0, hr) */
                 const int n_half = ki == 1 ? 2 : 1;
-                static const int64_t cases[5][2] = {{-1, 0}, {3, 0}, {1, 0}, {-1, -2}, {-1, 1}};
-                for (int ci2 = 0; ci2 < 5; ci2++) {
-                    const int64_t hr = cases[ci2][0] < 0 ? F : cases[ci2][0] == 3 ? F / 3 : 1;
-                    const int64_t dr = cases[ci2][1] < 0 ? E / 2 : cases[ci2][1];
-                    memcpy(y5, yi, sizeof yi);
-                    for (int j = 0; j < k; j++) {
-                        backend_matmul(be, &w[3 * j], x, 1, h);
-                        backend_matmul(be, &w[3 * j + 1], x, 1, h2);
-                        backend_silu_mul(be, h, h2, F);
-                        if (j < n_half) memcpy(hw + j * F, h, sizeof(float) * (size_t)F);
-                        if (j < n_half && !dr) continue;
-                        backend_matmul(be, &w[3 * j + 2], h, 1, o);
-                        backend_add(be, y5, o, alpha[j], j < n_half ? dr : E);
+                for (int j = 0; j < k; j++) {
+                    backend_matmul(be, &w[3 * j], x, 1, h);
+                    backend_matmul(be, &w[3 * j + 1], x, 1, h2);
+                    backend_silu_mul(be, h, h2, F);
+                    if (j < n_half) {
+                        memcpy(hw + j * F, h, sizeof(float) * (size_t)F);
+                        continue;
                     }
+                    backend_matmul(be, &w[3 * j + 2], h, 1, o);
+                    backend_add(be, y5, o, alpha[j], E);
+                }
+                const int64_t rows_of[3] = {F, F / 3, 1};
+                for (int ri = 0; ri < 3; ri++) {
+                    const int64_t hr = rows_of[ri];
                     memcpy(y6, yi, sizeof yi);
                     for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
                     uint32_t half = 5;
                     flag = 5;
-                    const struct cpu_moe_halves hv = {n_half, hr, dr, &half};
-                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, &hv, &flag, 6);
+                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, &half,
+                                                &flag, 6);
                     if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
                     CHECK(cpu_backend_join(be) > 0);
                     CHECK_EQ_INT((int)half, 6);
@@ -600,8 +598,8 @@ static void test_moe_token(void)
                     if (!CHECK_EQ_INT(bad, 0))
                         fprintf(stderr,
                                 "  moe_token halves: type %u, %d threads, k %d, %d halves of "
-                                "%" PRId64 " rows, down rows %" PRId64 "\n",
-                                type, nt, k, n_half, hr, dr);
+                                "%" PRId64 " rows\n",
+                                type, nt, k, n_half, hr);
                 }
             }
             backend_free(be);

@@ -9,9 +9,8 @@
  * and up on the CPU, down copied): a Mixtral-sized layer of two experts in
  * RAM takes one whole and one half; the choice is as good as any of whole
  * experts and at most one half (brute force), and no worse than without.
- * With a half's gate and up rows shared, or its down rows: the share where
- * both sides end together, gate and up rows only for a half whose gate and
- * up are all in RAM, down rows only for one whose down is, as good as any
+ * With a half's gate and up rows shared: the share where both sides end
+ * together, only for a half whose gate and up are all in RAM, as good as any
  * share of the half on a grid, and never worse than whole halves.
  */
 #include <math.h>
@@ -24,19 +23,17 @@
 #define MB 1000000ull
 
 /* The later side's time of CPU experts mask (bit i: cand[i]) and half h
- * (-1: none; the CPU's share sh of its gate and up, dx of its down) at the
- * rates. */
-static double share_time_dn(const struct moe_split_cand *cand, int n, unsigned mask, int h,
-                            double sh, double dx, uint64_t far_other, const double *cpu_rate,
+ * (-1: none; the CPU's share sh of its gate and up) at the rates. */
+static double share_time_cp(const struct moe_split_cand *cand, int n, unsigned mask, int h,
+                            double sh, uint64_t far_other, const double *cpu_rate,
                             const double *cpu_rate_cp, double pcie_rate)
 {
     double cpu = 0, far = (double)far_other;
     int c = 0;
     for (int i = 0; i < n; i++) {
         if (i == h) {
-            const double dn = (double)(cand[i].all - cand[i].gu);
-            cpu += sh * (double)cand[i].gu + dx * dn;
-            far += (double)(cand[i].far - cand[i].gu_far) + (1 - sh) * (double)cand[i].gu - dx * dn;
+            cpu += sh * (double)cand[i].gu;
+            far += (double)(cand[i].far - cand[i].gu_far) + (1 - sh) * (double)cand[i].gu;
             c++;
         } else if (mask >> i & 1) {
             cpu += (double)cand[i].all;
@@ -49,13 +46,6 @@ static double share_time_dn(const struct moe_split_cand *cand, int n, unsigned m
     const double tc = c == 0 ? 0 : rate > 0 ? cpu / rate : INFINITY;
     const double tp = far <= 0 ? 0 : pcie_rate > 0 ? far / pcie_rate : INFINITY;
     return tc > tp ? tc : tp;
-}
-
-static double share_time_cp(const struct moe_split_cand *cand, int n, unsigned mask, int h,
-                            double sh, uint64_t far_other, const double *cpu_rate,
-                            const double *cpu_rate_cp, double pcie_rate)
-{
-    return share_time_dn(cand, n, mask, h, sh, 0, far_other, cpu_rate, cpu_rate_cp, pcie_rate);
 }
 
 static double share_time(const struct moe_split_cand *cand, int n, unsigned mask, int h, double sh,
@@ -199,30 +189,32 @@ static void test_half_mixtral(void)
 
     /* rows shared: one whole and a half of which the CPU reads the share s
      * where (114 + 66 s) / 107 = (48 + 66 (1 - s)) / 55, 1.41 ms */
-    double share[2] = {0, 0};
+    double share = 0;
     half = false;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, share), 1);
-    CHECK(half && share[1] == 0);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, &share), 1);
+    CHECK(half);
     const double s2 = (107.0 * (48 + 66) - 55.0 * 114) / (66.0 * (107 + 55));
-    CHECK(fabs(share[0] - s2) < 1e-9);
-    CHECK(fabs((114 + 66 * share[0]) / 107 - (48 + 66 * (1 - share[0])) / 55) < 1e-9);
-    /* one alone: its down's copy takes longer than its gate and up, so the
-     * CPU takes down rows too, x where (66 + 48 x) / 107 = 48 (1 - x) / 55 */
-    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, share), 0);
-    const double x1 = (107.0 * 48 - 55.0 * 66) / (48.0 * (107 + 55));
-    CHECK(half && share[0] == 1 && fabs(share[1] - x1) < 1e-9);
+    CHECK(fabs(share - s2) < 1e-9);
+    CHECK(fabs((114 + 66 * share) / 107 - (48 + 66 * (1 - share)) / 55) < 1e-9);
+    /* one alone: its down's copy already takes longer than its gate and up */
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && share == 1);
     /* its down in VRAM: gate and up shared at the rates' ratio */
-    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, share), 0);
-    CHECK(half && fabs(share[0] - 107.0 / 162) < 1e-9 && share[1] == 0);
-    /* its gate in VRAM: no rows of gate and up shared (down rows are) */
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && fabs(share - 107.0 / 162) < 1e-9);
+    /* its gate in VRAM: no rows shared */
     struct moe_split_cand gate_in[1] = {{0, 114 * MB, 81 * MB, 66 * MB, 33 * MB}};
-    CHECK_EQ_INT(moe_split_choose(gate_in, 1, 0, rate, NULL, 55e9, &half, share), 0);
-    CHECK(half && share[0] == 1);
+    share = 0;
+    CHECK_EQ_INT(moe_split_choose(gate_in, 1, 0, rate, NULL, 55e9, &half, &share), 0);
+    CHECK(half && share == 1);
     /* a share under MOE_SPLIT_SHARE_MIN is taken at the minimum */
     const double slow[2] = {0, 1e9};
     struct moe_split_cand lone[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
-    moe_split_choose(lone, 1, 0, slow, NULL, 55e9, &half, share);
-    CHECK(!half || share[0] == MOE_SPLIT_SHARE_MIN);
+    share = 0;
+    moe_split_choose(lone, 1, 0, slow, NULL, 55e9, &half, &share);
+    CHECK(!half || share == MOE_SPLIT_SHARE_MIN);
 }
 
 /* Random experts of one size, some slices in VRAM: the choice with a half
@@ -232,7 +224,7 @@ static void test_half_best(void)
 {
     struct rng r;
     rng_init(&r, 0x68616c665f737074ull);
-    int worse = 0, halves = 0, shared = 0, downs = 0;
+    int worse = 0, halves = 0, shared = 0;
     for (int round = 0; round < 2000; round++) {
         const int n = 1 + (int)rng_below(&r, 6);
         const uint64_t gs = (1 + rng_below(&r, 40)) * MB / 4, ds = gs + rng_below(&r, 3) * gs / 2;
@@ -261,10 +253,10 @@ static void test_half_best(void)
         struct moe_split_cand orig[8], plain[8], rc[8], hc[8];
         for (int i = 0; i < n; i++) orig[i] = plain[i] = rc[i] = hc[i] = c[i];
         bool half = false, rhalf = false, hhalf = false;
-        double share[2] = {0, 0};
+        double share = 0;
         const int take = moe_split_choose(c, n, other, rate, NULL, pcie, &half, NULL);
         const int take0 = moe_split_choose(plain, n, other, rate, NULL, pcie, NULL, NULL);
-        const int rtake = moe_split_choose(rc, n, other, rate, rate_cp, pcie, &rhalf, share);
+        const int rtake = moe_split_choose(rc, n, other, rate, rate_cp, pcie, &rhalf, &share);
         const int htake = moe_split_choose(hc, n, other, rate, rate_cp, pcie, &hhalf, NULL);
         if (!CHECK(take >= 0 && take + (half ? 1 : 0) <= n)) return;
         unsigned seen = 0;
@@ -291,17 +283,11 @@ static void test_half_best(void)
          * experts, whole halves and shares of a grid, a share below 1 only
          * for a half with gate and up in RAM */
         if (!CHECK(rtake >= 0 && rtake + (rhalf ? 1 : 0) <= n)) return;
-        if (!CHECK(share[0] >= MOE_SPLIT_SHARE_MIN && share[0] <= 1)) return;
-        if (!CHECK(share[0] == 1 || (rhalf && rc[rtake].gu_far == rc[rtake].gu))) return;
-        if (!CHECK(share[1] >= 0 && share[1] <= MOE_SPLIT_DOWN_MAX)) return;
-        if (!CHECK(share[1] == 0 ||
-                   (rhalf && share[0] == 1 &&
-                    rc[rtake].far - rc[rtake].gu_far == rc[rtake].all - rc[rtake].gu)))
-            return;
-        shared += share[0] < 1;
-        downs += share[1] > 0;
-        const double rgot = share_time_dn(rc, n, (1u << rtake) - 1, rhalf ? rtake : -1, share[0],
-                                          share[1], other, rate, rate_cp, pcie);
+        if (!CHECK(share >= MOE_SPLIT_SHARE_MIN && share <= 1)) return;
+        if (!CHECK(share == 1 || (rhalf && rc[rtake].gu_far == rc[rtake].gu))) return;
+        shared += share < 1;
+        const double rgot = share_time_cp(rc, n, (1u << rtake) - 1, rhalf ? rtake : -1, share,
+                                          other, rate, rate_cp, pcie);
         const double hgot = share_time_cp(hc, n, (1u << htake) - 1, hhalf ? htake : -1, 1, other,
                                           rate, rate_cp, pcie);
         double rbest = INFINITY;
@@ -309,15 +295,9 @@ static void test_half_best(void)
             for (unsigned m = 0; m < 1u << n; m++) {
                 if (h >= 0 && (m >> h & 1)) continue;
                 const bool rows = h >= 0 && orig[h].gu_far == orig[h].gu;
-                const bool dn = h >= 0 && orig[h].far - orig[h].gu_far == orig[h].all - orig[h].gu;
                 for (int q = rows ? 8 : 64; q <= 64; q++) {
                     const double t =
                         share_time_cp(orig, n, m, h, q / 64.0, other, rate, rate_cp, pcie);
-                    if (t < rbest) rbest = t;
-                }
-                for (int q = 1; dn && q <= 56; q++) {
-                    const double t =
-                        share_time_dn(orig, n, m, h, 1, q / 64.0, other, rate, rate_cp, pcie);
                     if (t < rbest) rbest = t;
                 }
             }
@@ -326,12 +306,12 @@ static void test_half_best(void)
                 fprintf(stderr,
                         "round %d: %d experts, %d whole, share %.4f: %.6g s, best on the grid "
                         "%.6g s, whole halves %.6g s\n",
-                        round, n, rtake, share[0], rgot, rbest, hgot);
+                        round, n, rtake, share, rgot, rbest, hgot);
         }
     }
     CHECK_EQ_INT(worse, 0);
-    CHECK(shared > 100 && downs > 100); /* shares came up */
-    printf("gate and up rows shared in %d of 2000 rounds, down rows in %d\n", shared, downs);
+    CHECK(shared > 100); /* shares came up */
+    printf("rows shared in %d of 2000 rounds\n", shared);
     CHECK(halves > 100 && halves < 1900); /* both kinds of choice came up */
     printf("halves chosen in %d of 2000 rounds\n", halves);
 }

@@ -500,11 +500,8 @@ struct moe_grp {
  * (h without the conversion), of their first half_rows rows, their chunks
  * first in phase A; once the last of them is done its thread stores
  * half_flag, so that another device can take their h for the down products
- * (and compute their other rows) while the pass goes on. With half_down
- * rows (all their gate and up rows here), their down products' first
- * half_down rows are computed too, first in phase B, and added into those
- * rows of y; else they take no part in phase B or the sum (with no other
- * expert the sum is y as it was). */
+ * (and compute their other rows) while the pass goes on. They take no part
+ * in phase B or the sum; with no other expert the sum is y as it was. */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -517,7 +514,6 @@ struct moe_job {
     size_t row;
     int64_t per_a, per_b; /* chunks of each task of a phase (one row count per phase) */
     int64_t per_h;        /* chunks of a half's gate or up (its half_rows) */
-    int64_t per_hb;       /* chunks of a half's down (its half_down rows) */
     int64_t n_a, n_b;     /* work items of each phase */
     int64_t grp_rows;     /* rows of a middle-step group */
     int64_t n_grp;        /* groups of an expert */
@@ -525,9 +521,7 @@ struct moe_job {
     int64_t grp_cap;          /* grp_left's entries */
     int n_half;
     int64_t half_rows; /* the halves' gate and up rows computed here */
-    int64_t half_down; /* the halves' down rows computed here */
     int64_t n_h;       /* work items of the halves (phase A's first) */
-    int64_t n_hb;      /* work items of the halves' downs (phase B's first) */
     uint32_t *flag, *half_flag;
     uint32_t flag_value;
     /* what the workers change, each on its own cache line: the fields above,
@@ -555,7 +549,7 @@ static void moe_job_middle(struct moe_job *j, int e, int64_t g)
     float *h = j->h + e * j->F + r0;
     cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F + r0, n);
     const struct matmul_task *t = &j->b[e];
-    if ((e >= j->n_half || j->half_down) && t->from_float) {
+    if (e >= j->n_half && t->from_float) {
         const uint32_t vt = quant_traits(t->w->type)->vec_dot_type;
         t->from_float(h, (uint8_t *)t->xq + quant_bytes(vt, (uint64_t)r0), n);
     }
@@ -571,9 +565,8 @@ static void moe_job_done(struct moe_job *j)
 
 static void moe_job_end(struct moe_job *j)
 {
-    for (int e = j->half_down ? 0 : j->n_half; e < j->k; e++)
-        cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e],
-                e < j->n_half ? j->half_down : j->E);
+    for (int e = j->n_half; e < j->k; e++)
+        cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
     moe_job_done(j);
 }
 
@@ -621,11 +614,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
         /* A's last chunks (and their middle steps) are in the hands of threads computing them */
         for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
             if ((s & 1023) == 0) sched_yield();
-        const int64_t ib = i - j->n_a;
-        if (ib < j->n_hb)
-            moe_job_chunk(j->b, j->per_hb, ib, j->half_down);
-        else
-            moe_job_chunk(j->b + j->n_half, j->per_b, ib - j->n_hb, 0);
+        moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a, 0);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
             moe_job_end(j);
     }
@@ -637,22 +626,16 @@ static void moe_job_worker(void *arg, int ith, int nth)
  * and x is converted once per vec_dot_type (and each expert's h once), so
  * every output is what the op-by-op sequence (gate, up, silu_mul, down, add
  * with the weight, expert after expert) computes, bit for bit. h, h2:
- * [k][gate rows]; o: [k][n_embd]. The first halves->n experts are halves
- * (struct moe_job): expert e's silu_mul of rows [0, halves->rows) in
- * h + e * F. */
+ * [k][gate rows]; o: [k][n_embd]. The first n_half experts are halves
+ * (struct moe_job): expert e's silu_mul of rows [0, half_rows) in h + e * F. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 const struct cpu_moe_halves *halves, uint32_t *flag,
+                                 int n_half, int64_t half_rows, uint32_t *half_flag, uint32_t *flag,
                                  uint32_t flag_value)
 {
     struct cpu_backend *cb = cpu_of(be);
-    const int n_half = halves ? halves->n : 0;
-    const int64_t half_rows = n_half ? halves->rows : w[0].n_rows;
-    const int64_t half_down = n_half ? halves->down : 0;
-    uint32_t *half_flag = n_half ? halves->flag : NULL;
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K && n_half >= 0 && n_half <= k);
-    HY_ASSERT(half_rows > 0 && half_rows <= w[0].n_rows && half_down >= 0 &&
-              half_down <= w[0].n_cols && (!half_down || half_rows == w[0].n_rows));
+    HY_ASSERT(!n_half || (half_rows > 0 && half_rows <= w[0].n_rows));
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
     if (!cb->job) cb->job = mem_aligned_xzalloc(MOE_LINE, sizeof *cb->job);
     struct moe_job *j = cb->job;
@@ -683,11 +666,9 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
             if (e + 1 == n_half && half_flag)
                 __atomic_store_n(half_flag, flag_value, __ATOMIC_RELEASE);
             if (e + 1 == k) j->t_a_us = timing_now_us(); /* not phased: all of it as A */
-            if (e < n_half && !half_down) continue;
-            struct backend_weight d = w[3 * e + 2];
-            if (e < n_half) d.n_rows = half_down;
-            cpu_matmul(be, &d, he, 1, o);
-            cpu_add(be, y, o, alpha[e], d.n_rows);
+            if (e < n_half) continue;
+            cpu_matmul(be, &w[3 * e + 2], he, 1, o);
+            cpu_add(be, y, o, alpha[e], E);
         }
         moe_job_done(j);
         return;
@@ -697,8 +678,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     memcpy(j->alpha, alpha, (size_t)k * sizeof *alpha);
     j->k = k;
     j->n_half = n_half;
-    j->half_rows = half_rows;
-    j->half_down = half_down;
+    j->half_rows = n_half ? half_rows : F;
     j->E = E;
     j->F = F;
     j->y = y, j->h = h, j->h2 = h2, j->o = o;
@@ -728,7 +708,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     /* down: h converted in the middle steps */
     j->xq_b = act + used;
     int64_t blk = 1; /* the conversion's block (elements) */
-    for (int e = half_down ? 0 : n_half; e < k; e++) {
+    for (int e = n_half; e < k; e++) {
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
@@ -761,13 +741,10 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         }
     j->per_a = (F + cr - 1) / cr;
     j->per_h = (j->half_rows + cr - 1) / cr;
-    const int64_t crb = half_down || n_half < k ? j->b[half_down ? 0 : n_half].chunk_rows : 1;
-    j->per_b = n_half < k ? (E + crb - 1) / crb : 0;
-    j->per_hb = (half_down + crb - 1) / crb;
-    j->n_hb = n_half * j->per_hb;
+    j->per_b = n_half < k ? (E + j->b[n_half].chunk_rows - 1) / j->b[n_half].chunk_rows : 0;
     j->n_h = 2 * n_half * j->per_h;
     j->n_a = j->n_h + 2 * (k - n_half) * j->per_a;
-    j->n_b = j->n_hb + (k - n_half) * j->per_b;
+    j->n_b = (k - n_half) * j->per_b;
     atomic_init(&j->next, 0);
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
@@ -818,7 +795,7 @@ int64_t cpu_backend_join(struct backend *be)
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, NULL, NULL, 0);
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, 0, NULL, NULL, 0);
     cpu_backend_join(be);
 }
 

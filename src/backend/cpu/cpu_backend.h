@@ -49,22 +49,14 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
  * while the calling thread queues the GPU's next ops. x, the scratch and y
  * must stay until the pass is joined or waited for (cpu_backend_pass_wait);
  * w and alpha are copied.
- * The first halves->n experts are halves (halves NULL: none): their gate,
- * up and silu_mul alone, of their first halves->rows rows (1 to all of them),
- * expert e's into h + e * (gate rows), done first; once all of them are, the
- * pass stores flag_value into *halves->flag (release; may be NULL) and goes
- * on with the others. Their downs are the caller's and not in y, but for
- * their first halves->down rows (0: none; only with all their gate and up
- * rows), which the pass computes too and adds into those rows of y. */
-struct cpu_moe_halves {
-    int n;
-    int64_t rows, down;
-    uint32_t *flag;
-};
-
+ * The first n_half experts are halves: their gate, up and silu_mul alone, of
+ * their first half_rows rows (1 to all of them), expert e's into h + e * (gate
+ * rows), done first; once all of them are,
+ * the pass stores flag_value into *half_flag (release; may be NULL) and goes
+ * on with the others. Their downs are the caller's: they are not in y. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 const struct cpu_moe_halves *halves, uint32_t *flag,
+                                 int n_half, int64_t half_rows, uint32_t *half_flag, uint32_t *flag,
                                  uint32_t flag_value);
 
 /* The pass started last, once joined or waited for: when its workers were

@@ -204,7 +204,7 @@ struct cuda_backend {
     struct moe_trace {
         uint64_t seq;
         int n_cpu, n_half;
-        int64_t half_rows, F, half_down;
+        int64_t half_rows, F;
         uint64_t cpu_bytes, gpu_far, copied;
         int64_t queue_us; /* the GPU side's queuing from the pass's start */
         double rate, pcie;
@@ -2127,12 +2127,11 @@ struct moe_gpu_side {
     /* the halves: experts w + 3 * hs[i], their activations at hh + i * F in
      * host memory (the CPU's pass writes them), taken up into h after the
      * GPU's own experts' rows; of gate and up rows [0, half_rows), the rest
-     * copied and computed here; their downs' rows [0, half_down) are the
-     * CPU's (in its sum), the rest copied and computed here */
+     * copied and computed here */
     int hs[BACKEND_MOE_MAX_K];
     int n_half;
     const float *hh;
-    int64_t half_rows, half_down;
+    int64_t half_rows;
 };
 
 static void moe_gpu_experts(void *ctx)
@@ -2168,14 +2167,6 @@ static int64_t moe_half_rows(int64_t F, double share)
     return r <= 0 || r >= F ? F : r;
 }
 
-/* Rows of a half's down that the CPU computes for a share of them: whole
- * units of MOE_HALF_ROW_UNIT rows, none where that leaves the GPU none. */
-static int64_t moe_half_down(int64_t E, double share)
-{
-    const int64_t d = (int64_t)(share * (double)E) / MOE_HALF_ROW_UNIT * MOE_HALF_ROW_UNIT;
-    return d <= 0 || d >= E ? 0 : d;
-}
-
 /* The key of rows [r, ...) of the slice keyed key (0: none): a bijection of
  * key for each r (distinct slices keep distinct keys; the finalizer of
  * splitmix64 scatters them away from the slices' own), never 0. */
@@ -2189,15 +2180,16 @@ static uint64_t rows_key(uint64_t key, int64_t r)
     return z ? z : 1;
 }
 
-/* Rows [r, n_rows) of slice e: the GPU's share of a half's, keyed apart
- * from the whole slice (0: not cached, as the slice). */
-static struct backend_weight rows_from(const struct backend_weight *e, int64_t r)
+/* Rows [r, n_rows) of a half's gate and up (e[0], e[1]): the GPU's share,
+ * keyed apart from the whole slices (0: not cached, as the slice). */
+static void half_rest(const struct backend_weight *e, int64_t r, struct backend_weight out[2])
 {
-    struct backend_weight o = *e;
-    o.data = (const uint8_t *)e->data + (size_t)r * e->row_bytes;
-    o.n_rows = e->n_rows - r;
-    o.key = rows_key(e->key, r);
-    return o;
+    for (int i = 0; i < 2; i++) {
+        out[i] = e[i];
+        out[i].data = (const uint8_t *)e[i].data + (size_t)r * e[i].row_bytes;
+        out[i].n_rows = e[i].n_rows - r;
+        out[i].key = rows_key(e[i].key, r);
+    }
 }
 
 /* The halves' downs: their rows of gate and up past half_rows computed
@@ -2209,11 +2201,11 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
     struct backend *be = g->be;
     struct cuda_backend *cb = cb_of(be);
     if (!g->n_half || cb->err) return;
-    const int64_t F = g->w[0].n_rows, r = g->half_rows, n = g->n_half * F, dr = g->half_down;
+    const int64_t F = g->w[0].n_rows, r = g->half_rows, n = g->n_half * F;
     float *hd = g->h + g->n * F;
     for (int i = 0; r < F && i < g->n_half && !cb->err; i++) {
-        const struct backend_weight *e = &g->w[3 * g->hs[i]];
-        const struct backend_weight gu[2] = {rows_from(&e[0], r), rows_from(&e[1], r)};
+        struct backend_weight gu[2];
+        half_rest(&g->w[3 * g->hs[i]], r, gu);
         float *const ys[1] = {hd + i * F + r};
         cb->wc_cold = true;
         cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, gu, 2, g->x, 1, ys, NULL, g->h2);
@@ -2236,15 +2228,7 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
     prof_end(cb, pi, "wait for the halves", UINT32_MAX);
     for (int i = 0; i < g->n_half && !cb->err; i++) {
         const int j = g->hs[i];
-        if (!dr) {
-            moe_down_add(be, &g->w[3 * j + 2], hd + i * F, g->alpha[j], g->o, g->y);
-            continue;
-        }
-        /* rows [dr, E) of the down (the CPU's sum has the others) */
-        const struct backend_weight d = rows_from(&g->w[3 * j + 2], dr);
-        cb->wc_cold = true;
-        moe_down_add(be, &d, hd + i * F, g->alpha[j], g->o, g->y + dr);
-        cb->wc_cold = false;
+        moe_down_add(be, &g->w[3 * j + 2], hd + i * F, g->alpha[j], g->o, g->y);
     }
 }
 
@@ -2449,14 +2433,12 @@ static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
     const double pc = t->rate > 0 ? (double)t->cpu_bytes / t->rate * 1e6 : -1;
     const double pp = t->pcie > 0 ? (double)t->gpu_far / t->pcie * 1e6 : -1;
     fprintf(cb->trace,
-            "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " down %" PRId64
-            " cpu_mb %.1f far_mb %.1f "
+            "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
             "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
             " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f\n",
-            t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, t->half_down,
-            (double)t->cpu_bytes / 1e6, (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc,
-            pp, cpu_us, t->queue_us, (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3,
-            (double)t->copied / 1e6);
+            t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
+            (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
+            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6);
 }
 
 static void pass_join(struct cuda_backend *cb)
@@ -2571,18 +2553,13 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * the matrix-vector rate: optimistic, so each count gets tried), the
      * copies at the PCIe rate; a half, where allowed, after the c whole ones */
     int n_cpu = n_cand, n_half = 0;
-    int64_t half_rows = F, half_down = 0;
+    int64_t half_rows = F;
     double tr_rate[2] = {0, 0}, tr_pcie = 0; /* the split's rates, for the trace */
     if (cb->policy == CUDA_HOST_AUTO && n_cand &&
         (cb->moe_half == CUDA_MOE_HALF_ALL || cb->moe_half == CUDA_MOE_HALF_ROWS)) {
         n_cpu = 0;
         n_half = n_cand;
-        /* tests: gate and up rows on the GPU in every other call, down rows
-         * on the CPU in the others */
-        if (cb->moe_half == CUDA_MOE_HALF_ROWS && cb->moe_seq % 2)
-            half_down = moe_half_down(E, 0.5);
-        else if (cb->moe_half == CUDA_MOE_HALF_ROWS)
-            half_rows = moe_half_rows(F, 0.5);
+        if (cb->moe_half == CUDA_MOE_HALF_ROWS) half_rows = moe_half_rows(F, 0.5);
     } else if (cb->policy == CUDA_HOST_AUTO && n_cand) {
         const uint32_t ty = w[3 * cand[0].j].type;
         const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
@@ -2594,17 +2571,14 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         uint64_t gu_min = UINT64_MAX;
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
-        double share[2] = {1, 0};
+        double share = 1;
         tr_pcie = moe_pcie_rate(cb);
         n_cpu = moe_split_choose(
             cand, n_cand, far_other, rate[0], rate[1], tr_pcie,
             cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= cb->moe_half_min ? &half : NULL,
-            cb->moe_rows ? share : NULL);
+            cb->moe_rows ? &share : NULL);
         n_half = half;
-        if (half) {
-            half_rows = moe_half_rows(F, share[0]);
-            half_down = moe_half_down(E, share[1]);
-        }
+        if (half) half_rows = moe_half_rows(F, share);
         tr_rate[0] = rate[0][n_cpu + n_half];
         tr_rate[1] = rate[1][n_cpu + n_half];
     }
@@ -2617,10 +2591,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     for (int i = n_cpu; i < n_cpu + n_half; i++) {
         half_of[cand[i].j] = true;
-        const uint64_t dn = cand[i].all - cand[i].gu,
-                       dn_cpu = dn / (uint64_t)E * (uint64_t)half_down;
-        cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows + dn_cpu;
-        gpu_far += cand[i].far - cand[i].gu_far - HY_MIN(dn_cpu, cand[i].far - cand[i].gu_far) +
+        cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows;
+        gpu_far += cand[i].far - cand[i].gu_far +
                    (half_rows < F ? cand[i].gu / (uint64_t)F * (uint64_t)(F - half_rows) : 0);
     }
     for (int i = n_cpu + n_half; i < n_cand; i++) gpu_far += cand[i].far;
@@ -2650,7 +2622,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             cb->stats.moe_cpu_experts++;
         else if (half_of[j]) {
             cb->stats.moe_half_experts++;
-            cb->stats.moe_half_split += half_rows < F || half_down > 0;
+            cb->stats.moe_half_split += half_rows < F;
         } else if (far_of[j])
             cb->stats.moe_copy_experts++;
         else
@@ -2669,8 +2641,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         hd = hu + n_pass * F;
         if (!x_sent && !mx_send(cb, x, E)) return;
     }
-    struct moe_gpu_side g = {be,  w, x,   alpha, y,  h,         h2,       o,
-                             {0}, 0, {0}, 0,     hg, half_rows, half_down};
+    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, {0}, 0, hg, half_rows};
     for (int j = 0; j < k; j++)
         if (!on_cpu[j] && !half_of[j]) g.js[g.n++] = j;
     if (!n_pass) {
@@ -2700,9 +2671,8 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cb->stats.moe_x_wait_us += t0 - tw;
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     const uint32_t seq = ++cb->pass_seq;
-    const struct cpu_moe_halves hv = {n_half, half_rows, half_down, cb->pass_flag + PASS_HALF_FLAG};
-    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, &hv, cb->pass_flag,
-                                seq);
+    cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half, half_rows,
+                                cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
     cb->pass_on = true;
     cb->pass_nc = nc;
     cb->pass_bytes = cpu_bytes;
@@ -2713,7 +2683,6 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .n_cpu = n_cpu,
                                 .n_half = n_half,
                                 .half_rows = half_rows,
-                                .half_down = half_down,
                                 .F = F,
                                 .cpu_bytes = cpu_bytes,
                                 .gpu_far = gpu_far,

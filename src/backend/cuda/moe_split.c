@@ -24,21 +24,10 @@ static double split_share(double cpu, double far, double gu, double rate, double
     return HY_MIN(1.0, HY_MAX(MOE_SPLIT_SHARE_MIN, s));
 }
 
-/* The CPU's share of a half's down rows (dn bytes, all in RAM) where both
- * sides end together: the CPU reads cpu + x dn at rate, the copies far -
- * x dn at pcie (far includes dn); 0 where the CPU's side is the later one
- * without any, else at most MOE_SPLIT_DOWN_MAX. */
-static double down_share(double cpu, double far, double dn, double rate, double pcie)
-{
-    if (!(rate > 0) || !(pcie > 0) || !(dn > 0)) return 0;
-    const double x = (rate * far - pcie * cpu) / (dn * (rate + pcie));
-    return x > 0 ? HY_MIN(MOE_SPLIT_DOWN_MAX, x) : 0;
-}
-
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
                      const double *cpu_rate_cp, double pcie_rate, bool *half, double *share)
 {
-    if (share) share[0] = 1, share[1] = 0;
+    if (share) *share = 1;
     if (!cpu_rate_cp) cpu_rate_cp = cpu_rate;
     for (int i = 1; i < n; i++) {
         const struct moe_split_cand c = cand[i];
@@ -65,7 +54,7 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     /* halves: c whole ones, the first c of the others, and cand[h] (a
      * share s of its gate and up) */
     int hc = -1, hh = -1;
-    double hs = 1, hd = 0;
+    double hs = 1;
     for (int c = 0; c < n; c++)
         for (int h = n - 1; h >= 0; h--) {
             const double gu = (double)cand[h].gu;
@@ -79,26 +68,19 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
                     fb += (double)cand[i].far;
                 }
             }
-            /* the half as it is, then with gate and up rows on the GPU, or
-             * down rows on the CPU (copies beside the CPU either way) */
+            /* the half whole, then with rows shared (copies beside the CPU) */
             const double rc = cpu_rate[c + 1], rp = cpu_rate_cp[c + 1];
-            const double dn = (double)(cand[h].all - cand[h].gu);
-            const bool down_far = cand[h].far - cand[h].gu_far == cand[h].all - cand[h].gu;
             const double s1 =
                 share && cand[h].gu_far == cand[h].gu ? split_share(cb, fb, gu, rp, pcie_rate) : 1;
-            const double x1 =
-                share && down_far && s1 >= 1 ? down_share(cb + gu, fb, dn, rp, pcie_rate) : 0;
-            for (int v = 0; v < 3; v++) {
-                if ((v == 1 && !(s1 < 1)) || (v == 2 && !(x1 > 0))) continue;
-                const double s = v == 1 ? s1 : 1, x = v == 2 ? x1 : 0;
-                const double t = split_end(c + 1, cb + s * gu + x * dn, rc, rp,
-                                           fb + (1 - s) * gu - x * dn, pcie_rate);
+            for (int v = 0; v < (s1 < 1 ? 2 : 1); v++) {
+                const double s = v ? s1 : 1;
+                const double t =
+                    split_end(c + 1, cb + s * gu, rc, rp, fb + (1 - s) * gu, pcie_rate);
                 if (t < best) {
                     best = t;
                     hc = c;
                     hh = h;
                     hs = s;
-                    hd = x;
                 }
             }
         }
@@ -112,6 +94,6 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     }
     cand[hc] = m;
     *half = true;
-    if (share) share[0] = hs, share[1] = hd;
+    if (share) *share = hs;
     return hc;
 }

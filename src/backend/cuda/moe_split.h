@@ -41,16 +41,12 @@ struct moe_split_cand {
  * cand[c] (the c whole ones before it, in order); of equal times the one
  * of fewer whole ones, then of the half latest in the order.
  *
- * With share non-NULL too (two entries), a half none of whose gate and up
- * is in VRAM (gu_far == gu) may leave the GPU some of its gate and up rows:
- * the CPU reads a share s of its gu bytes, the copies the rest, s set so
- * that both sides end together (at least MOE_SPLIT_SHARE_MIN; 1: a plain
- * half). Or, where its down is all in RAM and the CPU's side would end first
- * with the half as it is, the CPU may take a share x of its down rows too
- * (at most MOE_SPLIT_DOWN_MAX), the copies leaving them out. share[0] is the
- * chosen half's s (1 where none), share[1] its x (0 where none). */
+ * With share non-NULL too, a half none of whose gate and up is in VRAM
+ * (gu_far == gu) may leave the GPU some of its gate and up rows: the CPU
+ * reads a share s of its gu bytes, the copies the rest, s set so that both
+ * sides end together (at least MOE_SPLIT_SHARE_MIN; 1: a plain half). *share
+ * is the chosen half's (1 where none). */
 #define MOE_SPLIT_SHARE_MIN 0.125
-#define MOE_SPLIT_DOWN_MAX  0.875
 
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
                      const double *cpu_rate_cp, double pcie_rate, bool *half, double *share);
