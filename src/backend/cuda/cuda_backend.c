@@ -2085,14 +2085,12 @@ static int moe_down(struct cuda_backend *cb, const struct backend_weight *w, con
 /* pass_flag's word for the halves' activations (its own 32 bytes) */
 #define PASS_HALF_FLAG 8
 
-/* Gate and up bytes of an expert under which policy auto makes no halves.
- * A CPU pass costs about 30 us beyond its reads (H200 hosts: about 3 MB at
- * its rate), which the rates of whole experts' passes spread over their
- * bytes: a half's pass has fewer bytes for the same cost, and the split
- * would take its rate for more than it is where that cost is a large share
- * (qwen1.5-moe's experts, 3.2 MB of gate and up, split about as often to
- * no gain). */
-#define MOE_HALF_MIN_BYTES ((uint64_t)12 << 20)
+/* Gate and up bytes of an expert under which policy auto makes no halves
+ * (HYPURA_CUDA_MOE_HALF_MIN_MIB sets it). None: while halves were whole,
+ * qwen1.5-moe's (3.2 MB of gate and up) gained nothing, and a floor of 12 MiB
+ * kept them off; with their rows shared they gained about 2 % there (five of
+ * six pairs alternated on one H200). */
+#define MOE_HALF_MIN_BYTES ((uint64_t)0)
 
 /* A down product with its weighted add into y (moe_gpu_experts' last step). */
 static void moe_down_add(struct backend *be, const struct backend_weight *d, const float *hj,
