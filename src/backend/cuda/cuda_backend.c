@@ -20,6 +20,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -3245,6 +3246,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->moe_rows = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_TRACE");
         cb->trace = e && *e ? fopen(e, "w") : NULL;
+        if (e && *e && !cb->trace)
+            fprintf(stderr, "hypura: HYPURA_CUDA_MOE_TRACE=%s: %s; no trace written\n", e,
+                    strerror(errno));
     }
     cb->slot_bytes = cuda_copy_slot_bytes(cfg);
     cb->w16_bytes = (size_t)cuda_gemm_tile_bytes(cfg);
