@@ -2213,17 +2213,14 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
     if (cb->err) return;
     const int pi = prof_begin(cb);
     uint32_t *flag = cb->pass_flag + PASS_HALF_FLAG;
-    if (r == F) {
-        if (seq ? !CK(cuk_wait_copy(hd, g->hh, n, flag, seq, cb->st))
-                : !small_copy(cb, hd, n, g->hh, n, n, 1, cudaMemcpyHostToDevice, cb->st))
+    /* one copy where every row is the CPU's (the halves' rows contiguous),
+     * else the first r of each half's */
+    const int64_t len = r == F ? n : r;
+    for (int i = 0; i < (r == F ? 1 : g->n_half); i++)
+        if (seq ? !CK(cuk_wait_copy(hd + i * F, g->hh + i * F, len, flag, seq, cb->st))
+                : !small_copy(cb, hd + i * F, len, g->hh + i * F, len, len, 1,
+                              cudaMemcpyHostToDevice, cb->st))
             return;
-    } else {
-        for (int i = 0; i < g->n_half; i++)
-            if (seq ? !CK(cuk_wait_copy(hd + i * F, g->hh + i * F, r, flag, seq, cb->st))
-                    : !small_copy(cb, hd + i * F, r, g->hh + i * F, r, r, 1, cudaMemcpyHostToDevice,
-                                  cb->st))
-                return;
-    }
     prof_end(cb, pi, "wait for the halves", UINT32_MAX);
     for (int i = 0; i < g->n_half && !cb->err; i++) {
         const int j = g->hs[i];
