@@ -92,9 +92,16 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
 #define ROPE_INV_MAX    CUDA_ROPE_INV_MAX
 #define WC_SIZES        CUDA_WEIGHT_CACHE_SIZES
 
+/* A VRAM cache entry's last use: cold fills (wc_cold) count below every
+ * warm use, so that they go first, but in the order they came among
+ * themselves (a call's cold fill must not take the entry of one it has
+ * just made, whose product has yet to read it: its copy would wait for that
+ * product). */
+#define WC_WARM (1ull << 62)
+
 struct wc_entry {
     uint64_t key; /* 0: free */
-    uint64_t tick;
+    uint64_t tick;      /* 0: never used; cold fills below WC_WARM */
     uint64_t off, size; /* its bytes in the cache's allocation */
     bool filled;
     /* filled by prefetch: its copy, at fill_ev, is not yet waited for by
@@ -202,12 +209,15 @@ struct cuda_backend {
      * it took, each side's time) against what ran (the pass's time, the GPU
      * side's and its copies' where timed) */
     FILE *trace;
+    int64_t trace_t0; /* the trace's time origin */
     struct moe_trace {
         uint64_t seq;
         int n_cpu, n_half;
         int64_t half_rows, F;
         uint64_t cpu_bytes, gpu_far, copied;
         int64_t queue_us; /* the GPU side's queuing from the pass's start */
+        int64_t at_us;    /* the pass's start, from the backend's start */
+        int64_t x_us;     /* the wait for x before it */
         double rate, pcie;
         bool gpu_timed, copy_timed;
     } tr;
@@ -273,6 +283,7 @@ struct cuda_backend {
     uint64_t moe_half_min;
     bool moe_rows;
     uint32_t *pass_flag;
+    uint32_t *pass_dflag; /* device words of the waits on pass_flag's (cuk_wait_add) */
     uint32_t pass_seq;
     bool pass_on, pass_fresh, pass_beside;
     int pass_nc;
@@ -1219,7 +1230,7 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     uint64_t fit = UINT64_MAX;
     for (int i = 0; i < cb->wc_n; i++) {
         if (cb->wce[i].key == key && cb->wce[i].filled) {
-            cb->wce[i].tick = ++cb->wc_tick;
+            cb->wce[i].tick = WC_WARM | ++cb->wc_tick;
             *hit = true;
             return i;
         }
@@ -1231,7 +1242,7 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
             victim = i;
     if (victim < 0) return -1;
     cb->wce[victim].key = key;
-    cb->wce[victim].tick = cb->wc_cold ? 0 : ++cb->wc_tick;
+    cb->wce[victim].tick = cb->wc_cold ? ++cb->wc_tick : WC_WARM | ++cb->wc_tick;
     cb->wce[victim].filled = false;
     cb->wce[victim].pending = false;
     return victim;
@@ -2217,7 +2228,8 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
      * else the first r of each half's */
     const int64_t len = r == F ? n : r;
     for (int i = 0; i < (r == F ? 1 : g->n_half); i++)
-        if (seq ? !CK(cuk_wait_copy(hd + i * F, g->hh + i * F, len, flag, seq, cb->st))
+        if (seq ? !CK(cuk_wait_copy(hd + i * F, g->hh + i * F, len, flag,
+                                    cb->pass_dflag + PASS_HALF_FLAG, seq, cb->st))
                 : !small_copy(cb, hd + i * F, len, g->hh + i * F, len, len, 1,
                               cudaMemcpyHostToDevice, cb->st))
             return;
@@ -2322,7 +2334,7 @@ static bool cu_holds(struct backend *be, uint64_t key)
     if (cb->err || cb->policy == CUDA_HOST_CPU) return false;
     const int e = wc_find(cb, key);
     if (e < 0) return false;
-    cb->wce[e].tick = ++cb->wc_tick;
+    cb->wce[e].tick = WC_WARM | ++cb->wc_tick;
     return true;
 }
 
@@ -2431,10 +2443,12 @@ static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
     fprintf(cb->trace,
             "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
             "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
-            " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f\n",
+            " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f at %" PRId64 " x_wait %" PRId64
+            "\n",
             t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
             (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
-            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6);
+            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6,
+            t->at_us, t->x_us);
 }
 
 static void pass_join(struct cuda_backend *cb)
@@ -2683,7 +2697,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .cpu_bytes = cpu_bytes,
                                 .gpu_far = gpu_far,
                                 .rate = tr_rate[gpu_far > 0],
-                                .pcie = tr_pcie};
+                                .pcie = tr_pcie,
+                                .at_us = t0 - cb->trace_t0,
+                                .x_us = t0 - tw};
     moe_gpu_seen(cb);
     const bool gpu_timed =
         cb->async_cpu && !cb->mg_pending && CK(cudaEventRecord(cb->mg_t0, cb->st));
@@ -2706,7 +2722,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         /* the stream waits for the pass's sum and adds it; this thread
          * returns and queues what follows (pass_join: stats and rate) */
         if (gpu_timed && !CK(cudaEventRecord(cb->mg_t1, cb->st))) return;
-        if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, seq, cb->st)))
+        if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
         if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st)))
             cb->mg_pending = cb->tr.gpu_timed = true;
@@ -2897,6 +2913,7 @@ static void cu_free(struct backend *be)
     if (cb->mx) cudaFreeHost(cb->mx);
     if (cb->hd) cudaFreeHost(cb->hd);
     if (cb->pass_flag) cudaFreeHost(cb->pass_flag);
+    if (cb->pass_dflag) cudaFree(cb->pass_dflag);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
@@ -3243,6 +3260,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->moe_rows = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_TRACE");
         cb->trace = e && *e ? fopen(e, "w") : NULL;
+        cb->trace_t0 = timing_now_us();
         if (e && *e && !cb->trace)
             fprintf(stderr, "hypura: HYPURA_CUDA_MOE_TRACE=%s: %s; no trace written\n", e,
                     strerror(errno));
@@ -3297,6 +3315,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
     if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);
+    if (!cb->err && CK(cudaMalloc((void **)&cb->pass_dflag, 64)) &&
+        CK(cudaMemset(cb->pass_dflag, 0, 64)))
+        cb->dev_bytes += 64;
     if (!cb->err && cfg->weight_cache_bytes > 0) wc_alloc(cb, cfg->weight_cache_bytes);
     if (cb->err) {
         st = err_set(cb->err, "%s", cb->err_msg);

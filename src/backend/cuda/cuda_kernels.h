@@ -202,13 +202,14 @@ cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t 
  * pinned host memory that the CPU writes, x before flag (a release store).
  * The stream waits there for the CPU's share of a product while the ops
  * queued after it wait with it, instead of being queued once the CPU is
- * done. */
-cudaError_t cuk_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag, uint32_t value,
-                         cudaStream_t s);
+ * done. One thread polls flag and passes the value on to the others in
+ * dflag (a device word of this flag's alone, 0 or an earlier value). */
+cudaError_t cuk_wait_add(float *y, const float *x, int64_t n, const uint32_t *flag, uint32_t *dflag,
+                         uint32_t value, cudaStream_t s);
 /* y[i] = x[i] for i < n, x host memory, once *flag has reached value as
  * for cuk_wait_add (the CPU's half experts' activations for their downs). */
-cudaError_t cuk_wait_copy(float *y, const float *x, int64_t n, const uint32_t *flag, uint32_t value,
-                          cudaStream_t s);
+cudaError_t cuk_wait_copy(float *y, const float *x, int64_t n, const uint32_t *flag,
+                          uint32_t *dflag, uint32_t value, cudaStream_t s);
 /* y[t][i] += b[i] for n_tok rows of n. */
 cudaError_t cuk_add_bias(float *y, const float *b, int64_t n_tok, int64_t n, cudaStream_t s);
 
