@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 
     struct backend *be[8];
     for (int t = 0; t < n_threads; t++) {
-        struct cpu_backend_opts bo = {threads[t], false};
+        struct cpu_backend_opts bo = {.n_threads = threads[t], .portable = false};
         struct backend_limits lim = {
             .max_batch = 1, .max_ctx = 1, .max_head_dim = 128, .max_cols = cols};
         if (cpu_backend_init(&bo, &be[t]) || backend_reserve(be[t], &lim)) {

@@ -17,7 +17,7 @@
  *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
  *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
  *                   [--passes N (200)] [--warm 0|1 (0)] [--gap US (0)]
- *                   [--distinct N (8)]
+ *                   [--distinct N (8)] [--chunk BYTES (0)]
  *
  * --types: the gate and up type, then the down type (the default is what
  * llama.cpp's Q4_K_M gives a qwen1.5-moe-a2.7b expert: its 1408 columns are
@@ -33,6 +33,8 @@
  * do, so that the workers go to sleep between passes as they do in decode
  * (their spin is 200 us). --distinct N: experts quantized from random values
  * (the rest are copies of them; fewer start faster at large shapes).
+ * --chunk BYTES: the pass's chunks' least bytes (cpu_backend_opts'
+ * moe_chunk_bytes; 0 the backend's default, 1 a product's own chunking).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +90,7 @@ static int usage(void)
             "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
             "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
             "                       [--mib N (512)] [--passes N (200)] [--warm 0|1 (0)]\n"
-            "                       [--gap US (0)] [--distinct N (8)]\n");
+            "                       [--gap US (0)] [--distinct N (8)] [--chunk BYTES (0)]\n");
     return 2;
 }
 
@@ -102,6 +104,7 @@ int main(int argc, char **argv)
     int passes = 200;
     bool warm = false;
     int gap_us = 0, n_distinct = 8;
+    int64_t chunk_bytes = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return usage();
@@ -115,6 +118,8 @@ int main(int argc, char **argv)
             n_threads = parse_list(v, threads);
         } else if (!strcmp(argv[i], "--mib")) {
             mib = atof(v);
+        } else if (!strcmp(argv[i], "--chunk")) {
+            chunk_bytes = atoll(v);
         } else if (!strcmp(argv[i], "--warm")) {
             if (strcmp(v, "0") && strcmp(v, "1")) return usage();
             warm = v[0] == '1';
@@ -227,7 +232,8 @@ int main(int argc, char **argv)
     int next = 0;
     for (int t = 0; t < n_threads; t++) {
         struct backend *be = NULL;
-        struct cpu_backend_opts bo = {threads[t], false};
+        struct cpu_backend_opts bo = {
+            .n_threads = threads[t], .portable = false, .moe_chunk_bytes = chunk_bytes};
         struct backend_limits lim = {.max_batch = kmax + 4, /* the pass converts k + 2 rows */
                                      .max_ctx = 1,
                                      .max_head_dim = 128,

@@ -51,7 +51,7 @@ struct runner {
 static bool runner_open(struct runner *r, const char *path)
 {
     memset(r, 0, sizeof(*r));
-    struct cpu_backend_opts bo = {2, false};
+    struct cpu_backend_opts bo = {.n_threads = 2, .portable = false};
     struct forward_config fc = {.n_ctx = 64};
     if (!(CHECK_OK(model_open(path, &r->m)) && CHECK_OK(cpu_backend_init(&bo, &r->be)) &&
           CHECK_OK(forward_init(r->m, r->be, &fc, &r->f)) && CHECK_OK(model_load(r->m, NULL, NULL))))

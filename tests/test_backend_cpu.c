@@ -27,15 +27,21 @@
 #include "core/timing.h"
 #include "quant/quant.h"
 
-static struct backend *make_backend(int n_threads, bool portable)
+/* moe_chunk_bytes: cpu_backend_opts' (0: the default) */
+static struct backend *make_backend_moe(int n_threads, bool portable, int64_t moe_chunk_bytes)
 {
     struct backend *be = NULL;
-    struct cpu_backend_opts o = {n_threads, portable};
+    struct cpu_backend_opts o = {n_threads, portable, moe_chunk_bytes};
     if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
     struct backend_limits lim = {
         .max_batch = 64, .max_ctx = 64, .max_head_dim = 128, .max_cols = 4096};
     if (!CHECK_OK(backend_reserve(be, &lim))) exit(1);
     return be;
+}
+
+static struct backend *make_backend(int n_threads, bool portable)
+{
+    return make_backend_moe(n_threads, portable, 0);
 }
 
 static void fill_normal(struct rng *r, float *x, size_t n, float scale)
@@ -153,7 +159,7 @@ static void test_matmul_one_token_ways(void)
     const struct quant_kernels *k = quant_kernels(HY_TYPE_F16);
     for (int nt = 1; nt <= 2; nt++) {
         struct backend *be = NULL;
-        struct cpu_backend_opts o = {nt, false};
+        struct cpu_backend_opts o = {.n_threads = nt, .portable = false};
         if (!CHECK_OK(cpu_backend_init(&o, &be))) return;
         struct backend_limits lim = {
             .max_batch = 4, .max_ctx = 1, .max_head_dim = 64, .max_cols = 14336};
@@ -502,8 +508,12 @@ static void test_moe_token(void)
             data[j] = quantized ? make_qweight(type, src, down ? E : F, down ? F : E, &w[j])
                                 : make_weight(type, src, down ? E : F, down ? F : E, ref, &w[j]);
         }
-        for (int nt = 1; nt <= 4; nt++) {
-            struct backend *be = make_backend(nt, false);
+        /* the pass's chunks as a product alone cuts them (1 byte at least:
+         * many a product, groups of several), and of 64 KiB at least (the
+         * default: one a product at these sizes) */
+        for (int bc = 0; bc < 8; bc++) {
+            const int nt = 1 + bc / 2;
+            struct backend *be = make_backend_moe(nt, false, bc % 2 ? 0 : 1);
             for (size_t ki = 0; ki < HY_ARRAY_LEN(ks); ki++) {
                 const int k = ks[ki];
                 fill_normal(&r, x, E, 1.0f);

@@ -47,7 +47,7 @@ static bool runner_open(struct runner *r, const char *path, int n_threads, bool 
                         int64_t n_ctx)
 {
     memset(r, 0, sizeof(*r));
-    struct cpu_backend_opts bo = {n_threads, portable};
+    struct cpu_backend_opts bo = {.n_threads = n_threads, .portable = portable};
     struct forward_config fc = {.n_ctx = n_ctx};
     return CHECK_OK(model_open(path, &r->m)) && CHECK_OK(cpu_backend_init(&bo, &r->be)) &&
            CHECK_OK(forward_init(r->m, r->be, &fc, &r->f)) &&
@@ -292,7 +292,7 @@ static void test_unsupported_type(void)
     struct model *m = NULL;
     struct backend *be = NULL;
     struct forward *f2 = NULL;
-    struct cpu_backend_opts bo = {1, false};
+    struct cpu_backend_opts bo = {.n_threads = 1, .portable = false};
     struct forward_config fc = {.n_ctx = 64};
     if (CHECK_OK(model_open(path, &m)) && CHECK_OK(cpu_backend_init(&bo, &be))) {
         CHECK_STATUS(forward_init(m, be, &fc, &f2), HY_ERR_UNSUPPORTED);

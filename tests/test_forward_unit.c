@@ -249,7 +249,7 @@ static bool eval_all(const char *path, const int32_t *toks, int64_t n, float *lo
     struct model *m = NULL;
     struct backend *be = NULL;
     struct forward *f = NULL;
-    struct cpu_backend_opts bo = {2, false};
+    struct cpu_backend_opts bo = {.n_threads = 2, .portable = false};
     struct forward_config fc = {.n_ctx = 64, .n_batch = n_batch};
     bool ok = CHECK_OK(model_open(path, &m)) && CHECK_OK(cpu_backend_init(&bo, &be)) &&
               CHECK_OK(forward_init(m, be, &fc, &f)) && CHECK_OK(model_load(m, NULL, NULL));

@@ -388,7 +388,7 @@ static enum hy_status measure_matvec(struct hw_profile *p, uint64_t bytes, const
                                      int *step, int total)
 {
     struct backend *be = NULL;
-    struct cpu_backend_opts bo = {p->physical_cores, false};
+    struct cpu_backend_opts bo = {.n_threads = p->physical_cores, .portable = false};
     struct backend_limits lim = {
         .max_batch = 1, .max_ctx = 1, .max_head_dim = 128, .max_cols = MATVEC_COLS};
     enum hy_status st = cpu_backend_init(&bo, &be);

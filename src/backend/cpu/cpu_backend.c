@@ -57,6 +57,7 @@ struct cpu_backend {
     const char *kernels;
     struct backend_limits lim;
     bool portable;      /* reference quant kernels instead of the selected SIMD ones */
+    int64_t moe_chunk_bytes; /* a pass's chunks' least bytes (MOE_CHUNK_BYTES) */
     void *act;          /* owned: activations converted to a vec_dot_type, [max_batch][row] */
     size_t act_bytes;
     /* owned, [n_threads][att_stride] floats: per attention worker, the scores
@@ -467,6 +468,26 @@ static void cpu_add_rows(struct backend *be, float *y, const float *x, const int
 /* A cache line: the pass's counters each have their own (struct moe_job). */
 #define MOE_LINE 64
 
+/* The least bytes of a pass's chunk. The pass has every expert's products
+ * in one phase, so MATMUL_CHUNKS_PER_THREAD chunks of each product are many
+ * a thread; small experts' rows (1-2 KB: qwen1.5-moe's) then came 16 to a
+ * chunk, short streams of reads. On the 16-core Xeon host of an H200, a
+ * pass of that expert shape at 16 threads alone (moe_token_bench, k = 1 to
+ * 4, two rounds) took 58-65 against 72-75 us at k = 1 and 196-215 against
+ * 250-268 at k = 4; decode there, beside the GPU or on the CPU alone, did
+ * not move beyond its spread. Mixtral's experts' chunks were larger already. */
+#define MOE_CHUNK_BYTES ((int64_t)64 << 10)
+
+/* Task t's chunk rows for a pass: at least min_bytes (whole 16s of rows),
+ * at most its rows. */
+static void moe_chunk_rows(struct matmul_task *t, int64_t min_bytes)
+{
+    const int64_t rb = (int64_t)t->w->row_bytes, n = t->w->n_rows;
+    const int64_t want = (min_bytes + rb - 1) / rb;
+    const int64_t rows = HY_MAX(t->chunk_rows, (want + 15) / 16 * 16);
+    t->chunk_rows = HY_MIN(rows, (n + 15) / 16 * 16);
+}
+
 /* A middle-step group's count of gate and up chunks not done, on its own
  * line (threads on neighbouring groups count down at once). */
 struct moe_grp {
@@ -692,6 +713,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         const struct backend_weight *e = &j->w[3 * (t / 2) + (t % 2)];
         HY_ASSERT(e->n_rows == F && e->n_cols == E);
         matmul_setup(cb, e, x, 1, (t % 2 ? h2 : h) + (t / 2) * F, &j->a[t]);
+        moe_chunk_rows(&j->a[t], cb->moe_chunk_bytes);
         if (j->a[t].gemv && gemv_off(cb, e)) j->a[t].gemv = NULL;
         if (!j->a[t].from_float) continue; /* F32 weights read x as it is */
         int c = 0;
@@ -712,6 +734,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
+        moe_chunk_rows(&j->b[e], cb->moe_chunk_bytes);
         if (j->b[e].gemv && gemv_off(cb, d)) j->b[e].gemv = NULL;
         if (j->b[e].from_float) {
             j->b[e].xq = j->xq_b + (size_t)e * row;
@@ -1069,6 +1092,7 @@ enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct back
     cb->base.n_threads = opts->n_threads;
     cb->n_threads = opts->n_threads;
     cb->portable = opts->portable;
+    cb->moe_chunk_bytes = opts->moe_chunk_bytes > 0 ? opts->moe_chunk_bytes : MOE_CHUNK_BYTES;
     cb->kernels = opts->portable ? "reference" : quant_isa_name(quant_isa_current());
     enum hy_status st = threadpool_init(opts->n_threads, &cb->pool);
     if (st) {

@@ -26,6 +26,10 @@
 struct cpu_backend_opts {
     int n_threads; /* >= 1, including the calling thread */
     bool portable; /* reference kernels even where SIMD ones exist (tests) */
+    /* the least bytes of a chunk of moe_token's pass (0: 64 KiB; 1: the
+     * chunks of a product alone, as tests of the pass's many-chunk paths
+     * want) */
+    int64_t moe_chunk_bytes;
 };
 
 /* A new CPU backend (free with backend_free). Errors: HY_ERR_INVALID_ARG
