@@ -210,6 +210,12 @@ struct cuda_backend {
      * side's and its copies' where timed) */
     FILE *trace;
     int64_t trace_t0; /* the trace's time origin */
+    /* the trace's: the last download waited for (a layer's routes), when
+     * it was in hand, and the GPU's time from the last timed call's sum
+     * added (mg_t2) to its arrival (tr_dl; -1: another download came between) */
+    int64_t tr_dl_us, tr_chain_us;
+    cudaEvent_t tr_dl; /* a download's arrival, timed (dl_done is not) */
+    bool tr_t2;        /* mg_t2 recorded and not yet taken for tr_chain_us */
     struct moe_trace {
         uint64_t seq;
         int n_cpu, n_half;
@@ -218,6 +224,9 @@ struct cuda_backend {
         int64_t queue_us; /* the GPU side's queuing from the pass's start */
         int64_t at_us;    /* the pass's start, from the backend's start */
         int64_t x_us;     /* the wait for x before it */
+        int64_t dl_us;    /* from the routes' arrival to the pass's start */
+        int64_t in_us;    /* from this call's entry to the pass's start */
+        int64_t chain_us; /* the GPU's, from the last call's sum to the routes */
         double rate, pcie;
         bool gpu_timed, copy_timed;
     } tr;
@@ -730,8 +739,16 @@ static void cu_download_start(struct backend *be, const void *src, void *host_ds
     cb->dl_len = 0;
     if (cb->err || !bytes || !ensure_host(cb, &cb->hd, &cb->hd_bytes, bytes)) return;
     const int pi = prof_begin(cb);
-    if (!CK(cudaMemcpyAsync(cb->hd, src, bytes, cudaMemcpyDeviceToHost, cb->st)) ||
-        !CK(cudaEventRecord(cb->dl_done, cb->st)))
+    /* a layer's routes, a few hundred bytes: by small_copy's kernel where it
+     * may. On an H200 the GPU's time from a partial MoE layer's sum to the
+     * next layer's routes in hand went from 55-56 to 50-53 us (the
+     * qwen1.5-moe shape; Mixtral's 66-67 to 63). */
+    const int64_t n = (int64_t)(bytes / sizeof(float));
+    if (!(bytes % sizeof(float)
+              ? CK(cudaMemcpyAsync(cb->hd, src, bytes, cudaMemcpyDeviceToHost, cb->st))
+              : small_copy(cb, cb->hd, n, src, n, n, 1, cudaMemcpyDeviceToHost, cb->st)) ||
+        !CK(cudaEventRecord(cb->dl_done, cb->st)) ||
+        (cb->tr_dl && !CK(cudaEventRecord(cb->tr_dl, cb->st))))
         return;
     prof_end(cb, pi, "download (started)", UINT32_MAX);
     cb->dl_len = bytes;
@@ -742,8 +759,19 @@ static enum hy_status cu_download_wait(struct backend *be)
     struct cuda_backend *cb = cb_of(be);
     const int64_t t0 = timing_now_us();
     pass_join(cb);
-    if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done)))
+    if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done))) {
         memcpy(cb->dl_dst, cb->hd, cb->dl_len);
+        if (cb->trace) {
+            cb->tr_dl_us = timing_now_us();
+            float ms = -1e-3f;
+            if (cb->tr_t2 && cb->tr_dl &&
+                (cudaEventSynchronize(cb->tr_dl) != cudaSuccess ||
+                 cudaEventElapsedTime(&ms, cb->mg_t2, cb->tr_dl) != cudaSuccess))
+                ms = -1e-3f;
+            cb->tr_t2 = false;
+            cb->tr_chain_us = (int64_t)(ms * 1e3f);
+        }
+    }
     cb->dl_len = 0;
     cb->stats.sync_calls++;
     cb->stats.sync_us += timing_now_us() - t0;
@@ -2444,11 +2472,11 @@ static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
             "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
             "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
             " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f at %" PRId64 " x_wait %" PRId64
-            "\n",
+            " dl %" PRId64 " in %" PRId64 " chain %" PRId64 "\n",
             t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
             (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
             (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6,
-            t->at_us, t->x_us);
+            t->at_us, t->x_us, t->dl_us, t->in_us, t->chain_us);
 }
 
 static void pass_join(struct cuda_backend *cb)
@@ -2513,6 +2541,7 @@ static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
 static void cu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                          const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
+    const int64_t t_in = timing_now_us();
     struct cuda_backend *cb = op_begin(be);
     cb->hx_src = NULL;
     pass_join(cb);
@@ -2699,7 +2728,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .rate = tr_rate[gpu_far > 0],
                                 .pcie = tr_pcie,
                                 .at_us = t0 - cb->trace_t0,
-                                .x_us = t0 - tw};
+                                .x_us = t0 - tw,
+                                .dl_us = t0 - cb->tr_dl_us,
+                                .in_us = t0 - t_in,
+                                .chain_us = cb->tr_chain_us};
+    cb->tr_chain_us = -1;
     moe_gpu_seen(cb);
     const bool gpu_timed =
         cb->async_cpu && !cb->mg_pending && CK(cudaEventRecord(cb->mg_t0, cb->st));
@@ -2725,7 +2758,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
         if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st)))
-            cb->mg_pending = cb->tr.gpu_timed = true;
+            cb->mg_pending = cb->tr.gpu_timed = cb->tr_t2 = true;
         return;
     }
     pass_join(cb); /* this thread takes what is left of the pass */
@@ -2907,6 +2940,7 @@ static void cu_free(struct backend *be)
     if (cb->mg_t0) cudaEventDestroy(cb->mg_t0);
     if (cb->mg_t1) cudaEventDestroy(cb->mg_t1);
     if (cb->mg_t2) cudaEventDestroy(cb->mg_t2);
+    if (cb->tr_dl) cudaEventDestroy(cb->tr_dl);
     if (cb->hx) cudaFreeHost(cb->hx);
     if (cb->hy) cudaFreeHost(cb->hy);
     if (cb->hm) cudaFreeHost(cb->hm);
@@ -3261,6 +3295,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         e = getenv("HYPURA_CUDA_MOE_TRACE");
         cb->trace = e && *e ? fopen(e, "w") : NULL;
         cb->trace_t0 = timing_now_us();
+        cb->tr_chain_us = -1;
+        if (cb->trace) CK(cudaEventCreate(&cb->tr_dl));
         if (e && *e && !cb->trace)
             fprintf(stderr, "hypura: HYPURA_CUDA_MOE_TRACE=%s: %s; no trace written\n", e,
                     strerror(errno));
