@@ -213,7 +213,7 @@ struct cuda_backend {
     /* the trace's: the last download waited for (a layer's routes), when
      * it was in hand, and the GPU's time from the last timed call's sum
      * added (mg_t2) to its arrival (tr_dl; -1: another download came between) */
-    int64_t tr_dl_us, tr_chain_us;
+    int64_t tr_dl_us, tr_chain_us; /* tr_dl_us 0: none yet */
     cudaEvent_t tr_dl; /* a download's arrival, timed (dl_done is not) */
     bool tr_t2;        /* mg_t2 recorded and not yet taken for tr_chain_us */
     struct moe_trace {
@@ -224,7 +224,7 @@ struct cuda_backend {
         int64_t queue_us; /* the GPU side's queuing from the pass's start */
         int64_t at_us;    /* the pass's start, from the backend's start */
         int64_t x_us;     /* the wait for x before it */
-        int64_t dl_us;    /* from the routes' arrival to the pass's start */
+        int64_t dl_us;    /* from the routes' arrival to the pass's start (-1: none came) */
         int64_t in_us;    /* from this call's entry to the pass's start */
         int64_t chain_us; /* the GPU's, from the last call's sum to the routes */
         double rate, pcie;
@@ -2729,7 +2729,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .pcie = tr_pcie,
                                 .at_us = t0 - cb->trace_t0,
                                 .x_us = t0 - tw,
-                                .dl_us = t0 - cb->tr_dl_us,
+                                .dl_us = cb->tr_dl_us ? t0 - cb->tr_dl_us : -1,
                                 .in_us = t0 - t_in,
                                 .chain_us = cb->tr_chain_us};
     cb->tr_chain_us = -1;
