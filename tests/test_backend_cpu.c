@@ -31,7 +31,8 @@
 static struct backend *make_backend_moe(int n_threads, bool portable, int64_t moe_chunk_bytes)
 {
     struct backend *be = NULL;
-    struct cpu_backend_opts o = {n_threads, portable, moe_chunk_bytes};
+    struct cpu_backend_opts o = {
+        .n_threads = n_threads, .portable = portable, .moe_chunk_bytes = moe_chunk_bytes};
     if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
     struct backend_limits lim = {
         .max_batch = 64, .max_ctx = 64, .max_head_dim = 128, .max_cols = 4096};
