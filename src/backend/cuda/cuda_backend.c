@@ -107,6 +107,9 @@ struct wc_entry {
     /* filled by prefetch: its copy, at fill_ev, is not yet waited for by
      * the compute stream (the first reader does) */
     bool pending;
+    /* taken by wc_take for a product not yet queued: no other weight takes
+     * it, and the entries are not re-cut */
+    bool held;
     /* marks the entry's last queued reader; created at its first use and
      * kept when the entries are re-cut (it then marks a point the fence
      * already covers) */
@@ -247,6 +250,10 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    /* a token's product of host weights with an element-wise op (an
+     * expert's gate and up, its down with the add) in one kernel from their
+     * VRAM cache entries (HYPURA_CUDA_FUSE_HOST=0: each product, then the op) */
+    bool fuse_host;
     bool routed; /* moe_routed takes what it can (HYPURA_CUDA_ROUTED=0: declines) */
     /* prefetch copies guessed experts (HYPURA_CUDA_PREFETCH=0: it does nothing),
      * pf_bytes of them a call, while its guesses come true often enough and
@@ -326,6 +333,7 @@ struct cuda_backend {
     struct wc_entry *wce; /* [wc_cap] */
     bool wc_fence;        /* entries re-cut: the next fill waits for the whole stream */
     int wc_n, wc_cap;
+    int wc_held; /* entries held (wc_take): their products are not launched early */
     uint64_t wc_tick;
 
     uint64_t dev_bytes; /* allocated through alloc + scratch */
@@ -1009,7 +1017,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     if (cb->err || n_rows <= 0) return;
     if (n_tok <= CUQ_MATVEC_MAX_TOK) {
         CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st,
-                      in_place && cb->pdl));
+                      in_place && cb->pdl && !cb->wc_held));
         return;
     }
     const enum gemm_kind kind = gemm_kind_of(type);
@@ -1254,7 +1262,7 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     if (!cb->wc_cap || !key) return -1;
     /* entries are cut at the first keyed weight, and again (emptied) for a
      * larger one than they hold */
-    if (bytes > cb->wc_entry_bytes && wc_cut(cb, bytes) == 0) return -1;
+    if (bytes > cb->wc_entry_bytes && (cb->wc_held || wc_cut(cb, bytes) == 0)) return -1;
     uint64_t fit = UINT64_MAX;
     for (int i = 0; i < cb->wc_n; i++) {
         if (cb->wce[i].key == key && cb->wce[i].filled) {
@@ -1266,7 +1274,8 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     }
     int victim = -1;
     for (int i = 0; i < cb->wc_n; i++)
-        if (cb->wce[i].size == fit && (victim < 0 || cb->wce[i].tick < cb->wce[victim].tick))
+        if (cb->wce[i].size == fit && !cb->wce[i].held &&
+            (victim < 0 || cb->wce[i].tick < cb->wce[victim].tick))
             victim = i;
     if (victim < 0) return -1;
     cb->wce[victim].key = key;
@@ -1376,6 +1385,74 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     lap(&t, &cb->stats.host_copy_wait_us);
 }
 
+/* A host weight's VRAM cache entry, taken for the products queued next. */
+struct wc_hold {
+    int e;
+    bool hit, stable;
+};
+
+/* Host weight w in its VRAM cache entry for the products queued next on st:
+ * a hit (a prefetch's copy waited for), or a miss whose copy from w->data
+ * goes on cp after the entry's last readers, the compute stream waiting for
+ * it. The entry is held (no other weight takes it, and the entries are not
+ * re-cut) until wc_done. Returns its bytes' device address; NULL where the
+ * cache does not keep w (the caller computes it otherwise) or on an error. */
+static const uint8_t *wc_take(struct cuda_backend *cb, const struct backend_weight *w,
+                              struct wc_hold *h)
+{
+    const size_t bytes = (size_t)w->n_rows * w->row_bytes;
+    h->hit = false;
+    h->stable = w->stable;
+    h->e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &h->hit);
+    if (!w->data && !h->hit) { /* holds said yes: nothing else may have come between */
+        fail(cb, HY_ERR_INTERNAL, "matmul", "a weight without data is not in the VRAM cache",
+             __FILE__, __LINE__);
+        return NULL;
+    }
+    if (h->e < 0) return NULL;
+    struct wc_entry *en = &cb->wce[h->e];
+    uint8_t *dst = cb->wc + en->off;
+    if (h->hit) {
+        cb->stats.cache_hits++;
+        if (en->pending) { /* a prefetch's copy: the first reader waits for it */
+            if (!CK(cudaStreamWaitEvent(cb->st, en->fill_ev, 0))) return NULL;
+            en->pending = false;
+            cb->stats.prefetch_used++;
+        }
+    } else {
+        /* a miss fills the entry: the copy overlaps the previous ops; the
+         * entry may hold a weight that queued kernels still read: the copy
+         * waits for the last of them, not for the whole stream */
+        cb->stats.cache_misses++;
+        if (!wc_await_readers(cb, h->e) ||
+            !CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp)) ||
+            !CK(cudaEventRecord(cb->wc_copied, cb->cp)) ||
+            !CK(cudaStreamWaitEvent(cb->st, cb->wc_copied, 0)))
+            return NULL;
+        cb->stats.host_copy_bytes += bytes;
+    }
+    en->held = true;
+    cb->wc_held++;
+    return dst;
+}
+
+/* After the products that read h's entry are queued: its last reader
+ * marked, the hold let go, and a miss's entry filled, where its source may
+ * be refilled after model_release (a stream slot, the expert cache) once
+ * the copy is done. */
+static void wc_done(struct cuda_backend *cb, const struct wc_hold *h)
+{
+    struct wc_entry *en = &cb->wce[h->e];
+    en->held = false;
+    cb->wc_held--;
+    if (cb->err) return;
+    if (!en->read_ev && !CK(cudaEventCreateWithFlags(&en->read_ev, cudaEventDisableTiming))) return;
+    if (!CK(cudaEventRecord(en->read_ev, cb->st))) return;
+    /* the entry's later readers queue on st after the copy (stream order) */
+    if (!h->hit && (h->stable || (pass_join(cb), CK(cudaEventSynchronize(cb->wc_copied)))))
+        en->filled = true;
+}
+
 static void matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                    int64_t n_tok, float *y)
 {
@@ -1385,47 +1462,15 @@ static void matmul(struct cuda_backend *cb, const struct backend_weight *w, cons
                    &x16_ready, true);
         return;
     }
-    const size_t bytes = (size_t)w->n_rows * w->row_bytes;
-    bool hit = false;
-    const int e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &hit);
-    if (!w->data && !hit) { /* holds said yes: nothing else may have come between */
-        fail(cb, HY_ERR_INTERNAL, "matmul", "a weight without data is not in the VRAM cache",
-             __FILE__, __LINE__);
-        return;
-    }
-    if (e >= 0) {
-        uint8_t *dst = cb->wc + cb->wce[e].off;
-        if (hit) {
-            cb->stats.cache_hits++;
-            if (cb->wce[e].pending) { /* a prefetch's copy: the first reader waits for it */
-                if (!CK(cudaStreamWaitEvent(cb->st, cb->wce[e].fill_ev, 0))) return;
-                cb->wce[e].pending = false;
-                cb->stats.prefetch_used++;
-            }
-        } else {
-            /* a miss fills the entry: the copy overlaps the previous ops;
-             * the entry may hold a weight that queued kernels still read:
-             * the copy waits for the last of them, not for the whole stream */
-            cb->stats.cache_misses++;
-            if (!wc_await_readers(cb, e)) return;
-            if (!CK(cudaMemcpyAsync(dst, w->data, bytes, cudaMemcpyHostToDevice, cb->cp))) return;
-            if (!CK(cudaEventRecord(cb->wc_copied, cb->cp))) return;
-            if (!CK(cudaStreamWaitEvent(cb->st, cb->wc_copied, 0))) return;
-            cb->stats.host_copy_bytes += bytes;
-        }
+    struct wc_hold h;
+    const uint8_t *dst = wc_take(cb, w, &h);
+    if (dst) {
         gpu_matmul(cb, w->type, dst, w->row_bytes, w->n_rows, w->n_cols, x, n_tok, y, w->n_rows,
                    &x16_ready, false);
-        if (!cb->wce[e].read_ev &&
-            !CK(cudaEventCreateWithFlags(&cb->wce[e].read_ev, cudaEventDisableTiming)))
-            return;
-        if (!CK(cudaEventRecord(cb->wce[e].read_ev, cb->st))) return;
-        /* the entry's later readers queue on st after the copy (stream
-         * order); the call waits for the copy only where the source may be
-         * refilled after model_release (a stream slot, the expert cache) */
-        if (!hit && (w->stable || (pass_join(cb), CK(cudaEventSynchronize(cb->wc_copied)))))
-            cb->wce[e].filled = true;
+        wc_done(cb, &h);
         return;
     }
+    if (cb->err) return;
     host_matmul(cb, w, x, n_tok, y);
 }
 
@@ -1440,11 +1485,14 @@ static cudaError_t matvec_multi(struct cuda_backend *cb, uint32_t type, struct c
 {
     m->norm = norm_pending_for(cb, x, n_tok, n_cols) ? &cb->pn.nm : NULL;
     if (!m->norm) norm_flush(cb);
-    cudaError_t e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, cb->pdl);
+    /* not early while it reads held VRAM cache entries: their copies are
+     * waited for on the stream */
+    const bool early = cb->pdl && !cb->wc_held;
+    cudaError_t e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, early);
     if (e == cudaErrorNotSupported && m->norm) {
         norm_flush(cb);
         m->norm = NULL;
-        e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, cb->pdl);
+        e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, early);
     }
     *folded = m->norm != NULL;
     if (*folded) cb->pn.on = false;
@@ -1773,16 +1821,11 @@ static bool multi_alike(const struct backend_weight *a, const struct backend_wei
  * one kernel when every weight is in device memory with one type and row
  * length and the batch is a matvec's; else each product wherever its weight
  * lies, then the op (on the caller's scratch tmp). */
-static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
-                            const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
-                            float *const *ys, const float *const *bias, float *tmp)
+static void fused_products(struct backend *be, enum backend_fuse kind,
+                           const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
+                           float *const *ys, const float *const *bias, float *tmp)
 {
-    struct cuda_backend *cb = op_mark(be);
-    HY_ASSERT(n_w >= 1 && n_w <= 3);
-    HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
-    HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
-    HY_ASSERT(!bias || kind == BACKEND_FUSE_NONE);
-    if (cb->err) return;
+    struct cuda_backend *cb = cb_of(be);
     static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
                                            {"matvec +", "norm+matvec +"},
                                            {"matvec swiglu", "norm+matvec swiglu"}};
@@ -1833,6 +1876,56 @@ static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
         cu_matmul(be, &ws[1], x, n_tok, tmp);
         cu_silu_mul(be, ys[0], tmp, n);
     }
+}
+
+/* Views in device memory of the weights ws (n_w of them) for one launch: in
+ * VRAM already, or host weights taken into VRAM cache entries (hold[], *n_held
+ * of them, for wc_done after the launch). false: some host weight is not kept
+ * by the cache (none is held then; the ones taken stay filled). */
+static bool device_views(struct cuda_backend *cb, const struct backend_weight *ws, int n_w,
+                         struct backend_weight *v, struct wc_hold *hold, int *n_held)
+{
+    *n_held = 0;
+    for (int i = 0; i < n_w; i++) {
+        v[i] = ws[i];
+        if (ws[i].mem == BACKEND_MEM_BACKEND) continue;
+        const uint8_t *p = wc_take(cb, &ws[i], &hold[*n_held]);
+        if (!p) {
+            while (*n_held > 0) wc_done(cb, &hold[--*n_held]);
+            return false;
+        }
+        (*n_held)++;
+        v[i].data = p;
+        v[i].mem = BACKEND_MEM_BACKEND;
+    }
+    return true;
+}
+
+/* backend.h's matmul_fused. A token's host weights that the VRAM cache keeps
+ * (an expert's gate and up) go into its entries first, so that one kernel
+ * takes them, as it takes weights in VRAM: one launch instead of gate, up
+ * and SwiGLU's three. */
+static void cu_matmul_fused(struct backend *be, enum backend_fuse kind,
+                            const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
+                            float *const *ys, const float *const *bias, float *tmp)
+{
+    struct cuda_backend *cb = op_mark(be);
+    HY_ASSERT(n_w >= 1 && n_w <= 3);
+    HY_ASSERT(kind != BACKEND_FUSE_ADD || n_w == 1);
+    HY_ASSERT(kind != BACKEND_FUSE_SWIGLU || (n_w == 2 && ws[0].n_rows == ws[1].n_rows));
+    HY_ASSERT(!bias || kind == BACKEND_FUSE_NONE);
+    if (cb->err) return;
+    struct backend_weight v[3];
+    struct wc_hold hold[3];
+    int n_held = 0;
+    bool host = false;
+    for (int i = 0; i < n_w; i++) host |= ws[i].mem != BACKEND_MEM_BACKEND;
+    if (host && kind != BACKEND_FUSE_NONE && n_tok <= CUQ_MATVEC_MAX_TOK && cb->fuse_host &&
+        device_views(cb, ws, n_w, v, hold, &n_held))
+        ws = v;
+    if (cb->err) return;
+    fused_products(be, kind, ws, n_w, x, n_tok, ys, bias, tmp);
+    while (n_held > 0) wc_done(cb, &hold[--n_held]);
 }
 
 static void cu_add_rows(struct backend *be, float *y, const float *x, const int32_t *rows,
@@ -2137,6 +2230,14 @@ static void moe_down_add(struct backend *be, const struct backend_weight *d, con
                          float alpha, float *o, float *y)
 {
     struct cuda_backend *cb = cb_of(be);
+    struct backend_weight v;
+    struct wc_hold h;
+    int n_held = 0;
+    /* a host down the VRAM cache keeps: into its entry, then as one in VRAM */
+    if (d->mem != BACKEND_MEM_BACKEND && cb->fuse_host && device_views(cb, d, 1, &v, &h, &n_held))
+        d = &v;
+    if (cb->err) return;
+    bool done = false;
     if (d->mem == BACKEND_MEM_BACKEND) {
         struct cuq_multi m = {.n_w = 1,
                               .ep = CUQ_EP_AXPY,
@@ -2145,10 +2246,13 @@ static void moe_down_add(struct backend *be, const struct backend_weight *d, con
                               .y = {y},
                               .alpha = alpha};
         static const char *const name[2] = {"matvec axpy", "norm+matvec axpy"};
-        if (multi_op(cb, &m, d, hj, 1, d->n_rows, name)) return;
+        done = multi_op(cb, &m, d, hj, 1, d->n_rows, name);
     }
-    cu_matmul(be, d, hj, 1, o);
-    cu_add(be, y, o, alpha, d->n_rows);
+    if (!done) {
+        cu_matmul(be, d, hj, 1, o);
+        cu_add(be, y, o, alpha, d->n_rows);
+    }
+    if (n_held) wc_done(cb, &h);
 }
 
 /* The experts of one moe_token call that the GPU computes (w + 3 * js[i]):
@@ -3261,6 +3365,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_FUSE_HOST");
+        cb->fuse_host = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_ROUTED");
         cb->routed = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_BATCH");
