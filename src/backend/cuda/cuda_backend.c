@@ -31,6 +31,7 @@
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_probe.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "core/mem.h"
 #include "core/sizes.h"
 #include "core/timing.h"
@@ -428,7 +429,12 @@ static void pass_join(struct cuda_backend *cb);
  * compute stream; the pairs are read back when the pool fills or the backend
  * syncs, summed per kind of op, and the table goes to stderr when the backend
  * is freed. The spans are GPU time (copies waited for included); the gaps
- * between them are the host's. */
+ * between them are the host's. HYPURA_CUDA_TIMELINE=FILE (which turns the
+ * profile on) writes each span to FILE as "start end name" in us from an
+ * event recorded at the backend's start, and beside them the host's MoE
+ * passes and its waits for a layer's routes ("host ..." lines, in us from
+ * the host's clock when that event was seen done: a few us late). Lines are
+ * written as read: sort them by start. */
 #define PROF_PAIRS 2048
 #define PROF_KINDS 128
 
@@ -444,7 +450,18 @@ struct op_prof {
     } k[PROF_KINDS];
     int n_kinds;
     double span_ms; /* first event to last, over all reads */
+    FILE *tl;       /* HYPURA_CUDA_TIMELINE's file, or NULL */
+    cudaEvent_t base;
+    int64_t base_us; /* the host's clock when base was seen done */
 };
+
+/* A host interval [t0, t1] (timing_now_us) on the timeline, if one is kept. */
+static void prof_host(struct cuda_backend *cb, const char *what, int64_t t0, int64_t t1)
+{
+    if (cb->prof && cb->prof->tl)
+        fprintf(cb->prof->tl, "%.1f %.1f host %s\n", (double)(t0 - cb->prof->base_us),
+                (double)(t1 - cb->prof->base_us), what);
+}
 
 static void prof_read(struct cuda_backend *cb)
 {
@@ -456,6 +473,9 @@ static void prof_read(struct cuda_backend *cb)
             float ms = 0;
             if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) continue;
             __typeof__(p->k[0]) *k = &p->k[p->kind[i]];
+            float a = 0;
+            if (p->tl && cudaEventElapsedTime(&a, p->base, p->ev[2 * i]) == cudaSuccess)
+                fprintf(p->tl, "%.1f %.1f %s\n", 1e3 * (double)a, 1e3 * (double)(a + ms), k->name);
             k->min_ms = k->ms == 0 || ms < k->min_ms ? ms : k->min_ms;
             k->max_ms = HY_MAX(k->max_ms, (double)ms);
             k->ms += ms;
@@ -556,14 +576,16 @@ static void prof_free(struct cuda_backend *cb)
     if (!cb->prof) return;
     for (int i = 0; i < 2 * PROF_PAIRS; i++)
         if (cb->prof->ev[i]) cudaEventDestroy(cb->prof->ev[i]);
+    if (cb->prof->base) cudaEventDestroy(cb->prof->base);
+    if (cb->prof->tl) fclose(cb->prof->tl);
     free(cb->prof);
     cb->prof = NULL;
 }
 
 static void prof_init(struct cuda_backend *cb)
 {
-    const char *e = getenv("HYPURA_CUDA_PROFILE");
-    if (!e || !*e || strcmp(e, "0") == 0) return;
+    const char *e = getenv("HYPURA_CUDA_PROFILE"), *tl = getenv("HYPURA_CUDA_TIMELINE");
+    if ((!e || !*e || strcmp(e, "0") == 0) && (!tl || !*tl)) return;
     cb->prof = mem_xcalloc(1, sizeof *cb->prof);
     for (int i = 0; i < 2 * PROF_PAIRS; i++)
         if (cudaEventCreate(&cb->prof->ev[i]) != cudaSuccess) {
@@ -571,6 +593,18 @@ static void prof_init(struct cuda_backend *cb)
             prof_free(cb);
             return;
         }
+    if (!tl || !*tl) return;
+    struct op_prof *p = cb->prof;
+    if (cudaEventCreate(&p->base) != cudaSuccess ||
+        cudaEventRecord(p->base, cb->st) != cudaSuccess ||
+        cudaEventSynchronize(p->base) != cudaSuccess) {
+        (void)cudaGetLastError();
+        LOG_W("HYPURA_CUDA_TIMELINE: no base event; no timeline kept");
+        return;
+    }
+    p->base_us = timing_now_us();
+    p->tl = fopen(tl, "w");
+    if (!p->tl) LOG_W("HYPURA_CUDA_TIMELINE: cannot open %s: %s", tl, strerror(errno));
 }
 
 /* ---- the deferred RMSNorm ------------------------------------------------ */
@@ -782,7 +816,9 @@ static enum hy_status cu_download_wait(struct backend *be)
     }
     cb->dl_len = 0;
     cb->stats.sync_calls++;
-    cb->stats.sync_us += timing_now_us() - t0;
+    const int64_t t1 = timing_now_us();
+    cb->stats.sync_us += t1 - t0;
+    prof_host(cb, "wait for the routes", t0, t1);
     if (cb->err) return err_set(cb->err, "%s", cb->err_msg);
     return HY_OK;
 }
@@ -2592,6 +2628,7 @@ static void pass_join(struct cuda_backend *cb)
     const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
     moe_cpu_seen(cb, cb->pass_beside, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
     if (cb->trace) moe_trace_line(cb, t1 - cb->pass_t0);
+    prof_host(cb, "CPU pass", cb->pass_t0, t1);
     int64_t ts, tf, ta;
     cpu_backend_pass_times(cb->cpu, &ts, &tf, &ta);
     if (ts >= cb->pass_t0 && tf >= ts && ta >= tf && t1 >= ta) {
@@ -2859,8 +2896,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         /* the stream waits for the pass's sum and adds it; this thread
          * returns and queues what follows (pass_join: stats and rate) */
         if (gpu_timed && !CK(cudaEventRecord(cb->mg_t1, cb->st))) return;
+        const int pi = prof_begin(cb);
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
             CK(cudaEventRecord(cb->hy_free, cb->st));
+        prof_end(cb, pi, "wait for the CPU's sum, add", UINT32_MAX);
         if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st)))
             cb->mg_pending = cb->tr.gpu_timed = cb->tr_t2 = true;
         return;
