@@ -251,6 +251,8 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    /* moe_rate_weighed's drift (HYPURA_CUDA_MOE_RATE_DRIFT=N calls; 0: none) */
+    int rate_drift;
     /* a token's product of host weights with an element-wise op (an
      * expert's gate and up, its down with the add) in one kernel from their
      * VRAM cache entries (HYPURA_CUDA_FUSE_HOST=0: each product, then the op) */
@@ -2533,6 +2535,28 @@ static bool moe_rate_fresh(const struct cuda_backend *cb, bool beside, int n)
     return rate_fresh(cb, cb->moe_cpu_rate[beside][n], cb->moe_rate_at[beside][n]);
 }
 
+/* Calls over which the rate of a count of CPU experts that the split has
+ * not used drifts from what its calls showed to the optimistic one. A
+ * count the split stopped taking is measured no more: one slow measure (a
+ * pass beside heavy copies, a host busy for a moment) kept it off for the
+ * rest of a run. On an H200, the qwen1.5-moe shape's runs went one of two
+ * ways by which way their first calls went: most layers two CPU experts
+ * and a half (median 1620 us a token, eleven runs), or two, the GPU's side
+ * copying more (1692 us, eight runs). */
+#define MOE_RATE_DRIFT_CALLS 64
+
+/* The CPU rate the split weighs for n experts (beside copies or not): what
+ * its calls showed, moving toward r0 as calls go by without one (over
+ * cb->rate_drift calls; 0: held until stale); r0 where none is fresh. */
+static double moe_rate_weighed(const struct cuda_backend *cb, bool beside, int n, double r0)
+{
+    if (!moe_rate_fresh(cb, beside, n)) return r0;
+    const double r = cb->moe_cpu_rate[beside][n];
+    if (!cb->rate_drift || r >= r0) return r;
+    const double age = (double)(cb->moe_seq - cb->moe_rate_at[beside][n]);
+    return r + (r0 - r) * HY_MIN(1.0, age / (double)cb->rate_drift);
+}
+
 /* Whether the events of a call timed on the device (*pending until read),
  * the last of them `last`, are done and readable: then *pending is
  * cleared. false while they run, or on an error (recorded). */
@@ -2746,8 +2770,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         const double r0 = typed > 0 ? typed : cb->rates.cpu_matvec_bytes_per_s;
         double rate[2][BACKEND_MOE_MAX_K + 1];
         for (int b = 0; b < 2; b++)
-            for (int n = 0; n <= n_cand; n++)
-                rate[b][n] = moe_rate_fresh(cb, b, n) ? cb->moe_cpu_rate[b][n] : r0;
+            for (int n = 0; n <= n_cand; n++) rate[b][n] = moe_rate_weighed(cb, b, n, r0);
         uint64_t gu_min = UINT64_MAX;
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
@@ -3404,6 +3427,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_MOE_RATE_DRIFT");
+        cb->rate_drift = e ? atoi(e) : MOE_RATE_DRIFT_CALLS;
+        if (cb->rate_drift < 0) cb->rate_drift = 0;
         e = getenv("HYPURA_CUDA_FUSE_HOST");
         cb->fuse_host = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_ROUTED");
