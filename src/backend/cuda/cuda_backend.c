@@ -2539,10 +2539,9 @@ static bool moe_rate_fresh(const struct cuda_backend *cb, bool beside, int n)
  * not used drifts from what its calls showed to the optimistic one. A
  * count the split stopped taking is measured no more: one slow measure (a
  * pass beside heavy copies, a host busy for a moment) kept it off for the
- * rest of a run. On an H200, the qwen1.5-moe shape's runs went one of two
- * ways by which way their first calls went: most layers two CPU experts
- * and a half (median 1620 us a token, eleven runs), or two, the GPU's side
- * copying more (1692 us, eight runs). */
+ * rest of a run. On an H200 the Mixtral shape's runs that had few halves
+ * were among its slowest; with the drift, decode medians 301.3 -> 315.6
+ * tok/s (eight runs each; the qwen1.5-moe shape's the same). */
 #define MOE_RATE_DRIFT_CALLS 64
 
 /* The CPU rate the split weighs for n experts (beside copies or not): what
