@@ -433,10 +433,11 @@ static void pass_join(struct cuda_backend *cb);
  * is freed. The spans are GPU time (copies waited for included); the gaps
  * between them are the host's. HYPURA_CUDA_TIMELINE=FILE (which turns the
  * profile on) writes each span to FILE as "start end name" in us from an
- * event recorded at the backend's start, and beside them the host's MoE
- * passes and its waits for a layer's routes ("host ..." lines, in us from
- * the host's clock when that event was seen done: a few us late). Lines are
- * written as read: sort them by start. */
+ * event recorded on the compute stream once it is idle, and beside them the
+ * host's MoE passes and its waits for a layer's routes ("host ..." lines, in
+ * us from the host's clock when that event was seen done: a few us late).
+ * Both start again at each read of the pairs (prof_rebase: the clocks drift
+ * apart), a "rebase" line after each read's. Sort a read's lines by start. */
 #define PROF_PAIRS 2048
 #define PROF_KINDS 128
 
@@ -465,6 +466,23 @@ static void prof_host(struct cuda_backend *cb, const char *what, int64_t t0, int
                 (double)(t1 - cb->prof->base_us), what);
 }
 
+/* The timeline's base event again, recorded on s once what is queued there
+ * is done, and the host's clock then. The two clocks drift apart: from one
+ * base alone, 2.3 s into a run on an H200, a host wait for the routes came
+ * out ending 160 us after the GPU had begun the ops queued after it. The
+ * spans of a read are taken from the base before it. */
+static bool prof_rebase(struct op_prof *p, cudaStream_t s)
+{
+    if (!p->base) return false;
+    if (cudaEventRecord(p->base, s) != cudaSuccess ||
+        cudaEventSynchronize(p->base) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    p->base_us = timing_now_us();
+    return true;
+}
+
 static void prof_read(struct cuda_backend *cb)
 {
     struct op_prof *p = cb->prof;
@@ -488,6 +506,7 @@ static void prof_read(struct cuda_backend *cb)
     }
     (void)cudaGetLastError();
     p->n = 0;
+    if (p->tl && prof_rebase(p, cb->st)) fprintf(p->tl, "rebase\n");
 }
 
 /* Starts timing an op: the pair's index, or -1 when not profiling. */
@@ -597,14 +616,12 @@ static void prof_init(struct cuda_backend *cb)
         }
     if (!tl || !*tl) return;
     struct op_prof *p = cb->prof;
-    if (cudaEventCreate(&p->base) != cudaSuccess ||
-        cudaEventRecord(p->base, cb->st) != cudaSuccess ||
-        cudaEventSynchronize(p->base) != cudaSuccess) {
+    if (cudaEventCreate(&p->base) != cudaSuccess) p->base = NULL;
+    if (!prof_rebase(p, cb->st)) {
         (void)cudaGetLastError();
         LOG_W("HYPURA_CUDA_TIMELINE: no base event; no timeline kept");
         return;
     }
-    p->base_us = timing_now_us();
     p->tl = fopen(tl, "w");
     if (!p->tl) LOG_W("HYPURA_CUDA_TIMELINE: cannot open %s: %s", tl, strerror(errno));
 }
