@@ -11,7 +11,9 @@
  * experts and at most one half (brute force), and no worse than without.
  * With a half's gate and up rows shared: the share where both sides end
  * together, only for a half whose gate and up are all in RAM, as good as any
- * share of the half on a grid, and never worse than whole halves.
+ * share of the half on a grid, and never worse than whole halves. A
+ * count's rate drifting toward the optimistic one, and the split taking
+ * that count again once it has.
  */
 #include <math.h>
 #include <stdio.h>
@@ -316,9 +318,34 @@ static void test_half_best(void)
     printf("halves chosen in %d of 2000 rounds\n", halves);
 }
 
+/* A count's rate drifting toward the optimistic one: linear over the
+ * drift, there from then on; a rate at or above it, or no drift, as seen. */
+static void test_rate_drift(void)
+{
+    CHECK(moe_split_rate_drift(60e9, 100e9, 0, 64) == 60e9);
+    CHECK(fabs(moe_split_rate_drift(60e9, 100e9, 16, 64) - 70e9) < 1);
+    CHECK(fabs(moe_split_rate_drift(60e9, 100e9, 32, 64) - 80e9) < 1);
+    CHECK(moe_split_rate_drift(60e9, 100e9, 64, 64) == 100e9);
+    CHECK(moe_split_rate_drift(60e9, 100e9, 1000, 64) == 100e9);
+    CHECK(moe_split_rate_drift(120e9, 100e9, 32, 64) == 120e9);
+    CHECK(moe_split_rate_drift(60e9, 100e9, 32, 0) == 60e9);
+    /* a split that drops a count measured slow takes it again once drifted:
+     * two experts of 3 MB, nothing in VRAM, PCIe at 40 GB/s, the CPU's rate
+     * for one expert 40 GB/s (one on each side: 75 us), for two seen at 20
+     * (300 us); drifted to the optimistic 100, two take 60 us */
+    struct moe_split_cand c[2];
+    for (int i = 0; i < 2; i++)
+        c[i] = (struct moe_split_cand){.j = i, .all = 3 * MB, .far = 3 * MB};
+    double rate[3] = {80e9, 40e9, 20e9};
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, NULL, NULL), 1);
+    rate[2] = moe_split_rate_drift(20e9, 100e9, 64, 64);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, NULL, NULL), 2);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
+    test_rate_drift();
     test_prefers_far();
     test_order();
     test_rates();

@@ -2567,10 +2567,8 @@ static bool moe_rate_fresh(const struct cuda_backend *cb, bool beside, int n)
 static double moe_rate_weighed(const struct cuda_backend *cb, bool beside, int n, double r0)
 {
     if (!moe_rate_fresh(cb, beside, n)) return r0;
-    const double r = cb->moe_cpu_rate[beside][n];
-    if (!cb->rate_drift || r >= r0) return r;
-    const double age = (double)(cb->moe_seq - cb->moe_rate_at[beside][n]);
-    return r + (r0 - r) * HY_MIN(1.0, age / (double)cb->rate_drift);
+    return moe_split_rate_drift(cb->moe_cpu_rate[beside][n], r0,
+                                cb->moe_seq - cb->moe_rate_at[beside][n], cb->rate_drift);
 }
 
 /* Whether the events of a call timed on the device (*pending until read),

@@ -97,3 +97,10 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     if (share) *share = hs;
     return hc;
 }
+
+double moe_split_rate_drift(double seen, double r0, uint64_t age, int drift)
+{
+    if (drift <= 0 || !(seen < r0)) return seen;
+    const double f = (double)age / (double)drift;
+    return f >= 1 ? r0 : seen + (r0 - seen) * f;
+}

@@ -51,4 +51,11 @@ struct moe_split_cand {
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
                      const double *cpu_rate_cp, double pcie_rate, bool *half, double *share);
 
+/* The CPU rate the split weighs for a count of experts whose passes showed
+ * rate `seen`, age calls ago: it moves linearly toward the optimistic r0
+ * over drift calls (reaching it there), so that a count measured slow once
+ * and no longer taken gets tried again; seen where it is r0 or more, or
+ * where drift is 0 (no drift). */
+double moe_split_rate_drift(double seen, double r0, uint64_t age, int drift);
+
 #endif
