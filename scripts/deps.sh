@@ -2,7 +2,7 @@
 # Installs the Debian packages that building and testing hypura need, when
 # they are missing. As root it runs apt-get; otherwise it prints the command.
 set -e
-PKGS="gcc make cmake pkg-config libjansson-dev liburing-dev libmicrohttpd-dev curl nodejs npm clang libclang-rt-14-dev"
+PKGS="gcc make cmake pkg-config libjansson-dev liburing-dev libmicrohttpd-dev curl nodejs npm clang libclang-rt-14-dev python3"
 missing=""
 for p in $PKGS; do
     # Node.js from elsewhere (NodeSource bundles npm) serves as well
