@@ -19,6 +19,8 @@
 #     the default GPU budget too (the VRAM expert cache; its counters printed).
 #     The stats must name the mode; bytes read per token are printed (a model
 #     this small may fit the minimal stream pool: a note, not a failure).
+# Sampling at --temp 0.8 --seed 7 (top-k 40) draws the same text whether the
+# GPU picks the candidates (top_k) or the host does from the logits.
 # `hypura perplexity` --gpu on against --gpu off on every synth model (and
 # against llama.cpp's value), at a GPU budget that holds about half the
 # weights, and at
@@ -167,6 +169,32 @@ for model in "$synth"/*.gguf; do
         [ "${gw:-0}" -ge $((tensors - embd)) ] && [ "${gw:-0}" -le "$tensors" ] ||
             fail "$name --gpu on: gpu_weights_bytes ${gw:-?}, expected $((tensors - embd))..$tensors (all but the embeddings at least)"
     fi
+
+    # sampling's candidates: picked on the GPU (the default: its top_k op
+    # runs, as the profile's table shows) or from the logits brought down
+    # (HYPURA_DEVICE_TOP_K=0), the same draws from one seed at top-k 40 and
+    # the same greedy text
+    checks=$((checks + 1))
+    HYPURA_CUDA_PROFILE=1 "$hy" run -m "$model" -p "$prompt" -n 32 --temp 0.8 --seed 7 -c 512 \
+        --gpu on >"$dir/smp_dev.txt" 2>"$dir/smp_dev.err"
+    r1=$?
+    HYPURA_DEVICE_TOP_K=0 "$hy" run -m "$model" -p "$prompt" -n 32 --temp 0.8 --seed 7 -c 512 \
+        --gpu on >"$dir/smp_host.txt" 2>"$dir/smp_host.err"
+    r2=$?
+    if [ $r1 -ne 0 ] || [ $r2 -ne 0 ]; then
+        fail "$name --temp 0.8 --seed 7: exit $r1 / $r2: $(tail -n 2 "$dir/smp_dev.err")"
+    elif ! cmp -s "$dir/smp_host.txt" "$dir/smp_dev.txt"; then
+        fail "$name --temp 0.8 --seed 7: the text differs with the candidates picked on the GPU"
+        printf '  from the logits: %s\n' "$(cat "$dir/smp_host.txt")"
+        printf '  on the GPU:      %s\n' "$(cat "$dir/smp_dev.txt")"
+    else
+        grep -q "^  top_k " "$dir/smp_dev.err" ||
+            fail "$name --temp 0.8: no top_k op in the profile (candidates not picked on the GPU)"
+    fi
+    export HYPURA_DEVICE_TOP_K=0
+    hrun fullh "$model" --gpu on
+    unset HYPURA_DEVICE_TOP_K
+    same fullh ref "$name --gpu on, HYPURA_DEVICE_TOP_K=0"
 
     # a GPU budget that holds a quarter to three quarters of the weights: grow
     # it from half the weights (jumping past a minimum an error names), then

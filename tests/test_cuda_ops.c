@@ -20,6 +20,8 @@
  *    backend memory are the MoE gather), rms_norm (in place too), rope (norm
  *    and neox, n_rot < head_dim, frequency factors, freq_scale != 1,
  *    positions up to 30000), softmax, silu_mul, add, add_bias;
+ *  - top_k (no CPU op: against a full sort on the host) for k 1..256 over
+ *    1 to 2^21 values, ties, signed zeros, -inf and NaNs;
  *  - moe_token (one token's routed experts in one call) on every backend
  *    against the CPU op by op: host experts (stable, keyed), one expert in
  *    backend memory, twice per backend (cache hits the second time), the
@@ -985,6 +987,80 @@ static void get_rows_case(uint32_t type, int64_t rows, int64_t cols, int64_t n)
     free(want);
     free(got);
     tweight_free(&tw);
+}
+
+/* The top_k op's order: descending value, ties to the lower index, -0
+ * equal to +0, NaNs below every number (their ties by index too). */
+static const float *topk_x;
+static int topk_cmp(const void *a, const void *b)
+{
+    const int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    const float x = topk_x[i], y = topk_x[j];
+    if (isnan(x) != isnan(y)) return isnan(x) ? 1 : -1;
+    if (!isnan(x) && x != y) return x > y ? -1 : 1;
+    return i < j ? -1 : (i > j);
+}
+
+/* top_k against a full sort on the host: indices and values exactly, over
+ * vocabulary-sized and odd lengths (one chunk, chunk edges, three passes),
+ * spread values, a few values with many ties, signed zeros with -inf and
+ * NaNs. */
+static void test_top_k(void)
+{
+    static const int64_t sizes[] = {1, 5, 4096, 4097, 128256, 151936, 262144, (int64_t)1 << 21};
+    static const int ks[] = {1, 2, 40, 64, 256};
+    const size_t nmax = (size_t)1 << 21;
+    float *x = xmalloc(sizeof(float) * nmax);
+    int32_t *order = xmalloc(sizeof(int32_t) * nmax), ids[256];
+    float vals[256];
+    for (size_t si = 0; si < HY_ARRAY_LEN(sizes); si++)
+        for (int pattern = 0; pattern < 3; pattern++) {
+            const int64_t n = sizes[si];
+            const uint64_t seed = case_seed();
+            struct rng r;
+            rng_init(&r, seed);
+            fill_normal(&r, x, (size_t)n, 4.0f);
+            for (int64_t i = 0; i < n && pattern > 0; i++) {
+                const float v = x[i];
+                if (pattern == 1) /* five values */
+                    x[i] = floorf(fabsf(v)) > 4.0f ? 4.0f : floorf(fabsf(v));
+                else /* signed zeros, -inf and NaNs among a few values */
+                    x[i] = v > 6.0f   ? NAN
+                           : v > 5.0f ? -INFINITY
+                           : v > 0.0f ? (v > 2.0f ? 0.0f : -0.0f)
+                                      : floorf(v);
+            }
+            for (int64_t i = 0; i < n; i++) order[i] = (int32_t)i;
+            topk_x = x;
+            qsort(order, (size_t)n, sizeof *order, topk_cmp);
+            for (size_t ki = 0; ki < HY_ARRAY_LEN(ks); ki++) {
+                const int k = ks[ki];
+                if (k > n || !live(G_AUTO)) continue;
+                char what[160];
+                snprintf(what, sizeof what, "top_k %d of %lld, pattern %d (seed %#llx)", k,
+                         (long long)n, pattern, (unsigned long long)seed);
+                struct backend *be = T.gpu[G_AUTO];
+                float *b = T.buf[G_AUTO][0];
+                backend_upload(be, b, x, sizeof(float) * (size_t)n);
+                memset(ids, 0xff, sizeof ids);
+                memset(vals, 0xff, sizeof vals);
+                be->ops->top_k(be, b, n, k, ids, vals);
+                if (!gpu_sync(G_AUTO, what)) continue;
+                bool good = true;
+                for (int i = 0; i < k && good; i++) {
+                    const float want = x[order[i]];
+                    const bool same_val = isnan(want) ? isnan(vals[i]) : vals[i] == want;
+                    if (!CHECK(ids[i] == order[i] && same_val)) {
+                        fprintf(stderr, "  %s: pick %d: GPU %d (%g), host %d (%g)\n", what, i,
+                                ids[i], (double)vals[i], order[i], (double)want);
+                        good = false;
+                    }
+                }
+                if (good) printf("%s: same\n", what);
+            }
+        }
+    free(x);
+    free(order);
 }
 
 static void test_get_rows(void)
@@ -2481,6 +2557,7 @@ int main(int argc, char **argv)
         test_matmul();
         test_matmul_fused();
         test_route();
+        test_top_k();
         test_get_rows();
         test_rms_norm();
         test_rope();

@@ -3,8 +3,8 @@
  * frequency, presence; the window), the order of its truncations (top-k,
  * then top-p over what top-k kept, then min-p, then temperature), seed
  * determinism, greedy and top-k over a large vocabulary against plain scans
- * (ties, NaNs, signed zeros, block tails), and the stop-string filter's
- * hold-back.
+ * (ties, NaNs, signed zeros, block tails), sampling from the best few logits
+ * against sampling from all, and the stop-string filter's hold-back.
  *
  * Expected values are worked out in the comments from the definitions in
  * src/sample/sampler.h, which follow llama.cpp's samplers.
@@ -331,6 +331,80 @@ out:
     free(pen);
 }
 
+/* The order of sampler.h's candidates (and the top_k op's): descending
+ * logit, ties to the lower id; -0 equals +0. */
+static const float *cand_logits;
+static int by_logit(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    const float lx = cand_logits[x], ly = cand_logits[y];
+    if (lx != ly) return lx > ly ? -1 : 1;
+    return x < y ? -1 : (x > y);
+}
+
+/* Sampling from the k best logits alone (what a GPU brings down) picks what
+ * sampling from all of them picks, draw by draw from one seed: greedy and
+ * top-k with top-p, min-p and temperature, over spread values, four values
+ * (ties broken by id) and signed zeros; sampler_top_needed asks for all of
+ * them where the penalties or an uncut candidate list need them. */
+static void test_top_candidates(void)
+{
+    static const int32_t sizes[] = {1, 17, 4099, 50003};
+    unsigned seed = 91;
+    float *l = malloc(50003 * sizeof *l), *vals = malloc(50003 * sizeof *vals);
+    int32_t *order = malloc(50003 * sizeof *order);
+    CHECK(l && vals && order);
+    if (!l || !vals || !order) goto out;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (int pattern = 0; pattern < 3; pattern++)
+            for (int cfg = 0; cfg < 4; cfg++) {
+                const int32_t n = sizes[si];
+                fill_logits(l, n, pattern, &seed, false);
+                for (int32_t i = 0; i < n; i++) order[i] = i;
+                cand_logits = l;
+                qsort(order, (size_t)n, sizeof *order, by_logit);
+                for (int32_t i = 0; i < n; i++) vals[i] = l[order[i]];
+                struct sampler_params p = params(cfg ? 0.8f : 0.0f, 3 + (uint64_t)cfg);
+                p.top_k = cfg == 1 ? 1 : cfg == 2 ? 5 : 40;
+                p.top_p = cfg == 3 ? 0.95f : 1.0f;
+                p.min_p = cfg == 3 ? 0.05f : 0.0f;
+                struct sampler a, b;
+                CHECK_OK(sampler_init(&a, n, &p));
+                CHECK_OK(sampler_init(&b, n, &p));
+                const int32_t k = sampler_top_needed(&b, 256);
+                CHECK_EQ_INT(k, cfg == 0 ? 1 : p.top_k < n ? p.top_k : 0);
+                for (int d = 0; d < 64 && k > 0; d++) {
+                    const int32_t ia = sampler_sample(&a, l);
+                    const int32_t ib = sampler_sample_top(&b, order, vals, k);
+                    CHECK_EQ_INT(ib, ia);
+                    if (ib != ia) break;
+                    sampler_accept(&a, ia);
+                    sampler_accept(&b, ib);
+                }
+                CHECK_EQ_INT(sampler_top_needed(&b, p.top_k - 1), cfg == 0 ? 1 : 0);
+                sampler_free(&a);
+                sampler_free(&b);
+            }
+    /* the penalties, once a token is in their window, or no top-k: all */
+    struct sampler s;
+    struct sampler_params p = params(0.0f, 1);
+    p.repeat_penalty = 1.1f;
+    CHECK_OK(sampler_init(&s, 100, &p));
+    CHECK_EQ_INT(sampler_top_needed(&s, 256), 1);
+    sampler_accept(&s, 7);
+    CHECK_EQ_INT(sampler_top_needed(&s, 256), 0);
+    sampler_free(&s);
+    p = params(0.8f, 1);
+    p.top_k = 0;
+    CHECK_OK(sampler_init(&s, 100, &p));
+    CHECK_EQ_INT(sampler_top_needed(&s, 256), 0);
+    sampler_free(&s);
+out:
+    free(l);
+    free(vals);
+    free(order);
+}
+
 /* Pushes pieces through a filter; returns what was printed and whether a stop hit. */
 static bool filter(const char *const *stops, int n_stops, const char *const *pieces, int n,
                    char *printed, size_t cap)
@@ -410,6 +484,7 @@ int main(int argc, char **argv)
     test_truncation_order();
     test_seeds();
     test_large_vocab();
+    test_top_candidates();
     test_stop_filter();
     return check_report(argv[0]);
 }

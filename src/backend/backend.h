@@ -101,6 +101,7 @@ struct backend_limits {
     int64_t max_head_dim; /* head_dim and head_dim_v */
     int64_t max_cols;     /* longest weight row (n_cols) any matmul gets */
     int64_t max_heads;    /* query heads of an attention call (0: not known) */
+    int64_t max_top;      /* longest vector top_k picks from (the logits; 0: none) */
     /* MoE models (0 for dense ones): experts a token picks, the experts'
      * hidden width and the model's, for a backend that keeps buffers for a
      * batch's routed rows (moe_batch) */
@@ -186,6 +187,15 @@ struct backend_ops {
      * HY_OK. Ops return nothing: a backend that can fail at run time records
      * the failure, skips the later ops and reports it here. */
     enum hy_status (*sync)(struct backend *be);
+    /* Optional (NULL: the caller downloads x and picks on the host). The k
+     * best of x[0..n) (backend memory, after the ops queued so far): their
+     * indices into ids[0..k) and values into vals[0..k) (host memory), in
+     * descending value, ties to the lower index, -0 equal to +0 (given as
+     * +0), NaNs below every number; 1 <= k <= min(n, BACKEND_TOP_K_MAX),
+     * n < 2^31. Waits for them. A failure is recorded as the other ops'
+     * are (sync reports it; ids and vals hold nothing then). Sampling's
+     * candidates: a vocabulary's logits stay where they were computed. */
+    void (*top_k)(struct backend *be, const float *x, int64_t n, int k, int32_t *ids, float *vals);
     /* Optional (NULL: nothing to do): makes host memory that weights are
      * read from fast to copy to the backend (page-locks it for DMA), and
      * undoes that before the memory is freed. */
@@ -310,6 +320,7 @@ struct backend_ops {
 };
 
 #define BACKEND_MOE_MAX_K 64
+#define BACKEND_TOP_K_MAX 256
 
 struct backend {
     const struct backend_ops *ops;

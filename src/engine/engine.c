@@ -26,7 +26,12 @@ struct engine_gen {
     struct tokenizer_stream stream;
     struct stop_filter stopf;
     bool have_smp, have_stream, have_stopf;
-    const float *logits; /* the sequence's forward's, for the next sample */
+    /* for the next sample: the sequence's forward's logits, or (n_top > 0)
+     * the n_top best of them picked where they were computed */
+    const float *logits;
+    int n_top;
+    int32_t top_ids[BACKEND_TOP_K_MAX];
+    float top_vals[BACKEND_TOP_K_MAX];
     int32_t *gen;        /* owned, [n_ctx]: generated ids */
     char *out;           /* owned, out_cap bytes: the text of the last engine_gen_next */
     size_t out_cap, out_len;
@@ -475,15 +480,19 @@ const char *engine_stop_api(enum engine_stop s)
     return s == ENGINE_STOP_LIMIT || s == ENGINE_STOP_CTX ? "length" : "stop";
 }
 
-/* Evaluates tokens[0..n) in s under the engine's lock and records them as
- * cached; on an error the cache is emptied (it may hold part of them). */
-HY_MUST_CHECK static enum hy_status seq_eval(struct engine *e, struct engine_seq *s,
-                                             const int32_t *tokens, int64_t n,
-                                             const float **logits)
+/* Evaluates tokens[0..n) in g's sequence under the engine's lock and records
+ * them as cached; on an error the cache is emptied (it may hold part of
+ * them). Leaves what g's sampler needs next: the best few logits, where the
+ * backend picks them, or all. */
+HY_MUST_CHECK static enum hy_status gen_eval(struct engine_gen *g, const int32_t *tokens, int64_t n)
 {
+    struct engine *e = g->e;
+    struct engine_seq *s = g->s;
     HY_ASSERT(forward_n_past(s->f) == s->n_tokens);
+    const int k = (int)sampler_top_needed(&g->smp, BACKEND_TOP_K_MAX);
     pthread_mutex_lock(&e->lock);
-    enum hy_status st = forward_eval(s->f, tokens, n, logits);
+    enum hy_status st =
+        forward_eval_top(s->f, tokens, n, k, g->top_ids, g->top_vals, &g->n_top, &g->logits);
     pthread_mutex_unlock(&e->lock);
     if (st) {
         forward_reset(s->f);
@@ -552,7 +561,7 @@ enum hy_status engine_gen_start(struct engine *e, int seq, const int32_t *prompt
     s->n_tokens = keep;
     g->st.n_prompt_eval = n_prompt - keep;
     const uint64_t read0 = engine_io(e).run_bytes;
-    if ((st = seq_eval(e, s, prompt + keep, n_prompt - keep, &g->logits))) goto fail;
+    if ((st = gen_eval(g, prompt + keep, n_prompt - keep))) goto fail;
     g->read_gen0 = engine_io(e).run_bytes;
     g->st.prompt_read_bytes = g->read_gen0 - read0;
     g->t_gen0 = timing_now_us();
@@ -604,7 +613,8 @@ enum hy_status engine_gen_next(struct engine_gen *g, const char **text, size_t *
     } else if (g->n_predict >= 0 && st->n_gen >= g->n_predict) {
         gen_finish(g, ENGINE_STOP_LIMIT);
     } else {
-        int32_t id = sampler_sample(&g->smp, g->logits);
+        int32_t id = g->n_top ? sampler_sample_top(&g->smp, g->top_ids, g->top_vals, g->n_top)
+                              : sampler_sample(&g->smp, g->logits);
         if (tokenizer_is_eog(&g->e->tok, id)) {
             gen_finish(g, ENGINE_STOP_EOG);
         } else {
@@ -626,7 +636,7 @@ enum hy_status engine_gen_next(struct engine_gen *g, const char **text, size_t *
                 gen_finish(g, ENGINE_STOP_CTX);
             } else {
                 const int64_t t1 = timing_now_us();
-                enum hy_status es = seq_eval(g->e, g->s, &id, 1, &g->logits);
+                enum hy_status es = gen_eval(g, &id, 1);
                 if (es) {
                     g->done = true;
                     st->stop = ENGINE_STOP_CANCEL;

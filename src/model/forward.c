@@ -35,6 +35,7 @@ struct forward {
     float *rope_factors;      /* owned, [n_rot / 2] from rope_freqs.weight; NULL without it */
     uint32_t kv_type;         /* enum hy_type of both caches */
     bool logits_all;
+    bool device_top_k;    /* forward_eval_top asks the backend's top_k */
     size_t k_layer_bytes; /* one layer's K cache: n_ctx rows of k_dim elements of kv_type */
     size_t v_layer_bytes; /* one layer's V cache (transposed or not, see backend.h) */
 
@@ -225,16 +226,18 @@ HY_MUST_CHECK static enum hy_status kv_init(struct forward *f, uint32_t kv_type)
 /* The limits a forward reserves its backend for: batches of n_batch tokens,
  * n_ctx cache rows, products as wide as the widest of the model width, the
  * FFN (ff: the experts' for an MoE model) and shared expert widths and the
- * attention output; an MoE model's routing shape. */
+ * attention output; an MoE model's routing shape; top_k over the logits. */
 static struct backend_limits forward_limits(const struct hparams *hp, int64_t n_batch,
-                                            int64_t n_ctx, int64_t ff, int64_t shexp)
+                                            int64_t n_ctx, int64_t ff, int64_t shexp,
+                                            int64_t n_vocab)
 {
     const int64_t att_dim = hp->n_head * hp->head_dim_v;
     struct backend_limits lim = {.max_batch = n_batch,
                                  .max_ctx = n_ctx,
                                  .max_head_dim = HY_MAX(hp->head_dim, hp->head_dim_v),
                                  .max_cols = HY_MAX(HY_MAX(hp->n_embd, ff), HY_MAX(att_dim, shexp)),
-                                 .max_heads = hp->n_head};
+                                 .max_heads = hp->n_head,
+                                 .max_top = n_vocab};
     if (hp->n_expert > 0) {
         lim.moe_k = hp->n_expert_used;
         lim.moe_ff = hp->n_ff_exp;
@@ -283,7 +286,7 @@ enum hy_status forward_sizes_of(const struct model_info *mi, const struct forwar
     out->device_bytes = out->kv_bytes + act + logits;
     out->host_bytes = logits;
     out->n_batch = (int64_t)nb;
-    out->lim = forward_limits(hp, (int64_t)nb, cfg->n_ctx, ff, shexp);
+    out->lim = forward_limits(hp, (int64_t)nb, cfg->n_ctx, ff, shexp, (int64_t)embd->ne[1]);
     return HY_OK;
 }
 
@@ -307,6 +310,8 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     f->n_ctx = cfg->n_ctx;
     f->n_batch = HY_MIN(cfg->n_batch ? cfg->n_batch : FORWARD_DEFAULT_BATCH, cfg->n_ctx);
     f->logits_all = cfg->logits_all;
+    const char *dtk = getenv("HYPURA_DEVICE_TOP_K");
+    f->device_top_k = be->ops->top_k && m->n_vocab < INT32_MAX && !(dtk && !strcmp(dtk, "0"));
     f->q_dim = hp->n_head * hp->head_dim;
     f->k_dim = hp->n_head_kv * hp->head_dim;
     f->v_dim = hp->n_head_kv * hp->head_dim_v;
@@ -320,7 +325,7 @@ enum hy_status forward_init(struct model *m, struct backend *be, const struct fo
     const uint64_t nb = (uint64_t)f->n_batch, L = (uint64_t)hp->n_layer;
     const uint64_t E = (uint64_t)hp->n_embd, F = sizeof(float);
     const struct backend_limits lim =
-        forward_limits(hp, f->n_batch, f->n_ctx, f->ff_dim, f->shexp_dim);
+        forward_limits(hp, f->n_batch, f->n_ctx, f->ff_dim, f->shexp_dim, m->n_vocab);
     if ((st = backend_reserve(be, &lim))) goto fail;
     if ((st = alloc_buf(f, &f->k_cache, L * f->k_layer_bytes, "KV cache (K)"))) goto fail;
     if ((st = alloc_buf(f, &f->v_cache, L * f->v_layer_bytes, "KV cache (V)"))) goto fail;
@@ -1106,10 +1111,9 @@ HY_MUST_CHECK static enum hy_status check_tokens(const struct forward *f, const 
     return HY_OK;
 }
 
-enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
-                            const float **logits)
+/* forward_eval's steps, up to the last one's logits in logits_dev. */
+HY_MUST_CHECK static enum hy_status eval_steps(struct forward *f, const int32_t *tokens, int64_t n)
 {
-    *logits = NULL;
     enum hy_status st = check_tokens(f, tokens, n);
     if (st) return st;
     for (int64_t i = 0; i < n; i += f->n_batch) {
@@ -1119,9 +1123,33 @@ enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
         f->n_past += step;
         if (!last && (st = routes_finish(f))) return st;
     }
+    return HY_OK;
+}
+
+enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
+                            const float **logits)
+{
+    *logits = NULL;
+    enum hy_status st = eval_steps(f, tokens, n);
+    if (st) return st;
     backend_download(f->be, f->logits_dev, f->logits, (size_t)f->m->n_vocab * sizeof(float));
     if ((st = backend_sync(f->be)) || (st = routes_finish(f))) return st;
     *logits = f->logits;
+    return HY_OK;
+}
+
+enum hy_status forward_eval_top(struct forward *f, const int32_t *tokens, int64_t n, int k,
+                                int32_t *ids, float *vals, int *n_top, const float **logits)
+{
+    *n_top = 0;
+    if (!f->device_top_k || k < 1 || k > BACKEND_TOP_K_MAX || k > f->m->n_vocab)
+        return forward_eval(f, tokens, n, logits);
+    *logits = NULL;
+    enum hy_status st = eval_steps(f, tokens, n);
+    if (st) return st;
+    f->be->ops->top_k(f->be, f->logits_dev, f->m->n_vocab, k, ids, vals);
+    if ((st = backend_sync(f->be)) || (st = routes_finish(f))) return st;
+    *n_top = k;
     return HY_OK;
 }
 

@@ -128,6 +128,16 @@ void forward_free(struct forward *f);
 HY_MUST_CHECK enum hy_status forward_eval(struct forward *f, const int32_t *tokens, int64_t n,
                                           const float **logits);
 
+/* Like forward_eval, for sampling's candidates: where the backend picks the
+ * best logits itself (a GPU's top_k op) and 1 <= k <= min(n_vocab,
+ * BACKEND_TOP_K_MAX), only the k best come down: ids[0..k) and vals[0..k)
+ * as that op orders them (descending, ties to the lower id), *n_top = k and
+ * *logits NULL. Otherwise (k = 0 among them, or HYPURA_DEVICE_TOP_K=0 in
+ * the environment when the forward was made) as forward_eval, *n_top = 0. */
+HY_MUST_CHECK enum hy_status forward_eval_top(struct forward *f, const int32_t *tokens, int64_t n,
+                                              int k, int32_t *ids, float *vals, int *n_top,
+                                              const float **logits);
+
 /* Like forward_eval for n <= the step size (forward_config.n_batch after
  * clamping) tokens evaluated as one step, but *logits gets every token's
  * logits: [n][n_vocab] host memory, row i for tokens[i], valid until the next

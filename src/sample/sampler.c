@@ -229,6 +229,8 @@ static void softmax_cands(struct sampler_cand *c, int32_t n, float temp)
     for (int32_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
 }
 
+static int32_t sample_cands(struct sampler *s, int32_t m);
+
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     const int32_t n = s->n_vocab;
@@ -248,6 +250,29 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     } else {
         for (int32_t i = 0; i < n; i++) c[i] = (struct sampler_cand){i, l[i], 0.0f};
     }
+    return sample_cands(s, m);
+}
+
+int32_t sampler_top_needed(const struct sampler *s, int32_t max_k)
+{
+    if (penalties_on(s)) return 0;
+    if (!(s->par.temp > 0.0f)) return 1;
+    const int32_t k = s->par.top_k;
+    return k > 0 && k < s->n_vocab && k <= max_k ? k : 0;
+}
+
+int32_t sampler_sample_top(struct sampler *s, const int32_t *ids, const float *vals, int32_t k)
+{
+    HY_ASSERT(k >= 1 && k <= s->n_vocab);
+    if (!(s->par.temp > 0.0f)) return ids[0];
+    for (int32_t i = 0; i < k; i++) s->cand[i] = (struct sampler_cand){ids[i], vals[i], 0.0f};
+    return sample_cands(s, k);
+}
+
+/* Steps 4-6 over the candidates c[0..m) (any order). */
+static int32_t sample_cands(struct sampler *s, int32_t m)
+{
+    struct sampler_cand *c = s->cand;
     qsort(c, (size_t)m, sizeof(*c), cand_cmp);
 
     softmax_cands(c, m, 1.0f);

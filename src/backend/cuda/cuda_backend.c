@@ -247,6 +247,9 @@ struct cuda_backend {
     int64_t head_r1, head_rows;
     uint64_t op_seq, head_seq;
     cudaEvent_t head_ev, head_dl;
+    /* top_k's scratch and its result (device), and the result's pinned copy */
+    unsigned long long *topk_dev, *topk_host;
+    size_t topk_dev_bytes, topk_host_bytes;
     bool copy_first;
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
@@ -921,6 +924,7 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
     l.max_head_dim = HY_MAX(l.max_head_dim, lim->max_head_dim);
     l.max_cols = HY_MAX(l.max_cols, lim->max_cols);
     l.max_heads = HY_MAX(l.max_heads, lim->max_heads);
+    l.max_top = HY_MAX(l.max_top, lim->max_top);
     l.moe_k = HY_MAX(l.moe_k, lim->moe_k);
     l.moe_ff = HY_MAX(l.moe_ff, lim->moe_ff);
     l.moe_embd = HY_MAX(l.moe_embd, lim->moe_embd);
@@ -943,6 +947,14 @@ static enum hy_status cu_reserve(struct backend *be, const struct backend_limits
         !ensure_dev(cb, (void **)&cb->ff, &cb->ff_bytes, sb.ff) ||
         !ensure_dev(cb, (void **)&cb->rinv, &cb->rinv_bytes, sb.inv) ||
         !ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, sb.part))
+        return cu_sync(be);
+    _Static_assert(CUK_TOP_K_MAX == BACKEND_TOP_K_MAX, "one top_k limit");
+    HY_ASSERT(!l.max_top || cuk_top_k_scratch(l.max_top, BACKEND_TOP_K_MAX) +
+                                    BACKEND_TOP_K_MAX * sizeof *cb->topk_host ==
+                                sb.top);
+    if (sb.top && (!ensure_dev(cb, (void **)&cb->topk_dev, &cb->topk_dev_bytes, sb.top) ||
+                   !ensure_host(cb, (void **)&cb->topk_host, &cb->topk_host_bytes,
+                                BACKEND_TOP_K_MAX * sizeof *cb->topk_host)))
         return cu_sync(be);
     /* moe_batch's buffers at the largest batch, held from here (the plan
      * counts them, cuda_backend_reserved_bytes) rather than grown by the
@@ -1804,6 +1816,37 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
     const int pi = prof_begin(cb);
     if (!cb->err) CK(cuk_softmax(x, n_rows, n, cb->st));
     prof_end(cb, pi, "softmax", UINT32_MAX);
+}
+
+static void cu_top_k(struct backend *be, const float *x, int64_t n, int k, int32_t *ids,
+                     float *vals)
+{
+    struct cuda_backend *cb = op_begin(be);
+    cb->hx_src = NULL;
+    pass_join(cb);
+    if (cb->err) return;
+    const size_t sb = cuk_top_k_scratch(n, k), kb = (size_t)k * sizeof *cb->topk_host;
+    if (!ensure_dev(cb, (void **)&cb->topk_dev, &cb->topk_dev_bytes, sb + kb) ||
+        !ensure_host(cb, (void **)&cb->topk_host, &cb->topk_host_bytes,
+                     BACKEND_TOP_K_MAX * sizeof *cb->topk_host))
+        return;
+    unsigned long long *out = cb->topk_dev + sb / sizeof *cb->topk_dev;
+    const int pi = prof_begin(cb);
+    if (!CK(cuk_top_k(x, n, k, cb->topk_dev, out, cb->st, cb->pdl)) ||
+        !CK(cudaMemcpyAsync(cb->topk_host, out, kb, cudaMemcpyDeviceToHost, cb->st)))
+        return;
+    prof_end(cb, pi, "top_k", UINT32_MAX);
+    if (!CK(cudaStreamSynchronize(cb->st))) return;
+    /* the keys back to indices and values (cuk_top_k's key) */
+    for (int i = 0; i < k; i++) {
+        const unsigned long long key = cb->topk_host[i];
+        const uint32_t hi = (uint32_t)(key >> 32);
+        const uint32_t u = hi & 0x80000000u ? hi & 0x7FFFFFFFu : ~hi;
+        float v;
+        memcpy(&v, &u, sizeof v);
+        ids[i] = (int32_t)(0xFFFFFFFFu - (uint32_t)key);
+        vals[i] = v;
+    }
 }
 
 static void cu_route(struct backend *be, float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm,
@@ -3092,6 +3135,7 @@ static void cu_free(struct backend *be)
     cudaFree(cb->ids);
     cudaFree(cb->ar);
     cudaFree(cb->part);
+    cudaFree(cb->topk_dev);
     cudaFree(cb->ff);
     cudaFree(cb->rinv);
     cudaFree(cb->wc);
@@ -3127,6 +3171,7 @@ static void cu_free(struct backend *be)
     if (cb->mx) cudaFreeHost(cb->mx);
     if (cb->hd) cudaFreeHost(cb->hd);
     if (cb->pass_flag) cudaFreeHost(cb->pass_flag);
+    if (cb->topk_host) cudaFreeHost(cb->topk_host);
     if (cb->pass_dflag) cudaFree(cb->pass_dflag);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
@@ -3156,6 +3201,7 @@ static const struct backend_ops cuda_ops = {
     .download_start = cu_download_start,
     .download_wait = cu_download_wait,
     .sync = cu_sync,
+    .top_k = cu_top_k,
     .host_register = cu_host_register,
     .host_unregister = cu_host_unregister,
     .matmul = cu_matmul,

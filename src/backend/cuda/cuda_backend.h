@@ -135,25 +135,34 @@ static inline void cuda_moe_batch_bytes(const struct backend_limits *lim, uint64
 
 /* The small device buffers of lim's calls, held from the reserve on: a
  * prompt's token ids (get_rows), add_rows' rows and weights, RoPE's
- * frequency factors and pair frequencies, and decode attention's split
+ * frequency factors and pair frequencies, decode attention's split
  * partial results (CUDA_ATT_MAX_SPLIT blocks a head, each head_dim_v + 2
  * floats, for lim->max_heads heads; none where that is 0, not known: the
- * first attention call allocates them). */
-#define CUDA_ATT_MAX_SPLIT 32  /* CUK_ATT_MAX_SPLIT */
-#define CUDA_ROPE_INV_MAX  128 /* RoPE pairs whose frequencies the backend uploads */
+ * first attention call allocates them), and top_k's keys for
+ * BACKEND_TOP_K_MAX of lim->max_top (a pass's chunks' best, twice, and the
+ * result: cuk_top_k_scratch). */
+#define CUDA_ATT_MAX_SPLIT 32   /* CUK_ATT_MAX_SPLIT */
+#define CUDA_ROPE_INV_MAX  128  /* RoPE pairs whose frequencies the backend uploads */
+#define CUDA_TOP_K_CHUNK   1024 /* keys a block of top_k's passes takes (cuda_ops.cu) */
 struct cuda_small_bytes {
-    uint64_t ids, rows, ff, inv, part;
+    uint64_t ids, rows, ff, inv, part, top;
 };
 
 static inline struct cuda_small_bytes cuda_small_bytes_of(const struct backend_limits *lim)
 {
     const uint64_t b = (uint64_t)lim->max_batch, hd = (uint64_t)lim->max_head_dim;
     const uint64_t heads = lim->max_heads > 0 ? (uint64_t)lim->max_heads : 0;
-    return (struct cuda_small_bytes){.ids = b * 4,
-                                     .rows = b * 8,
-                                     .ff = hd / 2 * 4,
-                                     .inv = CUDA_ROPE_INV_MAX * 8,
-                                     .part = heads * CUDA_ATT_MAX_SPLIT * (hd + 2) * 4};
+    return (struct cuda_small_bytes){
+        .ids = b * 4,
+        .rows = b * 8,
+        .ff = hd / 2 * 4,
+        .inv = CUDA_ROPE_INV_MAX * 8,
+        .part = heads * CUDA_ATT_MAX_SPLIT * (hd + 2) * 4,
+        .top =
+            lim->max_top > 0
+                ? (2 * (((uint64_t)lim->max_top + CUDA_TOP_K_CHUNK - 1) / CUDA_TOP_K_CHUNK) + 1) *
+                      BACKEND_TOP_K_MAX * 8
+                : 0};
 }
 
 /* What a backend made with cfg holds once reserved for lim, before any
@@ -170,8 +179,10 @@ static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config 
     const struct cuda_small_bytes sb = cuda_small_bytes_of(lim);
     *device = CUDA_COPY_SLOTS * cuda_copy_slot_bytes(cfg) +
               (uint64_t)cuda_gemm_width(lim->max_batch) * (uint64_t)lim->max_cols * 2 +
-              cuda_gemm_tile_bytes(cfg) + mx + mt + sb.ids + sb.rows + sb.ff + sb.inv + sb.part;
-    *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float) + mt;
+              cuda_gemm_tile_bytes(cfg) + mx + mt + sb.ids + sb.rows + sb.ff + sb.inv + sb.part +
+              sb.top;
+    *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float) + mt +
+            (sb.top ? BACKEND_TOP_K_MAX * 8 : 0);
 }
 
 /* Measured when the backend is made, then refined by the split products

@@ -291,6 +291,16 @@ cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, co
 cudaError_t cuk_route(float *x, int64_t n_tok, int64_t n, int64_t k, bool renorm, int32_t *ids,
                       float *w, cudaStream_t s, bool early);
 
+/* The k best of x[0..n) (backend.h's top_k op), as keys: (value's bits made
+ * to sort as unsigned, -0 as +0, a NaN as 0) << 32 | (2^32 - 1 - index), the
+ * k largest keys in descending order into out [k] (device memory). n <
+ * 2^32, 1 <= k <= min(n, CUK_TOP_K_MAX); scratch: cuk_top_k_scratch(n, k)
+ * bytes. early: as cuk_route's. */
+#define CUK_TOP_K_MAX 256
+size_t cuk_top_k_scratch(int64_t n, int k);
+cudaError_t cuk_top_k(const float *x, int64_t n, int k, unsigned long long *scratch,
+                      unsigned long long *out, cudaStream_t s, bool early);
+
 #ifdef __cplusplus
 }
 #endif

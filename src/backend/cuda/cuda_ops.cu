@@ -1398,3 +1398,106 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     return pdl_launch(k_attention_combine, dim3((unsigned)a->n_head), 128, 0, s, early,
                       (const float *)part, g.n_split, a->head_dim_v, out);
 }
+
+/* ---- the k best of a vector (backend.h's top_k op) ----------------------
+ * Keys: a value's 32 bits made to sort as unsigned integers (a positive
+ * value with its sign bit set, a negative one inverted; -0 as +0, a NaN as
+ * 0, below -inf), above the complement of its index, so that descending
+ * keys are descending values with ties to the lower index. A pass cuts its
+ * input into chunks of TOPK_CHUNK keys, and each block sorts one chunk in
+ * shared memory (bitonic, descending; the last chunk padded with key 0, which
+ * no element has) and writes its first k keys; passes repeat over those
+ * until one chunk is left. k = 1: a maximum instead of the sort. */
+#define TOPK_CHUNK   1024 /* at least 2 * CUK_TOP_K_MAX: a pass cuts m keys to m / 4 at least */
+#define TOPK_THREADS (TOPK_CHUNK / 2) /* a compare-exchange per thread and stage */
+
+__device__ static inline unsigned long long topk_key(float v, uint32_t i)
+{
+    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    const uint32_t k = v != v ? 0u : (u & 0x80000000u) ? ~u : u | 0x80000000u;
+    return ((unsigned long long)k << 32) | (0xFFFFFFFFu - i);
+}
+
+__device__ static inline unsigned long long max_u64(unsigned long long a, unsigned long long b)
+{
+    return a > b ? a : b;
+}
+
+/* x (the first pass: floats) or kin (keys) [n]; kout[blockIdx.x * k ...] */
+__global__ static void __launch_bounds__(TOPK_THREADS)
+    k_top_k(const float *x, const unsigned long long *kin, int64_t n, int k,
+            unsigned long long *kout)
+{
+    __shared__ unsigned long long s[TOPK_CHUNK];
+    const int64_t c0 = (int64_t)blockIdx.x * TOPK_CHUNK;
+    pdl_trigger();
+    pdl_wait();
+    if (k == 1) {
+        unsigned long long m = 0;
+        for (int i = threadIdx.x; i < TOPK_CHUNK && c0 + i < n; i += TOPK_THREADS)
+            m = max_u64(m, x ? topk_key(x[c0 + i], (uint32_t)(c0 + i)) : kin[c0 + i]);
+        for (int o = 16; o > 0; o >>= 1) m = max_u64(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if ((threadIdx.x & 31) == 0) s[threadIdx.x >> 5] = m;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < TOPK_THREADS / 32; w++) m = max_u64(m, s[w]);
+            kout[blockIdx.x] = m;
+        }
+        return;
+    }
+    for (int i = threadIdx.x; i < TOPK_CHUNK; i += TOPK_THREADS) {
+        const int64_t j = c0 + i;
+        s[i] = j >= n ? 0ull : x ? topk_key(x[j], (uint32_t)j) : kin[j];
+    }
+    __syncthreads();
+    const int t = threadIdx.x;
+    for (int size = 2; size <= TOPK_CHUNK; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            /* below 32 a warp's pairs lie in its own 64 keys: no block barrier */
+            if (stride >= 32)
+                __syncthreads();
+            else
+                __syncwarp();
+            /* thread t's pair: i with bit stride clear, j = i + stride */
+            const int i = ((t & ~(stride - 1)) << 1) | (t & (stride - 1)), j = i + stride;
+            const unsigned long long a = s[i], b = s[j];
+            /* descending runs where bit size of i is clear */
+            if ((a < b) == ((i & size) == 0)) {
+                s[i] = b;
+                s[j] = a;
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < k; i += TOPK_THREADS) kout[blockIdx.x * (int64_t)k + i] = s[i];
+}
+
+extern "C" size_t cuk_top_k_scratch(int64_t n, int k)
+{
+    const int64_t c = (n + TOPK_CHUNK - 1) / TOPK_CHUNK;
+    return (size_t)(2 * c * k) * sizeof(unsigned long long);
+}
+
+extern "C" cudaError_t cuk_top_k(const float *x, int64_t n, int k, unsigned long long *scratch,
+                                 unsigned long long *out, cudaStream_t s, bool early)
+{
+    static_assert(2 * CUK_TOP_K_MAX <= TOPK_CHUNK, "a pass must shrink its input");
+    if (n < 1 || n > UINT32_MAX || k < 1 || k > CUK_TOP_K_MAX || k > n)
+        return cudaErrorInvalidValue;
+    /* pass p reads src (x first) and writes its chunks' keys to dst: the
+     * halves of scratch in turn, out at the last */
+    const int64_t c = (n + TOPK_CHUNK - 1) / TOPK_CHUNK;
+    unsigned long long *half[2] = {scratch, scratch + c * k};
+    const unsigned long long *src = NULL;
+    int64_t m = n;
+    for (int p = 0;; p++) {
+        const int64_t chunks = (m + TOPK_CHUNK - 1) / TOPK_CHUNK;
+        unsigned long long *dst = chunks == 1 ? out : half[p & 1];
+        cudaError_t e = pdl_launch(k_top_k, dim3((unsigned)chunks), TOPK_THREADS, 0, s,
+                                   early || p > 0, p == 0 ? x : (const float *)NULL, src, m, k,
+                                   dst);
+        if (e != cudaSuccess || chunks == 1) return e;
+        src = dst;
+        m = chunks * k;
+    }
+}
