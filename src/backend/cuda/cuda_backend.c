@@ -246,6 +246,9 @@ struct cuda_backend {
     float *head_y;
     int64_t head_r1, head_rows;
     uint64_t op_seq, head_seq;
+    /* the last head's rows were picked from by top_k, not downloaded: the
+     * next head is one product (head_r1 0), until one comes down whole */
+    bool head_whole;
     cudaEvent_t head_ev, head_dl;
     /* top_k's scratch and its result (device), and the result's pinned copy */
     unsigned long long *topk_dev, *topk_host;
@@ -772,8 +775,12 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
 {
     struct cuda_backend *cb = cb_of(be);
     /* the head's first rows, final before the rest: down while the rest computes */
-    const bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
-                      bytes == (size_t)cb->head_rows * sizeof(float);
+    bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
+                bytes == (size_t)cb->head_rows * sizeof(float);
+    if (head && !cb->head_r1) { /* the logits wanted here after all: split them again */
+        cb->head_whole = false;
+        head = false;
+    }
     op_begin(be);
     pass_join(cb);
     if (cb->err || !bytes) return;
@@ -1600,7 +1607,9 @@ static void product(struct cuda_backend *cb, const struct backend_weight *w, con
 /* Rows from which one token's product in backend memory is split for its
  * download (a vocabulary's head: 128256 rows, 501 KiB of logits, about 20 us
  * over PCIe that would follow the product); the first part ends 1/8 of the
- * rows early, so that its download hides behind the last eighth. */
+ * rows early, so that its download hides behind the last eighth. Not where
+ * the last head's logits stayed on the device (top_k picked from them): one
+ * product then, the smaller second one being the slower per byte. */
 #define HEAD_SPLIT_ROWS 65536
 
 static void cu_matmul(struct backend *be, const struct backend_weight *w, const float *x,
@@ -1610,6 +1619,15 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
     if (cb->err) return;
     if (n_tok != 1 || w->mem != BACKEND_MEM_BACKEND || w->n_rows < HEAD_SPLIT_ROWS) {
         product(cb, w, x, n_tok, y);
+        return;
+    }
+    if (cb->head_whole) {
+        product(cb, w, x, 1, y);
+        if (cb->err) return;
+        cb->head_y = y;
+        cb->head_r1 = 0;
+        cb->head_rows = w->n_rows;
+        cb->head_seq = cb->op_seq;
         return;
     }
     const int64_t r1 = w->n_rows / 8 * 7 / 64 * 64;
@@ -1821,7 +1839,10 @@ static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
 static void cu_top_k(struct backend *be, const float *x, int64_t n, int k, int32_t *ids,
                      float *vals)
 {
-    struct cuda_backend *cb = op_begin(be);
+    struct cuda_backend *cb = cb_of(be);
+    /* a head's rows picked from here: the next head need not be split */
+    if (cb->head_y == x && cb->head_seq == cb->op_seq && n == cb->head_rows) cb->head_whole = true;
+    op_begin(be);
     cb->hx_src = NULL;
     pass_join(cb);
     if (cb->err) return;
