@@ -19,8 +19,9 @@
 #     the default GPU budget too (the VRAM expert cache; its counters printed).
 #     The stats must name the mode; bytes read per token are printed (a model
 #     this small may fit the minimal stream pool: a note, not a failure).
-# Sampling at --temp 0.8 --seed 7 (top-k 40) draws the same text whether the
-# GPU picks the candidates (top_k) or the host does from the logits.
+# Sampling at --temp 0.8 --seed 7 (top-k 40), and greedy and sampled with
+# penalties, draw the same text whether the GPU picks the candidates (top_k)
+# or the host does from the logits.
 # `hypura perplexity` --gpu on against --gpu off on every synth model (and
 # against llama.cpp's value), at a GPU budget that holds about half the
 # weights, and at
@@ -172,25 +173,31 @@ for model in "$synth"/*.gguf; do
 
     # sampling's candidates: picked on the GPU (the default: its top_k op
     # runs, as the profile's table shows) or from the logits brought down
-    # (HYPURA_DEVICE_TOP_K=0), the same draws from one seed at top-k 40 and
-    # the same greedy text
-    checks=$((checks + 1))
-    HYPURA_CUDA_PROFILE=1 "$hy" run -m "$model" -p "$prompt" -n 32 --temp 0.8 --seed 7 -c 512 \
-        --gpu on >"$dir/smp_dev.txt" 2>"$dir/smp_dev.err"
-    r1=$?
-    HYPURA_DEVICE_TOP_K=0 "$hy" run -m "$model" -p "$prompt" -n 32 --temp 0.8 --seed 7 -c 512 \
-        --gpu on >"$dir/smp_host.txt" 2>"$dir/smp_host.err"
-    r2=$?
-    if [ $r1 -ne 0 ] || [ $r2 -ne 0 ]; then
-        fail "$name --temp 0.8 --seed 7: exit $r1 / $r2: $(tail -n 2 "$dir/smp_dev.err")"
-    elif ! cmp -s "$dir/smp_host.txt" "$dir/smp_dev.txt"; then
-        fail "$name --temp 0.8 --seed 7: the text differs with the candidates picked on the GPU"
-        printf '  from the logits: %s\n' "$(cat "$dir/smp_host.txt")"
-        printf '  on the GPU:      %s\n' "$(cat "$dir/smp_dev.txt")"
-    else
-        grep -q "^  top_k " "$dir/smp_dev.err" ||
-            fail "$name --temp 0.8: no top_k op in the profile (candidates not picked on the GPU)"
-    fi
+    # (HYPURA_DEVICE_TOP_K=0), the same draws from one seed at top-k 40, and
+    # with penalties (more candidates: the window's tokens) greedy and
+    # sampled; then the greedy text without the op
+    for sargs in "--temp 0.8 --seed 7" "--temp 0 --repeat-penalty 1.3 --frequency-penalty 0.2" \
+        "--temp 0.8 --seed 7 --repeat-penalty 1.1 --presence-penalty 0.3"; do
+        checks=$((checks + 1))
+        # shellcheck disable=SC2086 # sargs: several arguments
+        HYPURA_CUDA_PROFILE=1 "$hy" run -m "$model" -p "$prompt" -n 32 $sargs -c 512 --gpu on \
+            >"$dir/smp_dev.txt" 2>"$dir/smp_dev.err"
+        r1=$?
+        # shellcheck disable=SC2086
+        HYPURA_DEVICE_TOP_K=0 "$hy" run -m "$model" -p "$prompt" -n 32 $sargs -c 512 --gpu on \
+            >"$dir/smp_host.txt" 2>"$dir/smp_host.err"
+        r2=$?
+        if [ $r1 -ne 0 ] || [ $r2 -ne 0 ]; then
+            fail "$name $sargs: exit $r1 / $r2: $(tail -n 2 "$dir/smp_dev.err")"
+        elif ! cmp -s "$dir/smp_host.txt" "$dir/smp_dev.txt"; then
+            fail "$name $sargs: the text differs with the candidates picked on the GPU"
+            printf '  from the logits: %s\n' "$(cat "$dir/smp_host.txt")"
+            printf '  on the GPU:      %s\n' "$(cat "$dir/smp_dev.txt")"
+        else
+            grep -q "^  top_k " "$dir/smp_dev.err" ||
+                fail "$name $sargs: no top_k op in the profile (candidates not picked on the GPU)"
+        fi
+    done
     export HYPURA_DEVICE_TOP_K=0
     hrun fullh "$model" --gpu on
     unset HYPURA_DEVICE_TOP_K

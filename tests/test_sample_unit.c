@@ -344,9 +344,11 @@ static int by_logit(const void *a, const void *b)
 
 /* Sampling from the k best logits alone (what a GPU brings down) picks what
  * sampling from all of them picks, draw by draw from one seed: greedy and
- * top-k with top-p, min-p and temperature, over spread values, four values
- * (ties broken by id) and signed zeros; sampler_top_needed asks for all of
- * them where the penalties or an uncut candidate list need them. */
+ * top-k with top-p, min-p and temperature, with and without penalties that
+ * lower logits (then k grows by the window: the draws' own tokens, accepted,
+ * fill it), over spread values, four values (ties broken by id) and signed
+ * zeros; sampler_top_needed asks for all of them where a penalty can raise
+ * a logit or no top-k cuts the candidates. */
 static void test_top_candidates(void)
 {
     static const int32_t sizes[] = {1, 17, 4099, 50003};
@@ -357,22 +359,29 @@ static void test_top_candidates(void)
     if (!l || !vals || !order) goto out;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
         for (int pattern = 0; pattern < 3; pattern++)
-            for (int cfg = 0; cfg < 4; cfg++) {
+            for (int cfg = 0; cfg < 6; cfg++) {
                 const int32_t n = sizes[si];
                 fill_logits(l, n, pattern, &seed, false);
                 for (int32_t i = 0; i < n; i++) order[i] = i;
                 cand_logits = l;
                 qsort(order, (size_t)n, sizeof *order, by_logit);
                 for (int32_t i = 0; i < n; i++) vals[i] = l[order[i]];
-                struct sampler_params p = params(cfg ? 0.8f : 0.0f, 3 + (uint64_t)cfg);
-                p.top_k = cfg == 1 ? 1 : cfg == 2 ? 5 : 40;
+                const bool greedy = cfg == 0 || cfg == 4, pen = cfg >= 4;
+                struct sampler_params p = params(greedy ? 0.0f : 0.8f, 3 + (uint64_t)cfg);
+                p.top_k = cfg == 1 ? 1 : cfg == 2 || cfg == 5 ? 5 : 40;
                 p.top_p = cfg == 3 ? 0.95f : 1.0f;
                 p.min_p = cfg == 3 ? 0.05f : 0.0f;
+                if (pen) {
+                    p.repeat_penalty = 1.3f;
+                    p.frequency_penalty = 0.2f;
+                    p.presence_penalty = 0.1f;
+                    p.repeat_last_n = 8;
+                }
                 struct sampler a, b;
                 CHECK_OK(sampler_init(&a, n, &p));
                 CHECK_OK(sampler_init(&b, n, &p));
-                const int32_t k = sampler_top_needed(&b, 256);
-                CHECK_EQ_INT(k, cfg == 0 ? 1 : p.top_k < n ? p.top_k : 0);
+                int32_t k = sampler_top_needed(&b, 256);
+                CHECK_EQ_INT(k, greedy ? 1 : p.top_k <= n ? p.top_k : 0);
                 for (int d = 0; d < 64 && k > 0; d++) {
                     const int32_t ia = sampler_sample(&a, l);
                     const int32_t ib = sampler_sample_top(&b, order, vals, k);
@@ -380,19 +389,38 @@ static void test_top_candidates(void)
                     if (ib != ia) break;
                     sampler_accept(&a, ia);
                     sampler_accept(&b, ib);
+                    const int32_t want = (greedy ? 1 : p.top_k) + (pen ? HY_MIN(d + 1, 8) : 0);
+                    k = sampler_top_needed(&b, 256);
+                    CHECK_EQ_INT(k, want <= n ? want : 0);
                 }
-                CHECK_EQ_INT(sampler_top_needed(&b, p.top_k - 1), cfg == 0 ? 1 : 0);
+                if (!pen) CHECK_EQ_INT(sampler_top_needed(&b, p.top_k - 1), greedy ? 1 : 0);
                 sampler_free(&a);
                 sampler_free(&b);
             }
-    /* the penalties, once a token is in their window, or no top-k: all */
+    /* penalties that may raise a logit, once a token is in their window, or
+     * no top-k: all; lowering ones: one more per token in the window */
     struct sampler s;
     struct sampler_params p = params(0.0f, 1);
-    p.repeat_penalty = 1.1f;
+    p.repeat_penalty = 0.9f;
     CHECK_OK(sampler_init(&s, 100, &p));
     CHECK_EQ_INT(sampler_top_needed(&s, 256), 1);
     sampler_accept(&s, 7);
     CHECK_EQ_INT(sampler_top_needed(&s, 256), 0);
+    sampler_free(&s);
+    p = params(0.0f, 1);
+    p.repeat_penalty = 1.1f;
+    p.presence_penalty = -0.5f;
+    CHECK_OK(sampler_init(&s, 100, &p));
+    sampler_accept(&s, 7);
+    CHECK_EQ_INT(sampler_top_needed(&s, 256), 0);
+    sampler_free(&s);
+    p = params(0.0f, 1);
+    p.repeat_penalty = 1.1f;
+    CHECK_OK(sampler_init(&s, 100, &p));
+    sampler_accept(&s, 7);
+    sampler_accept(&s, 7);
+    CHECK_EQ_INT(sampler_top_needed(&s, 256), 3);
+    CHECK_EQ_INT(sampler_top_needed(&s, 2), 0);
     sampler_free(&s);
     p = params(0.8f, 1);
     p.top_k = 0;

@@ -196,6 +196,13 @@ static bool penalties_on(const struct sampler *s)
                                p->presence_penalty != 0.0f);
 }
 
+/* Logit l of a token seen cnt > 0 times in the window, penalised. */
+static inline float penalised(const struct sampler_params *p, float l, int32_t cnt)
+{
+    l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+    return l - ((float)cnt * p->frequency_penalty + p->presence_penalty);
+}
+
 /* The penalties of every distinct id in the window, on logits l. The first
  * walk marks an id as done by negating its count (so that a repeated entry is
  * skipped); the second restores the counts. */
@@ -206,9 +213,7 @@ static void apply_penalties(struct sampler *s, float *lg)
         const int32_t id = s->recent[i];
         const int32_t cnt = s->count[id];
         if (cnt <= 0) continue; /* negative: applied earlier in this walk */
-        float *l = &lg[id];
-        *l = *l <= 0.0f ? *l * p->repeat_penalty : *l / p->repeat_penalty;
-        *l -= (float)cnt * p->frequency_penalty + p->presence_penalty;
+        lg[id] = penalised(p, lg[id], cnt);
         s->count[id] = -cnt;
     }
     for (int32_t i = 0; i < s->n_recent; i++) {
@@ -253,19 +258,49 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     return sample_cands(s, m);
 }
 
+/* Penalties that lower a logit or leave it (repeat >= 1, frequency and
+ * presence >= 0): the best k penalised logits are then among the best k + R
+ * of the logits, R the ids in the window (of the best k + R, at least k keep
+ * their logits, and every id past them has a lower one, or an equal one and
+ * a higher id, penalised or not). */
+static bool penalties_lower(const struct sampler_params *p)
+{
+    return p->repeat_penalty >= 1.0f && p->frequency_penalty >= 0.0f && p->presence_penalty >= 0.0f;
+}
+
 int32_t sampler_top_needed(const struct sampler *s, int32_t max_k)
 {
-    if (penalties_on(s)) return 0;
-    if (!(s->par.temp > 0.0f)) return 1;
-    const int32_t k = s->par.top_k;
-    return k > 0 && k < s->n_vocab && k <= max_k ? k : 0;
+    const bool greedy = !(s->par.temp > 0.0f);
+    int32_t k = greedy ? 1 : s->par.top_k;
+    if (k <= 0) return 0;
+    if (penalties_on(s)) {
+        if (!penalties_lower(&s->par)) return 0;
+        k += s->n_recent; /* an upper bound of the distinct ids in the window */
+    }
+    return k <= s->n_vocab && k <= max_k ? k : 0;
 }
 
 int32_t sampler_sample_top(struct sampler *s, const int32_t *ids, const float *vals, int32_t k)
 {
     HY_ASSERT(k >= 1 && k <= s->n_vocab);
-    if (!(s->par.temp > 0.0f)) return ids[0];
-    for (int32_t i = 0; i < k; i++) s->cand[i] = (struct sampler_cand){ids[i], vals[i], 0.0f};
+    const bool pen = penalties_on(s);
+    if (!pen && !(s->par.temp > 0.0f)) return ids[0];
+    struct sampler_cand *c = s->cand;
+    for (int32_t i = 0; i < k; i++) {
+        const int32_t cnt = pen ? s->count[ids[i]] : 0;
+        c[i] = (struct sampler_cand){ids[i], cnt > 0 ? penalised(&s->par, vals[i], cnt) : vals[i],
+                                     0.0f};
+    }
+    if (!(s->par.temp > 0.0f)) { /* greedy: the best penalised one */
+        int32_t best = 0;
+        for (int32_t i = 1; i < k; i++)
+            if (cand_cmp(&c[i], &c[best]) < 0) best = i;
+        return c[best].id;
+    }
+    if (pen) { /* the top-k of the penalised logits: the best top_k of these */
+        qsort(c, (size_t)k, sizeof(*c), cand_cmp);
+        k = HY_MIN(k, s->par.top_k);
+    }
     return sample_cands(s, k);
 }
 

@@ -82,15 +82,17 @@ void sampler_reset(struct sampler *s);
 int32_t sampler_sample(struct sampler *s, const float *logits);
 
 /* How many of the best logits sampler_sample_top needs for the next token:
- * 1 (greedy) or top_k (top_k <= max_k and below the vocabulary), or 0 when
- * it needs them all (sampler_sample): the penalties change logits, or no
- * top-k cuts the candidates. Asked after the last sampler_accept before the
- * token is sampled (the penalties' window decides). */
+ * 1 (greedy) or top_k, plus the tokens in the penalties' window where the
+ * penalties are on (they may push that many out of the best), if that is
+ * at most max_k and below the vocabulary; or 0 when it needs them all
+ * (sampler_sample): no top-k cuts the candidates, or a penalty that can
+ * raise a logit (repeat < 1, frequency or presence < 0). Asked after the
+ * last sampler_accept before the token is sampled (the window decides). */
 int32_t sampler_top_needed(const struct sampler *s, int32_t max_k);
 
 /* The token sampler_sample would pick, from the k = sampler_top_needed best
- * logits only: ids[i] and their logits vals[i], in descending logit, ties
- * to the lower id (the greedy pick is ids[0]). */
+ * logits only (before the penalties, which it applies to them): ids[i] and
+ * their logits vals[i], in descending logit, ties to the lower id. */
 int32_t sampler_sample_top(struct sampler *s, const int32_t *ids, const float *vals, int32_t k);
 
 #endif
