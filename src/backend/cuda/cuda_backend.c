@@ -771,12 +771,18 @@ static void cu_dealloc(struct backend *be, void *buf)
     cudaFree(buf);
 }
 
+/* Whether p, bytes long, is the last head's output, with no op begun since. */
+static bool head_output(const struct cuda_backend *cb, const void *p, size_t bytes)
+{
+    return cb->head_y == p && cb->head_seq == cb->op_seq &&
+           bytes == (size_t)cb->head_rows * sizeof(float);
+}
+
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
     /* the head's first rows, final before the rest: down while the rest computes */
-    bool head = cb->head_y == src && cb->head_seq == cb->op_seq &&
-                bytes == (size_t)cb->head_rows * sizeof(float);
+    bool head = head_output(cb, src, bytes);
     if (head && !cb->head_r1) { /* the logits wanted here after all: split them again */
         cb->head_whole = false;
         head = false;
@@ -1621,23 +1627,18 @@ static void cu_matmul(struct backend *be, const struct backend_weight *w, const 
         product(cb, w, x, n_tok, y);
         return;
     }
-    if (cb->head_whole) {
+    const int64_t r1 = cb->head_whole ? 0 : w->n_rows / 8 * 7 / 64 * 64;
+    if (r1) {
+        struct backend_weight a = *w, b = *w;
+        a.n_rows = r1;
+        b.n_rows = w->n_rows - r1;
+        b.data = (const uint8_t *)w->data + (size_t)r1 * w->row_bytes;
+        product(cb, &a, x, 1, y); /* folds a pending norm; b reads its output */
+        if (!CK(cudaEventRecord(cb->head_ev, cb->st))) return;
+        product(cb, &b, x, 1, y + r1);
+    } else {
         product(cb, w, x, 1, y);
-        if (cb->err) return;
-        cb->head_y = y;
-        cb->head_r1 = 0;
-        cb->head_rows = w->n_rows;
-        cb->head_seq = cb->op_seq;
-        return;
     }
-    const int64_t r1 = w->n_rows / 8 * 7 / 64 * 64;
-    struct backend_weight a = *w, b = *w;
-    a.n_rows = r1;
-    b.n_rows = w->n_rows - r1;
-    b.data = (const uint8_t *)w->data + (size_t)r1 * w->row_bytes;
-    product(cb, &a, x, 1, y); /* folds a pending norm; b reads its output */
-    if (!CK(cudaEventRecord(cb->head_ev, cb->st))) return;
-    product(cb, &b, x, 1, y + r1);
     if (cb->err) return;
     cb->head_y = y;
     cb->head_r1 = r1;
@@ -1841,7 +1842,7 @@ static void cu_top_k(struct backend *be, const float *x, int64_t n, int k, int32
 {
     struct cuda_backend *cb = cb_of(be);
     /* a head's rows picked from here: the next head need not be split */
-    if (cb->head_y == x && cb->head_seq == cb->op_seq && n == cb->head_rows) cb->head_whole = true;
+    if (head_output(cb, x, (size_t)n * sizeof(float))) cb->head_whole = true;
     op_begin(be);
     cb->hx_src = NULL;
     pass_join(cb);
