@@ -2295,8 +2295,12 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * slot the previous step read (its reads are done: the previous products
  * used them), then the products (CqI8's). One token. The folded norm loads x
  * with plain loads (cq_norm_stage's cp.async would wait for the weights'
- * copies queued before it). */
-#define CQ_STAGES 4
+ * copies queued before it). Three slots (two steps ahead): with the copies
+ * evict-first, against four on an H100 (decode medians of four rounds) the
+ * qwen1.5-moe shape 1289.8 -> 1324.5 tok/s, the Mixtral shape 1350.5 ->
+ * 1375.7, the llama-3-8b shape the same (8 layers 1208.0 -> 1209.8, 32
+ * layers 364.6 -> 364.9 in three); five lost (qwen1.5-moe 1284 -> 1254, two). */
+#define CQ_STAGES 3
 
 /* A step of a row: M rounds of the warp's lanes over LB = 32 / P blocks,
  * SB = M * LB blocks. A step's fixed cost (the wait for its slot, the next
