@@ -2967,16 +2967,21 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
                row_bytes, n_rows, n_cols, x, ks_log2);
 }
 
+/* Whether the switch name is on: anything but "0" in the environment (as
+ * cuda_backend.c's switches). */
+static bool cq_switch_on(const char *name)
+{
+    const char *e = getenv(name);
+    return !(e && !strcmp(e, "0"));
+}
+
 /* The staged one-token kernel (cq_matvec_i8s_kernel) where x and the
  * rings fit two CTAs an SM; HYPURA_CUDA_STAGED=0 keeps cq_matvec_i8_kernel
  * (to compare them). Returns false where it does not launch. */
 static bool cq_staged_on()
 {
-    static const int on = [] {
-        const char *e = getenv("HYPURA_CUDA_STAGED"); /* as cuda_backend.c's switches */
-        return !(e && !strcmp(e, "0"));
-    }();
-    return on != 0;
+    static const bool on = cq_switch_on("HYPURA_CUDA_STAGED");
+    return on;
 }
 
 /* The staged kernel's weight copies (compute capability 9.0's bulk copies)
@@ -2989,11 +2994,8 @@ static bool cq_staged_on()
  * them) gained nothing there. */
 static bool cq_l2_first_on()
 {
-    static const int on = [] {
-        const char *e = getenv("HYPURA_CUDA_L2_FIRST");
-        return !(e && !strcmp(e, "0"));
-    }();
-    return on != 0;
+    static const bool on = cq_switch_on("HYPURA_CUDA_L2_FIRST");
+    return on;
 }
 
 template <class T, bool NORM>
