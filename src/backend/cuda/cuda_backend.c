@@ -379,6 +379,8 @@ struct cuda_backend {
     size_t mb_x_bytes;
     cudaEvent_t mb_up;
     struct op_prof *prof; /* HYPURA_CUDA_PROFILE set: time of each op on the GPU */
+    struct cuk_trace kt;  /* HYPURA_CUDA_TRACE set: the kernels' records (kt.rec) */
+    char *kt_path;
 };
 
 static struct cuda_backend *cb_of(struct backend *be)
@@ -630,6 +632,55 @@ static void prof_init(struct cuda_backend *cb)
     }
     p->tl = fopen(tl, "w");
     if (!p->tl) LOG_W("HYPURA_CUDA_TIMELINE: cannot open %s: %s", tl, strerror(errno));
+}
+
+/* HYPURA_CUDA_TRACE=FILE: the instrumented kernels record their CTAs
+ * (cuda_trace.cuh), HYPURA_CUDA_TRACE_SKIP records skipped and up to
+ * HYPURA_CUDA_TRACE_CAP (default 2^18) kept; kt_write puts them in FILE
+ * (struct cuk_trace_rec's bytes) when the backend is freed. */
+static void kt_init(struct cuda_backend *cb)
+{
+    const char *path = getenv("HYPURA_CUDA_TRACE");
+    if (!path || !*path) return;
+    const char *sk = getenv("HYPURA_CUDA_TRACE_SKIP"), *cp = getenv("HYPURA_CUDA_TRACE_CAP");
+    struct cuk_trace t = {.skip = sk ? strtoull(sk, NULL, 10) : 0,
+                          .cap = cp ? strtoull(cp, NULL, 10) : (1ull << 18)};
+    if (cudaMalloc((void **)&t.rec, t.cap * sizeof *t.rec) != cudaSuccess ||
+        cudaMalloc((void **)&t.n, sizeof *t.n) != cudaSuccess ||
+        cudaMemset(t.n, 0, sizeof *t.n) != cudaSuccess || cuk_trace_set(&t) != cudaSuccess ||
+        cuq_trace_set(&t) != cudaSuccess) {
+        (void)cudaGetLastError();
+        LOG_W("HYPURA_CUDA_TRACE: no device buffer; no trace kept");
+        cudaFree(t.rec);
+        cudaFree(t.n);
+        return;
+    }
+    cb->kt = t;
+    cb->kt_path = mem_xstrdup(path);
+}
+
+static void kt_write(struct cuda_backend *cb)
+{
+    if (!cb->kt.rec) return;
+    unsigned long long n = 0;
+    struct cuk_trace off = {0};
+    cuk_trace_set(&off);
+    cuq_trace_set(&off);
+    if (cudaMemcpy(&n, cb->kt.n, sizeof n, cudaMemcpyDeviceToHost) == cudaSuccess) {
+        n = n > cb->kt.skip ? n - cb->kt.skip : 0;
+        if (n > cb->kt.cap) n = cb->kt.cap;
+        struct cuk_trace_rec *r = mem_xmalloc(n * sizeof *r + 1);
+        FILE *f = fopen(cb->kt_path, "wb");
+        if (f && cudaMemcpy(r, cb->kt.rec, n * sizeof *r, cudaMemcpyDeviceToHost) == cudaSuccess)
+            fwrite(r, sizeof *r, n, f);
+        else
+            LOG_W("HYPURA_CUDA_TRACE: cannot write %s", cb->kt_path);
+        if (f) fclose(f);
+        free(r);
+    }
+    cudaFree(cb->kt.rec);
+    cudaFree(cb->kt.n);
+    free(cb->kt_path);
 }
 
 /* ---- the deferred RMSNorm ------------------------------------------------ */
@@ -3150,6 +3201,7 @@ static void cu_free(struct backend *be)
     pass_join(cb);
     cudaDeviceSynchronize();
     if (cb->trace) fclose(cb->trace);
+    kt_write(cb);
     if (cb->prof) prof_report(cb);
     prof_free(cb);
     cudaFree(cb->x16);
@@ -3617,6 +3669,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     cb->rates.device_read_bytes_per_s = measure_device_read(cb);
     cb->rates.cpu_matvec_bytes_per_s = measure_cpu(cb);
     prof_init(cb);
+    kt_init(cb);
     *out = &cb->base;
     return HY_OK;
 }

@@ -301,6 +301,23 @@ size_t cuk_top_k_scratch(int64_t n, int k);
 cudaError_t cuk_top_k(const float *x, int64_t n, int k, unsigned long long *scratch,
                       unsigned long long *out, cudaStream_t s, bool early);
 
+/* HYPURA_CUDA_TRACE's records (cuda_trace.cuh): kind 1 a staged one-token
+ * product (a rows, b columns), 2 decode attention (a heads, b keys), 3 its
+ * combine; t[] the global timer (ns) at the CTA's start, past its wait for
+ * the kernel before, past its prologue, at its end. */
+struct cuk_trace_rec {
+    uint16_t kind, sm;
+    uint32_t cta, a, b;
+    uint64_t t[4];
+};
+struct cuk_trace {
+    struct cuk_trace_rec *rec; /* NULL: off */
+    unsigned long long *n;     /* records begun */
+    unsigned long long skip, cap;
+};
+cudaError_t cuk_trace_set(const struct cuk_trace *t);
+cudaError_t cuq_trace_set(const struct cuk_trace *t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,7 @@
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_moe.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
+#include "backend/cuda/cuda_trace.cuh"
 
 #include <cuda_fp16.h>
 #include <math.h>
@@ -863,6 +864,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const int64_t hk = h / a.group;
     const int64_t n_kv = a.pos0 + 1;
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
+    uint64_t tt[4] = {cut_now(), 0, 0, 0};
     pdl_trigger();
 
     /* before the previous kernel is done: RoPE's cos and sin at pos0 */
@@ -872,6 +874,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         for (int64_t i = threadIdx.x; i < a.rope.n_rot / 2; i += ATT_THREADS) cs[i] = a.cs[i];
     pdl_wait();
 
+    tt[1] = cut_now();
     __shared__ __align__(16) float qs[ATT_MAX_DIM];
     __shared__ __align__(16) float sc[ATT_CHUNK];
     const float *qt = q + h * a.head_dim;
@@ -913,6 +916,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     float m = -INFINITY, l = 0.0f;
     __syncthreads();
 
+    tt[2] = cut_now();
     const int64_t kh = hk * a.head_dim, vh = hk * a.head_dim_v;
     for (int64_t c0 = k0; c0 < k1; c0 += ATT_CHUNK) {
         const int64_t cn = min((int64_t)ATT_CHUNK, k1 - c0);
@@ -1046,6 +1050,11 @@ __global__ static void __launch_bounds__(ATT_THREADS)
             const int64_t d = threadIdx.x + i * ATT_THREADS;
             if (d < a.head_dim_v) p[2 + d] = acc[i];
         }
+    }
+    if (cut_on()) {
+        __syncthreads();
+        tt[3] = cut_now();
+        if (threadIdx.x == 0) cut_put(2, (uint32_t)a.n_head, (uint32_t)n_kv, tt);
     }
 }
 
@@ -1244,8 +1253,10 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
     const int64_t h = blockIdx.x;
     const float *p = part + h * n_split * (head_dim_v + 2);
     __shared__ float wt[ATT_MAX_SPLIT];
+    uint64_t tt[4] = {cut_now(), 0, 0, 0};
     pdl_trigger();
     pdl_wait();
+    tt[1] = tt[2] = cut_now();
     if (threadIdx.x < 32) {
         const int s = threadIdx.x;
         const float ms = s < n_split ? p[s * (head_dim_v + 2)] : -INFINITY;
@@ -1260,6 +1271,11 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
         for (int s = 0; s < n_split; s++)
             if (wt[s] != 0.0f) o += wt[s] * p[s * (head_dim_v + 2) + 2 + d];
         out[h * head_dim_v + d] = o;
+    }
+    if (cut_on()) {
+        __syncthreads();
+        tt[3] = cut_now();
+        if (threadIdx.x == 0) cut_put(3, (uint32_t)n_split, (uint32_t)head_dim_v, tt);
     }
 }
 
@@ -1500,4 +1516,9 @@ extern "C" cudaError_t cuk_top_k(const float *x, int64_t n, int k, unsigned long
         src = dst;
         m = chunks * k;
     }
+}
+
+extern "C" cudaError_t cuk_trace_set(const struct cuk_trace *t)
+{
+    return cut_set(t);
 }

@@ -59,6 +59,7 @@
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_moe.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
+#include "backend/cuda/cuda_trace.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1933,11 +1934,14 @@ __device__ __forceinline__ void cq_q8k_units(const float (&f)[U][8], int lane, i
                                              float (&d)[U])
 {
     float am[U], mx[U];
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 800
     int bl[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) bl[u] = lane; /* equals: the lower lane is the earlier column */
+#endif
 #pragma unroll
     for (int u = 0; u < U; u++) {
         am[u] = mx[u] = 0.0f;
-        bl[u] = lane; /* equals: the lower lane is the earlier column */
 #pragma unroll
         for (int k = 0; k < 8; k++) {
             const float a = fabsf(f[u][k]);
@@ -1947,6 +1951,18 @@ __device__ __forceinline__ void cq_q8k_units(const float (&f)[U][8], int lane, i
             }
         }
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    /* the warp's largest am (>= 0 and not NaN: its bits order as the
+     * values), then mx of the lowest lane that holds it */
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const unsigned bits = __float_as_uint(am[u]);
+        const unsigned top = __reduce_max_sync(0xffffffffu, bits);
+        const int src = __ffs(__ballot_sync(0xffffffffu, bits == top)) - 1;
+        mx[u] = __shfl_sync(0xffffffffu, mx[u], src);
+        am[u] = __uint_as_float(top);
+    }
+#else
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
@@ -1960,6 +1976,7 @@ __device__ __forceinline__ void cq_q8k_units(const float (&f)[U][8], int lane, i
                 bl[u] = obl;
             }
         }
+#endif
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const float iscale = am[u] != 0.0f ? __fdiv_rn(-127.0f, mx[u]) : 0.0f;
@@ -2475,11 +2492,13 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
         asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
     };
+    uint64_t tt[4] = {cut_now(), 0, 0, 0};
     pdl_trigger();
     if (rs.ids) pdl_wait(); /* the rows' experts come from the kernels before */
 #pragma unroll
     for (int k = 0; k < S - 1; k++) issue(k); /* weights: before the previous kernel is done */
     pdl_wait();
+    tt[1] = cut_now();
 
     /* NFAC: the norm's factor applied to the products at their end, x * w
      * quantized at once (Q8_K blocks); else the normed x as floats after the
@@ -2496,6 +2515,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
         cq_i8_quantize<T, 1, false>(x, n_cols, xs);
     }
     __syncthreads();
+    tt[2] = cut_now();
     const float nsc = NFAC ? cq_norm_scale(ss, n_cols, rs.eps) : 1.0f;
 
     const int xts = (int)cq_i8_xts(n_cols);
@@ -2560,6 +2580,11 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
+    if (cut_on()) {
+        __syncthreads();
+        tt[3] = cut_now();
+        if (threadIdx.x == 0) cut_put(1, (uint32_t)n_rows, (uint32_t)n_cols, tt);
+    }
 }
 
 /* ---- a prompt batch's routed experts in one launch ---------------------
@@ -3451,4 +3476,9 @@ extern "C" cudaError_t cuq_get_rows(uint32_t type, const void *w, size_t row_byt
     if (!cuq_supports(type) || n < 0 || n_cols < 0) return cudaErrorInvalidValue;
     if (n == 0 || n_cols == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_dequant_type, type, w, row_bytes, n, n_cols, ids, (void *)out, false, s)
+}
+
+extern "C" cudaError_t cuq_trace_set(const struct cuk_trace *t)
+{
+    return cut_set(t);
 }
