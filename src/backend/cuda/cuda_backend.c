@@ -671,11 +671,14 @@ static void kt_write(struct cuda_backend *cb)
         if (n > cb->kt.cap) n = cb->kt.cap;
         struct cuk_trace_rec *r = mem_xmalloc(n * sizeof *r + 1);
         FILE *f = fopen(cb->kt_path, "wb");
-        if (f && cudaMemcpy(r, cb->kt.rec, n * sizeof *r, cudaMemcpyDeviceToHost) == cudaSuccess)
-            fwrite(r, sizeof *r, n, f);
-        else
-            LOG_W("HYPURA_CUDA_TRACE: cannot write %s", cb->kt_path);
-        if (f) fclose(f);
+        if (!f)
+            LOG_W("HYPURA_CUDA_TRACE: cannot open %s: %s", cb->kt_path, strerror(errno));
+        else if (cudaMemcpy(r, cb->kt.rec, n * sizeof *r, cudaMemcpyDeviceToHost) != cudaSuccess)
+            LOG_W("HYPURA_CUDA_TRACE: the records did not come back; %s left empty", cb->kt_path);
+        else if (fwrite(r, sizeof *r, n, f) != n)
+            LOG_W("HYPURA_CUDA_TRACE: cannot write %s: %s", cb->kt_path, strerror(errno));
+        if (f && fclose(f) != 0)
+            LOG_W("HYPURA_CUDA_TRACE: cannot write %s: %s", cb->kt_path, strerror(errno));
         free(r);
     }
     cudaFree(cb->kt.rec);

@@ -301,10 +301,15 @@ size_t cuk_top_k_scratch(int64_t n, int k);
 cudaError_t cuk_top_k(const float *x, int64_t n, int k, unsigned long long *scratch,
                       unsigned long long *out, cudaStream_t s, bool early);
 
-/* HYPURA_CUDA_TRACE's records (cuda_trace.cuh): kind 1 a staged one-token
- * product (a rows, b columns), 2 decode attention (a heads, b keys), 3 its
- * combine; t[] the global timer (ns) at the CTA's start, past its wait for
- * the kernel before, past its prologue, at its end. */
+/* HYPURA_CUDA_TRACE's records (cuda_trace.cuh; bench/ktrace reads them):
+ * the kind of kernel and its shape a, b as below; t[] the global timer (ns)
+ * at the CTA's start, past its wait for the kernel before, past its
+ * prologue, at its end. */
+enum cuk_trace_kind {
+    CUK_TRACE_PRODUCT = 1,   /* a staged one-token product: a rows, b columns */
+    CUK_TRACE_ATTENTION = 2, /* decode attention: a heads, b keys */
+    CUK_TRACE_COMBINE = 3,   /* its splits combined: a splits, b value dims */
+};
 struct cuk_trace_rec {
     uint16_t kind, sm;
     uint32_t cta, a, b;

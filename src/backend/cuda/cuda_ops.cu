@@ -1054,7 +1054,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     if (cut_on()) {
         __syncthreads();
         tt[3] = cut_now();
-        if (threadIdx.x == 0) cut_put(2, (uint32_t)a.n_head, (uint32_t)n_kv, tt);
+        if (threadIdx.x == 0) cut_put(CUK_TRACE_ATTENTION, (uint32_t)a.n_head, (uint32_t)n_kv, tt);
     }
 }
 
@@ -1275,7 +1275,7 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
     if (cut_on()) {
         __syncthreads();
         tt[3] = cut_now();
-        if (threadIdx.x == 0) cut_put(3, (uint32_t)n_split, (uint32_t)head_dim_v, tt);
+        if (threadIdx.x == 0) cut_put(CUK_TRACE_COMBINE, (uint32_t)n_split, (uint32_t)head_dim_v, tt);
     }
 }
 

@@ -2583,7 +2583,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
     if (cut_on()) {
         __syncthreads();
         tt[3] = cut_now();
-        if (threadIdx.x == 0) cut_put(1, (uint32_t)n_rows, (uint32_t)n_cols, tt);
+        if (threadIdx.x == 0) cut_put(CUK_TRACE_PRODUCT, (uint32_t)n_rows, (uint32_t)n_cols, tt);
     }
 }
 

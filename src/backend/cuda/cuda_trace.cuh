@@ -24,7 +24,8 @@ __device__ __forceinline__ uint64_t cut_now()
 }
 
 /* Thread 0's record of its CTA (a, b: the kernel's shape). */
-__device__ __forceinline__ void cut_put(uint32_t kind, uint32_t a, uint32_t b, const uint64_t *t)
+__device__ __forceinline__ void cut_put(enum cuk_trace_kind kind, uint32_t a, uint32_t b,
+                                        const uint64_t *t)
 {
     const struct cuk_trace c = cut_dev;
     if (!c.rec) return;
