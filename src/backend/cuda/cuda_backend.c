@@ -634,6 +634,23 @@ static void prof_init(struct cuda_backend *cb)
     if (!p->tl) LOG_W("HYPURA_CUDA_TIMELINE: cannot open %s: %s", tl, strerror(errno));
 }
 
+/* The whole number in environment variable name, def where it is unset or
+ * empty; one that is not a decimal number of 0 .. max (a sign, other
+ * characters, past max) is warned of, naming it, and def taken. */
+static uint64_t env_count(const char *name, uint64_t def, uint64_t max)
+{
+    const char *e = getenv(name);
+    if (!e || !*e) return def;
+    char *end = NULL;
+    errno = 0;
+    const unsigned long long v = e[0] >= '0' && e[0] <= '9' ? strtoull(e, &end, 10) : 0;
+    if (!end || *end || errno == ERANGE || v > max) {
+        LOG_W("%s=%s: not a whole number from 0 to %" PRIu64 "; using %" PRIu64, name, e, max, def);
+        return def;
+    }
+    return (uint64_t)v;
+}
+
 /* HYPURA_CUDA_TRACE=FILE: the instrumented kernels record their CTAs
  * (cuda_trace.cuh), HYPURA_CUDA_TRACE_SKIP records skipped and up to
  * HYPURA_CUDA_TRACE_CAP (default 2^18) kept; kt_write puts them in FILE
@@ -642,9 +659,8 @@ static void kt_init(struct cuda_backend *cb)
 {
     const char *path = getenv("HYPURA_CUDA_TRACE");
     if (!path || !*path) return;
-    const char *sk = getenv("HYPURA_CUDA_TRACE_SKIP"), *cp = getenv("HYPURA_CUDA_TRACE_CAP");
-    struct cuk_trace t = {.skip = sk ? strtoull(sk, NULL, 10) : 0,
-                          .cap = cp ? strtoull(cp, NULL, 10) : (1ull << 18)};
+    struct cuk_trace t = {.skip = env_count("HYPURA_CUDA_TRACE_SKIP", 0, UINT64_MAX),
+                          .cap = env_count("HYPURA_CUDA_TRACE_CAP", 1ull << 18, 1ull << 28)};
     if (cudaMalloc((void **)&t.rec, t.cap * sizeof *t.rec) != cudaSuccess ||
         cudaMalloc((void **)&t.n, sizeof *t.n) != cudaSuccess ||
         cudaMemset(t.n, 0, sizeof *t.n) != cudaSuccess || cuk_trace_set(&t) != cudaSuccess ||
@@ -3564,9 +3580,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
-        e = getenv("HYPURA_CUDA_MOE_RATE_DRIFT");
-        cb->rate_drift = e ? atoi(e) : MOE_RATE_DRIFT_CALLS;
-        if (cb->rate_drift < 0) cb->rate_drift = 0;
+        cb->rate_drift =
+            (int)env_count("HYPURA_CUDA_MOE_RATE_DRIFT", MOE_RATE_DRIFT_CALLS, 1u << 30);
         e = getenv("HYPURA_CUDA_FUSE_HOST");
         cb->fuse_host = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_ROUTED");
@@ -3596,8 +3611,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                        : !strcmp(e, "2") ? CUDA_MOE_HALF_ALL
                        : !strcmp(e, "3") ? CUDA_MOE_HALF_ROWS
                                          : CUDA_MOE_HALF_AUTO;
-        e = getenv("HYPURA_CUDA_MOE_HALF_MIN_MIB");
-        cb->moe_half_min = e ? (uint64_t)strtoull(e, NULL, 10) << 20 : MOE_HALF_MIN_BYTES;
+        cb->moe_half_min =
+            env_count("HYPURA_CUDA_MOE_HALF_MIN_MIB", MOE_HALF_MIN_BYTES >> 20, 1u << 24) << 20;
         e = getenv("HYPURA_CUDA_MOE_ROWS");
         cb->moe_rows = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_TRACE");
