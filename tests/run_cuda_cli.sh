@@ -31,7 +31,8 @@
 # And a model with heads of 512 (past the GPU's attention limit, 256): --gpu
 # auto runs it on the CPU with a note saying why, --gpu on is refused naming it;
 # --gpu-budget 100T (more than any GPU has) runs with what the GPU has, a note
-# saying so.
+# saying so. Out-of-range values of the backend's numeric switches are warned
+# of by name, the defaults taken.
 # Exit 77 (skipped) when `--gpu on` says there is no CUDA device or the build
 # has no CUDA. A mismatch prints both texts; the check stays strict (the synth
 # models keep the top-1/top-2 logit margin >= 1.58, see synth/README.md).
@@ -534,6 +535,25 @@ if same big_budget big_ref "--gpu-budget 100T"; then
         fail "--gpu-budget 100T: gpu_budget_bytes ${gb:-?}, expected what the GPU has"
 fi
 echo "== $(grep '^note: --gpu-budget' "$dir/big_budget.err")"
+
+# the backend's numeric switches: a value that is not a whole number in range
+# is warned of, naming it, and the default taken (the text stays --gpu off's;
+# the trace, of the default cap, is written)
+rm -f "$dir/bad_switch.json" "$dir/bad_switch.txt" "$dir/bad.tr"
+env HYPURA_CUDA_TRACE="$dir/bad.tr" HYPURA_CUDA_TRACE_SKIP=12x HYPURA_CUDA_TRACE_CAP=99999999999 \
+    HYPURA_CUDA_MOE_RATE_DRIFT=-5 HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3 \
+    "$hy" run -m "$m1" -p "$prompt" -n 32 --temp 0 -c 512 --stats-json "$dir/bad_switch.json" \
+    --gpu on >"$dir/bad_switch.txt" 2>"$dir/bad_switch.err"
+hrc=$?
+if same bad_switch big_ref "numeric switches out of range"; then
+    for v in "HYPURA_CUDA_TRACE_SKIP=12x" "HYPURA_CUDA_TRACE_CAP=99999999999" \
+        "HYPURA_CUDA_MOE_RATE_DRIFT=-5" "HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3"; do
+        grep -q "^warning: $v: not a whole number from 0 to [0-9]*; using [0-9]*$" "$dir/bad_switch.err" ||
+            fail "$v: no warning naming it: $(tail -n 2 "$dir/bad_switch.err")"
+    done
+    [ -s "$dir/bad.tr" ] || fail "HYPURA_CUDA_TRACE with a bad cap: no trace written"
+fi
+echo "== numeric switches: $(grep -c 'not a whole number' "$dir/bad_switch.err") warnings"
 
 echo "run_cuda_cli: $checks runs compared, $failed failed"
 [ $failed -eq 0 ]
