@@ -539,11 +539,13 @@ echo "== $(grep '^note: --gpu-budget' "$dir/big_budget.err")"
 # the backend's numeric switches: a value that is not a whole number in range
 # is warned of, naming it, and the default taken (the text stays --gpu off's;
 # the trace, of the default cap, is written)
-rm -f "$dir/bad_switch.json" "$dir/bad_switch.txt" "$dir/bad.tr"
-env HYPURA_CUDA_TRACE="$dir/bad.tr" HYPURA_CUDA_TRACE_SKIP=12x HYPURA_CUDA_TRACE_CAP=99999999999 \
-    HYPURA_CUDA_MOE_RATE_DRIFT=-5 HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3 \
-    "$hy" run -m "$m1" -p "$prompt" -n 32 --temp 0 -c 512 --stats-json "$dir/bad_switch.json" \
-    --gpu on >"$dir/bad_switch.txt" 2>"$dir/bad_switch.err"
+rm -f "$dir/bad.tr"
+(
+    export HYPURA_CUDA_TRACE="$dir/bad.tr" HYPURA_CUDA_TRACE_SKIP=12x \
+        HYPURA_CUDA_TRACE_CAP=99999999999 HYPURA_CUDA_MOE_RATE_DRIFT=-5 \
+        HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3
+    hrun bad_switch "$m1" --gpu on
+)
 hrc=$?
 if same bad_switch big_ref "numeric switches out of range"; then
     for v in "HYPURA_CUDA_TRACE_SKIP=12x" "HYPURA_CUDA_TRACE_CAP=99999999999" \
