@@ -463,6 +463,67 @@ static uint32_t flag_wait(uint32_t *flag, uint32_t v)
     return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
 }
 
+/* cpu_backend_matmul_start against backend_matmul, bit for bit, one token:
+ * a product of a pool's size and a small one, of F16 and K-quant weights (x
+ * converted before the start), the rows handed out in chunks that end short
+ * of the last. Where the pool has workers they complete it and store the
+ * flag without a join (with none nothing runs before it); pass_wait returns
+ * with every row; an op after a start joins it first. */
+static void test_matmul_start(void)
+{
+    static const int64_t shapes[][2] = {{1000, 256}, {24, 512}};
+    static const uint32_t types[] = {HY_TYPE_F16, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
+    struct rng r;
+    rng_init(&r, 11);
+    for (int nt = 1; nt <= 3; nt += 2) {
+        struct backend *be = make_backend(nt, false);
+        for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++)
+            for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+                const int64_t rows = shapes[si][0], cols = shapes[si][1];
+                /* the weight's values and reference, x, the two outputs */
+                float *src = malloc(sizeof(float) * (size_t)(2 * rows * cols + cols + 2 * rows));
+                float *ref = src + rows * cols, *x = ref + rows * cols, *y0 = x + cols,
+                      *y1 = y0 + rows;
+                fill_normal(&r, src, (size_t)(rows * cols), 1.0f);
+                fill_normal(&r, x, (size_t)cols, 1.0f);
+                struct backend_weight w;
+                void *data = types[ti] == HY_TYPE_F16
+                                 ? make_weight(HY_TYPE_F16, src, rows, cols, ref, &w)
+                                 : make_qweight(types[ti], src, rows, cols, &w);
+                backend_matmul(be, &w, x, 1, y0);
+                for (int way = 0; way < 3; way++) {
+                    for (int64_t i = 0; i < rows; i++) y1[i] = NAN;
+                    uint32_t flag = 3;
+                    cpu_backend_matmul_start(be, &w, x, y1, &flag, 4);
+                    if (way == 0) { /* the workers finish it, then the join */
+                        if (nt > 1) {
+                            CHECK_EQ_INT((int)flag_wait(&flag, 4), 4);
+                        } else {
+                            CHECK_EQ_INT((int)flag, 3);
+                        }
+                        CHECK(cpu_backend_join(be) > 0);
+                    } else if (way == 1) { /* waited for */
+                        CHECK(cpu_backend_pass_wait(be) > 0);
+                    } else { /* another op first: it joins the pass */
+                        float probe[24];
+                        struct backend_weight small = w;
+                        small.n_rows = 24;
+                        backend_matmul(be, &small, x, 1, probe);
+                        CHECK(memcmp(probe, y0, sizeof probe) == 0);
+                    }
+                    CHECK_EQ_INT((int)flag, 4);
+                    if (!CHECK_EQ_INT(memcmp(y0, y1, sizeof(float) * (size_t)rows) != 0, 0))
+                        fprintf(stderr,
+                                "  matmul_start: type %u, %d threads, [%lld, %lld], way %d\n",
+                                types[ti], nt, (long long)cols, (long long)rows, way);
+                }
+                free(data);
+                free(src);
+            }
+        backend_free(be);
+    }
+}
+
 /* moe_token and cpu_backend_moe_token_start against the op-by-op sequence
  * (gate, up, silu_mul, down, add with the weight, expert after expert),
  * bit for bit; the started pass stores its flag without being joined when
@@ -635,5 +696,6 @@ int main(int argc, char **argv)
     test_rope();
     test_attention();
     test_moe_token();
+    test_matmul_start();
     return check_report(argv[0]);
 }

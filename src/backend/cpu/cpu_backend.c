@@ -68,6 +68,8 @@ struct cpu_backend {
     size_t att_stride;
     double *rope_tab; /* owned, [3 * lim.max_head_dim / 2]: frequencies, cos, sin of one call */
     struct moe_job *job; /* owned: moe_token's pass (created at the first) */
+    struct mm_pass *mm;  /* owned: cpu_backend_matmul_start's pass (created at the first) */
+    bool mm_last;        /* the pass started last is mm's, not job's */
     struct gemv_shape gemv[GEMV_SHAPES]; /* see gemv_choose */
     int n_gemv;
 };
@@ -311,6 +313,71 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
                               int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx)
 {
     matmul_run(cpu_of(be), w, x, n_tok, y, first, ctx);
+}
+
+/* One token's product started on the pool's workers (cpu_backend_matmul_start):
+ * matmul_worker's chunks, counted as they are done; the thread that completes
+ * the last one stores the time, then the flag. The weight is a copy. */
+struct mm_pass {
+    struct backend_weight w;
+    struct matmul_task task;
+    int timed; /* gemv_choose's way to time, -1 none */
+    uint32_t *flag;
+    uint32_t flag_value;
+    int64_t t_start_us, t_end_us;
+    _Alignas(64) atomic_llong rows_done;
+    atomic_bool finished; /* t_end_us is set (release) */
+};
+
+static void mm_pass_worker(void *arg, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    struct mm_pass *m = arg;
+    const int64_t n_rows = m->w.n_rows, per = m->task.chunk_rows;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add_explicit(&m->task.next_row, per, memory_order_relaxed);
+        if (r0 >= n_rows) break;
+        const int64_t r1 = HY_MIN(r0 + per, n_rows);
+        matmul_rows(&m->task, r0, r1);
+        if (atomic_fetch_add_explicit(&m->rows_done, r1 - r0, memory_order_acq_rel) + (r1 - r0) ==
+            n_rows) {
+            m->t_end_us = timing_now_us();
+            atomic_store_explicit(&m->finished, true, memory_order_release);
+            if (m->flag) __atomic_store_n(m->flag, m->flag_value, __ATOMIC_RELEASE);
+        }
+    }
+}
+
+static bool mm_pass_finished(void *arg)
+{
+    struct mm_pass *m = arg;
+    return atomic_load_explicit(&m->finished, memory_order_acquire);
+}
+
+void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w, const float *x,
+                              float *y, uint32_t *flag, uint32_t flag_value)
+{
+    struct cpu_backend *cb = cpu_of(be);
+    HY_ASSERT(w->n_rows >= 1);
+    threadpool_join(cb->pool); /* act and the workers are this pass's now */
+    if (!cb->mm) cb->mm = mem_aligned_xzalloc(64, sizeof *cb->mm);
+    struct mm_pass *m = cb->mm;
+    m->w = *w;
+    matmul_setup(cb, &m->w, x, 1, y, &m->task);
+    m->timed = -1;
+    if (m->task.gemv && !gemv_choose(cb, &m->w, &m->timed)) m->task.gemv = NULL;
+    if (m->task.from_float) {
+        m->task.xq = cb->act;
+        convert_worker(&m->task, 0, 1);
+    }
+    m->flag = flag;
+    m->flag_value = flag_value;
+    atomic_init(&m->rows_done, 0);
+    atomic_init(&m->finished, false);
+    cb->mm_last = true;
+    m->t_start_us = timing_now_us();
+    /* rows are claimed: a worker that has not begun by the join is not waited for */
+    threadpool_start_loose(cb->pool, mm_pass_worker, m);
 }
 
 static void cpu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
@@ -659,6 +726,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     HY_ASSERT(!n_half || (half_rows > 0 && half_rows <= w[0].n_rows));
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
     if (!cb->job) cb->job = mem_aligned_xzalloc(MOE_LINE, sizeof *cb->job);
+    cb->mm_last = false;
     struct moe_job *j = cb->job;
     const int64_t E = w[0].n_cols, F = w[0].n_rows;
     j->flag = flag;
@@ -786,9 +854,28 @@ static bool moe_job_finished(void *arg)
     return atomic_load_explicit(&j->finished, memory_order_acquire);
 }
 
+/* The started product's timing seen once it is done (its gemv choice). */
+static int64_t mm_pass_end(struct cpu_backend *cb)
+{
+    struct mm_pass *m = cb->mm;
+    if (m->timed >= 0) {
+        gemv_seen(cb, &m->w, m->timed, (double)(m->t_end_us - m->t_start_us) * 1e-6);
+        m->timed = -1;
+    }
+    return m->t_end_us;
+}
+
 int64_t cpu_backend_pass_wait(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
+    if (cb->mm_last) {
+        struct mm_pass *m = cb->mm;
+        if (!mm_pass_finished(m)) {
+            mm_pass_worker(m, 0, threadpool_n_threads(cb->pool));
+            threadpool_wait_until(mm_pass_finished, m);
+        }
+        return mm_pass_end(cb);
+    }
     struct moe_job *j = cb->job;
     if (!j) return 0;
     if (!moe_job_finished(j)) {
@@ -802,7 +889,13 @@ int64_t cpu_backend_pass_wait(struct backend *be)
 
 void cpu_backend_pass_times(struct backend *be, int64_t *start, int64_t *first, int64_t *gate_up)
 {
-    const struct moe_job *j = cpu_of(be)->job;
+    const struct cpu_backend *cb = cpu_of(be);
+    if (cb->mm_last) {
+        *start = *first = cb->mm->t_start_us;
+        *gate_up = cb->mm->t_end_us;
+        return;
+    }
+    const struct moe_job *j = cb->job;
     *start = j ? j->t_start_us : 0;
     *first = j ? atomic_load_explicit(&j->t_first_us, memory_order_relaxed) : 0;
     *gate_up = j ? j->t_a_us : 0;
@@ -812,6 +905,7 @@ int64_t cpu_backend_join(struct backend *be)
 {
     struct cpu_backend *cb = cpu_of(be);
     threadpool_join(cb->pool);
+    if (cb->mm_last) return mm_pass_end(cb);
     return cb->job ? cb->job->t_end_us : 0;
 }
 
@@ -1051,6 +1145,7 @@ static void cpu_free(struct backend *be)
     threadpool_free(cb->pool);
     if (cb->job) mem_aligned_free(cb->job->grp_left);
     mem_aligned_free(cb->job);
+    mem_aligned_free(cb->mm);
     mem_aligned_free(cb->att_scratch);
     mem_aligned_free(cb->act);
     free(cb->rope_tab);

@@ -44,6 +44,16 @@ HY_MUST_CHECK enum hy_status cpu_backend_init(const struct cpu_backend_opts *opt
 void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w, const float *x,
                               int64_t n_tok, float *y, void (*first)(void *ctx), void *ctx);
 
+/* One token's y = w x started on the pool's workers (x converted first);
+ * returns at once, taking the pool as cpu_backend_moe_token_start does.
+ * Once y holds every row, the thread that finished it stores flag_value
+ * into *flag (release; flag may be NULL). x and y must stay until the pass
+ * is joined or waited for (cpu_backend_pass_wait); w is copied. Each row
+ * comes out as backend_matmul gives it. The GPU backend's RAM weights: its
+ * calling thread queues the ops after the product while the CPU computes. */
+void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w, const float *x,
+                              float *y, uint32_t *flag, uint32_t flag_value);
+
 /* The backend's moe_token started on the pool's workers (x converted
  * first); returns at once (taking the pool: every other op of this backend
  * joins the pass first). The GPU backend queues its own experts' copies and
@@ -65,7 +75,8 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
 
 /* The pass started last, once joined or waited for: when its workers were
  * started (after x was converted), when its first chunk was taken, and when
- * its gate and up products were done (timing_now_us; 0: no pass yet). */
+ * its gate and up products were done (timing_now_us; 0: no pass yet). A
+ * started product's: its start twice, then its end. */
 void cpu_backend_pass_times(struct backend *be, int64_t *start, int64_t *first, int64_t *gate_up);
 
 /* Joins the pass started last, if any (the calling thread takes what is

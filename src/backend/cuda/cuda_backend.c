@@ -197,6 +197,22 @@ struct cuda_backend {
     cudaEvent_t st_mark;      /* the compute stream's progress, for the copy stream to wait on */
     cudaEvent_t hy_free;      /* the last upload from hy has left */
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
+    /* a started host product's copies timed (cp_t0, cp_t1; hc_bytes of them),
+     * read at a later call once cp_t1 is done */
+    bool hc_pending;
+    uint64_t hc_bytes;
+    /* a one-token product of a RAM weight that stays (stable) started on the
+     * CPU's workers (host_matmul, async_host): its rows go into ha[ha_i]
+     * (pinned; the two in turn, so that a pass may fill one while the stream
+     * still reads the other, free at ha_free), the stream taking them up
+     * once pass_flag says so, while the calling thread returns and queues
+     * the ops after it (HYPURA_CUDA_ASYNC_HOST=0: it computes with the
+     * workers and waits for the copies, as for a weight that may move) */
+    bool async_host;
+    float *ha[2];
+    size_t ha_bytes[2];
+    cudaEvent_t ha_free[2];
+    int ha_i;
     /* timing: a moe_token call's copies beside its CPU pass (mc_bytes of
      * them, read at a later call once mc_t1 is done), and the call at which
      * rates.moe_pcie_bytes_per_s last changed */
@@ -311,6 +327,8 @@ struct cuda_backend {
     uint32_t *pass_dflag; /* device words of the waits on pass_flag's (cuk_wait_add) */
     uint32_t pass_seq;
     bool pass_on, pass_fresh, pass_beside;
+    bool pass_dense; /* the pass is a started host product's (of type pass_type) */
+    uint32_t pass_type;
     int pass_nc;
     int64_t pass_t0;
     uint64_t pass_bytes;
@@ -1304,6 +1322,18 @@ static void rate_update(double *rate, double bytes, double seconds)
     *rate = *rate > 0 ? 0.75 * *rate + 0.25 * seen : seen;
 }
 
+/* Whether the events of a call timed on the device (*pending until read),
+ * the last of them `last`, are done and readable: then *pending is
+ * cleared. false while they run, or on an error (recorded). */
+static bool timed_done(struct cuda_backend *cb, bool *pending, cudaEvent_t last)
+{
+    if (!*pending) return false;
+    const cudaError_t q = cudaEventQuery(last);
+    if (q == cudaErrorNotReady) return false;
+    *pending = false;
+    return CK(q);
+}
+
 /* Rows [0, n) of host weight w computed by the CPU where they lie, from the
  * activations already downloaded to hx; the rows go up into y. The calling
  * thread queues the copies left in cr first, while the workers start (n > 0:
@@ -1467,6 +1497,34 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
     return true;
 }
 
+/* Rows [0, n) of host weight w (one token) started on the CPU's workers
+ * from hx, into the next of ha; the copies left in cr queued meanwhile, then
+ * the stream's wait for the rows, which go up into y. The pass is joined
+ * by the next call that needs the CPU or waits on the device (pass_join). */
+static void host_rows_start(struct cuda_backend *cb, const struct backend_weight *w, int64_t n,
+                            float *y, struct copy_run *cr)
+{
+    const int b = cb->ha_i;
+    cb->ha_i ^= 1;
+    if (!ensure_host(cb, (void **)&cb->ha[b], &cb->ha_bytes[b], (size_t)n * sizeof(float)) ||
+        !CK(cudaEventSynchronize(cb->ha_free[b])))
+        return;
+    struct backend_weight part = *w;
+    part.n_rows = n;
+    const uint32_t seq = ++cb->pass_seq;
+    cb->pass_t0 = timing_now_us();
+    cpu_backend_matmul_start(cb->cpu, &part, cb->hx, cb->ha[b], cb->pass_flag, seq);
+    cb->pass_on = cb->pass_dense = true;
+    cb->pass_bytes = (uint64_t)n * w->row_bytes;
+    cb->pass_type = w->type;
+    cb->stats.host_cpu_bytes += cb->pass_bytes;
+    copy_rest(cr);
+    const int pi = prof_begin(cb);
+    if (CK(cuk_wait_copy(y, cb->ha[b], n, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
+        CK(cudaEventRecord(cb->ha_free[b], cb->st));
+    prof_end(cb, pi, "wait for the CPU's rows", UINT32_MAX);
+}
+
 /* A host weight's product (not one the VRAM cache keeps): its rows split
  * between the CPU, computing them where they lie, and the GPU, computing
  * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
@@ -1480,22 +1538,45 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
 static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
                         int64_t n_tok, float *y)
 {
-    /* (not while moe_token queues its GPU experts beside its own pass: the
-     * CPU takes no rows then, and the pass must not wait for this) */
-    if (!cb->cpu_busy) pass_join(cb);
     const int64_t nc = cpu_share(cb, w, n_tok);
+    /* the CPU's rows started, not waited for (async_host) */
+    const bool started = cb->async_host && !cb->cpu_busy && n_tok == 1 && w->stable && nc > 0;
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
+    float ms = 0;
+    if (timed_done(cb, &cb->hc_pending, cb->cp_t1) &&
+        CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
+        rate_update(&cb->rates.pcie_h2d_bytes_per_s, (double)cb->hc_bytes, (double)ms * 1e-3);
     const int64_t nx = n_tok * w->n_cols;
     const size_t xb = (size_t)nx * sizeof(float);
     const bool down = nc > 0 && (cb->hx_src != x || cb->hx_len != xb);
+    /* x comes down from where the compute stream has made it: before the
+     * GPU's pieces of this call, which do not need it to come down */
+    if (down && !CK(cudaEventRecord(cb->x_ready, cb->st))) return;
+    const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS && !cb->hc_pending;
+    if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
+    struct copy_run cr;
+    copy_start(&cr, cb, w, nc, w->n_rows - nc, x, n_tok, y, timed);
+    /* a started product's copies need nothing of the pass before it:
+     * queued while that runs (its sum stores pass_seq) */
+    if (started)
+        while (cb->pass_on &&
+               (int32_t)(__atomic_load_n(cb->pass_flag, __ATOMIC_ACQUIRE) - cb->pass_seq) < 0 &&
+               copy_piece(&cr)) {
+        }
+    /* (not while moe_token queues its GPU experts beside its own pass: the
+     * CPU takes no rows then, and the pass must not wait for this) */
+    if (!cb->cpu_busy && cb->pass_on) {
+        lap(&t, &cb->stats.host_queue_us);
+        pass_join(cb);
+        lap(&t, &cb->stats.host_cpu_us);
+    }
     if (down) {
-        /* on their own stream, after the point where the compute stream has
-         * made x; waited for once the copies and the GPU's pieces (which do
-         * not need them) are queued, or (not copy_first) before */
+        /* on their own stream (hx is free once the pass before is joined);
+         * waited for once the copies and the GPU's pieces are queued, or
+         * (not copy_first) before */
         cb->hx_src = NULL;
         if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb) ||
-            !CK(cudaEventRecord(cb->x_ready, cb->st)) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
             !small_copy(cb, cb->hx, nx, x, nx, nx, 1, cudaMemcpyDeviceToHost, cb->dl))
             return;
@@ -1504,10 +1585,6 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
             lap(&t, &cb->stats.host_x_wait_us);
         }
     }
-    const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS;
-    if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
-    struct copy_run cr;
-    copy_start(&cr, cb, w, nc, w->n_rows - nc, x, n_tok, y, timed);
     if (nc == 0) {
         copy_rest(&cr);
     } else if (down && cb->copy_first) {
@@ -1521,12 +1598,21 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     lap(&t, &cb->stats.host_queue_us);
     if (down && cb->copy_first) {
         if (!x_arrived(cb, x, xb)) return;
+        prof_host(cb, "x down", t, timing_now_us());
         lap(&t, &cb->stats.host_x_wait_us);
+    }
+    if (started) {
+        host_rows_start(cb, w, nc, y, &cr);
+        if (timed && cr.last >= 0) {
+            cb->hc_pending = true;
+            cb->hc_bytes = (uint64_t)(w->n_rows - nc) * w->row_bytes;
+        }
+        lap(&t, &cb->stats.host_queue_us);
+        return;
     }
     cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr);
     const int last = cr.last;
     lap(&t, &cb->stats.host_cpu_us);
-    float ms = 0;
     if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
         CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
         rate_update(&cb->rates.pcie_h2d_bytes_per_s,
@@ -2706,18 +2792,6 @@ static double moe_rate_weighed(const struct cuda_backend *cb, bool beside, int n
                                 cb->moe_seq - cb->moe_rate_at[beside][n], cb->rate_drift);
 }
 
-/* Whether the events of a call timed on the device (*pending until read),
- * the last of them `last`, are done and readable: then *pending is
- * cleared. false while they run, or on an error (recorded). */
-static bool timed_done(struct cuda_backend *cb, bool *pending, cudaEvent_t last)
-{
-    if (!*pending) return false;
-    const cudaError_t q = cudaEventQuery(last);
-    if (q == cudaErrorNotReady) return false;
-    *pending = false;
-    return CK(q);
-}
-
 /* A CPU pass of nc experts (bytes of them) that ran from t0 to t1 (us),
  * beside copies or not: the stats and the rate the split uses, the CPU's
  * experts as they ran (a stale rate, fresh false, is replaced by this one). */
@@ -2799,6 +2873,15 @@ static void pass_join(struct cuda_backend *cb)
     /* until the sum is complete, not until a worker that lost its core has
      * come back: the CPU backend's next op joins that one */
     const int64_t t1 = cpu_backend_pass_wait(cb->cpu);
+    if (cb->pass_dense) {
+        /* the rate the split takes: the pass's own, as cpu_rows times its call */
+        const double sec = (double)(t1 - cb->pass_t0) * 1e-6;
+        rate_update(&cb->rates.cpu_matvec_bytes_per_s, (double)cb->pass_bytes, sec);
+        if (cb->pass_type < HY_TYPE_COUNT)
+            rate_update(&cb->cpu_type_rate[cb->pass_type], (double)cb->pass_bytes, sec);
+        prof_host(cb, "CPU rows", cb->pass_t0, t1);
+        return;
+    }
     moe_cpu_seen(cb, cb->pass_beside, cb->pass_nc, cb->pass_bytes, cb->pass_t0, t1, cb->pass_fresh);
     if (cb->trace) moe_trace_line(cb, t1 - cb->pass_t0);
     prof_host(cb, "CPU pass", cb->pass_t0, t1);
@@ -3026,6 +3109,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half, half_rows,
                                 cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
     cb->pass_on = true;
+    cb->pass_dense = false;
     cb->pass_nc = nc;
     cb->pass_bytes = cpu_bytes;
     cb->pass_t0 = t0;
@@ -3240,6 +3324,10 @@ static void cu_free(struct backend *be)
     if (cb->wc_copied) cudaEventDestroy(cb->wc_copied);
     if (cb->st_mark) cudaEventDestroy(cb->st_mark);
     if (cb->hy_free) cudaEventDestroy(cb->hy_free);
+    for (int i = 0; i < 2; i++) {
+        if (cb->ha_free[i]) cudaEventDestroy(cb->ha_free[i]);
+        if (cb->ha[i]) cudaFreeHost(cb->ha[i]);
+    }
     if (cb->mb_up) cudaEventDestroy(cb->mb_up);
     if (cb->mb_host) cudaFreeHost(cb->mb_host);
     cudaFree(cb->mb_dev);
@@ -3605,6 +3693,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         /* the pass needs workers: with none, nothing would compute it before its join */
         e = getenv("HYPURA_CUDA_ASYNC_CPU");
         cb->async_cpu = uva && cb->base.n_threads > 1 && !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_ASYNC_HOST");
+        cb->async_host = cb->async_cpu && !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_HALF");
         cb->moe_half = !e                ? cfg->moe_half
                        : !strcmp(e, "0") ? CUDA_MOE_HALF_OFF
@@ -3658,6 +3748,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->wc_copied, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->st_mark, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
+        for (int i = 0; i < 2; i++)
+            CK(cudaEventCreateWithFlags(&cb->ha_free[i], cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->mb_up, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->head_ev, cudaEventDisableTiming));
@@ -3673,6 +3765,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreate(&cb->mg_t2));
     }
     if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
+    for (int i = 0; i < 2 && !cb->err; i++) CK(cudaEventRecord(cb->ha_free[i], cb->st));
     if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);
     if (!cb->err && CK(cudaMalloc((void **)&cb->pass_dflag, 64)) &&
         CK(cudaMemset(cb->pass_dflag, 0, 64)))
