@@ -342,8 +342,9 @@ static void mm_pass_worker(void *arg, int ith, int nth)
         if (atomic_fetch_add_explicit(&m->rows_done, r1 - r0, memory_order_acq_rel) + (r1 - r0) ==
             n_rows) {
             m->t_end_us = timing_now_us();
-            atomic_store_explicit(&m->finished, true, memory_order_release);
+            /* the flag first: a pass waited for has stored it */
             if (m->flag) __atomic_store_n(m->flag, m->flag_value, __ATOMIC_RELEASE);
+            atomic_store_explicit(&m->finished, true, memory_order_release);
         }
     }
 }

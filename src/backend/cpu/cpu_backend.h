@@ -47,7 +47,8 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
 /* One token's y = w x started on the pool's workers (x converted first);
  * returns at once, taking the pool as cpu_backend_moe_token_start does.
  * Once y holds every row, the thread that finished it stores flag_value
- * into *flag (release; flag may be NULL). x and y must stay until the pass
+ * into *flag (release; flag may be NULL), before the pass counts as done
+ * (cpu_backend_pass_wait returns after the store). x and y must stay until the pass
  * is joined or waited for (cpu_backend_pass_wait); w is copied. Each row
  * comes out as backend_matmul gives it. The GPU backend's RAM weights: its
  * calling thread queues the ops after the product while the CPU computes. */
