@@ -463,10 +463,12 @@ static uint32_t flag_wait(uint32_t *flag, uint32_t v)
     return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
 }
 
-/* cpu_backend_matmul_start against backend_matmul, bit for bit, one token:
+/* cpu_backend_matmul_start against backend_matmul and cpu_backend_swiglu_start
+ * against backend_matmul twice and backend_silu_mul, bit for bit, one token:
  * a product of a pool's size and a small one, of F16 and K-quant weights (x
- * converted before the start), the rows handed out in chunks that end short
- * of the last. Where the pool has workers they complete it and store the
+ * converted before the start; gate and up of one type, sharing x's
+ * conversion, or of two), the rows handed out in chunks that end short of
+ * the last. Where the pool has workers they complete a pass and store the
  * flag without a join (with none nothing runs before it); pass_wait returns
  * with every row; an op after a start joins it first. */
 static void test_matmul_start(void)
@@ -480,29 +482,40 @@ static void test_matmul_start(void)
         for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++)
             for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
                 const int64_t rows = shapes[si][0], cols = shapes[si][1];
-                /* the weight's values and reference, x, the two outputs */
-                float *src = malloc(sizeof(float) * (size_t)(2 * rows * cols + cols + 2 * rows));
-                float *ref = src + rows * cols, *x = ref + rows * cols, *y0 = x + cols,
-                      *y1 = y0 + rows;
-                fill_normal(&r, src, (size_t)(rows * cols), 1.0f);
+                /* two weights' values, a reference, x, the product, SwiGLU's
+                 * reference, the outputs of a pass (two) */
+                float *src = malloc(sizeof(float) * (size_t)(3 * rows * cols + cols + 5 * rows));
+                float *src2 = src + rows * cols, *ref = src2 + rows * cols, *x = ref + rows * cols,
+                      *y0 = x + cols, *h0 = y0 + rows, *y1 = h0 + rows, *y2 = y1 + rows;
+                fill_normal(&r, src, (size_t)(2 * rows * cols), 1.0f);
                 fill_normal(&r, x, (size_t)cols, 1.0f);
-                struct backend_weight w;
+                const uint32_t t2 = types[(ti + 1) % HY_ARRAY_LEN(types)];
+                struct backend_weight w, w2;
                 void *data = types[ti] == HY_TYPE_F16
                                  ? make_weight(HY_TYPE_F16, src, rows, cols, ref, &w)
                                  : make_qweight(types[ti], src, rows, cols, &w);
+                void *data2 = t2 == HY_TYPE_F16 ? make_weight(HY_TYPE_F16, src2, rows, cols, ref, &w2)
+                                                : make_qweight(t2, src2, rows, cols, &w2);
                 backend_matmul(be, &w, x, 1, y0);
-                for (int way = 0; way < 3; way++) {
-                    for (int64_t i = 0; i < rows; i++) y1[i] = NAN;
+                backend_matmul(be, &w2, x, 1, h0);
+                backend_silu_mul(be, h0, y0, rows); /* silu(w2 x) * (w x): w2 the gate below */
+                backend_matmul(be, &w, x, 1, y0);
+                for (int way = 0; way < 6; way++) {
+                    const bool swiglu = way >= 3;
+                    for (int64_t i = 0; i < 2 * rows; i++) y1[i] = NAN;
                     uint32_t flag = 3;
-                    cpu_backend_matmul_start(be, &w, x, y1, &flag, 4);
-                    if (way == 0) { /* the workers finish it, then the join */
+                    if (swiglu)
+                        cpu_backend_swiglu_start(be, &w2, &w, x, y1, y2, &flag, 4);
+                    else
+                        cpu_backend_matmul_start(be, &w, x, y1, &flag, 4);
+                    if (way % 3 == 0) { /* the workers finish it, then the join */
                         if (nt > 1) {
                             CHECK_EQ_INT((int)flag_wait(&flag, 4), 4);
                         } else {
                             CHECK_EQ_INT((int)flag, 3);
                         }
                         CHECK(cpu_backend_join(be) > 0);
-                    } else if (way == 1) { /* waited for */
+                    } else if (way % 3 == 1) { /* waited for */
                         CHECK(cpu_backend_pass_wait(be) > 0);
                     } else { /* another op first: it joins the pass */
                         float probe[24];
@@ -512,12 +525,15 @@ static void test_matmul_start(void)
                         CHECK(memcmp(probe, y0, sizeof probe) == 0);
                     }
                     CHECK_EQ_INT((int)flag, 4);
-                    if (!CHECK_EQ_INT(memcmp(y0, y1, sizeof(float) * (size_t)rows) != 0, 0))
+                    const float *want = swiglu ? h0 : y0;
+                    if (!CHECK_EQ_INT(memcmp(want, y1, sizeof(float) * (size_t)rows) != 0, 0))
                         fprintf(stderr,
-                                "  matmul_start: type %u, %d threads, [%lld, %lld], way %d\n",
-                                types[ti], nt, (long long)cols, (long long)rows, way);
+                                "  %s_start: types %u %u, %d threads, [%lld, %lld], way %d\n",
+                                swiglu ? "swiglu" : "matmul", types[ti], t2, nt, (long long)cols,
+                                (long long)rows, way % 3);
                 }
                 free(data);
+                free(data2);
                 free(src);
             }
         backend_free(be);

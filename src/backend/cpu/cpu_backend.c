@@ -315,13 +315,19 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
     matmul_run(cpu_of(be), w, x, n_tok, y, first, ctx);
 }
 
-/* One token's product started on the pool's workers (cpu_backend_matmul_start):
- * matmul_worker's chunks, counted as they are done; the thread that completes
- * the last one stores the time, then the flag. The weight is a copy. */
+static void cpu_silu_mul(struct backend *be, float *gate, const float *up, int64_t n);
+
+/* One token's product started on the pool's workers (cpu_backend_matmul_start,
+ * and with two weights cpu_backend_swiglu_start): matmul_worker's chunks of
+ * rows, of both weights and then their SwiGLU, counted as they are done; the
+ * thread that completes the last one stores the time, then the flag. The
+ * weights are copies. */
 struct mm_pass {
-    struct backend_weight w;
-    struct matmul_task task;
-    int timed; /* gemv_choose's way to time, -1 none */
+    struct cpu_backend *cb;
+    struct backend_weight w[2];
+    struct matmul_task task[2];
+    int n_w;
+    int timed; /* gemv_choose's way to time (one weight), -1 none */
     uint32_t *flag;
     uint32_t flag_value;
     int64_t t_start_us, t_end_us;
@@ -333,12 +339,16 @@ static void mm_pass_worker(void *arg, int ith, int nth)
 {
     (void)ith, (void)nth;
     struct mm_pass *m = arg;
-    const int64_t n_rows = m->w.n_rows, per = m->task.chunk_rows;
+    const int64_t n_rows = m->w[0].n_rows, per = m->task[0].chunk_rows;
     for (;;) {
-        const int64_t r0 = atomic_fetch_add_explicit(&m->task.next_row, per, memory_order_relaxed);
+        const int64_t r0 = atomic_fetch_add_explicit(&m->task[0].next_row, per, memory_order_relaxed);
         if (r0 >= n_rows) break;
         const int64_t r1 = HY_MIN(r0 + per, n_rows);
-        matmul_rows(&m->task, r0, r1);
+        matmul_rows(&m->task[0], r0, r1);
+        if (m->n_w == 2) {
+            matmul_rows(&m->task[1], r0, r1);
+            cpu_silu_mul(&m->cb->base, m->task[0].y + r0, m->task[1].y + r0, r1 - r0);
+        }
         if (atomic_fetch_add_explicit(&m->rows_done, r1 - r0, memory_order_acq_rel) + (r1 - r0) ==
             n_rows) {
             m->t_end_us = timing_now_us();
@@ -355,21 +365,34 @@ static bool mm_pass_finished(void *arg)
     return atomic_load_explicit(&m->finished, memory_order_acquire);
 }
 
-void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w, const float *x,
-                              float *y, uint32_t *flag, uint32_t flag_value)
+/* The pass of n_w weights w (equal rows and columns) into ys, started. */
+static void mm_pass_start(struct cpu_backend *cb, const struct backend_weight *w, int n_w,
+                          const float *x, float *const *ys, uint32_t *flag, uint32_t flag_value)
 {
-    struct cpu_backend *cb = cpu_of(be);
-    HY_ASSERT(w->n_rows >= 1);
+    HY_ASSERT(w[0].n_rows >= 1);
     threadpool_join(cb->pool); /* act and the workers are this pass's now */
     if (!cb->mm) cb->mm = mem_aligned_xzalloc(64, sizeof *cb->mm);
     struct mm_pass *m = cb->mm;
-    m->w = *w;
-    matmul_setup(cb, &m->w, x, 1, y, &m->task);
+    m->cb = cb;
+    m->n_w = n_w;
     m->timed = -1;
-    if (m->task.gemv && !gemv_choose(cb, &m->w, &m->timed)) m->task.gemv = NULL;
-    if (m->task.from_float) {
-        m->task.xq = cb->act;
-        convert_worker(&m->task, 0, 1);
+    size_t used = 0;
+    for (int i = 0; i < n_w; i++) {
+        HY_ASSERT(w[i].n_rows == w[0].n_rows && w[i].n_cols == w[0].n_cols);
+        m->w[i] = w[i];
+        struct matmul_task *t = &m->task[i];
+        matmul_setup(cb, &m->w[i], x, 1, ys[i], t);
+        if (t->gemv && (n_w == 1 ? !gemv_choose(cb, &m->w[i], &m->timed) : gemv_off(cb, &m->w[i])))
+            t->gemv = NULL;
+        if (!t->from_float) continue; /* F32 weights read x as it is */
+        if (i == 1 && t->from_float == m->task[0].from_float) {
+            t->xq = m->task[0].xq; /* x converted once per vec_dot_type */
+            continue;
+        }
+        HY_ASSERT(used + t->xq_row <= cb->act_bytes);
+        t->xq = (uint8_t *)cb->act + used;
+        convert_worker(t, 0, 1);
+        used += (t->xq_row + 63) / 64 * 64;
     }
     m->flag = flag;
     m->flag_value = flag_value;
@@ -379,6 +402,21 @@ void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w
     m->t_start_us = timing_now_us();
     /* rows are claimed: a worker that has not begun by the join is not waited for */
     threadpool_start_loose(cb->pool, mm_pass_worker, m);
+}
+
+void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w, const float *x,
+                              float *y, uint32_t *flag, uint32_t flag_value)
+{
+    mm_pass_start(cpu_of(be), w, 1, x, &y, flag, flag_value);
+}
+
+void cpu_backend_swiglu_start(struct backend *be, const struct backend_weight *gate,
+                              const struct backend_weight *up, const float *x, float *h, float *h2,
+                              uint32_t *flag, uint32_t flag_value)
+{
+    const struct backend_weight w[2] = {*gate, *up};
+    float *const ys[2] = {h, h2};
+    mm_pass_start(cpu_of(be), w, 2, x, ys, flag, flag_value);
 }
 
 static void cpu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
@@ -860,7 +898,7 @@ static int64_t mm_pass_end(struct cpu_backend *cb)
 {
     struct mm_pass *m = cb->mm;
     if (m->timed >= 0) {
-        gemv_seen(cb, &m->w, m->timed, (double)(m->t_end_us - m->t_start_us) * 1e-6);
+        gemv_seen(cb, &m->w[0], m->timed, (double)(m->t_end_us - m->t_start_us) * 1e-6);
         m->timed = -1;
     }
     return m->t_end_us;

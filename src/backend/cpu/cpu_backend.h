@@ -55,6 +55,13 @@ void cpu_backend_matmul_after(struct backend *be, const struct backend_weight *w
 void cpu_backend_matmul_start(struct backend *be, const struct backend_weight *w, const float *x,
                               float *y, uint32_t *flag, uint32_t flag_value);
 
+/* cpu_backend_matmul_start of two weights of equal shape with SwiGLU after
+ * them: h = silu(gate x) * (up x), each element as backend_matmul and
+ * backend_silu_mul give it; h2 (as long as h) holds up x. */
+void cpu_backend_swiglu_start(struct backend *be, const struct backend_weight *gate,
+                              const struct backend_weight *up, const float *x, float *h, float *h2,
+                              uint32_t *flag, uint32_t flag_value);
+
 /* The backend's moe_token started on the pool's workers (x converted
  * first); returns at once (taking the pool: every other op of this backend
  * joins the pass first). The GPU backend queues its own experts' copies and

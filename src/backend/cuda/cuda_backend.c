@@ -209,10 +209,20 @@ struct cuda_backend {
      * the ops after it (HYPURA_CUDA_ASYNC_HOST=0: it computes with the
      * workers and waits for the copies, as for a weight that may move) */
     bool async_host;
+    bool swiglu_host; /* gate and up in one such call (HYPURA_CUDA_SWIGLU_HOST=0: two) */
+    bool in_moe;      /* moe_token's experts being queued (not host_swiglu's) */
     float *ha[2];
     size_t ha_bytes[2];
     cudaEvent_t ha_free[2];
     int ha_i;
+    /* a started SwiGLU's activations for the down product (host_swiglu):
+     * its CPU rows written by the pass into hh, the GPU's rows coming down
+     * into it at hh_down (hx_pending until waited for); then hh and hx trade
+     * places, hx_src being that product's input on the device */
+    float *hh;
+    size_t hh_bytes;
+    cudaEvent_t hh_down;
+    bool hx_pending;
     /* timing: a moe_token call's copies beside its CPU pass (mc_bytes of
      * them, read at a later call once mc_t1 is done), and the call at which
      * rates.moe_pcie_bytes_per_s last changed */
@@ -1499,30 +1509,66 @@ static bool x_arrived(struct cuda_backend *cb, const float *x, size_t xb)
 
 /* Rows [0, n) of host weight w (one token) started on the CPU's workers
  * from hx, into the next of ha; the copies left in cr queued meanwhile, then
- * the stream's wait for the rows, which go up into y. The pass is joined
- * by the next call that needs the CPU or waits on the device (pass_join). */
-static void host_rows_start(struct cuda_backend *cb, const struct backend_weight *w, int64_t n,
-                            float *y, struct copy_run *cr)
+ * the stream's wait for the rows, which go up into y. With two weights
+ * (gate and up, n_w 2) the pass takes SwiGLU's rows into hh instead (up's
+ * rows into the next of ha), the GPU its rows of both and their SwiGLU, y
+ * holding those (tmp up's), which go down into hh; hh then holds the down
+ * product's activations on the host and hx_src is y (hx_pending until the
+ * GPU's rows are down). The pass is joined by the next call that needs the
+ * CPU or waits on the device (pass_join). */
+static void host_rows_start(struct cuda_backend *cb, const struct backend_weight *w, int n_w,
+                            int64_t n, float *y, float *tmp, struct copy_run *cr)
 {
     const int b = cb->ha_i;
     cb->ha_i ^= 1;
+    const int64_t F = w->n_rows;
     if (!ensure_host(cb, (void **)&cb->ha[b], &cb->ha_bytes[b], (size_t)n * sizeof(float)) ||
+        (n_w == 2 &&
+         !ensure_host(cb, (void **)&cb->hh, &cb->hh_bytes, (size_t)F * sizeof(float))) ||
         !CK(cudaEventSynchronize(cb->ha_free[b])))
         return;
-    struct backend_weight part = *w;
-    part.n_rows = n;
+    struct backend_weight part[2] = {w[0], w[n_w - 1]};
+    part[0].n_rows = part[1].n_rows = n;
     const uint32_t seq = ++cb->pass_seq;
     cb->pass_t0 = timing_now_us();
-    cpu_backend_matmul_start(cb->cpu, &part, cb->hx, cb->ha[b], cb->pass_flag, seq);
+    float *rows = n_w == 2 ? cb->hh : cb->ha[b];
+    if (n_w == 2)
+        cpu_backend_swiglu_start(cb->cpu, &part[0], &part[1], cb->hx, rows, cb->ha[b],
+                                 cb->pass_flag, seq);
+    else
+        cpu_backend_matmul_start(cb->cpu, &part[0], cb->hx, rows, cb->pass_flag, seq);
     cb->pass_on = cb->pass_dense = true;
-    cb->pass_bytes = (uint64_t)n * w->row_bytes;
+    cb->pass_bytes = (uint64_t)(n_w * n) * w->row_bytes;
     cb->pass_type = w->type;
     cb->stats.host_cpu_bytes += cb->pass_bytes;
-    copy_rest(cr);
+    for (int i = 0; i < n_w; i++) copy_rest(&cr[i]);
+    if (n_w == 2 && n < F) {
+        /* the GPU's rows of SwiGLU, then down to the host beside the CPU's */
+        if (!CK(cuk_silu_mul(y + n, tmp + n, F - n, cb->st)) ||
+            !CK(cudaEventRecord(cb->x_ready, cb->st)) ||
+            !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
+            !small_copy(cb, cb->hh + n, F - n, y + n, F - n, F - n, 1, cudaMemcpyDeviceToHost,
+                        cb->dl) ||
+            !CK(cudaEventRecord(cb->hh_down, cb->dl)))
+            return;
+        cb->hx_pending = true;
+    }
     const int pi = prof_begin(cb);
-    if (CK(cuk_wait_copy(y, cb->ha[b], n, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
+    if (CK(cuk_wait_copy(y, rows, n, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
         CK(cudaEventRecord(cb->ha_free[b], cb->st));
     prof_end(cb, pi, "wait for the CPU's rows", UINT32_MAX);
+    if (n_w == 2) {
+        /* hh is read by that wait: the next download into it (as hx) is
+         * queued after it on st's order */
+        float *const h = cb->hh;
+        const size_t hb = cb->hh_bytes;
+        cb->hh = cb->hx;
+        cb->hh_bytes = cb->hx_bytes;
+        cb->hx = h;
+        cb->hx_bytes = hb;
+        cb->hx_src = y;
+        cb->hx_len = (size_t)F * sizeof(float);
+    }
 }
 
 /* A host weight's product (not one the VRAM cache keeps): its rows split
@@ -1535,12 +1581,30 @@ static void host_rows_start(struct cuda_backend *cb, const struct backend_weight
  * workers start on the rows meanwhile. The call returns once its copies are done: the
  * store may refill that host memory after model_release. The calling
  * thread's time goes into the stats by phase. */
-static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
-                        int64_t n_tok, float *y)
+/* Queues the next piece of the first of the n runs with pieces left; false
+ * when none has (or on an error). */
+static bool copy_next(struct copy_run *cr, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (cr[i].a < cr[i].end) {
+            copy_piece(&cr[i]);
+            return !cr[i].cb->err;
+        }
+    return false;
+}
+
+/* host_matmul of n_w weights: one, or gate and up with SwiGLU after them
+ * into y (tmp: up's rows on the GPU), which only a started call takes
+ * (host_swiglu). */
+static void host_products(struct cuda_backend *cb, const struct backend_weight *w, int n_w,
+                          const float *x, int64_t n_tok, float *y, float *tmp)
 {
     const int64_t nc = cpu_share(cb, w, n_tok);
     /* the CPU's rows started, not waited for (async_host) */
-    const bool started = cb->async_host && !cb->cpu_busy && n_tok == 1 && w->stable && nc > 0;
+    bool stable = true;
+    for (int i = 0; i < n_w; i++) stable &= w[i].stable;
+    const bool started = cb->async_host && !cb->cpu_busy && n_tok == 1 && stable && nc > 0;
+    HY_ASSERT(n_w == 1 || started);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
     float ms = 0;
@@ -1555,14 +1619,16 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
     if (down && !CK(cudaEventRecord(cb->x_ready, cb->st))) return;
     const bool timed = nc > 0 && nc < w->n_rows && n_tok <= CPU_BATCH_TOKENS && !cb->hc_pending;
     if (timed && !CK(cudaEventRecord(cb->cp_t0, cb->cp))) return;
-    struct copy_run cr;
-    copy_start(&cr, cb, w, nc, w->n_rows - nc, x, n_tok, y, timed);
+    struct copy_run cr[2];
+    for (int i = 0; i < n_w; i++)
+        copy_start(&cr[i], cb, &w[i], nc, w->n_rows - nc, x, n_tok, i ? tmp : y,
+                   timed && i == n_w - 1);
     /* a started product's copies need nothing of the pass before it:
      * queued while that runs (its sum stores pass_seq) */
     if (started)
         while (cb->pass_on &&
                (int32_t)(__atomic_load_n(cb->pass_flag, __ATOMIC_ACQUIRE) - cb->pass_seq) < 0 &&
-               copy_piece(&cr)) {
+               copy_next(cr, n_w)) {
         }
     /* (not while moe_token queues its GPU experts beside its own pass: the
      * CPU takes no rows then, and the pass must not wait for this) */
@@ -1572,10 +1638,12 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         lap(&t, &cb->stats.host_cpu_us);
     }
     if (down) {
-        /* on their own stream (hx is free once the pass before is joined);
-         * waited for once the copies and the GPU's pieces are queued, or
-         * (not copy_first) before */
+        /* on their own stream (hx is free once the pass before is joined;
+         * a started SwiGLU's rows still coming down into it come first
+         * there); waited for once the copies and the GPU's pieces are
+         * queued, or (not copy_first) before */
         cb->hx_src = NULL;
+        cb->hx_pending = false;
         if (!ensure_host(cb, (void **)&cb->hx, &cb->hx_bytes, xb) ||
             !CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) ||
             !small_copy(cb, cb->hx, nx, x, nx, nx, 1, cudaMemcpyDeviceToHost, cb->dl))
@@ -1586,12 +1654,13 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         }
     }
     if (nc == 0) {
-        copy_rest(&cr);
+        while (copy_next(cr, n_w)) {
+        }
     } else if (down && cb->copy_first) {
         /* pieces queued until the activations are down, the rest by the
          * CPU's call (its workers start on the rows meanwhile) */
         cudaError_t q;
-        while ((q = cudaStreamQuery(cb->dl)) == cudaErrorNotReady && copy_piece(&cr)) {
+        while ((q = cudaStreamQuery(cb->dl)) == cudaErrorNotReady && copy_next(cr, n_w)) {
         }
         if (q != cudaSuccess && q != cudaErrorNotReady) CK(q);
     }
@@ -1601,17 +1670,22 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
         prof_host(cb, "x down", t, timing_now_us());
         lap(&t, &cb->stats.host_x_wait_us);
     }
+    if (nc > 0 && cb->hx_pending) { /* a started SwiGLU's GPU rows, on their way into hx */
+        if (!CK(cudaEventSynchronize(cb->hh_down))) return;
+        cb->hx_pending = false;
+        lap(&t, &cb->stats.host_x_wait_us);
+    }
     if (started) {
-        host_rows_start(cb, w, nc, y, &cr);
-        if (timed && cr.last >= 0) {
+        host_rows_start(cb, w, n_w, nc, y, tmp, cr);
+        if (timed && cr[n_w - 1].last >= 0) {
             cb->hc_pending = true;
-            cb->hc_bytes = (uint64_t)(w->n_rows - nc) * w->row_bytes;
+            cb->hc_bytes = (uint64_t)(n_w * (w->n_rows - nc)) * w->row_bytes;
         }
         lap(&t, &cb->stats.host_queue_us);
         return;
     }
-    cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr);
-    const int last = cr.last;
+    cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr[0]);
+    const int last = cr[0].last;
     lap(&t, &cb->stats.host_cpu_us);
     if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
         CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
@@ -1619,6 +1693,34 @@ static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w,
                     (double)(w->n_rows - nc) * (double)w->row_bytes, (double)ms * 1e-3);
     if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
     lap(&t, &cb->stats.host_copy_wait_us);
+}
+
+static void host_matmul(struct cuda_backend *cb, const struct backend_weight *w, const float *x,
+                        int64_t n_tok, float *y)
+{
+    host_products(cb, w, 1, x, n_tok, y, NULL);
+}
+
+/* One token's gate and up products of weights in RAM (neither kept by the
+ * VRAM cache) with SwiGLU after them into y, as one started call
+ * (host_rows_start): the CPU computes SwiGLU's rows of its share itself,
+ * and the down product that follows finds its activations on the host.
+ * false: not such a call (nothing was queued). */
+static bool host_swiglu(struct cuda_backend *cb, const struct backend_weight *ws, const float *x,
+                        int64_t n_tok, float *y, float *tmp)
+{
+    const struct backend_weight *g = &ws[0], *u = &ws[1];
+    if (!cb->async_host || cb->cpu_busy || cb->in_moe || n_tok != 1 || !cb->swiglu_host)
+        return false;
+    for (int i = 0; i < 2; i++)
+        if (ws[i].mem == BACKEND_MEM_BACKEND || !ws[i].stable || ws[i].key) return false;
+    if (g->type != u->type || g->row_bytes != u->row_bytes || g->n_cols != u->n_cols ||
+        cpu_share(cb, g, 1) == 0)
+        return false;
+    const int pi = prof_begin(cb);
+    host_products(cb, ws, 2, x, 1, y, tmp);
+    prof_end_shape(cb, pi, "swiglu host", g->type, 2 * g->n_rows, g->n_cols);
+    return true;
 }
 
 /* A host weight's VRAM cache entry, taken for the products queued next. */
@@ -2147,7 +2249,7 @@ static void fused_products(struct backend *be, enum backend_fuse kind,
     if (kind == BACKEND_FUSE_ADD) {
         cu_matmul(be, &ws[0], x, n_tok, tmp);
         cu_add(be, ys[0], tmp, 1.0f, n);
-    } else {
+    } else if (!host_swiglu(cb, ws, x, n_tok, ys[0], tmp)) {
         cu_matmul(be, &ws[0], x, n_tok, ys[0]);
         cu_matmul(be, &ws[1], x, n_tok, tmp);
         cu_silu_mul(be, ys[0], tmp, n);
@@ -2552,9 +2654,20 @@ struct moe_gpu_side {
     int64_t half_rows;
 };
 
+static void moe_gpu_experts_run(const struct moe_gpu_side *g);
+
+/* moe_gpu_experts_run, its gate and up products kept from host_swiglu (an
+ * expert's slices go by their own split) */
 static void moe_gpu_experts(void *ctx)
 {
-    const struct moe_gpu_side *g = ctx;
+    struct cuda_backend *cb = cb_of(((const struct moe_gpu_side *)ctx)->be);
+    cb->in_moe = true;
+    moe_gpu_experts_run(ctx);
+    cb->in_moe = false;
+}
+
+static void moe_gpu_experts_run(const struct moe_gpu_side *g)
+{
     struct backend *be = g->be;
     struct cuda_backend *cb = cb_of(be);
     const struct backend_weight *w = g->w;
@@ -3328,6 +3441,8 @@ static void cu_free(struct backend *be)
         if (cb->ha_free[i]) cudaEventDestroy(cb->ha_free[i]);
         if (cb->ha[i]) cudaFreeHost(cb->ha[i]);
     }
+    if (cb->hh_down) cudaEventDestroy(cb->hh_down);
+    if (cb->hh) cudaFreeHost(cb->hh);
     if (cb->mb_up) cudaEventDestroy(cb->mb_up);
     if (cb->mb_host) cudaFreeHost(cb->mb_host);
     cudaFree(cb->mb_dev);
@@ -3695,6 +3810,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->async_cpu = uva && cb->base.n_threads > 1 && !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_ASYNC_HOST");
         cb->async_host = cb->async_cpu && !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_SWIGLU_HOST");
+        cb->swiglu_host = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_HALF");
         cb->moe_half = !e                ? cfg->moe_half
                        : !strcmp(e, "0") ? CUDA_MOE_HALF_OFF
@@ -3750,6 +3867,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreateWithFlags(&cb->hy_free, cudaEventDisableTiming));
         for (int i = 0; i < 2; i++)
             CK(cudaEventCreateWithFlags(&cb->ha_free[i], cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&cb->hh_down, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->mb_up, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->x_ready, cudaEventDisableTiming));
         CK(cudaEventCreateWithFlags(&cb->head_ev, cudaEventDisableTiming));
