@@ -7,12 +7,13 @@
  * host weights go on a second (copy) stream into a ring of COPY_SLOTS device
  * slots. A piece's copy records an event the compute stream waits for before
  * the piece's kernel; the kernel records an event the next copy into the same
- * slot waits for. A call on a host weight returns only once its copies are
- * done, because the weight store may reuse that host memory after
- * model_release; its kernels may still run. moe_token's CPU experts may
- * still run too, on the CPU backend's workers: the compute stream waits for
- * them at a kernel that polls a flag in pinned memory, and every call that
- * waits on the device or needs the CPU backend joins them first (pass_join).
+ * slot waits for. A call on a host weight that may move returns only once
+ * its copies are done, because the weight store may reuse that host memory
+ * after model_release; its kernels may still run. moe_token's CPU experts,
+ * and one token's CPU rows of a host weight that stays, may still run too,
+ * on the CPU backend's workers: the compute stream waits for them at a
+ * kernel that polls a flag in pinned memory, and every call that waits on
+ * the device or needs the CPU backend joins them first (pass_join).
  */
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/moe_split.h"
@@ -1571,16 +1572,6 @@ static void host_rows_start(struct cuda_backend *cb, const struct backend_weight
     }
 }
 
-/* A host weight's product (not one the VRAM cache keeps): its rows split
- * between the CPU, computing them where they lie, and the GPU, computing
- * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
- * are queued while the activations come down (their own stream, after the
- * ops that make them: on an H100 decode queuing took 0.7-1.2 ms per token
- * and the wait for those ops 0.35-0.6 ms, which overlap), until they are
- * down; the rest by the calling thread inside the CPU's product, whose
- * workers start on the rows meanwhile. The call returns once its copies are done: the
- * store may refill that host memory after model_release. The calling
- * thread's time goes into the stats by phase. */
 /* Queues the next piece of the first of the n runs with pieces left; false
  * when none has (or on an error). */
 static bool copy_next(struct copy_run *cr, int n)
@@ -1593,9 +1584,21 @@ static bool copy_next(struct copy_run *cr, int n)
     return false;
 }
 
-/* host_matmul of n_w weights: one, or gate and up with SwiGLU after them
- * into y (tmp: up's rows on the GPU), which only a started call takes
- * (host_swiglu). */
+/* A host weight's product (not one the VRAM cache keeps): its rows split
+ * between the CPU, computing them where they lie, and the GPU, computing
+ * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
+ * are queued while the activations come down (their own stream, after the
+ * ops that make them: on an H100 decode queuing took 0.7-1.2 ms per token
+ * and the wait for those ops 0.35-0.6 ms, which overlap), until they are
+ * down. One token's product of a weight that stays (started: async_host)
+ * queues its copies while the CPU's pass before it still runs, then joins
+ * that pass, starts the CPU's rows on the workers (host_rows_start) and
+ * returns. Otherwise the rest of the copies are queued by the calling thread
+ * inside the CPU's product, whose workers start on the rows meanwhile, and
+ * the call returns once its copies are done: the store may refill that host
+ * memory after model_release. n_w 2: gate and up with SwiGLU after them into
+ * y (tmp: up's rows on the GPU), which only a started call takes
+ * (host_swiglu). The calling thread's time goes into the stats by phase. */
 static void host_products(struct cuda_backend *cb, const struct backend_weight *w, int n_w,
                           const float *x, int64_t n_tok, float *y, float *tmp)
 {
