@@ -494,8 +494,9 @@ static void test_matmul_start(void)
                 void *data = types[ti] == HY_TYPE_F16
                                  ? make_weight(HY_TYPE_F16, src, rows, cols, ref, &w)
                                  : make_qweight(types[ti], src, rows, cols, &w);
-                void *data2 = t2 == HY_TYPE_F16 ? make_weight(HY_TYPE_F16, src2, rows, cols, ref, &w2)
-                                                : make_qweight(t2, src2, rows, cols, &w2);
+                void *data2 = t2 == HY_TYPE_F16
+                                  ? make_weight(HY_TYPE_F16, src2, rows, cols, ref, &w2)
+                                  : make_qweight(t2, src2, rows, cols, &w2);
                 backend_matmul(be, &w, x, 1, y0);
                 backend_matmul(be, &w2, x, 1, h0);
                 backend_silu_mul(be, h0, y0, rows); /* silu(w2 x) * (w x): w2 the gate below */

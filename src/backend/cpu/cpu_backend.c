@@ -341,7 +341,8 @@ static void mm_pass_worker(void *arg, int ith, int nth)
     struct mm_pass *m = arg;
     const int64_t n_rows = m->w[0].n_rows, per = m->task[0].chunk_rows;
     for (;;) {
-        const int64_t r0 = atomic_fetch_add_explicit(&m->task[0].next_row, per, memory_order_relaxed);
+        const int64_t r0 =
+            atomic_fetch_add_explicit(&m->task[0].next_row, per, memory_order_relaxed);
         if (r0 >= n_rows) break;
         const int64_t r1 = HY_MIN(r0 + per, n_rows);
         matmul_rows(&m->task[0], r0, r1);
