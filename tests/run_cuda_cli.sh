@@ -11,8 +11,11 @@
 #     quarters of the weights fit (0 < gpu_weights_bytes < tensors), under each
 #     --gpu-host policy (auto, cpu, copy): host weight bytes counted, on the
 #     side the policy names, and the VRAM the run held (gpu_used_bytes) at
-#     most B; `hypura plan` with that budget puts the same bytes
-#     on the GPU, and names the run's GPU minimum for --gpu-budget 1M;
+#     most B; with HYPURA_CUDA_ASYNC_HOST=0 and with HYPURA_CUDA_SWIGLU_HOST=0
+#     (one-token products of RAM weights computed as the calling thread
+#     waits, and gate and up as two calls); `hypura plan` with that budget
+#     puts the same bytes on the GPU, and names the run's GPU minimum for
+#     --gpu-budget 1M;
 #   - streaming on the GPU: --mode dense-stream (dense models) or
 #     --mode expert-stream (MoE models) at the smallest RAM budget the run
 #     accepts, with the partial GPU budget under each policy and, for MoE, with
@@ -267,6 +270,18 @@ for model in "$synth"/*.gguf; do
         *) [ $((${hc:-0} + ${hp:-0})) -gt 0 ] ||
             fail "$name --gpu-host auto: no host weight bytes computed (CPU ${hc:-?}, copied ${hp:-?})" ;;
         esac
+    done
+
+    # one-token products of RAM weights as they went before they were started
+    # on the CPU's workers, and gate and up as two calls: the same text
+    for sw in HYPURA_CUDA_ASYNC_HOST HYPURA_CUDA_SWIGLU_HOST; do
+        (
+            export "$sw=0"
+            hrun part "$model" --gpu on --gpu-budget "$budget"
+        )
+        hrc=$?
+        same part ref "$name --gpu-budget $budget, $sw=0" &&
+            echo "  $sw=0: host calls $(json_num "$dir/part.json" gpu_host_calls)"
     done
 
     # hypura plan counts the GPU's compute buffers as the run does: the same
