@@ -683,12 +683,13 @@ static void moe_job_middle(struct moe_job *j, int e, int64_t g)
     }
 }
 
-/* y is complete: the time, then the flag. */
+/* y is complete: the time, the flag, then the pass counts as done. */
 static void moe_job_done(struct moe_job *j)
 {
     j->t_end_us = timing_now_us();
-    atomic_store_explicit(&j->finished, true, memory_order_release);
+    /* the flag first, as a started product's: a pass waited for has stored it */
     if (j->flag) __atomic_store_n(j->flag, j->flag_value, __ATOMIC_RELEASE);
+    atomic_store_explicit(&j->finished, true, memory_order_release);
 }
 
 static void moe_job_end(struct moe_job *j)

@@ -1572,6 +1572,15 @@ static void host_rows_start(struct cuda_backend *cb, const struct backend_weight
     }
 }
 
+/* The PCIe rate as a split call's copies (bytes of them, cp_t0 to cp_t1,
+ * both done) show it. */
+static void copies_seen(struct cuda_backend *cb, uint64_t bytes)
+{
+    float ms = 0;
+    if (CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
+        rate_update(&cb->rates.pcie_h2d_bytes_per_s, (double)bytes, (double)ms * 1e-3);
+}
+
 /* Queues the next piece of the first of the n runs with pieces left; false
  * when none has (or on an error). */
 static bool copy_next(struct copy_run *cr, int n)
@@ -1610,10 +1619,7 @@ static void host_products(struct cuda_backend *cb, const struct backend_weight *
     HY_ASSERT(n_w == 1 || started);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
-    float ms = 0;
-    if (timed_done(cb, &cb->hc_pending, cb->cp_t1) &&
-        CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
-        rate_update(&cb->rates.pcie_h2d_bytes_per_s, (double)cb->hc_bytes, (double)ms * 1e-3);
+    if (timed_done(cb, &cb->hc_pending, cb->cp_t1)) copies_seen(cb, cb->hc_bytes);
     const int64_t nx = n_tok * w->n_cols;
     const size_t xb = (size_t)nx * sizeof(float);
     const bool down = nc > 0 && (cb->hx_src != x || cb->hx_len != xb);
@@ -1670,8 +1676,9 @@ static void host_products(struct cuda_backend *cb, const struct backend_weight *
     lap(&t, &cb->stats.host_queue_us);
     if (down && cb->copy_first) {
         if (!x_arrived(cb, x, xb)) return;
-        prof_host(cb, "x down", t, timing_now_us());
+        const int64_t t0 = t;
         lap(&t, &cb->stats.host_x_wait_us);
+        prof_host(cb, "x down", t0, t);
     }
     if (nc > 0 && cb->hx_pending) { /* a started SwiGLU's GPU rows, on their way into hx */
         if (!CK(cudaEventSynchronize(cb->hh_down))) return;
@@ -1690,10 +1697,8 @@ static void host_products(struct cuda_backend *cb, const struct backend_weight *
     cpu_rows(cb, w, nc, cb->hx, n_tok, y, &cr[0]);
     const int last = cr[0].last;
     lap(&t, &cb->stats.host_cpu_us);
-    if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)) &&
-        CK(cudaEventElapsedTime(&ms, cb->cp_t0, cb->cp_t1)))
-        rate_update(&cb->rates.pcie_h2d_bytes_per_s,
-                    (double)(w->n_rows - nc) * (double)w->row_bytes, (double)ms * 1e-3);
+    if (timed && last >= 0 && CK(cudaEventSynchronize(cb->cp_t1)))
+        copies_seen(cb, (uint64_t)(w->n_rows - nc) * w->row_bytes);
     if (last >= 0) CK(cudaEventSynchronize(cb->copied[last]));
     lap(&t, &cb->stats.host_copy_wait_us);
 }
