@@ -207,6 +207,22 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
         e->be->scratch_bytes + (uint64_t)e->n_seq * rows * (uint64_t)e->m->n_vocab * 4;
 }
 
+/* The CPU's one-token rate the backend measured at start (Q4_K, all
+ * threads), for the types whose rate no profile gave (the plan would take
+ * the default RAM read rate: predictions of partial GPU decode at half the
+ * measured rate). false: none taken. */
+static bool gpu_cpu_rates(struct engine *e, struct plan_hw *hw)
+{
+    const double r = cuda_backend_rates(e->be).cpu_matvec_bytes_per_s;
+    bool any = false;
+    for (int t = 0; r > 0 && t < HY_TYPE_COUNT; t++)
+        if (!(hw->cpu_matvec_bytes_per_s[t] > 0)) {
+            hw->cpu_matvec_bytes_per_s[t] = r;
+            any = true;
+        }
+    return any;
+}
+
 enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
 {
     *out = NULL;
@@ -278,6 +294,17 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
         if (e->on_gpu) gpu_plan_params(e, &hw, &pp);
         if (plan_init(&e->plan, &e->m->info, &hw, &pp) == HY_OK) {
             e->have_plan = true;
+            /* the placement is `hypura plan`'s (the head's order chosen with
+             * the rates it has); its predictions with the CPU's measured */
+            struct plan q;
+            if (e->on_gpu && gpu_cpu_rates(e, &hw)) {
+                pp.head_order = e->plan.gpu_head_last ? PLAN_HEAD_LAST : PLAN_HEAD_FIRST;
+                if (plan_init(&q, &e->m->info, &hw, &pp) == HY_OK) {
+                    plan_free(&e->plan);
+                    e->plan = q;
+                }
+                err_clear();
+            }
             if (!e->use_mmap) e->mode = plan_mode_name(e->plan.mode);
             if (e->on_gpu && e->plan.gpu_expert_cache_bytes > 0) {
                 if ((st = cuda_backend_set_weight_cache(e->be, e->plan.gpu_expert_cache_bytes)))
