@@ -454,6 +454,15 @@ static void *make_qweight(uint32_t type, const float *src, int64_t rows, int64_t
     return data;
 }
 
+/* A weight of any type: make_qweight's for a block-quantized one, else
+ * make_weight's (*ref its exact values). */
+static void *make_any_weight(uint32_t type, const float *src, int64_t rows, int64_t cols,
+                             float *ref, struct backend_weight *w)
+{
+    return quant_traits(type)->is_quantized ? make_qweight(type, src, rows, cols, w)
+                                            : make_weight(type, src, rows, cols, ref, w);
+}
+
 /* *flag once it holds v, or as it is after 10 s. */
 static uint32_t flag_wait(uint32_t *flag, uint32_t v)
 {
@@ -491,12 +500,8 @@ static void test_matmul_start(void)
                 fill_normal(&r, x, (size_t)cols, 1.0f);
                 const uint32_t t2 = types[(ti + 1) % HY_ARRAY_LEN(types)];
                 struct backend_weight w, w2;
-                void *data = types[ti] == HY_TYPE_F16
-                                 ? make_weight(HY_TYPE_F16, src, rows, cols, ref, &w)
-                                 : make_qweight(types[ti], src, rows, cols, &w);
-                void *data2 = t2 == HY_TYPE_F16
-                                  ? make_weight(HY_TYPE_F16, src2, rows, cols, ref, &w2)
-                                  : make_qweight(t2, src2, rows, cols, &w2);
+                void *data = make_any_weight(types[ti], src, rows, cols, ref, &w);
+                void *data2 = make_any_weight(t2, src2, rows, cols, ref, &w2);
                 backend_matmul(be, &w, x, 1, y0);
                 backend_matmul(be, &w2, x, 1, h0);
                 backend_silu_mul(be, h0, y0, rows); /* silu(w2 x) * (w x): w2 the gate below */
@@ -578,14 +583,12 @@ static void test_moe_token(void)
     for (size_t ci = 0; ci < HY_ARRAY_LEN(cfgs); ci++) {
         const int E = cfgs[ci].E, F = cfgs[ci].F;
         const uint32_t type = cfgs[ci].type;
-        const bool quantized = quant_traits(type)->is_quantized;
         struct backend_weight w[3 * KMAX];
         void *data[3 * KMAX];
         for (int j = 0; j < 3 * KMAX; j++) {
             const bool down = j % 3 == 2;
             fill_normal(&r, src, (size_t)F * E, 0.1f);
-            data[j] = quantized ? make_qweight(type, src, down ? E : F, down ? F : E, &w[j])
-                                : make_weight(type, src, down ? E : F, down ? F : E, ref, &w[j]);
+            data[j] = make_any_weight(type, src, down ? E : F, down ? F : E, ref, &w[j]);
         }
         /* the pass's chunks as a product alone cuts them (1 byte at least:
          * many a product, groups of several), and of 64 KiB at least (the

@@ -1593,6 +1593,17 @@ static bool copy_next(struct copy_run *cr, int n)
     return false;
 }
 
+/* Whether one token's products of host weights w[0..n_w) may start the
+ * CPU's rows on its workers and return (async_host): weights that stay, no
+ * moe_token pass on the workers. */
+static bool may_start(const struct cuda_backend *cb, const struct backend_weight *w, int n_w,
+                      int64_t n_tok)
+{
+    bool stable = true;
+    for (int i = 0; i < n_w; i++) stable &= w[i].stable;
+    return cb->async_host && !cb->cpu_busy && n_tok == 1 && stable;
+}
+
 /* A host weight's product (not one the VRAM cache keeps): its rows split
  * between the CPU, computing them where they lie, and the GPU, computing
  * them after a copy over PCIe (cpu_share). The copies and the GPU's pieces
@@ -1613,9 +1624,7 @@ static void host_products(struct cuda_backend *cb, const struct backend_weight *
 {
     const int64_t nc = cpu_share(cb, w, n_tok);
     /* the CPU's rows started, not waited for (async_host) */
-    bool stable = true;
-    for (int i = 0; i < n_w; i++) stable &= w[i].stable;
-    const bool started = cb->async_host && !cb->cpu_busy && n_tok == 1 && stable && nc > 0;
+    const bool started = may_start(cb, w, n_w, n_tok) && nc > 0;
     HY_ASSERT(n_w == 1 || started);
     int64_t t = timing_now_us();
     cb->stats.host_calls++;
@@ -1718,10 +1727,9 @@ static bool host_swiglu(struct cuda_backend *cb, const struct backend_weight *ws
                         int64_t n_tok, float *y, float *tmp)
 {
     const struct backend_weight *g = &ws[0], *u = &ws[1];
-    if (!cb->async_host || cb->cpu_busy || cb->in_moe || n_tok != 1 || !cb->swiglu_host)
-        return false;
+    if (cb->in_moe || !cb->swiglu_host || !may_start(cb, ws, 2, n_tok)) return false;
     for (int i = 0; i < 2; i++)
-        if (ws[i].mem == BACKEND_MEM_BACKEND || !ws[i].stable || ws[i].key) return false;
+        if (ws[i].mem == BACKEND_MEM_BACKEND || ws[i].key) return false;
     if (g->type != u->type || g->row_bytes != u->row_bytes || g->n_cols != u->n_cols ||
         cpu_share(cb, g, 1) == 0)
         return false;
