@@ -2130,7 +2130,7 @@ static void test_moe_batch(void)
 
 /* ---- attention ------------------------------------------------------------------ */
 
-enum { ATT_NH = 8, ATT_NKV = 2, ATT_CTX = MAX_CTX, ATT_NPOS = 1001, ATT_SHARED = 146 };
+enum { ATT_NH = 8, ATT_CTX = MAX_CTX, ATT_NPOS = 1001, ATT_SHARED = 146 };
 
 struct att_call {
     int64_t pos0, n_tok;
@@ -2217,13 +2217,14 @@ static long cache_diff(const char *what, uint32_t type, bool transposed, const u
     return n_diff;
 }
 
-/* rope: NULL, or RoPE folded into the op (q and k go in unrotated). */
-static void attention_config(uint32_t type, int64_t hd, const struct backend_rope *rope)
+/* ATT_NH query heads over n_kv KV heads; rope: NULL, or RoPE folded into
+ * the op (q and k go in unrotated). */
+static void attention_config(uint32_t type, int64_t hd, const struct backend_rope *rope, int n_kv)
 {
     const uint64_t seed = case_seed();
     struct rng r;
     rng_init(&r, seed);
-    const int64_t qd = ATT_NH * hd, kd = ATT_NKV * hd;
+    const int64_t qd = ATT_NH * hd, kd = n_kv * hd;
     float *q = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * qd));
     float *k = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * kd));
     float *v = xmalloc(sizeof(float) * (size_t)(ATT_NPOS * kd));
@@ -2261,7 +2262,7 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
                  rope->mode == BACKEND_ROPE_NEOX ? "neox" : "norm", (long long)rope->n_rot);
     snprintf(tname, sizeof tname, "attention %s%s", quant_type_name(type), rope ? " +rope" : "");
     snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads%s (seed %#llx)",
-             quant_type_name(type), (long long)hd, ATT_NH, ATT_NKV, rope_cfg,
+             quant_type_name(type), (long long)hd, ATT_NH, n_kv, rope_cfg,
              (unsigned long long)seed);
     bool gpu_ran[3] = {false, false, false};
     for (int s = 0; s < 3; s++) {
@@ -2275,7 +2276,7 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
                                  .v_cache = vc,
                                  .n_ctx = ATT_CTX,
                                  .n_head = ATT_NH,
-                                 .n_head_kv = ATT_NKV,
+                                 .n_head_kv = n_kv,
                                  .head_dim = hd,
                                  .head_dim_v = hd,
                                  .scale = (float)(1.0 / sqrt((double)hd)),
@@ -2393,10 +2394,10 @@ static void test_attention(void)
     const struct backend_rope rope_norm = {BACKEND_ROPE_NORM, 64, 500000.0, 1.0, ff};
     const struct backend_rope rope_neox = {BACKEND_ROPE_NEOX, 96, 10000.0, 0.5, NULL};
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
-        attention_config(types[ti], 64, NULL);
-        attention_config(types[ti], 128, NULL);
-        attention_config(types[ti], 64, &rope_norm);
-        attention_config(types[ti], 128, &rope_neox);
+        attention_config(types[ti], 64, NULL, 2);
+        attention_config(types[ti], 128, NULL, 2);
+        attention_config(types[ti], 64, &rope_norm, 2);
+        attention_config(types[ti], 128, &rope_neox, 2);
     }
     /* heads of any size (F32 and F16 caches; Q8_0 needs whole blocks): 4 and 6
      * (no 16-byte pieces; 6 not even in fours), 20 (F16 rows of whole pieces
@@ -2407,14 +2408,20 @@ static void test_attention(void)
     const struct backend_rope rope_64 = {BACKEND_ROPE_NEOX, 64, 1000000.0, 1.0, NULL};
     const struct backend_rope rope_256 = {BACKEND_ROPE_NORM, 256, 10000.0, 1.0, NULL};
     for (size_t ti = 0; ti < 2; ti++) {
-        attention_config(types[ti], 4, &rope_4);
-        attention_config(types[ti], 6, NULL);
-        attention_config(types[ti], 20, &rope_20);
-        attention_config(types[ti], 48, NULL);
-        attention_config(types[ti], 80, &rope_64);
+        attention_config(types[ti], 4, &rope_4, 2);
+        attention_config(types[ti], 6, NULL, 2);
+        attention_config(types[ti], 20, &rope_20, 2);
+        attention_config(types[ti], 48, NULL, 2);
+        attention_config(types[ti], 80, &rope_64, 2);
     }
-    attention_config(HY_TYPE_F16, 256, &rope_256);
-    attention_config(HY_TYPE_Q8_0, 256, &rope_64);
+    attention_config(HY_TYPE_F16, 256, &rope_256, 2);
+    attention_config(HY_TYPE_Q8_0, 256, &rope_64, 2);
+    /* groups of 8, 2 and 1 query heads a KV head */
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        attention_config(types[ti], 128, &rope_neox, 1);
+        attention_config(types[ti], 64, &rope_norm, 4);
+    }
+    attention_config(HY_TYPE_F16, 128, &rope_norm, 8);
 }
 
 /* ---- error paths --------------------------------------------------------------------- */
