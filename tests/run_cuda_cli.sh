@@ -558,13 +558,13 @@ rm -f "$dir/bad.tr"
 (
     export HYPURA_CUDA_TRACE="$dir/bad.tr" HYPURA_CUDA_TRACE_SKIP=12x \
         HYPURA_CUDA_TRACE_CAP=99999999999 HYPURA_CUDA_MOE_RATE_DRIFT=-5 \
-        HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3
+        HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3 HYPURA_CUDA_ATT_GQA=-1
     hrun bad_switch "$m1" --gpu on
 )
 hrc=$?
 if same bad_switch big_ref "numeric switches out of range"; then
     for v in "HYPURA_CUDA_TRACE_SKIP=12x" "HYPURA_CUDA_TRACE_CAP=99999999999" \
-        "HYPURA_CUDA_MOE_RATE_DRIFT=-5" "HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3"; do
+        "HYPURA_CUDA_MOE_RATE_DRIFT=-5" "HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3" "HYPURA_CUDA_ATT_GQA=-1"; do
         grep -q "^warning: $v: not a whole number from 0 to [0-9]*; using [0-9]*$" "$dir/bad_switch.err" ||
             fail "$v: no warning naming it: $(tail -n 2 "$dir/bad_switch.err")"
     done

@@ -2416,7 +2416,8 @@ static void test_attention(void)
     }
     attention_config(HY_TYPE_F16, 256, &rope_256, 2);
     attention_config(HY_TYPE_Q8_0, 256, &rope_64, 2);
-    /* groups of 8, 2 and 1 query heads a KV head */
+    /* groups of 8, 2 and 1 query heads a KV head (decode from 256 keys on
+     * takes a group's heads in one block) */
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
         attention_config(types[ti], 128, &rope_neox, 1);
         attention_config(types[ti], 64, &rope_norm, 4);

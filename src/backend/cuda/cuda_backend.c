@@ -3793,6 +3793,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                       cudaSuccess &&
                   major >= 9 && !(e && !strcmp(e, "0"));
         (void)cudaGetLastError();
+        cuk_attention_gqa(
+            (int64_t)env_count("HYPURA_CUDA_ATT_GQA", CUK_ATT_GQA_KEYS, (uint64_t)1 << 30));
         e = getenv("HYPURA_CUDA_FOLD_NORM");
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");

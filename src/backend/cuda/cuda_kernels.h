@@ -280,6 +280,10 @@ struct cuk_attn {
     const float *cs;
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
+/* Decode attention takes the heads of a KV group in one block from min_keys
+ * keys of context on (0: never; CUK_ATT_GQA_KEYS unless set). */
+#define CUK_ATT_GQA_KEYS 256
+void cuk_attention_gqa(int64_t min_keys);
 cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, const float *v,
                           float *out, float *part, cudaStream_t s, bool early);
 

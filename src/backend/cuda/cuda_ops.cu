@@ -105,6 +105,29 @@ template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
     return part[0];
 }
 
+/* Each of v's G values reduced over the whole block, as block_reduce
+ * (every thread gets the results; two barriers, the first before any
+ * write, so that it may be called again right away). */
+template <int G, class Op> __device__ static void block_reduce_g(float (&v)[G], Op op, float id)
+{
+    __shared__ float part[G][32];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        for (int o = 16; o > 0; o >>= 1) v[g] = op(v[g], __shfl_xor_sync(0xffffffffu, v[g], o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+#pragma unroll
+        for (int g = 0; g < G; g++) part[g][threadIdx.x >> 5] = v[g];
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float x = lane < (int)(blockDim.x >> 5) ? part[g][lane] : id;
+        for (int o = 16; o > 0; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
+        v[g] = x;
+    }
+}
+
 /* ---- RMSNorm ------------------------------------------------------------ */
 
 #define RMS_V4 4 /* 16-byte pieces of a row per thread (k_rms_norm4) */
@@ -797,13 +820,14 @@ struct att_args {
     struct cuk_rope rope;
 };
 
-/* One key's score: q (shared, scaled) . K row p of head offset kh, read by
- * one thread in 16-byte pieces where the cache type allows. */
-__device__ static inline float key_score(const struct att_args &a, const float *qs, int64_t p,
-                                         int64_t kh, int pt, int parts)
+/* The G heads' scores of one key: q (shared, scaled; head g at qs + g *
+ * ATT_MAX_DIM) . K row p of head offset kh, the row read once by one
+ * thread, in 16-byte pieces where the cache type allows. */
+template <int G>
+__device__ static inline void key_scores(const struct att_args &a, const float *qs, int64_t p,
+                                         int64_t kh, int pt, int parts, float (&s)[G])
 {
     const uint8_t *row = a.k + (size_t)p * a.k_row;
-    float s = 0.0f;
     if (a.k_type == T_F16 && a.k_vec) {
         /* ATT_KB pieces loaded before any is used: one memory latency per
          * ATT_KB * 8 dims (a loop of dependent steps waited head_dim / 16).
@@ -811,7 +835,11 @@ __device__ static inline float key_score(const struct att_args &a, const float *
         const int np = (int)(a.head_dim / 8) / parts;
         const uint4 *kr = (const uint4 *)((const __half *)row + kh) + pt * np;
         qs += 8 * pt * np;
-        float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* four chains of FMAs, not one */
+        float s4[G][4]; /* four chains of FMAs a head, not one */
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s4[g][e] = 0.0f;
         for (int c0 = 0; c0 < np; c0 += ATT_KB) {
             uint4 u[ATT_KB];
 #pragma unroll
@@ -821,48 +849,62 @@ __device__ static inline float key_score(const struct att_args &a, const float *
             for (int c = 0; c < ATT_KB; c++) {
                 if (c0 + c >= np) break;
                 const __half2 *h = (const __half2 *)&u[c];
-                const float4 *qc = (const float4 *)(qs + 8 * (c0 + c));
-                const float4 qa = qc[0], qb = qc[1];
-                const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f = __half22float2(h[e]);
-                    s4[e] += qv[2 * e] * f.x;
-                    s4[e] += qv[2 * e + 1] * f.y;
+                for (int g = 0; g < G; g++) {
+                    const float4 *qc = (const float4 *)(qs + g * ATT_MAX_DIM + 8 * (c0 + c));
+                    const float4 qa = qc[0], qb = qc[1];
+                    const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float2 f = __half22float2(h[e]);
+                        s4[g][e] += qv[2 * e] * f.x;
+                        s4[g][e] += qv[2 * e + 1] * f.y;
+                    }
                 }
             }
         }
-        s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+#pragma unroll
+        for (int g = 0; g < G; g++) s[g] = (s4[g][0] + s4[g][1]) + (s4[g][2] + s4[g][3]);
     } else if (a.k_type == T_F32 && a.k_vec) {
         const float4 *kr = (const float4 *)((const float *)row + kh);
         for (int64_t c = 0; c < a.head_dim / 4; c++) {
             const float4 f = kr[c];
-            s += qs[4 * c] * f.x + qs[4 * c + 1] * f.y + qs[4 * c + 2] * f.z + qs[4 * c + 3] * f.w;
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                const float *qg = qs + g * ATT_MAX_DIM;
+                s[g] += qg[4 * c] * f.x + qg[4 * c + 1] * f.y + qg[4 * c + 2] * f.z +
+                        qg[4 * c + 3] * f.w;
+            }
         }
     } else {
-        for (int64_t d = 0; d < a.head_dim; d++)
-            s += qs[d] * kv_at(a.k, a.k_row, a.k_type, p, kh + d);
+        for (int64_t d = 0; d < a.head_dim; d++) {
+            const float kv = kv_at(a.k, a.k_row, a.k_type, p, kh + d);
+#pragma unroll
+            for (int g = 0; g < G; g++) s[g] += qs[g * ATT_MAX_DIM + d] * kv;
+        }
     }
-    return s;
 }
 
-/* Decode (one token): block (head h = blockIdx.x, split blockIdx.y). A
- * thread per key for the scores (its K row read whole, so that a thread has
- * many loads in flight; up to four lanes per key, each over a share of its
- * dims, when a chunk has fewer keys than threads), then a thread per value
- * dimension over the transposed V row (or over the keys' row-major V
- * values). RoPE's cos and sin come from the host (a.cs). Output: with one
- * split, out[h * head_dim_v + d]; with several, the split's (max, sum,
- * unnormalised output) in part. With a.kin the block rotates its q head
- * itself, and the split that ends with the new key (position pos0, the last)
- * takes that key's K and V rows from kin and vin, rounded as the caches will
- * hold them, instead of the caches; its block for the group's first head
- * writes them there (no block reads a cache's row pos0). */
+/* Decode (one token): block (heads h0 .. h0 + G - 1 with h0 = G *
+ * blockIdx.x, all of one KV head's group, and split blockIdx.y). A thread
+ * per key for the scores (its K row read whole, once for the G heads, so that
+ * a thread has many loads in flight; up to four lanes per key, each over a
+ * share of its dims, when a chunk has fewer keys than threads), then a thread
+ * per value dimension over the transposed V row (or over the keys' row-major
+ * V values), read once for the G heads. RoPE's cos and sin come from the host
+ * (a.cs). Output, for each head h: with one split, out[h * head_dim_v + d];
+ * with several, the split's (max, sum, unnormalised output) in part. With
+ * a.kin the block rotates its q heads itself, and the split that ends with
+ * the new key (position pos0, the last) takes that key's K and V rows from
+ * kin and vin, rounded as the caches will hold them, instead of the caches;
+ * its block for the group's first head writes them there (no block reads a
+ * cache's row pos0). */
+template <int G>
 __global__ static void __launch_bounds__(ATT_THREADS)
     k_attention(const __grid_constant__ struct att_args a, const float *q, float *out, float *part)
 {
-    const int64_t h = blockIdx.x, sp = blockIdx.y;
-    const int64_t hk = h / a.group;
+    const int64_t h0 = G * (int64_t)blockIdx.x, sp = blockIdx.y;
+    const int64_t hk = h0 / a.group;
     const int64_t n_kv = a.pos0 + 1;
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
     uint64_t tt[4] = {cut_now(), 0, 0, 0};
@@ -876,12 +918,15 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     pdl_wait();
 
     tt[1] = cut_now();
-    __shared__ __align__(16) float qs[ATT_MAX_DIM];
-    __shared__ __align__(16) float sc[ATT_CHUNK];
-    const float *qt = q + h * a.head_dim;
+    __shared__ __align__(16) float qs[G][ATT_MAX_DIM];
+    __shared__ __align__(16) float sc[G][ATT_CHUNK];
     __syncthreads(); /* cs */
-    for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
-        qs[d] = (rot ? rope_elem(a.rope, qt, d, a.pos0, cs) : qt[d]) * a.scale;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float *qt = q + (h0 + g) * a.head_dim;
+        for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
+            qs[g][d] = (rot ? rope_elem(a.rope, qt, d, a.pos0, cs) : qt[d]) * a.scale;
+    }
     /* the new key's rows (for a Q8_0 cache d runs over whole warps: its
      * dims are multiples of 32; F32 and F16 take any) */
     __shared__ __align__(16) float kn[ATT_MAX_DIM];
@@ -889,7 +934,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
     if (fresh) {
         const int lane = threadIdx.x & 31;
-        const bool writer = h % a.group == 0;
+        const bool writer = h0 % a.group == 0;
         const float *kin = a.kin + hk * a.head_dim, *vin = a.vin + hk * a.head_dim_v;
         uint8_t *krow = (uint8_t *)a.k + (size_t)a.pos0 * a.k_row;
         for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) {
@@ -911,10 +956,14 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         }
     }
 
-    float acc[ATT_MAX_DIM / ATT_THREADS];
+    float acc[G][ATT_MAX_DIM / ATT_THREADS], m[G], l[G];
 #pragma unroll
-    for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) acc[i] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) acc[g][i] = 0.0f;
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
     __syncthreads();
 
     tt[2] = cut_now();
@@ -923,7 +972,9 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         const int64_t cn = min((int64_t)ATT_CHUNK, k1 - c0);
         /* keys read from the caches: all but a fresh split's new one */
         const int64_t cv = fresh && c0 + cn == k1 ? cn - 1 : cn;
-        float cm = -INFINITY;
+        float cm[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) cm[g] = -INFINITY;
         /* a key's score by parts neighbouring lanes, each over that share
          * of its dims (F16 rows), where the chunk leaves threads idle */
         int lp = 0; /* log2 of parts */
@@ -934,55 +985,79 @@ __global__ static void __launch_bounds__(ATT_THREADS)
         for (int64_t r0 = 0; r0 < cn << lp; r0 += ATT_THREADS) { /* every lane: shuffles */
             const int64_t jj = r0 + threadIdx.x, j = jj >> lp;
             const int pt = (int)jj & (parts - 1);
-            float s = 0.0f;
+            float s[G];
+#pragma unroll
+            for (int g = 0; g < G; g++) s[g] = 0.0f;
             if (j < cv) {
-                s = key_score(a, qs, c0 + j, kh, pt, parts);
+                key_scores<G>(a, &qs[0][0], c0 + j, kh, pt, parts, s);
             } else if (j < cn) {
                 /* the new key, from shared memory: four chains of FMAs */
                 const int64_t n4 = a.head_dim / 4 / parts;
-                const float4 *q4 = (const float4 *)qs + pt * n4;
                 const float4 *k4 = (const float4 *)kn + pt * n4;
-                float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    const float4 *q4 = (const float4 *)qs[g] + pt * n4;
+                    float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 8
-                for (int64_t d = 0; d < n4; d++) {
-                    const float4 u = q4[d], w = k4[d];
-                    s4[0] += u.x * w.x;
-                    s4[1] += u.y * w.y;
-                    s4[2] += u.z * w.z;
-                    s4[3] += u.w * w.w;
+                    for (int64_t d = 0; d < n4; d++) {
+                        const float4 u = q4[d], w = k4[d];
+                        s4[0] += u.x * w.x;
+                        s4[1] += u.y * w.y;
+                        s4[2] += u.z * w.z;
+                        s4[3] += u.w * w.w;
+                    }
+                    s[g] = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+                    /* dims past the last four (one part: head_dim % 4 != 0) */
+                    for (int64_t d = 4 * n4 * parts; d < a.head_dim; d++) s[g] += qs[g][d] * kn[d];
                 }
-                s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-                /* dims past the last four (one part: head_dim % 4 != 0) */
-                for (int64_t d = 4 * n4 * parts; d < a.head_dim; d++) s += qs[d] * kn[d];
             }
-            for (int o = parts / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (j < cn && pt == 0) {
-                sc[j] = s;
-                cm = fmaxf(cm, s);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                for (int o = parts / 2; o > 0; o >>= 1) s[g] += __shfl_xor_sync(0xffffffffu, s[g], o);
+                if (j < cn && pt == 0) {
+                    sc[g][j] = s[g];
+                    cm[g] = fmaxf(cm[g], s[g]);
+                }
             }
         }
-        cm = block_reduce(cm, op_max(), -INFINITY);
-        const float m_new = fmaxf(m, cm);
-        const float corr = expf(m - m_new); /* 0 on the first chunk (m = -inf) */
-        float ls = 0.0f;
-        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS) {
-            const float e = expf(sc[j] - m_new);
-            sc[j] = e;
-            ls += e;
+        block_reduce_g<G>(cm, op_max(), -INFINITY);
+        float corr[G], ls[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            cm[g] = fmaxf(m[g], cm[g]); /* the new maximum */
+            corr[g] = expf(m[g] - cm[g]); /* 0 on the first chunk (m = -inf) */
+            ls[g] = 0.0f;
         }
-        l = l * corr + block_reduce(ls, op_sum(), 0.0f); /* its barriers publish sc */
-        m = m_new;
+        for (int64_t j = threadIdx.x; j < cn; j += ATT_THREADS)
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                const float e = expf(sc[g][j] - cm[g]);
+                sc[g][j] = e;
+                ls[g] += e;
+            }
+        block_reduce_g<G>(ls, op_sum(), 0.0f); /* its barriers publish sc */
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            l[g] = l[g] * corr[g] + ls[g];
+            m[g] = cm[g];
+        }
 #pragma unroll
         for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
             const int64_t d = threadIdx.x + i * ATT_THREADS;
             if (d >= a.head_dim_v) break;
-            float s = 0.0f;
+            float s[G];
+#pragma unroll
+            for (int g = 0; g < G; g++) s[g] = 0.0f;
             if (a.v_trans && a.v_type == T_F16) {
                 const __half *vr = (const __half *)a.v + (vh + d) * a.n_ctx + c0;
                 int64_t j = 0;
                 if (a.v_vec) { /* c0 and the row are 16-byte aligned */
                     const int64_t nv = cv & ~(int64_t)7; /* keys in whole pieces */
-                    float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* four chains of FMAs */
+                    float s4[G][4]; /* four chains of FMAs a head */
+#pragma unroll
+                    for (int g = 0; g < G; g++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s4[g][e] = 0.0f;
                     for (; j < nv; j += 8 * ATT_VB) { /* ATT_VB loads in flight */
                         uint4 u[ATT_VB];
 #pragma unroll
@@ -992,17 +1067,22 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                         for (int c = 0; c < ATT_VB; c++) {
                             if (j + 8 * c >= nv) break;
                             const __half2 *hv = (const __half2 *)&u[c];
-                            const float4 *sj = (const float4 *)(sc + j + 8 * c);
-                            const float4 sa = sj[0], sb = sj[1];
-                            const float sv[8] = {sa.x, sa.y, sa.z, sa.w, sb.x, sb.y, sb.z, sb.w};
 #pragma unroll
-                            for (int e = 0; e < 4; e++) {
-                                const float2 f = __half22float2(hv[e]);
-                                s4[e] += sv[2 * e] * f.x + sv[2 * e + 1] * f.y;
+                            for (int g = 0; g < G; g++) {
+                                const float4 *sj = (const float4 *)(sc[g] + j + 8 * c);
+                                const float4 sa = sj[0], sb = sj[1];
+                                const float sv[8] = {sa.x, sa.y, sa.z, sa.w,
+                                                     sb.x, sb.y, sb.z, sb.w};
+#pragma unroll
+                                for (int e = 0; e < 4; e++) {
+                                    const float2 f = __half22float2(hv[e]);
+                                    s4[g][e] += sv[2 * e] * f.x + sv[2 * e + 1] * f.y;
+                                }
                             }
                         }
                     }
-                    s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+#pragma unroll
+                    for (int g = 0; g < G; g++) s[g] = (s4[g][0] + s4[g][1]) + (s4[g][2] + s4[g][3]);
                     j = nv;
                 }
                 if (a.v_vec && j < cv) {
@@ -1014,42 +1094,60 @@ __global__ static void __launch_bounds__(ATT_THREADS)
                     const __half *hv = (const __half *)&u;
 #pragma unroll
                     for (int e = 0; e < 8; e++)
-                        if (j + e < cv) s += sc[j + e] * __half2float(hv[e]);
+                        if (j + e < cv)
+#pragma unroll
+                            for (int g = 0; g < G; g++) s[g] += sc[g][j + e] * __half2float(hv[e]);
                     j = cv;
                 }
-                for (; j < cv; j++) s += sc[j] * __half2float(vr[j]);
+                for (; j < cv; j++) {
+                    const float vf = __half2float(vr[j]);
+#pragma unroll
+                    for (int g = 0; g < G; g++) s[g] += sc[g][j] * vf;
+                }
             } else if (a.v_trans) {
                 const float *vr = (const float *)a.v + (vh + d) * a.n_ctx + c0;
-                for (int64_t j = 0; j < cv; j++) s += sc[j] * vr[j];
-            } else {
                 for (int64_t j = 0; j < cv; j++)
-                    s += sc[j] * kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d);
+#pragma unroll
+                    for (int g = 0; g < G; g++) s[g] += sc[g][j] * vr[j];
+            } else {
+                for (int64_t j = 0; j < cv; j++) {
+                    const float vf = kv_at(a.v, a.v_row, a.v_type, c0 + j, vh + d);
+#pragma unroll
+                    for (int g = 0; g < G; g++) s[g] += sc[g][j] * vf;
+                }
             }
-            if (cv < cn) s += sc[cv] * vn[d];
-            acc[i] = acc[i] * corr + s;
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                if (cv < cn) s[g] += sc[g][cv] * vn[d];
+                acc[g][i] = acc[g][i] * corr[g] + s[g];
+            }
         }
         __syncthreads(); /* sc is rewritten by the next chunk */
     }
 
-    if (a.n_split == 1) {
-        float *o = out + h * a.head_dim_v;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
-        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
-            const int64_t d = threadIdx.x + i * ATT_THREADS;
-            if (d < a.head_dim_v) o[d] = acc[i] * inv;
-        }
-    } else {
-        /* part[h * n_split + sp] = {m, l, acc[head_dim_v]}; an empty split has m = -inf */
-        float *p = part + (h * a.n_split + sp) * (a.head_dim_v + 2);
-        if (threadIdx.x == 0) {
-            p[0] = m;
-            p[1] = l;
-        }
+    for (int g = 0; g < G; g++) {
+        const int64_t h = h0 + g;
+        if (a.n_split == 1) {
+            float *o = out + h * a.head_dim_v;
+            const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
 #pragma unroll
-        for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
-            const int64_t d = threadIdx.x + i * ATT_THREADS;
-            if (d < a.head_dim_v) p[2 + d] = acc[i];
+            for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
+                const int64_t d = threadIdx.x + i * ATT_THREADS;
+                if (d < a.head_dim_v) o[d] = acc[g][i] * inv;
+            }
+        } else {
+            /* part[h * n_split + sp] = {m, l, acc[head_dim_v]} */
+            float *p = part + (h * a.n_split + sp) * (a.head_dim_v + 2);
+            if (threadIdx.x == 0) {
+                p[0] = m[g];
+                p[1] = l[g];
+            }
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_DIM / ATT_THREADS; i++) {
+                const int64_t d = threadIdx.x + i * ATT_THREADS;
+                if (d < a.head_dim_v) p[2 + d] = acc[g][i];
+            }
         }
     }
     if (cut_on()) {
@@ -1293,6 +1391,40 @@ static size_t row_bytes_of(uint32_t ty, int64_t dim)
     return (size_t)(dim / 32) * sizeof(struct block_q8_0);
 }
 
+typedef void (*att_kernel)(const struct att_args, const float *, float *, float *);
+static const att_kernel att_kernels[4] = {k_attention<1>, k_attention<2>, k_attention<4>,
+                                          k_attention<8>};
+
+/* Decode: a KV group's heads in one block from this many keys of context
+ * (0: never; HYPURA_CUDA_ATT_GQA, cuk_attention_gqa). */
+static int64_t att_gqa_keys = CUK_ATT_GQA_KEYS;
+
+extern "C" void cuk_attention_gqa(int64_t min_keys)
+{
+    att_gqa_keys = min_keys;
+}
+
+/* The blocks of att_kernels[gl] that fit on the device's multiprocessors at
+ * once (the first device asked: one device a process). */
+static int64_t att_slots(int gl)
+{
+    static int64_t slots[4];
+    if (!slots[gl]) {
+        int dev = 0, n_sm = 0, per_sm = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, att_kernels[gl], ATT_THREADS,
+                                                          0) != cudaSuccess ||
+            n_sm < 1 || per_sm < 1) {
+            (void)cudaGetLastError();
+            n_sm = 128;
+            per_sm = 2;
+        }
+        slots[gl] = (int64_t)n_sm * per_sm;
+    }
+    return slots[gl];
+}
+
 extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k,
                                      const float *v, float *out, float *part, cudaStream_t s,
                                      bool early)
@@ -1382,29 +1514,18 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
         k_attention_tiled<<<tg, FA_THREADS, smem, s>>>(g, q, out);
         return cudaGetLastError();
     }
-    /* one token: enough splits for the blocks that fit on the multiprocessors
-     * at once (k_attention's occupancy: three on an H100), each of at least
+    /* one token: a block takes G heads of one KV group where the context
+     * has att_gqa_keys keys or more (each K and V row read once for them),
+     * else one head; enough splits for the blocks that fit on the
+     * multiprocessors at once (the kernel's occupancy), each of at least
      * ATT_MIN_KEYS keys, starting at a multiple of ATT_SPLIT_ALIGN keys
-     * (16-byte V pieces), none empty. Against two blocks per multiprocessor
-     * (rounded up) and splits of multiples of 64 keys, decode at 3000 keys of
-     * context went from 297 to 315 tok/s on the 32-layer Llama-3-8B shape
-     * (H100). */
-    static int64_t slots;
-    if (!slots) {
-        int dev = 0, n_sm = 0, per_sm = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attention, ATT_THREADS, 0) !=
-                cudaSuccess ||
-            n_sm < 1 || per_sm < 1) {
-            (void)cudaGetLastError();
-            n_sm = 128;
-            per_sm = 2;
-        }
-        slots = (int64_t)n_sm * per_sm;
-    }
+     * (16-byte V pieces), none empty. */
     const int64_t n_kv = a->pos0 + 1;
-    int64_t sp = slots / a->n_head;
+    int gl = 0; /* log2 of G */
+    if (att_gqa_keys > 0 && n_kv >= att_gqa_keys)
+        while (gl < 3 && g.group % (2 << gl) == 0) gl++;
+    const int64_t slots = att_slots(gl), blocks = a->n_head >> gl;
+    int64_t sp = slots / blocks;
     if (sp > (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS) sp = (n_kv + ATT_MIN_KEYS - 1) / ATT_MIN_KEYS;
     if (sp > ATT_MAX_SPLIT) sp = ATT_MAX_SPLIT;
     if (sp < 1) sp = 1;
@@ -1419,8 +1540,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
         for (int64_t i = 0; i < g.rope.n_rot / 2; i++)
             g.cs[i] = make_float2(a->cs[2 * i], a->cs[2 * i + 1]);
     }
-    dim3 grid((unsigned)a->n_head, (unsigned)g.n_split, 1u);
-    e = pdl_launch(k_attention, grid, ATT_THREADS, 0, s, early, g, (const float *)q, out, part);
+    dim3 grid((unsigned)blocks, (unsigned)g.n_split, 1u);
+    e = pdl_launch(att_kernels[gl], grid, ATT_THREADS, 0, s, early, g, (const float *)q, out, part);
     if (e != cudaSuccess || g.n_split == 1) return e;
     return pdl_launch(k_attention_combine, dim3((unsigned)a->n_head), 128, 0, s, early,
                       (const float *)part, g.n_split, a->head_dim_v, out);
