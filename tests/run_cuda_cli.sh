@@ -564,10 +564,12 @@ rm -f "$dir/bad.tr"
 hrc=$?
 if same bad_switch big_ref "numeric switches out of range"; then
     for v in "HYPURA_CUDA_TRACE_SKIP=12x" "HYPURA_CUDA_TRACE_CAP=99999999999" \
-        "HYPURA_CUDA_MOE_RATE_DRIFT=-5" "HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3" "HYPURA_CUDA_ATT_GQA=-1"; do
+        "HYPURA_CUDA_MOE_RATE_DRIFT=-5" "HYPURA_CUDA_MOE_HALF_MIN_MIB=1e3"; do
         grep -q "^warning: $v: not a whole number from 0 to [0-9]*; using [0-9]*$" "$dir/bad_switch.err" ||
             fail "$v: no warning naming it: $(tail -n 2 "$dir/bad_switch.err")"
     done
+    grep -q "^warning: HYPURA_CUDA_ATT_GQA=-1: not a whole number from 0 to [0-9]*; using the blocks' fill$" \
+        "$dir/bad_switch.err" || fail "HYPURA_CUDA_ATT_GQA=-1: no warning naming it: $(tail -n 2 "$dir/bad_switch.err")"
     [ -s "$dir/bad.tr" ] || fail "HYPURA_CUDA_TRACE with a bad cap: no trace written"
 fi
 echo "== numeric switches: $(grep -c 'not a whole number' "$dir/bad_switch.err") warnings"

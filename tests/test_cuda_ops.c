@@ -2416,13 +2416,22 @@ static void test_attention(void)
     }
     attention_config(HY_TYPE_F16, 256, &rope_256, 2);
     attention_config(HY_TYPE_Q8_0, 256, &rope_64, 2);
-    /* groups of 8, 2 and 1 query heads a KV head (decode from 256 keys on
-     * takes a group's heads in one block) */
+    /* groups of 8, 2 and 1 query heads a KV head */
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
         attention_config(types[ti], 128, &rope_neox, 1);
         attention_config(types[ti], 64, &rope_norm, 4);
     }
     attention_config(HY_TYPE_F16, 128, &rope_norm, 8);
+    /* decode with a group's heads in one block at every context (by default
+     * only where such blocks fill the device: longer contexts than these) */
+    cuda_backend_attention_groups(1);
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        attention_config(types[ti], 128, &rope_neox, 1);
+        attention_config(types[ti], 64, &rope_norm, 2);
+        attention_config(types[ti], 64, &rope_norm, 4);
+    }
+    attention_config(HY_TYPE_F16, 256, &rope_256, 2);
+    cuda_backend_attention_groups(CUDA_ATT_GROUPS_FILL);
 }
 
 /* ---- error paths --------------------------------------------------------------------- */

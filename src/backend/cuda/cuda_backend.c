@@ -663,21 +663,32 @@ static void prof_init(struct cuda_backend *cb)
     if (!p->tl) LOG_W("HYPURA_CUDA_TIMELINE: cannot open %s: %s", tl, strerror(errno));
 }
 
-/* The whole number in environment variable name, def where it is unset or
- * empty; one that is not a decimal number of 0 .. max (a sign, other
- * characters, past max) is warned of, naming it, and def taken. */
-static uint64_t env_count(const char *name, uint64_t def, uint64_t max)
+/* Whether environment variable name holds a whole number (in *v); one that
+ * is not a decimal number of 0 .. max (a sign, other characters, past max)
+ * is warned of, naming it and what is taken instead (def). */
+static bool env_whole(const char *name, uint64_t max, const char *def, uint64_t *v)
 {
     const char *e = getenv(name);
-    if (!e || !*e) return def;
+    if (!e || !*e) return false;
     char *end = NULL;
     errno = 0;
-    const unsigned long long v = e[0] >= '0' && e[0] <= '9' ? strtoull(e, &end, 10) : 0;
-    if (!end || *end || errno == ERANGE || v > max) {
-        LOG_W("%s=%s: not a whole number from 0 to %" PRIu64 "; using %" PRIu64, name, e, max, def);
-        return def;
+    const unsigned long long n = e[0] >= '0' && e[0] <= '9' ? strtoull(e, &end, 10) : 0;
+    if (!end || *end || errno == ERANGE || n > max) {
+        LOG_W("%s=%s: not a whole number from 0 to %" PRIu64 "; using %s", name, e, max, def);
+        return false;
     }
-    return (uint64_t)v;
+    *v = (uint64_t)n;
+    return true;
+}
+
+/* The whole number in environment variable name, def where it is unset,
+ * empty or not a whole number of 0 .. max (warned of, as env_whole). */
+static uint64_t env_count(const char *name, uint64_t def, uint64_t max)
+{
+    char d[24];
+    snprintf(d, sizeof d, "%" PRIu64, def);
+    uint64_t v;
+    return env_whole(name, max, d, &v) ? v : def;
 }
 
 /* HYPURA_CUDA_TRACE=FILE: the instrumented kernels record their CTAs
@@ -3729,6 +3740,12 @@ static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
     cb->wce = mem_xcalloc((size_t)cb->wc_cap, sizeof *cb->wce);
 }
 
+void cuda_backend_attention_groups(int64_t min_keys)
+{
+    _Static_assert(CUDA_ATT_GROUPS_FILL == CUK_ATT_GQA_FILL, "one default");
+    cuk_attention_gqa(min_keys);
+}
+
 enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
 {
     struct cuda_backend *cb = op_begin(be);
@@ -3793,8 +3810,9 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                       cudaSuccess &&
                   major >= 9 && !(e && !strcmp(e, "0"));
         (void)cudaGetLastError();
-        cuk_attention_gqa(
-            (int64_t)env_count("HYPURA_CUDA_ATT_GQA", CUK_ATT_GQA_KEYS, (uint64_t)1 << 30));
+        uint64_t keys;
+        if (env_whole("HYPURA_CUDA_ATT_GQA", (uint64_t)1 << 30, "the blocks' fill", &keys))
+            cuda_backend_attention_groups((int64_t)keys);
         e = getenv("HYPURA_CUDA_FOLD_NORM");
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");

@@ -141,7 +141,7 @@ static inline void cuda_moe_batch_bytes(const struct backend_limits *lim, uint64
  * first attention call allocates them), and top_k's keys for
  * BACKEND_TOP_K_MAX of lim->max_top (a pass's chunks' best, twice, and the
  * result: cuk_top_k_scratch). */
-#define CUDA_ATT_MAX_SPLIT 32   /* CUK_ATT_MAX_SPLIT */
+#define CUDA_ATT_MAX_SPLIT 64   /* CUK_ATT_MAX_SPLIT */
 #define CUDA_ROPE_INV_MAX  128  /* RoPE pairs whose frequencies the backend uploads */
 #define CUDA_TOP_K_CHUNK   1024 /* keys a block of top_k's passes takes (cuda_ops.cu) */
 struct cuda_small_bytes {
@@ -266,6 +266,14 @@ HY_MUST_CHECK enum hy_status cuda_backend_set_weight_cache(struct backend *be, u
  * them still re-cuts it so). The first CUDA_WEIGHT_CACHE_SIZES are kept. */
 void cuda_backend_weight_cache_sizes(struct backend *be, const uint64_t *sizes, const int *counts,
                                      int n);
+
+/* Decode attention, process-wide: a block takes the query heads of one KV
+ * group from min_keys keys of context on (0: never; CUDA_ATT_GROUPS_FILL,
+ * the default: where such blocks fill the device's multiprocessors in
+ * splits of 64 keys).
+ * HYPURA_CUDA_ATT_GQA=N at cuda_backend_create sets it to N. */
+#define CUDA_ATT_GROUPS_FILL (-1)
+void cuda_backend_attention_groups(int64_t min_keys);
 
 /* True for a backend made by cuda_backend_create. */
 bool backend_is_cuda(const struct backend *be);

@@ -258,7 +258,7 @@ cudaError_t cuk_read(const void *p, size_t bytes, uint32_t *sink, cudaStream_t s
  * programmatic dependent launch (as cuq_matvec). Head dimensions: any up to
  * CUK_ATT_MAX_DIM (a Q8_0 cache's: multiples of 32). */
 #define CUK_ATT_MAX_DIM 256
-#define CUK_ATT_MAX_SPLIT 32 /* decode: blocks a head's keys are split over, at most */
+#define CUK_ATT_MAX_SPLIT 64 /* decode: blocks a head's keys are split over, at most */
 struct cuk_rope {
     int64_t n_rot; /* 0: q and k arrive rotated */
     bool neox;
@@ -281,8 +281,9 @@ struct cuk_attn {
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
 /* Decode attention takes the heads of a KV group in one block from min_keys
- * keys of context on (0: never; CUK_ATT_GQA_KEYS unless set). */
-#define CUK_ATT_GQA_KEYS 256
+ * keys of context on (0: never; CUK_ATT_GQA_FILL, the default: where such
+ * blocks fill the device in splits of 64 keys). Process-wide. */
+#define CUK_ATT_GQA_FILL (-1)
 void cuk_attention_gqa(int64_t min_keys);
 cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const float *k, const float *v,
                           float *out, float *part, cudaStream_t s, bool early);

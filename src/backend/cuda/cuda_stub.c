@@ -35,6 +35,11 @@ enum hy_status cuda_backend_set_weight_cache(struct backend *be, uint64_t bytes)
     return err_set(HY_ERR_UNSUPPORTED, "no CUDA device: hypura was built without CUDA");
 }
 
+void cuda_backend_attention_groups(int64_t min_keys)
+{
+    (void)min_keys;
+}
+
 void cuda_backend_weight_cache_sizes(struct backend *be, const uint64_t *sizes, const int *counts,
                                      int n)
 {
