@@ -7,7 +7,8 @@
  * converters do.
  *
  * Attention. Decode (one token) runs one block of ATT_THREADS threads per
- * (head, split): the keys are split over up to ATT_MAX_SPLIT blocks per head
+ * (head, split), or per (G heads of one KV group, split) at long contexts:
+ * the keys are split over up to ATT_MAX_SPLIT blocks per head
  * (flash-decoding), enough to fill the multiprocessors. In a block a thread
  * scores one key (its whole K row, so that many loads are in flight; or
  * neighbouring lanes share a key's dims where keys are fewer than threads), an
