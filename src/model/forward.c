@@ -920,6 +920,11 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     if ((st = linear_fused(f, l, BACKEND_FUSE_NONE, router_roles, f->shexp_dim > 0 ? 2 : 1, f->xb,
                            n, router_out, NULL, NULL)))
         return st;
+    /* one token's experts in one moe_token call may start on x: it goes down
+     * once the router's product (which may fold the norm that makes it) is
+     * done, beside the routing and the routes' own download */
+    const bool x_down = n == 1 && !on_dev && moe_in_one_call(f, l, K);
+    if (x_down) backend_moe_prepare(f->be, f->xb, E);
     if (guess && (st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router + n * X)))
         return st;
     /* this step's routes and the shared expert's gate logits: one download,
@@ -927,8 +932,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
      * after it (the GPU computes it while the routes come down and the host
      * queues the routed experts); a batch's shared expert comes after the
      * routed experts (its products then overlap the host's queuing of
-     * theirs). One token's experts in one moe_token call may start on x
-     * meanwhile. */
+     * theirs). */
     const bool shexp_first = f->shexp_dim > 0 && n == 1;
     const int32_t *ids_host = (const int32_t *)rt_host;
     const float *w_host = (const float *)rt_host + nr * K;
@@ -943,7 +947,8 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     }
     backend_download_start(f->be, rt, rt_host,
                            (size_t)(2 * nr * K + (f->shexp_dim > 0 ? n : 0)) * 4);
-    if (n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
+    /* the routes left on the backend and not taken there: x goes down now */
+    if (!x_down && n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
     if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
     if ((st = backend_download_wait(f->be))) return st;
 
