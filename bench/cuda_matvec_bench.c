@@ -22,7 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda_runtime.h>
+#define CUDA_BENCH_NAME "cuda_matvec_bench"
+#include "cuda_bench.h"
 
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_probe.h"
@@ -31,16 +32,6 @@
 
 #define MAX_TYPES  16
 #define MAX_COPIES 64
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        const cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "cuda_matvec_bench: %s: %s (%s:%d)\n", #call, cudaGetErrorString(e_),  \
-                    __FILE__, __LINE__);                                                           \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 struct shape {
     const char *name;
@@ -73,26 +64,6 @@ static void *make_matrix(uint32_t type, int64_t rows, int64_t cols, size_t *row_
     }
     free(row);
     return w;
-}
-
-/* Mean us per launch of reps launches of fn(i) on s. */
-typedef void (*launch_fn)(void *ctx, int i);
-
-static double time_launches(launch_fn fn, void *ctx, int reps, cudaStream_t s)
-{
-    for (int i = 0; i < 4; i++) fn(ctx, i); /* warm: kernels loaded, clocks up */
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    CK(cudaEventRecord(a, s));
-    for (int i = 0; i < reps; i++) fn(ctx, i);
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    return 1000.0 * ms / reps;
 }
 
 struct run {
@@ -128,18 +99,6 @@ static void usage(void)
     exit(2);
 }
 
-static int64_t arg_int(const char *flag, const char *v, int64_t lo)
-{
-    char *end;
-    const long long n = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < lo) {
-        fprintf(stderr, "cuda_matvec_bench: %s: '%s' is not an integer >= %lld\n", flag, v,
-                (long long)lo);
-        exit(2);
-    }
-    return n;
-}
-
 int main(int argc, char **argv)
 {
     uint32_t types[MAX_TYPES] = {HY_TYPE_Q4_K, HY_TYPE_Q6_K};
@@ -150,13 +109,13 @@ int main(int argc, char **argv)
         if (i + 1 >= argc) usage();
         const char *f = argv[i], *v = argv[++i];
         if (!strcmp(f, "--embd")) {
-            embd = arg_int(f, v, 256);
+            embd = arg_int(f, v, 256, 1 << 20);
         } else if (!strcmp(f, "--ff")) {
-            ff = arg_int(f, v, 256);
+            ff = arg_int(f, v, 256, 1 << 20);
         } else if (!strcmp(f, "--kv")) {
-            kv = arg_int(f, v, 0);
+            kv = arg_int(f, v, 0, 1 << 20);
         } else if (!strcmp(f, "--reps")) {
-            reps = (int)arg_int(f, v, 1);
+            reps = (int)arg_int(f, v, 1, 1 << 20);
         } else if (!strcmp(f, "--types")) {
             n_types = 0;
             char buf[256];
