@@ -922,9 +922,10 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
         return st;
     /* one token's experts in one moe_token call may start on x: it goes down
      * once the router's product (which may fold the norm that makes it) is
-     * done, beside the routing and the routes' own download */
-    const bool x_down = n == 1 && !on_dev && moe_in_one_call(f, l, K);
-    if (x_down) backend_moe_prepare(f->be, f->xb, E);
+     * done, beside the routing and the routes' own download; with the routes
+     * left on the backend, only once the layer is not taken there (below) */
+    const bool x_down = n == 1 && moe_in_one_call(f, l, K);
+    if (x_down && !on_dev) backend_moe_prepare(f->be, f->xb, E);
     if (guess && (st = linear(f, l + 1, MODEL_W_FFN_ROUTER, -1, f->xb, 1, f->router + n * X)))
         return st;
     /* this step's routes and the shared expert's gate logits: one download,
@@ -947,8 +948,7 @@ HY_MUST_CHECK static enum hy_status moe_ffn(struct forward *f, int l, int64_t n)
     }
     backend_download_start(f->be, rt, rt_host,
                            (size_t)(2 * nr * K + (f->shexp_dim > 0 ? n : 0)) * 4);
-    /* the routes left on the backend and not taken there: x goes down now */
-    if (!x_down && n == 1 && moe_in_one_call(f, l, K)) backend_moe_prepare(f->be, f->xb, E);
+    if (x_down && on_dev) backend_moe_prepare(f->be, f->xb, E);
     if (shexp_first && (st = shared_expert_start(f, l, n))) return st;
     if ((st = backend_download_wait(f->be))) return st;
 
