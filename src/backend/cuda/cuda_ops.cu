@@ -910,6 +910,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     const int64_t n_kv = a.pos0 + 1;
     const int64_t k0 = min(n_kv, sp * a.split_keys), k1 = min(n_kv, k0 + a.split_keys);
     uint64_t tt[4] = {cut_now(), 0, 0, 0};
+    const bool traced = cut_on();
     pdl_trigger();
 
     /* before the previous kernel is done: RoPE's cos and sin at pos0 */
@@ -1152,7 +1153,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
             }
         }
     }
-    if (cut_on()) {
+    if (traced) {
         __syncthreads();
         tt[3] = cut_now();
         if (threadIdx.x == 0) cut_put(CUK_TRACE_ATTENTION, (uint32_t)a.n_head, (uint32_t)n_kv, tt);
@@ -1357,6 +1358,7 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
     const float *p = part + h * n_split * stride;
     __shared__ float wt[ATT_MAX_SPLIT];
     uint64_t tt[4] = {cut_now(), 0, 0, 0};
+    const bool traced = cut_on();
     pdl_trigger();
     pdl_wait();
     tt[1] = tt[2] = cut_now();
@@ -1397,7 +1399,7 @@ __global__ static void k_attention_combine(const float *part, int n_split, int64
         for (; sp < n_split; sp++) o += wt[sp] * pd[sp * stride];
         out[h * head_dim_v + d] = o;
     }
-    if (cut_on()) {
+    if (traced) {
         __syncthreads();
         tt[3] = cut_now();
         if (threadIdx.x == 0) cut_put(CUK_TRACE_COMBINE, (uint32_t)n_split, (uint32_t)head_dim_v, tt);

@@ -2493,6 +2493,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #endif
     };
     uint64_t tt[4] = {cut_now(), 0, 0, 0};
+    const bool traced = cut_on();
     pdl_trigger();
     if (rs.ids) pdl_wait(); /* the rows' experts come from the kernels before */
 #pragma unroll
@@ -2580,7 +2581,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
-    if (cut_on()) {
+    if (traced) {
         __syncthreads();
         tt[3] = cut_now();
         if (threadIdx.x == 0) cut_put(CUK_TRACE_PRODUCT, (uint32_t)n_rows, (uint32_t)n_cols, tt);
