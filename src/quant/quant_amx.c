@@ -1,6 +1,6 @@
 /*
  * The AVX-512 AMX level (QUANT_ISA_AVX512_AMX): prompt kernels on the AMX
- * int8 tiles for Q8_0, Q4_K, Q5_K and Q6_K, and the vec_dots whose float
+ * int8 tiles for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K, and the vec_dots whose float
  * order they share. Every other kernel of this level is the AVX-512 VNNI
  * one (quant_cpu.c layers this file's table over the VNNI tables;
  * quant_gemm.c takes the VNNI or AVX-512 kernels where this file has none).
@@ -9,7 +9,7 @@
  * (tdpbssd over K = 32 bytes is the exact int32 dot product of a weight
  * block and an activation block), while the VNNI vec_dots scale per-lane
  * partial sums of 4 products, so the two cannot agree bit for bit. The
- * vec_dots here work on whole-block (Q8_0) or whole-super-block (K-quants)
+ * vec_dots here work on whole-block (Q4_0, Q8_0) or whole-super-block (K-quants)
  * integer sums, in a float order the gemm can follow; the orders are spelled
  * out in the Q8_0 and K-quant sections. The integer sums are exact either
  * way and each output sees the same float operations in the same order, so
@@ -22,7 +22,9 @@
  * repacks a block of tokens (a 16 x 16 dword transpose per 64 bytes; as
  * many tokens as keep them within 1 MiB of L2) before it walks its rows.
  * Q8_0's weight rows are the A tiles straight from the GGUF layout (16 rows
- * x a block's 32 bytes, loaded with the row stride). The K-quants' 4-6 bit
+ * x a block's 32 bytes, loaded with the row stride); Q4_0's nibbles are
+ * unpacked into signed bytes q - 8 once per row tile and token block (a
+ * row tile's blocks, 512 bytes each, stay in L2). The K-quants' 4-6 bit
  * values and 6-8 bit scales are repacked per row tile and token block into
  * int8 "planes" that fold the scales into the tile products (see there).
  * Rows past the last whole 16 are computed with the vec_dot.
@@ -74,16 +76,16 @@
 #endif
 
 /* The per-block and per-group helpers are inlined into their loops: as
- * calls, they reload their constants every time (the compiler left
- * q8_group_sums out of line, 17% of decode time). */
+ * calls, they reload their constants every time (the compiler left the
+ * group sums out of line, 17% of decode time). */
 #define A_INLINE static inline __attribute__((always_inline))
 
 /* Lane c of a group's sums holds block k_perm[c] of the group (the order the
- * reduction in q8_group_sums leaves them in); block b goes to lane k_lane[b]. */
+ * reduction in legacy_group_sums leaves them in); block b goes to lane k_lane[b]. */
 static const int k_perm[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 static const int k_lane[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
 
-/* ---- Q8_0 vec_dot -------------------------------------------------------------
+/* ---- Q8_0 and Q4_0 vec_dot ----------------------------------------------------
  * Float order (n / 32 = nb blocks): sixteen chains (one chain of FMAs per
  * 34-byte block would bound the decode vec_dot by FMA latency). Block b
  * belongs to group b / 16 and to chain k_lane[b % 16]; chain c starts at +0
@@ -98,15 +100,30 @@ static const int k_lane[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11,
  * inverse); the gemm holds a vector of tokens per (chain, weight row) and
  * updates chain k_lane[b % 16] from the tile product of block b. */
 
-/* The int32 sums of x * y for blocks x[0], x[1] against y[0], y[1]: lanes 0-7
- * four products each of block 0, lanes 8-15 of block 1. x is signed; with
- * the sign bit flipped it is x + 128 unsigned, and 128 * y is taken out as
- * the start value (exact: no lane can overflow). */
-A_INLINE __m512i q8_pair_lanes(const struct block_q8_0 *x, const struct block_q8_0 *y)
+/* Q4_0 shares Q8_0's float order and tile kernel. Both blocks are a half
+ * scale and 32 values: Q8_0's signed bytes, Q4_0's nibbles q taken as q - 8.
+ * A block is bb bytes (34 or 18), its values from byte 2; q4 says which. */
+
+/* The 32 values of the block at x as unsigned bytes u, value = u - c: Q8_0's
+ * bytes with the sign bit flipped (c = 128), Q4_0's nibbles (c = 8), the low
+ * nibbles first. */
+A_INLINE __m256i legacy_u256(const uint8_t *x, bool q4)
 {
-    const __m512i c = _mm512_set1_epi8((char)0x80);
-    const __m512i u = _mm512_xor_si512(
-        _mm512_inserti64x4(_mm512_castsi256_si512(load256(x[0].qs)), load256(x[1].qs), 1), c);
+    if (!q4) return _mm256_xor_si256(load256(x + 2), _mm256_set1_epi8((char)0x80));
+    const __m256i v = _mm256_broadcastsi128_si256(load128(x + 2));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(0x0f));
+}
+
+/* The int32 sums of x * y for the blocks at x and x + bb against y[0], y[1]:
+ * lanes 0-7 four products each of the first, lanes 8-15 of the second. With
+ * the values as u - c (legacy_u256), c * y is taken out as the start value
+ * (exact: no lane can overflow). */
+A_INLINE __m512i legacy_pair_lanes(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y)
+{
+    const __m512i c = _mm512_set1_epi8((char)(q4 ? 8 : 0x80));
+    const __m512i u =
+        _mm512_inserti64x4(_mm512_castsi256_si512(legacy_u256(x, q4)), legacy_u256(x + bb, q4), 1);
     const __m512i v =
         _mm512_inserti64x4(_mm512_castsi256_si512(load256(y[0].qs)), load256(y[1].qs), 1);
     const __m512i negc =
@@ -131,30 +148,28 @@ A_INLINE __m512i q8_reduce(const __m512i v[8])
 }
 
 /* The 16 block dot products of a group, block k_perm[c] in lane c. */
-A_INLINE __m512i q8_group_sums(const struct block_q8_0 *x, const struct block_q8_0 *y)
+A_INLINE __m512i legacy_group_sums(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y)
 {
     __m512i v[8];
-    for (int k = 0; k < 8; k++) v[k] = q8_pair_lanes(x + 2 * k, y + 2 * k);
+    for (int k = 0; k < 8; k++) v[k] = legacy_pair_lanes(x + 2 * k * bb, bb, q4, y + 2 * k);
     return q8_reduce(v);
 }
 
-/* The scales of a group's 16 blocks as floats, block k_perm[c] in lane c:
- * one gather of the dwords at the blocks' starts, their low halves
- * converted by vcvtph2ps (the same values as quant_cpu_f16_table). */
-A_INLINE __m512 group_scales(const struct block_q8_0 *b)
+/* The scales of a group's 16 blocks of bb bytes as floats, block k_perm[c]
+ * in lane c: one gather of the dwords at the blocks' starts, their low
+ * halves converted by vcvtph2ps (the same values as quant_cpu_f16_table). */
+A_INLINE __m512 group_scales(const void *b, size_t bb)
 {
-    const __m512i off =
-        _mm512_setr_epi32(0, 2 * 34, 4 * 34, 6 * 34, 1 * 34, 3 * 34, 5 * 34, 7 * 34, 8 * 34,
-                          10 * 34, 12 * 34, 14 * 34, 9 * 34, 11 * 34, 13 * 34, 15 * 34);
-    const __m512i v = _mm512_i32gather_epi32(off, (const void *)b, 1);
+    const __m512i off = _mm512_mullo_epi32(_mm512_loadu_si512(k_perm), _mm512_set1_epi32((int)bb));
+    const __m512i v = _mm512_i32gather_epi32(off, b, 1);
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
 }
 
 /* One block's dot product (the tail of a row), exact. */
-static inline int32_t q8_block_sum(const struct block_q8_0 *x, const struct block_q8_0 *y)
+static inline int32_t legacy_block_sum(const uint8_t *x, bool q4, const struct block_q8_0 *y)
 {
-    const __m256i c = _mm256_set1_epi8((char)0x80);
-    const __m256i u = _mm256_xor_si256(load256(x->qs), c), v = load256(y->qs);
+    const __m256i c = _mm256_set1_epi8((char)(q4 ? 8 : 0x80));
+    const __m256i u = legacy_u256(x, q4), v = load256(y->qs);
     const __m256i s = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v),
                                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, v));
     __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
@@ -164,16 +179,16 @@ static inline int32_t q8_block_sum(const struct block_q8_0 *x, const struct bloc
 }
 
 /* acc + the group of 16 blocks at x against y (scales dy), lane by lane. */
-A_INLINE __m512 q8_group(const struct block_q8_0 *x, const struct block_q8_0 *y, __m512 dy,
-                         __m512 acc)
+A_INLINE __m512 legacy_group(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y,
+                             __m512 dy, __m512 acc)
 {
-    const __m512i s = q8_group_sums(x, y);
-    return _mm512_fmadd_ps(_mm512_mul_ps(group_scales(x), dy), _mm512_cvtepi32_ps(s), acc);
+    const __m512i s = legacy_group_sums(x, bb, q4, y);
+    return _mm512_fmadd_ps(_mm512_mul_ps(group_scales(x, bb), dy), _mm512_cvtepi32_ps(s), acc);
 }
 
 /* acc + the last, partial group (blocks g..nb-1), lanes of absent blocks kept. */
-static inline __m512 q8_tail(const struct block_q8_0 *x, const struct block_q8_0 *y, int64_t g,
-                             int64_t nb, __m512 acc)
+static inline __m512 legacy_tail(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y,
+                                 int64_t g, int64_t nb, __m512 acc)
 {
     const float *tab = quant_cpu_f16_table;
     int32_t s[16] = {0};
@@ -182,8 +197,11 @@ static inline __m512 q8_tail(const struct block_q8_0 *x, const struct block_q8_0
     for (int c = 0; c < 16; c++) {
         const int64_t b = g + k_perm[c];
         if (b >= nb) continue;
-        s[c] = q8_block_sum(x + b, y + b);
-        dx[c] = tab[x[b].d];
+        const uint8_t *xb = x + (size_t)b * bb;
+        hy_half h;
+        memcpy(&h, xb, sizeof(h));
+        s[c] = legacy_block_sum(xb, q4, y + b);
+        dx[c] = tab[h];
         dy[c] = tab[y[b].d];
         m |= (__mmask16)(1u << c);
     }
@@ -191,18 +209,29 @@ static inline __m512 q8_tail(const struct block_q8_0 *x, const struct block_q8_0
     return _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_loadu_si512(s)), acc, m);
 }
 
-static float q8_0_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
+A_INLINE float legacy_vec_dot_amx(int64_t n, const uint8_t *x, size_t bb, bool q4,
+                                  const struct block_q8_0 *y)
 {
-    const struct block_q8_0 *x = vx, *y = vy;
     const int64_t nb = n / QK8_0;
     __m512 acc = _mm512_setzero_ps();
     int64_t g = 0;
     for (; g + 16 <= nb; g += 16) {
-        prefetch_ahead(x + g, 16 * sizeof(*x));
-        acc = q8_group(x + g, y + g, group_scales(y + g), acc);
+        prefetch_ahead(x + (size_t)g * bb, 16 * bb);
+        acc = legacy_group(x + (size_t)g * bb, bb, q4, y + g,
+                           group_scales(y + g, sizeof(struct block_q8_0)), acc);
     }
-    if (g < nb) acc = q8_tail(x, y, g, nb, acc);
+    if (g < nb) acc = legacy_tail(x, bb, q4, y, g, nb, acc);
     return hsum512(acc);
+}
+
+static float q8_0_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
+{
+    return legacy_vec_dot_amx(n, vx, sizeof(struct block_q8_0), false, vy);
+}
+
+static float q4_0_vec_dot_amx(int64_t n, const void *restrict vx, const void *restrict vy)
+{
+    return legacy_vec_dot_amx(n, vx, sizeof(struct block_q4_0), true, vy);
 }
 
 /* ---- gemm ------------------------------------------------------------------ */
@@ -297,45 +326,57 @@ static inline void transpose16(__m512i r[16])
 }
 
 /* One token (quant_gemm.h's gemv): GEMV_ROWS rows at once, each row's
- * operations those of q8_0_vec_dot_amx, so that one core keeps several
- * streams of weights in flight. Each stream prefetches QUANT_PREFETCH_BYTES
+ * operations those of legacy_vec_dot_amx (Q8_0, Q4_0), so that one core
+ * keeps several streams of weights in flight. Each stream prefetches QUANT_PREFETCH_BYTES
  * ahead in its row and, past the row's end, in the same row of the next
  * group (the next row is its neighbour stream's): without that, the rows
  * after the first of a group (4 KiB ahead is most of a 4352-byte row) ran
  * without software prefetch and the kernel was no faster than vec_dot. */
 #define GEMV_ROWS 4
 
-static void q8_0_gemv_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
-                          const void *xq, float *out)
+A_INLINE void legacy_gemv_amx(size_t bb, bool q4, int64_t n_cols, const void *w, size_t w_row,
+                              int64_t n_rows, const void *xq, float *out)
 {
     const struct block_q8_0 *y = xq;
     const int64_t nb = n_cols / QK8_0;
-    const size_t grp_bytes = 16 * sizeof(struct block_q8_0);
+    const size_t grp_bytes = 16 * bb;
     for (int64_t r0 = 0; r0 < n_rows; r0 += GEMV_ROWS) {
         const int nr = (int)(n_rows - r0 < GEMV_ROWS ? n_rows - r0 : GEMV_ROWS);
-        const struct block_q8_0 *x[GEMV_ROWS];
+        const uint8_t *x[GEMV_ROWS];
         __m512 acc[GEMV_ROWS];
         for (int r = 0; r < nr; r++) {
-            x[r] = (const struct block_q8_0 *)((const uint8_t *)w + (size_t)(r0 + r) * w_row);
+            x[r] = (const uint8_t *)w + (size_t)(r0 + r) * w_row;
             acc[r] = _mm512_setzero_ps();
         }
         int64_t g = 0;
         for (; g + 16 <= nb; g += 16) {
-            const __m512 dy = group_scales(y + g);
-            const size_t ahead = (size_t)g * sizeof(struct block_q8_0) + QUANT_PREFETCH_BYTES;
+            const __m512 dy = group_scales(y + g, sizeof(struct block_q8_0));
+            const size_t ahead = (size_t)g * bb + QUANT_PREFETCH_BYTES;
             const size_t skip = ahead >= w_row ? (size_t)(GEMV_ROWS - 1) * w_row : 0;
             for (int r = 0; r < nr; r++) {
                 const uintptr_t pf = (uintptr_t)x[r] + ahead + skip;
                 for (size_t o = 0; o < grp_bytes; o += 64)
                     _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
-                acc[r] = q8_group(x[r] + g, y + g, dy, acc[r]);
+                acc[r] = legacy_group(x[r] + (size_t)g * bb, bb, q4, y + g, dy, acc[r]);
             }
         }
         for (int r = 0; r < nr; r++) {
-            if (g < nb) acc[r] = q8_tail(x[r], y, g, nb, acc[r]);
+            if (g < nb) acc[r] = legacy_tail(x[r], bb, q4, y, g, nb, acc[r]);
             out[r0 + r] = hsum512(acc[r]);
         }
     }
+}
+
+static void q8_0_gemv_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                          const void *xq, float *out)
+{
+    legacy_gemv_amx(sizeof(struct block_q8_0), false, n_cols, w, w_row, n_rows, xq, out);
+}
+
+static void q4_0_gemv_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                          const void *xq, float *out)
+{
+    legacy_gemv_amx(sizeof(struct block_q4_0), true, n_cols, w, w_row, n_rows, xq, out);
 }
 
 /* Token tiles per block of a gemm call: as many as keep the block's packed
@@ -390,24 +431,25 @@ static void pack_tokens(const uint8_t *xq, size_t xq_row, int64_t t0, int nt, in
 }
 
 /* Rows [r, r + 16) against token tiles tp and tp + 1 (when two) of the
- * packed block: y of tokens t0 + 16 (tp + u) + m, m < nt[u]. A weight tile
+ * packed block: y of tokens t0 + 16 (tp + u) + m, m < nt[u]. Block b's A
+ * tile (16 rows of its 32 signed bytes) at a + b * a_blk, a row apart; row
+ * n's scale (a half) at sc + b * sc_blk + n * sc_row. A weight tile
  * serves both token tiles; the products of a block go to one of two sets
  * of C tiles (3, 4 and 5, 6; A is 0, B 1 and 2), and the float work of a
  * block is done while the tile products of the next one run. */
-static void q8_0_tile_pair(int64_t nb, const uint8_t *w, size_t w_row, const uint8_t *bp,
-                           const float *dyp, int ntb, int tp, int two, int32_t *cbuf, float *y,
-                           int64_t ldy, const int nt[2])
+A_INLINE void legacy_tile_pair(int64_t nb, const uint8_t *a, size_t a_row, size_t a_blk,
+                               const uint8_t *sc, size_t sc_row, size_t sc_blk, const uint8_t *bp,
+                               const float *dyp, int ntb, int tp, int two, int32_t *cbuf, float *y,
+                               int64_t ldy, const int nt[2])
 {
     /* acc[(c * 16 + n) * 2 + u]: chain c, weight row n, token tile u */
     __m512 acc[16 * AMX_ROW_TILE * 2];
     for (int i = 0; i < 16 * AMX_ROW_TILE * 2; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b <= nb; b++) {
         if (b < nb) {
-            const uint8_t *wa =
-                w + (size_t)b * sizeof(struct block_q8_0) + offsetof(struct block_q8_0, qs);
             const uint8_t *bt = bp + (size_t)(b * ntb + tp) * 512;
             int32_t *cb = cbuf + (b % 2) * 512;
-            _tile_loadd(0, wa, (long)w_row);
+            _tile_loadd(0, a + (size_t)b * a_blk, (long)a_row);
             _tile_loadd(1, bt, 64);
             if (two) _tile_loadd(2, bt + 512, 64);
             if (b % 2) {
@@ -433,14 +475,14 @@ static void q8_0_tile_pair(int64_t nb, const uint8_t *w, size_t w_row, const uin
         if (b > 0) {
             const int64_t pb = b - 1;
             const float *tab = quant_cpu_f16_table;
-            const uint8_t *wa = w + (size_t)pb * sizeof(struct block_q8_0);
+            const uint8_t *sb = sc + (size_t)pb * sc_blk;
             const int32_t *cb = cbuf + (pb % 2) * 512;
             __m512 *ac = acc + k_lane[pb % 16] * 32;
             const __m512 dy0 = _mm512_loadu_ps(dyp + (pb * ntb + tp) * 16);
             const __m512 dy1 = _mm512_loadu_ps(dyp + (pb * ntb + tp + two) * 16);
             for (int n = 0; n < AMX_ROW_TILE; n++) {
                 hy_half h;
-                memcpy(&h, wa + (size_t)n * w_row, sizeof(h));
+                memcpy(&h, sb + (size_t)n * sc_row, sizeof(h));
                 const __m512 dx = _mm512_set1_ps(tab[h]);
                 ac[2 * n] =
                     _mm512_fmadd_ps(_mm512_mul_ps(dx, dy0),
@@ -468,21 +510,41 @@ static void q8_0_tile_pair(int64_t nb, const uint8_t *w, size_t w_row, const uin
     }
 }
 
-static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
-                          const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
+/* Q4_0's A tiles: rows [r, r + 16) of every block as signed bytes q - 8,
+ * block b's 16 rows of 32 at ap + 512 b. */
+static void q4_0_pack_rows(const uint8_t *w, size_t w_row, int64_t nb, uint8_t *ap)
 {
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int n = 0; n < AMX_ROW_TILE; n++) {
+        const uint8_t *x = w + (size_t)n * w_row;
+        for (int64_t b = 0; b < nb; b++)
+            _mm256_storeu_si256(
+                (__m256i *)(ap + (size_t)b * 512 + 32 * n),
+                _mm256_sub_epi8(legacy_u256(x + (size_t)b * sizeof(struct block_q4_0), true),
+                                eight));
+    }
+}
+
+/* Q8_0 (q4 false: its weight rows are the A tiles where they lie) and Q4_0
+ * (q4: each row tile's values unpacked by q4_0_pack_rows first). */
+A_INLINE void legacy_gemm_amx(bool q4, int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                              const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
+{
+    const size_t bb = q4 ? sizeof(struct block_q4_0) : sizeof(struct block_q8_0);
     const int64_t nb = n_cols / QK8_0;
     const int64_t n_full = n_rows / AMX_ROW_TILE * AMX_ROW_TILE;
     const int ntb = tiles_per_block(nb, 512);
     const size_t bp_bytes = (size_t)nb * (size_t)ntb * 512;
     const size_t dy_bytes = (size_t)nb * (size_t)ntb * 16 * sizeof(float);
     const size_t c_bytes = 2 * 512 * sizeof(int32_t);
-    uint8_t *mem = n_full ? scratch_get(c_bytes + bp_bytes + dy_bytes) : NULL;
+    const size_t a_bytes = q4 ? (size_t)nb * 512 : 0;
+    uint8_t *mem = n_full ? scratch_get(c_bytes + bp_bytes + dy_bytes + a_bytes) : NULL;
     const uint8_t *wb = w, *xb = xq;
     if (mem) {
         int32_t *cbuf = (int32_t *)mem;
         uint8_t *bp = mem + c_bytes;
         float *dyp = (float *)(bp + bp_bytes);
+        uint8_t *ap = (uint8_t *)dyp + dy_bytes;
         /* tile 0: A (16 weight rows x 32 bytes); 1, 2: B (8 rows x 16 tokens
          * x 4 bytes); 3-6: C (16 rows x 16 int32) */
         const struct amx_tilecfg cfg = {.palette = 1,
@@ -494,16 +556,24 @@ static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n
             const int nt = (int)(n_tok - t0 < tok_block ? n_tok - t0 : tok_block);
             pack_tokens(xb, xq_row, t0, nt, ntb, nb, bp, dyp);
             const int n_tt = (nt + AMX_TOK_TILE - 1) / AMX_TOK_TILE;
-            for (int64_t r = 0; r < n_full; r += AMX_ROW_TILE)
+            for (int64_t r = 0; r < n_full; r += AMX_ROW_TILE) {
+                const uint8_t *wr = wb + (size_t)r * w_row;
+                if (q4) q4_0_pack_rows(wr, w_row, nb, ap);
                 for (int tp = 0; tp < n_tt; tp += 2) {
                     int ntu[2];
                     for (int u = 0; u < 2; u++) {
                         const int left = nt - (tp + u) * AMX_TOK_TILE;
                         ntu[u] = left < 0 ? 0 : left < AMX_TOK_TILE ? left : AMX_TOK_TILE;
                     }
-                    q8_0_tile_pair(nb, wb + (size_t)r * w_row, w_row, bp, dyp, ntb, tp,
-                                   tp + 1 < n_tt, cbuf, y + t0 * ldy + r, ldy, ntu);
+                    if (q4)
+                        legacy_tile_pair(nb, ap, 32, 512, wr, w_row, bb, bp, dyp, ntb, tp,
+                                         tp + 1 < n_tt, cbuf, y + t0 * ldy + r, ldy, ntu);
+                    else
+                        legacy_tile_pair(nb, wr + offsetof(struct block_q8_0, qs), w_row, bb, wr,
+                                         w_row, bb, bp, dyp, ntb, tp, tp + 1 < n_tt, cbuf,
+                                         y + t0 * ldy + r, ldy, ntu);
                 }
+            }
         }
         _tile_release();
     }
@@ -511,7 +581,20 @@ static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n
     for (int64_t r = mem ? n_full : 0; r < n_rows; r++)
         for (int64_t t = 0; t < n_tok; t++)
             y[t * ldy + r] =
-                q8_0_vec_dot_amx(n_cols, wb + (size_t)r * w_row, xb + (size_t)t * xq_row);
+                legacy_vec_dot_amx(n_cols, wb + (size_t)r * w_row, bb, q4,
+                                   (const struct block_q8_0 *)(xb + (size_t)t * xq_row));
+}
+
+static void q8_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                          const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
+{
+    legacy_gemm_amx(false, n_cols, w, w_row, n_rows, xq, xq_row, n_tok, y, ldy);
+}
+
+static void q4_0_gemm_amx(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
+                          const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
+{
+    legacy_gemm_amx(true, n_cols, w, w_row, n_rows, xq, xq_row, n_tok, y, ldy);
 }
 
 /* ---- K-quants ---------------------------------------------------------------
@@ -1105,6 +1188,7 @@ KQ_ENTRY(q6_K)
 const bool quant_amx_built = true;
 
 const struct quant_kernels quant_amx_table[HY_TYPE_COUNT] = {
+    [HY_TYPE_Q4_0] = {NULL, NULL, q4_0_vec_dot_amx},
     [HY_TYPE_Q8_0] = {NULL, NULL, q8_0_vec_dot_amx},
     [HY_TYPE_Q4_K] = {NULL, NULL, q4_K_vec_dot_amx},
     [HY_TYPE_Q5_K] = {NULL, NULL, q5_K_vec_dot_amx},
@@ -1112,14 +1196,13 @@ const struct quant_kernels quant_amx_table[HY_TYPE_COUNT] = {
 };
 
 const quant_gemv_fn quant_gemv_amx_table[HY_TYPE_COUNT] = {
+    [HY_TYPE_Q4_0] = q4_0_gemv_amx,
     [HY_TYPE_Q8_0] = q8_0_gemv_amx,
 };
 
 const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT] = {
-    [HY_TYPE_Q8_0] = q8_0_gemm_amx,
-    [HY_TYPE_Q4_K] = q4_K_gemm_amx,
-    [HY_TYPE_Q5_K] = q5_K_gemm_amx,
-    [HY_TYPE_Q6_K] = q6_K_gemm_amx,
+    [HY_TYPE_Q4_0] = q4_0_gemm_amx, [HY_TYPE_Q8_0] = q8_0_gemm_amx, [HY_TYPE_Q4_K] = q4_K_gemm_amx,
+    [HY_TYPE_Q5_K] = q5_K_gemm_amx, [HY_TYPE_Q6_K] = q6_K_gemm_amx,
 };
 
 #else
