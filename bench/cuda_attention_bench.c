@@ -64,8 +64,8 @@ static void launch_read(void *ctx, int i)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: cuda_attention_bench [--heads N] [--kv-heads N] [--head-dim N] "
-                    "[--keys N,N,...] [--reps N]\n");
+    fprintf(stderr, "usage: cuda_attention_bench [--heads N (32)] [--kv-heads N (8)] "
+                    "[--head-dim N (128)] [--keys N,N,... (72,1100,3000)] [--reps N (60)]\n");
     exit(2);
 }
 

@@ -94,8 +94,8 @@ static void launch_read(void *ctx, int i)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: cuda_matvec_bench [--types q4_k,q6_k,...] [--embd N] [--ff N] "
-                    "[--kv N] [--reps N]\n");
+    fprintf(stderr, "usage: cuda_matvec_bench [--types T,T,... (q4_k,q6_k)] [--embd N (4096)] "
+                    "[--ff N (14336)] [--kv N (1024)] [--reps N (60)]\n");
     exit(2);
 }
 
