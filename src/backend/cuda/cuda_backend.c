@@ -136,6 +136,9 @@ struct cuda_backend {
      * product whose x is its output folds it into its prologue, every other
      * op launches it first (norm_flush) */
     bool fold_norm;
+    /* one token's q/k/v of two types in VRAM in one launch (off with
+     * HYPURA_CUDA_PAIR=0: a launch a type) */
+    bool pair;
     struct pending_norm {
         bool on;
         int64_t n_tok, n;
@@ -2222,10 +2225,55 @@ static bool multi_alike(const struct backend_weight *a, const struct backend_wei
            a->n_cols == w0->n_cols;
 }
 
+/* One token's products of x with n_w weights in device memory of two
+ * types (q and k beside a v of another type, their biases) as one launch
+ * (cuq_matvec_pair), folding the pending norm where x is its output. false:
+ * not such a call or no kernel for it (nothing was queued, the norm still
+ * pending if it was). */
+static bool pair_op(struct cuda_backend *cb, const struct backend_weight *ws, int n_w,
+                    const float *x, float *const *ys, const float *const *bias)
+{
+    struct cuq_multi m[2] = {{.ep = CUQ_EP_STORE}, {.ep = CUQ_EP_STORE}};
+    const struct backend_weight *w0[2] = {&ws[0], NULL};
+    int64_t rows = 0;
+    for (int i = 0; i < n_w; i++) {
+        if (ws[i].mem != BACKEND_MEM_BACKEND || ws[i].n_cols != ws[0].n_cols) return false;
+        const int g = multi_alike(&ws[i], w0[0]) ? 0 : 1;
+        if (g == 1 && !w0[1]) w0[1] = &ws[i];
+        if (g == 1 && !multi_alike(&ws[i], w0[1])) return false;
+        struct cuq_multi *mg = &m[g];
+        mg->w[mg->n_w] = ws[i].data;
+        mg->n_rows[mg->n_w] = ws[i].n_rows;
+        mg->y[mg->n_w] = ys[i];
+        mg->b[mg->n_w] = bias ? bias[i] : NULL;
+        mg->n_w++;
+        rows += ws[i].n_rows;
+    }
+    if (!w0[1]) return false;
+    const bool fold = norm_pending_for(cb, x, 1, ws[0].n_cols);
+    m[0].norm = m[1].norm = fold ? &cb->pn.nm : NULL;
+    if (!fold) norm_flush(cb);
+    const int pi = prof_begin(cb);
+    const bool early = cb->pdl && !cb->wc_held;
+    const cudaError_t e = cuq_matvec_pair(w0[0]->type, &m[0], w0[0]->row_bytes, w0[1]->type, &m[1],
+                                          w0[1]->row_bytes, ws[0].n_cols, x, cb->st, early);
+    if (e == cudaErrorNotSupported) {
+        prof_end(cb, pi, "matvec pair not taken", w0[0]->type); /* an empty span, counted */
+        return false;
+    }
+    CK(e);
+    if (fold) cb->pn.on = false;
+    cb->hx_src = NULL;
+    prof_end_shape(cb, pi, fold ? "norm+matvec pair" : "matvec pair", w0[0]->type, rows,
+                   ws[0].n_cols);
+    return true;
+}
+
 /* Products of one x with n_w weights and kind's element-wise op (backend.h):
  * one kernel when every weight is in device memory with one type and row
- * length and the batch is a matvec's; else each product wherever its weight
- * lies, then the op (on the caller's scratch tmp). */
+ * length and the batch is a matvec's (NONE, one token: two types in one,
+ * pair_op); else each product wherever its weight lies, then the op (on
+ * the caller's scratch tmp). */
 static void fused_products(struct backend *be, enum backend_fuse kind,
                            const struct backend_weight *ws, int n_w, const float *x, int64_t n_tok,
                            float *const *ys, const float *const *bias, float *tmp)
@@ -2234,11 +2282,14 @@ static void fused_products(struct backend *be, enum backend_fuse kind,
     static const char *const name[3][2] = {{"matvec x", "norm+matvec x"},
                                            {"matvec +", "norm+matvec +"},
                                            {"matvec swiglu", "norm+matvec swiglu"}};
+    if (kind == BACKEND_FUSE_NONE && n_tok == 1 && cb->pair && !cb->err &&
+        pair_op(cb, ws, n_w, x, ys, bias))
+        return;
     bool done[3] = {false, false, false};
     int left = n_w;
     /* the weights in VRAM of one type and shape in one kernel (NONE: q/k/v of
-     * two types in two, the first folding the pending norm); ADD and SWIGLU
-     * only when that is all of them */
+     * two types without a pair_op kernel in two, the first folding the
+     * pending norm); ADD and SWIGLU only when that is all of them */
     for (int i = 0; i < n_w && n_tok <= CUQ_MATVEC_MAX_TOK; i++) {
         if (done[i] || ws[i].mem != BACKEND_MEM_BACKEND) continue;
         struct cuq_multi m = {.ep = kind == BACKEND_FUSE_ADD      ? CUQ_EP_ADD
@@ -3815,6 +3866,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
             cuda_backend_attention_groups((int64_t)keys);
         e = getenv("HYPURA_CUDA_FOLD_NORM");
         cb->fold_norm = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_PAIR");
+        cb->pair = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");

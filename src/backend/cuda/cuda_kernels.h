@@ -121,6 +121,16 @@ cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m, size_t ro
                              int64_t n_cols, const float *x, int64_t n_tok, cudaStream_t s,
                              bool early);
 
+/* One token's CUQ_EP_STORE products of x with two groups of weights of two
+ * types in one launch (a layer's q and k beside a v of another type), each
+ * group as cuq_matvec_multi takes it (one to three weights, biases allowed,
+ * no ids), both with the same norm or none. cudaErrorNotSupported where no
+ * kernel takes that pair of types (Q4_K or Q5_K beside Q6_K) or these
+ * arguments: the caller launches cuq_matvec_multi for each group. */
+cudaError_t cuq_matvec_pair(uint32_t type1, const struct cuq_multi *m1, size_t row_bytes1,
+                            uint32_t type2, const struct cuq_multi *m2, size_t row_bytes2,
+                            int64_t n_cols, const float *x, cudaStream_t s, bool early);
+
 /* True when cuq_matvec_multi takes weights of this type at w (or, with
  * ids, at w plus multiples of estride) with row_bytes, n_cols and x, so
  * that a SWIGLU or DIAG launch of up to CUQ_MULTI_MAX weights (one token;

@@ -2165,12 +2165,13 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
 }
 
 /* The normed x, rmsnorm(x) * w with cq_norm_stage's arithmetic, stored at
- * rs.ny by the CTAs between them (a share each), for the kernels after. */
-__device__ __forceinline__ void cq_norm_store(const CqRows &rs, int64_t n, float sc)
+ * rs.ny by n_cta CTAs between them (a share each; this one cta), for the
+ * kernels after. */
+__device__ __forceinline__ void cq_norm_store(const CqRows &rs, int64_t n, float sc, int64_t cta,
+                                              int64_t n_cta)
 {
     const int64_t nq = n / 4;
-    for (int64_t q = (int64_t)blockIdx.x * CQ_THREADS + threadIdx.x; q < nq;
-         q += (int64_t)gridDim.x * CQ_THREADS) {
+    for (int64_t q = cta * CQ_THREADS + threadIdx.x; q < nq; q += n_cta * CQ_THREADS) {
         const float4 a = __ldg((const float4 *)(rs.nx + 4 * q));
         const float4 w = __ldg((const float4 *)(rs.nw + 4 * q));
         *(float4 *)(rs.ny + 4 * q) =
@@ -2386,11 +2387,14 @@ __device__ __forceinline__ bool cq_mbar_done(unsigned bar, unsigned parity)
 #define CQ_BULK 0
 #endif
 
+/* cq_matvec_i8s_kernel's work as CTA cta of n_cta (the kernel's, or a
+ * share of cq_matvec_i8s_pair_kernel's); with NORM it stores the normed x
+ * where store_norm. */
 template <class T, int R, bool NORM>
-__global__ void __launch_bounds__(CQ_THREADS, 2)
-    cq_matvec_i8s_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
-                         int64_t n_cols, const float *__restrict__ x, int ks_log2, int ring_off,
-                         bool first)
+__device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, int64_t n_rows,
+                                            int64_t n_cols, const float *__restrict__ x,
+                                            int ks_log2, int ring_off, bool first, int64_t cta,
+                                            int64_t n_cta, bool store_norm)
 {
     typedef CqI8<T> I;
     constexpr int SB = CqStage<T>::SB, LB = CqStage<T>::LB, M = CqStage<T>::M;
@@ -2424,7 +2428,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #endif
 
     /* the copy cursor: tile it_tile, step it_j, the rows' bytes */
-    int64_t it_tile = blockIdx.x;
+    int64_t it_tile = cta;
     int it_j = 0;
     const uint8_t *irow[R];
     auto rows_of = [&](int64_t tl, const uint8_t *(&p)[R]) {
@@ -2485,7 +2489,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 #endif
             if (++it_j == nsw) {
                 it_j = 0;
-                it_tile += gridDim.x;
+                it_tile += n_cta;
             }
         }
 #if !CQ_BULK
@@ -2527,7 +2531,7 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 
     int slot = 0;
     unsigned parity = 0; /* of the ring's current turn */
-    for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
+    for (int64_t tile = cta; tile < n_tiles; tile += n_cta) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
         const uint8_t *wr[R];
         rows_of(tile, wr);
@@ -2577,7 +2581,8 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
         }
         cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
     }
-    if constexpr (NFAC) cq_norm_store(rs, n_cols, nsc);
+    if constexpr (NFAC)
+        if (store_norm) cq_norm_store(rs, n_cols, nsc, cta, n_cta);
 #if !CQ_BULK
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
@@ -2586,6 +2591,37 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
         tt[3] = cut_now();
         if (threadIdx.x == 0) cut_put(CUK_TRACE_PRODUCT, (uint32_t)n_rows, (uint32_t)n_cols, tt);
     }
+}
+
+template <class T, int R, bool NORM>
+__global__ void __launch_bounds__(CQ_THREADS, 2)
+    cq_matvec_i8s_kernel(const __grid_constant__ CqRows rs, size_t row_bytes, int64_t n_rows,
+                         int64_t n_cols, const float *__restrict__ x, int ks_log2, int ring_off,
+                         bool first)
+{
+    cq_i8s_body<T, R, NORM>(rs, row_bytes, n_rows, n_cols, x, ks_log2, ring_off, first, blockIdx.x,
+                            gridDim.x, true);
+}
+
+/* Two products of one token's x in one launch, weights of two types (a
+ * layer's q and k beside a v of another type): CTAs [0, c1) take rs1's rows
+ * of type T1, the others rs2's of T2, each share as cq_matvec_i8s_kernel
+ * would with that many CTAs; both fold the norm (NORM), the first share
+ * storing its output. */
+template <class T1, int R1, class T2, int R2, bool NORM>
+__global__ void __launch_bounds__(CQ_THREADS, 2)
+    cq_matvec_i8s_pair_kernel(const __grid_constant__ CqRows rs1, const __grid_constant__ CqRows rs2,
+                              size_t row_bytes1, size_t row_bytes2, int64_t n_rows1,
+                              int64_t n_rows2, int64_t n_cols, const float *__restrict__ x,
+                              int ks1, int ks2, int ring_off1, int ring_off2, unsigned c1,
+                              bool first)
+{
+    if (blockIdx.x < c1)
+        cq_i8s_body<T1, R1, NORM>(rs1, row_bytes1, n_rows1, n_cols, x, ks1, ring_off1, first,
+                                  blockIdx.x, c1, true);
+    else
+        cq_i8s_body<T2, R2, NORM>(rs2, row_bytes2, n_rows2, n_cols, x, ks2, ring_off2, first,
+                                  blockIdx.x - c1, gridDim.x - c1, false);
 }
 
 /* ---- a prompt batch's routed experts in one launch ---------------------
@@ -2963,6 +2999,18 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
     return cq_grid(tiles < slots ? tiles : slots);
 }
 
+/* The bytes of weights the busiest CTA reads when n_rows rows share slots
+ * CTAs as cq_matvec_split deals them (its ks_log2 and grid given back). */
+template <class T, int R, int M>
+static int64_t cq_split_bytes(int64_t n_rows, int64_t n_cols, size_t row_bytes, int64_t slots,
+                              int &ks_log2, unsigned &grid)
+{
+    grid = cq_matvec_split<T, R, M>(n_rows, n_cols, slots, ks_log2);
+    const int64_t tile_rows = (int64_t)(CQ_WARPS >> ks_log2) * R;
+    const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
+    return (tiles + grid - 1) / grid * tile_rows * (int64_t)row_bytes;
+}
+
 template <class T, int NT, bool XS, bool NORM>
 static void cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                              const float *x, size_t smem, const CqDev &dev, int smem_max,
@@ -3179,6 +3227,38 @@ static cudaError_t cq_multi_check(const void *w, size_t row_bytes, int64_t n_col
     return ok ? cudaSuccess : cudaErrorNotSupported;
 }
 
+/* rs's rows of a STORE, ADD or AXPY cuq_multi: its weights one after the
+ * other (see CqRows). */
+static void cq_rows_of(const struct cuq_multi *m, size_t row_bytes, CqRows &rs)
+{
+    int64_t end = 0;
+    for (int i = 0; i < 3; i++) {
+        if (i < m->n_w) {
+            rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)end * row_bytes);
+            rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)end * sizeof(float));
+            if (m->b[i])
+                rs.b[i] = (const float *)((uintptr_t)m->b[i] - (uintptr_t)end * sizeof(float));
+            rs.ldy[i] = m->n_rows[i];
+            end += m->n_rows[i];
+        }
+        rs.end[i] = end;
+    }
+}
+
+/* m's folded norm into rs; false where the kernels cannot fold it. */
+static bool cq_rows_norm(const struct cuq_multi *m, int64_t n_cols, const float *x, CqRows &rs)
+{
+    const struct cuq_norm *nm = m->norm;
+    if (!nm) return true;
+    if (nm->y != x || !cq_aligned(nm->x, 16) || !cq_aligned(nm->w, 16) || n_cols % 4 != 0)
+        return false;
+    rs.nx = nm->x;
+    rs.nw = nm->w;
+    rs.ny = nm->y;
+    rs.eps = nm->eps;
+    return true;
+}
+
 /* cuq_matvec_multi for type T; m checked but for the alignment. */
 template <class T>
 static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_bytes, int64_t n_cols,
@@ -3201,18 +3281,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         rs.estride = m->estride;
         rs.p0 = m->ids_from;
     } else {
-        int64_t end = 0;
-        for (int i = 0; i < 3; i++) {
-            if (i < m->n_w) { /* see CqRows */
-                rs.w[i] = (const uint8_t *)((uintptr_t)m->w[i] - (uintptr_t)end * row_bytes);
-                rs.y[i] = (float *)((uintptr_t)m->y[i] - (uintptr_t)end * sizeof(float));
-                if (m->b[i])
-                    rs.b[i] = (const float *)((uintptr_t)m->b[i] - (uintptr_t)end * sizeof(float));
-                rs.ldy[i] = m->n_rows[i];
-                end += m->n_rows[i];
-            }
-            rs.end[i] = end;
-        }
+        cq_rows_of(m, row_bytes, rs);
     }
     rs.ep = m->ep;
     rs.alpha = m->alpha;
@@ -3221,17 +3290,96 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     rs.mgate = m->moe_gate;
     rs.mids = m->moe_ids;
     rs.mk = m->moe_k;
-    if (m->norm) {
-        const struct cuq_norm *nm = m->norm;
-        if (nm->y != x || !cq_aligned(nm->x, 16) || !cq_aligned(nm->w, 16) || n_cols % 4 != 0)
-            return cudaErrorNotSupported;
-        rs.nx = nm->x;
-        rs.nw = nm->w;
-        rs.ny = nm->y;
-        rs.eps = nm->eps;
-    }
+    if (!cq_rows_norm(m, n_cols, x, rs)) return cudaErrorNotSupported;
     const int64_t n_rows = swiglu ? 2 * rs.np * rs.pr : diag ? rs.np * rs.pr : rs.end[2];
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
+}
+
+/* cuq_matvec_pair for types T1 and T2 (m1 and m2 checked as
+ * cuq_matvec_pair says, but for their types and alignment). */
+template <class T1, class T2>
+static cudaError_t cq_matvec_pair_type(const struct cuq_multi *m1, size_t row_bytes1,
+                                       const struct cuq_multi *m2, size_t row_bytes2,
+                                       int64_t n_cols, const float *x, cudaStream_t s, bool early)
+{
+    if constexpr (!CqI8<T1>::Q8K || !CqI8<T2>::Q8K) {
+        return cudaErrorNotSupported;
+    } else {
+        if (n_cols % T1::BS != 0 || n_cols % T2::BS != 0 || !cq_staged_on())
+            return cudaErrorNotSupported;
+        for (int i = 0; i < m1->n_w; i++)
+            if (cq_multi_check<T1>(m1->w[i], row_bytes1, n_cols, x, 0) != cudaSuccess)
+                return cudaErrorNotSupported;
+        for (int i = 0; i < m2->n_w; i++)
+            if (cq_multi_check<T2>(m2->w[i], row_bytes2, n_cols, x, 0) != cudaSuccess)
+                return cudaErrorNotSupported;
+        CqRows rs1 = {}, rs2 = {};
+        cq_rows_of(m1, row_bytes1, rs1);
+        cq_rows_of(m2, row_bytes2, rs2);
+        rs1.ep = rs2.ep = CUQ_EP_STORE;
+        if (!cq_rows_norm(m1, n_cols, x, rs1) || !cq_rows_norm(m2, n_cols, x, rs2))
+            return cudaErrorNotSupported;
+        const int64_t n1 = rs1.end[2], n2 = rs2.end[2];
+        constexpr int R1 = CqShape<T1, 1>::R, R2 = CqShape<T2, 1>::R;
+        const CqDev dev = cq_dev();
+        const int smem_max = cq_smem_max(dev);
+        /* each share's x (Q8_K, the norm folded at the end) and then its ring */
+        const int64_t ring1 = (cq_i8_smem<T1>(n_cols, 1) + 15) & ~(int64_t)15;
+        const int64_t ring2 = (cq_i8_smem<T2>(n_cols, 1) + 15) & ~(int64_t)15;
+        const int64_t end1 = ring1 + cq_i8s_ring_bytes<T1, R1>();
+        const int64_t end2 = ring2 + cq_i8s_ring_bytes<T2, R2>();
+        const int64_t smem = end1 > end2 ? end1 : end2;
+        if (smem > smem_max) return cudaErrorNotSupported;
+        const bool norm = rs1.nx != NULL;
+        auto kern = norm ? cq_matvec_i8s_pair_kernel<T1, R1, T2, R2, true>
+                         : cq_matvec_i8s_pair_kernel<T1, R1, T2, R2, false>;
+        static std::atomic<int> occ_regs[2][64];
+        const int occ = cq_occupancy(kern, occ_regs[norm], true, (size_t)smem,
+                                     sizeof(float) * CQ_WARPS * (R1 + R2), dev, smem_max);
+        if (occ < 2) return cudaErrorNotSupported;
+        /* the CTAs that fit at once, shared so that the CTA with the most
+         * bytes has the fewest (whole tiles: a share's CTAs get within one
+         * tile of each other), then with the fewest CTAs (each quantizes x):
+         * on an H100 the llama-3-8b shape's q and k (Q4_K, 320 tiles) take
+         * 160 CTAs, two tiles each, v (Q6_K) 64 of one tile */
+        const int64_t slots = (int64_t)occ * dev.sms;
+        /* the last shapes' choice kept (a model's layers repeat a few) */
+        struct choice {
+            int64_t n1, n2, n_cols, slots;
+            int ks1, ks2;
+            unsigned g1, g2;
+        };
+        static thread_local choice kept[4];
+        static thread_local int next;
+        choice *c = NULL;
+        for (choice &k : kept)
+            if (k.n1 == n1 && k.n2 == n2 && k.n_cols == n_cols && k.slots == slots) c = &k;
+        if (!c) {
+            c = &kept[next];
+            next = (next + 1) % 4;
+            *c = {n1, n2, n_cols, slots, 0, 0, 1, 1};
+            int64_t best = INT64_MAX;
+            for (int64_t c2 = 1; c2 < slots; c2++) {
+                int k1, k2;
+                unsigned h1, h2;
+                const int64_t t1 = cq_split_bytes<T1, R1, CqStage<T1>::M>(n1, n_cols, row_bytes1,
+                                                                         slots - c2, k1, h1);
+                const int64_t t2 =
+                    cq_split_bytes<T2, R2, CqStage<T2>::M>(n2, n_cols, row_bytes2, c2, k2, h2);
+                const int64_t t = t1 > t2 ? t1 : t2;
+                if (t < best || (t == best && h1 + h2 < c->g1 + c->g2)) {
+                    best = t;
+                    c->ks1 = k1, c->ks2 = k2, c->g1 = h1, c->g2 = h2;
+                }
+            }
+        }
+        const int ks1 = c->ks1, ks2 = c->ks2;
+        const unsigned g1 = c->g1, g2 = c->g2;
+        pdl_launch(kern, dim3(g1 + g2), CQ_THREADS, (size_t)smem, s, early, rs1, rs2, row_bytes1,
+                   row_bytes2, n1, n2, n_cols, x, ks1, ks2, (int)ring1, (int)ring2, g1,
+                   cq_l2_first_on());
+        return cudaGetLastError();
+    }
 }
 
 /* cuq_group's launch of cq_group_i8_kernel<T, SWIGLU>: each chunk's tiles
@@ -3428,6 +3576,29 @@ extern "C" cudaError_t cuq_matvec_multi(uint32_t type, const struct cuq_multi *m
             if (m->b[i]) return cudaErrorNotSupported;
     if (rows == 0 || n_tok == 0) return cudaSuccess;
     CQ_DISPATCH(type, cq_matvec_multi_type, m, row_bytes, n_cols, x, n_tok, s, early)
+}
+
+extern "C" cudaError_t cuq_matvec_pair(uint32_t type1, const struct cuq_multi *m1,
+                                       size_t row_bytes1, uint32_t type2,
+                                       const struct cuq_multi *m2, size_t row_bytes2,
+                                       int64_t n_cols, const float *x, cudaStream_t s, bool early)
+{
+    if (!m1 || !m2 || n_cols <= 0) return cudaErrorInvalidValue;
+    for (const struct cuq_multi *m : {m1, m2}) {
+        if (m->ep != CUQ_EP_STORE || m->n_w < 1 || m->n_w > 3 || m->ids) return cudaErrorNotSupported;
+        for (int i = 0; i < m->n_w; i++)
+            if (m->n_rows[i] <= 0) return cudaErrorNotSupported;
+    }
+    if (m1->norm != m2->norm) return cudaErrorNotSupported;
+    if (type1 == CQ_Q4_K && type2 == CQ_Q6_K)
+        return cq_matvec_pair_type<TQ4_K, TQ6_K>(m1, row_bytes1, m2, row_bytes2, n_cols, x, s,
+                                                 early);
+    if (type1 == CQ_Q5_K && type2 == CQ_Q6_K)
+        return cq_matvec_pair_type<TQ5_K, TQ6_K>(m1, row_bytes1, m2, row_bytes2, n_cols, x, s,
+                                                 early);
+    if (type1 == CQ_Q6_K && (type2 == CQ_Q4_K || type2 == CQ_Q5_K)) /* the same, in that order */
+        return cuq_matvec_pair(type2, m2, row_bytes2, type1, m1, row_bytes1, n_cols, x, s, early);
+    return cudaErrorNotSupported;
 }
 
 extern "C" bool cuq_multi_supports(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
