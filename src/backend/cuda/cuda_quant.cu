@@ -3295,6 +3295,50 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
 
+/* The slots CTAs that fit at once shared between a pair launch's n1 rows
+ * of T1 and n2 rows of T2 (their splits and grids given back): so that the
+ * CTA with the most bytes has the fewest (whole tiles: a share's CTAs get
+ * within one tile of each other), then so that the fewest CTAs run (each
+ * quantizes x). On an H100 the llama-3-8b shape's q and k (Q4_K, 320 tiles)
+ * take 160 CTAs, two tiles each, and v (Q6_K) 64 of one tile. The last
+ * shapes' choices are kept (a model's layers repeat a few). */
+template <class T1, int R1, class T2, int R2>
+static void cq_pair_split(int64_t n1, int64_t n2, int64_t n_cols, size_t row_bytes1,
+                          size_t row_bytes2, int64_t slots, int &ks1, int &ks2, unsigned &g1,
+                          unsigned &g2)
+{
+    struct choice {
+        int64_t n1, n2, n_cols, slots;
+        int ks1, ks2;
+        unsigned g1, g2;
+    };
+    static thread_local choice kept[4];
+    static thread_local int next;
+    choice *c = NULL;
+    for (choice &k : kept)
+        if (k.n1 == n1 && k.n2 == n2 && k.n_cols == n_cols && k.slots == slots) c = &k;
+    if (!c) {
+        c = &kept[next];
+        next = (next + 1) % 4;
+        *c = {n1, n2, n_cols, slots, 0, 0, 1, 1};
+        int64_t best = INT64_MAX;
+        for (int64_t c2 = 1; c2 < slots; c2++) {
+            int k1, k2;
+            unsigned h1, h2;
+            const int64_t t1 = cq_split_bytes<T1, R1, CqStage<T1>::M>(n1, n_cols, row_bytes1,
+                                                                     slots - c2, k1, h1);
+            const int64_t t2 =
+                cq_split_bytes<T2, R2, CqStage<T2>::M>(n2, n_cols, row_bytes2, c2, k2, h2);
+            const int64_t t = t1 > t2 ? t1 : t2;
+            if (t < best || (t == best && h1 + h2 < c->g1 + c->g2)) {
+                best = t;
+                c->ks1 = k1, c->ks2 = k2, c->g1 = h1, c->g2 = h2;
+            }
+        }
+    }
+    ks1 = c->ks1, ks2 = c->ks2, g1 = c->g1, g2 = c->g2;
+}
+
 /* cuq_matvec_pair for types T1 and T2 (m1 and m2 checked as
  * cuq_matvec_pair says, but for their types and alignment). */
 template <class T1, class T2>
@@ -3337,44 +3381,10 @@ static cudaError_t cq_matvec_pair_type(const struct cuq_multi *m1, size_t row_by
         const int occ = cq_occupancy(kern, occ_regs[norm], true, (size_t)smem,
                                      sizeof(float) * CQ_WARPS * (R1 + R2), dev, smem_max);
         if (occ < 2) return cudaErrorNotSupported;
-        /* the CTAs that fit at once, shared so that the CTA with the most
-         * bytes has the fewest (whole tiles: a share's CTAs get within one
-         * tile of each other), then with the fewest CTAs (each quantizes x):
-         * on an H100 the llama-3-8b shape's q and k (Q4_K, 320 tiles) take
-         * 160 CTAs, two tiles each, v (Q6_K) 64 of one tile */
-        const int64_t slots = (int64_t)occ * dev.sms;
-        /* the last shapes' choice kept (a model's layers repeat a few) */
-        struct choice {
-            int64_t n1, n2, n_cols, slots;
-            int ks1, ks2;
-            unsigned g1, g2;
-        };
-        static thread_local choice kept[4];
-        static thread_local int next;
-        choice *c = NULL;
-        for (choice &k : kept)
-            if (k.n1 == n1 && k.n2 == n2 && k.n_cols == n_cols && k.slots == slots) c = &k;
-        if (!c) {
-            c = &kept[next];
-            next = (next + 1) % 4;
-            *c = {n1, n2, n_cols, slots, 0, 0, 1, 1};
-            int64_t best = INT64_MAX;
-            for (int64_t c2 = 1; c2 < slots; c2++) {
-                int k1, k2;
-                unsigned h1, h2;
-                const int64_t t1 = cq_split_bytes<T1, R1, CqStage<T1>::M>(n1, n_cols, row_bytes1,
-                                                                         slots - c2, k1, h1);
-                const int64_t t2 =
-                    cq_split_bytes<T2, R2, CqStage<T2>::M>(n2, n_cols, row_bytes2, c2, k2, h2);
-                const int64_t t = t1 > t2 ? t1 : t2;
-                if (t < best || (t == best && h1 + h2 < c->g1 + c->g2)) {
-                    best = t;
-                    c->ks1 = k1, c->ks2 = k2, c->g1 = h1, c->g2 = h2;
-                }
-            }
-        }
-        const int ks1 = c->ks1, ks2 = c->ks2;
-        const unsigned g1 = c->g1, g2 = c->g2;
+        int ks1, ks2;
+        unsigned g1, g2;
+        cq_pair_split<T1, R1, T2, R2>(n1, n2, n_cols, row_bytes1, row_bytes2,
+                                      (int64_t)occ * dev.sms, ks1, ks2, g1, g2);
         pdl_launch(kern, dim3(g1 + g2), CQ_THREADS, (size_t)smem, s, early, rs1, rs2, row_bytes1,
                    row_bytes2, n1, n2, n_cols, x, ks1, ks2, (int)ring1, (int)ring2, g1,
                    cq_l2_first_on());
