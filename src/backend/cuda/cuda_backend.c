@@ -1200,6 +1200,14 @@ static void warm_gemms(struct cuda_backend *cb, enum gemm_kind kind, const uint8
 
 /* ---- weight products ---------------------------------------------------- */
 
+/* Whether the next one-token product may launch early (during the previous
+ * kernel's tail): not while it reads held VRAM cache entries, whose copies
+ * are waited for on the stream. */
+static bool products_early(const struct cuda_backend *cb)
+{
+    return cb->pdl && !cb->wc_held;
+}
+
 /* y[t][r0 + r] (row stride ldy) for the n_rows rows of a weight in device
  * memory at w. x16_ready: x has already been converted to binary16 in
  * cb->x16 by this call (prompt batches only). */
@@ -1210,7 +1218,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
     if (cb->err || n_rows <= 0) return;
     if (n_tok <= CUQ_MATVEC_MAX_TOK) {
         CK(cuq_matvec(type, w, row_bytes, n_rows, n_cols, x, n_tok, y, ldy, cb->st,
-                      in_place && cb->pdl && !cb->wc_held));
+                      in_place && products_early(cb)));
         return;
     }
     const enum gemm_kind kind = gemm_kind_of(type);
@@ -1853,9 +1861,7 @@ static cudaError_t matvec_multi(struct cuda_backend *cb, uint32_t type, struct c
 {
     m->norm = norm_pending_for(cb, x, n_tok, n_cols) ? &cb->pn.nm : NULL;
     if (!m->norm) norm_flush(cb);
-    /* not early while it reads held VRAM cache entries: their copies are
-     * waited for on the stream */
-    const bool early = cb->pdl && !cb->wc_held;
+    const bool early = products_early(cb);
     cudaError_t e = cuq_matvec_multi(type, m, row_bytes, n_cols, x, n_tok, cb->st, early);
     if (e == cudaErrorNotSupported && m->norm) {
         norm_flush(cb);
@@ -2254,7 +2260,7 @@ static bool pair_op(struct cuda_backend *cb, const struct backend_weight *ws, in
     m[0].norm = m[1].norm = fold ? &cb->pn.nm : NULL;
     if (!fold) norm_flush(cb);
     const int pi = prof_begin(cb);
-    const bool early = cb->pdl && !cb->wc_held;
+    const bool early = products_early(cb);
     const cudaError_t e = cuq_matvec_pair(w0[0]->type, &m[0], w0[0]->row_bytes, w0[1]->type, &m[1],
                                           w0[1]->row_bytes, ws[0].n_cols, x, cb->st, early);
     if (e == cudaErrorNotSupported) {

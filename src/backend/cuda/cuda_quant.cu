@@ -3072,14 +3072,22 @@ static bool cq_l2_first_on()
     return on;
 }
 
+/* The staged kernel's shared bytes for T with smem8 bytes of x: x, then
+ * its ring from the next 16-byte boundary (*ring_off). */
+template <class T> static int64_t cq_i8s_smem(int64_t smem8, int64_t *ring_off)
+{
+    *ring_off = (smem8 + 15) & ~(int64_t)15;
+    return *ring_off + cq_i8s_ring_bytes<T, CqShape<T, 1>::R>();
+}
+
 template <class T, bool NORM>
 static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                  int64_t n_cols, const float *x, int64_t smem8, const CqDev &dev,
                                  int smem_max, cudaStream_t s, bool early)
 {
     constexpr int R = CqShape<T, 1>::R;
-    const int64_t ring_off = (smem8 + 15) & ~(int64_t)15;
-    const int64_t smem = ring_off + cq_i8s_ring_bytes<T, R>();
+    int64_t ring_off;
+    const int64_t smem = cq_i8s_smem<T>(smem8, &ring_off);
     if (!cq_staged_on() || smem > smem_max) return false;
     static std::atomic<int> occ_regs[64];
     const int occ = cq_occupancy(cq_matvec_i8s_kernel<T, R, NORM>, occ_regs, true, (size_t)smem,
@@ -3368,10 +3376,9 @@ static cudaError_t cq_matvec_pair_type(const struct cuq_multi *m1, size_t row_by
         const CqDev dev = cq_dev();
         const int smem_max = cq_smem_max(dev);
         /* each share's x (Q8_K, the norm folded at the end) and then its ring */
-        const int64_t ring1 = (cq_i8_smem<T1>(n_cols, 1) + 15) & ~(int64_t)15;
-        const int64_t ring2 = (cq_i8_smem<T2>(n_cols, 1) + 15) & ~(int64_t)15;
-        const int64_t end1 = ring1 + cq_i8s_ring_bytes<T1, R1>();
-        const int64_t end2 = ring2 + cq_i8s_ring_bytes<T2, R2>();
+        int64_t ring1, ring2;
+        const int64_t end1 = cq_i8s_smem<T1>(cq_i8_smem<T1>(n_cols, 1), &ring1);
+        const int64_t end2 = cq_i8s_smem<T2>(cq_i8_smem<T2>(n_cols, 1), &ring2);
         const int64_t smem = end1 > end2 ? end1 : end2;
         if (smem > smem_max) return cudaErrorNotSupported;
         const bool norm = rs1.nx != NULL;
