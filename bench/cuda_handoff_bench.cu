@@ -1,0 +1,264 @@
+/*
+ * cuda_handoff_bench: the round trip of one token's handoffs between the
+ * CPU and the GPU in partial decode, by way of doing them. The host stores a
+ * flag into pinned memory (the CPU's rows are done); the GPU, waiting at it
+ * already, takes the rows up (n floats read across PCIe) and sends n floats
+ * back down (the activations the CPU needs next); the host spins until they
+ * have arrived. The time from the store to the arrival, median and 90th
+ * percentile of --reps trips, for each way of doing both halves:
+ *
+ *   stream:  cuk_wait_copy on the compute stream, then the host waits for
+ *            that stream (no way down: the floor of a wait and a sync);
+ *   main:    cuk_wait_copy, then as the backend sends activations down: an
+ *            event, a second stream waiting for it, cuk_copy_rows into
+ *            pinned memory on that stream, the host waiting for that stream;
+ *   put:     cuk_wait_copy, then a kernel on the same stream writing the n
+ *            floats into pinned memory and then a flag the host polls;
+ *   fused:   one kernel: one thread polls the host's flag, the block reads
+ *            the rows, writes them down and stores the host's flag.
+ *
+ * Each once with PCIe idle and once with host-to-device copies of 8 MiB
+ * pieces kept queued on a third stream (as partial decode copies weights
+ * while the CPU computes its rows). Prints a Markdown table. Exits 0
+ * without a CUDA device (nothing measured).
+ *
+ *   cuda_handoff_bench [--n 4096] [--reps 2000] [--ways stream,main,put,fused]
+ */
+#include <algorithm>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <vector>
+
+#define CUDA_BENCH_NAME "cuda_handoff_bench"
+#include "cuda_bench.h"
+
+#include "backend/cuda/cuda_kernels.h"
+
+#define BULK_PIECE (8u << 20)
+#define BULK_DEPTH 3
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* n floats of x into host memory h, then value into *flag once they are
+ * visible to the host. */
+__global__ static void k_put(const float *x, int64_t n, float *h, uint32_t *flag, uint32_t value)
+{
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) h[i] = x[i];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence_system();
+        asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(flag), "r"(value) : "memory");
+    }
+}
+
+/* Until *flag reaches value (thread 0 polls), then n floats of rows (host
+ * memory) into y and down into h, then value into *done. One block. */
+__global__ static void k_fused(const float *rows, int64_t n, float *y, float *h,
+                               const uint32_t *flag, uint32_t *done, uint32_t value)
+{
+    if (threadIdx.x == 0)
+        for (;;) {
+            uint32_t v;
+            asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+            if ((int32_t)(v - value) >= 0) break;
+            __nanosleep(128);
+        }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = rows[i];
+        y[i] = v;
+        h[i] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence_system();
+        asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(done), "r"(value) : "memory");
+    }
+}
+
+enum way { WAY_STREAM, WAY_MAIN, WAY_PUT, WAY_FUSED, N_WAYS };
+static const char *const way_name[N_WAYS] = {"stream", "main", "put", "fused"};
+
+struct bench {
+    int64_t n;
+    cudaStream_t st, dl, cp;
+    cudaEvent_t ready;
+    float *rows, *hx;      /* pinned: the CPU's rows, the activations down */
+    uint32_t *flag, *done; /* pinned */
+    float *y;              /* device */
+    uint32_t *dflag;       /* device */
+    uint32_t seq;
+    /* the background copies */
+    void *bulk_h, *bulk_d;
+    cudaEvent_t bulk_ev[BULK_DEPTH];
+    bool bulk_on[BULK_DEPTH];
+};
+
+/* Keeps BULK_DEPTH pieces queued on cp. */
+static void bulk_feed(struct bench *b)
+{
+    for (int i = 0; i < BULK_DEPTH; i++) {
+        if (b->bulk_on[i]) {
+            const cudaError_t q = cudaEventQuery(b->bulk_ev[i]);
+            if (q == cudaErrorNotReady) continue;
+            CK(q);
+        }
+        CK(cudaMemcpyAsync((uint8_t *)b->bulk_d + (size_t)i * BULK_PIECE,
+                           (uint8_t *)b->bulk_h + (size_t)i * BULK_PIECE, BULK_PIECE,
+                           cudaMemcpyHostToDevice, b->cp));
+        CK(cudaEventRecord(b->bulk_ev[i], b->cp));
+        b->bulk_on[i] = true;
+    }
+}
+
+/* One round trip the given way; ns from the flag's store to the arrival. */
+static int64_t trip(struct bench *b, enum way w, bool bulk)
+{
+    const uint32_t seq = ++b->seq;
+    switch (w) {
+    case WAY_STREAM:
+        CK(cuk_wait_copy(b->y, b->rows, b->n, b->flag, b->dflag, seq, b->st));
+        break;
+    case WAY_MAIN:
+        CK(cuk_wait_copy(b->y, b->rows, b->n, b->flag, b->dflag, seq, b->st));
+        CK(cudaEventRecord(b->ready, b->st));
+        CK(cudaStreamWaitEvent(b->dl, b->ready, 0));
+        CK(cuk_copy_rows(b->hx, b->n, b->y, b->n, b->n, 1, b->dl));
+        break;
+    case WAY_PUT:
+        CK(cuk_wait_copy(b->y, b->rows, b->n, b->flag, b->dflag, seq, b->st));
+        k_put<<<1, 1024, 0, b->st>>>(b->y, b->n, b->hx, b->done, seq);
+        CK(cudaGetLastError());
+        break;
+    case WAY_FUSED:
+        k_fused<<<1, 1024, 0, b->st>>>(b->rows, b->n, b->y, b->hx, b->flag, b->done, seq);
+        CK(cudaGetLastError());
+        break;
+    default:
+        break;
+    }
+    /* the GPU is waiting at the flag by now, as in decode */
+    const int64_t t_wait = now_ns() + 30000;
+    while (now_ns() < t_wait)
+        if (bulk) bulk_feed(b);
+    for (int64_t i = 0; i < b->n; i++) b->rows[i] = (float)(seq + i);
+    const int64_t t0 = now_ns();
+    __atomic_store_n(b->flag, seq, __ATOMIC_RELEASE);
+    int64_t t1;
+    for (;;) {
+        if (w == WAY_PUT || w == WAY_FUSED) {
+            if ((int32_t)(__atomic_load_n(b->done, __ATOMIC_ACQUIRE) - seq) >= 0) break;
+        } else {
+            const cudaError_t q = cudaStreamQuery(w == WAY_MAIN ? b->dl : b->st);
+            if (q != cudaErrorNotReady) {
+                CK(q);
+                break;
+            }
+        }
+        if ((t1 = now_ns()) - t0 > 2000000000) {
+            fprintf(stderr,
+                    "cuda_handoff_bench: %s: no arrival 2 s after the flag (trip %u; done %u; "
+                    "compute stream %s)\n",
+                    way_name[w], seq, __atomic_load_n(b->done, __ATOMIC_ACQUIRE),
+                    cudaGetErrorString(cudaStreamQuery(b->st)));
+            exit(1);
+        }
+    }
+    t1 = now_ns();
+    if (w != WAY_STREAM && b->hx[b->n - 1] != (float)(seq + b->n - 1)) {
+        fprintf(stderr, "cuda_handoff_bench: %s: the rows came back wrong\n", way_name[w]);
+        exit(1);
+    }
+    CK(cudaStreamSynchronize(b->st));
+    CK(cudaStreamSynchronize(b->dl));
+    return t1 - t0;
+}
+
+int main(int argc, char **argv)
+{
+    int64_t n = 4096, reps = 2000;
+    bool on[N_WAYS] = {true, true, true, true};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--n") && i + 1 < argc) {
+            n = arg_int("--n", argv[++i], 1, 1 << 20);
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            reps = arg_int("--reps", argv[++i], 10, 1000000);
+        } else if (!strcmp(argv[i], "--ways") && i + 1 < argc) {
+            const char *list = argv[++i];
+            memset(on, 0, sizeof on);
+            for (const char *p = list; *p;) {
+                const size_t len = strcspn(p, ",");
+                int w = 0;
+                while (w < N_WAYS && (strlen(way_name[w]) != len || strncmp(p, way_name[w], len)))
+                    w++;
+                if (w == N_WAYS) {
+                    fprintf(stderr,
+                            "cuda_handoff_bench: --ways: '%.*s' is not one of stream, "
+                            "main, put, fused\n",
+                            (int)len, p);
+                    return 2;
+                }
+                on[w] = true;
+                p += len + (p[len] == ',');
+            }
+        } else {
+            fprintf(stderr, "usage: cuda_handoff_bench [--n 4096] [--reps 2000] "
+                            "[--ways stream,main,put,fused]\n");
+            return 2;
+        }
+    }
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+        printf("cuda_handoff_bench: no CUDA device: nothing measured\n");
+        return 0;
+    }
+    struct bench b = {};
+    b.n = n;
+    CK(cudaStreamCreateWithFlags(&b.st, cudaStreamNonBlocking));
+    CK(cudaStreamCreateWithFlags(&b.dl, cudaStreamNonBlocking));
+    CK(cudaStreamCreateWithFlags(&b.cp, cudaStreamNonBlocking));
+    CK(cudaEventCreateWithFlags(&b.ready, cudaEventDisableTiming));
+    CK(cudaMallocHost((void **)&b.rows, (size_t)n * sizeof(float)));
+    CK(cudaMallocHost((void **)&b.hx, (size_t)n * sizeof(float)));
+    CK(cudaMallocHost((void **)&b.flag, 64));
+    CK(cudaMallocHost((void **)&b.done, 64));
+    memset(b.flag, 0, 64);
+    memset(b.done, 0, 64);
+    CK(cudaMalloc((void **)&b.y, (size_t)n * sizeof(float)));
+    CK(cudaMalloc((void **)&b.dflag, 64));
+    CK(cudaMemset(b.dflag, 0, 64));
+    CK(cudaMallocHost(&b.bulk_h, (size_t)BULK_DEPTH * BULK_PIECE));
+    CK(cudaMalloc(&b.bulk_d, (size_t)BULK_DEPTH * BULK_PIECE));
+    memset(b.bulk_h, 1, (size_t)BULK_DEPTH * BULK_PIECE);
+    for (int i = 0; i < BULK_DEPTH; i++)
+        CK(cudaEventCreateWithFlags(&b.bulk_ev[i], cudaEventDisableTiming));
+
+    /* the bench's kernels loaded now: loaded at a first launch behind a
+     * kernel that waits for the host, the launch would wait for that kernel,
+     * which waits for this thread */
+    cudaFuncAttributes fa;
+    CK(cudaFuncGetAttributes(&fa, k_put));
+    CK(cudaFuncGetAttributes(&fa, k_fused));
+    printf("| way | PCIe | median us | p90 us |\n| --- | --- | ---: | ---: |\n");
+    for (int bulk = 0; bulk < 2; bulk++)
+        for (int w = 0; w < N_WAYS; w++) {
+            if (!on[w]) continue;
+            std::vector<int64_t> t((size_t)reps);
+            for (int i = 0; i < 20; i++) trip(&b, (enum way)w, bulk);
+            for (int64_t i = 0; i < reps; i++) t[(size_t)i] = trip(&b, (enum way)w, bulk);
+            std::sort(t.begin(), t.end());
+            printf("| %s | %s | %.1f | %.1f |\n", way_name[w],
+                   bulk ? "host-to-device copies beside" : "idle", 1e-3 * t[(size_t)reps / 2],
+                   1e-3 * t[(size_t)(reps * 9 / 10)]);
+            fflush(stdout);
+        }
+    CK(cudaStreamSynchronize(b.cp));
+    return 0;
+}
