@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_bench.h"
+
 #include "backend/cpu/cpu_backend.h"
 #include "core/rng.h"
 #include "core/timing.h"
@@ -25,9 +27,10 @@
 
 #define MAX_THREADS 64
 
-static const uint32_t all_types[] = {HY_TYPE_Q4_0, HY_TYPE_Q4_1, HY_TYPE_Q5_0, HY_TYPE_Q5_1, HY_TYPE_Q8_0,
-                                     HY_TYPE_Q2_K, HY_TYPE_Q3_K, HY_TYPE_Q4_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K,
-                                     HY_TYPE_F16,  HY_TYPE_BF16, HY_TYPE_F32};
+static const uint32_t all_types[] = {HY_TYPE_Q4_0, HY_TYPE_Q4_1, HY_TYPE_Q5_0, HY_TYPE_Q5_1,
+                                     HY_TYPE_Q8_0, HY_TYPE_Q2_K, HY_TYPE_Q3_K, HY_TYPE_Q4_K,
+                                     HY_TYPE_Q5_K, HY_TYPE_Q6_K, HY_TYPE_F16,  HY_TYPE_BF16,
+                                     HY_TYPE_F32};
 
 int main(int argc, char **argv)
 {
@@ -52,7 +55,8 @@ int main(int argc, char **argv)
             n_threads = 0;
             char buf[128];
             snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t && n_threads < 8; t = strtok(NULL, ",")) threads[n_threads++] = atoi(t);
+            for (char *t = strtok(buf, ","); t && n_threads < 8; t = strtok(NULL, ","))
+                threads[n_threads++] = atoi(t);
             i++;
         } else if (!strcmp(argv[i], "--types") && v) {
             char buf[256];
@@ -67,7 +71,8 @@ int main(int argc, char **argv)
             }
             i++;
         } else {
-            fprintf(stderr, "usage: matvec_bench [--mib N (256)] [--cols N (4096)] [--threads 1,2] [--reps N (5)] "
+            fprintf(stderr, "usage: matvec_bench [--mib N (256)] [--cols N (4096)] [--threads 1,2] "
+                            "[--reps N (5)] "
                             "[--types q4_k,q8_0,...]\n");
             return 2;
         }
@@ -82,15 +87,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!any)
-        for (size_t k = 0; k < sizeof(all_types) / sizeof(all_types[0]); k++) want[all_types[k]] = true;
+        for (size_t k = 0; k < sizeof(all_types) / sizeof(all_types[0]); k++)
+            want[all_types[k]] = true;
 
-    const size_t mem_n = (size_t)512 << 20 >> 2;
-    float *mem = malloc(mem_n * sizeof(float));
-    if (!mem) return 1;
-    for (size_t i = 0; i < mem_n; i++) mem[i] = (float)(i & 1023);
     double mem_bw[8];
-    for (int t = 0; t < n_threads; t++) mem_bw[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
-    free(mem);
+    if (!mem_read_rates(threads, n_threads, mem_bw)) return 1;
 
     struct backend *be[8];
     for (int t = 0; t < n_threads; t++) {
@@ -102,8 +103,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("matrix-vector product, %lld columns, %.0f MiB of weights, kernels %s\n\n", (long long)cols, mib,
-           cpu_backend_kernels(be[0]));
+    printf("matrix-vector product, %lld columns, %.0f MiB of weights, kernels %s\n\n",
+           (long long)cols, mib, cpu_backend_kernels(be[0]));
     printf("| type |");
     for (int t = 0; t < n_threads; t++) printf(" %d thr GB/s | of mem BW |", threads[t]);
     printf("\n| --- |");
@@ -131,16 +132,19 @@ int main(int argc, char **argv)
             return 1;
         }
         quant_traits(type)->from_float(src, w, cols);
-        for (int64_t row = 1; row < rows; row++) memcpy(w + (uint64_t)row * row_bytes, w, row_bytes);
-        struct backend_weight bw = {w, type, cols, rows, (size_t)row_bytes, quant_type_name(type),
-                                    BACKEND_MEM_HOST, 0, false};
+        for (int64_t row = 1; row < rows; row++)
+            memcpy(w + (uint64_t)row * row_bytes, w, row_bytes);
+        struct backend_weight bw = {
+            w, type, cols, rows, (size_t)row_bytes, quant_type_name(type), BACKEND_MEM_HOST,
+            0, false};
         printf("| %s |", quant_type_name(type));
         for (int t = 0; t < n_threads; t++) {
             double best = 0;
             for (int rep = 0; rep < reps; rep++) {
                 const int64_t t0 = timing_now_us();
                 backend_matmul(be[t], &bw, x, 1, y);
-                const double gbs = (double)(row_bytes * (uint64_t)rows) / ((double)(timing_now_us() - t0) * 1e3);
+                const double gbs =
+                    (double)(row_bytes * (uint64_t)rows) / ((double)(timing_now_us() - t0) * 1e3);
                 if (gbs > best) best = gbs;
             }
             printf(" %.1f | %.0f%% |", best, 100.0 * best / mem_bw[t]);

@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_bench.h"
+
 #include "backend/cpu/cpu_backend.h"
 #include "core/rng.h"
 #include "core/timing.h"
@@ -47,21 +49,6 @@
 #include "quant/quant.h"
 
 #define MAX_LIST 8
-
-static int parse_list(const char *v, int *out)
-{
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", v);
-    int n = 0;
-    for (char *t = strtok(buf, ","); t && n < MAX_LIST; t = strtok(NULL, ",")) out[n++] = atoi(t);
-    return n;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
 
 /* A matrix of rows x cols of type, each row random values quantized. */
 static uint8_t *random_matrix(struct rng *r, uint32_t type, int64_t rows, int64_t cols, float *src)
@@ -113,9 +100,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--ff")) {
             F = atoll(v);
         } else if (!strcmp(argv[i], "--k")) {
-            n_k = parse_list(v, ks);
+            n_k = parse_list(v, ks, MAX_LIST);
         } else if (!strcmp(argv[i], "--threads")) {
-            n_threads = parse_list(v, threads);
+            n_threads = parse_list(v, threads, MAX_LIST);
         } else if (!strcmp(argv[i], "--mib")) {
             mib = atof(v);
         } else if (!strcmp(argv[i], "--chunk")) {
@@ -148,7 +135,8 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    const uint32_t bs_gu = quant_traits(t_gu)->block_size, bs_down = quant_traits(t_down)->block_size;
+    const uint32_t bs_gu = quant_traits(t_gu)->block_size,
+                   bs_down = quant_traits(t_down)->block_size;
     if (E <= 0 || F <= 0 || E % bs_gu || E % bs_down || F % bs_down || mib <= 0 || passes < 1 ||
         n_k < 1 || n_threads < 1 || gap_us < 0 || gap_us > 1000000 || n_distinct < 1 ||
         n_distinct > 64) {
@@ -177,13 +165,8 @@ int main(int argc, char **argv)
     int n_exp = (int)(mib * 1048576.0 / expert_bytes);
     if (n_exp < kmax) n_exp = kmax;
 
-    const size_t mem_n = (size_t)512 << 20 >> 2;
-    float *mem = malloc(mem_n * sizeof(float));
-    if (!mem) return 1;
-    for (size_t i = 0; i < mem_n; i++) mem[i] = (float)(i & 1023);
     double mem_bw[MAX_LIST];
-    for (int t = 0; t < n_threads; t++) mem_bw[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
-    free(mem);
+    if (!mem_read_rates(threads, n_threads, mem_bw)) return 1;
 
     struct rng r;
     rng_init(&r, 5);
@@ -210,11 +193,14 @@ int main(int argc, char **argv)
             return 1;
         }
         w[3 * e] = (struct backend_weight){g, t_gu, E, F, gu_rb, "gate", BACKEND_MEM_HOST, 0, true};
-        w[3 * e + 1] = (struct backend_weight){u, t_gu, E, F, gu_rb, "up", BACKEND_MEM_HOST, 0, true};
-        w[3 * e + 2] = (struct backend_weight){d, t_down, F, E, d_rb, "down", BACKEND_MEM_HOST, 0, true};
+        w[3 * e + 1] =
+            (struct backend_weight){u, t_gu, E, F, gu_rb, "up", BACKEND_MEM_HOST, 0, true};
+        w[3 * e + 2] =
+            (struct backend_weight){d, t_down, F, E, d_rb, "down", BACKEND_MEM_HOST, 0, true};
     }
     float *x = malloc(sizeof(float) * (size_t)E), *y = calloc((size_t)E, sizeof(float));
-    float *h = malloc(sizeof(float) * (size_t)(kmax * F)), *h2 = malloc(sizeof(float) * (size_t)(kmax * F));
+    float *h = malloc(sizeof(float) * (size_t)(kmax * F)),
+          *h2 = malloc(sizeof(float) * (size_t)(kmax * F));
     float *o = malloc(sizeof(float) * (size_t)(kmax * E)), alpha[BACKEND_MOE_MAX_K];
     int64_t *us = malloc(sizeof(int64_t) * (size_t)passes);
     int64_t *us_sum = malloc(sizeof(int64_t) * (size_t)passes);

@@ -27,17 +27,22 @@
 #include "core/timing.h"
 #include "quant/quant.h"
 
-/* moe_chunk_bytes: cpu_backend_opts' (0: the default) */
-static struct backend *make_backend_moe(int n_threads, bool portable, int64_t moe_chunk_bytes)
+static struct backend *make_backend_opts(const struct cpu_backend_opts *o)
 {
     struct backend *be = NULL;
-    struct cpu_backend_opts o = {
-        .n_threads = n_threads, .portable = portable, .moe_chunk_bytes = moe_chunk_bytes};
-    if (!CHECK_OK(cpu_backend_init(&o, &be))) exit(1);
+    if (!CHECK_OK(cpu_backend_init(o, &be))) exit(1);
     struct backend_limits lim = {
         .max_batch = 64, .max_ctx = 64, .max_head_dim = 128, .max_cols = 4096};
     if (!CHECK_OK(backend_reserve(be, &lim))) exit(1);
     return be;
+}
+
+/* moe_chunk_bytes: cpu_backend_opts' (0: the default) */
+static struct backend *make_backend_moe(int n_threads, bool portable, int64_t moe_chunk_bytes)
+{
+    struct cpu_backend_opts o = {
+        .n_threads = n_threads, .portable = portable, .moe_chunk_bytes = moe_chunk_bytes};
+    return make_backend_opts(&o);
 }
 
 static struct backend *make_backend(int n_threads, bool portable)
@@ -477,7 +482,8 @@ static uint32_t flag_wait(uint32_t *flag, uint32_t v)
  * a product of a pool's size and a small one, of F16 and K-quant weights (x
  * converted before the start; gate and up of one type, sharing x's
  * conversion, or of two), the rows handed out in chunks that end short of
- * the last. Where the pool has workers they complete a pass and store the
+ * the last (the backend's chunk count, and pass_chunks' 64 a thread). Where
+ * the pool has workers they complete a pass and store the
  * flag without a join (with none nothing runs before it); pass_wait returns
  * with every row; an op after a start joins it first. */
 static void test_matmul_start(void)
@@ -486,8 +492,12 @@ static void test_matmul_start(void)
     static const uint32_t types[] = {HY_TYPE_F16, HY_TYPE_Q4_K, HY_TYPE_Q6_K};
     struct rng r;
     rng_init(&r, 11);
-    for (int nt = 1; nt <= 3; nt += 2) {
-        struct backend *be = make_backend(nt, false);
+    for (int run = 0; run < 4; run++) {
+        /* 1 and 3 threads; the backend's chunks, then 64 a thread (16 rows
+         * each, the last of 1000 rows short) */
+        const int nt = run % 2 ? 3 : 1;
+        const struct cpu_backend_opts o = {.n_threads = nt, .pass_chunks = run < 2 ? 0 : 64};
+        struct backend *be = make_backend_opts(&o);
         for (size_t si = 0; si < HY_ARRAY_LEN(shapes); si++)
             for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
                 const int64_t rows = shapes[si][0], cols = shapes[si][1];
@@ -534,9 +544,10 @@ static void test_matmul_start(void)
                     const float *want = swiglu ? h0 : y0;
                     if (!CHECK_EQ_INT(memcmp(want, y1, sizeof(float) * (size_t)rows) != 0, 0))
                         fprintf(stderr,
-                                "  %s_start: types %u %u, %d threads, [%lld, %lld], way %d\n",
-                                swiglu ? "swiglu" : "matmul", types[ti], t2, nt, (long long)cols,
-                                (long long)rows, way % 3);
+                                "  %s_start: types %u %u, %d threads, %d chunks a thread, "
+                                "[%lld, %lld], way %d\n",
+                                swiglu ? "swiglu" : "matmul", types[ti], t2, nt, o.pass_chunks,
+                                (long long)cols, (long long)rows, way % 3);
                 }
                 free(data);
                 free(data2);

@@ -58,6 +58,7 @@ struct cpu_backend {
     struct backend_limits lim;
     bool portable;      /* reference quant kernels instead of the selected SIMD ones */
     int64_t moe_chunk_bytes; /* a pass's chunks' least bytes (MOE_CHUNK_BYTES) */
+    int pass_chunks;         /* a started product's chunks per thread (0: the matmul's) */
     void *act;          /* owned: activations converted to a vec_dot_type, [max_batch][row] */
     size_t act_bytes;
     /* owned, [n_threads][att_stride] floats: per attention worker, the scores
@@ -383,6 +384,10 @@ static void mm_pass_start(struct cpu_backend *cb, const struct backend_weight *w
         m->w[i] = w[i];
         struct matmul_task *t = &m->task[i];
         matmul_setup(cb, &m->w[i], x, 1, ys[i], t);
+        if (cb->pass_chunks > 0) {
+            const int64_t per = w[i].n_rows / ((int64_t)cb->n_threads * cb->pass_chunks);
+            t->chunk_rows = HY_MAX((int64_t)16, (per + 15) / 16 * 16);
+        }
         if (t->gemv && (n_w == 1 ? !gemv_choose(cb, &m->w[i], &m->timed) : gemv_off(cb, &m->w[i])))
             t->gemv = NULL;
         if (!t->from_float) continue; /* F32 weights read x as it is */
@@ -1229,6 +1234,7 @@ enum hy_status cpu_backend_init(const struct cpu_backend_opts *opts, struct back
     cb->n_threads = opts->n_threads;
     cb->portable = opts->portable;
     cb->moe_chunk_bytes = opts->moe_chunk_bytes > 0 ? opts->moe_chunk_bytes : MOE_CHUNK_BYTES;
+    cb->pass_chunks = opts->pass_chunks > 0 ? opts->pass_chunks : 0;
     cb->kernels = opts->portable ? "reference" : quant_isa_name(quant_isa_current());
     enum hy_status st = threadpool_init(opts->n_threads, &cb->pool);
     if (st) {

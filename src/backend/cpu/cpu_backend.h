@@ -30,6 +30,10 @@ struct cpu_backend_opts {
      * chunks of a product alone, as tests of the pass's many-chunk paths
      * want) */
     int64_t moe_chunk_bytes;
+    /* chunks per thread of a started one-token product's rows
+     * (cpu_backend_matmul_start, cpu_backend_swiglu_start; 0: the count
+     * backend_matmul takes; pass_bench measures others) */
+    int pass_chunks;
 };
 
 /* A new CPU backend (free with backend_free). Errors: HY_ERR_INVALID_ARG

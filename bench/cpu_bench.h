@@ -1,0 +1,45 @@
+/*
+ * What the CPU benchmark programs share: a comma-separated list of
+ * integers, int64_t order for qsort, and the plain memory read rate their
+ * tables print beside each thread count.
+ */
+#ifndef HY_BENCH_CPU_BENCH_H
+#define HY_BENCH_CPU_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hw/hw.h"
+
+/* Up to max integers of the comma-separated v into out; their count. */
+static inline int parse_list(const char *v, int *out, int max)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", v);
+    int n = 0;
+    for (char *t = strtok(buf, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = atoi(t);
+    return n;
+}
+
+static inline int cmp_i64(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* GB/s of a plain read of 512 MiB (past the last-level cache) with each of
+ * the n thread counts into gbs; false when the buffer cannot be had. */
+static inline bool mem_read_rates(const int *threads, int n, double *gbs)
+{
+    const size_t mem_n = (size_t)512 << 20 >> 2;
+    float *mem = malloc(mem_n * sizeof(float));
+    if (!mem) return false;
+    for (size_t i = 0; i < mem_n; i++) mem[i] = (float)(i & 1023);
+    for (int t = 0; t < n; t++) gbs[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
+    free(mem);
+    return true;
+}
+
+#endif
