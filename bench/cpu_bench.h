@@ -13,13 +13,19 @@
 
 #include "hw/hw.h"
 
-/* Up to max integers of the comma-separated v into out; their count. */
+/* Up to max integers of the comma-separated v into out; their count, or -1
+ * where an item is not an integer. */
 static inline int parse_list(const char *v, int *out, int max)
 {
     char buf[128];
     snprintf(buf, sizeof buf, "%s", v);
     int n = 0;
-    for (char *t = strtok(buf, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = atoi(t);
+    for (char *t = strtok(buf, ","); t && n < max; t = strtok(NULL, ",")) {
+        char *end;
+        const long x = strtol(t, &end, 10);
+        if (end == t || *end != '\0' || x < -1000000 || x > 1000000) return -1;
+        out[n++] = (int)x;
+    }
     return n;
 }
 

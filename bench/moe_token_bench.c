@@ -142,7 +142,7 @@ int main(int argc, char **argv)
         n_distinct > 64) {
         fprintf(stderr, "moe_token_bench: --embd a multiple of both types' blocks, --ff of the "
                         "down type's; --mib and --passes > 0; --gap 0..1000000; --distinct "
-                        "1..64\n");
+                        "1..64; --k and --threads lists of integers\n");
         return 2;
     }
     int kmax = 0;

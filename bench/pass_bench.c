@@ -3,9 +3,10 @@
  * backend's workers (cpu_backend_matmul_start, or with --swiglu 1 gate and
  * up with SwiGLU after them: cpu_backend_swiglu_start), as the CUDA backend
  * starts the CPU's share of a weight in RAM in partial decode, for each
- * count of chunks a thread in --chunks (0: the backend's default). The calling thread does not take
- * part: it spins on the pass's flag, as the GPU does while the CUDA
- * backend's thread queues its copies, then joins the pass. Prints a markdown
+ * count of chunks a thread in --chunks (0: the backend's default). The
+ * calling thread does not take part: it spins on the pass's flag, as the GPU
+ * does while the CUDA backend's thread queues its copies, then joins the
+ * pass. Prints a markdown
  * table: per thread count and chunk count, us from the start to the flag
  * (median, best, ninth decile) and GB/s of the weights' bytes over the
  * median, next to a plain read of memory with the same threads measured in
@@ -89,7 +90,8 @@ int main(int argc, char **argv)
     if (rows < 1 || cols < 1 || cols % quant_traits(type)->block_size || mib <= 0 || passes < 1 ||
         gap_us < 0 || gap_us > 1000000 || n_threads < 1 || n_chunks < 1) {
         fprintf(stderr, "pass_bench: --rows >= 1, --cols a multiple of the type's block, --mib "
-                        "and --passes > 0, --gap 0..1000000\n");
+                        "and --passes > 0, --gap 0..1000000, --threads and --chunks lists of "
+                        "integers\n");
         return 2;
     }
     for (int t = 0; t < n_threads; t++)
