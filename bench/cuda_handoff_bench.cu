@@ -15,14 +15,18 @@
  *   put:     cuk_wait_copy, then a kernel on the same stream writing the n
  *            floats into pinned memory and then a flag the host polls;
  *   fused:   one kernel: one thread polls the host's flag, the block reads
- *            the rows, writes them down and stores the host's flag.
+ *            the rows, writes them down and stores the host's flag;
+ *   ce:      the host has a copy engine take the rows and then a flag up
+ *            into device memory (two cudaMemcpyAsync on a stream of their
+ *            own) instead of storing the flag; one kernel polls that device
+ *            word, writes the rows down and stores the host's flag.
  *
  * Each once with PCIe idle and once with host-to-device copies of 8 MiB
  * pieces kept queued on a third stream (as partial decode copies weights
  * while the CPU computes its rows). Prints a Markdown table. Exits 0
  * without a CUDA device (nothing measured).
  *
- *   cuda_handoff_bench [--n 4096] [--reps 2000] [--ways stream,main,put,fused]
+ *   cuda_handoff_bench [--n 4096] [--reps 2000] [--ways stream,main,put,fused,ce]
  */
 #include <algorithm>
 #include <stdint.h>
@@ -83,17 +87,42 @@ __global__ static void k_fused(const float *rows, int64_t n, float *y, float *h,
     }
 }
 
-enum way { WAY_STREAM, WAY_MAIN, WAY_PUT, WAY_FUSED, N_WAYS };
-static const char *const way_name[N_WAYS] = {"stream", "main", "put", "fused"};
+/* Until *dflag (device memory, written by a copy) reaches value (thread 0
+ * polls), then n floats of drows (device memory) down into h, then value
+ * into *done. One block. */
+__global__ static void k_dev_put(const float *drows, int64_t n, float *h, const uint32_t *dflag,
+                                 uint32_t *done, uint32_t value)
+{
+    if (threadIdx.x == 0)
+        for (;;) {
+            uint32_t v;
+            asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(dflag) : "memory");
+            if ((int32_t)(v - value) >= 0) break;
+            __nanosleep(64);
+        }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) h[i] = drows[i];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence_system();
+        asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(done), "r"(value) : "memory");
+    }
+}
+
+enum way { WAY_STREAM, WAY_MAIN, WAY_PUT, WAY_FUSED, WAY_CE, N_WAYS };
+static const char *const way_name[N_WAYS] = {"stream", "main", "put", "fused", "ce"};
 
 struct bench {
     int64_t n;
     cudaStream_t st, dl, cp;
     cudaEvent_t ready;
-    float *rows, *hx;      /* pinned: the CPU's rows, the activations down */
-    uint32_t *flag, *done; /* pinned */
-    float *y;              /* device */
-    uint32_t *dflag;       /* device */
+    float *rows, *hx;           /* pinned: the CPU's rows, the activations down */
+    uint32_t *flag, *done;      /* pinned */
+    float *y;                   /* device */
+    uint32_t *dflag;            /* device */
+    float *drows;               /* device: the rows as the "ce" way's copy lands them */
+    uint32_t *ce_flag, *ce_src; /* the device word that copy writes; its pinned source */
+    cudaStream_t ce;
     uint32_t seq;
     /* the background copies */
     void *bulk_h, *bulk_d;
@@ -137,6 +166,10 @@ static int64_t trip(struct bench *b, enum way w, bool bulk)
         k_put<<<1, 1024, 0, b->st>>>(b->y, b->n, b->hx, b->done, seq);
         CK(cudaGetLastError());
         break;
+    case WAY_CE:
+        k_dev_put<<<1, 1024, 0, b->st>>>(b->drows, b->n, b->hx, b->ce_flag, b->done, seq);
+        CK(cudaGetLastError());
+        break;
     case WAY_FUSED:
         k_fused<<<1, 1024, 0, b->st>>>(b->rows, b->n, b->y, b->hx, b->flag, b->done, seq);
         CK(cudaGetLastError());
@@ -150,10 +183,17 @@ static int64_t trip(struct bench *b, enum way w, bool bulk)
         if (bulk) bulk_feed(b);
     for (int64_t i = 0; i < b->n; i++) b->rows[i] = (float)(seq + i);
     const int64_t t0 = now_ns();
-    __atomic_store_n(b->flag, seq, __ATOMIC_RELEASE);
+    if (w == WAY_CE) { /* the rows and then the flag copied up by a copy engine */
+        *b->ce_src = seq;
+        CK(cudaMemcpyAsync(b->drows, b->rows, (size_t)b->n * sizeof(float), cudaMemcpyHostToDevice,
+                           b->ce));
+        CK(cudaMemcpyAsync(b->ce_flag, b->ce_src, sizeof(uint32_t), cudaMemcpyHostToDevice, b->ce));
+    } else {
+        __atomic_store_n(b->flag, seq, __ATOMIC_RELEASE);
+    }
     int64_t t1;
     for (;;) {
-        if (w == WAY_PUT || w == WAY_FUSED) {
+        if (w == WAY_PUT || w == WAY_FUSED || w == WAY_CE) {
             if ((int32_t)(__atomic_load_n(b->done, __ATOMIC_ACQUIRE) - seq) >= 0) break;
         } else {
             const cudaError_t q = cudaStreamQuery(w == WAY_MAIN ? b->dl : b->st);
@@ -178,13 +218,14 @@ static int64_t trip(struct bench *b, enum way w, bool bulk)
     }
     CK(cudaStreamSynchronize(b->st));
     CK(cudaStreamSynchronize(b->dl));
+    CK(cudaStreamSynchronize(b->ce));
     return t1 - t0;
 }
 
 int main(int argc, char **argv)
 {
     int64_t n = 4096, reps = 2000;
-    bool on[N_WAYS] = {true, true, true, true};
+    bool on[N_WAYS] = {true, true, true, true, true};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc) {
             n = arg_int("--n", argv[++i], 1, 1 << 20);
@@ -201,7 +242,7 @@ int main(int argc, char **argv)
                 if (w == N_WAYS) {
                     fprintf(stderr,
                             "cuda_handoff_bench: --ways: '%.*s' is not one of stream, "
-                            "main, put, fused\n",
+                            "main, put, fused, ce\n",
                             (int)len, p);
                     return 2;
                 }
@@ -210,7 +251,7 @@ int main(int argc, char **argv)
             }
         } else {
             fprintf(stderr, "usage: cuda_handoff_bench [--n 4096] [--reps 2000] "
-                            "[--ways stream,main,put,fused]\n");
+                            "[--ways stream,main,put,fused,ce]\n");
             return 2;
         }
     }
@@ -233,6 +274,11 @@ int main(int argc, char **argv)
     memset(b.done, 0, 64);
     CK(cudaMalloc((void **)&b.y, (size_t)n * sizeof(float)));
     CK(cudaMalloc((void **)&b.dflag, 64));
+    CK(cudaMalloc((void **)&b.drows, (size_t)n * sizeof(float)));
+    CK(cudaMalloc((void **)&b.ce_flag, 64));
+    CK(cudaMemset(b.ce_flag, 0, 64));
+    CK(cudaMallocHost((void **)&b.ce_src, 64));
+    CK(cudaStreamCreateWithFlags(&b.ce, cudaStreamNonBlocking));
     CK(cudaMemset(b.dflag, 0, 64));
     CK(cudaMallocHost(&b.bulk_h, (size_t)BULK_DEPTH * BULK_PIECE));
     CK(cudaMalloc(&b.bulk_d, (size_t)BULK_DEPTH * BULK_PIECE));
@@ -246,6 +292,7 @@ int main(int argc, char **argv)
     cudaFuncAttributes fa;
     CK(cudaFuncGetAttributes(&fa, k_put));
     CK(cudaFuncGetAttributes(&fa, k_fused));
+    CK(cudaFuncGetAttributes(&fa, k_dev_put));
     printf("| way | PCIe | median us | p90 us |\n| --- | --- | ---: | ---: |\n");
     for (int bulk = 0; bulk < 2; bulk++)
         for (int w = 0; w < N_WAYS; w++) {
