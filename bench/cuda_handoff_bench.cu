@@ -50,11 +50,29 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* n floats of x into host memory h, then value into *flag once they are
- * visible to the host. */
-__global__ static void k_put(const float *x, int64_t n, float *h, uint32_t *flag, uint32_t value)
+/* Until *flag reaches value: thread 0 polls it (an acquire at system scope
+ * for host memory, at device scope for device memory), sleeping sleep_ns
+ * between looks; the block waits for it. */
+__device__ static void block_wait_word(const uint32_t *flag, uint32_t value, bool sys,
+                                       unsigned sleep_ns)
 {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) h[i] = x[i];
+    if (threadIdx.x == 0)
+        for (;;) {
+            uint32_t v;
+            if (sys)
+                asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+            else
+                asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+            if ((int32_t)(v - value) >= 0) break;
+            __nanosleep(sleep_ns);
+        }
+    __syncthreads();
+}
+
+/* value into *flag (pinned host memory) once the block's stores before it
+ * are visible to the host. */
+__device__ static void block_store_flag(uint32_t *flag, uint32_t value)
+{
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence_system();
@@ -62,29 +80,26 @@ __global__ static void k_put(const float *x, int64_t n, float *h, uint32_t *flag
     }
 }
 
+/* n floats of x into host memory h, then value into *flag once they are
+ * visible to the host. */
+__global__ static void k_put(const float *x, int64_t n, float *h, uint32_t *flag, uint32_t value)
+{
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) h[i] = x[i];
+    block_store_flag(flag, value);
+}
+
 /* Until *flag reaches value (thread 0 polls), then n floats of rows (host
  * memory) into y and down into h, then value into *done. One block. */
 __global__ static void k_fused(const float *rows, int64_t n, float *y, float *h,
                                const uint32_t *flag, uint32_t *done, uint32_t value)
 {
-    if (threadIdx.x == 0)
-        for (;;) {
-            uint32_t v;
-            asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
-            if ((int32_t)(v - value) >= 0) break;
-            __nanosleep(128);
-        }
-    __syncthreads();
+    block_wait_word(flag, value, true, 128);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = rows[i];
         y[i] = v;
         h[i] = v;
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence_system();
-        asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(done), "r"(value) : "memory");
-    }
+    block_store_flag(done, value);
 }
 
 /* Until *dflag (device memory, written by a copy) reaches value (thread 0
@@ -93,20 +108,9 @@ __global__ static void k_fused(const float *rows, int64_t n, float *y, float *h,
 __global__ static void k_dev_put(const float *drows, int64_t n, float *h, const uint32_t *dflag,
                                  uint32_t *done, uint32_t value)
 {
-    if (threadIdx.x == 0)
-        for (;;) {
-            uint32_t v;
-            asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(dflag) : "memory");
-            if ((int32_t)(v - value) >= 0) break;
-            __nanosleep(64);
-        }
-    __syncthreads();
+    block_wait_word(dflag, value, false, 64);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) h[i] = drows[i];
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence_system();
-        asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(done), "r"(value) : "memory");
-    }
+    block_store_flag(done, value);
 }
 
 enum way { WAY_STREAM, WAY_MAIN, WAY_PUT, WAY_FUSED, WAY_CE, N_WAYS };

@@ -52,11 +52,7 @@ int main(int argc, char **argv)
             reps = atoi(v);
             i++;
         } else if (!strcmp(argv[i], "--threads") && v) {
-            n_threads = 0;
-            char buf[128];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t && n_threads < 8; t = strtok(NULL, ","))
-                threads[n_threads++] = atoi(t);
+            n_threads = parse_list(v, threads, 8);
             i++;
         } else if (!strcmp(argv[i], "--types") && v) {
             char buf[256];
@@ -76,6 +72,10 @@ int main(int argc, char **argv)
                             "[--types q4_k,q8_0,...]\n");
             return 2;
         }
+    }
+    if (n_threads < 1) {
+        fprintf(stderr, "matvec_bench: --threads: a list of integers\n");
+        return 2;
     }
     for (int t = 0; t < n_threads; t++)
         if (threads[t] < 1 || threads[t] > MAX_THREADS) {

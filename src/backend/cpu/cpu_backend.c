@@ -186,6 +186,14 @@ static void matmul_worker(void *arg, int ith, int nth)
     }
 }
 
+/* Rows a chunk for about `chunks` chunks a thread over n_rows, in multiples of
+ * 16 rows (the gemm kernels block rows by 2, 4 and, AMX, 16), 16 at least. */
+static int64_t chunk_rows_for(const struct cpu_backend *cb, int64_t n_rows, int64_t chunks)
+{
+    const int64_t per = n_rows / ((int64_t)cb->n_threads * chunks);
+    return HY_MAX((int64_t)16, (per + 15) / 16 * 16);
+}
+
 /* The task of y = w x for n_tok tokens, activations not converted yet: the
  * kernels and the chunk of rows handed out at a time. */
 static void matmul_setup(const struct cpu_backend *cb, const struct backend_weight *w,
@@ -198,11 +206,9 @@ static void matmul_setup(const struct cpu_backend *cb, const struct backend_weig
     if (!cb->portable && n_tok >= QUANT_GEMM_MIN_TOK) task->gemm = quant_gemm_kernel(w->type);
     if (!cb->portable && n_tok == 1) task->gemv = quant_gemv_kernel(w->type);
     /* about MATMUL_CHUNKS_PER_THREAD chunks per thread (MATMUL_GEMM_CHUNKS_PER_THREAD
-     * for a gemm kernel), in multiples of 16 rows (the gemm kernels block rows
-     * by 2, 4 and, AMX, 16) */
-    const int64_t chunks = task->gemm ? MATMUL_GEMM_CHUNKS_PER_THREAD : MATMUL_CHUNKS_PER_THREAD;
-    const int64_t per = w->n_rows / ((int64_t)cb->n_threads * chunks);
-    task->chunk_rows = HY_MAX((int64_t)16, (per + 15) / 16 * 16);
+     * for a gemm kernel) */
+    task->chunk_rows = chunk_rows_for(
+        cb, w->n_rows, task->gemm ? MATMUL_GEMM_CHUNKS_PER_THREAD : MATMUL_CHUNKS_PER_THREAD);
     atomic_init(&task->next_row, 0);
     if (tr->vec_dot_type != HY_TYPE_F32) {
         task->xq_row = (size_t)quant_bytes(tr->vec_dot_type, (uint64_t)w->n_cols);
@@ -384,10 +390,7 @@ static void mm_pass_start(struct cpu_backend *cb, const struct backend_weight *w
         m->w[i] = w[i];
         struct matmul_task *t = &m->task[i];
         matmul_setup(cb, &m->w[i], x, 1, ys[i], t);
-        if (cb->pass_chunks > 0) {
-            const int64_t per = w[i].n_rows / ((int64_t)cb->n_threads * cb->pass_chunks);
-            t->chunk_rows = HY_MAX((int64_t)16, (per + 15) / 16 * 16);
-        }
+        if (cb->pass_chunks > 0) t->chunk_rows = chunk_rows_for(cb, w[i].n_rows, cb->pass_chunks);
         if (t->gemv && (n_w == 1 ? !gemv_choose(cb, &m->w[i], &m->timed) : gemv_off(cb, &m->w[i])))
             t->gemv = NULL;
         if (!t->from_float) continue; /* F32 weights read x as it is */
