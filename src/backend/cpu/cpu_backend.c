@@ -603,8 +603,9 @@ static void moe_chunk_rows(struct matmul_task *t, int64_t min_bytes)
     t->chunk_rows = HY_MIN(rows, (n + 15) / 16 * 16);
 }
 
-/* A middle-step group's count of gate and up chunks not done, on its own
- * line (threads on neighbouring groups count down at once). */
+/* A count of gate and up chunks not done (a middle-step group's, or an
+ * expert's), on its own line (threads on neighbouring groups count down at
+ * once). */
 struct moe_grp {
     _Alignas(MOE_LINE) atomic_int left;
 };
@@ -615,7 +616,10 @@ struct moe_grp {
  * in expert order into y, by the thread that finished B's last chunk, which
  * then stores flag (release). Chunks of chunk_rows rows are handed out from
  * one counter over A then B, so a thread takes B work only after every A
- * chunk is taken; it waits for the last A chunk before computing it.
+ * chunk is taken; before computing a down chunk it waits for its expert's
+ * gate and up chunks (and their middle steps) alone, so that the threads
+ * done with A go on with the first experts' downs while the last expert's
+ * A chunks are still being computed.
  *
  * The middle step (silu_mul and h converted for the down product) goes by
  * groups of grp_rows rows of an expert, a multiple of both the chunk and the
@@ -666,7 +670,8 @@ struct moe_job {
     _Alignas(MOE_LINE) atomic_llong next;
     _Alignas(MOE_LINE) atomic_llong done_a;
     _Alignas(MOE_LINE) atomic_llong done_b, done_h;
-    _Alignas(MOE_LINE) atomic_bool b_ready;
+    /* each whole expert's gate and up chunks not done, middle steps included */
+    struct moe_grp exp_left[BACKEND_MOE_MAX_K];
     /* timing_now_us: the workers started, the first chunk taken, phase A
      * done, y complete */
     _Alignas(MOE_LINE) int64_t t_start_us;
@@ -737,19 +742,21 @@ static void moe_job_worker(void *arg, int ith, int nth)
             if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g].left, 1,
                                           memory_order_acq_rel) == 1)
                 moe_job_middle(j, e, g);
+            if (!hi) atomic_fetch_sub_explicit(&j->exp_left[e].left, 1, memory_order_acq_rel);
             if (i < j->n_h &&
                 atomic_fetch_add_explicit(&j->done_h, 1, memory_order_acq_rel) + 1 == j->n_h &&
                 j->half_flag)
                 __atomic_store_n(j->half_flag, j->flag_value, __ATOMIC_RELEASE);
             if (atomic_fetch_add_explicit(&j->done_a, 1, memory_order_acq_rel) + 1 == j->n_a) {
                 j->t_a_us = timing_now_us();
-                atomic_store_explicit(&j->b_ready, true, memory_order_release);
                 if (!j->n_b) moe_job_end(j); /* halves only */
             }
             continue;
         }
-        /* A's last chunks (and their middle steps) are in the hands of threads computing them */
-        for (unsigned s = 1; !atomic_load_explicit(&j->b_ready, memory_order_acquire); s++)
+        /* the expert's last A chunks (and their middle steps) are in the
+         * hands of threads computing them */
+        const struct moe_grp *ready = &j->exp_left[j->n_half + (i - j->n_a) / j->per_b];
+        for (unsigned s = 1; atomic_load_explicit(&ready->left, memory_order_acquire) != 0; s++)
             if ((s & 1023) == 0) sched_yield();
         moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a, 0);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
@@ -889,7 +896,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
     atomic_init(&j->done_h, 0);
-    atomic_init(&j->b_ready, false);
+    for (int e = n_half; e < k; e++) atomic_init(&j->exp_left[e].left, (int)(2 * j->per_a));
     /* chunks are claimed: a worker that has not begun when the pass is
      * joined is not waited for */
     j->t_start_us = timing_now_us();
