@@ -1,7 +1,7 @@
 /*
  * What the CPU benchmark programs share: a comma-separated list of
- * integers, int64_t order for qsort, and the plain memory read rate their
- * tables print beside each thread count.
+ * integers, int64_t order for qsort, the plain memory read rate their
+ * tables print beside each thread count, and weights of random values.
  */
 #ifndef HY_BENCH_CPU_BENCH_H
 #define HY_BENCH_CPU_BENCH_H
@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "hw/hw.h"
+#include "quant/quant.h"
 
 /* Up to max integers of the comma-separated v into out; their count, or -1
  * where an item is not an integer. */
@@ -46,6 +48,29 @@ static inline bool mem_read_rates(const int *threads, int n, double *gbs)
     for (int t = 0; t < n; t++) gbs[t] = hw_ram_read_bw(mem, mem_n, threads[t]) / 1e9;
     free(mem);
     return true;
+}
+
+/* A matrix of rows x cols of type, each row random values quantized (src:
+ * cols floats of scratch); NULL when out of memory. */
+static inline uint8_t *random_matrix(struct rng *r, uint32_t type, int64_t rows, int64_t cols,
+                                     float *src)
+{
+    const size_t rb = (size_t)quant_bytes(type, (uint64_t)cols);
+    uint8_t *m = malloc(rb * (size_t)rows);
+    if (!m) return NULL;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t c = 0; c < cols; c++) src[c] = (float)rng_normal(r) * 0.02f;
+        quant_traits(type)->from_float(src, m + (size_t)i * rb, cols);
+    }
+    return m;
+}
+
+/* A copy of n bytes at an address of its own; NULL when out of memory. */
+static inline uint8_t *copy_of(const void *src, size_t n)
+{
+    uint8_t *p = malloc(n);
+    if (p) memcpy(p, src, n);
+    return p;
 }
 
 #endif

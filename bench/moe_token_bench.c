@@ -50,27 +50,6 @@
 
 #define MAX_LIST 8
 
-/* A matrix of rows x cols of type, each row random values quantized. */
-static uint8_t *random_matrix(struct rng *r, uint32_t type, int64_t rows, int64_t cols, float *src)
-{
-    const size_t rb = (size_t)quant_bytes(type, (uint64_t)cols);
-    uint8_t *m = malloc(rb * (size_t)rows);
-    if (!m) return NULL;
-    for (int64_t i = 0; i < rows; i++) {
-        for (int64_t c = 0; c < cols; c++) src[c] = (float)rng_normal(r) * 0.02f;
-        quant_traits(type)->from_float(src, m + (size_t)i * rb, cols);
-    }
-    return m;
-}
-
-/* A copy of n bytes at an address of its own; NULL when out of memory. */
-static uint8_t *copy_of(const void *src, size_t n)
-{
-    uint8_t *p = malloc(n);
-    if (p) memcpy(p, src, n);
-    return p;
-}
-
 static int usage(void)
 {
     fprintf(stderr,

@@ -125,18 +125,11 @@ int main(int argc, char **argv)
     if (!src || !w) return 1;
     for (int s = 0; s < n_sets; s++)
         for (int j = 0; j < n_w; j++) {
-            uint8_t *m = malloc(wbytes);
+            uint8_t *m =
+                s == 0 ? random_matrix(&r, type, rows, cols, src) : copy_of(w[j].data, wbytes);
             if (!m) {
                 fprintf(stderr, "pass_bench: out of memory for %d copies of the weights\n", n_sets);
                 return 1;
-            }
-            if (s == 0) {
-                for (int64_t i = 0; i < rows; i++) {
-                    for (int64_t c = 0; c < cols; c++) src[c] = (float)rng_normal(&r) * 0.02f;
-                    quant_traits(type)->from_float(src, m + (size_t)i * rb, cols);
-                }
-            } else {
-                memcpy(m, w[j].data, wbytes);
             }
             w[n_w * s + j] = (struct backend_weight){
                 m, type, cols, rows, rb, j ? "up" : "gate", BACKEND_MEM_HOST, 0, true};
