@@ -200,6 +200,11 @@ struct cuda_backend {
     cudaEvent_t wc_copied;    /* a VRAM cache fill */
     cudaEvent_t st_mark;      /* the compute stream's progress, for the copy stream to wait on */
     cudaEvent_t hy_free;      /* the last upload from hy has left */
+    /* marks of the compute stream's events, counted as they are recorded:
+     * hy_free's last and dl_done's last; st_seen, the last one the host has
+     * seen done (a download waited for): an event recorded on the stream
+     * before it is done too, and not waited for again */
+    uint64_t st_marks, hy_free_mark, dl_mark, st_seen;
     cudaEvent_t cp_t0, cp_t1; /* timing: the first and last copy of a split call */
     /* a started host product's copies timed (cp_t0, cp_t1; hc_bytes of them),
      * read at a later call once cp_t1 is done */
@@ -261,6 +266,9 @@ struct cuda_backend {
         int64_t dl_us;    /* from the routes' arrival to the pass's start (-1: none came) */
         int64_t in_us;    /* from this call's entry to the pass's start */
         int64_t chain_us; /* the GPU's, from the last call's sum to the routes */
+        /* from the call's entry: its slices looked up, the split made, x
+         * waited for (the pass's start is in_us) */
+        int64_t look_us, split_us, xd_us;
         double rate, pcie;
         bool gpu_timed, copy_timed;
     } tr;
@@ -350,11 +358,15 @@ struct cuda_backend {
     float *hm;
     size_t hm_bytes;
     /* moe_token's x on the host (pinned), down at mx_down; mx_src: the
-     * device x that moe_prepare sent down there (NULL: none) */
+     * device x that moe_prepare sent down there (NULL: none). Where a
+     * download is to follow, moe_prepare only notes x (mx_defer) and it goes
+     * down in the download's kernel (mx_with_dl), arrived once that download
+     * is waited for (mx_arrived): moe_token then waits for nothing */
     float *mx;
     size_t mx_bytes;
-    const float *mx_src;
-    int64_t mx_len;
+    const float *mx_src, *mx_defer;
+    int64_t mx_len, mx_defer_len;
+    bool mx_with_dl, mx_arrived;
     cudaEvent_t mx_down;
     /* download_start's copy: staged in hd (pinned) until dl_done, then
      * copied to dl_dst (dl_len bytes) by download_wait */
@@ -372,6 +384,13 @@ struct cuda_backend {
     uint64_t wc_size[WC_SIZES];
     int wc_count[WC_SIZES], wc_n_size;
     struct wc_entry *wce; /* [wc_cap] */
+    /* the entries by key (those with one): wc_head[hash of the key] the
+     * first of a chain, wc_next[entry] the next; [wc_hash_n], a power of
+     * two, and [wc_cap]. A one-token MoE call looks up each of its slices
+     * on its way from its routes to its CPU pass, where a scan of every
+     * entry grows with the cache (up to 2^20 entries) */
+    int *wc_head, *wc_next;
+    uint64_t wc_hash_n;
     bool wc_fence;        /* entries re-cut: the next fill waits for the whole stream */
     int wc_n, wc_cap;
     int wc_held; /* entries held (wc_take): their products are not launched early */
@@ -891,6 +910,18 @@ static bool head_output(const struct cuda_backend *cb, const void *p, size_t byt
            bytes == (size_t)cb->head_rows * sizeof(float);
 }
 
+/* hy_free recorded on the compute stream after what is queued there, and
+ * waited for unless a download waited for since was queued after it. */
+static void hy_free_record(struct cuda_backend *cb)
+{
+    if (CK(cudaEventRecord(cb->hy_free, cb->st))) cb->hy_free_mark = ++cb->st_marks;
+}
+
+static bool hy_free_wait(struct cuda_backend *cb)
+{
+    return cb->hy_free_mark <= cb->st_seen || CK(cudaEventSynchronize(cb->hy_free));
+}
+
 static void cu_download(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
     struct cuda_backend *cb = cb_of(be);
@@ -922,9 +953,23 @@ static void cu_download(struct backend *be, const void *src, void *host_dst, siz
     }
 }
 
+/* Sends n floats of x down into mx on dl, after the ops queued so far on
+ * st (mx_down: arrived). */
+static bool mx_send(struct cuda_backend *cb, const float *x, int64_t n)
+{
+    return ensure_host(cb, (void **)&cb->mx, &cb->mx_bytes, (size_t)n * sizeof(float)) &&
+           CK(cudaEventRecord(cb->x_ready, cb->st)) &&
+           CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) &&
+           small_copy(cb, cb->mx, n, x, n, n, 1, cudaMemcpyDeviceToHost, cb->dl) &&
+           CK(cudaEventRecord(cb->mx_down, cb->dl));
+}
+
 static void cu_download_start(struct backend *be, const void *src, void *host_dst, size_t bytes)
 {
     struct cuda_backend *cb = op_begin(be);
+    const float *xs = cb->mx_defer;
+    const int64_t xn = cb->mx_defer_len;
+    cb->mx_defer = NULL;
     cb->dl_dst = host_dst;
     cb->dl_len = 0;
     if (cb->err || !bytes || !ensure_host(cb, &cb->hd, &cb->hd_bytes, bytes)) return;
@@ -932,14 +977,30 @@ static void cu_download_start(struct backend *be, const void *src, void *host_ds
     /* a layer's routes, a few hundred bytes: by small_copy's kernel where it
      * may. On an H200 the GPU's time from a partial MoE layer's sum to the
      * next layer's routes in hand went from 55-56 to 50-53 us (the
-     * qwen1.5-moe shape; Mixtral's 66-67 to 63). */
+     * qwen1.5-moe shape; Mixtral's 66-67 to 63). x for moe_token, where
+     * moe_prepare noted it, in the same kernel (or on its own way first) */
     const int64_t n = (int64_t)(bytes / sizeof(float));
+    const bool with_x =
+        xs && !(bytes % sizeof(float)) && cb->zero_copy &&
+        (n + xn) * (int64_t)sizeof(float) <= ZERO_COPY_MAX &&
+        ensure_host(cb, (void **)&cb->mx, &cb->mx_bytes, (size_t)xn * sizeof(float));
+    if (xs && !with_x && mx_send(cb, xs, xn)) {
+        cb->mx_src = xs;
+        cb->mx_len = xn;
+    }
     if (!(bytes % sizeof(float)
               ? CK(cudaMemcpyAsync(cb->hd, src, bytes, cudaMemcpyDeviceToHost, cb->st))
-              : small_copy(cb, cb->hd, n, src, n, n, 1, cudaMemcpyDeviceToHost, cb->st)) ||
+          : with_x ? CK(cuk_copy_two(cb->hd, src, n, cb->mx, xs, xn, cb->st))
+                   : small_copy(cb, cb->hd, n, src, n, n, 1, cudaMemcpyDeviceToHost, cb->st)) ||
         !CK(cudaEventRecord(cb->dl_done, cb->st)) ||
         (cb->tr_dl && !CK(cudaEventRecord(cb->tr_dl, cb->st))))
         return;
+    if (with_x) {
+        cb->mx_src = xs;
+        cb->mx_len = xn;
+        cb->mx_with_dl = true;
+    }
+    cb->dl_mark = ++cb->st_marks;
     prof_end(cb, pi, "download (started)", UINT32_MAX);
     cb->dl_len = bytes;
 }
@@ -950,6 +1011,9 @@ static enum hy_status cu_download_wait(struct backend *be)
     const int64_t t0 = timing_now_us();
     pass_join(cb);
     if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done))) {
+        cb->st_seen = HY_MAX(cb->st_seen, cb->dl_mark);
+        cb->mx_arrived = cb->mx_with_dl;
+        cb->mx_with_dl = false;
         memcpy(cb->dl_dst, cb->hd, cb->dl_len);
         if (cb->trace) {
             cb->tr_dl_us = timing_now_us();
@@ -1378,7 +1442,7 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)(n * n_tok) * sizeof(float)))
         return;
     /* the last upload from hy must have left before hy is rewritten */
-    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    if (!hy_free_wait(cb)) return;
     struct backend_weight part = *w;
     part.n_rows = n;
     const int64_t t0 = timing_now_us();
@@ -1390,7 +1454,7 @@ static void cpu_rows(struct cuda_backend *cb, const struct backend_weight *w, in
         if (w->type < HY_TYPE_COUNT) rate_update(&cb->cpu_type_rate[w->type], bytes, sec);
     }
     small_copy(cb, y, w->n_rows, cb->hy, n, n, n_tok, cudaMemcpyHostToDevice, cb->st);
-    CK(cudaEventRecord(cb->hy_free, cb->st));
+    hy_free_record(cb);
     cb->stats.host_cpu_bytes += (uint64_t)n * w->row_bytes;
 }
 
@@ -1413,6 +1477,29 @@ static int64_t cpu_share(const struct cuda_backend *cb, const struct backend_wei
     if (r < w->n_rows / 16) r = 0;
     if (w->n_rows - r < w->n_rows / 16) r = w->n_rows;
     return r;
+}
+
+/* key's chain in the entries' index */
+static int *wc_chain(const struct cuda_backend *cb, uint64_t key)
+{
+    return &cb->wc_head[(key * 0x9E3779B97F4A7C15ull) >> 32 & (cb->wc_hash_n - 1)];
+}
+
+/* Entry e into the index under its key (not 0), or out of it. */
+static void wc_index_add(struct cuda_backend *cb, int e)
+{
+    int *h = wc_chain(cb, cb->wce[e].key);
+    cb->wc_next[e] = *h;
+    *h = e;
+}
+
+static void wc_index_del(struct cuda_backend *cb, int e)
+{
+    for (int *p = wc_chain(cb, cb->wce[e].key); *p >= 0; p = &cb->wc_next[*p])
+        if (*p == e) {
+            *p = cb->wc_next[e];
+            return;
+        }
 }
 
 /* Cuts the VRAM cache into entries able to hold a weight of bytes: of the
@@ -1460,11 +1547,21 @@ static int wc_cut(struct cuda_backend *cb, size_t bytes)
         cb->wce[i] = (struct wc_entry){
             .off = o.off, .size = o.size, .read_ev = o.read_ev, .fill_ev = o.fill_ev};
     }
+    for (uint64_t i = 0; i < cb->wc_hash_n; i++) cb->wc_head[i] = -1;
     cb->wc_n = n;
     /* the new entries overlap the old ones: the next fill waits for
      * everything queued before it */
     cb->wc_fence = true;
     return n;
+}
+
+/* Key's filled entry of the VRAM cache, -1 where none (its recency untouched). */
+static int wc_find(const struct cuda_backend *cb, uint64_t key)
+{
+    if (!cb->wc_cap || !key) return -1;
+    for (int i = *wc_chain(cb, key); i >= 0; i = cb->wc_next[i])
+        if (cb->wce[i].key == key && cb->wce[i].filled) return i;
+    return -1;
 }
 
 /* The VRAM cache entry of key: hit (filled) or a slot to fill, the least
@@ -1476,22 +1573,24 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     /* entries are cut at the first keyed weight, and again (emptied) for a
      * larger one than they hold */
     if (bytes > cb->wc_entry_bytes && (cb->wc_held || wc_cut(cb, bytes) == 0)) return -1;
-    uint64_t fit = UINT64_MAX;
-    for (int i = 0; i < cb->wc_n; i++) {
-        if (cb->wce[i].key == key && cb->wce[i].filled) {
-            cb->wce[i].tick = WC_WARM | ++cb->wc_tick;
-            *hit = true;
-            return i;
-        }
-        if (cb->wce[i].size >= bytes && cb->wce[i].size < fit) fit = cb->wce[i].size;
+    const int f = wc_find(cb, key);
+    if (f >= 0) {
+        cb->wce[f].tick = WC_WARM | ++cb->wc_tick;
+        *hit = true;
+        return f;
     }
+    uint64_t fit = UINT64_MAX;
+    for (int i = 0; i < cb->wc_n; i++)
+        if (cb->wce[i].size >= bytes && cb->wce[i].size < fit) fit = cb->wce[i].size;
     int victim = -1;
     for (int i = 0; i < cb->wc_n; i++)
         if (cb->wce[i].size == fit && !cb->wce[i].held &&
             (victim < 0 || cb->wce[i].tick < cb->wce[victim].tick))
             victim = i;
     if (victim < 0) return -1;
+    if (cb->wce[victim].key) wc_index_del(cb, victim);
     cb->wce[victim].key = key;
+    wc_index_add(cb, victim);
     cb->wce[victim].tick = cb->wc_cold ? ++cb->wc_tick : WC_WARM | ++cb->wc_tick;
     cb->wce[victim].filled = false;
     cb->wce[victim].pending = false;
@@ -1960,10 +2059,10 @@ static void get_rows(struct cuda_backend *cb, const struct backend_weight *w, co
     const size_t bytes = (size_t)(n * w->n_cols) * sizeof(float);
     pass_join(cb);
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, bytes)) return;
-    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    if (!hy_free_wait(cb)) return;
     backend_get_rows(cb->cpu, w, ids, n, cb->hy);
     CK(cudaMemcpyAsync(out, cb->hy, bytes, cudaMemcpyHostToDevice, cb->st));
-    CK(cudaEventRecord(cb->hy_free, cb->st));
+    hy_free_record(cb);
 }
 
 static void cu_get_rows(struct backend *be, const struct backend_weight *w, const int32_t *ids,
@@ -2592,15 +2691,6 @@ static bool cu_moe_batch(struct backend *be, const float *x, int64_t n_tok,
     return true;
 }
 
-/* Key's filled entry of the VRAM cache, -1 where none (its recency untouched). */
-static int wc_find(const struct cuda_backend *cb, uint64_t key)
-{
-    if (!cb->wc_cap || !key) return -1;
-    for (int i = 0; i < cb->wc_n; i++)
-        if (cb->wce[i].key == key && cb->wce[i].filled) return i;
-    return -1;
-}
-
 /* Whether slices g0 .. g1 - 1 of the n experts w + 3 * js[i] can share
  * multi-product launches with the first expert's slice g0: each alike with it
  * (multi_alike) and of its row count. */
@@ -3003,10 +3093,8 @@ static void moe_cpu_seen(struct cuda_backend *cb, bool beside, int nc, uint64_t 
 }
 
 /* The PCIe rate of an earlier call's copies beside its CPU pass, once they
- * are done; then the rate moe_token's split takes: that one while fresh,
- * else the one measured at start (optimistic, so that copies get tried and
- * measured again). */
-static double moe_pcie_rate(struct cuda_backend *cb)
+ * are done (asked after a call's pass has started: not on its way there). */
+static void moe_pcie_seen(struct cuda_backend *cb)
 {
     double *r = &cb->rates.moe_pcie_bytes_per_s;
     float ms = 0;
@@ -3016,7 +3104,15 @@ static double moe_pcie_rate(struct cuda_backend *cb)
         rate_update(r, (double)cb->mc_bytes, (double)ms * 1e-3);
         cb->mc_at = cb->moe_seq;
     }
-    return rate_fresh(cb, *r, cb->mc_at) ? *r : cb->rates.pcie_h2d_bytes_per_s;
+}
+
+/* The rate moe_token's split takes: the one its calls' copies showed while
+ * fresh, else the one measured at start (optimistic, so that copies get
+ * tried and measured again). */
+static double moe_pcie_rate(struct cuda_backend *cb)
+{
+    const double r = cb->rates.moe_pcie_bytes_per_s;
+    return rate_fresh(cb, r, cb->mc_at) ? r : cb->rates.pcie_h2d_bytes_per_s;
 }
 
 /* A wait for the CPU's sum under which the GPU's side counts as the later
@@ -3043,24 +3139,29 @@ static void moe_gpu_seen(struct cuda_backend *cb)
 static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
 {
     const struct moe_trace *t = &cb->tr;
-    float own = -1e-3f, wait = -1e-3f, copy = -1e-3f;
+    float own = -1e-3f, wait = -1e-3f, copy = -1e-3f, ahead = -1e-3f;
     if (t->gpu_timed && CK(cudaEventSynchronize(cb->mg_t2))) {
         CK(cudaEventElapsedTime(&own, cb->mg_t0, cb->mg_t1));
         CK(cudaEventElapsedTime(&wait, cb->mg_t1, cb->mg_t2));
     }
-    if (t->copy_timed && CK(cudaEventSynchronize(cb->mc_t1)))
+    if (t->copy_timed && CK(cudaEventSynchronize(cb->mc_t1))) {
         CK(cudaEventElapsedTime(&copy, cb->mc_t0, cb->mc_t1));
+        /* the queue ahead of the call's copies, from its GPU side's start */
+        if (t->gpu_timed) CK(cudaEventElapsedTime(&ahead, cb->mg_t0, cb->mc_t0));
+    }
     const double pc = t->rate > 0 ? (double)t->cpu_bytes / t->rate * 1e6 : -1;
     const double pp = t->pcie > 0 ? (double)t->gpu_far / t->pcie * 1e6 : -1;
     fprintf(cb->trace,
             "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
             "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
-            " gpu_own %.0f gpu_wait %.0f copy %.0f copied_mb %.1f at %" PRId64 " x_wait %" PRId64
-            " dl %" PRId64 " in %" PRId64 " chain %" PRId64 "\n",
+            " gpu_own %.0f gpu_wait %.0f copy %.0f ahead %.0f copied_mb %.1f at %" PRId64
+            " x_wait %" PRId64 " dl %" PRId64 " in %" PRId64 " chain %" PRId64 " look %" PRId64
+            " split %" PRId64 " xd %" PRId64 "\n",
             t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
             (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
-            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)t->copied / 1e6,
-            t->at_us, t->x_us, t->dl_us, t->in_us, t->chain_us);
+            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)ahead * 1e3,
+            (double)t->copied / 1e6, t->at_us, t->x_us, t->dl_us, t->in_us, t->chain_us, t->look_us,
+            t->split_us, t->xd_us);
 }
 
 static void pass_join(struct cuda_backend *cb)
@@ -3092,24 +3193,21 @@ static void pass_join(struct cuda_backend *cb)
     }
 }
 
-/* Sends n floats of x down into mx on dl, after the ops queued so far on
- * st (mx_down: arrived). */
-static bool mx_send(struct cuda_backend *cb, const float *x, int64_t n)
-{
-    return ensure_host(cb, (void **)&cb->mx, &cb->mx_bytes, (size_t)n * sizeof(float)) &&
-           CK(cudaEventRecord(cb->x_ready, cb->st)) &&
-           CK(cudaStreamWaitEvent(cb->dl, cb->x_ready, 0)) &&
-           small_copy(cb, cb->mx, n, x, n, n, 1, cudaMemcpyDeviceToHost, cb->dl) &&
-           CK(cudaEventRecord(cb->mx_down, cb->dl));
-}
-
 /* backend.h's moe_prepare: x comes down for the CPU's experts while the GPU
- * goes on (the shared expert) and the routes come down, instead of after. */
+ * goes on (the shared expert) and the routes come down, instead of after:
+ * with them, in their download's kernel, where one is to come. */
 static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
 {
     struct cuda_backend *cb = op_begin(be);
-    cb->mx_src = NULL;
+    cb->mx_src = cb->mx_defer = NULL;
+    cb->mx_with_dl = cb->mx_arrived = false;
     if (cb->err || cb->policy == CUDA_HOST_COPY) return;
+    /* none started: the routes' download is to come, x goes with it */
+    if (cb->zero_copy && !cb->dl_len) {
+        cb->mx_defer = x;
+        cb->mx_defer_len = n;
+        return;
+    }
     if (mx_send(cb, x, n)) {
         cb->mx_src = x;
         cb->mx_len = n;
@@ -3180,6 +3278,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
             far_other += far;
         }
     }
+    const int64_t t_look = timing_now_us();
     /* policy auto: moe_split_choose orders the candidates (those with the
      * least in VRAM first) and picks how many the CPU takes, the CPU at the
      * rate its calls of that many experts showed (until seen, or once stale,
@@ -3229,6 +3328,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     for (int i = n_cpu + n_half; i < n_cand; i++) gpu_far += cand[i].far;
     const int n_pass = n_cpu + n_half; /* the CPU pass's experts */
+    const int64_t t_split = timing_now_us();
     cb->stats.moe_calls++;
     cb->moe_seq++;
     /* prefetch's guess for this call, scored: the share of its slices read here */
@@ -3263,7 +3363,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
 
     /* x down for the CPU's experts, unless moe_prepare has sent it */
     const bool x_sent = cb->mx_src == x && cb->mx_len == E;
-    cb->mx_src = NULL;
+    /* down with the routes: here once they were waited for, else at dl_done */
+    const bool x_dl = x_sent && (cb->mx_arrived || cb->mx_with_dl);
+    const bool x_here = x_sent && cb->mx_arrived;
+    cb->mx_src = cb->mx_defer = NULL;
+    cb->mx_arrived = cb->mx_with_dl = false;
     float *hg = NULL, *hu = NULL, *hd = NULL;
     if (n_pass) {
         const size_t need = (size_t)(n_pass * (2 * F + E)) * sizeof(float);
@@ -3277,15 +3381,17 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     for (int j = 0; j < k; j++)
         if (!on_cpu[j] && !half_of[j]) g.js[g.n++] = j;
     if (!n_pass) {
+        moe_pcie_seen(cb);
         moe_gpu_experts(&g);
         return;
     }
 
     /* the CPU's experts, summed in hy (free once its last upload has left) */
     const int64_t tw = timing_now_us();
-    if (!CK(cudaEventSynchronize(cb->mx_down))) return;
+    if (!x_here && !CK(cudaEventSynchronize(x_dl ? cb->dl_done : cb->mx_down))) return;
+    const int64_t t_xd = timing_now_us();
     if (!ensure_host(cb, (void **)&cb->hy, &cb->hy_bytes, (size_t)E * sizeof(float))) return;
-    if (!CK(cudaEventSynchronize(cb->hy_free))) return;
+    if (!hy_free_wait(cb)) return;
     /* the pass: the halves first, then the whole ones, in call order */
     struct backend_weight cw[3 * BACKEND_MOE_MAX_K];
     float ca[BACKEND_MOE_MAX_K];
@@ -3305,6 +3411,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     const uint32_t seq = ++cb->pass_seq;
     cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half, half_rows,
                                 cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
+    moe_pcie_seen(cb);
     cb->pass_on = true;
     cb->pass_dense = false;
     cb->pass_nc = nc;
@@ -3325,7 +3432,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .x_us = t0 - tw,
                                 .dl_us = cb->tr_dl_us ? t0 - cb->tr_dl_us : -1,
                                 .in_us = t0 - t_in,
-                                .chain_us = cb->tr_chain_us};
+                                .chain_us = cb->tr_chain_us,
+                                .look_us = t_look - t_in,
+                                .split_us = t_split - t_in,
+                                .xd_us = t_xd - t_in};
     cb->tr_chain_us = -1;
     moe_gpu_seen(cb);
     const bool gpu_timed =
@@ -3351,7 +3461,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         if (gpu_timed && !CK(cudaEventRecord(cb->mg_t1, cb->st))) return;
         const int pi = prof_begin(cb);
         if (CK(cuk_wait_add(y, cb->hy, E, cb->pass_flag, cb->pass_dflag, seq, cb->st)))
-            CK(cudaEventRecord(cb->hy_free, cb->st));
+            hy_free_record(cb);
         prof_end(cb, pi, "wait for the CPU's sum, add", UINT32_MAX);
         if (gpu_timed && CK(cudaEventRecord(cb->mg_t2, cb->st)))
             cb->mg_pending = cb->tr.gpu_timed = cb->tr_t2 = true;
@@ -3362,7 +3472,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     if (cb->err) return;
     /* o's last reader is queued before this copy on the same stream */
     if (!small_copy(cb, o, E, cb->hy, E, E, 1, cudaMemcpyHostToDevice, cb->st)) return;
-    CK(cudaEventRecord(cb->hy_free, cb->st));
+    hy_free_record(cb);
     cu_add(be, y, o, 1.0f, E);
 }
 
@@ -3565,6 +3675,8 @@ static void cu_free(struct backend *be)
         if (cb->wce[i].fill_ev) cudaEventDestroy(cb->wce[i].fill_ev);
     }
     free(cb->wce);
+    free(cb->wc_head);
+    free(cb->wc_next);
     free(cb->allocs);
     free(cb);
 }
@@ -3795,6 +3907,11 @@ static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
     cb->wc_cap = (int)HY_MIN((uint64_t)1 << 20, HY_MAX((uint64_t)1, bytes >> 16));
     cb->wc_n = cb->wc_cap;
     cb->wce = mem_xcalloc((size_t)cb->wc_cap, sizeof *cb->wce);
+    cb->wc_hash_n = 1;
+    while (cb->wc_hash_n < (uint64_t)cb->wc_cap) cb->wc_hash_n <<= 1;
+    cb->wc_head = mem_xcalloc((size_t)cb->wc_hash_n, sizeof *cb->wc_head);
+    cb->wc_next = mem_xcalloc((size_t)cb->wc_cap, sizeof *cb->wc_next);
+    for (uint64_t i = 0; i < cb->wc_hash_n; i++) cb->wc_head[i] = -1;
 }
 
 void cuda_backend_attention_groups(int64_t min_keys)
@@ -3977,7 +4094,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         CK(cudaEventCreate(&cb->mg_t1));
         CK(cudaEventCreate(&cb->mg_t2));
     }
-    if (!cb->err) CK(cudaEventRecord(cb->hy_free, cb->st));
+    if (!cb->err) hy_free_record(cb);
     for (int i = 0; i < 2 && !cb->err; i++) CK(cudaEventRecord(cb->ha_free[i], cb->st));
     if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);
     if (!cb->err && CK(cudaMalloc((void **)&cb->pass_dflag, 64)) &&

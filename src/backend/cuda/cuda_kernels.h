@@ -207,6 +207,10 @@ cudaError_t cuk_add_n(float *y, const float *x, const float *alpha, int n_rows, 
  * the copy engines. */
 cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t n,
                           int64_t n_rows, cudaStream_t s);
+/* dst_a[i] = src_a[i] for i < n_a and dst_b[i] = src_b[i] for i < n_b, in
+ * one launch (as cuk_copy_rows: either side may be pinned host memory). */
+cudaError_t cuk_copy_two(float *dst_a, const float *src_a, int64_t n_a, float *dst_b,
+                         const float *src_b, int64_t n_b, cudaStream_t s);
 /* y[i] += x[i] for i < n (as cuk_add with alpha 1), once the host has
  * stored a value v into *flag with (int32_t)(v - value) >= 0: x and flag
  * pinned host memory that the CPU writes, x before flag (a release store).

@@ -443,6 +443,27 @@ extern "C" cudaError_t cuk_copy_rows(float *dst, int64_t ld_dst, const float *sr
     return cudaGetLastError();
 }
 
+__global__ static void k_copy_two(float *dst_a, const float *src_a, int64_t n_a, float *dst_b,
+                                  const float *src_b, int64_t n_b)
+{
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < n_a + n_b;
+         g += (int64_t)gridDim.x * blockDim.x) {
+        if (g < n_a)
+            dst_a[g] = src_a[g];
+        else
+            dst_b[g - n_a] = src_b[g - n_a];
+    }
+}
+
+extern "C" cudaError_t cuk_copy_two(float *dst_a, const float *src_a, int64_t n_a, float *dst_b,
+                                    const float *src_b, int64_t n_b, cudaStream_t s)
+{
+    if (n_a < 0 || n_b < 0) return cudaErrorInvalidValue;
+    if (n_a + n_b == 0) return cudaSuccess;
+    k_copy_two<<<n_blocks(n_a + n_b, 256), 256, 0, s>>>(dst_a, src_a, n_a, dst_b, src_b, n_b);
+    return cudaGetLastError();
+}
+
 /* Until the host has stored a value v into *flag with (int32_t)(v - value)
  * >= 0. Block 0's thread 0 alone polls flag, in host memory, and passes the
  * value on in *dflag (device memory) once it is there; the other blocks'
