@@ -3043,6 +3043,19 @@ static int wc_prefetch_state(struct cuda_backend *cb, int e)
     return CK(q) ? 1 : 0;
 }
 
+/* Whether prefetch's last copy has landed: its copies land in the order
+ * queued (one stream), so then every one has, and one question of the
+ * device answers for all of a moe_token call's slices. */
+static bool pf_last_landed(struct cuda_backend *cb)
+{
+    if (!cb->pf_n_copied) return false;
+    const int e = cb->pf_copied[cb->pf_n_copied - 1];
+    if (cb->wce[e].key != cb->pf_copied_key[cb->pf_n_copied - 1] || !cb->wce[e].fill_ev)
+        return false;
+    const cudaError_t q = cudaEventQuery(cb->wce[e].fill_ev);
+    return q != cudaErrorNotReady && CK(q);
+}
+
 /* Calls after which the rate of a count of CPU experts that the split has
  * not used since is stale: one call measured slow (a host busy for a moment)
  * would otherwise keep that count off for good. A stale count is tried at
@@ -3247,6 +3260,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     int n_cand = 0;
     uint64_t far_other = 0;
     int pf_seen = 0, pf_late = 0; /* prefetched slices of this call; not landed yet */
+    int pf_all = -1;              /* pf_last_landed: -1 not asked yet */
     for (int j = 0; j < k; j++) {
         const struct backend_weight *e = w + 3 * j;
         uint64_t far = 0, all = 0, gu = 0, gu_far = 0;
@@ -3264,7 +3278,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                 continue;
             }
             /* a prefetch still copying: its bytes are ahead on PCIe */
-            const int pf = wc_prefetch_state(cb, en);
+            int pf = 0;
+            if (cb->wce[en].pending) {
+                if (pf_all < 0) pf_all = pf_last_landed(cb);
+                pf = pf_all ? 1 : wc_prefetch_state(cb, en);
+            }
             pf_seen += pf > 0;
             pf_late += pf == 2;
             if (pf == 2) far_other += b;
