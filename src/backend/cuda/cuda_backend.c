@@ -360,13 +360,14 @@ struct cuda_backend {
     /* moe_token's x on the host (pinned), down at mx_down; mx_src: the
      * device x that moe_prepare sent down there (NULL: none). Where a
      * download is to follow, moe_prepare only notes x (mx_defer) and it goes
-     * down in the download's kernel (mx_with_dl), arrived once that download
-     * is waited for (mx_arrived): moe_token then waits for nothing */
+     * down in the download's kernel (mx_mark: that download's mark, 0 for
+     * none), arrived once the host has seen that mark done (st_seen):
+     * moe_token then waits for nothing */
     float *mx;
     size_t mx_bytes;
     const float *mx_src, *mx_defer;
     int64_t mx_len, mx_defer_len;
-    bool mx_with_dl, mx_arrived;
+    uint64_t mx_mark;
     cudaEvent_t mx_down;
     /* download_start's copy: staged in hd (pinned) until dl_done, then
      * copied to dl_dst (dl_len bytes) by download_wait */
@@ -995,12 +996,12 @@ static void cu_download_start(struct backend *be, const void *src, void *host_ds
         !CK(cudaEventRecord(cb->dl_done, cb->st)) ||
         (cb->tr_dl && !CK(cudaEventRecord(cb->tr_dl, cb->st))))
         return;
+    cb->dl_mark = ++cb->st_marks;
     if (with_x) {
         cb->mx_src = xs;
         cb->mx_len = xn;
-        cb->mx_with_dl = true;
+        cb->mx_mark = cb->dl_mark;
     }
-    cb->dl_mark = ++cb->st_marks;
     prof_end(cb, pi, "download (started)", UINT32_MAX);
     cb->dl_len = bytes;
 }
@@ -1012,8 +1013,6 @@ static enum hy_status cu_download_wait(struct backend *be)
     pass_join(cb);
     if (!cb->err && cb->dl_len && CK(cudaEventSynchronize(cb->dl_done))) {
         cb->st_seen = HY_MAX(cb->st_seen, cb->dl_mark);
-        cb->mx_arrived = cb->mx_with_dl;
-        cb->mx_with_dl = false;
         memcpy(cb->dl_dst, cb->hd, cb->dl_len);
         if (cb->trace) {
             cb->tr_dl_us = timing_now_us();
@@ -3213,7 +3212,7 @@ static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
 {
     struct cuda_backend *cb = op_begin(be);
     cb->mx_src = cb->mx_defer = NULL;
-    cb->mx_with_dl = cb->mx_arrived = false;
+    cb->mx_mark = 0;
     if (cb->err || cb->policy == CUDA_HOST_COPY) return;
     /* none started: the routes' download is to come, x goes with it */
     if (cb->zero_copy && !cb->dl_len) {
@@ -3382,10 +3381,10 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     /* x down for the CPU's experts, unless moe_prepare has sent it */
     const bool x_sent = cb->mx_src == x && cb->mx_len == E;
     /* down with the routes: here once they were waited for, else at dl_done */
-    const bool x_dl = x_sent && (cb->mx_arrived || cb->mx_with_dl);
-    const bool x_here = x_sent && cb->mx_arrived;
+    const bool x_dl = x_sent && cb->mx_mark;
+    const bool x_here = x_dl && cb->mx_mark <= cb->st_seen;
     cb->mx_src = cb->mx_defer = NULL;
-    cb->mx_arrived = cb->mx_with_dl = false;
+    cb->mx_mark = 0;
     float *hg = NULL, *hu = NULL, *hd = NULL;
     if (n_pass) {
         const size_t need = (size_t)(n_pass * (2 * F + E)) * sizeof(float);
