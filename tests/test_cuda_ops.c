@@ -2124,6 +2124,7 @@ static void test_moe_batch(void)
     moe_batch_case(12, 4, 90, 2048, 1408, HY_TYPE_Q4_K, HY_TYPE_Q5_0, true, true);
     moe_batch_case(6, 2, 37, 512, 512, HY_TYPE_Q5_K, HY_TYPE_Q4_0, true, true);
     moe_batch_case(8, 2, 2, 256, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_K, true, true);
+    moe_batch_case(6, 2, 37, 512, 768, HY_TYPE_Q3_K, HY_TYPE_Q2_K, true, true);
     /* large experts: the two busy ones by their own GEMMs, the others by the kernels */
     moe_batch_case(8, 2, 300, 2048, 4096, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
     /* declined: a type without the integer kernels, slices in host memory */

@@ -48,7 +48,7 @@
  * So the matvec's rounding is not the reference's order of operations (F32
  * accumulation throughout; |x| must stay below 2^64); the weights are exact.
  * When x is too large for shared memory: x from global memory (__ldg) and
- * the plain float path of cq_mv_item. Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0 take
+ * the plain float path of cq_mv_item. Q2_K..Q6_K, Q8_0, Q4_0 and Q5_0 take
  * the integer path instead where its x fits (see "integer matvec" below):
  * x quantized to int8 as the CPU backend quantizes it, dp4a products.
  *
@@ -490,14 +490,14 @@ struct TQ2_K : CqLayoutK {
     struct Raw {
         uint32_t w0, w1, s0, s1, dm;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         const int h = p >> 2, c = p & 3;
-        r.w0 = cq_ld32(b + 16 + 32 * h + 8 * c);
-        r.w1 = cq_ld32(b + 20 + 32 * h + 8 * c);
-        r.s0 = cq_ld32(b + 8 * h); /* scales[8h .. 8h + 7] */
-        r.s1 = cq_ld32(b + 8 * h + 4);
-        r.dm = cq_ld32(b + 80);
+        r.w0 = M::ld32(b + 16 + 32 * h + 8 * c);
+        r.w1 = M::ld32(b + 20 + 32 * h + 8 * c);
+        r.s0 = M::ld32(b + 8 * h); /* scales[8h .. 8h + 7] */
+        r.s1 = M::ld32(b + 8 * h + 4);
+        r.dm = M::ld32(b + 80);
     }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
     {
@@ -525,18 +525,18 @@ struct TQ3_K : CqLayoutK {
     struct Raw {
         uint32_t hm0, hm1, w0, w1, sa, sb, sc, d;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
         const int h = p >> 2, c = p & 3;
         /* hmask bytes l, bits 4h.. moved to bits 0..3 of each byte */
-        r.hm0 = cq_ld16x2(b + 8 * c) >> (4 * h);
-        r.hm1 = cq_ld16x2(b + 8 * c + 4) >> (4 * h);
-        r.w0 = cq_ld16x2(b + 32 + 32 * h + 8 * c);
-        r.w1 = cq_ld16x2(b + 36 + 32 * h + 8 * c);
-        r.sa = cq_ld16x2(b + 96);  /* scales[0..3] */
-        r.sb = cq_ld16x2(b + 100); /* scales[4..7] */
-        r.sc = cq_ld16x2(b + 104); /* scales[8..11] */
-        r.d = cq_ld16(b + 108);
+        r.hm0 = cq_ld16x2<M>(b + 8 * c) >> (4 * h);
+        r.hm1 = cq_ld16x2<M>(b + 8 * c + 4) >> (4 * h);
+        r.w0 = cq_ld16x2<M>(b + 32 + 32 * h + 8 * c);
+        r.w1 = cq_ld16x2<M>(b + 36 + 32 * h + 8 * c);
+        r.sa = cq_ld16x2<M>(b + 96);  /* scales[0..3] */
+        r.sb = cq_ld16x2<M>(b + 100); /* scales[4..7] */
+        r.sc = cq_ld16x2<M>(b + 104); /* scales[8..11] */
+        r.d = M::ld16(b + 108);
     }
     /* sub-block s = 8h + 2q + c/2: low 4 bits in nibble h of scales[2q + c/2],
      * high 2 bits at bit 2 * (s / 4) of scales[8 + s % 4]. */
@@ -1609,7 +1609,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
 }
 
 /* ---- integer matvec (dp4a) ------------------------------------------------
- * For Q4_K, Q6_K, Q5_K, Q8_0 and Q4_0 the matvec works as the CPU backend
+ * For Q2_K..Q6_K, Q8_0, Q4_0 and Q5_0 the matvec works as the CPU backend
  * does: x quantized to the type's vec_dot type (Q8_K for the K-quants, Q8_0
  * for the others) with the reference quantizer's arithmetic, products summed
  * in integers by dp4a, so each block's integer sums are the CPU's and only
@@ -1801,6 +1801,107 @@ template <> struct CqI8<TQ6_K> {
                     tot += (int)(int8_t)(raw[r].sc >> (8 * q)) * v;
                 }
                 acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
+            }
+        }
+    }
+};
+
+/* Q3_K and Q2_K: the items, groups and x layout of Q6_K (CqLayoutK). Q3_K:
+ * each group's sum stored times -4 (value = byte - 4), the 6-bit scales
+ * less 32 as integers. Q2_K: the sums as they are, for the mins. */
+template <> struct CqI8<TQ3_K> : CqI8<TQ6_K> {
+    typedef TQ3_K T;
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = -4 * s8;
+    }
+    /* group q's scale of a lane of item p (TQ3_K::scales' bits) */
+    static __device__ int scale(const T::Raw &r, int p, int q)
+    {
+        const int sh = 16 * (q & 1) + 8 * ((p & 3) >> 1) + 4 * (p >> 2);
+        const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
+        const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
+        return (int)(lo | (hi << 4)) - 32;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
+                                int xts, const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
+    {
+        float dd[R];
+        int sc[R][4];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            dd[r] = cq_h2f(raw[r].d);
+#pragma unroll
+            for (int q = 0; q < 4; q++) sc[r][q] = scale(raw[r], part, q);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 xc[2];
+#pragma unroll
+            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+            const int4 gs = *(const int4 *)(si + t * sts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int tot = 0;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int4 &xv = xc[q >> 1];
+                    int v = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
+                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, v);
+                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
+                    tot += sc[r][q] * v;
+                }
+                acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
+            }
+        }
+    }
+};
+
+template <> struct CqI8<TQ2_K> : CqI8<TQ6_K> {
+    typedef TQ2_K T;
+    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    {
+        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = s8;
+    }
+    template <int NT, int R>
+    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
+                                int xts, const int *si, int sts, const float *dy, int dts,
+                                float (&acc)[R][NT])
+    {
+        /* group q's byte scales[8h + 2q + c / 2]: scale in the low nibble, min in the high */
+        const int sh = 8 * ((part & 3) >> 1);
+        float dd[R], dm[R];
+        int sc[R][4];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            dd[r] = cq_h2f(raw[r].dm & 0xffff);
+            dm[r] = cq_h2f(raw[r].dm >> 16);
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                sc[r][q] = (int)(((q < 2 ? raw[r].s0 : raw[r].s1) >> (16 * (q & 1) + sh)) & 0xff);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 xc[2];
+#pragma unroll
+            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+            const int4 gs = *(const int4 *)(si + t * sts);
+            const float d8 = dy[t * dts];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int isum = 0, msum = 0;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int4 &xv = xc[q >> 1];
+                    int v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, 0);
+                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
+                    isum += (sc[r][q] & 0xF) * v;
+                    msum += (sc[r][q] >> 4) * (q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w);
+                }
+                acc[r][t] = fmaf(d8, fmaf(dd[r], (float)isum, -dm[r] * (float)msum), acc[r][t]);
             }
         }
     }
@@ -2181,14 +2282,18 @@ __device__ __forceinline__ void cq_norm_store(const CqRows &rs, int64_t n, float
 
 /* CTAs per SM asked of ptxas for cq_matvec_i8_kernel: 3 (80 registers) for
  * one token where the two steps' loads fit without spills, else 2. Q4_K and
- * Q5_K (48 bytes per lane and row) spill at 80, and so does Q6_K (32 bytes):
+ * Q5_K (48 bytes per lane and row) spill at 80, and so does Q6_K (36 bytes;
+ * Q3_K, 32, is kept at 2 with it):
  * ncu on an H100 counted 32 k local-memory requests in its 4096 x 14336
  * product (39.5 us) and 349 k in a 128256-row head. At 2 CTAs that product
  * took 35.0 us against 40.1 and decode of llama-3-8b-shaped Q4_K_M went from
  * 1030.5 to 1060.6 tok/s (8 layers), 312.8 to 323.4 (32 layers). */
 template <class T, int NT> struct CqI8Blocks {
     static constexpr int value =
-        NT == 1 && sizeof(typename T::Raw) <= 36 && !std::is_same<T, TQ6_K>::value ? 3 : 2;
+        NT == 1 && sizeof(typename T::Raw) <= 36 && !std::is_same<T, TQ6_K>::value &&
+                !std::is_same<T, TQ3_K>::value
+            ? 3
+            : 2;
 };
 
 /* One tile of cq_matvec_i8_kernel and cq_group_i8_kernel: acc (zeroed
@@ -2327,7 +2432,8 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * (288-byte steps), Q4_K's 1.1-1.4 times (1152). The counts were measured
  * there type by type (cuda_matvec_bench): Q4_0 four rounds (1152 bytes),
  * Q5_0 and Q8_0 two (704, 1088), Q5_K two (1408: q/k/v 12.4 -> 11.2 us,
- * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one. Q5_0 at three
+ * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two and
+ * Q2_K three (880, 1008 bytes: set by the step size, not measured). Q5_0 at three
  * rounds (1056 bytes) gained 0.6-0.7 us on q/k/v and gate/up, lost 0.5 on o:
  * 48 blocks a step leave a 4096-column row's 128 blocks to the warps
  * unevenly. Q6_K at two rounds (1680 bytes) needs a ring of three slots (four
@@ -2348,6 +2454,13 @@ template <> struct CqRounds<TQ8_0> {
 };
 template <> struct CqRounds<TQ5_K> {
     static constexpr int M = 2;
+};
+/* Q3_K's 110-byte and Q2_K's 84-byte blocks: steps of 880 and 1008 bytes */
+template <> struct CqRounds<TQ3_K> {
+    static constexpr int M = 2;
+};
+template <> struct CqRounds<TQ2_K> {
+    static constexpr int M = 3;
 };
 template <class T> struct CqStage {
     static constexpr int LB = 32 / T::P;
