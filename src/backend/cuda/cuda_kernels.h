@@ -76,7 +76,7 @@ enum cuq_epilogue {
  * floats), and the kernel also stores it at y, which must be the products' x
  * argument: the op cuk_rms_norm(x, w, eps, 1, n_cols, y) without its
  * launch. One token (n_tok 1); x and y must not overlap; x, w 16-byte
- * aligned. The staged one-token kernel of Q4_K, Q5_K and Q6_K weights
+ * aligned. The staged one-token kernel of Q2_K..Q6_K weights
  * quantizes x * w instead and multiplies its sums by the norm's factor at the
  * end (a Q8_K block's integers do not depend on a common factor, up to
  * rounding): its prologue then needs one pass over x, not two. */
