@@ -1757,10 +1757,13 @@ template <> struct CqI8<TQ5_K> {
     }
 };
 
-/* Q6_K: item p (h = p / 4, c = p % 4) = runs 2q + u, columns 128h + 32q +
- * 8c + 4u ..; one group per 8 columns, its sum stored times -32. */
-template <> struct CqI8<TQ6_K> {
-    typedef TQ6_K T;
+/* Q6_K, Q3_K and Q2_K (CqLayoutK): item p (h = p / 4, c = p % 4) = runs
+ * 2q + u, columns 128h + 32q + 8c + 4u ..; one group per 8 columns, its sum
+ * stored times S::SUMK (Q6_K -32 and Q3_K -4: the values' offsets; Q2_K 1,
+ * for its mins). S::scales() gives a lane's four groups' integer scales (and
+ * Q2_K's mins: S::MINS) and the block's d (and dmin). */
+template <class TT, class S> struct CqI8K {
+    typedef TT T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = true;
     static constexpr int NSUM = 4;
@@ -1772,16 +1775,17 @@ template <> struct CqI8<TQ6_K> {
     }
     static __device__ void sums(int *s, int lane, int s8, bool ok)
     {
-        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = -32 * s8;
+        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = S::SUMK * s8;
     }
     template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
-                                int xts, const int *si, int sts, const float *dy, int dts,
-                                float (&acc)[R][NT])
+    static __device__ void step(const typename T::Raw (&raw)[R], int part, const uint8_t *xi,
+                                uint32_t sw, int xts, const int *si, int sts, const float *dy,
+                                int dts, float (&acc)[R][NT])
     {
-        float dd[R];
+        float dd[R], dm[R];
+        int sc[R][4], mn[R][4];
 #pragma unroll
-        for (int r = 0; r < R; r++) dd[r] = cq_h2f(raw[r].d);
+        for (int r = 0; r < R; r++) S::scales(raw[r], part, sc[r], mn[r], dd[r], dm[r]);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             int4 xc[2];
@@ -1791,118 +1795,71 @@ template <> struct CqI8<TQ6_K> {
             const float d8 = dy[t * dts];
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                int tot = 0;
+                int tot = 0, msum = 0;
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
                     const int4 &xv = xc[q >> 1];
-                    int v = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
-                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, v);
-                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
-                    tot += (int)(int8_t)(raw[r].sc >> (8 * q)) * v;
-                }
-                acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
-            }
-        }
-    }
-};
-
-/* Q3_K and Q2_K: the items, groups and x layout of Q6_K (CqLayoutK). Q3_K:
- * each group's sum stored times -4 (value = byte - 4), the 6-bit scales
- * less 32 as integers. Q2_K: the sums as they are, for the mins. */
-template <> struct CqI8<TQ3_K> : CqI8<TQ6_K> {
-    typedef TQ3_K T;
-    static __device__ void sums(int *s, int lane, int s8, bool ok)
-    {
-        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = -4 * s8;
-    }
-    /* group q's scale of a lane of item p (TQ3_K::scales' bits) */
-    static __device__ int scale(const T::Raw &r, int p, int q)
-    {
-        const int sh = 16 * (q & 1) + 8 * ((p & 3) >> 1) + 4 * (p >> 2);
-        const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
-        const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
-        return (int)(lo | (hi << 4)) - 32;
-    }
-    template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
-                                int xts, const int *si, int sts, const float *dy, int dts,
-                                float (&acc)[R][NT])
-    {
-        float dd[R];
-        int sc[R][4];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            dd[r] = cq_h2f(raw[r].d);
-#pragma unroll
-            for (int q = 0; q < 4; q++) sc[r][q] = scale(raw[r], part, q);
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            int4 xc[2];
-#pragma unroll
-            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
-            const int4 gs = *(const int4 *)(si + t * sts);
-            const float d8 = dy[t * dts];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                int tot = 0;
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    const int4 &xv = xc[q >> 1];
-                    int v = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
+                    const int g = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
+                    int v = S::MINS ? 0 : g;
                     v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, v);
                     v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
                     tot += sc[r][q] * v;
+                    if constexpr (S::MINS) msum += mn[r][q] * g;
                 }
-                acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
+                if constexpr (S::MINS)
+                    acc[r][t] = fmaf(d8, fmaf(dd[r], (float)tot, -dm[r] * (float)msum), acc[r][t]);
+                else
+                    acc[r][t] = fmaf(d8, dd[r] * (float)tot, acc[r][t]);
             }
         }
     }
 };
 
-template <> struct CqI8<TQ2_K> : CqI8<TQ6_K> {
-    typedef TQ2_K T;
-    static __device__ void sums(int *s, int lane, int s8, bool ok)
+template <> struct CqI8<TQ6_K> : CqI8K<TQ6_K, CqI8<TQ6_K>> {
+    static constexpr int SUMK = -32;
+    static constexpr bool MINS = false;
+    static __device__ void scales(const TQ6_K::Raw &r, int, int (&sc)[4], int (&)[4], float &d,
+                                  float &)
     {
-        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = s8;
+        d = cq_h2f(r.d);
+#pragma unroll
+        for (int q = 0; q < 4; q++) sc[q] = (int)(int8_t)(r.sc >> (8 * q));
     }
-    template <int NT, int R>
-    static __device__ void step(const T::Raw (&raw)[R], int part, const uint8_t *xi, uint32_t sw,
-                                int xts, const int *si, int sts, const float *dy, int dts,
-                                float (&acc)[R][NT])
+};
+
+/* Q3_K: the 6-bit scales less 32 (TQ3_K::scales' bits). */
+template <> struct CqI8<TQ3_K> : CqI8K<TQ3_K, CqI8<TQ3_K>> {
+    static constexpr int SUMK = -4;
+    static constexpr bool MINS = false;
+    static __device__ void scales(const TQ3_K::Raw &r, int p, int (&sc)[4], int (&)[4], float &d,
+                                  float &)
     {
-        /* group q's byte scales[8h + 2q + c / 2]: scale in the low nibble, min in the high */
-        const int sh = 8 * ((part & 3) >> 1);
-        float dd[R], dm[R];
-        int sc[R][4];
+        d = cq_h2f(r.d);
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            dd[r] = cq_h2f(raw[r].dm & 0xffff);
-            dm[r] = cq_h2f(raw[r].dm >> 16);
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                sc[r][q] = (int)(((q < 2 ? raw[r].s0 : raw[r].s1) >> (16 * (q & 1) + sh)) & 0xff);
+        for (int q = 0; q < 4; q++) {
+            const int sh = 16 * (q & 1) + 8 * ((p & 3) >> 1) + 4 * (p >> 2);
+            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
+            const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
+            sc[q] = (int)(lo | (hi << 4)) - 32;
         }
+    }
+};
+
+/* Q2_K: group q's byte scales[8h + 2q + c / 2], its scale in the low nibble
+ * and its min in the high one. */
+template <> struct CqI8<TQ2_K> : CqI8K<TQ2_K, CqI8<TQ2_K>> {
+    static constexpr int SUMK = 1;
+    static constexpr bool MINS = true;
+    static __device__ void scales(const TQ2_K::Raw &r, int p, int (&sc)[4], int (&mn)[4],
+                                  float &d, float &dmin)
+    {
+        d = cq_h2f(r.dm & 0xffff);
+        dmin = cq_h2f(r.dm >> 16);
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            int4 xc[2];
-#pragma unroll
-            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
-            const int4 gs = *(const int4 *)(si + t * sts);
-            const float d8 = dy[t * dts];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                int isum = 0, msum = 0;
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    const int4 &xv = xc[q >> 1];
-                    int v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, 0);
-                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
-                    isum += (sc[r][q] & 0xF) * v;
-                    msum += (sc[r][q] >> 4) * (q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w);
-                }
-                acc[r][t] = fmaf(d8, fmaf(dd[r], (float)isum, -dm[r] * (float)msum), acc[r][t]);
-            }
+        for (int q = 0; q < 4; q++) {
+            const uint32_t b = ((q < 2 ? r.s0 : r.s1) >> (16 * (q & 1) + 8 * ((p & 3) >> 1))) & 0xff;
+            sc[q] = (int)(b & 0xF);
+            mn[q] = (int)(b >> 4);
         }
     }
 };
