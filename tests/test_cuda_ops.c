@@ -2125,10 +2125,11 @@ static void test_moe_batch(void)
     moe_batch_case(6, 2, 37, 512, 512, HY_TYPE_Q5_K, HY_TYPE_Q4_0, true, true);
     moe_batch_case(8, 2, 2, 256, 512, HY_TYPE_Q8_0, HY_TYPE_Q4_K, true, true);
     moe_batch_case(6, 2, 37, 512, 768, HY_TYPE_Q3_K, HY_TYPE_Q2_K, true, true);
+    moe_batch_case(6, 2, 37, 512, 768, HY_TYPE_Q4_1, HY_TYPE_Q5_1, true, true);
     /* large experts: the two busy ones by their own GEMMs, the others by the kernels */
     moe_batch_case(8, 2, 300, 2048, 4096, HY_TYPE_Q4_K, HY_TYPE_Q6_K, true, true);
     /* declined: a type without the integer kernels, slices in host memory */
-    moe_batch_case(4, 2, 20, 256, 256, HY_TYPE_Q4_1, HY_TYPE_Q4_K, true, false);
+    moe_batch_case(4, 2, 20, 256, 256, HY_TYPE_F16, HY_TYPE_Q4_K, true, false);
     moe_batch_case(4, 2, 20, 256, 256, HY_TYPE_Q4_K, HY_TYPE_Q4_K, false, false);
 }
 

@@ -30,10 +30,10 @@ bool cuq_supports(uint32_t type);
 /* Most tokens cuq_matvec takes in one call. */
 #define CUQ_MATVEC_MAX_TOK 8
 
-/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK. Q4_0,
- * Q5_0, Q8_0 and Q2_K..Q6_K: x quantized to int8 as the CPU backend
- * quantizes it (Q8_0 or Q8_K blocks), integer products per block (dp4a), F32 sums of
- * the scaled blocks; the other types: F32 activations and accumulation,
+/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok <= CUQ_MATVEC_MAX_TOK. The
+ * quantized types: x quantized to int8 as the CPU backend quantizes it (Q8_0
+ * or Q8_K blocks), integer products per block (dp4a), F32 sums of the scaled
+ * blocks; the other types: F32 activations and accumulation,
  * weights dequantized on the fly. Each weight byte is read once per call: the
  * decode path, memory bound. x is [n_tok][n_cols], y [n_tok][ldy] (ldy >=
  * n_rows: rows of a larger output). early: launched so that it may start
@@ -156,8 +156,8 @@ bool cuq_group_supports(uint32_t type, int64_t n_cols, size_t row_bytes, const v
  * the chunk's rows a, or with swiglu y[a][r] = silu(W0 x[a])[r] * (W1
  * x[a])[r]; x [rows][n_cols], CUQ_GROUP_TOK - 1 rows readable after the
  * last chunk's (their products are not stored), y rows ldy apart. x is
- * quantized as cuq_matvec quantizes it and the products are its (Q4_0,
- * Q5_0, Q8_0, Q2_K..Q6_K: cuq_group_supports). chunks: device memory,
+ * quantized as cuq_matvec quantizes it and the products are its (the
+ * quantized types: cuq_group_supports). chunks: device memory,
  * n_chunks <= 65535. */
 cudaError_t cuq_group(uint32_t type, bool swiglu, const struct cuq_chunk *chunks, int n_chunks,
                       size_t row_bytes, int64_t n_rows, int64_t n_cols, const float *x, float *y,

@@ -48,8 +48,8 @@
  * So the matvec's rounding is not the reference's order of operations (F32
  * accumulation throughout; |x| must stay below 2^64); the weights are exact.
  * When x is too large for shared memory: x from global memory (__ldg) and
- * the plain float path of cq_mv_item. Q2_K..Q6_K, Q8_0, Q4_0 and Q5_0 take
- * the integer path instead where its x fits (see "integer matvec" below):
+ * the plain float path of cq_mv_item. The quantized types take the integer
+ * path instead where its x fits (see "integer matvec" below):
  * x quantized to int8 as the CPU backend quantizes it, dp4a products.
  *
  * Alignment. The item loads need w and row_bytes aligned to ALIGN (the load
@@ -367,11 +367,11 @@ struct TQ4_1 : CqLayout32 {
     struct Raw {
         uint32_t dm, w0, w1;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.dm = cq_ld32(b);
-        r.w0 = cq_ld32(b + 4 + 8 * p);
-        r.w1 = cq_ld32(b + 8 + 8 * p);
+        r.dm = M::ld32(b);
+        r.w0 = M::ld32(b + 4 + 8 * p);
+        r.w1 = M::ld32(b + 8 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -419,12 +419,12 @@ struct TQ5_1 : CqLayout32 {
     struct Raw {
         uint32_t dm, qh, w0, w1;
     };
-    static CQ_HD void load(Raw &r, const uint8_t *b, int p)
+    template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        r.dm = cq_ld32(b);
-        r.qh = cq_ld32(b + 4) >> (8 * p);
-        r.w0 = cq_ld32(b + 8 + 8 * p);
-        r.w1 = cq_ld32(b + 12 + 8 * p);
+        r.dm = M::ld32(b);
+        r.qh = M::ld32(b + 4) >> (8 * p);
+        r.w0 = M::ld32(b + 8 + 8 * p);
+        r.w1 = M::ld32(b + 12 + 8 * p);
     }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
@@ -1609,11 +1609,12 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
 }
 
 /* ---- integer matvec (dp4a) ------------------------------------------------
- * For Q2_K..Q6_K, Q8_0, Q4_0 and Q5_0 the matvec works as the CPU backend
- * does: x quantized to the type's vec_dot type (Q8_K for the K-quants, Q8_0
- * for the others) with the reference quantizer's arithmetic, products summed
- * in integers by dp4a, so each block's integer sums are the CPU's and only
- * the float sums around them differ. Each CTA quantizes x into shared memory
+ * For the quantized types the matvec works as the CPU backend does: x
+ * quantized to the type's vec_dot type (Q8_K for the K-quants, Q8_0 for the
+ * others; Q4_1's and Q5_1's Q8_1 has Q8_0's integers and scale) with the
+ * reference quantizer's arithmetic, products summed in integers by dp4a, so
+ * each block's integer sums are the CPU's and only the float sums around
+ * them differ. Each CTA quantizes x into shared memory
  * itself (a warp per 256 values), the first step's weights already on their
  * way; then the tile loop of cq_matvec_kernel.
  *
@@ -1905,9 +1906,11 @@ template <> struct CqI8<TQ8_0> {
     }
 };
 
-/* Q4_0 and Q5_0 (OFFS 8 and 16): item p = columns 8p .. 8p + 7 (low
- * nibbles) and 16 + 8p .. (high; Q5_0: each byte's fifth bit from qh); its
- * sum stored times -OFFS. */
+/* Q4_0, Q5_0 (OFFS 8 and 16), Q4_1 and Q5_1 (T::HASMIN, OFFS 0): item p =
+ * columns 8p .. 8p + 7 (low nibbles) and 16 + 8p .. (high; Q5_0 and Q5_1:
+ * each byte's fifth bit from qh); its sum stored times -OFFS, or as it is
+ * for the min's term (the CPU's Q8_1 x: the same integers and scale as Q8_0,
+ * its block sum split between the two items). */
 template <class TT, int OFFS> struct CqI8Off32 {
     typedef TT T;
     static constexpr bool ON = true;
@@ -1921,7 +1924,7 @@ template <class TT, int OFFS> struct CqI8Off32 {
     static __device__ void sums(int *s, int lane, int s8, bool ok)
     {
         const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 2);
-        if (ok && (lane & 2) == 0) s[lane & 1] = -OFFS * v;
+        if (ok && (lane & 2) == 0) s[lane & 1] = (T::HASMIN ? 1 : -OFFS) * v;
     }
     template <int NT, int R>
     static __device__ void step(const typename T::Raw (&raw)[R], int part, const uint8_t *xi,
@@ -1929,10 +1932,10 @@ template <class TT, int OFFS> struct CqI8Off32 {
                                 float (&acc)[R][NT])
     {
         uint32_t q[R][4];
-        float dd[R];
+        float dd[R][1], mm[R][1];
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            dd[r] = cq_h2f(raw[r].d);
+            T::scales(raw[r], part, dd[r], mm[r]);
 #pragma unroll
             for (int j = 0; j < 4; j++) q[r][j] = T::bytes(raw[r], part, j);
         }
@@ -1943,17 +1946,22 @@ template <class TT, int OFFS> struct CqI8Off32 {
             const float d8 = dy[t * dts];
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                int v = __dp4a((int)q[r][0], xv.x, s);
+                int v = __dp4a((int)q[r][0], xv.x, T::HASMIN ? 0 : s);
                 v = __dp4a((int)q[r][1], xv.y, v);
                 v = __dp4a((int)q[r][2], xv.z, v);
                 v = __dp4a((int)q[r][3], xv.w, v);
-                acc[r][t] = fmaf((float)v, dd[r] * d8, acc[r][t]);
+                if constexpr (T::HASMIN)
+                    acc[r][t] = fmaf(d8, fmaf(dd[r][0], (float)v, mm[r][0] * (float)s), acc[r][t]);
+                else
+                    acc[r][t] = fmaf((float)v, dd[r][0] * d8, acc[r][t]);
             }
         }
     }
 };
 template <> struct CqI8<TQ4_0> : CqI8Off32<TQ4_0, 8> {};
 template <> struct CqI8<TQ5_0> : CqI8Off32<TQ5_0, 16> {};
+template <> struct CqI8<TQ4_1> : CqI8Off32<TQ4_1, 0> {};
+template <> struct CqI8<TQ5_1> : CqI8Off32<TQ5_1, 0> {};
 
 /* Shared bytes of the integer path's x for NT tokens of n_cols. */
 CQ_HD int64_t cq_i8_xts(int64_t n_cols)
@@ -2404,6 +2412,13 @@ template <> struct CqRounds<TQ4_0> {
     static constexpr int M = 4;
 };
 template <> struct CqRounds<TQ5_0> {
+    static constexpr int M = 2;
+};
+/* Q4_1's 20-byte and Q5_1's 24-byte blocks: as Q4_0 and Q5_0 (1280 and 768 bytes) */
+template <> struct CqRounds<TQ4_1> {
+    static constexpr int M = 4;
+};
+template <> struct CqRounds<TQ5_1> {
     static constexpr int M = 2;
 };
 template <> struct CqRounds<TQ8_0> {
