@@ -2397,8 +2397,13 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * (288-byte steps), Q4_K's 1.1-1.4 times (1152). The counts were measured
  * there type by type (cuda_matvec_bench): Q4_0 four rounds (1152 bytes),
  * Q5_0 and Q8_0 two (704, 1088), Q5_K two (1408: q/k/v 12.4 -> 11.2 us,
- * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two and
- * Q2_K three (880, 1008 bytes: set by the step size, not measured). Q5_0 at three
+ * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two (880
+ * bytes: one or three rounds were slower on every product, gate/up 31.7 us
+ * against 38.1 and 34.6), Q2_K four (1344: against three, q/k/v 9.5 -> 8.3
+ * us, o 6.8 -> 6.5, gate/up 27.9 -> 22.0, down 15.6 -> 14.8; five and six
+ * slower over the four products); Q4_1 four and
+ * Q5_1 two (1280, 768: two and three rounds for Q4_1, one and three for Q5_1
+ * were no faster over a layer's four products). Q5_0 at three
  * rounds (1056 bytes) gained 0.6-0.7 us on q/k/v and gate/up, lost 0.5 on o:
  * 48 blocks a step leave a 4096-column row's 128 blocks to the warps
  * unevenly. Q6_K at two rounds (1680 bytes) needs a ring of three slots (four
@@ -2414,7 +2419,6 @@ template <> struct CqRounds<TQ4_0> {
 template <> struct CqRounds<TQ5_0> {
     static constexpr int M = 2;
 };
-/* Q4_1's 20-byte and Q5_1's 24-byte blocks: as Q4_0 and Q5_0 (1280 and 768 bytes) */
 template <> struct CqRounds<TQ4_1> {
     static constexpr int M = 4;
 };
@@ -2427,12 +2431,11 @@ template <> struct CqRounds<TQ8_0> {
 template <> struct CqRounds<TQ5_K> {
     static constexpr int M = 2;
 };
-/* Q3_K's 110-byte and Q2_K's 84-byte blocks: steps of 880 and 1008 bytes */
 template <> struct CqRounds<TQ3_K> {
     static constexpr int M = 2;
 };
 template <> struct CqRounds<TQ2_K> {
-    static constexpr int M = 3;
+    static constexpr int M = 4;
 };
 template <class T> struct CqStage {
     static constexpr int LB = 32 / T::P;
