@@ -1623,8 +1623,8 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
  * of its runs in run order, so a lane reads its x as whole 16-byte chunks,
  * chunk k at k ^ sw(i) (sw spreads a warp's reads over all 32 banks). After
  * all tokens' x: per item NSUM integers (the x sums of its scale groups,
- * times -OFF where there is an offset), then one float per block: the x
- * block's scale. */
+ * times -OFF where there is an offset; Q4_1's and Q5_1's: see CqI8Off32),
+ * then one float per block: the x block's scale. */
 
 /* dp4a of unsigned bytes (Q4_K's high nibbles in place, up to 240) and signed ones. */
 __device__ __forceinline__ int cq_dp4a_us(uint32_t a, int b, int c)
@@ -1908,9 +1908,10 @@ template <> struct CqI8<TQ8_0> {
 
 /* Q4_0, Q5_0 (OFFS 8 and 16), Q4_1 and Q5_1 (T::HASMIN, OFFS 0): item p =
  * columns 8p .. 8p + 7 (low nibbles) and 16 + 8p .. (high; Q5_0 and Q5_1:
- * each byte's fifth bit from qh); its sum stored times -OFFS, or as it is
- * for the min's term (the CPU's Q8_1 x: the same integers and scale as Q8_0,
- * its block sum split between the two items). */
+ * each byte's fifth bit from qh); its sum stored times -OFFS. For the min's
+ * term, the CPU's Q8_1 x (Q8_0's integers and scale) carries s, the block's
+ * sum times its unrounded scale in binary16: item 0 holds s's float bits,
+ * item 1 zero, and the min is multiplied by s as the CPU multiplies it. */
 template <class TT, int OFFS> struct CqI8Off32 {
     typedef TT T;
     static constexpr bool ON = true;
@@ -1921,10 +1922,19 @@ template <class TT, int OFFS> struct CqI8Off32 {
         win = (off >> 1) & 8;
         return (off >> 3) & 1;
     }
-    static __device__ void sums(int *s, int lane, int s8, bool ok)
+    /* dr: the x block's unrounded scale. With a min, item 0 holds the bits
+     * of the block's x sum times dr rounded to binary16 (Q8_1's s), item 1
+     * zero. */
+    static __device__ void sums(int *s, int lane, int s8, bool ok, float dr = 0.0f)
     {
         const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 2);
-        if (ok && (lane & 2) == 0) s[lane & 1] = (T::HASMIN ? 1 : -OFFS) * v;
+        if constexpr (T::HASMIN) {
+            const int blk = v + __shfl_xor_sync(0xffffffffu, v, 1);
+            if (ok && (lane & 2) == 0)
+                s[lane & 1] = (lane & 1) ? 0 : __float_as_int(cq_h2f(cq_f2h(__fmul_rn((float)blk, dr))));
+        } else if (ok && (lane & 2) == 0) {
+            s[lane & 1] = -OFFS * v;
+        }
     }
     template <int NT, int R>
     static __device__ void step(const typename T::Raw (&raw)[R], int part, const uint8_t *xi,
@@ -1951,7 +1961,7 @@ template <class TT, int OFFS> struct CqI8Off32 {
                 v = __dp4a((int)q[r][2], xv.z, v);
                 v = __dp4a((int)q[r][3], xv.w, v);
                 if constexpr (T::HASMIN)
-                    acc[r][t] = fmaf(d8, fmaf(dd[r][0], (float)v, mm[r][0] * (float)s), acc[r][t]);
+                    acc[r][t] = fmaf(mm[r][0], __int_as_float(s), fmaf(d8 * dd[r][0], (float)v, acc[r][t]));
                 else
                     acc[r][t] = fmaf((float)v, dd[r][0] * d8, acc[r][t]);
             }
@@ -2060,7 +2070,8 @@ __device__ __forceinline__ void cq_q8k_units(const float (&f)[U][8], int lane, i
  * roundf(x * id) (out of range: 0, as ref_trunc and the int8 store), its
  * scale the binary16 d. */
 template <int U>
-__device__ __forceinline__ void cq_q80_units(const float (&f)[U][8], int (&q)[U][8], float (&d)[U])
+__device__ __forceinline__ void cq_q80_units(const float (&f)[U][8], int (&q)[U][8], float (&d)[U],
+                                             float (&dr)[U])
 {
     float am[U];
 #pragma unroll
@@ -2083,6 +2094,7 @@ __device__ __forceinline__ void cq_q80_units(const float (&f)[U][8], int (&q)[U]
             q[u][k] = r >= -2147483648.0f && r < 2147483648.0f ? (int)(int8_t)(int)r : 0;
         }
         d[u] = cq_h2f(cq_f2h(dq));
+        dr[u] = dq;
     }
 }
 
@@ -2092,7 +2104,8 @@ __device__ __forceinline__ void cq_q80_units(const float (&f)[U][8], int (&q)[U]
  * sb (I::sums); ok: the unit lies inside the row (the sums take every lane). */
 template <class T>
 __device__ __forceinline__ void cq_i8_unit_store(uint8_t *xr, int b, int off, const int (&q)[8],
-                                                 float d, int *sb, float *dy, int lane, bool ok)
+                                                 float d, float dr, int *sb, float *dy, int lane,
+                                                 bool ok)
 {
     typedef CqI8<T> I;
     int s8 = 0;
@@ -2109,7 +2122,10 @@ __device__ __forceinline__ void cq_i8_unit_store(uint8_t *xr, int b, int off, co
         *(uint2 *)(xr + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
         if (off == 0) *dy = d;
     }
-    if constexpr (I::NSUM > 0) I::sums(sb, lane, s8, ok);
+    if constexpr (T::HASMIN && !I::Q8K)
+        I::sums(sb, lane, s8, ok, dr);
+    else if constexpr (I::NSUM > 0)
+        I::sums(sb, lane, s8, ok);
 }
 
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
@@ -2148,18 +2164,18 @@ __device__ void cq_i8_quantize(const float *__restrict__ x, int64_t n_cols, uint
             f[u][4] = c.x, f[u][5] = c.y, f[u][6] = c.z, f[u][7] = c.w;
         }
         int q[U][8];
-        float d[U];
+        float d[U], dr[U];
         if constexpr (I::Q8K)
             cq_q8k_units<U>(f, lane, q, d);
         else
-            cq_q80_units<U>(f, q, d);
+            cq_q80_units<U>(f, q, d, dr);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
             const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
             const int gb = e / T::BS; /* block over all tokens */
             const int t = gb / nb, b = gb - t * nb;
-            cq_i8_unit_store<T>(xs + t * xts, b, e - gb * T::BS, q[u], d[u],
+            cq_i8_unit_store<T>(xs + t * xts, b, e - gb * T::BS, q[u], d[u], I::Q8K ? 0.0f : dr[u],
                                 sums + gb * T::P * I::NSUM, dys + gb, lane, e < n);
         }
     }
@@ -2221,7 +2237,7 @@ __device__ void cq_i8_quantize_normed(const CqRows &rs, int64_t n_cols, uint8_t 
             if (u0 + u * CQ_WARPS >= units) break; /* warp-uniform */
             const int e = (u0 + u * CQ_WARPS) * 256 + 8 * lane;
             const int b = e / T::BS;
-            cq_i8_unit_store<T>(xs, b, e - b * T::BS, q[u], d[u], sums + b * T::P * I::NSUM,
+            cq_i8_unit_store<T>(xs, b, e - b * T::BS, q[u], d[u], 0.0f, sums + b * T::P * I::NSUM,
                                 dys + b, lane, e < n);
         }
     }
