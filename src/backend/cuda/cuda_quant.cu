@@ -499,16 +499,27 @@ struct TQ2_K : CqLayoutK {
         r.s1 = M::ld32(b + 8 * h + 4);
         r.dm = M::ld32(b + 80);
     }
-    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    /* group q's byte scales[8h + 2q + c/2]: its scale in the low nibble, its
+     * min in the high one */
+    static CQ_HD void scales_int(const Raw &r, int p, int (&sc)[NG], int (&mn)[NG])
     {
-        const float dd = cq_h2f(r.dm & 0xffff), dmin = cq_h2f(r.dm >> 16);
         const int sh = 8 * ((p & 3) >> 1);
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            /* scales[8h + 2q + c/2] */
-            const uint32_t sc = ((q < 2 ? r.s0 : r.s1) >> (16 * (q & 1) + sh)) & 0xff;
-            d[q] = cq_mul(dd, (float)(sc & 0xF));
-            b[q] = -cq_mul(dmin, (float)(sc >> 4));
+            const uint32_t v = ((q < 2 ? r.s0 : r.s1) >> (16 * (q & 1) + sh)) & 0xff;
+            sc[q] = (int)(v & 0xF);
+            mn[q] = (int)(v >> 4);
+        }
+    }
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        const float dd = cq_h2f(r.dm & 0xffff), dmin = cq_h2f(r.dm >> 16);
+        int sc[NG], mn[NG];
+        scales_int(r, p, sc, mn);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            d[q] = cq_mul(dd, (float)sc[q]);
+            b[q] = -cq_mul(dmin, (float)mn[q]);
         }
     }
     static CQ_HD uint32_t bytes(const Raw &r, int, int j)
@@ -538,17 +549,28 @@ struct TQ3_K : CqLayoutK {
         r.sc = cq_ld16x2<M>(b + 104); /* scales[8..11] */
         r.d = M::ld16(b + 108);
     }
-    /* sub-block s = 8h + 2q + c/2: low 4 bits in nibble h of scales[2q + c/2],
-     * high 2 bits at bit 2 * (s / 4) of scales[8 + s % 4]. */
-    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    /* The 6-bit scales less 32 of sub-blocks s = 8h + 2q + c/2: low 4 bits
+     * in nibble h of scales[2q + c/2], high 2 bits at bit 2 * (s / 4) of
+     * scales[8 + s % 4]. */
+    static CQ_HD void scales_int(const Raw &r, int p, int (&sc)[NG])
     {
-        const float dd = cq_h2f(r.d);
         const int h = p >> 2, s0 = (p & 3) >> 1;
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> (16 * (q & 1) + 8 * s0 + 4 * h)) & 0xF;
-            const uint32_t hi = (r.sc >> (16 * (q & 1) + 8 * s0 + 4 * h + 2 * (q >> 1))) & 3;
-            d[q] = cq_mul(dd, (float)((int)(lo | (hi << 4)) - 32));
+            const int sh = 16 * (q & 1) + 8 * s0 + 4 * h;
+            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
+            const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
+            sc[q] = (int)(lo | (hi << 4)) - 32;
+        }
+    }
+    static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
+    {
+        const float dd = cq_h2f(r.d);
+        int sc[NG];
+        scales_int(r, p, sc);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            d[q] = cq_mul(dd, (float)sc[q]);
             b[q] = 0.0f;
         }
     }
@@ -713,12 +735,20 @@ struct TQ6_K : CqLayoutK {
         r.sc = cq_perm(a, bb, s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12));
         r.d = M::ld16(b + 208);
     }
+    /* the int8 scales of groups q = 0..3 */
+    static CQ_HD void scales_int(const Raw &r, int (&sc)[NG])
+    {
+#pragma unroll
+        for (int q = 0; q < 4; q++) sc[q] = (int)(int8_t)(r.sc >> (8 * q));
+    }
     static CQ_HD void scales(const Raw &r, int, float (&d)[NG], float (&b)[NG])
     {
         const float dd = cq_h2f(r.d);
+        int sc[NG];
+        scales_int(r, sc);
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            d[q] = cq_mul(dd, (float)(int8_t)(r.sc >> (8 * q)));
+            d[q] = cq_mul(dd, (float)sc[q]);
             b[q] = 0.0f;
         }
     }
@@ -1823,12 +1853,11 @@ template <> struct CqI8<TQ6_K> : CqI8K<TQ6_K, CqI8<TQ6_K>> {
                                   float &)
     {
         d = cq_h2f(r.d);
-#pragma unroll
-        for (int q = 0; q < 4; q++) sc[q] = (int)(int8_t)(r.sc >> (8 * q));
+        TQ6_K::scales_int(r, sc);
     }
 };
 
-/* Q3_K: the 6-bit scales less 32 (TQ3_K::scales' bits). */
+/* Q3_K: the 6-bit scales less 32. */
 template <> struct CqI8<TQ3_K> : CqI8K<TQ3_K, CqI8<TQ3_K>> {
     static constexpr int SUMK = -4;
     static constexpr bool MINS = false;
@@ -1836,18 +1865,11 @@ template <> struct CqI8<TQ3_K> : CqI8K<TQ3_K, CqI8<TQ3_K>> {
                                   float &)
     {
         d = cq_h2f(r.d);
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int sh = 16 * (q & 1) + 8 * ((p & 3) >> 1) + 4 * (p >> 2);
-            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
-            const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
-            sc[q] = (int)(lo | (hi << 4)) - 32;
-        }
+        TQ3_K::scales_int(r, p, sc);
     }
 };
 
-/* Q2_K: group q's byte scales[8h + 2q + c / 2], its scale in the low nibble
- * and its min in the high one. */
+/* Q2_K: its 4-bit scales and mins. */
 template <> struct CqI8<TQ2_K> : CqI8K<TQ2_K, CqI8<TQ2_K>> {
     static constexpr int SUMK = 1;
     static constexpr bool MINS = true;
@@ -1856,12 +1878,7 @@ template <> struct CqI8<TQ2_K> : CqI8K<TQ2_K, CqI8<TQ2_K>> {
     {
         d = cq_h2f(r.dm & 0xffff);
         dmin = cq_h2f(r.dm >> 16);
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const uint32_t b = ((q < 2 ? r.s0 : r.s1) >> (16 * (q & 1) + 8 * ((p & 3) >> 1))) & 0xff;
-            sc[q] = (int)(b & 0xF);
-            mn[q] = (int)(b >> 4);
-        }
+        TQ2_K::scales_int(r, p, sc, mn);
     }
 };
 
