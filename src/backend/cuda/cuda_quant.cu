@@ -315,7 +315,7 @@ struct CqLayout32 {
     }
 };
 
-/* The run layout of Q2_K, Q3_K, Q6_K: h = p / 4 the half of 128, c = p % 4;
+/* The run layout of Q2_K and Q6_K: h = p / 4 the half of 128, c = p % 4;
  * the lane holds bytes l = 8c .. 8c + 7 of that half's 32-byte rows, which
  * are columns 128h + 32q + l for the 4 quarters q: run j = 2q + u is
  * columns 128h + 32q + 8c + 4u .. + 3, in sub-block 8h + 2q + c / 2 (group
@@ -529,38 +529,61 @@ struct TQ2_K : CqLayoutK {
     }
 };
 
-struct TQ3_K : CqLayoutK {
-    static constexpr int BS = 256, BB = 110, P = 8, NRUN = 8, NG = 4, ALIGN = 2;
+/* Q3_K lanes (4 per block): c = p; the lane holds bytes l = 8c .. 8c + 7 of
+ * both halves' 32-byte qs rows and of hmask: run j = 8h + 2q + u is columns
+ * 128h + 32q + 8c + 4u .. + 3 (half h, quarter q), in sub-block 8h + 2q +
+ * c/2 (group 4h + q); the high bit of column 128h + 32q + l is bit 4h + q
+ * of hmask[l]. With 8 lanes a block (a half each) every lane loaded all 12
+ * scale bytes and the hmask bytes for 32 columns; 4 share those over 64. */
+struct TQ3_K {
+    static constexpr int BS = 256, BB = 110, P = 4, NRUN = 16, NG = 8, ALIGN = 2;
     static constexpr bool HASMIN = false, FLOAT = false;
     static constexpr float OFF = 4.0f; /* value = (byte - OFF) * d (+ bias) */
     struct Raw {
-        uint32_t hm0, hm1, w0, w1, sa, sb, sc, d;
+        uint32_t hm0, hm1, w[4], lo, hi, d;
     };
     template <class M = CqGmem> static CQ_HD void load(Raw &r, const uint8_t *b, int p)
     {
-        const int h = p >> 2, c = p & 3;
-        /* hmask bytes l, bits 4h.. moved to bits 0..3 of each byte */
-        r.hm0 = cq_ld16x2<M>(b + 8 * c) >> (4 * h);
-        r.hm1 = cq_ld16x2<M>(b + 8 * c + 4) >> (4 * h);
-        r.w0 = cq_ld16x2<M>(b + 32 + 32 * h + 8 * c);
-        r.w1 = cq_ld16x2<M>(b + 36 + 32 * h + 8 * c);
-        r.sa = cq_ld16x2<M>(b + 96);  /* scales[0..3] */
-        r.sb = cq_ld16x2<M>(b + 100); /* scales[4..7] */
-        r.sc = cq_ld16x2<M>(b + 104); /* scales[8..11] */
+        r.hm0 = cq_ld16x2<M>(b + 8 * p);
+        r.hm1 = cq_ld16x2<M>(b + 8 * p + 4);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            r.w[2 * h] = cq_ld16x2<M>(b + 32 + 32 * h + 8 * p);
+            r.w[2 * h + 1] = cq_ld16x2<M>(b + 36 + 32 * h + 8 * p);
+        }
+        /* byte q of lo: scales[2q + c/2] (the low nibbles of sub-blocks
+         * 2q + c/2 and 8 + 2q + c/2); byte k of hi: scales[8 + 2k + c/2] */
+        const uint32_t s0 = (uint32_t)(p >> 1);
+        const uint32_t sel = s0 | ((s0 + 2) << 4) | ((s0 + 4) << 8) | ((s0 + 6) << 12);
+        r.lo = cq_perm(cq_ld16x2<M>(b + 96), cq_ld16x2<M>(b + 100), sel);
+        r.hi = cq_perm(cq_ld16x2<M>(b + 104), 0, sel & 0xffu);
         r.d = M::ld16(b + 108);
     }
-    /* The 6-bit scales less 32 of sub-blocks s = 8h + 2q + c/2: low 4 bits
-     * in nibble h of scales[2q + c/2], high 2 bits at bit 2 * (s / 4) of
-     * scales[8 + s % 4]. */
-    static CQ_HD void scales_int(const Raw &r, int p, int (&sc)[NG])
+    static CQ_HD int cbase(int p)
     {
-        const int h = p >> 2, s0 = (p & 3) >> 1;
+        return 8 * p;
+    }
+    static CQ_HD int coff(int j)
+    {
+        return 128 * (j >> 3) + 32 * ((j >> 1) & 3) + 4 * (j & 1);
+    }
+    /* a lane's runs lie in the 8 lines of its block, and the 8 blocks of a
+     * warp's round take distinct swizzles */
+    static CQ_HD int xsw(int L)
+    {
+        return (L >> 3) & 7;
+    }
+    /* The 6-bit scales less 32 of groups g = 4h + q (sub-block s = 8h + 2q +
+     * c/2): low 4 bits in nibble h of scales[2q + c/2], high 2 bits at bit
+     * 2 * (s / 4) of scales[8 + s % 4]. */
+    static CQ_HD void scales_int(const Raw &r, int, int (&sc)[NG])
+    {
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int sh = 16 * (q & 1) + 8 * s0 + 4 * h;
-            const uint32_t lo = ((q < 2 ? r.sa : r.sb) >> sh) & 0xF;
-            const uint32_t hi = (r.sc >> (sh + 2 * (q >> 1))) & 3;
-            sc[q] = (int)(lo | (hi << 4)) - 32;
+        for (int g = 0; g < NG; g++) {
+            const int h = g >> 2, q = g & 3;
+            const uint32_t lo = (r.lo >> (8 * q + 4 * h)) & 0xF;
+            const uint32_t hi = (r.hi >> (8 * (q & 1) + 2 * (2 * h + (q >> 1)))) & 3;
+            sc[g] = (int)(lo | (hi << 4)) - 32;
         }
     }
     static CQ_HD void scales(const Raw &r, int p, float (&d)[NG], float (&b)[NG])
@@ -569,19 +592,18 @@ struct TQ3_K : CqLayoutK {
         int sc[NG];
         scales_int(r, p, sc);
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            d[q] = cq_mul(dd, (float)sc[q]);
-            b[q] = 0.0f;
+        for (int g = 0; g < NG; g++) {
+            d[g] = cq_mul(dd, (float)sc[g]);
+            b[g] = 0.0f;
         }
     }
     /* value = low 2 bits + 4 * hmask bit - 4 */
     static CQ_HD uint32_t bytes(const Raw &r, int, int j)
     {
-        const int qq = j >> 1;
-        const uint32_t w = (j & 1) ? r.w1 : r.w0;
-        const uint32_t hm = (j & 1) ? r.hm1 : r.hm0;
-        const uint32_t hb = ((hm << 2) >> qq) & 0x04040404u;
-        return ((w >> (2 * qq)) & 0x03030303u) | hb;
+        const int h = j >> 3, q = (j >> 1) & 3, u = j & 1;
+        const uint32_t hm = u ? r.hm1 : r.hm0;
+        const uint32_t hb = ((hm >> (4 * h + q)) & 0x01010101u) << 2;
+        return ((r.w[2 * h + u] >> (2 * q)) & 0x03030303u) | hb;
     }
 };
 
@@ -1788,25 +1810,31 @@ template <> struct CqI8<TQ5_K> {
     }
 };
 
-/* Q6_K, Q3_K and Q2_K (CqLayoutK): item p (h = p / 4, c = p % 4) = runs
- * 2q + u, columns 128h + 32q + 8c + 4u ..; one group per 8 columns, its sum
- * stored times S::SUMK (Q6_K -32 and Q3_K -4: the values' offsets; Q2_K 1,
- * for its mins). S::scales() gives a lane's four groups' integer scales (and
- * Q2_K's mins: S::MINS) and the block's d (and dmin). */
+/* Q6_K, Q2_K (CqLayoutK) and Q3_K: an item holds HL halves of 128 columns,
+ * one (8 lanes a block, item p: half p / 4, c = p % 4) or both (Q3_K, 4
+ * lanes: c = p); its run 8k + 2q + u, k its k-th half h, is columns 128h +
+ * 32q + 8c + 4u .., group 4k + q. One group per 8 columns, its sum stored
+ * times S::SUMK (Q6_K -32 and Q3_K -4: the values' offsets; Q2_K 1, for its
+ * mins). S::scales() gives a lane's 4 HL groups' integer scales (and Q2_K's
+ * mins: S::MINS) and the block's d (and dmin). */
 template <class TT, class S> struct CqI8K {
     typedef TT T;
     static constexpr bool ON = true;
     static constexpr bool Q8K = true;
-    static constexpr int NSUM = 4;
+    static constexpr int HL = 8 / T::P;
+    static constexpr int NSUM = 4 * HL;
+    /* x's 8 columns at off are lane l = off / 8's: h = l / 16, q = l / 4 % 4,
+     * c = l % 4 */
     static __device__ int part_of(int off, int &win)
     {
-        const int l = off >> 3;
-        win = 8 * ((l >> 2) & 3);
-        return 4 * (l >> 4) + (l & 3);
+        const int l = off >> 3, h = l >> 4, q = (l >> 2) & 3;
+        win = 8 * q + (HL == 2 ? 32 * h : 0);
+        return HL == 2 ? (l & 3) : 4 * h + (l & 3);
     }
     static __device__ void sums(int *s, int lane, int s8, bool ok)
     {
-        if (ok) s[4 * (4 * (lane >> 4) + (lane & 3)) + ((lane >> 2) & 3)] = S::SUMK * s8;
+        const int h = lane >> 4, q = (lane >> 2) & 3, c = lane & 3;
+        if (ok) s[HL == 2 ? 8 * c + 4 * h + q : 4 * (4 * h + c) + q] = S::SUMK * s8;
     }
     template <int NT, int R>
     static __device__ void step(const typename T::Raw (&raw)[R], int part, const uint8_t *xi,
@@ -1814,29 +1842,36 @@ template <class TT, class S> struct CqI8K {
                                 int dts, float (&acc)[R][NT])
     {
         float dd[R], dm[R];
-        int sc[R][4], mn[R][4];
+        int sc[R][NSUM], mn[R][NSUM];
 #pragma unroll
         for (int r = 0; r < R; r++) S::scales(raw[r], part, sc[r], mn[r], dd[r], dm[r]);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-            int4 xc[2];
+            int4 xc[2 * HL], gs[HL];
 #pragma unroll
-            for (int k = 0; k < 2; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
-            const int4 gs = *(const int4 *)(si + t * sts);
+            for (int k = 0; k < 2 * HL; k++) xc[k] = *(const int4 *)(xi + t * xts + 16 * (k ^ sw));
+#pragma unroll
+            for (int h = 0; h < HL; h++) gs[h] = *(const int4 *)(si + t * sts + 4 * h);
             const float d8 = dy[t * dts];
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 int tot = 0, msum = 0;
 #pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    const int4 &xv = xc[q >> 1];
-                    const int g = q == 0 ? gs.x : q == 1 ? gs.y : q == 2 ? gs.z : gs.w;
-                    int v = S::MINS ? 0 : g;
-                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q), (q & 1) ? xv.z : xv.x, v);
-                    v = __dp4a((int)T::bytes(raw[r], part, 2 * q + 1), (q & 1) ? xv.w : xv.y, v);
-                    tot += sc[r][q] * v;
-                    if constexpr (S::MINS) msum += mn[r][q] * g;
-                }
+                for (int h = 0; h < HL; h++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const int4 &xv = xc[2 * h + (q >> 1)];
+                        const int g = q == 0   ? gs[h].x
+                                      : q == 1 ? gs[h].y
+                                      : q == 2 ? gs[h].z
+                                               : gs[h].w;
+                        const int j = 8 * h + 2 * q;
+                        int v = S::MINS ? 0 : g;
+                        v = __dp4a((int)T::bytes(raw[r], part, j), (q & 1) ? xv.z : xv.x, v);
+                        v = __dp4a((int)T::bytes(raw[r], part, j + 1), (q & 1) ? xv.w : xv.y, v);
+                        tot += sc[r][4 * h + q] * v;
+                        if constexpr (S::MINS) msum += mn[r][4 * h + q] * g;
+                    }
                 if constexpr (S::MINS)
                     acc[r][t] = fmaf(d8, fmaf(dd[r], (float)tot, -dm[r] * (float)msum), acc[r][t]);
                 else
@@ -1861,7 +1896,7 @@ template <> struct CqI8<TQ6_K> : CqI8K<TQ6_K, CqI8<TQ6_K>> {
 template <> struct CqI8<TQ3_K> : CqI8K<TQ3_K, CqI8<TQ3_K>> {
     static constexpr int SUMK = -4;
     static constexpr bool MINS = false;
-    static __device__ void scales(const TQ3_K::Raw &r, int p, int (&sc)[4], int (&)[4], float &d,
+    static __device__ void scales(const TQ3_K::Raw &r, int p, int (&sc)[8], int (&)[8], float &d,
                                   float &)
     {
         d = cq_h2f(r.d);
@@ -2281,7 +2316,7 @@ __device__ __forceinline__ void cq_norm_store(const CqRows &rs, int64_t n, float
 /* CTAs per SM asked of ptxas for cq_matvec_i8_kernel: 3 (80 registers) for
  * one token where the two steps' loads fit without spills, else 2. Q4_K and
  * Q5_K (48 bytes per lane and row) spill at 80, and so does Q6_K (36 bytes;
- * Q3_K, 32, is kept at 2 with it):
+ * Q3_K, 36, is kept at 2 with it):
  * ncu on an H100 counted 32 k local-memory requests in its 4096 x 14336
  * product (39.5 us) and 349 k in a 128256-row head. At 2 CTAs that product
  * took 35.0 us against 40.1 and decode of llama-3-8b-shaped Q4_K_M went from
@@ -2430,9 +2465,9 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * (288-byte steps), Q4_K's 1.1-1.4 times (1152). The counts were measured
  * there type by type (cuda_matvec_bench): Q4_0 four rounds (1152 bytes),
  * Q5_0 and Q8_0 two (704, 1088), Q5_K two (1408: q/k/v 12.4 -> 11.2 us,
- * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two (880
- * bytes: one or three rounds were slower on every product, gate/up 31.7 us
- * against 38.1 and 34.6), Q2_K four (1344: against three, q/k/v 9.5 -> 8.3
+ * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two of
+ * its 4 lanes a block (1760 bytes: against one, q/k/v 10.5 -> 9.7 us, o 7.9
+ * -> 7.5, gate/up 29.6 -> 27.4, down 17.2 -> 17.8), Q2_K four (1344: against three, q/k/v 9.5 -> 8.3
  * us, o 6.8 -> 6.5, gate/up 27.9 -> 22.0, down 15.6 -> 14.8; five and six
  * slower over the four products); Q4_1 four and
  * Q5_1 two (1280, 768: two and three rounds for Q4_1, one and three for Q5_1
