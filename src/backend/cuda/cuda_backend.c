@@ -4132,6 +4132,17 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     return HY_OK;
 }
 
+enum hy_status cuda_host_check_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                                    const float *x, float *values, float dots[2])
+{
+    if (cuq_host_rows(type, w, row_bytes, n_cols, x, values, dots) != cudaSuccess)
+        return err_set(HY_ERR_INVALID_ARG,
+                       "cuda_host_check_rows: type %" PRIu32 " with %" PRId64
+                       " columns: not a type of the kernels, or not whole blocks",
+                       type, n_cols);
+    return HY_OK;
+}
+
 bool backend_is_cuda(const struct backend *be)
 {
     return be && be->ops == &cuda_ops;

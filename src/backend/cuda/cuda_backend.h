@@ -244,6 +244,16 @@ struct cuda_backend_stats {
  * without CUDA). */
 int cuda_device_count(void);
 
+/* The kernels' arithmetic for one type run on the CPU (no device needed):
+ * rows 0 and 1 of w (n_cols a multiple of the type's block size, row r at
+ * w + r * row_bytes) dequantized item by item as the kernels do, into
+ * values [2][n_cols], and their products with x (n_cols floats, 16-byte
+ * aligned) as the matvec over x in global memory sums them, into dots. For
+ * tests. HY_ERR_UNSUPPORTED in a build without CUDA; HY_ERR_INVALID_ARG for
+ * a type the kernels do not take or a partial block. */
+enum hy_status cuda_host_check_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                                    const float *x, float *values, float dots[2]);
+
 /* Free and total memory of device dev; false when there is none. */
 bool cuda_device_memory(int dev, uint64_t *free_bytes, uint64_t *total_bytes);
 

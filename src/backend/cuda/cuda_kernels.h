@@ -27,6 +27,14 @@ extern "C" {
 /* True when the kernels below take weights of this type. */
 bool cuq_supports(uint32_t type);
 
+/* On the CPU, no device needed: rows 0 and 1 of w (host memory) dequantized
+ * item by item as the kernels do, into values [2][n_cols], and their
+ * products with x (host, 16-byte aligned) as the matvec over x in global
+ * memory sums them, into dots[2]. cudaErrorInvalidValue for a type not
+ * taken or n_cols not whole blocks. */
+cudaError_t cuq_host_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                          const float *x, float *values, float *dots);
+
 /* Most tokens cuq_matvec takes in one call. */
 #define CUQ_MATVEC_MAX_TOK 8
 

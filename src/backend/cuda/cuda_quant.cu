@@ -3689,6 +3689,43 @@ static cudaError_t cq_dequant_type(uint32_t type, const void *w, size_t row_byte
         return cudaErrorInvalidValue;                                                              \
     }
 
+/* ---- host check -------------------------------------------------------
+ * The items' arithmetic run on the CPU, no device needed: rows 0 and 1 of w
+ * as cq_dq_item gives their values, put at their columns, and their
+ * products with x as cq_mv_item sums them for the matvec that reads x from
+ * global memory (cuq_host_rows). */
+template <class T>
+static cudaError_t cq_host_rows(const uint8_t *w, size_t row_bytes, int64_t n_cols,
+                                const float *x, float *values, float *dots)
+{
+    if (n_cols <= 0 || n_cols % T::BS != 0) return cudaErrorInvalidValue;
+    const int64_t nb = n_cols / T::BS;
+    float acc[2][1] = {{0.0f}, {0.0f}};
+    for (int64_t b = 0; b < nb; b++) {
+        for (int p = 0; p < T::P; p++) {
+            typename T::Raw raw[2];
+            for (int r = 0; r < 2; r++) {
+                T::load(raw[r], w + r * row_bytes + b * T::BB, p);
+                float v[T::NRUN][4];
+                cq_dq_item<T>(raw[r], p, v);
+                for (int j = 0; j < T::NRUN; j++)
+                    for (int k = 0; k < 4; k++)
+                        values[r * n_cols + b * T::BS + T::cbase(p) + T::coff(j) + k] = v[j][k];
+            }
+            cq_mv_item<T, 1, 2>(raw, p, x + b * T::BS + T::cbase(p), n_cols, acc);
+        }
+    }
+    dots[0] = acc[0][0];
+    dots[1] = acc[1][0];
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t cuq_host_rows(uint32_t type, const void *w, size_t row_bytes,
+                                     int64_t n_cols, const float *x, float *values, float *dots)
+{
+    CQ_DISPATCH(type, cq_host_rows, (const uint8_t *)w, row_bytes, n_cols, x, values, dots)
+}
+
 extern "C" bool cuq_supports(uint32_t type)
 {
     switch (type) {

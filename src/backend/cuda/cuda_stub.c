@@ -11,6 +11,19 @@ int cuda_device_count(void)
     return 0;
 }
 
+enum hy_status cuda_host_check_rows(uint32_t type, const void *w, size_t row_bytes, int64_t n_cols,
+                                    const float *x, float *values, float dots[2])
+{
+    (void)type;
+    (void)w;
+    (void)row_bytes;
+    (void)n_cols;
+    (void)x;
+    (void)values;
+    (void)dots;
+    return err_set(HY_ERR_UNSUPPORTED, "hypura was built without CUDA");
+}
+
 bool cuda_device_memory(int dev, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     (void)dev;
