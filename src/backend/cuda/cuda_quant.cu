@@ -258,6 +258,11 @@ CQ_HD uint32_t cq_u4(const uint4 &v, int i)
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+CQ_HD int cq_i4(const int4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
 /* The 32 bits at bit sh (0..31) of the pair {hi:lo}. */
 CQ_HD uint32_t cq_funnel(uint32_t lo, uint32_t hi, uint32_t sh)
 {
@@ -1795,18 +1800,14 @@ template <> struct CqI8<TQ5_K> {
                 int lo = 0, hi = 0;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    lo = __dp4a((int)T::bytes(raw[r], part, j), cq_u4i(xc[0], j), lo);
-                    hi = __dp4a((int)T::bytes(raw[r], part, 4 + j), cq_u4i(xc[1], j), hi);
+                    lo = __dp4a((int)T::bytes(raw[r], part, j), cq_i4(xc[0], j), lo);
+                    hi = __dp4a((int)T::bytes(raw[r], part, 4 + j), cq_i4(xc[1], j), hi);
                 }
                 const int isum = sc[r][0] * lo + sc[r][1] * hi;
                 const int msum = mn[r][0] * gs.x + mn[r][1] * gs.y;
                 acc[r][t] = fmaf(d8, fmaf(dd[r], (float)isum, -dm[r] * (float)msum), acc[r][t]);
             }
         }
-    }
-    static __device__ int cq_u4i(const int4 &v, int i)
-    {
-        return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
     }
 };
 
@@ -1974,16 +1975,17 @@ template <class TT, int OFFS> struct CqI8Off32 {
         win = (off >> 1) & 8;
         return (off >> 3) & 1;
     }
-    /* dr: the x block's unrounded scale. With a min, item 0 holds the bits
-     * of the block's x sum times dr rounded to binary16 (Q8_1's s), item 1
-     * zero. */
-    static __device__ void sums(int *s, int lane, int s8, bool ok, float dr = 0.0f)
+    /* dr: the x block's unrounded scale (unused without a min). With a min,
+     * item 0 holds the bits of the block's x sum times dr rounded to
+     * binary16 (Q8_1's s), item 1 zero. */
+    static __device__ void sums(int *s, int lane, int s8, bool ok, float dr)
     {
         const int v = s8 + __shfl_xor_sync(0xffffffffu, s8, 2);
         if constexpr (T::HASMIN) {
             const int blk = v + __shfl_xor_sync(0xffffffffu, v, 1);
             if (ok && (lane & 2) == 0)
-                s[lane & 1] = (lane & 1) ? 0 : __float_as_int(cq_h2f(cq_f2h(__fmul_rn((float)blk, dr))));
+                s[lane & 1] =
+                    (lane & 1) ? 0 : __float_as_int(cq_h2f(cq_f2h(__fmul_rn((float)blk, dr))));
         } else if (ok && (lane & 2) == 0) {
             s[lane & 1] = -OFFS * v;
         }
@@ -2013,7 +2015,8 @@ template <class TT, int OFFS> struct CqI8Off32 {
                 v = __dp4a((int)q[r][2], xv.z, v);
                 v = __dp4a((int)q[r][3], xv.w, v);
                 if constexpr (T::HASMIN)
-                    acc[r][t] = fmaf(mm[r][0], __int_as_float(s), fmaf(d8 * dd[r][0], (float)v, acc[r][t]));
+                    acc[r][t] =
+                        fmaf(mm[r][0], __int_as_float(s), fmaf(d8 * dd[r][0], (float)v, acc[r][t]));
                 else
                     acc[r][t] = fmaf((float)v, dd[r][0] * d8, acc[r][t]);
             }
@@ -2174,10 +2177,12 @@ __device__ __forceinline__ void cq_i8_unit_store(uint8_t *xr, int b, int off, co
         *(uint2 *)(xr + item * (4 * T::NRUN) + 16 * chunk + (win & 15)) = make_uint2(lo, hi);
         if (off == 0) *dy = d;
     }
-    if constexpr (T::HASMIN && !I::Q8K)
-        I::sums(sb, lane, s8, ok, dr);
-    else if constexpr (I::NSUM > 0)
-        I::sums(sb, lane, s8, ok);
+    if constexpr (I::NSUM > 0) {
+        if constexpr (I::Q8K)
+            I::sums(sb, lane, s8, ok);
+        else
+            I::sums(sb, lane, s8, ok, dr); /* Q8_0's x, whose unrounded scale Q8_1's s takes */
+    }
 }
 
 /* Quantize the NT rows of x (global, F32) into shared memory as above: a
@@ -2467,11 +2472,11 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
  * Q5_0 and Q8_0 two (704, 1088), Q5_K two (1408: q/k/v 12.4 -> 11.2 us,
  * gate/up 34.0 -> 31.6 against one round), Q4_K and Q6_K one; Q3_K two of
  * its 4 lanes a block (1760 bytes: against one, q/k/v 10.5 -> 9.7 us, o 7.9
- * -> 7.5, gate/up 29.6 -> 27.4, down 17.2 -> 17.8), Q2_K four (1344: against three, q/k/v 9.5 -> 8.3
- * us, o 6.8 -> 6.5, gate/up 27.9 -> 22.0, down 15.6 -> 14.8; five and six
- * slower over the four products); Q4_1 four and
- * Q5_1 two (1280, 768: two and three rounds for Q4_1, one and three for Q5_1
- * were no faster over a layer's four products). Q5_0 at three
+ * -> 7.5, gate/up 29.6 -> 27.4, down 17.2 -> 17.8), Q2_K four (1344:
+ * against three, q/k/v 9.5 -> 8.3 us, o 6.8 -> 6.5, gate/up 27.9 -> 22.0,
+ * down 15.6 -> 14.8; five and six slower over the four products); Q4_1 four
+ * and Q5_1 two (1280, 768: two and three rounds for Q4_1, one and three for
+ * Q5_1 were no faster over a layer's four products). Q5_0 at three
  * rounds (1056 bytes) gained 0.6-0.7 us on q/k/v and gate/up, lost 0.5 on o:
  * 48 blocks a step leave a 4096-column row's 128 blocks to the warps
  * unevenly. Q6_K at two rounds (1680 bytes) needs a ring of three slots (four
