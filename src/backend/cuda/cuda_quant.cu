@@ -1862,10 +1862,7 @@ template <class TT, class S> struct CqI8K {
 #pragma unroll
                     for (int q = 0; q < 4; q++) {
                         const int4 &xv = xc[2 * h + (q >> 1)];
-                        const int g = q == 0   ? gs[h].x
-                                      : q == 1 ? gs[h].y
-                                      : q == 2 ? gs[h].z
-                                               : gs[h].w;
+                        const int g = cq_i4(gs[h], q);
                         const int j = 8 * h + 2 * q;
                         int v = S::MINS ? 0 : g;
                         v = __dp4a((int)T::bytes(raw[r], part, j), (q & 1) ? xv.z : xv.x, v);
