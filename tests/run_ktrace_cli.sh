@@ -4,8 +4,8 @@
 # bench/ktrace on a made-up HYPURA_CUDA_TRACE file: seven launches of two
 # CTAs each, two product shapes in turn 20 us apart (the first two and the
 # last two left out); each launch's wait, prologue, run, tail and span, the
-# gap from the launch before; clear errors for a file of partial records, a
-# missing file and a bad flag.
+# gap from the launch before; clear errors for a file of partial records, an
+# empty one (its record count and the skip named), a missing file and a bad flag.
 set -u
 src=$1
 dir=$2
@@ -44,6 +44,10 @@ head -c 100 "$tr" > "$dir/bad.tr"
 err=$(bash "$src/bench/ktrace" "$dir/bad.tr" 2>&1) && fail "partial records were taken"
 echo "$err" | grep -q 'bad.tr: 100 bytes, not a whole number of 48-byte records' ||
     fail "partial records message: $err"
+: > "$dir/empty.tr"
+err=$(bash "$src/bench/ktrace" "$dir/empty.tr" 2>&1) && fail "an empty trace was taken"
+echo "$err" | grep -q 'empty.tr: too few launches (0 records in 0 launches;.*TRACE_SKIP' ||
+    fail "empty trace message: $err"
 err=$(bash "$src/bench/ktrace" "$dir/none.tr" 2>&1) && fail "a missing file was taken"
 echo "$err" | grep -q 'cannot read' || fail "missing file message: $err"
 err=$(bash "$src/bench/ktrace" --top 3 "$tr" 2>&1) && fail "--top was taken"
