@@ -629,6 +629,17 @@ enum hy_status synth_write(const struct synth_config *cfg, const char *path, boo
         const uint64_t ne0 = (uint64_t)g->ne0;
         struct gen_job job = {&s, g, tr, cfg->seed * 0x9e3779b97f4a7c15ull + i + 1, n_el,
                               cap_el / ne0 * ne0, 0, vals, packed, out_bytes};
+        if (cfg->repeat && g->layer >= 0) { /* one chunk of whole rows, its bytes again and again */
+            job.chunk = HY_MAX(SYNTH_REPEAT_ELEMS / ne0, 1) * ne0;
+            gen_worker(&job, 0, 1);
+            for (uint64_t off = 0; off < n_el; off += job.chunk) {
+                const uint64_t b = quant_bytes(g->type, HY_MIN(job.chunk, n_el - off));
+                if ((st = gguf_writer_write_data(w, packed[0], (size_t)b))) goto fail;
+                done += b;
+                if (progress) progress(user, done, total);
+            }
+            continue;
+        }
         const uint64_t n_chunks = (n_el + job.chunk - 1) / job.chunk;
         for (job.first = 0; job.first < n_chunks; job.first += (uint64_t)n_threads) {
             threadpool_run(pool, gen_worker, &job);

@@ -61,9 +61,16 @@ struct synth_config {
     int n_threads;     /* threads generating and quantizing (0: 1), at most SYNTH_MAX_THREADS */
     double route_skew; /* std of the per-expert router logit offsets, in units of the token-dependent std */
     double route_corr; /* correlation of router rows between consecutive layers, in [0, 1] */
+    /* each layer tensor's first rows (SYNTH_REPEAT_ELEMS values, whole rows)
+     * made once and their bytes repeated through it (routers, the token
+     * embeddings and the output head made in full, so that tokens still
+     * have distinct logits): for speed measurements, whose times do not
+     * depend on the values, at a fraction of the generation's time */
+    bool repeat;
 };
 
 #define SYNTH_MAX_THREADS 256
+#define SYNTH_REPEAT_ELEMS       (1u << 16)
 #define SYNTH_DEFAULT_ROUTE_SKEW 0.4
 #define SYNTH_DEFAULT_ROUTE_CORR 0.7
 

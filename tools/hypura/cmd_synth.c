@@ -54,6 +54,10 @@ static void synth_help(void)
            "  --route-skew X        expert popularity skew: std of per-expert router offsets in units\n"
            "                        of the token-dependent logit std (default: %.1f; 0 = uniform)\n"
            "  --route-corr X        correlation of routers between consecutive layers, 0..1 (default: %.1f)\n"
+           "  --repeat              each layer tensor's first 65536 values (whole rows) made once\n"
+           "                        and repeated through it: a large shape in a fraction of the\n"
+           "                        time, for speed measurements (routers, token embeddings and\n"
+           "                        the output head are made in full)\n"
            "  --force               overwrite OUT if it exists\n"
            "  --list-presets        list the presets and exit\n"
            "  -h, --help            show this help\n\npresets:\n",
@@ -77,7 +81,7 @@ int cmd_synth(int argc, char **argv)
     struct cli c;
     cli_init(&c, "synth", argc - 1, argv + 1);
     const char *out = NULL, *like = NULL, *arch = NULL, *type_name = NULL;
-    bool force = false, tied = false, list = false;
+    bool force = false, tied = false, list = false, repeat = false;
     struct override embd = {0}, ff = {0}, heads = {0}, kv = {0}, hd = {0}, layers = {0}, vocab = {0}, ctx = {0},
                     experts = {0}, used = {0}, eff = {0}, sff = {0}, seed = {0}, threads = {0};
     double rope = 0, skew = -1, corr = -1;
@@ -117,6 +121,7 @@ int cmd_synth(int argc, char **argv)
         else if (cli_match(&c, NULL, "--route-skew")) st = cli_double(&c, 0.0, 10.0, &skew);
         else if (cli_match(&c, NULL, "--route-corr")) st = cli_double(&c, 0.0, 1.0, &corr);
         else if (cli_match(&c, NULL, "--tied")) tied = true;
+        else if (cli_match(&c, NULL, "--repeat")) repeat = true;
         else if (cli_match(&c, NULL, "--force")) force = true;
         else if (cli_match(&c, NULL, "--list-presets")) list = true;
         else st = cli_unknown(&c);
@@ -166,6 +171,7 @@ int cmd_synth(int argc, char **argv)
     if (sff.set) cfg.n_ff_shexp = sff.v;
     if (rope > 0) cfg.rope_base = rope;
     if (tied) cfg.tied_output = true;
+    cfg.repeat = repeat;
     if (seed.set) cfg.seed = (uint64_t)seed.v;
     cfg.n_threads = threads.set ? (int)threads.v : cli_physical_cores();
     if (skew >= 0) cfg.route_skew = skew;
@@ -175,7 +181,8 @@ int cmd_synth(int argc, char **argv)
             return cli_fail("synth", err_set(HY_ERR_INVALID_ARG, "--type '%s' is not one of: %s", type_name,
                                              quant_mix_ftype_names()));
     }
-    snprintf(name, sizeof name, "%s%s", preset->cfg.name, layers.set ? " (layers rescaled)" : "");
+    snprintf(name, sizeof name, "%s%s%s", preset->cfg.name, layers.set ? " (layers rescaled)" : "",
+             repeat ? " (rows repeated)" : "");
     cfg.name = name;
 
     uint64_t bytes = 0;
@@ -208,8 +215,9 @@ int cmd_synth(int argc, char **argv)
     cli_progress_end();
     if (st) return cli_fail("synth", st);
     double secs = (double)(timing_now_us() - t0) / 1e6;
-    printf("wrote %s: %s in %.1f s (%.0f MiB/s); random weights, generated text is noise\n", out,
-           sizes_format(bytes, a, sizeof a), secs, secs > 0 ? (double)bytes / 1048576.0 / secs : 0.0);
+    printf("wrote %s: %s in %.1f s (%.0f MiB/s); random weights%s, generated text is noise\n", out,
+           sizes_format(bytes, a, sizeof a), secs, secs > 0 ? (double)bytes / 1048576.0 / secs : 0.0,
+           repeat ? " in repeated rows" : "");
     if (cfg.n_expert > 0) {
         int64_t top = cfg.n_expert / 5 > 0 ? cfg.n_expert / 5 : 1;
         printf("routing (measured on 512 sampled embedding states): the busiest %" PRId64 " of %" PRId64
