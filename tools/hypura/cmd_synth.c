@@ -54,14 +54,15 @@ static void synth_help(void)
            "  --route-skew X        expert popularity skew: std of per-expert router offsets in units\n"
            "                        of the token-dependent logit std (default: %.1f; 0 = uniform)\n"
            "  --route-corr X        correlation of routers between consecutive layers, 0..1 (default: %.1f)\n"
-           "  --repeat              each layer tensor's first 65536 values (whole rows) made once\n"
+           "  --repeat              each layer tensor's first %u values (whole rows) made once\n"
            "                        and repeated through it: a large shape in a fraction of the\n"
            "                        time, for speed measurements (routers, token embeddings and\n"
            "                        the output head are made in full)\n"
            "  --force               overwrite OUT if it exists\n"
            "  --list-presets        list the presets and exit\n"
            "  -h, --help            show this help\n\npresets:\n",
-           cli_physical_cores(), SYNTH_DEFAULT_ROUTE_SKEW, SYNTH_DEFAULT_ROUTE_CORR);
+           cli_physical_cores(), SYNTH_DEFAULT_ROUTE_SKEW, SYNTH_DEFAULT_ROUTE_CORR,
+           SYNTH_REPEAT_ELEMS);
     for (int i = 0; i < n; i++) printf("  %-20s %s\n", p[i].like, p[i].desc);
 }
 
