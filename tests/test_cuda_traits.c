@@ -14,18 +14,17 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "check.h"
+#include "core/rng.h"
 #include "quant/quant.h"
 
 #define N_COLS 1024
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static struct rng rng;
 
+/* Uniform in [-1, 1). */
 static float frand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)(rng >> 40) / (float)(1u << 24) * 2.0f - 1.0f;
+    return (float)(2.0 * rng_uniform(&rng) - 1.0);
 }
 
 /* Two rows of type t from random floats (an outlier every 37 columns, so
@@ -80,6 +79,7 @@ int main(int argc, char **argv)
                                      HY_TYPE_Q4_1, HY_TYPE_Q5_0, HY_TYPE_Q5_1, HY_TYPE_Q8_0,
                                      HY_TYPE_Q2_K, HY_TYPE_Q3_K, HY_TYPE_Q4_K, HY_TYPE_Q5_K,
                                      HY_TYPE_Q6_K};
+    rng_init(&rng, 0x9e3779b97f4a7c15ull);
     float dots[2];
     static float x[256] __attribute__((aligned(16))), values[512];
     static uint8_t q[2 * 210];
