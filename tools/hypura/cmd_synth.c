@@ -57,7 +57,7 @@ static void synth_help(void)
            "  --repeat              each layer tensor's first %u values (whole rows) made once\n"
            "                        and repeated through it: a large shape in a fraction of the\n"
            "                        time, for speed measurements (routers, token embeddings and\n"
-           "                        the output head are made in full)\n"
+           "                        the output head are made in full; default: off)\n"
            "  --force               overwrite OUT if it exists\n"
            "  --list-presets        list the presets and exit\n"
            "  -h, --help            show this help\n\npresets:\n",
