@@ -43,21 +43,11 @@ set -u
 hy=$1
 data=$2
 dir=${3:-}
-if [ -z "$dir" ]; then
-    dir=$(mktemp -d) || exit 1
-    trap 'rm -rf "$dir"' EXIT
-fi
-mkdir -p "$dir" || exit 1
+# shellcheck source=tests/cuda_cli_common.sh
+. "$(dirname "$0")/cuda_cli_common.sh"
 rm -f "$dir"/tensors-*
 synth=$data/synth
 prompt="The old clock in the hall"
-failed=0
-checks=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=$((failed + 1))
-}
 
 json_num() { # FILE KEY: the first numeric value of "KEY" (pretty-printed JSON)
     sed -n "s/^ *\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -n 1
@@ -133,16 +123,7 @@ ppl_near() {
 
 probe_model=$synth/llama-Q4_K_M.gguf
 [ -f "$probe_model" ] || { echo "FAIL: $probe_model missing"; exit 1; }
-"$hy" run -m "$probe_model" -p "$prompt" -n 1 --temp 0 -c 128 --gpu on >/dev/null 2>"$dir/probe.err"
-rc=$?
-if [ $rc -ne 0 ]; then
-    if grep -qi -e "no CUDA device" -e "built without CUDA" "$dir/probe.err"; then
-        echo "skipped: $(grep -i -m1 -e "no CUDA device" -e "built without CUDA" "$dir/probe.err")"
-        exit 77
-    fi
-    echo "FAIL: hypura run --gpu on exited $rc: $(cat "$dir/probe.err")"
-    exit 1
-fi
+cuda_probe "$probe_model"
 
 # ---- every synth model ---------------------------------------------------------------
 
