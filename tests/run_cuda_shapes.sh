@@ -79,6 +79,7 @@ probe=$dir/probe.gguf
     --type q8_0 --force -o "$probe" >/dev/null 2>"$dir/probe.err" ||
     { echo "FAIL: hypura synth: $(cat "$dir/probe.err")"; exit 1; }
 cuda_probe "$probe"
+rm -f "$probe"
 
 # ---- each shape ------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ while read -r name opts; do
     budget=$((${min:-0} + $(stat -c %s "$model") / 2097152))M
     ppl "$name.half" "$model" --gpu on --gpu-budget "$budget"
     near "$name --gpu on --gpu-budget $budget" "$pv" "$cpu"
+    rm -f "$model" # some are over 1 GB
 done <<EOF
 $shapes
 EOF
