@@ -3,10 +3,11 @@
 #
 # The GPU against the CPU on model shapes and types the synth test models do
 # not have: `hypura synth` models of a few layers with head dimensions 64,
-# 80, 96, 128 and 256, one KV head and KV groups of 3, 7 and 8, widths that
-# are not a multiple of 256 (576, 896: the K-quant files fall back to other
-# types there), a tied output head (smollm), qwen2's biases, qwen3's Q/K
-# norms, two MoE layouts, and the file types Q4_0 ... Q6_K, BF16 and F32.
+# 80, 96, 128 and 256, KV groups of 1 (no GQA), 3, 4, 7 and 8 (one KV head
+# among them), widths that are not a multiple of 256 (576, 896: the K-quant
+# files fall back to other types there), a tied output head (smollm), qwen2's
+# biases, qwen3's Q/K norms, two MoE layouts, and the file types Q2_K to
+# Q8_0, BF16 and F32 (F16: run_cuda_cli.sh's llama-F16).
 # For each model, `hypura perplexity` of TEXT (-c 128, two chunks) with
 # --gpu on must agree with --gpu off: the prompt path (-b 128), one-token
 # steps (-b 1: decode's kernels and split attention) and the prompt path
