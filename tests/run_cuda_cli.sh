@@ -97,22 +97,6 @@ same() {
     return 0
 }
 
-# ppl_of NAME MODEL [ARGS...]: hypura perplexity; its final estimate in pv
-# (empty on failure), its output in NAME.txt / NAME.err
-ppl_of() {
-    _name=$1
-    _model=$2
-    shift 2
-    pv=
-    checks=$((checks + 1))
-    if "$hy" perplexity -m "$_model" "$@" >"$dir/$_name.txt" 2>"$dir/$_name.err"; then
-        pv=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) .*/\1/p' "$dir/$_name.txt")
-        [ -n "$pv" ] || fail "perplexity $_name: no final estimate"
-    else
-        fail "perplexity $_name: exit $?: $(tail -n 2 "$dir/$_name.err")"
-    fi
-}
-
 # ppl_near LABEL A B TOL: |A / B - 1| <= TOL, else a failure naming both
 ppl_near() {
     awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { r = a / b - 1; if (r < 0) r = -r; exit !(r <= t) }' ||

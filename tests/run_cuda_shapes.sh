@@ -47,24 +47,16 @@ q2_k --arch llama --embd 2048 --ff 5632 --heads 32 --kv-heads 4 --layers 2 --voc
 bf16 --arch llama --embd 2048 --ff 5632 --heads 32 --kv-heads 4 --layers 2 --vocab 32000 --type bf16
 f32 --arch llama --embd 1024 --ff 2816 --heads 16 --kv-heads 4 --layers 2 --vocab 32000 --type f32"
 
-# ppl NAME MODEL [ARGS...]: the final estimate in pv (empty on failure)
+# ppl NAME MODEL [ARGS...]: ppl_of over two 128-token chunks of TEXT
 ppl() {
-    _name=$1
-    _model=$2
+    _pn=$1
+    _pm=$2
     shift 2
-    pv=
-    if "$hy" perplexity -m "$_model" -f "$text" -c 128 --chunks 2 "$@" >"$dir/$_name.txt" \
-        2>"$dir/$_name.err"; then
-        pv=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) .*/\1/p' "$dir/$_name.txt")
-        [ -n "$pv" ] || fail "perplexity $_name: no final estimate"
-    else
-        fail "perplexity $_name: exit $?: $(tail -n 2 "$dir/$_name.err")"
-    fi
+    ppl_of "$_pn" "$_pm" -f "$text" -c 128 --chunks 2 "$@"
 }
 
 # near LABEL GPU CPU: the GPU's perplexity within tol of the CPU's (in ln)
 near() {
-    checks=$((checks + 1))
     [ -n "$2" ] && [ -n "$3" ] || return 0
     r=$(awk -v g="$2" -v c="$3" -v t="$tol" 'BEGIN { d = log(g) - log(c); if (d < 0) d = -d
         printf "ln ppl %.6f against the CPU'"'"'s %.6f, |d| / ln %.2e: %s", log(g), log(c),
