@@ -152,10 +152,11 @@ enum hy_status synth_validate(const struct synth_config *c)
 /* ---- tensor plan -------------------------------------------------------- */
 
 enum gen_kind {
-    GEN_EMBED,   /* N(0,1) + alpha * u per row */
-    GEN_NORMAL,  /* N(0, sigma^2) */
-    GEN_ONES,    /* norm weights */
-    GEN_ROUTER,  /* structured router rows (see synth.h) */
+    GEN_EMBED,  /* N(0,1) + alpha * u per row */
+    GEN_NORMAL, /* N(0, sigma^2) */
+    GEN_ONES,   /* norm weights */
+    GEN_CONST,  /* every value sigma */
+    GEN_ROUTER, /* structured router rows (see synth.h) */
 };
 
 struct gen_tensor {
@@ -306,8 +307,15 @@ HY_MUST_CHECK static enum hy_status build_layout(struct gguf_writer *w, struct s
         }
 #undef TN
     }
-    add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_ONES, 0, -1);
-    if (!c->tied_output) add_tensor(w, s, "output.weight", 2, E, c->n_vocab, 1, GEN_NORMAL, s_in, -1);
+    /* a tied head reads token_embd (unit variance, not output.weight's
+     * s_in): the output norm's weights take s_in instead, so that the logits
+     * have the untied head's scale */
+    if (c->tied_output) {
+        add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_CONST, s_in, -1);
+    } else {
+        add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_ONES, 0, -1);
+        add_tensor(w, s, "output.weight", 2, E, c->n_vocab, 1, GEN_NORMAL, s_in, -1);
+    }
     return s->status;
 }
 
@@ -496,6 +504,9 @@ static void gen_worker(void *ctx, int ith, int nth)
     for (uint64_t k = 0; k < m; k++) {
         switch (job->g->kind) {
         case GEN_ONES: v[k] = 1.0f; break;
+        case GEN_CONST:
+            v[k] = job->g->sigma;
+            break;
         case GEN_EMBED: v[k] = fast_normal(&r) + job->s->alpha * job->s->u[(off + k) % ne0]; break;
         default: v[k] = job->g->sigma * fast_normal(&r); break;
         }
