@@ -6,7 +6,9 @@
  * Weights are Gaussian with scales that keep activations of order one through
  * the layers: projections N(0, 1/fan_in), layer outputs scaled down by
  * sqrt(n_layer) so the residual stream stays dominated by the token
- * embedding. Norm weights are 1.
+ * embedding. Norm weights are 1, but for a tied head (--tied) the output
+ * norm's, 1/sqrt(n_embd): the head then reads token_embd (unit variance)
+ * and its logits keep the untied head's scale.
  *
  * MoE routing realism. Real routers are far from uniform: a few experts of a
  * layer take a large share of the tokens, and the experts a token picks in
