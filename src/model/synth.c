@@ -154,8 +154,7 @@ enum hy_status synth_validate(const struct synth_config *c)
 enum gen_kind {
     GEN_EMBED,  /* N(0,1) + alpha * u per row */
     GEN_NORMAL, /* N(0, sigma^2) */
-    GEN_ONES,   /* norm weights */
-    GEN_CONST,  /* every value sigma */
+    GEN_CONST,  /* every value sigma (norm weights) */
     GEN_ROUTER, /* structured router rows (see synth.h) */
 };
 
@@ -270,7 +269,7 @@ HY_MUST_CHECK static enum hy_status build_layout(struct gguf_writer *w, struct s
     add_tensor(w, s, "token_embd.weight", 2, E, c->n_vocab, 1, GEN_EMBED, 1.0f, -1);
     for (int l = 0; l < c->n_layer; l++) {
 #define TN(part) (snprintf(name, sizeof name, "blk.%d." part, l), name)
-        add_tensor(w, s, TN("attn_norm.weight"), 1, E, 1, 1, GEN_ONES, 0, l);
+        add_tensor(w, s, TN("attn_norm.weight"), 1, E, 1, 1, GEN_CONST, 1.0f, l);
         add_tensor(w, s, TN("attn_q.weight"), 2, E, q_dim, 1, GEN_NORMAL, s_in, l);
         add_tensor(w, s, TN("attn_k.weight"), 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
         add_tensor(w, s, TN("attn_v.weight"), 2, E, kv_dim, 1, GEN_NORMAL, s_in, l);
@@ -280,11 +279,11 @@ HY_MUST_CHECK static enum hy_status build_layout(struct gguf_writer *w, struct s
             add_tensor(w, s, TN("attn_v.bias"), 1, kv_dim, 1, 1, GEN_NORMAL, 0.1f, l);
         }
         if (a->flags & ARCH_QK_NORM) {
-            add_tensor(w, s, TN("attn_q_norm.weight"), 1, hd, 1, 1, GEN_ONES, 0, l);
-            add_tensor(w, s, TN("attn_k_norm.weight"), 1, hd, 1, 1, GEN_ONES, 0, l);
+            add_tensor(w, s, TN("attn_q_norm.weight"), 1, hd, 1, 1, GEN_CONST, 1.0f, l);
+            add_tensor(w, s, TN("attn_k_norm.weight"), 1, hd, 1, 1, GEN_CONST, 1.0f, l);
         }
         add_tensor(w, s, TN("attn_output.weight"), 2, q_dim, E, 1, GEN_NORMAL, s_out / sqrtf((float)q_dim), l);
-        add_tensor(w, s, TN("ffn_norm.weight"), 1, E, 1, 1, GEN_ONES, 0, l);
+        add_tensor(w, s, TN("ffn_norm.weight"), 1, E, 1, 1, GEN_CONST, 1.0f, l);
         if (moe) {
             int64_t F = s->n_ff_exp, X = c->n_expert;
             add_tensor(w, s, TN("ffn_gate_inp.weight"), 2, E, X, 1, GEN_ROUTER, 0, l);
@@ -308,14 +307,11 @@ HY_MUST_CHECK static enum hy_status build_layout(struct gguf_writer *w, struct s
 #undef TN
     }
     /* a tied head reads token_embd (unit variance, not output.weight's
-     * s_in): the output norm's weights take s_in instead, so that the logits
-     * have the untied head's scale */
-    if (c->tied_output) {
-        add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_CONST, s_in, -1);
-    } else {
-        add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_ONES, 0, -1);
+     * s_in): the output norm's weights take s_in instead of 1, so that the
+     * logits have the untied head's scale */
+    add_tensor(w, s, "output_norm.weight", 1, E, 1, 1, GEN_CONST, c->tied_output ? s_in : 1.0f, -1);
+    if (!c->tied_output)
         add_tensor(w, s, "output.weight", 2, E, c->n_vocab, 1, GEN_NORMAL, s_in, -1);
-    }
     return s->status;
 }
 
@@ -503,7 +499,6 @@ static void gen_worker(void *ctx, int ith, int nth)
     rng_init(&r, job->seed ^ (j * 0xd1b54a32d192ed03ull));
     for (uint64_t k = 0; k < m; k++) {
         switch (job->g->kind) {
-        case GEN_ONES: v[k] = 1.0f; break;
         case GEN_CONST:
             v[k] = job->g->sigma;
             break;
