@@ -499,9 +499,7 @@ static void gen_worker(void *ctx, int ith, int nth)
     rng_init(&r, job->seed ^ (j * 0xd1b54a32d192ed03ull));
     for (uint64_t k = 0; k < m; k++) {
         switch (job->g->kind) {
-        case GEN_CONST:
-            v[k] = job->g->sigma;
-            break;
+        case GEN_CONST: v[k] = job->g->sigma; break;
         case GEN_EMBED: v[k] = fast_normal(&r) + job->s->alpha * job->s->u[(off + k) % ne0]; break;
         default: v[k] = job->g->sigma * fast_normal(&r); break;
         }
