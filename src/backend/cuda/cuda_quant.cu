@@ -1301,6 +1301,7 @@ struct CqRows {
     const float *mo, *malpha, *mgate;
     const int32_t *mids;
     int mk;
+    bool add_early; /* ADD in the staged kernel: old outputs loaded at a tile's start */
 };
 
 /* The norm's factor from the CTA's warps' sums of squares (ss, double, in
@@ -1440,10 +1441,26 @@ __device__ __noinline__ void cq_moe_put(float *y, float s, const float *o, int64
     *y = a + moe_shared_factor(*gate) * s;
 }
 
+/* Where the output of virtual row v for token t goes (STORE, ADD, AXPY,
+ * MOE). */
+__device__ __forceinline__ float *cq_rows_yp(const CqRows &rs, int64_t v, int t)
+{
+    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
+    return (i == 0   ? rs.y[0]
+            : i == 1 ? rs.y[1]
+                     : rs.y[2]) +
+           t * (i == 0   ? rs.ldy[0]
+                : i == 1 ? rs.ldy[1]
+                         : rs.ldy[2]) +
+           v;
+}
+
 /* The output of virtual row v for token t, from s, its sum, and (SWIGLU) u,
  * the sum of row v + 1: SWIGLU's even rows store silu(s) * u as
- * cuk_silu_mul computes it, its odd rows nothing; CUQ_EP_MOE by cq_moe_put. */
-__device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u)
+ * cuk_silu_mul computes it, its odd rows nothing; CUQ_EP_MOE by cq_moe_put.
+ * ypre: ADD's old output loaded already, yold. */
+__device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, float s, float u,
+                                            bool ypre = false, float yold = 0.0f)
 {
     if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
         if (rs.ep == CUQ_EP_SWIGLU && (v & 1)) return;
@@ -1458,13 +1475,7 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
         return;
     }
     const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
-    float *y = (i == 0   ? rs.y[0]
-                : i == 1 ? rs.y[1]
-                         : rs.y[2]) +
-               t * (i == 0   ? rs.ldy[0]
-                    : i == 1 ? rs.ldy[1]
-                             : rs.ldy[2]) +
-               v;
+    float *y = cq_rows_yp(rs, v, t);
     if (rs.ep == CUQ_EP_STORE) {
         const float *b = i == 0 ? rs.b[0] : i == 1 ? rs.b[1] : rs.b[2];
         *y = b ? s + b[v] : s;
@@ -1474,7 +1485,10 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
         cq_moe_put(y, s, rs.mo + v, rs.end[0], rs.mids, rs.malpha, rs.mgate, rs.mk);
         return;
     }
-    *y = rs.ep == CUQ_EP_ADD ? *y + s : *y + rs.alpha * s;
+    if (rs.ep == CUQ_EP_ADD)
+        *y = (ypre ? yold : *y) + s;
+    else
+        *y = *y + rs.alpha * s;
 }
 
 /* Each of acc's sums over the warp's lanes, in every lane. */
@@ -1498,7 +1512,8 @@ template <int NT, int R> __device__ __forceinline__ void cq_lane_sums(float (&ac
 template <int NT, int R>
 __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R * NT], int lane,
                                             int warp, int kidx, int G, int KS, const CqRows &rs,
-                                            int64_t r0, int64_t n_rows)
+                                            int64_t r0, int64_t n_rows, bool ypre = false,
+                                            float yold = 0.0f)
 {
     static_assert(R % 2 == 0, "SWIGLU's row pairs in one warp: r0 is a multiple of R");
     cq_lane_sums<NT, R>(acc);
@@ -1526,7 +1541,7 @@ __device__ __forceinline__ void cq_mv_store(float (&acc)[R][NT], float (*red)[R 
     }
     if (kidx == 0) { /* all of the warp */
         const float u = rs.ep == CUQ_EP_SWIGLU ? __shfl_down_sync(0xffffffffu, v, NT) : 0.0f;
-        if (lane < R * NT && r0 + r < n_rows) cq_rows_put(rs, r0 + r, t, v, u);
+        if (lane < R * NT && r0 + r < n_rows) cq_rows_put(rs, r0 + r, t, v, u, ypre, yold);
     }
     if (KS > 1) __syncthreads();
 }
@@ -2693,6 +2708,12 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
         const uint8_t *wr[R];
         rows_of(tile, wr);
+        /* ADD's old outputs asked for now, their latency behind the steps:
+         * lane r of a tile's storing warps keeps row r's */
+        float yold = 0.0f;
+        const bool ypre = rs.ep == CUQ_EP_ADD && rs.add_early;
+        if (ypre && kidx == 0 && lane < R && r0 + lane < n_rows)
+            yold = *cq_rows_yp(rs, r0 + lane, 0);
         float acc[R][1];
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
@@ -2737,7 +2758,7 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
 #pragma unroll
             for (int r = 0; r < R; r++) acc[r][0] *= nsc;
         }
-        cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
+        cq_mv_store<1, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows, ypre, yold);
     }
     if constexpr (NFAC)
         if (store_norm) cq_norm_store(rs, n_cols, nsc, cta, n_cta);
@@ -3230,6 +3251,18 @@ static bool cq_l2_first_on()
     return on;
 }
 
+/* The staged kernel's residual add with the old outputs loaded at a
+ * tile's start, so that their L2 round trip runs beside the tile's steps
+ * instead of after them (HYPURA_CUDA_ADD_EARLY=0: loaded at the store). On
+ * an H200, decode of the llama-3-8b shape in Q4_K_M 427.9 -> 429.9 tok/s (32
+ * layers), 1415.7 -> 1422.6 (8 layers), the llama-3-70b shape's 10 layers
+ * 501.5 -> 502.9, Q8_0 306.5 -> 307.1 (medians of three). */
+static bool cq_add_early_on()
+{
+    static const bool on = cq_switch_on("HYPURA_CUDA_ADD_EARLY");
+    return on;
+}
+
 /* The staged kernel's shared bytes for T with smem8 bytes of x: x, then
  * its ring from the next 16-byte boundary (*ring_off). */
 template <class T> static int64_t cq_i8s_smem(int64_t smem8, int64_t *ring_off)
@@ -3450,6 +3483,7 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
         cq_rows_of(m, row_bytes, rs);
     }
     rs.ep = m->ep;
+    rs.add_early = m->ep == CUQ_EP_ADD && cq_add_early_on();
     rs.alpha = m->alpha;
     rs.mo = m->moe_o;
     rs.malpha = m->moe_alpha;
