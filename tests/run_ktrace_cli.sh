@@ -4,7 +4,8 @@
 # bench/ktrace on a made-up HYPURA_CUDA_TRACE file: seven launches of two
 # CTAs each, two product shapes in turn 20 us apart (the first two and the
 # last two left out); each launch's wait, prologue, run, tail and span, the
-# gap from the launch before; clear errors for a file of partial records, an
+# gap from the launch before; with --starts, when the CTAs started against
+# the wait (CTA 1 3.5 us before it); clear errors for a file of partial records, an
 # empty one (its record count and the skip named), a missing file and a bad flag.
 set -u
 src=$1
@@ -23,12 +24,12 @@ import struct, sys
 rec = struct.Struct("<HHIIIQQQQ")
 with open(sys.argv[1], "wb") as f:
     for i in range(7):
-        b = 20000 * i
+        b = 10000 + 20000 * i
         a, c = (100, 200) if i % 2 == 0 else (300, 400)
-        # CTA 0: past its wait at +1.0 us, prologue to +3.0, end +8.0;
-        # CTA 1: +1.2, +3.4, +9.0
+        # CTA 0: started at +0, past its wait at +1.0 us, prologue to +3.0,
+        # end +8.0; CTA 1: started at -2.5, then +1.2, +3.4, +9.0
         f.write(rec.pack(1, 3, 0, a, c, b, b + 1000, b + 3000, b + 8000))
-        f.write(rec.pack(1, 4, 1, a, c, b + 100, b + 1200, b + 3400, b + 9000))
+        f.write(rec.pack(1, 4, 1, a, c, b - 2500, b + 1200, b + 3400, b + 9000))
 P
 out=$(bash "$src/bench/ktrace" "$tr") || fail "exit status $?"
 echo "$out" | grep -q ': 3 launches over 48.0 us$' || fail "covered: $(echo "$out" | head -1)"
@@ -39,6 +40,11 @@ echo "$out" | grep -q '^| product 300x400 | 1 | 12.00 | 2.10 | 5.30 | 1.00 | 8.0
 out=$(bash "$src/bench/ktrace" --launches "$tr") || fail "--launches: exit status $?"
 echo "$out" | grep -q '^| product 300x400 | 2 | 20.00 | 12.00 | 2.10 | 5.30 | 1.00 | 8.00 |$' ||
     fail "--launches: $(echo "$out" | grep '300x400 | 2 |')"
+out=$(bash "$src/bench/ktrace" --starts "$tr") || fail "--starts: exit status $?"
+echo "$out" | grep -q '^| product 100x200 | 2 | 2 | 1 | -3.50 / -1.00 / -1.00 |$' ||
+    fail "--starts, first shape: $(echo "$out" | grep '100x200 | 2 | 2 |')"
+echo "$out" | grep -q '^| product 300x400 | 1 | 2 | 1 | -3.50 / -1.00 / -1.00 |$' ||
+    fail "--starts, second shape: $(echo "$out" | grep '300x400 | 1 | 2 |')"
 
 head -c 100 "$tr" > "$dir/bad.tr"
 err=$(bash "$src/bench/ktrace" "$dir/bad.tr" 2>&1) && fail "partial records were taken"
