@@ -3143,6 +3143,22 @@ static int cq_occupancy(K kern, std::atomic<int> (&occ_regs)[64], bool dyn, size
     return occ_smem < 1 ? 1 : occ_smem < occ ? occ_smem : occ;
 }
 
+/* Whether the switch name is on: anything but "0" in the environment (as
+ * cuda_backend.c's switches). */
+static bool cq_switch_on(const char *name)
+{
+    const char *e = getenv(name);
+    return !(e && !strcmp(e, "0"));
+}
+
+/* cq_matvec_split's rule for products of one wave of tiles (most tiles;
+ * HYPURA_CUDA_SPLIT_WAVE=0: as for the others). */
+static bool cq_split_wave_on()
+{
+    static const bool on = cq_switch_on("HYPURA_CUDA_SPLIT_WAVE");
+    return on;
+}
+
 /* Persistent grid: as many CTAs as fit (or tiles), tiles dealt round-robin:
  * CTA i and CTA i + n_SM share an SM, so each SM gets within one tile of the
  * others. Warps split rows (KS = 2^ks_log2, while a warp keeps at least two
@@ -3161,15 +3177,19 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
     const int64_t steps = (n_cols / T::BS * T::P + 32 * M - 1) / (32 * M);
     ks_log2 = 0;
     double best = -1.0;
+    int64_t best_tiles = 0;
     for (int k = 0; k <= 3; k++) {
         if (k > 0 && (steps >> k) < 2) break;
         const int64_t tile_rows = (int64_t)(CQ_WARPS >> k) * R;
         const int64_t tiles = (n_rows + tile_rows - 1) / tile_rows;
         const int64_t waves = (tiles + slots - 1) / slots;
-        /* the share of CTA-tile slots used; a finer split must gain 2 % */
+        /* the share of CTA-tile slots used; a finer split must gain 2 %;
+         * in one wave (a router's few rows), the most tiles: a warp's chain
+         * of loads, one step after another, is then the product's time */
         const double eff = (double)tiles / (double)(waves * slots);
-        if (eff > best + 0.02) {
+        if (waves == 1 && cq_split_wave_on() ? tiles > best_tiles : eff > best + 0.02) {
             best = eff;
+            best_tiles = tiles;
             ks_log2 = k;
         }
     }
@@ -3218,14 +3238,6 @@ static void cq_matvec_i8_launch(const CqRows &rs, size_t row_bytes, int64_t n_ro
     const unsigned grid = cq_matvec_split<T, R>(n_rows, n_cols, (int64_t)occ * dev.sms, ks_log2);
     pdl_launch(cq_matvec_i8_kernel<T, NT, R, NORM>, dim3(grid), CQ_THREADS, smem, s, early, rs,
                row_bytes, n_rows, n_cols, x, ks_log2);
-}
-
-/* Whether the switch name is on: anything but "0" in the environment (as
- * cuda_backend.c's switches). */
-static bool cq_switch_on(const char *name)
-{
-    const char *e = getenv(name);
-    return !(e && !strcmp(e, "0"));
 }
 
 /* The staged one-token kernel (cq_matvec_i8s_kernel) where x and the
