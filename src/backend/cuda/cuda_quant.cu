@@ -1589,10 +1589,15 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
                               for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
                           }
         };
+    /* the trace's times, thread 0's, in shared memory (no registers held) */
+    __shared__ uint64_t kt[3];
+    const bool traced = cut_on();
+    if (traced && threadIdx.x == 0) kt[0] = cut_now();
     pdl_trigger();
     if (rs.ids) pdl_wait();               /* the rows' experts come from the kernels before */
     if (tile < n_tiles) tile_start(tile); /* weights: before the previous kernel is done */
     pdl_wait();
+    if (traced && threadIdx.x == 0) kt[1] = cut_now();
 
     /* this lane's x at its first step; a step moves it by a multiple of 32
      * columns, which leaves its swizzle alone */
@@ -1631,6 +1636,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
         }
         xo0 = 16 * cq_xs_quad(c0 / 4, T::xsw(c0 / 32));
     }
+    if (traced && threadIdx.x == 0) kt[2] = cut_now();
 
     for (; tile < n_tiles; tile += gridDim.x) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
@@ -1677,6 +1683,13 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             tile_start(tile + gridDim.x); /* in flight during the sums */
 
         cq_mv_store<NT, R>(acc, red, lane, warp, kidx, G, KS, rs, r0, n_rows);
+    }
+    if (traced) {
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const uint64_t t[4] = {kt[0], kt[1], kt[2], cut_now()};
+            cut_put(CUK_TRACE_PRODUCT, (uint32_t)n_rows, (uint32_t)n_cols, t);
+        }
     }
 }
 
