@@ -2816,6 +2816,26 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
                                   blockIdx.x - c1, gridDim.x - c1, false);
 }
 
+/* A token's experts' down products (CUQ_EP_DIAG, k of them) in one launch
+ * of the staged kernel: CTAs [p share, (p + 1) share) take weight p with
+ * x row p, each share as cq_matvec_i8s_kernel would with that many CTAs
+ * (d.r[p]: weight p alone, its expert's id). */
+#define CQ_DIAG_MAX 4
+struct CqDiagRows {
+    CqRows r[CQ_DIAG_MAX];
+};
+
+template <class T, int R>
+__global__ void __launch_bounds__(CQ_THREADS, 2)
+    cq_matvec_i8s_diag_kernel(const __grid_constant__ CqDiagRows d, size_t row_bytes,
+                              int64_t n_rows, int64_t n_cols, const float *__restrict__ x,
+                              int ks_log2, int ring_off, bool first, unsigned share)
+{
+    const unsigned p = blockIdx.x / share;
+    cq_i8s_body<T, R, false>(d.r[p], row_bytes, n_rows, n_cols, x + (int64_t)p * n_cols, ks_log2,
+                             ring_off, first, blockIdx.x - p * share, share, false);
+}
+
 /* ---- a prompt batch's routed experts in one launch ---------------------
  * Chunk c (blockIdx.y) is up to CUQ_GROUP_TOK rows of x, rows ck.a0 ..
  * ck.a0 + ck.n - 1, routed to one expert whose weights are ck.w0 (and, with
@@ -3483,6 +3503,55 @@ static bool cq_rows_norm(const struct cuq_multi *m, int64_t n_cols, const float 
     return true;
 }
 
+/* A DIAG call's k >= 2 products in cq_matvec_i8s_diag_kernel
+ * (HYPURA_CUDA_DIAG_STAGED=0: in the kernel of k tokens, as before);
+ * cudaErrorNotSupported where it does not take them. */
+static bool cq_diag_staged_on()
+{
+    static const bool on = cq_switch_on("HYPURA_CUDA_DIAG_STAGED");
+    return on;
+}
+
+template <class T>
+static cudaError_t cq_diag_staged(const CqRows &rs, size_t row_bytes, int64_t n_cols,
+                                  const float *x, int64_t n_tok, cudaStream_t s, bool early)
+{
+    if constexpr (!CqI8<T>::ON) {
+        return cudaErrorNotSupported;
+    } else {
+        constexpr int R = CqShape<T, 1>::R;
+        if (!cq_staged_on() || !cq_diag_staged_on() || n_tok < 2 || n_tok > CQ_DIAG_MAX ||
+            rs.np != n_tok || n_cols % T::BS != 0)
+            return cudaErrorNotSupported;
+        const CqDev dev = cq_dev();
+        const int smem_max = cq_smem_max(dev);
+        int64_t ring_off;
+        const int64_t smem = cq_i8s_smem<T>(cq_i8_smem<T>(n_cols, 1), &ring_off);
+        if (smem > smem_max) return cudaErrorNotSupported;
+        static std::atomic<int> occ_regs[64];
+        const int occ = cq_occupancy(cq_matvec_i8s_diag_kernel<T, R>, occ_regs, true,
+                                     (size_t)smem, sizeof(float) * CQ_WARPS * R, dev, smem_max);
+        if (occ < 2) return cudaErrorNotSupported;
+        int ks_log2;
+        const unsigned share = cq_matvec_split<T, R, CqStage<T>::M>(
+            rs.pr, n_cols, (int64_t)occ * dev.sms / n_tok, ks_log2);
+        CqDiagRows d = {};
+        for (int p = 0; p < n_tok; p++) {
+            CqRows &r = d.r[p];
+            r = rs;
+            r.np = 1;
+            r.w[0] = rs.w[p];
+            r.y[0] = rs.y[p];
+            r.ids = rs.ids && p >= rs.p0 ? rs.ids + (p - rs.p0) : NULL;
+            r.p0 = 0;
+        }
+        pdl_launch(cq_matvec_i8s_diag_kernel<T, R>, dim3(share * (unsigned)n_tok), CQ_THREADS,
+                   (size_t)smem, s, early, d, row_bytes, rs.pr, n_cols, x, ks_log2, (int)ring_off,
+                   cq_l2_first_on(), share);
+        return cudaGetLastError();
+    }
+}
+
 /* cuq_matvec_multi for type T; m checked but for the alignment. */
 template <class T>
 static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_bytes, int64_t n_cols,
@@ -3516,6 +3585,10 @@ static cudaError_t cq_matvec_multi_type(const struct cuq_multi *m, size_t row_by
     rs.mids = m->moe_ids;
     rs.mk = m->moe_k;
     if (!cq_rows_norm(m, n_cols, x, rs)) return cudaErrorNotSupported;
+    if (diag) {
+        const cudaError_t e = cq_diag_staged<T>(rs, row_bytes, n_cols, x, n_tok, s, early);
+        if (e != cudaErrorNotSupported) return e;
+    }
     const int64_t n_rows = swiglu ? 2 * rs.np * rs.pr : diag ? rs.np * rs.pr : rs.end[2];
     return cq_matvec_rows<T>(rs, row_bytes, n_rows, n_cols, x, n_tok, s, early);
 }
