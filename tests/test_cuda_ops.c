@@ -857,11 +857,13 @@ static void test_matmul_fused(void)
     /* one token's q/k/v of two types after the norm (the first type's
      * kernel folds it, the other's reads its output), either order and
      * interleaved, at decode shapes (llama-3-8b, qwen2.5-14b with its
-     * biases, qwen1.5-moe) */
+     * biases, qwen1.5-moe); q beside k and v of Q8_0 (Mixtral's Q4_K_M),
+     * either order */
     static const uint32_t pairs[][3] = {
         {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q6_K}, {HY_TYPE_Q5_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K},
         {HY_TYPE_Q6_K, HY_TYPE_Q6_K, HY_TYPE_Q4_K}, {HY_TYPE_Q4_K, HY_TYPE_Q6_K, HY_TYPE_Q4_K},
-        {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q8_0}, {HY_TYPE_Q4_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K}};
+        {HY_TYPE_Q4_K, HY_TYPE_Q4_K, HY_TYPE_Q8_0}, {HY_TYPE_Q4_K, HY_TYPE_Q5_K, HY_TYPE_Q6_K},
+        {HY_TYPE_Q4_K, HY_TYPE_Q8_0, HY_TYPE_Q8_0}, {HY_TYPE_Q8_0, HY_TYPE_Q8_0, HY_TYPE_Q5_K}};
     const int64_t l3[3] = {4096, 1024, 1024}, q14[3] = {5120, 1024, 1024},
                   qm[3] = {2048, 2048, 2048}, small[3] = {256, 64, 64};
     for (size_t i = 0; i < HY_ARRAY_LEN(pairs); i++) {

@@ -3316,6 +3316,15 @@ template <class T> static int64_t cq_i8s_smem(int64_t smem8, int64_t *ring_off)
     return *ring_off + cq_i8s_ring_bytes<T, CqShape<T, 1>::R>();
 }
 
+/* The staged kernel's bytes of one token's x for T: with a folded norm,
+ * the types of Q8_K x quantize x * w in one pass and stage no floats; the
+ * others stage the normed floats after x's integer layout. */
+template <class T> static int64_t cq_i8s_x_bytes(int64_t n_cols, bool norm)
+{
+    return norm && !CqI8<T>::Q8K ? cq_i8_norm_off<T>(n_cols) + n_cols * 4
+                                 : cq_i8_smem<T>(n_cols, 1);
+}
+
 template <class T, bool NORM>
 static bool cq_matvec_i8s_launch(const CqRows &rs, size_t row_bytes, int64_t n_rows,
                                  int64_t n_cols, const float *x, int64_t smem8, const CqDev &dev,
@@ -3360,11 +3369,10 @@ static cudaError_t cq_matvec_launch(const CqRows &rs, size_t row_bytes, int64_t 
     const int64_t xstride = (n_cols + 31) & ~(int64_t)31;
     const int64_t smem = NT * xstride * 4 + (T::FLOAT ? 0 : NT * xstride / 2);
     if constexpr (CqI8<T>::ON) { /* the integer path where its x fits */
-        /* the staged kernel's one-pass norm (Q8_K x) stages no floats */
         const int64_t smem8 =
             NORM ? cq_i8_norm_off<T>(n_cols) + n_cols * 4 : cq_i8_smem<T>(n_cols, NT);
-        const int64_t smem8s = NORM && CqI8<T>::Q8K ? cq_i8_smem<T>(n_cols, 1) : smem8;
-        if (NT == 1 && cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x, smem8s, dev,
+        if (NT == 1 && cq_matvec_i8s_launch<T, NORM>(rs, row_bytes, n_rows, n_cols, x,
+                                                     cq_i8s_x_bytes<T>(n_cols, NORM), dev,
                                                      smem_max, s, early))
             return cudaGetLastError();
         if (smem8 <= smem_max) {
@@ -3644,7 +3652,7 @@ static cudaError_t cq_matvec_pair_type(const struct cuq_multi *m1, size_t row_by
                                        const struct cuq_multi *m2, size_t row_bytes2,
                                        int64_t n_cols, const float *x, cudaStream_t s, bool early)
 {
-    if constexpr (!CqI8<T1>::Q8K || !CqI8<T2>::Q8K) {
+    if constexpr (!CqI8<T1>::ON || !CqI8<T2>::ON) {
         return cudaErrorNotSupported;
     } else {
         if (n_cols % T1::BS != 0 || n_cols % T2::BS != 0 || !cq_staged_on())
@@ -3665,13 +3673,13 @@ static cudaError_t cq_matvec_pair_type(const struct cuq_multi *m1, size_t row_by
         constexpr int R1 = CqShape<T1, 1>::R, R2 = CqShape<T2, 1>::R;
         const CqDev dev = cq_dev();
         const int smem_max = cq_smem_max(dev);
-        /* each share's x (Q8_K, the norm folded at the end) and then its ring */
+        /* each share's x and then its ring */
+        const bool norm = rs1.nx != NULL;
         int64_t ring1, ring2;
-        const int64_t end1 = cq_i8s_smem<T1>(cq_i8_smem<T1>(n_cols, 1), &ring1);
-        const int64_t end2 = cq_i8s_smem<T2>(cq_i8_smem<T2>(n_cols, 1), &ring2);
+        const int64_t end1 = cq_i8s_smem<T1>(cq_i8s_x_bytes<T1>(n_cols, norm), &ring1);
+        const int64_t end2 = cq_i8s_smem<T2>(cq_i8s_x_bytes<T2>(n_cols, norm), &ring2);
         const int64_t smem = end1 > end2 ? end1 : end2;
         if (smem > smem_max) return cudaErrorNotSupported;
-        const bool norm = rs1.nx != NULL;
         auto kern = norm ? cq_matvec_i8s_pair_kernel<T1, R1, T2, R2, true>
                          : cq_matvec_i8s_pair_kernel<T1, R1, T2, R2, false>;
         static std::atomic<int> occ_regs[2][64];
@@ -3934,13 +3942,16 @@ extern "C" cudaError_t cuq_matvec_pair(uint32_t type1, const struct cuq_multi *m
             if (m->n_rows[i] <= 0) return cudaErrorNotSupported;
     }
     if (m1->norm != m2->norm) return cudaErrorNotSupported;
-    if (type1 == CQ_Q4_K && type2 == CQ_Q6_K)
-        return cq_matvec_pair_type<TQ4_K, TQ6_K>(m1, row_bytes1, m2, row_bytes2, n_cols, x, s,
-                                                 early);
-    if (type1 == CQ_Q5_K && type2 == CQ_Q6_K)
-        return cq_matvec_pair_type<TQ5_K, TQ6_K>(m1, row_bytes1, m2, row_bytes2, n_cols, x, s,
-                                                 early);
-    if (type1 == CQ_Q6_K && (type2 == CQ_Q4_K || type2 == CQ_Q5_K)) /* the same, in that order */
+    /* q and k of Q4_K or Q5_K beside a Q6_K v (Q4_K_M, Q5_K_M), q beside k
+     * and v of Q8_0 (those files of 8-expert models) */
+    const auto pair = type1 == CQ_Q4_K && type2 == CQ_Q6_K   ? cq_matvec_pair_type<TQ4_K, TQ6_K>
+                      : type1 == CQ_Q5_K && type2 == CQ_Q6_K ? cq_matvec_pair_type<TQ5_K, TQ6_K>
+                      : type1 == CQ_Q4_K && type2 == CQ_Q8_0 ? cq_matvec_pair_type<TQ4_K, TQ8_0>
+                      : type1 == CQ_Q5_K && type2 == CQ_Q8_0 ? cq_matvec_pair_type<TQ5_K, TQ8_0>
+                                                             : nullptr;
+    if (pair) return pair(m1, row_bytes1, m2, row_bytes2, n_cols, x, s, early);
+    if ((type1 == CQ_Q6_K || type1 == CQ_Q8_0) && (type2 == CQ_Q4_K || type2 == CQ_Q5_K))
+        /* the same, in that order */
         return cuq_matvec_pair(type2, m2, row_bytes2, type1, m1, row_bytes1, n_cols, x, s, early);
     return cudaErrorNotSupported;
 }
