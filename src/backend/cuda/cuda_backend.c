@@ -295,6 +295,9 @@ struct cuda_backend {
     bool zero_copy; /* small_copy by a kernel (HYPURA_CUDA_ZERO_COPY=0: by the copy engines) */
     /* several MoE experts' products per kernel (HYPURA_CUDA_GROUP_EXPERTS=0: one by one) */
     bool group_experts;
+    /* a routed expert's gate and up of at least this many bytes make a
+     * launch of their own (HYPURA_CUDA_EXPERT_OWN_MIB; 0: never) */
+    uint64_t expert_own;
     /* moe_rate_weighed's drift (HYPURA_CUDA_MOE_RATE_DRIFT=N calls; 0: none) */
     int rate_drift;
     /* a token's product of host weights with an element-wise op (an
@@ -3504,9 +3507,19 @@ static bool multi_checked(struct cuda_backend *cb, struct cuq_multi *m,
     return false;
 }
 
+/* An expert's gate and up bytes from which cu_moe_routed gives them a
+ * launch of their own: the Mixtral shape's (66 MB, 6.8 waves of tiles on an
+ * H200) took 23.1 us a launch, the two of a token in one launch 50.5 us
+ * against 2 x 23.1 + 3.8 apart (decode of its 4 layers +2.6 %, 1713.2 ->
+ * 1758.1 tok/s); qwen1.5-moe's 3.2 MB make less than a wave and are
+ * grouped. Where between them one launch an expert starts to pay is not
+ * measured. */
+#define EXPERT_OWN_BYTES ((uint64_t)32 << 20)
+
 /* backend.h's moe_routed: gate and up with SwiGLU of the experts (and the
  * shared expert's, as pairs of the experts' row count where its rows are
- * a multiple of it) up to eight pairs a kernel, each kernel finding the
+ * a multiple of it) up to eight pairs a kernel (one where an expert's gate
+ * and up are EXPERT_OWN_BYTES or more), each kernel finding the
  * experts' slices from the ids the route op left in device memory; the
  * experts' downs likewise up to eight a kernel; then the shared expert's
  * down, whose epilogue adds the experts' shares in ascending order of the
@@ -3558,8 +3571,12 @@ static bool cu_moe_routed(struct backend *be, const float *x, const struct backe
     }
     static const char *const d_name[2] = {"matvec routed", "norm+matvec routed"};
     enum { G = CUQ_MULTI_MAX / 2 };
+    /* an expert's gate and up that fill the GPU for several waves of tiles
+     * each: a launch of their own (EXPERT_OWN_BYTES) */
+    const uint64_t gu_bytes = 2 * (uint64_t)F * g->row_bytes;
+    const int gu_max = cb->expert_own && gu_bytes >= cb->expert_own ? 1 : G;
     for (int done = 0; done < n_sp + k;) { /* pairs: the shared expert's, then the experts' */
-        const int np = HY_MIN(n_sp + k - done, G);
+        const int np = HY_MIN(n_sp + k - done, gu_max);
         const int from = HY_MAX(0, n_sp - done); /* this launch's first routed pair */
         struct cuq_multi m = {.n_w = 2 * np,
                               .ep = CUQ_EP_SWIGLU,
@@ -4012,6 +4029,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");
         cb->group_experts = !(e && !strcmp(e, "0"));
+        cb->expert_own = env_count("HYPURA_CUDA_EXPERT_OWN_MIB", EXPERT_OWN_BYTES >> 20, 1u << 24)
+                         << 20;
         cb->rate_drift =
             (int)env_count("HYPURA_CUDA_MOE_RATE_DRIFT", MOE_RATE_DRIFT_CALLS, 1u << 30);
         e = getenv("HYPURA_CUDA_FUSE_HOST");
