@@ -854,7 +854,8 @@ static void test_matmul_fused(void)
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM);
     fused_case(BACKEND_FUSE_NONE, mixed, qkv, 3, 1024, 1, FC_NORM | FC_BIAS);
     fused_case(BACKEND_FUSE_SWIGLU, mixed, gu, 2, 1024, 1, FC_HOST_W | FC_NORM);
-    /* one token's q/k/v of two types after the norm (the first type's
+    /* one token's q/k/v of two types after the norm (one launch where the
+     * types pair, each share folding the norm; else the first type's
      * kernel folds it, the other's reads its output), either order and
      * interleaved, at decode shapes (llama-3-8b, qwen2.5-14b with its
      * biases, qwen1.5-moe); q beside k and v of Q8_0 (Mixtral's Q4_K_M),

@@ -3220,7 +3220,7 @@ static unsigned cq_matvec_split(int64_t n_rows, int64_t n_cols, int64_t slots, i
          * in one wave (a router's few rows), the most tiles: a warp's chain
          * of loads, one step after another, is then the product's time */
         const double eff = (double)tiles / (double)(waves * slots);
-        if (waves == 1 && cq_split_wave_on() ? tiles > best_tiles : eff > best + 0.02) {
+        if ((waves == 1 && cq_split_wave_on()) ? tiles > best_tiles : eff > best + 0.02) {
             best = eff;
             best_tiles = tiles;
             ks_log2 = k;
@@ -3512,7 +3512,7 @@ static bool cq_rows_norm(const struct cuq_multi *m, int64_t n_cols, const float 
 }
 
 /* A DIAG call's k >= 2 products in cq_matvec_i8s_diag_kernel
- * (HYPURA_CUDA_DIAG_STAGED=0: in the kernel of k tokens, as before);
+ * (HYPURA_CUDA_DIAG_STAGED=0: in the integer kernel of k tokens);
  * cudaErrorNotSupported where it does not take them. */
 static bool cq_diag_staged_on()
 {
@@ -3534,7 +3534,7 @@ static cudaError_t cq_diag_staged(const CqRows &rs, size_t row_bytes, int64_t n_
         const CqDev dev = cq_dev();
         const int smem_max = cq_smem_max(dev);
         int64_t ring_off;
-        const int64_t smem = cq_i8s_smem<T>(cq_i8_smem<T>(n_cols, 1), &ring_off);
+        const int64_t smem = cq_i8s_smem<T>(cq_i8s_x_bytes<T>(n_cols, false), &ring_off);
         if (smem > smem_max) return cudaErrorNotSupported;
         static std::atomic<int> occ_regs[64];
         const int occ = cq_occupancy(cq_matvec_i8s_diag_kernel<T, R>, occ_regs, true,
