@@ -1414,6 +1414,33 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
 }
 
+/* The bytes of virtual rows r0 .. r0 + R - 1 (past n_rows: the last row's).
+ * SWIGLU with r0 and R even: rows r0 + 2k and the next are one pair's gate
+ * and up at one row, so the pair, its expert's id and the row are found
+ * once for both (n_rows is even: rows past it take the last pair's). */
+template <int R>
+__device__ __forceinline__ void cq_rows_ptrs(const CqRows &rs, int64_t r0, int64_t n_rows,
+                                             size_t row_bytes, const uint8_t *(&p)[R])
+{
+    if constexpr (R % 2 == 0) {
+        if (rs.ep == CUQ_EP_SWIGLU) {
+#pragma unroll
+            for (int k = 0; k < R; k += 2) {
+                int64_t row;
+                const int q = cq_pair(rs, r0 + k < n_rows ? r0 + k : n_rows - 2, row);
+                int64_t off = row * (int64_t)row_bytes;
+                if (rs.ids && q >= rs.p0) off += (int64_t)rs.ids[q - rs.p0] * rs.estride;
+                p[k] = rs.w[2 * q] + off;
+                p[k + 1] = rs.w[2 * q + 1] + off;
+            }
+            return;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        p[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
+}
+
 /* CUQ_EP_MOE's output of one row, as k_moe_token_combine sums it: *y plus
  * slot j's o[j * ld] times alpha[j] for the k slots in ascending order of
  * their experts (ties: the earlier slot), then sigmoid(*gate) * s. Not
@@ -2598,6 +2625,11 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
     const int nsw = bw0 < nb ? (int)((nb - bw0 + wstep - 1) / wstep) : 0; /* steps a tile */
     uint8_t *xs = (uint8_t *)cq_xs;
     uint8_t *ring = xs + ring_off + (int64_t)warp * (S * R * SLOT);
+    /* each row's offset in its slot (its step's first byte past the 16-byte
+     * boundary the copy starts at): lane 0 writes it as it queues the copy,
+     * the warp reads it past the slot's wait (a __syncwarp between), so only
+     * the queuing side looks rows up (and loads experts' ids), once a tile */
+    __shared__ uint8_t heads[CQ_WARPS][S][R];
 #if CQ_BULK
     __shared__ __align__(8) uint64_t bars[CQ_WARPS][S];
     const unsigned bar0 = cq_smem_addr(&bars[warp][0]);
@@ -2617,15 +2649,11 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
     int64_t it_tile = cta;
     int it_j = 0;
     const uint8_t *irow[R];
-    auto rows_of = [&](int64_t tl, const uint8_t *(&p)[R]) {
-        const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            p[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
-    };
     auto issue = [&](int slot) {
         if (it_tile < n_tiles && nsw > 0) {
-            if (it_j == 0) rows_of(it_tile, irow);
+            if (it_j == 0)
+                cq_rows_ptrs<R>(rs, it_tile * tile_rows + (int64_t)grp * R, n_rows, row_bytes,
+                                irow);
             const int64_t bw = bw0 + (int64_t)it_j * wstep;
             const int len = (int)((nb - bw < SB ? nb - bw : SB) * T::BB);
 #if CQ_BULK
@@ -2636,6 +2664,7 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
                 for (int r = 0; r < R; r++) {
                     const uintptr_t src = (uintptr_t)(irow[r] + bw * T::BB);
                     a[r] = src & ~(uintptr_t)15;
+                    heads[warp][slot][r] = (uint8_t)(src - a[r]);
                     n[r] = ((int)(src - a[r]) + len + 15) & ~15;
                     total += n[r];
                 }
@@ -2665,6 +2694,7 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
             for (int r = 0; r < R; r++) {
                 const uint8_t *src = irow[r] + bw * T::BB;
                 const int head = (int)((uintptr_t)src & 15);
+                if (lane == 0) heads[warp][slot][r] = (uint8_t)head;
                 const uint8_t *a = src - head;
                 uint8_t *dst = ring + (slot * R + r) * SLOT;
                 for (int c = lane; 16 * c < head + len; c += 32) {
@@ -2719,8 +2749,6 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
     unsigned parity = 0; /* of the ring's current turn */
     for (int64_t tile = cta; tile < n_tiles; tile += n_cta) {
         const int64_t r0 = tile * tile_rows + (int64_t)grp * R;
-        const uint8_t *wr[R];
-        rows_of(tile, wr);
         /* ADD's old outputs asked for now, their latency behind the steps:
          * lane r of a tile's storing warps keeps row r's */
         float yold = 0.0f;
@@ -2740,15 +2768,16 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
 #endif
             const int64_t bw = bw0 + (int64_t)j * wstep;
             typename T::Raw raw[M][R];
-            const uint32_t off = (uint32_t)(bw * T::BB);
+            int head[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) head[r] = heads[warp][slot][r];
 #pragma unroll
             for (int m = 0; m < M; m++) {
                 if (bw + lblk + m * LB >= nb) continue;
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const int head = (int)(((uint32_t)(uintptr_t)wr[r] + off) & 15);
                     T::template load<CqSmem>(
-                        raw[m][r], ring + (slot * R + r) * SLOT + head + (lblk + m * LB) * T::BB,
+                        raw[m][r], ring + (slot * R + r) * SLOT + head[r] + (lblk + m * LB) * T::BB,
                         part);
                 }
             }
