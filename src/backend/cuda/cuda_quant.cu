@@ -1399,6 +1399,12 @@ __device__ __forceinline__ int cq_pair(const CqRows &rs, int64_t v, int64_t &row
     return (int)p;
 }
 
+/* Which of a STORE/ADD/AXPY/MOE launch's weights (0..2) virtual row v is in. */
+__device__ __forceinline__ int cq_rows_part(const CqRows &rs, int64_t v)
+{
+    return (v >= rs.end[0]) + (v >= rs.end[1]);
+}
+
 /* The bytes of virtual row v. */
 __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
 {
@@ -1410,7 +1416,7 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
         if (rs.ids && p >= rs.p0) w += (int64_t)rs.ids[p - rs.p0] * rs.estride;
         return w + row * row_bytes;
     }
-    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
+    const int i = cq_rows_part(rs, v);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
 }
 
@@ -1469,10 +1475,9 @@ __device__ __noinline__ void cq_moe_put(float *y, float s, const float *o, int64
 }
 
 /* Where the output of virtual row v for token t goes (STORE, ADD, AXPY,
- * MOE). */
-__device__ __forceinline__ float *cq_rows_yp(const CqRows &rs, int64_t v, int t)
+ * MOE); i: cq_rows_part(rs, v). */
+__device__ __forceinline__ float *cq_rows_yp(const CqRows &rs, int i, int64_t v, int t)
 {
-    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
     return (i == 0   ? rs.y[0]
             : i == 1 ? rs.y[1]
                      : rs.y[2]) +
@@ -1501,8 +1506,8 @@ __device__ __forceinline__ void cq_rows_put(const CqRows &rs, int64_t v, int t, 
             y[t * rs.ldy[0] + row] = s / (1.0f + expf(-s)) * u;
         return;
     }
-    const int i = (v >= rs.end[0]) + (v >= rs.end[1]);
-    float *y = cq_rows_yp(rs, v, t);
+    const int i = cq_rows_part(rs, v);
+    float *y = cq_rows_yp(rs, i, v, t);
     if (rs.ep == CUQ_EP_STORE) {
         const float *b = i == 0 ? rs.b[0] : i == 1 ? rs.b[1] : rs.b[2];
         *y = b ? s + b[v] : s;
@@ -2754,7 +2759,7 @@ __device__ __forceinline__ void cq_i8s_body(const CqRows &rs, size_t row_bytes, 
         float yold = 0.0f;
         const bool ypre = rs.ep == CUQ_EP_ADD && rs.add_early;
         if (ypre && kidx == 0 && lane < R && r0 + lane < n_rows)
-            yold = *cq_rows_yp(rs, r0 + lane, 0);
+            yold = *cq_rows_yp(rs, cq_rows_part(rs, r0 + lane), r0 + lane, 0);
         float acc[R][1];
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
