@@ -1420,6 +1420,14 @@ __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t 
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
 }
 
+/* The bytes of virtual row v, or of the last row where v is past n_rows (a
+ * tile's rows past the end read the last one's bytes). */
+__device__ __forceinline__ const uint8_t *cq_rows_ptr_last(const CqRows &rs, int64_t v,
+                                                           int64_t n_rows, size_t row_bytes)
+{
+    return cq_rows_ptr(rs, v < n_rows ? v : n_rows - 1, row_bytes);
+}
+
 /* The bytes of virtual rows r0 .. r0 + R - 1 (past n_rows: the last row's).
  * SWIGLU with r0 and R even: rows r0 + 2k and the next are one pair's gate
  * and up at one row, so the pair, its expert's id and the row are found
@@ -1444,7 +1452,7 @@ __device__ __forceinline__ void cq_rows_ptrs(const CqRows &rs, int64_t r0, int64
     }
 #pragma unroll
     for (int r = 0; r < R; r++)
-        p[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
+        p[r] = cq_rows_ptr_last(rs, r0 + r, n_rows, row_bytes);
 }
 
 /* CUQ_EP_MOE's output of one row, as k_moe_token_combine sums it: *y plus
@@ -1613,8 +1621,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
                           const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
 #pragma unroll
                           for (int r = 0; r < R; r++)
-                              wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1,
-                                                  row_bytes) +
+                              wp[r] = cq_rows_ptr_last(rs, r0 + r, n_rows, row_bytes) +
                                       b0 * T::BB;
                           if (b0 < nb) {
 #pragma unroll
@@ -1701,8 +1708,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqShape<T, NT>::MINB)
             if (c < n_cols) {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const uint8_t *row =
-                        cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes);
+                    const uint8_t *row = cq_rows_ptr_last(rs, r0 + r, n_rows, row_bytes);
                     float wv = 0.0f;
                     if constexpr (T::FLOAT) wv = T::elem(row, c);
 #pragma unroll
@@ -2455,7 +2461,7 @@ __global__ void __launch_bounds__(CQ_THREADS, CqI8Blocks<T, NT>::value)
         const int64_t r0 = tl * tile_rows + (int64_t)grp * R;
 #pragma unroll
         for (int r = 0; r < R; r++)
-            wp[r] = cq_rows_ptr(rs, r0 + r < n_rows ? r0 + r : n_rows - 1, row_bytes) + b0 * T::BB;
+            wp[r] = cq_rows_ptr_last(rs, r0 + r, n_rows, row_bytes) + b0 * T::BB;
         if (b0 < nb) {
 #pragma unroll
             for (int r = 0; r < R; r++) T::load(raw[r], wp[r], part);
