@@ -1399,6 +1399,19 @@ __device__ __forceinline__ int cq_pair(const CqRows &rs, int64_t v, int64_t &row
     return (int)p;
 }
 
+/* SWIGLU's pair or DIAG's weight of virtual row v, and in off where its row
+ * starts in that weight's bytes: the row's offset, plus its expert's where
+ * the pair's weights are indexed by expert ids. */
+__device__ __forceinline__ int cq_pair_off(const CqRows &rs, int64_t v, size_t row_bytes,
+                                           int64_t &off)
+{
+    int64_t row;
+    const int p = cq_pair(rs, v, row);
+    off = row * (int64_t)row_bytes;
+    if (rs.ids && p >= rs.p0) off += (int64_t)rs.ids[p - rs.p0] * rs.estride;
+    return p;
+}
+
 /* Which of a STORE/ADD/AXPY/MOE launch's weights (0..2) virtual row v is in. */
 __device__ __forceinline__ int cq_rows_part(const CqRows &rs, int64_t v)
 {
@@ -1409,12 +1422,10 @@ __device__ __forceinline__ int cq_rows_part(const CqRows &rs, int64_t v)
 __device__ __forceinline__ const uint8_t *cq_rows_ptr(const CqRows &rs, int64_t v, size_t row_bytes)
 {
     if (rs.ep == CUQ_EP_SWIGLU || rs.ep == CUQ_EP_DIAG) {
-        int64_t row;
-        const int p = cq_pair(rs, v, row);
+        int64_t off;
+        const int p = cq_pair_off(rs, v, row_bytes, off);
         /* an indexed load of the kernel's parameters (__grid_constant__: no copy of them) */
-        const uint8_t *w = rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p];
-        if (rs.ids && p >= rs.p0) w += (int64_t)rs.ids[p - rs.p0] * rs.estride;
-        return w + row * row_bytes;
+        return rs.w[rs.ep == CUQ_EP_SWIGLU ? 2 * p + (int)(v & 1) : p] + off;
     }
     const int i = cq_rows_part(rs, v);
     return (i == 0 ? rs.w[0] : i == 1 ? rs.w[1] : rs.w[2]) + v * row_bytes;
@@ -1440,10 +1451,8 @@ __device__ __forceinline__ void cq_rows_ptrs(const CqRows &rs, int64_t r0, int64
         if (rs.ep == CUQ_EP_SWIGLU) {
 #pragma unroll
             for (int k = 0; k < R; k += 2) {
-                int64_t row;
-                const int q = cq_pair(rs, r0 + k < n_rows ? r0 + k : n_rows - 2, row);
-                int64_t off = row * (int64_t)row_bytes;
-                if (rs.ids && q >= rs.p0) off += (int64_t)rs.ids[q - rs.p0] * rs.estride;
+                int64_t off;
+                const int q = cq_pair_off(rs, r0 + k < n_rows ? r0 + k : n_rows - 2, row_bytes, off);
                 p[k] = rs.w[2 * q] + off;
                 p[k + 1] = rs.w[2 * q + 1] + off;
             }
