@@ -1452,7 +1452,8 @@ __device__ __forceinline__ void cq_rows_ptrs(const CqRows &rs, int64_t r0, int64
 #pragma unroll
             for (int k = 0; k < R; k += 2) {
                 int64_t off;
-                const int q = cq_pair_off(rs, r0 + k < n_rows ? r0 + k : n_rows - 2, row_bytes, off);
+                const int q =
+                    cq_pair_off(rs, r0 + k < n_rows ? r0 + k : n_rows - 2, row_bytes, off);
                 p[k] = rs.w[2 * q] + off;
                 p[k + 1] = rs.w[2 * q + 1] + off;
             }
