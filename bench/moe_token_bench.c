@@ -231,8 +231,8 @@ int main(int argc, char **argv)
                 /* moe_token as the op runs it (the caller takes part at the
                  * join), the sum's completion seen on the way */
                 const int64_t t0 = timing_now_us();
-                cpu_backend_moe_token_start(be, x, w + 3 * next, alpha, k, y, h, h2, o, 0, 0, NULL,
-                                            NULL, 0);
+                cpu_backend_moe_token_start(be, x, w + 3 * next, alpha, k, y, h, h2, o, 0, 0, 0,
+                                            NULL, NULL, 0);
                 const int64_t t_sum = cpu_backend_pass_wait(be);
                 cpu_backend_join(be);
                 if (p >= 0) {

@@ -568,7 +568,9 @@ static void test_matmul_start(void)
  * first rows only (a third; one row): their silu_mul of those rows in h as the
  * op-by-op gate, up and silu_mul give it, their other rows of h untouched,
  * the half flag stored (without a join where the pool has workers), y the
- * others' sum. */
+ * others' sum; and halves of all their rows whose down rows [0, r) are the
+ * pass's too (half of them and one more; all of them): y with those rows
+ * added in expert order. */
 static void test_moe_token(void)
 {
     enum { EMAX = 256, FMAX = 768, KMAX = 8 };
@@ -586,7 +588,7 @@ static void test_moe_token(void)
     rng_init(&r, 21);
     float *src = malloc(sizeof(float) * FMAX * EMAX), *ref = malloc(sizeof(float) * FMAX * EMAX);
     float x[EMAX], alpha[KMAX], y0[EMAX], y1[EMAX], y2[EMAX], y3[EMAX], y4[EMAX], o[KMAX * EMAX];
-    float y5[EMAX], y6[EMAX], yi[EMAX];
+    float y5[EMAX], y6[EMAX], y7[EMAX], y8[EMAX], yi[EMAX];
     float *hw = malloc(sizeof(float) * KMAX * FMAX); /* the halves' silu_mul, op by op */
     float *h = malloc(sizeof(float) * KMAX * FMAX), *h2 = malloc(sizeof(float) * KMAX * FMAX);
     float probe_x[EMAX], probe_y[FMAX], probe_ref[FMAX];
@@ -633,7 +635,8 @@ static void test_moe_token(void)
 
                 /* started: the workers finish it and store the flag on their own */
                 uint32_t flag = 7;
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, 0, NULL, &flag, 8);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y2, h, h2, o, 0, 0, 0, NULL, &flag,
+                                            8);
                 if (nt > 1) {
                     CHECK_EQ_INT((int)flag_wait(&flag, 8), 8);
                 } else {
@@ -647,7 +650,8 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start: type %u, %d threads, k %d\n", type, nt, k);
 
                 /* waited for: the sum complete without the workers' join */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, 0, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y4, h, h2, o, 0, 0, 0, NULL, NULL,
+                                            0);
                 CHECK(cpu_backend_pass_wait(be) > 0);
                 bad = 0;
                 for (int i = 0; i < E; i++) bad += memcmp(&y0[i], &y4[i], sizeof(float)) != 0;
@@ -656,7 +660,8 @@ static void test_moe_token(void)
                             k);
 
                 /* started, then another op without a join: it joins first */
-                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, 0, NULL, NULL, 0);
+                cpu_backend_moe_token_start(be, x, w, alpha, k, y3, h, h2, o, 0, 0, 0, NULL, NULL,
+                                            0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_y);
                 CHECK(cpu_backend_join(be) > 0);
                 backend_matmul(be, &w[0], probe_x, 1, probe_ref);
@@ -667,18 +672,29 @@ static void test_moe_token(void)
                     fprintf(stderr, "  moe_token start + matmul: type %u, %d threads, k %d\n",
                             type, nt, k);
 
-                /* the first n_half experts as halves, of rows [0, hr) */
+                /* the first n_half experts as halves, of rows [0, hr); y7
+                 * with their down rows [0, E / 2 + 1) too */
                 const int n_half = ki == 1 ? 2 : 1;
+                const int64_t dr_of[2] = {E / 2 + 1, E};
+                memcpy(y7, yi, sizeof yi);
+                memcpy(y8, yi, sizeof yi);
                 for (int j = 0; j < k; j++) {
                     backend_matmul(be, &w[3 * j], x, 1, h);
                     backend_matmul(be, &w[3 * j + 1], x, 1, h2);
                     backend_silu_mul(be, h, h2, F);
+                    backend_matmul(be, &w[3 * j + 2], h, 1, o);
                     if (j < n_half) {
                         memcpy(hw + j * F, h, sizeof(float) * (size_t)F);
+                        backend_add(be, y8, o, alpha[j], E);
+                        struct backend_weight d = w[3 * j + 2];
+                        d.n_rows = dr_of[0];
+                        backend_matmul(be, &d, h, 1, o);
+                        backend_add(be, y7, o, alpha[j], dr_of[0]);
                         continue;
                     }
-                    backend_matmul(be, &w[3 * j + 2], h, 1, o);
                     backend_add(be, y5, o, alpha[j], E);
+                    backend_add(be, y7, o, alpha[j], E);
+                    backend_add(be, y8, o, alpha[j], E);
                 }
                 const int64_t rows_of[3] = {F, F / 3, 1};
                 for (int ri = 0; ri < 3; ri++) {
@@ -687,8 +703,8 @@ static void test_moe_token(void)
                     for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
                     uint32_t half = 5;
                     flag = 5;
-                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, &half,
-                                                &flag, 6);
+                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, 0,
+                                                &half, &flag, 6);
                     if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
                     CHECK(cpu_backend_join(be) > 0);
                     CHECK_EQ_INT((int)half, 6);
@@ -703,6 +719,29 @@ static void test_moe_token(void)
                                 "  moe_token halves: type %u, %d threads, k %d, %d halves of "
                                 "%" PRId64 " rows\n",
                                 type, nt, k, n_half, hr);
+                }
+                for (int di = 0; di < 2; di++) {
+                    const int64_t dr = dr_of[di];
+                    const float *want = di ? y8 : y7;
+                    memcpy(y6, yi, sizeof yi);
+                    for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
+                    uint32_t half = 5;
+                    flag = 5;
+                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, F, dr,
+                                                &half, &flag, 6);
+                    if (nt > 1) CHECK_EQ_INT((int)flag_wait(&flag, 6), 6);
+                    CHECK(cpu_backend_join(be) > 0);
+                    CHECK_EQ_INT((int)half, 6);
+                    CHECK_EQ_INT((int)flag, 6);
+                    bad = 0;
+                    for (int i = 0; i < E; i++) bad += memcmp(&want[i], &y6[i], sizeof(float)) != 0;
+                    for (int64_t i = 0; i < (int64_t)n_half * F; i++)
+                        bad += memcmp(&hw[i], &h[i], sizeof(float)) != 0;
+                    if (!CHECK_EQ_INT(bad, 0))
+                        fprintf(stderr,
+                                "  moe_token halves' downs: type %u, %d threads, k %d, %d halves, "
+                                "down rows %" PRId64 "\n",
+                                type, nt, k, n_half, dr);
                 }
             }
             backend_free(be);

@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 #define BOUND_ATT_Q8_0      4e-2
 
 /* The CUDA backends under test: one per host policy, and two weight caches. */
-enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, G_HALF, G_ROWS, N_GPU };
+enum gpu_kind { G_AUTO, G_CPU, G_COPY, G_SLOT, G_CACHE, G_SMALL, G_HALF, G_ROWS, G_DOWN, N_GPU };
 
 static const struct {
     const char *name;
@@ -166,6 +166,8 @@ static const struct {
     [G_HALF] = {"halves", CUDA_HOST_AUTO, 0, 0, false, CUDA_MOE_HALF_ALL},
     /* the same, half of each one's gate and up rows copied and computed on the GPU */
     [G_ROWS] = {"halves-rows", CUDA_HOST_AUTO, 0, 0, false, CUDA_MOE_HALF_ROWS},
+    /* the same, half of each one's down rows computed on the CPU */
+    [G_DOWN] = {"halves-down", CUDA_HOST_AUTO, 0, 0, false, CUDA_MOE_HALF_DOWN},
 };
 
 static struct {
@@ -1547,11 +1549,16 @@ static void moe_token_case(int k, int64_t E, int64_t F, enum moe_place place)
             const int n_ram = place == MOE_HOST ? k : place == MOE_ONE_DEV ? k - 1 : 0;
             const uint64_t halves = s1.moe_half_experts - s0.moe_half_experts;
             const uint64_t split = s1.moe_half_split - s0.moe_half_split;
-            if ((gi == G_HALF || gi == G_ROWS) &&
+            const uint64_t downs = s1.moe_half_down - s0.moe_half_down;
+            if ((gi == G_HALF || gi == G_ROWS || gi == G_DOWN) &&
                 !(CHECK_EQ_INT((int)halves, n_ram) &
-                  CHECK_EQ_INT((int)split, gi == G_ROWS ? n_ram : 0)))
-                fprintf(stderr, "  %s: %d experts in RAM, %llu halves, %llu with rows on the GPU\n",
-                        label, n_ram, (unsigned long long)halves, (unsigned long long)split);
+                  CHECK_EQ_INT((int)split, gi == G_ROWS ? n_ram : 0) &
+                  CHECK_EQ_INT((int)downs, gi == G_DOWN ? n_ram : 0)))
+                fprintf(stderr,
+                        "  %s: %d experts in RAM, %llu halves, %llu with rows on the GPU, %llu "
+                        "with down rows on the CPU\n",
+                        label, n_ram, (unsigned long long)halves, (unsigned long long)split,
+                        (unsigned long long)downs);
             const uint64_t pf = s1.prefetch_slices - pre;
             const uint64_t used = s1.prefetch_used - s0.prefetch_used;
             if (call == 2 && gi == G_CACHE && n_host >= 3 &&

@@ -472,6 +472,7 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
         json_object_set_new(j, "gpu_moe_half_experts",
                             json_integer((json_int_t)cs.moe_half_experts));
         json_object_set_new(j, "gpu_moe_half_split", json_integer((json_int_t)cs.moe_half_split));
+        json_object_set_new(j, "gpu_moe_half_down", json_integer((json_int_t)cs.moe_half_down));
         json_object_set_new(j, "gpu_moe_cpu_s", json_real((double)cs.moe_cpu_us / 1e6));
         json_object_set_new(j, "gpu_moe_x_wait_s", json_real((double)cs.moe_x_wait_us / 1e6));
         json_object_set_new(j, "gpu_moe_pass_setup_s",

@@ -641,7 +641,10 @@ struct moe_grp {
  * first in phase A; once the last of them is done its thread stores
  * half_flag, so that another device can take their h for the down products
  * (and compute their other rows) while the pass goes on. They take no part
- * in phase B or the sum; with no other expert the sum is y as it was. */
+ * in phase B or the sum (with no other expert the sum is y as it was), but
+ * where half_down is set (their gate and up whole): rows [0, half_down) of
+ * their downs, first in phase B, added into y in expert order as the whole
+ * ones are (the other device computes the rest). */
 struct moe_job {
     struct cpu_backend *cb;
     struct backend_weight w[3 * BACKEND_MOE_MAX_K];
@@ -661,7 +664,10 @@ struct moe_job {
     int64_t grp_cap;          /* grp_left's entries */
     int n_half;
     int64_t half_rows; /* the halves' gate and up rows computed here */
+    int64_t half_down; /* the halves' down rows computed here (0: none) */
     int64_t n_h;       /* work items of the halves (phase A's first) */
+    int64_t per_hb;    /* chunks of a half's down (its half_down rows) */
+    int64_t n_hb;      /* work items of the halves' downs (phase B's first) */
     uint32_t *flag, *half_flag;
     uint32_t flag_value;
     /* what the workers change, each on its own cache line: the fields above,
@@ -690,7 +696,7 @@ static void moe_job_middle(struct moe_job *j, int e, int64_t g)
     float *h = j->h + e * j->F + r0;
     cpu_silu_mul(&j->cb->base, h, j->h2 + e * j->F + r0, n);
     const struct matmul_task *t = &j->b[e];
-    if (e >= j->n_half && t->from_float) {
+    if ((e >= j->n_half || j->half_down) && t->from_float) {
         const uint32_t vt = quant_traits(t->w->type)->vec_dot_type;
         t->from_float(h, (uint8_t *)t->xq + quant_bytes(vt, (uint64_t)r0), n);
     }
@@ -707,8 +713,9 @@ static void moe_job_done(struct moe_job *j)
 
 static void moe_job_end(struct moe_job *j)
 {
-    for (int e = j->n_half; e < j->k; e++)
-        cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e], j->E);
+    for (int e = j->half_down ? 0 : j->n_half; e < j->k; e++)
+        cpu_add(&j->cb->base, j->y, j->o + e * j->E, j->alpha[e],
+                e < j->n_half ? j->half_down : j->E);
     moe_job_done(j);
 }
 
@@ -742,7 +749,7 @@ static void moe_job_worker(void *arg, int ith, int nth)
             if (atomic_fetch_sub_explicit(&j->grp_left[e * j->n_grp + g].left, 1,
                                           memory_order_acq_rel) == 1)
                 moe_job_middle(j, e, g);
-            if (!hi) atomic_fetch_sub_explicit(&j->exp_left[e].left, 1, memory_order_acq_rel);
+            atomic_fetch_sub_explicit(&j->exp_left[e].left, 1, memory_order_acq_rel);
             if (i < j->n_h &&
                 atomic_fetch_add_explicit(&j->done_h, 1, memory_order_acq_rel) + 1 == j->n_h &&
                 j->half_flag)
@@ -753,12 +760,19 @@ static void moe_job_worker(void *arg, int ith, int nth)
             }
             continue;
         }
-        /* the expert's last A chunks (and their middle steps) are in the
-         * hands of threads computing them */
-        const struct moe_grp *ready = &j->exp_left[j->n_half + (i - j->n_a) / j->per_b];
+        /* the halves' down rows, then the whole ones' downs; the expert's
+         * last A chunks (and their middle steps) are in the hands of threads
+         * computing them */
+        const int64_t ib = i - j->n_a;
+        const bool hb = ib < j->n_hb;
+        const int e = hb ? (int)(ib / j->per_hb) : j->n_half + (int)((ib - j->n_hb) / j->per_b);
+        const struct moe_grp *ready = &j->exp_left[e];
         for (unsigned s = 1; atomic_load_explicit(&ready->left, memory_order_acquire) != 0; s++)
             if ((s & 1023) == 0) sched_yield();
-        moe_job_chunk(j->b + j->n_half, j->per_b, i - j->n_a, 0);
+        if (hb)
+            moe_job_chunk(j->b, j->per_hb, ib, j->half_down);
+        else
+            moe_job_chunk(j->b + j->n_half, j->per_b, ib - j->n_hb, 0);
         if (atomic_fetch_add_explicit(&j->done_b, 1, memory_order_acq_rel) + 1 == j->n_b)
             moe_job_end(j);
     }
@@ -771,15 +785,18 @@ static void moe_job_worker(void *arg, int ith, int nth)
  * every output is what the op-by-op sequence (gate, up, silu_mul, down, add
  * with the weight, expert after expert) computes, bit for bit. h, h2:
  * [k][gate rows]; o: [k][n_embd]. The first n_half experts are halves
- * (struct moe_job): expert e's silu_mul of rows [0, half_rows) in h + e * F. */
+ * (struct moe_job): expert e's silu_mul of rows [0, half_rows) in h + e * F,
+ * and with half_down its down's rows [0, half_down) added into y. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 int n_half, int64_t half_rows, uint32_t *half_flag, uint32_t *flag,
-                                 uint32_t flag_value)
+                                 int n_half, int64_t half_rows, int64_t half_down,
+                                 uint32_t *half_flag, uint32_t *flag, uint32_t flag_value)
 {
     struct cpu_backend *cb = cpu_of(be);
     HY_ASSERT(k >= 1 && k <= BACKEND_MOE_MAX_K && n_half >= 0 && n_half <= k);
     HY_ASSERT(!n_half || (half_rows > 0 && half_rows <= w[0].n_rows));
+    HY_ASSERT(half_down >= 0 && half_down <= w[2].n_rows &&
+              (!half_down || (n_half && half_rows == w[0].n_rows)));
     threadpool_join(cb->pool); /* the job, act and the workers are this pass's now */
     if (!cb->job) cb->job = mem_aligned_xzalloc(MOE_LINE, sizeof *cb->job);
     cb->mm_last = false;
@@ -811,9 +828,11 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
             if (e + 1 == n_half && half_flag)
                 __atomic_store_n(half_flag, flag_value, __ATOMIC_RELEASE);
             if (e + 1 == k) j->t_a_us = timing_now_us(); /* not phased: all of it as A */
-            if (e < n_half) continue;
-            cpu_matmul(be, &w[3 * e + 2], he, 1, o);
-            cpu_add(be, y, o, alpha[e], E);
+            if (e < n_half && !half_down) continue;
+            struct backend_weight d = w[3 * e + 2];
+            if (e < n_half) d.n_rows = half_down;
+            cpu_matmul(be, &d, he, 1, o);
+            cpu_add(be, y, o, alpha[e], d.n_rows);
         }
         moe_job_done(j);
         return;
@@ -824,6 +843,7 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     j->k = k;
     j->n_half = n_half;
     j->half_rows = n_half ? half_rows : F;
+    j->half_down = n_half ? half_down : 0;
     j->E = E;
     j->F = F;
     j->y = y, j->h = h, j->h2 = h2, j->o = o;
@@ -854,7 +874,8 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     /* down: h converted in the middle steps */
     j->xq_b = act + used;
     int64_t blk = 1; /* the conversion's block (elements) */
-    for (int e = n_half; e < k; e++) {
+    const int b0 = j->half_down ? 0 : n_half; /* the first expert with down rows here */
+    for (int e = b0; e < k; e++) {
         const struct backend_weight *d = &j->w[3 * e + 2];
         HY_ASSERT(d->n_rows == E && d->n_cols == F);
         matmul_setup(cb, d, h + e * F, 1, o + e * E, &j->b[e]);
@@ -888,15 +909,20 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         }
     j->per_a = (F + cr - 1) / cr;
     j->per_h = (j->half_rows + cr - 1) / cr;
-    j->per_b = n_half < k ? (E + j->b[n_half].chunk_rows - 1) / j->b[n_half].chunk_rows : 0;
+    const int64_t cb_rows = b0 < k ? j->b[b0].chunk_rows : 1;
+    for (int e = b0 + 1; e < k; e++) HY_ASSERT(j->b[e].chunk_rows == cb_rows);
+    j->per_b = n_half < k ? (E + cb_rows - 1) / cb_rows : 0;
+    j->per_hb = (j->half_down + cb_rows - 1) / cb_rows;
     j->n_h = 2 * n_half * j->per_h;
     j->n_a = j->n_h + 2 * (k - n_half) * j->per_a;
-    j->n_b = (k - n_half) * j->per_b;
+    j->n_hb = n_half * j->per_hb;
+    j->n_b = j->n_hb + (k - n_half) * j->per_b;
     atomic_init(&j->next, 0);
     atomic_init(&j->done_a, 0);
     atomic_init(&j->done_b, 0);
     atomic_init(&j->done_h, 0);
-    for (int e = n_half; e < k; e++) atomic_init(&j->exp_left[e].left, (int)(2 * j->per_a));
+    for (int e = 0; e < k; e++)
+        atomic_init(&j->exp_left[e].left, (int)(2 * (e < n_half ? j->per_h : j->per_a)));
     /* chunks are claimed: a worker that has not begun when the pass is
      * joined is not waited for */
     j->t_start_us = timing_now_us();
@@ -968,7 +994,7 @@ int64_t cpu_backend_join(struct backend *be)
 static void cpu_moe_token(struct backend *be, const float *x, const struct backend_weight *w,
                           const float *alpha, int k, float *y, float *h, float *h2, float *o)
 {
-    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, 0, NULL, NULL, 0);
+    cpu_backend_moe_token_start(be, x, w, alpha, k, y, h, h2, o, 0, 0, 0, NULL, NULL, 0);
     cpu_backend_join(be);
 }
 

@@ -79,11 +79,14 @@ void cpu_backend_swiglu_start(struct backend *be, const struct backend_weight *g
  * their first half_rows rows (1 to all of them), expert e's into h + e * (gate
  * rows), done first; once all of them are,
  * the pass stores flag_value into *half_flag (release; may be NULL) and goes
- * on with the others. Their downs are the caller's: they are not in y. */
+ * on with the others. Their downs are the caller's: they are not in y,
+ * except rows [0, half_down) of each (0: none; only where half_rows is all
+ * of them), computed first among the downs and added into y with the
+ * others' in expert order. */
 void cpu_backend_moe_token_start(struct backend *be, const float *x, const struct backend_weight *w,
                                  const float *alpha, int k, float *y, float *h, float *h2, float *o,
-                                 int n_half, int64_t half_rows, uint32_t *half_flag, uint32_t *flag,
-                                 uint32_t flag_value);
+                                 int n_half, int64_t half_rows, int64_t half_down,
+                                 uint32_t *half_flag, uint32_t *flag, uint32_t flag_value);
 
 /* The pass started last, once joined or waited for: when its workers were
  * started (after x was converted), when its first chunk was taken, and when

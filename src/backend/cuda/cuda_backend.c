@@ -258,7 +258,7 @@ struct cuda_backend {
     struct moe_trace {
         uint64_t seq;
         int n_cpu, n_half;
-        int64_t half_rows, F;
+        int64_t half_rows, F, half_down;
         uint64_t cpu_bytes, gpu_far, copied;
         int64_t queue_us; /* the GPU side's queuing from the pass's start */
         int64_t at_us;    /* the pass's start, from the backend's start */
@@ -340,14 +340,15 @@ struct cuda_backend {
      * chosen (cuda_backend_config); moe_half_min: the gate and up bytes under
      * which auto makes none (HYPURA_CUDA_MOE_HALF_MIN_MIB); moe_rows: whether
      * a half may leave gate and up rows to the GPU (HYPURA_CUDA_MOE_ROWS=0:
-     * never). */
+     * never); moe_down: whether a half may take down rows onto the CPU
+     * (HYPURA_CUDA_MOE_DOWN=0: never). */
     bool async_cpu;
     /* the VRAM cache's fills while set are the first to go (a half's rows
      * left to the GPU: keyed by their share, seldom read again) */
     bool wc_cold;
     enum cuda_moe_half moe_half;
     uint64_t moe_half_min;
-    bool moe_rows;
+    bool moe_rows, moe_down;
     uint32_t *pass_flag;
     uint32_t *pass_dflag; /* device words of the waits on pass_flag's (cuk_wait_add) */
     uint32_t pass_seq;
@@ -2823,11 +2824,12 @@ struct moe_gpu_side {
     /* the halves: experts w + 3 * hs[i], their activations at hh + i * F in
      * host memory (the CPU's pass writes them), taken up into h after the
      * GPU's own experts' rows; of gate and up rows [0, half_rows), the rest
-     * copied and computed here */
+     * copied and computed here; their down rows [0, half_down) are the
+     * CPU's (0: none), the rest copied and computed here */
     int hs[BACKEND_MOE_MAX_K];
     int n_half;
     const float *hh;
-    int64_t half_rows;
+    int64_t half_rows, half_down;
 };
 
 static void moe_gpu_experts_run(const struct moe_gpu_side *g);
@@ -2874,6 +2876,14 @@ static int64_t moe_half_rows(int64_t F, double share)
     return r <= 0 || r >= F ? F : r;
 }
 
+/* Rows of a half's down that the CPU computes for a share of them: whole
+ * units as above, none where that leaves the CPU none or the GPU none. */
+static int64_t moe_half_down_rows(int64_t E, double share)
+{
+    const int64_t r = (int64_t)(share * (double)E) / MOE_HALF_ROW_UNIT * MOE_HALF_ROW_UNIT;
+    return r <= 0 || r >= E ? 0 : r;
+}
+
 /* The key of rows [r, ...) of the slice keyed key (0: none): a bijection of
  * key for each r (distinct slices keep distinct keys; the finalizer of
  * splitmix64 scatters them away from the slices' own), never 0. */
@@ -2887,11 +2897,12 @@ static uint64_t rows_key(uint64_t key, int64_t r)
     return z ? z : 1;
 }
 
-/* Rows [r, n_rows) of a half's gate and up (e[0], e[1]): the GPU's share,
- * keyed apart from the whole slices (0: not cached, as the slice). */
-static void half_rest(const struct backend_weight *e, int64_t r, struct backend_weight out[2])
+/* Rows [r, n_rows) of a half's slices (n of them from e: gate and up, or
+ * its down): the GPU's share, keyed apart from the whole slices (0: not
+ * cached, as the slice). */
+static void half_rest(const struct backend_weight *e, int n, int64_t r, struct backend_weight *out)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n; i++) {
         out[i] = e[i];
         out[i].data = (const uint8_t *)e[i].data + (size_t)r * e[i].row_bytes;
         out[i].n_rows = e[i].n_rows - r;
@@ -2912,7 +2923,7 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
     float *hd = g->h + g->n * F;
     for (int i = 0; r < F && i < g->n_half && !cb->err; i++) {
         struct backend_weight gu[2];
-        half_rest(&g->w[3 * g->hs[i]], r, gu);
+        half_rest(&g->w[3 * g->hs[i]], 2, r, gu);
         float *const ys[1] = {hd + i * F + r};
         cb->wc_cold = true;
         cu_matmul_fused(be, BACKEND_FUSE_SWIGLU, gu, 2, g->x, 1, ys, NULL, g->h2);
@@ -2931,9 +2942,15 @@ static void moe_half_downs(const struct moe_gpu_side *g, uint32_t seq)
                               cudaMemcpyHostToDevice, cb->st))
             return;
     prof_end(cb, pi, "wait for the halves", UINT32_MAX);
+    /* the down rows past the CPU's (cold, as the gate and up rows above) */
+    const int64_t dr = g->half_down;
     for (int i = 0; i < g->n_half && !cb->err; i++) {
         const int j = g->hs[i];
-        moe_down_add(be, &g->w[3 * j + 2], hd + i * F, g->alpha[j], g->o, g->y);
+        struct backend_weight d = g->w[3 * j + 2];
+        if (dr) half_rest(&g->w[3 * j + 2], 1, dr, &d);
+        cb->wc_cold = dr > 0;
+        moe_down_add(be, &d, hd + i * F, g->alpha[j], g->o + dr, g->y + dr);
+        cb->wc_cold = false;
     }
 }
 
@@ -3167,16 +3184,17 @@ static void moe_trace_line(struct cuda_backend *cb, int64_t cpu_us)
     const double pc = t->rate > 0 ? (double)t->cpu_bytes / t->rate * 1e6 : -1;
     const double pp = t->pcie > 0 ? (double)t->gpu_far / t->pcie * 1e6 : -1;
     fprintf(cb->trace,
-            "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " cpu_mb %.1f far_mb %.1f "
+            "%" PRIu64 " cpu %d half %d rows %" PRId64 "/%" PRId64 " down %" PRId64
+            " cpu_mb %.1f far_mb %.1f "
             "rate %.1f pcie %.1f pred_cpu %.0f pred_pcie %.0f | cpu %" PRId64 " queue %" PRId64
             " gpu_own %.0f gpu_wait %.0f copy %.0f ahead %.0f copied_mb %.1f at %" PRId64
             " x_wait %" PRId64 " dl %" PRId64 " in %" PRId64 " chain %" PRId64 " look %" PRId64
             " split %" PRId64 " xd %" PRId64 "\n",
-            t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, (double)t->cpu_bytes / 1e6,
-            (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc, pp, cpu_us, t->queue_us,
-            (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3, (double)ahead * 1e3,
-            (double)t->copied / 1e6, t->at_us, t->x_us, t->dl_us, t->in_us, t->chain_us, t->look_us,
-            t->split_us, t->xd_us);
+            t->seq, t->n_cpu, t->n_half, t->half_rows, t->F, t->half_down,
+            (double)t->cpu_bytes / 1e6, (double)t->gpu_far / 1e6, t->rate / 1e9, t->pcie / 1e9, pc,
+            pp, cpu_us, t->queue_us, (double)own * 1e3, (double)wait * 1e3, (double)copy * 1e3,
+            (double)ahead * 1e3, (double)t->copied / 1e6, t->at_us, t->x_us, t->dl_us, t->in_us,
+            t->chain_us, t->look_us, t->split_us, t->xd_us);
 }
 
 static void pass_join(struct cuda_backend *cb)
@@ -3240,7 +3258,9 @@ static void cu_moe_prepare(struct backend *be, const float *x, int64_t n)
  * pass, its down on the GPU, which takes the activations up once the pass
  * flags them and copies the down slice meanwhile; where the rates say so, the
  * GPU also takes some of the half's gate and up rows (copied, computed
- * before the wait), so that both sides end together. The CPU's experts start once x has come down
+ * before the wait), or the CPU the first rows of its down (the first of the
+ * pass's downs, in its sum; the GPU copies the rest), so that both sides end
+ * together. The CPU's experts start once x has come down
  * (it is ready: the routing was waited for); the calling thread queues the
  * GPU's experts and copies while the CPU's workers start on theirs (queued
  * first, the copies held the CPU's start back by the time the queuing took),
@@ -3305,13 +3325,15 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
      * the matrix-vector rate: optimistic, so each count gets tried), the
      * copies at the PCIe rate; a half, where allowed, after the c whole ones */
     int n_cpu = n_cand, n_half = 0;
-    int64_t half_rows = F;
+    int64_t half_rows = F, half_down = 0;
     double tr_rate[2] = {0, 0}, tr_pcie = 0; /* the split's rates, for the trace */
     if (cb->policy == CUDA_HOST_AUTO && n_cand &&
-        (cb->moe_half == CUDA_MOE_HALF_ALL || cb->moe_half == CUDA_MOE_HALF_ROWS)) {
+        (cb->moe_half == CUDA_MOE_HALF_ALL || cb->moe_half == CUDA_MOE_HALF_ROWS ||
+         cb->moe_half == CUDA_MOE_HALF_DOWN)) {
         n_cpu = 0;
         n_half = n_cand;
         if (cb->moe_half == CUDA_MOE_HALF_ROWS) half_rows = moe_half_rows(F, 0.5);
+        if (cb->moe_half == CUDA_MOE_HALF_DOWN) half_down = moe_half_down_rows(E, 0.5);
     } else if (cb->policy == CUDA_HOST_AUTO && n_cand) {
         const uint32_t ty = w[3 * cand[0].j].type;
         const double typed = ty < HY_TYPE_COUNT ? cb->cpu_type_rate[ty] : 0.0;
@@ -3322,14 +3344,17 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         uint64_t gu_min = UINT64_MAX;
         for (int i = 0; i < n_cand; i++) gu_min = HY_MIN(gu_min, cand[i].gu);
         bool half = false;
-        double share = 1;
+        double share = 1, down = 0;
         tr_pcie = moe_pcie_rate(cb);
         n_cpu = moe_split_choose(
             cand, n_cand, far_other, rate[0], rate[1], tr_pcie,
             cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= cb->moe_half_min ? &half : NULL,
-            cb->moe_rows ? &share : NULL);
+            cb->moe_rows ? &share : NULL, cb->moe_down ? &down : NULL);
         n_half = half;
-        if (half) half_rows = moe_half_rows(F, share);
+        if (half) {
+            half_rows = moe_half_rows(F, share);
+            if (half_rows == F) half_down = moe_half_down_rows(E, down);
+        }
         tr_rate[0] = rate[0][n_cpu + n_half];
         tr_rate[1] = rate[1][n_cpu + n_half];
     }
@@ -3342,8 +3367,9 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     for (int i = n_cpu; i < n_cpu + n_half; i++) {
         half_of[cand[i].j] = true;
-        cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows;
-        gpu_far += cand[i].far - cand[i].gu_far +
+        const uint64_t dn = (cand[i].all - cand[i].gu) / (uint64_t)E * (uint64_t)half_down;
+        cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows + dn;
+        gpu_far += cand[i].far - cand[i].gu_far - HY_MIN(dn, cand[i].far - cand[i].gu_far) +
                    (half_rows < F ? cand[i].gu / (uint64_t)F * (uint64_t)(F - half_rows) : 0);
     }
     for (int i = n_cpu + n_half; i < n_cand; i++) gpu_far += cand[i].far;
@@ -3375,6 +3401,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         else if (half_of[j]) {
             cb->stats.moe_half_experts++;
             cb->stats.moe_half_split += half_rows < F;
+            cb->stats.moe_half_down += half_down > 0;
         } else if (far_of[j])
             cb->stats.moe_copy_experts++;
         else
@@ -3397,7 +3424,17 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         hd = hu + n_pass * F;
         if (!x_sent && !mx_send(cb, x, E)) return;
     }
-    struct moe_gpu_side g = {be, w, x, alpha, y, h, h2, o, {0}, 0, {0}, 0, hg, half_rows};
+    struct moe_gpu_side g = {.be = be,
+                             .w = w,
+                             .x = x,
+                             .alpha = alpha,
+                             .y = y,
+                             .h = h,
+                             .h2 = h2,
+                             .o = o,
+                             .hh = hg,
+                             .half_rows = half_rows,
+                             .half_down = half_down};
     for (int j = 0; j < k; j++)
         if (!on_cpu[j] && !half_of[j]) g.js[g.n++] = j;
     if (!n_pass) {
@@ -3430,7 +3467,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     /* the GPU's experts queued by this thread while the workers start on the CPU's */
     const uint32_t seq = ++cb->pass_seq;
     cpu_backend_moe_token_start(cb->cpu, cb->mx, cw, ca, nc, cb->hy, hg, hu, hd, n_half, half_rows,
-                                cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
+                                half_down, cb->pass_flag + PASS_HALF_FLAG, cb->pass_flag, seq);
     moe_pcie_seen(cb);
     cb->pass_on = true;
     cb->pass_dense = false;
@@ -3444,6 +3481,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
                                 .n_half = n_half,
                                 .half_rows = half_rows,
                                 .F = F,
+                                .half_down = half_down,
                                 .cpu_bytes = cpu_bytes,
                                 .gpu_far = gpu_far,
                                 .rate = tr_rate[gpu_far > 0],
@@ -4065,11 +4103,14 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                        : !strcmp(e, "0") ? CUDA_MOE_HALF_OFF
                        : !strcmp(e, "2") ? CUDA_MOE_HALF_ALL
                        : !strcmp(e, "3") ? CUDA_MOE_HALF_ROWS
+                       : !strcmp(e, "4") ? CUDA_MOE_HALF_DOWN
                                          : CUDA_MOE_HALF_AUTO;
         cb->moe_half_min =
             env_count("HYPURA_CUDA_MOE_HALF_MIN_MIB", MOE_HALF_MIN_BYTES >> 20, 1u << 24) << 20;
         e = getenv("HYPURA_CUDA_MOE_ROWS");
         cb->moe_rows = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_MOE_DOWN");
+        cb->moe_down = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_MOE_TRACE");
         cb->trace = e && *e ? fopen(e, "w") : NULL;
         cb->trace_t0 = timing_now_us();

@@ -46,12 +46,14 @@ enum cuda_host_policy {
  * two, its gate and up computed on the CPU where they lie and its down on
  * the GPU (its slice copied unless in VRAM), the activations between
  * crossing PCIe (a half); a half may leave some of its gate and up rows to
- * the GPU too (copied), where that balances the two sides. */
+ * the GPU too (copied), or take some of its down rows onto the CPU, where
+ * that balances the two sides. */
 enum cuda_moe_half {
     CUDA_MOE_HALF_AUTO = 0, /* where the measured rates say the token ends sooner */
     CUDA_MOE_HALF_OFF,      /* never */
     CUDA_MOE_HALF_ALL,      /* every expert the CPU could take (tests) */
     CUDA_MOE_HALF_ROWS,     /* every one, half its gate and up rows left to the GPU (tests) */
+    CUDA_MOE_HALF_DOWN,     /* every one, half its down rows taken by the CPU (tests) */
 };
 
 struct cuda_backend_config {
@@ -63,7 +65,7 @@ struct cuda_backend_config {
      * else at least 16 MiB */
     uint64_t gemm_tile_bytes;
     enum cuda_host_policy host_policy;
-    enum cuda_moe_half moe_half; /* HYPURA_CUDA_MOE_HALF=0 sets OFF, 2 ALL, 3 ROWS */
+    enum cuda_moe_half moe_half; /* HYPURA_CUDA_MOE_HALF=0 sets OFF, 2 ALL, 3 ROWS, 4 DOWN */
 };
 
 /* Fixed sizes of the backend's device memory (the plan counts them). */
@@ -218,6 +220,7 @@ struct cuda_backend_stats {
     uint64_t moe_calls, moe_gpu_experts, moe_copy_experts, moe_cpu_experts;
     uint64_t moe_half_experts; /* gate and up on the CPU, down on the GPU */
     uint64_t moe_half_split;   /* of them, with gate and up rows on the GPU too */
+    uint64_t moe_half_down;    /* of them, with down rows on the CPU too */
     int64_t moe_cpu_us, moe_x_wait_us;
     /* the CPU's passes by phase: x converted and the pass set up, the
      * workers' start (to the first chunk taken), gate and up, the downs and

@@ -24,10 +24,23 @@ static double split_share(double cpu, double far, double gu, double rate, double
     return HY_MIN(1.0, HY_MAX(MOE_SPLIT_SHARE_MIN, s));
 }
 
+/* The CPU's share of a half's down (dn bytes, none of them in VRAM) where
+ * both sides end together: the CPU reads cpu + d dn at rate, the copies
+ * far - d dn at pcie (far holds the down's bytes); in [0, 1 -
+ * MOE_SPLIT_SHARE_MIN], 0 where the CPU ends later even without any. */
+static double split_down(double cpu, double far, double dn, double rate, double pcie)
+{
+    if (!(rate > 0) || !(pcie > 0) || !(dn > 0)) return 0;
+    const double d = (rate * far - pcie * cpu) / (dn * (rate + pcie));
+    return HY_MIN(1.0 - MOE_SPLIT_SHARE_MIN, HY_MAX(0.0, d));
+}
+
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share)
+                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share,
+                     double *down)
 {
     if (share) *share = 1;
+    if (down) *down = 0;
     if (!cpu_rate_cp) cpu_rate_cp = cpu_rate;
     for (int i = 1; i < n; i++) {
         const struct moe_split_cand c = cand[i];
@@ -54,7 +67,7 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     /* halves: c whole ones, the first c of the others, and cand[h] (a
      * share s of its gate and up) */
     int hc = -1, hh = -1;
-    double hs = 1;
+    double hs = 1, hd = 0;
     for (int c = 0; c < n; c++)
         for (int h = n - 1; h >= 0; h--) {
             const double gu = (double)cand[h].gu;
@@ -68,19 +81,26 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
                     fb += (double)cand[i].far;
                 }
             }
-            /* the half whole, then with rows shared (copies beside the CPU) */
+            /* the half whole, then with gate and up rows left to the GPU,
+             * or down rows taken by the CPU (copies beside the CPU) */
             const double rc = cpu_rate[c + 1], rp = cpu_rate_cp[c + 1];
+            const double dn = (double)(cand[h].all - cand[h].gu);
             const double s1 =
                 share && cand[h].gu_far == cand[h].gu ? split_share(cb, fb, gu, rp, pcie_rate) : 1;
-            for (int v = 0; v < (s1 < 1 ? 2 : 1); v++) {
-                const double s = v ? s1 : 1;
-                const double t =
-                    split_end(c + 1, cb + s * gu, rc, rp, fb + (1 - s) * gu, pcie_rate);
+            const double d1 = down && cand[h].far - cand[h].gu_far == cand[h].all - cand[h].gu
+                                  ? split_down(cb + gu, fb, dn, rp, pcie_rate)
+                                  : 0;
+            for (int v = 0; v < 3; v++) {
+                if ((v == 1 && !(s1 < 1)) || (v == 2 && !(d1 > 0))) continue;
+                const double s = v == 1 ? s1 : 1, d = v == 2 ? d1 : 0;
+                const double t = split_end(c + 1, cb + s * gu + d * dn, rc, rp,
+                                           fb + (1 - s) * gu - d * dn, pcie_rate);
                 if (t < best) {
                     best = t;
                     hc = c;
                     hh = h;
                     hs = s;
+                    hd = d;
                 }
             }
         }
@@ -95,6 +115,7 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     cand[hc] = m;
     *half = true;
     if (share) *share = hs;
+    if (down) *down = hd;
     return hc;
 }
 

@@ -45,11 +45,18 @@ struct moe_split_cand {
  * (gu_far == gu) may leave the GPU some of its gate and up rows: the CPU
  * reads a share s of its gu bytes, the copies the rest, s set so that both
  * sides end together (at least MOE_SPLIT_SHARE_MIN; 1: a plain half). *share
- * is the chosen half's (1 where none). */
+ * is the chosen half's (1 where none).
+ *
+ * With down non-NULL (and *half non-NULL), a plain half none of whose down
+ * is in VRAM may give the CPU a share d of its down rows too: the CPU reads
+ * its gu bytes and d of its down's, the copies the rest of the down, d set
+ * so that both sides end together (at most 1 - MOE_SPLIT_SHARE_MIN). *down
+ * is the chosen half's (0 where none, or where the half has none). */
 #define MOE_SPLIT_SHARE_MIN 0.125
 
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share);
+                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share,
+                     double *down);
 
 /* The CPU rate the split weighs for a count of experts whose passes showed
  * rate `seen`, age calls ago: it moves linearly toward the optimistic r0
