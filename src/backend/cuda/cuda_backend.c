@@ -3367,9 +3367,11 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     }
     for (int i = n_cpu; i < n_cpu + n_half; i++) {
         half_of[cand[i].j] = true;
+        /* the down's rows the CPU takes, and its bytes not in VRAM */
         const uint64_t dn = (cand[i].all - cand[i].gu) / (uint64_t)E * (uint64_t)half_down;
+        const uint64_t down_far = cand[i].far - cand[i].gu_far;
         cpu_bytes += cand[i].gu / (uint64_t)F * (uint64_t)half_rows + dn;
-        gpu_far += cand[i].far - cand[i].gu_far - HY_MIN(dn, cand[i].far - cand[i].gu_far) +
+        gpu_far += down_far - HY_MIN(dn, down_far) +
                    (half_rows < F ? cand[i].gu / (uint64_t)F * (uint64_t)(F - half_rows) : 0);
     }
     for (int i = n_cpu + n_half; i < n_cand; i++) gpu_far += cand[i].far;

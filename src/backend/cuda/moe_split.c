@@ -14,24 +14,30 @@ static double split_end(int n, double cpu, double rate, double rate_cp, double f
     return HY_MAX(tc, tp);
 }
 
-/* The CPU's share of a half's gate and up (gu bytes) where both sides end
- * together: the CPU reads cpu + s gu at rate, the copies far + (1 - s) gu at
- * pcie; in [MOE_SPLIT_SHARE_MIN, 1]. */
+/* The share x of b bytes where both sides end together: the CPU reads cpu +
+ * x b at rate, the copies far - x b at pcie (far holds b); unbounded. */
+static double split_even(double cpu, double far, double b, double rate, double pcie)
+{
+    return (rate * far - pcie * cpu) / (b * (rate + pcie));
+}
+
+/* The CPU's share of a half's gate and up (gu bytes; far: the copies without
+ * them): in [MOE_SPLIT_SHARE_MIN, 1]. */
 static double split_share(double cpu, double far, double gu, double rate, double pcie)
 {
     if (!(rate > 0) || !(pcie > 0) || !(gu > 0)) return 1;
-    const double s = (rate * (far + gu) - pcie * cpu) / (gu * (rate + pcie));
+    const double s = split_even(cpu, far + gu, gu, rate, pcie);
     return HY_MIN(1.0, HY_MAX(MOE_SPLIT_SHARE_MIN, s));
 }
 
-/* The CPU's share of a half's down (dn bytes, none of them in VRAM) where
- * both sides end together: the CPU reads cpu + d dn at rate, the copies
- * far - d dn at pcie (far holds the down's bytes); in [0, 1 -
- * MOE_SPLIT_SHARE_MIN], 0 where the CPU ends later even without any. */
+/* The CPU's share of a half's down (dn bytes, none of them in VRAM; cpu: the
+ * CPU's bytes with the half's gate and up, far: the copies with its down):
+ * in [0, 1 - MOE_SPLIT_SHARE_MIN], 0 where the CPU ends later even without
+ * any. */
 static double split_down(double cpu, double far, double dn, double rate, double pcie)
 {
     if (!(rate > 0) || !(pcie > 0) || !(dn > 0)) return 0;
-    const double d = (rate * far - pcie * cpu) / (dn * (rate + pcie));
+    const double d = split_even(cpu, far, dn, rate, pcie);
     return HY_MIN(1.0 - MOE_SPLIT_SHARE_MIN, HY_MAX(0.0, d));
 }
 
