@@ -71,7 +71,8 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
     if (!half) return take;
     *half = false;
     /* halves: c whole ones, the first c of the others, and cand[h] (a
-     * share s of its gate and up) */
+     * share s of its gate and up, or all of them and a share d of its
+     * down) */
     int hc = -1, hh = -1;
     double hs = 1, hd = 0;
     for (int c = 0; c < n; c++)

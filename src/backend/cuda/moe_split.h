@@ -47,7 +47,7 @@ struct moe_split_cand {
  * sides end together (at least MOE_SPLIT_SHARE_MIN; 1: a plain half). *share
  * is the chosen half's (1 where none).
  *
- * With down non-NULL (and *half non-NULL), a plain half none of whose down
+ * With down non-NULL (and half), a plain half none of whose down
  * is in VRAM may give the CPU a share d of its down rows too: the CPU reads
  * its gu bytes and d of its down's, the copies the rest of the down, d set
  * so that both sides end together (at most 1 - MOE_SPLIT_SHARE_MIN). *down
