@@ -696,52 +696,36 @@ static void test_moe_token(void)
                     backend_add(be, y7, o, alpha[j], E);
                     backend_add(be, y8, o, alpha[j], E);
                 }
-                const int64_t rows_of[3] = {F, F / 3, 1};
-                for (int ri = 0; ri < 3; ri++) {
-                    const int64_t hr = rows_of[ri];
+                /* halves of rows [0, hr) (all, a third, one), then of all
+                 * rows with down rows [0, dr) on the pass too */
+                const struct {
+                    int64_t hr, dr;
+                    const float *want;
+                } runs[] = {
+                    {F, 0, y5}, {F / 3, 0, y5}, {1, 0, y5}, {F, dr_of[0], y7}, {F, dr_of[1], y8}};
+                for (size_t ri = 0; ri < HY_ARRAY_LEN(runs); ri++) {
+                    const int64_t hr = runs[ri].hr, dr = runs[ri].dr;
                     memcpy(y6, yi, sizeof yi);
                     for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
                     uint32_t half = 5;
                     flag = 5;
-                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, 0,
+                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, hr, dr,
                                                 &half, &flag, 6);
                     if (nt > 1) CHECK_EQ_INT((int)flag_wait(&half, 6), 6);
                     CHECK(cpu_backend_join(be) > 0);
                     CHECK_EQ_INT((int)half, 6);
                     CHECK_EQ_INT((int)flag, 6);
                     bad = 0;
-                    for (int i = 0; i < E; i++) bad += memcmp(&y5[i], &y6[i], sizeof(float)) != 0;
+                    for (int i = 0; i < E; i++)
+                        bad += memcmp(&runs[ri].want[i], &y6[i], sizeof(float)) != 0;
                     for (int64_t i = 0; i < (int64_t)n_half * F; i++)
                         bad +=
                             i % F < hr ? memcmp(&hw[i], &h[i], sizeof(float)) != 0 : h[i] != -7.25f;
                     if (!CHECK_EQ_INT(bad, 0))
                         fprintf(stderr,
                                 "  moe_token halves: type %u, %d threads, k %d, %d halves of "
-                                "%" PRId64 " rows\n",
-                                type, nt, k, n_half, hr);
-                }
-                for (int di = 0; di < 2; di++) {
-                    const int64_t dr = dr_of[di];
-                    const float *want = di ? y8 : y7;
-                    memcpy(y6, yi, sizeof yi);
-                    for (int64_t i = 0; i < (int64_t)n_half * F; i++) h[i] = -7.25f;
-                    uint32_t half = 5;
-                    flag = 5;
-                    cpu_backend_moe_token_start(be, x, w, alpha, k, y6, h, h2, o, n_half, F, dr,
-                                                &half, &flag, 6);
-                    if (nt > 1) CHECK_EQ_INT((int)flag_wait(&flag, 6), 6);
-                    CHECK(cpu_backend_join(be) > 0);
-                    CHECK_EQ_INT((int)half, 6);
-                    CHECK_EQ_INT((int)flag, 6);
-                    bad = 0;
-                    for (int i = 0; i < E; i++) bad += memcmp(&want[i], &y6[i], sizeof(float)) != 0;
-                    for (int64_t i = 0; i < (int64_t)n_half * F; i++)
-                        bad += memcmp(&hw[i], &h[i], sizeof(float)) != 0;
-                    if (!CHECK_EQ_INT(bad, 0))
-                        fprintf(stderr,
-                                "  moe_token halves' downs: type %u, %d threads, k %d, %d halves, "
-                                "down rows %" PRId64 "\n",
-                                type, nt, k, n_half, dr);
+                                "%" PRId64 " rows, down rows %" PRId64 "\n",
+                                type, nt, k, n_half, hr, dr);
                 }
             }
             backend_free(be);
