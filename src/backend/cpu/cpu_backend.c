@@ -909,10 +909,11 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
         }
     j->per_a = (F + cr - 1) / cr;
     j->per_h = (j->half_rows + cr - 1) / cr;
-    const int64_t cb_rows = b0 < k ? j->b[b0].chunk_rows : 1;
-    for (int e = b0 + 1; e < k; e++) HY_ASSERT(j->b[e].chunk_rows == cb_rows);
-    j->per_b = n_half < k ? (E + cb_rows - 1) / cb_rows : 0;
-    j->per_hb = (j->half_down + cb_rows - 1) / cb_rows;
+    /* the downs' chunk rows, as cr is the gate and up products' */
+    const int64_t cr_b = b0 < k ? j->b[b0].chunk_rows : 1;
+    for (int e = b0 + 1; e < k; e++) HY_ASSERT(j->b[e].chunk_rows == cr_b);
+    j->per_b = n_half < k ? (E + cr_b - 1) / cr_b : 0;
+    j->per_hb = (j->half_down + cr_b - 1) / cr_b;
     j->n_h = 2 * n_half * j->per_h;
     j->n_a = j->n_h + 2 * (k - n_half) * j->per_a;
     j->n_hb = n_half * j->per_hb;

@@ -2876,12 +2876,13 @@ static int64_t moe_half_rows(int64_t F, double share)
     return r <= 0 || r >= F ? F : r;
 }
 
-/* Rows of a half's down that the CPU computes for a share of them: whole
- * units as above, none where that leaves the CPU none or the GPU none. */
+/* Rows of a half's down that the CPU computes for a share of them: as
+ * moe_half_rows rounds them, none where that leaves the CPU none or the GPU
+ * none. */
 static int64_t moe_half_down_rows(int64_t E, double share)
 {
-    const int64_t r = (int64_t)(share * (double)E) / MOE_HALF_ROW_UNIT * MOE_HALF_ROW_UNIT;
-    return r <= 0 || r >= E ? 0 : r;
+    const int64_t r = moe_half_rows(E, share);
+    return r < E ? r : 0;
 }
 
 /* The key of rows [r, ...) of the slice keyed key (0: none): a bijection of
