@@ -5,7 +5,9 @@
  * prompt, then sampling at temperature 1 with SEED, so the text wanders as a
  * real conversation does) and replays it through the expert cache's eviction
  * policies at several cache sizes: the hit rate of the recency+frequency
- * policy against plain LRU, as markdown rows. Also prints how often a token
+ * policy against plain LRU and against the same policy over every use of an
+ * expert (expert_history: what the CUDA backend's VRAM cache weighs), as
+ * markdown rows. Also prints how often a token
  * repeats the previous token's experts and how much the busiest experts take,
  * to say what kind of routing it was.
  */
@@ -33,9 +35,11 @@ int main(int argc, char **argv)
     const int32_t *trace = tr.ids;
     printf("model %s: %d layers, top-%d of %d; %d tokens; %.0f%% of picks repeat the previous token's\n\n",
            argv[1], L, K, E, n_tok, 100.0 * route_trace_repeat_share(&tr));
-    printf("| cache (share of all experts) | LRU hit rate | LRFU hit rate (half-life %.0f tokens) |\n",
-           EXPERT_POLICY_HALF_LIFE_TOKENS);
-    printf("| --- | ---: | ---: |\n");
+    printf(
+        "| cache (share of all experts) | LRU hit rate | LRFU hit rate (half-life %.0f tokens) | "
+        "LRFU over every use (expert_history) |\n",
+        EXPERT_POLICY_HALF_LIFE_TOKENS);
+    printf("| --- | ---: | ---: | ---: |\n");
     const double shares[] = {0.125, 0.25, 0.375, 0.5, 0.75};
     for (size_t i = 0; i < sizeof shares / sizeof shares[0]; i++) {
         int cap = (int)(shares[i] * L * E + 0.5);
@@ -44,7 +48,10 @@ int main(int argc, char **argv)
                                             trace, n_tok, L, K, E);
         double lrfu = expert_policy_simulate(EXPERT_POLICY_LRFU, cap, EXPERT_POLICY_HALF_LIFE_TOKENS,
                                              trace, n_tok, L, K, E);
-        printf("| %d (%.1f%%) | %.1f%% | %.1f%% |\n", cap, 100.0 * shares[i], 100 * lru, 100 * lrfu);
+        double hist =
+            expert_history_simulate(cap, EXPERT_POLICY_HALF_LIFE_TOKENS, trace, n_tok, L, K, E);
+        printf("| %d (%.1f%%) | %.1f%% | %.1f%% | %.1f%% |\n", cap, 100.0 * shares[i], 100 * lru,
+               100 * lrfu, 100 * hist);
     }
     if (getenv("MOE_POLICY_SWEEP")) {
         printf("\nhalf-life sweep (LRFU hit rate at 25%% / 50%%):\n");

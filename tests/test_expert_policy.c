@@ -1,11 +1,14 @@
 /*
  * Expert cache eviction policy (src/store/expert_policy.c): exact behaviour
- * of LRFU and LRU on hand-made sequences, then hit rates of both on the
+ * of LRFU and LRU on hand-made sequences and of the keyed history (the VRAM
+ * cache's), then hit rates of the three on the
  * routing the synth MoE models produce over a sampled text (recorded with
  * route_trace_record), at cache sizes from 12.5 % to 75 % of all experts.
  * The hit rates are printed (BENCHMARKS.md has the larger runs of
  * bench/moe_policy).
- */#include <stdio.h>
+ */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +106,49 @@ static void test_exact(void)
     expert_policy_free(NULL);
 }
 
+/* The keyed history: values by hand, uses once per now, whole periods, keys
+ * never used, key 0, and the table's growth. */
+static void test_history_exact(void)
+{
+    struct expert_history *h = expert_history_new(1.0); /* half-life: one period */
+    CHECK(isinf(expert_history_value(h, 7, 0)) && expert_history_value(h, 7, 0) < 0);
+    expert_history_touch(h, 7, 0);
+    CHECK_NEAR(expert_history_value(h, 7, 0), 0.0, 1e-12); /* log2(1) */
+    expert_history_touch(h, 7, 0);                         /* the same now: counts once */
+    CHECK_NEAR(expert_history_value(h, 7, 0), 0.0, 1e-12);
+    CHECK_NEAR(expert_history_value(h, 7, 2), -2.0, 1e-12); /* two half-lives */
+    expert_history_touch(h, 7, 1);                          /* 1 + 1/2 */
+    CHECK_NEAR(expert_history_value(h, 7, 1), log2(1.5), 1e-12);
+    /* ages in whole periods: 3 calls of a period of 4 are no age */
+    expert_history_set_period(h, 4);
+    expert_history_touch(h, 9, 8);
+    CHECK_NEAR(expert_history_value(h, 9, 11), 0.0, 1e-12);
+    CHECK_NEAR(expert_history_value(h, 9, 12), -1.0, 1e-12);
+    expert_history_touch(h, 9, 12);
+    CHECK_NEAR(expert_history_value(h, 9, 12), log2(1.5), 1e-12);
+    /* the more often used of two keys last used together is worth more */
+    expert_history_touch(h, 7, 12);
+    expert_history_touch(h, 11, 12);
+    CHECK(expert_history_value(h, 9, 12) > expert_history_value(h, 11, 12));
+    /* key 0 is no key */
+    expert_history_touch(h, 0, 12);
+    CHECK(expert_history_value(h, 0, 12) < -1e300);
+    /* many keys: the table grows and keeps every value */
+    for (uint64_t key = 100; key < 5100; key++)
+        for (uint64_t t = 0; t < key % 3 + 1; t++) expert_history_touch(h, key, 16 + 4 * t);
+    bool ok = true;
+    for (uint64_t key = 100; key < 5100; key++) {
+        const uint64_t n = key % 3 + 1; /* uses at 16, 20, ...: each a half */
+        double want = 0;
+        for (uint64_t t = 0; t < n; t++) want = want / 2 + 1;
+        ok = ok && fabs(expert_history_value(h, key, 16 + 4 * (n - 1)) - log2(want)) < 1e-12;
+    }
+    CHECK(ok);
+    CHECK_NEAR(expert_history_value(h, 9, 12), log2(1.5), 1e-12);
+    expert_history_free(h);
+    expert_history_free(NULL);
+}
+
 /* Hit rates on the routing of the synth MoE models (routers with the
  * popularity skew and layer-to-layer correlation `hypura synth` calibrates,
  * over a text sampled at temperature 1): the recency+frequency policy must
@@ -121,8 +167,8 @@ static void test_hit_rates(void)
         const int all = tr.n_layer * tr.n_expert;
         printf("%s: %d tokens, %.0f%% of picks repeat the previous token's\n", models[mi],
                tr.n_tok, 100 * route_trace_repeat_share(&tr));
-        printf("  capacity      LRU    LRFU(hl=%g)   gain\n", hl);
-        double gain = 0;
+        printf("  capacity      LRU    LRFU(hl=%g)   gain   keyed   gain\n", hl);
+        double gain = 0, kgain = 0;
         for (size_t fi = 0; fi < HY_ARRAY_LEN(fracs); fi++) {
             int cap = (int)(fracs[fi] * all + 0.5);
             if (cap < tr.k) cap = tr.k;
@@ -130,13 +176,19 @@ static void test_hit_rates(void)
                                                 tr.n_layer, tr.k, tr.n_expert);
             double lrfu = expert_policy_simulate(EXPERT_POLICY_LRFU, cap, hl, tr.ids, tr.n_tok,
                                                  tr.n_layer, tr.k, tr.n_expert);
-            printf("  %4d (%4.1f%%)  %5.1f%%  %5.1f%%       %+5.1f\n", cap, 100 * fracs[fi],
-                   100 * lru, 100 * lrfu, 100 * (lrfu - lru));
+            double keyed =
+                expert_history_simulate(cap, hl, tr.ids, tr.n_tok, tr.n_layer, tr.k, tr.n_expert);
+            printf("  %4d (%4.1f%%)  %5.1f%%  %5.1f%%       %+5.1f  %5.1f%%  %+5.1f\n", cap,
+                   100 * fracs[fi], 100 * lru, 100 * lrfu, 100 * (lrfu - lru), 100 * keyed,
+                   100 * (keyed - lru));
             CHECK(lrfu >= lru - 0.05);
+            CHECK(keyed >= lru - 0.05);
             gain += (lrfu - lru) / (double)HY_ARRAY_LEN(fracs);
+            kgain += (keyed - lru) / (double)HY_ARRAY_LEN(fracs);
         }
-        printf("  mean gain %+.1f points\n", 100 * gain);
+        printf("  mean gain %+.1f points, keyed %+.1f\n", 100 * gain, 100 * kgain);
         CHECK(gain >= 0.03);
+        CHECK(kgain >= 0.03);
         /* capacity below k: nothing can stay, nothing breaks */
         CHECK(expert_policy_simulate(EXPERT_POLICY_LRFU, 1, hl, tr.ids, 10, tr.n_layer, tr.k,
                                      tr.n_expert) >= 0);
@@ -148,6 +200,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     test_exact();
+    test_history_exact();
     test_hit_rates();
     return check_report(argv[0]);
 }

@@ -53,12 +53,24 @@ void expert_policy_free(struct expert_policy *p)
     free(p);
 }
 
-/* log2 of the entry's LRFU value at now: log2(crf) − whole tokens since its
- * last use / half-life. */
+/* log2 of an LRFU value at now, lcrf at its last use: log2(crf) − whole
+ * periods since then (in units of now) / half-life (in units of now). */
+static double lrfu_value(double lcrf, uint64_t last, uint64_t now, uint64_t period,
+                         double inv_half_life)
+{
+    uint64_t age = (now - last) / period * period;
+    return lcrf - (double)age * inv_half_life;
+}
+
+/* log2 of the value after a use whose value before it was log2 v. */
+static double lrfu_use(double v)
+{
+    return log2(1.0 + exp2(v));
+}
+
 static double expert_policy_value(const struct expert_policy *p, int i, uint64_t now)
 {
-    uint64_t age = (now - p->last[i]) / p->period * p->period;
-    return p->lcrf[i] - (double)age * p->inv_half_life;
+    return lrfu_value(p->lcrf[i], p->last[i], now, p->period, p->inv_half_life);
 }
 
 void expert_policy_touch(struct expert_policy *p, int entry, uint64_t now)
@@ -66,7 +78,7 @@ void expert_policy_touch(struct expert_policy *p, int entry, uint64_t now)
     HY_ASSERT(entry >= 0 && entry < p->n);
     HY_ASSERT(now >= p->last[entry]);
     if (p->kind == EXPERT_POLICY_LRFU)
-        p->lcrf[entry] = log2(1.0 + exp2(expert_policy_value(p, entry, now)));
+        p->lcrf[entry] = lrfu_use(expert_policy_value(p, entry, now));
     p->last[entry] = now;
 }
 
@@ -116,15 +128,20 @@ static bool sim_evictable(void *user, int entry)
     return true;
 }
 
-double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double half_life,
-                              const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
+/* The victim of a keyed-history cache: the evictable entry whose key has
+ * the least value, the earlier-filled of equal ones; -1 when none is. */
+static int history_victim(const struct expert_history *h, const struct sim *s,
+                          const uint64_t *filled, int capacity, uint64_t now);
+
+/* expert_policy_simulate's cache, run by p (hits and fills as uses and
+ * resets) or, with p NULL, by h (every request a use of its key). */
+static double simulate(struct expert_policy *p, struct expert_history *h, int capacity,
+                       const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
 {
-    HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
-    struct expert_policy *p = expert_policy_new(kind, capacity, half_life * n_layer);
-    expert_policy_set_period(p, (uint64_t)n_layer);
     size_t n_keys = (size_t)n_layer * (size_t)n_expert;
     int32_t *where = mem_xmalloc(n_keys * sizeof(*where)); /* key → entry or −1 */
     int32_t *holds = mem_xmalloc((size_t)capacity * sizeof(*holds));
+    uint64_t *filled = mem_xcalloc((size_t)capacity, sizeof(*filled));
     for (size_t i = 0; i < n_keys; i++) where[i] = -1;
     for (int i = 0; i < capacity; i++) holds[i] = -1;
     int n_used = 0;
@@ -139,24 +156,165 @@ double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double
             for (int j = 0; j < k; j++) {
                 HY_ASSERT(need[j] >= 0 && need[j] < n_expert);
                 int32_t key = l * n_expert + need[j];
+                if (!p) expert_history_touch(h, (uint64_t)key + 1, now);
                 total++;
                 int e = where[key];
                 if (e >= 0) {
                     hits++;
-                    expert_policy_touch(p, e, now);
+                    if (p) expert_policy_touch(p, e, now);
                     continue;
                 }
-                e = n_used < capacity ? n_used++ : expert_policy_victim(p, now, sim_evictable, &s);
+                e = n_used < capacity ? n_used++
+                    : p               ? expert_policy_victim(p, now, sim_evictable, &s)
+                                      : history_victim(h, &s, filled, capacity, now);
                 if (e < 0) continue; /* capacity < k: served without caching */
                 if (holds[e] >= 0) where[holds[e]] = -1;
                 holds[e] = key;
                 where[key] = e;
-                expert_policy_reset(p, e, now);
-                expert_policy_touch(p, e, now);
+                filled[e] = now;
+                if (p) {
+                    expert_policy_reset(p, e, now);
+                    expert_policy_touch(p, e, now);
+                }
             }
         }
     free(where);
     free(holds);
-    expert_policy_free(p);
+    free(filled);
     return (double)hits / (double)total;
+}
+
+double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double half_life,
+                              const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
+{
+    HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
+    struct expert_policy *p = expert_policy_new(kind, capacity, half_life * n_layer);
+    expert_policy_set_period(p, (uint64_t)n_layer);
+    const double r = simulate(p, NULL, capacity, trace, n_tok, n_layer, k, n_expert);
+    expert_policy_free(p);
+    return r;
+}
+
+/* ---- keyed history ------------------------------------------------------- */
+
+struct expert_history {
+    double half_life;     /* in periods */
+    double inv_half_life; /* per unit of `now` */
+    uint64_t period;
+    uint64_t cap, n; /* slots (a power of two, at most half full), keys held */
+    uint64_t *key;   /* [cap] 0: empty; owned */
+    double *lcrf;    /* [cap] */
+    uint64_t *last;  /* [cap] */
+};
+
+struct expert_history *expert_history_new(double half_life_periods)
+{
+    HY_ASSERT(half_life_periods > 0);
+    struct expert_history *h = mem_xcalloc(1, sizeof(*h));
+    h->half_life = half_life_periods;
+    expert_history_set_period(h, 1);
+    h->cap = 64;
+    h->key = mem_xcalloc(h->cap, sizeof(*h->key));
+    h->lcrf = mem_xcalloc(h->cap, sizeof(*h->lcrf));
+    h->last = mem_xcalloc(h->cap, sizeof(*h->last));
+    return h;
+}
+
+void expert_history_free(struct expert_history *h)
+{
+    if (!h) return;
+    free(h->key);
+    free(h->lcrf);
+    free(h->last);
+    free(h);
+}
+
+void expert_history_set_period(struct expert_history *h, uint64_t period)
+{
+    HY_ASSERT(period >= 1);
+    h->period = period;
+    h->inv_half_life = 1.0 / (h->half_life * (double)period);
+}
+
+/* key's slot: where it is, or the empty one where it would go */
+static uint64_t history_slot(const struct expert_history *h, uint64_t key)
+{
+    uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> 17 & (h->cap - 1);
+    while (h->key[i] && h->key[i] != key) i = (i + 1) & (h->cap - 1);
+    return i;
+}
+
+static void history_grow(struct expert_history *h)
+{
+    struct expert_history o = *h;
+    h->cap *= 2;
+    h->key = mem_xcalloc(h->cap, sizeof(*h->key));
+    h->lcrf = mem_xcalloc(h->cap, sizeof(*h->lcrf));
+    h->last = mem_xcalloc(h->cap, sizeof(*h->last));
+    for (uint64_t i = 0; i < o.cap; i++) {
+        if (!o.key[i]) continue;
+        const uint64_t j = history_slot(h, o.key[i]);
+        h->key[j] = o.key[i];
+        h->lcrf[j] = o.lcrf[i];
+        h->last[j] = o.last[i];
+    }
+    free(o.key);
+    free(o.lcrf);
+    free(o.last);
+}
+
+void expert_history_touch(struct expert_history *h, uint64_t key, uint64_t now)
+{
+    if (!key) return;
+    uint64_t i = history_slot(h, key);
+    if (!h->key[i]) {
+        if (2 * (h->n + 1) > h->cap) {
+            history_grow(h);
+            i = history_slot(h, key);
+        }
+        h->key[i] = key;
+        h->lcrf[i] = -INFINITY;
+        h->last[i] = now;
+        h->n++;
+    } else {
+        HY_ASSERT(now >= h->last[i]);
+        if (now == h->last[i] && h->lcrf[i] > -INFINITY) return; /* once per now */
+    }
+    h->lcrf[i] = lrfu_use(lrfu_value(h->lcrf[i], h->last[i], now, h->period, h->inv_half_life));
+    h->last[i] = now;
+}
+
+double expert_history_value(const struct expert_history *h, uint64_t key, uint64_t now)
+{
+    if (!key) return -INFINITY;
+    const uint64_t i = history_slot(h, key);
+    if (!h->key[i]) return -INFINITY;
+    return lrfu_value(h->lcrf[i], h->last[i], now, h->period, h->inv_half_life);
+}
+
+static int history_victim(const struct expert_history *h, const struct sim *s,
+                          const uint64_t *filled, int capacity, uint64_t now)
+{
+    int e = -1;
+    double best = 0;
+    for (int i = 0; i < capacity; i++) {
+        if (!sim_evictable((void *)s, i)) continue;
+        const double v = expert_history_value(h, (uint64_t)s->holds[i] + 1, now);
+        if (e < 0 || v < best || (v == best && filled[i] < filled[e])) {
+            e = i;
+            best = v;
+        }
+    }
+    return e;
+}
+
+double expert_history_simulate(int capacity, double half_life, const int32_t *trace, int n_tok,
+                               int n_layer, int k, int n_expert)
+{
+    HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
+    struct expert_history *h = expert_history_new(half_life);
+    expert_history_set_period(h, (uint64_t)n_layer);
+    const double r = simulate(NULL, h, capacity, trace, n_tok, n_layer, k, n_expert);
+    expert_history_free(h);
+    return r;
 }

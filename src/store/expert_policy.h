@@ -98,4 +98,34 @@ int expert_policy_victim(const struct expert_policy *p, uint64_t now,
 double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double half_life,
                               const int32_t *trace, int n_tok, int n_layer, int k, int n_expert);
 
+/* A keyed history: the LRFU value of each key (a weight's, not 0) over all
+ * its uses, cached or not, for a cache whose entries are filled by others
+ * (the CUDA backend's VRAM cache, filled by the copies its split and its
+ * prefetch choose): a slice the router picks often keeps a high value while
+ * the CPU computes it, so that the fill that brings it in can keep it, and a
+ * fill of a slice seldom picked goes first. Values as the policy's
+ * (log2 of 1 + the decayed value at the last use, each use once per `now`),
+ * with ages in whole periods and the half-life in periods. Grows as keys
+ * come (16 bytes and a key each; aborts on OOM). One thread at a time. */
+struct expert_history;
+
+struct expert_history *expert_history_new(double half_life_periods);
+void expert_history_free(struct expert_history *h); /* NULL is a no-op */
+
+/* Ages count whole periods of `now` (default 1). */
+void expert_history_set_period(struct expert_history *h, uint64_t period);
+
+/* A use of key at time now (>= its last one); a second use at the same now
+ * counts once. key 0 is ignored. */
+void expert_history_touch(struct expert_history *h, uint64_t key, uint64_t now);
+
+/* log2 of key's value at now; -INFINITY for a key never used. */
+double expert_history_value(const struct expert_history *h, uint64_t key, uint64_t now);
+
+/* The hit rate of expert_policy_simulate's cache (same trace and arguments)
+ * run with victims chosen by an expert_history of every use: the evictable
+ * entry whose key has the least value (the earlier-filled of equal ones). */
+double expert_history_simulate(int capacity, double half_life, const int32_t *trace, int n_tok,
+                               int n_layer, int k, int n_expert);
+
 #endif

@@ -37,6 +37,7 @@
 #include "core/sizes.h"
 #include "core/timing.h"
 #include "hw/hw.h"
+#include "store/expert_policy.h"
 
 /* cuBLAS is opened when a CUDA backend is made, not at program start: its
  * libraries map and touch over 100 MiB, which a CPU-only run (most runs on a
@@ -400,6 +401,13 @@ struct cuda_backend {
     int wc_n, wc_cap;
     int wc_held; /* entries held (wc_take): their products are not launched early */
     uint64_t wc_tick;
+    /* the keyed weights' uses (wc_touch), whose values order the warm
+     * entries' eviction once moe_token has run (NULL: by recency alone,
+     * HYPURA_CUDA_WC_LRFU=0); wc_layer0: the first moe_token's gate tensor
+     * (its key >> 20) and the call it came in, until the period is learnt */
+    struct expert_history *wc_hist;
+    uint64_t wc_layer0, wc_layer0_at;
+    bool wc_period_set;
 
     uint64_t dev_bytes; /* allocated through alloc + scratch */
     /* what alloc handed out, so that dealloc can take it off dev_bytes */
@@ -1567,8 +1575,26 @@ static int wc_find(const struct cuda_backend *cb, uint64_t key)
     return -1;
 }
 
-/* The VRAM cache entry of key: hit (filled) or a slot to fill, the least
- * recent of the smallest entries that hold bytes; -1: not cacheable. */
+/* A use of keyed weight key now (moe_token's calls are the clock; before
+ * the first one every use is at 0, so that values tie and recency decides). */
+static void wc_touch(struct cuda_backend *cb, uint64_t key)
+{
+    if (cb->wc_hist && !cb->wc_cold) expert_history_touch(cb->wc_hist, key, cb->moe_seq);
+}
+
+/* The value that orders entry i's eviction (the least goes first): -INFINITY
+ * where free or cold (their ticks order them), else its key's value in
+ * wc_hist, or 0 without one (recency alone). */
+static double wc_value(const struct cuda_backend *cb, int i)
+{
+    const struct wc_entry *en = &cb->wce[i];
+    if (!en->key || en->tick < WC_WARM) return -INFINITY;
+    return cb->wc_hist ? expert_history_value(cb->wc_hist, en->key, cb->moe_seq) : 0;
+}
+
+/* The VRAM cache entry of key: hit (filled) or a slot to fill, of the
+ * smallest entries that hold bytes the one of least value (wc_value), the
+ * least recent of equal ones; -1: not cacheable. */
 static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *hit)
 {
     *hit = false;
@@ -1586,10 +1612,15 @@ static int wc_lookup(struct cuda_backend *cb, uint64_t key, size_t bytes, bool *
     for (int i = 0; i < cb->wc_n; i++)
         if (cb->wce[i].size >= bytes && cb->wce[i].size < fit) fit = cb->wce[i].size;
     int victim = -1;
-    for (int i = 0; i < cb->wc_n; i++)
-        if (cb->wce[i].size == fit && !cb->wce[i].held &&
-            (victim < 0 || cb->wce[i].tick < cb->wce[victim].tick))
+    double vv = 0;
+    for (int i = 0; i < cb->wc_n; i++) {
+        if (cb->wce[i].size != fit || cb->wce[i].held) continue;
+        const double v = wc_value(cb, i);
+        if (victim < 0 || v < vv || (v == vv && cb->wce[i].tick < cb->wce[victim].tick)) {
             victim = i;
+            vv = v;
+        }
+    }
     if (victim < 0) return -1;
     if (cb->wce[victim].key) wc_index_del(cb, victim);
     cb->wce[victim].key = key;
@@ -1881,6 +1912,7 @@ static const uint8_t *wc_take(struct cuda_backend *cb, const struct backend_weig
     const size_t bytes = (size_t)w->n_rows * w->row_bytes;
     h->hit = false;
     h->stable = w->stable;
+    if (cb->policy != CUDA_HOST_CPU) wc_touch(cb, w->key);
     h->e = cb->policy == CUDA_HOST_CPU ? -1 : wc_lookup(cb, w->key, bytes, &h->hit);
     if (!w->data && !h->hit) { /* holds said yes: nothing else may have come between */
         fail(cb, HY_ERR_INTERNAL, "matmul", "a weight without data is not in the VRAM cache",
@@ -3047,6 +3079,7 @@ static bool cu_holds(struct backend *be, uint64_t key)
 {
     struct cuda_backend *cb = cb_of(be);
     if (cb->err || cb->policy == CUDA_HOST_CPU) return false;
+    wc_touch(cb, key);
     const int e = wc_find(cb, key);
     if (e < 0) return false;
     cb->wce[e].tick = WC_WARM | ++cb->wc_tick;
@@ -3146,6 +3179,27 @@ static double moe_pcie_rate(struct cuda_backend *cb)
 {
     const double r = cb->rates.moe_pcie_bytes_per_s;
     return rate_fresh(cb, r, cb->mc_at) ? r : cb->rates.pcie_h2d_bytes_per_s;
+}
+
+/* The half-life of the VRAM cache's values, in tokens (as the expert
+ * cache's in RAM). */
+#define WC_HALF_LIFE_TOKENS EXPERT_POLICY_HALF_LIFE_TOKENS
+
+/* A moe_token call's routed slices, each a use in wc_hist, whichever side
+ * computes it; the period (calls a token) learnt from the first layer's
+ * return. */
+static void moe_uses(struct cuda_backend *cb, const struct backend_weight *w, int k)
+{
+    if (!cb->wc_hist) return;
+    const uint64_t layer = w[0].key >> 20;
+    if (!cb->wc_layer0) {
+        cb->wc_layer0 = layer;
+        cb->wc_layer0_at = cb->moe_seq;
+    } else if (!cb->wc_period_set && layer == cb->wc_layer0) {
+        expert_history_set_period(cb->wc_hist, cb->moe_seq - cb->wc_layer0_at);
+        cb->wc_period_set = true;
+    }
+    for (int i = 0; i < 3 * k; i++) wc_touch(cb, w[i].key);
 }
 
 /* A wait for the CPU's sum under which the GPU's side counts as the later
@@ -3380,6 +3434,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
     const int64_t t_split = timing_now_us();
     cb->stats.moe_calls++;
     cb->moe_seq++;
+    moe_uses(cb, w, k);
     /* prefetch's guess for this call, scored: the share of its slices read here */
     if (cb->pf_n_guess) {
         int right = 0;
@@ -3752,6 +3807,7 @@ static void cu_free(struct backend *be)
     free(cb->wce);
     free(cb->wc_head);
     free(cb->wc_next);
+    expert_history_free(cb->wc_hist);
     free(cb->allocs);
     free(cb);
 }
@@ -3987,6 +4043,8 @@ static void wc_alloc(struct cuda_backend *cb, uint64_t bytes)
     cb->wc_head = mem_xcalloc((size_t)cb->wc_hash_n, sizeof *cb->wc_head);
     cb->wc_next = mem_xcalloc((size_t)cb->wc_cap, sizeof *cb->wc_next);
     for (uint64_t i = 0; i < cb->wc_hash_n; i++) cb->wc_head[i] = -1;
+    const char *e = getenv("HYPURA_CUDA_WC_LRFU");
+    if (!(e && !strcmp(e, "0"))) cb->wc_hist = expert_history_new(WC_HALF_LIFE_TOKENS);
 }
 
 void cuda_backend_attention_groups(int64_t min_keys)
