@@ -130,8 +130,21 @@ static bool sim_evictable(void *user, int entry)
 
 /* The victim of a keyed-history cache: the evictable entry whose key has
  * the least value, the earlier-filled of equal ones; -1 when none is. */
-static int history_victim(const struct expert_history *h, const struct sim *s,
-                          const uint64_t *filled, int capacity, uint64_t now);
+static int history_victim(const struct expert_history *h, struct sim *s, const uint64_t *filled,
+                          int capacity, uint64_t now)
+{
+    int e = -1;
+    double best = 0;
+    for (int i = 0; i < capacity; i++) {
+        if (!sim_evictable(s, i)) continue;
+        const double v = expert_history_value(h, (uint64_t)s->holds[i] + 1, now);
+        if (e < 0 || v < best || (v == best && filled[i] < filled[e])) {
+            e = i;
+            best = v;
+        }
+    }
+    return e;
+}
 
 /* expert_policy_simulate's cache, run by p (hits and fills as uses and
  * resets) or, with p NULL, by h (every request a use of its key). */
@@ -290,22 +303,6 @@ double expert_history_value(const struct expert_history *h, uint64_t key, uint64
     const uint64_t i = history_slot(h, key);
     if (!h->key[i]) return -INFINITY;
     return lrfu_value(h->lcrf[i], h->last[i], now, h->period, h->inv_half_life);
-}
-
-static int history_victim(const struct expert_history *h, const struct sim *s,
-                          const uint64_t *filled, int capacity, uint64_t now)
-{
-    int e = -1;
-    double best = 0;
-    for (int i = 0; i < capacity; i++) {
-        if (!sim_evictable((void *)s, i)) continue;
-        const double v = expert_history_value(h, (uint64_t)s->holds[i] + 1, now);
-        if (e < 0 || v < best || (v == best && filled[i] < filled[e])) {
-            e = i;
-            best = v;
-        }
-    }
-    return e;
 }
 
 double expert_history_simulate(int capacity, double half_life, const int32_t *trace, int n_tok,
