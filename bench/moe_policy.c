@@ -7,7 +7,10 @@
  * policies at several cache sizes: the hit rate of the recency+frequency
  * policy against plain LRU and against the same policy over every use of an
  * expert (expert_history: what the CUDA backend's VRAM cache weighs), as
- * markdown rows. Also prints how often a token
+ * markdown rows. With MOE_POLICY_TIER=CAP_ALL:N_WHOLE:CAP_REST (expert
+ * counts) also a GPU tier: layers [0, N_WHOLE) held whole and a cache of
+ * CAP_REST over the others, against a cache of CAP_ALL over all layers,
+ * where only a share of the misses is cached (expert_tier_simulate). Also prints how often a token
  * repeats the previous token's experts and how much the busiest experts take,
  * to say what kind of routing it was.
  */
@@ -60,6 +63,35 @@ int main(int argc, char **argv)
             double a = expert_policy_simulate(EXPERT_POLICY_LRFU, (int)(0.25 * L * E + 0.5), hls[h], trace, n_tok, L, K, E);
             double b = expert_policy_simulate(EXPERT_POLICY_LRFU, (int)(0.5 * L * E + 0.5), hls[h], trace, n_tok, L, K, E);
             printf("  %6.1f: %.1f%% / %.1f%%\n", hls[h], 100 * a, 100 * b);
+        }
+    }
+    const char *tier = getenv("MOE_POLICY_TIER");
+    int cap_all = 0, n_whole = 0, cap_rest = 0;
+    if (tier && sscanf(tier, "%d:%d:%d", &cap_all, &n_whole, &cap_rest) == 3 && cap_all >= 0 &&
+        n_whole >= 0 && n_whole <= L && cap_rest >= 0) {
+        printf(
+            "\nA GPU tier (the share of all picks held there): layers [0, %d) whole and a cache of"
+            " %d experts over the rest, against a cache of %d over all layers; a miss cached with"
+            " the probability on the left (the copies; the CPU's experts are not):\n\n",
+            n_whole, cap_rest, cap_all);
+        printf(
+            "| misses cached | whole + cache, LRU | whole + cache, keyed LRFU | cache alone, LRU |"
+            " cache alone, keyed LRFU |\n| ---: | ---: | ---: | ---: | ---: |\n");
+        const double admits[] = {1.0, 0.5, 0.3, 0.15};
+        for (size_t i = 0; i < sizeof admits / sizeof admits[0]; i++) {
+            double v[4];
+            for (int j = 0; j < 4; j++) {
+                const struct expert_tier_sim c = {.kind = EXPERT_POLICY_LRU,
+                                                  .keyed = j % 2 == 1,
+                                                  .capacity = j < 2 ? cap_rest : cap_all,
+                                                  .n_whole = j < 2 ? n_whole : 0,
+                                                  .half_life = EXPERT_POLICY_HALF_LIFE_TOKENS,
+                                                  .admit = admits[i],
+                                                  .seed = seed};
+                v[j] = expert_tier_simulate(&c, trace, n_tok, L, K, E);
+            }
+            printf("| %.2f | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", admits[i], 100 * v[0],
+                   100 * v[1], 100 * v[2], 100 * v[3]);
         }
     }
     route_trace_free(&tr);

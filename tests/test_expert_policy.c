@@ -1,7 +1,7 @@
 /*
  * Expert cache eviction policy (src/store/expert_policy.c): exact behaviour
  * of LRFU and LRU on hand-made sequences and of the keyed history (the VRAM
- * cache's), then hit rates of the three on the
+ * cache's) and the GPU tier's simulation, then hit rates of the three on the
  * routing the synth MoE models produce over a sampled text (recorded with
  * route_trace_record), at cache sizes from 12.5 % to 75 % of all experts.
  * The hit rates are printed (BENCHMARKS.md has the larger runs of
@@ -196,11 +196,53 @@ static void test_hit_rates(void)
     }
 }
 
+/* The GPU tier's simulation on the synth Mixtral's routing: whole layers
+ * always hit, a cache that admits every miss is the plain simulation's,
+ * one that admits none leaves only the whole layers, and the share cached
+ * lies between. */
+static void test_tier(void)
+{
+    struct route_trace tr;
+    if (!CHECK_OK(route_trace_record(HY_TESTDATA_DIR "/synth/mixtral-Q4_K_M.gguf", 120, 3, 2, &tr)))
+        return;
+    const int L = tr.n_layer, K = tr.k, E = tr.n_expert, T = tr.n_tok;
+    const double hl = EXPERT_POLICY_HALF_LIFE_TOKENS;
+    struct expert_tier_sim c = {
+        .kind = EXPERT_POLICY_LRU, .capacity = 3, .half_life = hl, .admit = 1, .seed = 5};
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E),
+               expert_policy_simulate(EXPERT_POLICY_LRU, 3, hl, tr.ids, T, L, K, E), 1e-15);
+    c.kind = EXPERT_POLICY_LRFU;
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E),
+               expert_policy_simulate(EXPERT_POLICY_LRFU, 3, hl, tr.ids, T, L, K, E), 1e-15);
+    c.keyed = true;
+    const double all = expert_tier_simulate(&c, tr.ids, T, L, K, E);
+    CHECK_NEAR(all, expert_history_simulate(3, hl, tr.ids, T, L, K, E), 1e-15);
+    c.n_whole = L;
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E), 1.0, 1e-15);
+    c.n_whole = 1;
+    c.admit = 0;
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E), 1.0 / L, 1e-15);
+    c.capacity = 0;
+    c.admit = 1;
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E), 1.0 / L, 1e-15);
+    c.capacity = 3;
+    c.admit = 0.3;
+    const double some = expert_tier_simulate(&c, tr.ids, T, L, K, E);
+    CHECK(some > 1.0 / L && some < 1.0);
+    c.n_whole = 0;
+    c.admit = 0;
+    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E), 0.0, 1e-15);
+    printf("tier: keyed cache of 3 %.1f%%, layer 0 whole + 30%% of misses cached %.1f%%\n",
+           100 * all, 100 * some);
+    route_trace_free(&tr);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     test_exact();
     test_history_exact();
     test_hit_rates();
+    test_tier();
     return check_report(argv[0]);
 }

@@ -8,6 +8,7 @@
 
 #include "core/base.h"
 #include "core/mem.h"
+#include "core/rng.h"
 
 struct expert_policy {
     enum expert_policy_kind kind;
@@ -146,15 +147,17 @@ static int history_victim(const struct expert_history *h, struct sim *s, const u
     return e;
 }
 
-/* expert_policy_simulate's cache, run by p (hits and fills as uses and
- * resets) or, with p NULL, by h (every request a use of its key). */
-static double simulate(struct expert_policy *p, struct expert_history *h, int capacity,
-                       const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
+/* expert_tier_simulate's cache, run by p (hits and fills as uses and
+ * resets) or, with p NULL, by h (every request a use of its key); r NULL:
+ * every miss admitted. */
+static double simulate(struct expert_policy *p, struct expert_history *h, int capacity, int n_whole,
+                       double admit, struct rng *r, const int32_t *trace, int n_tok, int n_layer,
+                       int k, int n_expert)
 {
     size_t n_keys = (size_t)n_layer * (size_t)n_expert;
     int32_t *where = mem_xmalloc(n_keys * sizeof(*where)); /* key → entry or −1 */
-    int32_t *holds = mem_xmalloc((size_t)capacity * sizeof(*holds));
-    uint64_t *filled = mem_xcalloc((size_t)capacity, sizeof(*filled));
+    int32_t *holds = mem_xmalloc((size_t)HY_MAX(capacity, 1) * sizeof(*holds));
+    uint64_t *filled = mem_xcalloc((size_t)HY_MAX(capacity, 1), sizeof(*filled));
     for (size_t i = 0; i < n_keys; i++) where[i] = -1;
     for (int i = 0; i < capacity; i++) holds[i] = -1;
     int n_used = 0;
@@ -169,14 +172,19 @@ static double simulate(struct expert_policy *p, struct expert_history *h, int ca
             for (int j = 0; j < k; j++) {
                 HY_ASSERT(need[j] >= 0 && need[j] < n_expert);
                 int32_t key = l * n_expert + need[j];
-                if (!p) expert_history_touch(h, (uint64_t)key + 1, now);
                 total++;
+                if (l < n_whole) { /* held whole, outside the cache */
+                    hits++;
+                    continue;
+                }
+                if (!p) expert_history_touch(h, (uint64_t)key + 1, now);
                 int e = where[key];
                 if (e >= 0) {
                     hits++;
                     if (p) expert_policy_touch(p, e, now);
                     continue;
                 }
+                if (capacity == 0 || (r && !(rng_uniform(r) < admit))) continue; /* not copied */
                 e = n_used < capacity ? n_used++
                     : p               ? expert_policy_victim(p, now, sim_evictable, &s)
                                       : history_victim(h, &s, filled, capacity, now);
@@ -203,9 +211,32 @@ double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double
     HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
     struct expert_policy *p = expert_policy_new(kind, capacity, half_life * n_layer);
     expert_policy_set_period(p, (uint64_t)n_layer);
-    const double r = simulate(p, NULL, capacity, trace, n_tok, n_layer, k, n_expert);
+    const double r = simulate(p, NULL, capacity, 0, 1, NULL, trace, n_tok, n_layer, k, n_expert);
     expert_policy_free(p);
     return r;
+}
+
+double expert_tier_simulate(const struct expert_tier_sim *c, const int32_t *trace, int n_tok,
+                            int n_layer, int k, int n_expert)
+{
+    HY_ASSERT(c->capacity >= 0 && c->n_whole >= 0 && n_tok >= 1 && n_layer >= 1 && k >= 1 &&
+              n_expert >= 1 && c->half_life > 0);
+    struct rng r;
+    rng_init(&r, c->seed);
+    struct expert_policy *p = NULL;
+    struct expert_history *h = NULL;
+    if (c->keyed) {
+        h = expert_history_new(c->half_life);
+        expert_history_set_period(h, (uint64_t)n_layer);
+    } else {
+        p = expert_policy_new(c->kind, HY_MAX(c->capacity, 1), c->half_life * n_layer);
+        expert_policy_set_period(p, (uint64_t)n_layer);
+    }
+    const double hit =
+        simulate(p, h, c->capacity, c->n_whole, c->admit, &r, trace, n_tok, n_layer, k, n_expert);
+    expert_policy_free(p);
+    expert_history_free(h);
+    return hit;
 }
 
 /* ---- keyed history ------------------------------------------------------- */
@@ -311,7 +342,7 @@ double expert_history_simulate(int capacity, double half_life, const int32_t *tr
     HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
     struct expert_history *h = expert_history_new(half_life);
     expert_history_set_period(h, (uint64_t)n_layer);
-    const double r = simulate(NULL, h, capacity, trace, n_tok, n_layer, k, n_expert);
+    const double r = simulate(NULL, h, capacity, 0, 1, NULL, trace, n_tok, n_layer, k, n_expert);
     expert_history_free(h);
     return r;
 }

@@ -128,4 +128,24 @@ double expert_history_value(const struct expert_history *h, uint64_t key, uint64
 double expert_history_simulate(int capacity, double half_life, const int32_t *trace, int n_tok,
                                int n_layer, int k, int n_expert);
 
+/* A GPU tier in front of the host, simulated over a trace as
+ * expert_policy_simulate's cache: the experts of layers [0, n_whole) held
+ * whole (outside the cache: the plan's whole layers), a cache of capacity
+ * experts (0: none) over the other layers' in front of the host, where each
+ * miss is cached only with probability admit (the copies a split chooses;
+ * an expert the CPU computes where it lies is not copied), drawn from seed.
+ * The cache is run by kind, or with keyed by an expert_history of every
+ * pick; half_life in tokens. Returns the share of all picks held on the
+ * GPU. */
+struct expert_tier_sim {
+    enum expert_policy_kind kind;
+    bool keyed;
+    int capacity, n_whole;
+    double half_life, admit;
+    uint64_t seed;
+};
+
+double expert_tier_simulate(const struct expert_tier_sim *c, const int32_t *trace, int n_tok,
+                            int n_layer, int k, int n_expert);
+
 #endif
