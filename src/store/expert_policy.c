@@ -148,12 +148,14 @@ static int history_victim(const struct expert_history *h, struct sim *s, const u
 }
 
 /* expert_tier_simulate's cache, run by p (hits and fills as uses and
- * resets) or, with p NULL, by h (every request a use of its key); r NULL:
- * every miss admitted. */
-static double simulate(struct expert_policy *p, struct expert_history *h, int capacity, int n_whole,
-                       double admit, struct rng *r, const int32_t *trace, int n_tok, int n_layer,
+ * resets) or, with p NULL, by h (every request a use of its key). */
+static double simulate(const struct expert_tier_sim *c, struct expert_policy *p,
+                       struct expert_history *h, const int32_t *trace, int n_tok, int n_layer,
                        int k, int n_expert)
 {
+    const int capacity = c->capacity, n_whole = c->n_whole;
+    struct rng r;
+    rng_init(&r, c->seed);
     size_t n_keys = (size_t)n_layer * (size_t)n_expert;
     int32_t *where = mem_xmalloc(n_keys * sizeof(*where)); /* key → entry or −1 */
     int32_t *holds = mem_xmalloc((size_t)HY_MAX(capacity, 1) * sizeof(*holds));
@@ -184,7 +186,7 @@ static double simulate(struct expert_policy *p, struct expert_history *h, int ca
                     if (p) expert_policy_touch(p, e, now);
                     continue;
                 }
-                if (capacity == 0 || (r && !(rng_uniform(r) < admit))) continue; /* not copied */
+                if (capacity == 0 || !(rng_uniform(&r) < c->admit)) continue; /* not copied */
                 e = n_used < capacity ? n_used++
                     : p               ? expert_policy_victim(p, now, sim_evictable, &s)
                                       : history_victim(h, &s, filled, capacity, now);
@@ -208,12 +210,10 @@ static double simulate(struct expert_policy *p, struct expert_history *h, int ca
 double expert_policy_simulate(enum expert_policy_kind kind, int capacity, double half_life,
                               const int32_t *trace, int n_tok, int n_layer, int k, int n_expert)
 {
-    HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
-    struct expert_policy *p = expert_policy_new(kind, capacity, half_life * n_layer);
-    expert_policy_set_period(p, (uint64_t)n_layer);
-    const double r = simulate(p, NULL, capacity, 0, 1, NULL, trace, n_tok, n_layer, k, n_expert);
-    expert_policy_free(p);
-    return r;
+    HY_ASSERT(capacity >= 1);
+    const struct expert_tier_sim c = {
+        .kind = kind, .capacity = capacity, .half_life = half_life, .admit = 1};
+    return expert_tier_simulate(&c, trace, n_tok, n_layer, k, n_expert);
 }
 
 double expert_tier_simulate(const struct expert_tier_sim *c, const int32_t *trace, int n_tok,
@@ -221,8 +221,6 @@ double expert_tier_simulate(const struct expert_tier_sim *c, const int32_t *trac
 {
     HY_ASSERT(c->capacity >= 0 && c->n_whole >= 0 && n_tok >= 1 && n_layer >= 1 && k >= 1 &&
               n_expert >= 1 && c->half_life > 0);
-    struct rng r;
-    rng_init(&r, c->seed);
     struct expert_policy *p = NULL;
     struct expert_history *h = NULL;
     if (c->keyed) {
@@ -232,8 +230,7 @@ double expert_tier_simulate(const struct expert_tier_sim *c, const int32_t *trac
         p = expert_policy_new(c->kind, HY_MAX(c->capacity, 1), c->half_life * n_layer);
         expert_policy_set_period(p, (uint64_t)n_layer);
     }
-    const double hit =
-        simulate(p, h, c->capacity, c->n_whole, c->admit, &r, trace, n_tok, n_layer, k, n_expert);
+    const double hit = simulate(c, p, h, trace, n_tok, n_layer, k, n_expert);
     expert_policy_free(p);
     expert_history_free(h);
     return hit;
@@ -339,10 +336,8 @@ double expert_history_value(const struct expert_history *h, uint64_t key, uint64
 double expert_history_simulate(int capacity, double half_life, const int32_t *trace, int n_tok,
                                int n_layer, int k, int n_expert)
 {
-    HY_ASSERT(capacity >= 1 && n_tok >= 1 && n_layer >= 1 && k >= 1 && n_expert >= 1);
-    struct expert_history *h = expert_history_new(half_life);
-    expert_history_set_period(h, (uint64_t)n_layer);
-    const double r = simulate(NULL, h, capacity, 0, 1, NULL, trace, n_tok, n_layer, k, n_expert);
-    expert_history_free(h);
-    return r;
+    HY_ASSERT(capacity >= 1);
+    const struct expert_tier_sim c = {
+        .keyed = true, .capacity = capacity, .half_life = half_life, .admit = 1};
+    return expert_tier_simulate(&c, trace, n_tok, n_layer, k, n_expert);
 }
