@@ -196,27 +196,35 @@ static void test_hit_rates(void)
     }
 }
 
-/* The GPU tier's simulation on the synth Mixtral's routing: whole layers
- * always hit, a cache that admits every miss is the plain simulation's,
- * one that admits none leaves only the whole layers, and the share cached
- * lies between. */
+/* The GPU tier's simulation: first a trace worked by hand, one layer, one
+ * expert a token, a cache of two, experts 0 0 0 1 2 1 2 0. LRU: misses at
+ * 0, 1 and 2 (2 takes 0's entry, the older), 1 and 2 hit, the last 0 misses:
+ * 4 hits of 8. By value (half-life 8 tokens): at 2's miss 0 (three uses) is
+ * worth more than 1 (one), so 1 goes; then 1 misses and 2 (one use) goes;
+ * then 2 misses and 1 (uses at 3 and 5: log2(1 + 2^(-1/4)) - 1/8 = 0.755)
+ * goes before 0 (uses at 0-2: log2(1 + 2^(-1/8) + 2^(-1/4)) - 1/2 = 0.964);
+ * the last 0 hits: 3 of 8, for the RAM cache's LRFU (each fill reset) and
+ * the keyed history alike. Then on the synth Mixtral's routing: whole
+ * layers always hit, a cache that admits no miss leaves only the whole
+ * layers, and the share cached lies between. */
 static void test_tier(void)
 {
+    static const int32_t hand[8] = {0, 0, 0, 1, 2, 1, 2, 0};
+    const double hl = EXPERT_POLICY_HALF_LIFE_TOKENS;
+    struct expert_tier_sim h = {
+        .kind = EXPERT_POLICY_LRU, .capacity = 2, .half_life = hl, .admit = 1, .seed = 5};
+    CHECK_NEAR(expert_tier_simulate(&h, hand, 8, 1, 1, 3), 4.0 / 8, 1e-15);
+    CHECK_NEAR(expert_policy_simulate(EXPERT_POLICY_LRU, 2, hl, hand, 8, 1, 1, 3), 4.0 / 8, 1e-15);
+    CHECK_NEAR(expert_policy_simulate(EXPERT_POLICY_LRFU, 2, hl, hand, 8, 1, 1, 3), 3.0 / 8, 1e-15);
+    CHECK_NEAR(expert_history_simulate(2, hl, hand, 8, 1, 1, 3), 3.0 / 8, 1e-15);
+
     struct route_trace tr;
     if (!CHECK_OK(route_trace_record(HY_TESTDATA_DIR "/synth/mixtral-Q4_K_M.gguf", 120, 3, 2, &tr)))
         return;
     const int L = tr.n_layer, K = tr.k, E = tr.n_expert, T = tr.n_tok;
-    const double hl = EXPERT_POLICY_HALF_LIFE_TOKENS;
     struct expert_tier_sim c = {
-        .kind = EXPERT_POLICY_LRU, .capacity = 3, .half_life = hl, .admit = 1, .seed = 5};
-    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E),
-               expert_policy_simulate(EXPERT_POLICY_LRU, 3, hl, tr.ids, T, L, K, E), 1e-15);
-    c.kind = EXPERT_POLICY_LRFU;
-    CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E),
-               expert_policy_simulate(EXPERT_POLICY_LRFU, 3, hl, tr.ids, T, L, K, E), 1e-15);
-    c.keyed = true;
+        .keyed = true, .capacity = 3, .half_life = hl, .admit = 1, .seed = 5};
     const double all = expert_tier_simulate(&c, tr.ids, T, L, K, E);
-    CHECK_NEAR(all, expert_history_simulate(3, hl, tr.ids, T, L, K, E), 1e-15);
     c.n_whole = L;
     CHECK_NEAR(expert_tier_simulate(&c, tr.ids, T, L, K, E), 1.0, 1e-15);
     c.n_whole = 1;
