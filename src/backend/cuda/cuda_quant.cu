@@ -2869,11 +2869,14 @@ __global__ void __launch_bounds__(CQ_THREADS, 2)
 /* A token's experts' down products (CUQ_EP_DIAG, k of them) in one launch
  * of the staged kernel: CTAs [p share, (p + 1) share) take weight p with
  * x row p, each share as cq_matvec_i8s_kernel would with that many CTAs
- * (d.r[p]: weight p alone, its expert's id). */
-#define CQ_DIAG_MAX 4
+ * (d.r[p]: weight p alone, its expert's id). Up to CUQ_MATVEC_MAX_TOK of
+ * them, the most a DIAG call has (eight: qwen3moe's top-8), whose rows
+ * (3 KiB) fit in a launch's 4 KiB of parameters. */
+#define CQ_DIAG_MAX CUQ_MATVEC_MAX_TOK
 struct CqDiagRows {
     CqRows r[CQ_DIAG_MAX];
 };
+static_assert(sizeof(CqDiagRows) <= 3584, "a launch's parameters: the rows and the rest in 4 KiB");
 
 template <class T, int R>
 __global__ void __launch_bounds__(CQ_THREADS, 2)
