@@ -17,7 +17,8 @@
  *    above 1 MiB can never hit, one under 512 KiB must); the host byte counters
  *    of cuda_backend_stats follow the policy;
  *  - get_rows on every type (host and backend-memory weights; F32 rows of
- *    backend memory are the MoE gather), rms_norm (in place too), rope (norm
+ *    backend memory are the MoE gather), rms_norm (in place too; two in place
+ *    in a row, as q and k head norms come), rope (norm
  *    and neox, n_rot < head_dim, frequency factors, freq_scale != 1,
  *    positions up to 30000), softmax, silu_mul, add, add_bias;
  *  - top_k (no CPU op: against a full sort on the host) for k 1..256 over
@@ -1137,6 +1138,73 @@ static void test_rms_norm(void)
         printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
         free(x);
         free(w);
+        free(want);
+        free(got);
+    }
+}
+
+/* Two in-place RMSNorms in a row, as a layer's q and k head norms come (the
+ * CUDA backend launches such a pair as one kernel): rows of n1 and n2 heads
+ * with their own weights, against the CPU; and pairs it must not join (other
+ * row lengths, another eps: each launched alone, the first before the
+ * second). */
+static void test_rms_norm_pairs(void)
+{
+    static const struct {
+        int64_t n1, n2, len1, len2;
+        float eps1, eps2;
+    } cases[] = {
+        {32, 4, 128, 128, 1e-6f, 1e-6f}, /* qwen3's heads: joined */
+        {40, 8, 64, 64, 1e-5f, 1e-5f},    {16, 8, 128, 64, 1e-6f, 1e-6f}, /* other lengths: apart */
+        {16, 4, 128, 128, 1e-6f, 1e-5f},                                  /* another eps: apart */
+        {6, 2, 1002, 1002, 1e-5f, 1e-5f}, /* rows the 16-byte kernel does not take */
+    };
+    for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
+        const int64_t n1 = cases[ci].n1, n2 = cases[ci].n2;
+        const int64_t l1 = cases[ci].len1, l2 = cases[ci].len2;
+        const size_t nx1 = (size_t)(n1 * l1), nx2 = (size_t)(n2 * l2);
+        const uint64_t seed = case_seed();
+        struct rng r;
+        rng_init(&r, seed);
+        float *x1 = xmalloc(nx1 * sizeof(float)), *x2 = xmalloc(nx2 * sizeof(float));
+        float *w1 = xmalloc((size_t)l1 * sizeof(float)), *w2 = xmalloc((size_t)l2 * sizeof(float));
+        float *want = xmalloc((nx1 + nx2) * sizeof(float)),
+              *got = xmalloc((nx1 + nx2) * sizeof(float));
+        fill_normal(&r, x1, nx1, 3.0f);
+        fill_normal(&r, x2, nx2, 0.5f);
+        for (int64_t i = 0; i < l1; i++) w1[i] = 1.0f + 0.2f * (float)rng_normal(&r);
+        for (int64_t i = 0; i < l2; i++) w2[i] = 0.5f + 0.1f * (float)rng_normal(&r);
+        memcpy(want, x1, nx1 * sizeof(float));
+        memcpy(want + nx1, x2, nx2 * sizeof(float));
+        backend_rms_norm(T.cpu, want, w1, cases[ci].eps1, n1, l1, want);
+        backend_rms_norm(T.cpu, want + nx1, w2, cases[ci].eps2, n2, l2, want + nx1);
+        char what[160];
+        snprintf(
+            what, sizeof what,
+            "rms_norm in place twice: %lld x %lld eps %g, then %lld x %lld eps %g (seed %#llx)",
+            (long long)n1, (long long)l1, (double)cases[ci].eps1, (long long)n2, (long long)l2,
+            (double)cases[ci].eps2, (unsigned long long)seed);
+        double e = NAN;
+        if (live(G_AUTO)) {
+            struct backend *be = T.gpu[G_AUTO];
+            float *const *b = T.buf[G_AUTO];
+            backend_upload(be, b[0], x1, nx1 * sizeof(float));
+            backend_upload(be, b[1], x2, nx2 * sizeof(float));
+            backend_upload(be, b[2], w1, (size_t)l1 * sizeof(float));
+            backend_upload(be, b[3], w2, (size_t)l2 * sizeof(float));
+            backend_rms_norm(be, b[0], b[2], cases[ci].eps1, n1, l1, b[0]);
+            backend_rms_norm(be, b[1], b[3], cases[ci].eps2, n2, l2, b[1]);
+            backend_download(be, b[0], got, nx1 * sizeof(float));
+            backend_download(be, b[1], got + nx1, nx2 * sizeof(float));
+            if (gpu_sync(G_AUTO, what))
+                e = check_close("rms_norm pair", BOUND_F32_OP, got, want, nx1 + nx2, what);
+        }
+        char eb[16];
+        printf("%s: %s\n", what, fmt_err(eb, sizeof eb, e));
+        free(x1);
+        free(x2);
+        free(w1);
+        free(w2);
         free(want);
         free(got);
     }
@@ -2592,6 +2660,7 @@ int main(int argc, char **argv)
         test_top_k();
         test_get_rows();
         test_rms_norm();
+        test_rms_norm_pairs();
         test_rope();
         test_softmax();
         test_silu_mul_add();

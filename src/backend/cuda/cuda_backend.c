@@ -145,6 +145,12 @@ struct cuda_backend {
         int64_t n_tok, n;
         struct cuq_norm nm; /* nm.x, nm.w, nm.eps, nm.y: the op's arguments */
     } pn;
+    /* an RMSNorm of rows in place (a layer's q head norms), deferred for an
+     * in-place one of rows as long that may come next (its k head norms):
+     * the two in one launch (off with HYPURA_CUDA_NORM_PAIRS=0); every other
+     * op launches it first (norm_flush) */
+    bool norm_pairs;
+    struct pending_norm pq;
 
     enum hy_status err; /* first failure; later ops are skipped */
     char err_msg[512];
@@ -779,17 +785,23 @@ static void kt_write(struct cuda_backend *cb)
 
 /* ---- the deferred RMSNorm ------------------------------------------------ */
 
+/* Launches the RMSNorm that p holds, if it holds one. */
+static void norm_launch(struct cuda_backend *cb, struct pending_norm *p)
+{
+    if (!p->on) return;
+    p->on = false;
+    const struct cuq_norm *nm = &p->nm;
+    const int pi = prof_begin(cb);
+    if (!cb->err) CK(cuk_rms_norm(nm->x, nm->w, nm->eps, p->n_tok, p->n, nm->y, cb->st, cb->pdl));
+    prof_end(cb, pi, "rms_norm", UINT32_MAX);
+}
+
 /* Launches the pending RMSNorm, if any: every op but the product that folds
  * it calls this before it queues anything (or reads device memory). */
 static void norm_flush(struct cuda_backend *cb)
 {
-    if (!cb->pn.on) return;
-    cb->pn.on = false;
-    const struct cuq_norm *nm = &cb->pn.nm;
-    const int pi = prof_begin(cb);
-    if (!cb->err)
-        CK(cuk_rms_norm(nm->x, nm->w, nm->eps, cb->pn.n_tok, cb->pn.n, nm->y, cb->st, cb->pdl));
-    prof_end(cb, pi, "rms_norm", UINT32_MAX);
+    norm_launch(cb, &cb->pq); /* (at most one of the two is pending) */
+    norm_launch(cb, &cb->pn);
 }
 
 /* The backend of an op, counted (op_seq). Every op begins so or with
@@ -2116,8 +2128,28 @@ static void cu_get_rows(struct backend *be, const struct backend_weight *w, cons
 static void cu_rms_norm(struct backend *be, const float *x, const float *weight, float eps,
                         int64_t n_tok, int64_t n, float *y)
 {
-    struct cuda_backend *cb = op_begin(be);
+    struct cuda_backend *cb = op_mark(be);
     cb->hx_src = NULL;
+    /* in place after an in-place one of rows as long: the two in one launch */
+    if (cb->pq.on && x == y && n == cb->pq.n && eps == cb->pq.nm.eps && !cb->err) {
+        const struct cuq_norm *nm = &cb->pq.nm;
+        const int pi = prof_begin(cb);
+        const cudaError_t e = cuk_rms_norm2(nm->x, nm->w, nm->y, cb->pq.n_tok, x, weight, y, n_tok,
+                                            eps, n, cb->st, cb->pdl);
+        if (e != cudaErrorNotSupported) {
+            cb->pq.on = false;
+            CK(e);
+            prof_end(cb, pi, "rms_norm pair", UINT32_MAX);
+            return;
+        }
+        prof_end(cb, pi, "rms_norm pair not taken", UINT32_MAX); /* an empty span, counted */
+    }
+    norm_flush(cb);
+    if (cb->norm_pairs && x == y && !cb->err) {
+        cb->pq = (struct pending_norm){
+            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        return;
+    }
     /* one token, out of place: deferred, for the product that reads y */
     const uintptr_t x0 = (uintptr_t)x, y0 = (uintptr_t)y, len = (uintptr_t)n * sizeof(float);
     if (cb->fold_norm && !cb->err && n_tok == 1 && (x0 + len <= y0 || y0 + len <= x0)) {
@@ -4124,6 +4156,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->fold_norm = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_PAIR");
         cb->pair = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_NORM_PAIRS");
+        cb->norm_pairs = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");

@@ -186,6 +186,13 @@ cudaError_t cuq_get_rows(uint32_t type, const void *w, size_t row_bytes, int64_t
  * early: as cuq_matvec's (w is read before the previous kernel is done). */
 cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok, int64_t n,
                          float *y, cudaStream_t s, bool early);
+/* Two RMSNorms of rows of n in one launch: n1 rows of x1 with w1 into y1,
+ * n2 of x2 with w2 into y2, each row as cuk_rms_norm computes it (a layer's
+ * q and k head norms). cudaErrorNotSupported where the 16-byte kernel does
+ * not take both (alignment, n). */
+cudaError_t cuk_rms_norm2(const float *x1, const float *w1, float *y1, int64_t n1, const float *x2,
+                          const float *w2, float *y2, int64_t n2, float eps, int64_t n,
+                          cudaStream_t s, bool early);
 
 /* RoPE of x [n_tok][n_head][head_dim] in place (backend.h's definition);
  * neox: rotate halves, else adjacent pairs; ff: [n_rot / 2] frequency

@@ -152,13 +152,22 @@ __global__ static void k_rms_norm(const float *x, const float *w, float eps, int
 
 /* k_rms_norm for rows of whole 16-byte pieces (n4 of them), each thread
  * holding up to RMS_V4 of a row: few warps (few instructions for the
- * block's one multiprocessor to issue), each with its loads in flight at once. */
-__global__ static void k_rms_norm4(const float4 *x, const float4 *w, float eps, int64_t n4,
-                                   float4 *y)
+ * block's one multiprocessor to issue), each with its loads in flight at once.
+ * Blocks from `split` on take the rows of a second norm (x2, w2, y2). */
+__global__ static void k_rms_norm4(const float4 *x, const float4 *w, float4 *y, unsigned split,
+                                   const float4 *x2, const float4 *w2, float4 *y2, float eps,
+                                   int64_t n4)
 {
     pdl_trigger();
-    const float4 *xt = x + blockIdx.x * n4;
-    float4 *yt = y + blockIdx.x * n4;
+    unsigned r = blockIdx.x;
+    if (r >= split) {
+        r -= split;
+        x = x2;
+        w = w2;
+        y = y2;
+    }
+    const float4 *xt = x + r * n4;
+    float4 *yt = y + r * n4;
     const int bd = (int)blockDim.x;
     const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float4 wr[RMS_V4], xr[RMS_V4];
@@ -192,19 +201,43 @@ __global__ static void k_rms_norm4(const float4 *x, const float4 *w, float eps, 
     }
 }
 
+/* Whether k_rms_norm4 takes rows of n at x, w and y. */
+static bool rms_norm4_takes(const float *x, const float *w, const float *y, int64_t n)
+{
+    return n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
+           ((uintptr_t)y & 15) == 0 && n <= 4 * RMS_V4 * 1024;
+}
+
+/* k_rms_norm4 over n1 rows of (x1, w1, y1) and n2 of (x2, w2, y2): a row per
+ * block, of as few warps as hold it. */
+static cudaError_t rms_norm4(const float *x1, const float *w1, float *y1, int64_t n1,
+                             const float *x2, const float *w2, float *y2, int64_t n2, float eps,
+                             int64_t n, cudaStream_t s, bool early)
+{
+    const int64_t n4 = n / 4;
+    int threads = (int)((n4 + RMS_V4 - 1) / RMS_V4 + 31) / 32 * 32;
+    threads = threads < 128 ? 128 : threads;
+    return pdl_launch(k_rms_norm4, dim3((unsigned)(n1 + n2)), (unsigned)threads, 0, s, early,
+                      (const float4 *)x1, (const float4 *)w1, (float4 *)y1, (unsigned)n1,
+                      (const float4 *)x2, (const float4 *)w2, (float4 *)y2, eps, n4);
+}
+
+extern "C" cudaError_t cuk_rms_norm2(const float *x1, const float *w1, float *y1, int64_t n1,
+                                     const float *x2, const float *w2, float *y2, int64_t n2,
+                                     float eps, int64_t n, cudaStream_t s, bool early)
+{
+    if (n1 <= 0 || n2 <= 0 || n1 + n2 > INT32_MAX || !rms_norm4_takes(x1, w1, y1, n) ||
+        !rms_norm4_takes(x2, w2, y2, n))
+        return cudaErrorNotSupported;
+    return rms_norm4(x1, w1, y1, n1, x2, w2, y2, n2, eps, n, s, early);
+}
+
 extern "C" cudaError_t cuk_rms_norm(const float *x, const float *w, float eps, int64_t n_tok,
                                     int64_t n, float *y, cudaStream_t s, bool early)
 {
     if (n_tok <= 0) return cudaSuccess;
-    if (n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
-        ((uintptr_t)y & 15) == 0 && n <= 4 * RMS_V4 * 1024) {
-        /* a row per block, of as few warps as hold it */
-        const int64_t n4 = n / 4;
-        int threads = (int)((n4 + RMS_V4 - 1) / RMS_V4 + 31) / 32 * 32;
-        threads = threads < 128 ? 128 : threads;
-        return pdl_launch(k_rms_norm4, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early,
-                          (const float4 *)x, (const float4 *)w, eps, n4, (float4 *)y);
-    }
+    if (rms_norm4_takes(x, w, y, n))
+        return rms_norm4(x, w, y, n_tok, NULL, NULL, NULL, 0, eps, n, s, early);
     /* a row per block, wide (many loads in flight) */
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
     return pdl_launch(k_rms_norm, dim3((unsigned)n_tok), (unsigned)threads, 0, s, early, x, w, eps,
