@@ -1154,9 +1154,10 @@ static void test_rms_norm_pairs(void)
         int64_t n1, n2, len1, len2;
         float eps1, eps2;
     } cases[] = {
-        {32, 4, 128, 128, 1e-6f, 1e-6f}, /* qwen3's heads: joined */
-        {40, 8, 64, 64, 1e-5f, 1e-5f},    {16, 8, 128, 64, 1e-6f, 1e-6f}, /* other lengths: apart */
-        {16, 4, 128, 128, 1e-6f, 1e-5f},                                  /* another eps: apart */
+        {32, 4, 128, 128, 1e-6f, 1e-6f},  /* qwen3's heads: joined */
+        {40, 8, 64, 64, 1e-5f, 1e-5f},    /* joined */
+        {16, 8, 128, 64, 1e-6f, 1e-6f},   /* other lengths: apart */
+        {16, 4, 128, 128, 1e-6f, 1e-5f},  /* another eps: apart */
         {6, 2, 1002, 1002, 1e-5f, 1e-5f}, /* rows the 16-byte kernel does not take */
     };
     for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
