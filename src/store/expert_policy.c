@@ -248,6 +248,21 @@ struct expert_history {
     uint64_t *last;  /* [cap] */
 };
 
+/* h's tables of h->cap empty slots. */
+static void history_tables_new(struct expert_history *h)
+{
+    h->key = mem_xcalloc(h->cap, sizeof(*h->key));
+    h->lcrf = mem_xcalloc(h->cap, sizeof(*h->lcrf));
+    h->last = mem_xcalloc(h->cap, sizeof(*h->last));
+}
+
+static void history_tables_free(struct expert_history *h)
+{
+    free(h->key);
+    free(h->lcrf);
+    free(h->last);
+}
+
 struct expert_history *expert_history_new(double half_life_periods)
 {
     HY_ASSERT(half_life_periods > 0);
@@ -255,18 +270,14 @@ struct expert_history *expert_history_new(double half_life_periods)
     h->half_life = half_life_periods;
     expert_history_set_period(h, 1);
     h->cap = 64;
-    h->key = mem_xcalloc(h->cap, sizeof(*h->key));
-    h->lcrf = mem_xcalloc(h->cap, sizeof(*h->lcrf));
-    h->last = mem_xcalloc(h->cap, sizeof(*h->last));
+    history_tables_new(h);
     return h;
 }
 
 void expert_history_free(struct expert_history *h)
 {
     if (!h) return;
-    free(h->key);
-    free(h->lcrf);
-    free(h->last);
+    history_tables_free(h);
     free(h);
 }
 
@@ -289,9 +300,7 @@ static void history_grow(struct expert_history *h)
 {
     struct expert_history o = *h;
     h->cap *= 2;
-    h->key = mem_xcalloc(h->cap, sizeof(*h->key));
-    h->lcrf = mem_xcalloc(h->cap, sizeof(*h->lcrf));
-    h->last = mem_xcalloc(h->cap, sizeof(*h->last));
+    history_tables_new(h);
     for (uint64_t i = 0; i < o.cap; i++) {
         if (!o.key[i]) continue;
         const uint64_t j = history_slot(h, o.key[i]);
@@ -299,9 +308,7 @@ static void history_grow(struct expert_history *h)
         h->lcrf[j] = o.lcrf[i];
         h->last[j] = o.last[i];
     }
-    free(o.key);
-    free(o.lcrf);
-    free(o.last);
+    history_tables_free(&o);
 }
 
 void expert_history_touch(struct expert_history *h, uint64_t key, uint64_t now)
