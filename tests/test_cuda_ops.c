@@ -2302,8 +2302,11 @@ static long cache_diff(const char *what, uint32_t type, bool transposed, const u
 }
 
 /* ATT_NH query heads over n_kv KV heads; rope: NULL, or RoPE folded into
- * the op (q and k go in unrotated). */
-static void attention_config(uint32_t type, int64_t hd, const struct backend_rope *rope, int n_kv)
+ * the op (q and k go in unrotated); norms: the heads' RMSNorms of q and k in
+ * place before each call (ARCH_QK_NORM; the GPU's decode kernel applies them
+ * itself). */
+static void attention_config(uint32_t type, int64_t hd, const struct backend_rope *rope, int n_kv,
+                             bool norms)
 {
     const uint64_t seed = case_seed();
     struct rng r;
@@ -2315,6 +2318,14 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
     fill_normal(&r, q, (size_t)(ATT_NPOS * qd), 2.0f); /* scores ~ 2 N(0,1): peaked softmax */
     fill_normal(&r, k, (size_t)(ATT_NPOS * kd), 1.0f);
     fill_normal(&r, v, (size_t)(ATT_NPOS * kd), 1.0f);
+    /* the heads' norm weights (q's about 1, k's about 1.5: other scores than
+     * without them; eps as Qwen3's) */
+    const float eps = 1e-6f;
+    float *wq = xmalloc(sizeof(float) * (size_t)hd), *wk = xmalloc(sizeof(float) * (size_t)hd);
+    for (int64_t i = 0; i < hd; i++) {
+        wq[i] = 1.0f + 0.2f * (float)rng_normal(&r);
+        wk[i] = 1.5f + 0.3f * (float)rng_normal(&r);
+    }
     const bool vt = backend_kv_v_transposed(type);
     const size_t k_bytes = (size_t)ATT_CTX * (size_t)quant_bytes(type, (uint64_t)kd);
     const size_t v_bytes = vt ? (size_t)kd * (size_t)quant_bytes(type, ATT_CTX) : k_bytes;
@@ -2340,14 +2351,19 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
         if (vd_dev) be->ops->dealloc(be, vd_dev);
         be = NULL;
     }
-    char tname[48], cfg[160], rope_cfg[64] = "";
+    if (be) {
+        backend_upload(be, T.buf[G_AUTO][4], wq, sizeof(float) * (size_t)hd);
+        backend_upload(be, T.buf[G_AUTO][5], wk, sizeof(float) * (size_t)hd);
+    }
+    char tname[48], cfg[200], rope_cfg[64] = "";
     if (rope)
         snprintf(rope_cfg, sizeof rope_cfg, ", RoPE %s %lld dims in the op",
                  rope->mode == BACKEND_ROPE_NEOX ? "neox" : "norm", (long long)rope->n_rot);
-    snprintf(tname, sizeof tname, "attention %s%s", quant_type_name(type), rope ? " +rope" : "");
-    snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads%s (seed %#llx)",
+    snprintf(tname, sizeof tname, "attention %s%s%s", quant_type_name(type), rope ? " +rope" : "",
+             norms ? " +norms" : "");
+    snprintf(cfg, sizeof cfg, "attention %s cache, head_dim %lld, %d/%d heads%s%s (seed %#llx)",
              quant_type_name(type), (long long)hd, ATT_NH, n_kv, rope_cfg,
-             (unsigned long long)seed);
+             norms ? ", q and k head norms before it" : "", (unsigned long long)seed);
     bool gpu_ran[3] = {false, false, false};
     for (int s = 0; s < 3; s++) {
         memset(kc, 0xff, k_bytes);
@@ -2379,6 +2395,10 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
             a.n_tok = ag.n_tok = nt;
             memcpy(q_cpu + p0 * qd, q + p0 * qd, sizeof(float) * (size_t)(nt * qd));
             memcpy(k_cpu + p0 * kd, k + p0 * kd, sizeof(float) * (size_t)(nt * kd));
+            if (norms) {
+                backend_rms_norm(T.cpu, q_cpu + p0 * qd, wq, eps, nt * ATT_NH, hd, q_cpu + p0 * qd);
+                backend_rms_norm(T.cpu, k_cpu + p0 * kd, wk, eps, nt * n_kv, hd, k_cpu + p0 * kd);
+            }
             backend_attention(T.cpu, &a, q_cpu + p0 * qd, k_cpu + p0 * kd, v + p0 * kd,
                               out_cpu + p0 * qd);
             filled = p0 + nt;
@@ -2391,9 +2411,13 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
             backend_upload(be, b[1], k + p0 * kd, sizeof(float) * (size_t)(nt * kd));
             backend_upload(be, b[2], v + p0 * kd, sizeof(float) * (size_t)(nt * kd));
             gpu_poison(G_AUTO, b[3], (size_t)(nt * qd));
+            if (norms) {
+                backend_rms_norm(be, b[0], b[4], eps, nt * ATT_NH, hd, b[0]);
+                backend_rms_norm(be, b[1], b[5], eps, nt * n_kv, hd, b[1]);
+            }
             backend_attention(be, &ag, b[0], b[1], b[2], b[3]);
             backend_download(be, b[3], out_gpu + p0 * qd, sizeof(float) * (size_t)(nt * qd));
-            char what[240];
+            char what[320];
             snprintf(what, sizeof what, "%s, %s: pos0 %lld n_tok %lld", cfg, att_seqs[s].name,
                      (long long)p0, (long long)nt);
             if (!gpu_sync(G_AUTO, what)) {
@@ -2412,15 +2436,16 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
         /* the caches the GPU wrote, byte for byte */
         backend_download(be, kd_dev, kg, k_bytes);
         backend_download(be, vd_dev, vg, v_bytes);
-        char what[200];
+        char what[320];
         snprintf(what, sizeof what, "%s, %s: caches", cfg, att_seqs[s].name);
         if (!gpu_sync(G_AUTO, what)) continue;
-        char kw[240], vw[240];
+        char kw[320], vw[320];
         snprintf(kw, sizeof kw, "%s: K cache", cfg);
         snprintf(vw, sizeof vw, "%s: V cache%s", cfg, vt ? " (transposed)" : "");
         /* with RoPE in the op the K rows are the rotated keys, whose angles
          * may differ in the last bit (the rope bound): the outputs check them */
-        const long nk = rope ? 0 : cache_diff(kw, type, false, kc, kg, filled, kd, k);
+        const long nk =
+            rope ? 0 : cache_diff(kw, type, false, kc, kg, filled, kd, norms ? k_cpu : k);
         const long nv = cache_diff(vw, type, vt, vc, vg, filled, kd, v);
         if (!CHECK(nk == 0 && nv == 0))
             fprintf(stderr,
@@ -2440,7 +2465,7 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
             fprintf(stderr, "  %s: the CPU's outputs of %s differ from %s (test bug?)\n", cfg,
                     att_seqs[s].name, att_seqs[0].name);
         if (!gpu_ran[s] || !gpu_ran[0]) continue;
-        char what[240];
+        char what[320];
         snprintf(what, sizeof what, "%s: GPU outputs of %s against %s", cfg, att_seqs[s].name,
                  att_seqs[0].name);
         const double e = check_close(tname, att_bound(type), sh_gpu[s], sh_gpu[0], sh_n, what);
@@ -2458,6 +2483,8 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
     free(q);
     free(k);
     free(v);
+    free(wq);
+    free(wk);
     free(kc);
     free(vc);
     free(kg);
@@ -2478,10 +2505,10 @@ static void test_attention(void)
     const struct backend_rope rope_norm = {BACKEND_ROPE_NORM, 64, 500000.0, 1.0, ff};
     const struct backend_rope rope_neox = {BACKEND_ROPE_NEOX, 96, 10000.0, 0.5, NULL};
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
-        attention_config(types[ti], 64, NULL, 2);
-        attention_config(types[ti], 128, NULL, 2);
-        attention_config(types[ti], 64, &rope_norm, 2);
-        attention_config(types[ti], 128, &rope_neox, 2);
+        attention_config(types[ti], 64, NULL, 2, false);
+        attention_config(types[ti], 128, NULL, 2, false);
+        attention_config(types[ti], 64, &rope_norm, 2, false);
+        attention_config(types[ti], 128, &rope_neox, 2, false);
     }
     /* heads of any size (F32 and F16 caches; Q8_0 needs whole blocks): 4 and 6
      * (no 16-byte pieces; 6 not even in fours), 20 (F16 rows of whole pieces
@@ -2492,29 +2519,41 @@ static void test_attention(void)
     const struct backend_rope rope_64 = {BACKEND_ROPE_NEOX, 64, 1000000.0, 1.0, NULL};
     const struct backend_rope rope_256 = {BACKEND_ROPE_NORM, 256, 10000.0, 1.0, NULL};
     for (size_t ti = 0; ti < 2; ti++) {
-        attention_config(types[ti], 4, &rope_4, 2);
-        attention_config(types[ti], 6, NULL, 2);
-        attention_config(types[ti], 20, &rope_20, 2);
-        attention_config(types[ti], 48, NULL, 2);
-        attention_config(types[ti], 80, &rope_64, 2);
+        attention_config(types[ti], 4, &rope_4, 2, false);
+        attention_config(types[ti], 6, NULL, 2, false);
+        attention_config(types[ti], 20, &rope_20, 2, false);
+        attention_config(types[ti], 48, NULL, 2, false);
+        attention_config(types[ti], 80, &rope_64, 2, false);
     }
-    attention_config(HY_TYPE_F16, 256, &rope_256, 2);
-    attention_config(HY_TYPE_Q8_0, 256, &rope_64, 2);
+    attention_config(HY_TYPE_F16, 256, &rope_256, 2, false);
+    attention_config(HY_TYPE_Q8_0, 256, &rope_64, 2, false);
     /* groups of 8, 2 and 1 query heads a KV head */
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
-        attention_config(types[ti], 128, &rope_neox, 1);
-        attention_config(types[ti], 64, &rope_norm, 4);
+        attention_config(types[ti], 128, &rope_neox, 1, false);
+        attention_config(types[ti], 64, &rope_norm, 4, false);
     }
-    attention_config(HY_TYPE_F16, 128, &rope_norm, 8);
+    attention_config(HY_TYPE_F16, 128, &rope_norm, 8, false);
+    /* the heads' norms before it (Qwen3's q and k norms: decode applies them
+     * in its kernel, batches launch them), with RoPE over the whole head or
+     * part of it, and without (the K cache then compared byte for byte) */
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
+        attention_config(types[ti], 128, &rope_neox, 2, true);
+        attention_config(types[ti], 64, NULL, 4, true);
+    }
+    attention_config(HY_TYPE_F16, 256, &rope_256, 1, true);
+    attention_config(HY_TYPE_F32, 80, &rope_64, 2, true);
+    attention_config(HY_TYPE_F16, 20, &rope_20, 2, true);
     /* decode with a group's heads in one block at every context (by default
      * only where such blocks fill the device: longer contexts than these) */
     cuda_backend_attention_groups(1);
     for (size_t ti = 0; ti < HY_ARRAY_LEN(types); ti++) {
-        attention_config(types[ti], 128, &rope_neox, 1);
-        attention_config(types[ti], 64, &rope_norm, 2);
-        attention_config(types[ti], 64, &rope_norm, 4);
+        attention_config(types[ti], 128, &rope_neox, 1, false);
+        attention_config(types[ti], 64, &rope_norm, 2, false);
+        attention_config(types[ti], 64, &rope_norm, 4, false);
+        attention_config(types[ti], 128, &rope_neox, 2, true);
     }
-    attention_config(HY_TYPE_F16, 256, &rope_256, 2);
+    attention_config(HY_TYPE_F16, 256, &rope_256, 2, false);
+    attention_config(HY_TYPE_F16, 128, &rope_neox, 1, true);
     cuda_backend_attention_groups(CUDA_ATT_GROUPS_FILL);
 }
 

@@ -151,6 +151,11 @@ struct cuda_backend {
      * op launches it first (norm_flush) */
     bool norm_pairs;
     struct pending_norm pq;
+    /* the in-place one of rows as long after pq's, with it: held for decode
+     * attention, which applies both to its q and k (off with
+     * HYPURA_CUDA_ATT_NORMS=0: the two launched at once) */
+    bool att_norms;
+    struct pending_norm pk;
 
     enum hy_status err; /* first failure; later ops are skipped */
     char err_msg[512];
@@ -796,12 +801,40 @@ static void norm_launch(struct cuda_backend *cb, struct pending_norm *p)
     prof_end(cb, pi, "rms_norm", UINT32_MAX);
 }
 
-/* Launches the pending RMSNorm, if any: every op but the product that folds
- * it calls this before it queues anything (or reads device memory). */
+/* Launches the two in-place RMSNorms pq and pk hold in one launch, or one
+ * after the other where the 16-byte kernel does not take them. */
+static void norm_pair_launch(struct cuda_backend *cb)
+{
+    const struct cuq_norm *a = &cb->pq.nm, *b = &cb->pk.nm;
+    const int pi = prof_begin(cb);
+    const cudaError_t e = cb->err ? cudaSuccess
+                                  : cuk_rms_norm2(a->x, a->w, a->y, cb->pq.n_tok, b->x, b->w, b->y,
+                                                  cb->pk.n_tok, a->eps, cb->pq.n, cb->st, cb->pdl);
+    if (e != cudaErrorNotSupported) {
+        cb->pq.on = cb->pk.on = false;
+        CK(e);
+        prof_end(cb, pi, "rms_norm pair", UINT32_MAX);
+        return;
+    }
+    prof_end(cb, pi, "rms_norm pair not taken", UINT32_MAX); /* an empty span, counted */
+    norm_launch(cb, &cb->pq);
+    norm_launch(cb, &cb->pk);
+}
+
+/* Launches the pending RMSNorms, if any: every op but the product that folds
+ * them (pn) and decode attention (pq and pk) calls this before it queues
+ * anything (or reads device memory). */
 static void norm_flush(struct cuda_backend *cb)
 {
-    norm_launch(cb, &cb->pq); /* (at most one of the two is pending) */
+    if (cb->pk.on) norm_pair_launch(cb);
+    norm_launch(cb, &cb->pq); /* (pq and pk, or pn, are pending) */
     norm_launch(cb, &cb->pn);
+}
+
+/* Whether p holds an in-place RMSNorm of n_rows rows of n at x. */
+static bool norm_holds(const struct pending_norm *p, const float *x, int64_t n_rows, int64_t n)
+{
+    return p->on && p->nm.x == x && p->nm.y == x && p->n_tok == n_rows && p->n == n;
 }
 
 /* The backend of an op, counted (op_seq). Every op begins so or with
@@ -2130,19 +2163,13 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
 {
     struct cuda_backend *cb = op_mark(be);
     cb->hx_src = NULL;
-    /* in place after an in-place one of rows as long: the two in one launch */
-    if (cb->pq.on && x == y && n == cb->pq.n && eps == cb->pq.nm.eps && !cb->err) {
-        const struct cuq_norm *nm = &cb->pq.nm;
-        const int pi = prof_begin(cb);
-        const cudaError_t e = cuk_rms_norm2(nm->x, nm->w, nm->y, cb->pq.n_tok, x, weight, y, n_tok,
-                                            eps, n, cb->st, cb->pdl);
-        if (e != cudaErrorNotSupported) {
-            cb->pq.on = false;
-            CK(e);
-            prof_end(cb, pi, "rms_norm pair", UINT32_MAX);
-            return;
-        }
-        prof_end(cb, pi, "rms_norm pair not taken", UINT32_MAX); /* an empty span, counted */
+    /* in place after an in-place one of rows as long: the two held for
+     * decode attention, or in one launch */
+    if (cb->pq.on && !cb->pk.on && x == y && n == cb->pq.n && eps == cb->pq.nm.eps && !cb->err) {
+        cb->pk = (struct pending_norm){
+            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        if (!cb->att_norms) norm_pair_launch(cb);
+        return;
     }
     norm_flush(cb);
     if (cb->norm_pairs && x == y && !cb->err) {
@@ -2252,25 +2279,34 @@ static void cu_rope(struct backend *be, float *x, int64_t n_tok, int64_t n_head,
 static void cu_attention(struct backend *be, const struct backend_attn *a, float *q, float *k,
                          const float *v, float *out)
 {
-    struct cuda_backend *cb = op_begin(be);
+    struct cuda_backend *cb = op_mark(be);
+    /* the heads' norms of this q and k, held: applied by the decode kernel */
+    const bool norms = a->n_tok == 1 && cb->pk.on &&
+                       norm_holds(&cb->pq, q, a->n_head, a->head_dim) &&
+                       norm_holds(&cb->pk, k, a->n_head_kv, a->head_dim);
+    const struct cuq_norm nq = cb->pq.nm, nk = cb->pk.nm;
+    if (norms) cb->pq.on = cb->pk.on = false;
+    norm_flush(cb);
     cb->hx_src = NULL;
     if (cb->err) return;
     const size_t part = cuk_attention_scratch(a->n_head, a->head_dim_v) * sizeof(float);
     if (!ensure_dev(cb, (void **)&cb->part, &cb->part_bytes, part)) return;
-    struct cuk_attn c = {a->k_cache,
-                         a->v_cache,
-                         a->n_ctx,
-                         a->n_head,
-                         a->n_head_kv,
-                         a->head_dim,
-                         a->head_dim_v,
-                         a->pos0,
-                         a->n_tok,
-                         a->scale,
-                         a->k_type,
-                         a->v_type,
-                         {0, false, 0.0, 0.0, NULL, NULL},
-                         NULL};
+    struct cuk_attn c = {.k_cache = a->k_cache,
+                         .v_cache = a->v_cache,
+                         .n_ctx = a->n_ctx,
+                         .n_head = a->n_head,
+                         .n_head_kv = a->n_head_kv,
+                         .head_dim = a->head_dim,
+                         .head_dim_v = a->head_dim_v,
+                         .pos0 = a->pos0,
+                         .n_tok = a->n_tok,
+                         .scale = a->scale,
+                         .k_type = a->k_type,
+                         .v_type = a->v_type,
+                         /* the heads' norms held for this op */
+                         .q_norm = norms ? nq.w : NULL,
+                         .k_norm = norms ? nk.w : NULL,
+                         .norm_eps = norms ? nq.eps : 0.0f};
     if (a->rope) {
         bool ok;
         c.rope.ff = rope_ff(cb, a->rope, &ok);
@@ -2285,7 +2321,11 @@ static void cu_attention(struct backend *be, const struct backend_attn *a, float
     }
     const int pi = prof_begin(cb);
     CK(cuk_attention(&c, q, k, v, out, cb->part, cb->st, cb->pdl));
-    prof_end(cb, pi, a->n_tok == 1 ? "attention 1 token" : "attention batch", UINT32_MAX);
+    prof_end(cb, pi,
+             norms           ? "attention 1 token, head norms"
+             : a->n_tok == 1 ? "attention 1 token"
+                             : "attention batch",
+             UINT32_MAX);
 }
 
 static void cu_softmax(struct backend *be, float *x, int64_t n_rows, int64_t n)
@@ -4158,6 +4198,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
         cb->pair = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_NORM_PAIRS");
         cb->norm_pairs = !(e && !strcmp(e, "0"));
+        e = getenv("HYPURA_CUDA_ATT_NORMS");
+        cb->att_norms = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_COPY_FIRST");
         cb->copy_first = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_GROUP_EXPERTS");

@@ -307,6 +307,11 @@ struct cuk_attn {
     /* one token with rotation (required there): cos and sin of each RoPE pair
      * at pos0, interleaved, computed by the host as the CPU backend does */
     const float *cs;
+    /* one token: the heads' RMSNorms (ARCH_QK_NORM) applied to q and k on
+     * their way in, as cuk_rms_norm over rows of head_dim with eps (weights
+     * of head_dim in device memory); NULL, NULL: q and k arrive normed */
+    const float *q_norm, *k_norm;
+    float norm_eps;
 };
 size_t cuk_attention_scratch(int64_t n_head, int64_t head_dim_v);
 /* Decode attention takes the heads of a KV group in one block from min_keys

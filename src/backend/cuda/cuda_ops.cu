@@ -110,9 +110,9 @@ template <class T, class Op> __device__ static T block_reduce(T v, Op op, T id)
 /* Each of v's G values reduced over the whole block, as block_reduce
  * (every thread gets the results; two barriers, the first before any
  * write, so that it may be called again right away). */
-template <int G, class Op> __device__ static void block_reduce_g(float (&v)[G], Op op, float id)
+template <int G, class T, class Op> __device__ static void block_reduce_g(T (&v)[G], Op op, T id)
 {
-    __shared__ float part[G][32];
+    __shared__ T part[G][32];
 #pragma unroll
     for (int g = 0; g < G; g++)
         for (int o = 16; o > 0; o >>= 1) v[g] = op(v[g], __shfl_xor_sync(0xffffffffu, v[g], o));
@@ -124,7 +124,7 @@ template <int G, class Op> __device__ static void block_reduce_g(float (&v)[G], 
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        float x = lane < (int)(blockDim.x >> 5) ? part[g][lane] : id;
+        T x = lane < (int)(blockDim.x >> 5) ? part[g][lane] : id;
         for (int o = 16; o > 0; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
         v[g] = x;
     }
@@ -335,6 +335,7 @@ extern "C" cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStre
  * ones in a mask), ties to the lower id; weights renormalised in double as
  * the CPU backend does. n <= 32 * ROUTE_MAX_PER_LANE. */
 #define ROUTE_MAX_PER_LANE 64
+
 __global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renorm, int32_t *ids,
                                float *w)
 {
@@ -874,7 +875,53 @@ struct att_args {
      * q arrives unrotated too, rope rotates both (n_rot 0: none) */
     const float *kin, *vin;
     struct cuk_rope rope;
+    /* decode: the heads' RMSNorms of q and kin before their rotation (both
+     * set, or neither) */
+    const float *q_norm, *k_norm;
+    float norm_eps;
 };
+
+/* The heads' RMSNorms folded into decode attention (qwen3's q and k norms):
+ * the block's G q heads (rows of head_dim from q) into qo (rows ATT_CHUNK
+ * apart) and, with kin, its KV head's new K row into ko, each row as
+ * k_rms_norm computes it (its sum of squares in double, x * s * w). Ends
+ * with a barrier. */
+static_assert(ATT_CHUNK >= ATT_MAX_DIM, "a head's q fits in a row of the scores");
+template <int G>
+__device__ static void head_norms(const struct att_args &a, const float *q, float *qo,
+                                  const float *kin, float *ko)
+{
+    const int64_t hd = a.head_dim;
+    double ss[G + 1];
+#pragma unroll
+    for (int g = 0; g <= G; g++) ss[g] = 0.0;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS) {
+            const float x = q[g * hd + d];
+            qo[g * ATT_CHUNK + d] = x;
+            ss[g] += (double)x * x;
+        }
+    if (kin)
+        for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS) {
+            const float x = kin[d];
+            ko[d] = x;
+            ss[G] += (double)x * x;
+        }
+    block_reduce_g<G + 1>(ss, op_sum(), 0.0);
+    /* each thread scales the elements it staged */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float s = (float)(1.0 / sqrt(ss[g] / (double)hd + (double)a.norm_eps));
+        for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS)
+            qo[g * ATT_CHUNK + d] = qo[g * ATT_CHUNK + d] * s * a.q_norm[d];
+    }
+    if (kin) {
+        const float s = (float)(1.0 / sqrt(ss[G] / (double)hd + (double)a.norm_eps));
+        for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS) ko[d] = ko[d] * s * a.k_norm[d];
+    }
+    __syncthreads();
+}
 
 /* The G heads' scores of one key: q (shared, scaled; head g at qs + g *
  * ATT_MAX_DIM) . K row p of head offset kh, the row read once by one
@@ -978,9 +1025,22 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     __shared__ __align__(16) float qs[G][ATT_MAX_DIM];
     __shared__ __align__(16) float sc[G][ATT_CHUNK];
     __syncthreads(); /* cs */
+    const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
+    /* q's heads and the new key as they enter the rotation: with the heads'
+     * norms, normed into sc (free until the first chunk's scores) and
+     * k_normed */
+    const float *qh = q + h0 * a.head_dim, *kin = fresh ? a.kin + hk * a.head_dim : NULL;
+    int64_t q_ld = a.head_dim;
+    __shared__ __align__(16) float k_normed[ATT_MAX_DIM];
+    if (a.q_norm) {
+        head_norms<G>(a, qh, &sc[0][0], kin, k_normed);
+        qh = &sc[0][0];
+        q_ld = ATT_CHUNK;
+        if (kin) kin = k_normed;
+    }
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        const float *qt = q + (h0 + g) * a.head_dim;
+        const float *qt = qh + g * q_ld;
         for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS)
             qs[g][d] = (rot ? rope_elem(a.rope, qt, d, a.pos0, cs) : qt[d]) * a.scale;
     }
@@ -988,11 +1048,10 @@ __global__ static void __launch_bounds__(ATT_THREADS)
      * dims are multiples of 32; F32 and F16 take any) */
     __shared__ __align__(16) float kn[ATT_MAX_DIM];
     __shared__ float vn[ATT_MAX_DIM];
-    const bool fresh = a.kin && k0 < k1 && k1 == n_kv;
     if (fresh) {
         const int lane = threadIdx.x & 31;
         const bool writer = h0 % a.group == 0;
-        const float *kin = a.kin + hk * a.head_dim, *vin = a.vin + hk * a.head_dim_v;
+        const float *vin = a.vin + hk * a.head_dim_v;
         uint8_t *krow = (uint8_t *)a.k + (size_t)a.pos0 * a.k_row;
         for (int64_t d = threadIdx.x; d < a.head_dim; d += ATT_THREADS) {
             const float val = rot ? rope_elem(a.rope, kin, d, a.pos0, cs) : kin[d];
@@ -1517,7 +1576,8 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
     if (a->head_dim < 1 || a->head_dim_v < 1 || a->head_dim > ATT_MAX_DIM ||
         a->head_dim_v > ATT_MAX_DIM || (a->k_type == T_Q8_0 && a->head_dim % 32) ||
         (a->v_type == T_Q8_0 && a->head_dim_v % 32) || a->n_head_kv <= 0 ||
-        a->n_head % a->n_head_kv || a->n_tok <= 0)
+        a->n_head % a->n_head_kv || a->n_tok <= 0 || !a->q_norm != !a->k_norm ||
+        (a->q_norm && a->n_tok != 1))
         return cudaErrorInvalidValue;
     const int64_t k_dim = a->n_head_kv * a->head_dim, v_dim = a->n_head_kv * a->head_dim_v;
     const bool v_trans = a->v_type == T_F32 || a->v_type == T_F16;
@@ -1581,7 +1641,10 @@ extern "C" cudaError_t cuk_attention(const struct cuk_attn *a, float *q, const f
                          .split_keys = 0,
                          .kin = NULL,
                          .vin = NULL,
-                         .rope = a->rope};
+                         .rope = a->rope,
+                         .q_norm = a->q_norm,
+                         .k_norm = a->k_norm,
+                         .norm_eps = a->norm_eps};
     if (a->n_tok > 1) {
         const int kvs = (int)(a->head_dim > a->head_dim_v ? a->head_dim : a->head_dim_v) + 1;
         const size_t smem =
