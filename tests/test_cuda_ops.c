@@ -881,13 +881,27 @@ static void test_matmul_fused(void)
 
 /* ---- route ---------------------------------------------------------------------- */
 
+/* Logits of test_route: normal, or with ties (ROUTE_TIES: multiples of
+ * 0.5, so that picks tie on equal probabilities and go to the lower
+ * expert), or with all but ROUTE_FEW of a row far below (ROUTE_ZEROS: their
+ * probabilities underflow to 0, and the picks past the few tie at 0). */
+enum { ROUTE_NORMAL, ROUTE_TIES, ROUTE_ZEROS, ROUTE_FEW = 5 };
+
 static void test_route(void)
 {
     static const struct {
         int64_t n_tok, n, k;
         bool renorm;
-    } cases[] = {{1, 8, 2, true},   {7, 8, 2, true},    {1, 60, 4, false},  {64, 60, 4, true},
-                 {3, 128, 8, true}, {1, 256, 8, false}, {33, 256, 1, true}, {2, 2048, 32, true}};
+        int logits;
+    } cases[] = {
+        {1, 8, 2, true, ROUTE_NORMAL},    {7, 8, 2, true, ROUTE_NORMAL},
+        {1, 60, 4, false, ROUTE_NORMAL},  {64, 60, 4, true, ROUTE_NORMAL},
+        {3, 128, 8, true, ROUTE_NORMAL},  {1, 256, 8, false, ROUTE_NORMAL},
+        {33, 256, 1, true, ROUTE_NORMAL}, {2, 2048, 32, true, ROUTE_NORMAL},
+        {16, 128, 8, true, ROUTE_TIES},   {16, 60, 4, false, ROUTE_TIES},
+        {16, 2048, 32, true, ROUTE_TIES}, {8, 128, 8, true, ROUTE_ZEROS},
+        {8, 60, 16, false, ROUTE_ZEROS},
+    };
     for (size_t ci = 0; ci < HY_ARRAY_LEN(cases); ci++) {
         const int64_t nt = cases[ci].n_tok, n = cases[ci].n, k = cases[ci].k;
         const uint64_t seed = case_seed();
@@ -901,12 +915,18 @@ static void test_route(void)
         float *w_cpu = xmalloc(sizeof(float) * (size_t)(nt * k)),
               *w_gpu = xmalloc(sizeof(float) * (size_t)(nt * k));
         fill_normal(&r, x, (size_t)(nt * n), 2.0f);
+        for (int64_t i = 0; i < nt * n; i++) {
+            if (cases[ci].logits == ROUTE_TIES) x[i] = 0.5f * roundf(x[i]);
+            if (cases[ci].logits == ROUTE_ZEROS && i % n >= ROUTE_FEW) x[i] = -200.0f;
+        }
         memcpy(p_cpu, x, sizeof(float) * (size_t)(nt * n));
         backend_route(T.cpu, p_cpu, nt, n, k, cases[ci].renorm, id_cpu, w_cpu);
-        char what[160];
-        snprintf(what, sizeof what, "route %lld tokens over %lld experts, top %lld%s (seed %#llx)",
-                 (long long)nt, (long long)n, (long long)k,
-                 cases[ci].renorm ? ", renormalised" : "", (unsigned long long)seed);
+        static const char *const kind[] = {"", ", logits with ties", ", most probabilities 0"};
+        char what[192];
+        snprintf(what, sizeof what,
+                 "route %lld tokens over %lld experts, top %lld%s%s (seed %#llx)", (long long)nt,
+                 (long long)n, (long long)k, cases[ci].renorm ? ", renormalised" : "",
+                 kind[cases[ci].logits], (unsigned long long)seed);
         double e = NAN;
         if (live(G_AUTO)) {
             struct backend *be = T.gpu[G_AUTO];

@@ -336,6 +336,31 @@ extern "C" cudaError_t cuk_softmax(float *x, int64_t n_rows, int64_t n, cudaStre
  * the CPU backend does. n <= 32 * ROUTE_MAX_PER_LANE. */
 #define ROUTE_MAX_PER_LANE 64
 
+/* The warp's best (bp, be) of its lanes' (largest bp, ties to the lower
+ * be), in every lane. A lane's bp is a probability (not negative, not NaN)
+ * or -1 (none left): from compute capability 8.0 two warp reductions over
+ * integers, whose order is the values' (bits of a float >= 0; -1 as 0,
+ * below them, with be = n, above every expert), else five rounds of
+ * shuffles. */
+__device__ static inline void route_pick(float &bp, int &be)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned key = bp >= 0.0f ? __float_as_uint(bp) : 0u;
+    const unsigned top = __reduce_max_sync(0xffffffffu, key);
+    be = (int)__reduce_min_sync(0xffffffffu, key == top ? (unsigned)be : UINT32_MAX);
+    bp = __uint_as_float(top);
+#else
+    for (int o = 16; o > 0; o >>= 1) {
+        const float op = __shfl_xor_sync(0xffffffffu, bp, o);
+        const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+        if (op > bp || (op == bp && oe < be)) {
+            bp = op;
+            be = oe;
+        }
+    }
+#endif
+}
+
 __global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renorm, int32_t *ids,
                                float *w)
 {
@@ -371,14 +396,7 @@ __global__ static void k_route(float *x, int64_t n_tok, int n, int k, bool renor
                 bp = r[e];
                 be = e;
             }
-        for (int o = 16; o > 0; o >>= 1) {
-            const float op = __shfl_xor_sync(0xffffffffu, bp, o);
-            const int oe = __shfl_xor_sync(0xffffffffu, be, o);
-            if (op > bp || (op == bp && oe < be)) {
-                bp = op;
-                be = oe;
-            }
-        }
+        route_pick(bp, be);
         if ((be & 31) == lane) taken |= 1ull << (be >> 5);
         if (lane == j) {
             mine = bp;
