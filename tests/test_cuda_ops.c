@@ -2463,7 +2463,8 @@ static void attention_config(uint32_t type, int64_t hd, const struct backend_rop
         snprintf(kw, sizeof kw, "%s: K cache", cfg);
         snprintf(vw, sizeof vw, "%s: V cache%s", cfg, vt ? " (transposed)" : "");
         /* with RoPE in the op the K rows are the rotated keys, whose angles
-         * may differ in the last bit (the rope bound): the outputs check them */
+         * may differ in the last bit (the rope bound): the outputs check them;
+         * with the heads' norms the rows are the normed keys (k_cpu's) */
         const long nk =
             rope ? 0 : cache_diff(kw, type, false, kc, kg, filled, kd, norms ? k_cpu : k);
         const long nv = cache_diff(vw, type, vt, vc, vg, filled, kd, v);
