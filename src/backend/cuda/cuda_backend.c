@@ -39,6 +39,8 @@
 #include "hw/hw.h"
 #include "store/expert_policy.h"
 
+_Static_assert(BACKEND_MOE_MAX_K <= MOE_SPLIT_MAX, "a call's candidates fit moe_split_choose");
+
 /* cuBLAS is opened when a CUDA backend is made, not at program start: its
  * libraries map and touch over 100 MiB, which a CPU-only run (most runs on a
  * machine without a GPU) must not pay in resident memory. */

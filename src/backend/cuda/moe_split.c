@@ -75,19 +75,25 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
      * down) */
     int hc = -1, hh = -1;
     double hs = 1, hd = 0;
+    /* the candidates' bytes before each index (whole bytes: the sums are
+     * exact), so that each (c, h) finds its whole ones' and its copies'
+     * without a pass over the others */
+    uint64_t p_all[MOE_SPLIT_MAX + 1], p_far[MOE_SPLIT_MAX + 1];
+    HY_ASSERT(n <= MOE_SPLIT_MAX);
+    p_all[0] = p_far[0] = 0;
+    for (int i = 0; i < n; i++) {
+        p_all[i + 1] = p_all[i] + cand[i].all;
+        p_far[i + 1] = p_far[i] + cand[i].far;
+    }
     for (int c = 0; c < n; c++)
         for (int h = n - 1; h >= 0; h--) {
             const double gu = (double)cand[h].gu;
-            double cb = 0, fb = (double)far_other + (double)cand[h].far - (double)cand[h].gu_far;
-            for (int i = 0, whole = 0; i < n; i++) {
-                if (i == h) continue;
-                if (whole < c) {
-                    cb += (double)cand[i].all;
-                    whole++;
-                } else {
-                    fb += (double)cand[i].far;
-                }
-            }
+            /* whole: the first c of the others, [0, w) less h; the rest copied */
+            const int w = h < c ? c + 1 : c;
+            const uint64_t whole = p_all[w] - (h < c ? cand[h].all : 0);
+            const uint64_t rest = p_far[n] - p_far[w] - (h < c ? 0 : cand[h].far);
+            const double cb = (double)whole;
+            const double fb = (double)(far_other + cand[h].far - cand[h].gu_far + rest);
             /* the half whole, then with gate and up rows left to the GPU,
              * or down rows taken by the CPU (copies beside the CPU) */
             const double rc = cpu_rate[c + 1], rp = cpu_rate_cp[c + 1];

@@ -22,7 +22,7 @@ struct moe_split_cand {
     uint64_t gu, gu_far;
 };
 
-/* Orders cand[0..n) by far bytes, most first (stable: otherwise in call
+/* Orders cand[0..n) (n <= MOE_SPLIT_MAX) by far bytes, most first (stable: otherwise in call
  * order), so that the CPU takes the experts with the least in VRAM and the
  * slices already there (a prefetch's, cache hits) are read there. Then the
  * count c of the first candidates the CPU takes: the one whose later side
@@ -53,6 +53,8 @@ struct moe_split_cand {
  * so that both sides end together (at most 1 - MOE_SPLIT_SHARE_MIN). *down
  * is the chosen half's (0 where none, or where the half has none). */
 #define MOE_SPLIT_SHARE_MIN 0.125
+/* Candidates of one call, at most (BACKEND_MOE_MAX_K). */
+#define MOE_SPLIT_MAX 64
 
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
                      const double *cpu_rate_cp, double pcie_rate, bool *half, double *share,
