@@ -899,12 +899,13 @@ struct att_args {
     float norm_eps;
 };
 
+static_assert(ATT_CHUNK >= ATT_MAX_DIM, "a head's q fits in a row of the scores");
+
 /* The heads' RMSNorms folded into decode attention (qwen3's q and k norms):
  * the block's G q heads (rows of head_dim from q) into qo (rows ATT_CHUNK
  * apart) and, with kin, its KV head's new K row into ko, each row as
  * k_rms_norm computes it (its sum of squares in double, x * s * w). Ends
  * with a barrier. */
-static_assert(ATT_CHUNK >= ATT_MAX_DIM, "a head's q fits in a row of the scores");
 template <int G>
 __device__ static void head_norms(const struct att_args &a, const float *q, float *qo,
                                   const float *kin, float *ko)
