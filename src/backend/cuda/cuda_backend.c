@@ -2165,30 +2165,28 @@ static void cu_rms_norm(struct backend *be, const float *x, const float *weight,
 {
     struct cuda_backend *cb = op_mark(be);
     cb->hx_src = NULL;
+    /* this op, as a pending norm holds it: held by one of them, or launched */
+    struct pending_norm op = {
+        .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
     /* in place after an in-place one of rows as long: the two held for
      * decode attention, or in one launch */
     if (cb->pq.on && !cb->pk.on && x == y && n == cb->pq.n && eps == cb->pq.nm.eps && !cb->err) {
-        cb->pk = (struct pending_norm){
-            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        cb->pk = op;
         if (!cb->att_norms) norm_pair_launch(cb);
         return;
     }
     norm_flush(cb);
     if (cb->norm_pairs && x == y && !cb->err) {
-        cb->pq = (struct pending_norm){
-            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        cb->pq = op;
         return;
     }
     /* one token, out of place: deferred, for the product that reads y */
     const uintptr_t x0 = (uintptr_t)x, y0 = (uintptr_t)y, len = (uintptr_t)n * sizeof(float);
     if (cb->fold_norm && !cb->err && n_tok == 1 && (x0 + len <= y0 || y0 + len <= x0)) {
-        cb->pn = (struct pending_norm){
-            .on = true, .n_tok = n_tok, .n = n, .nm = {.x = x, .w = weight, .eps = eps, .y = y}};
+        cb->pn = op;
         return;
     }
-    const int pi = prof_begin(cb);
-    if (!cb->err) CK(cuk_rms_norm(x, weight, eps, n_tok, n, y, cb->st, cb->pdl));
-    prof_end(cb, pi, "rms_norm", UINT32_MAX);
+    norm_launch(cb, &op);
 }
 
 /* The rope's frequency factors in device memory (uploaded when they change);
