@@ -46,6 +46,11 @@ for arch in llama qwen2; do
             grep -q '"mode": "dense-stream"' "$dir/s.json" || fail "$arch budget $budget: not dense-stream"
             bpt=$(json_num "$dir/s.json" bytes_read_per_token)
             awk "BEGIN { exit !($bpt > 0) }" || fail "$arch budget $budget: bytes_read_per_token $bpt"
+            # the generation's part of the read stalls: within the run's
+            gst=$(json_num "$dir/s.json" gen_io_stall_s)
+            ast=$(json_num "$dir/s.json" io_stall_s)
+            awk "BEGIN { exit !(\"$gst\" != \"\" && $gst + 0 >= 0 && $gst + 0 <= ${ast:-0} + 1e-6) }" ||
+                fail "$arch budget $budget: gen_io_stall_s '$gst' not within io_stall_s '$ast'"
             rss=$(json_num "$dir/s.json" peak_rss_bytes)
             b=$(json_num "$dir/s.json" ram_budget_bytes)
             [ "$rss" -le $((b + OVERHEAD)) ] ||

@@ -159,8 +159,8 @@ static void test_stats_json(const char *prompt, const char *n_predict)
             fprintf(stderr, "  field %s missing or not positive\n", positive[i]);
     }
     CHECK(json_is_integer(json_object_get(j, "peak_rss_bytes")));
-    const char *present[] = {"disk_gb_per_s",  "io_stall_s",    "predicted_gen_tok_per_s",
-                             "ram_budget_bytes", "resident_bytes"};
+    const char *present[] = {"disk_gb_per_s",           "io_stall_s",       "gen_io_stall_s",
+                             "predicted_gen_tok_per_s", "ram_budget_bytes", "resident_bytes"};
     for (size_t i = 0; i < HY_ARRAY_LEN(present); i++)
         if (!CHECK(json_is_number(json_object_get(j, present[i]))))
             fprintf(stderr, "  field %s missing\n", present[i]);

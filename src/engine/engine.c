@@ -37,6 +37,7 @@ struct engine_gen {
     size_t out_cap, out_len;
     int64_t t_gen0; /* timing_now_us when the prompt was done */
     uint64_t read_gen0; /* engine_io().run_bytes then */
+    int64_t stall_gen0; /* engine_io().stall_us then */
     atomic_bool cancel;
     bool done;
     struct engine_gen_stats st;
@@ -589,7 +590,9 @@ enum hy_status engine_gen_start(struct engine *e, int seq, const int32_t *prompt
     g->st.n_prompt_eval = n_prompt - keep;
     const uint64_t read0 = engine_io(e).run_bytes;
     if ((st = gen_eval(g, prompt + keep, n_prompt - keep))) goto fail;
-    g->read_gen0 = engine_io(e).run_bytes;
+    const struct engine_io io0 = engine_io(e);
+    g->read_gen0 = io0.run_bytes;
+    g->stall_gen0 = io0.stall_us;
     g->st.prompt_read_bytes = g->read_gen0 - read0;
     g->t_gen0 = timing_now_us();
     g->st.prompt_us = g->t_gen0 - t0;
@@ -673,7 +676,9 @@ enum hy_status engine_gen_next(struct engine_gen *g, const char **text, size_t *
                 }
                 st->decode_us += timing_now_us() - t1;
                 st->n_decode++;
-                st->gen_read_bytes = engine_io(g->e).run_bytes - g->read_gen0;
+                const struct engine_io io = engine_io(g->e);
+                st->gen_read_bytes = io.run_bytes - g->read_gen0;
+                st->gen_stall_us = io.stall_us - g->stall_gen0;
             }
         }
     }

@@ -213,6 +213,7 @@ struct engine_gen_stats {
     /* read from the model file while evaluating the prompt, and while
      * generating (engine_io; shared by concurrent generations) */
     uint64_t prompt_read_bytes, gen_read_bytes;
+    int64_t gen_stall_us; /* of engine_io's stall_us, while generating */
     enum engine_stop stop;
 };
 

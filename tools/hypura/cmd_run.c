@@ -86,6 +86,7 @@ struct run_stats {
     int64_t gen_us; /* sampling, detokenizing and decoding after the prompt */
     int64_t decode_us;
     uint64_t gen_bytes_read; /* read from the model file during generation (streaming) */
+    int64_t gen_stall_us;    /* waited for those reads during generation */
     const char *stop;        /* why generation ended */
     const struct engine *e;  /* borrowed */
 };
@@ -507,6 +508,8 @@ HY_MUST_CHECK static enum hy_status write_stats(const struct run_opts *o, const 
                         json_real(s->plan ? s->plan->predicted_gen_tok_per_s : 0.0));
     json_object_set_new(j, "io_stall_s", json_real((double)eio.stall_us / 1e6));
     json_object_set_new(j, "io_stalls", json_integer((json_int_t)eio.stalls));
+    /* of io_stall_s, the part while generating (gen_s's) */
+    json_object_set_new(j, "gen_io_stall_s", json_real((double)s->gen_stall_us / 1e6));
     if (s->e->m->store) {
         const struct store_stats ss = store_stats(s->e->m->store);
         const struct expert_cache_stats *x = &ss.experts;
@@ -775,6 +778,7 @@ int cmd_run(int argc, char **argv)
         .decode_us = gs.decode_us,
         .stop = engine_stop_text(gs.stop),
         .gen_bytes_read = gs.gen_read_bytes,
+        .gen_stall_us = gs.gen_stall_us,
         .e = e,
     };
     print_stats(e->m, &rs);
