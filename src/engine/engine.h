@@ -211,9 +211,10 @@ struct engine_gen_stats {
     int64_t gen_us;        /* sampling, detokenizing and decoding after the prompt */
     int64_t decode_us;
     /* read from the model file while evaluating the prompt, and while
-     * generating (engine_io; shared by concurrent generations) */
+     * generating; the time spent waiting for reads while generating
+     * (engine_io's; shared by concurrent generations) */
     uint64_t prompt_read_bytes, gen_read_bytes;
-    int64_t gen_stall_us; /* of engine_io's stall_us, while generating */
+    int64_t gen_stall_us;
     enum engine_stop stop;
 };
 
