@@ -134,6 +134,13 @@ template <int G, class T, class Op> __device__ static void block_reduce_g(T (&v)
 
 #define RMS_V4 4 /* 16-byte pieces of a row per thread (k_rms_norm4) */
 
+/* The norm's factor of a row of n with sum of squares ss: 1 / sqrt(mean +
+ * eps) in double, rounded to float once, as the CPU backend's. */
+__device__ __forceinline__ static float rms_scale(double ss, int64_t n, float eps)
+{
+    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
 /* RMSNorm of row blockIdx.x: the sum of squares in double, as the CPU
  * backend's, then x * scale * w. Rows of any length and alignment;
  * k_rms_norm4 takes those of whole 16-byte pieces. */
@@ -146,7 +153,7 @@ __global__ static void k_rms_norm(const float *x, const float *w, float eps, int
     double ss = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xt[i] * xt[i];
     ss = block_reduce(ss, op_sum(), 0.0);
-    const float s = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    const float s = rms_scale(ss, n, eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yt[i] = xt[i] * s * w[i];
 }
 
@@ -191,7 +198,7 @@ __global__ static void k_rms_norm4(const float4 *x, const float4 *w, float4 *y, 
         ss += (double)xr[k].w * xr[k].w;
     }
     ss = block_reduce(ss, op_sum(), 0.0);
-    const float sc = (float)(1.0 / sqrt(ss / (double)(4 * n4) + (double)eps));
+    const float sc = rms_scale(ss, 4 * n4, eps);
 #pragma unroll
     for (int k = 0; k < RMS_V4; k++) {
         const int64_t i = threadIdx.x + (int64_t)k * bd;
@@ -931,12 +938,12 @@ __device__ static void head_norms(const struct att_args &a, const float *q, floa
     /* each thread scales the elements it staged */
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        const float s = (float)(1.0 / sqrt(ss[g] / (double)hd + (double)a.norm_eps));
+        const float s = rms_scale(ss[g], hd, a.norm_eps);
         for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS)
             qo[g * ATT_CHUNK + d] = qo[g * ATT_CHUNK + d] * s * a.q_norm[d];
     }
     if (kin) {
-        const float s = (float)(1.0 / sqrt(ss[G] / (double)hd + (double)a.norm_eps));
+        const float s = rms_scale(ss[G], hd, a.norm_eps);
         for (int64_t d = threadIdx.x; d < hd; d += ATT_THREADS) ko[d] = ko[d] * s * a.k_norm[d];
     }
     __syncthreads();
