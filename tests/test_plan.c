@@ -293,8 +293,10 @@ static uint64_t layer_gpu_bytes(const struct plan *p, int l, enum tensor_role r)
 }
 
 /* The placement rules G2-G3 of plan.h written out directly: which tensors
- * the GPU gets for a budget (false when it is below the minimum). */
-static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work, bool head_last, bool *on)
+ * the GPU gets for a budget (false when it is below the minimum), untied
+ * token embeddings last where embd_gpu, else none of them. */
+static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint64_t work,
+                      bool head_last, bool embd_gpu, bool *on)
 {
     const struct gguf_ctx *g = s->g;
     const struct model_info *mi = &s->mi;
@@ -308,9 +310,11 @@ static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint6
     /* the single-tensor classes in order; -1 marks where the dense FFN
      * layers go, -2 where the expert layers go; ROLE_COUNT is no class */
     const int head = tied ? ROLE_EMBED : ROLE_OUTPUT;
-    const int order[] = {ROLE_NORM, ROLE_ATTN, ROLE_ROUTER, ROLE_SHARED_EXPERT, ROLE_OTHER,
-                         head_last ? ROLE_COUNT : head, -1, head_last ? head : ROLE_COUNT, -2,
-                         tied ? ROLE_COUNT : ROLE_EMBED};
+    const int order[] = {ROLE_NORM,   ROLE_ATTN,
+                         ROLE_ROUTER, ROLE_SHARED_EXPERT,
+                         ROLE_OTHER,  head_last ? ROLE_COUNT : head,
+                         -1,          head_last ? head : ROLE_COUNT,
+                         -2,          tied || !embd_gpu ? ROLE_COUNT : ROLE_EMBED};
     for (size_t c = 0; c < sizeof order / sizeof order[0]; c++) {
         if (order[c] < 0) {
             const enum tensor_role r = order[c] == -2 ? ROLE_EXPERT : ROLE_FFN;
@@ -426,8 +430,25 @@ static bool gpu_plan_order(const struct shape *s, struct plan *p, enum plan_head
     uint64_t kv = plan_kv_bytes(&s->mi.hp, ctx);
     check_gpu_plan(s, p, gpu_budget, kv, gwork, ram_budget, work);
     if (order != PLAN_HEAD_AUTO) CHECK_EQ_INT(p->gpu_head_last, order == PLAN_HEAD_LAST);
+    /* untied token embeddings stay in RAM where routed experts stay on the
+     * host and the RAM holds them with nothing streamed: then the plan,
+     * resident, takes their bytes more in RAM */
+    const uint64_t embd = role_bytes(s, ROLE_EMBED);
+    const bool untied = role_bytes(s, ROLE_OUTPUT) > 0;
+    const bool embd_ram = untied && p->gpu_expert_cache_bytes > 0 && !p->weights_streamed_bytes &&
+                          p->mode == PLAN_MODE_RESIDENT;
     bool *on = calloc(s->g->n_tensors, sizeof(*on));
-    CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, on));
+    CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, true, on));
+    bool embd_fit = false; /* the reference places them */
+    for (uint64_t i = 0; i < s->g->n_tensors; i++)
+        embd_fit |= on[i] && s->mi.tensor_role[i] == ROLE_EMBED;
+    if (embd_fit && p->bytes_by_role_gpu[ROLE_EMBED] == 0) {
+        CHECK(embd_ram);
+        CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, false, on));
+    } else if (embd_fit && embd_ram) {
+        /* left on the GPU: the RAM could not take them too */
+        CHECK(p->resident_bytes + embd > ram_budget);
+    }
     uint64_t diff = 0;
     for (uint64_t i = 0; i < p->n_tensors; i++) diff += on[i] != (p->tensors[i].tier == PLAN_TIER_GPU);
     CHECK_EQ_U64(diff, 0);
@@ -688,6 +709,26 @@ static void test_gpu_moe(void)
         CHECK_EQ_INT(p.mode, PLAN_MODE_EXPERT_STREAM);
         CHECK(p.expert_cache_max - p.expert_cache_min <= 1);
         plan_free(&p);
+    }
+    /* with RAM for every host expert and the embeddings: the embeddings in
+     * RAM, their VRAM the expert cache's; one byte of RAM short of that,
+     * on the GPU again, nothing streamed either way */
+    const uint64_t embd = role_bytes(&s, ROLE_EMBED);
+    if (gpu_plan_ref(&s, &p, gb, 64 * GiB, ctx, work, gwork)) {
+        CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], 0);
+        CHECK_EQ_U64(p.bytes_by_role_resident[ROLE_EMBED], embd);
+        CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EXPERT], exp01);
+        CHECK_EQ_U64(p.gpu_expert_cache_bytes, exp2 / 2);
+        const uint64_t ram = p.resident_bytes;
+        plan_free(&p);
+        if (gpu_plan_ref(&s, &p, gb, ram - 1, ctx, work, gwork)) {
+            CHECK_EQ_INT(p.mode, PLAN_MODE_RESIDENT);
+            CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], embd);
+            CHECK_EQ_U64(p.gpu_expert_cache_bytes, exp2 / 2 - embd);
+            CHECK_EQ_U64(p.resident_bytes, ram - embd);
+            plan_free(&p);
+        }
     }
     /* the whole model: no expert cache */
     if (gpu_plan_ref(&s, &p, s.mi.tensor_bytes + kv + gwork + GiB, 1 * GiB, ctx, work, gwork)) {

@@ -294,9 +294,10 @@ static void gpu_place_layer_singles(struct gpu_fill *f, int l, enum tensor_role 
 }
 
 /* Rules G2-G3 (plan.h): fills on[], the GPU minimum and the weights placed. */
-static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E, uint64_t kv, uint64_t work,
-                                uint64_t budget, enum plan_force force, bool head_last, bool *on,
-                                uint64_t *min_out, uint64_t *weights_out)
+static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E, uint64_t kv,
+                                uint64_t work, uint64_t budget, enum plan_force force,
+                                bool head_last, bool embd_gpu, bool *on, uint64_t *min_out,
+                                uint64_t *weights_out)
 {
     const struct gguf_ctx *g = info->gguf;
     uint64_t norms = 0;
@@ -327,7 +328,7 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
     if (head_last) gpu_place_role(&f, tied ? ROLE_EMBED : ROLE_OUTPUT, false);
     if (E > 0 && force != PLAN_FORCE_EXPERT_STREAM)
         for (int l = 0; l < n; l++) (void)gpu_place_unit(&f, l, ROLE_EXPERT);
-    if (!tied) gpu_place_role(&f, ROLE_EMBED, false);
+    if (!tied && embd_gpu) gpu_place_role(&f, ROLE_EMBED, false);
     *weights_out = f.weights;
     return HY_OK;
 }
@@ -338,10 +339,12 @@ static bool gpu_tier_on(const struct plan_hw *hw, const struct plan_params *para
     return hw->n_gpu > 0 && params->gpu_budget_bytes > 0;
 }
 
-/* The plan with the output head placed before or after the dense FFN
- * (rule G3); plan_init picks between the two. */
-static enum hy_status plan_build(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
-                                 const struct plan_params *params, bool head_last)
+/* The plan with the output head placed before or after the dense FFN, and
+ * untied token embeddings last on the GPU or left in RAM (rule G3);
+ * plan_init picks between them. */
+static enum hy_status plan_build(struct plan *p, const struct model_info *info,
+                                 const struct plan_hw *hw, const struct plan_params *params,
+                                 bool head_last, bool embd_gpu)
 {
     memset(p, 0, sizeof(*p));
     const struct hparams *hp = &info->hp;
@@ -363,8 +366,9 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info, 
     bool *on_gpu = mem_xcalloc((size_t)g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(*on_gpu));
     uint64_t gpu_min = 0, gpu_weights = 0;
     if (gpu_on) {
-        enum hy_status st = gpu_place(info, n, E, kv, gpu_work, params->gpu_budget_bytes, params->force, head_last,
-                                      on_gpu, &gpu_min, &gpu_weights);
+        enum hy_status st =
+            gpu_place(info, n, E, kv, gpu_work, params->gpu_budget_bytes, params->force, head_last,
+                      embd_gpu, on_gpu, &gpu_min, &gpu_weights);
         if (st) {
             free(on_gpu);
             return st;
@@ -703,19 +707,21 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info, 
  * bytes it displaces may stream, so with a RAM budget that streams the
  * disk can make the head first the faster plan. Unless params->head_order
  * names one, both orders are planned and the faster prediction is kept (the
- * head after the FFN on a tie). */
-enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
-                         const struct plan_params *params)
+ * head after the FFN on a tie); the token embeddings as embd_gpu says. */
+static enum hy_status plan_head(struct plan *p, const struct model_info *info,
+                                const struct plan_hw *hw, const struct plan_params *params,
+                                bool embd_gpu)
 {
     const enum plan_head_order order = params->head_order;
-    if (!gpu_tier_on(hw, params) || order != PLAN_HEAD_AUTO) return plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST);
+    if (!gpu_tier_on(hw, params) || order != PLAN_HEAD_AUTO)
+        return plan_build(p, info, hw, params, order != PLAN_HEAD_FIRST, embd_gpu);
     /* a RAM budget can hold the resident minimum of one order and not the
      * other's (the head in RAM is part of it): the order that plans wins;
      * where neither does, the error is the head first's, whose minimum is
      * the lower */
     struct plan first;
-    const enum hy_status st_last = plan_build(p, info, hw, params, true);
-    const enum hy_status st_first = plan_build(&first, info, hw, params, false);
+    const enum hy_status st_last = plan_build(p, info, hw, params, true, embd_gpu);
+    const enum hy_status st_first = plan_build(&first, info, hw, params, false, embd_gpu);
     if (st_first) return st_last ? st_first : HY_OK;
     if (st_last || first.predicted_gen_tok_per_s > p->predicted_gen_tok_per_s) {
         plan_free(p);
@@ -723,5 +729,26 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     } else {
         plan_free(&first);
     }
+    return HY_OK;
+}
+
+enum hy_status plan_init(struct plan *p, const struct model_info *info, const struct plan_hw *hw,
+                         const struct plan_params *params)
+{
+    enum hy_status st = plan_head(p, info, hw, params, true);
+    /* rule G3's other choice: untied token embeddings on the GPU where
+     * routed experts stay on the host give their VRAM to the expert cache
+     * where the RAM holds them and still nothing streams */
+    if (st || !p->gpu_expert_cache_bytes || !p->bytes_by_role_gpu[ROLE_EMBED] ||
+        p->weights_streamed_bytes)
+        return st;
+    struct plan ram;
+    if (plan_head(&ram, info, hw, params, false) || ram.weights_streamed_bytes) {
+        err_clear();
+        plan_free(&ram);
+        return HY_OK;
+    }
+    plan_free(p);
+    *p = ram;
     return HY_OK;
 }

@@ -35,7 +35,14 @@
  *       the host is resident in RAM, where the FFN bytes it displaces could
  *       stream); routed experts a whole
  *       layer's stacked tensors at a time in layer order (a layer that does
- *       not fit is skipped), and last the token embeddings.
+ *       not fit is skipped), and last the token embeddings (untied: a row
+ *       a token is all decode reads of them). Where routed experts stay on
+ *       the host, untied embeddings stay in RAM instead if the RAM plan
+ *       (G5) holds them and still streams nothing: their VRAM goes to the
+ *       expert cache of G4, which serves the routed experts of every token
+ *       (the qwen1.5-moe shape's 167 MiB of them took its cache from 73 to
+ *       240 MiB). Where anything streams, RAM is the scarcer tier and they
+ *       stay on the GPU.
  *   G4. What is left of the GPU budget, when routed experts stay on the
  *       host, is the VRAM expert cache (gpu_expert_cache_bytes). It sits in
  *       front of the RAM expert cache: a streamed expert it holds is not
