@@ -309,12 +309,11 @@ static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint6
     uint64_t left = budget - min;
     /* the single-tensor classes in order; -1 marks where the dense FFN
      * layers go, -2 where the expert layers go; ROLE_COUNT is no class */
-    const int head = tied ? ROLE_EMBED : ROLE_OUTPUT;
-    const int order[] = {ROLE_NORM,   ROLE_ATTN,
-                         ROLE_ROUTER, ROLE_SHARED_EXPERT,
-                         ROLE_OTHER,  head_last ? ROLE_COUNT : head,
-                         -1,          head_last ? head : ROLE_COUNT,
-                         -2,          tied || !embd_gpu ? ROLE_COUNT : ROLE_EMBED};
+    const int head = tied ? ROLE_EMBED : ROLE_OUTPUT,
+              embd = tied || !embd_gpu ? ROLE_COUNT : ROLE_EMBED;
+    const int order[] = {ROLE_NORM, ROLE_ATTN, ROLE_ROUTER, ROLE_SHARED_EXPERT, ROLE_OTHER,
+                         head_last ? ROLE_COUNT : head, -1, head_last ? head : ROLE_COUNT, -2,
+                         embd};
     for (size_t c = 0; c < sizeof order / sizeof order[0]; c++) {
         if (order[c] < 0) {
             const enum tensor_role r = order[c] == -2 ? ROLE_EXPERT : ROLE_FFN;
@@ -435,17 +434,17 @@ static bool gpu_plan_order(const struct shape *s, struct plan *p, enum plan_head
      * resident, takes their bytes more in RAM */
     const uint64_t embd = role_bytes(s, ROLE_EMBED);
     const bool untied = role_bytes(s, ROLE_OUTPUT) > 0;
-    const bool embd_ram = untied && p->gpu_expert_cache_bytes > 0 && !p->weights_streamed_bytes &&
-                          p->mode == PLAN_MODE_RESIDENT;
+    const bool ram_ok = untied && p->gpu_expert_cache_bytes > 0 && !p->weights_streamed_bytes &&
+                        p->mode == PLAN_MODE_RESIDENT;
     bool *on = calloc(s->g->n_tensors, sizeof(*on));
     CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, true, on));
     bool embd_fit = false; /* the reference places them */
     for (uint64_t i = 0; i < s->g->n_tensors; i++)
         embd_fit |= on[i] && s->mi.tensor_role[i] == ROLE_EMBED;
     if (embd_fit && p->bytes_by_role_gpu[ROLE_EMBED] == 0) {
-        CHECK(embd_ram);
+        CHECK(ram_ok);
         CHECK(ref_place(s, gpu_budget, kv, gwork, p->gpu_head_last, false, on));
-    } else if (embd_fit && embd_ram) {
+    } else if (embd_fit && ram_ok) {
         /* left on the GPU: the RAM could not take them too */
         CHECK(p->resident_bytes + embd > ram_budget);
     }
