@@ -5,21 +5,84 @@
  * prompt, then sampling at temperature 1 with SEED, so the text wanders as a
  * real conversation does) and replays it through the expert cache's eviction
  * policies at several cache sizes: the hit rate of the recency+frequency
- * policy against plain LRU and against the same policy over every use of an
- * expert (expert_history: what the CUDA backend's VRAM cache weighs), as
- * markdown rows. With MOE_POLICY_TIER=CAP_ALL:N_WHOLE:CAP_REST (expert
+ * policy against plain LRU, against the same policy over every use of an
+ * expert (expert_history: what the CUDA backend's VRAM cache weighs) and
+ * against a cache that knows the future (Belady's rule: the bound no policy
+ * passes), as markdown rows. With MOE_POLICY_TIER=CAP_ALL:N_WHOLE:CAP_REST (expert
  * counts) also a GPU tier: layers [0, N_WHOLE) held whole and a cache of
  * CAP_REST over the others, against a cache of CAP_ALL over all layers,
  * where only a share of the misses is cached (expert_tier_simulate). Also prints how often a token
  * repeats the previous token's experts and how much the busiest experts take,
  * to say what kind of routing it was.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/err.h"
 #include "model/route_trace.h"
 #include "store/expert_policy.h"
+
+/* The hit rate of a cache of cap experts that knows the future (Belady's
+ * rule): on a miss with the cache full it evicts the expert whose next pick
+ * comes last (never: first), an expert of the route being served excepted.
+ * No policy of the same size can hit more often on this trace: the bound
+ * against which LRU and LRFU are read. */
+static double belady_simulate(int cap, const int32_t *trace, int n_tok, int L, int K, int E)
+{
+    const size_t n = (size_t)n_tok * (size_t)L * (size_t)K, n_keys = (size_t)L * (size_t)E;
+    size_t *next = malloc(n * sizeof *next), *seen = malloc(n_keys * sizeof *seen);
+    int32_t *holds = malloc((size_t)cap * sizeof *holds);
+    char *in = calloc(n_keys, 1);
+    if (!next || !seen || !holds || !in) {
+        free(next), free(seen), free(holds), free(in);
+        return -1;
+    }
+    /* access i is token i / (L K), layer (i / K) % L; next[i]: the access of
+     * the same expert after it (n: none) */
+    for (size_t k = 0; k < n_keys; k++) seen[k] = n;
+    for (size_t i = n; i-- > 0;) {
+        const size_t key = (i / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[i];
+        next[i] = seen[key];
+        seen[key] = i;
+    }
+    /* the next use of a key held: refreshed at each of its accesses */
+    size_t *nu = seen; /* reused: n_keys entries */
+    int used = 0;
+    uint64_t hits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t route = i / (size_t)K * (size_t)K;
+        const size_t key = (i / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[i];
+        nu[key] = next[i];
+        if (in[key]) {
+            hits++;
+            continue;
+        }
+        int v = -1;
+        if (used < cap) {
+            v = used++;
+        } else {
+            size_t far = 0;
+            for (int e = 0; e < cap; e++) {
+                const size_t h = (size_t)holds[e];
+                bool current = false; /* picked by the route being served */
+                for (size_t j = route; j < route + (size_t)K; j++)
+                    current |= (j / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[j] == h;
+                if (current) continue;
+                if (v < 0 || nu[h] > far) {
+                    v = e;
+                    far = nu[h];
+                }
+            }
+            if (v < 0) continue; /* cap < K: served without caching */
+            in[holds[v]] = 0;
+        }
+        holds[v] = (int32_t)key;
+        in[key] = 1;
+    }
+    free(next), free(seen), free(holds), free(in);
+    return (double)hits / (double)n;
+}
 
 int main(int argc, char **argv)
 {
@@ -40,9 +103,9 @@ int main(int argc, char **argv)
            argv[1], L, K, E, n_tok, 100.0 * route_trace_repeat_share(&tr));
     printf(
         "| cache (share of all experts) | LRU hit rate | LRFU hit rate (half-life %.0f tokens) | "
-        "LRFU over every use (expert_history) |\n",
+        "LRFU over every use (expert_history) | the future known (Belady) |\n",
         EXPERT_POLICY_HALF_LIFE_TOKENS);
-    printf("| --- | ---: | ---: | ---: |\n");
+    printf("| --- | ---: | ---: | ---: | ---: |\n");
     const double shares[] = {0.125, 0.25, 0.375, 0.5, 0.75};
     for (size_t i = 0; i < sizeof shares / sizeof shares[0]; i++) {
         int cap = (int)(shares[i] * L * E + 0.5);
@@ -53,8 +116,9 @@ int main(int argc, char **argv)
                                              trace, n_tok, L, K, E);
         double hist =
             expert_history_simulate(cap, EXPERT_POLICY_HALF_LIFE_TOKENS, trace, n_tok, L, K, E);
-        printf("| %d (%.1f%%) | %.1f%% | %.1f%% | %.1f%% |\n", cap, 100.0 * shares[i], 100 * lru,
-               100 * lrfu, 100 * hist);
+        double opt = belady_simulate(cap, trace, n_tok, L, K, E);
+        printf("| %d (%.1f%%) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", cap, 100.0 * shares[i],
+               100 * lru, 100 * lrfu, 100 * hist, 100 * opt);
     }
     if (getenv("MOE_POLICY_SWEEP")) {
         printf("\nhalf-life sweep (LRFU hit rate at 25%% / 50%%):\n");
