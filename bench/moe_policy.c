@@ -23,11 +23,18 @@
 #include "model/route_trace.h"
 #include "store/expert_policy.h"
 
+/* The expert of the trace's access i (token i / (L K), layer (i / K) % L)
+ * as one key over all layers. */
+static size_t trace_key(const int32_t *trace, size_t i, int L, int K, int E)
+{
+    return (i / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[i];
+}
+
 /* The hit rate of a cache of cap experts that knows the future (Belady's
  * rule): on a miss with the cache full it evicts the expert whose next pick
  * comes last (never: first), an expert of the route being served excepted.
  * No policy of the same size can hit more often on this trace: the bound
- * against which LRU and LRFU are read. */
+ * against which LRU and LRFU are read. -1: out of memory. */
 static double belady_simulate(int cap, const int32_t *trace, int n_tok, int L, int K, int E)
 {
     const size_t n = (size_t)n_tok * (size_t)L * (size_t)K, n_keys = (size_t)L * (size_t)E;
@@ -38,11 +45,10 @@ static double belady_simulate(int cap, const int32_t *trace, int n_tok, int L, i
         free(next), free(seen), free(holds), free(in);
         return -1;
     }
-    /* access i is token i / (L K), layer (i / K) % L; next[i]: the access of
-     * the same expert after it (n: none) */
+    /* next[i]: the access of the same expert after access i (n: none) */
     for (size_t k = 0; k < n_keys; k++) seen[k] = n;
     for (size_t i = n; i-- > 0;) {
-        const size_t key = (i / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[i];
+        const size_t key = trace_key(trace, i, L, K, E);
         next[i] = seen[key];
         seen[key] = i;
     }
@@ -52,7 +58,7 @@ static double belady_simulate(int cap, const int32_t *trace, int n_tok, int L, i
     uint64_t hits = 0;
     for (size_t i = 0; i < n; i++) {
         const size_t route = i / (size_t)K * (size_t)K;
-        const size_t key = (i / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[i];
+        const size_t key = trace_key(trace, i, L, K, E);
         nu[key] = next[i];
         if (in[key]) {
             hits++;
@@ -67,7 +73,7 @@ static double belady_simulate(int cap, const int32_t *trace, int n_tok, int L, i
                 const size_t h = (size_t)holds[e];
                 bool current = false; /* picked by the route being served */
                 for (size_t j = route; j < route + (size_t)K; j++)
-                    current |= (j / (size_t)K) % (size_t)L * (size_t)E + (size_t)trace[j] == h;
+                    current |= trace_key(trace, j, L, K, E) == h;
                 if (current) continue;
                 if (v < 0 || nu[h] > far) {
                     v = e;
@@ -117,6 +123,11 @@ int main(int argc, char **argv)
         double hist =
             expert_history_simulate(cap, EXPERT_POLICY_HALF_LIFE_TOKENS, trace, n_tok, L, K, E);
         double opt = belady_simulate(cap, trace, n_tok, L, K, E);
+        if (opt < 0) {
+            fprintf(stderr, "moe_policy: out of memory replaying %d tokens\n", n_tok);
+            route_trace_free(&tr);
+            return 1;
+        }
         printf("| %d (%.1f%%) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", cap, 100.0 * shares[i],
                100 * lru, 100 * lrfu, 100 * hist, 100 * opt);
     }
