@@ -728,6 +728,21 @@ static void test_gpu_moe(void)
             CHECK_EQ_U64(p.resident_bytes, ram - embd);
             plan_free(&p);
         }
+        /* forced resident past a RAM budget: no more RAM for them either */
+        struct plan_hw hw;
+        hw_gpu(&hw);
+        struct plan_params pp = {.ram_budget_bytes = ram - embd - 1,
+                                 .gpu_budget_bytes = gb,
+                                 .n_ctx = ctx,
+                                 .compute_bytes = work,
+                                 .gpu_compute_bytes = gwork,
+                                 .force = PLAN_FORCE_RESIDENT};
+        if (CHECK_OK(plan_init(&p, &s.mi, &hw, &pp))) {
+            CHECK(p.over_budget);
+            CHECK_EQ_U64(p.bytes_by_role_gpu[ROLE_EMBED], embd);
+            CHECK_EQ_U64(p.resident_bytes, ram - embd);
+            plan_free(&p);
+        }
     }
     /* the whole model: no expert cache */
     if (gpu_plan_ref(&s, &p, s.mi.tensor_bytes + kv + gwork + GiB, 1 * GiB, ctx, work, gwork)) {

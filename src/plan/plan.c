@@ -738,12 +738,13 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     enum hy_status st = plan_head(p, info, hw, params, true);
     /* rule G3's other choice: untied token embeddings on the GPU where
      * routed experts stay on the host give their VRAM to the expert cache
-     * where the RAM holds them and still nothing streams */
+     * where the RAM holds them and still nothing streams (a plan forced
+     * resident past the RAM budget keeps them: no more RAM) */
     if (st || !p->gpu_expert_cache_bytes || !p->bytes_by_role_gpu[ROLE_EMBED] ||
-        p->weights_streamed_bytes)
+        p->weights_streamed_bytes || p->over_budget)
         return st;
     struct plan ram;
-    if (plan_head(&ram, info, hw, params, false) || ram.weights_streamed_bytes) {
+    if (plan_head(&ram, info, hw, params, false) || ram.weights_streamed_bytes || ram.over_budget) {
         err_clear();
         plan_free(&ram);
         return HY_OK;
