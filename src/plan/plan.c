@@ -739,8 +739,10 @@ enum hy_status plan_init(struct plan *p, const struct model_info *info, const st
     /* rule G3's other choice: untied token embeddings on the GPU where
      * routed experts stay on the host give their VRAM to the expert cache
      * where the RAM holds them and still nothing streams (a plan forced
-     * resident past the RAM budget keeps them: no more RAM) */
-    if (st || !p->gpu_expert_cache_bytes || !p->bytes_by_role_gpu[ROLE_EMBED] ||
+     * resident past the RAM budget keeps them: no more RAM); tied ones are
+     * the head, placed as it is either way */
+    const bool tied = info->bytes_by_role[ROLE_OUTPUT] == 0;
+    if (st || tied || !p->gpu_expert_cache_bytes || !p->bytes_by_role_gpu[ROLE_EMBED] ||
         p->weights_streamed_bytes || p->over_budget)
         return st;
     struct plan ram;
