@@ -16,7 +16,7 @@
  *
  *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
  *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
- *                   [--passes N (200)] [--warm 0|1 (0)] [--gap US (0)]
+ *                   [--passes N (200)] [--warm 0|1|2 (0)] [--gap US (0)]
  *                   [--distinct N (8)] [--chunk BYTES (0)]
  *
  * --types: the gate and up type, then the down type (the default is what
@@ -27,7 +27,9 @@
  * that the weights come from DRAM, as decode reads them (past the last-level
  * cache: some servers have hundreds of MiB of it). --warm 1 reads each pass's
  * experts on the calling thread just before it (untimed): a pass over
- * weights that one core has just pulled into its caches. --gap US: the
+ * weights that one core has just pulled into its caches; --warm 2 reads
+ * them with the pool's threads (cpu_backend_warm) after the gap, just
+ * before the pass. --gap US: the
  * calling thread spins US microseconds between a pass's join and the next
  * pass (untimed), as the CUDA backend's waits for the GPU's part of a layer
  * do, so that the workers go to sleep between passes as they do in decode
@@ -55,7 +57,7 @@ static int usage(void)
     fprintf(stderr,
             "usage: moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k LIST (1,2,4,8)]\n"
             "                       [--threads LIST (1,2)] [--types GATE_UP,DOWN (q4_k,q5_0)]\n"
-            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1 (0)]\n"
+            "                       [--mib N (512)] [--passes N (200)] [--warm 0|1|2 (0)]\n"
             "                       [--gap US (0)] [--distinct N (8)] [--chunk BYTES (0)]\n");
     return 2;
 }
@@ -68,7 +70,7 @@ int main(int argc, char **argv)
     uint32_t t_gu = HY_TYPE_Q4_K, t_down = HY_TYPE_Q5_0;
     double mib = 512;
     int passes = 200;
-    bool warm = false;
+    int warm = 0;
     int gap_us = 0, n_distinct = 8;
     int64_t chunk_bytes = 0;
     for (int i = 1; i < argc; i++) {
@@ -87,8 +89,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--chunk")) {
             chunk_bytes = atoll(v);
         } else if (!strcmp(argv[i], "--warm")) {
-            if (strcmp(v, "0") && strcmp(v, "1")) return usage();
-            warm = v[0] == '1';
+            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2")) return usage();
+            warm = atoi(v);
         } else if (!strcmp(argv[i], "--gap")) {
             gap_us = atoi(v);
         } else if (!strcmp(argv[i], "--distinct")) {
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
             const int k = ks[ki];
             for (int p = -passes / 10 - 1; p < passes; p++) { /* the first ones warm up */
                 if (next + k > n_exp) next = 0;
-                if (warm) { /* every cache line of the pass's experts, read here */
+                if (warm == 1) { /* every cache line of the pass's experts, read here */
                     volatile uint8_t sink = 0;
                     for (int j = 0; j < 3 * k; j++) {
                         const struct backend_weight *wj = &w[3 * next + j];
@@ -228,6 +230,8 @@ int main(int argc, char **argv)
                     while (timing_now_us() - g0 < gap_us) {
                     }
                 }
+                /* every cache line of the pass's experts, read by the pool */
+                if (warm == 2) cpu_backend_warm(be, w + 3 * next, 3 * k);
                 /* moe_token as the op runs it (the caller takes part at the
                  * join), the sum's completion seen on the way */
                 const int64_t t0 = timing_now_us();

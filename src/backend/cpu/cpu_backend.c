@@ -931,6 +931,40 @@ void cpu_backend_moe_token_start(struct backend *be, const float *x, const struc
     threadpool_start_loose(cb->pool, moe_job_worker, j);
 }
 
+/* cpu_backend_warm's run: n weights' bytes in order, thread ith's share
+ * [ith, ith + 1) * total / nth; sink keeps the loads. */
+struct warm_run {
+    const struct backend_weight *w;
+    int n;
+    uint64_t total;
+    _Alignas(MOE_LINE) atomic_uint_fast64_t sink;
+};
+
+static void warm_worker(void *arg, int ith, int nth)
+{
+    struct warm_run *r = arg;
+    const uint64_t lo = r->total * (uint64_t)ith / (uint64_t)nth,
+                   hi = r->total * (uint64_t)(ith + 1) / (uint64_t)nth;
+    uint64_t at = 0, sum = 0;
+    for (int i = 0; i < r->n && at < hi; i++) {
+        const uint64_t b = (uint64_t)r->w[i].n_rows * r->w[i].row_bytes;
+        const uint64_t s = HY_MAX(at, lo), e = HY_MIN(at + b, hi);
+        const uint8_t *d = (const uint8_t *)r->w[i].data - at;
+        for (uint64_t o = s; o < e; o += MOE_LINE) sum += d[o];
+        at += b;
+    }
+    atomic_fetch_add_explicit(&r->sink, sum, memory_order_relaxed);
+}
+
+void cpu_backend_warm(struct backend *be, const struct backend_weight *w, int n)
+{
+    struct cpu_backend *cb = cpu_of(be);
+    struct warm_run r = {.w = w, .n = n};
+    for (int i = 0; i < n; i++) r.total += (uint64_t)w[i].n_rows * w[i].row_bytes;
+    atomic_init(&r.sink, 0);
+    threadpool_run(cb->pool, warm_worker, &r);
+}
+
 static bool moe_job_finished(void *arg)
 {
     struct moe_job *j = arg;

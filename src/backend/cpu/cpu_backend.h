@@ -108,6 +108,12 @@ int64_t cpu_backend_join(struct backend *be);
  * workers first. */
 int64_t cpu_backend_pass_wait(struct backend *be);
 
+/* The bytes of weights w[0..n) read by the pool's threads (the calling
+ * thread among them), each thread a contiguous share, one load a cache
+ * line, so that a pass right after reads them from the caches; joins the
+ * pass started last first. */
+void cpu_backend_warm(struct backend *be, const struct backend_weight *w, int n);
+
 /* Name of the kernel set in use (an ISA name such as "avx512-vnni", or "reference"). */
 const char *cpu_backend_kernels(const struct backend *be);
 
