@@ -16,6 +16,8 @@
 #     waits, and gate and up as two calls); `hypura plan` with that budget
 #     puts the same bytes on the GPU, and names the run's GPU minimum for
 #     --gpu-budget 1M;
+#   - `--gpu on -ngl N` (llama.cpp's layer count) for half the layers: the
+#     budget `hypura plan -ngl N` names, the VRAM held within it;
 #   - streaming on the GPU: --mode dense-stream (dense models) or
 #     --mode expert-stream (MoE models) at the smallest RAM budget the run
 #     accepts, with the partial GPU budget under each policy and, for MoE, with
@@ -263,6 +265,24 @@ for model in "$synth"/*.gguf; do
             fail "$name --gpu-budget $budget: hypura plan puts ${pw:-?} bytes of weights on the GPU, the run ${gw:-?}"
     else
         fail "$name: hypura plan --gpu-budget $budget: $(tail -n 2 "$dir/plan.err")"
+    fi
+
+    # -ngl (llama.cpp's layer count) for half the layers: the run's budget is
+    # the one hypura plan -ngl names (the GPU minimum and the weights
+    # llama.cpp offloads), the VRAM it held within it, and its text the CPU's
+    nl=$("$hy" plan -m "$model" -c 512 2>/dev/null | sed -n 's/^model: .*, \([0-9][0-9]*\) layers.*/\1/p')
+    ngl=$(((${nl:-2} + 1) / 2))
+    hrun ngl "$model" --gpu on -ngl $ngl
+    if same ngl ref "$name -ngl $ngl"; then
+        rb=$(json_num "$dir/ngl.json" gpu_budget_bytes)
+        gu=$(json_num "$dir/ngl.json" gpu_used_bytes)
+        "$hy" plan -m "$model" -c 512 -ngl $ngl --json >"$dir/plan_ngl.json" 2>"$dir/plan_ngl.err"
+        pb=$(json_num "$dir/plan_ngl.json" gpu_budget_bytes)
+        [ -n "$rb" ] && [ "$rb" = "$pb" ] ||
+            fail "$name -ngl $ngl: run's GPU budget ${rb:-?}, hypura plan's ${pb:-?}"
+        [ -n "$gu" ] && [ "$gu" -le "${rb:-0}" ] || fail "$name -ngl $ngl: gpu_used_bytes ${gu:-?} past the budget ${rb:-?}"
+        grep -q "^note: -ngl $ngl: GPU budget" "$dir/ngl.err" || fail "$name -ngl $ngl: no note naming the budget"
+        echo "  -ngl $ngl of $nl layers: GPU budget $rb (plan $pb), VRAM held $gu"
     fi
 
     # streaming on the GPU at the smallest RAM budget the run accepts

@@ -1006,6 +1006,51 @@ static void test_gpu_host_both(void)
     shape_close(&s);
 }
 
+/* llama.cpp's -ngl as a budget: the GPU minimum, then the output head (the
+ * embeddings where tied) and the last blocks' tensors other than norms,
+ * summed here tensor by tensor; 0 past the block count. */
+static uint64_t ngl_ref(const struct shape *s, uint64_t kv, uint64_t gwork, int ngl)
+{
+    const int n = s->mi.n_layer_seen;
+    if (ngl > n) return 0;
+    uint64_t b = kv + gwork;
+    const bool tied = role_bytes(s, ROLE_OUTPUT) == 0;
+    for (uint64_t i = 0; i < s->g->n_tensors; i++) {
+        const enum tensor_role r = s->mi.tensor_role[i];
+        const int l = s->mi.tensor_layer[i];
+        const bool head = ngl >= 1 && r == (tied ? ROLE_EMBED : ROLE_OUTPUT);
+        if (r == ROLE_NORM || head || (l >= 0 && l >= n - (ngl - 1) && ngl >= 1))
+            b += s->g->tensors[i].n_bytes;
+    }
+    return b;
+}
+
+static void test_gpu_layers_budget(const char *like, bool tied)
+{
+    struct shape s;
+    if (!shape_open_tied(&s, like, tied)) return;
+    const int n = s.mi.n_layer_seen;
+    const uint64_t kv = plan_kv_bytes(&s.mi.hp, 4096), gwork = 200 * MiB;
+    const int counts[] = {0, 1, 2, n / 2, n - 1, n, n + 1, n + 2, 999};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        CHECK_EQ_U64(plan_gpu_layers_budget(&s.mi, kv, gwork, counts[i]),
+                     ngl_ref(&s, kv, gwork, counts[i]));
+    /* the minimum alone, then the head alone, then one block more each */
+    CHECK_EQ_U64(plan_gpu_layers_budget(&s.mi, kv, gwork, 0),
+                 kv + gwork + role_bytes(&s, ROLE_NORM));
+    CHECK_EQ_U64(plan_gpu_layers_budget(&s.mi, kv, gwork, 1) -
+                     plan_gpu_layers_budget(&s.mi, kv, gwork, 0),
+                 role_bytes(&s, tied ? ROLE_EMBED : ROLE_OUTPUT));
+    uint64_t blocks = 0;
+    for (int r = 0; r < ROLE_COUNT; r++)
+        if (r != ROLE_NORM) blocks += layer_role_bytes(&s, 1, n, (enum tensor_role)r);
+    CHECK_EQ_U64(plan_gpu_layers_budget(&s.mi, kv, gwork, n) -
+                     plan_gpu_layers_budget(&s.mi, kv, gwork, 1),
+                 blocks);
+    CHECK_EQ_U64(plan_gpu_layers_budget(&s.mi, kv, gwork, n + 1), 0);
+    shape_close(&s);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1025,5 +1070,9 @@ int main(int argc, char **argv)
     test_gpu_head_order();
     test_gpu_off_unchanged();
     test_gpu_host_both();
+    test_gpu_layers_budget("llama-3-8b", false);
+    test_gpu_layers_budget("llama-3-8b", true);
+    test_gpu_layers_budget("mixtral-8x7b", false);
+    test_gpu_layers_budget("qwen1.5-moe-a2.7b", false);
     return check_report(argv[0]);
 }

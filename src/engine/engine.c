@@ -113,6 +113,10 @@ HY_MUST_CHECK static enum hy_status open_backend(struct engine *e, const struct 
         snprintf(e->gpu_note, sizeof e->gpu_note,
                  "--gpu-budget %s is not used: no CUDA device (the CPU runs the model)",
                  sizes_format(o->gpu_budget_bytes, b, sizeof b));
+    } else if (!device && autom && o->gpu_layers_set) {
+        snprintf(e->gpu_note, sizeof e->gpu_note,
+                 "-ngl %" PRId64 " is not used: no CUDA device (the CPU runs the model)",
+                 o->gpu_layers);
     }
     const int64_t hd = HY_MAX(e->m->hp->head_dim, e->m->hp->head_dim_v);
     if (want && autom && hd > CUDA_ATT_MAX_HEAD_DIM) {
@@ -183,7 +187,25 @@ static void gpu_plan_params(struct engine *e, struct plan_hw *hw, struct plan_pa
     const uint64_t headroom = gpu_headroom(total_b);
     const uint64_t avail = free_b + held > headroom ? free_b + held - headroom : 0;
     uint64_t budget = e->gpu_budget_bytes;
-    if (budget && known && budget > free_b + held) {
+    const uint64_t want =
+        budget || e->gpu_layers < 0
+            ? 0
+            : plan_gpu_layers_budget(&e->m->info, kv, held > kv ? held - kv : 0, e->gpu_layers);
+    if (want) {
+        /* -ngl: the budget llama.cpp's offload of that many layers takes */
+        char b[32], a[32];
+        budget = HY_MIN(want, avail);
+        if (want > avail)
+            snprintf(e->gpu_note, sizeof e->gpu_note,
+                     "-ngl %" PRId64 " asks for %s of VRAM, more than the GPU has: using %s",
+                     e->gpu_layers, sizes_format(want, b, sizeof b),
+                     sizes_format(avail, a, sizeof a));
+        else
+            snprintf(e->gpu_note, sizeof e->gpu_note,
+                     "-ngl %" PRId64 ": GPU budget %s (the GPU minimum and the weights llama.cpp "
+                     "offloads for %" PRId64 " layers)",
+                     e->gpu_layers, sizes_format(budget, b, sizeof b), e->gpu_layers);
+    } else if (budget && known && budget > free_b + held) {
         /* more than could be allocated: the default's (as -ngl 999 asks for
          * every layer and gets what there is) */
         char b[32], f[32], t[32], u[32];
@@ -251,6 +273,7 @@ enum hy_status engine_open(const struct engine_opts *o, struct engine **out)
     e->n_threads = o->n_threads;
     e->n_seq = o->n_seq > 0 ? o->n_seq : 1;
     e->gpu_budget_bytes = o->gpu_budget_bytes;
+    e->gpu_layers = o->gpu_layers_set ? HY_MAX(o->gpu_layers, (int64_t)0) : -1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->seq_free, NULL);
     enum hy_status st;

@@ -84,6 +84,11 @@ struct engine_opts {
     const char *gpu;
     uint64_t gpu_budget_bytes;
     int gpu_host;
+    /* llama.cpp's -ngl: with gpu_layers_set and no gpu_budget_bytes, the
+     * budget is plan_gpu_layers_budget's for gpu_layers (at most the default
+     * one) */
+    bool gpu_layers_set;
+    int64_t gpu_layers;
 };
 
 /* A sequence: a KV cache and the tokens in it. */
@@ -111,6 +116,7 @@ struct engine {
      * the device has; "" else */
     char gpu_note[160];
     uint64_t gpu_budget_bytes; /* the GPU tier's budget, when on_gpu */
+    int64_t gpu_layers;        /* engine_opts.gpu_layers; -1: not given */
     struct tokenizer tok; /* owned when have_tok */
     bool have_tok;
     int64_t n_ctx;

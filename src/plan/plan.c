@@ -207,6 +207,30 @@ static enum hy_status below_minimum(uint64_t budget, uint64_t min, const uint64_
                    sizes_format(work, x[4], sizeof x[4]), sizes_format(pool, x[5], sizeof x[5]));
 }
 
+/* Every norm tensor's bytes: on the GPU whatever the budget (rule G2). */
+static uint64_t norm_bytes(const struct model_info *info)
+{
+    uint64_t b = 0;
+    for (uint64_t i = 0; i < info->gguf->n_tensors; i++)
+        if (info->tensor_role[i] == ROLE_NORM) b += info->gguf->tensors[i].n_bytes;
+    return b;
+}
+
+uint64_t plan_gpu_layers_budget(const struct model_info *info, uint64_t kv_bytes,
+                                uint64_t gpu_compute_bytes, int64_t n_gpu_layers)
+{
+    const int n = info->n_layer_seen;
+    if (n_gpu_layers > n) return 0;
+    uint64_t b = kv_bytes + gpu_compute_bytes + norm_bytes(info);
+    if (n_gpu_layers < 1) return b;
+    const bool tied = info->bytes_by_role[ROLE_OUTPUT] == 0;
+    b += info->bytes_by_role[tied ? ROLE_EMBED : ROLE_OUTPUT];
+    for (int l = n - (int)(n_gpu_layers - 1); l < n; l++)
+        for (int r = 0; r < ROLE_COUNT; r++)
+            if (r != ROLE_NORM) b += info->bytes_by_layer_role[(size_t)l * ROLE_COUNT + (size_t)r];
+    return b;
+}
+
 static enum hy_status below_gpu_minimum(uint64_t budget, uint64_t min, uint64_t kv, uint64_t work, uint64_t norms)
 {
     char b[32], m[32], x[3][32];
@@ -299,10 +323,7 @@ static enum hy_status gpu_place(const struct model_info *info, int n, int64_t E,
                                 bool head_last, bool embd_gpu, bool *on, uint64_t *min_out,
                                 uint64_t *weights_out)
 {
-    const struct gguf_ctx *g = info->gguf;
-    uint64_t norms = 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++)
-        if (info->tensor_role[i] == ROLE_NORM) norms += g->tensors[i].n_bytes;
+    const uint64_t norms = norm_bytes(info);
     const uint64_t min = kv + work + norms;
     *min_out = min;
     if (budget < min) return below_gpu_minimum(budget, min, kv, work, norms);

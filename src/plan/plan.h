@@ -284,6 +284,16 @@ void plan_free(struct plan *p);
  * n_layer · n_ctx · (n_head_kv · head_dim + n_head_kv · head_dim_v) · 2. */
 uint64_t plan_kv_bytes(const struct hparams *hp, int64_t n_ctx);
 
+/* The GPU budget of llama.cpp's `-ngl n_gpu_layers`: the GPU minimum (rule
+ * G2: kv_bytes, gpu_compute_bytes and every norm) plus the weights
+ * llama.cpp offloads for that count, which takes the output layer for one
+ * more layer after the blocks: the output head (the token embeddings where
+ * they are tied to it) from n_gpu_layers 1 on, and the last n_gpu_layers - 1
+ * blocks. 0 where n_gpu_layers is more than the blocks (every block and the
+ * head: the default budget). */
+uint64_t plan_gpu_layers_budget(const struct model_info *info, uint64_t kv_bytes,
+                                uint64_t gpu_compute_bytes, int64_t n_gpu_layers);
+
 /* RAM kept free for the OS, activations and compute buffers when a budget is
  * derived from `bytes` of memory: max(512 MiB, bytes / 16), at most bytes. */
 uint64_t plan_headroom_bytes(uint64_t bytes);

@@ -128,6 +128,11 @@ bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st)
     } else if (cli_match(c, NULL, "--gpu-budget")) {
         if (!(*st = cli_size(c, &g->budget)) && g->budget == 0)
             *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
+        else if (!*st && g->layers >= 0)
+            *st = err_set(HY_ERR_INVALID_ARG, "options -ngl and --gpu-budget: give one of them");
+    } else if (cli_match(c, "-ngl", "--n-gpu-layers") || cli_match(c, NULL, "--gpu-layers")) {
+        if (!(*st = cli_int(c, 0, INT32_MAX, &g->layers)) && g->budget)
+            *st = err_set(HY_ERR_INVALID_ARG, "options -ngl and --gpu-budget: give one of them");
     } else if (cli_match(c, NULL, "--gpu-host")) {
         if ((*st = cli_value(c, &v))) return true;
         if (strcmp(v, "auto") == 0) g->host = CUDA_HOST_AUTO;

@@ -39,11 +39,16 @@ struct cli_gpu {
     const char *when; /* --gpu: "auto", "on" or "off" */
     uint64_t budget;  /* --gpu-budget; 0: free VRAM minus headroom */
     int host;         /* --gpu-host: enum cuda_host_policy */
+    int64_t layers;   /* -ngl (llama.cpp's layer count); -1: not given */
 };
-#define CLI_GPU_DEFAULT {"auto", 0, 0}
-/* If the current argument is --gpu, --gpu-budget or --gpu-host, consumes it
- * and its value into *g, sets *st (HY_ERR_INVALID_ARG naming a bad value)
- * and returns true. */
+#define CLI_GPU_DEFAULT                                                                            \
+    {                                                                                              \
+        "auto", 0, 0, -1                                                                           \
+    }
+/* If the current argument is --gpu, --gpu-budget, --gpu-host or -ngl
+ * (--n-gpu-layers, --gpu-layers), consumes it and its value into *g, sets
+ * *st (HY_ERR_INVALID_ARG naming a bad value, or -ngl given with
+ * --gpu-budget) and returns true. */
 bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st);
 /* Consumes a positional argument. */
 const char *cli_positional(struct cli *c);

@@ -85,9 +85,10 @@ struct bench_opts {
     uint64_t ram_budget;
     bool ram_budget_set;
     const char *mode; /* hypura's run: --mode */
-    const char *gpu;  /* passed to run: --gpu, --gpu-budget, --gpu-host; NULL: run's default */
+    const char *gpu; /* passed to run: --gpu, --gpu-budget, --gpu-host, -ngl; NULL: run's default */
     const char *gpu_budget;
     const char *gpu_host;
+    const char *gpu_layers;
     bool baseline, force_baseline, cold;
     const char *json_path, *plot_path;
 };
@@ -134,7 +135,7 @@ static void bench_help(void)
            "  --mode MODE          hypura's placement: auto, resident, dense-stream,\n"
            "                       expert-stream (default: auto)\n"
            "  --ram-budget SIZE    RAM budget of every run, e.g. 16G (default: run's)\n"
-           "  --gpu WHEN, --gpu-budget SIZE, --gpu-host HOW\n"
+           "  --gpu WHEN, --gpu-budget SIZE, --gpu-host HOW, -ngl N\n"
            "                       passed to every hypura run (see hypura run --help)\n"
            "  -t, --threads N      CPU threads (default: run's, physical cores)\n"
            "  -c, --ctx-size N     context length (default: run's)\n"
@@ -172,6 +173,8 @@ static int parse_opts(struct cli *c, struct bench_opts *o, enum hy_status *st)
             *st = cli_value(c, &o->gpu_budget);
         } else if (cli_match(c, NULL, "--gpu-host")) {
             *st = cli_value(c, &o->gpu_host);
+        } else if (cli_match(c, "-ngl", "--n-gpu-layers") || cli_match(c, NULL, "--gpu-layers")) {
+            *st = cli_value(c, &o->gpu_layers);
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);
         } else if (cli_match(c, NULL, "--baseline")) {
@@ -445,6 +448,7 @@ HY_MUST_CHECK static enum hy_status run_once(const struct bench_opts *o, const c
     if (o->gpu) argv[a++] = "--gpu", argv[a++] = o->gpu;
     if (o->gpu_budget) argv[a++] = "--gpu-budget", argv[a++] = o->gpu_budget;
     if (o->gpu_host) argv[a++] = "--gpu-host", argv[a++] = o->gpu_host;
+    if (o->gpu_layers) argv[a++] = "-ngl", argv[a++] = o->gpu_layers;
     argv[a] = NULL;
 
     fflush(stdout);

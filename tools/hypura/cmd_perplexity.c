@@ -78,6 +78,10 @@ static void ppl_help(void)
            "                         (default: auto)\n"
            "  --gpu-budget SIZE      VRAM for weights, KV cache, logits and buffers (default:\n"
            "                         free VRAM minus headroom); the rest stays on the host\n"
+           "  -ngl, --n-gpu-layers N llama.cpp's layer count: the budget of its -ngl N (the GPU\n"
+           "                         minimum and the weights llama.cpp offloads for N layers:\n"
+           "                         the output head, then the last N - 1 blocks); instead of\n"
+           "                         --gpu-budget\n"
            "  --gpu-host HOW         host weights with a GPU: auto, cpu, copy (default: auto)\n"
            "  -h, --help             show this help\n",
            PPL_DEFAULT_CTX, PPL_DEFAULT_BATCH, cli_physical_cores());
@@ -217,6 +221,8 @@ int cmd_perplexity(int argc, char **argv)
         .mode = o.mode,
         .gpu = o.gpu.when,
         .gpu_budget_bytes = o.gpu.budget,
+        .gpu_layers_set = o.gpu.layers >= 0,
+        .gpu_layers = o.gpu.layers,
         .gpu_host = o.gpu.host,
     };
     if ((st = engine_open(&eo, &e))) goto fail;

@@ -40,6 +40,10 @@ static void plan_help(void)
            "                       cgroup memory limit minus headroom)\n"
            "  --gpu-budget SIZE    GPU memory for the KV cache, GPU buffers and weights (default: 0,\n"
            "                       no GPU tier; with --gpu-mem: that minus headroom)\n"
+           "  -ngl, --n-gpu-layers N\n"
+           "                       GPU budget of llama.cpp's -ngl N: the GPU minimum and the weights\n"
+           "                       llama.cpp offloads for N layers (the output head, then the\n"
+           "                       last N - 1 blocks); instead of --gpu-budget\n"
            "  --gpu-mem SIZE       plan for one GPU with this much memory (default: none, or one of\n"
            "                       --gpu-budget's size when that is given)\n"
            "  -c, --ctx-size N     context length for the KV cache (default: %d, at most the\n"
@@ -222,7 +226,7 @@ int cmd_plan(int argc, char **argv)
     cli_init(&c, "plan", argc, argv);
     const char *path = NULL;
     uint64_t ram_budget = 0, gpu_budget = 0, gpu_mem = 0;
-    int64_t n_ctx = 0, n_threads = 0, n_batch = 0;
+    int64_t n_ctx = 0, n_threads = 0, n_batch = 0, n_gpu_layers = -1;
     double disk_gbs = 0, mem_gbs = 0; /* 0: from the profile or the defaults */
     char hw_source[PATH_MAX + 96];
     bool json = false;
@@ -235,6 +239,8 @@ int cmd_plan(int argc, char **argv)
         else if (cli_match(&c, NULL, "--ram-budget")) st = cli_size(&c, &ram_budget);
         else if (cli_match(&c, NULL, "--gpu-budget")) st = cli_size(&c, &gpu_budget);
         else if (cli_match(&c, NULL, "--gpu-mem")) st = cli_size(&c, &gpu_mem);
+        else if (cli_match(&c, "-ngl", "--n-gpu-layers") || cli_match(&c, NULL, "--gpu-layers"))
+            st = cli_int(&c, 0, INT32_MAX, &n_gpu_layers);
         else if (cli_match(&c, "-c", "--ctx-size")) st = cli_int(&c, 1, INT32_MAX, &n_ctx);
         else if (cli_match(&c, "-b", "--batch-size")) st = cli_int(&c, 1, 1 << 20, &n_batch);
         else if (cli_match(&c, NULL, "--disk-gbs")) st = cli_double(&c, 1e-3, 1e4, &disk_gbs);
@@ -248,6 +254,10 @@ int cmd_plan(int argc, char **argv)
     }
     if (!path) {
         fprintf(stderr, "hypura plan: a model is required (-m MODEL.gguf); see 'hypura plan --help'\n");
+        return 2;
+    }
+    if (n_gpu_layers >= 0 && gpu_budget) {
+        fprintf(stderr, "hypura plan: error: options -ngl and --gpu-budget: give one of them\n");
         return 2;
     }
 
@@ -284,13 +294,40 @@ int cmd_plan(int argc, char **argv)
     if (!n_ctx) n_ctx = mi.hp.n_ctx_train > 0 && mi.hp.n_ctx_train < DEFAULT_CTX ? mi.hp.n_ctx_train : DEFAULT_CTX;
 
     /* the compute buffers a run holds beside the weights and the KV cache
-     * (an F16 KV cache, one sequence, as run has them by default) */
+     * (an F16 KV cache, one sequence, as run has them by default); with
+     * -ngl, as a run has them at the device's default budget (the GEMM tile
+     * follows it: --gpu-mem's, or a device of 64 GiB, whose tile any device
+     * of 2 GiB or more has) */
     uint64_t work = 0, gpu_work = 0;
-    if ((st = engine_plan_work(&mi, n_ctx, n_batch, FORWARD_DEFAULT_KV_TYPE, gpu_budget, &work,
+    const uint64_t tile_budget = n_gpu_layers < 0 ? gpu_budget
+                                 : gpu_mem        ? gpu_budget
+                                                  : (uint64_t)64 << 30;
+    if ((st = engine_plan_work(&mi, n_ctx, n_batch, FORWARD_DEFAULT_KV_TYPE, tile_budget, &work,
                                &gpu_work))) {
         model_info_free(&mi);
         gguf_free(g);
         return cli_fail("plan", st);
+    }
+    if (n_gpu_layers >= 0) {
+        /* -ngl: the budget of llama.cpp's offload of that many layers */
+        const uint64_t want =
+            plan_gpu_layers_budget(&mi, plan_kv_bytes(&mi.hp, n_ctx), gpu_work, n_gpu_layers);
+        if (!want && !gpu_mem) {
+            fprintf(stderr,
+                    "hypura plan: error: -ngl %" PRId64
+                    " takes every layer: give the GPU's memory (--gpu-mem)\n",
+                    n_gpu_layers);
+            model_info_free(&mi);
+            gguf_free(g);
+            return 2;
+        }
+        if (want && (!gpu_mem || want < gpu_budget)) gpu_budget = want;
+        if (!gpu_mem) {
+            hw.n_gpu = 1;
+            hw.gpu_mem_bytes = gpu_budget;
+        }
+        fprintf(stderr, "hypura plan: -ngl %" PRId64 ": GPU budget %s\n", n_gpu_layers,
+                fmt(gpu_budget, a));
     }
     struct plan_params pp = {.ram_budget_bytes = budget, .gpu_budget_bytes = gpu_budget, .n_ctx = n_ctx,
                              .compute_bytes = work, .gpu_compute_bytes = gpu_work};

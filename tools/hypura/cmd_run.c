@@ -149,6 +149,10 @@ static void run_help(void)
         "                         and for a SIZE past the free VRAM: free VRAM minus\n"
         "                         headroom); what does not fit stays in RAM or the file and\n"
         "                         is computed by the CPU or copied over PCIe\n"
+        "  -ngl, --n-gpu-layers N llama.cpp's layer count: the budget of its -ngl N (the GPU\n"
+        "                         minimum and the weights llama.cpp offloads for N layers:\n"
+        "                         the output head, then the last N - 1 blocks); instead of\n"
+        "                         --gpu-budget\n"
         "  --gpu-host HOW         host weights with a GPU: auto (by measured PCIe and CPU\n"
         "                         rates), cpu, copy (default: auto)\n"
         "  --chat                 interactive chat in the model's chat format (one line per\n"
@@ -689,6 +693,8 @@ int cmd_run(int argc, char **argv)
         .cache_dir = cache_dir[0] ? cache_dir : NULL,
         .gpu = o.gpu.when,
         .gpu_budget_bytes = o.gpu.budget,
+        .gpu_layers_set = o.gpu.layers >= 0,
+        .gpu_layers = o.gpu.layers,
         .gpu_host = o.gpu.host,
     };
     if ((st = engine_open(&eo, &e))) goto fail;

@@ -70,6 +70,10 @@ static void serve_help(void)
         "  --gpu WHEN             CUDA GPU: auto, on, off (default: auto)\n"
         "  --gpu-budget SIZE      VRAM the weights, KV caches and buffers may take (default,\n"
         "                         and for a SIZE past the free VRAM: free VRAM minus headroom)\n"
+        "  -ngl, --n-gpu-layers N llama.cpp's layer count: the budget of its -ngl N (the GPU\n"
+        "                         minimum and the weights llama.cpp offloads for N layers:\n"
+        "                         the output head, then the last N - 1 blocks); instead of\n"
+        "                         --gpu-budget\n"
         "  --gpu-host HOW         host weights with a GPU: auto (by measured PCIe and CPU\n"
         "                         rates), cpu, copy (default: auto)\n"
         "  --max-body SIZE        largest request body; larger ones get 413 (default: 8M)\n"
@@ -175,6 +179,8 @@ int cmd_serve(int argc, char **argv)
         .ram_budget_bytes = o.ram_budget,
         .gpu = o.gpu.when,
         .gpu_budget_bytes = o.gpu.budget,
+        .gpu_layers_set = o.gpu.layers >= 0,
+        .gpu_layers = o.gpu.layers,
         .gpu_host = o.gpu.host,
         .mode = o.mode,
         .io = {.kind = o.io},
