@@ -362,6 +362,19 @@ static bool ref_place(const struct shape *s, uint64_t budget, uint64_t kv, uint6
 }
 
 /* Invariants of any plan with the GPU tier on. */
+/* VRAM for every expert that plan p leaves on the host: E sets of one
+ * expert's slices (each 256-byte aligned, as the backend's entries are) of
+ * every such layer. */
+static uint64_t host_expert_room(const struct plan *p)
+{
+    uint64_t set = 0;
+    for (uint64_t i = 0; i < p->n_tensors && p->n_expert > 0; i++)
+        if (p->tensors[i].role == ROLE_EXPERT && p->tensors[i].layer >= 0 &&
+            p->tensors[i].tier != PLAN_TIER_GPU)
+            set += base_align_up(p->tensors[i].bytes / (uint64_t)p->n_expert, 256);
+    return set * (uint64_t)p->n_expert;
+}
+
 static void check_gpu_plan(const struct shape *s, const struct plan *p, uint64_t gpu_budget, uint64_t kv,
                            uint64_t gwork, uint64_t ram_budget, uint64_t work)
 {
@@ -412,7 +425,8 @@ static void check_gpu_plan(const struct shape *s, const struct plan *p, uint64_t
     }
     /* the VRAM expert cache: what is left when experts stay on the host */
     bool host_exp = p->n_expert > 0 && p->bytes_by_role_resident[ROLE_EXPERT] + p->bytes_by_role_streamed[ROLE_EXPERT] > 0;
-    CHECK_EQ_U64(p->gpu_expert_cache_bytes, host_exp ? gpu_budget - p->gpu_used_bytes : 0);
+    CHECK_EQ_U64(p->gpu_expert_cache_bytes,
+                 host_exp ? HY_MIN(gpu_budget - p->gpu_used_bytes, host_expert_room(p)) : 0);
     CHECK(p->predicted_gen_tok_per_s > 0 && p->predicted_prompt_tok_per_s > 0);
 }
 
@@ -789,6 +803,9 @@ static void test_gpu_moe(void)
             CHECK(q[1].streamed_bytes_per_token < q[0].streamed_bytes_per_token);
             CHECK(q[2].streamed_bytes_per_token < q[1].streamed_bytes_per_token);
             CHECK(q[2].expert_hit_rate == 1); /* room for every expert */
+            /* and no more: a budget past that leaves the rest unused */
+            CHECK_EQ_U64(q[2].gpu_expert_cache_bytes, set * (uint64_t)E);
+            CHECK(q[2].gpu_used_bytes + q[2].gpu_expert_cache_bytes < gbs[2]);
             CHECK(q[1].predicted_gen_tok_per_s > q[0].predicted_gen_tok_per_s);
         }
         for (int i = 0; i < ok; i++) plan_free(&q[i]);

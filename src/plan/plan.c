@@ -608,10 +608,11 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info,
      * layer whose experts lie on the host (the backend cuts its entries in
      * that proportion), so as many experts in each such layer as whole sets
      * fit; the RAM cache keeps much of what it holds too (a miss in both
-     * fills both), so a layer counts the larger of the two */
+     * fills both), so a layer counts the larger of the two; E sets hold
+     * every expert, and the cache is never more */
     int64_t vram_c = 0;
+    uint64_t set = 0;
     if (gpu_on && E > 0) {
-        uint64_t set = 0;
         for (uint64_t i = 0; i < g->n_tensors; i++)
             if (info->tensor_role[i] == ROLE_EXPERT && !on_gpu[i] && info->tensor_layer[i] >= 0)
                 set += base_align_up(g->tensors[i].n_bytes / (uint64_t)E, 256);
@@ -690,7 +691,8 @@ static enum hy_status plan_build(struct plan *p, const struct model_info *info,
         p->gpu_weights_bytes = gpu_weights;
         p->gpu_used_bytes = kv + gpu_work + gpu_weights;
         HY_ASSERT(p->gpu_used_bytes <= p->gpu_budget_bytes);
-        p->gpu_expert_cache_bytes = host_experts ? p->gpu_budget_bytes - p->gpu_used_bytes : 0;
+        p->gpu_expert_cache_bytes =
+            host_experts ? HY_MIN(p->gpu_budget_bytes - p->gpu_used_bytes, set * (uint64_t)E) : 0;
         p->gpu_head_last = head_last;
     }
     p->forced = force != PLAN_FORCE_NONE;

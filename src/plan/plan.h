@@ -44,7 +44,9 @@
  *       240 MiB). Where anything streams, RAM is the scarcer tier and they
  *       stay on the GPU.
  *   G4. What is left of the GPU budget, when routed experts stay on the
- *       host, is the VRAM expert cache (gpu_expert_cache_bytes). It sits in
+ *       host, is the VRAM expert cache (gpu_expert_cache_bytes), up to room
+ *       for every one of those experts (a forced expert-stream plan with a
+ *       GPU larger than the model took all of a device's memory). It sits in
  *       front of the RAM expert cache: a streamed expert it holds is not
  *       read. The hit rate of a layer whose experts stream counts the larger
  *       of its RAM cache and its share of the VRAM cache: as many experts as
