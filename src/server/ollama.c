@@ -19,7 +19,10 @@
  * is always loaded), prompt_eval_duration, eval_duration; prompt_eval_count
  * is the prompt's tokens (cached ones included), eval_count the generated
  * ones. /api/generate also returns "context" (prompt and reply tokens),
- * which a next request may pass back.
+ * which a next request may pass back. /api/ps's size is the memory the
+ * model takes (its weights wherever they lie, the KV caches, and with a GPU
+ * all the backend holds there), size_vram the GPU's part of it (0 on the
+ * CPU): `ollama ps` reads the CPU/GPU split from the two.
  *
  * /api/generate formats the prompt (and system) with the chat template
  * unless "raw" is true or the model has no template: then the prompt is
@@ -29,10 +32,13 @@
 #include "server/ollama.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 
+#include "backend/cuda/cuda_backend.h"
 #include "core/err.h"
 #include "core/timing.h"
+#include "store/store.h"
 
 /* -------------------------------------------------------------- answers -- */
 
@@ -114,11 +120,20 @@ static json_t *model_entry(const struct server *s, bool loaded)
         char exp[64];
         server_iso_time(exp, sizeof exp, (int64_t)100 * 365 * 86400); /* never unloaded */
         json_object_set_new(j, "expires_at", json_string(exp));
-        json_object_set_new(j, "size_vram", json_integer(0));
         json_object_set_new(j, "context_length", json_integer((json_int_t)s->e->n_ctx));
-        uint64_t bytes = s->e->m->weight_bytes;
-        for (int i = 0; i < s->e->n_seq; i++) bytes += forward_kv_bytes(s->e->seq[i].f);
+        /* with a GPU: the weights it does not hold, and all it holds (its
+         * weights, the KV caches, buffers and expert cache); else the
+         * weights and the KV caches. Read between forward steps (the
+         * engine's lock). */
+        struct engine *e = s->e;
+        pthread_mutex_lock(&e->lock);
+        const uint64_t vram = e->on_gpu ? cuda_backend_device_bytes(e->be) : 0;
+        const uint64_t gw = e->on_gpu && e->m->store ? store_stats(e->m->store).gpu_bytes : 0;
+        pthread_mutex_unlock(&e->lock);
+        uint64_t bytes = e->m->weight_bytes - HY_MIN(gw, e->m->weight_bytes) + vram;
+        for (int i = 0; i < e->n_seq && !e->on_gpu; i++) bytes += forward_kv_bytes(e->seq[i].f);
         json_object_set_new(j, "size", json_integer((json_int_t)bytes));
+        json_object_set_new(j, "size_vram", json_integer((json_int_t)vram));
     } else {
         json_object_set_new(j, "modified_at", json_string(s->modified_at));
     }
