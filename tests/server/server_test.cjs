@@ -113,6 +113,9 @@ async function testOllama(port) {
   const ps = await ol.ps();
   eq(ps.models.length, 1, 'ps: one model');
   eq(ps.models[0].model, `${NAME}:latest`, 'ps: name');
+  // the memory the model takes, the GPU's part of it (0 on the CPU)
+  check(ps.models[0].size > 0 && ps.models[0].size_vram >= 0 &&
+    ps.models[0].size_vram <= ps.models[0].size, `ps: size ${ps.models[0].size}, size_vram ${ps.models[0].size_vram}`);
 
   // greedy generate: the same text as `hypura run`, raw or not (no chat template)
   const prompt = 'Once upon a time';
