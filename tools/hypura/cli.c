@@ -118,6 +118,11 @@ enum hy_status cli_size(struct cli *c, uint64_t *out)
     return HY_OK;
 }
 
+bool cli_match_gpu_layers(struct cli *c)
+{
+    return cli_match(c, "-ngl", "--n-gpu-layers") || cli_match(c, NULL, "--gpu-layers");
+}
+
 bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st)
 {
     const char *v = NULL;
@@ -130,7 +135,7 @@ bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st)
             *st = err_set(HY_ERR_INVALID_ARG, "option --gpu-budget: 0 (use --gpu off)");
         else if (!*st && g->layers >= 0)
             *st = err_set(HY_ERR_INVALID_ARG, "options -ngl and --gpu-budget: give one of them");
-    } else if (cli_match(c, "-ngl", "--n-gpu-layers") || cli_match(c, NULL, "--gpu-layers")) {
+    } else if (cli_match_gpu_layers(c)) {
         if (!(*st = cli_int(c, 0, INT32_MAX, &g->layers)) && g->budget)
             *st = err_set(HY_ERR_INVALID_ARG, "options -ngl and --gpu-budget: give one of them");
     } else if (cli_match(c, NULL, "--gpu-host")) {

@@ -50,6 +50,9 @@ struct cli_gpu {
  * *st (HY_ERR_INVALID_ARG naming a bad value, or -ngl given with
  * --gpu-budget) and returns true. */
 bool cli_match_gpu(struct cli *c, struct cli_gpu *g, enum hy_status *st);
+/* If the current argument is -ngl, --n-gpu-layers or --gpu-layers (llama.cpp's
+ * names of its layer count), consumes it and returns true (its value next). */
+bool cli_match_gpu_layers(struct cli *c);
 /* Consumes a positional argument. */
 const char *cli_positional(struct cli *c);
 /* Error for the current (unknown) argument. */

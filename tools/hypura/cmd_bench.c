@@ -173,7 +173,7 @@ static int parse_opts(struct cli *c, struct bench_opts *o, enum hy_status *st)
             *st = cli_value(c, &o->gpu_budget);
         } else if (cli_match(c, NULL, "--gpu-host")) {
             *st = cli_value(c, &o->gpu_host);
-        } else if (cli_match(c, "-ngl", "--n-gpu-layers") || cli_match(c, NULL, "--gpu-layers")) {
+        } else if (cli_match_gpu_layers(c)) {
             *st = cli_value(c, &o->gpu_layers);
         } else if (cli_match(c, NULL, "--mode")) {
             *st = cli_value(c, &o->mode);

@@ -239,7 +239,7 @@ int cmd_plan(int argc, char **argv)
         else if (cli_match(&c, NULL, "--ram-budget")) st = cli_size(&c, &ram_budget);
         else if (cli_match(&c, NULL, "--gpu-budget")) st = cli_size(&c, &gpu_budget);
         else if (cli_match(&c, NULL, "--gpu-mem")) st = cli_size(&c, &gpu_mem);
-        else if (cli_match(&c, "-ngl", "--n-gpu-layers") || cli_match(&c, NULL, "--gpu-layers"))
+        else if (cli_match_gpu_layers(&c))
             st = cli_int(&c, 0, INT32_MAX, &n_gpu_layers);
         else if (cli_match(&c, "-c", "--ctx-size")) st = cli_int(&c, 1, INT32_MAX, &n_ctx);
         else if (cli_match(&c, "-b", "--batch-size")) st = cli_int(&c, 1, 1 << 20, &n_batch);
