@@ -41,10 +41,7 @@ struct cli_gpu {
     int host;         /* --gpu-host: enum cuda_host_policy */
     int64_t layers;   /* -ngl (llama.cpp's layer count); -1: not given */
 };
-#define CLI_GPU_DEFAULT                                                                            \
-    {                                                                                              \
-        "auto", 0, 0, -1                                                                           \
-    }
+#define CLI_GPU_DEFAULT {"auto", 0, 0, -1}
 /* If the current argument is --gpu, --gpu-budget, --gpu-host or -ngl
  * (--n-gpu-layers, --gpu-layers), consumes it and its value into *g, sets
  * *st (HY_ERR_INVALID_ARG naming a bad value, or -ngl given with
