@@ -299,9 +299,7 @@ int cmd_plan(int argc, char **argv)
      * follows it: --gpu-mem's, or a device of 64 GiB, whose tile any device
      * of 2 GiB or more has) */
     uint64_t work = 0, gpu_work = 0;
-    const uint64_t tile_budget = n_gpu_layers < 0 ? gpu_budget
-                                 : gpu_mem        ? gpu_budget
-                                                  : (uint64_t)64 << 30;
+    const uint64_t tile_budget = n_gpu_layers < 0 || gpu_mem ? gpu_budget : (uint64_t)64 << 30;
     if ((st = engine_plan_work(&mi, n_ctx, n_batch, FORWARD_DEFAULT_KV_TYPE, tile_budget, &work,
                                &gpu_work))) {
         model_info_free(&mi);

@@ -4310,7 +4310,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     }
     if (!cb->err) hy_free_record(cb);
     for (int i = 0; i < 2 && !cb->err; i++) CK(cudaEventRecord(cb->ha_free[i], cb->st));
-    if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, 64))) memset(cb->pass_flag, 0, 64);
+    if (!cb->err && CK(cudaMallocHost((void **)&cb->pass_flag, CUDA_PASS_FLAG_BYTES)))
+        memset(cb->pass_flag, 0, CUDA_PASS_FLAG_BYTES);
     if (!cb->err && CK(cudaMalloc((void **)&cb->pass_dflag, CUDA_PASS_FLAG_BYTES)) &&
         CK(cudaMemset(cb->pass_dflag, 0, CUDA_PASS_FLAG_BYTES)))
         cb->dev_bytes += CUDA_PASS_FLAG_BYTES;

@@ -73,7 +73,8 @@ struct cuda_backend_config {
 #define CUDA_COPY_SLOT_BYTES ((uint64_t)8 << 20)  /* one piece, by default */
 #define CUDA_GEMM_TILE_BYTES ((uint64_t)64 << 20) /* the GEMM tile, by default */
 #define CUDA_GEMM_TILE_MIN   ((uint64_t)16 << 20)
-#define CUDA_PASS_FLAG_BYTES  64 /* the device words of the waits for the CPU passes (a line) */
+#define CUDA_PASS_FLAG_BYTES 64 /* the CPU passes' flags and the waits' device words: a line each  \
+                                 */
 #define CUDA_ATT_MAX_HEAD_DIM 256 /* attention's largest head dimension (keys and values) */
 #define CUDA_GEMM_COL_STEP   64 /* prompt GEMM widths: the batch rounded up to a multiple */
 
