@@ -81,7 +81,7 @@ static void ppl_help(void)
            "  -ngl, --n-gpu-layers N llama.cpp's layer count: the budget of its -ngl N (the GPU\n"
            "                         minimum and the weights llama.cpp offloads for N layers:\n"
            "                         the output head, then the last N - 1 blocks); instead of\n"
-           "                         --gpu-budget\n"
+           "                         --gpu-budget (default: not given, --gpu-budget's default)\n"
            "  --gpu-host HOW         host weights with a GPU: auto, cpu, copy (default: auto)\n"
            "  -h, --help             show this help\n",
            PPL_DEFAULT_CTX, PPL_DEFAULT_BATCH, cli_physical_cores());

@@ -152,7 +152,7 @@ static void run_help(void)
         "  -ngl, --n-gpu-layers N llama.cpp's layer count: the budget of its -ngl N (the GPU\n"
         "                         minimum and the weights llama.cpp offloads for N layers:\n"
         "                         the output head, then the last N - 1 blocks); instead of\n"
-        "                         --gpu-budget\n"
+        "                         --gpu-budget (default: not given, --gpu-budget's default)\n"
         "  --gpu-host HOW         host weights with a GPU: auto (by measured PCIe and CPU\n"
         "                         rates), cpu, copy (default: auto)\n"
         "  --chat                 interactive chat in the model's chat format (one line per\n"
