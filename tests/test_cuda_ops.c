@@ -506,7 +506,10 @@ static void keyed_pair(int g, const struct backend_weight *w, const float *x, in
     }
 }
 
-static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok)
+/* x of N(0, x_scale) values; false (nothing checked) where the CPU's own
+ * outputs are not finite at that scale (activation types that keep a
+ * binary16 scale or sum). */
+static bool matmul_case_x(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok, float x_scale)
 {
     const uint64_t seed = case_seed();
     struct rng r;
@@ -516,15 +519,29 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
     const size_t nx = (size_t)(n_tok * cols), ny = (size_t)(n_tok * rows);
     float *x = xmalloc(nx * sizeof(float)), *want = xmalloc(ny * sizeof(float));
     float *got = xmalloc(ny * sizeof(float));
-    fill_normal(&r, x, nx, 1.0f);
+    fill_normal(&r, x, nx, x_scale);
     backend_matmul(T.cpu, &tw.w, x, n_tok, want);
+    size_t n_inf = 0;
+    for (size_t i = 0; i < ny; i++) n_inf += !isfinite(want[i]);
+    if (n_inf && x_scale != 1.0f) {
+        printf("matmul %-4s %5lldx%-5lld n_tok %3lld x scale %g: not run (%zu CPU outputs not "
+               "finite)\n",
+               quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
+               (double)x_scale, n_inf);
+        free(x);
+        free(want);
+        free(got);
+        tweight_free(&tw);
+        return false;
+    }
 
     const bool gemm = n_tok > MATVEC_MAX_TOK;
     const double bound = matmul_bound(type, gemm);
-    char tname[48], what[160];
+    char tname[48], what[160], xs[32] = "";
+    if (x_scale != 1.0f) snprintf(xs, sizeof xs, " x scale %g", (double)x_scale);
     snprintf(tname, sizeof tname, "matmul %s %s", quant_type_name(type), gemm ? "gemm" : "matvec");
-    snprintf(what, sizeof what, "matmul %s [%lld rows x %lld cols] n_tok %lld (seed %#llx)",
-             quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
+    snprintf(what, sizeof what, "matmul %s [%lld rows x %lld cols] n_tok %lld%s (seed %#llx)",
+             quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok, xs,
              (unsigned long long)seed);
 
     /* weights in backend memory */
@@ -572,10 +589,10 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
 
     char b[12][16];
     printf(
-        "matmul %-4s %5lldx%-5lld n_tok %3lld %-6s seed %016llx | dev %s | host cpu %s copy %s "
+        "matmul %-4s %5lldx%-5lld n_tok %3lld %-6s%s seed %016llx | dev %s | host cpu %s copy %s "
         "auto %s slots %s | keyed %s/%s small-cache %s/%s | bound %.1e | vs exact: cpu %s gpu %s\n",
         quant_type_name(type), (long long)rows, (long long)cols, (long long)n_tok,
-        gemm ? "gemm" : "matvec", (unsigned long long)seed, fmt_err(b[0], 16, e_dev),
+        gemm ? "gemm" : "matvec", xs, (unsigned long long)seed, fmt_err(b[0], 16, e_dev),
         fmt_err(b[1], 16, e_host[0]), fmt_err(b[2], 16, e_host[1]), fmt_err(b[3], 16, e_host[2]),
         fmt_err(b[4], 16, e_host[3]), fmt_err(b[5], 16, ek[0]), fmt_err(b[6], 16, ek[1]),
         fmt_err(b[7], 16, ek[2]), fmt_err(b[8], 16, ek[3]), bound, fmt_err(b[9], 16, ex_cpu),
@@ -585,6 +602,12 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
     free(want);
     free(got);
     tweight_free(&tw);
+    return true;
+}
+
+static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok)
+{
+    matmul_case_x(type, rows, cols, n_tok, 1.0f);
 }
 
 static const uint32_t all_types[] = {HY_TYPE_F32,  HY_TYPE_F16,  HY_TYPE_BF16, HY_TYPE_Q4_0,
@@ -629,6 +652,18 @@ static void test_matmul(void)
                 matmul_case(type, shapes[si].rows, shapes[si].cols, shapes[si].toks[k]);
         }
     }
+    /* activations past binary16's range (up to about 5e5): a prompt's GEMM
+     * takes x in binary16, scaled into its range, and the products as the
+     * CPU's (whose activation types keep scales of their own) */
+    int n_large = 0;
+    for (size_t ti = 0; ti < HY_ARRAY_LEN(all_types); ti++) {
+        const uint32_t type = all_types[ti];
+        if (!gpu_supports(type)) continue;
+        static const int64_t toks[] = {1, 33, 512};
+        for (size_t k = 0; k < HY_ARRAY_LEN(toks); k++)
+            n_large += matmul_case_x(type, 333, 2304, toks[k], 1e5f);
+    }
+    if (!CHECK(n_large > 0)) fprintf(stderr, "  no type ran the large activations' case\n");
 }
 
 /* ---- matmul_fused ------------------------------------------------------------ */

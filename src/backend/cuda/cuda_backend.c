@@ -52,6 +52,7 @@ static struct {
     __typeof__(&cublasSetMathMode) set_math_mode;
     __typeof__(&cublasSgemm_v2) sgemm;
     __typeof__(&cublasGemmEx) gemm_ex;
+    __typeof__(&cublasSetPointerMode_v2) set_pointer_mode;
 } blas_fn;
 
 HY_MUST_CHECK static enum hy_status blas_open(void)
@@ -64,11 +65,11 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
     void *h = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
     if (!h) h = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
     if (!h) return err_set(HY_ERR_UNSUPPORTED, "CUDA: cannot load cuBLAS: %s", dlerror());
-    void *p[6];
-    static const char *const names[6] = {"cublasCreate_v2",    "cublasDestroy_v2",
-                                         "cublasSetStream_v2", "cublasSetMathMode",
-                                         "cublasSgemm_v2",     "cublasGemmEx"};
-    for (int i = 0; i < 6; i++)
+    void *p[7];
+    static const char *const names[7] = {
+        "cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2",     "cublasSetMathMode",
+        "cublasSgemm_v2",  "cublasGemmEx",     "cublasSetPointerMode_v2"};
+    for (int i = 0; i < 7; i++)
         if (!(p[i] = dlsym(h, names[i])))
             return err_set(HY_ERR_UNSUPPORTED, "CUDA: cuBLAS lacks %s", names[i]);
     memcpy(&blas_fn.create, &p[0], sizeof p[0]);
@@ -77,6 +78,7 @@ HY_MUST_CHECK static enum hy_status blas_open(void)
     memcpy(&blas_fn.set_math_mode, &p[3], sizeof p[3]);
     memcpy(&blas_fn.sgemm, &p[4], sizeof p[4]);
     memcpy(&blas_fn.gemm_ex, &p[5], sizeof p[5]);
+    memcpy(&blas_fn.set_pointer_mode, &p[6], sizeof p[6]);
     blas_fn.ok = true;
     return HY_OK;
 }
@@ -120,6 +122,14 @@ struct wc_entry {
      * already covers) */
     cudaEvent_t read_ev;
     cudaEvent_t fill_ev; /* prefetch's copy (created at the first one) */
+};
+
+/* The prompt GEMMs' alpha and beta in device memory (cuBLAS in device
+ * pointer mode): x16's scale, set by its conversion; 1 and 0 for F32
+ * weights and the warm-up. */
+struct gemm_consts {
+    struct cuk_f16_scale x16;
+    float one, zero;
 };
 
 struct cuda_backend {
@@ -365,6 +375,7 @@ struct cuda_backend {
     bool moe_rows, moe_down;
     uint32_t *pass_flag;
     uint32_t *pass_dflag; /* device words of the waits on pass_flag's (cuk_wait_add) */
+    struct gemm_consts *gk;
     uint32_t pass_seq;
     bool pass_on, pass_fresh, pass_beside;
     bool pass_dense; /* the pass is a started host product's (of type pass_type) */
@@ -1151,11 +1162,10 @@ static void warm_up(struct cuda_backend *cb)
     const size_t a_bytes = (size_t)rows * (size_t)l->max_cols * sizeof(uint16_t);
     const size_t c_bytes = (size_t)rows * (size_t)l->max_batch * sizeof(float);
     if (a_bytes + c_bytes > cb->w16_bytes) return;
-    const float one = 1.0f, zero = 0.0f;
-    CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)l->max_batch,
-                        (int)l->max_cols, &one, cb->w16, CUDA_R_16F, (int)l->max_cols, cb->x16,
-                        CUDA_R_16F, (int)l->max_cols, &zero, (uint8_t *)cb->w16 + a_bytes,
-                        CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CKB(blas_fn.gemm_ex(
+        cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)l->max_batch, (int)l->max_cols, &cb->gk->one,
+        cb->w16, CUDA_R_16F, (int)l->max_cols, cb->x16, CUDA_R_16F, (int)l->max_cols, &cb->gk->zero,
+        (uint8_t *)cb->w16 + a_bytes, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 static enum hy_status cu_reserve(struct backend *be, const struct backend_limits *lim)
@@ -1275,20 +1285,21 @@ static int64_t gemm_lda(enum gemm_kind kind, size_t row_bytes, int64_t n_cols)
 }
 
 /* C[t][r] = sum_k A[r][k] B[t][k] for m rows, width n_w: A binary16 (or F32)
- * with row stride k, B likewise, C binary32 with row stride ldc. */
+ * with row stride k, B likewise, C binary32 with row stride ldc. B in
+ * binary16 is x16, its products multiplied by x16's scale. */
 static void blas_gemm(struct cuda_backend *cb, enum gemm_kind kind, int64_t m, int64_t n_w,
                       int64_t k, const void *a, int64_t lda, const void *b, float *c, int64_t ldc)
 {
-    const float one = 1.0f, zero = 0.0f;
     const int pi = prof_begin(cb);
     if (kind == GEMM_F32)
-        CKB(blas_fn.sgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k, &one,
-                          (const float *)a, (int)lda, (const float *)b, (int)k, &zero, c,
-                          (int)ldc));
+        CKB(blas_fn.sgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k,
+                          &cb->gk->one, (const float *)a, (int)lda, (const float *)b, (int)k,
+                          &cb->gk->zero, c, (int)ldc));
     else
-        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k, &one, a,
-                            CUDA_R_16F, (int)lda, b, CUDA_R_16F, (int)k, &zero, c, CUDA_R_32F,
-                            (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CKB(blas_fn.gemm_ex(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n_w, (int)k,
+                            &cb->gk->x16.alpha, a, CUDA_R_16F, (int)lda, b, CUDA_R_16F, (int)k,
+                            &cb->gk->zero, c, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
     prof_end(cb, pi, "(in gemm) cublas", UINT32_MAX);
 }
 
@@ -1366,7 +1377,7 @@ static void gpu_matmul(struct cuda_backend *cb, uint32_t type, const uint8_t *w,
                                  (size_t)((n_w - n_tok) * n_cols) * sizeof(float), cb->st))))
             return;
     } else if (!*x16_ready) {
-        if (!CK(cuk_f32_to_f16(x, n_tok * n_cols, cb->x16, cb->st))) return;
+        if (!CK(cuk_f32_to_f16(x, n_tok * n_cols, cb->x16, &cb->gk->x16, cb->st))) return;
         if (n_w > n_tok && !CK(cudaMemsetAsync(cb->x16 + n_tok * n_cols, 0,
                                                (size_t)((n_w - n_tok) * n_cols) * 2, cb->st)))
             return;
@@ -3865,6 +3876,7 @@ static void cu_free(struct backend *be)
     if (cb->pass_flag) cudaFreeHost(cb->pass_flag);
     if (cb->topk_host) cudaFreeHost(cb->topk_host);
     if (cb->pass_dflag) cudaFree(cb->pass_dflag);
+    if (cb->gk) cudaFree(cb->gk);
     if (cb->blas) blas_fn.destroy(cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     if (cb->cp) cudaStreamDestroy(cb->cp);
@@ -4279,6 +4291,7 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     if (!cb->err && CKB(blas_fn.create(&cb->blas))) {
         CKB(blas_fn.set_stream(cb->blas, cb->st));
         CKB(blas_fn.set_math_mode(cb->blas, CUBLAS_DEFAULT_MATH));
+        CKB(blas_fn.set_pointer_mode(cb->blas, CUBLAS_POINTER_MODE_DEVICE));
     }
     for (int i = 0; i < COPY_SLOTS && !cb->err; i++) {
         if (!CK(cudaMalloc((void **)&cb->slot[i], cb->slot_bytes))) break;
@@ -4315,6 +4328,11 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
     if (!cb->err && CK(cudaMalloc((void **)&cb->pass_dflag, CUDA_PASS_FLAG_BYTES)) &&
         CK(cudaMemset(cb->pass_dflag, 0, CUDA_PASS_FLAG_BYTES)))
         cb->dev_bytes += CUDA_PASS_FLAG_BYTES;
+    _Static_assert(sizeof(struct gemm_consts) <= CUDA_GEMM_CONST_BYTES, "one line");
+    const struct gemm_consts gk = {.x16.alpha = 1.0f, .one = 1.0f};
+    if (!cb->err && CK(cudaMalloc((void **)&cb->gk, CUDA_GEMM_CONST_BYTES)) &&
+        CK(cudaMemcpy(cb->gk, &gk, sizeof gk, cudaMemcpyHostToDevice)))
+        cb->dev_bytes += CUDA_GEMM_CONST_BYTES;
     if (!cb->err && cfg->weight_cache_bytes > 0) wc_alloc(cb, cfg->weight_cache_bytes);
     if (cb->err) {
         st = err_set(cb->err, "%s", cb->err_msg);

@@ -75,6 +75,7 @@ struct cuda_backend_config {
 #define CUDA_GEMM_TILE_MIN   ((uint64_t)16 << 20)
 #define CUDA_PASS_FLAG_BYTES 64 /* the CPU passes' flags and the waits' device words: a line each  \
                                  */
+#define CUDA_GEMM_CONST_BYTES 64 /* the prompt GEMMs' alpha and beta in device memory: a line */
 #define CUDA_ATT_MAX_HEAD_DIM 256 /* attention's largest head dimension (keys and values) */
 #define CUDA_GEMM_COL_STEP   64 /* prompt GEMM widths: the batch rounded up to a multiple */
 
@@ -172,8 +173,9 @@ static inline struct cuda_small_bytes cuda_small_bytes_of(const struct backend_l
 /* What a backend made with cfg holds once reserved for lim, before any
  * weight or forward buffer: device memory (the copy slots, the activations
  * in binary16 at the widest GEMM, the GEMM tile, moe_batch's buffers, the
- * small buffers above, the CPU passes' flag line) and page-locked host memory (the activations'
- * host copy, moe_batch's tables). Pure arithmetic: also in builds without CUDA. */
+ * small buffers above, the CPU passes' flag line, the GEMMs' constants'
+ * line) and page-locked host memory (the activations' host copy,
+ * moe_batch's tables). Pure arithmetic: also in builds without CUDA. */
 static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config *cfg,
                                                const struct backend_limits *lim,
                                                uint64_t *device, uint64_t *host)
@@ -184,7 +186,7 @@ static inline void cuda_backend_reserved_bytes(const struct cuda_backend_config 
     *device = CUDA_COPY_SLOTS * cuda_copy_slot_bytes(cfg) +
               (uint64_t)cuda_gemm_width(lim->max_batch) * (uint64_t)lim->max_cols * 2 +
               cuda_gemm_tile_bytes(cfg) + mx + mt + sb.ids + sb.rows + sb.ff + sb.inv + sb.part +
-              sb.top + CUDA_PASS_FLAG_BYTES;
+              sb.top + CUDA_PASS_FLAG_BYTES + CUDA_GEMM_CONST_BYTES;
     *host = (uint64_t)lim->max_batch * (uint64_t)lim->max_cols * sizeof(float) + mt +
             (sb.top ? BACKEND_TOP_K_MAX * 8 : 0);
 }

@@ -703,17 +703,64 @@ extern "C" cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *
     return cudaGetLastError();
 }
 
-__global__ static void k_f32_to_f16(const float *x, int64_t n, __half *out)
+/* The largest finite binary16 value. */
+#define F16_MAX 65504.0f
+/* Blocks of the conversion: each walks the array with the grid's stride,
+ * then counts itself done with one atomic on sc's ticket. */
+#define F16_BLOCKS  1024
+#define F16_THREADS 256
+
+/* The power of two 2^e, e >= 0, that brings m to at most F16_MAX (1 where
+ * it is there already, or is not finite). */
+__device__ static float f16_alpha(float m)
 {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2half_rn(x[i]);
+    float a = 1.0f;
+    if (!(m <= 3.0e38f)) return a;
+    while (m > F16_MAX * a) a *= 2.0f;
+    return a;
 }
 
-extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, cudaStream_t s)
+__global__ static void __launch_bounds__(F16_THREADS)
+    k_f32_to_f16(const float *x, int64_t n, __half *out, struct cuk_f16_scale *sc)
+{
+    float m = 0.0f;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        out[i] = __float2half_rn(v);
+        m = fmaxf(m, fabsf(v));
+    }
+    m = block_reduce(m, op_max(), 0.0f);
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+        /* non-negative floats order as their bits do; NaN was left out by fmaxf */
+        atomicMax(&sc->max_bits, __float_as_uint(m));
+        __threadfence();
+        last = atomicAdd(&sc->ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    /* the last block: every block's maximum is in; past binary16's range,
+     * all of x again at 2^-e, and the products scaled back by alpha */
+    __threadfence();
+    const float a = f16_alpha(__uint_as_float(atomicAdd(&sc->max_bits, 0u)));
+    if (a > 1.0f)
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+            out[i] = __float2half_rn(x[i] / a);
+    if (threadIdx.x == 0) {
+        sc->alpha = a;
+        sc->max_bits = 0;
+        sc->ticket = 0;
+    }
+}
+
+extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out,
+                                      struct cuk_f16_scale *sc, cudaStream_t s)
 {
     if (n <= 0) return cudaSuccess;
-    k_f32_to_f16<<<n_blocks(n, 256), 256, 0, s>>>(x, n, (__half *)out);
+    const int64_t b = (n + F16_THREADS - 1) / F16_THREADS;
+    const unsigned blocks = (unsigned)(b < F16_BLOCKS ? b : F16_BLOCKS);
+    k_f32_to_f16<<<blocks, F16_THREADS, 0, s>>>(x, n, (__half *)out, sc);
     return cudaGetLastError();
 }
 
