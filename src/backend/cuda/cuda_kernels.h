@@ -267,19 +267,19 @@ cudaError_t cuk_moe_token_combine(float *y, const float *o, const int32_t *ids, 
 cudaError_t cuk_gather_f32(const float *x, int64_t n, const int32_t *ids, int64_t n_ids, float *out,
                            cudaStream_t s);
 
-/* A conversion's scale, in device memory (zeroed before the first one;
- * each conversion leaves max_bits and ticket zero again). alpha: what the
+/* A conversion's scale, in device memory (max_bits and ticket zero before
+ * the first conversion; each leaves them zero again). alpha: what the
  * products of the binary16 values are multiplied by, a power of two, 1
- * unless x held values past binary16's range. */
+ * unless x held finite values past binary16's range. */
 struct cuk_f16_scale {
     unsigned max_bits, ticket;
     float alpha;
 };
 
 /* out[i] = (binary16) (x[i] / sc->alpha), where sc->alpha is the least
- * power of two, 1 or more, that keeps every finite |x[i]| / alpha within
- * binary16's range (the alpha of the GEMMs that read out: cuBLAS in device
- * pointer mode). */
+ * power of two, 1 or more, that keeps every finite |x[i]| (up to 3e38) /
+ * alpha within binary16's range (the alpha of the GEMMs that read out:
+ * cuBLAS in device pointer mode). */
 cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out, struct cuk_f16_scale *sc,
                            cudaStream_t s);
 
