@@ -21,12 +21,21 @@
  *            own) instead of storing the flag; one kernel polls that device
  *            word, writes the rows down and stores the host's flag.
  *
- * Each once with PCIe idle and once with host-to-device copies of 8 MiB
- * pieces kept queued on a third stream (as partial decode copies weights
- * while the CPU computes its rows). Prints a Markdown table. Exits 0
- * without a CUDA device (nothing measured).
+ * Each once with PCIe idle and once beside each kind of host-to-device
+ * copies named by --beside (as partial decode copies weights while the CPU
+ * computes its rows), kept queued on a third stream, pieces of 8 MiB:
+ *
+ *   ce:        by the copy engines (cudaMemcpyAsync), three pieces queued;
+ *   k:C:T:U:   by a kernel of C CTAs of T threads, each thread with U
+ *              16-byte loads of pinned memory in flight before it stores
+ *              them (C x T x U x 16 bytes in all; the copy engines keep
+ *              their own number in flight).
+ *
+ * Beside each, the copies' own rate over the trips. Prints a Markdown
+ * table. Exits 0 without a CUDA device (nothing measured).
  *
  *   cuda_handoff_bench [--n 4096] [--reps 2000] [--ways stream,main,put,fused,ce]
+ *                      [--beside ce,k:8:256:4]
  */
 #include <algorithm>
 #include <stdint.h>
@@ -42,6 +51,7 @@
 
 #define BULK_PIECE (8u << 20)
 #define BULK_DEPTH 3
+#define MAX_BESIDE 9
 
 static int64_t now_ns(void)
 {
@@ -113,6 +123,30 @@ __global__ static void k_dev_put(const float *drows, int64_t n, float *h, const 
     block_store_flag(done, value);
 }
 
+/* n16 16-byte words of pinned host memory h into d: each thread loads U
+ * of them (all in flight) and then stores them, CTA by CTA over the range. */
+template <int U>
+__global__ static void k_h2d(const int4 *__restrict__ h, int4 *__restrict__ d, int64_t n16)
+{
+    const int64_t step = (int64_t)gridDim.x * blockDim.x * U;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x; i < n16; i += step) {
+        int4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (i + u * blockDim.x < n16) v[u] = __ldcs(h + i + u * blockDim.x);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (i + u * blockDim.x < n16) d[i + u * blockDim.x] = v[u];
+    }
+}
+
+/* the background copies: none, the copy engines, or k_h2d<U> of C CTAs of
+ * T threads */
+struct beside {
+    char kind; /* 0, 'c', 'k' */
+    int ctas, threads, loads;
+};
+
 enum way { WAY_STREAM, WAY_MAIN, WAY_PUT, WAY_FUSED, WAY_CE, N_WAYS };
 static const char *const way_name[N_WAYS] = {"stream", "main", "put", "fused", "ce"};
 
@@ -132,7 +166,32 @@ struct bench {
     void *bulk_h, *bulk_d;
     cudaEvent_t bulk_ev[BULK_DEPTH];
     bool bulk_on[BULK_DEPTH];
+    struct beside bs;
+    int64_t bulk_pieces; /* queued since the counts were reset */
 };
+
+static void bulk_piece(struct bench *b, int i)
+{
+    const uint8_t *h = (const uint8_t *)b->bulk_h + (size_t)i * BULK_PIECE;
+    uint8_t *d = (uint8_t *)b->bulk_d + (size_t)i * BULK_PIECE;
+    const int64_t n16 = BULK_PIECE / 16;
+    const int c = b->bs.ctas, t = b->bs.threads;
+    b->bulk_pieces++;
+    if (b->bs.kind == 'c') {
+        CK(cudaMemcpyAsync(d, h, BULK_PIECE, cudaMemcpyHostToDevice, b->cp));
+        return;
+    }
+    const int4 *h4 = (const int4 *)h;
+    int4 *d4 = (int4 *)d;
+    switch (b->bs.loads) {
+    case 1: k_h2d<1><<<c, t, 0, b->cp>>>(h4, d4, n16); break;
+    case 2: k_h2d<2><<<c, t, 0, b->cp>>>(h4, d4, n16); break;
+    case 4: k_h2d<4><<<c, t, 0, b->cp>>>(h4, d4, n16); break;
+    case 8: k_h2d<8><<<c, t, 0, b->cp>>>(h4, d4, n16); break;
+    default: k_h2d<16><<<c, t, 0, b->cp>>>(h4, d4, n16); break;
+    }
+    CK(cudaGetLastError());
+}
 
 /* Keeps BULK_DEPTH pieces queued on cp. */
 static void bulk_feed(struct bench *b)
@@ -143,9 +202,7 @@ static void bulk_feed(struct bench *b)
             if (q == cudaErrorNotReady) continue;
             CK(q);
         }
-        CK(cudaMemcpyAsync((uint8_t *)b->bulk_d + (size_t)i * BULK_PIECE,
-                           (uint8_t *)b->bulk_h + (size_t)i * BULK_PIECE, BULK_PIECE,
-                           cudaMemcpyHostToDevice, b->cp));
+        bulk_piece(b, i);
         CK(cudaEventRecord(b->bulk_ev[i], b->cp));
         b->bulk_on[i] = true;
     }
@@ -230,6 +287,8 @@ int main(int argc, char **argv)
 {
     int64_t n = 4096, reps = 2000;
     bool on[N_WAYS] = {true, true, true, true, true};
+    struct beside bs[MAX_BESIDE] = {{0, 0, 0, 0}, {'c', 0, 0, 0}};
+    int n_bs = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc) {
             n = arg_int("--n", argv[++i], 1, 1 << 20);
@@ -253,9 +312,38 @@ int main(int argc, char **argv)
                 on[w] = true;
                 p += len + (p[len] == ',');
             }
+        } else if (!strcmp(argv[i], "--beside") && i + 1 < argc) {
+            n_bs = 1; /* idle first */
+            for (const char *p = argv[++i]; *p;) {
+                const size_t len = strcspn(p, ",");
+                struct beside v = {};
+                char tail = 0;
+                if (len == 2 && !strncmp(p, "ce", 2)) {
+                    v.kind = 'c';
+                } else if (sscanf(p, "k:%d:%d:%d%c", &v.ctas, &v.threads, &v.loads, &tail) >= 3 &&
+                           (tail == 0 || tail == ',') && v.ctas >= 1 && v.ctas <= 1024 &&
+                           v.threads >= 32 && v.threads <= 1024 && v.threads % 32 == 0 &&
+                           (v.loads & (v.loads - 1)) == 0 && v.loads >= 1 && v.loads <= 16) {
+                    v.kind = 'k';
+                } else {
+                    fprintf(stderr,
+                            "cuda_handoff_bench: --beside: '%.*s' is neither ce nor k:C:T:U (C "
+                            "CTAs from 1 to 1024, T threads a multiple of 32 up to 1024, U "
+                            "loads 1, 2, 4, 8 or 16)\n",
+                            (int)len, p);
+                    return 2;
+                }
+                if (n_bs == MAX_BESIDE) {
+                    fprintf(stderr, "cuda_handoff_bench: --beside: at most %d kinds\n",
+                            MAX_BESIDE - 1);
+                    return 2;
+                }
+                bs[n_bs++] = v;
+                p += len + (p[len] == ',');
+            }
         } else {
             fprintf(stderr, "usage: cuda_handoff_bench [--n 4096] [--reps 2000] "
-                            "[--ways stream,main,put,fused,ce]\n");
+                            "[--ways stream,main,put,fused,ce] [--beside ce,k:C:T:U,...]\n");
             return 2;
         }
     }
@@ -297,19 +385,42 @@ int main(int argc, char **argv)
     CK(cudaFuncGetAttributes(&fa, k_put));
     CK(cudaFuncGetAttributes(&fa, k_fused));
     CK(cudaFuncGetAttributes(&fa, k_dev_put));
-    printf("| way | PCIe | median us | p90 us |\n| --- | --- | ---: | ---: |\n");
-    for (int bulk = 0; bulk < 2; bulk++)
+    CK(cudaFuncGetAttributes(&fa, k_h2d<1>));
+    CK(cudaFuncGetAttributes(&fa, k_h2d<2>));
+    CK(cudaFuncGetAttributes(&fa, k_h2d<4>));
+    CK(cudaFuncGetAttributes(&fa, k_h2d<8>));
+    CK(cudaFuncGetAttributes(&fa, k_h2d<16>));
+    printf("| way | PCIe | median us | p90 us | copies beside, GB/s |\n"
+           "| --- | --- | ---: | ---: | ---: |\n");
+    for (int k = 0; k < n_bs; k++) {
+        b.bs = bs[k];
+        const bool bulk = bs[k].kind != 0;
+        char label[64];
+        if (!bulk)
+            snprintf(label, sizeof label, "idle");
+        else if (bs[k].kind == 'c')
+            snprintf(label, sizeof label, "copy engines beside");
+        else
+            snprintf(label, sizeof label, "kernel copies beside (%d CTAs x %d threads x %d loads)",
+                     bs[k].ctas, bs[k].threads, bs[k].loads);
         for (int w = 0; w < N_WAYS; w++) {
             if (!on[w]) continue;
             std::vector<int64_t> t((size_t)reps);
             for (int i = 0; i < 20; i++) trip(&b, (enum way)w, bulk);
+            CK(cudaStreamSynchronize(b.cp));
+            b.bulk_pieces = 0;
+            const int64_t t0 = now_ns();
             for (int64_t i = 0; i < reps; i++) t[(size_t)i] = trip(&b, (enum way)w, bulk);
+            CK(cudaStreamSynchronize(b.cp));
+            const double gbs = bulk ? (double)b.bulk_pieces * BULK_PIECE / (double)(now_ns() - t0) : 0;
+            char rate[32] = "-";
+            if (bulk) snprintf(rate, sizeof rate, "%.1f", gbs);
             std::sort(t.begin(), t.end());
-            printf("| %s | %s | %.1f | %.1f |\n", way_name[w],
-                   bulk ? "host-to-device copies beside" : "idle", 1e-3 * t[(size_t)reps / 2],
-                   1e-3 * t[(size_t)(reps * 9 / 10)]);
+            printf("| %s | %s | %.1f | %.1f | %s |\n", way_name[w], label,
+                   1e-3 * t[(size_t)reps / 2], 1e-3 * t[(size_t)(reps * 9 / 10)], rate);
             fflush(stdout);
         }
+    }
     CK(cudaStreamSynchronize(b.cp));
     return 0;
 }
