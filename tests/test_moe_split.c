@@ -88,7 +88,7 @@ static void test_prefers_far(void)
 {
     struct moe_split_cand c[2] = {{0, 150 * MB, 100 * MB, 0, 0}, {1, 150 * MB, 150 * MB, 0, 0}};
     const double rate[3] = {0, 100e9, 100e9};
-    const int n = moe_split_choose(c, 2, 0, rate, NULL, 50e9, NULL, NULL, NULL);
+    const int n = moe_split_choose(c, 2, 0, rate, NULL, 50e9, 0, NULL, NULL, NULL);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(c[0].j, 1);
     CHECK_EQ_INT(c[1].j, 0);
@@ -102,7 +102,7 @@ static void test_order(void)
         {3, 9 * MB, 6 * MB, 0, 0}, {4, 9 * MB, 9 * MB, 0, 0},
     };
     const double rate[6] = {0, 0, 0, 0, 0, 0}; /* the CPU never: the order alone */
-    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, NULL, 50e9, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 5, 0, rate, NULL, 50e9, 0, NULL, NULL, NULL), 0);
     const int want[5] = {1, 4, 3, 0, 2};
     for (int i = 0; i < 5; i++) CHECK_EQ_INT(c[i].j, want[i]);
 }
@@ -115,18 +115,18 @@ static void test_rates(void)
     struct moe_split_cand c[3] = {
         {0, 10 * MB, 10 * MB, 0, 0}, {1, 10 * MB, 10 * MB, 0, 0}, {2, 10 * MB, 10 * MB, 0, 0}};
     const double all[4] = {0, 80e9, 80e9, 80e9};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 0, NULL, NULL, NULL), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 0, 0, NULL, NULL, NULL), 3);
     const double no_three[4] = {0, 80e9, 80e9, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, NULL, 0, NULL, NULL, NULL),
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, no_three, NULL, 0, 0, NULL, NULL, NULL),
                  0); /* every count infinite: the first */
     const double none[4] = {0, 0, 0, 0};
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, NULL, 50e9, NULL, NULL, NULL), 0);
-    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, NULL, 50e9, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, none, NULL, 50e9, 0, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(c, 0, 5 * MB, none, NULL, 50e9, 0, NULL, NULL, NULL), 0);
     /* the CPU at 80 GB/s, PCIe at 50, 10 MB experts: 0, 1, 2, 3 on the CPU
      * end after 0.6, 0.4, 0.25 and 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, 0, NULL, NULL, NULL), 2);
     /* 20 MB already queued on PCIe: 1.0, 0.8, 0.6, 0.375 ms */
-    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, NULL, 50e9, NULL, NULL, NULL), 3);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 20 * MB, all, NULL, 50e9, 0, NULL, NULL, NULL), 3);
 }
 
 /* Random experts of one size, some of their slices in VRAM: the chosen
@@ -152,7 +152,7 @@ static void test_best_subset(void)
         const uint64_t other = rng_below(&r, 4) * slice;
         struct moe_split_cand orig[8];
         for (int i = 0; i < n; i++) orig[i] = c[i];
-        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, NULL, NULL, NULL);
+        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, 0, NULL, NULL, NULL);
         if (!CHECK(take >= 0 && take <= n)) return;
         /* the result is a permutation of the input */
         unsigned seen = 0;
@@ -184,71 +184,71 @@ static void test_half_mixtral(void)
     struct moe_split_cand c[2] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB},
                                   {1, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
     bool half = false;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, NULL, NULL, NULL), 1);
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, NULL, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, 0, NULL, NULL, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, 0, &half, NULL, NULL), 1);
     CHECK(half);
     CHECK_EQ_INT(c[0].j, 0);
     CHECK_EQ_INT(c[1].j, 1);
     struct moe_split_cand one[1] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
     half = false;
-    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, 0, &half, NULL, NULL), 0);
     CHECK(half);
     /* its down already in VRAM: the half copies nothing */
     struct moe_split_cand cached[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
     half = false;
-    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, NULL, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, 0, &half, NULL, NULL), 0);
     CHECK(half);
     /* no PCIe rate: every expert whole on the CPU, no half */
     half = true;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 0, &half, NULL, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 0, 0, &half, NULL, NULL), 2);
     CHECK(!half);
 
     /* rows shared: one whole and a half of which the CPU reads the share s
      * where (114 + 66 s) / 107 = (48 + 66 (1 - s)) / 55, 1.41 ms */
     double share = 0;
     half = false;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, &share, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, 0, &half, &share, NULL), 1);
     CHECK(half);
     const double s2 = (107.0 * (48 + 66) - 55.0 * 114) / (66.0 * (107 + 55));
     CHECK(fabs(share - s2) < 1e-9);
     CHECK(fabs((114 + 66 * share) / 107 - (48 + 66 * (1 - share)) / 55) < 1e-9);
     /* one alone: its down's copy already takes longer than its gate and up */
     share = 0;
-    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, &share, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, 0, &half, &share, NULL), 0);
     CHECK(half && share == 1);
     /* with down rows taken by the CPU: the share d where (66 + 48 d) / 107 =
      * 48 (1 - d) / 55, 0.70 ms */
     double down = -1;
-    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, &half, &share, &down), 0);
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, 0, &half, &share, &down), 0);
     const double d1 = (107.0 * 48 - 55.0 * 66) / (48.0 * (107 + 55));
     CHECK(half && share == 1 && fabs(down - d1) < 1e-9);
     CHECK(fabs((66 + 48 * down) / 107 - 48 * (1 - down) / 55) < 1e-9);
     /* two: the CPU is the later side, gate and up rows go the other way */
     down = -1;
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, &half, &share, &down), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, NULL, 55e9, 0, &half, &share, &down), 1);
     CHECK(half && fabs(share - s2) < 1e-9 && down == 0);
     /* its down in VRAM: none of it to take */
     down = -1;
-    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, &share, &down), 0);
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, 0, &half, &share, &down), 0);
     CHECK(half && down == 0);
     /* a CPU so fast that the down's share would pass the bound: at the bound */
     const double fast[2] = {0, 1000e9};
-    moe_split_choose(one, 1, 0, fast, NULL, 55e9, &half, NULL, &down);
+    moe_split_choose(one, 1, 0, fast, NULL, 55e9, 0, &half, NULL, &down);
     CHECK(half && down == 1 - MOE_SPLIT_SHARE_MIN);
     /* its down in VRAM: gate and up shared at the rates' ratio */
     share = 0;
-    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, &half, &share, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(cached, 1, 0, rate, NULL, 55e9, 0, &half, &share, NULL), 0);
     CHECK(half && fabs(share - 107.0 / 162) < 1e-9);
     /* its gate in VRAM: no rows shared */
     struct moe_split_cand gate_in[1] = {{0, 114 * MB, 81 * MB, 66 * MB, 33 * MB}};
     share = 0;
-    CHECK_EQ_INT(moe_split_choose(gate_in, 1, 0, rate, NULL, 55e9, &half, &share, NULL), 0);
+    CHECK_EQ_INT(moe_split_choose(gate_in, 1, 0, rate, NULL, 55e9, 0, &half, &share, NULL), 0);
     CHECK(half && share == 1);
     /* a share under MOE_SPLIT_SHARE_MIN is taken at the minimum */
     const double slow[2] = {0, 1e9};
     struct moe_split_cand lone[1] = {{0, 114 * MB, 66 * MB, 66 * MB, 66 * MB}};
     share = 0;
-    moe_split_choose(lone, 1, 0, slow, NULL, 55e9, &half, &share, NULL);
+    moe_split_choose(lone, 1, 0, slow, NULL, 55e9, 0, &half, &share, NULL);
     CHECK(!half || share == MOE_SPLIT_SHARE_MIN);
 }
 
@@ -289,12 +289,14 @@ static void test_half_best(void)
         for (int i = 0; i < n; i++) orig[i] = plain[i] = rc[i] = hc[i] = dc[i] = c[i];
         bool half = false, rhalf = false, hhalf = false, dhalf = false;
         double share = 0, dshare = 0, down = 0;
-        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, &half, NULL, NULL);
-        const int take0 = moe_split_choose(plain, n, other, rate, NULL, pcie, NULL, NULL, NULL);
-        const int rtake = moe_split_choose(rc, n, other, rate, rate_cp, pcie, &rhalf, &share, NULL);
-        const int htake = moe_split_choose(hc, n, other, rate, rate_cp, pcie, &hhalf, NULL, NULL);
+        const int take = moe_split_choose(c, n, other, rate, NULL, pcie, 0, &half, NULL, NULL);
+        const int take0 = moe_split_choose(plain, n, other, rate, NULL, pcie, 0, NULL, NULL, NULL);
+        const int rtake =
+            moe_split_choose(rc, n, other, rate, rate_cp, pcie, 0, &rhalf, &share, NULL);
+        const int htake =
+            moe_split_choose(hc, n, other, rate, rate_cp, pcie, 0, &hhalf, NULL, NULL);
         const int dtake =
-            moe_split_choose(dc, n, other, rate, rate_cp, pcie, &dhalf, &dshare, &down);
+            moe_split_choose(dc, n, other, rate, rate_cp, pcie, 0, &dhalf, &dshare, &down);
         if (!CHECK(take >= 0 && take + (half ? 1 : 0) <= n)) return;
         unsigned seen = 0;
         for (int i = 0; i < n; i++) seen |= 1u << c[i].j;
@@ -404,9 +406,42 @@ static void test_rate_drift(void)
     for (int i = 0; i < 2; i++)
         c[i] = (struct moe_split_cand){.j = i, .all = 3 * MB, .far = 3 * MB};
     double rate[3] = {80e9, 40e9, 20e9};
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, NULL, NULL, NULL), 1);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, 0, NULL, NULL, NULL), 1);
     rate[2] = moe_split_rate_drift(20e9, 100e9, 64, 64);
-    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 2, 0, rate, rate, 40e9, 0, NULL, NULL, NULL), 2);
+}
+
+/* The copies counted lead seconds longer: three 10 MB experts, the CPU at
+ * 80 GB/s, PCIe at 50 (0, 1, 2, 3 on the CPU: 0.6, 0.4, 0.25, 0.375 ms
+ * without a lead). A lead of 0.1 ms: 0.7, 0.5, 0.3, 0.375 (still 2); of 0.2
+ * ms: 0.8, 0.6, 0.4, 0.375 (all three, whose pass copies nothing). A half's
+ * shares end their copies the lead before the CPU. */
+static void test_lead(void)
+{
+    struct moe_split_cand c[3] = {
+        {0, 10 * MB, 10 * MB, 0, 0}, {1, 10 * MB, 10 * MB, 0, 0}, {2, 10 * MB, 10 * MB, 0, 0}};
+    const double all[4] = {0, 80e9, 80e9, 80e9};
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, 0, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, 0.1e-3, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(moe_split_choose(c, 3, 0, all, NULL, 50e9, 0.2e-3, NULL, NULL, NULL), 3);
+
+    /* test_half_mixtral's two experts, a lead of 0.1 ms: the share s where
+     * (114 + 66 s) / 107 = (48 + 66 (1 - s)) / 55 + 0.1 */
+    const double rate[3] = {0, 107e9, 107e9};
+    struct moe_split_cand two[2] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB},
+                                    {1, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
+    bool half = false;
+    double share = 0, down = -1;
+    CHECK_EQ_INT(moe_split_choose(two, 2, 0, rate, NULL, 55e9, 0.1e-3, &half, &share, NULL), 1);
+    CHECK(half);
+    CHECK(fabs((114 + 66 * share) / 107 - ((48 + 66 * (1 - share)) / 55 + 0.1)) < 1e-9);
+    const double s0 = (107.0 * (48 + 66) - 55.0 * 114) / (66.0 * (107 + 55));
+    CHECK(share > s0);
+    /* one, its down's rows shared: (66 + 48 d) / 107 = 48 (1 - d) / 55 + 0.1 */
+    struct moe_split_cand one[1] = {{0, 114 * MB, 114 * MB, 66 * MB, 66 * MB}};
+    CHECK_EQ_INT(moe_split_choose(one, 1, 0, rate, NULL, 55e9, 0.1e-3, &half, &share, &down), 0);
+    CHECK(half && share == 1);
+    CHECK(fabs((66 + 48 * down) / 107 - (48 * (1 - down) / 55 + 0.1)) < 1e-9);
 }
 
 int main(int argc, char **argv)
@@ -419,5 +454,6 @@ int main(int argc, char **argv)
     test_best_subset();
     test_half_mixtral();
     test_half_best();
+    test_lead();
     return check_report(argv[0]);
 }

@@ -324,6 +324,9 @@ struct cuda_backend {
     uint64_t expert_own;
     /* moe_rate_weighed's drift (HYPURA_CUDA_MOE_RATE_DRIFT=N calls; 0: none) */
     int rate_drift;
+    /* seconds the split's copies are to end before the CPU's pass
+     * (MOE_COPY_LEAD_US; HYPURA_CUDA_COPY_LEAD_US) */
+    double copy_lead;
     /* a token's product of host weights with an element-wise op (an
      * expert's gate and up, its down with the add) in one kernel from their
      * VRAM cache entries (HYPURA_CUDA_FUSE_HOST=0: each product, then the op) */
@@ -3218,6 +3221,19 @@ static bool moe_rate_fresh(const struct cuda_backend *cb, bool beside, int n)
  * tok/s (eight runs each; the qwen1.5-moe shape's the same). */
 #define MOE_RATE_DRIFT_CALLS 64
 
+/* How long before the CPU's pass the split has its copies end, us (the
+ * copies' time counted that much longer). A read across PCIe waits behind
+ * the copies in flight: the CPU's sum, read by the GPU as the pass ends,
+ * arrives later beside them (cuda_handoff_bench: a round trip 20 us beside
+ * the copy engines, 8 us idle), and copies that end with the pass put that
+ * wait on each host layer. On H200 machines (HYPURA_CUDA_COPY_LEAD_US,
+ * partial decode at bench/gpu's budgets, the two alternated) 50 against 0:
+ * the qwen1.5-moe shape faster in 10 of 11 pairs of runs over three
+ * machines (medians 683.1 -> 755.4 tok/s on one) and in 2 of bench/gpu's 4
+ * (-2.8 to +6.7 %), the Mixtral shape in 8 of 10; 100 slower than 50 on the
+ * first. */
+#define MOE_COPY_LEAD_US 50
+
 /* The CPU rate the split weighs for n experts (beside copies or not): what
  * its calls showed, moving toward r0 as calls go by without one (over
  * cb->rate_drift calls; 0: held until stale); r0 where none is fresh. */
@@ -3485,7 +3501,7 @@ static void cu_moe_token(struct backend *be, const float *x, const struct backen
         double share = 1, down = 0;
         tr_pcie = moe_pcie_rate(cb);
         n_cpu = moe_split_choose(
-            cand, n_cand, far_other, rate[0], rate[1], tr_pcie,
+            cand, n_cand, far_other, rate[0], rate[1], tr_pcie, cb->copy_lead,
             cb->moe_half == CUDA_MOE_HALF_AUTO && gu_min >= cb->moe_half_min ? &half : NULL,
             cb->moe_rows ? &share : NULL, cb->moe_down ? &down : NULL);
         n_half = half;
@@ -4220,6 +4236,8 @@ enum hy_status cuda_backend_create(const struct cuda_backend_config *cfg, struct
                          << 20;
         cb->rate_drift =
             (int)env_count("HYPURA_CUDA_MOE_RATE_DRIFT", MOE_RATE_DRIFT_CALLS, 1u << 30);
+        cb->copy_lead =
+            1e-6 * (double)env_count("HYPURA_CUDA_COPY_LEAD_US", MOE_COPY_LEAD_US, 1000000);
         e = getenv("HYPURA_CUDA_FUSE_HOST");
         cb->fuse_host = !(e && !strcmp(e, "0"));
         e = getenv("HYPURA_CUDA_ROUTED");

@@ -5,28 +5,31 @@
 #include "core/base.h"
 
 /* The later side's end: a CPU pass of n experts (none: 0), cpu bytes at
- * rate (rate_cp beside copies); far bytes at pcie. */
-static double split_end(int n, double cpu, double rate, double rate_cp, double far, double pcie)
+ * rate (rate_cp beside copies); far bytes at pcie, counted lead seconds
+ * later (none: 0). */
+static double split_end(int n, double cpu, double rate, double rate_cp, double far, double pcie,
+                        double lead)
 {
     if (far > 0) rate = rate_cp;
     const double tc = n == 0 ? 0 : rate > 0 ? cpu / rate : INFINITY;
-    const double tp = far <= 0 ? 0 : pcie > 0 ? far / pcie : INFINITY;
+    const double tp = far <= 0 ? 0 : pcie > 0 ? far / pcie + lead : INFINITY;
     return HY_MAX(tc, tp);
 }
 
 /* The share x of b bytes where both sides end together: the CPU reads cpu +
- * x b at rate, the copies far - x b at pcie (far holds b); unbounded. */
-static double split_even(double cpu, double far, double b, double rate, double pcie)
+ * x b at rate, the copies far - x b at pcie lead seconds before it (far
+ * holds b); unbounded. */
+static double split_even(double cpu, double far, double b, double rate, double pcie, double lead)
 {
-    return (rate * far - pcie * cpu) / (b * (rate + pcie));
+    return (rate * (far + lead * pcie) - pcie * cpu) / (b * (rate + pcie));
 }
 
 /* The CPU's share of a half's gate and up (gu bytes; far: the copies without
  * them): in [MOE_SPLIT_SHARE_MIN, 1]. */
-static double split_share(double cpu, double far, double gu, double rate, double pcie)
+static double split_share(double cpu, double far, double gu, double rate, double pcie, double lead)
 {
     if (!(rate > 0) || !(pcie > 0) || !(gu > 0)) return 1;
-    const double s = split_even(cpu, far + gu, gu, rate, pcie);
+    const double s = split_even(cpu, far + gu, gu, rate, pcie, lead);
     return HY_MIN(1.0, HY_MAX(MOE_SPLIT_SHARE_MIN, s));
 }
 
@@ -34,16 +37,16 @@ static double split_share(double cpu, double far, double gu, double rate, double
  * CPU's bytes with the half's gate and up, far: the copies with its down):
  * in [0, 1 - MOE_SPLIT_SHARE_MIN], 0 where the CPU ends later even without
  * any. */
-static double split_down(double cpu, double far, double dn, double rate, double pcie)
+static double split_down(double cpu, double far, double dn, double rate, double pcie, double lead)
 {
     if (!(rate > 0) || !(pcie > 0) || !(dn > 0)) return 0;
-    const double d = split_even(cpu, far, dn, rate, pcie);
+    const double d = split_even(cpu, far, dn, rate, pcie, lead);
     return HY_MIN(1.0 - MOE_SPLIT_SHARE_MIN, HY_MAX(0.0, d));
 }
 
 int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, const double *cpu_rate,
-                     const double *cpu_rate_cp, double pcie_rate, bool *half, double *share,
-                     double *down)
+                     const double *cpu_rate_cp, double pcie_rate, double lead, bool *half,
+                     double *share, double *down)
 {
     if (share) *share = 1;
     if (down) *down = 0;
@@ -62,7 +65,7 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
             cpu += (double)cand[c - 1].all;
             far -= (double)cand[c - 1].far;
         }
-        const double t = split_end(c, cpu, cpu_rate[c], cpu_rate_cp[c], far, pcie_rate);
+        const double t = split_end(c, cpu, cpu_rate[c], cpu_rate_cp[c], far, pcie_rate, lead);
         if (t < best) {
             best = t;
             take = c;
@@ -98,16 +101,17 @@ int moe_split_choose(struct moe_split_cand *cand, int n, uint64_t far_other, con
              * or down rows taken by the CPU (copies beside the CPU) */
             const double rc = cpu_rate[c + 1], rp = cpu_rate_cp[c + 1];
             const double dn = (double)(cand[h].all - cand[h].gu);
-            const double s1 =
-                share && cand[h].gu_far == cand[h].gu ? split_share(cb, fb, gu, rp, pcie_rate) : 1;
+            const double s1 = share && cand[h].gu_far == cand[h].gu
+                                  ? split_share(cb, fb, gu, rp, pcie_rate, lead)
+                                  : 1;
             const double d1 = down && cand[h].far - cand[h].gu_far == cand[h].all - cand[h].gu
-                                  ? split_down(cb + gu, fb, dn, rp, pcie_rate)
+                                  ? split_down(cb + gu, fb, dn, rp, pcie_rate, lead)
                                   : 0;
             for (int v = 0; v < 3; v++) {
                 if ((v == 1 && !(s1 < 1)) || (v == 2 && !(d1 > 0))) continue;
                 const double s = v == 1 ? s1 : 1, d = v == 2 ? d1 : 0;
                 const double t = split_end(c + 1, cb + s * gu + d * dn, rc, rp,
-                                           fb + (1 - s) * gu - d * dn, pcie_rate);
+                                           fb + (1 - s) * gu - d * dn, pcie_rate, lead);
                 if (t < best) {
                     best = t;
                     hc = c;
