@@ -29,12 +29,11 @@ struct moe_split_cand {
  * ends first, the CPU's c experts at cpu_rate[c] bytes/s, or cpu_rate_cp[c]
  * where the GPU's side copies anything (the two share host memory; NULL:
  * cpu_rate) (n + 1 entries each; one of 0 or less: never that count), the
- * copies of the others' far
- * bytes plus far_other (bytes the GPU's side copies whatever the choice)
- * at pcie_rate (0 or less: copies never end), their end counted lead
- * seconds later where there are any (so that they end that much before the
- * CPU's pass where both sides would end together). The first of equal
- * times.
+ * copies of the others' far bytes plus far_other (bytes the GPU's side
+ * copies whatever the choice) at pcie_rate (0 or less: copies never end),
+ * their end counted lead seconds later where there are any (so that they
+ * end that much before the CPU's pass where both sides would end together).
+ * The first of equal times.
  *
  * With *half non-NULL, one more candidate may be a half: the CPU reads its
  * gu bytes (a pass of c + 1 experts, at cpu_rate[c + 1]), the copies leave
@@ -48,15 +47,14 @@ struct moe_split_cand {
  * (gu_far == gu) may leave the GPU some of its gate and up rows: the CPU
  * reads a share s of its gu bytes, the copies the rest, s set so that both
  * sides end together, the copies lead before the CPU (at least
- * MOE_SPLIT_SHARE_MIN; 1: a plain half). *share
- * is the chosen half's (1 where none).
+ * MOE_SPLIT_SHARE_MIN; 1: a plain half). *share is the chosen half's (1
+ * where none).
  *
- * With down non-NULL (and half), a plain half none of whose down
- * is in VRAM may give the CPU a share d of its down rows too: the CPU reads
- * its gu bytes and d of its down's, the copies the rest of the down, d set
- * so that both sides end together as above (at most 1 -
- * MOE_SPLIT_SHARE_MIN). *down
- * is the chosen half's (0 where none, or where the half has none). */
+ * With down non-NULL (and half), a plain half none of whose down is in
+ * VRAM may give the CPU a share d of its down rows too: the CPU reads its gu
+ * bytes and d of its down's, the copies the rest of the down, d set so that
+ * both sides end together as above (at most 1 - MOE_SPLIT_SHARE_MIN).
+ * *down is the chosen half's (0 where none, or where the half has none). */
 #define MOE_SPLIT_SHARE_MIN 0.125
 /* Candidates of one call, at most (BACKEND_MOE_MAX_K). */
 #define MOE_SPLIT_MAX 64
