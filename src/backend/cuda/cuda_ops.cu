@@ -758,8 +758,8 @@ extern "C" cudaError_t cuk_f32_to_f16(const float *x, int64_t n, uint16_t *out,
                                       struct cuk_f16_scale *sc, cudaStream_t s)
 {
     if (n <= 0) return cudaSuccess;
-    const int64_t b = (n + F16_THREADS - 1) / F16_THREADS;
-    const unsigned blocks = (unsigned)(b < F16_BLOCKS ? b : F16_BLOCKS);
+    const unsigned b = n_blocks(n, F16_THREADS);
+    const unsigned blocks = b < F16_BLOCKS ? b : F16_BLOCKS;
     k_f32_to_f16<<<blocks, F16_THREADS, 0, s>>>(x, n, (__half *)out, sc);
     return cudaGetLastError();
 }
