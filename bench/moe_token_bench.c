@@ -12,7 +12,10 @@
  * backend waits for; the pass's join, which may wait longer for a thread
  * that lost its core, comes after) and the experts' bytes over the median
  * pass, next to a plain read of memory with the same threads measured in
- * the same run.
+ * the same run; then the medians of two marks inside a pass
+ * (cpu_backend_pass_times), from its call: its first chunk taken (the
+ * workers' start) and its gate and up products done (its downs' phase comes
+ * after, overlapping the last of them).
  *
  *   moe_token_bench [--embd N (2048)] [--ff N (1408)] [--k 1,2,4,8]
  *                   [--threads 1,2] [--types q4_k,q5_0] [--mib N (512)]
@@ -185,7 +188,10 @@ int main(int argc, char **argv)
     float *o = malloc(sizeof(float) * (size_t)(kmax * E)), alpha[BACKEND_MOE_MAX_K];
     int64_t *us = malloc(sizeof(int64_t) * (size_t)passes);
     int64_t *us_sum = malloc(sizeof(int64_t) * (size_t)passes);
-    if (!x || !y || !h || !h2 || !o || !us || !us_sum) return 1;
+    /* from the pass's call: its first chunk taken, its gate and up done */
+    int64_t *us_first = malloc(sizeof(int64_t) * (size_t)passes);
+    int64_t *us_a = malloc(sizeof(int64_t) * (size_t)passes);
+    if (!x || !y || !h || !h2 || !o || !us || !us_sum || !us_first || !us_a) return 1;
     for (int64_t i = 0; i < E; i++) x[i] = (float)rng_normal(&r);
     for (int j = 0; j < BACKEND_MOE_MAX_K; j++) alpha[j] = 1.0f / (float)(j + 1);
 
@@ -194,8 +200,9 @@ int main(int argc, char **argv)
            (long long)F, (long long)E, quant_type_name(t_gu), quant_type_name(t_down),
            expert_bytes / 1e6, n_exp, n_exp * expert_bytes / 1048576.0);
     printf("| threads | k | us a pass (median) | best | 9th decile | us to the sum (median) | 9th "
-           "decile | GB/s (median) | memory read GB/s |\n");
-    printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+           "decile | GB/s (median) | memory read GB/s | us to the first chunk (median) | us to "
+           "gate and up done (median) |\n");
+    printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     int next = 0;
     for (int t = 0; t < n_threads; t++) {
         struct backend *be = NULL;
@@ -242,16 +249,23 @@ int main(int argc, char **argv)
                 if (p >= 0) {
                     us[p] = timing_now_us() - t0;
                     us_sum[p] = t_sum - t0;
+                    int64_t t_start, t_first, t_a;
+                    cpu_backend_pass_times(be, &t_start, &t_first, &t_a);
+                    us_first[p] = t_first - t0;
+                    us_a[p] = t_a - t0;
                 }
                 next += k;
             }
             qsort(us, (size_t)passes, sizeof *us, cmp_i64);
             qsort(us_sum, (size_t)passes, sizeof *us_sum, cmp_i64);
+            qsort(us_first, (size_t)passes, sizeof *us_first, cmp_i64);
+            qsort(us_a, (size_t)passes, sizeof *us_a, cmp_i64);
             const double med = (double)us[passes / 2];
-            printf("| %d | %d | %.1f | %lld | %lld | %lld | %lld | %.1f | %.1f |\n", threads[t], k,
-                   med, (long long)us[0], (long long)us[passes * 9 / 10],
+            printf("| %d | %d | %.1f | %lld | %lld | %lld | %lld | %.1f | %.1f | %lld | %lld |\n",
+                   threads[t], k, med, (long long)us[0], (long long)us[passes * 9 / 10],
                    (long long)us_sum[passes / 2], (long long)us_sum[passes * 9 / 10],
-                   med > 0 ? k * expert_bytes / (med * 1e3) : 0.0, mem_bw[t]);
+                   med > 0 ? k * expert_bytes / (med * 1e3) : 0.0, mem_bw[t],
+                   (long long)us_first[passes / 2], (long long)us_a[passes / 2]);
             fflush(stdout);
         }
         backend_free(be);
