@@ -1,7 +1,9 @@
 /*
  * gemm_bench: single-threaded speed of the batched prompt kernels
  * (quant_gemm.h) per weight type, in multiply-accumulates per second, next
- * to the vec_dot loop they replace. Prints a markdown table.
+ * to the vec_dot loop they replace; then one token's product by the gemv
+ * kernel (several rows at once) next to vec_dot row by row, for the types
+ * that have one. Prints a markdown table.
  *
  * A matrix of --rows rows (default 512) by --cols columns (default 4096) of
  * random weights against --tok activation rows (default 128), the product
@@ -9,7 +11,9 @@
  * already converted to the vec_dot type. Each cell is the best of --reps
  * (default 5) products in CPU time of the thread, so that a burst of load
  * from a neighbour on a shared machine spoils one product rather than the
- * cell (cache and core sharing still show).
+ * cell (cache and core sharing still show). The default matrix (1.1-2.1 MiB
+ * for the quantized types) stays in the caches between products: these are
+ * the kernels' rates, not memory's.
  *
  *   gemm_bench [--rows N] [--cols N] [--tok N] [--reps N] [--types q4_k,q8_0,...]
  */
@@ -22,7 +26,7 @@
 #include "quant/quant.h"
 #include "quant/quant_gemm.h"
 
-static const uint32_t k_types[] = {HY_TYPE_Q4_0, HY_TYPE_Q8_0, HY_TYPE_Q4_K,
+static const uint32_t k_types[] = {HY_TYPE_Q4_0, HY_TYPE_Q5_0, HY_TYPE_Q8_0, HY_TYPE_Q4_K,
                                    HY_TYPE_Q5_K, HY_TYPE_Q6_K, HY_TYPE_F16};
 
 /* CPU time of this thread in microseconds: on a machine shared with other
@@ -34,15 +38,18 @@ static double cpu_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
-static double best_us(int reps, quant_gemm_fn gemm, quant_vec_dot_fn dot, int64_t cols,
-                      const void *w, size_t w_row, int64_t rows, const void *xq, size_t xq_row,
-                      int64_t n_tok, float *y)
+/* The best time of reps products by gemm, or gemv (one token), or dot. */
+static double best_us(int reps, quant_gemm_fn gemm, quant_gemv_fn gemv, quant_vec_dot_fn dot,
+                      int64_t cols, const void *w, size_t w_row, int64_t rows, const void *xq,
+                      size_t xq_row, int64_t n_tok, float *y)
 {
     double best = 1e30;
     for (int k = 0; k < reps; k++) {
         const double t0 = cpu_us();
         if (gemm) {
             gemm(cols, w, w_row, rows, xq, xq_row, n_tok, y, rows);
+        } else if (gemv) {
+            gemv(cols, w, w_row, rows, xq, y);
         } else {
             for (int64_t t = 0; t < n_tok; t++)
                 for (int64_t r = 0; r < rows; r++)
@@ -100,7 +107,8 @@ int main(int argc, char **argv)
     printf("isa %s, %lld x %lld weights, %lld tokens, best of %d\n\n",
            quant_isa_name(quant_isa_current()), (long long)rows, (long long)cols, (long long)n_tok,
            reps);
-    printf("| type | gemm GMAC/s | vec_dot GMAC/s | speed-up |\n| --- | ---: | ---: | ---: |\n");
+    printf("| type | gemm GMAC/s | vec_dot GMAC/s | speed-up | one token: gemv GMAC/s | vec_dot "
+           "GMAC/s | speed-up |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (size_t k = 0; k < sizeof k_types / sizeof k_types[0]; k++) {
         const uint32_t type = k_types[k];
         if (any && !want[type]) continue;
@@ -122,12 +130,25 @@ int main(int argc, char **argv)
         }
         const quant_gemm_fn gemm = quant_gemm_kernel(type);
         const double macs = (double)rows * (double)cols * (double)n_tok;
+        const quant_vec_dot_fn dot = quant_kernels(type)->vec_dot;
         const double g_us =
-            gemm ? best_us(reps, gemm, NULL, cols, w, w_row, rows, xg, xg_row, n_tok, y) : 0;
-        const double d_us = best_us(reps > 2 ? 2 : reps, NULL, quant_kernels(type)->vec_dot, cols,
-                                    w, w_row, rows, xq, xq_row, n_tok, y);
-        printf("| %s | %.1f | %.1f | %.2f |\n", tr->name, gemm ? macs / g_us / 1e3 : 0.0,
+            gemm ? best_us(reps, gemm, NULL, NULL, cols, w, w_row, rows, xg, xg_row, n_tok, y) : 0;
+        const double d_us = best_us(reps > 2 ? 2 : reps, NULL, NULL, dot, cols, w, w_row, rows, xq,
+                                    xq_row, n_tok, y);
+        printf("| %s | %.1f | %.1f | %.2f |", tr->name, gemm ? macs / g_us / 1e3 : 0.0,
                macs / d_us / 1e3, gemm ? d_us / g_us : 0.0);
+        /* one token: enough products to time (each about a row block's work) */
+        const quant_gemv_fn gemv = quant_gemv_kernel(type);
+        const int reps1 = 20 * reps;
+        if (gemv) {
+            const double macs1 = (double)rows * (double)cols;
+            const double v_us = best_us(reps1, NULL, gemv, NULL, cols, w, w_row, rows, xq, 0, 1, y);
+            const double d1_us = best_us(reps1, NULL, NULL, dot, cols, w, w_row, rows, xq, 0, 1, y);
+            printf(" %.1f | %.1f | %.2f |\n", macs1 / v_us / 1e3, macs1 / d1_us / 1e3,
+                   d1_us / v_us);
+        } else {
+            printf(" - | - | - |\n");
+        }
         free(w);
         free(xq);
         free(xg);

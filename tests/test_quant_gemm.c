@@ -205,8 +205,11 @@ int main(void)
         CHECK(quant_gemm_kernel(HY_TYPE_Q4_K) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_Q6_K) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_Q8_0) != NULL);
+        CHECK(quant_gemm_kernel(HY_TYPE_Q5_0) != NULL);
         CHECK(quant_gemm_kernel(HY_TYPE_F16) != NULL);
         CHECK(quant_gemv_kernel(HY_TYPE_F16) != NULL);
+        CHECK(quant_gemv_kernel(HY_TYPE_Q5_0) != NULL);
+        CHECK(quant_gemv_kernel(HY_TYPE_Q8_0) != NULL);
     }
     quant_isa_select(best);
     if (best < QUANT_ISA_AVX512_VNNI) check_level(&r);

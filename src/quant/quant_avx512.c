@@ -86,29 +86,6 @@ K_INLINE __m512i madd_acc(__m512i acc, __m512i a, __m512i b, bool vnni)
     return _mm512_add_epi32(acc, p);
 }
 
-/* Two 32-element blocks per vector. `two` false (the odd last block of a
- * row): the upper half is zero and b is not read. */
-
-/* 32 bytes at a in the low half, 32 at b in the high half. */
-K_INLINE __m512i load_pair32(const void *a, const void *b, bool two)
-{
-    if (two) return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
-    return _mm512_zextsi256_si512(load256(a));
-}
-
-/* The 16 nibble bytes at a and at b as 64 bytes 0..15 in element order:
- * a's low nibbles, a's high nibbles, b's low, b's high. */
-K_INLINE __m512i nibbles_pair(const uint8_t *a, const uint8_t *b, bool two)
-{
-    __m512i v = _mm512_broadcast_i32x4(load128(a));
-    if (two)
-        v = _mm512_mask_broadcast_i32x4(v, 0xff00, load128(b));
-    else
-        v = _mm512_maskz_mov_epi32(0x00ff, v);
-    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
-    return _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
-}
-
 /* hf(xa) * hf(ya) in the low 8 lanes, hf(xb) * hf(yb) (or 0) in the high 8. */
 K_INLINE __m512 scale_pair(hy_half xa, hy_half ya, hy_half xb, hy_half yb, bool two)
 {
@@ -118,15 +95,6 @@ K_INLINE __m512 scale_pair(hy_half xa, hy_half ya, hy_half xb, hy_half yb, bool 
     dx = _mm512_mask_mov_ps(dx, 0xff00, _mm512_set1_ps(t[xb]));
     dy = _mm512_mask_mov_ps(dy, 0xff00, _mm512_set1_ps(t[yb]));
     return _mm512_mul_ps(dx, dy);
-}
-
-/* The 32 + 32 high bits of a Q5 block pair as a byte mask. */
-K_INLINE __mmask64 qh_pair(const uint8_t *a, const uint8_t *b, bool two)
-{
-    uint32_t lo, hi = 0;
-    memcpy(&lo, a, sizeof(lo));
-    if (two) memcpy(&hi, b, sizeof(hi));
-    return _cvtu64_mask64((uint64_t)lo | (uint64_t)hi << 32);
 }
 
 /* ---- float types -------------------------------------------------------- */
@@ -301,14 +269,6 @@ K_INLINE float q4_1_dot(int64_t n, const struct block_q4_1 *x, const struct bloc
         if (two) m1 = offset_term(x[i + 1].m, y[i + 1].s, m1);
     }
     return hsum512(_mm512_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_add_ss(m0, m1));
-}
-
-/* q5 = nibble + 16 * bit: the bit mask adds 16 where set. */
-K_INLINE __m512i q5_pair(const uint8_t *qs_a, const uint8_t *qh_a, const uint8_t *qs_b,
-                         const uint8_t *qh_b, bool two)
-{
-    const __m512i q = nibbles_pair(qs_a, qs_b, two);
-    return _mm512_mask_add_epi8(q, qh_pair(qh_a, qh_b, two), q, _mm512_set1_epi8(16));
 }
 
 K_INLINE __m512 q5_0_pair(const struct block_q5_0 *x, const struct block_q8_0 *y, bool two,

@@ -9,7 +9,9 @@
 
 #include <immintrin.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "quant/blocks.h"
 #include "quant/quant_cpu.h"
@@ -84,5 +86,50 @@ static inline __m512 f16x16(const hy_half *p)
 {
     return _mm512_cvtph_ps(load256(p));
 }
+
+/* Legacy 32-element blocks go two per vector. `two` false (the odd last
+ * block of a row): the upper half is zero and b is not read. The workers
+ * below are always inlined, so that `two`, a constant at each call, selects
+ * the code. */
+#define AVX512_PAIR_INLINE static inline __attribute__((always_inline))
+
+/* 32 bytes at a in the low half, 32 at b in the high half. */
+AVX512_PAIR_INLINE __m512i load_pair32(const void *a, const void *b, bool two)
+{
+    if (two) return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
+    return _mm512_zextsi256_si512(load256(a));
+}
+
+/* The 16 nibble bytes at a and at b as 64 bytes 0..15 in element order:
+ * a's low nibbles, a's high nibbles, b's low, b's high. */
+AVX512_PAIR_INLINE __m512i nibbles_pair(const uint8_t *a, const uint8_t *b, bool two)
+{
+    __m512i v = _mm512_broadcast_i32x4(load128(a));
+    if (two)
+        v = _mm512_mask_broadcast_i32x4(v, 0xff00, load128(b));
+    else
+        v = _mm512_maskz_mov_epi32(0x00ff, v);
+    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    return _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+}
+
+/* The 32 + 32 high bits of a Q5 block pair as a byte mask. */
+AVX512_PAIR_INLINE __mmask64 qh_pair(const uint8_t *a, const uint8_t *b, bool two)
+{
+    uint32_t lo, hi = 0;
+    memcpy(&lo, a, sizeof(lo));
+    if (two) memcpy(&hi, b, sizeof(hi));
+    return _cvtu64_mask64((uint64_t)lo | (uint64_t)hi << 32);
+}
+
+/* q5 = nibble + 16 * bit: the bit mask adds 16 where set. */
+AVX512_PAIR_INLINE __m512i q5_pair(const uint8_t *qs_a, const uint8_t *qh_a, const uint8_t *qs_b,
+                                   const uint8_t *qh_b, bool two)
+{
+    const __m512i q = nibbles_pair(qs_a, qs_b, two);
+    return _mm512_mask_add_epi8(q, qh_pair(qh_a, qh_b, two), q, _mm512_set1_epi8(16));
+}
+
+#undef AVX512_PAIR_INLINE
 
 #endif

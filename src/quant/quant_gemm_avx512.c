@@ -62,23 +62,6 @@
 
 /* ---- helpers (the shared ones are in quant_avx512_inl.h) ----------------- */
 
-G_INLINE __m512i load_pair32(const void *a, const void *b, bool two)
-{
-    if (two) return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
-    return _mm512_zextsi256_si512(load256(a));
-}
-
-G_INLINE __m512i nibbles_pair(const uint8_t *a, const uint8_t *b, bool two)
-{
-    __m512i v = _mm512_broadcast_i32x4(load128(a));
-    if (two)
-        v = _mm512_mask_broadcast_i32x4(v, 0xff00, load128(b));
-    else
-        v = _mm512_maskz_mov_epi32(0x00ff, v);
-    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
-    return _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
-}
-
 /* clang-format off */
 static const int16_t g_dup_mins[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
 /* clang-format on */
@@ -282,24 +265,40 @@ G_INLINE void q6_K_tile(int64_t nb, const struct block_q6_K *x, const uint8_t *x
     for (int t = 0; t < nt; t++) y[t * ldy] = hsum512(acc[t]);
 }
 
-/* ---- Q4_0 and Q8_0 against Q8_0 (quant_avx512.c's VNNI q4_0_dot, q8_0_dot)
- * Both are (u - c) * v for a block pair with u unsigned: Q4_0's nibbles with
- * c = 8, Q8_0's bytes xor 0x80 with c = 128. vec_dot subtracts c * v after
- * the dot; here -c * v is computed once per token and block pair and is the
- * start of the dot product of each row (the same int32 sums: no term can
- * overflow). The accumulator of each block pair follows vec_dot: pairs of a
- * group of four alternate acc0 / acc1, the tail pairs go to acc0. A tile is
- * LEG_ROWS rows by LEG_TOK tokens, so that -c * v and the activation scales
- * serve three rows (four spill the 32 vector registers: the accumulators of
- * two chains are 2 x LEG_ROWS x LEG_TOK). */
+/* ---- Q4_0, Q5_0 and Q8_0 against Q8_0 (quant_avx512.c's VNNI q4_0_dot,
+ * q5_0_dot, q8_0_dot). All are (u - c) * v for a block pair with u unsigned:
+ * Q4_0's nibbles with c = 8, Q5_0's nibbles plus 16 where the high bit is
+ * set with c = 16, Q8_0's bytes xor 0x80 with c = 128. vec_dot subtracts
+ * c * v after the dot; here -c * v is computed once per token and block pair
+ * and is the start of the dot product of each row (the same int32 sums: no
+ * term can overflow). The accumulator of each block pair follows vec_dot:
+ * pairs of a group of four alternate acc0 / acc1, the tail pairs go to acc0.
+ * A tile is LEG_ROWS rows by LEG_TOK tokens, so that -c * v and the
+ * activation scales serve three rows (four spill the 32 vector registers:
+ * the accumulators of two chains are 2 x LEG_ROWS x LEG_TOK). */
 #define LEG_ROWS 3
 #define LEG_TOK  4
 
-G_INLINE __m512i legacy_u(const uint8_t *x, size_t bb, int64_t i, bool two, bool q8)
+enum legacy { LEG_Q4_0, LEG_Q5_0, LEG_Q8_0 };
+
+G_INLINE size_t legacy_bytes(enum legacy k)
 {
-    const uint8_t *a = x + (size_t)i * bb + 2, *b = a + (two ? bb : 0);
-    if (q8) return _mm512_xor_si512(load_pair32(a, b, two), _mm512_set1_epi8((char)0x80));
-    return nibbles_pair(a, b, two);
+    return k == LEG_Q4_0   ? sizeof(struct block_q4_0)
+           : k == LEG_Q5_0 ? sizeof(struct block_q5_0)
+                           : sizeof(struct block_q8_0);
+}
+
+G_INLINE __m512i legacy_u(const uint8_t *x, enum legacy k, int64_t i, bool two)
+{
+    const size_t bb = legacy_bytes(k);
+    const uint8_t *a = x + (size_t)i * bb, *b = a + (two ? bb : 0);
+    if (k == LEG_Q8_0)
+        return _mm512_xor_si512(load_pair32(a + 2, b + 2, two), _mm512_set1_epi8((char)0x80));
+    if (k == LEG_Q5_0)
+        return q5_pair(a + offsetof(struct block_q5_0, qs), a + offsetof(struct block_q5_0, qh),
+                       b + offsetof(struct block_q5_0, qs), b + offsetof(struct block_q5_0, qh),
+                       two);
+    return nibbles_pair(a + 2, b + 2, two);
 }
 
 G_INLINE float legacy_d(const uint8_t *x, size_t bb, int64_t i)
@@ -318,17 +317,18 @@ G_INLINE __m512 legacy_half_pair(float a, float b, bool two)
 }
 
 /* acc[r][t] += scale * dot for the block pair (i, i + two) of every row and token. */
-G_INLINE void legacy_pair(const uint8_t *x, size_t w_row, int nr, size_t bb, int64_t i, bool two,
-                          bool q8, const uint8_t *xq, size_t xq_row, int nt,
+G_INLINE void legacy_pair(const uint8_t *x, size_t w_row, int nr, enum legacy k, int64_t i,
+                          bool two, const uint8_t *xq, size_t xq_row, int nt,
                           __m512 acc[LEG_ROWS][LEG_TOK])
 {
-    const __m512i c = _mm512_set1_epi8((char)(q8 ? 0x80 : 8));
+    const size_t bb = legacy_bytes(k);
+    const __m512i c = _mm512_set1_epi8((char)(k == LEG_Q8_0 ? 0x80 : k == LEG_Q5_0 ? 16 : 8));
     __m512i u[LEG_ROWS];
     __m512 dx[LEG_ROWS];
 #pragma GCC unroll 3
     for (int r = 0; r < nr; r++) {
         const uint8_t *xr = x + (size_t)r * w_row;
-        u[r] = legacy_u(xr, bb, i, two, q8);
+        u[r] = legacy_u(xr, k, i, two);
         dx[r] = legacy_half_pair(legacy_d(xr, bb, i), legacy_d(xr, bb, i + two), two);
     }
 #pragma GCC unroll 4
@@ -349,9 +349,10 @@ G_INLINE void legacy_pair(const uint8_t *x, size_t w_row, int nr, size_t bb, int
     }
 }
 
-G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, size_t bb, bool q8,
+G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, enum legacy k,
                           const uint8_t *xq, size_t xq_row, int nt, float *y, int64_t ldy)
 {
+    const size_t bb = legacy_bytes(k);
     __m512 acc0[LEG_ROWS][LEG_TOK], acc1[LEG_ROWS][LEG_TOK];
 #pragma GCC unroll 3
     for (int r = 0; r < nr; r++)
@@ -361,14 +362,14 @@ G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, si
     for (; i + 4 <= nb; i += 4) {
 #pragma GCC unroll 3
         for (int r = 0; r < nr; r++) prefetch_ahead(x + (size_t)r * w_row + (size_t)i * bb, 4 * bb);
-        legacy_pair(x, w_row, nr, bb, i, true, q8, xq, xq_row, nt, acc0);
-        legacy_pair(x, w_row, nr, bb, i + 2, true, q8, xq, xq_row, nt, acc1);
+        legacy_pair(x, w_row, nr, k, i, true, xq, xq_row, nt, acc0);
+        legacy_pair(x, w_row, nr, k, i + 2, true, xq, xq_row, nt, acc1);
     }
     for (; i < nb; i += 2) {
         if (i + 1 < nb)
-            legacy_pair(x, w_row, nr, bb, i, true, q8, xq, xq_row, nt, acc0);
+            legacy_pair(x, w_row, nr, k, i, true, xq, xq_row, nt, acc0);
         else
-            legacy_pair(x, w_row, nr, bb, i, false, q8, xq, xq_row, nt, acc0);
+            legacy_pair(x, w_row, nr, k, i, false, xq, xq_row, nt, acc0);
     }
 #pragma GCC unroll 3
     for (int r = 0; r < nr; r++)
@@ -387,7 +388,25 @@ G_INLINE void legacy_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, si
     }
 /* clang-format on */
 
-G_INLINE void legacy_gemm(size_t bb, bool q8, int64_t n_cols, const void *w, size_t w_row,
+/* Rows [r, r1) of the tokens at xt: tiles of LEG_ROWS rows, then two, then one. */
+G_INLINE void legacy_rows(int64_t nb, const uint8_t *wb, size_t w_row, int64_t r, int64_t r1,
+                          enum legacy k, const uint8_t *xt, size_t xq_row, int nt, float *y,
+                          int64_t ldy)
+{
+    for (; r + LEG_ROWS <= r1; r += LEG_ROWS)
+        G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, LEG_ROWS, k, xt, xq_row, NT,
+                                  y + r, ldy))
+    if (r + 2 <= r1) {
+        G_SWITCH4(nt,
+                  legacy_tile(nb, wb + (size_t)r * w_row, w_row, 2, k, xt, xq_row, NT, y + r, ldy))
+        r += 2;
+    }
+    if (r < r1)
+        G_SWITCH4(nt,
+                  legacy_tile(nb, wb + (size_t)r * w_row, w_row, 1, k, xt, xq_row, NT, y + r, ldy))
+}
+
+G_INLINE void legacy_gemm(enum legacy k, int64_t n_cols, const void *w, size_t w_row,
                           int64_t n_rows, const void *xq, size_t xq_row, int64_t n_tok, float *y,
                           int64_t ldy)
 {
@@ -399,38 +418,38 @@ G_INLINE void legacy_gemm(size_t bb, bool q8, int64_t n_cols, const void *w, siz
             const int64_t r1 = r0 + GEMM_ROW_BLOCK < n_rows ? r0 + GEMM_ROW_BLOCK : n_rows;
             for (int64_t ts = t0; ts < t1; ts += LEG_TOK) {
                 const int nt = (int)(t1 - ts < LEG_TOK ? t1 - ts : LEG_TOK);
-                const uint8_t *xt = xb + (size_t)ts * xq_row;
-                int64_t r = r0;
-                for (; r + LEG_ROWS <= r1; r += LEG_ROWS)
-                    G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, LEG_ROWS, bb, q8,
-                                              xt, xq_row, NT, y + ts * ldy + r, ldy))
-                /* the rows left: a tile of two, then one */
-                if (r + 2 <= r1) {
-                    G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, 2, bb, q8, xt,
-                                              xq_row, NT, y + ts * ldy + r, ldy))
-                    r += 2;
-                }
-                if (r < r1)
-                    G_SWITCH4(nt, legacy_tile(nb, wb + (size_t)r * w_row, w_row, 1, bb, q8, xt,
-                                              xq_row, NT, y + ts * ldy + r, ldy))
+                legacy_rows(nb, wb, w_row, r0, r1, k, xb + (size_t)ts * xq_row, xq_row, nt,
+                            y + ts * ldy, ldy);
             }
         }
     }
 }
 
-static void q4_0_gemm(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows, const void *xq,
-                      size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
+/* One token (quant_gemm.h's gemv): the same tiles, each activation pair and
+ * its -c * v serving LEG_ROWS rows, whose weights stream side by side. */
+G_INLINE void legacy_gemv(enum legacy k, int64_t n_cols, const void *w, size_t w_row,
+                          int64_t n_rows, const void *xq, float *y)
 {
-    legacy_gemm(sizeof(struct block_q4_0), false, n_cols, w, w_row, n_rows, xq, xq_row, n_tok, y,
-                ldy);
+    legacy_rows(n_cols / 32, w, w_row, 0, n_rows, k, xq, 0, 1, y, 0);
 }
 
-static void q8_0_gemm(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows, const void *xq,
-                      size_t xq_row, int64_t n_tok, float *y, int64_t ldy)
-{
-    legacy_gemm(sizeof(struct block_q8_0), true, n_cols, w, w_row, n_rows, xq, xq_row, n_tok, y,
-                ldy);
-}
+#define LEG_ENTRY(name, kind)                                                                      \
+    static void name##_gemm(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,           \
+                            const void *xq, size_t xq_row, int64_t n_tok, float *y, int64_t ldy)   \
+    {                                                                                              \
+        legacy_gemm(kind, n_cols, w, w_row, n_rows, xq, xq_row, n_tok, y, ldy);                    \
+    }                                                                                              \
+    static void name##_gemv(int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,           \
+                            const void *xq, float *y)                                              \
+    {                                                                                              \
+        legacy_gemv(kind, n_cols, w, w_row, n_rows, xq, y);                                        \
+    }
+
+LEG_ENTRY(q4_0, LEG_Q4_0)
+LEG_ENTRY(q5_0, LEG_Q5_0)
+LEG_ENTRY(q8_0, LEG_Q8_0)
+
+#undef LEG_ENTRY
 
 /* ---- F16 (quant_avx512.c's f16_vec_dot per output) ---------------------
  * vec_dot keeps four accumulator chains: chain c takes elements 16c..16c+15
@@ -682,12 +701,16 @@ G_ENTRY(q6_K)
 const bool quant_gemm_avx512_built = true;
 
 const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT] = {
-    [HY_TYPE_F16] = f16_gemm,   [HY_TYPE_Q4_0] = q4_0_gemm, [HY_TYPE_Q8_0] = q8_0_gemm,
-    [HY_TYPE_Q4_K] = q4_K_gemm, [HY_TYPE_Q5_K] = q5_K_gemm, [HY_TYPE_Q6_K] = q6_K_gemm,
+    [HY_TYPE_F16] = f16_gemm,   [HY_TYPE_Q4_0] = q4_0_gemm, [HY_TYPE_Q5_0] = q5_0_gemm,
+    [HY_TYPE_Q8_0] = q8_0_gemm, [HY_TYPE_Q4_K] = q4_K_gemm, [HY_TYPE_Q5_K] = q5_K_gemm,
+    [HY_TYPE_Q6_K] = q6_K_gemm,
 };
 
 const quant_gemv_fn quant_gemv_avx512_table[HY_TYPE_COUNT] = {
     [HY_TYPE_F16] = f16_gemv,
+    [HY_TYPE_Q4_0] = q4_0_gemv,
+    [HY_TYPE_Q5_0] = q5_0_gemv,
+    [HY_TYPE_Q8_0] = q8_0_gemv,
 };
 
 #else
