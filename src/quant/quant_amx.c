@@ -115,20 +115,27 @@ A_INLINE __m256i legacy_u256(const uint8_t *x, bool q4)
                             _mm256_set1_epi8(0x0f));
 }
 
-/* The int32 sums of x * y for the blocks at x and x + bb against y[0], y[1]:
+/* The int32 sums of x * y for the blocks at xa and xb against ya, yb:
  * lanes 0-7 four products each of the first, lanes 8-15 of the second. With
  * the values as u - c (legacy_u256), c * y is taken out as the start value
  * (exact: no lane can overflow). */
-A_INLINE __m512i legacy_pair_lanes(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y)
+A_INLINE __m512i legacy_two_lanes(const uint8_t *xa, const uint8_t *xb, bool q4,
+                                  const struct block_q8_0 *ya, const struct block_q8_0 *yb)
 {
     const __m512i c = _mm512_set1_epi8((char)(q4 ? 8 : 0x80));
     const __m512i u =
-        _mm512_inserti64x4(_mm512_castsi256_si512(legacy_u256(x, q4)), legacy_u256(x + bb, q4), 1);
+        _mm512_inserti64x4(_mm512_castsi256_si512(legacy_u256(xa, q4)), legacy_u256(xb, q4), 1);
     const __m512i v =
-        _mm512_inserti64x4(_mm512_castsi256_si512(load256(y[0].qs)), load256(y[1].qs), 1);
+        _mm512_inserti64x4(_mm512_castsi256_si512(load256(ya->qs)), load256(yb->qs), 1);
     const __m512i negc =
         _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, v));
     return _mm512_dpbusd_epi32(negc, u, v);
+}
+
+/* The same for the consecutive blocks at x and y. */
+A_INLINE __m512i legacy_pair_lanes(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y)
+{
+    return legacy_two_lanes(x, x + bb, q4, y, y + 1);
 }
 
 /* The 16 block sums of a group from its 8 pair vectors, block k_perm[c] in
@@ -165,19 +172,6 @@ A_INLINE __m512 group_scales(const void *b, size_t bb)
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
 }
 
-/* One block's dot product (the tail of a row), exact. */
-static inline int32_t legacy_block_sum(const uint8_t *x, bool q4, const struct block_q8_0 *y)
-{
-    const __m256i c = _mm256_set1_epi8((char)(q4 ? 8 : 0x80));
-    const __m256i u = legacy_u256(x, q4), v = load256(y->qs);
-    const __m256i s = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v),
-                                       _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, v));
-    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-    return _mm_cvtsi128_si32(t);
-}
-
 /* acc + the group of 16 blocks at x against y (scales dy), lane by lane. */
 A_INLINE __m512 legacy_group(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y,
                              __m512 dy, __m512 acc)
@@ -186,27 +180,44 @@ A_INLINE __m512 legacy_group(const uint8_t *x, size_t bb, bool q4, const struct 
     return _mm512_fmadd_ps(_mm512_mul_ps(group_scales(x, bb), dy), _mm512_cvtepi32_ps(s), acc);
 }
 
-/* acc + the last, partial group (blocks g..nb-1), lanes of absent blocks kept. */
-static inline __m512 legacy_tail(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y,
-                                 int64_t g, int64_t nb, __m512 acc)
+/* A block of zeros, weights and activations alike: the stand-in for the
+ * blocks past a row's end in its last, partial group (sums 0, its lanes not
+ * accumulated). Larger than any legacy block. */
+static const uint8_t k_zero_block[64] = {0};
+
+/* acc + the last, partial group (blocks g..nb-1), lanes of absent blocks
+ * kept: legacy_group's operations on the blocks present, their pairs
+ * completed by zero blocks, and the scales gathered for present lanes only
+ * (rows of 1408 values have 12 of their 44 blocks here). */
+A_INLINE __m512 legacy_tail(const uint8_t *x, size_t bb, bool q4, const struct block_q8_0 *y,
+                            int64_t g, int64_t nb, __m512 acc)
 {
-    const float *tab = quant_cpu_f16_table;
-    int32_t s[16] = {0};
-    float dx[16] = {0}, dy[16] = {0};
-    __mmask16 m = 0;
-    for (int c = 0; c < 16; c++) {
-        const int64_t b = g + k_perm[c];
-        if (b >= nb) continue;
-        const uint8_t *xb = x + (size_t)b * bb;
-        hy_half h;
-        memcpy(&h, xb, sizeof(h));
-        s[c] = legacy_block_sum(xb, q4, y + b);
-        dx[c] = tab[h];
-        dy[c] = tab[y[b].d];
-        m |= (__mmask16)(1u << c);
+    const int64_t left = nb - g; /* 1..15 */
+    const uint8_t *xg = x + (size_t)g * bb;
+    const struct block_q8_0 *yg = y + g, *yz = (const struct block_q8_0 *)k_zero_block;
+    __m512i v[8];
+    for (int p = 0; p < 8; p++) {
+        const int64_t b0 = 2 * p, b1 = b0 + 1;
+        if (b0 >= left) {
+            v[p] = _mm512_setzero_si512();
+            continue;
+        }
+        v[p] =
+            legacy_two_lanes(xg + (size_t)b0 * bb, b1 < left ? xg + (size_t)b1 * bb : k_zero_block,
+                             q4, yg + b0, b1 < left ? yg + b1 : yz);
     }
-    const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dx), _mm512_loadu_ps(dy));
-    return _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_loadu_si512(s)), acc, m);
+    const __m512i s = q8_reduce(v);
+    /* lane c holds block k_perm[c]: present where k_perm[c] < left */
+    const __m512i perm = _mm512_loadu_si512(k_perm);
+    const __mmask16 m = _mm512_cmplt_epi32_mask(perm, _mm512_set1_epi32((int)left));
+    const __m512i offx = _mm512_mullo_epi32(perm, _mm512_set1_epi32((int)bb));
+    const __m512i offy =
+        _mm512_mullo_epi32(perm, _mm512_set1_epi32((int)sizeof(struct block_q8_0)));
+    const __m512i hx = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, offx, xg, 1);
+    const __m512i hy = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, offy, yg, 1);
+    const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(hx)),
+                                   _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hy)));
+    return _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc, m);
 }
 
 A_INLINE float legacy_vec_dot_amx(int64_t n, const uint8_t *x, size_t bb, bool q4,
