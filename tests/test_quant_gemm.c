@@ -190,12 +190,19 @@ int main(void)
     struct rng r;
     rng_init(&r, 11);
     const enum quant_isa best = quant_isa_detect();
-    /* levels below VNNI: no kernel is offered there (the caller loops vec_dot) */
-    for (int level = (int)best - 1; level >= QUANT_ISA_SCALAR; level--) {
+    /* levels below VNNI: the AVX2 level's tiles for the 32-element types
+     * (checked by check_level below or at the end), no kernel elsewhere (the
+     * caller loops vec_dot) */
+    for (int level = (int)best; level >= QUANT_ISA_SCALAR; level--) {
         if (level >= QUANT_ISA_AVX512_VNNI) continue;
         if (quant_isa_select((enum quant_isa)level) != (enum quant_isa)level) continue;
-        for (uint32_t type = 0; type < HY_TYPE_COUNT; type++)
-            CHECK(quant_gemm_kernel(type) == NULL && quant_gemv_kernel(type) == NULL);
+        for (uint32_t type = 0; type < HY_TYPE_COUNT; type++) {
+            const bool tile =
+                level == QUANT_ISA_AVX2 &&
+                (type == HY_TYPE_Q4_0 || type == HY_TYPE_Q5_0 || type == HY_TYPE_Q8_0);
+            CHECK((quant_gemm_kernel(type) != NULL) == tile && quant_gemv_kernel(type) == NULL);
+        }
+        if (level == QUANT_ISA_AVX2 && level != (int)best) check_level(&r);
     }
     /* the levels with kernels: VNNI (quant_gemm_avx512.c), then AMX
      * (quant_amx.c's Q8_0, and the VNNI kernels beside its own vec_dot) */
