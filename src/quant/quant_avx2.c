@@ -27,7 +27,7 @@
  * sides to int16 instead.
  *
  * Not here: AVX-512 (quant_avx512.c, which falls back to these for what it
- * does not implement), multi-row kernels, repacked weight layouts.
+ * does not implement), the prompt tiles (quant_gemm_avx2.c), repacked layouts.
  */
 #include "quant/quant_cpu.h"
 
