@@ -23,19 +23,15 @@
  * Q8_0's widened halves) and its scale serve every token of the tile, each
  * token's activation block (with Q4_0's and Q5_0's c * v, Q8_0's widened
  * halves) and its scale every row. Per output the operations are those of
- * the vec_dot above, in its order: block i's scaled sum goes into chain i % 2
+ * quant_avx2.c's vec_dot, in its order: block i's scaled sum goes into chain i % 2
  * (a pair's first block into acc0, its second into acc1, an odd last block
  * into acc0), and the two chains are summed by hsum_ps at the end; so every
  * output equals vec_dot's bit for bit, and batch and token-by-token logits
  * agree (tests/test_quant_gemm.c checks it). Rows are walked in blocks of
  * L2_ROW_BLOCK and tokens in blocks of L2_TOK_BLOCK, so that a block of
  * rows stays in L1/L2 while the token tiles pass over it. */
-#ifndef L2_ROWS
-#define L2_ROWS 2
-#endif
-#ifndef L2_TOK
-#define L2_TOK 3
-#endif
+#define L2_ROWS      2
+#define L2_TOK       3
 #define L2_ROW_BLOCK 16
 #define L2_TOK_BLOCK 64
 
@@ -145,35 +141,14 @@ L2_INLINE void l2_tile(int64_t nb, const uint8_t *x, size_t w_row, int nr, enum 
 L2_INLINE void l2_tile_any(int64_t nb, const uint8_t *x, size_t w_row, int nr, enum leg2 k,
                            const uint8_t *xq, size_t xq_row, int nt, float *y, int64_t ldy)
 {
-#define L2_CASE(R, T)                                                                              \
-    if (nr == (R) && nt == (T)) return l2_tile(nb, x, w_row, R, k, xq, xq_row, T, y, ldy)
-#if L2_TOK == 4
-#define L2_ROW_CASES(R)                                                                            \
-    L2_CASE(R, 1);                                                                                 \
-    L2_CASE(R, 2);                                                                                 \
-    L2_CASE(R, 3);                                                                                 \
-    L2_CASE(R, 4)
-#elif L2_TOK == 3
-#define L2_ROW_CASES(R)                                                                            \
-    L2_CASE(R, 1);                                                                                 \
-    L2_CASE(R, 2);                                                                                 \
-    L2_CASE(R, 3)
-#elif L2_TOK == 2
-#define L2_ROW_CASES(R)                                                                            \
-    L2_CASE(R, 1);                                                                                 \
-    L2_CASE(R, 2)
-#else
-#define L2_ROW_CASES(R) L2_CASE(R, 1)
-#endif
-    L2_ROW_CASES(1);
-#if L2_ROWS >= 2
-    L2_ROW_CASES(2);
-#endif
-#if L2_ROWS >= 3
-    L2_ROW_CASES(3);
-#endif
-#undef L2_ROW_CASES
-#undef L2_CASE
+    if (nr == 2) {
+        if (nt == 3) return l2_tile(nb, x, w_row, 2, k, xq, xq_row, 3, y, ldy);
+        if (nt == 2) return l2_tile(nb, x, w_row, 2, k, xq, xq_row, 2, y, ldy);
+        return l2_tile(nb, x, w_row, 2, k, xq, xq_row, 1, y, ldy);
+    }
+    if (nt == 3) return l2_tile(nb, x, w_row, 1, k, xq, xq_row, 3, y, ldy);
+    if (nt == 2) return l2_tile(nb, x, w_row, 1, k, xq, xq_row, 2, y, ldy);
+    l2_tile(nb, x, w_row, 1, k, xq, xq_row, 1, y, ldy);
 }
 
 L2_INLINE void l2_gemm(enum leg2 k, int64_t n_cols, const void *w, size_t w_row, int64_t n_rows,
