@@ -526,7 +526,7 @@ static float q4_1_vec_dot(int64_t n, const void *restrict vx, const void *restri
 
 static inline __m256 q5_0_block(const struct block_q5_0 *x, const struct block_q8_0 *y)
 {
-    const __m256i q = _mm256_or_si256(nibbles32(x->qs), bits32_to_0x10(x->qh));
+    const __m256i q = q5_values32(x->qs, x->qh);
     const __m256i v = load256(y->qs);
     const __m256i p =
         _mm256_sub_epi16(_mm256_maddubs_epi16(q, v), _mm256_maddubs_epi16(_mm256_set1_epi8(16), v));
@@ -552,7 +552,7 @@ static float q5_0_vec_dot(int64_t n, const void *restrict vx, const void *restri
 
 static inline __m256 q5_1_block(const struct block_q5_1 *x, const struct block_q8_1 *y)
 {
-    const __m256i q = _mm256_or_si256(nibbles32(x->qs), bits32_to_0x10(x->qh));
+    const __m256i q = q5_values32(x->qs, x->qh);
     return _mm256_cvtepi32_ps(dot_us(q, load256(y->qs)));
 }
 
@@ -855,7 +855,7 @@ static void q5_0_to_float(const void *restrict src, float *restrict dst, int64_t
     const struct block_q5_0 *x = src;
     for (int64_t i = 0; i < n / QK5_0; i++) {
         const __m256 d = _mm256_set1_ps(h2f(x[i].d));
-        const __m256i q = _mm256_or_si256(nibbles32(x[i].qs), bits32_to_0x10(x[i].qh));
+        const __m256i q = q5_values32(x[i].qs, x[i].qh);
         __m128i g[4];
         split8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), g);
         for (int k = 0; k < 4; k++)
@@ -869,7 +869,7 @@ static void q5_1_to_float(const void *restrict src, float *restrict dst, int64_t
     for (int64_t i = 0; i < n / QK5_1; i++) {
         const __m256 d = _mm256_set1_ps(h2f(x[i].d)), m = _mm256_set1_ps(h2f(x[i].m));
         __m128i g[4];
-        split8(_mm256_or_si256(nibbles32(x[i].qs), bits32_to_0x10(x[i].qh)), g);
+        split8(q5_values32(x[i].qs, x[i].qh), g);
         for (int k = 0; k < 4; k++)
             _mm256_storeu_ps(dst + i * QK5_1 + 8 * k,
                              _mm256_add_ps(_mm256_mul_ps(u8x8_to_ps(g[k]), d), m));

@@ -66,4 +66,11 @@ static inline __m256i bits32_to_0x10(const uint8_t *p)
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
+/* The 32 five-bit values 0..31 of a Q5_0/Q5_1 block in element order: its
+ * nibbles (qs) with 16 added where its high bit (qh) is set. */
+static inline __m256i q5_values32(const uint8_t *qs, const uint8_t *qh)
+{
+    return _mm256_or_si256(nibbles32(qs), bits32_to_0x10(qh));
+}
+
 #endif

@@ -71,7 +71,7 @@ extern const quant_gemm_fn quant_gemm_avx512_vnni_table[HY_TYPE_COUNT];
 /* The AVX-512 gemv kernels (quant_gemm_avx512.c), offered at the VNNI and
  * AMX levels (whose vec_dot for these types is the AVX-512 one). */
 extern const quant_gemv_fn quant_gemv_avx512_table[HY_TYPE_COUNT];
-/* The AVX2 level's prompt kernels (quant_avx2.c): Q4_0, Q5_0 and Q8_0. */
+/* The AVX2 level's prompt kernels (quant_gemm_avx2.c): Q4_0, Q5_0 and Q8_0. */
 extern const quant_gemm_fn quant_gemm_avx2_table[HY_TYPE_COUNT];
 /* The AMX level's kernels (quant_amx.c), NULL where the VNNI one serves. */
 extern const quant_gemm_fn quant_gemm_amx_table[HY_TYPE_COUNT];

@@ -61,7 +61,7 @@ L2_INLINE struct l2_half l2_weights(const uint8_t *blk, enum leg2 k)
         w.b = _mm256_cvtepi8_epi16(load128(x->qs + 16));
     } else if (k == L2_Q5_0) {
         const struct block_q5_0 *x = (const struct block_q5_0 *)blk;
-        w.a = _mm256_or_si256(nibbles32(x->qs), bits32_to_0x10(x->qh));
+        w.a = q5_values32(x->qs, x->qh);
         w.b = _mm256_setzero_si256();
     } else {
         w.a = nibbles32(((const struct block_q4_0 *)blk)->qs);
